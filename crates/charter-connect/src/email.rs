@@ -1,0 +1,220 @@
+//! Email over SMTP (lettre): implicit TLS, STARTTLS, or plain for a local relay.
+//!
+//! Each message's `Message-ID` is `<idempotency-key@sender-domain>`, so a retry after an
+//! uncertain failure carries the same id and receiving systems can recognise the repeat.
+
+use std::time::{Duration, Instant};
+
+use lettre::message::{Mailbox, Mailboxes, header::ContentType};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use crate::connector::Secret;
+use crate::guarded::failure;
+use crate::http::AttemptOutcome;
+
+/// How the SMTP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// TLS from the first byte (usually port 465).
+    Tls,
+    /// Plain connection upgraded with STARTTLS, which is required (usually port 587).
+    StartTls,
+    /// No TLS: only for a relay on the same machine or network.
+    None,
+}
+
+/// An SMTP connector with its password resolved.
+#[derive(Debug, Clone)]
+pub struct SmtpConnector {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// Sender address, `Name <addr@example.com>` or `addr@example.com`.
+    pub from: String,
+    pub timeout: Duration,
+}
+
+/// A rendered email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email {
+    /// Recipients, comma-separated.
+    pub to: String,
+    pub subject: String,
+    /// Plain-text body.
+    pub body: String,
+}
+
+/// A message that cannot be built: a permanent failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EmailError {
+    #[error("invalid sender address {0:?}")]
+    From(String),
+    #[error("invalid recipient list {0:?}")]
+    To(String),
+    #[error("no recipient")]
+    NoRecipient,
+    #[error("cannot build the message: {0}")]
+    Build(String),
+    #[error("SMTP connector `{connector}`: {message}")]
+    Transport { connector: String, message: String },
+}
+
+impl SmtpConnector {
+    /// The message as it will be sent, with `Message-ID: <idempotency_key@domain>`.
+    pub fn build(&self, email: &Email, idempotency_key: &str) -> Result<Message, EmailError> {
+        let from: Mailbox = self
+            .from
+            .parse()
+            .map_err(|_| EmailError::From(self.from.clone()))?;
+        let to: Mailboxes = email
+            .to
+            .parse()
+            .map_err(|_| EmailError::To(email.to.clone()))?;
+        if to.iter().next().is_none() {
+            return Err(EmailError::NoRecipient);
+        }
+        let domain = from.email.domain().to_string();
+        let mut builder = Message::builder()
+            .from(from)
+            .subject(email.subject.replace(['\r', '\n'], " "))
+            .message_id(Some(format!("<{idempotency_key}@{domain}>")))
+            .header(ContentType::TEXT_PLAIN);
+        for m in to {
+            builder = builder.to(m);
+        }
+        builder
+            .body(email.body.clone())
+            .map_err(|e| EmailError::Build(e.to_string()))
+    }
+
+    fn transport(&self) -> Result<AsyncSmtpTransport<Tokio1Executor>, EmailError> {
+        crate::install_crypto_provider();
+        let err = |e: lettre::transport::smtp::Error| EmailError::Transport {
+            connector: self.name.clone(),
+            message: e.to_string(),
+        };
+        let builder = match self.security {
+            SmtpSecurity::Tls => {
+                AsyncSmtpTransport::<Tokio1Executor>::relay(&self.host).map_err(err)?
+            }
+            SmtpSecurity::StartTls => {
+                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&self.host).map_err(err)?
+            }
+            SmtpSecurity::None => {
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&self.host)
+            }
+        };
+        let mut builder = builder.port(self.port).timeout(Some(self.timeout));
+        if let (Some(user), Some(pass)) = (&self.username, &self.password) {
+            builder =
+                builder.credentials(Credentials::new(user.clone(), pass.expose().to_string()));
+        }
+        Ok(builder.build())
+    }
+
+    /// Send once. SMTP 5xx answers and unbuildable messages are permanent; 4xx answers,
+    /// timeouts and connection trouble are retryable. Errors never contain the password.
+    pub async fn attempt(&self, email: &Email, idempotency_key: &str) -> AttemptOutcome {
+        let started = Instant::now();
+        let message = match self.build(email, idempotency_key) {
+            Ok(m) => m,
+            Err(e) => return failure(e.to_string(), false, None, started),
+        };
+        let transport = match self.transport() {
+            Ok(t) => t,
+            Err(e) => return failure(e.to_string(), false, None, started),
+        };
+        match transport.send(message).await {
+            Ok(response) => {
+                let code = response.code();
+                let text = response.message().collect::<Vec<_>>().join(" ");
+                AttemptOutcome {
+                    status: Some(smtp_code(&code.to_string())),
+                    ok: true,
+                    retryable: false,
+                    retry_after: None,
+                    error: None,
+                    body_excerpt: (!text.is_empty()).then(|| text.chars().take(200).collect()),
+                    body: Vec::new(),
+                    body_truncated: false,
+                    duration: started.elapsed(),
+                }
+            }
+            Err(e) => {
+                let retryable = !e.is_permanent();
+                let status = e.status().map(|c| smtp_code(&c.to_string()));
+                let mut out = failure(format!("SMTP: {}", describe(&e)), retryable, None, started);
+                out.status = status;
+                out
+            }
+        }
+    }
+}
+
+fn smtp_code(s: &str) -> u16 {
+    s.parse().unwrap_or(0)
+}
+
+/// The error without anything the server could echo back from the credentials.
+fn describe(e: &lettre::transport::smtp::Error) -> String {
+    if e.is_timeout() {
+        return "timed out".into();
+    }
+    let text = e.to_string();
+    let mut cut = text.len().min(300);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text[..cut].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn smtp() -> SmtpConnector {
+        SmtpConnector {
+            name: "mail".into(),
+            host: "127.0.0.1".into(),
+            port: 25,
+            security: SmtpSecurity::None,
+            username: None,
+            password: None,
+            from: "Charter <charter@acme.example>".into(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn message_id_comes_from_the_key_and_headers_cannot_be_injected() {
+        let email = Email {
+            to: "a@x.example, B <b@y.example>".into(),
+            subject: "Hi\r\nBcc: evil@z.example".into(),
+            body: "Body".into(),
+        };
+        let m = smtp().build(&email, "abc123").unwrap();
+        let text = String::from_utf8(m.formatted()).unwrap();
+        assert!(text.contains("Message-ID: <abc123@acme.example>"), "{text}");
+        assert!(text.contains("a@x.example"), "{text}");
+        assert!(text.contains("<b@y.example>"), "{text}");
+        assert!(!text.contains("\r\nBcc:"), "{text}");
+    }
+
+    #[test]
+    fn bad_addresses_are_refused() {
+        let mut e = Email {
+            to: "not an address".into(),
+            subject: "s".into(),
+            body: "b".into(),
+        };
+        assert!(matches!(smtp().build(&e, "k"), Err(EmailError::To(_))));
+        e.to = "ok@x.example".into();
+        let mut c = smtp();
+        c.from = "nope".into();
+        assert!(matches!(c.build(&e, "k"), Err(EmailError::From(_))));
+    }
+}

@@ -1,0 +1,703 @@
+//! Project and charter configuration.
+//!
+//! Two layers: [`raw`] mirrors the YAML exactly (`deny_unknown_fields`, spans kept for
+//! messages) and [`validate`] turns raw values into the typed, checked values below. Loading
+//! is pure: the caller reads the project folder into a [`ProjectSource`] (every text file by
+//! relative path) and [`load_project`] parses and validates it, returning every problem at
+//! once as [`Diagnostics`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::expr::Expr;
+use crate::template::{JsonTemplate, Template};
+
+pub mod raw;
+pub mod validate;
+
+pub use validate::{Diagnostic, Diagnostics, load_project};
+
+/// The text files of a project folder, keyed by path relative to the project root with `/`
+/// separators (`charter.yaml`, `charters/triage.yaml`, `schemas/ticket.json`).
+#[derive(Debug, Clone, Default)]
+pub struct ProjectSource {
+    pub files: BTreeMap<String, String>,
+}
+
+/// A validated project: server settings, connectors, tokens and charters.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub settings: Settings,
+    pub connectors: BTreeMap<String, Connector>,
+    pub tokens: Vec<TokenDef>,
+    /// Model providers by name (`providers:` in charter.yaml).
+    pub providers: BTreeMap<String, ProviderDef>,
+    /// Charters by name.
+    pub charters: BTreeMap<String, Arc<Charter>>,
+}
+
+/// A model provider an `llm` stage (or a draft) can call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderDef {
+    pub name: String,
+    pub kind: ProviderType,
+    /// API root: `https://api.openai.com/v1` (default for `openai`),
+    /// `https://api.anthropic.com/v1` (default for `anthropic`), a local server's `/v1`, or
+    /// Ollama's root in `ollama` mode.
+    pub base_url: String,
+    /// Optional for local servers.
+    pub api_key: Option<SecretRef>,
+    pub model: String,
+    pub mode: StructuredMode,
+    /// Per-attempt timeout (default 30 s).
+    pub timeout: Duration,
+    /// Retries on 429, 5xx, timeouts and connection errors (default 3).
+    pub max_retries: u32,
+    /// Output tokens asked for per request (default 1024).
+    pub max_tokens: u32,
+    pub price: Option<TokenPrice>,
+}
+
+/// Which API a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderType {
+    /// OpenAI-compatible chat completions (OpenAI, vLLM, llama.cpp, LM Studio, Ollama).
+    OpenAi,
+    /// Anthropic's Messages API.
+    Anthropic,
+}
+
+/// How an OpenAI-compatible server is asked for structured output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StructuredMode {
+    /// `response_format: {type: json_schema, ...}` (OpenAI, vLLM): the default.
+    JsonSchema,
+    /// `response_format: {type: json_object, schema}` (llama-cpp-python).
+    JsonObject,
+    /// Ollama's native `/api/chat` with `format: <schema>`.
+    Ollama,
+}
+
+/// Price per million tokens, for cost metering and cost budgets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TokenPrice {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+/// Server settings from `charter.yaml` (`server:`, `store:`, `worker:`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Address to listen on; `None` means the default `127.0.0.1:8080` (CLI/env override it).
+    pub listen: Option<String>,
+    /// Store location: a SQLite file path relative to the project (default `charter.db`).
+    pub store: String,
+    /// Largest accepted webhook body in bytes (default 1 MiB).
+    pub body_limit: usize,
+    /// Base URL of the UI used in links (notifications); optional.
+    pub public_url: Option<String>,
+    pub worker: WorkerSettings,
+}
+
+/// Worker tuning.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerSettings {
+    /// How long a claim is held before another worker may take the event over.
+    pub lease: Duration,
+    /// How often an idle worker looks for work (it is also woken on ingest).
+    pub poll_interval: Duration,
+    /// Events processed at once across all charters on this node.
+    pub concurrency: usize,
+    /// How long shutdown waits for in-flight work before giving up on it (the lease then
+    /// expires and another run picks it up).
+    pub shutdown_grace: Duration,
+    /// How often the charters' `alerts:` are evaluated (default 15 s).
+    pub alert_interval: Duration,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(500),
+            concurrency: 16,
+            shutdown_grace: Duration::from_secs(10),
+            alert_interval: Duration::from_secs(15),
+        }
+    }
+}
+
+/// A reference to a secret; the value is resolved at start-up by the I/O layer and never
+/// stored in configuration values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretRef {
+    /// `env:NAME`
+    Env(String),
+    /// `file:PATH` (relative to the project root unless absolute)
+    File(String),
+}
+
+impl std::fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretRef::Env(n) => write!(f, "env:{n}"),
+            SecretRef::File(p) => write!(f, "file:{p}"),
+        }
+    }
+}
+
+/// An admin API token (used by the admin API; issue 4).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenDef {
+    pub name: String,
+    pub role: Role,
+    pub secret: SecretRef,
+    /// Charters this token may see; empty means all.
+    pub charters: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Viewer,
+    Reviewer,
+    Admin,
+}
+
+/// A named, credentialed way to reach one system.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Connector {
+    pub name: String,
+    pub kind: ConnectorKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConnectorKind {
+    Http(HttpConnector),
+    /// Slack: an incoming webhook or a bot token (`chat.postMessage`).
+    Slack(SlackConnector),
+    /// Email over SMTP.
+    Smtp(SmtpConnector),
+    /// A PostgreSQL or SQLite database receiving parametrised statements.
+    Sql(SqlConnector),
+}
+
+impl ConnectorKind {
+    /// The `type:` word of this kind.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ConnectorKind::Http(_) => "http",
+            ConnectorKind::Slack(_) => "slack",
+            ConnectorKind::Smtp(_) => "smtp",
+            ConnectorKind::Sql(_) => "sql",
+        }
+    }
+}
+
+/// HTTP connector presets (`preset:`) and the base URL each defaults to (`None`: the
+/// account's own URL, which `base_url` must give). The rest of each preset lives in
+/// `charter_connect::presets`.
+pub const HTTP_PRESETS: &[(&str, Option<&str>)] = &[
+    ("zendesk", None),
+    ("hubspot", Some("https://api.hubapi.com")),
+    ("jira", None),
+    ("rest_crm", None),
+];
+
+/// Consecutive failures that open a connector's circuit, and how long it stays open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitBreakerPolicy {
+    pub failures: u32,
+    pub cool_down: Duration,
+}
+
+/// `type: slack`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlackConnector {
+    pub auth: SlackAuth,
+    pub timeout: Duration,
+    /// Allow loopback/private addresses (local test endpoints).
+    pub allow_private: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SlackAuth {
+    /// `webhook_url: env:NAME` — the incoming-webhook URL is itself the secret.
+    Webhook(SecretRef),
+    /// `token: env:NAME` for `chat.postMessage` under `base_url` (default Slack's API).
+    Bot { token: SecretRef, base_url: String },
+}
+
+/// `type: smtp`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SmtpConnector {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    pub password: Option<SecretRef>,
+    /// Sender, `Name <addr>` or `addr`.
+    pub from: String,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Implicit TLS (port 465 by default).
+    Tls,
+    /// STARTTLS required (port 587 by default).
+    StartTls,
+    /// Plain (port 25 by default): local relays only.
+    None,
+}
+
+/// `type: sql`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqlConnector {
+    pub database: SqlDatabase,
+    /// Per-attempt timeout (default 10 s).
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlDatabase {
+    /// `url: sqlite:path` (relative to the project unless absolute).
+    Sqlite(String),
+    /// `url: postgres://...` written out, or `url: env:NAME` / `file:PATH` holding one.
+    Postgres(TextOrSecret),
+}
+
+/// A value written in the file or referenced as a secret.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TextOrSecret {
+    Text(String),
+    Secret(SecretRef),
+}
+
+/// An HTTP API reached at `base_url`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpConnector {
+    pub base_url: String,
+    /// Headers added to every request (plain values, not secrets).
+    pub headers: BTreeMap<String, String>,
+    pub auth: Option<HttpAuth>,
+    /// Per-attempt timeout (default 10 s).
+    pub timeout: Duration,
+    /// Allow loopback/private addresses (needed for local systems and tests).
+    pub allow_private: bool,
+    /// The preset this connector was built from (one of [`HTTP_PRESETS`]).
+    pub preset: Option<String>,
+    /// Requests per second sent through this connector (per node).
+    pub rate_limit: Option<f64>,
+    /// Requests in flight at once through this connector (per node).
+    pub concurrency: Option<usize>,
+    pub circuit_breaker: Option<CircuitBreakerPolicy>,
+    /// What a 2xx answer must look like; a mismatch fails the attempt.
+    pub response_schema: Option<InputSchema>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum HttpAuth {
+    Bearer(SecretRef),
+    Basic {
+        username: String,
+        password: SecretRef,
+    },
+    /// An API key sent in a named header.
+    Header {
+        name: String,
+        value: SecretRef,
+    },
+    /// OAuth2 client credentials; the token is fetched, cached and refreshed.
+    OAuth2 {
+        token_url: String,
+        client_id: String,
+        client_secret: SecretRef,
+        scope: Option<String>,
+    },
+}
+
+/// `shadow` records what would have run; `live` executes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Shadow,
+    Live,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Shadow => "shadow",
+            Mode::Live => "live",
+        }
+    }
+}
+
+/// One workflow and its operating boundary.
+#[derive(Debug, Clone)]
+pub struct Charter {
+    pub name: String,
+    pub description: String,
+    pub owner: String,
+    pub maintainer: String,
+    /// The connector that owns the record (must be in `uses`).
+    pub system_of_record: String,
+    pub mode: Mode,
+    /// Connectors this charter may touch.
+    pub uses: Vec<String>,
+    /// Events of this charter processed at once, across all nodes (default 4).
+    pub concurrency: usize,
+    pub trigger: Trigger,
+    pub decide: Option<Decide>,
+    /// First match wins.
+    pub routes: Vec<Route>,
+    /// The allowlist: only these can run.
+    pub actions: BTreeMap<String, Action>,
+    pub escalation: Escalation,
+    pub measure: Measure,
+    /// Alerts evaluated by the server (`alerts:`); empty when none are declared.
+    pub alerts: Vec<AlertRule>,
+    /// Relative path of the file the charter came from.
+    pub file: String,
+    /// Stable hash of the charter file's text; recorded on every run.
+    pub version: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    pub webhook: Option<Webhook>,
+    /// A NATS JetStream subject consumed through a durable consumer.
+    pub nats: Option<NatsTrigger>,
+    pub dedupe: Option<Dedupe>,
+    /// The data contract: JSON schema (already parsed) and the file it came from.
+    pub input_schema: Option<InputSchema>,
+    /// The text the decision layer reads.
+    pub text: Option<Template>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputSchema {
+    pub file: String,
+    pub schema: serde_json::Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    /// Absolute URL path, starts with `/` (for example `/hooks/zendesk/tickets`).
+    pub path: String,
+    pub verify: crate::verify::VerifySpec,
+    /// Secrets accepted (several during rotation); resolved at start-up.
+    pub secrets: Vec<SecretRef>,
+}
+
+/// `trigger: { nats: ... }`: events come from a JetStream stream, read by a durable pull
+/// consumer. A message is acknowledged only once its event is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsTrigger {
+    /// Server URL, `nats://host:port`.
+    pub url: String,
+    /// The JetStream stream to read.
+    pub stream: String,
+    /// Subject (wildcards allowed) the consumer filters on; also the stream's subject when
+    /// Charter creates the stream.
+    pub subject: String,
+    /// Durable consumer name; its position survives restarts (default `charter-<charter>`).
+    pub durable: String,
+    /// Create the stream (file storage, `subject`) when it does not exist.
+    pub create_stream: bool,
+}
+
+/// How a delivery is recognised as a repeat.
+#[derive(Debug, Clone)]
+pub enum Dedupe {
+    /// A provider header such as `webhook-id` or `X-GitHub-Delivery` (lower-cased).
+    Header(String),
+    /// A template over `payload`, `headers` and `event`.
+    Template(Template),
+}
+
+#[derive(Debug, Clone)]
+pub struct Decide {
+    pub labels: Vec<String>,
+    pub stages: Vec<Stage>,
+    pub otherwise: Otherwise,
+    pub extract: BTreeMap<String, FieldSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Stage {
+    /// Deterministic rules: the first whose `when` holds decides with confidence 1.
+    Rules(Vec<Rule>),
+    /// The embedded classifier.
+    Embedded(EmbeddedStage),
+    /// An LLM provider.
+    Llm(LlmStage),
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub when: Expr,
+    pub label: String,
+    pub fields: BTreeMap<String, Template>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EmbeddedStage {
+    /// Labelled examples file (CSV `text,label` or JSONL), relative to the project.
+    pub examples: String,
+    pub accept_above: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct LlmStage {
+    pub provider: String,
+    /// Path of the prompt file, relative to the project.
+    pub prompt: String,
+    /// The prompt file, compiled.
+    pub template: Template,
+    pub accept_above: f64,
+    /// Providers tried in order when `provider` fails.
+    pub fallback: Vec<String>,
+    /// Requests per minute for this charter (per node).
+    pub rate_limit: Option<u32>,
+    pub budget: LlmBudget,
+    /// Payload keys (or dotted paths) replaced by `[redacted]` before anything is sent.
+    pub redact: Vec<String>,
+}
+
+/// A charter's daily LLM budget and what happens when it (or the rate limit) runs out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmBudget {
+    pub tokens_per_day: Option<u64>,
+    /// In the providers' price unit.
+    pub cost_per_day: Option<f64>,
+    pub on_exhausted: OnExhausted,
+    /// Longest wait for the next window with `on_exhausted: wait` (default 60 s).
+    pub max_wait: Duration,
+}
+
+impl Default for LlmBudget {
+    fn default() -> Self {
+        LlmBudget {
+            tokens_per_day: None,
+            cost_per_day: None,
+            on_exhausted: OnExhausted::Escalate,
+            max_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What an exhausted rate limit or budget does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnExhausted {
+    /// Wait (bounded by `max_wait`) for the next window, then escalate if still exhausted.
+    Wait,
+    /// Escalate at once with the reason.
+    Escalate,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Otherwise {
+    Escalate,
+    Label(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldSpec {
+    pub kind: FieldType,
+    pub pattern: Option<String>,
+    pub enumeration: Vec<String>,
+    pub required: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldType {
+    String,
+    Number,
+    Integer,
+    Boolean,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub when: Expr,
+    /// Action names, in order; each is in the charter's `actions`.
+    pub actions: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Action {
+    pub name: String,
+    pub kind: ActionKind,
+    pub approval: Approval,
+    pub retry: RetryPolicy,
+    /// Measurement event recorded when the action succeeds (one of `measure`'s names).
+    pub measure: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum ActionKind {
+    Http(HttpAction),
+    /// Only records its rendered message.
+    Log {
+        message: Template,
+    },
+    /// A Slack message (`message: { channel, text }`).
+    Message(MessageAction),
+    /// An email (`email: { to, subject, body }`).
+    Email(EmailAction),
+    /// A parametrised SQL statement (`sql: { statement, params }`).
+    Sql(SqlAction),
+}
+
+impl ActionKind {
+    /// The connector this action goes through, if any.
+    pub fn connector(&self) -> Option<&str> {
+        match self {
+            ActionKind::Http(h) => h.connector.as_deref(),
+            ActionKind::Log { .. } => None,
+            ActionKind::Message(m) => Some(&m.connector),
+            ActionKind::Email(e) => Some(&e.connector),
+            ActionKind::Sql(q) => Some(&q.connector),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MessageAction {
+    /// A `type: slack` connector.
+    pub connector: String,
+    /// Required with a bot token; a webhook posts to its own channel.
+    pub channel: Option<Template>,
+    pub text: Template,
+}
+
+#[derive(Debug, Clone)]
+pub struct EmailAction {
+    /// A `type: smtp` connector.
+    pub connector: String,
+    /// Recipients, comma-separated.
+    pub to: Template,
+    pub subject: Template,
+    pub body: Template,
+}
+
+#[derive(Debug, Clone)]
+pub struct SqlAction {
+    /// A `type: sql` connector.
+    pub connector: String,
+    /// The statement exactly as written; values go only through `params` (`$1`, `$2`, ...).
+    pub statement: String,
+    /// One template per placeholder, rendered to text (`null` when the template is `~`).
+    pub params: Vec<Option<Template>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpAction {
+    /// The connector (must be in `uses`); `None` means `url` is absolute.
+    pub connector: Option<String>,
+    pub method: String,
+    /// Path appended to the connector's base URL, or a full URL without a connector.
+    pub target: Template,
+    pub headers: BTreeMap<String, Template>,
+    pub json: Option<JsonTemplate>,
+    /// Per-attempt timeout; `None` uses the connector's.
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Approval {
+    Auto,
+    Required {
+        reviewers: Vec<String>,
+        expires: Duration,
+        on_expiry: OnExpiry,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnExpiry {
+    Escalate,
+    Reject,
+}
+
+/// Retries with exponential backoff and full jitter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Total attempts including the first (default 5).
+    pub max_attempts: u32,
+    /// Backoff before the second attempt (default 500 ms), doubled each time.
+    pub initial_backoff: Duration,
+    /// Upper bound on one wait, Retry-After included (default 60 s).
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Escalation {
+    /// Who gets escalated work (a reviewer group or address).
+    pub to: String,
+    /// Where to notify (`slack:#channel`, a connector name, ...); optional.
+    pub notify: Option<String>,
+}
+
+/// Named outcome events, grouped (`success: [ticket_routed]`). At least one is required.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measure {
+    pub groups: BTreeMap<String, Vec<String>>,
+}
+
+impl Measure {
+    /// Every declared measurement name.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.groups.values().flatten().map(String::as_str)
+    }
+}
+
+/// One entry of a charter's `alerts:`.
+#[derive(Debug, Clone)]
+pub struct AlertRule {
+    /// The alert's key within the charter: its kind (`error_rate`), with `#2`, `#3`, ... for
+    /// a second and third alert of the same kind.
+    pub key: String,
+    pub condition: AlertCondition,
+    pub notify: AlertTarget,
+}
+
+/// When an alert fires.
+#[derive(Debug, Clone)]
+pub enum AlertCondition {
+    /// Failed runs / finished runs over the last `window` is above `above` (a fraction),
+    /// with at least `min_runs` runs finished in the window.
+    ErrorRate {
+        above: f64,
+        window: Duration,
+        min_runs: u64,
+    },
+    /// Some event (pending, processing or waiting for a human) was received more than
+    /// `older_than` ago; with `when`, only events whose context matches count.
+    Stuck {
+        older_than: Duration,
+        when: Option<Expr>,
+    },
+    /// A run escalated because the LLM budget or rate limit was exhausted in the window.
+    BudgetExhausted { window: Duration },
+    /// More than `above` actions were dead-lettered in the window.
+    DeadLetters { window: Duration, above: u64 },
+}
+
+/// Where an alert is delivered: an HTTP connector, and a path under its base URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertTarget {
+    pub connector: String,
+    pub path: Option<String>,
+}

@@ -1,0 +1,1398 @@
+//! The YAML formats as written: `charter.yaml` and `charters/*.yaml`.
+//!
+//! Every struct denies unknown fields, and nearly every field is optional here even when the
+//! format requires it: serde stops at its first error, so required fields are checked by
+//! [`super::validate`], which reports all missing ones at once. For the same reason unknown
+//! keys are found before deserializing, by [`strip_unknown_keys`] walking the YAML against
+//! [`Shape`]s that mirror these structs. Values that a message may
+//! point at are wrapped in [`Spanned`] to keep their line and column.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::Deserialize;
+use serde::de::{self, MapAccess, Visitor};
+pub use serde_saphyr::{Location, Spanned};
+
+/// A value with the place it was written.
+pub type S<T> = Spanned<T>;
+
+/// A mapping kept in file order, with the location of every key.
+#[derive(Debug, Clone)]
+pub struct Entries<V>(pub Vec<(S<String>, V)>);
+
+impl<V> Default for Entries<V> {
+    fn default() -> Self {
+        Entries(Vec::new())
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Entries<V> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor<V>(PhantomData<V>);
+
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for EntriesVisitor<V> {
+            type Value = Entries<V>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping of names to values")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(key) = map.next_key::<S<String>>()? {
+                    let value = map.next_value::<V>()?;
+                    entries.push((key, value));
+                }
+                Ok(Entries(entries))
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Entries(Vec::new()))
+            }
+        }
+
+        deserializer.deserialize_map(EntriesVisitor(PhantomData))
+    }
+}
+
+/// Any scalar (string, number, boolean) kept as the text it denotes: sizes (`1048576` or
+/// `1MiB`), durations, header values and expressions (`when: true`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scalar(pub String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ScalarVisitor;
+
+        impl Visitor<'_> for ScalarVisitor {
+            type Value = Scalar;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a single value (text, number or true/false)")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+        }
+
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+/// A value written either as one word (`approval: auto`, `verify: none`, a dedupe template)
+/// or as a mapping.
+#[derive(Debug, Clone)]
+pub enum WordOr<M> {
+    Word(String),
+    Map(M),
+}
+
+impl<'de, M: Deserialize<'de>> Deserialize<'de> for WordOr<M> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct WordOrVisitor<M>(PhantomData<M>);
+
+        impl<'de, M: Deserialize<'de>> Visitor<'de> for WordOrVisitor<M> {
+            type Value = WordOr<M>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a word or a mapping")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(WordOr::Word(v.to_string()))
+            }
+
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(WordOr::Word(v.to_string()))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                M::deserialize(de::value::MapAccessDeserializer::new(map)).map(WordOr::Map)
+            }
+        }
+
+        deserializer.deserialize_any(WordOrVisitor(PhantomData))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// charter.yaml
+
+/// `charter.yaml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProject {
+    pub server: Option<S<RawServer>>,
+    pub store: Option<S<String>>,
+    pub worker: Option<S<RawWorker>>,
+    pub connectors: Option<S<Entries<S<RawConnector>>>>,
+    pub tokens: Option<S<Vec<S<RawToken>>>>,
+    pub providers: Option<S<Entries<S<RawProvider>>>>,
+}
+
+/// A model provider (`providers:` in charter.yaml).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    #[serde(rename = "type")]
+    pub kind: Option<S<String>>,
+    pub base_url: Option<S<String>>,
+    pub api_key: Option<S<String>>,
+    pub model: Option<S<String>>,
+    pub mode: Option<S<String>>,
+    pub timeout: Option<S<Scalar>>,
+    pub max_retries: Option<S<i64>>,
+    pub max_tokens: Option<S<i64>>,
+    pub price: Option<S<RawPrice>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrice {
+    pub input_per_mtok: Option<S<f64>>,
+    pub output_per_mtok: Option<S<f64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<S<Scalar>>,
+    pub body_limit: Option<S<Scalar>>,
+    pub public_url: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorker {
+    pub lease: Option<S<Scalar>>,
+    pub poll_interval: Option<S<Scalar>>,
+    pub concurrency: Option<S<i64>>,
+    pub shutdown_grace: Option<S<Scalar>>,
+    pub alert_interval: Option<S<Scalar>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConnector {
+    #[serde(rename = "type")]
+    pub kind: Option<S<String>>,
+    pub base_url: Option<S<String>>,
+    pub headers: Option<Entries<S<Scalar>>>,
+    pub auth: Option<S<RawAuth>>,
+    pub timeout: Option<S<Scalar>>,
+    pub allow_private: Option<S<bool>>,
+    // http extras
+    pub preset: Option<S<String>>,
+    /// `10/s`, `600/m` or a number per second.
+    pub rate_limit: Option<S<Scalar>>,
+    pub concurrency: Option<S<i64>>,
+    pub circuit_breaker: Option<S<RawBreaker>>,
+    pub response_schema: Option<S<String>>,
+    // slack
+    pub webhook_url: Option<S<String>>,
+    pub token: Option<S<String>>,
+    // smtp
+    pub host: Option<S<String>>,
+    pub port: Option<S<i64>>,
+    pub tls: Option<S<String>>,
+    pub username: Option<S<String>>,
+    pub password: Option<S<String>>,
+    pub from: Option<S<String>>,
+    // sql
+    pub url: Option<S<String>>,
+}
+
+/// `circuit_breaker:` of an HTTP connector.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    pub failures: Option<S<i64>>,
+    pub cool_down: Option<S<Scalar>>,
+}
+
+/// `auth:` of an HTTP connector; exactly one key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub bearer: Option<S<String>>,
+    pub basic: Option<S<RawBasicAuth>>,
+    pub header: Option<S<RawHeaderAuth>>,
+    pub oauth2: Option<S<RawOAuth2>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOAuth2 {
+    pub token_url: Option<S<String>>,
+    pub client_id: Option<S<String>>,
+    pub client_secret: Option<S<String>>,
+    pub scope: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasicAuth {
+    pub username: Option<S<String>>,
+    pub password: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderAuth {
+    pub name: Option<S<String>>,
+    pub value: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawToken {
+    pub name: Option<S<String>>,
+    pub role: Option<S<String>>,
+    pub secret: Option<S<String>>,
+    pub charters: Option<Vec<S<String>>>,
+}
+
+// ---------------------------------------------------------------------------------------
+// charters/<name>.yaml
+
+/// `measure:` — group name to a list of measurement names.
+pub type MeasureGroups = Entries<Option<S<Vec<S<String>>>>>;
+
+/// One charter file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCharter {
+    pub name: Option<S<String>>,
+    pub description: Option<S<String>>,
+    pub owner: Option<S<String>>,
+    pub maintainer: Option<S<String>>,
+    pub system_of_record: Option<S<String>>,
+    pub mode: Option<S<String>>,
+    pub uses: Option<S<Vec<S<String>>>>,
+    pub concurrency: Option<S<i64>>,
+    pub trigger: Option<S<RawTrigger>>,
+    pub decide: Option<S<RawDecide>>,
+    pub routes: Option<S<Vec<S<RawRoute>>>>,
+    pub actions: Option<S<Entries<S<RawAction>>>>,
+    pub escalation: Option<S<RawEscalation>>,
+    pub measure: Option<S<MeasureGroups>>,
+    pub alerts: Option<S<Vec<S<RawAlert>>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrigger {
+    pub webhook: Option<S<RawWebhook>>,
+    pub nats: Option<S<RawNats>>,
+    /// A template string, or `{ header: Name }`.
+    pub dedupe: Option<S<WordOr<RawDedupe>>>,
+    pub input_schema: Option<S<String>>,
+    pub text: Option<S<String>>,
+}
+
+/// `trigger: { nats: ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNats {
+    pub url: Option<S<String>>,
+    pub stream: Option<S<String>>,
+    pub subject: Option<S<String>>,
+    pub durable: Option<S<String>>,
+    pub create_stream: Option<S<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDedupe {
+    pub header: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    pub path: Option<S<String>>,
+    /// `none`, or a mapping with a `preset`.
+    pub verify: Option<S<WordOr<RawVerify>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVerify {
+    pub preset: Option<S<String>>,
+    pub secret: Option<S<String>>,
+    pub secrets: Option<S<Vec<S<String>>>>,
+    pub tolerance: Option<S<Scalar>>,
+    // Generic HMAC only.
+    pub header: Option<S<String>>,
+    pub algorithm: Option<S<String>>,
+    pub encoding: Option<S<String>>,
+    pub prefix: Option<S<String>>,
+    pub timestamp_header: Option<S<String>>,
+    pub signed: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDecide {
+    pub labels: Option<S<Vec<S<String>>>>,
+    pub stages: Option<S<Vec<S<RawStage>>>>,
+    pub otherwise: Option<S<String>>,
+    pub extract: Option<S<Entries<S<RawField>>>>,
+}
+
+/// One stage: exactly one of the keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStage {
+    pub rules: Option<S<Vec<S<RawRule>>>>,
+    pub embedded: Option<S<RawEmbedded>>,
+    pub llm: Option<S<RawLlm>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub when: Option<S<Scalar>>,
+    pub label: Option<S<String>>,
+    pub fields: Option<Entries<S<Scalar>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEmbedded {
+    pub examples: Option<S<String>>,
+    pub accept_above: Option<S<f64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLlm {
+    pub provider: Option<S<String>>,
+    pub prompt: Option<S<String>>,
+    pub accept_above: Option<S<f64>>,
+    pub fallback: Option<S<Vec<S<String>>>>,
+    pub rate_limit: Option<S<i64>>,
+    pub budget: Option<S<RawBudget>>,
+    pub redact: Option<S<Vec<S<String>>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    pub tokens_per_day: Option<S<i64>>,
+    pub cost_per_day: Option<S<f64>>,
+    pub on_exhausted: Option<S<String>>,
+    pub max_wait: Option<S<Scalar>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawField {
+    #[serde(rename = "type")]
+    pub kind: Option<S<String>>,
+    pub pattern: Option<S<String>>,
+    #[serde(rename = "enum")]
+    pub enumeration: Option<S<Vec<S<Scalar>>>>,
+    pub required: Option<S<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub when: Option<S<Scalar>>,
+    #[serde(rename = "do")]
+    pub actions: Option<S<Vec<S<String>>>>,
+}
+
+/// An action: `request` (HTTP) or `log`, plus its gate and retry policy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAction {
+    pub connector: Option<S<String>>,
+    pub request: Option<S<RawRequest>>,
+    pub log: Option<S<String>>,
+    pub message: Option<S<RawMessage>>,
+    pub email: Option<S<RawEmail>>,
+    pub sql: Option<S<RawSql>>,
+    /// `auto`, or `{ reviewers, expires, on_expiry }`.
+    pub approval: Option<S<WordOr<RawApproval>>>,
+    pub retry: Option<S<RawRetry>>,
+    pub measure: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequest {
+    pub method: Option<S<String>>,
+    pub path: Option<S<String>>,
+    pub url: Option<S<String>>,
+    pub headers: Option<Entries<S<Scalar>>>,
+    pub json: Option<S<serde_json::Value>>,
+    pub timeout: Option<S<Scalar>>,
+}
+
+/// `message:` (Slack).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMessage {
+    pub channel: Option<S<String>>,
+    pub text: Option<S<String>>,
+}
+
+/// `email:` (SMTP).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEmail {
+    pub to: Option<S<String>>,
+    pub subject: Option<S<String>>,
+    pub body: Option<S<String>>,
+}
+
+/// `sql:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSql {
+    pub statement: Option<S<String>>,
+    pub params: Option<S<Vec<Option<S<Scalar>>>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApproval {
+    pub reviewers: Option<S<Vec<S<String>>>>,
+    pub expires: Option<S<Scalar>>,
+    pub on_expiry: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    pub attempts: Option<S<i64>>,
+    pub backoff: Option<S<Scalar>>,
+    pub max_backoff: Option<S<Scalar>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEscalation {
+    pub to: Option<S<String>>,
+    pub notify: Option<S<String>>,
+}
+
+/// One entry of `alerts:`: exactly one kind.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlert {
+    pub error_rate: Option<S<RawAlertSpec>>,
+    pub stuck: Option<S<RawAlertSpec>>,
+    pub budget_exhausted: Option<S<RawAlertSpec>>,
+    pub dead_letters: Option<S<RawAlertSpec>>,
+}
+
+/// The settings of one alert (which apply depends on the kind).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlertSpec {
+    /// `5%` / `0.05` (error_rate) or a count (dead_letters).
+    pub above: Option<S<Scalar>>,
+    pub window: Option<S<Scalar>>,
+    pub older_than: Option<S<Scalar>>,
+    pub when: Option<S<Scalar>>,
+    pub min_runs: Option<S<i64>>,
+    /// `connector` or `connector:/path`.
+    pub notify: Option<S<String>>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Known keys, checked before deserializing
+
+/// The keys a mapping accepts, mirroring the structs above (a test keeps the two in step).
+///
+/// serde stops at the first unknown key, which would hide every other problem of the file.
+/// [`strip_unknown_keys`] therefore walks the YAML against these shapes first, reports every
+/// unknown key and blanks it out, so that the structs above see only keys they know.
+#[derive(Debug, Clone, Copy)]
+pub enum Shape {
+    /// Not checked here: scalars, free-form values (`json:`), mappings of header names.
+    Any,
+    /// A struct: its keys, each with the shape of its value. Only applies to mappings; a
+    /// word in its place (`approval: auto`) is left to the deserializer.
+    Keys(&'static [(&'static str, Shape)]),
+    /// A mapping of names chosen by the author (connectors, actions) to values of one shape.
+    Names(&'static Shape),
+    /// A list of values of one shape.
+    List(&'static Shape),
+}
+
+const A: Shape = Shape::Any;
+
+/// `charter.yaml` ([`RawProject`]).
+pub const PROJECT_SHAPE: Shape = Shape::Keys(&[
+    ("server", SERVER_SHAPE),
+    ("store", A),
+    ("worker", WORKER_SHAPE),
+    ("connectors", Shape::Names(&CONNECTOR_SHAPE)),
+    ("tokens", Shape::List(&TOKEN_SHAPE)),
+    ("providers", Shape::Names(&PROVIDER_SHAPE)),
+]);
+
+const PROVIDER_SHAPE: Shape = Shape::Keys(&[
+    ("type", A),
+    ("base_url", A),
+    ("api_key", A),
+    ("model", A),
+    ("mode", A),
+    ("timeout", A),
+    ("max_retries", A),
+    ("max_tokens", A),
+    ("price", PRICE_SHAPE),
+]);
+
+const PRICE_SHAPE: Shape = Shape::Keys(&[("input_per_mtok", A), ("output_per_mtok", A)]);
+
+const SERVER_SHAPE: Shape = Shape::Keys(&[("listen", A), ("body_limit", A), ("public_url", A)]);
+
+const WORKER_SHAPE: Shape = Shape::Keys(&[
+    ("lease", A),
+    ("poll_interval", A),
+    ("concurrency", A),
+    ("shutdown_grace", A),
+    ("alert_interval", A),
+]);
+
+const CONNECTOR_SHAPE: Shape = Shape::Keys(&[
+    ("type", A),
+    ("base_url", A),
+    ("headers", A),
+    ("auth", AUTH_SHAPE),
+    ("timeout", A),
+    ("allow_private", A),
+    ("preset", A),
+    ("rate_limit", A),
+    ("concurrency", A),
+    ("circuit_breaker", BREAKER_SHAPE),
+    ("response_schema", A),
+    ("webhook_url", A),
+    ("token", A),
+    ("host", A),
+    ("port", A),
+    ("tls", A),
+    ("username", A),
+    ("password", A),
+    ("from", A),
+    ("url", A),
+]);
+
+const BREAKER_SHAPE: Shape = Shape::Keys(&[("failures", A), ("cool_down", A)]);
+
+const AUTH_SHAPE: Shape = Shape::Keys(&[
+    ("bearer", A),
+    ("basic", BASIC_AUTH_SHAPE),
+    ("header", HEADER_AUTH_SHAPE),
+    ("oauth2", OAUTH2_SHAPE),
+]);
+
+const OAUTH2_SHAPE: Shape = Shape::Keys(&[
+    ("token_url", A),
+    ("client_id", A),
+    ("client_secret", A),
+    ("scope", A),
+]);
+
+const BASIC_AUTH_SHAPE: Shape = Shape::Keys(&[("username", A), ("password", A)]);
+
+const HEADER_AUTH_SHAPE: Shape = Shape::Keys(&[("name", A), ("value", A)]);
+
+const TOKEN_SHAPE: Shape = Shape::Keys(&[("name", A), ("role", A), ("secret", A), ("charters", A)]);
+
+/// A charter file ([`RawCharter`]).
+pub const CHARTER_SHAPE: Shape = Shape::Keys(&[
+    ("name", A),
+    ("description", A),
+    ("owner", A),
+    ("maintainer", A),
+    ("system_of_record", A),
+    ("mode", A),
+    ("uses", A),
+    ("concurrency", A),
+    ("trigger", TRIGGER_SHAPE),
+    ("decide", DECIDE_SHAPE),
+    ("routes", Shape::List(&ROUTE_SHAPE)),
+    ("actions", Shape::Names(&ACTION_SHAPE)),
+    ("escalation", ESCALATION_SHAPE),
+    ("measure", A),
+    ("alerts", Shape::List(&ALERT_SHAPE)),
+]);
+
+const ALERT_SHAPE: Shape = Shape::Keys(&[
+    ("error_rate", ALERT_SPEC_SHAPE),
+    ("stuck", ALERT_SPEC_SHAPE),
+    ("budget_exhausted", ALERT_SPEC_SHAPE),
+    ("dead_letters", ALERT_SPEC_SHAPE),
+]);
+
+const ALERT_SPEC_SHAPE: Shape = Shape::Keys(&[
+    ("above", A),
+    ("window", A),
+    ("older_than", A),
+    ("when", A),
+    ("min_runs", A),
+    ("notify", A),
+]);
+
+const TRIGGER_SHAPE: Shape = Shape::Keys(&[
+    ("webhook", WEBHOOK_SHAPE),
+    ("nats", NATS_SHAPE),
+    ("dedupe", DEDUPE_SHAPE),
+    ("input_schema", A),
+    ("text", A),
+]);
+
+const NATS_SHAPE: Shape = Shape::Keys(&[
+    ("url", A),
+    ("stream", A),
+    ("subject", A),
+    ("durable", A),
+    ("create_stream", A),
+]);
+
+const DEDUPE_SHAPE: Shape = Shape::Keys(&[("header", A)]);
+
+const WEBHOOK_SHAPE: Shape = Shape::Keys(&[("path", A), ("verify", VERIFY_SHAPE)]);
+
+const VERIFY_SHAPE: Shape = Shape::Keys(&[
+    ("preset", A),
+    ("secret", A),
+    ("secrets", A),
+    ("tolerance", A),
+    ("header", A),
+    ("algorithm", A),
+    ("encoding", A),
+    ("prefix", A),
+    ("timestamp_header", A),
+    ("signed", A),
+]);
+
+const DECIDE_SHAPE: Shape = Shape::Keys(&[
+    ("labels", A),
+    ("stages", Shape::List(&STAGE_SHAPE)),
+    ("otherwise", A),
+    ("extract", Shape::Names(&FIELD_SHAPE)),
+]);
+
+const STAGE_SHAPE: Shape = Shape::Keys(&[
+    ("rules", Shape::List(&RULE_SHAPE)),
+    ("embedded", EMBEDDED_SHAPE),
+    ("llm", LLM_SHAPE),
+]);
+
+const RULE_SHAPE: Shape = Shape::Keys(&[("when", A), ("label", A), ("fields", A)]);
+
+const EMBEDDED_SHAPE: Shape = Shape::Keys(&[("examples", A), ("accept_above", A)]);
+
+const LLM_SHAPE: Shape = Shape::Keys(&[
+    ("provider", A),
+    ("prompt", A),
+    ("accept_above", A),
+    ("fallback", A),
+    ("rate_limit", A),
+    ("budget", BUDGET_SHAPE),
+    ("redact", A),
+]);
+
+const BUDGET_SHAPE: Shape = Shape::Keys(&[
+    ("tokens_per_day", A),
+    ("cost_per_day", A),
+    ("on_exhausted", A),
+    ("max_wait", A),
+]);
+
+const FIELD_SHAPE: Shape =
+    Shape::Keys(&[("type", A), ("pattern", A), ("enum", A), ("required", A)]);
+
+const ROUTE_SHAPE: Shape = Shape::Keys(&[("when", A), ("do", A)]);
+
+const ACTION_SHAPE: Shape = Shape::Keys(&[
+    ("connector", A),
+    ("request", REQUEST_SHAPE),
+    ("log", A),
+    ("message", MESSAGE_SHAPE),
+    ("email", EMAIL_SHAPE),
+    ("sql", SQL_SHAPE),
+    ("approval", APPROVAL_SHAPE),
+    ("retry", RETRY_SHAPE),
+    ("measure", A),
+]);
+
+const REQUEST_SHAPE: Shape = Shape::Keys(&[
+    ("method", A),
+    ("path", A),
+    ("url", A),
+    ("headers", A),
+    ("json", A),
+    ("timeout", A),
+]);
+
+const MESSAGE_SHAPE: Shape = Shape::Keys(&[("channel", A), ("text", A)]);
+
+const EMAIL_SHAPE: Shape = Shape::Keys(&[("to", A), ("subject", A), ("body", A)]);
+
+const SQL_SHAPE: Shape = Shape::Keys(&[("statement", A), ("params", A)]);
+
+const APPROVAL_SHAPE: Shape = Shape::Keys(&[("reviewers", A), ("expires", A), ("on_expiry", A)]);
+
+const RETRY_SHAPE: Shape = Shape::Keys(&[("attempts", A), ("backoff", A), ("max_backoff", A)]);
+
+const ESCALATION_SHAPE: Shape = Shape::Keys(&[("to", A), ("notify", A)]);
+
+/// An unknown key, at a 1-based line and column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownKey {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// A YAML text with its unknown keys blanked out, and those keys.
+#[derive(Debug)]
+pub struct Stripped<'a> {
+    /// The text to deserialize: every unknown key and its value replaced by spaces (line
+    /// breaks kept, so every other value keeps its line and column). A block mapping left
+    /// with no keys becomes `{}`, so it is still a mapping.
+    pub text: std::borrow::Cow<'a, str>,
+    pub unknown: Vec<UnknownKey>,
+}
+
+/// Reports every key of `text` that `shape` does not know and blanks it out with its value.
+///
+/// Text that is not valid YAML is returned unchanged, with no findings: the deserializer
+/// then reports the syntax error. Merge keys (`<<`) are left to the deserializer.
+pub fn strip_unknown_keys<'a>(text: &'a str, shape: &Shape) -> Stripped<'a> {
+    let mut walk = Walk {
+        text,
+        unknown: Vec::new(),
+        cuts: Vec::new(),
+        braces: Vec::new(),
+    };
+    if let Some(root) = yaml_tree(text) {
+        walk.node(&root, shape);
+    }
+    let Walk {
+        unknown,
+        cuts,
+        braces,
+        ..
+    } = walk;
+    Stripped {
+        text: if cuts.is_empty() {
+            std::borrow::Cow::Borrowed(text)
+        } else {
+            std::borrow::Cow::Owned(blank(text, &cuts, &braces))
+        },
+        unknown,
+    }
+}
+
+/// A YAML node with its place.
+#[derive(Debug)]
+struct Node {
+    kind: NodeKind,
+    at: Place,
+}
+
+/// Where a node is: its byte range and the 1-based line and column of its start.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    start: usize,
+    end: usize,
+    line: usize,
+    column: usize,
+}
+
+#[derive(Debug)]
+enum NodeKind {
+    Scalar(String),
+    Alias,
+    Seq(Vec<Node>),
+    Map {
+        flow: bool,
+        entries: Vec<(Node, Node)>,
+    },
+}
+
+/// A collection whose end has not been seen yet.
+enum Open {
+    Seq(Vec<Node>),
+    Map {
+        flow: bool,
+        entries: Vec<(Node, Node)>,
+        key: Option<Node>,
+    },
+}
+
+/// The first document of `text` as a tree, or `None` when it does not parse. Nesting is
+/// bounded by the parser's limits.
+fn yaml_tree(text: &str) -> Option<Node> {
+    use serde_saphyr::granit_parser::{Event, Parser, StructureStyle};
+
+    let mut stack: Vec<(Open, Place)> = Vec::new();
+    for item in Parser::new_from_str(text) {
+        let (event, span) = item.ok()?;
+        let range = span.byte_range()?;
+        let at = Place {
+            start: range.start,
+            end: range.end,
+            line: span.start.line(),
+            column: span.start.col() + 1,
+        };
+        let done = match event {
+            Event::Scalar(value, ..) => Node {
+                kind: NodeKind::Scalar(value.into_owned()),
+                at,
+            },
+            Event::Alias(_) => Node {
+                kind: NodeKind::Alias,
+                at,
+            },
+            Event::SequenceStart(..) => {
+                stack.push((Open::Seq(Vec::new()), at));
+                continue;
+            }
+            Event::MappingStart(style, ..) => {
+                let open = Open::Map {
+                    flow: style == StructureStyle::Flow,
+                    entries: Vec::new(),
+                    key: None,
+                };
+                stack.push((open, at));
+                continue;
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let (open, start) = stack.pop()?;
+                let kind = match open {
+                    Open::Seq(items) => NodeKind::Seq(items),
+                    Open::Map { flow, entries, .. } => NodeKind::Map { flow, entries },
+                };
+                Node {
+                    kind,
+                    at: Place {
+                        end: range.end.max(start.start),
+                        ..start
+                    },
+                }
+            }
+            _ => continue,
+        };
+        match stack.last_mut() {
+            None => return Some(done),
+            Some((Open::Seq(items), _)) => items.push(done),
+            Some((Open::Map { entries, key, .. }, _)) => match key.take() {
+                None => *key = Some(done),
+                Some(k) => entries.push((k, done)),
+            },
+        }
+    }
+    None
+}
+
+struct Walk<'t> {
+    text: &'t str,
+    unknown: Vec<UnknownKey>,
+    /// Byte ranges to blank out.
+    cuts: Vec<std::ops::Range<usize>>,
+    /// Byte offsets where `{}` replaces the blanks (block mappings left empty).
+    braces: Vec<usize>,
+}
+
+impl Walk<'_> {
+    fn node(&mut self, node: &Node, shape: &Shape) {
+        match (shape, &node.kind) {
+            (Shape::Keys(fields), NodeKind::Map { flow, entries }) => {
+                let mut first_cut = None;
+                let mut removed = 0;
+                for (key, value) in entries {
+                    let NodeKind::Scalar(name) = &key.kind else {
+                        continue;
+                    };
+                    if name == "<<" {
+                        continue;
+                    }
+                    match fields.iter().find(|(field, _)| field == name) {
+                        Some((_, inner)) => self.node(value, inner),
+                        None => {
+                            self.unknown.push(UnknownKey {
+                                line: key.at.line,
+                                column: key.at.column,
+                                message: unknown_field(name, fields),
+                            });
+                            let cut = self.entry_range(&key.at, &value.at, *flow);
+                            first_cut.get_or_insert(cut.start);
+                            self.cuts.push(cut);
+                            removed += 1;
+                        }
+                    }
+                }
+                // A block mapping left without keys would read as null: keep it a mapping.
+                if let Some(at) = first_cut
+                    && !flow
+                    && removed == entries.len()
+                {
+                    self.braces.push(at);
+                }
+            }
+            (Shape::Names(inner), NodeKind::Map { entries, .. }) => {
+                for (_, value) in entries {
+                    self.node(value, inner);
+                }
+            }
+            (Shape::List(inner), NodeKind::Seq(items)) => {
+                for item in items {
+                    self.node(item, inner);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The bytes of one `key: value` entry: from the key to the end of the value, the colon
+    /// included, and in a flow mapping one separating comma.
+    fn entry_range(&self, key: &Place, value: &Place, flow: bool) -> std::ops::Range<usize> {
+        let bytes = self.text.as_bytes();
+        let mut start = key.start;
+        let mut end = key.end.max(value.end);
+        // The colon (an empty value ends before it).
+        let mut i = key.end;
+        while i < bytes.len() && matches!(bytes[i], b' ' | b'\t') {
+            i += 1;
+        }
+        if bytes.get(i) == Some(&b':') {
+            end = end.max(i + 1);
+        }
+        if flow {
+            let mut after = end;
+            while after < bytes.len() && bytes[after].is_ascii_whitespace() {
+                after += 1;
+            }
+            if bytes.get(after) == Some(&b',') {
+                end = after + 1;
+            } else {
+                let mut before = start;
+                while before > 0 && bytes[before - 1].is_ascii_whitespace() {
+                    before -= 1;
+                }
+                if before > 0 && bytes[before - 1] == b',' {
+                    start = before - 1;
+                }
+            }
+        }
+        start..end.min(bytes.len())
+    }
+}
+
+/// The message for an unknown key, worded like serde's.
+fn unknown_field(name: &str, fields: &[(&str, Shape)]) -> String {
+    let names: Vec<String> = fields.iter().map(|(f, _)| format!("`{f}`")).collect();
+    match names.as_slice() {
+        [] => format!("unknown field `{name}`, there are no fields"),
+        [one] => format!("unknown field `{name}`, expected {one}"),
+        [a, b] => format!("unknown field `{name}`, expected {a} or {b}"),
+        _ => format!(
+            "unknown field `{name}`, expected one of {}",
+            names.join(", ")
+        ),
+    }
+}
+
+/// `text` with the `cuts` replaced by spaces (line breaks kept) and `{}` written at each of
+/// `braces`. Each character becomes one character, so columns (counted in characters) hold.
+fn blank(text: &str, cuts: &[std::ops::Range<usize>], braces: &[usize]) -> String {
+    let mut cuts = cuts.to_vec();
+    cuts.sort_by_key(|r| r.start);
+    let mut cuts = cuts.into_iter().peekable();
+    let mut current: Option<std::ops::Range<usize>> = None;
+    let mut close_brace = false;
+    let mut out = String::with_capacity(text.len());
+    for (i, c) in text.char_indices() {
+        while current.as_ref().is_none_or(|r| r.end <= i) {
+            match cuts.next_if(|r| r.start <= i) {
+                Some(r) => current = Some(r),
+                None => break,
+            }
+        }
+        let in_cut = current.as_ref().is_some_and(|r| r.contains(&i));
+        if !in_cut || c == '\n' || c == '\r' {
+            out.push(c);
+        } else if braces.contains(&i) {
+            out.push('{');
+            close_brace = true;
+        } else if close_brace {
+            out.push('}');
+            close_brace = false;
+        } else {
+            out.push(' ');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The field names serde's derive gives a struct (renames applied).
+    fn serde_fields<T: for<'de> Deserialize<'de>>() -> Vec<&'static str> {
+        struct Fields(Vec<&'static str>);
+
+        impl<'de> de::Deserializer<'de> for &mut Fields {
+            type Error = de::value::Error;
+
+            fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+                Err(de::Error::custom("only structs"))
+            }
+
+            fn deserialize_struct<V: Visitor<'de>>(
+                self,
+                _name: &'static str,
+                fields: &'static [&'static str],
+                _visitor: V,
+            ) -> Result<V::Value, Self::Error> {
+                self.0 = fields.to_vec();
+                Err(de::Error::custom("fields recorded"))
+            }
+
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+                byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map
+                enum identifier ignored_any
+            }
+        }
+
+        let mut fields = Fields(Vec::new());
+        let _ = T::deserialize(&mut fields);
+        fields.0
+    }
+
+    fn shape_keys(shape: &Shape) -> Vec<&'static str> {
+        match shape {
+            Shape::Keys(fields) => fields.iter().map(|(name, _)| *name).collect(),
+            other => panic!("not a struct shape: {other:?}"),
+        }
+    }
+
+    /// The value shape of `key` in a struct shape.
+    fn field(shape: &Shape, key: &str) -> Shape {
+        match shape {
+            Shape::Keys(fields) => fields
+                .iter()
+                .find(|(name, _)| *name == key)
+                .map(|(_, s)| *s)
+                .unwrap_or_else(|| panic!("no key {key}")),
+            other => panic!("not a struct shape: {other:?}"),
+        }
+    }
+
+    fn inner(shape: Shape) -> Shape {
+        match shape {
+            Shape::Names(s) | Shape::List(s) => *s,
+            other => panic!("not a collection shape: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn shapes_list_exactly_the_struct_fields() {
+        let p = PROJECT_SHAPE;
+        let c = CHARTER_SHAPE;
+        let connector = inner(field(&p, "connectors"));
+        let auth = field(&connector, "auth");
+        let trigger = field(&c, "trigger");
+        let webhook = field(&trigger, "webhook");
+        let decide = field(&c, "decide");
+        let stage = inner(field(&decide, "stages"));
+        let action = inner(field(&c, "actions"));
+        let pairs: Vec<(&str, Vec<&str>, Vec<&str>)> = vec![
+            ("project", shape_keys(&p), serde_fields::<RawProject>()),
+            (
+                "server",
+                shape_keys(&field(&p, "server")),
+                serde_fields::<RawServer>(),
+            ),
+            (
+                "worker",
+                shape_keys(&field(&p, "worker")),
+                serde_fields::<RawWorker>(),
+            ),
+            (
+                "connector",
+                shape_keys(&connector),
+                serde_fields::<RawConnector>(),
+            ),
+            ("auth", shape_keys(&auth), serde_fields::<RawAuth>()),
+            (
+                "oauth2",
+                shape_keys(&field(&auth, "oauth2")),
+                serde_fields::<RawOAuth2>(),
+            ),
+            (
+                "circuit_breaker",
+                shape_keys(&field(&connector, "circuit_breaker")),
+                serde_fields::<RawBreaker>(),
+            ),
+            (
+                "basic",
+                shape_keys(&field(&auth, "basic")),
+                serde_fields::<RawBasicAuth>(),
+            ),
+            (
+                "header auth",
+                shape_keys(&field(&auth, "header")),
+                serde_fields::<RawHeaderAuth>(),
+            ),
+            (
+                "token",
+                shape_keys(&inner(field(&p, "tokens"))),
+                serde_fields::<RawToken>(),
+            ),
+            (
+                "provider",
+                shape_keys(&inner(field(&p, "providers"))),
+                serde_fields::<RawProvider>(),
+            ),
+            (
+                "price",
+                shape_keys(&field(&inner(field(&p, "providers")), "price")),
+                serde_fields::<RawPrice>(),
+            ),
+            (
+                "budget",
+                shape_keys(&field(&field(&stage, "llm"), "budget")),
+                serde_fields::<RawBudget>(),
+            ),
+            ("charter", shape_keys(&c), serde_fields::<RawCharter>()),
+            (
+                "trigger",
+                shape_keys(&trigger),
+                serde_fields::<RawTrigger>(),
+            ),
+            (
+                "dedupe",
+                shape_keys(&field(&trigger, "dedupe")),
+                serde_fields::<RawDedupe>(),
+            ),
+            (
+                "webhook",
+                shape_keys(&webhook),
+                serde_fields::<RawWebhook>(),
+            ),
+            (
+                "nats",
+                shape_keys(&field(&trigger, "nats")),
+                serde_fields::<RawNats>(),
+            ),
+            (
+                "verify",
+                shape_keys(&field(&webhook, "verify")),
+                serde_fields::<RawVerify>(),
+            ),
+            ("decide", shape_keys(&decide), serde_fields::<RawDecide>()),
+            ("stage", shape_keys(&stage), serde_fields::<RawStage>()),
+            (
+                "rule",
+                shape_keys(&inner(field(&stage, "rules"))),
+                serde_fields::<RawRule>(),
+            ),
+            (
+                "embedded",
+                shape_keys(&field(&stage, "embedded")),
+                serde_fields::<RawEmbedded>(),
+            ),
+            (
+                "llm",
+                shape_keys(&field(&stage, "llm")),
+                serde_fields::<RawLlm>(),
+            ),
+            (
+                "field",
+                shape_keys(&inner(field(&decide, "extract"))),
+                serde_fields::<RawField>(),
+            ),
+            (
+                "route",
+                shape_keys(&inner(field(&c, "routes"))),
+                serde_fields::<RawRoute>(),
+            ),
+            ("action", shape_keys(&action), serde_fields::<RawAction>()),
+            (
+                "message",
+                shape_keys(&field(&action, "message")),
+                serde_fields::<RawMessage>(),
+            ),
+            (
+                "email",
+                shape_keys(&field(&action, "email")),
+                serde_fields::<RawEmail>(),
+            ),
+            (
+                "sql",
+                shape_keys(&field(&action, "sql")),
+                serde_fields::<RawSql>(),
+            ),
+            (
+                "request",
+                shape_keys(&field(&action, "request")),
+                serde_fields::<RawRequest>(),
+            ),
+            (
+                "approval",
+                shape_keys(&field(&action, "approval")),
+                serde_fields::<RawApproval>(),
+            ),
+            (
+                "retry",
+                shape_keys(&field(&action, "retry")),
+                serde_fields::<RawRetry>(),
+            ),
+            (
+                "escalation",
+                shape_keys(&field(&c, "escalation")),
+                serde_fields::<RawEscalation>(),
+            ),
+        ];
+        for (what, shape, serde) in pairs {
+            assert!(!serde.is_empty(), "{what}: serde fields not recorded");
+            assert_eq!(shape, serde, "{what}");
+        }
+    }
+
+    const SMALL: Shape = Shape::Keys(&[
+        ("a", Shape::Any),
+        ("m", Shape::Keys(&[("x", Shape::Any), ("y", Shape::Any)])),
+        (
+            "l",
+            Shape::List(&Shape::Keys(&[("x", Shape::Any), ("y", Shape::Any)])),
+        ),
+        (
+            "n",
+            Shape::Names(&Shape::Keys(&[("x", Shape::Any), ("y", Shape::Any)])),
+        ),
+    ]);
+
+    /// Strips `text`, checks that lines are kept and that the result is YAML, and returns
+    /// the stripped text and the findings as `line:column: message`.
+    fn strip(text: &str) -> (String, Vec<String>) {
+        let s = strip_unknown_keys(text, &SMALL);
+        let lines = |t: &str| t.lines().map(|l| l.chars().count()).collect::<Vec<_>>();
+        assert_eq!(lines(&s.text), lines(text), "{:?}", s.text);
+        assert!(
+            yaml_tree(&s.text).is_some() || text.is_empty(),
+            "not YAML: {:?}",
+            s.text
+        );
+        let found = s
+            .unknown
+            .iter()
+            .map(|k| format!("{}:{}: {}", k.line, k.column, k.message))
+            .collect();
+        (s.text.into_owned(), found)
+    }
+
+    #[test]
+    fn known_keys_leave_the_text_untouched() {
+        let text =
+            "a: 1\nm: { x: 1, y: [1, 2] }\nl:\n  - x: 1\n  - { y: 2 }\nn:\n  any: { x: 1 }\n";
+        let s = strip_unknown_keys(text, &SMALL);
+        assert!(s.unknown.is_empty());
+        assert!(matches!(s.text, std::borrow::Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported_and_blanked() {
+        let text = "a: 1\nbogus: 2\nm:\n  x: 1\n  z: { deep: [1, 2] }\n  y: 2\nl:\n  - x: 1\n    w: 3\nn:\n  free-name:\n    x: 1\n    v:\nlast: [1,\n  2]\n";
+        let (out, found) = strip(text);
+        assert_eq!(
+            found,
+            [
+                "2:1: unknown field `bogus`, expected one of `a`, `m`, `l`, `n`",
+                "5:3: unknown field `z`, expected `x` or `y`",
+                "9:5: unknown field `w`, expected `x` or `y`",
+                "13:5: unknown field `v`, expected `x` or `y`",
+                "14:1: unknown field `last`, expected one of `a`, `m`, `l`, `n`",
+            ]
+        );
+        assert_eq!(
+            out,
+            "a: 1\n        \nm:\n  x: 1\n                     \n  y: 2\nl:\n  - x: 1\n        \nn:\n  free-name:\n    x: 1\n      \n         \n    \n"
+        );
+    }
+
+    #[test]
+    fn flow_mappings_lose_one_comma_per_key() {
+        let (out, found) = strip("m: { z: 1, x: 1, w: 2, y: 2, v: 3 }\n");
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert_eq!(out, "m: {       x: 1,       y: 2       }\n");
+        let (out, found) = strip("m: {z: 1}\nl: [{ w: [1, 2], v: {} }]\n");
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert_eq!(out, "m: {    }\nl: [{                  }]\n");
+    }
+
+    #[test]
+    fn a_block_mapping_left_empty_stays_a_mapping() {
+        let (out, found) = strip("m:\n  z: 1\n  w:\n    - 1\nl:\n  - v: 1\n");
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert_eq!(out, "m:\n  {}  \n    \n       \nl:\n  - {}  \n");
+        let (out, _) = strip("bogus: 1\n");
+        assert_eq!(out, "{}      \n");
+    }
+
+    #[test]
+    fn columns_count_characters() {
+        let (out, found) = strip("zé: ü\nm: { x: 1, «y»: 2 }\n");
+        assert_eq!(
+            found,
+            [
+                "1:1: unknown field `zé`, expected one of `a`, `m`, `l`, `n`",
+                "2:12: unknown field `«y»`, expected `x` or `y`",
+            ]
+        );
+        assert_eq!(out, "     \nm: { x: 1         }\n");
+    }
+
+    #[test]
+    fn quoted_keys_and_crlf_line_ends() {
+        let (out, found) = strip("a: 1\r\n\"bogus\": 2\r\nm: { 'z' : 1, x: 1 }\r\n");
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(out, "a: 1\r\n          \r\nm: {          x: 1 }\r\n");
+    }
+
+    #[test]
+    fn invalid_yaml_and_other_shapes_are_left_to_the_deserializer() {
+        let s = strip_unknown_keys("a: [1\nbogus: 2\n", &SMALL);
+        assert!(s.unknown.is_empty());
+        assert_eq!(s.text, "a: [1\nbogus: 2\n");
+        // A word where a mapping is expected, a mapping where a list is: not this pass's
+        // business. Merge keys are the deserializer's too.
+        let (out, found) = strip("m: word\nl: { x: 1 }\nn: [1]\n<<: { a: 1 }\n");
+        assert!(found.is_empty(), "{found:?}");
+        assert_eq!(out, "m: word\nl: { x: 1 }\nn: [1]\n<<: { a: 1 }\n");
+        let (out, found) = strip("");
+        assert!(found.is_empty());
+        assert_eq!(out, "");
+    }
+}

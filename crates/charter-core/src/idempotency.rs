@@ -1,0 +1,44 @@
+//! Idempotency keys: `hash(event id, action name, rendered parameters)`.
+
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// The key sent as `Idempotency-Key` and used to recognise an action that already
+/// succeeded. `params` is hashed in its canonical serde_json form (object keys sorted), so
+/// the same rendered parameters always give the same key.
+pub fn idempotency_key(event_id: Uuid, action: &str, params: &serde_json::Value) -> String {
+    let mut h = Sha256::new();
+    h.update(event_id.as_bytes());
+    h.update([0u8]);
+    h.update(action.as_bytes());
+    h.update([0u8]);
+    // serde_json's Map is a BTreeMap (no preserve_order feature), so this is canonical.
+    h.update(params.to_string().as_bytes());
+    let digest = h.finalize();
+    let mut out = String::with_capacity(64);
+    for b in digest.iter() {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_is_stable_and_sensitive_to_each_part() {
+        let id = Uuid::from_u128(42);
+        let p = serde_json::json!({"b": 1, "a": [1, 2]});
+        let k1 = idempotency_key(id, "assign", &p);
+        let k2 = idempotency_key(id, "assign", &serde_json::json!({"a": [1, 2], "b": 1}));
+        assert_eq!(k1, k2);
+        assert_eq!(k1.len(), 64);
+        assert_ne!(k1, idempotency_key(Uuid::from_u128(43), "assign", &p));
+        assert_ne!(k1, idempotency_key(id, "assign2", &p));
+        assert_ne!(
+            k1,
+            idempotency_key(id, "assign", &serde_json::json!({"b": 2, "a": [1, 2]}))
+        );
+    }
+}

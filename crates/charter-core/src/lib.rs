@@ -1,0 +1,14 @@
+//! Charter's core: the domain model, charter parsing and validation, routing expressions,
+//! templates and webhook signature verification.
+//!
+//! Nothing in this crate performs I/O: no files, no network, no clock reads except where a
+//! caller passes the time in. The server, store and CLI crates do the I/O around it.
+
+pub mod config;
+pub mod expr;
+pub mod idempotency;
+pub mod model;
+pub mod routing;
+pub mod scaffold;
+pub mod template;
+pub mod verify;

@@ -1,0 +1,1035 @@
+//! Webhook signature verification (and signing, for `charter send` and tests).
+//!
+//! Pure functions over the raw body, the request headers and a caller-supplied clock.
+//! Comparisons are constant-time; several secrets may be accepted at once for rotation.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How a charter's webhook deliveries are verified.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VerifySpec {
+    /// No verification (explicitly chosen with `verify: none`).
+    None,
+    /// Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<b64>`;
+    /// HMAC-SHA256 over `{id}.{timestamp}.{body}`; secrets may carry the `whsec_` prefix
+    /// (base64 after it).
+    StandardWebhooks { tolerance: Duration },
+    /// Stripe: `Stripe-Signature: t=<ts>,v1=<hex>[,v1=...]`; HMAC-SHA256 over `{t}.{body}`.
+    Stripe { tolerance: Duration },
+    /// GitHub: `X-Hub-Signature-256: sha256=<hex>`; HMAC-SHA256 over the body.
+    Github,
+    /// Slack: `X-Slack-Signature: v0=<hex>`, `X-Slack-Request-Timestamp`; HMAC-SHA256 over
+    /// `v0:{ts}:{body}`.
+    Slack { tolerance: Duration },
+    /// Any other HMAC scheme.
+    Hmac(GenericHmac),
+}
+
+/// A generic HMAC scheme: which header, which hash, which encoding, what is signed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenericHmac {
+    /// Header carrying the signature (lower-case).
+    pub header: String,
+    pub algorithm: HmacAlgorithm,
+    pub encoding: SignatureEncoding,
+    /// Prefix before the signature in the header, e.g. `sha256=`.
+    pub prefix: Option<String>,
+    /// Header carrying a Unix timestamp (seconds), if the scheme signs one.
+    pub timestamp_header: Option<String>,
+    /// What is signed: a pattern with `{body}` and optionally `{timestamp}`
+    /// (default `{body}`).
+    pub signed: String,
+    pub tolerance: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HmacAlgorithm {
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureEncoding {
+    Hex,
+    Base64,
+}
+
+/// Default tolerance for timestamped schemes (5 minutes).
+pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
+
+/// Headers as received, names lower-cased.
+pub type Headers = BTreeMap<String, String>;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use hmac::{Hmac, KeyInit, Mac};
+
+/// Why a delivery was not accepted (or a signature could not be produced).
+///
+/// Messages name headers and describe the problem; they never contain secrets or
+/// signature values.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum VerifyError {
+    /// A header the scheme requires is absent.
+    #[error("missing header {0}")]
+    MissingHeader(String),
+    /// A header is present but cannot be parsed.
+    #[error("malformed {0}")]
+    Malformed(String),
+    /// The signed timestamp is outside the tolerance window (in the past or the future).
+    #[error("timestamp {timestamp} is outside the {tolerance_secs} s window around now ({now})")]
+    StaleTimestamp {
+        timestamp: i64,
+        now: i64,
+        tolerance_secs: u64,
+    },
+    /// No configured secret produced a matching signature.
+    #[error("signature does not match")]
+    BadSignature,
+    /// The scheme needs a secret and none is configured.
+    #[error("no secret configured")]
+    NoSecret,
+    /// A configured secret cannot be used (e.g. empty, or `whsec_` followed by invalid
+    /// base64). The text says what is wrong, never the secret itself.
+    #[error("invalid secret: {0}")]
+    InvalidSecret(String),
+}
+
+const SW_ID: &str = "webhook-id";
+const SW_TIMESTAMP: &str = "webhook-timestamp";
+const SW_SIGNATURE: &str = "webhook-signature";
+const STRIPE_SIGNATURE: &str = "stripe-signature";
+const GITHUB_SIGNATURE: &str = "x-hub-signature-256";
+const GITHUB_LEGACY_SIGNATURE: &str = "x-hub-signature";
+const GITHUB_DELIVERY: &str = "x-github-delivery";
+const SLACK_SIGNATURE: &str = "x-slack-signature";
+const SLACK_TIMESTAMP: &str = "x-slack-request-timestamp";
+const WHSEC_PREFIX: &str = "whsec_";
+
+/// Check a delivery.
+///
+/// `secrets`: raw secret strings as configured (several = rotation; any one matching is
+/// enough). `now_unix`: current time in seconds (the caller passes the clock).
+/// `VerifySpec::None` accepts everything.
+///
+/// Order of checks: secrets configured, required headers present and well-formed,
+/// timestamp within the window, then the signature (constant-time, every secret and every
+/// candidate signature is tried, no early exit on content).
+pub fn verify(
+    spec: &VerifySpec,
+    secrets: &[String],
+    headers: &Headers,
+    body: &[u8],
+    now_unix: i64,
+) -> Result<(), VerifyError> {
+    if matches!(spec, VerifySpec::None) {
+        return Ok(());
+    }
+    if secrets.is_empty() {
+        return Err(VerifyError::NoSecret);
+    }
+    let check = build_check(spec, headers, body, now_unix)?;
+    let mut matched = false;
+    let mut key_error = None;
+    for secret in secrets {
+        match derive_key(spec, secret) {
+            Ok(key) => {
+                for candidate in &check.candidates {
+                    // `|` (not `||`): evaluate every candidate regardless of earlier results.
+                    matched |= mac_verify(check.algorithm, &key, &check.message, candidate)?;
+                }
+            }
+            Err(e) => key_error = Some(e),
+        }
+    }
+    if matched {
+        Ok(())
+    } else if let Some(e) = key_error {
+        // A broken secret is a configuration problem; surface it rather than a plain mismatch.
+        Err(e)
+    } else {
+        Err(VerifyError::BadSignature)
+    }
+}
+
+/// Produce the headers a sender must add (lower-case names) — used by `charter send`, the
+/// demo and tests. `delivery_id` is sent where the scheme has a delivery id header
+/// (Standard Webhooks `webhook-id`, GitHub `x-github-delivery`).
+pub fn sign(
+    spec: &VerifySpec,
+    secret: &str,
+    body: &[u8],
+    now_unix: i64,
+    delivery_id: &str,
+) -> Result<Vec<(String, String)>, VerifyError> {
+    let ts = now_unix.to_string();
+    let h = |name: &str, value: String| (name.to_string(), value);
+    let out = match spec {
+        VerifySpec::None => Vec::new(),
+        VerifySpec::StandardWebhooks { .. } => {
+            let key = derive_key(spec, secret)?;
+            let mac = mac_compute(
+                HmacAlgorithm::Sha256,
+                &key,
+                &[delivery_id.as_bytes(), b".", ts.as_bytes(), b".", body],
+            )?;
+            vec![
+                h(SW_ID, delivery_id.to_string()),
+                h(SW_TIMESTAMP, ts),
+                h(SW_SIGNATURE, format!("v1,{}", BASE64.encode(mac))),
+            ]
+        }
+        VerifySpec::Stripe { .. } => {
+            let key = derive_key(spec, secret)?;
+            let mac = mac_compute(HmacAlgorithm::Sha256, &key, &[ts.as_bytes(), b".", body])?;
+            vec![h(
+                STRIPE_SIGNATURE,
+                format!("t={ts},v1={}", hex::encode(mac)),
+            )]
+        }
+        VerifySpec::Github => {
+            let key = derive_key(spec, secret)?;
+            let mac = mac_compute(HmacAlgorithm::Sha256, &key, &[body])?;
+            vec![
+                h(GITHUB_SIGNATURE, format!("sha256={}", hex::encode(mac))),
+                h(GITHUB_DELIVERY, delivery_id.to_string()),
+            ]
+        }
+        VerifySpec::Slack { .. } => {
+            let key = derive_key(spec, secret)?;
+            let mac = mac_compute(
+                HmacAlgorithm::Sha256,
+                &key,
+                &[b"v0:", ts.as_bytes(), b":", body],
+            )?;
+            vec![
+                h(SLACK_TIMESTAMP, ts),
+                h(SLACK_SIGNATURE, format!("v0={}", hex::encode(mac))),
+            ]
+        }
+        VerifySpec::Hmac(g) => {
+            let key = derive_key(spec, secret)?;
+            let timestamp = g.timestamp_header.as_ref().map(|_| ts.as_str());
+            let message = generic_message(g, timestamp, body)?;
+            let mac = mac_compute(g.algorithm, &key, &[&message])?;
+            let encoded = match g.encoding {
+                SignatureEncoding::Hex => hex::encode(mac),
+                SignatureEncoding::Base64 => BASE64.encode(mac),
+            };
+            let prefix = g.prefix.as_deref().unwrap_or("");
+            let mut out = vec![h(
+                &g.header.to_ascii_lowercase(),
+                format!("{prefix}{encoded}"),
+            )];
+            if let Some(th) = &g.timestamp_header {
+                out.push(h(&th.to_ascii_lowercase(), ts));
+            }
+            out
+        }
+    };
+    Ok(out)
+}
+
+/// The header that identifies a delivery for dedupe, if the scheme has one
+/// (Standard Webhooks: `webhook-id`, GitHub: `x-github-delivery`; others `None`).
+pub fn delivery_id_header(spec: &VerifySpec) -> Option<&'static str> {
+    match spec {
+        VerifySpec::StandardWebhooks { .. } => Some(SW_ID),
+        VerifySpec::Github => Some(GITHUB_DELIVERY),
+        VerifySpec::None | VerifySpec::Stripe { .. } | VerifySpec::Slack { .. } => None,
+        VerifySpec::Hmac(_) => None,
+    }
+}
+
+/// Header names (lower-case) that carry signatures and must never be stored with an event.
+pub fn signature_headers(spec: &VerifySpec) -> Vec<String> {
+    let names: &[&str] = match spec {
+        VerifySpec::None => &[],
+        VerifySpec::StandardWebhooks { .. } => &[SW_SIGNATURE],
+        VerifySpec::Stripe { .. } => &[STRIPE_SIGNATURE],
+        VerifySpec::Github => &[GITHUB_SIGNATURE, GITHUB_LEGACY_SIGNATURE],
+        VerifySpec::Slack { .. } => &[SLACK_SIGNATURE],
+        VerifySpec::Hmac(g) => return vec![g.header.to_ascii_lowercase()],
+    };
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// Check that `secret` is usable with `spec` (non-empty; for Standard Webhooks a `whsec_`
+/// prefix must be followed by valid base64). Meant for configuration checks.
+pub fn check_secret(spec: &VerifySpec, secret: &str) -> Result<(), VerifyError> {
+    if matches!(spec, VerifySpec::None) {
+        return Ok(());
+    }
+    derive_key(spec, secret).map(|_| ())
+}
+
+/// What to check for one delivery: the signed bytes and the decoded candidate signatures.
+struct Check {
+    algorithm: HmacAlgorithm,
+    message: Vec<u8>,
+    candidates: Vec<Vec<u8>>,
+}
+
+fn build_check(
+    spec: &VerifySpec,
+    headers: &Headers,
+    body: &[u8],
+    now: i64,
+) -> Result<Check, VerifyError> {
+    let sha256 = HmacAlgorithm::Sha256;
+    match spec {
+        // Handled by the caller; nothing is signed.
+        VerifySpec::None => Ok(Check {
+            algorithm: sha256,
+            message: Vec::new(),
+            candidates: Vec::new(),
+        }),
+        VerifySpec::StandardWebhooks { tolerance } => {
+            let id = header(headers, SW_ID)?;
+            let ts_raw = header(headers, SW_TIMESTAMP)?;
+            let sig = header(headers, SW_SIGNATURE)?;
+            let ts = parse_timestamp(SW_TIMESTAMP, ts_raw)?;
+            check_window(ts, now, *tolerance)?;
+            // Space-separated `v1,<base64>` entries; other versions (e.g. `v1a`) are ignored.
+            let candidates: Vec<Vec<u8>> = sig
+                .split_ascii_whitespace()
+                .filter_map(|entry| entry.strip_prefix("v1,"))
+                .filter_map(|b64| BASE64.decode(b64).ok())
+                .collect();
+            if candidates.is_empty() {
+                return Err(malformed(SW_SIGNATURE, "no v1 signature"));
+            }
+            Ok(Check {
+                algorithm: sha256,
+                message: concat(&[id.as_bytes(), b".", ts_raw.as_bytes(), b".", body]),
+                candidates,
+            })
+        }
+        VerifySpec::Stripe { tolerance } => {
+            let raw = header(headers, STRIPE_SIGNATURE)?;
+            let mut ts_raw = None;
+            let mut candidates = Vec::new();
+            for item in raw.split(',') {
+                let Some((k, v)) = item.trim().split_once('=') else {
+                    continue;
+                };
+                match k {
+                    "t" => ts_raw = Some(v),
+                    "v1" => {
+                        if let Ok(bytes) = hex::decode(v) {
+                            candidates.push(bytes);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let ts_raw = ts_raw.ok_or_else(|| malformed(STRIPE_SIGNATURE, "no t= timestamp"))?;
+            let ts = parse_timestamp(STRIPE_SIGNATURE, ts_raw)?;
+            if candidates.is_empty() {
+                return Err(malformed(STRIPE_SIGNATURE, "no v1 signature"));
+            }
+            check_window(ts, now, *tolerance)?;
+            Ok(Check {
+                algorithm: sha256,
+                message: concat(&[ts_raw.as_bytes(), b".", body]),
+                candidates,
+            })
+        }
+        VerifySpec::Github => {
+            let raw = header(headers, GITHUB_SIGNATURE)?;
+            let hexsig = strip_prefix_ci(raw.trim(), "sha256=")
+                .ok_or_else(|| malformed(GITHUB_SIGNATURE, "expected sha256=<hex>"))?;
+            let sig = decode_hex(GITHUB_SIGNATURE, hexsig)?;
+            Ok(Check {
+                algorithm: sha256,
+                message: body.to_vec(),
+                candidates: vec![sig],
+            })
+        }
+        VerifySpec::Slack { tolerance } => {
+            let ts_raw = header(headers, SLACK_TIMESTAMP)?;
+            let raw = header(headers, SLACK_SIGNATURE)?;
+            let ts = parse_timestamp(SLACK_TIMESTAMP, ts_raw)?;
+            let hexsig = strip_prefix_ci(raw.trim(), "v0=")
+                .ok_or_else(|| malformed(SLACK_SIGNATURE, "expected v0=<hex>"))?;
+            let sig = decode_hex(SLACK_SIGNATURE, hexsig)?;
+            check_window(ts, now, *tolerance)?;
+            Ok(Check {
+                algorithm: sha256,
+                message: concat(&[b"v0:", ts_raw.trim().as_bytes(), b":", body]),
+                candidates: vec![sig],
+            })
+        }
+        VerifySpec::Hmac(g) => {
+            let name = g.header.to_ascii_lowercase();
+            let raw = header(headers, &name)?.trim();
+            let encoded = match g.prefix.as_deref() {
+                Some(p) if !p.is_empty() => strip_prefix_ci(raw, p)
+                    .ok_or_else(|| malformed(&name, "expected the configured prefix"))?,
+                _ => raw,
+            };
+            let sig = match g.encoding {
+                SignatureEncoding::Hex => decode_hex(&name, encoded)?,
+                SignatureEncoding::Base64 => BASE64
+                    .decode(encoded)
+                    .map_err(|_| malformed(&name, "invalid base64"))?,
+            };
+            let timestamp = match &g.timestamp_header {
+                Some(th) => {
+                    let th = th.to_ascii_lowercase();
+                    let ts_raw = header(headers, &th)?.trim();
+                    let ts = parse_timestamp(&th, ts_raw)?;
+                    check_window(ts, now, g.tolerance)?;
+                    Some(ts_raw)
+                }
+                None => None,
+            };
+            Ok(Check {
+                algorithm: g.algorithm,
+                message: generic_message(g, timestamp, body)?,
+                candidates: vec![sig],
+            })
+        }
+    }
+}
+
+/// The bytes a generic scheme signs: `g.signed` with `{timestamp}` and `{body}` substituted
+/// in one pass (so a body containing `{timestamp}` is not substituted again).
+fn generic_message(
+    g: &GenericHmac,
+    timestamp: Option<&str>,
+    body: &[u8],
+) -> Result<Vec<u8>, VerifyError> {
+    let pattern = if g.signed.is_empty() {
+        "{body}"
+    } else {
+        g.signed.as_str()
+    };
+    let mut out = Vec::with_capacity(pattern.len() + body.len());
+    let mut rest = pattern;
+    while let Some(pos) = rest.find('{') {
+        out.extend_from_slice(&rest.as_bytes()[..pos]);
+        let tail = &rest[pos..];
+        if let Some(after) = tail.strip_prefix("{body}") {
+            out.extend_from_slice(body);
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix("{timestamp}") {
+            let ts = timestamp.ok_or_else(|| {
+                VerifyError::Malformed(
+                    "signed pattern uses {timestamp} but no timestamp header is configured"
+                        .to_string(),
+                )
+            })?;
+            out.extend_from_slice(ts.as_bytes());
+            rest = after;
+        } else {
+            out.push(b'{');
+            rest = &tail[1..];
+        }
+    }
+    out.extend_from_slice(rest.as_bytes());
+    Ok(out)
+}
+
+/// The HMAC key for a secret. Standard Webhooks secrets may carry `whsec_` + base64; every
+/// other secret is used as its raw bytes.
+fn derive_key(spec: &VerifySpec, secret: &str) -> Result<Vec<u8>, VerifyError> {
+    if secret.is_empty() {
+        return Err(VerifyError::InvalidSecret("empty secret".to_string()));
+    }
+    if let VerifySpec::StandardWebhooks { .. } = spec
+        && let Some(b64) = secret.strip_prefix(WHSEC_PREFIX)
+    {
+        let key = BASE64.decode(b64).map_err(|_| {
+            VerifyError::InvalidSecret("whsec_ secret is not valid base64".to_string())
+        })?;
+        if key.is_empty() {
+            return Err(VerifyError::InvalidSecret(
+                "empty whsec_ secret".to_string(),
+            ));
+        }
+        return Ok(key);
+    }
+    Ok(secret.as_bytes().to_vec())
+}
+
+fn mac_compute(
+    algorithm: HmacAlgorithm,
+    key: &[u8],
+    parts: &[&[u8]],
+) -> Result<Vec<u8>, VerifyError> {
+    fn run<M: Mac + KeyInit>(key: &[u8], parts: &[&[u8]]) -> Result<Vec<u8>, VerifyError> {
+        let mut mac = <M as KeyInit>::new_from_slice(key)
+            .map_err(|_| VerifyError::InvalidSecret("unusable key length".to_string()))?;
+        for p in parts {
+            mac.update(p);
+        }
+        Ok(mac.finalize().into_bytes().to_vec())
+    }
+    match algorithm {
+        HmacAlgorithm::Sha1 => run::<Hmac<sha1::Sha1>>(key, parts),
+        HmacAlgorithm::Sha256 => run::<Hmac<sha2::Sha256>>(key, parts),
+        HmacAlgorithm::Sha512 => run::<Hmac<sha2::Sha512>>(key, parts),
+    }
+}
+
+/// Constant-time check of `tag` against the MAC of `message` (`Mac::verify_slice`).
+fn mac_verify(
+    algorithm: HmacAlgorithm,
+    key: &[u8],
+    message: &[u8],
+    tag: &[u8],
+) -> Result<bool, VerifyError> {
+    fn run<M: Mac + KeyInit>(key: &[u8], message: &[u8], tag: &[u8]) -> Result<bool, VerifyError> {
+        let mut mac = <M as KeyInit>::new_from_slice(key)
+            .map_err(|_| VerifyError::InvalidSecret("unusable key length".to_string()))?;
+        mac.update(message);
+        Ok(mac.verify_slice(tag).is_ok())
+    }
+    match algorithm {
+        HmacAlgorithm::Sha1 => run::<Hmac<sha1::Sha1>>(key, message, tag),
+        HmacAlgorithm::Sha256 => run::<Hmac<sha2::Sha256>>(key, message, tag),
+        HmacAlgorithm::Sha512 => run::<Hmac<sha2::Sha512>>(key, message, tag),
+    }
+}
+
+fn header<'a>(headers: &'a Headers, name: &str) -> Result<&'a str, VerifyError> {
+    headers
+        .get(name)
+        .map(String::as_str)
+        .ok_or_else(|| VerifyError::MissingHeader(name.to_string()))
+}
+
+fn malformed(header: &str, what: &str) -> VerifyError {
+    VerifyError::Malformed(format!("{header}: {what}"))
+}
+
+fn parse_timestamp(header: &str, raw: &str) -> Result<i64, VerifyError> {
+    raw.trim()
+        .parse::<i64>()
+        .map_err(|_| malformed(header, "timestamp is not an integer"))
+}
+
+fn decode_hex(header: &str, raw: &str) -> Result<Vec<u8>, VerifyError> {
+    hex::decode(raw.trim()).map_err(|_| malformed(header, "invalid hex"))
+}
+
+/// Reject timestamps more than `tolerance` away from `now`, in either direction.
+fn check_window(ts: i64, now: i64, tolerance: Duration) -> Result<(), VerifyError> {
+    let tolerance_secs = tolerance.as_secs();
+    if ts.abs_diff(now) > tolerance_secs {
+        return Err(VerifyError::StaleTimestamp {
+            timestamp: ts,
+            now,
+            tolerance_secs,
+        });
+    }
+    Ok(())
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
+}
+
+fn concat(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_700_000_000;
+
+    fn headers(pairs: &[(String, String)]) -> Headers {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect()
+    }
+
+    fn hdrs(pairs: &[(&str, &str)]) -> Headers {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn secrets(s: &[&str]) -> Vec<String> {
+        s.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn generic(
+        algorithm: HmacAlgorithm,
+        encoding: SignatureEncoding,
+        prefix: Option<&str>,
+        timestamp_header: Option<&str>,
+        signed: &str,
+    ) -> VerifySpec {
+        VerifySpec::Hmac(GenericHmac {
+            header: "x-signature".to_string(),
+            algorithm,
+            encoding,
+            prefix: prefix.map(str::to_string),
+            timestamp_header: timestamp_header.map(str::to_string),
+            signed: signed.to_string(),
+            tolerance: DEFAULT_TOLERANCE,
+        })
+    }
+
+    /// One spec of every kind that signs, with a secret it accepts.
+    fn all_presets() -> Vec<(VerifySpec, &'static str)> {
+        vec![
+            (
+                VerifySpec::StandardWebhooks {
+                    tolerance: DEFAULT_TOLERANCE,
+                },
+                "whsec_dGVzdC1rZXktMDEyMzQ1Njc4OQ==",
+            ),
+            (
+                VerifySpec::Stripe {
+                    tolerance: DEFAULT_TOLERANCE,
+                },
+                "whsec_stripe_test",
+            ),
+            (VerifySpec::Github, "gh-secret"),
+            (
+                VerifySpec::Slack {
+                    tolerance: DEFAULT_TOLERANCE,
+                },
+                "slack-secret",
+            ),
+            (
+                generic(
+                    HmacAlgorithm::Sha256,
+                    SignatureEncoding::Hex,
+                    Some("sha256="),
+                    None,
+                    "",
+                ),
+                "generic-secret",
+            ),
+            (
+                generic(
+                    HmacAlgorithm::Sha1,
+                    SignatureEncoding::Base64,
+                    None,
+                    Some("x-timestamp"),
+                    "{timestamp}:{body}",
+                ),
+                "generic-secret",
+            ),
+            (
+                generic(
+                    HmacAlgorithm::Sha512,
+                    SignatureEncoding::Hex,
+                    None,
+                    None,
+                    "{body}",
+                ),
+                "generic-secret",
+            ),
+        ]
+    }
+
+    fn is_timestamped(spec: &VerifySpec) -> bool {
+        match spec {
+            VerifySpec::StandardWebhooks { .. }
+            | VerifySpec::Stripe { .. }
+            | VerifySpec::Slack { .. } => true,
+            VerifySpec::Hmac(g) => g.timestamp_header.is_some(),
+            VerifySpec::None | VerifySpec::Github => false,
+        }
+    }
+
+    #[test]
+    fn every_preset_round_trips() {
+        let body = br#"{"hello":"world"}"#;
+        for (spec, secret) in all_presets() {
+            let signed = sign(&spec, secret, body, NOW, "msg_1").unwrap();
+            assert!(!signed.is_empty(), "{spec:?} produced no headers");
+            let h = headers(&signed);
+            assert_eq!(
+                verify(&spec, &secrets(&[secret]), &h, body, NOW),
+                Ok(()),
+                "{spec:?}"
+            );
+            // Signature headers named by signature_headers() are among those produced.
+            for name in signature_headers(&spec) {
+                if name != GITHUB_LEGACY_SIGNATURE {
+                    assert!(h.contains_key(&name), "{spec:?} lacks {name}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_preset_rejects_wrong_secret_and_tampered_body() {
+        let body = br#"{"amount":100}"#;
+        for (spec, secret) in all_presets() {
+            let h = headers(&sign(&spec, secret, body, NOW, "msg_1").unwrap());
+            assert_eq!(
+                verify(&spec, &secrets(&["some-other-secret"]), &h, body, NOW),
+                Err(VerifyError::BadSignature),
+                "wrong secret accepted by {spec:?}"
+            );
+            assert_eq!(
+                verify(&spec, &secrets(&[secret]), &h, br#"{"amount":900}"#, NOW),
+                Err(VerifyError::BadSignature),
+                "tampered body accepted by {spec:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_preset_reports_each_missing_header() {
+        let body = b"payload";
+        for (spec, secret) in all_presets() {
+            let signed = sign(&spec, secret, body, NOW, "msg_1").unwrap();
+            for (name, _) in &signed {
+                if name == GITHUB_DELIVERY {
+                    continue; // identifies the delivery, not needed to verify it
+                }
+                let mut h = headers(&signed);
+                h.remove(name);
+                assert_eq!(
+                    verify(&spec, &secrets(&[secret]), &h, body, NOW),
+                    Err(VerifyError::MissingHeader(name.clone())),
+                    "{spec:?} without {name}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn timestamped_presets_reject_stale_and_future_deliveries() {
+        let body = b"payload";
+        let tol = DEFAULT_TOLERANCE.as_secs() as i64;
+        for (spec, secret) in all_presets().into_iter().filter(|(s, _)| is_timestamped(s)) {
+            let s = secrets(&[secret]);
+            let signed_at = NOW;
+            let h = headers(&sign(&spec, secret, body, signed_at, "msg_1").unwrap());
+            // At the edges of the window: accepted.
+            assert_eq!(verify(&spec, &s, &h, body, NOW + tol), Ok(()), "{spec:?}");
+            assert_eq!(verify(&spec, &s, &h, body, NOW - tol), Ok(()), "{spec:?}");
+            // Received long after it was signed: stale.
+            assert_eq!(
+                verify(&spec, &s, &h, body, NOW + tol + 1),
+                Err(VerifyError::StaleTimestamp {
+                    timestamp: NOW,
+                    now: NOW + tol + 1,
+                    tolerance_secs: tol as u64
+                }),
+                "{spec:?}"
+            );
+            // Signed in the future: also rejected.
+            assert!(
+                matches!(
+                    verify(&spec, &s, &h, body, NOW - tol - 1),
+                    Err(VerifyError::StaleTimestamp { .. })
+                ),
+                "{spec:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn github_has_no_timestamp_window() {
+        let h = headers(&sign(&VerifySpec::Github, "k", b"x", NOW, "d").unwrap());
+        assert_eq!(
+            verify(
+                &VerifySpec::Github,
+                &secrets(&["k"]),
+                &h,
+                b"x",
+                NOW + 86_400 * 365
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn rotation_accepts_any_configured_secret() {
+        for (spec, secret) in all_presets() {
+            let h = headers(&sign(&spec, secret, b"body", NOW, "msg_1").unwrap());
+            let rotated = secrets(&["old-secret-no-longer-used", secret]);
+            assert_eq!(
+                verify(&spec, &rotated, &h, b"body", NOW),
+                Ok(()),
+                "{spec:?}"
+            );
+            let reversed = secrets(&[secret, "old-secret-no-longer-used"]);
+            assert_eq!(
+                verify(&spec, &reversed, &h, b"body", NOW),
+                Ok(()),
+                "{spec:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_secret_is_an_error_and_none_accepts_everything() {
+        let spec = VerifySpec::Github;
+        assert_eq!(
+            verify(&spec, &[], &Headers::new(), b"x", NOW),
+            Err(VerifyError::NoSecret)
+        );
+        assert_eq!(
+            verify(&VerifySpec::None, &[], &Headers::new(), b"x", NOW),
+            Ok(())
+        );
+        assert!(
+            sign(&VerifySpec::None, "k", b"x", NOW, "d")
+                .unwrap()
+                .is_empty()
+        );
+        assert!(signature_headers(&VerifySpec::None).is_empty());
+    }
+
+    // --- Known vectors, computed independently with Python's hmac module. ---
+
+    #[test]
+    fn standard_webhooks_known_vector() {
+        // key = b"test-key-0123456789"; message = b'msg_2Kx.1700000000.{"type":"ping"}'
+        let spec = VerifySpec::StandardWebhooks {
+            tolerance: DEFAULT_TOLERANCE,
+        };
+        let body = br#"{"type":"ping"}"#;
+        let h = hdrs(&[
+            ("webhook-id", "msg_2Kx"),
+            ("webhook-timestamp", "1700000000"),
+            (
+                "webhook-signature",
+                "v1,AAAAbm90LXRoaXMtb25lAAAAAAAAAAAAAAAAAAAAAAA= v1,N3Fc3iu0NEKsl9AWavbFXO22VHE3OfyvEh3CUaCCs6M=",
+            ),
+        ]);
+        let with_prefix = secrets(&["whsec_dGVzdC1rZXktMDEyMzQ1Njc4OQ=="]);
+        assert_eq!(verify(&spec, &with_prefix, &h, body, NOW), Ok(()));
+        // The same key given as raw bytes (no whsec_ prefix).
+        let raw = secrets(&["test-key-0123456789"]);
+        assert_eq!(verify(&spec, &raw, &h, body, NOW), Ok(()));
+        // sign() reproduces the vector.
+        let signed = sign(&spec, &with_prefix[0], body, NOW, "msg_2Kx").unwrap();
+        assert!(signed.contains(&(
+            "webhook-signature".to_string(),
+            "v1,N3Fc3iu0NEKsl9AWavbFXO22VHE3OfyvEh3CUaCCs6M=".to_string()
+        )));
+    }
+
+    #[test]
+    fn standard_webhooks_rejects_bad_whsec_secret_and_unversioned_signatures() {
+        let spec = VerifySpec::StandardWebhooks {
+            tolerance: DEFAULT_TOLERANCE,
+        };
+        let h = hdrs(&[
+            ("webhook-id", "msg_2Kx"),
+            ("webhook-timestamp", "1700000000"),
+            (
+                "webhook-signature",
+                "v1,N3Fc3iu0NEKsl9AWavbFXO22VHE3OfyvEh3CUaCCs6M=",
+            ),
+        ]);
+        assert!(matches!(
+            verify(&spec, &secrets(&["whsec_!!!not base64"]), &h, b"{}", NOW),
+            Err(VerifyError::InvalidSecret(_))
+        ));
+        assert!(check_secret(&spec, "whsec_!!!").is_err());
+        assert!(check_secret(&spec, "whsec_dGVzdA==").is_ok());
+        let mut h2 = h.clone();
+        h2.insert("webhook-signature".into(), "v2,abc".into());
+        assert!(matches!(
+            verify(&spec, &secrets(&["whsec_dGVzdA=="]), &h2, b"{}", NOW),
+            Err(VerifyError::Malformed(_))
+        ));
+        let mut h3 = h;
+        h3.insert("webhook-timestamp".into(), "yesterday".into());
+        assert!(matches!(
+            verify(&spec, &secrets(&["whsec_dGVzdA=="]), &h3, b"{}", NOW),
+            Err(VerifyError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn stripe_known_vector_with_several_v1_and_upper_case_hex() {
+        let spec = VerifySpec::Stripe {
+            tolerance: DEFAULT_TOLERANCE,
+        };
+        let body = br#"{"id":"evt_1"}"#;
+        let good = "3826e3088bee80f3dc0258d293c6e80aaa38f598f828286de1d92ca0fd2d1e44";
+        let header = format!("t=1700000000,v1={},v1={good},v0=deadbeef", "00".repeat(32));
+        let h = hdrs(&[("stripe-signature", &header)]);
+        let s = secrets(&["whsec_stripe_test"]);
+        assert_eq!(verify(&spec, &s, &h, body, NOW), Ok(()));
+        let upper = hdrs(&[(
+            "stripe-signature",
+            &format!("t=1700000000,v1={}", good.to_ascii_uppercase()),
+        )]);
+        assert_eq!(verify(&spec, &s, &upper, body, NOW), Ok(()));
+        let no_t = hdrs(&[("stripe-signature", &format!("v1={good}"))]);
+        assert!(matches!(
+            verify(&spec, &s, &no_t, body, NOW),
+            Err(VerifyError::Malformed(_))
+        ));
+        let no_v1 = hdrs(&[("stripe-signature", "t=1700000000,v0=abcd")]);
+        assert!(matches!(
+            verify(&spec, &s, &no_v1, body, NOW),
+            Err(VerifyError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn github_known_vector_prefix_and_hex_case() {
+        // The example from GitHub's webhook documentation.
+        let spec = VerifySpec::Github;
+        let s = secrets(&["It's a Secret to Everybody"]);
+        let hex = "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        let ok = hdrs(&[("x-hub-signature-256", &format!("sha256={hex}"))]);
+        assert_eq!(verify(&spec, &s, &ok, b"Hello, World!", NOW), Ok(()));
+        let upper = hdrs(&[(
+            "x-hub-signature-256",
+            &format!("sha256={}", hex.to_ascii_uppercase()),
+        )]);
+        assert_eq!(verify(&spec, &s, &upper, b"Hello, World!", NOW), Ok(()));
+        // Without the `sha256=` prefix the header is malformed.
+        let bare = hdrs(&[("x-hub-signature-256", hex)]);
+        assert!(matches!(
+            verify(&spec, &s, &bare, b"Hello, World!", NOW),
+            Err(VerifyError::Malformed(_))
+        ));
+        // Truncated signature: no match (never a prefix comparison).
+        let short = hdrs(&[("x-hub-signature-256", &format!("sha256={}", &hex[..32]))]);
+        assert_eq!(
+            verify(&spec, &s, &short, b"Hello, World!", NOW),
+            Err(VerifyError::BadSignature)
+        );
+        let not_hex = hdrs(&[("x-hub-signature-256", "sha256=zz")]);
+        assert!(matches!(
+            verify(&spec, &s, &not_hex, b"Hello, World!", NOW),
+            Err(VerifyError::Malformed(_))
+        ));
+        assert_eq!(delivery_id_header(&spec), Some("x-github-delivery"));
+        assert_eq!(
+            signature_headers(&spec),
+            vec![
+                "x-hub-signature-256".to_string(),
+                "x-hub-signature".to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn slack_known_vector() {
+        let spec = VerifySpec::Slack {
+            tolerance: DEFAULT_TOLERANCE,
+        };
+        let body = b"token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J";
+        let h = hdrs(&[
+            ("x-slack-request-timestamp", "1531420618"),
+            (
+                "x-slack-signature",
+                "v0=bca5eef5dd737ed259b428b18cd24f679baa18c3fc5f1cb2a6ac9f03e717969a",
+            ),
+        ]);
+        let s = secrets(&["8f742231b10e8888abcd99yyyzzz85a5"]);
+        assert_eq!(verify(&spec, &s, &h, body, 1_531_420_618 + 10), Ok(()));
+        assert!(matches!(
+            verify(&spec, &s, &h, body, NOW),
+            Err(VerifyError::StaleTimestamp { .. })
+        ));
+    }
+
+    #[test]
+    fn generic_known_vectors() {
+        // HMAC-SHA1, base64, over "{timestamp}:{body}".
+        let spec = generic(
+            HmacAlgorithm::Sha1,
+            SignatureEncoding::Base64,
+            None,
+            Some("x-timestamp"),
+            "{timestamp}:{body}",
+        );
+        let h = hdrs(&[
+            ("x-signature", "DtUQPcuefYAZOIjoatmDzaiZhzo="),
+            ("x-timestamp", "1700000000"),
+        ]);
+        let s = secrets(&["generic-secret"]);
+        assert_eq!(verify(&spec, &s, &h, b"hello", NOW), Ok(()));
+
+        // HMAC-SHA512, hex (upper case accepted), with a prefix.
+        let hex = "d0c1a76d1880047f2449108e53f40b7163120fe0b2ae7cdb9e6f144956b42aecb26f3708d5d5468717d529f3888cc07ec323e636c415b0e1ddcfe4fd65e71a47";
+        let spec = generic(
+            HmacAlgorithm::Sha512,
+            SignatureEncoding::Hex,
+            Some("sha512="),
+            None,
+            "{body}",
+        );
+        let h = hdrs(&[(
+            "x-signature",
+            &format!("sha512={}", hex.to_ascii_uppercase()),
+        )]);
+        assert_eq!(verify(&spec, &s, &h, b"hello", NOW), Ok(()));
+        let missing_prefix = hdrs(&[("x-signature", hex)]);
+        assert!(matches!(
+            verify(&spec, &s, &missing_prefix, b"hello", NOW),
+            Err(VerifyError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn generic_pattern_substitutes_once_and_keeps_other_braces() {
+        let g = GenericHmac {
+            header: "x-sig".into(),
+            algorithm: HmacAlgorithm::Sha256,
+            encoding: SignatureEncoding::Hex,
+            prefix: None,
+            timestamp_header: Some("x-ts".into()),
+            signed: "v1:{timestamp}:{other}:{body}".into(),
+            tolerance: DEFAULT_TOLERANCE,
+        };
+        let msg = generic_message(&g, Some("42"), b"a{timestamp}b").unwrap();
+        assert_eq!(msg, b"v1:42:{other}:a{timestamp}b".to_vec());
+        let no_ts = GenericHmac {
+            timestamp_header: None,
+            ..g
+        };
+        assert!(matches!(
+            generic_message(&no_ts, None, b"x"),
+            Err(VerifyError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn delivery_id_headers() {
+        let sw = VerifySpec::StandardWebhooks {
+            tolerance: DEFAULT_TOLERANCE,
+        };
+        assert_eq!(delivery_id_header(&sw), Some("webhook-id"));
+        let signed = sign(&sw, "k", b"x", NOW, "msg_77").unwrap();
+        assert!(signed.contains(&("webhook-id".to_string(), "msg_77".to_string())));
+        assert_eq!(
+            delivery_id_header(&VerifySpec::Stripe {
+                tolerance: DEFAULT_TOLERANCE
+            }),
+            None
+        );
+        assert_eq!(delivery_id_header(&VerifySpec::None), None);
+    }
+
+    #[test]
+    fn error_messages_do_not_leak_secrets() {
+        let spec = VerifySpec::StandardWebhooks {
+            tolerance: DEFAULT_TOLERANCE,
+        };
+        let err = check_secret(&spec, "whsec_SUPER%SECRET").unwrap_err();
+        assert!(!err.to_string().contains("SUPER"), "{err}");
+        assert_eq!(
+            check_secret(&VerifySpec::Github, ""),
+            Err(VerifyError::InvalidSecret("empty secret".to_string()))
+        );
+    }
+}

@@ -1,0 +1,929 @@
+//! Loading and validating projects: a complete valid project, the scaffolds, and the
+//! diagnostics for broken charters (snapshots of the full output).
+
+use std::time::Duration;
+
+use charter_core::config::{
+    ActionKind, Approval, ConnectorKind, Dedupe, FieldType, HttpAuth, Mode, OnExpiry, Otherwise,
+    ProjectSource, RetryPolicy, Role, SecretRef, Stage, WorkerSettings, load_project,
+};
+use charter_core::scaffold::{demo_project, init_project};
+use charter_core::verify::{self, HmacAlgorithm, SignatureEncoding, VerifySpec};
+use serde_json::json;
+
+const PROJECT: &str = r#"server:
+  listen: 0.0.0.0:9090
+  body_limit: 512KiB
+  public_url: https://charter.acme.example
+store: data/charter.db
+worker:
+  lease: 45s
+  concurrency: 8
+connectors:
+  helpdesk:
+    type: http
+    base_url: http://127.0.0.1:9000
+    headers: { X-Team: ops, X-Version: 2 }
+    auth: { bearer: env:HELPDESK_TOKEN }
+    timeout: 3s
+    allow_private: true
+  crm:
+    type: http
+    base_url: https://crm.example.com
+    auth: { basic: { username: bot, password: file:secrets/crm } }
+tokens:
+  - { name: ops, role: admin, secret: env:CHARTER_ADMIN_TOKEN, charters: [support-triage] }
+  - { name: viewer, role: viewer, secret: file:secrets/viewer }
+providers:
+  default: { type: openai, base_url: http://127.0.0.1:8081/v1, model: qwen2.5-0.5b, mode: json_object }
+"#;
+
+const TRIAGE: &str = r#"name: support-triage
+description: Classify inbound helpdesk tickets and route them.
+owner: ops-lead@acme.example
+maintainer: integrations@acme.example
+system_of_record: helpdesk
+mode: shadow
+uses: [helpdesk, crm]
+concurrency: 2
+trigger:
+  webhook:
+    path: /hooks/helpdesk/tickets
+    verify: { preset: stripe, secrets: [env:A, env:B], tolerance: 2m }
+  dedupe: "{{ payload.ticket.id }}:{{ payload.ticket.updated_at }}"
+  input_schema: schemas/ticket.json
+  text: "{{ payload.ticket.subject }}"
+decide:
+  labels: [billing, bug, other]
+  stages:
+    - rules:
+        - { when: 'payload.ticket.subject.contains("refund")', label: billing }
+        - { when: true, label: other, fields: { priority: "{{ payload.ticket.priority }}" } }
+    - embedded: { examples: data/tickets.csv, accept_above: 0.85 }
+    - llm: { provider: default, prompt: prompts/triage.md, accept_above: 0.7 }
+  otherwise: other
+  extract:
+    order_id: { type: string, pattern: "ORD-[0-9]+", required: false }
+    urgency: { enum: [low, medium, high], required: true }
+routes:
+  - when: decision.label == "billing"
+    do: [assign_billing, note]
+  - when: "true"
+    do: [note]
+actions:
+  assign_billing:
+    connector: helpdesk
+    request:
+      method: put
+      path: "/api/v2/tickets/{{ payload.ticket.id }}"
+      headers: { X-Source: charter }
+      json: { ticket: { group_id: 42, id: "{{ payload.ticket.id }}" } }
+      timeout: 5s
+    approval: { reviewers: [leads], expires: 4h, on_expiry: reject }
+    retry: { attempts: 3, backoff: 1s }
+    measure: ticket_routed
+  note:
+    log: "routed {{ event.id }} as {{ decision.label }}"
+    approval: auto
+escalation: { to: support-leads, notify: "slack:#support-escalations" }
+measure:
+  success: [ticket_routed]
+  failure: [ticket_bounced]
+"#;
+
+const HOOKS: &str = r#"name: hooks
+description: Generic HMAC.
+owner: a@b.example
+maintainer: c@d.example
+system_of_record: crm
+mode: live
+uses: [crm]
+trigger:
+  webhook:
+    path: /hooks/generic
+    verify:
+      preset: hmac
+      header: X-Signature
+      algorithm: sha512
+      encoding: base64
+      prefix: "sha512="
+      timestamp_header: X-Timestamp
+      signed: "{timestamp}.{body}"
+      secret: env:S
+  dedupe: { header: X-Delivery-Id }
+routes:
+  - when: "true"
+    do: [post]
+actions:
+  post:
+    request: { method: POST, url: "https://hooks.example.com/in" }
+    approval: auto
+escalation: { to: ops }
+measure:
+  done: [posted]
+"#;
+
+const SCHEMA: &str = r#"{"type": "object", "required": ["ticket"]}"#;
+
+fn source(files: &[(&str, &str)]) -> ProjectSource {
+    ProjectSource {
+        files: files
+            .iter()
+            .map(|(p, t)| (p.to_string(), t.to_string()))
+            .collect(),
+    }
+}
+
+/// The valid project with `charters/triage.yaml` replaced by `triage`.
+fn with_triage(triage: &str) -> ProjectSource {
+    source(&[
+        ("charter.yaml", PROJECT),
+        ("charters/triage.yaml", triage),
+        ("schemas/ticket.json", SCHEMA),
+        ("data/tickets.csv", "text,label\nrefund please,billing\n"),
+        ("prompts/triage.md", "Classify: {{ text }}"),
+    ])
+}
+
+/// The full diagnostics output for a project expected to fail.
+fn diagnostics(src: &ProjectSource) -> String {
+    match load_project(src) {
+        Ok(_) => panic!("expected the project to fail validation"),
+        Err(d) => {
+            assert!(!d.0.is_empty());
+            d.to_string()
+        }
+    }
+}
+
+#[test]
+fn valid_project_parses_into_expected_values() {
+    let mut src = with_triage(TRIAGE);
+    src.files
+        .insert("charters/hooks.yml".to_string(), HOOKS.to_string());
+    let project = load_project(&src).unwrap_or_else(|d| panic!("{d}"));
+
+    let s = &project.settings;
+    assert_eq!(s.listen.as_deref(), Some("0.0.0.0:9090"));
+    assert_eq!(s.body_limit, 512 * 1024);
+    assert_eq!(
+        s.public_url.as_deref(),
+        Some("https://charter.acme.example")
+    );
+    assert_eq!(s.store, "data/charter.db");
+    assert_eq!(s.worker.lease, Duration::from_secs(45));
+    assert_eq!(s.worker.concurrency, 8);
+    assert_eq!(
+        s.worker.poll_interval,
+        WorkerSettings::default().poll_interval
+    );
+
+    let ConnectorKind::Http(h) = &project.connectors["helpdesk"].kind else {
+        panic!("expected an http connector")
+    };
+    assert_eq!(h.base_url, "http://127.0.0.1:9000");
+    assert_eq!(h.headers["X-Team"], "ops");
+    assert_eq!(h.headers["X-Version"], "2");
+    assert_eq!(
+        h.auth,
+        Some(HttpAuth::Bearer(SecretRef::Env("HELPDESK_TOKEN".into())))
+    );
+    assert_eq!(h.timeout, Duration::from_secs(3));
+    assert!(h.allow_private);
+    let ConnectorKind::Http(crm) = &project.connectors["crm"].kind else {
+        panic!("expected an http connector")
+    };
+    assert_eq!(
+        crm.timeout,
+        Duration::from_secs(10),
+        "default connector timeout"
+    );
+    assert!(!crm.allow_private);
+    assert_eq!(
+        crm.auth,
+        Some(HttpAuth::Basic {
+            username: "bot".into(),
+            password: SecretRef::File("secrets/crm".into())
+        })
+    );
+
+    assert_eq!(project.tokens.len(), 2);
+    assert_eq!(project.tokens[0].role, Role::Admin);
+    assert_eq!(project.tokens[0].charters, vec!["support-triage"]);
+    assert_eq!(
+        project.tokens[1].secret,
+        SecretRef::File("secrets/viewer".into())
+    );
+
+    assert_eq!(
+        project.charters.keys().collect::<Vec<_>>(),
+        vec!["hooks", "support-triage"]
+    );
+    let c = &project.charters["support-triage"];
+    assert_eq!(c.file, "charters/triage.yaml");
+    assert_eq!(c.version.len(), 16);
+    assert!(c.version.chars().all(|ch| ch.is_ascii_hexdigit()));
+    assert_eq!(c.owner, "ops-lead@acme.example");
+    assert_eq!(c.system_of_record, "helpdesk");
+    assert_eq!(c.mode, Mode::Shadow);
+    assert_eq!(c.uses, vec!["helpdesk", "crm"]);
+    assert_eq!(c.concurrency, 2);
+
+    let wh = c.trigger.webhook.as_ref().unwrap();
+    assert_eq!(wh.path, "/hooks/helpdesk/tickets");
+    assert_eq!(
+        wh.verify,
+        VerifySpec::Stripe {
+            tolerance: Duration::from_secs(120)
+        }
+    );
+    assert_eq!(
+        wh.secrets,
+        vec![SecretRef::Env("A".into()), SecretRef::Env("B".into())]
+    );
+    let ctx = json!({
+        "payload": { "ticket": { "id": 7, "updated_at": "t1", "subject": "I want a refund", "priority": "high" } },
+        "event": { "id": "ev-1" },
+        "decision": { "label": "billing" },
+    });
+    let Some(Dedupe::Template(dedupe)) = &c.trigger.dedupe else {
+        panic!("expected a dedupe template")
+    };
+    assert_eq!(dedupe.render(&ctx).unwrap(), "7:t1");
+    assert_eq!(
+        c.trigger.text.as_ref().unwrap().render(&ctx).unwrap(),
+        "I want a refund"
+    );
+    let schema = c.trigger.input_schema.as_ref().unwrap();
+    assert_eq!(schema.file, "schemas/ticket.json");
+    assert_eq!(schema.schema["required"], json!(["ticket"]));
+
+    let decide = c.decide.as_ref().unwrap();
+    assert_eq!(decide.labels, vec!["billing", "bug", "other"]);
+    assert_eq!(decide.otherwise, Otherwise::Label("other".into()));
+    assert_eq!(decide.stages.len(), 3);
+    let Stage::Rules(rules) = &decide.stages[0] else {
+        panic!("rules first")
+    };
+    assert_eq!(rules.len(), 2);
+    assert!(rules[0].when.eval_bool(&ctx).unwrap());
+    assert_eq!(rules[1].when.source(), "true");
+    assert_eq!(rules[1].fields["priority"].render(&ctx).unwrap(), "high");
+    let Stage::Embedded(e) = &decide.stages[1] else {
+        panic!("embedded second")
+    };
+    assert_eq!(e.examples, "data/tickets.csv");
+    assert_eq!(e.accept_above, 0.85);
+    let Stage::Llm(l) = &decide.stages[2] else {
+        panic!("llm third")
+    };
+    assert_eq!(
+        (l.provider.as_str(), l.prompt.as_str(), l.accept_above),
+        ("default", "prompts/triage.md", 0.7)
+    );
+    let order = &decide.extract["order_id"];
+    assert_eq!(order.kind, FieldType::String);
+    assert_eq!(order.pattern.as_deref(), Some("ORD-[0-9]+"));
+    assert!(!order.required);
+    let urgency = &decide.extract["urgency"];
+    assert_eq!(urgency.enumeration, vec!["low", "medium", "high"]);
+    assert!(urgency.required);
+
+    assert_eq!(c.routes.len(), 2);
+    assert_eq!(c.routes[0].actions, vec!["assign_billing", "note"]);
+    assert!(c.routes[0].when.eval_bool(&ctx).unwrap());
+
+    let assign = &c.actions["assign_billing"];
+    let ActionKind::Http(req) = &assign.kind else {
+        panic!("http action")
+    };
+    assert_eq!(req.connector.as_deref(), Some("helpdesk"));
+    assert_eq!(req.method, "PUT");
+    assert_eq!(req.target.render(&ctx).unwrap(), "/api/v2/tickets/7");
+    assert_eq!(req.headers["X-Source"].render(&ctx).unwrap(), "charter");
+    assert_eq!(
+        req.json.as_ref().unwrap().render(&ctx).unwrap(),
+        json!({ "ticket": { "group_id": 42, "id": 7 } })
+    );
+    assert_eq!(req.timeout, Some(Duration::from_secs(5)));
+    assert_eq!(
+        assign.approval,
+        Approval::Required {
+            reviewers: vec!["leads".into()],
+            expires: Duration::from_secs(4 * 3600),
+            on_expiry: OnExpiry::Reject
+        }
+    );
+    assert_eq!(
+        assign.retry,
+        RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: RetryPolicy::default().max_backoff
+        }
+    );
+    assert_eq!(assign.measure.as_deref(), Some("ticket_routed"));
+    let note = &c.actions["note"];
+    let ActionKind::Log { message } = &note.kind else {
+        panic!("log action")
+    };
+    assert_eq!(message.render(&ctx).unwrap(), "routed ev-1 as billing");
+    assert_eq!(note.approval, Approval::Auto);
+    assert_eq!(note.retry, RetryPolicy::default());
+    assert_eq!(c.escalation.to, "support-leads");
+    assert_eq!(
+        c.escalation.notify.as_deref(),
+        Some("slack:#support-escalations")
+    );
+    assert_eq!(
+        c.measure.names().collect::<Vec<_>>(),
+        vec!["ticket_bounced", "ticket_routed"]
+    );
+
+    // The second charter: generic HMAC, header dedupe, absolute URL, default concurrency.
+    let h = &project.charters["hooks"];
+    assert_eq!(h.mode, Mode::Live);
+    assert_eq!(h.concurrency, 4);
+    assert!(h.decide.is_none());
+    let VerifySpec::Hmac(g) = &h.trigger.webhook.as_ref().unwrap().verify else {
+        panic!("generic hmac")
+    };
+    assert_eq!(g.header, "x-signature");
+    assert_eq!(g.algorithm, HmacAlgorithm::Sha512);
+    assert_eq!(g.encoding, SignatureEncoding::Base64);
+    assert_eq!(g.prefix.as_deref(), Some("sha512="));
+    assert_eq!(g.timestamp_header.as_deref(), Some("x-timestamp"));
+    assert_eq!(g.signed, "{timestamp}.{body}");
+    assert_eq!(g.tolerance, verify::DEFAULT_TOLERANCE);
+    assert!(matches!(&h.trigger.dedupe, Some(Dedupe::Header(n)) if n == "x-delivery-id"));
+    let ActionKind::Http(post) = &h.actions["post"].kind else {
+        panic!("http")
+    };
+    assert_eq!(post.connector, None);
+    assert_eq!(post.target.source(), "https://hooks.example.com/in");
+}
+
+#[test]
+fn version_changes_with_the_file_text() {
+    let a = load_project(&with_triage(TRIAGE)).unwrap();
+    let b = load_project(&with_triage(&format!("{TRIAGE}# a comment\n"))).unwrap();
+    let (va, vb) = (
+        &a.charters["support-triage"].version,
+        &b.charters["support-triage"].version,
+    );
+    assert_ne!(va, vb);
+    let again = load_project(&with_triage(TRIAGE)).unwrap();
+    assert_eq!(va, &again.charters["support-triage"].version);
+}
+
+#[test]
+fn defaults_apply_to_an_empty_charter_yaml() {
+    let triage = TRIAGE.replace("uses: [helpdesk, crm]", "uses: [helpdesk]");
+    let mut src = with_triage(&triage);
+    src.files.insert(
+        "charter.yaml".into(),
+        "connectors:\n  helpdesk: { type: http, base_url: http://localhost:9000 }\n\
+         providers:\n  default: { type: openai, model: gpt-4o-mini }\n"
+            .into(),
+    );
+    let p = load_project(&src).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(p.settings.store, "charter.db");
+    assert_eq!(p.settings.body_limit, 1024 * 1024);
+    assert_eq!(p.settings.listen, None);
+    assert_eq!(p.settings.worker, WorkerSettings::default());
+    assert!(p.tokens.is_empty());
+}
+
+#[test]
+fn scaffolds_load() {
+    let init = init_project();
+    let src = source(
+        &init
+            .iter()
+            .map(|(p, t)| (*p, t.as_str()))
+            .collect::<Vec<_>>(),
+    );
+    let p = load_project(&src).unwrap_or_else(|d| panic!("init project: {d}"));
+    assert_eq!(
+        p.charters.keys().collect::<Vec<_>>(),
+        vec!["support-triage"]
+    );
+    let c = &p.charters["support-triage"];
+    assert_eq!(c.mode, Mode::Shadow);
+    assert!(matches!(
+        c.trigger.webhook.as_ref().unwrap().verify,
+        VerifySpec::StandardWebhooks { .. }
+    ));
+    assert!(init.iter().any(|(p, _)| *p == "samples/ticket.json"));
+    // The sample event satisfies the schema and is routed to billing by the rules.
+    let sample: serde_json::Value = serde_json::from_str(
+        &init
+            .iter()
+            .find(|(p, _)| *p == "samples/ticket.json")
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    let schema = &c.trigger.input_schema.as_ref().unwrap().schema;
+    assert!(jsonschema::is_valid(schema, &sample));
+    let Stage::Rules(rules) = &c.decide.as_ref().unwrap().stages[0] else {
+        panic!()
+    };
+    assert!(
+        rules[0]
+            .when
+            .eval_bool(&json!({ "payload": sample }))
+            .unwrap()
+    );
+
+    let demo = demo_project("http://127.0.0.1:9911/");
+    let src = source(
+        &demo
+            .iter()
+            .map(|(p, t)| (*p, t.as_str()))
+            .collect::<Vec<_>>(),
+    );
+    let p = load_project(&src).unwrap_or_else(|d| panic!("demo project: {d}"));
+    assert_eq!(
+        p.charters.keys().collect::<Vec<_>>(),
+        vec!["github-issues", "support-triage"]
+    );
+    let ConnectorKind::Http(h) = &p.connectors["helpdesk"].kind else {
+        panic!("expected an http connector")
+    };
+    assert_eq!(h.base_url, "http://127.0.0.1:9911/helpdesk");
+    let gh = &p.charters["github-issues"];
+    assert_eq!(gh.mode, Mode::Shadow);
+    assert_eq!(
+        gh.trigger.webhook.as_ref().unwrap().verify,
+        VerifySpec::Github
+    );
+    assert_eq!(
+        gh.trigger.webhook.as_ref().unwrap().secrets,
+        vec![SecretRef::File("secrets/github-webhook".into())]
+    );
+    assert!(matches!(&gh.trigger.dedupe, Some(Dedupe::Header(n)) if n == "x-github-delivery"));
+    assert_eq!(p.charters["support-triage"].mode, Mode::Live);
+    // Every demo sample decides as its name says.
+    for (file, label) in [
+        ("samples/support-triage/ticket-billing.json", "billing"),
+        ("samples/support-triage/ticket-bug.json", "bug"),
+        ("samples/support-triage/ticket-other.json", "other"),
+    ] {
+        let payload: serde_json::Value = serde_json::from_str(&src.files[file]).unwrap();
+        let Stage::Rules(rules) = &p.charters["support-triage"].decide.as_ref().unwrap().stages[0]
+        else {
+            panic!()
+        };
+        let ctx = json!({ "payload": payload });
+        let first = rules
+            .iter()
+            .find(|r| r.when.eval_bool(&ctx).unwrap())
+            .unwrap();
+        assert_eq!(first.label, label, "{file}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Diagnostics
+
+#[test]
+fn unknown_key() {
+    let broken = TRIAGE.replace("    approval: auto\n", "    approval: auto\n    bogus: 1\n");
+    insta::assert_snapshot!("unknown_key", diagnostics(&with_triage(&broken)));
+}
+
+#[test]
+fn unknown_keys_do_not_hide_other_problems() {
+    // Unknown keys at the top, in a nested mapping, in a flow mapping and in a list item,
+    // next to an action without `approval` and a connector missing from `uses`: all reported.
+    let broken = TRIAGE
+        .replace("owner:", "bogus_key: 1\nowner:")
+        .replace(
+            "    log: \"routed {{ event.id }} as {{ decision.label }}\"\n    approval: auto\n",
+            "    log: \"routed {{ event.id }} as {{ decision.label }}\"\n    aproval: auto\n",
+        )
+        .replace(
+            "retry: { attempts: 3, backoff: 1s }",
+            "retry: { attempts: 3, jitter: full, backoff: 1s }",
+        )
+        .replace("    do: [note]\n", "    do: [note]\n    priority: 1\n")
+        .replace("uses: [helpdesk, crm]", "uses: [crm]");
+    insta::assert_snapshot!(
+        "unknown_keys_and_other_problems",
+        diagnostics(&with_triage(&broken))
+    );
+}
+
+#[test]
+fn unknown_key_and_missing_approvals_in_the_init_scaffold() {
+    // What `charter check` reports for the scaffold with an unknown key added and every
+    // `approval: auto` removed (the CLI test makes the same edit).
+    let mut files = init_project();
+    let charter = files
+        .iter_mut()
+        .find(|(p, _)| *p == "charters/support-triage.yaml")
+        .expect("the scaffold has a charter");
+    charter.1 = charter
+        .1
+        .replacen("owner:", "bogus_key: 1\nowner:", 1)
+        .replace("approval: auto", "");
+    let src = source(
+        &files
+            .iter()
+            .map(|(p, t)| (*p, t.as_str()))
+            .collect::<Vec<_>>(),
+    );
+    let out = diagnostics(&src);
+    assert!(out.contains("unknown field `bogus_key`"), "{out}");
+    assert!(out.lines().count() >= 2, "{out}");
+    insta::assert_snapshot!("init_unknown_key_missing_approvals", out);
+}
+
+#[test]
+fn unknown_keys_in_charter_yaml_do_not_hide_other_problems() {
+    let project = PROJECT
+        .replace("  lease: 45s\n", "  lease: 45s\n  threads: 4\n")
+        .replace("    timeout: 3s\n", "    timeout: 3s\n    retries: 2\n")
+        .replace("role: viewer", "role: superuser")
+        .replace(
+            "auth: { bearer: env:HELPDESK_TOKEN }",
+            "auth: { token: env:HELPDESK_TOKEN }",
+        );
+    let mut src = with_triage(TRIAGE);
+    src.files.insert("charter.yaml".into(), project);
+    insta::assert_snapshot!("unknown_keys_in_project", diagnostics(&src));
+}
+
+#[test]
+fn unknown_key_next_to_a_type_error() {
+    // A type error still stops the file, but the unknown key before it is reported too.
+    let broken = TRIAGE
+        .replace("owner:", "bogus_key: 1\nowner:")
+        .replace("uses: [helpdesk, crm]", "uses: { helpdesk: crm }");
+    let out = diagnostics(&with_triage(&broken));
+    assert!(out.contains("3:1: unknown field `bogus_key`"), "{out}");
+    assert!(out.lines().count() >= 2, "{out}");
+}
+
+#[test]
+fn missing_governance_field() {
+    let broken = TRIAGE.replace("owner: ops-lead@acme.example\n", "");
+    insta::assert_snapshot!("missing_owner", diagnostics(&with_triage(&broken)));
+    let broken = TRIAGE
+        .replace(
+            "maintainer: integrations@acme.example\n",
+            "maintainer: \"\"\n",
+        )
+        .replace(
+            "escalation: { to: support-leads, notify: \"slack:#support-escalations\" }\n",
+            "",
+        );
+    insta::assert_snapshot!(
+        "empty_maintainer_no_escalation",
+        diagnostics(&with_triage(&broken))
+    );
+}
+
+#[test]
+fn action_without_approval() {
+    let broken = TRIAGE.replace(
+        "    log: \"routed {{ event.id }} as {{ decision.label }}\"\n    approval: auto\n",
+        "    log: \"routed {{ event.id }} as {{ decision.label }}\"\n",
+    );
+    insta::assert_snapshot!(
+        "action_without_approval",
+        diagnostics(&with_triage(&broken))
+    );
+}
+
+#[test]
+fn connector_not_in_uses() {
+    let broken = TRIAGE.replace("uses: [helpdesk, crm]", "uses: [crm]");
+    insta::assert_snapshot!("connector_not_in_uses", diagnostics(&with_triage(&broken)));
+}
+
+#[test]
+fn route_names_undeclared_action() {
+    let broken = TRIAGE.replace(
+        "do: [assign_billing, note]",
+        "do: [assign_billing, notify_manager]",
+    );
+    insta::assert_snapshot!("undeclared_action", diagnostics(&with_triage(&broken)));
+}
+
+#[test]
+fn bad_cel_expression() {
+    let broken = TRIAGE.replace(
+        "when: decision.label == \"billing\"",
+        "when: decision.label == = \"billing\"",
+    );
+    insta::assert_snapshot!("bad_expression", diagnostics(&with_triage(&broken)));
+}
+
+#[test]
+fn bad_template() {
+    let broken = TRIAGE.replace(
+        "path: \"/api/v2/tickets/{{ payload.ticket.id }}\"",
+        "path: \"/api/v2/tickets/{{ payload.ticket.id }\"",
+    );
+    insta::assert_snapshot!("bad_template", diagnostics(&with_triage(&broken)));
+}
+
+#[test]
+fn yaml_syntax_error() {
+    let broken = TRIAGE.replace("uses: [helpdesk, crm]", "uses: [helpdesk, crm");
+    insta::assert_snapshot!("yaml_unclosed_bracket", diagnostics(&with_triage(&broken)));
+    let broken = TRIAGE.replace("mode: shadow\n", "mode: shadow\n  extra: indented\n");
+    insta::assert_snapshot!("yaml_bad_indentation", diagnostics(&with_triage(&broken)));
+}
+
+#[test]
+fn several_problems_at_once() {
+    let broken = TRIAGE
+        .replace("owner: ops-lead@acme.example\n", "")
+        .replace("mode: shadow", "mode: dry-run")
+        .replace("uses: [helpdesk, crm]", "uses: [helpdesk, crm, zendesk]")
+        .replace(
+            "verify: { preset: stripe, secrets: [env:A, env:B], tolerance: 2m }",
+            "verify: { preset: github, secret: hunter2, tolerance: 5m }",
+        )
+        .replace(
+            "input_schema: schemas/ticket.json",
+            "input_schema: schemas/missing.json",
+        )
+        .replace("label: billing }", "label: refunds }")
+        .replace("accept_above: 0.85", "accept_above: 85")
+        .replace("when: \"true\"", "when: payload.ticket.id +")
+        .replace("timeout: 5s", "timeout: 5 seconds")
+        .replace("measure: ticket_routed", "measure: ticket_closed")
+        .replace(
+            "json: { ticket: { group_id: 42, id: \"{{ payload.ticket.id }}\" } }",
+            "json: { ticket: { group_id: 42, id: \"{{ payload.ticket.id\" } }",
+        )
+        .replace(
+            "    log: \"routed {{ event.id }} as {{ decision.label }}\"\n    approval: auto\n",
+            "    log: \"routed {{ event.id }} as {{ decision.label }}\"\n    approval: sometimes\n",
+        );
+    let mut src = with_triage(&broken);
+    // A second charter with the same name and path, and a broken third file: all reported.
+    src.files
+        .insert("charters/copy.yaml".into(), TRIAGE.to_string());
+    src.files.insert(
+        "charters/zz-broken.yaml".into(),
+        "name: broken\nowner: [x\n".into(),
+    );
+    // charter.yaml problems are reported too.
+    src.files.insert(
+        "charter.yaml".into(),
+        PROJECT
+            .replace("body_limit: 512KiB", "body_limit: lots")
+            .replace(
+                "type: http\n    base_url: https://crm",
+                "type: grpc\n    base_url: https://crm",
+            )
+            .replace("role: viewer", "role: superuser")
+            .replace("secret: env:CHARTER_ADMIN_TOKEN", "secret: s3cr3t"),
+    );
+    insta::assert_snapshot!("several_problems", diagnostics(&src));
+}
+
+#[test]
+fn missing_everything() {
+    let src = source(&[
+        ("charter.yaml", ""),
+        ("charters/empty.yaml", "# nothing yet\n"),
+    ]);
+    insta::assert_snapshot!("empty_charter", diagnostics(&src));
+}
+
+#[test]
+fn invalid_schema_files() {
+    let mut src = with_triage(TRIAGE);
+    src.files.insert(
+        "schemas/ticket.json".into(),
+        "{\n  \"type\": \"object\",\n  oops\n}".into(),
+    );
+    insta::assert_snapshot!("schema_not_json", diagnostics(&src));
+    src.files.insert(
+        "schemas/ticket.json".into(),
+        r#"{"type": "no-such-type"}"#.into(),
+    );
+    insta::assert_snapshot!("schema_not_a_schema", diagnostics(&src));
+}
+
+#[test]
+fn missing_project_file() {
+    let mut src = with_triage(TRIAGE);
+    src.files.remove("charter.yaml");
+    let out = diagnostics(&src);
+    // Without charter.yaml connectors are unknown; only the missing file is reported.
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.starts_with("charter.yaml:1:1: the project has no charter.yaml"),
+        "{out}"
+    );
+}
+
+#[test]
+fn other_files_are_ignored() {
+    let mut src = with_triage(TRIAGE);
+    src.files
+        .insert("charters/README.md".into(), "not yaml: [".into());
+    src.files
+        .insert("charters/old/x.yaml".into(), "not: [valid".into());
+    assert!(load_project(&src).is_ok());
+}
+
+#[test]
+fn providers_and_llm_stage_options() {
+    let project = format!(
+        "{PROJECT}  claude:\n    type: anthropic\n    api_key: env:ANTHROPIC_API_KEY\n    model: claude-haiku\n    timeout: 20s\n    max_retries: 1\n    price: {{ input_per_mtok: 0.8, output_per_mtok: 4 }}\n"
+    );
+    let triage = TRIAGE.replace(
+        "- llm: { provider: default, prompt: prompts/triage.md, accept_above: 0.7 }",
+        "- llm: { provider: default, prompt: prompts/triage.md, accept_above: 0.7, fallback: [claude], rate_limit: 60, budget: { tokens_per_day: 200000, on_exhausted: wait, max_wait: 5s }, redact: [email] }",
+    );
+    let mut src = with_triage(&triage);
+    src.files.insert("charter.yaml".into(), project.clone());
+    let p = load_project(&src).unwrap_or_else(|d| panic!("{d}"));
+    let d = &p.providers["default"];
+    assert_eq!(d.kind, charter_core::config::ProviderType::OpenAi);
+    assert_eq!(d.mode, charter_core::config::StructuredMode::JsonObject);
+    assert_eq!(d.base_url, "http://127.0.0.1:8081/v1");
+    assert_eq!((d.max_retries, d.max_tokens), (3, 1024));
+    let c = &p.providers["claude"];
+    assert_eq!(c.base_url, "https://api.anthropic.com/v1");
+    assert_eq!(c.api_key, Some(SecretRef::Env("ANTHROPIC_API_KEY".into())));
+    assert_eq!(c.timeout, Duration::from_secs(20));
+    assert_eq!(c.price.unwrap().output_per_mtok, 4.0);
+    let decide = p.charters["support-triage"].decide.clone().unwrap();
+    let Stage::Llm(l) = &decide.stages[2] else {
+        panic!("llm third")
+    };
+    assert_eq!(l.fallback, vec!["claude"]);
+    assert_eq!(l.rate_limit, Some(60));
+    assert_eq!(l.budget.tokens_per_day, Some(200_000));
+    assert_eq!(
+        l.budget.on_exhausted,
+        charter_core::config::OnExhausted::Wait
+    );
+    assert_eq!(l.budget.max_wait, Duration::from_secs(5));
+    assert_eq!(l.redact, vec!["email"]);
+    assert_eq!(
+        l.template.render(&json!({"text": "hello"})).unwrap(),
+        "Classify: hello"
+    );
+
+    // Every problem at once: an undeclared fallback, a bad mode, a bad behaviour, a broken
+    // prompt template.
+    let bad_triage = triage
+        .replace("fallback: [claude]", "fallback: [claude, nope]")
+        .replace("on_exhausted: wait", "on_exhausted: panic");
+    let mut src = with_triage(&bad_triage);
+    src.files.insert(
+        "charter.yaml".into(),
+        project.replace("mode: json_object", "mode: grammar"),
+    );
+    src.files
+        .insert("prompts/triage.md".into(), "Classify: {{ text ".into());
+    let out = diagnostics(&src);
+    assert!(out.contains("provider `nope` is not declared"), "{out}");
+    assert!(out.contains("`mode` is `grammar`"), "{out}");
+    assert!(out.contains("`on_exhausted` is `panic`"), "{out}");
+    assert!(out.contains("prompt file `prompts/triage.md`"), "{out}");
+}
+
+/// A charter.yaml with one connector and no token scopes.
+const NATS_PROJECT: &str =
+    "connectors:\n  crm: { type: http, base_url: https://crm.example.com }\n";
+
+/// A minimal charter consuming a NATS subject; `nats` is the body of `trigger.nats`.
+fn nats_charter(name: &str, nats: &str) -> String {
+    format!(
+        r#"name: {name}
+description: Orders from NATS.
+owner: a@b.example
+maintainer: c@d.example
+system_of_record: crm
+mode: shadow
+uses: [crm]
+trigger:
+  nats:
+{nats}
+  dedupe: "{{{{ payload.order_id }}}}"
+routes:
+  - when: "true"
+    do: [note]
+actions:
+  note:
+    log: "order {{{{ payload.order_id }}}}"
+    approval: auto
+escalation: {{ to: ops }}
+measure:
+  done: [noted]
+"#
+    )
+}
+
+#[test]
+fn nats_trigger_parses_with_a_default_durable() {
+    let full = nats_charter(
+        "orders",
+        "    url: nats://127.0.0.1:4222\n    stream: ORDERS\n    subject: orders.>\n    durable: charter-orders-v2\n    create_stream: true",
+    );
+    let short = nats_charter(
+        "refunds",
+        "    { url: nats://127.0.0.1:4222, stream: REFUNDS, subject: refunds.*.created }",
+    );
+    let src = source(&[
+        ("charter.yaml", NATS_PROJECT),
+        ("charters/orders.yaml", &full),
+        ("charters/refunds.yaml", &short),
+    ]);
+    let project = load_project(&src).unwrap_or_else(|d| panic!("{d}"));
+    let orders = project.charters["orders"].trigger.nats.clone().unwrap();
+    assert_eq!(orders.url, "nats://127.0.0.1:4222");
+    assert_eq!(orders.stream, "ORDERS");
+    assert_eq!(orders.subject, "orders.>");
+    assert_eq!(orders.durable, "charter-orders-v2");
+    assert!(orders.create_stream);
+    assert!(project.charters["orders"].trigger.webhook.is_none());
+    let refunds = project.charters["refunds"].trigger.nats.clone().unwrap();
+    assert_eq!(refunds.durable, "charter-refunds");
+    assert_eq!(refunds.subject, "refunds.*.created");
+    assert!(!refunds.create_stream);
+}
+
+#[test]
+fn nats_trigger_problems_are_each_reported_with_their_place() {
+    let bad = nats_charter(
+        "orders",
+        "    url: http://127.0.0.1:4222\n    stream: OR DERS\n    subject: orders.>.x\n    durable: charter.orders\n    bogus: 1",
+    );
+    let src = source(&[
+        ("charter.yaml", NATS_PROJECT),
+        ("charters/orders.yaml", &bad),
+    ]);
+    let out = diagnostics(&src);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "{out}");
+    assert!(
+        lines[0].starts_with(
+            "charters/orders.yaml:10:10: NATS url `http://127.0.0.1:4222` is not valid"
+        ),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("charters/orders.yaml:11:13: NATS stream name `OR DERS` is not valid"),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with("charters/orders.yaml:12:14: NATS subject `orders.>.x` is not valid"),
+        "{out}"
+    );
+    assert!(
+        lines[3].starts_with(
+            "charters/orders.yaml:13:14: NATS durable name `charter.orders` is not valid"
+        ),
+        "{out}"
+    );
+    assert!(
+        lines[4].starts_with("charters/orders.yaml:14:5: unknown field `bogus`"),
+        "{out}"
+    );
+
+    let missing = nats_charter("orders", "    { durable: \"\" }");
+    let src = source(&[
+        ("charter.yaml", NATS_PROJECT),
+        ("charters/orders.yaml", &missing),
+    ]);
+    let out = diagnostics(&src);
+    for key in [
+        "missing `url`",
+        "missing `stream`",
+        "missing `subject`",
+        "`durable` is empty",
+    ] {
+        assert!(out.contains(key), "no `{key}` in:\n{out}");
+    }
+    assert_eq!(out.lines().count(), 4, "{out}");
+}
+
+#[test]
+fn two_charters_cannot_share_a_durable_consumer() {
+    let nats =
+        "    { url: nats://127.0.0.1:4222, stream: ORDERS, subject: orders.>, durable: shared }";
+    let a = nats_charter("orders-a", nats);
+    let b = nats_charter("orders-b", nats);
+    let src = source(&[
+        ("charter.yaml", NATS_PROJECT),
+        ("charters/a.yaml", &a),
+        ("charters/b.yaml", &b),
+    ]);
+    let out = diagnostics(&src);
+    assert_eq!(
+        out,
+        "charters/b.yaml:10:5: durable consumer `shared` on stream `ORDERS` is already used by charters/a.yaml; each charter needs its own `durable`"
+    );
+}

@@ -1,0 +1,111 @@
+//! Exact-match response cache.
+//!
+//! The key is a SHA-256 over the provider name, the model and the full request body (system
+//! message, prompt, schema, parameters), so only a byte-identical request hits. Only answers
+//! that passed validation are stored. [`MemoryCache`] lives in the process (per node); a
+//! store-backed implementation shared by all nodes can implement [`ResponseCache`] later.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+
+/// Where validated answers are kept for identical requests.
+pub trait ResponseCache: Send + Sync {
+    /// The answer text stored under `key`, if any.
+    fn get(&self, key: &str) -> Option<String>;
+    /// Stores `value` under `key`.
+    fn put(&self, key: &str, value: String);
+}
+
+/// The cache key of a request: hex SHA-256 of provider, model and body.
+pub fn cache_key(provider: &str, model: &str, body: &serde_json::Value) -> String {
+    let mut h = Sha256::new();
+    for part in [provider, model] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    h.update(body.to_string().as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// An in-memory cache holding at most `capacity` entries; the oldest entry is evicted first.
+#[derive(Debug)]
+pub struct MemoryCache {
+    capacity: usize,
+    inner: Mutex<Entries>,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    map: HashMap<String, String>,
+    order: VecDeque<String>,
+}
+
+impl MemoryCache {
+    pub fn new(capacity: usize) -> MemoryCache {
+        MemoryCache {
+            capacity: capacity.max(1),
+            inner: Mutex::new(Entries::default()),
+        }
+    }
+
+    /// Entries held now.
+    pub fn len(&self) -> usize {
+        self.inner.lock().map(|e| e.map.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Default for MemoryCache {
+    /// 10,000 entries.
+    fn default() -> Self {
+        MemoryCache::new(10_000)
+    }
+}
+
+impl ResponseCache for MemoryCache {
+    fn get(&self, key: &str) -> Option<String> {
+        self.inner.lock().ok()?.map.get(key).cloned()
+    }
+
+    fn put(&self, key: &str, value: String) {
+        let Ok(mut e) = self.inner.lock() else { return };
+        if e.map.insert(key.to_string(), value).is_none() {
+            e.order.push_back(key.to_string());
+        }
+        while e.map.len() > self.capacity {
+            match e.order.pop_front() {
+                Some(old) => {
+                    e.map.remove(&old);
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evicts_oldest_and_keys_differ_by_every_part() {
+        let c = MemoryCache::new(2);
+        c.put("a", "1".into());
+        c.put("b", "2".into());
+        c.put("c", "3".into());
+        assert_eq!(c.get("a"), None);
+        assert_eq!(c.get("c").as_deref(), Some("3"));
+        assert_eq!(c.len(), 2);
+        let body = serde_json::json!({"x": 1});
+        let k = cache_key("p", "m", &body);
+        assert_eq!(k, cache_key("p", "m", &body));
+        assert_ne!(k, cache_key("q", "m", &body));
+        assert_ne!(k, cache_key("p", "n", &body));
+        assert_ne!(k, cache_key("p", "m", &serde_json::json!({"x": 2})));
+    }
+}

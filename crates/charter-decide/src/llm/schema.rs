@@ -1,0 +1,268 @@
+//! The answer schema built from a charter, and the validation of every answer.
+//!
+//! The schema is what structured-output modes send to the provider, and the same schema
+//! validates what comes back, so a server that ignores the schema (or a mode that only asks
+//! for "some JSON") still cannot smuggle in a label or a field the charter does not declare.
+//!
+//! Shape: `{label: enum(labels), confidence: number 0..1, fields: {declared fields},
+//! reason: string}`, every key required and no others allowed. Optional declared fields are
+//! nullable (OpenAI's strict mode requires every property to be listed as required); a
+//! `null` means "not found" and is dropped from the parsed answer.
+
+use std::collections::BTreeMap;
+
+use charter_core::config::{FieldSpec, FieldType};
+use serde_json::{Map, Value, json};
+
+/// Validation errors quoted in a repair request or an escalation reason.
+const MAX_ERRORS: usize = 5;
+
+/// The answer schema for `labels` and the declared `fields`.
+pub fn response_schema(labels: &[String], fields: &BTreeMap<String, FieldSpec>) -> Value {
+    let mut props = Map::new();
+    for (name, spec) in fields {
+        props.insert(name.clone(), field_schema(spec));
+    }
+    let names: Vec<&String> = fields.keys().collect();
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["label", "confidence", "fields", "reason"],
+        "properties": {
+            "label": {"type": "string", "enum": labels},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            "fields": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": names,
+                "properties": props,
+            },
+            "reason": {"type": "string"},
+        },
+    })
+}
+
+fn field_schema(spec: &FieldSpec) -> Value {
+    let ty = match spec.kind {
+        FieldType::String => "string",
+        FieldType::Number => "number",
+        FieldType::Integer => "integer",
+        FieldType::Boolean => "boolean",
+    };
+    let mut s = Map::new();
+    s.insert(
+        "type".into(),
+        if spec.required {
+            json!(ty)
+        } else {
+            json!([ty, "null"])
+        },
+    );
+    if let Some(p) = &spec.pattern {
+        s.insert("pattern".into(), json!(p));
+    }
+    if !spec.enumeration.is_empty() {
+        let mut values: Vec<Value> = spec.enumeration.iter().map(|v| json!(v)).collect();
+        if !spec.required {
+            values.push(Value::Null);
+        }
+        s.insert("enum".into(), Value::Array(values));
+    }
+    Value::Object(s)
+}
+
+/// An answer that passed validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedAnswer {
+    /// One of the charter's labels.
+    pub label: String,
+    /// In `0..=1`.
+    pub confidence: f64,
+    /// Declared fields the model filled (nulls dropped).
+    pub fields: BTreeMap<String, Value>,
+    pub reason: String,
+}
+
+/// Compiled answer schema plus the label list.
+#[derive(Debug)]
+pub struct AnswerValidator {
+    schema: Value,
+    validator: jsonschema::Validator,
+    labels: Vec<String>,
+}
+
+impl AnswerValidator {
+    /// Compiles the schema for `labels` and `fields`. Fails only if a declared pattern is not
+    /// a valid regular expression (configuration validation already rejects those).
+    pub fn new(
+        labels: &[String],
+        fields: &BTreeMap<String, FieldSpec>,
+    ) -> Result<AnswerValidator, String> {
+        let schema = response_schema(labels, fields);
+        let validator = jsonschema::validator_for(&schema).map_err(|e| e.to_string())?;
+        Ok(AnswerValidator {
+            schema,
+            validator,
+            labels: labels.to_vec(),
+        })
+    }
+
+    /// The schema sent to the provider.
+    pub fn schema(&self) -> &Value {
+        &self.schema
+    }
+
+    /// Parses and validates one answer. The error lists what is wrong, in a form fit to show
+    /// the model in a repair request.
+    pub fn parse(&self, text: &str) -> Result<ParsedAnswer, String> {
+        let value = extract_json(text).ok_or_else(|| {
+            format!(
+                "the answer is not a JSON object (it starts with {:?})",
+                text.chars().take(60).collect::<String>()
+            )
+        })?;
+        let errors: Vec<String> = self
+            .validator
+            .iter_errors(&value)
+            .take(MAX_ERRORS)
+            .map(|e| {
+                let ptr = e.instance_path().to_string();
+                let ptr = if ptr.is_empty() { "/".to_string() } else { ptr };
+                format!("{ptr}: {e}")
+            })
+            .collect();
+        if !errors.is_empty() {
+            return Err(errors.join("; "));
+        }
+        // The schema guarantees these shapes; the checks below are belt and braces.
+        let label = value["label"].as_str().unwrap_or_default().to_string();
+        if !self.labels.contains(&label) {
+            return Err(format!("/label: {label:?} is not one of the labels"));
+        }
+        let confidence = value["confidence"]
+            .as_f64()
+            .filter(|c| (0.0..=1.0).contains(c))
+            .ok_or("/confidence: expected a number between 0 and 1")?;
+        let fields = value["fields"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(ParsedAnswer {
+            label,
+            confidence,
+            fields,
+            reason: value["reason"].as_str().unwrap_or_default().to_string(),
+        })
+    }
+}
+
+/// The JSON object in a model's answer: the whole text, the inside of a Markdown code fence,
+/// or the span from the first `{` to the last `}`.
+fn extract_json(text: &str) -> Option<Value> {
+    let t = text.trim();
+    if let Ok(v @ Value::Object(_)) = serde_json::from_str(t) {
+        return Some(v);
+    }
+    let unfenced = t
+        .strip_prefix("```json")
+        .or_else(|| t.strip_prefix("```"))
+        .and_then(|s| s.strip_suffix("```"))
+        .map(str::trim);
+    if let Some(inner) = unfenced
+        && let Ok(v @ Value::Object(_)) = serde_json::from_str(inner)
+    {
+        return Some(v);
+    }
+    let start = t.find('{')?;
+    let end = t.rfind('}')?;
+    match serde_json::from_str(t.get(start..=end)?) {
+        Ok(v @ Value::Object(_)) => Some(v),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields() -> BTreeMap<String, FieldSpec> {
+        let mut f = BTreeMap::new();
+        f.insert(
+            "order_id".to_string(),
+            FieldSpec {
+                kind: FieldType::String,
+                pattern: Some("^ORD-[0-9]+$".into()),
+                enumeration: vec![],
+                required: true,
+            },
+        );
+        f.insert(
+            "urgency".to_string(),
+            FieldSpec {
+                kind: FieldType::String,
+                pattern: None,
+                enumeration: vec!["low".into(), "high".into()],
+                required: false,
+            },
+        );
+        f
+    }
+
+    fn validator() -> AnswerValidator {
+        AnswerValidator::new(&["billing".into(), "bug".into()], &fields()).unwrap()
+    }
+
+    #[test]
+    fn valid_answer_parses_and_drops_nulls() {
+        let a = validator()
+            .parse(r#"{"label":"bug","confidence":0.8,"fields":{"order_id":"ORD-7","urgency":null},"reason":"crash"}"#)
+            .unwrap();
+        assert_eq!(a.label, "bug");
+        assert_eq!(a.confidence, 0.8);
+        assert_eq!(a.fields.len(), 1);
+        assert_eq!(a.fields["order_id"], "ORD-7");
+    }
+
+    #[test]
+    fn fenced_answer_is_accepted() {
+        let a = validator()
+            .parse("```json\n{\"label\":\"billing\",\"confidence\":1,\"fields\":{\"order_id\":\"ORD-1\",\"urgency\":\"low\"},\"reason\":\"\"}\n```")
+            .unwrap();
+        assert_eq!(a.fields["urgency"], "low");
+    }
+
+    #[test]
+    fn every_kind_of_violation_is_reported() {
+        let v = validator();
+        let e = v
+            .parse(r#"{"label":"refund_everything","confidence":0.9,"fields":{"order_id":"ORD-1","urgency":null},"reason":""}"#)
+            .unwrap_err();
+        assert!(e.contains("/label"), "{e}");
+        let e = v
+            .parse(r#"{"label":"bug","confidence":1.5,"fields":{"order_id":"ORD-1","urgency":null},"reason":""}"#)
+            .unwrap_err();
+        assert!(e.contains("/confidence"), "{e}");
+        let e = v
+            .parse(r#"{"label":"bug","confidence":0.5,"fields":{"order_id":"12","urgency":null},"reason":""}"#)
+            .unwrap_err();
+        assert!(e.contains("/fields/order_id"), "{e}");
+        let e = v
+            .parse(r#"{"label":"bug","confidence":0.5,"fields":{"urgency":"high"},"reason":""}"#)
+            .unwrap_err();
+        assert!(
+            e.contains("order_id"),
+            "a missing required field is an error: {e}"
+        );
+        let e = v
+            .parse(r#"{"label":"bug","confidence":0.5,"fields":{"order_id":"ORD-1","urgency":null,"action":"delete"},"reason":""}"#)
+            .unwrap_err();
+        assert!(e.contains("action"), "undeclared fields are rejected: {e}");
+        let e = v.parse("I think it is a bug").unwrap_err();
+        assert!(e.contains("not a JSON object"), "{e}");
+    }
+}

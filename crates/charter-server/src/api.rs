@@ -1,0 +1,869 @@
+//! The admin API under `/api/v1` (JSON), used by the CLI.
+//!
+//! Auth: when `charter.yaml` defines tokens, every request needs `Authorization: Bearer
+//! <token>`; viewers may read, reviewers may also decide approvals and escalations, admins
+//! may also pause, resume and replay. A token scoped to some charters sees only those
+//! (another charter's event, approval or escalation answers 404). An approval that names
+//! `reviewers` can be decided only by a token of one of those names, or by an admin. With no
+//! tokens defined the API is open, which is meant for local use only (the server warns when
+//! it listens beyond loopback without tokens).
+//!
+//! Every decision, pause/resume and replay is appended to the audit log with the caller's
+//! token name (`local` when the API is open).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use charter_core::config::Role;
+use charter_core::idempotency::idempotency_key;
+use charter_core::model::EventStatus;
+use charter_core::routing::eval_context;
+use charter_store::{
+    ApprovalFilter, ApprovalRecord, ApprovalStatus, AuditFilter, EscalationFilter,
+    EscalationStatus, EventFilter, HumanDecision, NewAuditEntry, Requeue, Store, Verdict,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::{AppState, now_millis};
+
+/// Who is calling, after the token check.
+pub struct Caller {
+    pub name: String,
+    pub role: Role,
+    /// Charters visible to this caller; empty = all.
+    pub charters: Vec<String>,
+}
+
+impl Caller {
+    pub fn sees(&self, charter: &str) -> bool {
+        self.charters.is_empty() || self.charters.iter().any(|c| c == charter)
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut diff = 0u8;
+    for (x, y) in a.iter().zip(b) {
+        diff |= x ^ y;
+    }
+    diff == 0
+}
+
+/// Check the bearer token and the role it needs.
+pub fn authorize<S: Store>(
+    state: &AppState<S>,
+    headers: &HeaderMap,
+    need: Role,
+) -> Result<Caller, ApiError> {
+    let tokens = &state.runtime.tokens;
+    if tokens.is_empty() {
+        return Ok(Caller {
+            name: "local".into(),
+            role: Role::Admin,
+            charters: vec![],
+        });
+    }
+    let presented = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(ApiError::Unauthorized)?;
+    let mut found = None;
+    for (def, secret) in tokens {
+        if constant_time_eq(presented.as_bytes(), secret.as_bytes()) {
+            found = Some(def);
+        }
+    }
+    let def = found.ok_or(ApiError::Unauthorized)?;
+    if def.role < need {
+        return Err(ApiError::Forbidden);
+    }
+    Ok(Caller {
+        name: def.name.clone(),
+        role: def.role,
+        charters: def.charters.clone(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    pub charter: Option<String>,
+    pub status: Option<String>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub limit: Option<usize>,
+}
+
+pub async fn list_events<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Query(q): Query<EventsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let caller = authorize(&state, &headers, Role::Viewer)?;
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => Some(EventStatus::parse(s).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "unknown status `{s}`: expected pending, processing, done, failed or waiting"
+            ))
+        })?),
+    };
+    if let Some(c) = &q.charter
+        && !caller.sees(c)
+    {
+        return Ok(Json(json!({"events": []})));
+    }
+    let events = state
+        .store
+        .list_events(EventFilter {
+            charter: q.charter,
+            status,
+            since: q.since,
+            until: q.until,
+            limit: q.limit.unwrap_or(100).min(10_000),
+        })
+        .await?;
+    let events: Vec<_> = events
+        .into_iter()
+        .filter(|e| caller.sees(&e.event.charter))
+        .collect();
+    Ok(Json(json!({ "events": events })))
+}
+
+pub async fn show_event<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let caller = authorize(&state, &headers, Role::Viewer)?;
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    let event = state.store.get_event(id).await?.ok_or(ApiError::NotFound)?;
+    if !caller.sees(&event.event.charter) {
+        return Err(ApiError::NotFound);
+    }
+    let runs = state.store.runs_for_event(id).await?;
+    Ok(Json(json!({ "event": event, "runs": runs })))
+}
+
+pub async fn replay_event<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let caller = authorize(&state, &headers, Role::Admin)?;
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    let event = state.store.get_event(id).await?.ok_or(ApiError::NotFound)?;
+    if !caller.sees(&event.event.charter) {
+        return Err(ApiError::NotFound);
+    }
+    if event.status == EventStatus::Processing {
+        return Err(ApiError::Conflict(
+            "the event is being processed right now; replay it when the run ends".into(),
+        ));
+    }
+    let ids = state
+        .store
+        .requeue(Requeue::Event(id), now_millis())
+        .await?;
+    state.wake.notify_one();
+    audit(
+        &state,
+        &caller.name,
+        "event.replay",
+        Some(&event.event.charter),
+        Some(id.to_string()),
+        json!({ "requeued": ids }),
+    )
+    .await?;
+    tracing::info!(caller = %caller.name, event = %id, "replay requested");
+    Ok(Json(json!({ "requeued": ids })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReplayFailed {
+    pub charter: Option<String>,
+}
+
+pub async fn replay_failed<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Json(body): Json<ReplayFailed>,
+) -> Result<Json<Value>, ApiError> {
+    let caller = authorize(&state, &headers, Role::Admin)?;
+    if !caller.charters.is_empty() && body.charter.is_none() {
+        return Err(ApiError::Forbidden);
+    }
+    if let Some(c) = &body.charter
+        && !caller.sees(c)
+    {
+        return Err(ApiError::NotFound);
+    }
+    let ids = state
+        .store
+        .requeue(
+            Requeue::AllFailed {
+                charter: body.charter.clone(),
+            },
+            now_millis(),
+        )
+        .await?;
+    state.wake.notify_one();
+    audit(
+        &state,
+        &caller.name,
+        "events.replay_failed",
+        body.charter.as_deref(),
+        None,
+        json!({ "requeued": ids }),
+    )
+    .await?;
+    tracing::info!(caller = %caller.name, count = ids.len(), "replay of failed events requested");
+    Ok(Json(json!({ "requeued": ids })))
+}
+
+pub async fn list_charters<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let caller = authorize(&state, &headers, Role::Viewer)?;
+    let paused = state.store.paused().await?;
+    let pending = state.store.pending_counts().await?;
+    let mut out = Vec::new();
+    for (name, cr) in &state.runtime.charters {
+        if !caller.sees(name) {
+            continue;
+        }
+        let c = &cr.charter;
+        out.push(json!({
+            "name": name,
+            "description": c.description,
+            "owner": c.owner,
+            "maintainer": c.maintainer,
+            "system_of_record": c.system_of_record,
+            "mode": c.mode.as_str(),
+            "paused": paused.iter().any(|p| p == name),
+            "pending": pending.iter().find(|(n, _)| n == name).map(|(_, k)| *k).unwrap_or(0),
+            "webhook": c.trigger.webhook.as_ref().map(|w| w.path.clone()),
+            "version": c.version,
+        }));
+    }
+    Ok(Json(json!({ "charters": out })))
+}
+
+async fn set_paused<S: Store>(
+    state: AppState<S>,
+    headers: HeaderMap,
+    name: String,
+    paused: bool,
+) -> Result<Json<Value>, ApiError> {
+    let caller = authorize(&state, &headers, Role::Admin)?;
+    if !state.runtime.charters.contains_key(&name) || !caller.sees(&name) {
+        return Err(ApiError::NotFound);
+    }
+    state.store.set_paused(&name, paused, now_millis()).await?;
+    if !paused {
+        state.wake.notify_one();
+    }
+    let what = if paused {
+        "charter.pause"
+    } else {
+        "charter.resume"
+    };
+    audit(&state, &caller.name, what, Some(&name), None, json!({})).await?;
+    tracing::info!(caller = %caller.name, charter = %name, paused, "charter pause state changed");
+    Ok(Json(json!({ "charter": name, "paused": paused })))
+}
+
+pub async fn pause<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    set_paused(state, headers, name, true).await
+}
+
+pub async fn resume<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    set_paused(state, headers, name, false).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RejectedQuery {
+    pub charter: Option<String>,
+    pub limit: Option<usize>,
+}
+
+pub async fn list_rejected<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Query(q): Query<RejectedQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let caller = authorize(&state, &headers, Role::Viewer)?;
+    let items = state
+        .store
+        .list_rejected(q.charter, q.limit.unwrap_or(100).min(10_000))
+        .await?;
+    let items: Vec<_> = items
+        .into_iter()
+        .filter(|r| caller.sees(&r.charter))
+        .collect();
+    Ok(Json(json!({ "rejected": items })))
+}
+
+// ---------------------------------------------------------------------------------------
+// Audit log
+// ---------------------------------------------------------------------------------------
+
+/// Append one entry to the audit log (durable before the request is answered).
+pub async fn audit<S: Store>(
+    state: &AppState<S>,
+    actor: &str,
+    action: &str,
+    charter: Option<&str>,
+    target: Option<String>,
+    detail: Value,
+) -> Result<(), ApiError> {
+    state
+        .store
+        .append_audit(NewAuditEntry {
+            at: now_millis(),
+            actor: actor.to_string(),
+            action: action.to_string(),
+            charter: charter.map(str::to_string),
+            target,
+            detail,
+        })
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AuditQuery {
+    pub charter: Option<String>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// `GET /api/v1/audit`: newest first. A token scoped to some charters sees only their
+/// entries (entries not tied to a charter are shown to unscoped tokens only).
+pub async fn list_audit<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let caller = authorize(&state, &headers, Role::Viewer)?;
+    if let Some(c) = &q.charter
+        && !caller.sees(c)
+    {
+        return Ok(Json(json!({"audit": []})));
+    }
+    let entries = state
+        .store
+        .list_audit(AuditFilter {
+            charter: q.charter,
+            actor: q.actor,
+            action: q.action,
+            limit: q.limit.unwrap_or(100).min(10_000),
+        })
+        .await?;
+    let entries: Vec<_> = entries
+        .into_iter()
+        .filter(|e| match &e.charter {
+            Some(c) => caller.sees(c),
+            None => caller.charters.is_empty(),
+        })
+        .collect();
+    Ok(Json(json!({ "audit": entries })))
+}
+
+// ---------------------------------------------------------------------------------------
+// Approvals
+// ---------------------------------------------------------------------------------------
+
+/// Put a decided event back in the queue so the worker runs it again. The run that asked
+/// for the decision may still hold the event for a moment; retry until it is released.
+pub fn requeue_soon<S: Store>(state: &AppState<S>, event_id: Uuid) {
+    let st = state.clone();
+    tokio::spawn(async move {
+        for _ in 0..600 {
+            match st
+                .store
+                .requeue(Requeue::Event(event_id), now_millis())
+                .await
+            {
+                Ok(ids) if !ids.is_empty() => {
+                    st.wake.notify_one();
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(event = %event_id, error = %e, "requeue failed"),
+            }
+            match st.store.get_event(event_id).await {
+                Ok(Some(e)) if e.status == EventStatus::Processing => {}
+                Ok(_) => return,
+                Err(e) => tracing::warn!(event = %event_id, error = %e, "event lookup failed"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tracing::error!(event = %event_id, "could not requeue a decided event; replay it");
+    });
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ApprovalsQuery {
+    pub charter: Option<String>,
+    /// `pending` (default), `approved`, `rejected`, `expired` or `all`.
+    pub status: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// `GET /api/v1/approvals?charter=&status=`: oldest first.
+pub async fn list_approvals<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Query(q): Query<ApprovalsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let caller = authorize(&state, &headers, Role::Viewer)?;
+    let status = match q.status.as_deref() {
+        None => Some(ApprovalStatus::Pending),
+        Some("all") => None,
+        Some(s) => Some(ApprovalStatus::parse(s).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "unknown status `{s}`: expected pending, approved, rejected, expired or all"
+            ))
+        })?),
+    };
+    if let Some(c) = &q.charter
+        && !caller.sees(c)
+    {
+        return Ok(Json(json!({"approvals": []})));
+    }
+    let items = state
+        .store
+        .list_approvals(ApprovalFilter {
+            charter: q.charter,
+            status,
+            event_id: None,
+            limit: q.limit.unwrap_or(100).min(10_000),
+        })
+        .await?;
+    let items: Vec<_> = items
+        .into_iter()
+        .filter(|a| caller.sees(&a.charter))
+        .collect();
+    Ok(Json(json!({ "approvals": items })))
+}
+
+/// `GET /api/v1/approvals/{id}`.
+pub async fn show_approval<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let caller = authorize(&state, &headers, Role::Viewer)?;
+    let a = visible_approval(&state, &caller, &id).await?;
+    Ok(Json(json!({ "approval": a })))
+}
+
+async fn visible_approval<S: Store>(
+    state: &AppState<S>,
+    caller: &Caller,
+    id: &str,
+) -> Result<ApprovalRecord, ApiError> {
+    let id = Uuid::parse_str(id).map_err(|_| ApiError::NotFound)?;
+    let a = state
+        .store
+        .get_approval(id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if !caller.sees(&a.charter) {
+        return Err(ApiError::NotFound);
+    }
+    Ok(a)
+}
+
+/// May this caller decide this approval? Admins always; others only when the approval names
+/// no reviewers or names them.
+fn may_decide(caller: &Caller, a: &ApprovalRecord) -> Result<(), ApiError> {
+    if caller.role == Role::Admin
+        || a.reviewers.is_empty()
+        || a.reviewers.iter().any(|r| r == &caller.name)
+    {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden)
+    }
+}
+
+/// Why a decision did not take: the approval's state now.
+async fn not_decided<S: Store>(state: &AppState<S>, id: Uuid) -> ApiError {
+    match state.store.get_approval(id).await {
+        Ok(Some(a)) if a.status == ApprovalStatus::Pending => {
+            ApiError::Conflict("the approval has expired and can no longer be decided".into())
+        }
+        Ok(Some(a)) => ApiError::Conflict(format!("the approval is already {}", a.status.as_str())),
+        Ok(None) => ApiError::NotFound,
+        Err(e) => e.into(),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApproveBody {
+    /// The reviewer's edit of the parameters (only `json` of an HTTP action, or `log` of a
+    /// log action, may differ from what was rendered).
+    params: Option<Value>,
+}
+
+/// Check a reviewer's edit: same shape, and only the request body (`json`) or a log
+/// message (`log`) changed. The connector, method, target and headers come from the
+/// charter and are not the reviewer's to change.
+fn check_edit(original: &Value, edited: &Value) -> Result<(), ApiError> {
+    let (Some(o), Some(e)) = (original.as_object(), edited.as_object()) else {
+        return Err(ApiError::BadRequest(
+            "edited params must be a JSON object like the original".into(),
+        ));
+    };
+    let mut keys: Vec<&String> = o.keys().chain(e.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    for k in keys {
+        if k == "json" || k == "log" {
+            if o.contains_key(k) != e.contains_key(k) {
+                return Err(ApiError::BadRequest(format!(
+                    "edited params must keep `{k}` present or absent as rendered"
+                )));
+            }
+            continue;
+        }
+        if o.get(k) != e.get(k) {
+            return Err(ApiError::BadRequest(format!(
+                "`{k}` cannot be edited; only `json` (the request body) or `log` may change"
+            )));
+        }
+    }
+    if let Some(v) = e.get("log")
+        && !v.is_string()
+    {
+        return Err(ApiError::BadRequest("`log` must be a string".into()));
+    }
+    Ok(())
+}
+
+/// `POST /api/v1/approvals/{id}/approve`, optional body `{"params": <edited params>}`.
+pub async fn approve<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let caller = authorize(&state, &headers, Role::Reviewer)?;
+    let a = visible_approval(&state, &caller, &id).await?;
+    may_decide(&caller, &a)?;
+    let body: ApproveBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ApproveBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))?
+    };
+    let edited = match body.params {
+        Some(p) if p != a.params => {
+            check_edit(&a.params, &p)?;
+            let hash = idempotency_key(a.event_id, &a.action, &p);
+            Some((p, hash))
+        }
+        _ => None,
+    };
+    let decided = state
+        .store
+        .decide_approval(
+            a.id,
+            Verdict::Approve {
+                edited: edited.clone(),
+            },
+            &caller.name,
+            now_millis(),
+        )
+        .await?;
+    let Some(decided) = decided else {
+        return Err(not_decided(&state, a.id).await);
+    };
+    if let Some((p, hash)) = &edited {
+        audit(
+            &state,
+            &caller.name,
+            "approval.edit",
+            Some(&a.charter),
+            Some(a.id.to_string()),
+            json!({
+                "event": a.event_id,
+                "action": a.action,
+                "params": a.params,
+                "params_hash": a.params_hash,
+                "edited_params": p,
+                "edited_hash": hash,
+            }),
+        )
+        .await?;
+    }
+    audit(
+        &state,
+        &caller.name,
+        "approval.approve",
+        Some(&a.charter),
+        Some(a.id.to_string()),
+        json!({
+            "event": a.event_id,
+            "action": a.action,
+            "params_hash": decided.edited_hash.as_deref().unwrap_or(&a.params_hash),
+            "edited": edited.is_some(),
+        }),
+    )
+    .await?;
+    requeue_soon(&state, a.event_id);
+    tracing::info!(caller = %caller.name, approval = %a.id, edited = edited.is_some(), "approved");
+    Ok(Json(json!({ "approval": decided })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RejectBody {
+    pub reason: String,
+}
+
+/// `POST /api/v1/approvals/{id}/reject` with `{"reason": "..."}`.
+pub async fn reject<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let caller = authorize(&state, &headers, Role::Reviewer)?;
+    let a = visible_approval(&state, &caller, &id).await?;
+    may_decide(&caller, &a)?;
+    let body: RejectBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("expected {{\"reason\": \"...\"}}: {e}")))?;
+    let reason = body.reason.trim().to_string();
+    if reason.is_empty() {
+        return Err(ApiError::BadRequest("a rejection needs a reason".into()));
+    }
+    let decided = state
+        .store
+        .decide_approval(
+            a.id,
+            Verdict::Reject {
+                reason: reason.clone(),
+            },
+            &caller.name,
+            now_millis(),
+        )
+        .await?;
+    let Some(decided) = decided else {
+        return Err(not_decided(&state, a.id).await);
+    };
+    audit(
+        &state,
+        &caller.name,
+        "approval.reject",
+        Some(&a.charter),
+        Some(a.id.to_string()),
+        json!({"event": a.event_id, "action": a.action, "reason": reason}),
+    )
+    .await?;
+    requeue_soon(&state, a.event_id);
+    tracing::info!(caller = %caller.name, approval = %a.id, "rejected");
+    Ok(Json(json!({ "approval": decided })))
+}
+
+// ---------------------------------------------------------------------------------------
+// Escalations
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+pub struct EscalationsQuery {
+    pub charter: Option<String>,
+    /// `open` (default), `resolved` or `all`.
+    pub status: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// `GET /api/v1/escalations?charter=&status=`: oldest first.
+pub async fn list_escalations<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Query(q): Query<EscalationsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let caller = authorize(&state, &headers, Role::Viewer)?;
+    let status = match q.status.as_deref() {
+        None => Some(EscalationStatus::Open),
+        Some("all") => None,
+        Some(s) => Some(EscalationStatus::parse(s).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "unknown status `{s}`: expected open, resolved or all"
+            ))
+        })?),
+    };
+    if let Some(c) = &q.charter
+        && !caller.sees(c)
+    {
+        return Ok(Json(json!({"escalations": []})));
+    }
+    let items = state
+        .store
+        .list_escalations(EscalationFilter {
+            charter: q.charter,
+            status,
+            limit: q.limit.unwrap_or(100).min(10_000),
+        })
+        .await?;
+    let items: Vec<_> = items
+        .into_iter()
+        .filter(|e| caller.sees(&e.charter))
+        .collect();
+    Ok(Json(json!({ "escalations": items })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecideBody {
+    pub label: String,
+    #[serde(default)]
+    pub fields: BTreeMap<String, Value>,
+}
+
+/// `POST /api/v1/escalations/{id}/decide` with `{"label": "...", "fields": {...}}`: the run
+/// continues with this decision (stage `human`).
+pub async fn decide_escalation<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let caller = authorize(&state, &headers, Role::Reviewer)?;
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    let e = state
+        .store
+        .get_escalation(id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if !caller.sees(&e.charter) {
+        return Err(ApiError::NotFound);
+    }
+    let body: DecideBody = serde_json::from_slice(&body).map_err(|err| {
+        ApiError::BadRequest(format!(
+            "expected {{\"label\": \"...\", \"fields\": {{}}}}: {err}"
+        ))
+    })?;
+    if let Some(decide) = state
+        .runtime
+        .charters
+        .get(&e.charter)
+        .and_then(|cr| cr.charter.decide.as_ref())
+    {
+        if !decide.labels.iter().any(|l| l == &body.label) {
+            return Err(ApiError::BadRequest(format!(
+                "unknown label `{}`: expected one of {}",
+                body.label,
+                decide.labels.join(", ")
+            )));
+        }
+        if let Some(k) = body
+            .fields
+            .keys()
+            .find(|k| !decide.extract.contains_key(*k))
+        {
+            return Err(ApiError::BadRequest(format!(
+                "field `{k}` is not declared in the charter's `extract`"
+            )));
+        }
+    }
+    let decision = HumanDecision {
+        label: body.label,
+        fields: body.fields,
+    };
+    let resolved = state
+        .store
+        .resolve_escalation(e.id, &decision, &caller.name, now_millis())
+        .await?
+        .ok_or_else(|| ApiError::Conflict("the escalation is already resolved".into()))?;
+    audit(
+        &state,
+        &caller.name,
+        "escalation.resolve",
+        Some(&e.charter),
+        Some(e.id.to_string()),
+        json!({
+            "event": e.event_id,
+            "reason": e.reason,
+            "label": decision.label,
+            "fields": decision.fields,
+        }),
+    )
+    .await?;
+    requeue_soon(&state, e.event_id);
+    tracing::info!(caller = %caller.name, escalation = %e.id, "escalation resolved");
+    Ok(Json(json!({ "escalation": resolved })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CorrectionsQuery {
+    pub charter: String,
+    pub limit: Option<usize>,
+}
+
+/// `GET /api/v1/corrections?charter=`: human-decided cases of a charter as labelled examples
+/// (`text` is the charter's trigger text rendered over the event, or the payload as JSON).
+pub async fn list_corrections<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Query(q): Query<CorrectionsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let caller = authorize(&state, &headers, Role::Viewer)?;
+    let Some(cr) = state.runtime.charters.get(&q.charter) else {
+        return Err(ApiError::NotFound);
+    };
+    if !caller.sees(&q.charter) {
+        return Err(ApiError::NotFound);
+    }
+    let resolved = state
+        .store
+        .list_escalations(EscalationFilter {
+            charter: Some(q.charter.clone()),
+            status: Some(EscalationStatus::Resolved),
+            limit: q.limit.unwrap_or(10_000).min(100_000),
+        })
+        .await?;
+    let mut out = Vec::new();
+    for e in resolved {
+        let Some(decision) = &e.resolution else {
+            continue;
+        };
+        let Some(ev) = state.store.get_event(e.event_id).await? else {
+            continue;
+        };
+        let ctx = eval_context(&ev.event, None);
+        let text = crate::worker::decision_text(&cr.charter, &ev.event, &ctx);
+        out.push(json!({
+            "event_id": e.event_id,
+            "escalation_id": e.id,
+            "text": text,
+            "label": decision.label,
+            "fields": decision.fields,
+            "decided_by": e.resolved_by,
+            "decided_at": e.resolved_at,
+        }));
+    }
+    Ok(Json(json!({ "corrections": out })))
+}

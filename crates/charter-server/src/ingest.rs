@@ -1,0 +1,321 @@
+//! Webhook ingest: verify -> parse -> contract -> dedupe -> store (durable) -> 202.
+//!
+//! The request body is held as raw bytes until the signature is checked; only then is it
+//! parsed. A 202 is sent only after the store reports the event committed and fsynced.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use charter_core::config::Dedupe;
+use charter_core::model::{NewEvent, RejectedPayload};
+use charter_core::verify;
+use charter_store::{IngestOutcome, Store};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::now_millis;
+
+/// Headers kept with an event (lower-case). Signatures, cookies and credentials never are.
+const KEPT_HEADERS: &[&str] = &[
+    "content-type",
+    "user-agent",
+    "webhook-id",
+    "webhook-timestamp",
+    "x-github-event",
+    "x-github-delivery",
+    "x-request-id",
+    "x-slack-request-timestamp",
+    "traceparent",
+];
+
+/// A delivery as received: nothing about it is trusted yet.
+pub struct Unverified {
+    pub headers: BTreeMap<String, String>,
+    pub body: Bytes,
+}
+
+/// A delivery whose signature was checked, and whose body parsed; not yet checked against
+/// the contract.
+pub struct Verified {
+    pub headers: BTreeMap<String, String>,
+    pub body: Bytes,
+    pub payload: Value,
+}
+
+/// Lower-case header map (values that are not UTF-8 are skipped).
+pub fn header_map(headers: &HeaderMap) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (name, value) in headers {
+        if let Ok(v) = value.to_str() {
+            out.insert(name.as_str().to_ascii_lowercase(), v.to_string());
+        }
+    }
+    out
+}
+
+impl Unverified {
+    /// Check the signature; on success parse the body (JSON or form-encoded).
+    pub fn verify(
+        self,
+        spec: &verify::VerifySpec,
+        secrets: &[String],
+        now_unix: i64,
+    ) -> Result<Result<Verified, (Unverified, String)>, verify::VerifyError> {
+        verify::verify(spec, secrets, &self.headers, &self.body, now_unix)?;
+        match parse_body(&self.headers, &self.body) {
+            Ok(payload) => Ok(Ok(Verified {
+                headers: self.headers,
+                body: self.body,
+                payload,
+            })),
+            Err(reason) => Ok(Err((self, reason))),
+        }
+    }
+}
+
+/// Parse a body as JSON, or as `application/x-www-form-urlencoded` into an object of strings
+/// (a form field named `payload` holding JSON, as Slack sends, is decoded).
+pub fn parse_body(headers: &BTreeMap<String, String>, body: &[u8]) -> Result<Value, String> {
+    let ctype = headers
+        .get("content-type")
+        .map(|s| s.to_ascii_lowercase())
+        .unwrap_or_default();
+    if ctype.starts_with("application/x-www-form-urlencoded") {
+        let mut map = serde_json::Map::new();
+        for (k, v) in form_pairs(body) {
+            let value = if k == "payload" {
+                serde_json::from_str(&v).unwrap_or(Value::String(v))
+            } else {
+                Value::String(v)
+            };
+            map.insert(k, value);
+        }
+        return Ok(Value::Object(map));
+    }
+    if !ctype.is_empty() && !ctype.contains("json") {
+        return Err(format!(
+            "unsupported content type `{ctype}`: send application/json or application/x-www-form-urlencoded"
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| format!("body is not valid JSON: {e}"))
+}
+
+fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
+    body.split(|b| *b == b'&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let mut it = pair.splitn(2, |b| *b == b'=');
+            let k = percent_decode(it.next().unwrap_or_default());
+            let v = percent_decode(it.next().unwrap_or_default());
+            (k, v)
+        })
+        .collect()
+}
+
+fn percent_decode(s: &[u8]) -> String {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        let byte = s[i];
+        if byte == b'+' {
+            out.push(b' ');
+        } else if byte == b'%' && i + 2 < s.len() {
+            let decoded = std::str::from_utf8(&s[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            match decoded {
+                Some(b) => {
+                    out.push(b);
+                    i += 2;
+                }
+                None => out.push(b'%'),
+            }
+        } else {
+            out.push(byte);
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Validate against the contract; each violation as `"<json pointer>: <message>"`.
+pub fn contract_violations(validator: &jsonschema::Validator, payload: &Value) -> Vec<String> {
+    validator
+        .iter_errors(payload)
+        .map(|e| {
+            let ptr = e.instance_path().to_string();
+            let ptr = if ptr.is_empty() { "/".to_string() } else { ptr };
+            format!("{ptr}: {e}")
+        })
+        .collect()
+}
+
+fn kept_headers(
+    headers: &BTreeMap<String, String>,
+    extra: Option<&str>,
+) -> BTreeMap<String, String> {
+    headers
+        .iter()
+        .filter(|(k, _)| KEPT_HEADERS.contains(&k.as_str()) || Some(k.as_str()) == extra)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Handle one delivery to `charter`'s webhook path.
+pub async fn receive<S: Store>(
+    State(state): State<AppState<S>>,
+    charter_name: String,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let rt = state.runtime.clone();
+    let Some(cr) = rt.charters.get(&charter_name) else {
+        return Err(ApiError::NotFound);
+    };
+    let charter = &cr.charter;
+    let Some(webhook) = &charter.trigger.webhook else {
+        return Err(ApiError::NotFound);
+    };
+    let received_at = now_millis();
+    let source = format!("webhook:{}", webhook.path);
+    let unverified = Unverified {
+        headers: header_map(&headers),
+        body,
+    };
+    let verified = match unverified.verify(&webhook.verify, &cr.webhook_secrets, received_at / 1000)
+    {
+        Err(e) => {
+            tracing::info!(charter = %charter.name, reason = %e, "webhook signature rejected");
+            state.metrics.rejected("signature");
+            return Err(ApiError::Unauthorized);
+        }
+        Ok(Err((raw, reason))) => {
+            // Signed but unreadable: kept as rejected so nothing is lost.
+            let id = Uuid::now_v7();
+            let dedupe_header = verify::delivery_id_header(&webhook.verify);
+            state
+                .store
+                .reject(RejectedPayload {
+                    id,
+                    charter: charter.name.clone(),
+                    source,
+                    received_at,
+                    headers: kept_headers(&raw.headers, dedupe_header),
+                    body: String::from_utf8_lossy(&raw.body).into_owned(),
+                    reasons: vec![reason.clone()],
+                })
+                .await?;
+            state.metrics.rejected("malformed");
+            return Ok((
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": reason, "rejected_id": id.to_string()})),
+            )
+                .into_response());
+        }
+        Ok(Ok(v)) => v,
+    };
+
+    let dedupe_header: Option<String> = match &charter.trigger.dedupe {
+        Some(Dedupe::Header(h)) => Some(h.clone()),
+        Some(Dedupe::Template(_)) => None,
+        None => verify::delivery_id_header(&webhook.verify).map(str::to_string),
+    };
+    let kept = kept_headers(&verified.headers, dedupe_header.as_deref());
+
+    if let Some(contract) = &cr.contract {
+        let violations = contract_violations(contract, &verified.payload);
+        if !violations.is_empty() {
+            let id = Uuid::now_v7();
+            state
+                .store
+                .reject(RejectedPayload {
+                    id,
+                    charter: charter.name.clone(),
+                    source,
+                    received_at,
+                    headers: kept,
+                    body: String::from_utf8_lossy(&verified.body).into_owned(),
+                    reasons: violations.clone(),
+                })
+                .await?;
+            state.metrics.rejected("contract");
+            return Err(ApiError::Contract {
+                event_id: id.to_string(),
+                violations,
+            });
+        }
+    }
+
+    let mut event = NewEvent {
+        id: Uuid::now_v7(),
+        charter: charter.name.clone(),
+        source,
+        event_type: verified.headers.get("x-github-event").cloned().or_else(|| {
+            verified
+                .payload
+                .get("type")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        }),
+        dedupe_key: None,
+        received_at,
+        headers: kept,
+        payload: verified.payload,
+    };
+    event.dedupe_key = dedupe_key(charter, &event, dedupe_header.as_deref())?;
+    store_event(&state, event).await
+}
+
+/// Compute the dedupe key for an event.
+pub fn dedupe_key(
+    charter: &charter_core::config::Charter,
+    event: &NewEvent,
+    header: Option<&str>,
+) -> Result<Option<String>, ApiError> {
+    match &charter.trigger.dedupe {
+        Some(Dedupe::Template(t)) => {
+            let ctx = charter_core::routing::eval_context(event, None);
+            let key = t
+                .render(&ctx)
+                .map_err(|e| ApiError::BadRequest(format!("cannot compute the dedupe key: {e}")))?;
+            Ok(Some(key))
+        }
+        _ => Ok(header.and_then(|h| event.headers.get(h).cloned())),
+    }
+}
+
+/// Store a verified, contract-checked event and answer: 202 when new, 200 for a duplicate.
+pub async fn store_event<S: Store>(
+    state: &AppState<S>,
+    event: NewEvent,
+) -> Result<Response, ApiError> {
+    let charter = event.charter.clone();
+    let started = std::time::Instant::now();
+    let outcome = state.store.ingest(event).await?;
+    state.metrics.ack_latency(started.elapsed());
+    match outcome {
+        IngestOutcome::Stored(id) => {
+            state.metrics.received(&charter);
+            state.wake.notify_one();
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({"id": id.to_string(), "status": "accepted"})),
+            )
+                .into_response())
+        }
+        IngestOutcome::Duplicate(id) => {
+            state.metrics.duplicate(&charter);
+            Ok((
+                StatusCode::OK,
+                Json(json!({"id": id.to_string(), "status": "duplicate"})),
+            )
+                .into_response())
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! Charter's server: the webhook ingest, the admin API, health and metrics endpoints, and
+//! the worker, all supervised under one cancellation token.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use charter_connect::HttpExecutor;
+use charter_store::Store;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub mod alerts;
+pub mod api;
+pub mod decide;
+pub mod error;
+pub mod ingest;
+pub mod metrics;
+pub mod models;
+pub mod nats;
+pub mod project;
+pub mod rejected;
+pub mod report;
+pub mod sink;
+pub mod ui;
+pub mod worker;
+
+pub use project::{ProjectError, Runtime};
+
+/// Current time in Unix milliseconds.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Shared state of the HTTP handlers and the worker.
+pub struct AppState<S> {
+    pub runtime: Arc<Runtime>,
+    pub store: S,
+    /// Woken when an event is stored or a charter resumed, so idle workers start at once.
+    pub wake: Arc<Notify>,
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+impl<S: Clone> Clone for AppState<S> {
+    fn clone(&self) -> Self {
+        AppState {
+            runtime: self.runtime.clone(),
+            store: self.store.clone(),
+            wake: self.wake.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// Which parts of the server run in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// HTTP (ingest + API) and the worker.
+    All,
+    Api,
+    Worker,
+}
+
+/// How to start a server.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub listen: SocketAddr,
+    pub role: Role,
+    /// Identifies this node's leases; defaults to host-pid-random.
+    pub worker_id: Option<String>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot create the HTTP client: {0}")]
+    Client(String),
+}
+
+/// A started server.
+pub struct Running {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    /// Resolves when every task has stopped (after the token is cancelled, or on failure).
+    pub done: tokio::task::JoinHandle<()>,
+    /// Wakes this node's worker; a store that hears about events from other nodes (e.g.
+    /// PostgreSQL LISTEN/NOTIFY) forwards them here.
+    pub wake: Arc<Notify>,
+}
+
+/// Build the HTTP router: one route per charter webhook path plus the fixed endpoints.
+pub fn router<S: Store>(state: AppState<S>) -> Router {
+    let mut app: Router<AppState<S>> = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz::<S>))
+        .route("/metrics", get(metrics_handler::<S>))
+        .route("/api/v1/events", get(api::list_events::<S>))
+        .route("/api/v1/events/{id}", get(api::show_event::<S>))
+        .route("/api/v1/events/{id}/replay", post(api::replay_event::<S>))
+        .route("/api/v1/replay", post(api::replay_failed::<S>))
+        .route("/api/v1/charters", get(api::list_charters::<S>))
+        .route(
+            "/api/v1/charters/{name}/report",
+            get(report::charter_report::<S>),
+        )
+        .route("/api/v1/charters/{name}/pause", post(api::pause::<S>))
+        .route("/api/v1/charters/{name}/resume", post(api::resume::<S>))
+        .route("/api/v1/rejected", get(api::list_rejected::<S>))
+        .route(
+            "/api/v1/rejected/{id}/replay",
+            post(rejected::replay_rejected::<S>),
+        )
+        .route("/api/v1/approvals", get(api::list_approvals::<S>))
+        .route("/api/v1/approvals/{id}", get(api::show_approval::<S>))
+        .route("/api/v1/approvals/{id}/approve", post(api::approve::<S>))
+        .route("/api/v1/approvals/{id}/reject", post(api::reject::<S>))
+        .route("/api/v1/escalations", get(api::list_escalations::<S>))
+        .route(
+            "/api/v1/escalations/{id}/decide",
+            post(api::decide_escalation::<S>),
+        )
+        .route("/api/v1/corrections", get(api::list_corrections::<S>))
+        .route("/api/v1/audit", get(api::list_audit::<S>));
+    for (path, charter) in &state.runtime.hooks {
+        let charter = charter.clone();
+        app = app.route(
+            path,
+            post(
+                move |st: State<AppState<S>>,
+                      headers: axum::http::HeaderMap,
+                      body: axum::body::Bytes| {
+                    let charter = charter.clone();
+                    async move { ingest::receive(st, charter, headers, body).await }
+                },
+            ),
+        );
+    }
+    let limit = state.runtime.project.settings.body_limit;
+    // The web UI (its own session state and form body limit).
+    let ui = ui::router(state.clone());
+    app.layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+        .merge(ui)
+}
+
+/// Readiness: the store commits a probe write and its schema is at this build's version.
+async fn readyz<S: Store>(State(state): State<AppState<S>>) -> impl IntoResponse {
+    match state.store.readiness().await {
+        Ok(r) if r.migrated() => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({
+                "status": "ready",
+                "schema_version": r.schema_version,
+            })),
+        ),
+        Ok(r) => {
+            tracing::warn!(
+                found = r.schema_version,
+                expected = r.expected_version,
+                "readiness: schema version differs"
+            );
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(serde_json::json!({
+                    "status": "migrations pending",
+                    "schema_version": r.schema_version,
+                    "expected_version": r.expected_version,
+                })),
+            )
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(serde_json::json!({"status": "store unavailable"})),
+            )
+        }
+    }
+}
+
+/// Counters and histograms of this process, plus gauges read from the store (waiting work,
+/// pending approvals, open escalations and firing alerts).
+async fn metrics_handler<S: Store>(State(state): State<AppState<S>>) -> impl IntoResponse {
+    let now = now_millis();
+    let backlog = state.store.backlog(now).await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "metrics: backlog unavailable");
+        Vec::new()
+    });
+    let firing = state.store.open_incidents(None).await.unwrap_or_default();
+    let text = state.metrics.render_with(&backlog, &firing, now);
+    ([("content-type", "text/plain; version=0.0.4")], text)
+}
+
+/// How often the approval deadlines are checked.
+const EXPIRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Periodically expire approvals past their deadline until `shutdown` is cancelled. Each
+/// expiry is audited (actor `system`) and its event re-queued, so the worker applies the
+/// action's `on_expiry` (reject, or escalate to a human).
+async fn expire_approvals<S: Store>(
+    state: AppState<S>,
+    every: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let expired = match state.store.expire_approvals(now_millis()).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "expiring approvals failed; will retry");
+                continue;
+            }
+        };
+        for a in expired {
+            tracing::info!(approval = %a.id, event = %a.event_id, charter = %a.charter, "approval expired");
+            let entry = charter_store::NewAuditEntry {
+                at: now_millis(),
+                actor: "system".into(),
+                action: "approval.expire".into(),
+                charter: Some(a.charter.clone()),
+                target: Some(a.id.to_string()),
+                detail: serde_json::json!({
+                    "event": a.event_id,
+                    "action": a.action,
+                    "on_expiry": a.on_expiry,
+                }),
+            };
+            if let Err(e) = state.store.append_audit(entry).await {
+                tracing::warn!(error = %e, approval = %a.id, "audit of an expiry failed");
+            }
+            api::requeue_soon(&state, a.event_id);
+        }
+    }
+}
+
+/// Start the HTTP server and/or the worker. Everything stops when `shutdown` is cancelled:
+/// the listener stops accepting, in-flight requests finish, the worker drains.
+pub async fn start<S: Store>(
+    runtime: Arc<Runtime>,
+    store: S,
+    opts: ServeOptions,
+    shutdown: CancellationToken,
+) -> Result<Running, ServeError> {
+    let state = AppState {
+        runtime: runtime.clone(),
+        store,
+        wake: Arc::new(Notify::new()),
+        metrics: Arc::new(metrics::Metrics::default()),
+    };
+    let executor = Arc::new(HttpExecutor::new().map_err(|e| ServeError::Client(e.to_string()))?);
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|e| ServeError::Bind {
+            addr: opts.listen,
+            source: e,
+        })?;
+    let addr = listener.local_addr().map_err(|e| ServeError::Bind {
+        addr: opts.listen,
+        source: e,
+    })?;
+    if !addr.ip().is_loopback() && runtime.tokens.is_empty() {
+        tracing::warn!(%addr, "listening beyond loopback with no API tokens: the admin API is open");
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    if opts.role != Role::Worker {
+        let app = router(state.clone());
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            // The client address feeds the UI's login rate limit.
+            let res = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await;
+            if let Err(e) = res {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+            "http"
+        });
+    } else {
+        // A worker-only node still answers health checks.
+        let app = Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(readyz::<S>))
+            .route("/metrics", get(metrics_handler::<S>))
+            .with_state(state.clone());
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await;
+            "http"
+        });
+    }
+    if opts.role != Role::Api {
+        let worker_id = opts
+            .worker_id
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple()));
+        let token = shutdown.clone();
+        let st = state.clone();
+        let alert_executor = executor.clone();
+        tasks.spawn(async move {
+            worker::run(st, executor, worker_id, token).await;
+            "worker"
+        });
+        let token = shutdown.clone();
+        let st = state.clone();
+        tasks.spawn(async move {
+            expire_approvals(st, EXPIRY_INTERVAL, token).await;
+            "approval-expiry"
+        });
+        if alerts::has_alerts(&runtime) {
+            let token = shutdown.clone();
+            let st = state.clone();
+            let ex = alert_executor;
+            let every = runtime.project.settings.worker.alert_interval;
+            tasks.spawn(async move {
+                alerts::run(st, ex, every, token).await;
+                "alerts"
+            });
+        }
+    }
+    // NATS JetStream sources ingest like webhooks do, so they run where the ingest does.
+    if opts.role != Role::Worker && nats::has_sources(&runtime) {
+        let token = shutdown.clone();
+        let st = state.clone();
+        tasks.spawn(async move {
+            nats::run(st, token).await;
+            "nats"
+        });
+    }
+    let supervisor_token = shutdown.clone();
+    let done = tokio::spawn(async move {
+        while let Some(res) = tasks.join_next().await {
+            match res {
+                Ok(name) if !supervisor_token.is_cancelled() => {
+                    tracing::error!(task = name, "task stopped unexpectedly; shutting down");
+                    supervisor_token.cancel();
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "task panicked; shutting down");
+                    supervisor_token.cancel();
+                }
+            }
+        }
+    });
+    Ok(Running {
+        addr,
+        done,
+        wake: state.wake.clone(),
+    })
+}

@@ -1,0 +1,678 @@
+//! Prometheus metrics. Every metric name is defined here, once, in [`Metric`]; the
+//! registry is a few small maps behind mutexes, rendered in the Prometheus text format.
+//!
+//! Counters and histograms are kept in process (one [`Metrics`] per server). Gauges about
+//! waiting work (queue depth and age, pending approvals, open escalations, firing alerts)
+//! are read from the store at scrape time, so every node of a cluster reports the same
+//! numbers for them.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use charter_store::{CharterBacklog, Incident};
+
+/// Every metric Charter exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Metric {
+    EventsReceived,
+    EventsDuplicate,
+    EventsRejected,
+    RunsFinished,
+    Decisions,
+    LlmCalls,
+    LlmTokens,
+    LlmCost,
+    ActionAttempts,
+    Escalations,
+    Measurements,
+    AlertNotifications,
+    AckLatency,
+    DecisionLatency,
+    ActionLatency,
+    CycleTime,
+    QueueDepth,
+    QueueOldestAge,
+    ApprovalsPending,
+    ApprovalsOldestAge,
+    EscalationsOpen,
+    EscalationsOldestAge,
+    AlertsFiring,
+}
+
+/// The Prometheus type of a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Histogram,
+    Gauge,
+}
+
+impl Metric {
+    /// Every metric, in exposition order.
+    pub const ALL: &'static [Metric] = &[
+        Metric::EventsReceived,
+        Metric::EventsDuplicate,
+        Metric::EventsRejected,
+        Metric::RunsFinished,
+        Metric::Decisions,
+        Metric::LlmCalls,
+        Metric::LlmTokens,
+        Metric::LlmCost,
+        Metric::ActionAttempts,
+        Metric::Escalations,
+        Metric::Measurements,
+        Metric::AlertNotifications,
+        Metric::AckLatency,
+        Metric::DecisionLatency,
+        Metric::ActionLatency,
+        Metric::CycleTime,
+        Metric::QueueDepth,
+        Metric::QueueOldestAge,
+        Metric::ApprovalsPending,
+        Metric::ApprovalsOldestAge,
+        Metric::EscalationsOpen,
+        Metric::EscalationsOldestAge,
+        Metric::AlertsFiring,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::EventsReceived => "charter_events_received_total",
+            Metric::EventsDuplicate => "charter_events_duplicate_total",
+            Metric::EventsRejected => "charter_events_rejected_total",
+            Metric::RunsFinished => "charter_runs_total",
+            Metric::Decisions => "charter_decisions_total",
+            Metric::LlmCalls => "charter_llm_calls_total",
+            Metric::LlmTokens => "charter_llm_tokens_total",
+            Metric::LlmCost => "charter_llm_cost_total",
+            Metric::ActionAttempts => "charter_action_attempts_total",
+            Metric::Escalations => "charter_escalations_total",
+            Metric::Measurements => "charter_measurements_total",
+            Metric::AlertNotifications => "charter_alert_notifications_total",
+            Metric::AckLatency => "charter_ack_latency_seconds",
+            Metric::DecisionLatency => "charter_decision_latency_seconds",
+            Metric::ActionLatency => "charter_action_latency_seconds",
+            Metric::CycleTime => "charter_cycle_time_seconds",
+            Metric::QueueDepth => "charter_queue_depth",
+            Metric::QueueOldestAge => "charter_queue_oldest_age_seconds",
+            Metric::ApprovalsPending => "charter_approvals_pending",
+            Metric::ApprovalsOldestAge => "charter_approvals_oldest_age_seconds",
+            Metric::EscalationsOpen => "charter_escalations_open",
+            Metric::EscalationsOldestAge => "charter_escalations_oldest_age_seconds",
+            Metric::AlertsFiring => "charter_alerts_firing",
+        }
+    }
+
+    pub fn help(self) -> &'static str {
+        match self {
+            Metric::EventsReceived => "Events stored, by charter.",
+            Metric::EventsDuplicate => "Deliveries recognised as duplicates, by charter.",
+            Metric::EventsRejected => {
+                "Deliveries refused, by reason (signature, contract, malformed)."
+            }
+            Metric::RunsFinished => "Runs finished, by charter and outcome.",
+            Metric::Decisions => "Decisions made, by charter and deciding stage.",
+            Metric::LlmCalls => "LLM provider requests, by charter, provider and result.",
+            Metric::LlmTokens => "LLM tokens, by charter, provider and kind (prompt, completion).",
+            Metric::LlmCost => "LLM cost in the providers' price unit, by charter and provider.",
+            Metric::ActionAttempts => "Action attempts, by charter, action, connector and result.",
+            Metric::Escalations => "Work handed to a human, by charter and reason.",
+            Metric::Measurements => "Named measurements recorded, by charter and name.",
+            Metric::AlertNotifications => {
+                "Alert notifications sent, by charter, alert, state and result."
+            }
+            Metric::AckLatency => "Time from a verified delivery to its durable acknowledgement.",
+            Metric::DecisionLatency => "Time the decision cascade took, by deciding stage.",
+            Metric::ActionLatency => "Time one action attempt took, by connector.",
+            Metric::CycleTime => "Time from receipt to the end of the run, by charter.",
+            Metric::QueueDepth => "Events waiting for a worker, by charter.",
+            Metric::QueueOldestAge => "Age of the oldest event waiting for a worker, by charter.",
+            Metric::ApprovalsPending => "Approvals waiting for a reviewer, by charter.",
+            Metric::ApprovalsOldestAge => "Age of the oldest pending approval, by charter.",
+            Metric::EscalationsOpen => "Escalations waiting for a human, by charter.",
+            Metric::EscalationsOldestAge => "Age of the oldest open escalation, by charter.",
+            Metric::AlertsFiring => "Alert incidents open, by charter and alert.",
+        }
+    }
+
+    pub fn kind(self) -> Kind {
+        match self {
+            Metric::AckLatency
+            | Metric::DecisionLatency
+            | Metric::ActionLatency
+            | Metric::CycleTime => Kind::Histogram,
+            Metric::QueueDepth
+            | Metric::QueueOldestAge
+            | Metric::ApprovalsPending
+            | Metric::ApprovalsOldestAge
+            | Metric::EscalationsOpen
+            | Metric::EscalationsOldestAge
+            | Metric::AlertsFiring => Kind::Gauge,
+            _ => Kind::Counter,
+        }
+    }
+}
+
+/// Upper bounds of the latency buckets, in seconds.
+pub const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+#[derive(Debug, Clone)]
+struct Histogram {
+    /// Cumulative counts per bucket of [`BUCKETS`].
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn new() -> Self {
+        Histogram {
+            counts: vec![0; BUCKETS.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    fn observe(&mut self, d: Duration) {
+        let secs = d.as_secs_f64();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += secs;
+        self.count += 1;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}",
+                self.counts[i]
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
+    }
+}
+
+/// Label names and values, in order, rendered as `k="v"` pairs.
+type LabelSet = Vec<(&'static str, String)>;
+
+fn labels(pairs: &[(&'static str, &str)]) -> LabelSet {
+    pairs.iter().map(|(k, v)| (*k, (*v).to_string())).collect()
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn render_labels(l: &LabelSet) -> String {
+    l.iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The process-wide registry (one per server).
+pub struct Metrics {
+    counters: Mutex<BTreeMap<(Metric, LabelSet), f64>>,
+    histograms: Mutex<BTreeMap<(Metric, LabelSet), Histogram>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            counters: Mutex::new(BTreeMap::new()),
+            histograms: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The registry of the server whose run is executing on this task (see [`scope`]).
+    static CURRENT: Arc<Metrics>;
+}
+
+/// Run `fut` with `metrics` as the current registry, so code deep in the pipeline (the LLM
+/// stage) can count into it through [`current`] without carrying it through every call.
+pub async fn scope<F: Future>(metrics: Arc<Metrics>, fut: F) -> F::Output {
+    CURRENT.scope(metrics, fut).await
+}
+
+/// The current task's registry, if it runs inside [`scope`].
+pub fn current() -> Option<Arc<Metrics>> {
+    CURRENT.try_with(Arc::clone).ok()
+}
+
+impl Metrics {
+    fn add(&self, m: Metric, labels: LabelSet, v: f64) {
+        if let Ok(mut c) = self.counters.lock() {
+            *c.entry((m, labels)).or_insert(0.0) += v;
+        }
+    }
+
+    fn observe(&self, m: Metric, labels: LabelSet, d: Duration) {
+        if let Ok(mut h) = self.histograms.lock() {
+            h.entry((m, labels))
+                .or_insert_with(Histogram::new)
+                .observe(d);
+        }
+    }
+
+    /// The value of a counter (0 when never incremented); for tests and the UI.
+    pub fn counter(&self, m: Metric, label_values: &[(&'static str, &str)]) -> f64 {
+        self.counters
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&(m, labels(label_values))).copied())
+            .unwrap_or(0.0)
+    }
+
+    pub fn received(&self, charter: &str) {
+        self.add(Metric::EventsReceived, labels(&[("charter", charter)]), 1.0);
+    }
+
+    pub fn duplicate(&self, charter: &str) {
+        self.add(
+            Metric::EventsDuplicate,
+            labels(&[("charter", charter)]),
+            1.0,
+        );
+    }
+
+    pub fn rejected(&self, reason: &'static str) {
+        self.add(Metric::EventsRejected, labels(&[("reason", reason)]), 1.0);
+    }
+
+    /// A run ended with `outcome`; `cycle` is receipt to now.
+    pub fn run_finished(&self, charter: &str, outcome: &str, cycle: Option<Duration>) {
+        self.add(
+            Metric::RunsFinished,
+            labels(&[("charter", charter), ("outcome", outcome)]),
+            1.0,
+        );
+        if let Some(c) = cycle {
+            self.observe(Metric::CycleTime, labels(&[("charter", charter)]), c);
+        }
+    }
+
+    /// A decision was made by `stage` (`rule`, `embedded`, `llm`, `human`, `default`) in
+    /// `latency`.
+    pub fn decision(&self, charter: &str, stage: &str, latency: Duration) {
+        self.add(
+            Metric::Decisions,
+            labels(&[("charter", charter), ("stage", stage)]),
+            1.0,
+        );
+        self.observe(
+            Metric::DecisionLatency,
+            labels(&[("stage", stage)]),
+            latency,
+        );
+    }
+
+    /// LLM usage of one classification: `calls` provider requests, tokens and cost;
+    /// `ok` says whether it produced a valid answer.
+    pub fn llm_usage(&self, charter: &str, provider: &str, ok: bool, usage: &LlmUsage) {
+        let result = if ok { "ok" } else { "failed" };
+        let base = [("charter", charter), ("provider", provider)];
+        self.add(
+            Metric::LlmCalls,
+            labels(&[base[0], base[1], ("result", result)]),
+            f64::from(usage.calls),
+        );
+        self.add(
+            Metric::LlmTokens,
+            labels(&[base[0], base[1], ("kind", "prompt")]),
+            usage.prompt_tokens as f64,
+        );
+        self.add(
+            Metric::LlmTokens,
+            labels(&[base[0], base[1], ("kind", "completion")]),
+            usage.completion_tokens as f64,
+        );
+        self.add(Metric::LlmCost, labels(&base), usage.cost);
+    }
+
+    /// One action attempt: `result` is `succeeded`, `retryable` or `failed`; `connector` is
+    /// the connector name (`-` for an absolute URL, `log` for a log action).
+    pub fn action_attempt(
+        &self,
+        charter: &str,
+        action: &str,
+        connector: &str,
+        result: &str,
+        latency: Option<Duration>,
+    ) {
+        self.add(
+            Metric::ActionAttempts,
+            labels(&[
+                ("charter", charter),
+                ("action", action),
+                ("connector", connector),
+                ("result", result),
+            ]),
+            1.0,
+        );
+        if let Some(d) = latency {
+            self.observe(
+                Metric::ActionLatency,
+                labels(&[("connector", connector)]),
+                d,
+            );
+        }
+    }
+
+    pub fn escalation(&self, charter: &str, reason: &str) {
+        self.add(
+            Metric::Escalations,
+            labels(&[("charter", charter), ("reason", reason)]),
+            1.0,
+        );
+    }
+
+    pub fn measurement(&self, charter: &str, name: &str) {
+        self.add(
+            Metric::Measurements,
+            labels(&[("charter", charter), ("name", name)]),
+            1.0,
+        );
+    }
+
+    /// An alert notification for `state` (`firing`, `resolved`) was sent or failed.
+    pub fn alert_notification(&self, charter: &str, alert: &str, state: &str, ok: bool) {
+        self.add(
+            Metric::AlertNotifications,
+            labels(&[
+                ("charter", charter),
+                ("alert", alert),
+                ("state", state),
+                ("result", if ok { "sent" } else { "failed" }),
+            ]),
+            1.0,
+        );
+    }
+
+    pub fn ack_latency(&self, d: Duration) {
+        self.observe(Metric::AckLatency, Vec::new(), d);
+    }
+
+    /// Prometheus text exposition format of the in-process counters and histograms.
+    pub fn render(&self) -> String {
+        self.render_with(&[], &[], 0)
+    }
+
+    /// Prometheus text with the store's gauges: `backlog` (waiting work per charter) and
+    /// `firing` (open incidents), ages computed at `now` (Unix ms).
+    pub fn render_with(&self, backlog: &[CharterBacklog], firing: &[Incident], now: i64) -> String {
+        let mut out = String::new();
+        let counters = self.counters.lock().map(|c| c.clone()).unwrap_or_default();
+        let histograms = self
+            .histograms
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_default();
+        let gauges = gauges(backlog, firing, now);
+        for &m in Metric::ALL {
+            let header = |out: &mut String| {
+                let kind = match m.kind() {
+                    Kind::Counter => "counter",
+                    Kind::Histogram => "histogram",
+                    Kind::Gauge => "gauge",
+                };
+                let _ = writeln!(out, "# HELP {} {}", m.name(), m.help());
+                let _ = writeln!(out, "# TYPE {} {kind}", m.name());
+            };
+            match m.kind() {
+                Kind::Counter => {
+                    let rows: Vec<_> = counters.iter().filter(|((k, _), _)| *k == m).collect();
+                    if rows.is_empty() {
+                        continue;
+                    }
+                    header(&mut out);
+                    for ((_, l), v) in rows {
+                        let _ = writeln!(out, "{}{{{}}} {v}", m.name(), render_labels(l));
+                    }
+                }
+                Kind::Histogram => {
+                    header(&mut out);
+                    let rows: Vec<_> = histograms.iter().filter(|((k, _), _)| *k == m).collect();
+                    if rows.is_empty() && m == Metric::AckLatency {
+                        Histogram::new().render(&mut out, m.name(), "");
+                    }
+                    for ((_, l), h) in rows {
+                        h.render(&mut out, m.name(), &render_labels(l));
+                    }
+                }
+                Kind::Gauge => {
+                    let rows: Vec<_> = gauges.iter().filter(|(k, _, _)| *k == m).collect();
+                    if rows.is_empty() {
+                        continue;
+                    }
+                    header(&mut out);
+                    for (_, l, v) in rows {
+                        let _ = writeln!(out, "{}{{{}}} {v}", m.name(), render_labels(l));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A W3C `traceparent` header value for an outbound call of the run `trace`: the run id is
+/// the trace id, each call gets a fresh span id, and the trace is marked sampled.
+pub fn traceparent(trace: uuid::Uuid) -> String {
+    let mut span: u64 = rand::random();
+    if span == 0 {
+        span = 1;
+    }
+    format!("00-{}-{span:016x}-01", trace.simple())
+}
+
+/// LLM usage numbers, as the metrics take them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LlmUsage {
+    pub calls: u32,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost: f64,
+}
+
+fn age_secs(now: i64, at: Option<i64>) -> f64 {
+    at.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0)
+}
+
+fn gauges(
+    backlog: &[CharterBacklog],
+    firing: &[Incident],
+    now: i64,
+) -> Vec<(Metric, LabelSet, f64)> {
+    let mut out = Vec::new();
+    for b in backlog {
+        let l = labels(&[("charter", &b.charter)]);
+        out.push((Metric::QueueDepth, l.clone(), b.queued as f64));
+        out.push((
+            Metric::QueueOldestAge,
+            l.clone(),
+            age_secs(now, b.oldest_queued_at),
+        ));
+        out.push((
+            Metric::ApprovalsPending,
+            l.clone(),
+            b.approvals_pending as f64,
+        ));
+        out.push((
+            Metric::ApprovalsOldestAge,
+            l.clone(),
+            age_secs(now, b.oldest_approval_at),
+        ));
+        out.push((
+            Metric::EscalationsOpen,
+            l.clone(),
+            b.escalations_open as f64,
+        ));
+        out.push((
+            Metric::EscalationsOldestAge,
+            l,
+            age_secs(now, b.oldest_escalation_at),
+        ));
+    }
+    for i in firing {
+        out.push((
+            Metric::AlertsFiring,
+            labels(&[("charter", &i.charter), ("alert", &i.alert)]),
+            1.0,
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_prometheus_shaped() {
+        let mut seen = std::collections::BTreeSet::new();
+        for m in Metric::ALL {
+            let n = m.name();
+            assert!(seen.insert(n), "{n} twice");
+            assert!(n.starts_with("charter_"), "{n}");
+            assert!(n.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{n}");
+            match m.kind() {
+                Kind::Counter => assert!(n.ends_with("_total"), "{n}"),
+                Kind::Histogram => assert!(n.ends_with("_seconds"), "{n}"),
+                Kind::Gauge => assert!(!n.ends_with("_total"), "{n}"),
+            }
+        }
+    }
+
+    #[test]
+    fn histograms_are_cumulative_and_counters_sum() {
+        let m = Metrics::default();
+        m.action_attempt("c", "a", "crm", "succeeded", Some(Duration::from_millis(3)));
+        m.action_attempt(
+            "c",
+            "a",
+            "crm",
+            "succeeded",
+            Some(Duration::from_millis(200)),
+        );
+        m.action_attempt("c", "a", "crm", "failed", None);
+        let text = m.render();
+        assert!(text.contains(
+            "charter_action_attempts_total{charter=\"c\",action=\"a\",connector=\"crm\",result=\"succeeded\"} 2"
+        ), "{text}");
+        assert!(
+            text.contains(
+                "charter_action_latency_seconds_bucket{connector=\"crm\",le=\"0.005\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("charter_action_latency_seconds_bucket{connector=\"crm\",le=\"0.25\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("charter_action_latency_seconds_count{connector=\"crm\"} 2"),
+            "{text}"
+        );
+        assert_eq!(
+            m.counter(
+                Metric::ActionAttempts,
+                &[
+                    ("charter", "c"),
+                    ("action", "a"),
+                    ("connector", "crm"),
+                    ("result", "failed")
+                ]
+            ),
+            1.0
+        );
+        assert!(
+            text.contains("charter_ack_latency_seconds_count 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn gauges_come_from_the_backlog() {
+        let m = Metrics::default();
+        let b = CharterBacklog {
+            charter: "t\"x".into(),
+            queued: 3,
+            oldest_queued_at: Some(1_000),
+            approvals_pending: 1,
+            oldest_approval_at: Some(4_000),
+            ..Default::default()
+        };
+        let text = m.render_with(&[b], &[], 11_000);
+        assert!(
+            text.contains("charter_queue_depth{charter=\"t\\\"x\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("charter_queue_oldest_age_seconds{charter=\"t\\\"x\"} 10"),
+            "{text}"
+        );
+        assert!(
+            text.contains("charter_approvals_oldest_age_seconds{charter=\"t\\\"x\"} 7"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE charter_queue_depth gauge"), "{text}");
+    }
+
+    #[test]
+    fn traceparent_is_w3c_shaped() {
+        let run = uuid::Uuid::now_v7();
+        let t = traceparent(run);
+        let parts: Vec<&str> = t.split('-').collect();
+        assert_eq!(parts.len(), 4, "{t}");
+        assert_eq!(parts[0], "00");
+        assert_eq!(parts[1], run.simple().to_string());
+        assert_eq!(parts[2].len(), 16);
+        assert_ne!(parts[2], "0000000000000000");
+        assert_eq!(parts[3], "01");
+        assert_ne!(traceparent(run), t, "each call gets its own span id");
+    }
+
+    #[tokio::test]
+    async fn scope_makes_the_registry_current() {
+        assert!(current().is_none());
+        let m = Arc::new(Metrics::default());
+        scope(m.clone(), async {
+            if let Some(c) = current() {
+                c.escalation("c", "budget");
+            }
+        })
+        .await;
+        assert_eq!(
+            m.counter(
+                Metric::Escalations,
+                &[("charter", "c"), ("reason", "budget")]
+            ),
+            1.0
+        );
+    }
+}

@@ -1,0 +1,238 @@
+//! Reading a project folder and preparing what the server needs at run time: the
+//! validated project, resolved secrets, compiled input contracts and the webhook routing
+//! table. This is the I/O shell around `charter_core::config::load_project`, which is pure.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use charter_connect::ResolvedHttpConnector;
+use charter_core::config::{Charter, Diagnostics, Project, ProjectSource, SecretRef, TokenDef};
+
+/// Extensions of files read into a [`ProjectSource`]; other files (databases, models) are skipped.
+const TEXT_EXTENSIONS: &[&str] = &[
+    "yaml", "yml", "json", "md", "txt", "csv", "jsonl", "j2", "tmpl",
+];
+/// Files larger than this are not read into the source (they are not charter material).
+const MAX_SOURCE_FILE: u64 = 32 * 1024 * 1024;
+
+/// Why a project could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(Diagnostics),
+    #[error("{0}")]
+    Secret(String),
+    #[error(transparent)]
+    Model(#[from] crate::models::ModelError),
+    #[error("charter `{charter}`: input schema {file} is not a valid JSON Schema: {message}")]
+    Schema {
+        charter: String,
+        file: String,
+        message: String,
+    },
+}
+
+/// Read every text file of the project folder (relative paths with `/`).
+pub fn read_source(root: &Path) -> Result<ProjectSource, ProjectError> {
+    let mut src = ProjectSource::default();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| ProjectError::Io {
+            path: dir.display().to_string(),
+            source: e,
+        })?;
+        for entry in entries {
+            let entry = entry.map_err(|e| ProjectError::Io {
+                path: dir.display().to_string(),
+                source: e,
+            })?;
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with('.') || name == "target" || name == "node_modules" {
+                continue;
+            }
+            let meta = entry.metadata().map_err(|e| ProjectError::Io {
+                path: path.display().to_string(),
+                source: e,
+            })?;
+            if meta.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+            if !TEXT_EXTENSIONS.contains(&ext) || meta.len() > MAX_SOURCE_FILE {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).map_err(|e| ProjectError::Io {
+                path: path.display().to_string(),
+                source: e,
+            })?;
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().to_string())
+                .collect::<Vec<_>>()
+                .join("/");
+            src.files.insert(rel, text);
+        }
+    }
+    Ok(src)
+}
+
+/// Read and validate a project folder.
+pub fn load(root: &Path) -> Result<Project, ProjectError> {
+    let src = read_source(root)?;
+    charter_core::config::load_project(&src).map_err(ProjectError::Invalid)
+}
+
+/// Resolve a secret reference. Values never appear in errors.
+pub fn resolve_secret(root: &Path, secret: &SecretRef) -> Result<String, ProjectError> {
+    match secret {
+        SecretRef::Env(name) => std::env::var(name).map_err(|_| {
+            ProjectError::Secret(format!(
+                "secret env:{name} is not set (export {name} before starting charter)"
+            ))
+        }),
+        SecretRef::File(p) => {
+            let path = if Path::new(p).is_absolute() {
+                PathBuf::from(p)
+            } else {
+                root.join(p)
+            };
+            std::fs::read_to_string(&path)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| ProjectError::Secret(format!("secret file:{p} cannot be read: {e}")))
+        }
+    }
+}
+
+/// A charter prepared for serving.
+pub struct CharterRuntime {
+    pub charter: Arc<Charter>,
+    /// Compiled input contract.
+    pub contract: Option<Arc<jsonschema::Validator>>,
+    /// Webhook secrets, resolved (several during rotation).
+    pub webhook_secrets: Vec<String>,
+    /// The embedded classifier, when the charter has an embedded stage.
+    pub model: Option<Arc<charter_decide::EmbeddedModel>>,
+}
+
+/// Everything the server and worker need, prepared once at start-up.
+pub struct Runtime {
+    pub root: PathBuf,
+    pub project: Project,
+    pub charters: BTreeMap<String, CharterRuntime>,
+    /// Webhook path -> charter name.
+    pub hooks: HashMap<String, String>,
+    pub connectors: BTreeMap<String, ResolvedHttpConnector>,
+    /// Every connector ready to act through (HTTP with its OAuth2 client, limits, breaker
+    /// and response contract; Slack; SMTP; SQL), by name.
+    pub connections: BTreeMap<String, Arc<charter_connect::Connection>>,
+    /// API tokens with their secrets resolved.
+    pub tokens: Vec<(TokenDef, String)>,
+}
+
+impl Runtime {
+    /// Prepare a validated project: resolve every secret, compile every contract, load (or
+    /// train) every embedded model.
+    pub fn prepare(
+        root: &Path,
+        source: &ProjectSource,
+        project: Project,
+    ) -> Result<Runtime, ProjectError> {
+        let mut connectors = BTreeMap::new();
+        let mut connections = BTreeMap::new();
+        for (name, c) in &project.connectors {
+            let mut secret_error = None;
+            let conn = charter_connect::Connection::from_config(name, &c.kind, root, |r| {
+                resolve_secret(root, r).map_err(|e| {
+                    let msg = e.to_string();
+                    secret_error = Some(e);
+                    msg
+                })
+            });
+            let conn = match (conn, secret_error) {
+                (Ok(conn), _) => conn,
+                (Err(_), Some(e)) => return Err(e),
+                (Err(msg), None) => return Err(ProjectError::Secret(msg)),
+            };
+            if let Some(h) = conn.http() {
+                connectors.insert(name.clone(), h.connector.clone());
+            }
+            connections.insert(name.clone(), Arc::new(conn));
+        }
+        let mut charters = BTreeMap::new();
+        let mut hooks = HashMap::new();
+        for (name, charter) in &project.charters {
+            let contract = match &charter.trigger.input_schema {
+                None => None,
+                Some(s) => Some(Arc::new(jsonschema::validator_for(&s.schema).map_err(
+                    |e| ProjectError::Schema {
+                        charter: name.clone(),
+                        file: s.file.clone(),
+                        message: e.to_string(),
+                    },
+                )?)),
+            };
+            let mut webhook_secrets = Vec::new();
+            if let Some(w) = &charter.trigger.webhook {
+                for s in &w.secrets {
+                    webhook_secrets.push(resolve_secret(root, s)?);
+                }
+                hooks.insert(w.path.clone(), name.clone());
+            }
+            let model = match crate::models::embedded_stage(charter) {
+                Some(stage) => Some(Arc::new(crate::models::load_or_train(
+                    root, source, charter, stage,
+                )?)),
+                None => None,
+            };
+            charters.insert(
+                name.clone(),
+                CharterRuntime {
+                    charter: charter.clone(),
+                    contract,
+                    webhook_secrets,
+                    model,
+                },
+            );
+        }
+        let mut tokens = Vec::new();
+        for t in &project.tokens {
+            tokens.push((t.clone(), resolve_secret(root, &t.secret)?));
+        }
+        Ok(Runtime {
+            tokens,
+            root: root.to_path_buf(),
+            project,
+            charters,
+            hooks,
+            connectors,
+            connections,
+        })
+    }
+
+    /// Load, validate and prepare in one step.
+    pub fn load(root: &Path) -> Result<Runtime, ProjectError> {
+        let source = read_source(root)?;
+        let project = charter_core::config::load_project(&source).map_err(ProjectError::Invalid)?;
+        Runtime::prepare(root, &source, project)
+    }
+
+    /// The SQLite file the project's settings point at.
+    pub fn store_path(&self) -> PathBuf {
+        let p = Path::new(&self.project.settings.store);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.root.join(p)
+        }
+    }
+}

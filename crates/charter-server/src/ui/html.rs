@@ -1,0 +1,209 @@
+//! HTML building blocks: escaping, the page frame, times and small widgets.
+//!
+//! Every piece of data that reaches a page goes through [`esc`] (or [`json_block`], which
+//! escapes too); markup is only ever written by this module's callers as literals.
+
+use std::fmt::Write;
+
+/// Escape text for HTML element content and double-quoted attribute values.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Percent-encode a query-string value.
+pub fn url_enc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// A JSON value, pretty-printed and escaped, in a `<pre>`.
+pub fn json_block(v: &serde_json::Value) -> String {
+    let text = serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string());
+    format!("<pre class=\"json\">{}</pre>", esc(&text))
+}
+
+/// Unix milliseconds as `YYYY-MM-DD HH:MM:SS` UTC.
+pub fn time(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// A status word as a coloured badge.
+pub fn badge(word: &str) -> String {
+    let class = match word {
+        "done" | "completed" | "succeeded" | "approved" | "resolved" | "live" | "already_done" => {
+            "ok"
+        }
+        "failed" | "dead_lettered" | "rejected" | "invalid" | "expired" => "bad",
+        "waiting" | "pending" | "awaiting_approval" | "escalated" | "open" | "processing"
+        | "paused" => "warn",
+        _ => "muted",
+    };
+    format!("<span class=\"badge {class}\">{}</span>", esc(word))
+}
+
+/// A hidden CSRF field for a form.
+pub fn csrf_field(token: &str) -> String {
+    format!(
+        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+        esc(token)
+    )
+}
+
+/// A one-button POST form.
+pub fn button_form(action: &str, csrf: &str, label: &str, class: &str) -> String {
+    format!(
+        "<form method=\"post\" action=\"{}\" class=\"inline\">{}<button type=\"submit\" class=\"{class}\">{}</button></form>",
+        esc(action),
+        csrf_field(csrf),
+        esc(label)
+    )
+}
+
+/// Who is looking at a page, for the header.
+pub struct Viewer<'a> {
+    pub name: &'a str,
+    pub role: &'a str,
+    pub csrf: &'a str,
+    /// The UI is open (no tokens configured).
+    pub open: bool,
+}
+
+const STYLE: &str = r#"
+:root{--fg:#1d2329;--muted:#66717c;--line:#d9dee3;--bg:#f6f7f9;--accent:#1f5fbf}
+*{box-sizing:border-box}
+body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);background:var(--bg)}
+header{display:flex;align-items:center;gap:18px;padding:10px 20px;background:#17202a;color:#fff}
+header a{color:#dfe6ee;text-decoration:none;font-weight:500}
+header a:hover{color:#fff}
+header .brand{font-weight:700;letter-spacing:.02em;margin-right:10px}
+header .who{margin-left:auto;color:#aab6c2;font-size:13px}
+header form button{background:none;border:1px solid #566574;color:#dfe6ee;padding:2px 8px;border-radius:4px;cursor:pointer}
+main{padding:18px 20px;max-width:1200px}
+h1{font-size:20px;margin:4px 0 14px}
+h2{font-size:16px;margin:22px 0 8px}
+h3{font-size:14px;margin:10px 0 6px}
+a{color:var(--accent)}
+table{border-collapse:collapse;width:100%;background:#fff;border:1px solid var(--line)}
+th,td{text-align:left;padding:6px 8px;border-bottom:1px solid var(--line);vertical-align:top}
+th{background:#eef1f4;font-weight:600;font-size:13px}
+.card{background:#fff;border:1px solid var(--line);border-radius:6px;padding:12px 14px;margin:0 0 12px}
+.meta{color:var(--muted);font-size:13px}
+.grid{display:grid;grid-template-columns:1fr 1fr;gap:12px}
+pre.json{background:#f3f5f7;border:1px solid var(--line);padding:8px;border-radius:4px;overflow:auto;max-height:260px;margin:4px 0;font-size:12px}
+.badge{display:inline-block;padding:0 7px;border-radius:9px;font-size:12px;font-weight:600;background:#e7eaee;color:#38434e}
+.badge.ok{background:#dcf2e3;color:#17602f}.badge.bad{background:#fbe0e0;color:#8a1c1c}.badge.warn{background:#fff0cc;color:#7a5200}
+.banner{background:#fff4d6;border:1px solid #f0d48a;padding:8px 12px;border-radius:4px;margin-bottom:14px}
+.flash{background:#e4f1ff;border:1px solid #b4d3f5;padding:8px 12px;border-radius:4px;margin-bottom:14px}
+.error{background:#fde7e7;border:1px solid #f1b2b2;padding:8px 12px;border-radius:4px;margin-bottom:14px}
+form.inline{display:inline}
+button{font:inherit;padding:4px 12px;border-radius:4px;border:1px solid #9aa6b2;background:#fff;cursor:pointer}
+button.primary{background:#1f7a3d;border-color:#1f7a3d;color:#fff}
+button.danger{background:#fff;border-color:#b33;color:#b33}
+input[type=text],input[type=password],select,textarea{font:inherit;padding:4px 6px;border:1px solid #9aa6b2;border-radius:4px}
+textarea{width:100%;font-family:ui-monospace,Menlo,monospace;font-size:12px}
+.actions{display:flex;flex-wrap:wrap;gap:8px;align-items:center;margin-top:8px}
+details summary{cursor:pointer;color:var(--accent)}
+.timeline{list-style:none;margin:0;padding:0;border-left:3px solid var(--line)}
+.timeline li{margin:0 0 10px 0;padding:6px 12px;position:relative;background:#fff;border:1px solid var(--line);border-radius:6px;margin-left:14px}
+.timeline li::before{content:"";position:absolute;left:-22px;top:12px;width:11px;height:11px;border-radius:50%;background:var(--accent)}
+.timeline .kind{font-weight:600}
+.filters{display:flex;gap:8px;align-items:center;margin-bottom:12px;flex-wrap:wrap}
+"#;
+
+/// The page frame: header with navigation, optional banners, the body.
+pub fn page(title: &str, viewer: Option<&Viewer<'_>>, flash: Option<&str>, body: &str) -> String {
+    let mut out = String::with_capacity(body.len() + 4096);
+    let _ = write!(
+        out,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{} · Charter</title><style>{STYLE}</style></head><body><header><span class=\"brand\">Charter</span>",
+        esc(title)
+    );
+    if let Some(v) = viewer {
+        out.push_str("<a href=\"/inbox\">Inbox</a><a href=\"/events\">Events</a><a href=\"/charters\">Charters</a>");
+        let _ = write!(
+            out,
+            "<span class=\"who\">{} ({})</span>{}",
+            esc(v.name),
+            esc(v.role),
+            button_form("/logout", v.csrf, "Log out", "")
+        );
+    }
+    out.push_str("</header><main>");
+    if viewer.is_some_and(|v| v.open) {
+        out.push_str("<div class=\"banner\"><strong>Open access.</strong> charter.yaml defines no tokens, so anyone who can reach this server may use the UI and the API as an admin. Define <code>tokens:</code> before exposing it beyond this machine.</div>");
+    }
+    if let Some(f) = flash {
+        let _ = write!(out, "<div class=\"flash\" role=\"status\">{}</div>", esc(f));
+    }
+    out.push_str(body);
+    out.push_str("</main></body></html>");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup_and_quotes() {
+        assert_eq!(
+            esc(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+        let block = json_block(&serde_json::json!({"s": "</pre><script>"}));
+        assert!(!block.contains("<script>"), "{block}");
+    }
+
+    #[test]
+    fn formats_utc_times() {
+        assert_eq!(time(0), "1970-01-01 00:00:00");
+        assert_eq!(time(1_709_210_096_000), "2024-02-29 12:34:56");
+        assert_eq!(time(951_782_400_000), "2000-02-29 00:00:00");
+    }
+
+    #[test]
+    fn url_encoding_keeps_unreserved_only() {
+        assert_eq!(url_enc("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+    }
+}

@@ -1,0 +1,589 @@
+//! The web UI: server-rendered HTML pages and plain forms (POST, then a redirect), so it
+//! works without JavaScript and needs no build step.
+//!
+//! Pages: `/login`, `/inbox` (approvals and escalations waiting for a human, oldest first),
+//! `/events` (filters and search), `/events/{id}` (the run timeline), `/charters` and
+//! `/charters/{name}` (status, counts, operator buttons and the shadow-mode record).
+//!
+//! Auth: a user logs in with one of the API tokens from `charter.yaml`; the session (see
+//! [`session`]) carries that token's name, role and charter scopes, and every change goes
+//! through the same admin-API handler the CLI uses, called with that token, so roles,
+//! scopes, audit entries and re-queueing are exactly the API's: a viewer cannot decide, a
+//! reviewer cannot pause, replay or promote (403), another charter's objects do not exist
+//! (404). Every form carries the session's CSRF token and every POST without it is refused
+//! (403). Failed logins are limited per client address (429). With no tokens defined the UI
+//! is open, like the API, and says so on every page.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Form, Json};
+use charter_store::Store;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+pub mod html;
+mod pages;
+pub mod session;
+
+use html::esc;
+use session::{LOGIN_COOKIE, SESSION_COOKIE, SESSION_TTL, Session, Sessions};
+
+/// Largest form body the UI accepts.
+const FORM_LIMIT: usize = 256 * 1024;
+
+/// State of the UI handlers: the server's state plus this node's sessions.
+pub struct UiState<S> {
+    pub app: AppState<S>,
+    pub sessions: Arc<Sessions>,
+}
+
+impl<S: Clone> Clone for UiState<S> {
+    fn clone(&self) -> Self {
+        UiState {
+            app: self.app.clone(),
+            sessions: self.sessions.clone(),
+        }
+    }
+}
+
+/// The UI's routes, ready to merge into the server's router.
+pub fn router<S: Store>(state: AppState<S>) -> Router {
+    let ui = UiState {
+        app: state,
+        sessions: Arc::new(Sessions::default()),
+    };
+    Router::new()
+        .route("/", get(root::<S>))
+        .route("/login", get(login_page::<S>).post(login::<S>))
+        .route("/logout", post(logout::<S>))
+        .route("/inbox", get(pages::inbox::<S>))
+        .route("/events", get(pages::events::<S>))
+        .route("/events/{id}", get(pages::timeline::<S>))
+        .route("/events/{id}/replay", post(replay_event::<S>))
+        .route("/charters", get(pages::charters::<S>))
+        .route("/charters/{name}", get(pages::charter::<S>))
+        .route("/charters/{name}/pause", post(pause::<S>))
+        .route("/charters/{name}/resume", post(resume::<S>))
+        .route("/charters/{name}/replay", post(replay_failed::<S>))
+        .route("/charters/{name}/promote", post(promote::<S>))
+        .route("/approvals/{id}/approve", post(approve::<S>))
+        .route("/approvals/{id}/reject", post(reject::<S>))
+        .route("/escalations/{id}/decide", post(decide::<S>))
+        .layer(DefaultBodyLimit::max(FORM_LIMIT))
+        .with_state(ui)
+}
+
+/// Why a UI request was not served.
+#[derive(Debug, thiserror::Error)]
+pub enum UiError {
+    /// No (live) session: go to the login page, then back to `next`.
+    #[error("login required")]
+    Login { next: String },
+    #[error("you do not have the role this needs")]
+    Forbidden,
+    #[error(
+        "the form is stale or was not sent by this UI (CSRF check failed); reload the page and try again"
+    )]
+    Csrf,
+    #[error("not found")]
+    NotFound,
+    #[error("too many failed logins from this address; wait a minute")]
+    RateLimited,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+impl UiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            UiError::Login { .. } => StatusCode::SEE_OTHER,
+            UiError::Forbidden | UiError::Csrf => StatusCode::FORBIDDEN,
+            UiError::NotFound => StatusCode::NOT_FOUND,
+            UiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            UiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            UiError::Api(e) => e.status(),
+        }
+    }
+}
+
+impl From<charter_store::StoreError> for UiError {
+    fn from(e: charter_store::StoreError) -> Self {
+        UiError::Api(e.into())
+    }
+}
+
+impl IntoResponse for UiError {
+    fn into_response(self) -> Response {
+        if let UiError::Login { next } = &self {
+            return redirect(&format!("/login?next={}", html::url_enc(next)));
+        }
+        if let UiError::Api(ApiError::Unauthorized) = &self {
+            return redirect("/login");
+        }
+        let status = self.status();
+        let message = match &self {
+            UiError::Api(ApiError::Internal(m)) => {
+                tracing::error!(error = %m, "internal error in the UI");
+                "Something failed inside the server; the details are in its log.".to_string()
+            }
+            UiError::Api(ApiError::BadRequest(m) | ApiError::Conflict(m)) => m.clone(),
+            UiError::Api(ApiError::Forbidden) => UiError::Forbidden.to_string(),
+            other => other.to_string(),
+        };
+        let body = format!(
+            "<h1>{} {}</h1><div class=\"error\">{}</div><p><a href=\"/inbox\">Back to the inbox</a></p>",
+            status.as_u16(),
+            esc(status.canonical_reason().unwrap_or("")),
+            esc(&message)
+        );
+        (status, Html(html::page("Error", None, None, &body))).into_response()
+    }
+}
+
+/// A 303 redirect (the answer to every successful form POST).
+fn redirect(to: &str) -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(to) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// Only same-site paths are followed after a login or a form (no open redirects).
+fn local_path(p: Option<&str>, default: &str) -> String {
+    match p {
+        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p.to_string(),
+        _ => default.to_string(),
+    }
+}
+
+/// Append a message for the next page to show.
+fn with_msg(path: &str, msg: &str) -> String {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    format!("{path}{sep}msg={}", html::url_enc(msg))
+}
+
+/// The client's address (from `ConnectInfo` when the server provides it; unspecified
+/// otherwise, so every such client shares one login-limit bucket).
+pub struct ClientIp(pub IpAddr);
+
+impl<T: Send + Sync> FromRequestParts<T> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &T) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip())
+                .unwrap_or(IpAddr::from([0, 0, 0, 0])),
+        ))
+    }
+}
+
+/// Whether the request came over https (as told by a proxy); cookies then get `Secure`.
+fn is_https(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+}
+
+impl<S: Store> UiState<S> {
+    /// No tokens configured: the UI is open (local use).
+    pub fn open(&self) -> bool {
+        self.app.runtime.tokens.is_empty()
+    }
+
+    /// The request's live session.
+    fn session(&self, headers: &HeaderMap) -> Option<Session> {
+        let id = session::cookie(headers, SESSION_COOKIE)?;
+        self.sessions.get(&id)
+    }
+
+    /// The session for a page view, or a redirect to the login page.
+    fn require(&self, headers: &HeaderMap, uri: &Uri) -> Result<Session, UiError> {
+        self.session(headers).ok_or_else(|| UiError::Login {
+            next: uri
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| "/inbox".into()),
+        })
+    }
+
+    /// The session for a form POST, with its CSRF token checked.
+    fn require_post(
+        &self,
+        headers: &HeaderMap,
+        form: &HashMap<String, String>,
+    ) -> Result<Session, UiError> {
+        let s = self.session(headers).ok_or(UiError::Csrf)?;
+        let sent = form.get("csrf").map(String::as_str).unwrap_or("");
+        if !session::constant_time_eq(sent.as_bytes(), s.csrf.as_bytes()) {
+            return Err(UiError::Csrf);
+        }
+        Ok(s)
+    }
+
+    /// Headers that make the admin API see this session's token (none when open).
+    fn api_headers(&self, s: &Session) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let token = self.app.runtime.tokens.iter().find(|(def, _)| {
+            def.name == s.name && def.role == s.role && def.charters == s.charters
+        });
+        if let Some((_, secret)) = token
+            && let Ok(v) = HeaderValue::from_str(&format!("Bearer {secret}"))
+        {
+            h.insert(header::AUTHORIZATION, v);
+        }
+        h
+    }
+
+    /// The header's view of the session.
+    fn viewer<'a>(&self, s: &'a Session) -> html::Viewer<'a> {
+        html::Viewer {
+            name: &s.name,
+            role: s.role_name(),
+            csrf: &s.csrf,
+            open: self.open(),
+        }
+    }
+}
+
+async fn root<S: Store>(State(ui): State<UiState<S>>, headers: HeaderMap) -> Response {
+    if ui.session(&headers).is_some() {
+        redirect("/inbox")
+    } else {
+        redirect("/login")
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginQuery {
+    next: Option<String>,
+}
+
+async fn login_page<S: Store>(
+    State(ui): State<UiState<S>>,
+    headers: HeaderMap,
+    Query(q): Query<LoginQuery>,
+) -> Response {
+    let next = local_path(q.next.as_deref(), "/inbox");
+    if ui.session(&headers).is_some() {
+        return redirect(&next);
+    }
+    let https = is_https(&headers);
+    if ui.open() {
+        // Open access: no credential to ask for; start a local admin session.
+        let id = ui
+            .sessions
+            .create("local".into(), charter_core::config::Role::Admin, vec![]);
+        let mut r = redirect(&next);
+        set_cookie(&mut r, SESSION_COOKIE, &id, Some(SESSION_TTL), https);
+        return r;
+    }
+    let csrf = session::random_token();
+    let mut r = Html(login_html(&csrf, &next, None)).into_response();
+    set_cookie(&mut r, LOGIN_COOKIE, &csrf, None, https);
+    r
+}
+
+fn set_cookie(
+    r: &mut Response,
+    name: &str,
+    value: &str,
+    age: Option<std::time::Duration>,
+    https: bool,
+) {
+    if let Ok(v) = HeaderValue::from_str(&session::set_cookie(name, value, age, https)) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+fn login_html(csrf: &str, next: &str, error: Option<&str>) -> String {
+    let err = error
+        .map(|e| format!("<div class=\"error\" role=\"alert\">{}</div>", esc(e)))
+        .unwrap_or_default();
+    let body = format!(
+        "<div class=\"card\" style=\"max-width:420px\"><h1>Log in</h1>{err}\
+         <form method=\"post\" action=\"/login\">{}\
+         <input type=\"hidden\" name=\"next\" value=\"{}\">\
+         <p><label for=\"token\">API token</label><br>\
+         <input type=\"password\" id=\"token\" name=\"token\" autocomplete=\"current-password\" style=\"width:100%\" required></p>\
+         <button type=\"submit\" class=\"primary\">Log in</button></form>\
+         <p class=\"meta\">Use a token from <code>charter.yaml</code>; you get its role and charter scopes. Sessions last 12 hours and end when the server restarts.</p></div>",
+        html::csrf_field(csrf),
+        esc(next)
+    );
+    html::page("Log in", None, None, &body)
+}
+
+async fn login<S: Store>(
+    State(ui): State<UiState<S>>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Result<Response, UiError> {
+    let expected = session::cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
+    let sent = form.get("csrf").map(String::as_str).unwrap_or("");
+    if expected.is_empty() || !session::constant_time_eq(sent.as_bytes(), expected.as_bytes()) {
+        return Err(UiError::Csrf);
+    }
+    let next = local_path(form.get("next").map(String::as_str), "/inbox");
+    if ui.sessions.login_blocked(Some(ip)) {
+        tracing::warn!(%ip, "login refused: too many failures");
+        return Err(UiError::RateLimited);
+    }
+    let presented = form.get("token").map(|t| t.trim()).unwrap_or("");
+    let mut found = None;
+    for (def, secret) in &ui.app.runtime.tokens {
+        if session::constant_time_eq(presented.as_bytes(), secret.as_bytes()) {
+            found = Some(def);
+        }
+    }
+    let https = is_https(&headers);
+    let Some(def) = found else {
+        ui.sessions.login_failed(Some(ip));
+        tracing::info!(%ip, "failed UI login");
+        let page = login_html(&expected, &next, Some("That token is not valid."));
+        return Ok((StatusCode::UNAUTHORIZED, Html(page)).into_response());
+    };
+    let id = ui
+        .sessions
+        .create(def.name.clone(), def.role, def.charters.clone());
+    tracing::info!(user = %def.name, %ip, "UI login");
+    let mut r = redirect(&next);
+    set_cookie(&mut r, SESSION_COOKIE, &id, Some(SESSION_TTL), https);
+    set_cookie(
+        &mut r,
+        LOGIN_COOKIE,
+        "",
+        Some(std::time::Duration::ZERO),
+        https,
+    );
+    Ok(r)
+}
+
+async fn logout<S: Store>(
+    State(ui): State<UiState<S>>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Result<Response, UiError> {
+    ui.require_post(&headers, &form)?;
+    if let Some(id) = session::cookie(&headers, SESSION_COOKIE) {
+        ui.sessions.remove(&id);
+    }
+    let mut r = redirect("/login");
+    set_cookie(
+        &mut r,
+        SESSION_COOKIE,
+        "",
+        Some(std::time::Duration::ZERO),
+        is_https(&headers),
+    );
+    Ok(r)
+}
+
+/// Where to go after a form: its `back` field when it is a local path, else `default`.
+fn back(form: &HashMap<String, String>, default: &str) -> String {
+    local_path(form.get("back").map(String::as_str), default)
+}
+
+async fn approve<S: Store>(
+    State(ui): State<UiState<S>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Result<Response, UiError> {
+    let s = ui.require_post(&headers, &form)?;
+    let body = match form.get("params").map(|p| p.trim()) {
+        Some(p) if !p.is_empty() => {
+            let params: Value = serde_json::from_str(p).map_err(|e| {
+                UiError::BadRequest(format!("the edited parameters are not valid JSON: {e}"))
+            })?;
+            serde_json::to_vec(&json!({ "params": params }))
+                .map_err(|e| UiError::BadRequest(e.to_string()))?
+        }
+        _ => Vec::new(),
+    };
+    let Json(v) = crate::api::approve(
+        State(ui.app.clone()),
+        ui.api_headers(&s),
+        Path(id),
+        Bytes::from(body),
+    )
+    .await?;
+    let edited = v["approval"]["edited_params"].is_object();
+    let msg = format!(
+        "Approved {}{}; the action runs now.",
+        v["approval"]["action"].as_str().unwrap_or("the action"),
+        if edited { " with your edit" } else { "" }
+    );
+    Ok(redirect(&with_msg(&back(&form, "/inbox"), &msg)))
+}
+
+async fn reject<S: Store>(
+    State(ui): State<UiState<S>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Result<Response, UiError> {
+    let s = ui.require_post(&headers, &form)?;
+    let reason = form.get("reason").cloned().unwrap_or_default();
+    let body = serde_json::to_vec(&json!({ "reason": reason }))
+        .map_err(|e| UiError::BadRequest(e.to_string()))?;
+    let Json(v) = crate::api::reject(
+        State(ui.app.clone()),
+        ui.api_headers(&s),
+        Path(id),
+        Bytes::from(body),
+    )
+    .await?;
+    let msg = format!(
+        "Rejected {}.",
+        v["approval"]["action"].as_str().unwrap_or("the action")
+    );
+    Ok(redirect(&with_msg(&back(&form, "/inbox"), &msg)))
+}
+
+async fn decide<S: Store>(
+    State(ui): State<UiState<S>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Result<Response, UiError> {
+    let s = ui.require_post(&headers, &form)?;
+    let label = form.get("label").cloned().unwrap_or_default();
+    let fields: Value = match form.get("fields").map(|f| f.trim()) {
+        Some(f) if !f.is_empty() => serde_json::from_str(f)
+            .map_err(|e| UiError::BadRequest(format!("the fields are not valid JSON: {e}")))?,
+        _ => json!({}),
+    };
+    if !fields.is_object() {
+        return Err(UiError::BadRequest(
+            "the fields must be a JSON object like {\"order_id\": \"ORD-1\"}".into(),
+        ));
+    }
+    let body = serde_json::to_vec(&json!({ "label": label, "fields": fields }))
+        .map_err(|e| UiError::BadRequest(e.to_string()))?;
+    let Json(_) = crate::api::decide_escalation(
+        State(ui.app.clone()),
+        ui.api_headers(&s),
+        Path(id),
+        Bytes::from(body),
+    )
+    .await?;
+    let msg = format!("Decided as `{label}`; the run continues with that decision.");
+    Ok(redirect(&with_msg(&back(&form, "/inbox"), &msg)))
+}
+
+async fn replay_event<S: Store>(
+    State(ui): State<UiState<S>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Result<Response, UiError> {
+    let s = ui.require_post(&headers, &form)?;
+    let Json(_) =
+        crate::api::replay_event(State(ui.app.clone()), ui.api_headers(&s), Path(id.clone()))
+            .await?;
+    Ok(redirect(&with_msg(
+        &format!("/events/{}", html::url_enc(&id)),
+        "Replay queued.",
+    )))
+}
+
+async fn pause<S: Store>(
+    State(ui): State<UiState<S>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Result<Response, UiError> {
+    let s = ui.require_post(&headers, &form)?;
+    let Json(_) = crate::api::pause(
+        State(ui.app.clone()),
+        ui.api_headers(&s),
+        Path(name.clone()),
+    )
+    .await?;
+    let to = back(&form, &format!("/charters/{}", html::url_enc(&name)));
+    Ok(redirect(&with_msg(
+        &to,
+        &format!("Paused {name}: events are kept and wait."),
+    )))
+}
+
+async fn resume<S: Store>(
+    State(ui): State<UiState<S>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Result<Response, UiError> {
+    let s = ui.require_post(&headers, &form)?;
+    let Json(_) = crate::api::resume(
+        State(ui.app.clone()),
+        ui.api_headers(&s),
+        Path(name.clone()),
+    )
+    .await?;
+    let to = back(&form, &format!("/charters/{}", html::url_enc(&name)));
+    Ok(redirect(&with_msg(&to, &format!("Resumed {name}."))))
+}
+
+async fn replay_failed<S: Store>(
+    State(ui): State<UiState<S>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Result<Response, UiError> {
+    let s = ui.require_post(&headers, &form)?;
+    if !ui.app.runtime.charters.contains_key(&name) {
+        return Err(UiError::NotFound);
+    }
+    let Json(v) = crate::api::replay_failed(
+        State(ui.app.clone()),
+        ui.api_headers(&s),
+        Json(crate::api::ReplayFailed {
+            charter: Some(name.clone()),
+        }),
+    )
+    .await?;
+    let n = v["requeued"].as_array().map_or(0, Vec::len);
+    let to = back(&form, &format!("/charters/{}", html::url_enc(&name)));
+    Ok(redirect(&with_msg(
+        &to,
+        &format!("{n} failed event(s) of {name} queued again."),
+    )))
+}
+
+async fn promote<S: Store>(
+    State(ui): State<UiState<S>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Result<Response, UiError> {
+    let s = ui.require_post(&headers, &form)?;
+    if s.role < charter_core::config::Role::Admin {
+        return Err(UiError::Forbidden);
+    }
+    if !ui.app.runtime.charters.contains_key(&name) || !s.sees(&name) {
+        return Err(UiError::NotFound);
+    }
+    Err(UiError::Api(ApiError::Conflict(format!(
+        "Promoting {name} from the UI is not available yet: set `mode: live` in its charter file and restart."
+    ))))
+}

@@ -1,0 +1,1077 @@
+//! The UI's GET pages. Reads go straight to the store, filtered by the session's charter
+//! scopes exactly as the API filters them (another charter's objects answer 404).
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Uri};
+use axum::response::Html;
+use charter_core::config::Role;
+use charter_core::model::{ActionRecord, EventRecord, EventStatus, RunRecord};
+use charter_store::{
+    ApprovalFilter, ApprovalRecord, ApprovalStatus, AuditFilter, EscalationFilter,
+    EscalationRecord, EscalationStatus, EventFilter, Store,
+};
+use serde::Deserialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::html::{badge, button_form, csrf_field, esc, json_block, page, time, url_enc};
+use super::session::Session;
+use super::{UiError, UiState};
+
+/// Most items one page lists.
+const PAGE_LIMIT: usize = 200;
+/// Events read to count a charter's events by status.
+const COUNT_LIMIT: usize = 10_000;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct InboxQuery {
+    pub charter: Option<String>,
+    pub msg: Option<String>,
+}
+
+fn non_empty(s: Option<String>) -> Option<String> {
+    s.filter(|v| !v.trim().is_empty())
+}
+
+/// A `<select>` of the charters this session sees, for a filter form.
+fn charter_select<S: Store>(ui: &UiState<S>, s: &Session, selected: Option<&str>) -> String {
+    let mut out = String::from("<select name=\"charter\"><option value=\"\">all charters</option>");
+    for name in ui.app.runtime.charters.keys().filter(|n| s.sees(n)) {
+        let sel = if selected == Some(name.as_str()) {
+            " selected"
+        } else {
+            ""
+        };
+        let _ = write!(out, "<option value=\"{0}\"{sel}>{0}</option>", esc(name));
+    }
+    out.push_str("</select>");
+    out
+}
+
+fn event_link(id: Uuid) -> String {
+    format!("<a href=\"/events/{id}\"><code>{id}</code></a>")
+}
+
+/// The decision a run took, in one line.
+fn decision_line(run: &RunRecord) -> String {
+    match &run.decision {
+        None => "no decision stage".into(),
+        Some(d) => format!(
+            "{} <span class=\"meta\">confidence {:.2} · stage {} · {}</span>",
+            d.label
+                .as_deref()
+                .map(|l| format!("<strong>{}</strong>", esc(l)))
+                .unwrap_or_else(|| "<em>no label</em>".into()),
+            d.confidence,
+            esc(&format!("{:?}", d.stage).to_lowercase()),
+            esc(&d.reason)
+        ),
+    }
+}
+
+pub async fn inbox<S: Store>(
+    State(ui): State<UiState<S>>,
+    headers: HeaderMap,
+    uri: Uri,
+    Query(q): Query<InboxQuery>,
+) -> Result<Html<String>, UiError> {
+    let s = ui.require(&headers, &uri)?;
+    let charter = non_empty(q.charter);
+    let store = &ui.app.store;
+    let visible = charter.as_deref().is_none_or(|c| s.sees(c));
+    let (approvals, escalations) = if visible {
+        let a = store
+            .list_approvals(ApprovalFilter {
+                charter: charter.clone(),
+                status: Some(ApprovalStatus::Pending),
+                event_id: None,
+                limit: PAGE_LIMIT,
+            })
+            .await?;
+        let e = store
+            .list_escalations(EscalationFilter {
+                charter: charter.clone(),
+                status: Some(EscalationStatus::Open),
+                limit: PAGE_LIMIT,
+            })
+            .await?;
+        (
+            a.into_iter().filter(|a| s.sees(&a.charter)).collect(),
+            e.into_iter().filter(|e| s.sees(&e.charter)).collect(),
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let back = uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/inbox")
+        .split("msg=")
+        .next()
+        .unwrap_or("/inbox")
+        .trim_end_matches(['&', '?'])
+        .to_string();
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "<h1>Inbox</h1><form class=\"filters\" method=\"get\" action=\"/inbox\">{}<button type=\"submit\">Filter</button></form>",
+        charter_select(&ui, &s, charter.as_deref())
+    );
+    let _ = write!(body, "<h2>Approvals waiting ({})</h2>", approvals.len());
+    if approvals.is_empty() {
+        body.push_str("<p class=\"meta\">No action is waiting for approval.</p>");
+    }
+    for a in &approvals {
+        body.push_str(&approval_card(&ui, &s, a, &back).await?);
+    }
+    let _ = write!(body, "<h2>Escalations open ({})</h2>", escalations.len());
+    if escalations.is_empty() {
+        body.push_str("<p class=\"meta\">Nothing is escalated to a human.</p>");
+    }
+    for e in &escalations {
+        body.push_str(&escalation_card(&ui, &s, e, &back).await?);
+    }
+    Ok(Html(page(
+        "Inbox",
+        Some(&ui.viewer(&s)),
+        q.msg.as_deref(),
+        &body,
+    )))
+}
+
+async fn approval_card<S: Store>(
+    ui: &UiState<S>,
+    s: &Session,
+    a: &ApprovalRecord,
+    back: &str,
+) -> Result<String, UiError> {
+    let store = &ui.app.store;
+    let event = store.get_event(a.event_id).await?;
+    let runs = store.runs_for_event(a.event_id).await?;
+    let run = runs.iter().find(|r| r.id == a.run_id).or(runs.last());
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<div class=\"card approval\" data-approval=\"{}\" data-event=\"{}\"><h3>{} <span class=\"meta\">· {}</span> {}</h3>",
+        a.id,
+        a.event_id,
+        esc(&a.action),
+        esc(&a.charter),
+        badge(a.status.as_str())
+    );
+    let _ = write!(
+        out,
+        "<div class=\"meta\">requested {} · {} · reviewers: {} · event {}</div>",
+        time(a.created_at),
+        a.expires_at
+            .map(|t| format!("expires {}", time(t)))
+            .unwrap_or_else(|| "no deadline".into()),
+        if a.reviewers.is_empty() {
+            "any reviewer".to_string()
+        } else {
+            esc(&a.reviewers.join(", "))
+        },
+        event_link(a.event_id)
+    );
+    out.push_str("<div class=\"grid\"><div><h3>Parameters it will run with</h3>");
+    out.push_str(&json_block(&a.params));
+    let _ = write!(
+        out,
+        "<div class=\"meta\">bound to <code>{}</code></div></div><div><h3>Evidence</h3>",
+        esc(&a.params_hash[..a.params_hash.len().min(16)])
+    );
+    if let Some(r) = run {
+        let _ = write!(out, "<div>Decision: {}</div>", decision_line(r));
+    }
+    if let Some(e) = &event {
+        out.push_str(&json_block(&e.event.payload));
+    }
+    out.push_str("</div></div>");
+    if s.role >= Role::Reviewer {
+        let base = format!("/approvals/{}", a.id);
+        let pretty = serde_json::to_string_pretty(&a.params).unwrap_or_default();
+        let _ = write!(
+            out,
+            "<div class=\"actions\">\
+             <form method=\"post\" action=\"{base}/approve\" class=\"inline\">{csrf}<input type=\"hidden\" name=\"back\" value=\"{back}\"><button type=\"submit\" class=\"primary\">Approve</button></form>\
+             <form method=\"post\" action=\"{base}/reject\" class=\"inline\">{csrf}<input type=\"hidden\" name=\"back\" value=\"{back}\"><input type=\"text\" name=\"reason\" placeholder=\"reason (required)\" required> <button type=\"submit\" class=\"danger\">Reject</button></form>\
+             </div>\
+             <details><summary>Edit the parameters, then approve</summary>\
+             <form method=\"post\" action=\"{base}/approve\">{csrf}<input type=\"hidden\" name=\"back\" value=\"{back}\">\
+             <p class=\"meta\">Only the request body (<code>json</code>) or a log message (<code>log</code>) may change; the approval is then bound to the edited parameters.</p>\
+             <textarea name=\"params\" rows=\"10\">{}</textarea><button type=\"submit\" class=\"primary\">Approve with these parameters</button></form></details>",
+            esc(&pretty),
+            csrf = csrf_field(&s.csrf),
+            back = esc(back),
+        );
+    } else {
+        out.push_str("<p class=\"meta\">Viewers cannot decide approvals.</p>");
+    }
+    out.push_str("</div>");
+    Ok(out)
+}
+
+async fn escalation_card<S: Store>(
+    ui: &UiState<S>,
+    s: &Session,
+    e: &EscalationRecord,
+    back: &str,
+) -> Result<String, UiError> {
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<div class=\"card escalation\" data-escalation=\"{}\" data-event=\"{}\"><h3>{} <span class=\"meta\">· {}</span> {}</h3>",
+        e.id,
+        e.event_id,
+        esc(&e.reason.replace('_', " ")),
+        esc(&e.charter),
+        badge(e.status.as_str())
+    );
+    let _ = write!(
+        out,
+        "<div class=\"meta\">opened {} · for {} · event {}</div><h3>Evidence</h3>{}",
+        time(e.created_at),
+        esc(e.target.as_deref().unwrap_or("any reviewer")),
+        event_link(e.event_id),
+        json_block(&e.detail)
+    );
+    let decide = ui
+        .app
+        .runtime
+        .charters
+        .get(&e.charter)
+        .and_then(|c| c.charter.decide.clone());
+    match (&decide, s.role >= Role::Reviewer) {
+        (Some(d), true) => {
+            let mut options = String::new();
+            for l in &d.labels {
+                let _ = write!(options, "<option value=\"{0}\">{0}</option>", esc(l));
+            }
+            let fields: Vec<&str> = d.extract.keys().map(String::as_str).collect();
+            let _ = write!(
+                out,
+                "<form method=\"post\" action=\"/escalations/{}/decide\">{}<input type=\"hidden\" name=\"back\" value=\"{}\">\
+                 <div class=\"actions\"><label>Label <select name=\"label\">{options}</select></label></div>\
+                 <p class=\"meta\">Fields (JSON object, optional{}):</p><textarea name=\"fields\" rows=\"3\">{{}}</textarea>\
+                 <div class=\"actions\"><button type=\"submit\" class=\"primary\">Decide</button></div></form>",
+                e.id,
+                csrf_field(&s.csrf),
+                esc(back),
+                if fields.is_empty() {
+                    String::new()
+                } else {
+                    format!("; declared: {}", esc(&fields.join(", ")))
+                }
+            );
+        }
+        (None, true) => out.push_str(
+            "<p class=\"meta\">This charter has no decision stage, so there is no label to pick; replay the event once the cause is fixed.</p>",
+        ),
+        (_, false) => out.push_str("<p class=\"meta\">Viewers cannot decide escalations.</p>"),
+    }
+    out.push_str("</div>");
+    Ok(out)
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct EventsQuery {
+    pub charter: Option<String>,
+    pub status: Option<String>,
+    /// An event id, or part of a dedupe key.
+    pub q: Option<String>,
+    pub msg: Option<String>,
+}
+
+pub async fn events<S: Store>(
+    State(ui): State<UiState<S>>,
+    headers: HeaderMap,
+    uri: Uri,
+    Query(q): Query<EventsQuery>,
+) -> Result<Html<String>, UiError> {
+    let s = ui.require(&headers, &uri)?;
+    let charter = non_empty(q.charter);
+    let search = non_empty(q.q).map(|v| v.trim().to_string());
+    let status = match non_empty(q.status) {
+        None => None,
+        Some(st) => Some(
+            EventStatus::parse(&st)
+                .ok_or_else(|| UiError::BadRequest(format!("unknown status `{st}`")))?,
+        ),
+    };
+    let store = &ui.app.store;
+    let mut list: Vec<EventRecord> = Vec::new();
+    if charter.as_deref().is_none_or(|c| s.sees(c)) {
+        if let Some(id) = search.as_deref().and_then(|v| Uuid::parse_str(v).ok()) {
+            list.extend(store.get_event(id).await?);
+        } else {
+            let limit = if search.is_some() {
+                COUNT_LIMIT
+            } else {
+                PAGE_LIMIT
+            };
+            list = store
+                .list_events(EventFilter {
+                    charter: charter.clone(),
+                    status,
+                    since: None,
+                    until: None,
+                    limit,
+                })
+                .await?;
+        }
+    }
+    let needle = search.as_deref().map(str::to_lowercase);
+    let list: Vec<&EventRecord> = list
+        .iter()
+        .filter(|e| s.sees(&e.event.charter))
+        .filter(|e| charter.as_deref().is_none_or(|c| e.event.charter == c))
+        .filter(|e| status.is_none_or(|st| e.status == st))
+        .filter(|e| match &needle {
+            None => true,
+            Some(n) => {
+                e.event.id.to_string() == *n
+                    || e.event
+                        .dedupe_key
+                        .as_deref()
+                        .is_some_and(|k| k.to_lowercase().contains(n.as_str()))
+            }
+        })
+        .take(PAGE_LIMIT)
+        .collect();
+    let mut body =
+        String::from("<h1>Events</h1><form class=\"filters\" method=\"get\" action=\"/events\">");
+    body.push_str(&charter_select(&ui, &s, charter.as_deref()));
+    body.push_str("<select name=\"status\"><option value=\"\">any status</option>");
+    for st in ["pending", "processing", "waiting", "done", "failed"] {
+        let sel = if status.is_some_and(|x| x.as_str() == st) {
+            " selected"
+        } else {
+            ""
+        };
+        let _ = write!(body, "<option value=\"{st}\"{sel}>{st}</option>");
+    }
+    let _ = write!(
+        body,
+        "</select><input type=\"text\" name=\"q\" placeholder=\"event id or dedupe key\" value=\"{}\" size=\"34\"><button type=\"submit\">Search</button></form>",
+        esc(search.as_deref().unwrap_or(""))
+    );
+    if list.is_empty() {
+        body.push_str("<p class=\"meta\">No event matches.</p>");
+    } else {
+        body.push_str("<table><thead><tr><th>Event</th><th>Charter</th><th>Status</th><th>Received (UTC)</th><th>Dedupe key</th><th>Source</th><th>Runs</th></tr></thead><tbody>");
+        for e in &list {
+            let _ = write!(
+                body,
+                "<tr><td>{}</td><td><a href=\"/charters/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                event_link(e.event.id),
+                url_enc(&e.event.charter),
+                esc(&e.event.charter),
+                badge(e.status.as_str()),
+                time(e.event.received_at),
+                esc(e.event.dedupe_key.as_deref().unwrap_or("")),
+                esc(&e.event.source),
+                e.attempts
+            );
+        }
+        body.push_str("</tbody></table>");
+        let _ = write!(
+            body,
+            "<p class=\"meta\">Newest first; at most {PAGE_LIMIT} shown.</p>"
+        );
+    }
+    Ok(Html(page(
+        "Events",
+        Some(&ui.viewer(&s)),
+        q.msg.as_deref(),
+        &body,
+    )))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct MsgQuery {
+    pub msg: Option<String>,
+}
+
+/// One item of a timeline.
+struct Item {
+    at: i64,
+    seq: usize,
+    kind: String,
+    html: String,
+}
+
+fn action_html(a: &ActionRecord) -> String {
+    let mut out = format!(
+        "{} <span class=\"meta\">idempotency key <code>{}</code></span>{}",
+        badge(a.status.as_str()),
+        esc(&a.idempotency_key[..a.idempotency_key.len().min(16)]),
+        json_block(&a.params)
+    );
+    if a.attempts.is_empty() {
+        out.push_str("<div class=\"meta\">no attempt (not executed)</div>");
+    } else {
+        out.push_str("<table><thead><tr><th>#</th><th>Started (UTC)</th><th>Took</th><th>Response status</th><th>Result</th></tr></thead><tbody>");
+        for t in &a.attempts {
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{} ms</td><td>{}</td><td>{}</td></tr>",
+                t.attempt,
+                time(t.started_at),
+                t.duration_ms,
+                t.status
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "—".into()),
+                if t.ok {
+                    badge("ok")
+                } else {
+                    format!(
+                        "{} {}",
+                        badge("failed"),
+                        esc(t.error.as_deref().unwrap_or(""))
+                    )
+                }
+            );
+        }
+        out.push_str("</tbody></table>");
+    }
+    out
+}
+
+fn run_started_html<S: Store>(ui: &UiState<S>, run: &RunRecord) -> String {
+    let mut out = format!(
+        "<div class=\"meta\">mode {} · charter version <code>{}</code></div>",
+        esc(&run.mode),
+        esc(&run.charter_version[..run.charter_version.len().min(12)])
+    );
+    if let Some(d) = &run.decision {
+        let _ = write!(out, "<div>Decision: {}</div>", decision_line(run));
+        if !d.stages.is_empty() {
+            out.push_str("<table><thead><tr><th>Stage</th><th>Label</th><th>Confidence</th><th>Accepted</th><th>Note</th></tr></thead><tbody>");
+            for st in &d.stages {
+                let _ = write!(
+                    out,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    esc(&format!("{:?}", st.stage).to_lowercase()),
+                    esc(st.label.as_deref().unwrap_or("—")),
+                    st.confidence
+                        .map(|c| format!("{c:.3}"))
+                        .unwrap_or_else(|| "—".into()),
+                    if st.accepted { "yes" } else { "no" },
+                    esc(&st.note)
+                );
+            }
+            out.push_str("</tbody></table>");
+        }
+        if !d.fields.is_empty() {
+            let fields = serde_json::to_value(&d.fields).unwrap_or(Value::Null);
+            let _ = write!(out, "<div>Extracted fields:</div>{}", json_block(&fields));
+        }
+    }
+    let charter = ui.app.runtime.charters.get(&run.charter);
+    match run.route {
+        Some(i) => {
+            let route = charter.and_then(|c| c.charter.routes.get(i));
+            let _ = write!(
+                out,
+                "<div>Route #{} matched{}</div>",
+                i + 1,
+                route
+                    .map(|r| format!(
+                        ": <code>{}</code> → {}",
+                        esc(r.when.source()),
+                        esc(&r.actions.join(", "))
+                    ))
+                    .unwrap_or_default()
+            );
+        }
+        None if run.finished_at.is_some() => out.push_str("<div>No route taken.</div>"),
+        None => {}
+    }
+    out
+}
+
+pub async fn timeline<S: Store>(
+    State(ui): State<UiState<S>>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(id): Path<String>,
+    Query(q): Query<MsgQuery>,
+) -> Result<Html<String>, UiError> {
+    let s = ui.require(&headers, &uri)?;
+    let id = Uuid::parse_str(&id).map_err(|_| UiError::NotFound)?;
+    let store = &ui.app.store;
+    let ev = store.get_event(id).await?.ok_or(UiError::NotFound)?;
+    if !s.sees(&ev.event.charter) {
+        return Err(UiError::NotFound);
+    }
+    let charter = ev.event.charter.clone();
+    let runs = store.runs_for_event(id).await?;
+    let approvals = store
+        .list_approvals(ApprovalFilter {
+            charter: Some(charter.clone()),
+            status: None,
+            event_id: Some(id),
+            limit: 1000,
+        })
+        .await?;
+    let escalations: Vec<EscalationRecord> = store
+        .list_escalations(EscalationFilter {
+            charter: Some(charter.clone()),
+            status: None,
+            limit: COUNT_LIMIT,
+        })
+        .await?
+        .into_iter()
+        .filter(|e| e.event_id == id)
+        .collect();
+    let mut targets: HashSet<String> = HashSet::new();
+    targets.insert(id.to_string());
+    targets.extend(approvals.iter().map(|a| a.id.to_string()));
+    targets.extend(escalations.iter().map(|e| e.id.to_string()));
+    let id_text = id.to_string();
+    let audit: Vec<_> = store
+        .list_audit(AuditFilter {
+            charter: Some(charter.clone()),
+            actor: None,
+            action: None,
+            limit: COUNT_LIMIT,
+        })
+        .await?
+        .into_iter()
+        .filter(|a| {
+            a.target.as_ref().is_some_and(|t| targets.contains(t))
+                || a.detail["event"].as_str() == Some(id_text.as_str())
+        })
+        .collect();
+
+    let mut items: Vec<Item> = Vec::new();
+    let mut push = |at: i64, kind: String, html: String| {
+        let seq = items.len();
+        items.push(Item {
+            at,
+            seq,
+            kind,
+            html,
+        });
+    };
+    let e = &ev.event;
+    push(
+        e.received_at,
+        "Event received".into(),
+        format!(
+            "<div class=\"meta\">source {} · type {} · dedupe key {}</div>{}{}",
+            esc(&e.source),
+            esc(e.event_type.as_deref().unwrap_or("—")),
+            esc(e.dedupe_key.as_deref().unwrap_or("—")),
+            if e.headers.is_empty() {
+                String::new()
+            } else {
+                json_block(&serde_json::to_value(&e.headers).unwrap_or(Value::Null))
+            },
+            json_block(&e.payload)
+        ),
+    );
+    for (n, run) in runs.iter().enumerate() {
+        push(
+            run.started_at,
+            format!("Run {} started", n + 1),
+            run_started_html(&ui, run),
+        );
+        for a in &run.actions {
+            let at = a
+                .attempts
+                .first()
+                .map(|t| t.started_at)
+                .unwrap_or(run.started_at);
+            push(at, format!("Action {}", esc(&a.action)), action_html(a));
+        }
+        if let Some(done) = run.finished_at {
+            push(
+                done,
+                format!("Run {} finished", n + 1),
+                format!(
+                    "{}{}",
+                    run.outcome.map(|o| badge(o.as_str())).unwrap_or_default(),
+                    run.error
+                        .as_deref()
+                        .map(|m| format!(" <span class=\"meta\">{}</span>", esc(m)))
+                        .unwrap_or_default()
+                ),
+            );
+        }
+    }
+    for a in &approvals {
+        push(
+            a.created_at,
+            format!("Approval requested for {}", esc(&a.action)),
+            format!(
+                "<span class=\"meta\">reviewers: {} · {}</span>",
+                esc(&if a.reviewers.is_empty() {
+                    "any reviewer".to_string()
+                } else {
+                    a.reviewers.join(", ")
+                }),
+                a.expires_at
+                    .map(|t| format!("expires {}", time(t)))
+                    .unwrap_or_else(|| "no deadline".into())
+            ),
+        );
+        if let Some(at) = a.decided_at {
+            push(
+                at,
+                format!("Approval {}", a.status.as_str()),
+                format!(
+                    "by <strong>{}</strong>{}{}",
+                    esc(a.decided_by.as_deref().unwrap_or("?")),
+                    a.comment
+                        .as_deref()
+                        .map(|c| format!(" — {}", esc(c)))
+                        .unwrap_or_default(),
+                    a.edited_params
+                        .as_ref()
+                        .map(|p| format!("<div>with edited parameters:</div>{}", json_block(p)))
+                        .unwrap_or_default()
+                ),
+            );
+        }
+    }
+    for x in &escalations {
+        push(
+            x.created_at,
+            format!("Escalated: {}", esc(&x.reason.replace('_', " "))),
+            format!(
+                "{} <span class=\"meta\">to {}</span>",
+                badge(x.status.as_str()),
+                esc(x.target.as_deref().unwrap_or("any reviewer"))
+            ),
+        );
+        if let (Some(at), Some(r)) = (x.resolved_at, &x.resolution) {
+            push(
+                at,
+                "Escalation resolved".into(),
+                format!(
+                    "by <strong>{}</strong>: label <strong>{}</strong>",
+                    esc(x.resolved_by.as_deref().unwrap_or("?")),
+                    esc(&r.label)
+                ),
+            );
+        }
+    }
+    for a in &audit {
+        push(
+            a.at,
+            format!("Audit: {}", esc(&a.action)),
+            format!(
+                "by <strong>{}</strong>{}",
+                esc(&a.actor),
+                json_block(&a.detail)
+            ),
+        );
+    }
+    items.sort_by_key(|i| (i.at, i.seq));
+
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "<h1>Event <code>{}</code> {}</h1><div class=\"meta\">charter <a href=\"/charters/{}\">{}</a> · {} run(s) · last change {}</div>",
+        id,
+        badge(ev.status.as_str()),
+        url_enc(&charter),
+        esc(&charter),
+        runs.len(),
+        time(ev.updated_at)
+    );
+    if s.role >= Role::Admin {
+        let _ = write!(
+            body,
+            "<div class=\"actions\">{}<span class=\"meta\">Actions that already succeeded are not executed again.</span></div>",
+            button_form(&format!("/events/{id}/replay"), &s.csrf, "Replay", "")
+        );
+    }
+    body.push_str("<h2>Timeline</h2><ol class=\"timeline\">");
+    for i in &items {
+        let _ = write!(
+            body,
+            "<li><div><span class=\"kind\">{}</span> <span class=\"meta\">{}</span></div>{}</li>",
+            i.kind,
+            time(i.at),
+            i.html
+        );
+    }
+    body.push_str("</ol>");
+    Ok(Html(page(
+        "Event",
+        Some(&ui.viewer(&s)),
+        q.msg.as_deref(),
+        &body,
+    )))
+}
+
+/// What the charters pages show about one charter.
+struct Summary {
+    mode: String,
+    paused: bool,
+    counts: BTreeMap<&'static str, usize>,
+    queued: u64,
+    approvals: usize,
+    escalations: usize,
+}
+
+async fn summary<S: Store>(
+    ui: &UiState<S>,
+    name: &str,
+    paused: &[String],
+    pending: &[(String, u64)],
+) -> Result<Summary, UiError> {
+    let store = &ui.app.store;
+    let events = store
+        .list_events(EventFilter {
+            charter: Some(name.to_string()),
+            limit: COUNT_LIMIT,
+            ..EventFilter::default()
+        })
+        .await?;
+    let mut counts = BTreeMap::new();
+    for e in &events {
+        *counts.entry(e.status.as_str()).or_insert(0) += 1;
+    }
+    let approvals = store
+        .list_approvals(ApprovalFilter {
+            charter: Some(name.to_string()),
+            status: Some(ApprovalStatus::Pending),
+            event_id: None,
+            limit: COUNT_LIMIT,
+        })
+        .await?
+        .len();
+    let escalations = store
+        .list_escalations(EscalationFilter {
+            charter: Some(name.to_string()),
+            status: Some(EscalationStatus::Open),
+            limit: COUNT_LIMIT,
+        })
+        .await?
+        .len();
+    Ok(Summary {
+        mode: effective_mode(ui, name).await?,
+        paused: paused.iter().any(|p| p == name),
+        counts,
+        queued: pending
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, k)| *k),
+        approvals,
+        escalations,
+    })
+}
+
+/// The mode a charter runs in now.
+async fn effective_mode<S: Store>(ui: &UiState<S>, name: &str) -> Result<String, UiError> {
+    Ok(ui
+        .app
+        .runtime
+        .charters
+        .get(name)
+        .map(|c| c.charter.mode.as_str().to_string())
+        .unwrap_or_default())
+}
+
+fn counts_text(c: &BTreeMap<&'static str, usize>) -> String {
+    if c.is_empty() {
+        return "<span class=\"meta\">no events</span>".into();
+    }
+    c.iter()
+        .map(|(k, v)| format!("{} {v}", badge(k)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn operator_buttons(name: &str, s: &Session, sum: &Summary, back: &str) -> String {
+    if s.role < Role::Admin {
+        return "<span class=\"meta\">admins only</span>".into();
+    }
+    let enc = url_enc(name);
+    let with_back = |action: &str, label: &str, class: &str| {
+        format!(
+            "<form method=\"post\" action=\"/charters/{enc}/{action}\" class=\"inline\">{}<input type=\"hidden\" name=\"back\" value=\"{}\"><button type=\"submit\" class=\"{class}\">{label}</button></form>",
+            csrf_field(&s.csrf),
+            esc(back)
+        )
+    };
+    let mut out = String::new();
+    if sum.paused {
+        out.push_str(&with_back("resume", "Resume", "primary"));
+    } else {
+        out.push_str(&with_back("pause", "Pause", ""));
+    }
+    out.push(' ');
+    out.push_str(&with_back("replay", "Replay failed", ""));
+    if sum.mode == "shadow" {
+        // Promotion needs a stored mode override that the worker honours; until the store
+        // has one the button is shown disabled and says how to promote instead.
+        out.push_str(
+            " <button type=\"button\" disabled title=\"Not available from the UI yet: set mode: live in the charter file and restart\">Promote to live</button>",
+        );
+    }
+    out
+}
+
+pub async fn charters<S: Store>(
+    State(ui): State<UiState<S>>,
+    headers: HeaderMap,
+    uri: Uri,
+    Query(q): Query<MsgQuery>,
+) -> Result<Html<String>, UiError> {
+    let s = ui.require(&headers, &uri)?;
+    let paused = ui.app.store.paused().await?;
+    let pending = ui.app.store.pending_counts().await?;
+    let mut body = String::from(
+        "<h1>Charters</h1><table><thead><tr><th>Charter</th><th>Owner</th><th>Maintainer</th><th>Mode</th><th>State</th><th>Events by status</th><th>Pending work</th><th>Operator</th></tr></thead><tbody>",
+    );
+    for (name, cr) in &ui.app.runtime.charters {
+        if !s.sees(name) {
+            continue;
+        }
+        let sum = summary(&ui, name, &paused, &pending).await?;
+        let _ = write!(
+            body,
+            "<tr><td><a href=\"/charters/{}\">{}</a><div class=\"meta\">{}</div></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} queued · {} approvals · {} escalations</td><td>{}</td></tr>",
+            url_enc(name),
+            esc(name),
+            esc(&cr.charter.description),
+            esc(&cr.charter.owner),
+            esc(&cr.charter.maintainer),
+            badge(&sum.mode),
+            if sum.paused {
+                badge("paused")
+            } else {
+                badge("running")
+            },
+            counts_text(&sum.counts),
+            sum.queued,
+            sum.approvals,
+            sum.escalations,
+            operator_buttons(name, &s, &sum, "/charters")
+        );
+    }
+    body.push_str(
+        "</tbody></table><p class=\"meta\">Counts cover each charter's latest 10,000 events.</p>",
+    );
+    Ok(Html(page(
+        "Charters",
+        Some(&ui.viewer(&s)),
+        q.msg.as_deref(),
+        &body,
+    )))
+}
+
+/// One shadow run and what a human later said about the same event.
+struct ShadowRow {
+    run: RunRecord,
+    /// `Some(true)`: a human later corrected it; `Some(false)`: a human later agreed;
+    /// `None`: no human looked at this event afterwards.
+    corrected: Option<bool>,
+    note: String,
+}
+
+pub async fn charter<S: Store>(
+    State(ui): State<UiState<S>>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(name): Path<String>,
+    Query(q): Query<MsgQuery>,
+) -> Result<Html<String>, UiError> {
+    let s = ui.require(&headers, &uri)?;
+    let Some(cr) = ui.app.runtime.charters.get(&name) else {
+        return Err(UiError::NotFound);
+    };
+    if !s.sees(&name) {
+        return Err(UiError::NotFound);
+    }
+    let store = &ui.app.store;
+    let paused = store.paused().await?;
+    let pending = store.pending_counts().await?;
+    let sum = summary(&ui, &name, &paused, &pending).await?;
+    let c = &cr.charter;
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "<h1>{} {} {}</h1><p>{}</p><table><tbody>\
+         <tr><th>Owner</th><td>{}</td></tr><tr><th>Maintainer</th><td>{}</td></tr>\
+         <tr><th>System of record</th><td>{}</td></tr><tr><th>Connectors</th><td>{}</td></tr>\
+         <tr><th>Webhook</th><td>{}</td></tr><tr><th>Version</th><td><code>{}</code></td></tr>\
+         <tr><th>Events by status</th><td>{}</td></tr>\
+         <tr><th>Pending work</th><td>{} queued · <a href=\"/inbox?charter={}\">{} approvals · {} escalations</a></td></tr>\
+         </tbody></table><div class=\"actions\">{}</div>",
+        esc(&name),
+        badge(&sum.mode),
+        if sum.paused {
+            badge("paused")
+        } else {
+            String::new()
+        },
+        esc(&c.description),
+        esc(&c.owner),
+        esc(&c.maintainer),
+        esc(&c.system_of_record),
+        esc(&c.uses.join(", ")),
+        esc(c
+            .trigger
+            .webhook
+            .as_ref()
+            .map(|w| w.path.as_str())
+            .unwrap_or("—")),
+        esc(&c.version[..c.version.len().min(12)]),
+        counts_text(&sum.counts),
+        sum.queued,
+        url_enc(&name),
+        sum.approvals,
+        sum.escalations,
+        operator_buttons(&name, &s, &sum, &format!("/charters/{}", url_enc(&name)))
+    );
+
+    // The shadow record.
+    let events = store
+        .list_events(EventFilter {
+            charter: Some(name.clone()),
+            limit: PAGE_LIMIT,
+            ..EventFilter::default()
+        })
+        .await?;
+    let resolved = store
+        .list_escalations(EscalationFilter {
+            charter: Some(name.clone()),
+            status: Some(EscalationStatus::Resolved),
+            limit: COUNT_LIMIT,
+        })
+        .await?;
+    let decided_approvals = store
+        .list_approvals(ApprovalFilter {
+            charter: Some(name.clone()),
+            status: None,
+            event_id: None,
+            limit: COUNT_LIMIT,
+        })
+        .await?;
+    let mut rows: Vec<ShadowRow> = Vec::new();
+    for e in &events {
+        for run in store.runs_for_event(e.event.id).await? {
+            if run.mode != "shadow" {
+                continue;
+            }
+            let label = run.decision.as_ref().and_then(|d| d.label.clone());
+            let later = |t: Option<i64>| t.is_some_and(|t| t >= run.started_at);
+            let mut corrected = None;
+            let mut note = String::new();
+            for x in resolved
+                .iter()
+                .filter(|x| x.event_id == e.event.id && later(x.resolved_at))
+            {
+                if let Some(r) = &x.resolution {
+                    let differs = label.as_deref() != Some(r.label.as_str());
+                    corrected = Some(corrected.unwrap_or(false) || differs);
+                    note = format!(
+                        "{} decided {}",
+                        x.resolved_by.as_deref().unwrap_or("a human"),
+                        r.label
+                    );
+                }
+            }
+            for a in decided_approvals
+                .iter()
+                .filter(|a| a.event_id == e.event.id && later(a.decided_at))
+            {
+                let differs = a.status == ApprovalStatus::Rejected || a.edited_params.is_some();
+                if a.status == ApprovalStatus::Expired {
+                    continue;
+                }
+                corrected = Some(corrected.unwrap_or(false) || differs);
+                note = format!(
+                    "{} {} {}{}",
+                    a.decided_by.as_deref().unwrap_or("a human"),
+                    a.status.as_str(),
+                    a.action,
+                    if a.edited_params.is_some() {
+                        " with an edit"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            rows.push(ShadowRow {
+                run,
+                corrected,
+                note,
+            });
+        }
+    }
+    let decided: Vec<&ShadowRow> = rows
+        .iter()
+        .filter(|r| r.run.decision.as_ref().is_none_or(|d| d.label.is_some()))
+        .collect();
+    let corrected = decided.iter().filter(|r| r.corrected == Some(true)).count();
+    let reviewed = decided.iter().filter(|r| r.corrected.is_some()).count();
+    body.push_str("<h2>Shadow record</h2>");
+    body.push_str("<p class=\"meta\">In shadow mode the charter decides and records what it would have done, and executes nothing. <strong>Agreement</strong> is the share of shadow runs that reached a decision and were <em>not</em> later corrected by a human. A run counts as corrected when, after it, a human decided the same event differently (resolved an escalation with another label) or rejected or edited an approval for it. Runs no human looked at count as agreed, so also read how many were reviewed.</p>");
+    if decided.is_empty() {
+        body.push_str(
+            "<p class=\"meta\">No shadow run with a decision among the latest events.</p>",
+        );
+    } else {
+        let pct = 100.0 * (decided.len() - corrected) as f64 / decided.len() as f64;
+        let _ = write!(
+            body,
+            "<p class=\"agreement\"><strong>Agreement {pct:.1}%</strong> — {} shadow runs decided, {} later corrected, {} reviewed by a human ({} abstained and went to a human).</p>",
+            decided.len(),
+            corrected,
+            reviewed,
+            rows.len() - decided.len()
+        );
+    }
+    if !rows.is_empty() {
+        body.push_str("<table><thead><tr><th>Event</th><th>Run started (UTC)</th><th>Decision</th><th>Would have run</th><th>A human later</th></tr></thead><tbody>");
+        for r in &rows {
+            let would: Vec<String> = r
+                .run
+                .actions
+                .iter()
+                .map(|a| {
+                    format!(
+                        "<details><summary>{} {}</summary>{}</details>",
+                        esc(&a.action),
+                        badge(a.status.as_str()),
+                        json_block(&a.params)
+                    )
+                })
+                .collect();
+            let later = match r.corrected {
+                None => "<span class=\"meta\">not reviewed</span>".to_string(),
+                Some(false) => format!("{} {}", badge("agreed"), esc(&r.note)),
+                Some(true) => format!("{} {}", badge("corrected"), esc(&r.note)),
+            };
+            let _ = write!(
+                body,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                event_link(r.run.event_id),
+                time(r.run.started_at),
+                decision_line(&r.run),
+                if would.is_empty() {
+                    "<span class=\"meta\">nothing</span>".to_string()
+                } else {
+                    would.join("")
+                },
+                later
+            );
+        }
+        body.push_str("</tbody></table>");
+    }
+    Ok(Html(page(
+        &name,
+        Some(&ui.viewer(&s)),
+        q.msg.as_deref(),
+        &body,
+    )))
+}

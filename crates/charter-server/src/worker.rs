@@ -1,0 +1,1025 @@
+//! The worker: claims events under leases, runs the pipeline (decide -> route -> gate ->
+//! act -> record) and releases them. Supervised: it stops claiming on shutdown and drains
+//! in-flight runs within the configured grace period; a run cut off by the deadline keeps
+//! its lease until it expires and is then picked up again (by this node after a restart,
+//! or by another).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use charter_connect::{HttpExecutor, backoff};
+use charter_core::config::{ActionKind, Approval, Charter, Mode, OnExpiry};
+use charter_core::idempotency::idempotency_key;
+use charter_core::model::{
+    ActionRecord, ActionStatus, AttemptRecord, Decision, DecisionStage, EventStatus, NewEvent,
+    RunOutcome, StageAnswer,
+};
+use charter_core::routing::{eval_context, first_matching_route};
+use charter_store::{
+    ApprovalRecord, ApprovalStatus, Claimed, EscalationRecord, NewApproval, NewAuditEntry,
+    NewEscalation, Store, StoreError,
+};
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{AppState, now_millis};
+
+/// Run the worker loop until `shutdown` is cancelled, then drain.
+pub async fn run<S: Store>(
+    state: AppState<S>,
+    executor: Arc<HttpExecutor>,
+    worker_id: String,
+    shutdown: CancellationToken,
+) {
+    let settings = state.runtime.project.settings.worker.clone();
+    let permits = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    let names: Vec<String> = state.runtime.charters.keys().cloned().collect();
+    let mut start = 0usize;
+    tracing::info!(worker = %worker_id, concurrency = settings.concurrency, "worker started");
+    loop {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let mut claimed_any = false;
+        for k in 0..names.len() {
+            let name = &names[(start + k) % names.len()];
+            let available = permits.available_permits();
+            if available == 0 {
+                break;
+            }
+            let Some(cr) = state.runtime.charters.get(name) else {
+                continue;
+            };
+            let limit = cr.charter.concurrency.max(1);
+            let claimed = match state
+                .store
+                .claim(
+                    name,
+                    &worker_id,
+                    available.min(limit),
+                    limit,
+                    settings.lease,
+                    now_millis(),
+                )
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(charter = %name, error = %e, "claim failed");
+                    Vec::new()
+                }
+            };
+            for c in claimed {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break;
+                };
+                claimed_any = true;
+                let st = state.clone();
+                let ex = executor.clone();
+                let wid = worker_id.clone();
+                let lease = settings.lease;
+                tasks.spawn(async move {
+                    process_claimed(st, ex, wid, c, lease).await;
+                    drop(permit);
+                });
+            }
+        }
+        start = start.wrapping_add(1);
+        while let Some(res) = tasks.try_join_next() {
+            if let Err(e) = res {
+                tracing::error!(error = %e, "a run task failed");
+            }
+        }
+        if claimed_any {
+            continue;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = state.wake.notified() => {},
+            _ = tokio::time::sleep(settings.poll_interval) => {},
+            Some(res) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = res {
+                    tracing::error!(error = %e, "a run task failed");
+                }
+            }
+        }
+    }
+    let in_flight = tasks.len();
+    if in_flight > 0 {
+        tracing::info!(in_flight, grace = ?settings.shutdown_grace, "draining in-flight runs");
+    }
+    let drained = tokio::time::timeout(settings.shutdown_grace, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            left = tasks.len(),
+            "shutdown deadline reached; unfinished runs will be picked up again when their lease expires"
+        );
+        tasks.abort_all();
+    }
+    tracing::info!(worker = %worker_id, "worker stopped");
+}
+
+/// Why a run stopped without finishing.
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("lease lost to another worker")]
+    LeaseLost,
+}
+
+/// Process one claimed event inside a `run` span (fields `event`, `charter`, and `run` /
+/// `trace_id` once the run starts), with the server's metrics as the task's current registry.
+async fn process_claimed<S: Store>(
+    state: AppState<S>,
+    executor: Arc<HttpExecutor>,
+    worker_id: String,
+    claimed: Claimed,
+    lease: Duration,
+) {
+    use tracing::Instrument as _;
+    let span = tracing::info_span!(
+        "run",
+        event = %claimed.event.id,
+        charter = %claimed.event.charter,
+        run = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    let metrics = state.metrics.clone();
+    crate::metrics::scope(
+        metrics,
+        process_claimed_in_span(state, executor, worker_id, claimed, lease).instrument(span),
+    )
+    .await;
+}
+
+async fn process_claimed_in_span<S: Store>(
+    state: AppState<S>,
+    executor: Arc<HttpExecutor>,
+    worker_id: String,
+    claimed: Claimed,
+    lease: Duration,
+) {
+    let event_id = claimed.event.id;
+    let charter_name = claimed.event.charter.clone();
+    let renew = async {
+        let every = (lease / 3).max(Duration::from_millis(50));
+        loop {
+            tokio::time::sleep(every).await;
+            let until = now_millis() + lease.as_millis() as i64;
+            match state.store.renew(event_id, &worker_id, until).await {
+                Ok(true) => {}
+                Ok(false) => return RunError::LeaseLost,
+                Err(e) => return RunError::Store(e),
+            }
+        }
+    };
+    let result = tokio::select! {
+        r = run_pipeline(&state, &executor, claimed) => r,
+        e = renew => Err(e),
+    };
+    let status = match result {
+        Ok(status) => status,
+        Err(RunError::LeaseLost) => {
+            tracing::warn!(event = %event_id, charter = %charter_name, "lease lost; abandoning run");
+            return;
+        }
+        Err(RunError::Store(e)) => {
+            // Leave the lease to expire: the event is retried by a later claim.
+            tracing::error!(event = %event_id, charter = %charter_name, error = %e, "store error during run; will retry after lease expiry");
+            return;
+        }
+    };
+    match state
+        .store
+        .release(event_id, &worker_id, status, now_millis())
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(event = %event_id, "lease lost before release")
+        }
+        Err(e) => tracing::error!(event = %event_id, error = %e, "release failed"),
+    }
+}
+
+/// Run one event through its charter. Returns the event's next status.
+async fn run_pipeline<S: Store>(
+    state: &AppState<S>,
+    executor: &HttpExecutor,
+    claimed: Claimed,
+) -> Result<EventStatus, RunError> {
+    let event = claimed.event;
+    let store = &state.store;
+    let run_id = Uuid::now_v7();
+    // The run id doubles as the W3C trace id of everything the run sends out.
+    let span = tracing::Span::current();
+    span.record("run", tracing::field::display(run_id));
+    span.record("trace_id", tracing::field::display(run_id.simple()));
+    let Some(cr) = state.runtime.charters.get(&event.charter) else {
+        tracing::error!(event = %event.id, charter = %event.charter, "event's charter is not defined in this project");
+        store
+            .start_run(run_id, event.id, &event.charter, "-", "-", now_millis())
+            .await?;
+        store
+            .finish_run(
+                run_id,
+                None,
+                RunOutcome::Failed,
+                Some("the event's charter is not defined in the running project"),
+                now_millis(),
+            )
+            .await?;
+        return Ok(EventStatus::Failed);
+    };
+    let charter = cr.charter.clone();
+    let mode = charter.mode;
+    store
+        .start_run(
+            run_id,
+            event.id,
+            &charter.name,
+            &charter.version,
+            mode.as_str(),
+            now_millis(),
+        )
+        .await?;
+
+    let finish = |route: Option<usize>, outcome: RunOutcome, error: Option<String>| {
+        let charter_name = charter.name.clone();
+        let received_at = event.received_at;
+        async move {
+            store
+                .finish_run(run_id, route, outcome, error.as_deref(), now_millis())
+                .await?;
+            let cycle = Duration::from_millis((now_millis() - received_at).max(0) as u64);
+            state
+                .metrics
+                .run_finished(&charter_name, outcome.as_str(), Some(cycle));
+            Ok::<(), RunError>(())
+        }
+    };
+
+    // Decide. A human's decision on an escalation of this event replaces the cascade.
+    let human = store.latest_resolution(event.id).await?;
+    let decide_started = Instant::now();
+    let decision = if let Some(h) = &human {
+        Some(human_decision(h))
+    } else {
+        match charter.decide.as_ref() {
+            Some(d) => {
+                let ctx = eval_context(&event, None);
+                let text = decision_text(&charter, &event, &ctx);
+                let model = cr.model.as_deref();
+                let rt = &state.runtime;
+                Some(crate::decide::run_cascade(rt, &charter.name, d, &ctx, &text, model).await)
+            }
+            None => None,
+        }
+    };
+    if let Some(d) = &decision {
+        let stage = serde_json::to_value(d.stage)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        state
+            .metrics
+            .decision(&charter.name, &stage, decide_started.elapsed());
+        store.record_decision(run_id, d).await?;
+        if d.label.is_none() {
+            let detail = json!({
+                "payload": event.payload,
+                "reason": d.reason,
+                "stages": d.stages,
+            });
+            escalate(
+                state,
+                &charter,
+                &event,
+                run_id,
+                escalation_reason(d),
+                detail,
+            )
+            .await?;
+            finish(None, RunOutcome::Escalated, Some(d.reason.clone())).await?;
+            return Ok(EventStatus::Waiting);
+        }
+    }
+
+    // Route.
+    let ctx = eval_context(&event, decision.as_ref());
+    let route = match first_matching_route(&charter, &ctx) {
+        Ok(r) => r,
+        Err(e) => {
+            finish(
+                None,
+                RunOutcome::Failed,
+                Some(format!("route evaluation failed: {e}")),
+            )
+            .await?;
+            return Ok(EventStatus::Failed);
+        }
+    };
+    let Some(route_idx) = route else {
+        finish(None, RunOutcome::NoRoute, Some("no route matched".into())).await?;
+        return Ok(EventStatus::Done);
+    };
+
+    // Gate and act, in the route's order; stop at the first action that fails or waits.
+    let mut outcome = if mode == Mode::Shadow {
+        RunOutcome::Shadow
+    } else {
+        RunOutcome::Completed
+    };
+    let mut status = EventStatus::Done;
+    let mut error = None;
+    for name in &charter.routes[route_idx].actions {
+        let action_status = act(state, executor, &charter, &event, run_id, name, &ctx).await?;
+        let (o, st, msg) = match action_status {
+            ActStep::Continue => continue,
+            ActStep::Failed(msg) => (RunOutcome::Failed, EventStatus::Failed, msg),
+            ActStep::DeadLettered { message, evidence } => {
+                let mut detail = evidence;
+                detail["payload"] = event.payload.clone();
+                detail["stages"] = json!(decision.as_ref().map(|d| &d.stages));
+                escalate(state, &charter, &event, run_id, "dead_letter", detail).await?;
+                (RunOutcome::Failed, EventStatus::Failed, message)
+            }
+            ActStep::AwaitingApproval(msg) => {
+                (RunOutcome::AwaitingApproval, EventStatus::Waiting, msg)
+            }
+            ActStep::Escalated(msg) => (RunOutcome::Escalated, EventStatus::Waiting, msg),
+            ActStep::Rejected(msg) => (RunOutcome::Rejected, EventStatus::Done, msg),
+        };
+        outcome = o;
+        status = st;
+        error = Some(msg);
+        break;
+    }
+    finish(Some(route_idx), outcome, error).await?;
+    Ok(status)
+}
+
+/// Record the action's `measure:` outcome (if it declares one) after it succeeded.
+async fn record_measure<S: Store>(
+    state: &AppState<S>,
+    charter: &Charter,
+    event: &NewEvent,
+    run_id: Uuid,
+    action: &charter_core::config::Action,
+) -> Result<(), RunError> {
+    let Some(name) = &action.measure else {
+        return Ok(());
+    };
+    state
+        .store
+        .record_measurement(charter_store::NewMeasurement {
+            charter: charter.name.clone(),
+            name: name.clone(),
+            run_id: Some(run_id),
+            event_id: Some(event.id),
+            value: 1.0,
+            at: now_millis(),
+            detail: json!({ "action": action.name }),
+        })
+        .await?;
+    state.metrics.measurement(&charter.name, name);
+    Ok(())
+}
+
+/// The text the decision stages read: the trigger's `text` template, or the payload as JSON.
+pub(crate) fn decision_text(charter: &Charter, event: &NewEvent, ctx: &Value) -> String {
+    match &charter.trigger.text {
+        Some(t) => t.render(ctx).unwrap_or_else(|e| {
+            tracing::warn!(charter = %charter.name, error = %e, "trigger text could not be rendered; using the payload");
+            event.payload.to_string()
+        }),
+        None => event.payload.to_string(),
+    }
+}
+
+/// How one action ended, and so whether the route goes on.
+enum ActStep {
+    Continue,
+    Failed(String),
+    /// Every attempt failed; an escalation is opened with this evidence.
+    DeadLettered {
+        message: String,
+        evidence: Value,
+    },
+    /// The action waits for a reviewer (the run ends `awaiting_approval`).
+    AwaitingApproval(String),
+    /// Its approval expired and was escalated to a human.
+    Escalated(String),
+    /// Its approval was rejected (or expired with `on_expiry: reject`).
+    Rejected(String),
+}
+
+/// The decision a human gave when resolving an escalation of the event.
+fn human_decision(e: &EscalationRecord) -> Decision {
+    let (label, fields) = match &e.resolution {
+        Some(h) => (Some(h.label.clone()), h.fields.clone()),
+        None => (None, Default::default()),
+    };
+    let who = e.resolved_by.as_deref().unwrap_or("a reviewer");
+    let note = format!("decided by {who} (escalation {})", e.id);
+    Decision {
+        label: label.clone(),
+        confidence: 1.0,
+        fields,
+        stage: DecisionStage::Human,
+        reason: note.clone(),
+        stages: vec![StageAnswer {
+            stage: DecisionStage::Human,
+            label,
+            confidence: Some(1.0),
+            accepted: true,
+            note,
+        }],
+    }
+}
+
+/// The escalation reason code for a decision the cascade could not make.
+fn escalation_reason(d: &Decision) -> &'static str {
+    let r = d.reason.to_ascii_lowercase();
+    if r.contains("budget") {
+        "budget"
+    } else if r.contains("invalid") {
+        "invalid_output"
+    } else if r.contains("missing") || r.contains("required") {
+        "missing_field"
+    } else {
+        "low_confidence"
+    }
+}
+
+/// Hand the event to a human: open an escalation (or find the event's open one).
+async fn escalate<S: Store>(
+    state: &AppState<S>,
+    charter: &Charter,
+    event: &NewEvent,
+    run_id: Uuid,
+    reason: &str,
+    detail: Value,
+) -> Result<EscalationRecord, RunError> {
+    let rec = state
+        .store
+        .create_escalation(NewEscalation {
+            id: Uuid::now_v7(),
+            run_id: Some(run_id),
+            event_id: event.id,
+            charter: charter.name.clone(),
+            reason: reason.to_string(),
+            detail,
+            target: Some(charter.escalation.to.clone()),
+            created_at: now_millis(),
+        })
+        .await?;
+    state.metrics.escalation(&charter.name, reason);
+    tracing::info!(event = %event.id, charter = %charter.name, escalation = %rec.id, reason, "escalated to a human");
+    Ok(rec)
+}
+
+/// What the approval gate allows.
+enum Gate {
+    /// Execute with these parameters under this idempotency key.
+    Proceed {
+        params: Value,
+        key: String,
+    },
+    Stop(ActStep),
+}
+
+/// The approval gate of an action whose policy requires approval. The approval is bound to
+/// `key` (the idempotency key of the rendered `params`): a re-run finds the same approval;
+/// different parameters need a new one.
+async fn approval_gate<S: Store>(
+    state: &AppState<S>,
+    charter: &Charter,
+    event: &NewEvent,
+    run_id: Uuid,
+    name: &str,
+    params: &Value,
+    key: &str,
+    policy: (&[String], Duration, OnExpiry),
+) -> Result<Gate, RunError> {
+    let store = &state.store;
+    let (reviewers, expires, on_expiry) = policy;
+    let now = now_millis();
+    let mut approval = match store.find_approval(event.id, name, key).await? {
+        Some(a) => a,
+        None => {
+            let a = store
+                .create_approval(NewApproval {
+                    id: Uuid::now_v7(),
+                    run_id,
+                    event_id: event.id,
+                    charter: charter.name.clone(),
+                    action: name.to_string(),
+                    params: params.clone(),
+                    params_hash: key.to_string(),
+                    reviewers: reviewers.to_vec(),
+                    created_at: now,
+                    expires_at: Some(now.saturating_add(expires.as_millis() as i64)),
+                    on_expiry: Some(on_expiry_str(on_expiry).to_string()),
+                })
+                .await?;
+            store
+                .append_audit(NewAuditEntry {
+                    at: now,
+                    actor: "system".into(),
+                    action: "approval.request".into(),
+                    charter: Some(charter.name.clone()),
+                    target: Some(a.id.to_string()),
+                    detail: json!({"event": event.id, "action": name, "params_hash": key}),
+                })
+                .await?;
+            a
+        }
+    };
+    if approval.status == ApprovalStatus::Pending && approval.expires_at.is_some_and(|t| t <= now) {
+        // Past its deadline but not yet swept by the expiry task: expire it now.
+        store.expire_approvals(now).await?;
+        if let Some(a) = store.get_approval(approval.id).await? {
+            approval = a;
+        }
+    }
+    let rejected = |why: String| async move {
+        let rec = ActionRecord {
+            action: name.to_string(),
+            idempotency_key: key.to_string(),
+            params: params.clone(),
+            status: ActionStatus::Rejected,
+            attempts: vec![],
+        };
+        store.begin_action(run_id, name, key, params).await?;
+        store.finish_action(run_id, &rec).await?;
+        Ok::<Gate, RunError>(Gate::Stop(ActStep::Rejected(why)))
+    };
+    match approval.status {
+        ApprovalStatus::Pending => Ok(Gate::Stop(ActStep::AwaitingApproval(format!(
+            "action `{name}` awaits approval {}",
+            approval.id
+        )))),
+        ApprovalStatus::Approved => Ok(Gate::Proceed {
+            params: approval.effective_params().clone(),
+            key: approval
+                .edited_hash
+                .clone()
+                .unwrap_or_else(|| key.to_string()),
+        }),
+        ApprovalStatus::Rejected => {
+            let by = approval.decided_by.as_deref().unwrap_or("a reviewer");
+            let reason = approval.comment.as_deref().unwrap_or("no reason given");
+            rejected(format!(
+                "action `{name}`: approval {} rejected by {by}: {reason}",
+                approval.id
+            ))
+            .await
+        }
+        ApprovalStatus::Expired => {
+            if on_expiry == OnExpiry::Reject {
+                return rejected(format!(
+                    "action `{name}`: approval {} expired; on_expiry: reject",
+                    approval.id
+                ))
+                .await;
+            }
+            // Escalated: once a human has decided the event after the expiry, the expired
+            // approval still cannot run; the run ends there.
+            let expired_at = approval.decided_at.unwrap_or(approval.created_at);
+            if let Some(h) = store.latest_resolution(event.id).await?
+                && h.resolved_at.is_some_and(|t| t >= expired_at)
+            {
+                return rejected(format!(
+                    "action `{name}`: approval {} expired; the escalation was decided by a human",
+                    approval.id
+                ))
+                .await;
+            }
+            let detail = json!({
+                "approval": approval_evidence(&approval),
+                "payload": event.payload,
+            });
+            let e = escalate(state, charter, event, run_id, "approval_expired", detail).await?;
+            Ok(Gate::Stop(ActStep::Escalated(format!(
+                "action `{name}`: approval {} expired; escalated ({})",
+                approval.id, e.id
+            ))))
+        }
+    }
+}
+
+fn on_expiry_str(o: OnExpiry) -> &'static str {
+    match o {
+        OnExpiry::Escalate => "escalate",
+        OnExpiry::Reject => "reject",
+    }
+}
+
+fn approval_evidence(a: &ApprovalRecord) -> Value {
+    json!({
+        "id": a.id,
+        "action": a.action,
+        "params": a.params,
+        "params_hash": a.params_hash,
+        "reviewers": a.reviewers,
+        "expires_at": a.expires_at,
+    })
+}
+
+/// Render an action's parameters (never containing secrets).
+fn render_params(action: &charter_core::config::Action, ctx: &Value) -> Result<Value, String> {
+    match &action.kind {
+        ActionKind::Log { message } => Ok(json!({
+            "log": message.render(ctx).map_err(|e| e.to_string())?,
+        })),
+        ActionKind::Http(h) => {
+            let target = h.target.render(ctx).map_err(|e| format!("target: {e}"))?;
+            let mut headers = serde_json::Map::new();
+            for (k, t) in &h.headers {
+                headers.insert(
+                    k.clone(),
+                    Value::String(t.render(ctx).map_err(|e| format!("header {k}: {e}"))?),
+                );
+            }
+            let body = match &h.json {
+                Some(j) => j.render(ctx).map_err(|e| format!("json: {e}"))?,
+                None => Value::Null,
+            };
+            Ok(json!({
+                "connector": h.connector,
+                "method": h.method,
+                "target": target,
+                "headers": headers,
+                "json": body,
+            }))
+        }
+        ActionKind::Message(m) => Ok(json!({
+            "connector": m.connector,
+            "channel": match &m.channel {
+                Some(c) => Value::String(c.render(ctx).map_err(|e| format!("channel: {e}"))?),
+                None => Value::Null,
+            },
+            "text": m.text.render(ctx).map_err(|e| format!("text: {e}"))?,
+        })),
+        ActionKind::Email(e) => Ok(json!({
+            "connector": e.connector,
+            "to": e.to.render(ctx).map_err(|err| format!("to: {err}"))?,
+            "subject": e.subject.render(ctx).map_err(|err| format!("subject: {err}"))?,
+            "body": e.body.render(ctx).map_err(|err| format!("body: {err}"))?,
+        })),
+        ActionKind::Sql(q) => {
+            let mut values = Vec::with_capacity(q.params.len());
+            for (i, p) in q.params.iter().enumerate() {
+                values.push(match p {
+                    Some(t) => {
+                        Value::String(t.render(ctx).map_err(|e| format!("params[{i}]: {e}"))?)
+                    }
+                    None => Value::Null,
+                });
+            }
+            Ok(json!({
+                "connector": q.connector,
+                "statement": q.statement,
+                "params": values,
+            }))
+        }
+    }
+}
+
+async fn act<S: Store>(
+    state: &AppState<S>,
+    executor: &HttpExecutor,
+    charter: &Arc<Charter>,
+    event: &NewEvent,
+    run_id: Uuid,
+    name: &str,
+    ctx: &Value,
+) -> Result<ActStep, RunError> {
+    let store = &state.store;
+    let Some(action) = charter.actions.get(name) else {
+        // Validation guarantees routes name declared actions; never run anything else.
+        return Ok(ActStep::Failed(format!("action `{name}` is not declared")));
+    };
+    let params = match render_params(action, ctx) {
+        Ok(p) => p,
+        Err(msg) => {
+            let key = idempotency_key(event.id, name, &Value::Null);
+            let rec = ActionRecord {
+                action: name.to_string(),
+                idempotency_key: key.clone(),
+                params: Value::Null,
+                status: ActionStatus::Invalid,
+                attempts: vec![],
+            };
+            store.begin_action(run_id, name, &key, &Value::Null).await?;
+            store.finish_action(run_id, &rec).await?;
+            return Ok(ActStep::Failed(format!(
+                "action `{name}`: parameters could not be rendered: {msg}"
+            )));
+        }
+    };
+    let mut key = idempotency_key(event.id, name, &params);
+    let mut params = params;
+    if charter.mode != Mode::Shadow
+        && let Approval::Required {
+            reviewers,
+            expires,
+            on_expiry,
+        } = &action.approval
+    {
+        let policy = (reviewers.as_slice(), *expires, *on_expiry);
+        match approval_gate(state, charter, event, run_id, name, &params, &key, policy).await? {
+            Gate::Proceed {
+                params: approved,
+                key: approved_key,
+            } => {
+                params = approved;
+                key = approved_key;
+            }
+            Gate::Stop(step) => return Ok(step),
+        }
+    }
+    let mut record = ActionRecord {
+        action: name.to_string(),
+        idempotency_key: key.clone(),
+        params: params.clone(),
+        status: ActionStatus::WouldRun,
+        attempts: vec![],
+    };
+
+    if charter.mode == Mode::Shadow {
+        store.begin_action(run_id, name, &key, &params).await?;
+        store.finish_action(run_id, &record).await?;
+        return Ok(ActStep::Continue);
+    }
+    if store.action_succeeded(&key).await? {
+        record.status = ActionStatus::AlreadyDone;
+        store.begin_action(run_id, name, &key, &params).await?;
+        store.finish_action(run_id, &record).await?;
+        return Ok(ActStep::Continue);
+    }
+    store.begin_action(run_id, name, &key, &params).await?;
+    match &action.kind {
+        ActionKind::Log { .. } => {
+            tracing::info!(event = %event.id, charter = %charter.name, action = %name, params = %params, "log action");
+            record.status = ActionStatus::Succeeded;
+            store.finish_action(run_id, &record).await?;
+            state
+                .metrics
+                .action_attempt(&charter.name, name, "log", "succeeded", None);
+            record_measure(state, charter, event, run_id, action).await?;
+            Ok(ActStep::Continue)
+        }
+        ActionKind::Message(_) | ActionKind::Email(_) | ActionKind::Sql(_) => {
+            act_through_connector(
+                state, executor, charter, event, run_id, action, &params, &key, record,
+            )
+            .await
+        }
+        ActionKind::Http(h) => {
+            let connector = match &h.connector {
+                Some(c) => match state.runtime.connectors.get(c) {
+                    Some(rc) => Some(rc),
+                    None => {
+                        record.status = ActionStatus::Invalid;
+                        store.finish_action(run_id, &record).await?;
+                        return Ok(ActStep::Failed(format!(
+                            "connector `{c}` is not configured"
+                        )));
+                    }
+                },
+                None => None,
+            };
+            let mut headers: Vec<(String, String)> = params["headers"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            // Trace context for the downstream system (not part of the idempotency key).
+            if !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("traceparent"))
+            {
+                headers.push(("traceparent".into(), crate::metrics::traceparent(run_id)));
+            }
+            let body = match &params["json"] {
+                Value::Null => None,
+                v => Some(v.clone()),
+            };
+            let target = params["target"].as_str().unwrap_or_default();
+            let req = match HttpExecutor::prepare(
+                connector, &h.method, target, &headers, body, h.timeout, &key,
+            ) {
+                Ok(r) => r,
+                Err(e) => {
+                    record.status = ActionStatus::Invalid;
+                    store.finish_action(run_id, &record).await?;
+                    return Ok(ActStep::Failed(format!("action `{name}`: {e}")));
+                }
+            };
+            let policy = action.retry;
+            let mut attempt_no = 1u32;
+            loop {
+                let started_at = now_millis();
+                // Through the connector's OAuth2 token, limits, breaker and contract.
+                let out = match h
+                    .connector
+                    .as_deref()
+                    .and_then(|c| state.runtime.connections.get(c))
+                    .and_then(|c| c.http())
+                {
+                    Some(conn) => conn.attempt(executor, &req).await,
+                    None => executor.attempt(&req).await,
+                };
+                let rec = AttemptRecord {
+                    attempt: attempt_no,
+                    started_at,
+                    duration_ms: out.duration.as_millis() as u64,
+                    status: out.status,
+                    error: out.error.clone(),
+                    ok: out.ok,
+                };
+                store.record_attempt(run_id, name, &rec).await?;
+                record.attempts.push(rec);
+                let result = if out.ok {
+                    "succeeded"
+                } else if out.retryable {
+                    "retryable"
+                } else {
+                    "failed"
+                };
+                state.metrics.action_attempt(
+                    &charter.name,
+                    name,
+                    h.connector.as_deref().unwrap_or("-"),
+                    result,
+                    Some(out.duration),
+                );
+                if out.ok {
+                    record.status = ActionStatus::Succeeded;
+                    store.finish_action(run_id, &record).await?;
+                    record_measure(state, charter, event, run_id, action).await?;
+                    return Ok(ActStep::Continue);
+                }
+                if !out.retryable || attempt_no >= policy.max_attempts {
+                    record.status = ActionStatus::DeadLettered;
+                    store.finish_action(run_id, &record).await?;
+                    let why = out
+                        .error
+                        .or(out.status.map(|s| format!("HTTP {s}")))
+                        .unwrap_or_else(|| "unknown error".into());
+                    let message = format!(
+                        "action `{name}` dead-lettered after {attempt_no} attempt(s): {why}"
+                    );
+                    let evidence = json!({
+                        "action": name,
+                        "params": record.params,
+                        "attempts": record.attempts,
+                        "error": message,
+                    });
+                    return Ok(ActStep::DeadLettered { message, evidence });
+                }
+                attempt_no += 1;
+                let wait = {
+                    let mut rng = rand::rng();
+                    backoff(&policy, attempt_no, out.retry_after, &mut rng)
+                };
+                let t = Instant::now();
+                tokio::time::sleep(wait).await;
+                tracing::debug!(action = %name, waited = ?t.elapsed(), "retrying");
+            }
+        }
+    }
+}
+
+/// One attempt of a `message` (Slack), `email` (SMTP) or `sql` action.
+async fn connector_attempt(
+    conn: &charter_connect::Connection,
+    executor: &HttpExecutor,
+    params: &Value,
+    key: &str,
+) -> Result<charter_connect::AttemptOutcome, String> {
+    use charter_connect::Connection;
+    let text = |k: &str| params[k].as_str().unwrap_or_default().to_string();
+    Ok(match conn {
+        Connection::Slack(slack) => {
+            let req = slack
+                .prepare(params["channel"].as_str(), &text("text"), key)
+                .map_err(|e| e.to_string())?;
+            slack.attempt(executor, &req).await
+        }
+        Connection::Smtp(smtp) => {
+            let email = charter_connect::email::Email {
+                to: text("to"),
+                subject: text("subject"),
+                body: text("body"),
+            };
+            smtp.attempt(&email, key).await
+        }
+        Connection::Sql(sql) => {
+            let values: Vec<Option<String>> = params["params"]
+                .as_array()
+                .map(|a| a.iter().map(|v| v.as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            sql.attempt(&text("statement"), &values, key).await
+        }
+        Connection::Http(_) => return Err("an HTTP connector takes `request` actions".into()),
+    })
+}
+
+/// Execute a `message`, `email` or `sql` action with the action's retry policy: every
+/// attempt recorded, backoff with jitter between retryable failures, dead letter at the end.
+#[allow(clippy::too_many_arguments)]
+async fn act_through_connector<S: Store>(
+    state: &AppState<S>,
+    executor: &HttpExecutor,
+    charter: &Arc<Charter>,
+    event: &NewEvent,
+    run_id: Uuid,
+    action: &charter_core::config::Action,
+    params: &Value,
+    key: &str,
+    mut record: ActionRecord,
+) -> Result<ActStep, RunError> {
+    let store = &state.store;
+    let name = action.name.as_str();
+    let connector = action.kind.connector().unwrap_or_default();
+    let Some(conn) = state.runtime.connections.get(connector) else {
+        record.status = ActionStatus::Invalid;
+        store.finish_action(run_id, &record).await?;
+        return Ok(ActStep::Failed(format!(
+            "connector `{connector}` is not configured"
+        )));
+    };
+    let policy = action.retry;
+    let mut attempt_no = 1u32;
+    loop {
+        let started_at = now_millis();
+        let out = match connector_attempt(conn, executor, params, key).await {
+            Ok(out) => out,
+            Err(e) => {
+                record.status = ActionStatus::Invalid;
+                store.finish_action(run_id, &record).await?;
+                return Ok(ActStep::Failed(format!("action `{name}`: {e}")));
+            }
+        };
+        let rec = AttemptRecord {
+            attempt: attempt_no,
+            started_at,
+            duration_ms: out.duration.as_millis() as u64,
+            status: out.status,
+            error: out.error.clone(),
+            ok: out.ok,
+        };
+        store.record_attempt(run_id, name, &rec).await?;
+        record.attempts.push(rec);
+        let result = if out.ok {
+            "succeeded"
+        } else if out.retryable {
+            "retryable"
+        } else {
+            "failed"
+        };
+        state
+            .metrics
+            .action_attempt(&charter.name, name, connector, result, Some(out.duration));
+        if out.ok {
+            record.status = ActionStatus::Succeeded;
+            store.finish_action(run_id, &record).await?;
+            record_measure(state, charter, event, run_id, action).await?;
+            return Ok(ActStep::Continue);
+        }
+        if !out.retryable || attempt_no >= policy.max_attempts {
+            record.status = ActionStatus::DeadLettered;
+            store.finish_action(run_id, &record).await?;
+            let why = out.error.unwrap_or_else(|| "unknown error".into());
+            let message =
+                format!("action `{name}` dead-lettered after {attempt_no} attempt(s): {why}");
+            let evidence = json!({
+                "action": name,
+                "params": record.params,
+                "attempts": record.attempts,
+                "error": message,
+            });
+            return Ok(ActStep::DeadLettered { message, evidence });
+        }
+        attempt_no += 1;
+        let wait = {
+            let mut rng = rand::rng();
+            backoff(&policy, attempt_no, out.retry_after, &mut rng)
+        };
+        tokio::time::sleep(wait).await;
+    }
+}

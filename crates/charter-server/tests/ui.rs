@@ -1,0 +1,849 @@
+//! The web UI, in-process on 127.0.0.1:0 with a real SQLite store and a local sink: login,
+//! sessions, CSRF, the login rate limit, role and scope rules, the pages, and (in real
+//! headless Chromium, driven by `tests/ui/approve.mjs`) approving an action from the inbox.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use charter_server::sink::Sink;
+use charter_server::{Role, Runtime, ServeOptions};
+use charter_store::sqlite::SqliteStore;
+use charter_store::{ApprovalFilter, ApprovalStatus, CharterStateStore, EventStore};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+fn write(dir: &Path, rel: &str, contents: &str) {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, contents).unwrap();
+}
+
+/// A charter whose `assign_billing` action (a PUT to the sink) needs `approval`.
+fn charter_yaml(name: &str, mode: &str, approval: &str, otherwise: &str) -> String {
+    format!(
+        r#"
+name: {name}
+description: test charter {name}
+owner: ops@example.test
+maintainer: integrations@example.test
+system_of_record: helpdesk
+mode: {mode}
+uses: [helpdesk]
+trigger:
+  webhook:
+    path: /hooks/{name}
+    verify: none
+  dedupe: "{{{{ payload.ticket.id }}}}"
+  text: "{{{{ payload.ticket.subject }}}}"
+decide:
+  labels: [billing, other]
+  stages:
+    - rules:
+        - {{ when: 'payload.ticket.subject.contains("refund")', label: billing }}
+  otherwise: {otherwise}
+routes:
+  - when: decision.label == "billing"
+    do: [assign_billing]
+  - when: "true"
+    do: [note]
+actions:
+  assign_billing:
+    connector: helpdesk
+    request:
+      method: PUT
+      path: "/api/tickets/{{{{ payload.ticket.id }}}}"
+      json: {{ ticket: {{ group: billing }} }}
+    approval: {approval}
+  note:
+    log: "ticket {{{{ payload.ticket.id }}}} is {{{{ decision.label }}}}"
+    approval: auto
+escalation: {{ to: support-leads }}
+measure:
+  success: [ticket_routed]
+"#
+    )
+}
+
+struct Harness {
+    dir: PathBuf,
+    base: String,
+    sink: Sink,
+    shutdown: CancellationToken,
+    store: SqliteStore,
+    http: reqwest::Client,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Harness {
+    /// Start a server with these charters and tokens (`(name, role, charters)`, secret
+    /// `secret-<name>`); no tokens = open UI.
+    async fn start(charters: &[(&str, String)], tokens: &[(&str, &str, &[&str])]) -> Harness {
+        let dir =
+            std::env::temp_dir().join(format!("charter-ui-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let shutdown = CancellationToken::new();
+        let sink = Sink::default();
+        let sink_addr = sink
+            .start(([127, 0, 0, 1], 0).into(), shutdown.clone())
+            .await
+            .unwrap();
+        let mut yaml = format!(
+            "worker:\n  lease: 2s\n  poll_interval: 50ms\nconnectors:\n  helpdesk:\n    type: http\n    base_url: http://{sink_addr}\n    timeout: 2s\n    allow_private: true\n"
+        );
+        if !tokens.is_empty() {
+            yaml.push_str("tokens:\n");
+        }
+        for (name, role, scope) in tokens {
+            write(&dir, &format!("secrets/{name}"), &format!("secret-{name}"));
+            yaml.push_str(&format!(
+                "  - {{ name: {name}, role: {role}, secret: file:secrets/{name}, charters: [{}] }}\n",
+                scope.join(", ")
+            ));
+        }
+        write(&dir, "charter.yaml", &yaml);
+        for (name, text) in charters {
+            write(&dir, &format!("charters/{name}.yaml"), text);
+        }
+        charter_connect::install_crypto_provider();
+        let runtime = Arc::new(Runtime::load(&dir).unwrap_or_else(|e| panic!("{e}")));
+        let store = SqliteStore::open(&runtime.store_path()).unwrap();
+        let running = charter_server::start(
+            runtime,
+            store.clone(),
+            ServeOptions {
+                listen: ([127, 0, 0, 1], 0).into(),
+                role: Role::All,
+                worker_id: Some("ui-w1".into()),
+            },
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
+        Harness {
+            dir,
+            base: format!("http://{}", running.addr),
+            sink,
+            shutdown,
+            store,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// Send an event to a charter's webhook; returns its id.
+    async fn send(&self, charter: &str, id: i64, subject: &str) -> String {
+        let r = self
+            .http
+            .post(format!("{}/hooks/{charter}", self.base))
+            .json(&json!({"ticket": {"id": id, "subject": subject}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+        let v: Value = r.json().await.unwrap();
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    async fn wait_status(&self, id: &str, want: &str) {
+        let uuid = uuid::Uuid::parse_str(id).unwrap();
+        for _ in 0..400 {
+            if let Some(e) = self.store.get_event(uuid).await.unwrap()
+                && e.status.as_str() == want
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("event {id} never became {want}");
+    }
+
+    async fn pending_approvals(&self) -> Vec<charter_store::ApprovalRecord> {
+        charter_store::ApprovalStore::list_approvals(
+            &self.store,
+            ApprovalFilter {
+                status: Some(ApprovalStatus::Pending),
+                limit: 100,
+                ..ApprovalFilter::default()
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    fn puts(&self, ticket: i64) -> usize {
+        self.sink
+            .received()
+            .iter()
+            .filter(|r| r.method == "PUT" && r.path == format!("/api/tickets/{ticket}"))
+            .count()
+    }
+}
+
+/// An HTTP response reduced to what the tests look at.
+struct Resp {
+    status: u16,
+    location: String,
+    cookies: Vec<String>,
+    body: String,
+}
+
+async fn resp(r: reqwest::Response) -> Resp {
+    let location = r
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let cookies = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    Resp {
+        status: r.status().as_u16(),
+        location,
+        cookies,
+        body: r.text().await.unwrap(),
+    }
+}
+
+fn form_encode(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| {
+            let enc = |s: &str| {
+                s.bytes()
+                    .map(|b| {
+                        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                            (b as char).to_string()
+                        } else {
+                            format!("%{b:02X}")
+                        }
+                    })
+                    .collect::<String>()
+            };
+            format!("{}={}", enc(k), enc(v))
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The value of `name` in a list of Set-Cookie headers.
+fn cookie_value(cookies: &[String], name: &str) -> Option<String> {
+    cookies.iter().find_map(|c| {
+        let first = c.split(';').next()?;
+        let (k, v) = first.split_once('=')?;
+        (k == name).then(|| v.to_string())
+    })
+}
+
+/// The CSRF token embedded in a page's forms.
+fn csrf_in(body: &str) -> String {
+    let marker = "name=\"csrf\" value=\"";
+    let start = body.find(marker).expect("a form with a CSRF field") + marker.len();
+    body[start..start + 64].to_string()
+}
+
+/// A browser stand-in: one cookie (the session) and no redirect following.
+struct Ui<'a> {
+    h: &'a Harness,
+    cookie: String,
+}
+
+impl<'a> Ui<'a> {
+    fn anonymous(h: &'a Harness) -> Ui<'a> {
+        Ui {
+            h,
+            cookie: String::new(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Resp {
+        resp(
+            self.h
+                .http
+                .get(format!("{}{path}", self.h.base))
+                .header("cookie", &self.cookie)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> Resp {
+        resp(
+            self.h
+                .http
+                .post(format!("{}{path}", self.h.base))
+                .header("cookie", &self.cookie)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form_encode(fields))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// Log in with `secret`: the login page's CSRF cookie and field, then the form.
+    async fn try_login(h: &'a Harness, secret: &str) -> (Resp, Ui<'a>) {
+        let page = Ui::anonymous(h).get("/login").await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        let login_cookie = cookie_value(&page.cookies, "charter_login").unwrap();
+        let ui = Ui {
+            h,
+            cookie: format!("charter_login={login_cookie}"),
+        };
+        let csrf = csrf_in(&page.body);
+        let r = ui
+            .post(
+                "/login",
+                &[("csrf", &csrf), ("token", secret), ("next", "/inbox")],
+            )
+            .await;
+        let cookie = cookie_value(&r.cookies, "charter_session")
+            .map(|s| format!("charter_session={s}"))
+            .unwrap_or_default();
+        (r, Ui { h, cookie })
+    }
+
+    async fn login(h: &'a Harness, name: &str) -> Ui<'a> {
+        let (r, ui) = Ui::try_login(h, &format!("secret-{name}")).await;
+        assert_eq!(r.status, 303, "{}", r.body);
+        assert_eq!(r.location, "/inbox");
+        ui
+    }
+
+    /// This session's CSRF token (from the inbox's logout form).
+    async fn csrf(&self) -> String {
+        let p = self.get("/inbox").await;
+        assert_eq!(p.status, 200, "{}", p.body);
+        csrf_in(&p.body)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_sessions_csrf_roles_and_scopes() {
+    let h = Harness::start(
+        &[
+            (
+                "gated",
+                charter_yaml(
+                    "gated",
+                    "live",
+                    "{ reviewers: [lead], expires: 1h }",
+                    "other",
+                ),
+            ),
+            (
+                "other",
+                charter_yaml(
+                    "other",
+                    "live",
+                    "{ reviewers: [lead], expires: 1h }",
+                    "other",
+                ),
+            ),
+        ],
+        &[
+            ("admin", "admin", &[]),
+            ("lead", "reviewer", &["gated"]),
+            ("viewer", "viewer", &[]),
+        ],
+    )
+    .await;
+    let id = h.send("gated", 1, "refund please").await;
+    let other = h.send("other", 2, "refund please").await;
+    h.wait_status(&id, "waiting").await;
+    h.wait_status(&other, "waiting").await;
+    let approvals = h.pending_approvals().await;
+    let gated = approvals.iter().find(|a| a.charter == "gated").unwrap();
+    let other_approval = approvals.iter().find(|a| a.charter == "other").unwrap();
+
+    // Without a session every page sends you to the login page, and back afterwards.
+    let anon = Ui::anonymous(&h);
+    let r = anon.get("/inbox?charter=gated").await;
+    assert_eq!(r.status, 303);
+    assert_eq!(r.location, "/login?next=%2Finbox%3Fcharter%3Dgated");
+    assert_eq!(anon.get("/").await.location, "/login");
+    // A POST without a session (and so without a valid CSRF token) is refused.
+    let r = anon
+        .post(
+            &format!("/approvals/{}/approve", gated.id),
+            &[("csrf", "x")],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+
+    // The login form itself is CSRF-protected.
+    let page = anon.get("/login").await;
+    let login_cookie = cookie_value(&page.cookies, "charter_login").unwrap();
+    assert!(page.cookies[0].contains("HttpOnly") && page.cookies[0].contains("SameSite=Strict"));
+    let forged = Ui {
+        h: &h,
+        cookie: format!("charter_login={login_cookie}"),
+    }
+    .post("/login", &[("csrf", "forged"), ("token", "secret-admin")])
+    .await;
+    assert_eq!(forged.status, 403);
+    assert!(cookie_value(&forged.cookies, "charter_session").is_none());
+
+    // A good login: a 256-bit session id in an HttpOnly, SameSite=Strict cookie.
+    let (r, viewer) = Ui::try_login(&h, "secret-viewer").await;
+    assert_eq!(r.status, 303);
+    let set = r
+        .cookies
+        .iter()
+        .find(|c| c.starts_with("charter_session="))
+        .unwrap();
+    assert!(set.contains("HttpOnly"), "{set}");
+    assert!(set.contains("SameSite=Strict"), "{set}");
+    assert!(set.contains("Path=/"), "{set}");
+    assert!(!set.contains("Secure"), "plain http here: {set}");
+    assert_eq!(
+        cookie_value(&r.cookies, "charter_session").unwrap().len(),
+        64
+    );
+
+    // A viewer sees the inbox with the evidence, but gets no buttons and cannot decide.
+    let inbox = viewer.get("/inbox").await;
+    assert_eq!(inbox.status, 200);
+    assert!(inbox.body.contains(&gated.id.to_string()), "{}", inbox.body);
+    assert!(
+        inbox.body.contains("refund please"),
+        "the payload is the evidence"
+    );
+    assert!(!inbox.body.contains("Open access"), "tokens are defined");
+    assert!(!inbox.body.contains(">Approve</button>"));
+    let csrf = viewer.csrf().await;
+    let r = viewer
+        .post(
+            &format!("/approvals/{}/approve", gated.id),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status, 403, "a viewer cannot decide");
+
+    // A reviewer scoped to `gated`: CSRF is checked, other charters do not exist, pausing
+    // and replaying are admin work.
+    let lead = Ui::login(&h, "lead").await;
+    let csrf = lead.csrf().await;
+    let approve = format!("/approvals/{}/approve", gated.id);
+    assert_eq!(lead.post(&approve, &[]).await.status, 403, "no CSRF token");
+    assert_eq!(
+        lead.post(&approve, &[("csrf", &"0".repeat(64))])
+            .await
+            .status,
+        403,
+        "wrong CSRF token"
+    );
+    assert_eq!(
+        lead.post(&approve, &[("csrf", &viewer.csrf().await)])
+            .await
+            .status,
+        403,
+        "another session's CSRF token"
+    );
+    let inbox = lead.get("/inbox").await;
+    assert!(!inbox.body.contains(&other_approval.id.to_string()));
+    assert_eq!(lead.get(&format!("/events/{other}")).await.status, 404);
+    assert_eq!(lead.get("/charters/other").await.status, 404);
+    let r = lead
+        .post(
+            &format!("/approvals/{}/approve", other_approval.id),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status, 404, "another charter's approval does not exist");
+    for op in ["pause", "resume", "replay", "promote"] {
+        let r = lead
+            .post(&format!("/charters/gated/{op}"), &[("csrf", &csrf)])
+            .await;
+        assert_eq!(r.status, 403, "a reviewer cannot {op}");
+    }
+    let r = lead
+        .post(&format!("/events/{id}/replay"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status, 403, "a reviewer cannot replay");
+    assert!(!h.store.is_paused("gated").await.unwrap());
+
+    // Rejecting needs a reason (the API's rule, shown as a page).
+    let reject = format!("/approvals/{}/reject", gated.id);
+    let r = lead
+        .post(&reject, &[("csrf", &csrf), ("reason", "  ")])
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("reason"), "{}", r.body);
+
+    // The reviewer approves: redirect back with a message, the sink gets one request.
+    let r = lead
+        .post(
+            &approve,
+            &[("csrf", &csrf), ("back", "/inbox?charter=gated")],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert!(
+        r.location.starts_with("/inbox?charter=gated&msg=Approved"),
+        "{}",
+        r.location
+    );
+    h.wait_status(&id, "done").await;
+    assert_eq!(h.puts(1), 1);
+    let r = lead.post(&approve, &[("csrf", &csrf)]).await;
+    assert_eq!(r.status, 409, "already decided");
+    assert!(r.body.contains("already approved"), "{}", r.body);
+    assert_eq!(h.puts(1), 1);
+
+    // The timeline shows the decision, the action with its attempt and the audit entry.
+    let t = lead.get(&format!("/events/{id}")).await;
+    assert_eq!(t.status, 200);
+    for want in [
+        "Event received",
+        "Run 1 started",
+        "Run 2 finished",
+        "Approval requested for assign_billing",
+        "Approval approved",
+        "Audit: approval.approve",
+        "Action assign_billing",
+        "succeeded",
+        "<td>200</td>",
+        "confidence 1.00",
+    ] {
+        assert!(
+            t.body.contains(want),
+            "timeline lacks {want:?}:\n{}",
+            t.body
+        );
+    }
+    let audit = charter_store::AuditStore::list_audit(
+        &h.store,
+        charter_store::AuditFilter {
+            action: Some("approval.approve".into()),
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(
+        audit[0].actor, "lead",
+        "the session's token name is the actor"
+    );
+
+    // An admin pauses and resumes; the store and the audit log follow.
+    let admin = Ui::login(&h, "admin").await;
+    let csrf = admin.csrf().await;
+    let r = admin
+        .post("/charters/other/pause", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert!(h.store.is_paused("other").await.unwrap());
+    let page = admin.get("/charters").await;
+    assert!(page.body.contains("ops@example.test"), "owner shown");
+    assert!(page.body.contains(">Resume</button>"));
+    let r = admin
+        .post("/charters/other/resume", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status, 303);
+    assert!(!h.store.is_paused("other").await.unwrap());
+
+    // Logging out ends the session on the server, not just in the browser.
+    let r = admin.post("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(r.status, 303);
+    assert!(r.cookies.iter().any(|c| c.contains("Max-Age=0")));
+    assert_eq!(admin.get("/inbox").await.status, 303);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_are_rate_limited_per_address() {
+    let h = Harness::start(
+        &[("gated", charter_yaml("gated", "live", "auto", "other"))],
+        &[("admin", "admin", &[])],
+    )
+    .await;
+    for i in 0..5 {
+        let (r, _) = Ui::try_login(&h, "wrong").await;
+        assert_eq!(r.status, 401, "attempt {i}");
+        assert!(r.body.contains("not valid"));
+    }
+    let (r, ui) = Ui::try_login(&h, "secret-admin").await;
+    assert_eq!(
+        r.status, 429,
+        "even the right token waits after five failures"
+    );
+    assert!(ui.cookie.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_ui_edits_decides_searches_and_shows_the_shadow_record() {
+    let h = Harness::start(
+        &[
+            (
+                "gated",
+                charter_yaml(
+                    "gated",
+                    "live",
+                    "{ reviewers: [lead], expires: 1h }",
+                    "other",
+                ),
+            ),
+            ("unsure", charter_yaml("unsure", "live", "auto", "escalate")),
+            ("quiet", charter_yaml("quiet", "shadow", "auto", "other")),
+        ],
+        &[],
+    )
+    .await;
+    let gid = h.send("gated", 7, "refund").await;
+    let uid = h.send("unsure", 8, "what is this").await;
+    let s1 = h.send("quiet", 9, "refund me").await;
+    let s2 = h.send("quiet", 10, "hello").await;
+    h.wait_status(&gid, "waiting").await;
+    h.wait_status(&uid, "waiting").await;
+    h.wait_status(&s1, "done").await;
+    h.wait_status(&s2, "done").await;
+
+    // No tokens: visiting the login page starts a local session; every page says it is open.
+    let r = Ui::anonymous(&h).get("/login").await;
+    assert_eq!(r.status, 303);
+    let ui = Ui {
+        h: &h,
+        cookie: format!(
+            "charter_session={}",
+            cookie_value(&r.cookies, "charter_session").unwrap()
+        ),
+    };
+    let inbox = ui.get("/inbox").await;
+    assert!(inbox.body.contains("Open access"), "{}", inbox.body);
+    assert!(
+        inbox.body.contains("low confidence"),
+        "the escalation is listed"
+    );
+    let csrf = csrf_in(&inbox.body);
+
+    // Forms still need the CSRF token when open.
+    let approval = h.pending_approvals().await.remove(0);
+    let approve = format!("/approvals/{}/approve", approval.id);
+    assert_eq!(ui.post(&approve, &[("csrf", "nope")]).await.status, 403);
+
+    // Edit-and-approve: invalid JSON is explained; an edit outside the body is refused;
+    // a body edit is executed.
+    let r = ui
+        .post(&approve, &[("csrf", &csrf), ("params", "{not json")])
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("not valid JSON"), "{}", r.body);
+    let mut edited = approval.params.clone();
+    edited["method"] = json!("DELETE");
+    let r = ui
+        .post(
+            &approve,
+            &[("csrf", &csrf), ("params", &edited.to_string())],
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let mut edited = approval.params.clone();
+    edited["json"]["ticket"]["group"] = json!("refunds");
+    let r = ui
+        .post(
+            &approve,
+            &[("csrf", &csrf), ("params", &edited.to_string())],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert!(r.location.contains("with%20your%20edit"), "{}", r.location);
+    h.wait_status(&gid, "done").await;
+    let put = h
+        .sink
+        .received()
+        .into_iter()
+        .find(|r| r.path == "/api/tickets/7")
+        .unwrap();
+    assert!(put.body.contains("refunds"), "{}", put.body);
+
+    // Decide the escalation with a label from the select.
+    let esc = ui.get("/inbox?charter=unsure").await;
+    let marker = "action=\"/escalations/";
+    let start = esc.body.find(marker).unwrap() + marker.len();
+    let esc_id = &esc.body[start..start + 36];
+    let r = ui
+        .post(
+            &format!("/escalations/{esc_id}/decide"),
+            &[("csrf", &csrf), ("label", "nonsense"), ("fields", "{}")],
+        )
+        .await;
+    assert_eq!(r.status, 400, "labels outside the charter are refused");
+    let r = ui
+        .post(
+            &format!("/escalations/{esc_id}/decide"),
+            &[("csrf", &csrf), ("label", "billing"), ("fields", "")],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    h.wait_status(&uid, "waiting").await; // billing -> assign_billing (auto) -> sink
+    for _ in 0..200 {
+        if h.puts(8) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(h.puts(8), 1, "the human label routed the event");
+
+    // Events: filter by charter and status, search by dedupe key and by id.
+    let p = ui.get("/events?charter=quiet&status=done").await;
+    assert!(p.body.contains(&s1) && p.body.contains(&s2), "{}", p.body);
+    assert!(!p.body.contains(&gid));
+    let p = ui.get("/events?q=10").await;
+    assert!(p.body.contains(&s2) && !p.body.contains(&s1), "{}", p.body);
+    let p = ui.get(&format!("/events?q={gid}")).await;
+    assert!(p.body.contains(&gid) && !p.body.contains(&s2));
+    assert_eq!(ui.get("/events?status=bogus").await.status, 400);
+    assert_eq!(ui.get("/events/not-a-uuid").await.status, 404);
+
+    // The shadow page: what it would have done, and the agreement, defined on the page.
+    let p = ui.get("/charters/quiet").await;
+    assert_eq!(p.status, 200);
+    assert!(p.body.contains("Shadow record"));
+    assert!(p.body.contains("would_run"), "{}", p.body);
+    assert!(p.body.contains("Agreement 100.0%"), "{}", p.body);
+    assert!(p.body.contains("2 shadow runs decided, 0 later corrected"));
+    assert!(
+        p.body.contains("not later corrected by a human")
+            || p.body.contains("<em>not</em> later corrected by a human")
+    );
+    assert!(
+        p.body
+            .contains("disabled title=\"Not available from the UI yet"),
+        "promotion is shown, disabled, with how to do it instead"
+    );
+    let r = ui.post("/charters/quiet/promote", &[("csrf", &csrf)]).await;
+    assert_eq!(r.status, 409, "promotion is not available from the UI yet");
+    assert!(r.body.contains("mode: live"), "{}", r.body);
+
+    // Untrusted text is escaped everywhere it is shown.
+    let xid = h.send("quiet", 11, "<script>alert(1)</script>").await;
+    h.wait_status(&xid, "done").await;
+    let t = ui.get(&format!("/events/{xid}")).await;
+    assert!(!t.body.contains("<script>alert"), "{}", t.body);
+    assert!(t.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+}
+
+/// Node and Debian's Chromium, or a clear failure (set CHARTER_SKIP_BROWSER=1 to skip).
+fn browser_tools() -> Option<(PathBuf, PathBuf)> {
+    let skip = std::env::var("CHARTER_SKIP_BROWSER").is_ok_and(|v| v == "1");
+    let chromium = PathBuf::from(
+        std::env::var("CHROMIUM_PATH").unwrap_or_else(|_| "/usr/bin/chromium".into()),
+    );
+    let ui_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui");
+    let node_ok = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let mut missing = Vec::new();
+    if !node_ok {
+        missing.push("node (apt-get install nodejs npm)".to_string());
+    }
+    if !chromium.exists() {
+        missing.push(format!("{} (apt-get install chromium)", chromium.display()));
+    }
+    if !ui_dir.join("node_modules/playwright-core").exists() {
+        missing.push(format!("playwright-core (npm ci in {})", ui_dir.display()));
+    }
+    if missing.is_empty() {
+        return Some((ui_dir, chromium));
+    }
+    if skip {
+        eprintln!("CHARTER_SKIP_BROWSER=1: skipping the browser test; missing {missing:?}");
+        return None;
+    }
+    panic!(
+        "the browser test needs {}; .ci/run installs them. Set CHARTER_SKIP_BROWSER=1 to skip it.",
+        missing.join(", ")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_logs_in_approves_and_sees_the_timeline() {
+    let Some((ui_dir, chromium)) = browser_tools() else {
+        return;
+    };
+    let h = Harness::start(
+        &[(
+            "support-triage",
+            charter_yaml(
+                "support-triage",
+                "live",
+                "{ reviewers: [lead], expires: 4h }",
+                "other",
+            ),
+        )],
+        &[("lead", "reviewer", &[])],
+    )
+    .await;
+    let id = h
+        .send("support-triage", 4242, "Please refund my last invoice")
+        .await;
+    h.wait_status(&id, "waiting").await;
+    assert_eq!(h.puts(4242), 0, "nothing is sent before approval");
+
+    // Screenshots go to docs/ when asked (to refresh the committed ones), else a temp dir.
+    let outdir = if std::env::var("CHARTER_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs")
+    } else {
+        h.dir.join("screenshots")
+    };
+    let out = tokio::process::Command::new("node")
+        .arg(ui_dir.join("approve.mjs"))
+        .arg(&h.base)
+        .arg("secret-lead")
+        .arg(&outdir)
+        .env("CHROMIUM_PATH", &chromium)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), out)
+        .await
+        .expect("the browser script finished within 2 minutes")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "browser script failed:\n{stderr}\n{stdout}"
+    );
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(report["event"], id.as_str());
+
+    // The downstream server received the approved action exactly once.
+    assert_eq!(h.puts(4242), 1);
+    let put = h
+        .sink
+        .received()
+        .into_iter()
+        .find(|r| r.path == "/api/tickets/4242")
+        .unwrap();
+    assert_eq!(put.status, 200);
+    assert!(put.idempotency_key.is_some());
+    // And the timeline the browser saw shows it.
+    let timeline = report["timeline"].as_str().unwrap();
+    assert!(timeline.contains("Action assign_billing"), "{timeline}");
+    assert!(timeline.contains("Approval approved"), "{timeline}");
+    assert!(timeline.contains("by lead"), "{timeline}");
+    for shot in ["inbox.png", "timeline.png"] {
+        let bytes = std::fs::read(outdir.join(shot)).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG"), "{shot} is a PNG");
+        assert!(bytes.len() > 10_000, "{shot} has content");
+    }
+}

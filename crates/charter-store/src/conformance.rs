@@ -1,0 +1,1518 @@
+//! The behaviour every store backend must show.
+//!
+//! Each `check_*` function exercises one part of the [`Store`] contract against a live store
+//! and returns `Err` with a description of the first broken expectation. The checks use
+//! charter names unique to the call, so they can share one store (even one that already
+//! holds data) and run in any order. [`run_all`] runs every check and reports all failures.
+//!
+//! ```ignore
+//! let store = SqliteStore::open(&path)?;
+//! charter_store::conformance::run_all(&store).await.unwrap();
+//! ```
+//!
+//! The checks need a multi-threaded Tokio runtime (they spawn concurrent tasks).
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use charter_core::model::{
+    ActionRecord, ActionStatus, AttemptRecord, Decision, DecisionStage, EventStatus, NewEvent,
+    RejectedPayload, RunOutcome, StageAnswer, UnixMillis,
+};
+use uuid::Uuid;
+
+use crate::{
+    ApprovalFilter, ApprovalStatus, AuditFilter, EscalationFilter, EscalationStatus, EventFilter,
+    HumanDecision, IngestOutcome, NewApproval, NewAuditEntry, NewEscalation, Requeue, Store,
+    Verdict,
+};
+
+pub use crate::report_conformance::{check_incidents, check_reports};
+
+/// Outcome of one check: `Err` describes what the backend got wrong.
+pub type CheckResult = Result<(), String>;
+
+/// Fail the check with a formatted message unless the condition holds.
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(format!($($msg)+));
+        }
+    };
+}
+
+/// Turn a store error into a check failure that says which call failed.
+trait Ctx<T> {
+    fn ctx(self, what: &str) -> Result<T, String>;
+}
+
+impl<T, E: std::fmt::Display> Ctx<T> for Result<T, E> {
+    fn ctx(self, what: &str) -> Result<T, String> {
+        self.map_err(|e| format!("{what}: {e}"))
+    }
+}
+
+/// A charter name no other check (or earlier run against the same database) uses.
+fn charter(name: &str) -> String {
+    // The tail of a UUIDv7 is random; the head is the clock.
+    let tag = Uuid::now_v7().simple().to_string();
+    format!("conf-{name}-{}", &tag[tag.len() - 12..])
+}
+
+fn now() -> UnixMillis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// An event for `charter` with a fresh UUIDv7 (ids made later sort later).
+fn event(charter: &str, dedupe: Option<&str>, received_at: UnixMillis) -> NewEvent {
+    let mut headers = BTreeMap::new();
+    headers.insert("content-type".to_string(), "application/json".to_string());
+    headers.insert("x-request-id".to_string(), Uuid::now_v7().to_string());
+    NewEvent {
+        id: Uuid::now_v7(),
+        charter: charter.to_string(),
+        source: "webhook:/hooks/conformance".to_string(),
+        event_type: Some("ticket.updated".to_string()),
+        dedupe_key: dedupe.map(str::to_string),
+        received_at,
+        headers,
+        payload: serde_json::json!({
+            "ticket": { "id": 42, "subject": "Refund — ünïcode ✓", "tags": ["a", "b"] },
+            "n": 1.5,
+            "nil": null
+        }),
+    }
+}
+
+async fn stored<S: Store>(store: &S, ev: NewEvent) -> Result<Uuid, String> {
+    match store.ingest(ev).await.ctx("ingest")? {
+        IngestOutcome::Stored(id) => Ok(id),
+        other => Err(format!("ingest of a fresh event returned {other:?}")),
+    }
+}
+
+/// Run every check; `Err` lists every failed check.
+pub async fn run_all<S: Store>(store: &S) -> CheckResult {
+    let checks: Vec<(&str, CheckResult)> = vec![
+        ("ingest_get", check_ingest_get(store).await),
+        ("dedupe", check_dedupe(store).await),
+        ("concurrent_dedupe", check_concurrent_dedupe(store).await),
+        ("rejected", check_rejected(store).await),
+        ("claim_limit", check_claim_limit(store).await),
+        ("pause", check_pause(store).await),
+        ("lease_expiry", check_lease_expiry(store).await),
+        ("requeue", check_requeue(store).await),
+        ("run_lifecycle", check_run_lifecycle(store).await),
+        ("list_events", check_list_events(store).await),
+        ("pending_counts", check_pending_counts(store).await),
+        ("approvals", check_approvals(store).await),
+        (
+            "concurrent_approval",
+            check_concurrent_approval(store).await,
+        ),
+        ("approval_expiry", check_approval_expiry(store).await),
+        ("escalations", check_escalations(store).await),
+        ("audit_log", check_audit_log(store).await),
+        ("reports", check_reports(store).await),
+        ("incidents", check_incidents(store).await),
+    ];
+    let failures: Vec<String> = checks
+        .into_iter()
+        .filter_map(|(name, r)| r.err().map(|e| format!("{name}: {e}")))
+        .collect();
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("\n"))
+    }
+}
+
+/// An ingested event reads back exactly, pending, with no attempts.
+pub async fn check_ingest_get<S: Store>(store: &S) -> CheckResult {
+    let c = charter("ingest");
+    let t = now();
+    let ev = event(&c, Some("k1"), t);
+    let id = stored(store, ev.clone()).await?;
+    ensure!(id == ev.id, "Stored({id}) is not the event's id {}", ev.id);
+
+    let mut bare = event(&c, None, t);
+    bare.event_type = None;
+    bare.headers.clear();
+    bare.payload = serde_json::json!([1, "two", { "three": 3 }]);
+    stored(store, bare.clone()).await?;
+
+    for original in [ev, bare] {
+        let got = store
+            .get_event(original.id)
+            .await
+            .ctx("get_event")?
+            .ok_or_else(|| format!("event {} not found after ingest", original.id))?;
+        ensure!(
+            got.event == original,
+            "event read back differs:\n  stored {original:?}\n  read   {:?}",
+            got.event
+        );
+        ensure!(
+            got.status == EventStatus::Pending,
+            "new event has status {:?}",
+            got.status
+        );
+        ensure!(got.attempts == 0, "new event has {} attempts", got.attempts);
+    }
+    let missing = store.get_event(Uuid::now_v7()).await.ctx("get_event")?;
+    ensure!(missing.is_none(), "unknown id returned {missing:?}");
+    Ok(())
+}
+
+/// Same (charter, dedupe key) is a duplicate of the first; other charters and events without
+/// a key are not.
+pub async fn check_dedupe<S: Store>(store: &S) -> CheckResult {
+    let c = charter("dedupe");
+    let other = charter("dedupe-other");
+    let t = now();
+    let first = stored(store, event(&c, Some("ticket-1:v1"), t)).await?;
+    let again = store
+        .ingest(event(&c, Some("ticket-1:v1"), t + 5))
+        .await
+        .ctx("ingest")?;
+    ensure!(
+        again == IngestOutcome::Duplicate(first),
+        "second delivery returned {again:?}, want Duplicate({first})"
+    );
+    // A different key, another charter with the same key, and key-less events are all new.
+    stored(store, event(&c, Some("ticket-1:v2"), t)).await?;
+    stored(store, event(&other, Some("ticket-1:v1"), t)).await?;
+    stored(store, event(&c, None, t)).await?;
+    stored(store, event(&c, None, t)).await?;
+    // The same event (same id) delivered twice is not stored twice.
+    let ev = event(&c, None, t);
+    stored(store, ev.clone()).await?;
+    let same = store.ingest(ev.clone()).await.ctx("ingest same id")?;
+    ensure!(
+        same == IngestOutcome::Duplicate(ev.id),
+        "re-ingesting the same id returned {same:?}"
+    );
+
+    let listed = store
+        .list_events(EventFilter {
+            charter: Some(c.clone()),
+            limit: 1000,
+            ..EventFilter::default()
+        })
+        .await
+        .ctx("list_events")?;
+    ensure!(
+        listed.len() == 5,
+        "charter holds {} events, want 5",
+        listed.len()
+    );
+    Ok(())
+}
+
+/// 100 concurrent ingests of one dedupe key: exactly one `Stored`, 99 `Duplicate` of it.
+pub async fn check_concurrent_dedupe<S: Store>(store: &S) -> CheckResult {
+    let c = charter("dedupe-race");
+    let t = now();
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let store = store.clone();
+        let ev = event(&c, Some("same-key"), t);
+        tasks.push(tokio::spawn(async move { store.ingest(ev).await }));
+    }
+    let mut stored_ids = Vec::new();
+    let mut duplicate_ids = Vec::new();
+    for task in tasks {
+        match task.await.ctx("ingest task")?.ctx("ingest")? {
+            IngestOutcome::Stored(id) => stored_ids.push(id),
+            IngestOutcome::Duplicate(id) => duplicate_ids.push(id),
+        }
+    }
+    ensure!(
+        stored_ids.len() == 1,
+        "{} of 100 concurrent ingests were Stored, want exactly 1",
+        stored_ids.len()
+    );
+    let winner = stored_ids[0];
+    ensure!(
+        duplicate_ids.iter().all(|id| *id == winner),
+        "a Duplicate named another id than the stored {winner}"
+    );
+    let listed = store
+        .list_events(EventFilter {
+            charter: Some(c),
+            ..EventFilter::default()
+        })
+        .await
+        .ctx("list_events")?;
+    ensure!(
+        listed.len() == 1 && listed[0].event.id == winner,
+        "after the race the charter holds {} events",
+        listed.len()
+    );
+    Ok(())
+}
+
+/// Rejected payloads are kept, listed newest first per charter, and deletable once.
+pub async fn check_rejected<S: Store>(store: &S) -> CheckResult {
+    let c = charter("rejected");
+    let t = now();
+    let mk = |body: &str| RejectedPayload {
+        id: Uuid::now_v7(),
+        charter: c.clone(),
+        source: "webhook:/hooks/x".to_string(),
+        received_at: t,
+        headers: BTreeMap::from([("content-type".to_string(), "text/plain".to_string())]),
+        body: body.to_string(),
+        reasons: vec![
+            "/ticket/id: \"x\" is not of type \"integer\"".to_string(),
+            "/ticket: \"subject\" is a required property".to_string(),
+        ],
+    };
+    let older = mk("{\"ticket\": {\"id\": \"x\"}}");
+    let newer = mk("not json at all \u{fffd}");
+    store.reject(older.clone()).await.ctx("reject")?;
+    store.reject(newer.clone()).await.ctx("reject")?;
+
+    let listed = store
+        .list_rejected(Some(c.clone()), 10)
+        .await
+        .ctx("list_rejected")?;
+    ensure!(
+        listed == vec![newer.clone(), older.clone()],
+        "list_rejected (newest first) returned {listed:?}"
+    );
+    let one = store
+        .list_rejected(Some(c.clone()), 1)
+        .await
+        .ctx("list_rejected")?;
+    ensure!(one == vec![newer.clone()], "limit 1 returned {one:?}");
+    let all = store.list_rejected(None, 0).await.ctx("list_rejected")?;
+    ensure!(
+        all.iter().any(|r| r.id == older.id),
+        "unfiltered list_rejected misses the payload"
+    );
+    let elsewhere = store
+        .list_rejected(Some(charter("rejected-none")), 10)
+        .await
+        .ctx("list_rejected")?;
+    ensure!(elsewhere.is_empty(), "another charter lists {elsewhere:?}");
+
+    ensure!(
+        store
+            .delete_rejected(older.id)
+            .await
+            .ctx("delete_rejected")?,
+        "delete_rejected of a kept payload returned false"
+    );
+    ensure!(
+        !store
+            .delete_rejected(older.id)
+            .await
+            .ctx("delete_rejected")?,
+        "deleting twice returned true"
+    );
+    let left = store
+        .list_rejected(Some(c), 10)
+        .await
+        .ctx("list_rejected")?;
+    ensure!(left == vec![newer], "after delete the list is {left:?}");
+    Ok(())
+}
+
+/// Claims take the oldest events first, count attempts, and never exceed the charter limit
+/// across workers.
+pub async fn check_claim_limit<S: Store>(store: &S) -> CheckResult {
+    let c = charter("claim");
+    let t = now();
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(stored(store, event(&c, None, t)).await?);
+    }
+    let lease = Duration::from_secs(60);
+
+    let got = store.claim(&c, "w1", 10, 2, lease, t).await.ctx("claim")?;
+    let got_ids: Vec<Uuid> = got.iter().map(|c| c.event.id).collect();
+    ensure!(
+        got_ids == ids[..2],
+        "first claim took {got_ids:?}, want the two oldest {:?}",
+        &ids[..2]
+    );
+    for claimed in &got {
+        ensure!(
+            claimed.attempt == 1,
+            "first claim has attempt {}",
+            claimed.attempt
+        );
+        ensure!(
+            claimed.lease_until == t + 60_000,
+            "lease_until {} want {}",
+            claimed.lease_until,
+            t + 60_000
+        );
+        ensure!(
+            claimed.event.charter == c,
+            "claimed another charter's event"
+        );
+    }
+    let rec = store
+        .get_event(ids[0])
+        .await
+        .ctx("get_event")?
+        .ok_or("claimed event vanished")?;
+    ensure!(
+        rec.status == EventStatus::Processing && rec.attempts == 1,
+        "claimed event is {:?} with {} attempts",
+        rec.status,
+        rec.attempts
+    );
+
+    // The limit is per charter, whoever asks.
+    for worker in ["w1", "w2"] {
+        let more = store
+            .claim(&c, worker, 10, 2, lease, t + 1)
+            .await
+            .ctx("claim")?;
+        ensure!(
+            more.is_empty(),
+            "{worker} claimed {} events beyond the charter limit",
+            more.len()
+        );
+    }
+    // A higher limit leaves room for exactly the difference; `max` caps it too.
+    let more = store
+        .claim(&c, "w2", 1, 4, lease, t + 2)
+        .await
+        .ctx("claim")?;
+    ensure!(
+        more.len() == 1 && more[0].event.id == ids[2],
+        "claim with max 1 took {:?}",
+        more.iter().map(|c| c.event.id).collect::<Vec<_>>()
+    );
+
+    // Releasing one frees one slot under limit 3.
+    ensure!(
+        store
+            .release(ids[0], "w1", EventStatus::Done, t + 3)
+            .await
+            .ctx("release")?,
+        "release by the owner returned false"
+    );
+    let more = store
+        .claim(&c, "w2", 10, 3, lease, t + 4)
+        .await
+        .ctx("claim")?;
+    ensure!(
+        more.len() == 1 && more[0].event.id == ids[3],
+        "after release, claim took {:?}",
+        more.iter().map(|c| c.event.id).collect::<Vec<_>>()
+    );
+    // Another charter's queue is untouched by all this.
+    let other = charter("claim-other");
+    let ev = stored(store, event(&other, None, t)).await?;
+    let o = store
+        .claim(&other, "w3", 10, 1, lease, t + 5)
+        .await
+        .ctx("claim")?;
+    ensure!(
+        o.len() == 1 && o[0].event.id == ev,
+        "the other charter's claim took {} events",
+        o.len()
+    );
+    Ok(())
+}
+
+/// A paused charter keeps storing but claims nothing until resumed.
+pub async fn check_pause<S: Store>(store: &S) -> CheckResult {
+    let c = charter("pause");
+    let t = now();
+    ensure!(
+        !store.is_paused(&c).await.ctx("is_paused")?,
+        "an unknown charter reports paused"
+    );
+    store.set_paused(&c, true, t).await.ctx("set_paused")?;
+    ensure!(
+        store.is_paused(&c).await.ctx("is_paused")?,
+        "pause did not stick"
+    );
+    ensure!(
+        store.paused().await.ctx("paused")?.contains(&c),
+        "paused() misses the paused charter"
+    );
+    let id = stored(store, event(&c, None, t)).await?;
+    let got = store
+        .claim(&c, "w", 10, 10, Duration::from_secs(30), t)
+        .await
+        .ctx("claim")?;
+    ensure!(
+        got.is_empty(),
+        "claimed {} events of a paused charter",
+        got.len()
+    );
+
+    store.set_paused(&c, false, t + 1).await.ctx("set_paused")?;
+    ensure!(
+        !store.is_paused(&c).await.ctx("is_paused")?,
+        "resume did not stick"
+    );
+    ensure!(
+        !store.paused().await.ctx("paused")?.contains(&c),
+        "paused() still lists the resumed charter"
+    );
+    let got = store
+        .claim(&c, "w", 10, 10, Duration::from_secs(30), t + 2)
+        .await
+        .ctx("claim")?;
+    ensure!(
+        got.len() == 1 && got[0].event.id == id,
+        "after resume claimed {} events",
+        got.len()
+    );
+    Ok(())
+}
+
+/// An expired lease is reclaimed by another worker with the attempt count incremented; the
+/// old owner can then neither renew nor release.
+pub async fn check_lease_expiry<S: Store>(store: &S) -> CheckResult {
+    let c = charter("lease");
+    let t = now();
+    let id = stored(store, event(&c, None, t)).await?;
+    let lease = Duration::from_secs(10);
+
+    let first = store.claim(&c, "w1", 1, 1, lease, t).await.ctx("claim")?;
+    ensure!(first.len() == 1, "w1 claimed {} events", first.len());
+    let early = store
+        .claim(&c, "w2", 1, 5, lease, t + 5_000)
+        .await
+        .ctx("claim")?;
+    ensure!(early.is_empty(), "w2 took an event under a live lease");
+
+    // The owner may renew while it holds the lease.
+    ensure!(
+        store.renew(id, "w1", t + 15_000).await.ctx("renew")?,
+        "owner's renew returned false"
+    );
+    ensure!(
+        !store.renew(id, "w2", t + 99_000).await.ctx("renew")?,
+        "a non-owner renewed the lease"
+    );
+    let still = store
+        .claim(&c, "w2", 1, 5, lease, t + 12_000)
+        .await
+        .ctx("claim")?;
+    ensure!(still.is_empty(), "w2 took an event whose lease was renewed");
+
+    // After expiry, w2 takes it over: attempt 2.
+    let second = store
+        .claim(&c, "w2", 1, 1, lease, t + 15_000)
+        .await
+        .ctx("claim")?;
+    ensure!(
+        second.len() == 1 && second[0].event.id == id,
+        "expired lease not reclaimed ({} claimed)",
+        second.len()
+    );
+    ensure!(
+        second[0].attempt == 2,
+        "reclaimed event has attempt {}, want 2",
+        second[0].attempt
+    );
+    ensure!(
+        second[0].lease_until == t + 25_000,
+        "reclaimed lease_until {}",
+        second[0].lease_until
+    );
+    ensure!(
+        !store.renew(id, "w1", t + 30_000).await.ctx("renew")?,
+        "the old owner renewed a lost lease"
+    );
+    ensure!(
+        !store
+            .release(id, "w1", EventStatus::Done, t + 16_000)
+            .await
+            .ctx("release")?,
+        "the old owner released a lost lease"
+    );
+    ensure!(
+        store.renew(id, "w2", t + 30_000).await.ctx("renew")?,
+        "the new owner could not renew"
+    );
+    ensure!(
+        store
+            .release(id, "w2", EventStatus::Done, t + 17_000)
+            .await
+            .ctx("release")?,
+        "the new owner could not release"
+    );
+    ensure!(
+        !store
+            .release(id, "w2", EventStatus::Failed, t + 18_000)
+            .await
+            .ctx("release")?,
+        "released an event that is no longer processing"
+    );
+    let rec = store
+        .get_event(id)
+        .await
+        .ctx("get_event")?
+        .ok_or("event vanished")?;
+    ensure!(
+        rec.status == EventStatus::Done && rec.attempts == 2 && rec.updated_at == t + 17_000,
+        "final record is {:?}, {} attempts, updated_at {}",
+        rec.status,
+        rec.attempts,
+        rec.updated_at
+    );
+    // A released (done) event is not claimable again.
+    let none = store
+        .claim(&c, "w3", 1, 5, lease, t + 60_000)
+        .await
+        .ctx("claim")?;
+    ensure!(none.is_empty(), "a done event was claimed again");
+    Ok(())
+}
+
+/// Requeue one event (not while processing) or all failed events, per charter or overall.
+pub async fn check_requeue<S: Store>(store: &S) -> CheckResult {
+    let c = charter("requeue");
+    let other = charter("requeue-other");
+    let t = now();
+    let lease = Duration::from_secs(60);
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(stored(store, event(&c, None, t)).await?);
+    }
+    let other_id = stored(store, event(&other, None, t)).await?;
+    let claimed = store.claim(&c, "w", 4, 10, lease, t).await.ctx("claim")?;
+    ensure!(claimed.len() == 4, "claimed {} of 4", claimed.len());
+    let oc = store
+        .claim(&other, "w", 1, 10, lease, t)
+        .await
+        .ctx("claim")?;
+    ensure!(oc.len() == 1, "claimed {} of the other charter", oc.len());
+    // ids[0], ids[1] failed; ids[2] done; ids[3] still processing; other failed.
+    for (id, status) in [
+        (ids[0], EventStatus::Failed),
+        (ids[1], EventStatus::Failed),
+        (ids[2], EventStatus::Done),
+        (other_id, EventStatus::Failed),
+    ] {
+        ensure!(
+            store.release(id, "w", status, t + 1).await.ctx("release")?,
+            "release of {id} failed"
+        );
+    }
+
+    let none = store
+        .requeue(Requeue::Event(ids[3]), t + 2)
+        .await
+        .ctx("requeue")?;
+    ensure!(none.is_empty(), "requeued an event in processing: {none:?}");
+    let done = store
+        .requeue(Requeue::Event(ids[2]), t + 2)
+        .await
+        .ctx("requeue")?;
+    ensure!(
+        done == vec![ids[2]],
+        "requeue of a done event returned {done:?}"
+    );
+    let missing = store
+        .requeue(Requeue::Event(Uuid::now_v7()), t + 2)
+        .await
+        .ctx("requeue")?;
+    ensure!(
+        missing.is_empty(),
+        "requeue of an unknown id returned {missing:?}"
+    );
+
+    let failed = store
+        .requeue(
+            Requeue::AllFailed {
+                charter: Some(c.clone()),
+            },
+            t + 3,
+        )
+        .await
+        .ctx("requeue")?;
+    let mut want = vec![ids[0], ids[1]];
+    want.sort();
+    ensure!(
+        failed == want,
+        "requeue of the charter's failed returned {failed:?}"
+    );
+    for id in [ids[0], ids[1], ids[2]] {
+        let rec = store
+            .get_event(id)
+            .await
+            .ctx("get_event")?
+            .ok_or("event vanished")?;
+        ensure!(
+            rec.status == EventStatus::Pending,
+            "requeued event is {:?}",
+            rec.status
+        );
+    }
+    let rec = store
+        .get_event(other_id)
+        .await
+        .ctx("get_event")?
+        .ok_or("event vanished")?;
+    ensure!(
+        rec.status == EventStatus::Failed,
+        "another charter's failed event was requeued"
+    );
+
+    let all = store
+        .requeue(Requeue::AllFailed { charter: None }, t + 4)
+        .await
+        .ctx("requeue")?;
+    ensure!(
+        all.contains(&other_id) && !all.contains(&ids[3]),
+        "requeue of all failed returned {all:?}"
+    );
+
+    // Requeued events are claimable again, oldest first, with another attempt.
+    let again = store
+        .claim(&c, "w2", 10, 10, lease, t + 5)
+        .await
+        .ctx("claim")?;
+    let again_ids: Vec<Uuid> = again.iter().map(|c| c.event.id).collect();
+    ensure!(
+        again_ids == ids[..3],
+        "after requeue claimed {again_ids:?}, want {:?}",
+        &ids[..3]
+    );
+    ensure!(
+        again.iter().all(|c| c.attempt == 2),
+        "requeued events claimed with attempts {:?}",
+        again.iter().map(|c| c.attempt).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+/// A run's decision, actions, attempts and outcome read back exactly; a succeeded action's
+/// key is remembered across runs.
+pub async fn check_run_lifecycle<S: Store>(store: &S) -> CheckResult {
+    let c = charter("runs");
+    let t = now();
+    let event_id = stored(store, event(&c, None, t)).await?;
+    let run1 = Uuid::now_v7();
+    let run2 = Uuid::now_v7();
+    let key_a = format!("{}:assign", Uuid::now_v7());
+    let key_b = format!("{}:notify", Uuid::now_v7());
+
+    ensure!(
+        store
+            .runs_for_event(event_id)
+            .await
+            .ctx("runs_for_event")?
+            .is_empty(),
+        "a new event already has runs"
+    );
+    store
+        .start_run(run1, event_id, &c, "v-abc", "live", t)
+        .await
+        .ctx("start_run")?;
+    let decision = Decision {
+        label: Some("billing".to_string()),
+        confidence: 0.93,
+        fields: BTreeMap::from([
+            ("order_id".to_string(), serde_json::json!("ORD-17")),
+            ("urgency".to_string(), serde_json::json!("high")),
+        ]),
+        stage: DecisionStage::Embedded,
+        reason: "embedded classifier above 0.85".to_string(),
+        stages: vec![StageAnswer {
+            stage: DecisionStage::Embedded,
+            label: Some("billing".to_string()),
+            confidence: Some(0.93),
+            accepted: true,
+            note: String::new(),
+        }],
+    };
+    store
+        .record_decision(run1, &decision)
+        .await
+        .ctx("record_decision")?;
+
+    let params_a = serde_json::json!({"method": "PUT", "path": "/api/v2/tickets/42", "json": {"group_id": 42}});
+    let params_b = serde_json::json!({"channel": "#x", "text": "hi"});
+    ensure!(
+        !store
+            .action_succeeded(&key_a)
+            .await
+            .ctx("action_succeeded")?,
+        "a fresh key is reported succeeded"
+    );
+    store
+        .begin_action(run1, "assign_billing", &key_a, &params_a)
+        .await
+        .ctx("begin_action")?;
+    let attempts_a = vec![
+        AttemptRecord {
+            attempt: 1,
+            started_at: t + 1,
+            duration_ms: 120,
+            status: Some(503),
+            error: Some("service unavailable".to_string()),
+            ok: false,
+        },
+        AttemptRecord {
+            attempt: 2,
+            started_at: t + 300,
+            duration_ms: 80,
+            status: Some(200),
+            error: None,
+            ok: true,
+        },
+    ];
+    for a in &attempts_a {
+        store
+            .record_attempt(run1, "assign_billing", a)
+            .await
+            .ctx("record_attempt")?;
+    }
+    ensure!(
+        !store
+            .action_succeeded(&key_a)
+            .await
+            .ctx("action_succeeded")?,
+        "a key is succeeded before finish_action said so"
+    );
+    let action_a = ActionRecord {
+        action: "assign_billing".to_string(),
+        idempotency_key: key_a.clone(),
+        params: params_a.clone(),
+        status: ActionStatus::Succeeded,
+        attempts: attempts_a.clone(),
+    };
+    store
+        .finish_action(run1, &action_a)
+        .await
+        .ctx("finish_action")?;
+
+    store
+        .begin_action(run1, "notify", &key_b, &params_b)
+        .await
+        .ctx("begin_action")?;
+    let attempts_b = vec![AttemptRecord {
+        attempt: 1,
+        started_at: t + 400,
+        duration_ms: 5_000,
+        status: None,
+        error: Some("timed out".to_string()),
+        ok: false,
+    }];
+    store
+        .record_attempt(run1, "notify", &attempts_b[0])
+        .await
+        .ctx("record_attempt")?;
+    let action_b = ActionRecord {
+        action: "notify".to_string(),
+        idempotency_key: key_b.clone(),
+        params: params_b,
+        status: ActionStatus::DeadLettered,
+        attempts: attempts_b,
+    };
+    store
+        .finish_action(run1, &action_b)
+        .await
+        .ctx("finish_action")?;
+    store
+        .finish_run(
+            run1,
+            Some(1),
+            RunOutcome::Failed,
+            Some("notify dead-lettered"),
+            t + 6_000,
+        )
+        .await
+        .ctx("finish_run")?;
+
+    ensure!(
+        store
+            .action_succeeded(&key_a)
+            .await
+            .ctx("action_succeeded")?,
+        "a succeeded action's key is not remembered"
+    );
+    ensure!(
+        !store
+            .action_succeeded(&key_b)
+            .await
+            .ctx("action_succeeded")?,
+        "a dead-lettered action's key is reported succeeded"
+    );
+
+    // A second run (a replay): the first action is already done.
+    store
+        .start_run(run2, event_id, &c, "v-def", "live", t + 10_000)
+        .await
+        .ctx("start_run")?;
+    let action_a2 = ActionRecord {
+        status: ActionStatus::AlreadyDone,
+        attempts: Vec::new(),
+        ..action_a.clone()
+    };
+    store
+        .finish_action(run2, &action_a2)
+        .await
+        .ctx("finish_action without begin")?;
+    store
+        .finish_run(run2, None, RunOutcome::Completed, None, t + 10_500)
+        .await
+        .ctx("finish_run")?;
+
+    let runs = store.runs_for_event(event_id).await.ctx("runs_for_event")?;
+    ensure!(
+        runs.len() == 2,
+        "runs_for_event returned {} runs",
+        runs.len()
+    );
+    let r1 = &runs[0];
+    ensure!(
+        r1.id == run1 && runs[1].id == run2,
+        "runs are not oldest first"
+    );
+    ensure!(
+        r1.event_id == event_id
+            && r1.charter == c
+            && r1.charter_version == "v-abc"
+            && r1.mode == "live"
+            && r1.started_at == t
+            && r1.finished_at == Some(t + 6_000)
+            && r1.outcome == Some(RunOutcome::Failed)
+            && r1.route == Some(1)
+            && r1.error.as_deref() == Some("notify dead-lettered"),
+        "run 1 header differs: {r1:?}"
+    );
+    ensure!(
+        r1.decision.as_ref() == Some(&decision),
+        "decision differs: {:?}",
+        r1.decision
+    );
+    ensure!(
+        r1.actions == vec![action_a, action_b],
+        "run 1 actions differ: {:?}",
+        r1.actions
+    );
+    let r2 = &runs[1];
+    ensure!(
+        r2.decision.is_none()
+            && r2.route.is_none()
+            && r2.error.is_none()
+            && r2.outcome == Some(RunOutcome::Completed)
+            && r2.actions == vec![action_a2],
+        "run 2 differs: {r2:?}"
+    );
+
+    // Runs of other events are not mixed in.
+    let lonely = stored(store, event(&c, None, t)).await?;
+    ensure!(
+        store
+            .runs_for_event(lonely)
+            .await
+            .ctx("runs_for_event")?
+            .is_empty(),
+        "an event without runs lists runs"
+    );
+    Ok(())
+}
+
+/// Listing is newest first and honours charter, status, time range and limit.
+pub async fn check_list_events<S: Store>(store: &S) -> CheckResult {
+    let c = charter("list");
+    let t = now();
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(stored(store, event(&c, None, t + i * 1_000)).await?);
+    }
+    let filter = |f: EventFilter| EventFilter {
+        charter: Some(c.clone()),
+        ..f
+    };
+    let list = |f: EventFilter| async move {
+        store
+            .list_events(f)
+            .await
+            .map(|v| v.into_iter().map(|r| r.event.id).collect::<Vec<Uuid>>())
+            .ctx("list_events")
+    };
+
+    let newest_first: Vec<Uuid> = ids.iter().rev().copied().collect();
+    let all = list(filter(EventFilter::default())).await?;
+    ensure!(all == newest_first, "listing is not newest first: {all:?}");
+    let top2 = list(filter(EventFilter {
+        limit: 2,
+        ..EventFilter::default()
+    }))
+    .await?;
+    ensure!(top2 == newest_first[..2], "limit 2 returned {top2:?}");
+
+    // since is inclusive, until exclusive.
+    let range = list(filter(EventFilter {
+        since: Some(t + 1_000),
+        until: Some(t + 4_000),
+        ..EventFilter::default()
+    }))
+    .await?;
+    ensure!(
+        range == vec![ids[3], ids[2], ids[1]],
+        "time range returned {range:?}"
+    );
+
+    // Status filter: claim the two oldest and fail one.
+    let claimed = store
+        .claim(&c, "w", 2, 10, Duration::from_secs(60), t)
+        .await
+        .ctx("claim")?;
+    ensure!(claimed.len() == 2, "claimed {}", claimed.len());
+    ensure!(
+        store
+            .release(ids[0], "w", EventStatus::Failed, t + 1)
+            .await
+            .ctx("release")?,
+        "release failed"
+    );
+    let failed = list(filter(EventFilter {
+        status: Some(EventStatus::Failed),
+        ..EventFilter::default()
+    }))
+    .await?;
+    ensure!(failed == vec![ids[0]], "status failed returned {failed:?}");
+    let processing = list(filter(EventFilter {
+        status: Some(EventStatus::Processing),
+        ..EventFilter::default()
+    }))
+    .await?;
+    ensure!(
+        processing == vec![ids[1]],
+        "status processing returned {processing:?}"
+    );
+    let pending = list(filter(EventFilter {
+        status: Some(EventStatus::Pending),
+        ..EventFilter::default()
+    }))
+    .await?;
+    ensure!(
+        pending == newest_first[..4],
+        "status pending returned {pending:?}"
+    );
+
+    // Without a charter filter, other charters' events appear too (and ours among them).
+    let any = store
+        .list_events(EventFilter {
+            limit: 1_000_000,
+            ..EventFilter::default()
+        })
+        .await
+        .ctx("list_events")?;
+    let seen: HashSet<Uuid> = any.iter().map(|r| r.event.id).collect();
+    ensure!(
+        ids.iter().all(|id| seen.contains(id)),
+        "unfiltered listing misses events"
+    );
+    ensure!(
+        any.windows(2).all(|w| w[0].event.id > w[1].event.id),
+        "unfiltered listing is not newest first"
+    );
+    Ok(())
+}
+
+/// Pending counts include pending events and expired leases, per charter.
+pub async fn check_pending_counts<S: Store>(store: &S) -> CheckResult {
+    let c = charter("counts");
+    let t = now();
+    for _ in 0..3 {
+        stored(store, event(&c, None, t)).await?;
+    }
+    let count = |counts: Vec<(String, u64)>| {
+        counts
+            .into_iter()
+            .find(|(name, _)| *name == c)
+            .map(|(_, n)| n)
+            .unwrap_or(0)
+    };
+    let n = count(store.pending_counts().await.ctx("pending_counts")?);
+    ensure!(n == 3, "pending count {n}, want 3");
+    // One claimed under a long lease is not pending; one under an already-expired lease is.
+    store
+        .claim(&c, "w", 1, 10, Duration::from_secs(3600), t)
+        .await
+        .ctx("claim")?;
+    store
+        .claim(&c, "w", 1, 10, Duration::from_millis(1), t - 60_000)
+        .await
+        .ctx("claim")?;
+    let n = count(store.pending_counts().await.ctx("pending_counts")?);
+    ensure!(n == 2, "pending count after claims {n}, want 2");
+    Ok(())
+}
+
+/// An event with a started run, for the approval and escalation checks.
+async fn event_with_run<S: Store>(store: &S, c: &str) -> Result<(Uuid, Uuid), String> {
+    let id = stored(store, event(c, None, now())).await?;
+    let run = Uuid::now_v7();
+    store
+        .start_run(run, id, c, "v1", "live", now())
+        .await
+        .ctx("start_run")?;
+    Ok((id, run))
+}
+
+fn new_approval(
+    c: &str,
+    event_id: Uuid,
+    run_id: Uuid,
+    hash: &str,
+    expires_at: Option<UnixMillis>,
+) -> NewApproval {
+    NewApproval {
+        id: Uuid::now_v7(),
+        run_id,
+        event_id,
+        charter: c.to_string(),
+        action: "reply".to_string(),
+        params: serde_json::json!({"json": {"body": "hello ✓"}, "target": "/t/1"}),
+        params_hash: hash.to_string(),
+        reviewers: vec!["lead".to_string(), "ops".to_string()],
+        created_at: now(),
+        expires_at,
+        on_expiry: Some("reject".to_string()),
+    }
+}
+
+/// Approvals: created once per (event, action, hash), read back exactly, listed oldest
+/// first by charter and status; approve with an edit and reject with a reason stick, and a
+/// decided approval cannot be decided again.
+pub async fn check_approvals<S: Store>(store: &S) -> CheckResult {
+    let c = charter("approvals");
+    let (ev, run) = event_with_run(store, &c).await?;
+    let first = new_approval(&c, ev, run, "h1", Some(now() + 60_000));
+    let a = store.create_approval(first.clone()).await.ctx("create")?;
+    ensure!(a.id == first.id, "create returned another id: {a:?}");
+    ensure!(
+        a.status == ApprovalStatus::Pending,
+        "new approval is {:?}",
+        a.status
+    );
+    ensure!(a.params == first.params, "params changed: {:?}", a.params);
+    ensure!(
+        a.reviewers == first.reviewers,
+        "reviewers changed: {:?}",
+        a.reviewers
+    );
+    ensure!(a.expires_at == first.expires_at, "deadline changed");
+    ensure!(
+        a.on_expiry.as_deref() == Some("reject"),
+        "on_expiry changed"
+    );
+    // The same key again (a re-run) gives back the stored approval, not a second one.
+    let again = store
+        .create_approval(new_approval(&c, ev, run, "h1", None))
+        .await
+        .ctx("create again")?;
+    ensure!(
+        again.id == first.id,
+        "a second approval was created for the same key"
+    );
+    let other = store
+        .create_approval(new_approval(&c, ev, run, "h2", None))
+        .await
+        .ctx("create other")?;
+    ensure!(
+        other.id != first.id,
+        "another hash must be another approval"
+    );
+    let found = store.find_approval(ev, "reply", "h2").await.ctx("find")?;
+    ensure!(
+        found.as_ref().map(|f| f.id) == Some(other.id),
+        "find: {found:?}"
+    );
+    ensure!(
+        store
+            .find_approval(ev, "reply", "nope")
+            .await
+            .ctx("find")?
+            .is_none(),
+        "found an approval for an unknown hash"
+    );
+    let pending = store
+        .list_approvals(ApprovalFilter {
+            charter: Some(c.clone()),
+            status: Some(ApprovalStatus::Pending),
+            ..Default::default()
+        })
+        .await
+        .ctx("list")?;
+    let ids: Vec<Uuid> = pending.iter().map(|p| p.id).collect();
+    ensure!(
+        ids == vec![first.id, other.id],
+        "pending list (oldest first): {ids:?}"
+    );
+
+    let edited = serde_json::json!({"json": {"body": "edited"}, "target": "/t/1"});
+    let won = store
+        .decide_approval(
+            first.id,
+            Verdict::Approve {
+                edited: Some((edited.clone(), "h1-edited".into())),
+            },
+            "lead",
+            now(),
+        )
+        .await
+        .ctx("approve")?;
+    let won = won.ok_or("approving a pending approval did not win")?;
+    ensure!(
+        won.status == ApprovalStatus::Approved,
+        "approved is {:?}",
+        won.status
+    );
+    ensure!(
+        won.decided_by.as_deref() == Some("lead"),
+        "decided_by {:?}",
+        won.decided_by
+    );
+    ensure!(
+        won.edited_params.as_ref() == Some(&edited),
+        "edit lost: {won:?}"
+    );
+    ensure!(
+        won.edited_hash.as_deref() == Some("h1-edited"),
+        "edit hash lost"
+    );
+    ensure!(
+        won.effective_params() == &edited,
+        "effective params are not the edit"
+    );
+    ensure!(
+        won.params == first.params,
+        "the original params must be kept"
+    );
+    let second = store
+        .decide_approval(
+            first.id,
+            Verdict::Reject {
+                reason: "late".into(),
+            },
+            "ops",
+            now(),
+        )
+        .await
+        .ctx("decide again")?;
+    ensure!(second.is_none(), "a decided approval was decided again");
+
+    let rejected = store
+        .decide_approval(
+            other.id,
+            Verdict::Reject {
+                reason: "wrong customer".into(),
+            },
+            "ops",
+            now(),
+        )
+        .await
+        .ctx("reject")?
+        .ok_or("rejecting a pending approval did not win")?;
+    ensure!(
+        rejected.status == ApprovalStatus::Rejected,
+        "rejected is {:?}",
+        rejected.status
+    );
+    ensure!(
+        rejected.comment.as_deref() == Some("wrong customer"),
+        "reason lost"
+    );
+    let got = store.get_approval(other.id).await.ctx("get")?;
+    ensure!(
+        got.as_ref() == Some(&rejected),
+        "get differs from the decided record: {got:?}"
+    );
+    ensure!(
+        store
+            .decide_approval(
+                Uuid::now_v7(),
+                Verdict::Approve { edited: None },
+                "x",
+                now()
+            )
+            .await
+            .ctx("decide unknown")?
+            .is_none(),
+        "deciding an unknown approval won"
+    );
+    let left = store
+        .list_approvals(ApprovalFilter {
+            charter: Some(c.clone()),
+            status: Some(ApprovalStatus::Pending),
+            ..Default::default()
+        })
+        .await
+        .ctx("list")?;
+    ensure!(left.is_empty(), "decided approvals still listed as pending");
+    Ok(())
+}
+
+/// Concurrent approvals of one item: exactly one call wins.
+pub async fn check_concurrent_approval<S: Store>(store: &S) -> CheckResult {
+    let c = charter("approve-race");
+    let (ev, run) = event_with_run(store, &c).await?;
+    let a = store
+        .create_approval(new_approval(&c, ev, run, "race", None))
+        .await
+        .ctx("create")?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..16 {
+        let s = store.clone();
+        tasks.spawn(async move {
+            let verdict = if i % 2 == 0 {
+                Verdict::Approve { edited: None }
+            } else {
+                Verdict::Reject {
+                    reason: format!("no {i}"),
+                }
+            };
+            s.decide_approval(a.id, verdict, &format!("r{i}"), now())
+                .await
+        });
+    }
+    let mut wins = 0;
+    while let Some(r) = tasks.join_next().await {
+        if r.map_err(|e| e.to_string())?.ctx("decide")?.is_some() {
+            wins += 1;
+        }
+    }
+    ensure!(
+        wins == 1,
+        "{wins} concurrent decisions won, expected exactly 1"
+    );
+    Ok(())
+}
+
+/// An approval past its deadline cannot be approved; expiry marks it once.
+pub async fn check_approval_expiry<S: Store>(store: &S) -> CheckResult {
+    let c = charter("approve-expiry");
+    let (ev, run) = event_with_run(store, &c).await?;
+    let t = now();
+    let due = store
+        .create_approval(new_approval(&c, ev, run, "due", Some(t + 1_000)))
+        .await
+        .ctx("create")?;
+    let later = store
+        .create_approval(new_approval(&c, ev, run, "later", Some(t + 3_600_000)))
+        .await
+        .ctx("create")?;
+    let late = store
+        .decide_approval(due.id, Verdict::Approve { edited: None }, "lead", t + 1_000)
+        .await
+        .ctx("approve at the deadline")?;
+    ensure!(late.is_none(), "an approval was approved at its deadline");
+    let expired = store.expire_approvals(t + 2_000).await.ctx("expire")?;
+    let mine: Vec<Uuid> = expired
+        .iter()
+        .filter(|a| a.charter == c)
+        .map(|a| a.id)
+        .collect();
+    ensure!(
+        mine == vec![due.id],
+        "expired {mine:?}, expected only the due one"
+    );
+    ensure!(
+        expired.iter().all(|a| a.status == ApprovalStatus::Expired),
+        "expired records are not marked expired"
+    );
+    let again = store
+        .expire_approvals(t + 2_000)
+        .await
+        .ctx("expire again")?;
+    ensure!(
+        !again.iter().any(|a| a.id == due.id),
+        "an approval was expired twice"
+    );
+    let got = store.get_approval(due.id).await.ctx("get")?.ok_or("lost")?;
+    ensure!(
+        got.status == ApprovalStatus::Expired,
+        "status after expiry {:?}",
+        got.status
+    );
+    ensure!(
+        store
+            .decide_approval(due.id, Verdict::Approve { edited: None }, "lead", t)
+            .await
+            .ctx("approve expired")?
+            .is_none(),
+        "an expired approval was approved"
+    );
+    let still = store
+        .get_approval(later.id)
+        .await
+        .ctx("get")?
+        .ok_or("lost")?;
+    ensure!(
+        still.status == ApprovalStatus::Pending,
+        "a future deadline expired"
+    );
+    Ok(())
+}
+
+/// Escalations: one open per event, resolved once with the human decision, which is then
+/// the event's latest resolution.
+pub async fn check_escalations<S: Store>(store: &S) -> CheckResult {
+    let c = charter("escalations");
+    let (ev, run) = event_with_run(store, &c).await?;
+    let detail = serde_json::json!({"payload": {"a": 1}, "stages": [{"stage": "embedded"}]});
+    let new = NewEscalation {
+        id: Uuid::now_v7(),
+        run_id: Some(run),
+        event_id: ev,
+        charter: c.clone(),
+        reason: "low_confidence".into(),
+        detail: detail.clone(),
+        target: Some("support-leads".into()),
+        created_at: now(),
+    };
+    ensure!(
+        store.latest_resolution(ev).await.ctx("latest")?.is_none(),
+        "a resolution before any escalation"
+    );
+    let e = store.create_escalation(new.clone()).await.ctx("create")?;
+    ensure!(
+        e.id == new.id && e.status == EscalationStatus::Open,
+        "created {e:?}"
+    );
+    ensure!(
+        e.detail == detail && e.reason == "low_confidence",
+        "evidence changed: {e:?}"
+    );
+    let dup = store
+        .create_escalation(NewEscalation {
+            id: Uuid::now_v7(),
+            ..new.clone()
+        })
+        .await
+        .ctx("create again")?;
+    ensure!(dup.id == new.id, "a second open escalation for one event");
+    let open = store
+        .list_escalations(EscalationFilter {
+            charter: Some(c.clone()),
+            status: Some(EscalationStatus::Open),
+            limit: 0,
+        })
+        .await
+        .ctx("list")?;
+    ensure!(
+        open.len() == 1 && open[0].id == new.id,
+        "open list: {open:?}"
+    );
+    let mut fields = BTreeMap::new();
+    fields.insert("order_id".to_string(), serde_json::json!("ORD-7"));
+    let decision = HumanDecision {
+        label: "billing".into(),
+        fields,
+    };
+    let r = store
+        .resolve_escalation(new.id, &decision, "lead", now())
+        .await
+        .ctx("resolve")?
+        .ok_or("resolving an open escalation did not win")?;
+    ensure!(
+        r.status == EscalationStatus::Resolved,
+        "resolved is {:?}",
+        r.status
+    );
+    ensure!(
+        r.resolution.as_ref() == Some(&decision),
+        "decision lost: {r:?}"
+    );
+    ensure!(r.resolved_by.as_deref() == Some("lead"), "resolved_by lost");
+    ensure!(
+        store
+            .resolve_escalation(new.id, &decision, "other", now())
+            .await
+            .ctx("resolve again")?
+            .is_none(),
+        "an escalation was resolved twice"
+    );
+    let latest = store.latest_resolution(ev).await.ctx("latest")?;
+    ensure!(latest.as_ref() == Some(&r), "latest resolution: {latest:?}");
+    // Resolved, the event may be escalated again (a later run fails again).
+    let next = store
+        .create_escalation(NewEscalation {
+            id: Uuid::now_v7(),
+            reason: "dead_letter".into(),
+            ..new.clone()
+        })
+        .await
+        .ctx("create after resolve")?;
+    ensure!(
+        next.id != new.id && next.status == EscalationStatus::Open,
+        "{next:?}"
+    );
+    let got = store.get_escalation(new.id).await.ctx("get")?;
+    ensure!(got.as_ref() == Some(&r), "get: {got:?}");
+    Ok(())
+}
+
+/// The audit log: appended entries read back newest first, filtered by charter and actor.
+pub async fn check_audit_log<S: Store>(store: &S) -> CheckResult {
+    let c = charter("audit");
+    let mut seqs = Vec::new();
+    for (i, actor) in ["alice", "bob", "alice"].iter().enumerate() {
+        let seq = store
+            .append_audit(NewAuditEntry {
+                at: now(),
+                actor: actor.to_string(),
+                action: format!("test.step{i}"),
+                charter: Some(c.clone()),
+                target: Some(format!("t{i}")),
+                detail: serde_json::json!({"i": i}),
+            })
+            .await
+            .ctx("append")?;
+        seqs.push(seq);
+    }
+    ensure!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "sequence not increasing: {seqs:?}"
+    );
+    let all = store
+        .list_audit(AuditFilter {
+            charter: Some(c.clone()),
+            ..Default::default()
+        })
+        .await
+        .ctx("list")?;
+    let actions: Vec<&str> = all.iter().map(|e| e.action.as_str()).collect();
+    ensure!(
+        actions == ["test.step2", "test.step1", "test.step0"],
+        "newest first: {actions:?}"
+    );
+    ensure!(all[2].detail == serde_json::json!({"i": 0}), "detail lost");
+    ensure!(all[2].target.as_deref() == Some("t0"), "target lost");
+    let alice = store
+        .list_audit(AuditFilter {
+            charter: Some(c.clone()),
+            actor: Some("alice".into()),
+            ..Default::default()
+        })
+        .await
+        .ctx("list by actor")?;
+    ensure!(
+        alice.len() == 2,
+        "actor filter gave {} entries",
+        alice.len()
+    );
+    let one = store
+        .list_audit(AuditFilter {
+            charter: Some(c.clone()),
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .ctx("list with limit")?;
+    ensure!(one.len() == 1 && one[0].seq == seqs[2], "limit: {one:?}");
+    Ok(())
+}

@@ -1,0 +1,580 @@
+//! Charter's durable store.
+//!
+//! Store access is split into small traits per concern — [`EventStore`], [`QueueStore`],
+//! [`RunStore`], [`CharterStateStore`], [`ApprovalStore`], [`EscalationStore`], [`AuditStore`]
+//! — that the engine uses generically. The backend is
+//! chosen at start-up ([`sqlite::SqliteStore`] today; PostgreSQL implements the same traits).
+//! [`conformance`] holds the behaviour every backend must show, run against each backend.
+//!
+//! Durability contract: when a write method returns `Ok`, the write is committed and (for
+//! SQLite) fsynced; a crash after that point does not lose it.
+
+use std::future::Future;
+use std::time::Duration;
+
+use charter_core::model::{
+    ActionRecord, AttemptRecord, Decision, EventRecord, EventStatus, NewEvent, RejectedPayload,
+    RunOutcome, RunRecord, UnixMillis,
+};
+use uuid::Uuid;
+
+pub mod conformance;
+pub mod postgres;
+pub mod report;
+mod report_conformance;
+pub mod sqlite;
+
+pub use report::{
+    AlertStore, CharterBacklog, CharterReport, Incident, IncidentState, NewIncident,
+    NewMeasurement, Readiness, ReportQuery, ReportRates, ReportStore,
+};
+
+/// Errors from a store backend. The text is for logs, never for API clients.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Result of storing an incoming event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// Newly stored (durable) under this id.
+    Stored(Uuid),
+    /// The charter already has an event with this dedupe key; nothing stored.
+    Duplicate(Uuid),
+}
+
+/// Filters for listing events. `None` means no constraint.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub charter: Option<String>,
+    pub status: Option<EventStatus>,
+    pub since: Option<UnixMillis>,
+    pub until: Option<UnixMillis>,
+    /// Newest first, at most this many (default 100 when 0).
+    pub limit: usize,
+}
+
+/// An event claimed by a worker under a lease.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub event: NewEvent,
+    /// The number of runs started for this event, this claim included.
+    pub attempt: u32,
+    pub lease_until: UnixMillis,
+}
+
+/// Events as received and payloads rejected by their contract.
+pub trait EventStore: Send + Sync + 'static {
+    /// Store an event unless `(charter, dedupe_key)` was seen before. Returns only after the
+    /// event is durable. Safe under concurrent calls with the same dedupe key: exactly one
+    /// caller gets `Stored`, the others `Duplicate` with the same id.
+    fn ingest(&self, event: NewEvent) -> impl Future<Output = Result<IngestOutcome>> + Send;
+
+    /// Keep a payload that broke its charter's contract (durable on return).
+    fn reject(&self, rejected: RejectedPayload) -> impl Future<Output = Result<()>> + Send;
+
+    fn get_event(&self, id: Uuid) -> impl Future<Output = Result<Option<EventRecord>>> + Send;
+
+    fn list_events(
+        &self,
+        filter: EventFilter,
+    ) -> impl Future<Output = Result<Vec<EventRecord>>> + Send;
+
+    fn list_rejected(
+        &self,
+        charter: Option<String>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<RejectedPayload>>> + Send;
+
+    /// Remove a rejected payload (after it has been replayed into an event).
+    fn delete_rejected(&self, id: Uuid) -> impl Future<Output = Result<bool>> + Send;
+}
+
+/// The work queue: claiming pending events under leases.
+pub trait QueueStore: Send + Sync + 'static {
+    /// Claim up to `max` of `charter`'s oldest claimable events for `worker`: those pending,
+    /// and those processing whose lease expired before `now`. Never lets the charter's
+    /// events in processing (with a live lease, on any node) exceed `charter_limit`. Claims
+    /// nothing for a paused charter. Each claim increments the event's attempt count.
+    fn claim(
+        &self,
+        charter: &str,
+        worker: &str,
+        max: usize,
+        charter_limit: usize,
+        lease: Duration,
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<Vec<Claimed>>> + Send;
+
+    /// Extend the lease of an event this worker holds. Returns false if the lease was lost
+    /// (expired and taken by another worker).
+    fn renew(
+        &self,
+        event_id: Uuid,
+        worker: &str,
+        lease_until: UnixMillis,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Set the final status of a claimed event and release the lease. Only the worker that
+    /// holds the lease may do this; returns false otherwise.
+    fn release(
+        &self,
+        event_id: Uuid,
+        worker: &str,
+        status: EventStatus,
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Put events back to pending for another run: one event, or every failed event of a
+    /// charter (or of all charters). Returns the ids re-queued. Events in processing are not
+    /// touched.
+    fn requeue(
+        &self,
+        selector: Requeue,
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<Vec<Uuid>>> + Send;
+
+    /// Pending (and expired-lease) events per charter, for metrics and status.
+    fn pending_counts(&self) -> impl Future<Output = Result<Vec<(String, u64)>>> + Send;
+}
+
+/// What to put back in the queue.
+#[derive(Debug, Clone)]
+pub enum Requeue {
+    Event(Uuid),
+    AllFailed { charter: Option<String> },
+}
+
+/// Runs, decisions and action attempts.
+pub trait RunStore: Send + Sync + 'static {
+    /// Record the start of a run (durable on return).
+    fn start_run(
+        &self,
+        run_id: Uuid,
+        event_id: Uuid,
+        charter: &str,
+        charter_version: &str,
+        mode: &str,
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    fn record_decision(
+        &self,
+        run_id: Uuid,
+        decision: &Decision,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Record that an action is about to be attempted (intent), before any request leaves.
+    fn begin_action(
+        &self,
+        run_id: Uuid,
+        action: &str,
+        idempotency_key: &str,
+        params: &serde_json::Value,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Append one attempt to an action begun in this run.
+    fn record_attempt(
+        &self,
+        run_id: Uuid,
+        action: &str,
+        attempt: &AttemptRecord,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Set the final status of an action in this run. Recording `Succeeded` marks the
+    /// idempotency key as done for good.
+    fn finish_action(
+        &self,
+        run_id: Uuid,
+        record: &ActionRecord,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Whether an action with this idempotency key already succeeded (in any run).
+    fn action_succeeded(&self, idempotency_key: &str) -> impl Future<Output = Result<bool>> + Send;
+
+    fn finish_run(
+        &self,
+        run_id: Uuid,
+        route: Option<usize>,
+        outcome: RunOutcome,
+        error: Option<&str>,
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Every run of an event, oldest first, with its decision and actions.
+    fn runs_for_event(&self, event_id: Uuid)
+    -> impl Future<Output = Result<Vec<RunRecord>>> + Send;
+}
+
+/// Per-charter operator state: paused or not.
+pub trait CharterStateStore: Send + Sync + 'static {
+    fn set_paused(
+        &self,
+        charter: &str,
+        paused: bool,
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    fn is_paused(&self, charter: &str) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Names of paused charters.
+    fn paused(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
+}
+
+/// Everything the engine needs from a store.
+pub trait Store:
+    EventStore
+    + QueueStore
+    + RunStore
+    + CharterStateStore
+    + ApprovalStore
+    + EscalationStore
+    + AuditStore
+    + ReportStore
+    + AlertStore
+    + Clone
+{
+}
+impl<
+    T: EventStore
+        + QueueStore
+        + RunStore
+        + CharterStateStore
+        + ApprovalStore
+        + EscalationStore
+        + AuditStore
+        + ReportStore
+        + AlertStore
+        + Clone,
+> Store for T
+{
+}
+
+// ---------------------------------------------------------------------------------------
+// Approvals, escalations, audit log
+// ---------------------------------------------------------------------------------------
+
+/// Where an approval stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalStatus {
+    /// Waiting for a reviewer (until `expires_at`).
+    Pending,
+    Approved,
+    Rejected,
+    /// Nobody decided before the deadline; it can no longer be approved.
+    Expired,
+}
+
+impl ApprovalStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalStatus::Pending => "pending",
+            ApprovalStatus::Approved => "approved",
+            ApprovalStatus::Rejected => "rejected",
+            ApprovalStatus::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => ApprovalStatus::Pending,
+            "approved" => ApprovalStatus::Approved,
+            "rejected" => ApprovalStatus::Rejected,
+            "expired" => ApprovalStatus::Expired,
+            _ => return None,
+        })
+    }
+}
+
+/// An action waiting for a human, as the worker creates it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewApproval {
+    pub id: Uuid,
+    pub run_id: Uuid,
+    pub event_id: Uuid,
+    pub charter: String,
+    pub action: String,
+    /// The rendered parameters shown to reviewers.
+    pub params: serde_json::Value,
+    /// What the approval is bound to: the idempotency key of `params`.
+    pub params_hash: String,
+    /// Token names (or groups) allowed to decide; empty means any reviewer.
+    pub reviewers: Vec<String>,
+    pub created_at: UnixMillis,
+    /// After this instant the approval can no longer be approved.
+    pub expires_at: Option<UnixMillis>,
+    /// `escalate` or `reject`.
+    pub on_expiry: Option<String>,
+}
+
+/// A stored approval and its outcome.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ApprovalRecord {
+    pub id: Uuid,
+    pub run_id: Uuid,
+    pub event_id: Uuid,
+    pub charter: String,
+    pub action: String,
+    pub params: serde_json::Value,
+    pub params_hash: String,
+    pub reviewers: Vec<String>,
+    pub status: ApprovalStatus,
+    pub created_at: UnixMillis,
+    pub expires_at: Option<UnixMillis>,
+    pub on_expiry: Option<String>,
+    /// Who approved or rejected it (`system` for expiry).
+    pub decided_by: Option<String>,
+    pub decided_at: Option<UnixMillis>,
+    /// The rejection reason, if any.
+    pub comment: Option<String>,
+    /// Parameters as edited by the reviewer (a human correction); executed instead of `params`.
+    pub edited_params: Option<serde_json::Value>,
+    /// Hash (idempotency key) of `edited_params`.
+    pub edited_hash: Option<String>,
+}
+
+impl ApprovalRecord {
+    /// The parameters an approved action runs with: the reviewer's edit, else the original.
+    pub fn effective_params(&self) -> &serde_json::Value {
+        self.edited_params.as_ref().unwrap_or(&self.params)
+    }
+}
+
+/// A reviewer's verdict on a pending approval.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Approve, optionally with edited parameters and their hash.
+    Approve {
+        edited: Option<(serde_json::Value, String)>,
+    },
+    Reject {
+        reason: String,
+    },
+}
+
+/// Filters for listing approvals (oldest first).
+#[derive(Debug, Clone, Default)]
+pub struct ApprovalFilter {
+    pub charter: Option<String>,
+    pub status: Option<ApprovalStatus>,
+    pub event_id: Option<Uuid>,
+    /// At most this many (default 100 when 0).
+    pub limit: usize,
+}
+
+/// Approvals bound to exact parameters.
+pub trait ApprovalStore: Send + Sync + 'static {
+    /// Store a pending approval unless one exists for `(event_id, action, params_hash)`;
+    /// either way return the approval stored under that key. Safe under concurrent calls.
+    fn create_approval(
+        &self,
+        approval: NewApproval,
+    ) -> impl Future<Output = Result<ApprovalRecord>> + Send;
+
+    fn get_approval(&self, id: Uuid)
+    -> impl Future<Output = Result<Option<ApprovalRecord>>> + Send;
+
+    /// The approval of `action` for `event_id` bound to `params_hash`, if any.
+    fn find_approval(
+        &self,
+        event_id: Uuid,
+        action: &str,
+        params_hash: &str,
+    ) -> impl Future<Output = Result<Option<ApprovalRecord>>> + Send;
+
+    fn list_approvals(
+        &self,
+        filter: ApprovalFilter,
+    ) -> impl Future<Output = Result<Vec<ApprovalRecord>>> + Send;
+
+    /// Decide an approval atomically: only a `pending` approval whose deadline has not passed
+    /// at `now` changes (to approved or rejected). Returns the updated record when this call
+    /// made the change, `None` otherwise (unknown id, already decided, or expired). Of
+    /// concurrent calls on one approval at most one gets `Some`.
+    fn decide_approval(
+        &self,
+        id: Uuid,
+        verdict: Verdict,
+        by: &str,
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<Option<ApprovalRecord>>> + Send;
+
+    /// Mark every pending approval whose deadline is at or before `now` as expired and return
+    /// them (each is returned by exactly one call).
+    fn expire_approvals(
+        &self,
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<Vec<ApprovalRecord>>> + Send;
+}
+
+/// Where an escalation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EscalationStatus {
+    Open,
+    Resolved,
+}
+
+impl EscalationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EscalationStatus::Open => "open",
+            EscalationStatus::Resolved => "resolved",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "open" => EscalationStatus::Open,
+            "resolved" => EscalationStatus::Resolved,
+            _ => return None,
+        })
+    }
+}
+
+/// A human's decision on escalated work: the label and fields the run continues with.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HumanDecision {
+    pub label: String,
+    #[serde(default)]
+    pub fields: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// Work handed to a human, as the worker creates it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEscalation {
+    pub id: Uuid,
+    pub run_id: Option<Uuid>,
+    pub event_id: Uuid,
+    pub charter: String,
+    /// `low_confidence`, `invalid_output`, `missing_field`, `budget`, `dead_letter`,
+    /// `approval_expired`.
+    pub reason: String,
+    /// The evidence: payload, each stage's answer, the failed action, ...
+    pub detail: serde_json::Value,
+    /// Who it is handed to (the charter's `escalation.to`).
+    pub target: Option<String>,
+    pub created_at: UnixMillis,
+}
+
+/// A stored escalation.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EscalationRecord {
+    pub id: Uuid,
+    pub run_id: Option<Uuid>,
+    pub event_id: Uuid,
+    pub charter: String,
+    pub reason: String,
+    pub detail: serde_json::Value,
+    pub target: Option<String>,
+    pub status: EscalationStatus,
+    pub created_at: UnixMillis,
+    pub resolved_by: Option<String>,
+    pub resolved_at: Option<UnixMillis>,
+    pub resolution: Option<HumanDecision>,
+}
+
+/// Filters for listing escalations (oldest first).
+#[derive(Debug, Clone, Default)]
+pub struct EscalationFilter {
+    pub charter: Option<String>,
+    pub status: Option<EscalationStatus>,
+    /// At most this many (default 100 when 0).
+    pub limit: usize,
+}
+
+/// Work handed to humans and their decisions.
+pub trait EscalationStore: Send + Sync + 'static {
+    /// Open an escalation unless the event already has an open one; either way return the
+    /// event's open escalation. Safe under concurrent calls.
+    fn create_escalation(
+        &self,
+        escalation: NewEscalation,
+    ) -> impl Future<Output = Result<EscalationRecord>> + Send;
+
+    fn get_escalation(
+        &self,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Option<EscalationRecord>>> + Send;
+
+    fn list_escalations(
+        &self,
+        filter: EscalationFilter,
+    ) -> impl Future<Output = Result<Vec<EscalationRecord>>> + Send;
+
+    /// Resolve an open escalation with a human decision. Returns the updated record when this
+    /// call resolved it, `None` if it was unknown or already resolved.
+    fn resolve_escalation(
+        &self,
+        id: Uuid,
+        decision: &HumanDecision,
+        by: &str,
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<Option<EscalationRecord>>> + Send;
+
+    /// The event's most recently resolved escalation, if any (its decision replaces the
+    /// decision cascade on later runs).
+    fn latest_resolution(
+        &self,
+        event_id: Uuid,
+    ) -> impl Future<Output = Result<Option<EscalationRecord>>> + Send;
+}
+
+/// One audit log entry to append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAuditEntry {
+    pub at: UnixMillis,
+    /// Token name, `local`, or `system`.
+    pub actor: String,
+    /// What was done: `approval.approve`, `approval.reject`, `charter.pause`, ...
+    pub action: String,
+    pub charter: Option<String>,
+    /// What it was done to (an approval, escalation or event id).
+    pub target: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+/// A stored audit log entry.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AuditEntry {
+    /// Position in the log (increasing).
+    pub seq: i64,
+    pub at: UnixMillis,
+    pub actor: String,
+    pub action: String,
+    pub charter: Option<String>,
+    pub target: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+/// Filters for listing the audit log (newest first).
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub charter: Option<String>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    /// At most this many (default 100 when 0).
+    pub limit: usize,
+}
+
+/// The append-only record of who did what and when.
+pub trait AuditStore: Send + Sync + 'static {
+    /// Append an entry (durable on return) and return its sequence number.
+    fn append_audit(&self, entry: NewAuditEntry) -> impl Future<Output = Result<i64>> + Send;
+
+    fn list_audit(
+        &self,
+        filter: AuditFilter,
+    ) -> impl Future<Output = Result<Vec<AuditEntry>>> + Send;
+}

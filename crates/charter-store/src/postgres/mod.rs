@@ -1,0 +1,1134 @@
+//! The PostgreSQL backend, for several stateless `charter serve` nodes sharing one database.
+//!
+//! * Same tables and the same behaviour as the SQLite backend (the [`crate::conformance`]
+//!   suite runs against both). Ids are `UUID`, times `BIGINT` Unix milliseconds, JSON `JSONB`.
+//! * A pool of connections ([`deadpool_postgres`]); every write method runs in its own
+//!   transaction and returns after `COMMIT`. With PostgreSQL's default
+//!   `synchronous_commit = on` a committed transaction has been flushed to the WAL on disk.
+//! * The schema is a list of embedded migrations (`migrations/postgres/*.sql`), recorded in
+//!   the `charter_schema_version` table and applied on [`PgStore::connect`] (or by
+//!   [`migrate`]) in one transaction that first takes a transaction-scoped advisory lock, so
+//!   nodes starting at the same moment apply each migration exactly once.
+//! * Claims lock the charter's row in `charter_state` (`SELECT ... FOR UPDATE`), so the
+//!   per-charter limit holds across nodes; candidate events are taken with
+//!   `FOR UPDATE SKIP LOCKED`.
+//! * Each stored event sends `NOTIFY charter_events` (payload: the charter name) from inside
+//!   the ingest transaction, delivered on commit; [`PgStore::listen`] receives them so that
+//!   idle workers wake up without polling.
+//! * [`PgStore::try_lock_job`] gives a cluster-wide "only one node runs this" lock for
+//!   scheduled jobs.
+//!
+//! Connections are made without TLS (the usual set-up is a database on a private network or
+//! the same host); a TLS connector is a later addition.
+//!
+//! Known limit: `JSONB` cannot hold the character U+0000 (`"\u0000"` inside a JSON string);
+//! an event whose payload or headers contain it fails to store with [`StoreError::Database`].
+
+mod approvals;
+mod notify;
+mod report;
+mod rows;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use charter_core::model::{
+    ActionRecord, ActionStatus, AttemptRecord, Decision, EventRecord, EventStatus, NewEvent,
+    RejectedPayload, RunOutcome, RunRecord, UnixMillis,
+};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
+use tokio::sync::watch;
+use tokio_postgres::NoTls;
+use tokio_postgres::types::{Json, ToSql};
+use uuid::Uuid;
+
+use crate::{
+    CharterStateStore, Claimed, EventFilter, EventStore, IngestOutcome, QueueStore, Requeue,
+    Result, RunStore, StoreError,
+};
+use rows::{EVENT_COLS, REJECTED_COLS, db, enum_name, get, parse_enum, u32_of};
+
+pub use notify::{JobLock, NOTIFY_CHANNEL};
+
+/// Embedded migrations, applied in order. Entry `i` moves the schema to version `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/postgres/0001_init.sql"),
+    include_str!("../../migrations/postgres/0002_approvals.sql"),
+    include_str!("../../migrations/postgres/0003_evidence.sql"),
+];
+
+/// The schema version this build creates and expects.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Key of the transaction-scoped advisory lock held while migrating ("charter" + 1).
+const MIGRATION_LOCK: i64 = 0x6368_6172_7465_7201;
+
+/// Default page size of listings when the caller passes 0.
+const DEFAULT_LIMIT: usize = 100;
+
+/// How long a new connection may take when the URL does not say (`connect_timeout`).
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The PostgreSQL store. Cloning is cheap: every clone shares one connection pool.
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    config: tokio_postgres::Config,
+    /// Set to true by [`PgStore::close`]; background listeners watch it.
+    shutdown: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the password.
+        f.debug_struct("PgStore")
+            .field("hosts", &self.inner.config.get_hosts())
+            .field("dbname", &self.inner.config.get_dbname())
+            .field("user", &self.inner.config.get_user())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parse a connection string (`postgres://user@host:port/db?...` or `host=... dbname=...`)
+/// and fill in Charter's defaults (application name, connect timeout) where it says nothing.
+fn parse_config(url: &str) -> Result<tokio_postgres::Config> {
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| StoreError::Database(format!("invalid PostgreSQL connection string: {e}")))?;
+    if config.get_application_name().is_none() {
+        config.application_name("charter");
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+    }
+    Ok(config)
+}
+
+/// Open one plain connection (outside the pool) and drive it on a Tokio task.
+async fn connect_one(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client> {
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(db("connecting to PostgreSQL"))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// Apply the schema migrations to the database at `url` and return the schema version.
+///
+/// Safe to run while nodes are starting or running: migrations are applied in one transaction
+/// under an advisory lock, and a database already at [`SCHEMA_VERSION`] is left unchanged.
+/// Fails if the database has a newer schema than this build knows.
+pub async fn migrate(url: &str) -> Result<u32> {
+    let config = parse_config(url)?;
+    let mut client = connect_one(&config).await?;
+    apply_migrations(&mut client).await
+}
+
+/// Bring the schema to [`SCHEMA_VERSION`] in one transaction under [`MIGRATION_LOCK`].
+async fn apply_migrations(client: &mut tokio_postgres::Client) -> Result<u32> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(db("beginning the migration transaction"))?;
+    // Held until commit/rollback: a second node waits here, then finds the work done.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(db("taking the migration lock"))?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS charter_schema_version (
+             version    INTEGER PRIMARY KEY,
+             applied_at BIGINT NOT NULL
+         )",
+    )
+    .await
+    .map_err(db("creating charter_schema_version"))?;
+    let row = tx
+        .query_one(
+            "SELECT COALESCE(max(version), 0) FROM charter_schema_version",
+            &[],
+        )
+        .await
+        .map_err(db("reading the schema version"))?;
+    let current: i32 = get(&row, 0)?;
+    let current = u32_of("schema version", i64::from(current))?;
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::Database(format!(
+            "the database has schema version {current}, newer than this build's {SCHEMA_VERSION}"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let target = i as i32 + 1;
+        tx.batch_execute(sql)
+            .await
+            .map_err(db("applying a migration"))?;
+        tx.execute(
+            "INSERT INTO charter_schema_version (version, applied_at) VALUES ($1, $2)",
+            &[&target, &now_millis()],
+        )
+        .await
+        .map_err(db("recording the schema version"))?;
+        tracing::info!(version = target, "applied PostgreSQL migration");
+    }
+    tx.commit().await.map_err(db("committing the migrations"))?;
+    Ok(SCHEMA_VERSION)
+}
+
+impl PgStore {
+    /// Connect to the database at `url` with a pool of at most `pool_size` connections (at
+    /// least 1) and apply pending migrations.
+    ///
+    /// `url` is a libpq-style connection string: `postgres://user:pass@host:5432/db` or
+    /// `host=... user=... dbname=...`. Fails if the server cannot be reached or its schema
+    /// is newer than this build's.
+    pub async fn connect(url: &str, pool_size: usize) -> Result<PgStore> {
+        let config = parse_config(url)?;
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .build()
+            .map_err(|e| StoreError::Database(format!("building the connection pool: {e}")))?;
+        let (shutdown, _) = watch::channel(false);
+        let store = PgStore {
+            inner: Arc::new(Inner {
+                pool,
+                config,
+                shutdown,
+            }),
+        };
+        {
+            let mut client = store.client().await?;
+            apply_migrations(&mut client).await?;
+        }
+        tracing::debug!(store = ?store, "PostgreSQL store connected");
+        Ok(store)
+    }
+
+    /// Readiness: a pooled connection works and can commit a (tiny) write.
+    pub async fn ready(&self) -> Result<()> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "INSERT INTO store_meta (key, value) VALUES ('last_ready_check', $1)
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            )
+            .await
+            .map_err(db("preparing the readiness write"))?;
+        client
+            .execute(&stmt, &[&now_millis().to_string()])
+            .await
+            .map_err(db("readiness write"))?;
+        Ok(())
+    }
+
+    /// Stop the store: new calls fail with [`StoreError::Closed`], idle pooled connections
+    /// are closed, and [`PgStore::listen`] tasks end. Calls already running finish.
+    pub async fn close(&self) {
+        self.inner.shutdown.send_replace(true);
+        self.inner.pool.close();
+    }
+
+    /// The schema version recorded in the database.
+    pub async fn schema_version(&self) -> Result<u32> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT COALESCE(max(version), 0) FROM charter_schema_version",
+                &[],
+            )
+            .await
+            .map_err(db("reading the schema version"))?;
+        let v: i32 = get(&row, 0)?;
+        u32_of("schema version", i64::from(v))
+    }
+
+    /// A connection from the pool.
+    async fn client(&self) -> Result<Object> {
+        if *self.inner.shutdown.borrow() {
+            return Err(StoreError::Closed);
+        }
+        self.inner.pool.get().await.map_err(|e| match e {
+            PoolError::Closed => StoreError::Closed,
+            PoolError::Backend(e) => db("getting a pooled connection")(e),
+            other => StoreError::Database(format!("getting a pooled connection: {other}")),
+        })
+    }
+}
+
+/// Wall-clock time, for the few records whose trait method carries no `now`.
+fn now_millis() -> UnixMillis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn limit_of(limit: usize) -> i64 {
+    let limit = if limit == 0 { DEFAULT_LIMIT } else { limit };
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// A query parameter of any supported type, for queries assembled at run time.
+type Param = Box<dyn ToSql + Sync + Send>;
+
+fn param_refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Events
+// ---------------------------------------------------------------------------------------
+
+impl EventStore for PgStore {
+    async fn ingest(&self, event: NewEvent) -> Result<IngestOutcome> {
+        let id = event.id;
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(db("beginning an ingest"))?;
+        // No conflict target: a duplicate (charter, dedupe_key) and a re-delivered id are
+        // both "nothing stored". A concurrent insert of the same key makes this statement
+        // wait for that transaction, so exactly one caller inserts. `pg_notify` runs once
+        // per inserted row (so never for a duplicate) and is delivered on commit.
+        let insert = tx
+            .prepare_cached(
+                "WITH ins AS (
+                     INSERT INTO events (id, charter, source, event_type, dedupe_key,
+                         received_at, headers, payload, status, attempts, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $6)
+                     ON CONFLICT DO NOTHING
+                     RETURNING id, charter
+                 )
+                 SELECT id, pg_notify('charter_events', charter) FROM ins",
+            )
+            .await
+            .map_err(db("preparing ingest"))?;
+        let inserted = tx
+            .query_opt(
+                &insert,
+                &[
+                    &id,
+                    &event.charter,
+                    &event.source,
+                    &event.event_type,
+                    &event.dedupe_key,
+                    &event.received_at,
+                    &Json(&event.headers),
+                    &event.payload,
+                ],
+            )
+            .await
+            .map_err(db("inserting an event"))?;
+        let outcome = if inserted.is_some() {
+            IngestOutcome::Stored(id)
+        } else {
+            let existing = match &event.dedupe_key {
+                Some(key) => {
+                    let stmt = tx
+                        .prepare_cached(
+                            "SELECT id FROM events WHERE charter = $1 AND dedupe_key = $2",
+                        )
+                        .await
+                        .map_err(db("preparing the duplicate lookup"))?;
+                    tx.query_opt(&stmt, &[&event.charter, key])
+                        .await
+                        .map_err(db("looking up a duplicate"))?
+                        .map(|row| get::<Uuid>(&row, 0))
+                        .transpose()?
+                }
+                None => None,
+            };
+            // Otherwise the conflict was on the id: the same event delivered twice.
+            IngestOutcome::Duplicate(existing.unwrap_or(id))
+        };
+        tx.commit().await.map_err(db("committing an ingest"))?;
+        Ok(outcome)
+    }
+
+    async fn reject(&self, rejected: RejectedPayload) -> Result<()> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "INSERT INTO rejected (id, charter, source, received_at, headers, body, reasons)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .await
+            .map_err(db("preparing reject"))?;
+        client
+            .execute(
+                &stmt,
+                &[
+                    &rejected.id,
+                    &rejected.charter,
+                    &rejected.source,
+                    &rejected.received_at,
+                    &Json(&rejected.headers),
+                    &rejected.body.as_bytes(),
+                    &Json(&rejected.reasons),
+                ],
+            )
+            .await
+            .map_err(db("inserting a rejected payload"))?;
+        Ok(())
+    }
+
+    async fn get_event(&self, id: Uuid) -> Result<Option<EventRecord>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!("SELECT {EVENT_COLS} FROM events WHERE id = $1"))
+            .await
+            .map_err(db("preparing get_event"))?;
+        let row = client
+            .query_opt(&stmt, &[&id])
+            .await
+            .map_err(db("querying an event"))?;
+        row.as_ref().map(rows::event_record).transpose()
+    }
+
+    async fn list_events(&self, filter: EventFilter) -> Result<Vec<EventRecord>> {
+        let mut clauses: Vec<String> = Vec::new();
+        let mut params: Vec<Param> = Vec::new();
+        let mut push = |clause: &str, param: Param| {
+            params.push(param);
+            clauses.push(format!("{clause} ${}", params.len()));
+        };
+        if let Some(charter) = filter.charter {
+            push("charter =", Box::new(charter));
+        }
+        if let Some(status) = filter.status {
+            push("status =", Box::new(status.as_str()));
+        }
+        if let Some(since) = filter.since {
+            push("received_at >=", Box::new(since));
+        }
+        if let Some(until) = filter.until {
+            push("received_at <", Box::new(until));
+        }
+        let where_sql = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        params.push(Box::new(limit_of(filter.limit)));
+        let sql = format!(
+            "SELECT {EVENT_COLS} FROM events {where_sql} ORDER BY id DESC LIMIT ${}",
+            params.len()
+        );
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&sql)
+            .await
+            .map_err(db("preparing list_events"))?;
+        let rows = client
+            .query(&stmt, &param_refs(&params))
+            .await
+            .map_err(db("listing events"))?;
+        rows.iter().map(rows::event_record).collect()
+    }
+
+    async fn list_rejected(
+        &self,
+        charter: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<RejectedPayload>> {
+        let limit = limit_of(limit);
+        let client = self.client().await?;
+        let rows = match charter {
+            Some(c) => {
+                let stmt = client
+                    .prepare_cached(&format!(
+                        "SELECT {REJECTED_COLS} FROM rejected WHERE charter = $1
+                         ORDER BY id DESC LIMIT $2"
+                    ))
+                    .await
+                    .map_err(db("preparing list_rejected"))?;
+                client.query(&stmt, &[&c, &limit]).await
+            }
+            None => {
+                let stmt = client
+                    .prepare_cached(&format!(
+                        "SELECT {REJECTED_COLS} FROM rejected ORDER BY id DESC LIMIT $1"
+                    ))
+                    .await
+                    .map_err(db("preparing list_rejected"))?;
+                client.query(&stmt, &[&limit]).await
+            }
+        }
+        .map_err(db("listing rejected payloads"))?;
+        rows.iter().map(rows::rejected_payload).collect()
+    }
+
+    async fn delete_rejected(&self, id: Uuid) -> Result<bool> {
+        let client = self.client().await?;
+        let n = client
+            .execute("DELETE FROM rejected WHERE id = $1", &[&id])
+            .await
+            .map_err(db("deleting a rejected payload"))?;
+        Ok(n > 0)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Queue
+// ---------------------------------------------------------------------------------------
+
+impl QueueStore for PgStore {
+    async fn claim(
+        &self,
+        charter: &str,
+        worker: &str,
+        max: usize,
+        charter_limit: usize,
+        lease: Duration,
+        now: UnixMillis,
+    ) -> Result<Vec<Claimed>> {
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let lease_until = now.saturating_add(lease_ms);
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(db("beginning a claim"))?;
+
+        // Serialise claims of this charter across every node: hold its charter_state row
+        // until commit (creating the row if the charter was never paused or claimed).
+        let lock = tx
+            .prepare_cached("SELECT paused FROM charter_state WHERE charter = $1 FOR UPDATE")
+            .await
+            .map_err(db("preparing the charter lock"))?;
+        let paused: bool = match tx
+            .query_opt(&lock, &[&charter])
+            .await
+            .map_err(db("locking the charter"))?
+        {
+            Some(row) => get(&row, 0)?,
+            None => {
+                tx.execute(
+                    "INSERT INTO charter_state (charter, paused, updated_at)
+                     VALUES ($1, FALSE, $2)
+                     ON CONFLICT (charter) DO NOTHING",
+                    &[&charter, &now],
+                )
+                .await
+                .map_err(db("creating the charter state"))?;
+                let row = tx
+                    .query_one(&lock, &[&charter])
+                    .await
+                    .map_err(db("locking the charter"))?;
+                get(&row, 0)?
+            }
+        };
+        if paused {
+            tx.commit().await.map_err(db("committing a claim"))?;
+            return Ok(Vec::new());
+        }
+
+        // Each statement below sees every claim committed before this one got the lock.
+        let count = tx
+            .prepare_cached(
+                "SELECT count(*) FROM events
+                 WHERE charter = $1 AND status = 'processing' AND lease_until > $2",
+            )
+            .await
+            .map_err(db("preparing the lease count"))?;
+        let row = tx
+            .query_one(&count, &[&charter, &now])
+            .await
+            .map_err(db("counting live leases"))?;
+        let live: i64 = get(&row, 0)?;
+        let live = usize::try_from(live).unwrap_or(0);
+        let take = max.min(charter_limit.saturating_sub(live));
+        if take == 0 {
+            tx.commit().await.map_err(db("committing a claim"))?;
+            return Ok(Vec::new());
+        }
+        let take = i64::try_from(take).unwrap_or(i64::MAX);
+
+        let claim = tx
+            .prepare_cached(&format!(
+                "WITH picked AS (
+                     SELECT id FROM events
+                     WHERE charter = $1
+                       AND (status = 'pending'
+                            OR (status = 'processing'
+                                AND (lease_until IS NULL OR lease_until <= $2)))
+                     ORDER BY id
+                     LIMIT $3
+                     FOR UPDATE SKIP LOCKED
+                 )
+                 UPDATE events AS e SET status = 'processing', lease_owner = $4,
+                     lease_until = $5, attempts = e.attempts + 1, updated_at = $2
+                 FROM picked WHERE e.id = picked.id
+                 RETURNING {}",
+                rows::EVENT_COLS_E
+            ))
+            .await
+            .map_err(db("preparing claim"))?;
+        let rows = tx
+            .query(&claim, &[&charter, &now, &take, &worker, &lease_until])
+            .await
+            .map_err(db("claiming events"))?;
+        let mut claimed = rows
+            .iter()
+            .map(|row| {
+                let record = rows::event_record(row)?;
+                Ok(Claimed {
+                    event: record.event,
+                    attempt: record.attempts,
+                    lease_until,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        tx.commit().await.map_err(db("committing a claim"))?;
+        claimed.sort_by_key(|c| c.event.id);
+        Ok(claimed)
+    }
+
+    async fn renew(&self, event_id: Uuid, worker: &str, lease_until: UnixMillis) -> Result<bool> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE events SET lease_until = $3
+                 WHERE id = $1 AND lease_owner = $2 AND status = 'processing'",
+            )
+            .await
+            .map_err(db("preparing renew"))?;
+        let n = client
+            .execute(&stmt, &[&event_id, &worker, &lease_until])
+            .await
+            .map_err(db("renewing a lease"))?;
+        Ok(n == 1)
+    }
+
+    async fn release(
+        &self,
+        event_id: Uuid,
+        worker: &str,
+        status: EventStatus,
+        now: UnixMillis,
+    ) -> Result<bool> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE events SET status = $3, lease_owner = NULL, lease_until = NULL,
+                     updated_at = $4
+                 WHERE id = $1 AND lease_owner = $2 AND status = 'processing'",
+            )
+            .await
+            .map_err(db("preparing release"))?;
+        let n = client
+            .execute(&stmt, &[&event_id, &worker, &status.as_str(), &now])
+            .await
+            .map_err(db("releasing a lease"))?;
+        Ok(n == 1)
+    }
+
+    async fn requeue(&self, selector: Requeue, now: UnixMillis) -> Result<Vec<Uuid>> {
+        const SET: &str = "UPDATE events SET status = 'pending', lease_owner = NULL,
+             lease_until = NULL, updated_at = $1";
+        let client = self.client().await?;
+        let rows = match selector {
+            Requeue::Event(id) => {
+                client
+                    .query(
+                        &format!("{SET} WHERE id = $2 AND status <> 'processing' RETURNING id"),
+                        &[&now, &id],
+                    )
+                    .await
+            }
+            Requeue::AllFailed { charter: Some(c) } => {
+                client
+                    .query(
+                        &format!("{SET} WHERE charter = $2 AND status = 'failed' RETURNING id"),
+                        &[&now, &c],
+                    )
+                    .await
+            }
+            Requeue::AllFailed { charter: None } => {
+                client
+                    .query(
+                        &format!("{SET} WHERE status = 'failed' RETURNING id"),
+                        &[&now],
+                    )
+                    .await
+            }
+        }
+        .map_err(db("requeueing events"))?;
+        let mut ids = rows
+            .iter()
+            .map(|r| get::<Uuid>(r, 0))
+            .collect::<Result<Vec<_>>>()?;
+        ids.sort();
+        Ok(ids)
+    }
+
+    async fn pending_counts(&self) -> Result<Vec<(String, u64)>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT charter, count(*) FROM events
+                 WHERE status = 'pending'
+                    OR (status = 'processing' AND (lease_until IS NULL OR lease_until <= $1))
+                 GROUP BY charter ORDER BY charter",
+            )
+            .await
+            .map_err(db("preparing pending_counts"))?;
+        let rows = client
+            .query(&stmt, &[&now_millis()])
+            .await
+            .map_err(db("counting pending events"))?;
+        rows.iter()
+            .map(|r| {
+                let n: i64 = get(r, 1)?;
+                Ok((get(r, 0)?, u64::try_from(n).unwrap_or(0)))
+            })
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Runs
+// ---------------------------------------------------------------------------------------
+
+async fn ensure_run(tx: &deadpool_postgres::Transaction<'_>, run_id: Uuid) -> Result<()> {
+    let found = tx
+        .query_opt("SELECT 1 FROM runs WHERE id = $1", &[&run_id])
+        .await
+        .map_err(db("looking up a run"))?;
+    match found {
+        Some(_) => Ok(()),
+        None => Err(StoreError::NotFound(format!("run {run_id}"))),
+    }
+}
+
+/// Add one attempt to an action. `replace`: an attempt with the same number is overwritten
+/// (recorded one by one); otherwise an existing one is kept (carried by a finished record).
+async fn insert_attempt(
+    tx: &deadpool_postgres::Transaction<'_>,
+    action_id: i64,
+    a: &AttemptRecord,
+    replace: bool,
+) -> Result<()> {
+    let sql = if replace {
+        "INSERT INTO action_attempts (action_id, attempt, started_at, duration_ms, http_status,
+             error, ok)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (action_id, attempt) DO UPDATE SET started_at = EXCLUDED.started_at,
+             duration_ms = EXCLUDED.duration_ms, http_status = EXCLUDED.http_status,
+             error = EXCLUDED.error, ok = EXCLUDED.ok"
+    } else {
+        "INSERT INTO action_attempts (action_id, attempt, started_at, duration_ms, http_status,
+             error, ok)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (action_id, attempt) DO NOTHING"
+    };
+    let stmt = tx
+        .prepare_cached(sql)
+        .await
+        .map_err(db("preparing an attempt"))?;
+    let attempt = i64::from(a.attempt);
+    let duration = i64::try_from(a.duration_ms).unwrap_or(i64::MAX);
+    let http = a.status.map(i32::from);
+    tx.execute(
+        &stmt,
+        &[
+            &action_id,
+            &attempt,
+            &a.started_at,
+            &duration,
+            &http,
+            &a.error,
+            &a.ok,
+        ],
+    )
+    .await
+    .map_err(db("recording an attempt"))?;
+    Ok(())
+}
+
+impl RunStore for PgStore {
+    async fn start_run(
+        &self,
+        run_id: Uuid,
+        event_id: Uuid,
+        charter: &str,
+        charter_version: &str,
+        mode: &str,
+        now: UnixMillis,
+    ) -> Result<()> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "INSERT INTO runs (id, event_id, charter, charter_version, mode, started_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .await
+            .map_err(db("preparing start_run"))?;
+        client
+            .execute(
+                &stmt,
+                &[&run_id, &event_id, &charter, &charter_version, &mode, &now],
+            )
+            .await
+            .map_err(db("starting a run"))?;
+        Ok(())
+    }
+
+    async fn record_decision(&self, run_id: Uuid, decision: &Decision) -> Result<()> {
+        let stage = enum_name(&decision.stage);
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE runs SET decision = $2, decision_label = $3, decision_stage = $4,
+                     decision_confidence = $5
+                 WHERE id = $1",
+            )
+            .await
+            .map_err(db("preparing record_decision"))?;
+        let n = client
+            .execute(
+                &stmt,
+                &[
+                    &run_id,
+                    &Json(decision),
+                    &decision.label,
+                    &stage,
+                    &decision.confidence,
+                ],
+            )
+            .await
+            .map_err(db("recording a decision"))?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("run {run_id}")));
+        }
+        Ok(())
+    }
+
+    async fn begin_action(
+        &self,
+        run_id: Uuid,
+        action: &str,
+        idempotency_key: &str,
+        params: &serde_json::Value,
+    ) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(db("beginning begin_action"))?;
+        ensure_run(&tx, run_id).await?;
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO action_records (run_id, action, idempotency_key, params, status)
+                 VALUES ($1, $2, $3, $4, 'pending')
+                 ON CONFLICT (run_id, action) DO UPDATE SET
+                     idempotency_key = EXCLUDED.idempotency_key, params = EXCLUDED.params,
+                     status = 'pending'",
+            )
+            .await
+            .map_err(db("preparing begin_action"))?;
+        tx.execute(&stmt, &[&run_id, &action, &idempotency_key, params])
+            .await
+            .map_err(db("beginning an action"))?;
+        tx.commit().await.map_err(db("committing begin_action"))?;
+        Ok(())
+    }
+
+    async fn record_attempt(
+        &self,
+        run_id: Uuid,
+        action: &str,
+        attempt: &AttemptRecord,
+    ) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(db("beginning record_attempt"))?;
+        let row = tx
+            .query_opt(
+                "SELECT id FROM action_records WHERE run_id = $1 AND action = $2",
+                &[&run_id, &action],
+            )
+            .await
+            .map_err(db("looking up an action"))?
+            .ok_or_else(|| {
+                StoreError::NotFound(format!("action {action} was not begun in run {run_id}"))
+            })?;
+        let id: i64 = get(&row, 0)?;
+        insert_attempt(&tx, id, attempt, true).await?;
+        tx.commit().await.map_err(db("committing an attempt"))?;
+        Ok(())
+    }
+
+    async fn finish_action(&self, run_id: Uuid, record: &ActionRecord) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(db("beginning finish_action"))?;
+        ensure_run(&tx, run_id).await?;
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO action_records (run_id, action, idempotency_key, params, status)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (run_id, action) DO UPDATE SET status = EXCLUDED.status,
+                     idempotency_key = EXCLUDED.idempotency_key, params = EXCLUDED.params
+                 RETURNING id",
+            )
+            .await
+            .map_err(db("preparing finish_action"))?;
+        let row = tx
+            .query_one(
+                &stmt,
+                &[
+                    &run_id,
+                    &record.action,
+                    &record.idempotency_key,
+                    &record.params,
+                    &record.status.as_str(),
+                ],
+            )
+            .await
+            .map_err(db("finishing an action"))?;
+        let id: i64 = get(&row, 0)?;
+        // Attempts recorded one by one are kept; ones only carried by the record are added.
+        for attempt in &record.attempts {
+            insert_attempt(&tx, id, attempt, false).await?;
+        }
+        if record.status == ActionStatus::Succeeded {
+            tx.execute(
+                "INSERT INTO succeeded_keys (idempotency_key, run_id, action, succeeded_at)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (idempotency_key) DO NOTHING",
+                &[
+                    &record.idempotency_key,
+                    &run_id,
+                    &record.action,
+                    &now_millis(),
+                ],
+            )
+            .await
+            .map_err(db("recording a succeeded key"))?;
+        }
+        tx.commit().await.map_err(db("committing finish_action"))?;
+        Ok(())
+    }
+
+    async fn action_succeeded(&self, idempotency_key: &str) -> Result<bool> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT 1 FROM succeeded_keys WHERE idempotency_key = $1")
+            .await
+            .map_err(db("preparing action_succeeded"))?;
+        let found = client
+            .query_opt(&stmt, &[&idempotency_key])
+            .await
+            .map_err(db("looking up a succeeded key"))?;
+        Ok(found.is_some())
+    }
+
+    async fn finish_run(
+        &self,
+        run_id: Uuid,
+        route: Option<usize>,
+        outcome: RunOutcome,
+        error: Option<&str>,
+        now: UnixMillis,
+    ) -> Result<()> {
+        let route = route.map(|r| i64::try_from(r).unwrap_or(i64::MAX));
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE runs SET finished_at = $2, outcome = $3, route = $4, error = $5
+                 WHERE id = $1",
+            )
+            .await
+            .map_err(db("preparing finish_run"))?;
+        let n = client
+            .execute(&stmt, &[&run_id, &now, &outcome.as_str(), &route, &error])
+            .await
+            .map_err(db("finishing a run"))?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("run {run_id}")));
+        }
+        Ok(())
+    }
+
+    /// Runs oldest first. An action begun but never finished (still in flight, or cut off by
+    /// a crash) is left out: the domain model has no status for it.
+    async fn runs_for_event(&self, event_id: Uuid) -> Result<Vec<RunRecord>> {
+        let mut client = self.client().await?;
+        // One snapshot for the three queries, so runs, actions and attempts agree.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(db("beginning runs_for_event"))?;
+        let runs_stmt = tx
+            .prepare_cached(
+                "SELECT id, charter, charter_version, mode, started_at, finished_at, outcome,
+                     decision, route, error
+                 FROM runs WHERE event_id = $1 ORDER BY started_at, seq",
+            )
+            .await
+            .map_err(db("preparing runs_for_event"))?;
+        let actions_stmt = tx
+            .prepare_cached(
+                "SELECT a.id, a.run_id, a.action, a.idempotency_key, a.params, a.status
+                 FROM action_records a JOIN runs r ON r.id = a.run_id
+                 WHERE r.event_id = $1 AND a.status <> 'pending'
+                 ORDER BY a.id",
+            )
+            .await
+            .map_err(db("preparing actions"))?;
+        let attempts_stmt = tx
+            .prepare_cached(
+                "SELECT t.action_id, t.attempt, t.started_at, t.duration_ms, t.http_status,
+                     t.error, t.ok
+                 FROM action_attempts t
+                 JOIN action_records a ON a.id = t.action_id
+                 JOIN runs r ON r.id = a.run_id
+                 WHERE r.event_id = $1
+                 ORDER BY t.action_id, t.attempt",
+            )
+            .await
+            .map_err(db("preparing attempts"))?;
+        let run_rows = tx
+            .query(&runs_stmt, &[&event_id])
+            .await
+            .map_err(db("loading runs"))?;
+        let action_rows = tx
+            .query(&actions_stmt, &[&event_id])
+            .await
+            .map_err(db("loading actions"))?;
+        let attempt_rows = tx
+            .query(&attempts_stmt, &[&event_id])
+            .await
+            .map_err(db("loading attempts"))?;
+        tx.commit().await.map_err(db("ending runs_for_event"))?;
+
+        let mut attempts: BTreeMap<i64, Vec<AttemptRecord>> = BTreeMap::new();
+        for r in &attempt_rows {
+            let action_id: i64 = get(r, 0)?;
+            attempts
+                .entry(action_id)
+                .or_default()
+                .push(rows::attempt_record(r)?);
+        }
+        let mut actions: BTreeMap<Uuid, Vec<ActionRecord>> = BTreeMap::new();
+        for r in &action_rows {
+            let id: i64 = get(r, 0)?;
+            let run_id: Uuid = get(r, 1)?;
+            let status: String = get(r, 5)?;
+            actions.entry(run_id).or_default().push(ActionRecord {
+                action: get(r, 2)?,
+                idempotency_key: get(r, 3)?,
+                params: get(r, 4)?,
+                status: parse_enum::<ActionStatus>("action status", &status)?,
+                attempts: attempts.remove(&id).unwrap_or_default(),
+            });
+        }
+        run_rows
+            .iter()
+            .map(|r| {
+                let id: Uuid = get(r, 0)?;
+                let outcome: Option<String> = get(r, 6)?;
+                let decision: Option<Json<Decision>> = get(r, 7)?;
+                let route: Option<i64> = get(r, 8)?;
+                Ok(RunRecord {
+                    id,
+                    event_id,
+                    charter: get(r, 1)?,
+                    charter_version: get(r, 2)?,
+                    mode: get(r, 3)?,
+                    started_at: get(r, 4)?,
+                    finished_at: get(r, 5)?,
+                    outcome: outcome
+                        .map(|o| parse_enum::<RunOutcome>("run outcome", &o))
+                        .transpose()?,
+                    decision: decision.map(|Json(d)| d),
+                    route: route
+                        .map(|r| {
+                            usize::try_from(r).map_err(|_| {
+                                StoreError::Corrupt(format!("route out of range: {r}"))
+                            })
+                        })
+                        .transpose()?,
+                    actions: actions.remove(&id).unwrap_or_default(),
+                    error: get(r, 9)?,
+                })
+            })
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Charter state
+// ---------------------------------------------------------------------------------------
+
+impl CharterStateStore for PgStore {
+    async fn set_paused(&self, charter: &str, paused: bool, now: UnixMillis) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO charter_state (charter, paused, updated_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (charter) DO UPDATE SET paused = EXCLUDED.paused,
+                     updated_at = EXCLUDED.updated_at",
+                &[&charter, &paused, &now],
+            )
+            .await
+            .map_err(db("setting charter state"))?;
+        Ok(())
+    }
+
+    async fn is_paused(&self, charter: &str) -> Result<bool> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT paused FROM charter_state WHERE charter = $1")
+            .await
+            .map_err(db("preparing is_paused"))?;
+        let row = client
+            .query_opt(&stmt, &[&charter])
+            .await
+            .map_err(db("reading charter state"))?;
+        match row {
+            Some(row) => get(&row, 0),
+            None => Ok(false),
+        }
+    }
+
+    async fn paused(&self) -> Result<Vec<String>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT charter FROM charter_state WHERE paused ORDER BY charter",
+                &[],
+            )
+            .await
+            .map_err(db("listing paused charters"))?;
+        rows.iter().map(|r| get(r, 0)).collect()
+    }
+}

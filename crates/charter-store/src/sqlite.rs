@@ -1,0 +1,1627 @@
+//! The embedded SQLite backend.
+//!
+//! * One database file in WAL mode with `synchronous=FULL`: a committed transaction has been
+//!   fsynced.
+//! * Writes go through ONE writer thread with group commit (see [`writer`]): commands queued
+//!   together share one transaction and one fsync, each in its own savepoint. A write method
+//!   returns only after its batch committed.
+//! * Reads use a small pool of separate connections on the blocking thread pool; WAL lets
+//!   them run beside the writer and they see everything committed before they start.
+//! * The schema is a list of embedded migrations (`migrations/sqlite/*.sql`) tracked with
+//!   `PRAGMA user_version`, applied on open.
+
+mod report;
+mod rows;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use charter_core::model::{
+    ActionRecord, ActionStatus, AttemptRecord, Decision, EventRecord, EventStatus, NewEvent,
+    RejectedPayload, RunOutcome, RunRecord, UnixMillis,
+};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::Semaphore;
+use uuid::Uuid;
+
+use crate::{
+    ApprovalFilter, ApprovalRecord, ApprovalStatus, ApprovalStore, AuditEntry, AuditFilter,
+    AuditStore, CharterStateStore, Claimed, EscalationFilter, EscalationRecord, EscalationStatus,
+    EscalationStore, EventFilter, EventStore, HumanDecision, IngestOutcome, NewApproval,
+    NewAuditEntry, NewEscalation, QueueStore, Requeue, Result, RunStore, StoreError, Verdict,
+};
+use rows::{EVENT_COLS, REJECTED_COLS, db, parse_uuid, to_json};
+pub use writer::{Durability, WriterStats};
+
+/// Embedded migrations, applied in order. Entry `i` moves the schema to version `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/sqlite/0001_init.sql"),
+    include_str!("../migrations/sqlite/0002_approvals.sql"),
+    include_str!("../migrations/sqlite/0003_evidence.sql"),
+];
+
+/// The schema version this build creates and expects.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Default page size of listings when the caller passes 0.
+const DEFAULT_LIMIT: usize = 100;
+
+/// Tuning knobs of [`SqliteStore`]. The defaults suit one machine serving webhooks.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Read connections kept open (and the number of reads run at once).
+    pub readers: usize,
+    /// Most write commands committed in one transaction.
+    pub max_batch: usize,
+    /// Write commands that may wait for the writer before callers are made to wait.
+    pub queue: usize,
+    /// How long a connection waits for a lock held by another process.
+    pub busy_timeout: Duration,
+    /// Where the fsync of each batch happens (see [`Durability`]).
+    pub durability: Durability,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            readers: 4,
+            max_batch: 1024,
+            queue: 16_384,
+            busy_timeout: Duration::from_secs(5),
+            durability: Durability::Full,
+        }
+    }
+}
+
+/// The SQLite store. Cloning is cheap: every clone shares the same writer and read pool.
+///
+/// Dropping the last clone stops the writer once its queue is empty; call
+/// [`SqliteStore::close`] to wait for that.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    path: PathBuf,
+    options: SqliteOptions,
+    writer: writer::Writer,
+    readers: Mutex<Vec<Connection>>,
+    read_permits: Arc<Semaphore>,
+    closed: AtomicBool,
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database at `path` with default options, apply pending
+    /// migrations and start the writer thread.
+    ///
+    /// This is a synchronous call: it blocks briefly for file I/O and migrations, so call it
+    /// at start-up (or from `spawn_blocking`). It does not need a Tokio runtime, but the
+    /// returned store's methods do.
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        Self::open_with(path, SqliteOptions::default())
+    }
+
+    /// [`SqliteStore::open`] with explicit options.
+    pub fn open_with(path: &Path, options: SqliteOptions) -> Result<SqliteStore> {
+        let mut conn = Connection::open(path).map_err(db("opening the database"))?;
+        configure_writer(&conn, &options)?;
+        migrate(&mut conn)?;
+        let wal = match options.durability {
+            Durability::Full => None,
+            Durability::Pipelined => Some(open_wal(path)?),
+        };
+        let writer = writer::Writer::start(conn, options.max_batch, options.queue, wal)?;
+        let readers = options.readers.max(1);
+        tracing::debug!(path = %path.display(), "SQLite store open");
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                writer,
+                readers: Mutex::new(Vec::with_capacity(readers)),
+                read_permits: Arc::new(Semaphore::new(readers)),
+                options,
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Readiness: the writer is running and can commit a (tiny) write to disk.
+    pub async fn ready(&self) -> Result<()> {
+        let now = now_millis().to_string();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO store_meta (key, value) VALUES ('last_ready_check', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .and_then(|mut s| s.execute([now]))
+            .map_err(db("readiness write"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Stop the store: new calls fail with [`StoreError::Closed`]; writes already queued are
+    /// committed and answered; then the writer thread ends and the connections close.
+    pub async fn close(&self) {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        self.inner.writer.shutdown().await;
+        let _permits = self
+            .inner
+            .read_permits
+            .acquire_many(self.inner.options.readers.max(1) as u32)
+            .await;
+        match self.inner.readers.lock() {
+            Ok(mut pool) => pool.clear(),
+            Err(poisoned) => poisoned.into_inner().clear(),
+        }
+        self.inner.read_permits.close();
+    }
+
+    /// Counters of the writer thread (batches committed, commands run).
+    pub fn stats(&self) -> WriterStats {
+        self.inner.writer.stats()
+    }
+
+    /// The schema version recorded in the database file.
+    pub async fn schema_version(&self) -> Result<u32> {
+        self.read(|conn| {
+            let v: i64 = conn
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .map_err(db("reading the schema version"))?;
+            u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("schema version {v}")))
+        })
+        .await
+    }
+
+    /// Run `f` in the writer's next batch; resolves once that batch committed.
+    async fn write<F, R>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        if self.inner.closed.load(Ordering::Relaxed) {
+            return Err(StoreError::Closed);
+        }
+        self.inner.writer.submit(f).await
+    }
+
+    /// Run `f` on a pooled read connection on the blocking thread pool.
+    async fn read<F, R>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        if self.inner.closed.load(Ordering::Relaxed) {
+            return Err(StoreError::Closed);
+        }
+        let permit = Arc::clone(&self.inner.read_permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let conn = inner.take_reader()?;
+            let out = f(&conn);
+            inner.put_reader(conn);
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Database(format!("read task failed: {e}")))?
+    }
+}
+
+impl Inner {
+    fn take_reader(&self) -> Result<Connection> {
+        let pooled = match self.readers.lock() {
+            Ok(mut pool) => pool.pop(),
+            Err(poisoned) => poisoned.into_inner().pop(),
+        };
+        match pooled {
+            Some(conn) => Ok(conn),
+            None => open_reader(&self.path, &self.options),
+        }
+    }
+
+    fn put_reader(&self, conn: Connection) {
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut pool = match self.readers.lock() {
+            Ok(pool) => pool,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if pool.len() < self.options.readers.max(1) {
+            pool.push(conn);
+        }
+    }
+}
+
+fn configure_writer(conn: &Connection, options: &SqliteOptions) -> Result<()> {
+    conn.busy_timeout(options.busy_timeout)
+        .map_err(db("setting busy_timeout"))?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+        .map_err(db("setting journal_mode"))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Database(format!(
+            "the database refused WAL mode (journal_mode is {mode})"
+        )));
+    }
+    // Pipelined: COMMIT does not fsync; the writer's syncer thread does before answering.
+    let synchronous = match options.durability {
+        Durability::Full => "FULL",
+        Durability::Pipelined => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)
+        .map_err(db("setting synchronous"))?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(db("setting foreign_keys"))?;
+    Ok(())
+}
+
+/// Open the WAL file for the syncer thread, and make its directory entry durable (SQLite
+/// does that itself on its first fsync of a new WAL, which pipelined mode bypasses).
+fn open_wal(path: &Path) -> Result<std::fs::File> {
+    let mut wal_path = path.as_os_str().to_owned();
+    wal_path.push("-wal");
+    let wal = std::fs::File::open(&wal_path).map_err(|e| {
+        StoreError::Database(format!("opening {}: {e}", Path::new(&wal_path).display()))
+    })?;
+    wal.sync_data()
+        .map_err(|e| StoreError::Database(format!("syncing the WAL: {e}")))?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::Database(format!("syncing {}: {e}", dir.display())))?;
+    Ok(wal)
+}
+
+fn open_reader(path: &Path, options: &SqliteOptions) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags).map_err(db("opening a read connection"))?;
+    conn.busy_timeout(options.busy_timeout)
+        .map_err(db("setting busy_timeout"))?;
+    conn.pragma_update(None, "query_only", "ON")
+        .map_err(db("setting query_only"))?;
+    Ok(conn)
+}
+
+/// Apply every migration newer than the file's `user_version`, each in its own immediate
+/// transaction (so two processes opening the same file do not both apply it).
+fn migrate(conn: &mut Connection) -> Result<u32> {
+    let read_version = |conn: &Connection| -> Result<i64> {
+        conn.pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(db("reading the schema version"))
+    };
+    let current = read_version(conn)?;
+    if current < 0 || current > i64::from(SCHEMA_VERSION) {
+        return Err(StoreError::Database(format!(
+            "the database has schema version {current}, newer than this build's {SCHEMA_VERSION}"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate() {
+        let target = i as i64 + 1;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db("beginning a migration"))?;
+        if read_version(&tx)? >= target {
+            continue;
+        }
+        tx.execute_batch(sql).map_err(db("applying a migration"))?;
+        tx.pragma_update(None, "user_version", target)
+            .map_err(db("recording the schema version"))?;
+        tx.commit().map_err(db("committing a migration"))?;
+        tracing::info!(version = target, "applied SQLite migration");
+    }
+    Ok(SCHEMA_VERSION)
+}
+
+/// Wall-clock time, for the few records whose trait method carries no `now`.
+fn now_millis() -> UnixMillis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn limit_of(limit: usize) -> i64 {
+    let limit = if limit == 0 { DEFAULT_LIMIT } else { limit };
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// Collect every row of a query through a decoder.
+fn collect<T>(
+    mut rows: rusqlite::Rows<'_>,
+    mut decode: impl FnMut(&rusqlite::Row<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db("reading rows"))? {
+        out.push(decode(row)?);
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------
+// Events
+// ---------------------------------------------------------------------------------------
+
+impl EventStore for SqliteStore {
+    async fn ingest(&self, event: NewEvent) -> Result<IngestOutcome> {
+        // Serialise on the caller's thread; the writer thread only runs SQL.
+        let id = event.id;
+        let id_text = id.to_string();
+        let headers = to_json("headers", &event.headers)?;
+        let payload = to_json("payload", &event.payload)?;
+        self.write(move |conn| {
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO events (id, charter, source, event_type, dedupe_key, received_at,
+                         headers, payload, status, attempts, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?6)
+                     ON CONFLICT DO NOTHING",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        id_text,
+                        event.charter,
+                        event.source,
+                        event.event_type,
+                        event.dedupe_key,
+                        event.received_at,
+                        headers,
+                        payload,
+                    ])
+                })
+                .map_err(db("inserting an event"))?;
+            if inserted == 1 {
+                return Ok(IngestOutcome::Stored(id));
+            }
+            if let Some(key) = &event.dedupe_key {
+                let existing: Option<String> = conn
+                    .prepare_cached("SELECT id FROM events WHERE charter = ?1 AND dedupe_key = ?2")
+                    .and_then(|mut s| {
+                        s.query_row(params![event.charter, key], |r| r.get(0))
+                            .optional()
+                    })
+                    .map_err(db("looking up a duplicate"))?;
+                if let Some(existing) = existing {
+                    return Ok(IngestOutcome::Duplicate(parse_uuid(&existing)?));
+                }
+            }
+            // The only other uniqueness constraint is the id: the same event delivered twice.
+            Ok(IngestOutcome::Duplicate(id))
+        })
+        .await
+    }
+
+    async fn reject(&self, rejected: RejectedPayload) -> Result<()> {
+        let headers = to_json("headers", &rejected.headers)?;
+        let reasons = to_json("reasons", &rejected.reasons)?;
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO rejected (id, charter, source, received_at, headers, body, reasons)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    rejected.id.to_string(),
+                    rejected.charter,
+                    rejected.source,
+                    rejected.received_at,
+                    headers,
+                    rejected.body,
+                    reasons,
+                ])
+            })
+            .map_err(db("inserting a rejected payload"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_event(&self, id: Uuid) -> Result<Option<EventRecord>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!("SELECT {EVENT_COLS} FROM events WHERE id = ?1"))
+                .map_err(db("preparing get_event"))?;
+            let rows = stmt
+                .query([id.to_string()])
+                .map_err(db("querying an event"))?;
+            Ok(collect(rows, rows::event_record)?.pop())
+        })
+        .await
+    }
+
+    async fn list_events(&self, filter: EventFilter) -> Result<Vec<EventRecord>> {
+        self.read(move |conn| {
+            let mut clauses: Vec<&str> = Vec::new();
+            let mut args: Vec<Value> = Vec::new();
+            if let Some(charter) = filter.charter {
+                clauses.push("charter = ?");
+                args.push(Value::Text(charter));
+            }
+            if let Some(status) = filter.status {
+                clauses.push("status = ?");
+                args.push(Value::Text(status.as_str().to_string()));
+            }
+            if let Some(since) = filter.since {
+                clauses.push("received_at >= ?");
+                args.push(Value::Integer(since));
+            }
+            if let Some(until) = filter.until {
+                clauses.push("received_at < ?");
+                args.push(Value::Integer(until));
+            }
+            let where_sql = if clauses.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", clauses.join(" AND "))
+            };
+            args.push(Value::Integer(limit_of(filter.limit)));
+            let sql =
+                format!("SELECT {EVENT_COLS} FROM events {where_sql} ORDER BY id DESC LIMIT ?");
+            let mut stmt = conn
+                .prepare_cached(&sql)
+                .map_err(db("preparing list_events"))?;
+            let rows = stmt
+                .query(rusqlite::params_from_iter(args))
+                .map_err(db("listing events"))?;
+            collect(rows, rows::event_record)
+        })
+        .await
+    }
+
+    async fn list_rejected(
+        &self,
+        charter: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<RejectedPayload>> {
+        self.read(move |conn| {
+            let limit = limit_of(limit);
+            let (sql, args) = match charter {
+                Some(c) => (
+                    format!(
+                        "SELECT {REJECTED_COLS} FROM rejected WHERE charter = ?1 \
+                         ORDER BY id DESC LIMIT ?2"
+                    ),
+                    vec![Value::Text(c), Value::Integer(limit)],
+                ),
+                None => (
+                    format!("SELECT {REJECTED_COLS} FROM rejected ORDER BY id DESC LIMIT ?1"),
+                    vec![Value::Integer(limit)],
+                ),
+            };
+            let mut stmt = conn
+                .prepare_cached(&sql)
+                .map_err(db("preparing list_rejected"))?;
+            let rows = stmt
+                .query(rusqlite::params_from_iter(args))
+                .map_err(db("listing rejected payloads"))?;
+            collect(rows, rows::rejected_payload)
+        })
+        .await
+    }
+
+    async fn delete_rejected(&self, id: Uuid) -> Result<bool> {
+        self.write(move |conn| {
+            let n = conn
+                .prepare_cached("DELETE FROM rejected WHERE id = ?1")
+                .and_then(|mut s| s.execute([id.to_string()]))
+                .map_err(db("deleting a rejected payload"))?;
+            Ok(n > 0)
+        })
+        .await
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Queue
+// ---------------------------------------------------------------------------------------
+
+/// Ids of a charter's claim candidates, oldest first: pending events and processing events
+/// whose lease expired (or was never set), at most `take` of each kind, merged.
+fn claim_candidates(conn: &Connection, charter: &str, now: i64, take: i64) -> Result<Vec<String>> {
+    let mut ids: Vec<String> = Vec::new();
+    for sql in [
+        "SELECT id FROM events WHERE charter = ?1 AND status = 'pending'
+         ORDER BY id LIMIT ?3",
+        "SELECT id FROM events WHERE charter = ?1 AND status = 'processing'
+           AND (lease_until IS NULL OR lease_until <= ?2)
+         ORDER BY id LIMIT ?3",
+    ] {
+        let mut stmt = conn
+            .prepare_cached(sql)
+            .map_err(db("preparing claim candidates"))?;
+        let rows = stmt
+            .query(params![charter, now, take])
+            .map_err(db("selecting claim candidates"))?;
+        ids.extend(collect(rows, |r| rows::get_col::<String>(r, 0))?);
+    }
+    ids.sort();
+    ids.truncate(usize::try_from(take).unwrap_or(0));
+    Ok(ids)
+}
+
+impl QueueStore for SqliteStore {
+    async fn claim(
+        &self,
+        charter: &str,
+        worker: &str,
+        max: usize,
+        charter_limit: usize,
+        lease: Duration,
+        now: UnixMillis,
+    ) -> Result<Vec<Claimed>> {
+        let charter = charter.to_string();
+        let worker = worker.to_string();
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let lease_until = now.saturating_add(lease_ms);
+        self.write(move |conn| {
+            let paused: Option<bool> = conn
+                .prepare_cached("SELECT paused FROM charter_state WHERE charter = ?1")
+                .and_then(|mut s| s.query_row([&charter], |r| r.get(0)).optional())
+                .map_err(db("reading charter state"))?;
+            if paused == Some(true) {
+                return Ok(Vec::new());
+            }
+            let live: i64 = conn
+                .prepare_cached(
+                    "SELECT count(*) FROM events
+                     WHERE charter = ?1 AND status = 'processing' AND lease_until > ?2",
+                )
+                .and_then(|mut s| s.query_row(params![charter, now], |r| r.get(0)))
+                .map_err(db("counting live leases"))?;
+            let live = usize::try_from(live).unwrap_or(0);
+            let take = max.min(charter_limit.saturating_sub(live));
+            if take == 0 {
+                return Ok(Vec::new());
+            }
+            let take = i64::try_from(take).unwrap_or(i64::MAX);
+            let ids = claim_candidates(conn, &charter, now, take)?;
+            let mut stmt = conn
+                .prepare_cached(
+                    "UPDATE events SET status = 'processing', lease_owner = ?2, lease_until = ?3,
+                         attempts = attempts + 1, updated_at = ?4
+                     WHERE id = ?1
+                     RETURNING id, charter, source, event_type, dedupe_key, received_at,
+                         headers, payload, status, attempts, updated_at",
+                )
+                .map_err(db("preparing claim"))?;
+            let mut claimed = Vec::with_capacity(ids.len());
+            for id in ids {
+                let rows = stmt
+                    .query(params![id, worker, lease_until, now])
+                    .map_err(db("claiming an event"))?;
+                for record in collect(rows, rows::event_record)? {
+                    claimed.push(Claimed {
+                        event: record.event,
+                        attempt: record.attempts,
+                        lease_until,
+                    });
+                }
+            }
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn renew(&self, event_id: Uuid, worker: &str, lease_until: UnixMillis) -> Result<bool> {
+        let worker = worker.to_string();
+        self.write(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE events SET lease_until = ?3
+                     WHERE id = ?1 AND lease_owner = ?2 AND status = 'processing'",
+                )
+                .and_then(|mut s| s.execute(params![event_id.to_string(), worker, lease_until]))
+                .map_err(db("renewing a lease"))?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn release(
+        &self,
+        event_id: Uuid,
+        worker: &str,
+        status: EventStatus,
+        now: UnixMillis,
+    ) -> Result<bool> {
+        let worker = worker.to_string();
+        self.write(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE events SET status = ?3, lease_owner = NULL, lease_until = NULL,
+                         updated_at = ?4
+                     WHERE id = ?1 AND lease_owner = ?2 AND status = 'processing'",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![event_id.to_string(), worker, status.as_str(), now])
+                })
+                .map_err(db("releasing a lease"))?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn requeue(&self, selector: Requeue, now: UnixMillis) -> Result<Vec<Uuid>> {
+        self.write(move |conn| {
+            const SET: &str = "UPDATE events SET status = 'pending', lease_owner = NULL,
+                 lease_until = NULL, updated_at = ?1";
+            let (sql, args) = match selector {
+                Requeue::Event(id) => (
+                    format!("{SET} WHERE id = ?2 AND status <> 'processing' RETURNING id"),
+                    vec![Value::Integer(now), Value::Text(id.to_string())],
+                ),
+                Requeue::AllFailed { charter: Some(c) } => (
+                    format!("{SET} WHERE charter = ?2 AND status = 'failed' RETURNING id"),
+                    vec![Value::Integer(now), Value::Text(c)],
+                ),
+                Requeue::AllFailed { charter: None } => (
+                    format!("{SET} WHERE status = 'failed' RETURNING id"),
+                    vec![Value::Integer(now)],
+                ),
+            };
+            let mut stmt = conn.prepare(&sql).map_err(db("preparing requeue"))?;
+            let rows = stmt
+                .query(rusqlite::params_from_iter(args))
+                .map_err(db("requeueing events"))?;
+            let mut ids = collect(rows, |r| parse_uuid(&rows::get_col::<String>(r, 0)?))?;
+            ids.sort();
+            Ok(ids)
+        })
+        .await
+    }
+
+    /// Leases are judged expired against this machine's wall clock (the trait passes no `now`).
+    async fn pending_counts(&self) -> Result<Vec<(String, u64)>> {
+        let now = now_millis();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT charter, count(*) FROM events
+                     WHERE status = 'pending'
+                        OR (status = 'processing' AND (lease_until IS NULL OR lease_until <= ?1))
+                     GROUP BY charter ORDER BY charter",
+                )
+                .map_err(db("preparing pending_counts"))?;
+            let rows = stmt.query([now]).map_err(db("counting pending events"))?;
+            collect(rows, |r| {
+                let n: i64 = rows::get_col(r, 1)?;
+                Ok((rows::get_col(r, 0)?, u64::try_from(n).unwrap_or(0)))
+            })
+        })
+        .await
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Runs
+// ---------------------------------------------------------------------------------------
+
+fn ensure_run(conn: &Connection, run_id: &str) -> Result<()> {
+    let found: Option<i64> = conn
+        .prepare_cached("SELECT 1 FROM runs WHERE id = ?1")
+        .and_then(|mut s| s.query_row([run_id], |r| r.get(0)).optional())
+        .map_err(db("looking up a run"))?;
+    match found {
+        Some(_) => Ok(()),
+        None => Err(StoreError::NotFound(format!("run {run_id}"))),
+    }
+}
+
+fn action_id(conn: &Connection, run_id: &str, action: &str) -> Result<Option<i64>> {
+    conn.prepare_cached("SELECT id FROM action_records WHERE run_id = ?1 AND action = ?2")
+        .and_then(|mut s| s.query_row([run_id, action], |r| r.get(0)).optional())
+        .map_err(db("looking up an action"))
+}
+
+fn insert_attempt(
+    conn: &Connection,
+    action_id: i64,
+    a: &AttemptRecord,
+    replace: bool,
+) -> Result<()> {
+    let sql = if replace {
+        "INSERT INTO action_attempts (action_id, attempt, started_at, duration_ms, http_status,
+             error, ok)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (action_id, attempt) DO UPDATE SET started_at = excluded.started_at,
+             duration_ms = excluded.duration_ms, http_status = excluded.http_status,
+             error = excluded.error, ok = excluded.ok"
+    } else {
+        "INSERT INTO action_attempts (action_id, attempt, started_at, duration_ms, http_status,
+             error, ok)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (action_id, attempt) DO NOTHING"
+    };
+    let duration = i64::try_from(a.duration_ms).unwrap_or(i64::MAX);
+    conn.prepare_cached(sql)
+        .and_then(|mut s| {
+            s.execute(params![
+                action_id,
+                a.attempt,
+                a.started_at,
+                duration,
+                a.status,
+                a.error,
+                a.ok
+            ])
+        })
+        .map_err(db("recording an attempt"))?;
+    Ok(())
+}
+
+/// Assemble one run's actions (finished ones only; see [`RunStore::runs_for_event`] impl).
+fn load_actions(conn: &Connection, run_id: &str) -> Result<Vec<ActionRecord>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, action, idempotency_key, params, status FROM action_records
+             WHERE run_id = ?1 ORDER BY id",
+        )
+        .map_err(db("preparing actions"))?;
+    let rows = stmt.query([run_id]).map_err(db("loading actions"))?;
+    let raw = collect(rows, |r| {
+        Ok((
+            rows::get_col::<i64>(r, 0)?,
+            rows::get_col::<String>(r, 1)?,
+            rows::get_col::<String>(r, 2)?,
+            rows::get_col::<String>(r, 3)?,
+            rows::get_col::<String>(r, 4)?,
+        ))
+    })?;
+    let mut attempts_stmt = conn
+        .prepare_cached(
+            "SELECT attempt, started_at, duration_ms, http_status, error, ok
+             FROM action_attempts WHERE action_id = ?1 ORDER BY attempt",
+        )
+        .map_err(db("preparing attempts"))?;
+    let mut actions = Vec::with_capacity(raw.len());
+    for (id, action, key, params_json, status) in raw {
+        // 'pending' = begun but never finished (in flight, or interrupted by a crash). The
+        // domain model has no such status yet, so it is not reported.
+        if status == "pending" {
+            continue;
+        }
+        let rows = attempts_stmt.query([id]).map_err(db("loading attempts"))?;
+        let attempts = collect(rows, |r| {
+            let duration: i64 = rows::get_col(r, 2)?;
+            let http: Option<i64> = rows::get_col(r, 3)?;
+            Ok(AttemptRecord {
+                attempt: rows::u32_col(r, 0, "attempt")?,
+                started_at: rows::get_col(r, 1)?,
+                duration_ms: u64::try_from(duration).map_err(|_| {
+                    StoreError::Corrupt(format!("attempt duration out of range: {duration}"))
+                })?,
+                status: http
+                    .map(|h| {
+                        u16::try_from(h).map_err(|_| {
+                            StoreError::Corrupt(format!("HTTP status out of range: {h}"))
+                        })
+                    })
+                    .transpose()?,
+                error: rows::get_col(r, 4)?,
+                ok: rows::get_col(r, 5)?,
+            })
+        })?;
+        actions.push(ActionRecord {
+            action,
+            idempotency_key: key,
+            params: rows::parse_json("action params", &params_json)?,
+            status: rows::parse_enum::<ActionStatus>("action status", &status)?,
+            attempts,
+        });
+    }
+    Ok(actions)
+}
+
+impl RunStore for SqliteStore {
+    async fn start_run(
+        &self,
+        run_id: Uuid,
+        event_id: Uuid,
+        charter: &str,
+        charter_version: &str,
+        mode: &str,
+        now: UnixMillis,
+    ) -> Result<()> {
+        let (charter, version, mode) = (
+            charter.to_string(),
+            charter_version.to_string(),
+            mode.to_string(),
+        );
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO runs (id, event_id, charter, charter_version, mode, started_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    run_id.to_string(),
+                    event_id.to_string(),
+                    charter,
+                    version,
+                    mode,
+                    now
+                ])
+            })
+            .map_err(db("starting a run"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record_decision(&self, run_id: Uuid, decision: &Decision) -> Result<()> {
+        let json = to_json("decision", decision)?;
+        let label = decision.label.clone();
+        let stage = rows::enum_name(&decision.stage);
+        let confidence = decision.confidence;
+        self.write(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE runs SET decision = ?2, decision_label = ?3, decision_stage = ?4,
+                         decision_confidence = ?5
+                     WHERE id = ?1",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![run_id.to_string(), json, label, stage, confidence])
+                })
+                .map_err(db("recording a decision"))?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("run {run_id}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn begin_action(
+        &self,
+        run_id: Uuid,
+        action: &str,
+        idempotency_key: &str,
+        params: &serde_json::Value,
+    ) -> Result<()> {
+        let action = action.to_string();
+        let key = idempotency_key.to_string();
+        let params_json = to_json("action params", params)?;
+        self.write(move |conn| {
+            let run = run_id.to_string();
+            ensure_run(conn, &run)?;
+            conn.prepare_cached(
+                "INSERT INTO action_records (run_id, action, idempotency_key, params, status)
+                 VALUES (?1, ?2, ?3, ?4, 'pending')
+                 ON CONFLICT (run_id, action) DO UPDATE SET
+                     idempotency_key = excluded.idempotency_key, params = excluded.params,
+                     status = 'pending'",
+            )
+            .and_then(|mut s| s.execute(params![run, action, key, params_json]))
+            .map_err(db("beginning an action"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record_attempt(
+        &self,
+        run_id: Uuid,
+        action: &str,
+        attempt: &AttemptRecord,
+    ) -> Result<()> {
+        let action = action.to_string();
+        let attempt = attempt.clone();
+        self.write(move |conn| {
+            let id = action_id(conn, &run_id.to_string(), &action)?.ok_or_else(|| {
+                StoreError::NotFound(format!("action {action} was not begun in run {run_id}"))
+            })?;
+            insert_attempt(conn, id, &attempt, true)
+        })
+        .await
+    }
+
+    async fn finish_action(&self, run_id: Uuid, record: &ActionRecord) -> Result<()> {
+        let record = record.clone();
+        let params_json = to_json("action params", &record.params)?;
+        let succeeded_at = now_millis();
+        self.write(move |conn| {
+            let run = run_id.to_string();
+            ensure_run(conn, &run)?;
+            let status = record.status.as_str();
+            let id: i64 = conn
+                .prepare_cached(
+                    "INSERT INTO action_records (run_id, action, idempotency_key, params, status)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (run_id, action) DO UPDATE SET status = excluded.status,
+                         idempotency_key = excluded.idempotency_key, params = excluded.params
+                     RETURNING id",
+                )
+                .and_then(|mut s| {
+                    s.query_row(
+                        params![
+                            run,
+                            record.action,
+                            record.idempotency_key,
+                            params_json,
+                            status
+                        ],
+                        |r| r.get(0),
+                    )
+                })
+                .map_err(db("finishing an action"))?;
+            // Attempts recorded one by one are kept; ones only carried by the record are added.
+            for attempt in &record.attempts {
+                insert_attempt(conn, id, attempt, false)?;
+            }
+            if record.status == ActionStatus::Succeeded {
+                conn.prepare_cached(
+                    "INSERT INTO succeeded_keys (idempotency_key, run_id, action, succeeded_at)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (idempotency_key) DO NOTHING",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        record.idempotency_key,
+                        run,
+                        record.action,
+                        succeeded_at
+                    ])
+                })
+                .map_err(db("recording a succeeded key"))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn action_succeeded(&self, idempotency_key: &str) -> Result<bool> {
+        let key = idempotency_key.to_string();
+        self.read(move |conn| {
+            let found: Option<i64> = conn
+                .prepare_cached("SELECT 1 FROM succeeded_keys WHERE idempotency_key = ?1")
+                .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
+                .map_err(db("looking up a succeeded key"))?;
+            Ok(found.is_some())
+        })
+        .await
+    }
+
+    async fn finish_run(
+        &self,
+        run_id: Uuid,
+        route: Option<usize>,
+        outcome: RunOutcome,
+        error: Option<&str>,
+        now: UnixMillis,
+    ) -> Result<()> {
+        let route = route.map(|r| i64::try_from(r).unwrap_or(i64::MAX));
+        let error = error.map(str::to_string);
+        self.write(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE runs SET finished_at = ?2, outcome = ?3, route = ?4, error = ?5
+                     WHERE id = ?1",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        run_id.to_string(),
+                        now,
+                        outcome.as_str(),
+                        route,
+                        error
+                    ])
+                })
+                .map_err(db("finishing a run"))?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("run {run_id}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Runs oldest first. An action begun but never finished (still in flight, or cut off by
+    /// a crash) is left out: the domain model has no status for it.
+    async fn runs_for_event(&self, event_id: Uuid) -> Result<Vec<RunRecord>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, charter, charter_version, mode, started_at, finished_at, outcome,
+                         decision, route, error
+                     FROM runs WHERE event_id = ?1 ORDER BY started_at, rowid",
+                )
+                .map_err(db("preparing runs_for_event"))?;
+            let rows = stmt
+                .query([event_id.to_string()])
+                .map_err(db("loading runs"))?;
+            let runs = collect(rows, |r| {
+                let id: String = rows::get_col(r, 0)?;
+                let outcome: Option<String> = rows::get_col(r, 6)?;
+                let decision: Option<String> = rows::get_col(r, 7)?;
+                let route: Option<i64> = rows::get_col(r, 8)?;
+                Ok((
+                    id.clone(),
+                    RunRecord {
+                        id: parse_uuid(&id)?,
+                        event_id,
+                        charter: rows::get_col(r, 1)?,
+                        charter_version: rows::get_col(r, 2)?,
+                        mode: rows::get_col(r, 3)?,
+                        started_at: rows::get_col(r, 4)?,
+                        finished_at: rows::get_col(r, 5)?,
+                        outcome: outcome
+                            .map(|o| rows::parse_enum::<RunOutcome>("run outcome", &o))
+                            .transpose()?,
+                        decision: decision
+                            .map(|d| rows::parse_json::<Decision>("decision", &d))
+                            .transpose()?,
+                        route: rows::opt_u32("route", route)?.map(|r| r as usize),
+                        actions: Vec::new(),
+                        error: rows::get_col(r, 9)?,
+                    },
+                ))
+            })?;
+            let mut out = Vec::with_capacity(runs.len());
+            for (id, mut run) in runs {
+                run.actions = load_actions(conn, &id)?;
+                out.push(run);
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Charter state
+// ---------------------------------------------------------------------------------------
+
+impl CharterStateStore for SqliteStore {
+    async fn set_paused(&self, charter: &str, paused: bool, now: UnixMillis) -> Result<()> {
+        let charter = charter.to_string();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO charter_state (charter, paused, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (charter) DO UPDATE SET paused = excluded.paused,
+                     updated_at = excluded.updated_at",
+            )
+            .and_then(|mut s| s.execute(params![charter, paused, now]))
+            .map_err(db("setting charter state"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn is_paused(&self, charter: &str) -> Result<bool> {
+        let charter = charter.to_string();
+        self.read(move |conn| {
+            let paused: Option<bool> = conn
+                .prepare_cached("SELECT paused FROM charter_state WHERE charter = ?1")
+                .and_then(|mut s| s.query_row([charter], |r| r.get(0)).optional())
+                .map_err(db("reading charter state"))?;
+            Ok(paused.unwrap_or(false))
+        })
+        .await
+    }
+
+    async fn paused(&self) -> Result<Vec<String>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT charter FROM charter_state WHERE paused <> 0 ORDER BY charter",
+                )
+                .map_err(db("preparing paused"))?;
+            let rows = stmt.query([]).map_err(db("listing paused charters"))?;
+            collect(rows, |r| rows::get_col(r, 0))
+        })
+        .await
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Approvals
+// ---------------------------------------------------------------------------------------
+
+/// Columns selected for an [`ApprovalRecord`], in the order [`approval_record`] reads them.
+const APPROVAL_COLS: &str = "id, run_id, event_id, charter, action, params, params_hash, \
+     reviewers, status, created_at, expires_at, on_expiry, decided_by, decided_at, comment, \
+     edited_params, edited_hash";
+
+fn approval_record(r: &rusqlite::Row<'_>) -> Result<ApprovalRecord> {
+    let params: String = rows::get_col(r, 5)?;
+    let reviewers: String = rows::get_col(r, 7)?;
+    let status: String = rows::get_col(r, 8)?;
+    let edited: Option<String> = rows::get_col(r, 15)?;
+    Ok(ApprovalRecord {
+        id: parse_uuid(&rows::get_col::<String>(r, 0)?)?,
+        run_id: parse_uuid(&rows::get_col::<String>(r, 1)?)?,
+        event_id: parse_uuid(&rows::get_col::<String>(r, 2)?)?,
+        charter: rows::get_col(r, 3)?,
+        action: rows::get_col(r, 4)?,
+        params: rows::parse_json("approval params", &params)?,
+        params_hash: rows::get_col(r, 6)?,
+        reviewers: rows::parse_json("reviewers", &reviewers)?,
+        status: ApprovalStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown approval status {status:?}")))?,
+        created_at: rows::get_col(r, 9)?,
+        expires_at: rows::get_col(r, 10)?,
+        on_expiry: rows::get_col(r, 11)?,
+        decided_by: rows::get_col(r, 12)?,
+        decided_at: rows::get_col(r, 13)?,
+        comment: rows::get_col(r, 14)?,
+        edited_params: edited
+            .map(|e| rows::parse_json("edited params", &e))
+            .transpose()?,
+        edited_hash: rows::get_col(r, 16)?,
+    })
+}
+
+fn query_approvals(conn: &Connection, sql: &str, args: Vec<Value>) -> Result<Vec<ApprovalRecord>> {
+    let mut stmt = conn
+        .prepare_cached(sql)
+        .map_err(db("preparing an approval query"))?;
+    let rows = stmt
+        .query(rusqlite::params_from_iter(args))
+        .map_err(db("querying approvals"))?;
+    collect(rows, approval_record)
+}
+
+impl ApprovalStore for SqliteStore {
+    async fn create_approval(&self, a: NewApproval) -> Result<ApprovalRecord> {
+        let params_json = to_json("approval params", &a.params)?;
+        let reviewers = to_json("reviewers", &a.reviewers)?;
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO approvals (id, run_id, event_id, charter, action, params,
+                     params_hash, reviewers, status, created_at, expires_at, on_expiry)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?10, ?11)
+                 ON CONFLICT (event_id, action, params_hash) DO NOTHING",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    a.id.to_string(),
+                    a.run_id.to_string(),
+                    a.event_id.to_string(),
+                    a.charter,
+                    a.action,
+                    params_json,
+                    a.params_hash,
+                    reviewers,
+                    a.created_at,
+                    a.expires_at,
+                    a.on_expiry,
+                ])
+            })
+            .map_err(db("inserting an approval"))?;
+            query_approvals(
+                conn,
+                &format!(
+                    "SELECT {APPROVAL_COLS} FROM approvals
+                     WHERE event_id = ?1 AND action = ?2 AND params_hash = ?3"
+                ),
+                vec![
+                    Value::Text(a.event_id.to_string()),
+                    Value::Text(a.action),
+                    Value::Text(a.params_hash),
+                ],
+            )?
+            .pop()
+            .ok_or_else(|| StoreError::Database("the approval just stored is missing".into()))
+        })
+        .await
+    }
+
+    async fn get_approval(&self, id: Uuid) -> Result<Option<ApprovalRecord>> {
+        self.read(move |conn| {
+            Ok(query_approvals(
+                conn,
+                &format!("SELECT {APPROVAL_COLS} FROM approvals WHERE id = ?1"),
+                vec![Value::Text(id.to_string())],
+            )?
+            .pop())
+        })
+        .await
+    }
+
+    async fn find_approval(
+        &self,
+        event_id: Uuid,
+        action: &str,
+        params_hash: &str,
+    ) -> Result<Option<ApprovalRecord>> {
+        let args = vec![
+            Value::Text(event_id.to_string()),
+            Value::Text(action.to_string()),
+            Value::Text(params_hash.to_string()),
+        ];
+        self.read(move |conn| {
+            Ok(query_approvals(
+                conn,
+                &format!(
+                    "SELECT {APPROVAL_COLS} FROM approvals
+                     WHERE event_id = ?1 AND action = ?2 AND params_hash = ?3"
+                ),
+                args,
+            )?
+            .pop())
+        })
+        .await
+    }
+
+    async fn list_approvals(&self, filter: ApprovalFilter) -> Result<Vec<ApprovalRecord>> {
+        self.read(move |conn| {
+            let mut clauses: Vec<&str> = Vec::new();
+            let mut args: Vec<Value> = Vec::new();
+            if let Some(c) = filter.charter {
+                clauses.push("charter = ?");
+                args.push(Value::Text(c));
+            }
+            if let Some(s) = filter.status {
+                clauses.push("status = ?");
+                args.push(Value::Text(s.as_str().to_string()));
+            }
+            if let Some(e) = filter.event_id {
+                clauses.push("event_id = ?");
+                args.push(Value::Text(e.to_string()));
+            }
+            let where_sql = if clauses.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", clauses.join(" AND "))
+            };
+            args.push(Value::Integer(limit_of(filter.limit)));
+            query_approvals(
+                conn,
+                &format!(
+                    "SELECT {APPROVAL_COLS} FROM approvals {where_sql}
+                     ORDER BY created_at, id LIMIT ?"
+                ),
+                args,
+            )
+        })
+        .await
+    }
+
+    async fn decide_approval(
+        &self,
+        id: Uuid,
+        verdict: Verdict,
+        by: &str,
+        now: UnixMillis,
+    ) -> Result<Option<ApprovalRecord>> {
+        let by = by.to_string();
+        let (status, comment, edited, edited_hash) = match verdict {
+            Verdict::Approve { edited: None } => (ApprovalStatus::Approved, None, None, None),
+            Verdict::Approve {
+                edited: Some((p, h)),
+            } => (
+                ApprovalStatus::Approved,
+                None,
+                Some(to_json("edited params", &p)?),
+                Some(h),
+            ),
+            Verdict::Reject { reason } => (ApprovalStatus::Rejected, Some(reason), None, None),
+        };
+        self.write(move |conn| {
+            // The status check and the update are one statement: of concurrent calls only
+            // the first to run finds the approval still pending.
+            let mut found = query_approvals(
+                conn,
+                &format!(
+                    "UPDATE approvals SET status = ?2, decided_by = ?3, decided_at = ?4,
+                         comment = ?5, edited_params = ?6, edited_hash = ?7
+                     WHERE id = ?1 AND status = 'pending'
+                       AND (expires_at IS NULL OR expires_at > ?4)
+                     RETURNING {APPROVAL_COLS}"
+                ),
+                vec![
+                    Value::Text(id.to_string()),
+                    Value::Text(status.as_str().to_string()),
+                    Value::Text(by),
+                    Value::Integer(now),
+                    comment.map_or(Value::Null, Value::Text),
+                    edited.map_or(Value::Null, Value::Text),
+                    edited_hash.map_or(Value::Null, Value::Text),
+                ],
+            )?;
+            Ok(found.pop())
+        })
+        .await
+    }
+
+    async fn expire_approvals(&self, now: UnixMillis) -> Result<Vec<ApprovalRecord>> {
+        self.write(move |conn| {
+            query_approvals(
+                conn,
+                &format!(
+                    "UPDATE approvals SET status = 'expired', decided_by = 'system',
+                         decided_at = ?1
+                     WHERE status = 'pending' AND expires_at IS NOT NULL AND expires_at <= ?1
+                     RETURNING {APPROVAL_COLS}"
+                ),
+                vec![Value::Integer(now)],
+            )
+        })
+        .await
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Escalations
+// ---------------------------------------------------------------------------------------
+
+/// Columns selected for an [`EscalationRecord`], in the order [`escalation_record`] reads.
+const ESCALATION_COLS: &str = "id, run_id, event_id, charter, reason, detail, target, status, \
+     created_at, resolved_by, resolved_at, resolution";
+
+fn escalation_record(r: &rusqlite::Row<'_>) -> Result<EscalationRecord> {
+    let run_id: Option<String> = rows::get_col(r, 1)?;
+    let detail: Option<String> = rows::get_col(r, 5)?;
+    let status: String = rows::get_col(r, 7)?;
+    let resolution: Option<String> = rows::get_col(r, 11)?;
+    Ok(EscalationRecord {
+        id: parse_uuid(&rows::get_col::<String>(r, 0)?)?,
+        run_id: run_id.map(|s| parse_uuid(&s)).transpose()?,
+        event_id: parse_uuid(&rows::get_col::<String>(r, 2)?)?,
+        charter: rows::get_col(r, 3)?,
+        reason: rows::get_col(r, 4)?,
+        detail: detail
+            .map(|d| rows::parse_json("escalation detail", &d))
+            .transpose()?
+            .unwrap_or(serde_json::Value::Null),
+        target: rows::get_col(r, 6)?,
+        status: EscalationStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown escalation status {status:?}")))?,
+        created_at: rows::get_col(r, 8)?,
+        resolved_by: rows::get_col(r, 9)?,
+        resolved_at: rows::get_col(r, 10)?,
+        resolution: resolution
+            .map(|d| rows::parse_json::<HumanDecision>("escalation resolution", &d))
+            .transpose()?,
+    })
+}
+
+fn query_escalations(
+    conn: &Connection,
+    sql: &str,
+    args: Vec<Value>,
+) -> Result<Vec<EscalationRecord>> {
+    let mut stmt = conn
+        .prepare_cached(sql)
+        .map_err(db("preparing an escalation query"))?;
+    let rows = stmt
+        .query(rusqlite::params_from_iter(args))
+        .map_err(db("querying escalations"))?;
+    collect(rows, escalation_record)
+}
+
+impl EscalationStore for SqliteStore {
+    async fn create_escalation(&self, e: NewEscalation) -> Result<EscalationRecord> {
+        let detail = to_json("escalation detail", &e.detail)?;
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO escalations (id, run_id, event_id, charter, reason, detail, target,
+                     status, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8)
+                 ON CONFLICT DO NOTHING",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    e.id.to_string(),
+                    e.run_id.map(|r| r.to_string()),
+                    e.event_id.to_string(),
+                    e.charter,
+                    e.reason,
+                    detail,
+                    e.target,
+                    e.created_at,
+                ])
+            })
+            .map_err(db("inserting an escalation"))?;
+            query_escalations(
+                conn,
+                &format!(
+                    "SELECT {ESCALATION_COLS} FROM escalations
+                     WHERE event_id = ?1 AND status = 'open'"
+                ),
+                vec![Value::Text(e.event_id.to_string())],
+            )?
+            .pop()
+            .ok_or_else(|| StoreError::Database("the escalation just stored is missing".into()))
+        })
+        .await
+    }
+
+    async fn get_escalation(&self, id: Uuid) -> Result<Option<EscalationRecord>> {
+        self.read(move |conn| {
+            Ok(query_escalations(
+                conn,
+                &format!("SELECT {ESCALATION_COLS} FROM escalations WHERE id = ?1"),
+                vec![Value::Text(id.to_string())],
+            )?
+            .pop())
+        })
+        .await
+    }
+
+    async fn list_escalations(&self, filter: EscalationFilter) -> Result<Vec<EscalationRecord>> {
+        self.read(move |conn| {
+            let mut clauses: Vec<&str> = Vec::new();
+            let mut args: Vec<Value> = Vec::new();
+            if let Some(c) = filter.charter {
+                clauses.push("charter = ?");
+                args.push(Value::Text(c));
+            }
+            if let Some(s) = filter.status {
+                clauses.push("status = ?");
+                args.push(Value::Text(s.as_str().to_string()));
+            }
+            let where_sql = if clauses.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", clauses.join(" AND "))
+            };
+            args.push(Value::Integer(limit_of(filter.limit)));
+            query_escalations(
+                conn,
+                &format!(
+                    "SELECT {ESCALATION_COLS} FROM escalations {where_sql}
+                     ORDER BY created_at, id LIMIT ?"
+                ),
+                args,
+            )
+        })
+        .await
+    }
+
+    async fn resolve_escalation(
+        &self,
+        id: Uuid,
+        decision: &HumanDecision,
+        by: &str,
+        now: UnixMillis,
+    ) -> Result<Option<EscalationRecord>> {
+        let resolution = to_json("escalation resolution", decision)?;
+        let by = by.to_string();
+        self.write(move |conn| {
+            Ok(query_escalations(
+                conn,
+                &format!(
+                    "UPDATE escalations SET status = 'resolved', resolved_by = ?2,
+                         resolved_at = ?3, resolution = ?4
+                     WHERE id = ?1 AND status = 'open'
+                     RETURNING {ESCALATION_COLS}"
+                ),
+                vec![
+                    Value::Text(id.to_string()),
+                    Value::Text(by),
+                    Value::Integer(now),
+                    Value::Text(resolution),
+                ],
+            )?
+            .pop())
+        })
+        .await
+    }
+
+    async fn latest_resolution(&self, event_id: Uuid) -> Result<Option<EscalationRecord>> {
+        self.read(move |conn| {
+            Ok(query_escalations(
+                conn,
+                &format!(
+                    "SELECT {ESCALATION_COLS} FROM escalations
+                     WHERE event_id = ?1 AND status = 'resolved' AND resolution IS NOT NULL
+                     ORDER BY resolved_at DESC, id DESC LIMIT 1"
+                ),
+                vec![Value::Text(event_id.to_string())],
+            )?
+            .pop())
+        })
+        .await
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Audit log
+// ---------------------------------------------------------------------------------------
+
+impl AuditStore for SqliteStore {
+    async fn append_audit(&self, entry: NewAuditEntry) -> Result<i64> {
+        let detail = to_json("audit detail", &entry.detail)?;
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO audit_log (at, actor, action, charter, target, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING seq",
+            )
+            .and_then(|mut s| {
+                s.query_row(
+                    params![
+                        entry.at,
+                        entry.actor,
+                        entry.action,
+                        entry.charter,
+                        entry.target,
+                        detail
+                    ],
+                    |r| r.get(0),
+                )
+            })
+            .map_err(db("appending to the audit log"))
+        })
+        .await
+    }
+
+    async fn list_audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>> {
+        self.read(move |conn| {
+            let mut clauses: Vec<&str> = Vec::new();
+            let mut args: Vec<Value> = Vec::new();
+            if let Some(c) = filter.charter {
+                clauses.push("charter = ?");
+                args.push(Value::Text(c));
+            }
+            if let Some(a) = filter.actor {
+                clauses.push("actor = ?");
+                args.push(Value::Text(a));
+            }
+            if let Some(a) = filter.action {
+                clauses.push("action = ?");
+                args.push(Value::Text(a));
+            }
+            let where_sql = if clauses.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", clauses.join(" AND "))
+            };
+            args.push(Value::Integer(limit_of(filter.limit)));
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT seq, at, actor, action, charter, target, detail FROM audit_log
+                     {where_sql} ORDER BY seq DESC LIMIT ?"
+                ))
+                .map_err(db("preparing list_audit"))?;
+            let rows = stmt
+                .query(rusqlite::params_from_iter(args))
+                .map_err(db("listing the audit log"))?;
+            collect(rows, |r| {
+                let detail: Option<String> = rows::get_col(r, 6)?;
+                Ok(AuditEntry {
+                    seq: rows::get_col(r, 0)?,
+                    at: rows::get_col(r, 1)?,
+                    actor: rows::get_col(r, 2)?,
+                    action: rows::get_col(r, 3)?,
+                    charter: rows::get_col(r, 4)?,
+                    target: rows::get_col(r, 5)?,
+                    detail: detail
+                        .map(|d| rows::parse_json("audit detail", &d))
+                        .transpose()?
+                        .unwrap_or(serde_json::Value::Null),
+                })
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,509 @@
+//! The single writer thread with group commit.
+//!
+//! Every write is a command sent over a bounded channel to one dedicated OS thread that owns
+//! the only write connection. The thread blocks for the first command, then takes every
+//! command already queued (up to `max_batch`), runs them all in ONE transaction — each inside
+//! its own `SAVEPOINT`, so a failing command rolls back alone and gets its own error — commits
+//! (with `synchronous=FULL` that is one fsync for the whole batch), and only then answers each
+//! command. An answer therefore always means "committed and on disk".
+//!
+//! With [`Durability::Pipelined`] the fsync moves to a second thread: the writer commits
+//! without waiting for the disk (`synchronous=NORMAL`) and goes on with the next batch, while
+//! the syncer thread fsyncs the WAL file and only then answers the committed commands. Every
+//! answer still follows an fsync that covers its commit (and every commit before it).
+
+use std::fs::File;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{Result, StoreError};
+
+/// Counters of the writer thread, for tests, metrics and tuning.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Transactions committed (or attempted), one per batch.
+    pub batches: u64,
+    /// Write commands executed over all batches.
+    pub commands: u64,
+    /// fsyncs that made batches durable (one per batch with [`Durability::Full`]; one per
+    /// group of batches with [`Durability::Pipelined`]).
+    pub syncs: u64,
+}
+
+/// How a committed batch is made durable before its commands are answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=FULL`: `COMMIT` fsyncs the WAL on the writer thread, then the batch is
+    /// answered. Only durable data is ever visible to other connections.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL` plus a syncer thread that fsyncs the WAL file after each commit
+    /// (grouping commits that finished meanwhile) and then answers. The writer never waits
+    /// for the disk, so throughput is bounded by the fsync rate times the batch size rather
+    /// than by fsync plus SQL time. Acknowledgements carry the same guarantee as `Full`;
+    /// reads on the pool may briefly see committed data whose fsync is still running.
+    Pipelined,
+}
+
+/// A type-erased write command.
+trait Command: Send {
+    /// Run the command against the open transaction. The returned answer is held until the
+    /// batch has committed.
+    fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Answer>;
+    /// Answer the command with an error without running it.
+    fn fail(self: Box<Self>, err: StoreError);
+}
+
+/// The result of a command that ran, waiting for its batch to commit.
+trait Answer: Send {
+    fn ok(&self) -> bool;
+    /// Deliver the answer; `commit` is the outcome of the batch's commit.
+    fn send(self: Box<Self>, commit: std::result::Result<(), String>);
+}
+
+struct Cmd<F, R> {
+    f: F,
+    tx: oneshot::Sender<Result<R>>,
+}
+
+struct Ready<R> {
+    result: Result<R>,
+    tx: oneshot::Sender<Result<R>>,
+}
+
+impl<F, R> Command for Cmd<F, R>
+where
+    F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+    R: Send + 'static,
+{
+    fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Answer> {
+        let Cmd { f, tx } = *self;
+        let result = match std::panic::catch_unwind(AssertUnwindSafe(|| f(conn))) {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Database("write command panicked".into())),
+        };
+        Box::new(Ready { result, tx })
+    }
+
+    fn fail(self: Box<Self>, err: StoreError) {
+        let _ = self.tx.send(Err(err));
+    }
+}
+
+impl<R: Send + 'static> Answer for Ready<R> {
+    fn ok(&self) -> bool {
+        self.result.is_ok()
+    }
+
+    fn send(self: Box<Self>, commit: std::result::Result<(), String>) {
+        let out = match commit {
+            Ok(()) => self.result,
+            Err(msg) => Err(StoreError::Database(msg)),
+        };
+        // The caller may have gone away (request cancelled); the write stands regardless.
+        let _ = self.tx.send(out);
+    }
+}
+
+enum Msg {
+    Cmd(Box<dyn Command>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+#[derive(Default)]
+struct Counters {
+    batches: AtomicU64,
+    commands: AtomicU64,
+    syncs: AtomicU64,
+}
+
+/// Handle to the writer thread. Cheap to share behind an `Arc`.
+pub(crate) struct Writer {
+    tx: mpsc::Sender<Msg>,
+    counters: Arc<Counters>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Writer {
+    /// Start the writer thread on `conn` (already configured and migrated). `wal` is the open
+    /// WAL file when the fsync is pipelined ([`Durability::Pipelined`]), `None` when `COMMIT`
+    /// itself fsyncs.
+    pub(crate) fn start(
+        conn: Connection,
+        max_batch: usize,
+        queue: usize,
+        wal: Option<File>,
+    ) -> Result<Writer> {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let counters = Arc::new(Counters::default());
+        let thread_counters = Arc::clone(&counters);
+        let max_batch = max_batch.max(1);
+        let thread = std::thread::Builder::new()
+            .name("charter-sqlite-writer".into())
+            .spawn(move || {
+                let syncer = match wal {
+                    Some(wal) => match Syncer::start(wal, Arc::clone(&thread_counters)) {
+                        Ok(syncer) => Some(syncer),
+                        Err(e) => {
+                            tracing::error!(error = %e, "starting the WAL syncer thread");
+                            return;
+                        }
+                    },
+                    None => None,
+                };
+                writer_loop(conn, rx, max_batch, &thread_counters, syncer)
+            })
+            .map_err(|e| StoreError::Database(format!("starting the writer thread: {e}")))?;
+        Ok(Writer {
+            tx,
+            counters,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Run `f` inside the next batch's transaction; resolves after the batch committed.
+    pub(crate) async fn submit<F, R>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Cmd(Box::new(Cmd { f, tx })))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub(crate) fn stats(&self) -> WriterStats {
+        WriterStats {
+            batches: self.counters.batches.load(Ordering::Relaxed),
+            commands: self.counters.commands.load(Ordering::Relaxed),
+            syncs: self.counters.syncs.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stop accepting commands, run every command already queued, close the connection and
+    /// end the thread. Idempotent.
+    pub(crate) async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        let handle = match self.thread.lock() {
+            Ok(mut guard) => guard.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(handle) = handle {
+            let joined = tokio::task::spawn_blocking(move || handle.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                tracing::error!("the SQLite writer thread ended abnormally");
+            }
+        }
+    }
+}
+
+fn writer_loop(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Msg>,
+    max_batch: usize,
+    counters: &Counters,
+    syncer: Option<Syncer>,
+) {
+    let mut batch: Vec<Box<dyn Command>> = Vec::with_capacity(max_batch);
+    let mut shutdown: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut closing = false;
+    while let Some(first) = rx.blocking_recv() {
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Cmd(cmd) => batch.push(cmd),
+                Msg::Shutdown(done) => shutdown.push(done),
+            }
+            if batch.len() < max_batch {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            let (answers, commit) = run_batch(&conn, &mut batch, counters);
+            match (&syncer, commit) {
+                (Some(syncer), Ok(())) => syncer.enqueue(answers),
+                (None, Ok(())) => {
+                    counters.syncs.fetch_add(1, Ordering::Relaxed);
+                    answer_all(answers, &Ok(()));
+                }
+                (_, Err(msg)) => answer_all(answers, &Err(msg)),
+            }
+        }
+        if !shutdown.is_empty() && !closing {
+            // Refuse new commands; the loop goes on until the queue is empty.
+            closing = true;
+            rx.close();
+        }
+    }
+    if let Some(syncer) = syncer {
+        syncer.finish();
+    }
+    if let Err((_, e)) = conn.close() {
+        tracing::warn!(error = %e, "closing the SQLite write connection");
+    }
+    tracing::debug!("SQLite writer stopped");
+    for done in shutdown {
+        let _ = done.send(());
+    }
+}
+
+fn answer_all(answers: Vec<Box<dyn Answer>>, commit: &std::result::Result<(), String>) {
+    for answer in answers {
+        answer.send(commit.clone());
+    }
+}
+
+/// Run one batch in one transaction. Returns the answers of the commands that ran (to be
+/// sent once the commit is durable) and the outcome of the commit; commands that could not
+/// run are answered here.
+fn run_batch(
+    conn: &Connection,
+    batch: &mut Vec<Box<dyn Command>>,
+    counters: &Counters,
+) -> (Vec<Box<dyn Answer>>, std::result::Result<(), String>) {
+    let n = batch.len() as u64;
+    counters.batches.fetch_add(1, Ordering::Relaxed);
+    counters.commands.fetch_add(n, Ordering::Relaxed);
+
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let msg = format!("beginning a write transaction: {e}");
+        tracing::error!(error = %e, "SQLite writer could not begin a transaction");
+        for cmd in batch.drain(..) {
+            cmd.fail(StoreError::Database(msg.clone()));
+        }
+        return (Vec::new(), Err(msg));
+    }
+
+    let mut answers: Vec<Box<dyn Answer>> = Vec::with_capacity(batch.len());
+    let mut broken: Option<String> = None;
+    for cmd in batch.drain(..) {
+        if broken.is_some() {
+            cmd.fail(StoreError::Database(
+                "write batch aborted by an earlier failure".into(),
+            ));
+            continue;
+        }
+        if let Err(e) = exec(conn, "SAVEPOINT cmd") {
+            cmd.fail(StoreError::Database(format!("opening a savepoint: {e}")));
+            continue;
+        }
+        let answer = cmd.run(conn);
+        let step = if answer.ok() {
+            exec(conn, "RELEASE cmd")
+        } else {
+            exec(conn, "ROLLBACK TO cmd").and_then(|()| exec(conn, "RELEASE cmd"))
+        };
+        if let Err(e) = step {
+            broken = Some(format!("closing a savepoint: {e}"));
+        }
+        answers.push(answer);
+    }
+
+    let commit = match broken {
+        Some(msg) => Err(msg),
+        None => conn
+            .execute_batch("COMMIT")
+            .map_err(|e| format!("committing a write batch: {e}")),
+    };
+    if let Err(msg) = &commit {
+        tracing::error!(error = %msg, commands = n, "SQLite write batch failed; rolling back");
+        if !conn.is_autocommit()
+            && let Err(e) = conn.execute_batch("ROLLBACK")
+        {
+            tracing::error!(error = %e, "rolling back a failed write batch");
+        }
+    }
+    (answers, commit)
+}
+
+/// The thread that fsyncs the WAL for [`Durability::Pipelined`] and then answers.
+struct Syncer {
+    tx: std::sync::mpsc::Sender<Vec<Box<dyn Answer>>>,
+    thread: JoinHandle<()>,
+}
+
+impl Syncer {
+    fn start(wal: File, counters: Arc<Counters>) -> std::io::Result<Syncer> {
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<Box<dyn Answer>>>();
+        let thread = std::thread::Builder::new()
+            .name("charter-sqlite-sync".into())
+            .spawn(move || {
+                while let Ok(mut answers) = rx.recv() {
+                    // Every batch committed so far is covered by the next fsync.
+                    while let Ok(more) = rx.try_recv() {
+                        answers.extend(more);
+                    }
+                    let synced = wal
+                        .sync_data()
+                        .map_err(|e| format!("syncing the WAL to disk: {e}"));
+                    counters.syncs.fetch_add(1, Ordering::Relaxed);
+                    if let Err(msg) = &synced {
+                        tracing::error!(error = %msg, "WAL fsync failed");
+                    }
+                    answer_all(answers, &synced);
+                }
+            })?;
+        Ok(Syncer { tx, thread })
+    }
+
+    /// Hand committed answers to the syncer (answered with an error if it is gone).
+    fn enqueue(&self, answers: Vec<Box<dyn Answer>>) {
+        if let Err(returned) = self.tx.send(answers) {
+            answer_all(returned.0, &Err("the WAL syncer thread stopped".into()));
+        }
+    }
+
+    /// Sync and answer everything queued, then stop.
+    fn finish(self) {
+        drop(self.tx);
+        if self.thread.join().is_err() {
+            tracing::error!("the WAL syncer thread panicked");
+        }
+    }
+}
+
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_test_conn() -> (Connection, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!("charter-writer-{}.db", uuid::Uuid::now_v7()));
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.execute_batch("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER NOT NULL)")
+            .unwrap();
+        (conn, path)
+    }
+
+    fn cleanup(path: &std::path::Path) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
+    /// Commands queued while the writer is busy run as one batch; a failing command in that
+    /// batch rolls back alone and the others commit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failing_command_rolls_back_alone_within_a_batch() {
+        let (conn, path) = open_test_conn();
+        let writer = Arc::new(Writer::start(conn, 1024, 64, None).unwrap());
+
+        // Hold the writer thread inside a command until the other commands are queued.
+        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+        let w = Arc::clone(&writer);
+        let gate = tokio::spawn(async move {
+            w.submit(move |_conn| {
+                gate_rx.recv().ok();
+                Ok(())
+            })
+            .await
+        });
+        // Wait until the gate command is running (the first batch has started).
+        while writer.stats().batches == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+
+        let mut handles = Vec::new();
+        for (k, v) in [("a", 1), ("dup", 2), ("b", 3)] {
+            let w = Arc::clone(&writer);
+            handles.push(tokio::spawn(async move {
+                w.submit(move |conn| {
+                    conn.execute("INSERT INTO t (k, v) VALUES (?1, ?2)", (k, v))
+                        .map_err(|e| StoreError::Database(e.to_string()))?;
+                    if k == "dup" {
+                        // Second insert fails: the first one must be rolled back with it.
+                        conn.execute("INSERT INTO t (k, v) VALUES ('a', 9)", [])
+                            .map_err(|e| StoreError::Database(e.to_string()))?;
+                    }
+                    Ok(k)
+                })
+                .await
+            }));
+        }
+        // Give the spawned tasks time to enqueue, then open the gate.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        gate_tx.send(()).unwrap();
+        gate.await.unwrap().unwrap();
+
+        let mut results = Vec::new();
+        for h in handles {
+            results.push(h.await.unwrap());
+        }
+        assert!(matches!(results[0], Ok("a")), "{:?}", results[0]);
+        assert!(
+            matches!(results[1], Err(StoreError::Database(_))),
+            "{:?}",
+            results[1]
+        );
+        assert!(matches!(results[2], Ok("b")), "{:?}", results[2]);
+        // Gate batch + one batch for the three queued commands.
+        assert_eq!(
+            writer.stats(),
+            WriterStats {
+                batches: 2,
+                commands: 4,
+                syncs: 2
+            }
+        );
+
+        let rows: Vec<(String, i64)> = writer
+            .submit(|conn| {
+                let mut stmt = conn
+                    .prepare("SELECT k, v FROM t ORDER BY k")
+                    .map_err(|e| StoreError::Database(e.to_string()))?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(|e| StoreError::Database(e.to_string()))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(|e| StoreError::Database(e.to_string()))?;
+                Ok(rows)
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows, vec![("a".to_string(), 1), ("b".to_string(), 3)]);
+
+        writer.shutdown().await;
+        assert!(matches!(
+            writer.submit(|_| Ok(())).await,
+            Err(StoreError::Closed)
+        ));
+        cleanup(&path);
+    }
+
+    #[tokio::test]
+    async fn panicking_command_fails_alone() {
+        let (conn, path) = open_test_conn();
+        let writer = Writer::start(conn, 16, 16, None).unwrap();
+        let r: Result<()> = writer.submit(|_| panic!("boom")).await;
+        assert!(matches!(r, Err(StoreError::Database(ref m)) if m.contains("panicked")));
+        let ok = writer
+            .submit(|conn| {
+                conn.execute("INSERT INTO t (k, v) VALUES ('x', 1)", [])
+                    .map_err(|e| StoreError::Database(e.to_string()))
+            })
+            .await
+            .unwrap();
+        assert_eq!(ok, 1);
+        writer.shutdown().await;
+        cleanup(&path);
+    }
+}

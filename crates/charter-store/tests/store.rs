@@ -1,0 +1,377 @@
+//! The SQLite store against a real database file: the shared conformance suite plus
+//! SQLite-specific behaviour (durability across reopen, migrations, group commit).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use charter_core::model::{EventStatus, NewEvent};
+use charter_store::sqlite::{Durability, SCHEMA_VERSION, SqliteOptions, SqliteStore};
+use charter_store::{EventFilter, EventStore, IngestOutcome, QueueStore, StoreError, conformance};
+use uuid::Uuid;
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let dir = std::env::temp_dir().join(format!("charter-store-test-{}", Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    fn db(&self) -> PathBuf {
+        self.0.join("charter.db")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn event(charter: &str, dedupe: Option<&str>, n: u64) -> NewEvent {
+    NewEvent {
+        id: Uuid::now_v7(),
+        charter: charter.to_string(),
+        source: "test".to_string(),
+        event_type: None,
+        dedupe_key: dedupe.map(str::to_string),
+        received_at: 1_700_000_000_000,
+        headers: BTreeMap::new(),
+        payload: serde_json::json!({ "n": n }),
+    }
+}
+
+fn open(path: &Path) -> SqliteStore {
+    SqliteStore::open(path).expect("open store")
+}
+
+fn open_pipelined(path: &Path) -> SqliteStore {
+    SqliteStore::open_with(
+        path,
+        SqliteOptions {
+            durability: Durability::Pipelined,
+            ..SqliteOptions::default()
+        },
+    )
+    .expect("open store (pipelined)")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_passes_the_conformance_suite() {
+    let dir = TempDir::new();
+    let store = open(&dir.db());
+    if let Err(failures) = conformance::run_all(&store).await {
+        panic!("conformance failures:\n{failures}");
+    }
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_pipelined_passes_the_conformance_suite() {
+    let dir = TempDir::new();
+    let store = open_pipelined(&dir.db());
+    if let Err(failures) = conformance::run_all(&store).await {
+        panic!("conformance failures (pipelined fsync):\n{failures}");
+    }
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_survives_close_and_reopen() {
+    let dir = TempDir::new();
+    let store = open(&dir.db());
+    let ev = event("c", Some("key-1"), 1);
+    assert_eq!(
+        store.ingest(ev.clone()).await.unwrap(),
+        IngestOutcome::Stored(ev.id)
+    );
+    let claimed = store
+        .claim("c", "w", 1, 1, std::time::Duration::from_secs(60), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    store.close().await;
+    // After close every call fails cleanly.
+    assert!(matches!(
+        store.ingest(event("c", None, 2)).await,
+        Err(StoreError::Closed)
+    ));
+    assert!(matches!(
+        store.get_event(ev.id).await,
+        Err(StoreError::Closed)
+    ));
+    drop(store);
+
+    let store = open(&dir.db());
+    let rec = store.get_event(ev.id).await.unwrap().expect("event kept");
+    assert_eq!(rec.event, ev);
+    assert_eq!(rec.status, EventStatus::Processing);
+    assert_eq!(rec.attempts, 1);
+    // The dedupe key is remembered across the reopen.
+    assert_eq!(
+        store.ingest(event("c", Some("key-1"), 3)).await.unwrap(),
+        IngestOutcome::Duplicate(ev.id)
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn data_survives_drop_without_close() {
+    let dir = TempDir::new();
+    let ev = event("c", None, 1);
+    {
+        let store = open(&dir.db());
+        store.ingest(ev.clone()).await.unwrap();
+        // Dropped without close: an acknowledged write is already committed.
+    }
+    let store = open(&dir.db());
+    assert_eq!(store.get_event(ev.id).await.unwrap().unwrap().event, ev);
+}
+
+#[tokio::test]
+async fn migrations_are_applied_once_and_reopen_is_idempotent() {
+    let dir = TempDir::new();
+    let store = open(&dir.db());
+    assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
+    assert_eq!(
+        SCHEMA_VERSION, 3,
+        "update this test when adding a migration"
+    );
+    store.ingest(event("c", None, 1)).await.unwrap();
+    store.close().await;
+
+    for _ in 0..3 {
+        let store = open(&dir.db());
+        assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
+        let events = store.list_events(EventFilter::default()).await.unwrap();
+        assert_eq!(
+            events.len(),
+            1,
+            "reopening must not recreate or wipe tables"
+        );
+        store.close().await;
+    }
+
+    // Every table of the schema exists (including those for later features).
+    let conn = rusqlite_tables(&dir.db());
+    for table in [
+        "events",
+        "rejected",
+        "runs",
+        "action_records",
+        "action_attempts",
+        "succeeded_keys",
+        "charter_state",
+        "approvals",
+        "escalations",
+        "audit_log",
+        "measurements",
+    ] {
+        assert!(conn.contains(&table.to_string()), "missing table {table}");
+    }
+}
+
+/// Table names in the database file, read with a separate connection.
+fn rusqlite_tables(path: &Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(path).expect("open database file");
+    let mut stmt = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .expect("prepare");
+    stmt.query_map([], |r| r.get(0))
+        .expect("query tables")
+        .collect::<Result<Vec<String>, _>>()
+        .expect("read tables")
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused() {
+    let dir = TempDir::new();
+    open(&dir.db()).close().await;
+    {
+        let conn = rusqlite::Connection::open(dir.db()).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+    }
+    match SqliteStore::open(&dir.db()) {
+        Err(StoreError::Database(msg)) => assert!(msg.contains("newer"), "{msg}"),
+        other => panic!("opening a newer schema returned {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_database_is_in_wal_mode_with_foreign_keys() {
+    let dir = TempDir::new();
+    let store = open(&dir.db());
+    store.ready().await.unwrap();
+    let conn = rusqlite::Connection::open(dir.db()).unwrap();
+    let mode: String = conn
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    // Foreign keys are enforced on the writer: a run for an unknown event is refused.
+    let err = charter_store::RunStore::start_run(
+        &store,
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        "c",
+        "v",
+        "live",
+        1,
+    )
+    .await;
+    assert!(matches!(err, Err(StoreError::Database(_))), "{err:?}");
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_are_group_committed() {
+    let dir = TempDir::new();
+    let store = open(&dir.db());
+    let before = store.stats();
+    let mut tasks = Vec::new();
+    for i in 0..500 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .ingest(event("burst", Some(&format!("k{i}")), i))
+                .await
+        }));
+    }
+    for task in tasks {
+        assert!(matches!(
+            task.await.unwrap().unwrap(),
+            IngestOutcome::Stored(_)
+        ));
+    }
+    let after = store.stats();
+    let batches = after.batches - before.batches;
+    let commands = after.commands - before.commands;
+    assert_eq!(commands, 500);
+    assert!(
+        batches < commands,
+        "500 concurrent ingests took {batches} transactions: no group commit"
+    );
+    let listed = store
+        .list_events(EventFilter {
+            charter: Some("burst".to_string()),
+            limit: 1000,
+            ..EventFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 500);
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pipelined_fsync_group_commits_and_survives_reopen() {
+    let dir = TempDir::new();
+    // Created in the default mode, then reopened pipelined (the WAL file must be found).
+    open(&dir.db()).close().await;
+    let store = open_pipelined(&dir.db());
+    let mut tasks = Vec::new();
+    for i in 0..500 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.ingest(event("burst", None, i)).await
+        }));
+    }
+    let mut ids = Vec::new();
+    for task in tasks {
+        match task.await.unwrap().unwrap() {
+            IngestOutcome::Stored(id) => ids.push(id),
+            other => panic!("fresh event not stored: {other:?}"),
+        }
+    }
+    let stats = store.stats();
+    assert_eq!(stats.commands, 500);
+    assert!(stats.batches < stats.commands, "no group commit: {stats:?}");
+    assert!(
+        stats.syncs >= 1 && stats.syncs <= stats.batches,
+        "one fsync covers one or more batches: {stats:?}"
+    );
+    store.close().await;
+
+    let store = open_pipelined(&dir.db());
+    for id in ids {
+        assert!(
+            store.get_event(id).await.unwrap().is_some(),
+            "event {id} lost"
+        );
+    }
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_limit_of_one_still_works() {
+    let dir = TempDir::new();
+    let store = SqliteStore::open_with(
+        &dir.db(),
+        SqliteOptions {
+            max_batch: 1,
+            readers: 1,
+            ..SqliteOptions::default()
+        },
+    )
+    .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.ingest(event("one", None, i)).await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let stats = store.stats();
+    assert_eq!(
+        stats.batches, stats.commands,
+        "max_batch 1 means one command per batch"
+    );
+    assert_eq!(
+        stats.syncs, stats.batches,
+        "full durability syncs every batch"
+    );
+    assert_eq!(
+        store
+            .list_events(EventFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        20
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn ready_reports_a_writable_store_and_close_makes_it_unready() {
+    let dir = TempDir::new();
+    let store = open(&dir.db());
+    store.ready().await.unwrap();
+    store.close().await;
+    assert!(matches!(store.ready().await, Err(StoreError::Closed)));
+    // Closing twice is harmless.
+    store.close().await;
+}
+
+#[tokio::test]
+async fn corrupt_rows_are_reported_not_panicked_on() {
+    let dir = TempDir::new();
+    let store = open(&dir.db());
+    let ev = event("c", None, 1);
+    store.ingest(ev.clone()).await.unwrap();
+    {
+        let conn = rusqlite::Connection::open(dir.db()).unwrap();
+        conn.execute(
+            "UPDATE events SET headers = 'not json' WHERE id = ?1",
+            [ev.id.to_string()],
+        )
+        .unwrap();
+    }
+    let got = store.get_event(ev.id).await;
+    assert!(matches!(got, Err(StoreError::Corrupt(_))), "{got:?}");
+    store.close().await;
+}

@@ -1,0 +1,1409 @@
+//! `charter bench`: measure durable ingest, a no-op HTTP baseline and the end-to-end
+//! pipeline on this machine, with the load generator in the same process.
+//!
+//! Every benchmark serves a throw-away project from a temp dir on a real SQLite file, on
+//! 127.0.0.1, and every loop is bounded in time:
+//!
+//! * **ingest** — one charter (Standard Webhooks signature, a JSON Schema contract, dedupe
+//!   on `webhook-id`) served with [`Role::Api`] (no worker). C connections each loop POSTs
+//!   of pre-signed deliveries, every one with a unique `webhook-id`. Counts 202s only.
+//! * **noop** — the same generator against an axum handler that reads the body and answers
+//!   202 with a small JSON: the ceiling of the loopback HTTP path on this machine.
+//! * **e2e** — the same project with the worker ([`Role::All`]): rules decide, one route,
+//!   one HTTP action to an in-process [`Sink`]. Sends for the duration, waits (bounded) for
+//!   the queue to drain, and reads completion times from the store.
+//! * **memory** — VmRSS after start-up idle, and the peak (VmHWM, reset before each load)
+//!   while each load runs.
+//!
+//! The table goes to stdout (JSON with `--json`); progress goes to stderr.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use axum::routing::post;
+use charter_core::config::validate::parse_duration;
+use charter_core::model::EventStatus;
+use charter_core::verify::{self, VerifySpec};
+use charter_server::sink::Sink;
+use charter_server::{Role, Runtime, ServeOptions};
+use charter_store::sqlite::SqliteStore;
+use charter_store::{EventFilter, EventStore};
+use reqwest::header::{HeaderName, HeaderValue};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::serve::{LogArgs, init_logging};
+
+/// Name of the benchmark charter.
+const CHARTER: &str = "bench";
+/// Its webhook path.
+const HOOK_PATH: &str = "/hooks/bench";
+/// The webhook secret written into the throw-away project.
+const SECRET: &str = "bench-secret-0123456789abcdef";
+/// Distinct payloads cycled through (deliveries differ by `webhook-id`, not by body).
+const BODIES: usize = 64;
+/// Deliveries pre-signed per second of measured time when no rate is known yet.
+const FIRST_RATE_GUESS: f64 = 25_000.0;
+/// Most deliveries pre-signed for one run. The pool lives in the measured process (about
+/// 200 bytes a delivery), so it is capped; past it, deliveries are signed on the fly (about
+/// 1 us each) and counted in [`LoadResult::signed_during_run`].
+const MAX_POOL: usize = 200_000;
+/// A request that takes longer than this counts as an error (bounds every loop).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which benchmark to run.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Which {
+    /// Durable ingest and its no-op HTTP baseline (for the ratio).
+    Ingest,
+    /// The no-op HTTP baseline alone.
+    Noop,
+    /// End to end: ingest, worker, rules, route, HTTP action to a local sink.
+    E2e,
+    /// Everything.
+    All,
+}
+
+/// Arguments of `charter bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Which benchmark to run.
+    #[arg(value_enum, default_value_t = Which::All)]
+    pub which: Which,
+    /// Measured time per load run (plus a short warm-up for ingest and noop).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Concurrent connections; one run per value (e2e uses the smallest).
+    #[arg(long, default_value = "32,256", value_delimiter = ',', value_parser = parse_concurrency)]
+    pub concurrency: Vec<usize>,
+    /// Longest wait for the e2e queue to drain once sending stops.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Print the report as JSON on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the JSON report to this file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+fn parse_concurrency(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=10_000).contains(&n) => Ok(n),
+        _ => Err(format!("`{s}` is not a concurrency between 1 and 10000")),
+    }
+}
+
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("cannot write the benchmark project: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the benchmark project is invalid: {0}")]
+    Project(#[from] charter_server::ProjectError),
+    #[error("store: {0}")]
+    Store(#[from] charter_store::StoreError),
+    #[error("cannot start the server: {0}")]
+    Serve(#[from] charter_server::ServeError),
+    #[error("cannot sign a delivery: {0}")]
+    Sign(#[from] verify::VerifyError),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+// ---------------------------------------------------------------------------------------
+// Report
+
+/// Where and how the figures were taken.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cores: usize,
+    /// 1-minute load average when the benchmark started (other work on the machine).
+    pub load_average_at_start: Option<f64>,
+    pub load_average_at_end: Option<f64>,
+    /// UTC date, YYYY-MM-DD.
+    pub date: String,
+    pub git_commit: Option<String>,
+    pub command: String,
+    pub profile: &'static str,
+}
+
+/// Latency percentiles in milliseconds, as seen by the client.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Latency {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+/// One load run against one target at one concurrency.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadResult {
+    pub target: &'static str,
+    pub concurrency: usize,
+    /// Measured seconds (warm-up excluded).
+    pub seconds: f64,
+    /// Requests answered 202 within the measured window.
+    pub acks: u64,
+    /// 202s that completed during the warm-up or after the window closed (stored, not counted).
+    pub acks_outside_window: u64,
+    pub acks_per_sec: f64,
+    /// Requests answered anything else, or failed; by status (or `transport`).
+    pub errors: u64,
+    pub error_kinds: BTreeMap<String, u64>,
+    pub latency: Latency,
+    /// Deliveries signed before the clock started.
+    pub presigned: usize,
+    /// Estimated memory held by those pre-signed deliveries, MB (part of the RSS figures).
+    pub pool_mb: f64,
+    /// Deliveries signed during the run because the pool ran out.
+    pub signed_during_run: u64,
+    /// Resident memory before the load (pool included) and its peak during the load, MB.
+    pub rss_before_mb: f64,
+    pub peak_rss_mb: f64,
+    /// What the store did during the run (ingest only).
+    pub store: Option<StoreFigures>,
+}
+
+/// The SQLite writer's work during one ingest run (warm-up included), and the server's
+/// own view of the time spent waiting for the store.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreFigures {
+    /// Transactions committed (one per group-commit batch).
+    pub batches: u64,
+    /// Write commands executed.
+    pub commands: u64,
+    /// fsyncs performed.
+    pub syncs: u64,
+    /// Commands per batch, on average.
+    pub mean_batch: f64,
+    /// Mean time from a verified delivery to its durable commit, server-side
+    /// (`charter_ack_latency_seconds` sum / count), in ms.
+    pub mean_store_wait_ms: Option<f64>,
+}
+
+/// The end-to-end run.
+#[derive(Debug, Clone, Serialize)]
+pub struct E2eResult {
+    pub send: LoadResult,
+    /// Events whose run finished `done`, failed, or were still unfinished at the deadline.
+    pub done: u64,
+    pub failed: u64,
+    pub unfinished: u64,
+    pub drained: bool,
+    /// Time from the first send to the last event done, in seconds.
+    pub seconds: f64,
+    pub events_per_sec: f64,
+    /// received_at -> event released as done, from the store (millisecond resolution).
+    pub cycle_p50_ms: f64,
+    pub cycle_p99_ms: f64,
+    /// Distinct idempotency keys the sink applied, and keys applied more than once.
+    pub sink_applied: usize,
+    pub sink_doubled: usize,
+    pub peak_rss_mb: f64,
+}
+
+/// Memory figures for the whole process (server and load generator share it).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Memory {
+    /// VmRSS with the ingest server started and idle, before any pool was signed.
+    pub idle_rss_mb: Option<f64>,
+    /// Highest VmHWM seen over all load runs.
+    pub peak_rss_mb: Option<f64>,
+}
+
+/// Everything `charter bench` measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub machine: Machine,
+    pub ingest: Vec<LoadResult>,
+    pub noop: Vec<LoadResult>,
+    /// ingest acks/s divided by no-op acks/s, per concurrency (target >= 0.5).
+    pub ingest_over_noop: BTreeMap<usize, f64>,
+    pub e2e: Option<E2eResult>,
+    pub memory: Memory,
+}
+
+// ---------------------------------------------------------------------------------------
+// Entry point
+
+/// Run `charter bench`.
+pub async fn bench(args: BenchArgs) -> ExitCode {
+    init_logging(&LogArgs {
+        log_level: "warn".into(),
+        log_format: "pretty".into(),
+    });
+    match run(&args).await {
+        Ok(report) => {
+            let text = if args.json {
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            } else {
+                render_table(&report)
+            };
+            println!("{text}");
+            if let Some(path) = &args.out {
+                let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+                if let Err(e) = std::fs::write(path, json + "\n") {
+                    eprintln!("error: cannot write {}: {e}", path.display());
+                    return ExitCode::from(1);
+                }
+                eprintln!("report written to {}", path.display());
+            }
+            let failed = report.ingest.iter().any(|r| r.errors > 0)
+                || report
+                    .e2e
+                    .as_ref()
+                    .is_some_and(|e| !e.drained || e.failed > 0);
+            if failed {
+                eprintln!("warning: some requests or runs failed; see the report");
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Run the selected benchmarks and collect the report.
+pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
+    let mut concurrency = args.concurrency.clone();
+    concurrency.sort_unstable();
+    concurrency.dedup();
+    if concurrency.is_empty() {
+        return Err(BenchError::Other(
+            "--concurrency needs at least one value".into(),
+        ));
+    }
+    let machine_start = machine_info();
+    let mut report = Report {
+        machine: machine_start,
+        ingest: Vec::new(),
+        noop: Vec::new(),
+        ingest_over_noop: BTreeMap::new(),
+        e2e: None,
+        memory: Memory::default(),
+    };
+    let warmup = (args.duration / 10).min(Duration::from_secs(1));
+    let mut rate_hint = FIRST_RATE_GUESS;
+    let signer = Arc::new(Signer::new(SECRET)?);
+    let client = http_client(concurrency.iter().copied().max().unwrap_or(1))?;
+    let do_ingest = matches!(args.which, Which::Ingest | Which::All);
+    let do_noop = matches!(args.which, Which::Ingest | Which::Noop | Which::All);
+    let do_e2e = matches!(args.which, Which::E2e | Which::All);
+
+    if do_ingest {
+        for &c in &concurrency {
+            let server = BenchServer::start(Role::Api).await?;
+            if report.memory.idle_rss_mb.is_none() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                report.memory.idle_rss_mb = proc_status_mb("VmRSS");
+            }
+            eprintln!(
+                "ingest: {c} connections, {:?} (+{:?} warm-up) against {}",
+                args.duration, warmup, server.base
+            );
+            let pool = signer.pool(pool_size(rate_hint, args.duration + warmup));
+            let url = format!("{}{HOOK_PATH}", server.base);
+            let before = server.store.stats();
+            let mut result = generate(
+                "ingest",
+                &client,
+                &url,
+                &signer,
+                pool,
+                c,
+                warmup,
+                args.duration,
+            )
+            .await;
+            let after = server.store.stats();
+            let batches = after.batches.saturating_sub(before.batches);
+            let commands = after.commands.saturating_sub(before.commands);
+            let metrics = client
+                .get(format!("{}/metrics", server.base))
+                .send()
+                .await?
+                .text()
+                .await?;
+            result.store = Some(StoreFigures {
+                batches,
+                commands,
+                syncs: after.syncs.saturating_sub(before.syncs),
+                mean_batch: if batches > 0 {
+                    commands as f64 / batches as f64
+                } else {
+                    0.0
+                },
+                mean_store_wait_ms: histogram_mean(&metrics, "charter_ack_latency_seconds")
+                    .map(|s| s * 1000.0),
+            });
+            server.stop().await;
+            eprintln!("  {}", summary_line(&result));
+            rate_hint = rate_hint.max(result.acks_per_sec * 1.2);
+            report.ingest.push(result);
+        }
+    }
+    if do_noop {
+        for &c in &concurrency {
+            let shutdown = CancellationToken::new();
+            let addr = start_noop(shutdown.clone()).await?;
+            eprintln!(
+                "noop: {c} connections, {:?} (+{:?} warm-up) against http://{addr}",
+                args.duration, warmup
+            );
+            let pool = signer.pool(pool_size(rate_hint, args.duration + warmup));
+            let url = format!("http://{addr}{HOOK_PATH}");
+            let result = generate(
+                "noop",
+                &client,
+                &url,
+                &signer,
+                pool,
+                c,
+                warmup,
+                args.duration,
+            )
+            .await;
+            shutdown.cancel();
+            eprintln!("  {}", summary_line(&result));
+            rate_hint = rate_hint.max(result.acks_per_sec * 1.2);
+            report.noop.push(result);
+        }
+    }
+    for i in &report.ingest {
+        if let Some(n) = report
+            .noop
+            .iter()
+            .find(|n| n.concurrency == i.concurrency && n.acks_per_sec > 0.0)
+        {
+            report
+                .ingest_over_noop
+                .insert(i.concurrency, i.acks_per_sec / n.acks_per_sec);
+        }
+    }
+    if do_e2e {
+        let c = concurrency[0];
+        let e2e = e2e(&client, &signer, c, args.duration, args.drain_timeout).await?;
+        report.e2e = Some(e2e);
+    }
+    let peaks = report
+        .ingest
+        .iter()
+        .chain(&report.noop)
+        .map(|r| r.peak_rss_mb)
+        .chain(report.e2e.as_ref().map(|e| e.peak_rss_mb));
+    report.memory.peak_rss_mb =
+        peaks.fold(None, |m: Option<f64>, p| Some(m.map_or(p, |m| m.max(p))));
+    report.machine.load_average_at_end = load_average();
+    Ok(report)
+}
+
+fn pool_size(rate: f64, window: Duration) -> usize {
+    let n = rate * window.as_secs_f64() * 1.1;
+    (n.max(1_000.0) as usize).min(MAX_POOL)
+}
+
+fn http_client(max_connections: usize) -> Result<reqwest::Client, BenchError> {
+    Ok(reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(max_connections)
+        .tcp_nodelay(true)
+        .timeout(REQUEST_TIMEOUT)
+        .build()?)
+}
+
+// ---------------------------------------------------------------------------------------
+// The project and servers
+
+/// Write the benchmark project into `dir`; `sink_url` is the action's target.
+pub fn write_project(dir: &Path, sink_url: &str) -> std::io::Result<()> {
+    let files: [(&str, String); 4] = [
+        ("secrets/hook", SECRET.to_string()),
+        (
+            "charter.yaml",
+            format!(
+                r#"store: charter.db
+worker:
+  lease: 30s
+  poll_interval: 20ms
+  concurrency: 64
+  shutdown_grace: 5s
+connectors:
+  sink:
+    type: http
+    base_url: {sink_url}
+    timeout: 5s
+    allow_private: true
+"#
+            ),
+        ),
+        (
+            "schemas/ticket.json",
+            r#"{"type":"object","required":["ticket"],"properties":{"ticket":{"type":"object","required":["id","subject"],"properties":{"id":{"type":"integer"},"subject":{"type":"string"},"description":{"type":"string"}}}}}"#
+                .to_string(),
+        ),
+        (
+            "charters/bench.yaml",
+            format!(
+                r#"name: {CHARTER}
+description: Benchmark charter - verify, contract, dedupe, rules, one HTTP action.
+owner: bench@example.test
+maintainer: bench@example.test
+system_of_record: sink
+mode: live
+uses: [sink]
+concurrency: 64
+trigger:
+  webhook:
+    path: {HOOK_PATH}
+    verify: {{ preset: standard-webhooks, secret: file:secrets/hook }}
+  dedupe: {{ header: webhook-id }}
+  input_schema: schemas/ticket.json
+decide:
+  labels: [billing, other]
+  stages:
+    - rules:
+        - {{ when: 'payload.ticket.subject.contains("refund")', label: billing }}
+  otherwise: other
+routes:
+  - when: "true"
+    do: [update_ticket]
+actions:
+  update_ticket:
+    connector: sink
+    request:
+      method: PUT
+      path: "/api/tickets/{{{{ payload.ticket.id }}}}"
+      json: {{ ticket: {{ label: "{{{{ decision.label }}}}" }} }}
+    approval: auto
+    retry: {{ attempts: 3, backoff: 50ms, max_backoff: 1s }}
+    measure: ticket_routed
+escalation: {{ to: ops }}
+measure:
+  success: [ticket_routed]
+"#
+            ),
+        ),
+    ];
+    for (rel, contents) in files {
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(path, contents)?;
+    }
+    Ok(())
+}
+
+/// A Charter server on a throw-away project, with a sink as the action target.
+struct BenchServer {
+    dir: PathBuf,
+    base: String,
+    store: SqliteStore,
+    sink: Sink,
+    shutdown: CancellationToken,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl BenchServer {
+    async fn start(role: Role) -> Result<BenchServer, BenchError> {
+        let dir =
+            std::env::temp_dir().join(format!("charter-bench-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir)?;
+        let shutdown = CancellationToken::new();
+        let sink = Sink::default();
+        let sink_addr = sink
+            .start(([127, 0, 0, 1], 0).into(), shutdown.clone())
+            .await?;
+        let started = Self::boot(&dir, &sink_addr.to_string(), role, &shutdown).await;
+        match started {
+            Ok((base, store, done)) => Ok(BenchServer {
+                dir,
+                base,
+                store,
+                sink,
+                shutdown,
+                done,
+            }),
+            Err(e) => {
+                shutdown.cancel();
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    async fn boot(
+        dir: &Path,
+        sink_addr: &str,
+        role: Role,
+        shutdown: &CancellationToken,
+    ) -> Result<(String, SqliteStore, tokio::task::JoinHandle<()>), BenchError> {
+        write_project(dir, &format!("http://{sink_addr}"))?;
+        let runtime = Arc::new(Runtime::load(dir)?);
+        let path = runtime.store_path();
+        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+            .await
+            .map_err(|e| BenchError::Other(format!("opening the store: {e}")))??;
+        let running = charter_server::start(
+            runtime,
+            store.clone(),
+            ServeOptions {
+                listen: ([127, 0, 0, 1], 0).into(),
+                role,
+                worker_id: Some("bench".into()),
+            },
+            shutdown.clone(),
+        )
+        .await?;
+        Ok((format!("http://{}", running.addr), store, running.done))
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(15), self.done).await;
+        self.store.close().await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Start the no-op baseline: read the body, answer 202 with a small JSON.
+async fn start_noop(shutdown: CancellationToken) -> std::io::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let addr = listener.local_addr()?;
+    let app = Router::new().route(HOOK_PATH, post(noop_handler));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+    });
+    Ok(addr)
+}
+
+async fn noop_handler(body: Bytes) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+    (
+        StatusCode::ACCEPTED,
+        [("content-type", "application/json")],
+        format!("{{\"status\":\"accepted\",\"bytes\":{}}}", body.len()),
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Deliveries
+
+/// A signed delivery, compact: the signature header values concatenated in one buffer.
+struct Delivery {
+    values: Bytes,
+    /// End offset of each header value in `values` (names are in the [`Signer`]).
+    ends: [u16; 4],
+    body: Bytes,
+}
+
+/// Signs deliveries for the benchmark charter (Standard Webhooks, unique `webhook-id`s).
+struct Signer {
+    spec: VerifySpec,
+    secret: String,
+    bodies: Vec<Bytes>,
+    names: Vec<HeaderName>,
+    next: AtomicU64,
+    run: String,
+}
+
+impl Signer {
+    fn new(secret: &str) -> Result<Signer, BenchError> {
+        let spec = VerifySpec::StandardWebhooks {
+            tolerance: Duration::from_secs(300),
+        };
+        let bodies: Vec<Bytes> = (0..BODIES).map(sample_body).collect();
+        let probe = verify::sign(&spec, secret, &bodies[0], 0, "probe")?;
+        let names = probe
+            .iter()
+            .map(|(k, _)| HeaderName::from_bytes(k.as_bytes()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| BenchError::Other(format!("signature header name: {e}")))?;
+        if names.len() > 4 {
+            return Err(BenchError::Other("too many signature headers".into()));
+        }
+        Ok(Signer {
+            spec,
+            secret: secret.to_string(),
+            bodies,
+            names,
+            next: AtomicU64::new(0),
+            run: uuid::Uuid::now_v7().simple().to_string(),
+        })
+    }
+
+    fn sign(&self, now_unix: i64) -> Result<Delivery, BenchError> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let body = self.bodies[(n % BODIES as u64) as usize].clone();
+        let id = format!("msg_{}_{n}", self.run);
+        let headers = verify::sign(&self.spec, &self.secret, &body, now_unix, &id)?;
+        let mut values = Vec::with_capacity(128);
+        let mut ends = [0u16; 4];
+        for (i, (name, value)) in headers.iter().enumerate() {
+            if self.names.get(i).map(HeaderName::as_str) != Some(name.as_str()) {
+                return Err(BenchError::Other(format!("unexpected header {name}")));
+            }
+            values.extend_from_slice(value.as_bytes());
+            ends[i] = u16::try_from(values.len())
+                .map_err(|_| BenchError::Other("signature headers too long".into()))?;
+        }
+        Ok(Delivery {
+            values: Bytes::from(values),
+            ends,
+            body,
+        })
+    }
+
+    /// Pre-sign `n` deliveries.
+    fn pool(&self, n: usize) -> Vec<Delivery> {
+        let now = now_unix();
+        let started = Instant::now();
+        let pool: Vec<Delivery> = (0..n).filter_map(|_| self.sign(now).ok()).collect();
+        eprintln!(
+            "  pre-signed {} deliveries in {:.2}s",
+            pool.len(),
+            started.elapsed().as_secs_f64()
+        );
+        pool
+    }
+
+    /// The signature headers of `d` as (name, value) pairs.
+    fn headers<'a>(
+        &'a self,
+        d: &'a Delivery,
+    ) -> impl Iterator<Item = (HeaderName, Option<HeaderValue>)> + 'a {
+        let mut start = 0usize;
+        self.names.iter().enumerate().map(move |(i, name)| {
+            let end = usize::from(d.ends[i]);
+            let value = HeaderValue::from_maybe_shared(d.values.slice(start..end)).ok();
+            start = end;
+            (name.clone(), value)
+        })
+    }
+}
+
+/// A realistic helpdesk-like payload; half of them mention a refund.
+fn sample_body(i: usize) -> Bytes {
+    let subject = if i.is_multiple_of(2) {
+        format!("Refund request for order ORD-{}", 10_000 + i)
+    } else {
+        format!("Cannot log in since the update (case {i})")
+    };
+    let v = serde_json::json!({
+        "type": "ticket.updated",
+        "ticket": {
+            "id": 100_000 + i,
+            "subject": subject.to_lowercase(),
+            "description": "Hello, I was charged twice this month and would like the extra payment returned. Thanks.",
+            "priority": "normal",
+        },
+        "customer": { "name": "Ada Example", "plan": "team" },
+    });
+    Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+}
+
+// ---------------------------------------------------------------------------------------
+// The load generator
+
+#[derive(Default)]
+struct TaskStats {
+    acks: u64,
+    errors: BTreeMap<String, u64>,
+    latencies_us: Vec<u32>,
+    signed_late: u64,
+    acks_outside: u64,
+}
+
+/// Drive `concurrency` connections against `url` for `warmup + duration`; count what
+/// completes inside the measured window.
+async fn generate(
+    target: &'static str,
+    client: &reqwest::Client,
+    url: &str,
+    signer: &Arc<Signer>,
+    pool: Vec<Delivery>,
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> LoadResult {
+    let presigned = pool.len();
+    let pool_bytes: usize = pool
+        .iter()
+        .map(|d| std::mem::size_of::<Delivery>() + d.values.len() + 16)
+        .sum();
+    // Split the pool into one chunk per connection.
+    let mut chunks: Vec<Vec<Delivery>> = (0..concurrency).map(|_| Vec::new()).collect();
+    for (i, d) in pool.into_iter().enumerate() {
+        chunks[i % concurrency].push(d);
+    }
+    let rss_before = proc_status_mb("VmRSS").unwrap_or(0.0);
+    reset_peak_rss();
+    let url: Arc<str> = Arc::from(url);
+    let begin = Instant::now();
+    let measure_from = begin + warmup;
+    let end = measure_from + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for chunk in chunks {
+        let client = client.clone();
+        let url = url.clone();
+        let signer = signer.clone();
+        tasks.spawn(connection(client, url, signer, chunk, measure_from, end));
+    }
+    let mut total = TaskStats::default();
+    while let Some(res) = tasks.join_next().await {
+        match res {
+            Ok(s) => {
+                total.acks += s.acks;
+                total.signed_late += s.signed_late;
+                total.acks_outside += s.acks_outside;
+                for (k, v) in s.errors {
+                    *total.errors.entry(k).or_default() += v;
+                }
+                total.latencies_us.extend(s.latencies_us);
+            }
+            Err(e) => {
+                *total.errors.entry(format!("task: {e}")).or_default() += 1;
+            }
+        }
+    }
+    let peak = proc_status_mb("VmHWM").unwrap_or(0.0);
+    let seconds = duration.as_secs_f64();
+    total.latencies_us.sort_unstable();
+    LoadResult {
+        target,
+        concurrency,
+        seconds,
+        acks: total.acks,
+        acks_outside_window: total.acks_outside,
+        acks_per_sec: total.acks as f64 / seconds,
+        errors: total.errors.values().sum(),
+        error_kinds: total.errors,
+        latency: latency(&total.latencies_us),
+        presigned,
+        pool_mb: pool_bytes as f64 / (1024.0 * 1024.0),
+        signed_during_run: total.signed_late,
+        rss_before_mb: rss_before,
+        peak_rss_mb: peak,
+        store: None,
+    }
+}
+
+/// One connection's loop: send, wait for the answer, repeat until `end`.
+async fn connection(
+    client: reqwest::Client,
+    url: Arc<str>,
+    signer: Arc<Signer>,
+    mut chunk: Vec<Delivery>,
+    measure_from: Instant,
+    end: Instant,
+) -> TaskStats {
+    let mut stats = TaskStats {
+        latencies_us: Vec::with_capacity(chunk.len().min(1 << 20)),
+        ..TaskStats::default()
+    };
+    loop {
+        if Instant::now() >= end {
+            break;
+        }
+        let delivery = match chunk.pop() {
+            Some(d) => d,
+            None => match signer.sign(now_unix()) {
+                Ok(d) => {
+                    stats.signed_late += 1;
+                    d
+                }
+                Err(e) => {
+                    *stats.errors.entry(format!("sign: {e}")).or_default() += 1;
+                    break;
+                }
+            },
+        };
+        let mut req = client
+            .post(&*url)
+            .header("content-type", "application/json");
+        for (name, value) in signer.headers(&delivery) {
+            if let Some(v) = value {
+                req = req.header(name, v);
+            }
+        }
+        let sent = Instant::now();
+        let outcome = match req.body(delivery.body).send().await {
+            Ok(resp) => {
+                let status = resp.status();
+                // Read the answer so the connection is free for the next request.
+                match resp.bytes().await {
+                    Ok(_) => Ok(status),
+                    Err(_) => Err("transport"),
+                }
+            }
+            Err(e) if e.is_timeout() => Err("timeout"),
+            Err(_) => Err("transport"),
+        };
+        let finished = Instant::now();
+        if finished < measure_from || finished > end {
+            if matches!(outcome, Ok(s) if s == StatusCode::ACCEPTED) {
+                stats.acks_outside += 1;
+            }
+            continue;
+        }
+        match outcome {
+            Ok(s) if s == StatusCode::ACCEPTED => {
+                stats.acks += 1;
+                let us = finished.duration_since(sent).as_micros();
+                stats
+                    .latencies_us
+                    .push(u32::try_from(us).unwrap_or(u32::MAX));
+            }
+            Ok(s) => *stats.errors.entry(s.as_u16().to_string()).or_default() += 1,
+            Err(kind) => *stats.errors.entry(kind.to_string()).or_default() += 1,
+        }
+    }
+    stats
+}
+
+/// Percentiles of sorted microsecond samples.
+pub fn latency(sorted_us: &[u32]) -> Latency {
+    let ms = |q: f64| percentile(sorted_us, q).map_or(0.0, |us| f64::from(us) / 1000.0);
+    Latency {
+        p50_ms: ms(0.50),
+        p99_ms: ms(0.99),
+        p999_ms: ms(0.999),
+        max_ms: sorted_us.last().map_or(0.0, |us| f64::from(*us) / 1000.0),
+    }
+}
+
+/// The nearest-rank percentile `q` (0..=1) of sorted samples.
+pub fn percentile<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (q.clamp(0.0, 1.0) * sorted.len() as f64).ceil() as usize;
+    sorted
+        .get(rank.saturating_sub(1).min(sorted.len() - 1))
+        .copied()
+}
+
+// ---------------------------------------------------------------------------------------
+// End to end
+
+async fn e2e(
+    client: &reqwest::Client,
+    signer: &Arc<Signer>,
+    concurrency: usize,
+    duration: Duration,
+    drain_timeout: Duration,
+) -> Result<E2eResult, BenchError> {
+    let server = BenchServer::start(Role::All).await?;
+    eprintln!(
+        "e2e: {concurrency} connections for {duration:?} against {}, then drain (at most {drain_timeout:?})",
+        server.base
+    );
+    // The worker limits the rate; a pool for a few thousand events/s is plenty, the rest
+    // is signed on the fly.
+    let pool = signer.pool(pool_size(10_000.0, duration));
+    let url = format!("{}{HOOK_PATH}", server.base);
+    let first_send_ms = charter_server::now_millis();
+    let send = generate(
+        "e2e-send",
+        client,
+        &url,
+        signer,
+        pool,
+        concurrency,
+        Duration::ZERO,
+        duration,
+    )
+    .await;
+    eprintln!("  sent: {}", summary_line(&send));
+    let stored = send.acks + send.acks_outside_window;
+    let deadline = Instant::now() + drain_timeout;
+    let metrics_url = format!("{}/metrics", server.base);
+    let mut drained = false;
+    let mut last_report = Instant::now();
+    while Instant::now() < deadline {
+        let finished = match client.get(&metrics_url).send().await {
+            Ok(r) => r
+                .text()
+                .await
+                .map(|t| runs_finished(&t, CHARTER))
+                .unwrap_or(0),
+            Err(_) => 0,
+        };
+        if finished >= stored {
+            drained = true;
+            break;
+        }
+        if last_report.elapsed() >= Duration::from_secs(5) {
+            eprintln!("  draining: {finished} of {stored} runs finished");
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let peak = proc_status_mb("VmHWM").unwrap_or(0.0);
+    let events = server
+        .store
+        .list_events(EventFilter {
+            charter: Some(CHARTER.into()),
+            limit: usize::try_from(stored)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1_000),
+            ..EventFilter::default()
+        })
+        .await?;
+    let mut cycles: Vec<i64> = Vec::new();
+    let (mut done, mut failed, mut unfinished) = (0u64, 0u64, 0u64);
+    let mut last_done = first_send_ms;
+    for e in &events {
+        match e.status {
+            EventStatus::Done => {
+                done += 1;
+                cycles.push(e.updated_at - e.event.received_at);
+                last_done = last_done.max(e.updated_at);
+            }
+            EventStatus::Failed => failed += 1,
+            _ => unfinished += 1,
+        }
+    }
+    cycles.sort_unstable();
+    let seconds = (last_done - first_send_ms) as f64 / 1000.0;
+    let result = E2eResult {
+        done,
+        failed,
+        unfinished,
+        drained,
+        seconds,
+        events_per_sec: if seconds > 0.0 {
+            done as f64 / seconds
+        } else {
+            0.0
+        },
+        cycle_p50_ms: percentile(&cycles, 0.50).unwrap_or(0) as f64,
+        cycle_p99_ms: percentile(&cycles, 0.99).unwrap_or(0) as f64,
+        sink_applied: server.sink.applied_keys(),
+        sink_doubled: server.sink.doubled_keys().len(),
+        peak_rss_mb: peak.max(send.peak_rss_mb),
+        send,
+    };
+    eprintln!(
+        "  e2e: {done} done, {failed} failed, {unfinished} unfinished; {:.0} events/s; cycle p50 {:.0} ms p99 {:.0} ms",
+        result.events_per_sec, result.cycle_p50_ms, result.cycle_p99_ms
+    );
+    server.stop().await;
+    Ok(result)
+}
+
+/// Sum of `charter_runs_total` over outcomes for one charter, from Prometheus text.
+pub fn runs_finished(metrics: &str, charter: &str) -> u64 {
+    let label = format!("charter=\"{charter}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("charter_runs_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next())
+        .filter_map(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// Mean of a Prometheus histogram (`_sum / _count`, unlabelled), if it has observations.
+pub fn histogram_mean(metrics: &str, name: &str) -> Option<f64> {
+    let value = |suffix: &str| -> Option<f64> {
+        let prefix = format!("{name}_{suffix} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let count = value("count")?;
+    (count > 0.0).then_some(value("sum")? / count)
+}
+
+// ---------------------------------------------------------------------------------------
+// Machine facts
+
+fn machine_info() -> Machine {
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    Machine {
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        load_average_at_start: load_average(),
+        load_average_at_end: None,
+        date: civil_date(now_unix()),
+        git_commit: git_commit(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        profile,
+    }
+}
+
+fn now_unix() -> i64 {
+    charter_server::now_millis() / 1000
+}
+
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn git_commit() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!s.is_empty()).then_some(s)
+}
+
+/// `YYYY-MM-DD` (UTC) of a Unix time in seconds.
+pub fn civil_date(unix_secs: i64) -> String {
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = unix_secs.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// A `kB` field of /proc/self/status, in MB.
+fn proc_status_mb(field: &str) -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    status_field_kb(&text, field).map(|kb| kb as f64 / 1024.0)
+}
+
+/// Parse `Field:   1234 kB` out of /proc/<pid>/status text.
+pub fn status_field_kb(status: &str, field: &str) -> Option<u64> {
+    status.lines().find_map(|l| {
+        let rest = l.strip_prefix(field)?.strip_prefix(':')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// Reset VmHWM to the current RSS (Linux: write 5 to clear_refs); ignored where unsupported.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+// ---------------------------------------------------------------------------------------
+// Output
+
+fn summary_line(r: &LoadResult) -> String {
+    format!(
+        "{}: {:.0} acks/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, {} errors, peak RSS {:.0} MB",
+        r.target,
+        r.acks_per_sec,
+        r.latency.p50_ms,
+        r.latency.p99_ms,
+        r.latency.p999_ms,
+        r.errors,
+        r.peak_rss_mb
+    )
+}
+
+/// The human-readable report.
+pub fn render_table(r: &Report) -> String {
+    let m = &r.machine;
+    let mut out = String::new();
+    let _ = writeln!(out, "charter bench ({} build)", m.profile);
+    let _ = writeln!(out, "  command: {}", m.command);
+    let _ = writeln!(
+        out,
+        "  date: {}  cores: {}  commit: {}  load avg (1 min) at start/end: {}/{}",
+        m.date,
+        m.cores,
+        m.git_commit.as_deref().unwrap_or("unknown"),
+        fmt_opt(m.load_average_at_start),
+        fmt_opt(m.load_average_at_end),
+    );
+    let _ = writeln!(
+        out,
+        "  the load generator runs in the same process, on the same cores"
+    );
+    if !r.ingest.is_empty() || !r.noop.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:<8} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9}",
+            "target",
+            "conns",
+            "acks/s",
+            "p50 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "max ms",
+            "errors",
+            "peak MB"
+        );
+        for l in r.ingest.iter().chain(&r.noop) {
+            let _ = writeln!(
+                out,
+                "{:<8} {:>5} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>7} {:>9.0}",
+                l.target,
+                l.concurrency,
+                l.acks_per_sec,
+                l.latency.p50_ms,
+                l.latency.p99_ms,
+                l.latency.p999_ms,
+                l.latency.max_ms,
+                l.errors,
+                l.peak_rss_mb
+            );
+        }
+        for l in &r.ingest {
+            if let Some(st) = &l.store {
+                let _ = writeln!(
+                    out,
+                    "  ingest at {}: {} commits ({} fsyncs) for {} writes, {:.1} writes per commit; server-side store wait {} ms mean",
+                    l.concurrency,
+                    st.batches,
+                    st.syncs,
+                    st.commands,
+                    st.mean_batch,
+                    fmt_opt(st.mean_store_wait_ms),
+                );
+            }
+        }
+        for l in r.ingest.iter().chain(&r.noop) {
+            let _ = writeln!(
+                out,
+                "  {} at {}: {} deliveries pre-signed (~{:.0} MB; {} more signed during the run); RSS before load {:.0} MB",
+                l.target,
+                l.concurrency,
+                l.presigned,
+                l.pool_mb,
+                l.signed_during_run,
+                l.rss_before_mb
+            );
+        }
+        for l in r.ingest.iter().chain(&r.noop).filter(|l| l.errors > 0) {
+            let _ = writeln!(
+                out,
+                "  {} at {}: errors {:?}",
+                l.target, l.concurrency, l.error_kinds
+            );
+        }
+        for (c, ratio) in &r.ingest_over_noop {
+            let _ = writeln!(
+                out,
+                "ingest / no-op at {c} connections: {ratio:.2} (target >= 0.5)"
+            );
+        }
+    }
+    if let Some(e) = &r.e2e {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "e2e ({} connections, {:.0}s of sending): {} acked at {:.0}/s; {} done, {} failed, {} unfinished{}",
+            e.send.concurrency,
+            e.send.seconds,
+            e.send.acks,
+            e.send.acks_per_sec,
+            e.done,
+            e.failed,
+            e.unfinished,
+            if e.drained { "" } else { " (drain timed out)" }
+        );
+        let _ = writeln!(
+            out,
+            "  {:.0} events/s completed over {:.1}s (first send to last done); cycle time p50 {:.0} ms, p99 {:.0} ms",
+            e.events_per_sec, e.seconds, e.cycle_p50_ms, e.cycle_p99_ms
+        );
+        let _ = writeln!(
+            out,
+            "  sink applied {} distinct keys, {} applied twice; peak RSS {:.0} MB",
+            e.sink_applied, e.sink_doubled, e.peak_rss_mb
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "memory: idle RSS {} MB, peak RSS under load {} MB (server and load generator together)",
+        fmt_opt(r.memory.idle_rss_mb),
+        fmt_opt(r.memory.peak_rss_mb)
+    );
+    out
+}
+
+fn fmt_opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.1}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let v: Vec<u32> = (1..=1000).collect();
+        assert_eq!(percentile(&v, 0.5), Some(500));
+        assert_eq!(percentile(&v, 0.99), Some(990));
+        assert_eq!(percentile(&v, 0.999), Some(999));
+        assert_eq!(percentile(&v, 1.0), Some(1000));
+        assert_eq!(percentile(&v, 0.0), Some(1));
+        assert_eq!(percentile::<u32>(&[], 0.5), None);
+        let l = latency(&[1000, 2000, 3000, 4000]);
+        assert_eq!(l.p50_ms, 2.0);
+        assert_eq!(l.max_ms, 4.0);
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_date(0), "1970-01-01");
+        assert_eq!(civil_date(951_782_400), "2000-02-29");
+        assert_eq!(civil_date(1_795_392_000), "2026-11-23");
+        assert_eq!(civil_date(1_795_391_999), "2026-11-22");
+        assert_eq!(civil_date(-86_400), "1969-12-31");
+    }
+
+    #[test]
+    fn proc_status_fields() {
+        let text = "Name:\tcharter\nVmHWM:\t  123456 kB\nVmRSS:\t   65432 kB\n";
+        assert_eq!(status_field_kb(text, "VmRSS"), Some(65_432));
+        assert_eq!(status_field_kb(text, "VmHWM"), Some(123_456));
+        assert_eq!(status_field_kb(text, "VmSwap"), None);
+        // A field is matched by its whole name, not by prefix.
+        assert_eq!(status_field_kb("VmRSSX:\t1 kB\n", "VmRSS"), None);
+        // On Linux, this process has a resident set.
+        if cfg!(target_os = "linux") {
+            assert!(proc_status_mb("VmRSS").is_some_and(|mb| mb > 0.0));
+        }
+    }
+
+    #[test]
+    fn runs_finished_sums_outcomes_of_one_charter() {
+        let text = "# TYPE charter_runs_total counter\n\
+            charter_runs_total{charter=\"bench\",outcome=\"done\"} 41\n\
+            charter_runs_total{charter=\"bench\",outcome=\"failed\"} 1\n\
+            charter_runs_total{charter=\"benchmark\",outcome=\"done\"} 7\n\
+            charter_events_received_total{charter=\"bench\"} 99\n";
+        assert_eq!(runs_finished(text, "bench"), 42);
+        assert_eq!(runs_finished(text, "other"), 0);
+    }
+
+    #[test]
+    fn histogram_mean_divides_sum_by_count() {
+        let text = "charter_ack_latency_seconds_bucket{le=\"+Inf\"} 4\n\
+            charter_ack_latency_seconds_sum 0.02\n\
+            charter_ack_latency_seconds_count 4\n";
+        let mean = histogram_mean(text, "charter_ack_latency_seconds").unwrap();
+        assert!((mean - 0.005).abs() < 1e-12);
+        assert_eq!(
+            histogram_mean("x_sum 0\nx_count 0\n", "x"),
+            None,
+            "no observations, no mean"
+        );
+        assert_eq!(histogram_mean(text, "charter_cycle_time_seconds"), None);
+    }
+
+    #[test]
+    fn concurrency_values_are_bounded() {
+        assert_eq!(parse_concurrency("32"), Ok(32));
+        assert!(parse_concurrency("0").is_err());
+        assert!(parse_concurrency("x").is_err());
+        assert!(parse_concurrency("100000").is_err());
+    }
+
+    #[test]
+    fn signed_deliveries_verify_and_are_unique() {
+        let signer = Signer::new(SECRET).unwrap();
+        let now = now_unix();
+        let a = signer.sign(now).unwrap();
+        let b = signer.sign(now).unwrap();
+        let headers = |d: &Delivery| -> std::collections::BTreeMap<String, String> {
+            signer
+                .headers(d)
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        v.unwrap().to_str().unwrap().to_string(),
+                    )
+                })
+                .collect()
+        };
+        let (ha, hb) = (headers(&a), headers(&b));
+        assert_ne!(ha["webhook-id"], hb["webhook-id"]);
+        verify::verify(&signer.spec, &[SECRET.to_string()], &ha, &a.body, now).unwrap();
+        // A wrong secret is refused: the signature really covers the body.
+        assert!(verify::verify(&signer.spec, &["other".to_string()], &ha, &a.body, now).is_err());
+        let payload: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        assert!(payload["ticket"]["id"].is_i64());
+    }
+
+    fn tiny_args(which: Which) -> BenchArgs {
+        BenchArgs {
+            which,
+            duration: Duration::from_millis(400),
+            concurrency: vec![4],
+            drain_timeout: Duration::from_secs(30),
+            json: true,
+            out: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ingest_and_noop_runs_count_acks_without_errors() {
+        charter_connect::install_crypto_provider();
+        let report = run(&tiny_args(Which::Ingest)).await.unwrap();
+        assert_eq!(report.ingest.len(), 1);
+        assert_eq!(report.noop.len(), 1);
+        for r in report.ingest.iter().chain(&report.noop) {
+            assert!(r.acks > 0, "{} acked nothing", r.target);
+            assert_eq!(r.errors, 0, "{}: {:?}", r.target, r.error_kinds);
+            assert!(r.latency.p50_ms > 0.0 && r.latency.p50_ms <= r.latency.p99_ms);
+        }
+        assert!(report.ingest_over_noop.contains_key(&4));
+        let st = report.ingest[0].store.as_ref().unwrap();
+        // Every ack is one durable write, and group commit never makes more commits than writes.
+        assert!(st.commands >= report.ingest[0].acks);
+        assert!(st.batches >= 1 && st.batches <= st.commands);
+        assert!(st.mean_store_wait_ms.is_some_and(|ms| ms > 0.0));
+        assert!(report.memory.idle_rss_mb.is_some_and(|m| m > 0.0));
+        let table = render_table(&report);
+        assert!(table.contains("ingest / no-op at 4 connections"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn e2e_run_processes_every_acked_event_once() {
+        charter_connect::install_crypto_provider();
+        let report = run(&tiny_args(Which::E2e)).await.unwrap();
+        let e = report.e2e.unwrap();
+        assert!(e.send.acks > 0);
+        assert!(e.drained, "queue did not drain");
+        assert_eq!(e.done, e.send.acks + e.send.acks_outside_window);
+        assert_eq!(e.failed + e.unfinished, 0);
+        assert_eq!(e.sink_applied as u64, e.done);
+        assert_eq!(e.sink_doubled, 0);
+        assert!(e.events_per_sec > 0.0);
+        assert!(e.cycle_p50_ms <= e.cycle_p99_ms);
+    }
+}

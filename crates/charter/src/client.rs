@@ -1,0 +1,727 @@
+//! CLI commands that talk to a running server's admin API or webhooks.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde_json::Value;
+
+use crate::ServerArgs;
+
+/// Exit code when the server cannot be reached.
+const UNREACHABLE: u8 = 3;
+
+fn http() -> Result<reqwest::Client, ExitCode> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot create an HTTP client: {e}");
+            ExitCode::from(1)
+        })
+}
+
+async fn call(
+    server: &ServerArgs,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Result<Value, ExitCode> {
+    let client = http()?;
+    let url = format!("{}{}", server.server.trim_end_matches('/'), path);
+    let mut req = client.request(method, &url);
+    if let Some(t) = &server.token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.map_err(|e| {
+        eprintln!("error: cannot reach {url}: {e}");
+        ExitCode::from(UNREACHABLE)
+    })?;
+    let status = resp.status();
+    let value: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        let msg = value
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("request failed");
+        eprintln!("error: {status}: {msg}");
+        return Err(ExitCode::from(1));
+    }
+    Ok(value)
+}
+
+fn print_json(v: &Value) {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => println!("{s}"),
+        Err(_) => println!("{v}"),
+    }
+}
+
+fn ms_to_rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+pub async fn events_list(
+    server: &ServerArgs,
+    charter: Option<String>,
+    status: Option<String>,
+    limit: usize,
+    json: bool,
+) -> ExitCode {
+    let mut q = vec![format!("limit={limit}")];
+    if let Some(c) = charter {
+        q.push(format!("charter={c}"));
+    }
+    if let Some(s) = status {
+        q.push(format!("status={s}"));
+    }
+    let path = format!("/api/v1/events?{}", q.join("&"));
+    let v = match call(server, reqwest::Method::GET, &path, None).await {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    if json {
+        print_json(&v["events"]);
+        return ExitCode::SUCCESS;
+    }
+    let events = v["events"].as_array().cloned().unwrap_or_default();
+    println!(
+        "{:<36}  {:<20}  {:<10}  {:<20}  SOURCE",
+        "ID", "CHARTER", "STATUS", "RECEIVED"
+    );
+    for e in &events {
+        println!(
+            "{:<36}  {:<20}  {:<10}  {:<20}  {}",
+            e["id"].as_str().unwrap_or(""),
+            e["charter"].as_str().unwrap_or(""),
+            e["status"].as_str().unwrap_or(""),
+            ms_to_rfc3339(e["received_at"].as_i64().unwrap_or(0)),
+            e["source"].as_str().unwrap_or(""),
+        );
+    }
+    eprintln!("{} event(s)", events.len());
+    ExitCode::SUCCESS
+}
+
+pub async fn events_show(server: &ServerArgs, id: &str, json: bool) -> ExitCode {
+    let v = match call(
+        server,
+        reqwest::Method::GET,
+        &format!("/api/v1/events/{id}"),
+        None,
+    )
+    .await
+    {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    if json {
+        print_json(&v);
+        return ExitCode::SUCCESS;
+    }
+    let e = &v["event"];
+    println!("event     {}", e["id"].as_str().unwrap_or(""));
+    println!("charter   {}", e["charter"].as_str().unwrap_or(""));
+    println!("status    {}", e["status"].as_str().unwrap_or(""));
+    println!("source    {}", e["source"].as_str().unwrap_or(""));
+    println!(
+        "received  {}",
+        ms_to_rfc3339(e["received_at"].as_i64().unwrap_or(0))
+    );
+    if let Some(k) = e["dedupe_key"].as_str() {
+        println!("dedupe    {k}");
+    }
+    println!("payload   {}", e["payload"]);
+    for run in v["runs"].as_array().cloned().unwrap_or_default() {
+        println!();
+        println!(
+            "run {}  mode={}  outcome={}  started={}",
+            run["id"].as_str().unwrap_or(""),
+            run["mode"].as_str().unwrap_or(""),
+            run["outcome"].as_str().unwrap_or("running"),
+            ms_to_rfc3339(run["started_at"].as_i64().unwrap_or(0)),
+        );
+        let d = &run["decision"];
+        if !d.is_null() {
+            println!(
+                "  decision  label={} confidence={} stage={}  ({})",
+                d["label"].as_str().unwrap_or("-"),
+                d["confidence"],
+                d["stage"].as_str().unwrap_or(""),
+                d["reason"].as_str().unwrap_or("")
+            );
+        }
+        match run["route"].as_u64() {
+            Some(r) => println!("  route     #{}", r + 1),
+            None => println!("  route     none"),
+        }
+        for a in run["actions"].as_array().cloned().unwrap_or_default() {
+            println!(
+                "  action    {}  {}  key={}",
+                a["action"].as_str().unwrap_or(""),
+                a["status"].as_str().unwrap_or(""),
+                &a["idempotency_key"].as_str().unwrap_or("")
+                    [..12.min(a["idempotency_key"].as_str().unwrap_or("").len())]
+            );
+            for at in a["attempts"].as_array().cloned().unwrap_or_default() {
+                println!(
+                    "    attempt {}  status={}  {}ms  {}",
+                    at["attempt"],
+                    at["status"],
+                    at["duration_ms"],
+                    at["error"].as_str().unwrap_or("")
+                );
+            }
+        }
+        if let Some(err) = run["error"].as_str() {
+            println!("  note      {err}");
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+pub async fn replay(
+    server: &ServerArgs,
+    id: Option<String>,
+    failed: bool,
+    charter: Option<String>,
+) -> ExitCode {
+    let result = match (id, failed) {
+        (Some(id), false) => {
+            call(
+                server,
+                reqwest::Method::POST,
+                &format!("/api/v1/events/{id}/replay"),
+                None,
+            )
+            .await
+        }
+        (None, true) => {
+            call(
+                server,
+                reqwest::Method::POST,
+                "/api/v1/replay",
+                Some(serde_json::json!({ "charter": charter })),
+            )
+            .await
+        }
+        _ => {
+            eprintln!("error: give an event id, or --failed");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(v) => {
+            let ids = v["requeued"].as_array().cloned().unwrap_or_default();
+            for id in &ids {
+                println!("{}", id.as_str().unwrap_or(""));
+            }
+            eprintln!("{} event(s) queued for another run", ids.len());
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+pub async fn set_paused(server: &ServerArgs, charter: &str, paused: bool) -> ExitCode {
+    let verb = if paused { "pause" } else { "resume" };
+    match call(
+        server,
+        reqwest::Method::POST,
+        &format!("/api/v1/charters/{charter}/{verb}"),
+        None,
+    )
+    .await
+    {
+        Ok(_) => {
+            eprintln!(
+                "{charter}: {}",
+                if paused {
+                    "paused (events are still accepted and stored)"
+                } else {
+                    "resumed"
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+/// Sign and post a payload to a charter's webhook.
+pub async fn send(
+    dir: &Path,
+    charter: &str,
+    file: &Path,
+    delivery_id: Option<String>,
+    server: &ServerArgs,
+) -> ExitCode {
+    let project = match charter_server::project::load(dir) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let Some(c) = project.charters.get(charter) else {
+        eprintln!(
+            "error: no charter named `{charter}` in {} (have: {})",
+            dir.display(),
+            project
+                .charters
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return ExitCode::from(1);
+    };
+    let Some(webhook) = &c.trigger.webhook else {
+        eprintln!("error: charter `{charter}` has no webhook trigger");
+        return ExitCode::from(1);
+    };
+    let body = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", file.display());
+            return ExitCode::from(1);
+        }
+    };
+    let secret = match webhook.secrets.first() {
+        None => None,
+        Some(s) => match charter_server::project::resolve_secret(dir, s) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        },
+    };
+    let delivery = delivery_id.unwrap_or_else(|| format!("msg_{}", uuid::Uuid::now_v7().simple()));
+    match post_signed(&server.server, webhook, secret.as_deref(), &body, &delivery).await {
+        Ok((status, v)) => {
+            print_json(&v);
+            if status.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("error: the server answered {status}");
+                ExitCode::from(1)
+            }
+        }
+        Err(code) => code,
+    }
+}
+
+/// Sign `body` for `webhook` and post it. Shared with the demo.
+pub async fn post_signed(
+    base: &str,
+    webhook: &charter_core::config::Webhook,
+    secret: Option<&str>,
+    body: &[u8],
+    delivery_id: &str,
+) -> Result<(reqwest::StatusCode, Value), ExitCode> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let headers = match secret {
+        Some(s) => match charter_core::verify::sign(&webhook.verify, s, body, now, delivery_id) {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("error: cannot sign: {e}");
+                return Err(ExitCode::from(1));
+            }
+        },
+        None => vec![],
+    };
+    let client = http()?;
+    let url = format!("{}{}", base.trim_end_matches('/'), webhook.path);
+    let mut req = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let resp = req.send().await.map_err(|e| {
+        eprintln!("error: cannot reach {url}: {e}");
+        ExitCode::from(UNREACHABLE)
+    })?;
+    let status = resp.status();
+    let v = resp.json().await.unwrap_or(Value::Null);
+    Ok((status, v))
+}
+
+// ---------------------------------------------------------------------------------------
+// Approvals, escalations, audit log, corrections
+// ---------------------------------------------------------------------------------------
+
+/// `key=value` pairs of a query string (values are percent-encoded).
+fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v))))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+/// Percent-encode a query value (everything but unreserved characters).
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+/// `charter approvals`: pending (or `--status`) approvals, oldest first.
+pub async fn approvals(
+    server: &ServerArgs,
+    charter: Option<String>,
+    status: Option<String>,
+    json: bool,
+) -> ExitCode {
+    let path = format!(
+        "/api/v1/approvals{}",
+        query(&[("charter", charter), ("status", status)])
+    );
+    let v = match call(server, reqwest::Method::GET, &path, None).await {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    if json {
+        print_json(&v["approvals"]);
+        return ExitCode::SUCCESS;
+    }
+    let items = v["approvals"].as_array().cloned().unwrap_or_default();
+    println!(
+        "{:<36}  {:<20}  {:<20}  {:<9}  {:<20}  EVENT",
+        "ID", "CHARTER", "ACTION", "STATUS", "EXPIRES"
+    );
+    for a in &items {
+        println!(
+            "{:<36}  {:<20}  {:<20}  {:<9}  {:<20}  {}",
+            text(&a["id"]),
+            text(&a["charter"]),
+            text(&a["action"]),
+            text(&a["status"]),
+            a["expires_at"]
+                .as_i64()
+                .map(ms_to_rfc3339)
+                .unwrap_or_else(|| "-".into()),
+            text(&a["event_id"]),
+        );
+    }
+    eprintln!("{} approval(s)", items.len());
+    ExitCode::SUCCESS
+}
+
+/// `charter approve ID [--params FILE]`: approve, optionally with edited parameters.
+pub async fn approve(server: &ServerArgs, id: &str, params: Option<&Path>) -> ExitCode {
+    let body = match params {
+        None => None,
+        Some(file) => {
+            let raw = match std::fs::read(file) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot read {}: {e}", file.display());
+                    return ExitCode::from(1);
+                }
+            };
+            match serde_json::from_slice::<Value>(&raw) {
+                Ok(p) => Some(serde_json::json!({ "params": p })),
+                Err(e) => {
+                    eprintln!("error: {} is not valid JSON: {e}", file.display());
+                    return ExitCode::from(1);
+                }
+            }
+        }
+    };
+    let path = format!("/api/v1/approvals/{}/approve", encode(id));
+    match call(server, reqwest::Method::POST, &path, body).await {
+        Ok(v) => {
+            let a = &v["approval"];
+            if a["edited_hash"].is_string() {
+                eprintln!(
+                    "approved {id} with edited parameters (new key {})",
+                    text(&a["edited_hash"])
+                );
+            } else {
+                eprintln!("approved {id}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+/// `charter reject ID --reason TEXT`.
+pub async fn reject(server: &ServerArgs, id: &str, reason: &str) -> ExitCode {
+    let path = format!("/api/v1/approvals/{}/reject", encode(id));
+    let body = serde_json::json!({ "reason": reason });
+    match call(server, reqwest::Method::POST, &path, Some(body)).await {
+        Ok(_) => {
+            eprintln!("rejected {id}");
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+/// `charter escalations`: open (or `--status`) escalations, oldest first.
+pub async fn escalations(
+    server: &ServerArgs,
+    charter: Option<String>,
+    status: Option<String>,
+    json: bool,
+) -> ExitCode {
+    let path = format!(
+        "/api/v1/escalations{}",
+        query(&[("charter", charter), ("status", status)])
+    );
+    let v = match call(server, reqwest::Method::GET, &path, None).await {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    if json {
+        print_json(&v["escalations"]);
+        return ExitCode::SUCCESS;
+    }
+    let items = v["escalations"].as_array().cloned().unwrap_or_default();
+    println!(
+        "{:<36}  {:<20}  {:<16}  {:<8}  {:<20}  EVENT",
+        "ID", "CHARTER", "REASON", "STATUS", "CREATED"
+    );
+    for e in &items {
+        println!(
+            "{:<36}  {:<20}  {:<16}  {:<8}  {:<20}  {}",
+            text(&e["id"]),
+            text(&e["charter"]),
+            text(&e["reason"]),
+            text(&e["status"]),
+            ms_to_rfc3339(e["created_at"].as_i64().unwrap_or(0)),
+            text(&e["event_id"]),
+        );
+    }
+    eprintln!("{} escalation(s)", items.len());
+    ExitCode::SUCCESS
+}
+
+/// Parse `--field k=v` arguments; a value that is valid JSON (number, boolean, quoted
+/// string, ...) is taken as JSON, anything else as a plain string.
+pub fn parse_fields(fields: &[String]) -> Result<serde_json::Map<String, Value>, String> {
+    let mut out = serde_json::Map::new();
+    for f in fields {
+        let Some((k, v)) = f.split_once('=') else {
+            return Err(format!("--field `{f}` is not key=value"));
+        };
+        let k = k.trim();
+        if k.is_empty() {
+            return Err(format!("--field `{f}` has an empty key"));
+        }
+        let value = serde_json::from_str::<Value>(v).unwrap_or_else(|_| Value::String(v.into()));
+        out.insert(k.to_string(), value);
+    }
+    Ok(out)
+}
+
+/// `charter decide ESC_ID --label L [--field k=v]...`: resolve an escalation.
+pub async fn decide(server: &ServerArgs, id: &str, label: &str, fields: &[String]) -> ExitCode {
+    let fields = match parse_fields(fields) {
+        Ok(f) => f,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    let path = format!("/api/v1/escalations/{}/decide", encode(id));
+    let body = serde_json::json!({ "label": label, "fields": fields });
+    match call(server, reqwest::Method::POST, &path, Some(body)).await {
+        Ok(_) => {
+            eprintln!("escalation {id} decided as `{label}`; the run continues");
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+/// `charter audit`: the audit log, newest first.
+pub async fn audit(
+    server: &ServerArgs,
+    charter: Option<String>,
+    actor: Option<String>,
+    action: Option<String>,
+    limit: usize,
+    json: bool,
+) -> ExitCode {
+    let path = format!(
+        "/api/v1/audit{}",
+        query(&[
+            ("charter", charter),
+            ("actor", actor),
+            ("action", action),
+            ("limit", Some(limit.to_string())),
+        ])
+    );
+    let v = match call(server, reqwest::Method::GET, &path, None).await {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    if json {
+        print_json(&v["audit"]);
+        return ExitCode::SUCCESS;
+    }
+    let items = v["audit"].as_array().cloned().unwrap_or_default();
+    println!(
+        "{:<20}  {:<16}  {:<20}  {:<20}  TARGET",
+        "AT", "ACTOR", "ACTION", "CHARTER"
+    );
+    for e in &items {
+        println!(
+            "{:<20}  {:<16}  {:<20}  {:<20}  {}",
+            ms_to_rfc3339(e["at"].as_i64().unwrap_or(0)),
+            text(&e["actor"]),
+            text(&e["action"]),
+            e["charter"].as_str().unwrap_or("-"),
+            e["target"].as_str().unwrap_or("-"),
+        );
+    }
+    eprintln!(
+        "{} entr{}",
+        items.len(),
+        if items.len() == 1 { "y" } else { "ies" }
+    );
+    ExitCode::SUCCESS
+}
+
+/// One CSV field, quoted when it holds a comma, quote or line break.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// The corrections as CSV `text,label` (header first).
+pub fn corrections_csv(corrections: &[Value]) -> String {
+    let mut out = String::from("text,label\n");
+    for c in corrections {
+        out.push_str(&csv_field(text(&c["text"])));
+        out.push(',');
+        out.push_str(&csv_field(text(&c["label"])));
+        out.push('\n');
+    }
+    out
+}
+
+/// `charter export-corrections CHARTER [--out FILE]`: human-decided cases as labelled
+/// examples (CSV `text,label`) for the next `charter train`.
+pub async fn export_corrections(
+    server: &ServerArgs,
+    charter: &str,
+    out: Option<&Path>,
+) -> ExitCode {
+    let path = format!("/api/v1/corrections?charter={}", encode(charter));
+    let v = match call(server, reqwest::Method::GET, &path, None).await {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let items = v["corrections"].as_array().cloned().unwrap_or_default();
+    let csv = corrections_csv(&items);
+    match out {
+        Some(file) => {
+            if let Err(e) = std::fs::write(file, csv) {
+                eprintln!("error: cannot write {}: {e}", file.display());
+                return ExitCode::from(1);
+            }
+            eprintln!("wrote {} correction(s) to {}", items.len(), file.display());
+        }
+        None => {
+            print!("{csv}");
+            eprintln!("{} correction(s)", items.len());
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_only_what_needs_it() {
+        let rows = vec![
+            serde_json::json!({"text": "plain text", "label": "billing"}),
+            serde_json::json!({"text": "a, \"quoted\"\nline", "label": "bug"}),
+        ];
+        assert_eq!(
+            corrections_csv(&rows),
+            "text,label\nplain text,billing\n\"a, \"\"quoted\"\"\nline\",bug\n"
+        );
+    }
+
+    #[test]
+    fn fields_take_json_values_or_strings() {
+        let f = parse_fields(&[
+            "order_id=ORD-7".into(),
+            "count=3".into(),
+            "urgent=true".into(),
+            "note=a=b".into(),
+        ])
+        .unwrap();
+        assert_eq!(f["order_id"], "ORD-7");
+        assert_eq!(f["count"], 3);
+        assert_eq!(f["urgent"], true);
+        assert_eq!(f["note"], "a=b");
+        assert!(parse_fields(&["novalue".into()]).is_err());
+        assert!(parse_fields(&["=x".into()]).is_err());
+    }
+
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(
+            query(&[("charter", Some("a b&c".into())), ("status", None)]),
+            "?charter=a%20b%26c"
+        );
+        assert_eq!(query(&[("x", None)]), "");
+    }
+}

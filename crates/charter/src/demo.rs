@@ -1,0 +1,202 @@
+//! `charter demo`: write the example project into a folder, start a local stand-in for
+//! the helpdesk, serve the project on localhost, feed it the sample events (signed as each
+//! charter's preset expects), and print what happened. No keys and no network beyond
+//! 127.0.0.1.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use charter_server::sink::Sink;
+use charter_server::{Role, Runtime, ServeOptions};
+use charter_store::sqlite::SqliteStore;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::serve::{LogArgs, init_logging, parse_listen, shutdown_signal};
+
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Folder for the demo project (default: a new folder under the system temp dir).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Address to serve on.
+    #[arg(long, env = "CHARTER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Exit once the sample events are processed instead of serving until Ctrl-C.
+    #[arg(long)]
+    pub once: bool,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+pub async fn demo(args: DemoArgs) -> ExitCode {
+    init_logging(&LogArgs {
+        log_level: if args.log.log_level == "info" {
+            "warn".into()
+        } else {
+            args.log.log_level.clone()
+        },
+        log_format: args.log.log_format.clone(),
+    });
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(args: DemoArgs) -> Result<(), String> {
+    let dir = args.dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("charter-demo-{}", uuid::Uuid::now_v7().simple()))
+    });
+    let shutdown = CancellationToken::new();
+    let sink = Sink::default();
+    let sink_addr = sink
+        .start(([127, 0, 0, 1], 0).into(), shutdown.clone())
+        .await
+        .map_err(|e| format!("cannot start the demo helpdesk: {e}"))?;
+    let sink_url = format!("http://{sink_addr}");
+
+    for (rel, contents) in charter_core::scaffold::demo_project(&sink_url) {
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        std::fs::write(&path, contents)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    eprintln!("demo project written to {}", dir.display());
+    eprintln!("stand-in helpdesk listening on {sink_url}");
+
+    let runtime = Arc::new(Runtime::load(&dir).map_err(|e| e.to_string())?);
+    let store = SqliteStore::open(&runtime.store_path()).map_err(|e| e.to_string())?;
+    let listen = parse_listen(&args.listen)?;
+    let running = charter_server::start(
+        runtime.clone(),
+        store.clone(),
+        ServeOptions {
+            listen,
+            role: Role::All,
+            worker_id: Some("demo".into()),
+        },
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let base = format!("http://{}", running.addr);
+    eprintln!("charter serving on {base}");
+
+    // Feed every sample: samples/<charter>/*.json
+    let mut sent = Vec::new();
+    for (name, cr) in &runtime.charters {
+        let Some(webhook) = &cr.charter.trigger.webhook else {
+            continue;
+        };
+        let sample_dir = dir.join("samples").join(name);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&sample_dir)
+            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.sort();
+        for f in files {
+            let body = std::fs::read(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+            let secret = cr.webhook_secrets.first().map(String::as_str);
+            let delivery = format!("demo-{}", uuid::Uuid::now_v7().simple());
+            let (status, v) = crate::client::post_signed(&base, webhook, secret, &body, &delivery)
+                .await
+                .map_err(|_| "could not post a sample event".to_string())?;
+            let file = f
+                .file_name()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_default();
+            eprintln!("sent {name}/{file}: {status}");
+            if let Some(id) = v["id"].as_str() {
+                sent.push(id.to_string());
+            }
+        }
+    }
+
+    // Wait (bounded) for the runs to finish, then summarise.
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let events: Vec<Value> = loop {
+        let v: Value = client
+            .get(format!("{base}/api/v1/events?limit=1000"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        let events = v["events"].as_array().cloned().unwrap_or_default();
+        let busy = events
+            .iter()
+            .any(|e| matches!(e["status"].as_str(), Some("pending" | "processing")));
+        if !busy || tokio::time::Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!(
+        "{:<36}  {:<16}  {:<8}  OUTCOME",
+        "EVENT", "CHARTER", "STATUS"
+    );
+    for e in events.iter().rev() {
+        let id = e["id"].as_str().unwrap_or("");
+        let detail: Value = client
+            .get(format!("{base}/api/v1/events/{id}"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        let last = detail["runs"]
+            .as_array()
+            .and_then(|r| r.last())
+            .cloned()
+            .unwrap_or(Value::Null);
+        let label = last["decision"]["label"].as_str().unwrap_or("-");
+        let actions: Vec<String> = last["actions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|a| {
+                format!(
+                    "{}={}",
+                    a["action"].as_str().unwrap_or(""),
+                    a["status"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        println!(
+            "{id:<36}  {:<16}  {:<8}  {} label={label} {}",
+            e["charter"].as_str().unwrap_or(""),
+            e["status"].as_str().unwrap_or(""),
+            last["outcome"].as_str().unwrap_or("-"),
+            actions.join(" ")
+        );
+    }
+    eprintln!(
+        "{} sample event(s) sent; the stand-in helpdesk applied {} action(s)",
+        sent.len(),
+        sink.applied_keys()
+    );
+    if args.once {
+        shutdown.cancel();
+        let _ = running.done.await;
+        store.close().await;
+        return Ok(());
+    }
+    eprintln!("try: charter events list --server {base}    (Ctrl-C to stop)");
+    shutdown_signal().await;
+    shutdown.cancel();
+    let _ = running.done.await;
+    store.close().await;
+    Ok(())
+}

@@ -1,0 +1,405 @@
+//! The `charter` command line. Data goes to stdout, messages to stderr.
+//!
+//! Exit codes: 0 success; 1 the command ran and found a problem (invalid charters, an API
+//! error, a failed operation); 2 usage errors (from clap); 3 the server could not be reached.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod client;
+mod decide_cmd;
+mod demo;
+mod report;
+mod serve;
+
+#[derive(Parser)]
+#[command(
+    name = "charter",
+    version,
+    about = "Charter: AI inside your team's workflows, on the record.",
+    long_about = "Receives events from your tools, stores each durably, decides and routes them under a charter, and writes results back. Data goes to stdout, messages to stderr."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the admin API is and how to authenticate.
+#[derive(clap::Args, Clone)]
+pub struct ServerArgs {
+    /// Base URL of a running `charter serve`.
+    #[arg(long, env = "CHARTER_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// API token (sent as a bearer token) when the server defines tokens.
+    #[arg(long, env = "CHARTER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a project folder and every charter in it; lists every problem as file:line:col.
+    Check {
+        /// Project folder (holding charter.yaml and charters/).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Print the result as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a new, working project folder.
+    Init {
+        /// Folder to create (must not already hold a charter.yaml).
+        dir: PathBuf,
+    },
+    /// Run the server: webhooks, admin API and worker.
+    Serve(serve::ServeArgs),
+    /// Post a JSON file to a charter's webhook, signed the way the charter's preset expects.
+    Send {
+        /// The charter to send to.
+        charter: String,
+        /// JSON file with the payload.
+        file: PathBuf,
+        /// Project folder (to read the charter's path, preset and secret reference).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Delivery id (for presets that carry one); random when omitted.
+        #[arg(long)]
+        delivery_id: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List or show stored events.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+    /// Run an event again, or every failed event (succeeded actions are not repeated).
+    Replay {
+        /// Event id to replay.
+        id: Option<String>,
+        /// Replay every failed event (of --charter, or of all charters).
+        #[arg(long, conflicts_with = "id")]
+        failed: bool,
+        #[arg(long, requires = "failed")]
+        charter: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Pause a charter: events keep arriving and are stored, nothing is processed.
+    Pause {
+        charter: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Resume a paused charter; stored events are processed in order.
+    Resume {
+        charter: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Serve an example project on localhost and feed it sample events (no keys needed).
+    Demo(demo::DemoArgs),
+    /// A charter's measurements: volume, outcomes, cycle time, approval, escalation,
+    /// correction and error rates, named outcomes.
+    Report(report::ReportArgs),
+    /// Apply the store's migrations (SQLite or PostgreSQL) and exit.
+    Migrate {
+        /// Project folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Store override (a SQLite path or a postgres:// URL).
+        #[arg(long, env = "CHARTER_STORE")]
+        store: Option<String>,
+    },
+    /// Train a charter's embedded classifier from its labelled examples.
+    Train {
+        charter: String,
+        /// Project folder.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Seed (same seed and examples give the same model, byte for byte).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Evaluate a charter's decision stage over labelled cases.
+    Eval(decide_cmd::EvalArgs),
+    /// Measure durable ingest, a no-op HTTP baseline and the end-to-end pipeline on this machine.
+    Bench(bench::BenchArgs),
+    /// List approvals waiting for a reviewer (oldest first).
+    Approvals {
+        #[arg(long)]
+        charter: Option<String>,
+        /// pending (default), approved, rejected, expired or all.
+        #[arg(long)]
+        status: Option<String>,
+        /// Print JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Approve a pending action; with --params, approve your edit of its parameters instead.
+    Approve {
+        /// Approval id.
+        id: String,
+        /// JSON file with the edited parameters (only the request body may differ).
+        #[arg(long)]
+        params: Option<PathBuf>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Reject a pending action, with a reason; the run ends without executing it.
+    Reject {
+        /// Approval id.
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List work escalated to humans (oldest first).
+    Escalations {
+        #[arg(long)]
+        charter: Option<String>,
+        /// open (default), resolved or all.
+        #[arg(long)]
+        status: Option<String>,
+        /// Print JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Decide an escalation: the run continues with this label and these fields.
+    Decide {
+        /// Escalation id.
+        id: String,
+        #[arg(long)]
+        label: String,
+        /// An extracted field, key=value (repeatable; JSON values allowed).
+        #[arg(long = "field")]
+        fields: Vec<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Show the audit log (who did what and when), newest first.
+    Audit {
+        #[arg(long)]
+        charter: Option<String>,
+        #[arg(long)]
+        actor: Option<String>,
+        /// For example approval.approve, charter.pause.
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Write a charter's human-decided cases as labelled examples (CSV text,label).
+    ExportCorrections {
+        charter: String,
+        /// Output file (stdout when omitted).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// List events, newest first.
+    List {
+        #[arg(long)]
+        charter: Option<String>,
+        /// pending, processing, done, failed or waiting.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Show one event with its runs (decision, route, actions and attempts).
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    charter_connect::install_crypto_provider();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Check { dir, json } => check(&dir, json),
+        Command::Init { dir } => init(&dir),
+        Command::Serve(args) => serve::serve(args).await,
+        Command::Send {
+            charter,
+            file,
+            dir,
+            delivery_id,
+            server,
+        } => client::send(&dir, &charter, &file, delivery_id, &server).await,
+        Command::Events { command } => match command {
+            EventsCommand::List {
+                charter,
+                status,
+                limit,
+                json,
+                server,
+            } => client::events_list(&server, charter, status, limit, json).await,
+            EventsCommand::Show { id, json, server } => {
+                client::events_show(&server, &id, json).await
+            }
+        },
+        Command::Replay {
+            id,
+            failed,
+            charter,
+            server,
+        } => client::replay(&server, id, failed, charter).await,
+        Command::Pause { charter, server } => client::set_paused(&server, &charter, true).await,
+        Command::Resume { charter, server } => client::set_paused(&server, &charter, false).await,
+        Command::Demo(args) => demo::demo(args).await,
+        Command::Report(args) => report::report(args).await,
+        Command::Migrate { dir, store } => serve::migrate(&dir, store).await,
+        Command::Train { charter, dir, seed } => decide_cmd::train(&dir, &charter, seed),
+        Command::Eval(args) => decide_cmd::eval(args),
+        Command::Bench(args) => bench::bench(args).await,
+        Command::Approvals {
+            charter,
+            status,
+            json,
+            server,
+        } => client::approvals(&server, charter, status, json).await,
+        Command::Approve { id, params, server } => {
+            client::approve(&server, &id, params.as_deref()).await
+        }
+        Command::Reject { id, reason, server } => client::reject(&server, &id, &reason).await,
+        Command::Escalations {
+            charter,
+            status,
+            json,
+            server,
+        } => client::escalations(&server, charter, status, json).await,
+        Command::Decide {
+            id,
+            label,
+            fields,
+            server,
+        } => client::decide(&server, &id, &label, &fields).await,
+        Command::Audit {
+            charter,
+            actor,
+            action,
+            limit,
+            json,
+            server,
+        } => client::audit(&server, charter, actor, action, limit, json).await,
+        Command::ExportCorrections {
+            charter,
+            out,
+            server,
+        } => client::export_corrections(&server, &charter, out.as_deref()).await,
+    }
+}
+
+fn check(dir: &std::path::Path, json: bool) -> ExitCode {
+    match charter_server::project::load(dir) {
+        Ok(project) => {
+            if json {
+                let names: Vec<&String> = project.charters.keys().collect();
+                println!("{}", serde_json::json!({"ok": true, "charters": names}));
+            } else {
+                for (name, c) in &project.charters {
+                    println!("{name}\t{}\t{}", c.mode.as_str(), c.file);
+                }
+            }
+            eprintln!(
+                "ok: {} charter(s) valid in {}",
+                project.charters.len(),
+                dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(charter_server::ProjectError::Invalid(diags)) => {
+            if json {
+                let items: Vec<_> = diags
+                    .0
+                    .iter()
+                    .map(|d| {
+                        serde_json::json!({"file": d.file, "line": d.line, "column": d.column, "message": d.message})
+                    })
+                    .collect();
+                println!("{}", serde_json::json!({"ok": false, "problems": items}));
+            } else {
+                for d in &diags.0 {
+                    println!("{d}");
+                }
+            }
+            eprintln!("{} problem(s) found", diags.0.len());
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init(dir: &std::path::Path) -> ExitCode {
+    if dir.join("charter.yaml").exists() {
+        eprintln!(
+            "error: {} already holds a charter.yaml; refusing to overwrite it",
+            dir.display()
+        );
+        return ExitCode::from(1);
+    }
+    for (rel, contents) in charter_core::scaffold::init_project() {
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent()
+            && let Err(e) = std::fs::create_dir_all(parent)
+        {
+            eprintln!("error: cannot create {}: {e}", parent.display());
+            return ExitCode::from(1);
+        }
+        if let Err(e) = std::fs::write(&path, contents) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::from(1);
+        }
+        eprintln!("created {}", path.display());
+    }
+    eprintln!(
+        "next: `charter check {0}` then `charter serve {0}`",
+        dir.display()
+    );
+    ExitCode::SUCCESS
+}

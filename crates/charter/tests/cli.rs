@@ -1,0 +1,716 @@
+#![allow(clippy::unwrap_used)]
+//! End-to-end tests of the `charter` binary: check, init, demo, and the crash test (a child
+//! `charter serve` killed with SIGKILL under load, then restarted).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use charter_server::sink::{Scripted, Sink};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_charter")
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "charter-cli-{tag}-{}",
+        uuid::Uuid::now_v7().simple()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn write(dir: &Path, rel: &str, contents: &str) {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, contents).unwrap();
+}
+
+#[test]
+fn init_creates_a_project_that_checks_clean() {
+    let dir = temp_dir("init");
+    let proj = dir.join("proj");
+    let out = Command::new(bin()).arg("init").arg(&proj).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(proj.join("charter.yaml").exists());
+    let out = Command::new(bin())
+        .arg("check")
+        .arg(&proj)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "stdout: {} stderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A second init refuses to overwrite.
+    let again = Command::new(bin()).arg("init").arg(&proj).output().unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_lists_every_problem_with_file_line_and_column() {
+    let dir = temp_dir("check");
+    let proj = dir.join("proj");
+    assert!(
+        Command::new(bin())
+            .arg("init")
+            .arg(&proj)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let charter = std::fs::read_to_string(proj.join("charters/support-triage.yaml")).unwrap();
+    // Two problems in one file: an unknown key and an action without an approval policy.
+    let broken = charter
+        .replacen("owner:", "bogus_key: 1\nowner:", 1)
+        .replace("approval: auto", "");
+    write(&proj, "charters/support-triage.yaml", &broken);
+    let out = Command::new(bin())
+        .arg("check")
+        .arg(&proj)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines.len() >= 2, "all problems listed at once: {stdout}");
+    for l in &lines {
+        let mut parts = l.splitn(4, ':');
+        assert_eq!(parts.next(), Some("charters/support-triage.yaml"), "{l}");
+        assert!(
+            parts.next().unwrap().parse::<usize>().is_ok(),
+            "line number in {l}"
+        );
+        assert!(
+            parts.next().unwrap().parse::<usize>().is_ok(),
+            "column in {l}"
+        );
+    }
+    assert!(stdout.contains("bogus_key"), "{stdout}");
+    assert!(stdout.contains("approval"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn demo_runs_to_completion_with_once() {
+    let dir = temp_dir("demo");
+    let out = Command::new(bin())
+        .args(["demo", "--once", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(dir.join("p"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stdout.lines().count() >= 2,
+        "one line per processed sample: {stdout}"
+    );
+    assert!(
+        !stdout.contains("pending") && !stdout.contains("processing"),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+struct Server {
+    child: Child,
+}
+
+impl Server {
+    fn start(dir: &Path, port: u16) -> Server {
+        let child = Command::new(bin())
+            .arg("serve")
+            .arg(dir)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("CHARTER_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Server { child }
+    }
+
+    fn kill9(&mut self) {
+        // SIGKILL: no chance to drain or flush.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_healthy(client: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(r) = client.get(format!("{base}/healthz")).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server at {base} did not become healthy");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_loses_no_acknowledged_event_and_doubles_no_effect() {
+    charter_connect::install_crypto_provider();
+    let dir = temp_dir("crash");
+    let shutdown = CancellationToken::new();
+    let sink = Sink::default();
+    // Slow answers keep actions in flight when the kill lands.
+    sink.script((0..400).map(|_| Scripted::Delay(Duration::from_millis(30))));
+    let sink_addr = sink
+        .start(([127, 0, 0, 1], 0).into(), shutdown.clone())
+        .await
+        .unwrap();
+    write(
+        &dir,
+        "charter.yaml",
+        &format!(
+            "worker: {{ lease: 1s, poll_interval: 50ms, concurrency: 8, shutdown_grace: 1s }}\nconnectors:\n  crm:\n    type: http\n    base_url: http://{sink_addr}\n    allow_private: true\n    timeout: 2s\n"
+        ),
+    );
+    write(
+        &dir,
+        "charters/orders.yaml",
+        r#"
+name: orders
+description: push each order to the CRM
+owner: ops@example.test
+maintainer: eng@example.test
+system_of_record: crm
+mode: live
+uses: [crm]
+concurrency: 8
+trigger:
+  webhook: { path: /hooks/orders, verify: none }
+  dedupe: "{{ payload.order }}"
+routes:
+  - when: "true"
+    do: [push]
+actions:
+  push:
+    connector: crm
+    request: { method: POST, path: "/orders", json: { order: "{{ payload.order }}" } }
+    approval: auto
+    retry: { attempts: 10, backoff: 20ms, max_backoff: 500ms }
+escalation: { to: ops }
+measure: { success: [order_pushed] }
+"#,
+    );
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut server = Server::start(&dir, port);
+    wait_healthy(&client, &base).await;
+
+    let total = 400usize;
+    let mut acked: Vec<String> = Vec::new();
+    let mut killed = false;
+    let mut next = 0usize;
+    while next < total {
+        // Send a wave of 20 concurrent deliveries.
+        let mut wave = Vec::new();
+        for i in next..(next + 20).min(total) {
+            let c = client.clone();
+            let url = format!("{base}/hooks/orders");
+            wave.push(tokio::spawn(async move {
+                let r = c.post(url).json(&json!({"order": i})).send().await.ok()?;
+                if r.status().as_u16() == 202 {
+                    let v: Value = r.json().await.ok()?;
+                    v["id"].as_str().map(str::to_string)
+                } else {
+                    None
+                }
+            }));
+        }
+        next = (next + 20).min(total);
+        for w in wave {
+            if let Some(id) = w.await.unwrap() {
+                acked.push(id);
+            }
+        }
+        if !killed && next >= total / 2 {
+            server.kill9();
+            killed = true;
+            server = Server::start(&dir, port);
+            wait_healthy(&client, &base).await;
+        }
+    }
+    assert!(
+        acked.len() >= total / 2,
+        "most deliveries were acknowledged ({})",
+        acked.len()
+    );
+
+    // Every acknowledged event is processed after the restart.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v: Value = client
+            .get(format!("{base}/api/v1/events?charter=orders&limit=10000"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let events = v["events"].as_array().cloned().unwrap_or_default();
+        let done = events.iter().filter(|e| e["status"] == "done").count();
+        let ids: std::collections::HashSet<&str> =
+            events.iter().filter_map(|e| e["id"].as_str()).collect();
+        for id in &acked {
+            assert!(
+                ids.contains(id.as_str()),
+                "acknowledged event {id} was lost"
+            );
+        }
+        if done == events.len() && events.len() >= acked.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all events finished: {done}/{}",
+            events.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        sink.doubled_keys().is_empty(),
+        "an idempotency key was applied twice: {:?}",
+        sink.doubled_keys()
+    );
+    // One applied effect per stored event (each event has exactly one action).
+    let stored = {
+        let v: Value = client
+            .get(format!("{base}/api/v1/events?charter=orders&limit=10000"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["events"].as_array().map(|a| a.len()).unwrap_or(0)
+    };
+    assert_eq!(sink.applied_keys(), stored);
+    // The kill landed with work in flight: some events needed a second run after restart.
+    let v: Value = client
+        .get(format!("{base}/api/v1/events?charter=orders&limit=10000"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let recovered = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["attempts"].as_u64() >= Some(2))
+        .count();
+    assert!(
+        recovered > 0,
+        "no event was recovered from the killed process; the test did not exercise recovery"
+    );
+    drop(server);
+    shutdown.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// PostgreSQL for the multi-node test: `CHARTER_TEST_PG` or the local server.
+fn pg_admin_url() -> String {
+    std::env::var("CHARTER_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+fn psql(sql: &str) -> Result<(), String> {
+    let out = Command::new("psql")
+        .arg(pg_admin_url())
+        .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+        .output()
+        .map_err(|e| format!("cannot run psql: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn start_node(dir: &Path, port: u16, store: &str, node: &str) -> Server {
+    let child = Command::new(bin())
+        .arg("serve")
+        .arg(dir)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--store", store, "--node", node, "--pg-pool", "4"])
+        .env("CHARTER_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Server { child }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_on_postgres_survive_a_sigkill_with_exactly_one_effect_per_key() {
+    if std::env::var("CHARTER_SKIP_PG").as_deref() == Ok("1") {
+        eprintln!("CHARTER_SKIP_PG=1: skipping the multi-node PostgreSQL test");
+        return;
+    }
+    charter_connect::install_crypto_provider();
+    let db = format!("charter_nodes_{}", uuid::Uuid::now_v7().simple());
+    psql(&format!("CREATE DATABASE {db}")).unwrap_or_else(|e| {
+        panic!("PostgreSQL is needed for this test (set CHARTER_SKIP_PG=1 to skip): {e}")
+    });
+    let base_url = pg_admin_url();
+    let store_url = format!("{}/{db}", base_url.rsplit_once('/').unwrap().0);
+
+    let dir = temp_dir("nodes");
+    let shutdown = CancellationToken::new();
+    let sink = Sink::default();
+    sink.script((0..600).map(|_| Scripted::Delay(Duration::from_millis(20))));
+    let sink_addr = sink
+        .start(([127, 0, 0, 1], 0).into(), shutdown.clone())
+        .await
+        .unwrap();
+    write(
+        &dir,
+        "charter.yaml",
+        &format!(
+            "worker: {{ lease: 1s, poll_interval: 100ms, concurrency: 4, shutdown_grace: 1s }}\nconnectors:\n  crm:\n    type: http\n    base_url: http://{sink_addr}\n    allow_private: true\n    timeout: 2s\n"
+        ),
+    );
+    write(
+        &dir,
+        "charters/orders.yaml",
+        r#"
+name: orders
+description: push each order to the CRM
+owner: ops@example.test
+maintainer: eng@example.test
+system_of_record: crm
+mode: live
+uses: [crm]
+concurrency: 6
+trigger:
+  webhook: { path: /hooks/orders, verify: none }
+  dedupe: "{{ payload.order }}"
+routes:
+  - when: "true"
+    do: [push]
+actions:
+  push:
+    connector: crm
+    request: { method: POST, path: "/orders", json: { order: "{{ payload.order }}" } }
+    approval: auto
+    retry: { attempts: 10, backoff: 20ms, max_backoff: 500ms }
+escalation: { to: ops }
+measure: { success: [order_pushed] }
+"#,
+    );
+    let ports = [free_port(), free_port(), free_port()];
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut nodes: Vec<Option<Server>> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Some(start_node(&dir, *p, &store_url, &format!("node{i}"))))
+        .collect();
+    for p in ports {
+        wait_healthy(&client, &format!("http://127.0.0.1:{p}")).await;
+    }
+
+    let total = 300usize;
+    let mut acked = Vec::new();
+    for wave in 0..(total / 30) {
+        let mut sends = Vec::new();
+        for j in 0..30 {
+            let i = wave * 30 + j;
+            // Round-robin over the nodes still alive.
+            let alive: Vec<u16> = ports
+                .iter()
+                .zip(&nodes)
+                .filter(|(_, n)| n.is_some())
+                .map(|(p, _)| *p)
+                .collect();
+            let port = alive[i % alive.len()];
+            let c = client.clone();
+            sends.push(tokio::spawn(async move {
+                let r = c
+                    .post(format!("http://127.0.0.1:{port}/hooks/orders"))
+                    .json(&json!({"order": i}))
+                    .send()
+                    .await
+                    .ok()?;
+                if r.status().as_u16() != 202 {
+                    return None;
+                }
+                let v: Value = r.json().await.ok()?;
+                v["id"].as_str().map(str::to_string)
+            }));
+        }
+        for s in sends {
+            if let Some(id) = s.await.unwrap() {
+                acked.push(id);
+            }
+        }
+        if wave == total / 30 / 2 {
+            // Kill the middle node with work in flight.
+            if let Some(mut n) = nodes[1].take() {
+                n.kill9();
+            }
+        }
+    }
+    assert!(
+        acked.len() >= total * 9 / 10,
+        "most deliveries were acknowledged: {}",
+        acked.len()
+    );
+
+    let api = format!("http://127.0.0.1:{}", ports[0]);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let events = loop {
+        let v: Value = client
+            .get(format!("{api}/api/v1/events?charter=orders&limit=10000"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let events = v["events"].as_array().cloned().unwrap_or_default();
+        let done = events.iter().filter(|e| e["status"] == "done").count();
+        if done == events.len() && events.len() >= acked.len() {
+            break events;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all events finished: {done}/{}",
+            events.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let ids: std::collections::HashSet<&str> =
+        events.iter().filter_map(|e| e["id"].as_str()).collect();
+    for id in &acked {
+        assert!(
+            ids.contains(id.as_str()),
+            "acknowledged event {id} was lost"
+        );
+    }
+    assert!(
+        sink.doubled_keys().is_empty(),
+        "a key was applied twice: {:?}",
+        sink.doubled_keys()
+    );
+    assert_eq!(
+        sink.applied_keys(),
+        events.len(),
+        "one applied effect per stored event"
+    );
+    let recovered = events
+        .iter()
+        .filter(|e| e["attempts"].as_u64() >= Some(2))
+        .count();
+    assert!(
+        recovered > 0,
+        "the surviving nodes took over none of the killed node's leases"
+    );
+
+    drop(nodes);
+    shutdown.cancel();
+    let _ = psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_secret_never_appears_in_logs_store_or_api() {
+    charter_connect::install_crypto_provider();
+    const CANARY: &str = "CANARY-7f3a9c1e-secret-value";
+    const HOOK_CANARY: &str = "HOOKCANARY-55aa-secret";
+    let dir = temp_dir("canary");
+    let shutdown = CancellationToken::new();
+    let sink = Sink::default();
+    // Failures first (retried, then dead-lettered), so error paths are exercised too.
+    sink.fail_always(Some(500));
+    let sink_addr = sink
+        .start(([127, 0, 0, 1], 0).into(), shutdown.clone())
+        .await
+        .unwrap();
+    write(&dir, "secrets/crm-token", CANARY);
+    write(&dir, "secrets/hook", HOOK_CANARY);
+    write(
+        &dir,
+        "charter.yaml",
+        &format!(
+            "worker: {{ lease: 2s, poll_interval: 50ms }}\nconnectors:\n  crm:\n    type: http\n    base_url: http://{sink_addr}\n    allow_private: true\n    auth: {{ bearer: file:secrets/crm-token }}\n    timeout: 2s\n"
+        ),
+    );
+    write(
+        &dir,
+        "charters/push.yaml",
+        r#"
+name: push
+description: push to the CRM
+owner: ops@example.test
+maintainer: eng@example.test
+system_of_record: crm
+mode: live
+uses: [crm]
+trigger:
+  webhook: { path: /hooks/push, verify: { preset: github, secret: file:secrets/hook } }
+routes:
+  - when: "true"
+    do: [push]
+actions:
+  push:
+    connector: crm
+    request: { method: POST, path: "/things", json: { id: "{{ payload.id }}" } }
+    approval: auto
+    retry: { attempts: 2, backoff: 10ms, max_backoff: 50ms }
+escalation: { to: ops }
+measure: { success: [pushed] }
+"#,
+    );
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let log_path = dir.join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new(bin())
+        .arg("serve")
+        .arg(&dir)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("CHARTER_LOG", "debug")
+        .env("CHARTER_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    wait_healthy(&client, &base).await;
+
+    // A signed delivery (dead-lettered downstream), a forged one, then a success.
+    let project = charter_server::project::load(&dir).unwrap();
+    let webhook = project.charters["push"].trigger.webhook.clone().unwrap();
+    let mut ids = Vec::new();
+    for (i, secret) in [(1, HOOK_CANARY), (2, "wrong-secret")] {
+        let body = serde_json::to_vec(&json!({"id": i})).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let headers =
+            charter_core::verify::sign(&webhook.verify, secret, &body, now, &format!("d{i}"))
+                .unwrap();
+        let mut req = client
+            .post(format!("{base}/hooks/push"))
+            .header("content-type", "application/json")
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let r = req.send().await.unwrap();
+        if r.status().as_u16() == 202 {
+            ids.push(
+                r.json::<Value>().await.unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+    }
+    assert_eq!(ids.len(), 1, "only the correctly signed delivery is stored");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut api_text = String::new();
+    loop {
+        let v: Value = client
+            .get(format!("{base}/api/v1/events/{}", ids[0]))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["event"]["status"] == "failed" {
+            api_text.push_str(&v.to_string());
+            break;
+        }
+        assert!(Instant::now() < deadline, "event never failed: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for path in [
+        "/api/v1/events?limit=100",
+        "/api/v1/charters",
+        "/api/v1/rejected",
+        "/metrics",
+    ] {
+        api_text.push_str(
+            &client
+                .get(format!("{base}{path}"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        );
+    }
+    // The downstream really received the secret, so it was in use.
+    assert!(
+        sink.received()
+            .iter()
+            .any(|r| r.authorization.as_deref() == Some(&format!("Bearer {CANARY}")))
+    );
+
+    child.kill().unwrap();
+    let _ = child.wait();
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(logs.contains("push"), "the log captured the run: {logs}");
+    let mut store_bytes = Vec::new();
+    for f in ["charter.db", "charter.db-wal"] {
+        if let Ok(b) = std::fs::read(dir.join(f)) {
+            store_bytes.extend(b);
+        }
+    }
+    assert!(!store_bytes.is_empty());
+    for secret in [CANARY, HOOK_CANARY] {
+        assert!(!logs.contains(secret), "secret in logs");
+        assert!(!api_text.contains(secret), "secret in API responses");
+        assert!(
+            !store_bytes
+                .windows(secret.len())
+                .any(|w| w == secret.as_bytes()),
+            "secret in the store"
+        );
+    }
+    shutdown.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+}
