@@ -5,6 +5,7 @@
 //! caller passes the time in. The server, store and CLI crates do the I/O around it.
 
 pub mod config;
+pub mod cron;
 pub mod expr;
 pub mod idempotency;
 pub mod model;

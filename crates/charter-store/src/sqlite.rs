@@ -12,6 +12,7 @@
 
 mod report;
 mod rows;
+mod sources;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -42,6 +43,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_init.sql"),
     include_str!("../migrations/sqlite/0002_approvals.sql"),
     include_str!("../migrations/sqlite/0003_evidence.sql"),
+    include_str!("../migrations/sqlite/0004_sources.sql"),
 ];
 
 /// The schema version this build creates and expects.

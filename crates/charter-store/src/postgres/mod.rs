@@ -28,6 +28,7 @@ mod approvals;
 mod notify;
 mod report;
 mod rows;
+mod sources;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -56,6 +57,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_approvals.sql"),
     include_str!("../../migrations/postgres/0003_evidence.sql"),
+    include_str!("../../migrations/postgres/0004_sources.sql"),
 ];
 
 /// The schema version this build creates and expects.

@@ -1,0 +1,454 @@
+//! Cron expressions for schedule triggers, evaluated in UTC.
+//!
+//! Five fields (`minute hour day-of-month month day-of-week`), or six with a leading
+//! `second` field. Each field is `*`, a value, a range `a-b`, a step `*/n`, `a-b/n` or
+//! `a/n`, or a comma-separated list of those. Months and weekdays may be named (`jan`,
+//! `mon`); weekday 0 and 7 are both Sunday. `@yearly`, `@monthly`, `@weekly`, `@daily`
+//! and `@hourly` are shorthands. As in classic cron, when both day-of-month and
+//! day-of-week are restricted (neither starts with `*`) a day matches if either does.
+//!
+//! Times are Unix seconds; no clock is read here.
+
+use std::fmt;
+
+/// Days searched for the next (or previous) fire time before giving up: 28 years, one
+/// full cycle of weekdays over leap years, so every satisfiable expression is found.
+const SEARCH_DAYS: i64 = 28 * 366;
+const DAY: i64 = 86_400;
+
+/// Why a cron expression was refused. Messages name the field and the bad part.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CronError {
+    #[error(
+        "cron expression `{0}` has {1} fields; expected 5 (`minute hour day-of-month month day-of-week`) or 6 (with a leading `second`)"
+    )]
+    FieldCount(String, usize),
+    #[error("unknown cron shorthand `{0}`; expected @yearly, @monthly, @weekly, @daily or @hourly")]
+    Shorthand(String),
+    #[error("cron {field} `{part}` is not valid: {reason}")]
+    Field {
+        field: &'static str,
+        part: String,
+        reason: String,
+    },
+    #[error("cron expression `{0}` never fires (no date matches it)")]
+    Never(String),
+}
+
+/// One field's name and allowed range.
+#[derive(Clone, Copy)]
+struct Spec {
+    name: &'static str,
+    min: u32,
+    max: u32,
+    names: &'static [&'static str],
+}
+
+const SECOND: Spec = Spec {
+    name: "second",
+    min: 0,
+    max: 59,
+    names: &[],
+};
+const MINUTE: Spec = Spec {
+    name: "minute",
+    min: 0,
+    max: 59,
+    names: &[],
+};
+const HOUR: Spec = Spec {
+    name: "hour",
+    min: 0,
+    max: 23,
+    names: &[],
+};
+const DOM: Spec = Spec {
+    name: "day-of-month",
+    min: 1,
+    max: 31,
+    names: &[],
+};
+const MONTH: Spec = Spec {
+    name: "month",
+    min: 1,
+    max: 12,
+    names: &[
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ],
+};
+const DOW: Spec = Spec {
+    name: "day-of-week",
+    min: 0,
+    max: 7,
+    names: &["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
+};
+
+/// A parsed cron expression.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Cron {
+    source: String,
+    seconds: u64,
+    minutes: u64,
+    hours: u64,
+    /// Bits 1..=31.
+    dom: u64,
+    /// Bits 1..=12.
+    months: u64,
+    /// Bits 0..=6, Sunday = 0.
+    dow: u64,
+    dom_star: bool,
+    dow_star: bool,
+}
+
+impl fmt::Debug for Cron {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Cron({:?})", self.source)
+    }
+}
+
+impl fmt::Display for Cron {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+impl Cron {
+    /// Parse an expression; refuses one that can never fire (such as `0 0 30 2 *`).
+    pub fn parse(source: &str) -> Result<Cron, CronError> {
+        let trimmed = source.trim();
+        let expanded = match trimmed.to_ascii_lowercase().as_str() {
+            "@yearly" | "@annually" => "0 0 1 1 *".to_string(),
+            "@monthly" => "0 0 1 * *".to_string(),
+            "@weekly" => "0 0 * * 0".to_string(),
+            "@daily" | "@midnight" => "0 0 * * *".to_string(),
+            "@hourly" => "0 * * * *".to_string(),
+            s if s.starts_with('@') => return Err(CronError::Shorthand(trimmed.to_string())),
+            _ => trimmed.to_string(),
+        };
+        let fields: Vec<&str> = expanded.split_whitespace().collect();
+        let (sec, rest) = match fields.len() {
+            5 => ("0", &fields[..]),
+            6 => (fields[0], &fields[1..]),
+            n => return Err(CronError::FieldCount(trimmed.to_string(), n)),
+        };
+        let mut dow = field(rest[4], DOW)?;
+        // 7 is Sunday too.
+        if dow & (1 << 7) != 0 {
+            dow = (dow & !(1 << 7)) | 1;
+        }
+        let cron = Cron {
+            source: trimmed.to_string(),
+            seconds: field(sec, SECOND)?,
+            minutes: field(rest[0], MINUTE)?,
+            hours: field(rest[1], HOUR)?,
+            dom: field(rest[2], DOM)?,
+            months: field(rest[3], MONTH)?,
+            dow,
+            dom_star: rest[2].starts_with('*'),
+            dow_star: rest[4].starts_with('*'),
+        };
+        if cron.next_after(0).is_none() {
+            return Err(CronError::Never(trimmed.to_string()));
+        }
+        Ok(cron)
+    }
+
+    /// The expression as written.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    fn day_matches(&self, days: i64) -> bool {
+        let (_, month, day) = civil_from_days(days);
+        if self.months & (1 << month) == 0 {
+            return false;
+        }
+        let weekday = (days + 4).rem_euclid(7) as u32; // 1970-01-01 was a Thursday.
+        let dom = self.dom & (1 << day) != 0;
+        let dow = self.dow & (1 << weekday) != 0;
+        match (self.dom_star, self.dow_star) {
+            (true, true) => true,
+            (true, false) => dow,
+            (false, true) => dom,
+            (false, false) => dom || dow,
+        }
+    }
+
+    /// The first second of a day, at or after `from` (seconds into the day), that matches.
+    fn first_time(&self, from: i64) -> Option<i64> {
+        (0..24)
+            .filter(|h| self.hours & (1 << h) != 0)
+            .flat_map(|h| {
+                (0..60)
+                    .filter(|m| self.minutes & (1 << m) != 0)
+                    .flat_map(move |m| {
+                        (0..60)
+                            .filter(|s| self.seconds & (1 << s) != 0)
+                            .map(move |s| h * 3600 + m * 60 + s)
+                    })
+            })
+            .find(|t| *t >= from)
+    }
+
+    /// The last second of a day, at or before `to` (seconds into the day), that matches.
+    fn last_time(&self, to: i64) -> Option<i64> {
+        (0..24)
+            .rev()
+            .filter(|h| self.hours & (1 << h) != 0)
+            .flat_map(|h| {
+                (0..60)
+                    .rev()
+                    .filter(|m| self.minutes & (1 << m) != 0)
+                    .flat_map(move |m| {
+                        (0..60)
+                            .rev()
+                            .filter(|s| self.seconds & (1 << s) != 0)
+                            .map(move |s| h * 3600 + m * 60 + s)
+                    })
+            })
+            .find(|t| *t <= to)
+    }
+
+    /// The first fire time strictly after `t` (Unix seconds).
+    pub fn next_after(&self, t: i64) -> Option<i64> {
+        let start = t.checked_add(1)?;
+        let first_day = start.div_euclid(DAY);
+        for d in 0..SEARCH_DAYS {
+            let day = first_day + d;
+            if !self.day_matches(day) {
+                continue;
+            }
+            let from = if d == 0 { start.rem_euclid(DAY) } else { 0 };
+            if let Some(tod) = self.first_time(from) {
+                return Some(day * DAY + tod);
+            }
+        }
+        None
+    }
+
+    /// The last fire time at or before `t` (Unix seconds).
+    pub fn latest_at_or_before(&self, t: i64) -> Option<i64> {
+        let last_day = t.div_euclid(DAY);
+        for d in 0..SEARCH_DAYS {
+            let day = last_day - d;
+            if !self.day_matches(day) {
+                continue;
+            }
+            let to = if d == 0 { t.rem_euclid(DAY) } else { DAY - 1 };
+            if let Some(tod) = self.last_time(to) {
+                return Some(day * DAY + tod);
+            }
+        }
+        None
+    }
+}
+
+/// Parse one field into a bit set.
+fn field(text: &str, spec: Spec) -> Result<u64, CronError> {
+    let bad = |part: &str, reason: String| CronError::Field {
+        field: spec.name,
+        part: part.to_string(),
+        reason,
+    };
+    let mut bits = 0u64;
+    for part in text.split(',') {
+        if part.is_empty() {
+            return Err(bad(text, "an empty list item".into()));
+        }
+        let (range, step) = match part.split_once('/') {
+            Some((r, s)) => {
+                let step: u32 =
+                    s.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        bad(part, format!("step `{s}` must be a positive number"))
+                    })?;
+                (r, Some(step))
+            }
+            None => (part, None),
+        };
+        let (lo, hi) = if range == "*" {
+            (spec.min, spec.max)
+        } else if let Some((a, b)) = range.split_once('-') {
+            (value(a, spec, part)?, value(b, spec, part)?)
+        } else {
+            let v = value(range, spec, part)?;
+            // `a/n` runs from a to the end of the range.
+            (v, if step.is_some() { spec.max } else { v })
+        };
+        if lo > hi {
+            return Err(bad(
+                part,
+                format!("the range runs backwards ({lo} is after {hi})"),
+            ));
+        }
+        let step = step.unwrap_or(1);
+        let mut v = lo;
+        while v <= hi {
+            bits |= 1 << v;
+            v += step;
+        }
+    }
+    Ok(bits)
+}
+
+fn value(text: &str, spec: Spec, part: &str) -> Result<u32, CronError> {
+    let lower = text.to_ascii_lowercase();
+    let named = spec
+        .names
+        .iter()
+        .position(|n| *n == lower)
+        .map(|i| i as u32 + if spec.min == 1 { 1 } else { 0 });
+    let v = match named.or_else(|| text.parse().ok()) {
+        Some(v) => v,
+        None => {
+            let names = if spec.names.is_empty() {
+                String::new()
+            } else {
+                format!(" or a name ({})", spec.names.join(", "))
+            };
+            return Err(CronError::Field {
+                field: spec.name,
+                part: part.to_string(),
+                reason: format!(
+                    "`{text}` is not a number{names}; expected {}-{}",
+                    spec.min, spec.max
+                ),
+            });
+        }
+    };
+    if v < spec.min || v > spec.max {
+        return Err(CronError::Field {
+            field: spec.name,
+            part: part.to_string(),
+            reason: format!("{v} is out of range {}-{}", spec.min, spec.max),
+        });
+    }
+    Ok(v)
+}
+
+/// (year, month 1-12, day 1-31) of a count of days since 1970-01-01 (H. Hinnant's
+/// algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// `2026-11-05T09:00:00Z` for Unix seconds.
+pub fn format_utc(t: i64) -> String {
+    let (y, mo, d) = civil_from_days(t.div_euclid(DAY));
+    let s = t.rem_euclid(DAY);
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Unix seconds of a UTC date and time.
+    fn at(y: i64, mo: i64, d: i64, h: i64, mi: i64, s: i64) -> i64 {
+        // Inverse of civil_from_days (Hinnant's days_from_civil).
+        let y = if mo <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let mp = if mo > 2 { mo - 3 } else { mo + 9 };
+        let doy = (153 * mp + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        days * DAY + h * 3600 + mi * 60 + s
+    }
+
+    fn next(expr: &str, from: i64) -> String {
+        let c = Cron::parse(expr).expect("parses");
+        format_utc(c.next_after(from).expect("fires"))
+    }
+
+    #[test]
+    fn formats_and_converts_dates() {
+        assert_eq!(format_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            format_utc(at(2024, 2, 29, 23, 59, 58)),
+            "2024-02-29T23:59:58Z"
+        );
+        assert_eq!(format_utc(1_767_225_600), "2026-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn next_fire_times() {
+        let t = at(2026, 11, 5, 8, 30, 0); // a Thursday
+        assert_eq!(next("0 9 * * *", t), "2026-11-05T09:00:00Z");
+        assert_eq!(
+            next("0 9 * * *", at(2026, 11, 5, 9, 0, 0)),
+            "2026-11-06T09:00:00Z"
+        );
+        assert_eq!(next("*/15 * * * *", t), "2026-11-05T08:45:00Z");
+        assert_eq!(
+            next("0 9 * * mon-fri", at(2026, 11, 6, 10, 0, 0)),
+            "2026-11-09T09:00:00Z"
+        );
+        assert_eq!(next("0 0 29 feb *", t), "2028-02-29T00:00:00Z");
+        assert_eq!(next("@monthly", t), "2026-12-01T00:00:00Z");
+        assert_eq!(next("0 0 * * 7", t), "2026-11-08T00:00:00Z"); // Sunday
+        assert_eq!(next("* * * * * *", t), "2026-11-05T08:30:01Z");
+        assert_eq!(next("*/5 * * * * *", t + 3), "2026-11-05T08:30:05Z");
+        assert_eq!(next("0 12 31 dec *", t), "2026-12-31T12:00:00Z");
+        // Both day fields restricted: either matches (the 1st, or a Monday).
+        assert_eq!(next("0 0 1 * mon", t), "2026-11-09T00:00:00Z");
+    }
+
+    #[test]
+    fn latest_fire_time() {
+        let c = Cron::parse("0 9 * * *").expect("parses");
+        let t = at(2026, 11, 5, 8, 30, 0);
+        assert_eq!(
+            format_utc(c.latest_at_or_before(t).expect("fired")),
+            "2026-11-04T09:00:00Z"
+        );
+        let nine = at(2026, 11, 5, 9, 0, 0);
+        assert_eq!(c.latest_at_or_before(nine), Some(nine));
+    }
+
+    #[test]
+    fn refuses_bad_expressions() {
+        let err = |e: &str| Cron::parse(e).expect_err("refused").to_string();
+        assert_eq!(
+            err("0 9 * *"),
+            "cron expression `0 9 * *` has 4 fields; expected 5 (`minute hour day-of-month month day-of-week`) or 6 (with a leading `second`)"
+        );
+        assert_eq!(
+            err("61 * * * *"),
+            "cron minute `61` is not valid: 61 is out of range 0-59"
+        );
+        assert_eq!(
+            err("0 9 * * funday"),
+            "cron day-of-week `funday` is not valid: `funday` is not a number or a name (sun, mon, tue, wed, thu, fri, sat); expected 0-7"
+        );
+        assert_eq!(
+            err("*/0 * * * *"),
+            "cron minute `*/0` is not valid: step `0` must be a positive number"
+        );
+        assert_eq!(
+            err("0 17-9 * * *"),
+            "cron hour `17-9` is not valid: the range runs backwards (17 is after 9)"
+        );
+        assert_eq!(
+            err("0 0 30 2 *"),
+            "cron expression `0 0 30 2 *` never fires (no date matches it)"
+        );
+        assert_eq!(
+            err("@sometimes"),
+            "unknown cron shorthand `@sometimes`; expected @yearly, @monthly, @weekly, @daily or @hourly"
+        );
+    }
+}
