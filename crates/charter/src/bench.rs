@@ -34,6 +34,7 @@ use charter_core::model::EventStatus;
 use charter_core::verify::{self, VerifySpec};
 use charter_server::sink::Sink;
 use charter_server::{Role, Runtime, ServeOptions};
+use charter_store::postgres::PgStore;
 use charter_store::sqlite::SqliteStore;
 use charter_store::{EventFilter, EventStore};
 use reqwest::header::{HeaderName, HeaderValue};
@@ -87,6 +88,14 @@ pub struct BenchArgs {
     /// Longest wait for the e2e queue to drain once sending stops.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// Also run the end-to-end benchmark on PostgreSQL: a libpq URL of a server where the
+    /// benchmark may create (and then drop) a throw-away database, e.g.
+    /// `postgres://postgres@127.0.0.1:5432/postgres`.
+    #[arg(long, value_name = "URL")]
+    pub postgres: Option<String>,
+    /// Worker node counts for the PostgreSQL end-to-end runs; one run per value.
+    #[arg(long, default_value = "1,2,3", value_delimiter = ',', value_parser = parse_nodes)]
+    pub nodes: Vec<usize>,
     /// Print the report as JSON on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -99,6 +108,13 @@ fn parse_concurrency(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(n) if (1..=10_000).contains(&n) => Ok(n),
         _ => Err(format!("`{s}` is not a concurrency between 1 and 10000")),
+    }
+}
+
+fn parse_nodes(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=16).contains(&n) => Ok(n),
+        _ => Err(format!("`{s}` is not a node count between 1 and 16")),
     }
 }
 
@@ -117,6 +133,8 @@ pub enum BenchError {
     Sign(#[from] verify::VerifyError),
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
     #[error("{0}")]
     Other(String),
 }
@@ -196,6 +214,10 @@ pub struct StoreFigures {
 /// The end-to-end run.
 #[derive(Debug, Clone, Serialize)]
 pub struct E2eResult {
+    /// `sqlite` or `postgres`.
+    pub store: &'static str,
+    /// Worker nodes sharing the store (node 0 also takes the HTTP load).
+    pub nodes: usize,
     pub send: LoadResult,
     /// Events whose run finished `done`, failed, or were still unfinished at the deadline.
     pub done: u64,
@@ -232,6 +254,8 @@ pub struct Report {
     /// ingest acks/s divided by no-op acks/s, per concurrency (target >= 0.5).
     pub ingest_over_noop: BTreeMap<usize, f64>,
     pub e2e: Option<E2eResult>,
+    /// End to end on PostgreSQL, one run per node count (`--postgres`).
+    pub e2e_postgres: Vec<E2eResult>,
     pub memory: Memory,
 }
 
@@ -263,8 +287,9 @@ pub async fn bench(args: BenchArgs) -> ExitCode {
             let failed = report.ingest.iter().any(|r| r.errors > 0)
                 || report
                     .e2e
-                    .as_ref()
-                    .is_some_and(|e| !e.drained || e.failed > 0);
+                    .iter()
+                    .chain(&report.e2e_postgres)
+                    .any(|e| !e.drained || e.failed > 0 || e.sink_doubled > 0);
             if failed {
                 eprintln!("warning: some requests or runs failed; see the report");
                 ExitCode::from(1)
@@ -296,6 +321,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         noop: Vec::new(),
         ingest_over_noop: BTreeMap::new(),
         e2e: None,
+        e2e_postgres: Vec::new(),
         memory: Memory::default(),
     };
     let warmup = (args.duration / 10).min(Duration::from_secs(1));
@@ -400,13 +426,29 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         let c = concurrency[0];
         let e2e = e2e(&client, &signer, c, args.duration, args.drain_timeout).await?;
         report.e2e = Some(e2e);
+        if let Some(admin_url) = &args.postgres {
+            for &n in &args.nodes {
+                let r = e2e_postgres(
+                    &client,
+                    &signer,
+                    c,
+                    args.duration,
+                    args.drain_timeout,
+                    admin_url,
+                    n,
+                )
+                .await?;
+                report.e2e_postgres.push(r);
+            }
+        }
     }
     let peaks = report
         .ingest
         .iter()
         .chain(&report.noop)
         .map(|r| r.peak_rss_mb)
-        .chain(report.e2e.as_ref().map(|e| e.peak_rss_mb));
+        .chain(report.e2e.as_ref().map(|e| e.peak_rss_mb))
+        .chain(report.e2e_postgres.iter().map(|e| e.peak_rss_mb));
     report.memory.peak_rss_mb =
         peaks.fold(None, |m: Option<f64>, p| Some(m.map_or(p, |m| m.max(p))));
     report.machine.load_average_at_end = load_average();
@@ -912,13 +954,54 @@ async fn e2e(
 ) -> Result<E2eResult, BenchError> {
     let server = BenchServer::start(Role::All).await?;
     eprintln!(
-        "e2e: {concurrency} connections for {duration:?} against {}, then drain (at most {drain_timeout:?})",
+        "e2e (sqlite): {concurrency} connections for {duration:?} against {}, then drain (at most {drain_timeout:?})",
         server.base
     );
+    let result = measure_e2e(
+        client,
+        signer,
+        E2eTarget {
+            store_name: "sqlite",
+            ingest_base: &server.base,
+            metrics_bases: std::slice::from_ref(&server.base),
+            sink: &server.sink,
+        },
+        &server.store,
+        concurrency,
+        duration,
+        drain_timeout,
+    )
+    .await;
+    server.stop().await;
+    result
+}
+
+/// Where an end-to-end run sends and where it reads progress.
+struct E2eTarget<'a> {
+    store_name: &'static str,
+    /// The node taking the webhooks.
+    ingest_base: &'a str,
+    /// Every node: their `/metrics` are summed to see runs finish.
+    metrics_bases: &'a [String],
+    sink: &'a Sink,
+}
+
+/// Send for `duration`, wait (bounded) until every acknowledged event's run finished, and
+/// read cycle times from the store.
+#[allow(clippy::too_many_arguments)]
+async fn measure_e2e<S: EventStore>(
+    client: &reqwest::Client,
+    signer: &Arc<Signer>,
+    target: E2eTarget<'_>,
+    store: &S,
+    concurrency: usize,
+    duration: Duration,
+    drain_timeout: Duration,
+) -> Result<E2eResult, BenchError> {
     // The worker limits the rate; a pool for a few thousand events/s is plenty, the rest
     // is signed on the fly.
     let pool = signer.pool(pool_size(10_000.0, duration));
-    let url = format!("{}{HOOK_PATH}", server.base);
+    let url = format!("{}{HOOK_PATH}", target.ingest_base);
     let first_send_ms = charter_server::now_millis();
     let send = generate(
         "e2e-send",
@@ -934,18 +1017,19 @@ async fn e2e(
     eprintln!("  sent: {}", summary_line(&send));
     let stored = send.acks + send.acks_outside_window;
     let deadline = Instant::now() + drain_timeout;
-    let metrics_url = format!("{}/metrics", server.base);
     let mut drained = false;
     let mut last_report = Instant::now();
     while Instant::now() < deadline {
-        let finished = match client.get(&metrics_url).send().await {
-            Ok(r) => r
-                .text()
-                .await
-                .map(|t| runs_finished(&t, CHARTER))
-                .unwrap_or(0),
-            Err(_) => 0,
-        };
+        let mut finished = 0;
+        for base in target.metrics_bases {
+            if let Ok(r) = client.get(format!("{base}/metrics")).send().await {
+                finished += r
+                    .text()
+                    .await
+                    .map(|t| runs_finished(&t, CHARTER))
+                    .unwrap_or(0);
+            }
+        }
         if finished >= stored {
             drained = true;
             break;
@@ -957,8 +1041,7 @@ async fn e2e(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let peak = proc_status_mb("VmHWM").unwrap_or(0.0);
-    let events = server
-        .store
+    let events = store
         .list_events(EventFilter {
             charter: Some(CHARTER.into()),
             limit: usize::try_from(stored)
@@ -984,6 +1067,8 @@ async fn e2e(
     cycles.sort_unstable();
     let seconds = (last_done - first_send_ms) as f64 / 1000.0;
     let result = E2eResult {
+        store: target.store_name,
+        nodes: target.metrics_bases.len(),
         done,
         failed,
         unfinished,
@@ -996,8 +1081,8 @@ async fn e2e(
         },
         cycle_p50_ms: percentile(&cycles, 0.50).unwrap_or(0) as f64,
         cycle_p99_ms: percentile(&cycles, 0.99).unwrap_or(0) as f64,
-        sink_applied: server.sink.applied_keys(),
-        sink_doubled: server.sink.doubled_keys().len(),
+        sink_applied: target.sink.applied_keys(),
+        sink_doubled: target.sink.doubled_keys().len(),
         peak_rss_mb: peak.max(send.peak_rss_mb),
         send,
     };
@@ -1005,8 +1090,142 @@ async fn e2e(
         "  e2e: {done} done, {failed} failed, {unfinished} unfinished; {:.0} events/s; cycle p50 {:.0} ms p99 {:.0} ms",
         result.events_per_sec, result.cycle_p50_ms, result.cycle_p99_ms
     );
-    server.stop().await;
     Ok(result)
+}
+
+/// Connections each benchmark node keeps to PostgreSQL.
+const PG_POOL_PER_NODE: usize = 16;
+
+/// End to end on PostgreSQL with `nodes` Charter nodes in this process, each with its own
+/// connection pool and worker id, on one throw-away database: node 0 serves HTTP and works,
+/// the others only work (`Role::Worker`). Idle workers are woken by LISTEN/NOTIFY as in
+/// `charter serve`.
+#[allow(clippy::too_many_arguments)]
+async fn e2e_postgres(
+    client: &reqwest::Client,
+    signer: &Arc<Signer>,
+    concurrency: usize,
+    duration: Duration,
+    drain_timeout: Duration,
+    admin_url: &str,
+    nodes: usize,
+) -> Result<E2eResult, BenchError> {
+    let db_name = format!("charter_bench_{}", uuid::Uuid::now_v7().simple());
+    pg_admin(admin_url, &format!("CREATE DATABASE {db_name}")).await?;
+    let url = with_dbname(admin_url, &db_name);
+    let dir = std::env::temp_dir().join(format!("charter-bench-{}", uuid::Uuid::now_v7().simple()));
+    let shutdown = CancellationToken::new();
+    let result = async {
+        std::fs::create_dir_all(&dir)?;
+        let sink = Sink::default();
+        let sink_addr = sink
+            .start(([127, 0, 0, 1], 0).into(), shutdown.clone())
+            .await?;
+        write_project(&dir, &format!("http://{sink_addr}"))?;
+        let runtime = Arc::new(Runtime::load(&dir)?);
+        let mut stores = Vec::new();
+        let mut bases = Vec::new();
+        let mut dones = Vec::new();
+        for i in 0..nodes {
+            let store = PgStore::connect(&url, PG_POOL_PER_NODE).await?;
+            let running = charter_server::start(
+                runtime.clone(),
+                store.clone(),
+                ServeOptions {
+                    listen: ([127, 0, 0, 1], 0).into(),
+                    role: if i == 0 { Role::All } else { Role::Worker },
+                    worker_id: Some(format!("bench-node-{i}")),
+                },
+                shutdown.clone(),
+            )
+            .await?;
+            if let Ok(mut rx) = store.listen().await {
+                let wake = running.wake.clone();
+                let token = shutdown.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            _ = token.cancelled() => break,
+                            msg = rx.recv() => match msg {
+                                Some(_) => wake.notify_one(),
+                                None => break,
+                            },
+                        }
+                    }
+                });
+            }
+            bases.push(format!("http://{}", running.addr));
+            dones.push(running.done);
+            stores.push(store);
+        }
+        eprintln!(
+            "e2e (postgres, {nodes} node(s)): {concurrency} connections for {duration:?} against {}, then drain (at most {drain_timeout:?})",
+            bases[0]
+        );
+        let result = measure_e2e(
+            client,
+            signer,
+            E2eTarget {
+                store_name: "postgres",
+                ingest_base: &bases[0],
+                metrics_bases: &bases,
+                sink: &sink,
+            },
+            &stores[0],
+            concurrency,
+            duration,
+            drain_timeout,
+        )
+        .await;
+        shutdown.cancel();
+        for done in dones {
+            let _ = tokio::time::timeout(Duration::from_secs(15), done).await;
+        }
+        for store in &stores {
+            store.close().await;
+        }
+        result
+    }
+    .await;
+    shutdown.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = pg_admin(
+        admin_url,
+        &format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"),
+    )
+    .await
+    {
+        eprintln!("warning: could not drop the benchmark database {db_name}: {e}");
+    }
+    result
+}
+
+/// Run one statement on the admin connection (database creation and removal).
+async fn pg_admin(admin_url: &str, sql: &str) -> Result<(), BenchError> {
+    let (client, connection) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls).await?;
+    let conn = tokio::spawn(connection);
+    let res = client.batch_execute(sql).await;
+    drop(client);
+    let _ = conn.await;
+    res.map_err(BenchError::from)
+}
+
+/// The same connection string pointing at database `name`.
+pub fn with_dbname(url: &str, name: &str) -> String {
+    if let Some(scheme_end) = url.find("://") {
+        let (base, query) = match url.find('?') {
+            Some(q) => (&url[..q], &url[q..]),
+            None => (url, ""),
+        };
+        let authority_start = scheme_end + 3;
+        let path_start = base[authority_start..]
+            .find('/')
+            .map_or(base.len(), |i| authority_start + i);
+        format!("{}/{name}{query}", &base[..path_start])
+    } else {
+        // key=value form: a later key overrides an earlier one.
+        format!("{url} dbname={name}")
+    }
 }
 
 /// Sum of `charter_runs_total` over outcomes for one charter, from Prometheus text.
@@ -1219,11 +1438,13 @@ pub fn render_table(r: &Report) -> String {
             );
         }
     }
-    if let Some(e) = &r.e2e {
+    for e in r.e2e.iter().chain(&r.e2e_postgres) {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "e2e ({} connections, {:.0}s of sending): {} acked at {:.0}/s; {} done, {} failed, {} unfinished{}",
+            "e2e on {} with {} node(s) ({} connections, {:.0}s of sending): {} acked at {:.0}/s; {} done, {} failed, {} unfinished{}",
+            e.store,
+            e.nodes,
             e.send.concurrency,
             e.send.seconds,
             e.send.acks,
@@ -1365,6 +1586,8 @@ mod tests {
             duration: Duration::from_millis(400),
             concurrency: vec![4],
             drain_timeout: Duration::from_secs(30),
+            postgres: None,
+            nodes: vec![1],
             json: true,
             out: None,
         }
@@ -1405,5 +1628,41 @@ mod tests {
         assert_eq!(e.sink_doubled, 0);
         assert!(e.events_per_sec > 0.0);
         assert!(e.cycle_p50_ms <= e.cycle_p99_ms);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn e2e_on_postgres_with_two_nodes_processes_every_acked_event_once() {
+        if std::env::var_os("CHARTER_SKIP_PG").is_some() {
+            eprintln!("skipped: CHARTER_SKIP_PG is set");
+            return;
+        }
+        charter_connect::install_crypto_provider();
+        let mut args = tiny_args(Which::E2e);
+        args.postgres = Some(
+            std::env::var("CHARTER_TEST_PG")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+        );
+        args.nodes = vec![2];
+        let report = run(&args).await.unwrap();
+        assert_eq!(report.e2e_postgres.len(), 1);
+        let e = &report.e2e_postgres[0];
+        assert_eq!((e.store, e.nodes), ("postgres", 2));
+        assert!(e.send.acks > 0);
+        assert!(e.drained, "queue did not drain");
+        assert_eq!(e.done, e.send.acks + e.send.acks_outside_window);
+        assert_eq!(e.failed + e.unfinished, 0);
+        assert_eq!(e.sink_applied as u64, e.done);
+        assert_eq!(e.sink_doubled, 0);
+        assert!(render_table(&report).contains("e2e on postgres with 2 node(s)"));
+    }
+
+    #[test]
+    fn with_dbname_replaces_the_database() {
+        assert_eq!(
+            with_dbname("postgres://u@h:5432/postgres?sslmode=disable", "x"),
+            "postgres://u@h:5432/x?sslmode=disable"
+        );
+        assert_eq!(with_dbname("postgres://h", "x"), "postgres://h/x");
+        assert_eq!(with_dbname("host=h user=u", "x"), "host=h user=u dbname=x");
     }
 }
