@@ -1,8 +1,8 @@
 //! Charter's durable store.
 //!
 //! Store access is split into small traits per concern — [`EventStore`], [`QueueStore`],
-//! [`RunStore`], [`CharterStateStore`], [`ApprovalStore`], [`EscalationStore`], [`AuditStore`]
-//! — that the engine uses generically. The backend is
+//! [`RunStore`], [`CharterStateStore`], [`OperatorStore`], [`ApprovalStore`],
+//! [`EscalationStore`], [`AuditStore`] — that the engine uses generically. The backend is
 //! chosen at start-up ([`sqlite::SqliteStore`] today; PostgreSQL implements the same traits).
 //! [`conformance`] holds the behaviour every backend must show, run against each backend.
 //!
@@ -152,7 +152,16 @@ pub trait QueueStore: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub enum Requeue {
     Event(Uuid),
-    AllFailed { charter: Option<String> },
+    AllFailed {
+        charter: Option<String>,
+    },
+    /// Every event (of `charter`, or of all charters) received in `[since, until)`, whatever
+    /// its status, except those in processing. `None` bounds are open.
+    Received {
+        charter: Option<String>,
+        since: Option<UnixMillis>,
+        until: Option<UnixMillis>,
+    },
 }
 
 /// Runs, decisions and action attempts.
@@ -264,12 +273,64 @@ pub trait SourceStateStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<()>> + Send;
 }
 
+/// An operator's mode for one charter, set by promoting it to live or demoting it to
+/// shadow. It applies only while the charter file still declares `base`: once someone edits
+/// `mode:` in the file, the file is the newer decision and wins (see [`effective_mode`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ModeOverride {
+    pub charter: String,
+    /// The mode the operator set: `shadow` or `live`.
+    pub mode: String,
+    /// The mode the charter file declared when the override was set.
+    pub base: String,
+    /// Who set it (token name).
+    pub by: String,
+    pub at: UnixMillis,
+}
+
+/// The mode a charter runs in: the operator's override when there is one and the file
+/// still declares the mode it was set over, otherwise the file's mode.
+pub fn effective_mode<'a>(file_mode: &'a str, stored: Option<&'a ModeOverride>) -> &'a str {
+    match stored {
+        Some(o) if o.base == file_mode => &o.mode,
+        _ => file_mode,
+    }
+}
+
+/// Operator controls beyond pausing: a charter's mode override, and taking one event out of
+/// automatic processing (the manual queue).
+pub trait OperatorStore: Send + Sync + 'static {
+    /// Store (or replace) a charter's mode override (durable on return).
+    fn set_mode(&self, mode: ModeOverride) -> impl Future<Output = Result<()>> + Send;
+
+    /// Remove a charter's mode override; returns whether there was one.
+    fn clear_mode(
+        &self,
+        charter: &str,
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    fn mode_override(
+        &self,
+        charter: &str,
+    ) -> impl Future<Output = Result<Option<ModeOverride>>> + Send;
+
+    /// Every stored mode override, by charter name.
+    fn mode_overrides(&self) -> impl Future<Output = Result<Vec<ModeOverride>>> + Send;
+
+    /// Take an event out of automatic processing: set it to `waiting` (which no claim picks
+    /// up) unless it is in processing. Returns false for an unknown event or one in
+    /// processing. A later requeue (replay, or a human's decision) puts it back.
+    fn hold_event(&self, id: Uuid, now: UnixMillis) -> impl Future<Output = Result<bool>> + Send;
+}
+
 /// Everything the engine needs from a store.
 pub trait Store:
     EventStore
     + QueueStore
     + RunStore
     + CharterStateStore
+    + OperatorStore
     + ApprovalStore
     + EscalationStore
     + AuditStore
@@ -284,6 +345,7 @@ impl<
         + QueueStore
         + RunStore
         + CharterStateStore
+        + OperatorStore
         + ApprovalStore
         + EscalationStore
         + AuditStore

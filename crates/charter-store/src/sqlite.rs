@@ -10,6 +10,7 @@
 //! * The schema is a list of embedded migrations (`migrations/sqlite/*.sql`) tracked with
 //!   `PRAGMA user_version`, applied on open.
 
+mod operator;
 mod report;
 mod rows;
 mod sources;
@@ -44,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0002_approvals.sql"),
     include_str!("../migrations/sqlite/0003_evidence.sql"),
     include_str!("../migrations/sqlite/0004_sources.sql"),
+    include_str!("../migrations/sqlite/0006_charter_mode.sql"),
 ];
 
 /// The schema version this build creates and expects.
@@ -687,6 +689,23 @@ impl QueueStore for SqliteStore {
                 Requeue::AllFailed { charter: None } => (
                     format!("{SET} WHERE status = 'failed' RETURNING id"),
                     vec![Value::Integer(now)],
+                ),
+                Requeue::Received {
+                    charter,
+                    since,
+                    until,
+                } => (
+                    format!(
+                        "{SET} WHERE status <> 'processing' AND (?2 IS NULL OR charter = ?2)
+                             AND (?3 IS NULL OR received_at >= ?3)
+                             AND (?4 IS NULL OR received_at < ?4) RETURNING id"
+                    ),
+                    vec![
+                        Value::Integer(now),
+                        charter.map_or(Value::Null, Value::Text),
+                        since.map_or(Value::Null, Value::Integer),
+                        until.map_or(Value::Null, Value::Integer),
+                    ],
                 ),
             };
             let mut stmt = conn.prepare(&sql).map_err(db("preparing requeue"))?;

@@ -26,6 +26,7 @@
 
 mod approvals;
 mod notify;
+mod operator;
 mod report;
 mod rows;
 mod sources;
@@ -58,6 +59,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0002_approvals.sql"),
     include_str!("../../migrations/postgres/0003_evidence.sql"),
     include_str!("../../migrations/postgres/0004_sources.sql"),
+    include_str!("../../migrations/postgres/0006_charter_mode.sql"),
 ];
 
 /// The schema version this build creates and expects.
@@ -671,6 +673,23 @@ impl QueueStore for PgStore {
                     .query(
                         &format!("{SET} WHERE status = 'failed' RETURNING id"),
                         &[&now],
+                    )
+                    .await
+            }
+            Requeue::Received {
+                charter,
+                since,
+                until,
+            } => {
+                client
+                    .query(
+                        &format!(
+                            "{SET} WHERE status <> 'processing'
+                                 AND ($2::TEXT IS NULL OR charter = $2)
+                                 AND ($3::BIGINT IS NULL OR received_at >= $3)
+                                 AND ($4::BIGINT IS NULL OR received_at < $4) RETURNING id"
+                        ),
+                        &[&now, &charter, &since, &until],
                     )
                     .await
             }
