@@ -368,6 +368,10 @@ pub struct Trigger {
     pub webhook: Option<Webhook>,
     /// A NATS JetStream subject consumed through a durable consumer.
     pub nats: Option<NatsTrigger>,
+    /// An HTTP API polled through a connector, one event per item.
+    pub poll: Option<PollTrigger>,
+    /// An event at each fire time of a cron expression.
+    pub schedule: Option<ScheduleTrigger>,
     pub dedupe: Option<Dedupe>,
     /// The data contract: JSON schema (already parsed) and the file it came from.
     pub input_schema: Option<InputSchema>,
@@ -405,6 +409,53 @@ pub struct NatsTrigger {
     pub durable: String,
     /// Create the stream (file storage, `subject`) when it does not exist.
     pub create_stream: bool,
+}
+
+/// `trigger: { poll: ... }`: every `every`, fetch `path` from an HTTP connector, take the
+/// array at `items`, store each item as an event whose dedupe key is `key`, then move the
+/// cursor on. The cursor is stored only after the page's events are.
+#[derive(Debug, Clone)]
+pub struct PollTrigger {
+    /// The HTTP connector polled (in the charter's `uses`).
+    pub connector: String,
+    /// Path and query under the connector's `base_url`; rendered with `cursor`.
+    pub path: Template,
+    /// Time between polls (the next page of a multi-page answer is fetched at once).
+    pub every: Duration,
+    /// JSON pointer to the items array in the response (`""` when the response is one).
+    pub items: String,
+    /// Each item's dedupe key.
+    pub key: PollKey,
+    /// How the next cursor is computed.
+    pub cursor: PollCursor,
+    /// The cursor of the very first poll.
+    pub start: String,
+}
+
+/// How a polled item's dedupe key is computed.
+#[derive(Debug, Clone)]
+pub enum PollKey {
+    /// A JSON pointer into the item (`/id`); the value as text.
+    Pointer(String),
+    /// A template over `item` (and `cursor`).
+    Template(Template),
+}
+
+/// Where a poll's next cursor comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PollCursor {
+    /// A JSON pointer into the response (a page token or `since` the API returns). A
+    /// missing or null value keeps the cursor.
+    Next(String),
+    /// A JSON pointer into each item: the largest value seen (numbers compared as numbers,
+    /// text as text, such as ISO-8601 times), never below the current cursor.
+    Max(String),
+}
+
+/// `trigger: { schedule: { cron: ... } }`: one event per fire time, in UTC.
+#[derive(Debug, Clone)]
+pub struct ScheduleTrigger {
+    pub cron: crate::cron::Cron,
 }
 
 /// How a delivery is recognised as a repeat.

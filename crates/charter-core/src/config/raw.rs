@@ -302,6 +302,10 @@ pub struct RawCharter {
 pub struct RawTrigger {
     pub webhook: Option<S<RawWebhook>>,
     pub nats: Option<S<RawNats>>,
+    /// Poll an HTTP API through a connector (`poll: { connector, path, every, ... }`).
+    pub poll: Option<S<RawPoll>>,
+    /// Create an event at set times (`schedule: { cron: "0 9 * * *" }`).
+    pub schedule: Option<S<RawSchedule>>,
     /// A template string, or `{ header: Name }`.
     pub dedupe: Option<S<WordOr<RawDedupe>>>,
     pub input_schema: Option<S<String>>,
@@ -317,6 +321,50 @@ pub struct RawNats {
     pub subject: Option<S<String>>,
     pub durable: Option<S<String>>,
     pub create_stream: Option<S<bool>>,
+}
+
+/// `trigger: { poll: ... }`: fetch a page from an HTTP API every `every`, one event per
+/// item.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPoll {
+    /// An HTTP connector in the charter's `uses`.
+    pub connector: Option<S<String>>,
+    /// Path (and query) under the connector's `base_url`; a template over `cursor`, such as
+    /// `/tickets?since={{ cursor }}`.
+    pub path: Option<S<String>>,
+    /// Time between polls, such as `30s` (default `60s`).
+    pub every: Option<S<Scalar>>,
+    /// JSON pointer to the array of items in the response (`/results`); empty or `/` when
+    /// the response is the array.
+    pub items: Option<S<String>>,
+    /// Each item's dedupe key: a JSON pointer into the item (`/id`) or a template over
+    /// `item` (`"{{ item.id }}:{{ item.updated_at }}"`).
+    pub key: Option<S<String>>,
+    /// How the next cursor is found: `{ next: /pointer/in/response }` or
+    /// `{ max: /pointer/in/item }`, plus an optional `start` value.
+    pub cursor: Option<S<RawPollCursor>>,
+}
+
+/// `poll.cursor`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPollCursor {
+    /// JSON pointer into the response giving the next cursor (a page token, a `since`).
+    pub next: Option<S<String>>,
+    /// JSON pointer into each item; the largest value seen becomes the cursor.
+    pub max: Option<S<Scalar>>,
+    /// The cursor of the first poll (default: empty).
+    pub start: Option<S<Scalar>>,
+}
+
+/// `trigger: { schedule: ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSchedule {
+    /// A cron expression in UTC: 5 fields (`minute hour day-of-month month day-of-week`),
+    /// or 6 with a leading `second`; or `@daily`, `@hourly`, ...
+    pub cron: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -661,6 +709,8 @@ const ALERT_SPEC_SHAPE: Shape = Shape::Keys(&[
 const TRIGGER_SHAPE: Shape = Shape::Keys(&[
     ("webhook", WEBHOOK_SHAPE),
     ("nats", NATS_SHAPE),
+    ("poll", POLL_SHAPE),
+    ("schedule", SCHEDULE_SHAPE),
     ("dedupe", DEDUPE_SHAPE),
     ("input_schema", A),
     ("text", A),
@@ -673,6 +723,19 @@ const NATS_SHAPE: Shape = Shape::Keys(&[
     ("durable", A),
     ("create_stream", A),
 ]);
+
+const POLL_SHAPE: Shape = Shape::Keys(&[
+    ("connector", A),
+    ("path", A),
+    ("every", A),
+    ("items", A),
+    ("key", A),
+    ("cursor", POLL_CURSOR_SHAPE),
+]);
+
+const POLL_CURSOR_SHAPE: Shape = Shape::Keys(&[("next", A), ("max", A), ("start", A)]);
+
+const SCHEDULE_SHAPE: Shape = Shape::Keys(&[("cron", A)]);
 
 const DEDUPE_SHAPE: Shape = Shape::Keys(&[("header", A)]);
 
@@ -1205,6 +1268,21 @@ mod tests {
                 "nats",
                 shape_keys(&field(&trigger, "nats")),
                 serde_fields::<RawNats>(),
+            ),
+            (
+                "poll",
+                shape_keys(&field(&trigger, "poll")),
+                serde_fields::<RawPoll>(),
+            ),
+            (
+                "poll cursor",
+                shape_keys(&field(&field(&trigger, "poll"), "cursor")),
+                serde_fields::<RawPollCursor>(),
+            ),
+            (
+                "schedule",
+                shape_keys(&field(&trigger, "schedule")),
+                serde_fields::<RawSchedule>(),
             ),
             (
                 "verify",

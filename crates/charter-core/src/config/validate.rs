@@ -31,6 +31,7 @@ use super::{
 use crate::expr::Expr;
 
 mod alerts;
+mod sources;
 use crate::template::{JsonTemplate, Template};
 use crate::verify::{self, GenericHmac, HmacAlgorithm, SignatureEncoding, VerifySpec};
 
@@ -1588,7 +1589,7 @@ impl CharterChecker<'_> {
         }
 
         let trigger = match c.trigger {
-            Some(t) => self.trigger(t, name.as_deref()),
+            Some(t) => self.trigger(t, name.as_deref(), &known),
             None => {
                 self.err(
                     top,
@@ -1756,8 +1757,32 @@ impl CharterChecker<'_> {
         Some(sor)
     }
 
-    fn trigger(&mut self, raw: S<RawTrigger>, charter: Option<&str>) -> Option<Trigger> {
+    fn trigger(
+        &mut self,
+        raw: S<RawTrigger>,
+        charter: Option<&str>,
+        known: &Known,
+    ) -> Option<Trigger> {
         let t: RawTrigger = raw.value;
+        let poll = match t.poll {
+            Some(p) => self.poll(p, known).map(Some),
+            None => Some(None),
+        };
+        let schedule = match t.schedule {
+            Some(s) => self.schedule(s).map(Some),
+            None => Some(None),
+        };
+        // Polled items and fire times carry their own dedupe keys.
+        if let Some(d) = &t.dedupe
+            && (poll.as_ref().is_some_and(Option::is_some)
+                || schedule.as_ref().is_some_and(Option::is_some))
+        {
+            self.err(
+                d.referenced,
+                "`dedupe` cannot be used with `poll` or `schedule`: a polled item's dedupe key \
+                 is `poll.key`, and a scheduled event's is its fire time",
+            );
+        }
         let webhook = match t.webhook {
             Some(w) => self.webhook(w).map(Some),
             None => Some(None),
@@ -1800,6 +1825,8 @@ impl CharterChecker<'_> {
         Some(Trigger {
             webhook: webhook?,
             nats: nats?,
+            poll: poll?,
+            schedule: schedule?,
             dedupe: dedupe?,
             input_schema: input_schema?,
             text: text?,

@@ -1,0 +1,288 @@
+//! Trigger sources beyond webhooks and NATS: `poll:` (an HTTP API read through a connector)
+//! and `schedule:` (a cron expression).
+//!
+//! ```yaml
+//! trigger:
+//!   poll:
+//!     connector: helpdesk
+//!     path: "/api/tickets?updated_since={{ cursor }}"
+//!     every: 30s
+//!     items: /tickets
+//!     key: "{{ item.id }}:{{ item.updated_at }}"
+//!     cursor: { max: /updated_at, start: "2026-01-01T00:00:00Z" }
+//! ```
+//!
+//! ```yaml
+//! trigger:
+//!   schedule: { cron: "0 9 * * mon-fri" }
+//! ```
+
+use std::time::Duration;
+
+use super::super::raw::{Location, RawPoll, RawSchedule, S};
+use super::{CharterChecker, Check, Known, list};
+use crate::config::{PollCursor, PollKey, PollTrigger, ScheduleTrigger};
+use crate::cron::Cron;
+
+/// Time between polls when `every` is not given.
+pub const DEFAULT_POLL_EVERY: Duration = Duration::from_secs(60);
+/// Shortest allowed `every`.
+const MIN_POLL_EVERY: Duration = Duration::from_millis(100);
+
+/// Whether `p` is a JSON pointer (RFC 6901): empty, or `/`-separated tokens.
+fn pointer_ok(p: &str) -> bool {
+    p.is_empty() || (p.starts_with('/') && !p.contains(char::is_whitespace))
+}
+
+impl CharterChecker<'_> {
+    /// Check `trigger.poll`; `None` when anything is invalid (each problem is reported).
+    pub(super) fn poll(&mut self, raw: S<RawPoll>, known: &Known) -> Option<PollTrigger> {
+        let at = raw.referenced;
+        let p = raw.value;
+
+        let connector = self.poll_connector(&p.connector, at, known);
+
+        let path = match self.required_text(
+            &p.path,
+            at,
+            "path",
+            "the path (and query) to fetch under the connector's `base_url`, such as \
+             `/tickets?since={{ cursor }}`",
+        ) {
+            Some(text) => {
+                let place = p.path.as_ref().map_or(at, |v| v.referenced);
+                if text.contains("://") || text.starts_with("//") {
+                    self.err(
+                        place,
+                        format!(
+                            "poll path `{text}` is a URL; expected a path under the connector's \
+                             `base_url`, such as `/tickets?since={{{{ cursor }}}}`"
+                        ),
+                    );
+                    None
+                } else {
+                    self.template(&S::new(text, place, place), "path")
+                }
+            }
+            None => None,
+        };
+
+        let every = match &p.every {
+            Some(v) => match self.duration(v, "every") {
+                Some(d) if d < MIN_POLL_EVERY => {
+                    self.err(
+                        v.referenced,
+                        format!(
+                            "`every` is {}ms; expected at least 100ms between polls",
+                            d.as_millis()
+                        ),
+                    );
+                    None
+                }
+                d => d,
+            },
+            None => Some(DEFAULT_POLL_EVERY),
+        };
+
+        let items = match &p.items {
+            Some(v) => {
+                let ptr = v.value.trim();
+                let ptr = if ptr == "/" { "" } else { ptr };
+                if pointer_ok(ptr) {
+                    Some(ptr.to_string())
+                } else {
+                    self.err(
+                        v.referenced,
+                        format!(
+                            "`items` `{ptr}` is not a JSON pointer; expected the place of the \
+                             items array in the response, such as `/results` (or `/` when the \
+                             response is the array)"
+                        ),
+                    );
+                    None
+                }
+            }
+            None => {
+                self.err(
+                    at,
+                    "missing `items`: expected the JSON pointer to the array of items in the \
+                     response, such as `/results` (or `/` when the response is the array)",
+                );
+                None
+            }
+        };
+
+        let key = match self.required_text(
+            &p.key,
+            at,
+            "key",
+            "each item's dedupe key: a JSON pointer such as `/id`, or a template such as \
+             `\"{{ item.id }}:{{ item.updated_at }}\"`",
+        ) {
+            Some(text) => {
+                let place = p.key.as_ref().map_or(at, |v| v.referenced);
+                if text.starts_with('/') && !text.contains("{{") {
+                    if pointer_ok(&text) {
+                        Some(PollKey::Pointer(text))
+                    } else {
+                        self.err(
+                            place,
+                            format!(
+                                "`key` `{text}` is not a JSON pointer; expected one such as `/id`"
+                            ),
+                        );
+                        None
+                    }
+                } else {
+                    self.template(&S::new(text, place, place), "key")
+                        .map(PollKey::Template)
+                }
+            }
+            None => None,
+        };
+
+        let (cursor, start) = match &p.cursor {
+            None => {
+                self.err(
+                    at,
+                    "missing `cursor`: expected how the next poll continues, either \
+                     `{ next: /next_cursor }` (a value in the response) or \
+                     `{ max: /updated_at }` (the largest value of an item field)",
+                );
+                (None, None)
+            }
+            Some(c) => {
+                let cat = c.referenced;
+                let start = c
+                    .value
+                    .start
+                    .as_ref()
+                    .map(|s| s.value.0.clone())
+                    .unwrap_or_default();
+                let pointer = |v: &S<String>| (v.value.trim().to_string(), v.referenced);
+                let chosen = match (&c.value.next, &c.value.max) {
+                    (Some(n), None) => Some((true, pointer(n))),
+                    (None, Some(m)) => Some((false, (m.value.0.trim().to_string(), m.referenced))),
+                    (Some(_), Some(_)) => {
+                        self.err(
+                            cat,
+                            "`cursor` has both `next` and `max`; expected one of them",
+                        );
+                        None
+                    }
+                    (None, None) => {
+                        self.err(
+                            cat,
+                            "`cursor` needs `next` (a JSON pointer into the response, such as \
+                             `/next_cursor`) or `max` (a JSON pointer into each item, such as \
+                             `/updated_at`)",
+                        );
+                        None
+                    }
+                };
+                let cursor = match chosen {
+                    Some((next, (ptr, place))) => {
+                        let key = if next { "next" } else { "max" };
+                        if ptr.is_empty() || !pointer_ok(&ptr) {
+                            self.err(
+                                place,
+                                format!(
+                                    "cursor `{key}` `{ptr}` is not a JSON pointer; expected one \
+                                     such as `/next_cursor`"
+                                ),
+                            );
+                            None
+                        } else if next {
+                            Some(PollCursor::Next(ptr))
+                        } else {
+                            Some(PollCursor::Max(ptr))
+                        }
+                    }
+                    None => None,
+                };
+                (cursor, Some(start))
+            }
+        };
+
+        Some(PollTrigger {
+            connector: connector?,
+            path: path?,
+            every: every?,
+            items: items?,
+            key: key?,
+            cursor: cursor?,
+            start: start?,
+        })
+    }
+
+    /// The polled connector: defined, in `uses`, and an HTTP connector.
+    fn poll_connector(
+        &mut self,
+        raw: &Option<S<String>>,
+        at: Location,
+        known: &Known,
+    ) -> Option<String> {
+        let name = self.required_text(
+            raw,
+            at,
+            "connector",
+            "the HTTP connector to poll, one of this charter's `uses`",
+        )?;
+        let place = raw.as_ref().map_or(at, |v| v.referenced);
+        if let Some(connectors) = self.connectors
+            && !connectors.contains(&name)
+        {
+            self.err(
+                place,
+                format!(
+                    "poll connector `{name}` is not defined in charter.yaml; expected one of {}",
+                    list(connectors.iter())
+                ),
+            );
+            return None;
+        }
+        if !known.uses.contains(&name) {
+            self.err(
+                place,
+                format!(
+                    "poll connector `{name}` is not in this charter's `uses` list; expected one \
+                     of {} (or add it to `uses`)",
+                    list(&known.uses)
+                ),
+            );
+            return None;
+        }
+        if let Some(t) = self.connector_types.and_then(|m| m.get(&name))
+            && t != "http"
+        {
+            self.err(
+                place,
+                format!(
+                    "connector `{name}` is a `{t}` connector; `poll` needs an `http` connector"
+                ),
+            );
+            return None;
+        }
+        Some(name)
+    }
+
+    /// Check `trigger.schedule`.
+    pub(super) fn schedule(&mut self, raw: S<RawSchedule>) -> Option<ScheduleTrigger> {
+        let at = raw.referenced;
+        let text = self.required_text(
+            &raw.value.cron,
+            at,
+            "cron",
+            "a cron expression in UTC, such as `\"0 9 * * mon-fri\"` (minute hour \
+             day-of-month month day-of-week)",
+        )?;
+        let place = raw.value.cron.as_ref().map_or(at, |v| v.referenced);
+        match Cron::parse(&text) {
+            Ok(cron) => Some(ScheduleTrigger { cron }),
+            Err(e) => {
+                self.err(place, e.to_string());
+                None
+            }
+        }
+    }
+}
