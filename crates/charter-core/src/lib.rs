@@ -7,6 +7,7 @@
 pub mod config;
 pub mod cron;
 pub mod expr;
+pub mod extract;
 pub mod idempotency;
 pub mod model;
 pub mod routing;

@@ -1086,3 +1086,243 @@ fn bad_cron_expressions_are_reported_with_their_place() {
     let src = sources_project(&files);
     insta::assert_snapshot!("bad_cron", diagnostics(&src));
 }
+
+#[test]
+fn extractors_drafts_and_context_parse_and_report_file_lines() {
+    let triage = TRIAGE
+        .replace(
+            "order_id: { type: string, pattern: \"ORD-[0-9]+\", required: false }",
+            "order_id: { type: string, pattern: \"ORD-[0-9]+\", required: true, regex: 'order (ORD-[0-9]+)', in: payload.ticket.body }\n    customer: { template: \"{{ payload.customer.id }}\" }",
+        )
+        .replace(
+            "  note:\n    log:",
+            "  note:\n    draft: { prompt: prompts/reply.md }\n    log:",
+        )
+        .replace(
+            "escalation:",
+            "context:\n  customer: { connector: crm, get: \"/customers/{{ payload.customer.id }}\", timeout: 2s, on_error: retry }\nescalation:",
+        );
+    let mut src = with_triage(&triage);
+    src.files
+        .insert("prompts/reply.md".into(), "Reply to: {{ text }}".into());
+    let p = load_project(&src).unwrap_or_else(|d| panic!("{d}"));
+    let c = &p.charters["support-triage"];
+    let extract = &c.decide.as_ref().unwrap().extract;
+    match &extract["order_id"].extractor {
+        Some(charter_core::config::Extractor::Regex { regex, input }) => {
+            assert_eq!(regex.first_capture("re order ORD-12 now"), Some("ORD-12"));
+            assert_eq!(
+                input.as_deref(),
+                Some(&["payload".to_string(), "ticket".into(), "body".into()][..])
+            );
+        }
+        other => panic!("expected a regex extractor, got {other:?}"),
+    }
+    assert!(matches!(
+        extract["customer"].extractor,
+        Some(charter_core::config::Extractor::Template(_))
+    ));
+    let draft = c.actions["note"].draft.as_ref().expect("draft");
+    assert_eq!(
+        (draft.prompt.as_str(), draft.provider.as_str()),
+        ("prompts/reply.md", "default")
+    );
+    assert_eq!(c.context.len(), 1);
+    assert_eq!(c.context[0].name, "customer");
+    assert_eq!(c.context[0].timeout, Duration::from_secs(2));
+    assert_eq!(
+        c.context[0].on_error,
+        charter_core::config::ContextOnError::Retry
+    );
+
+    // Every problem at once, each at its line.
+    let bad = triage
+        .replace("regex: 'order (ORD-[0-9]+)'", "regex: 'order (ORD-[0-9+'")
+        .replace(
+            "draft: { prompt: prompts/reply.md }",
+            "draft: { prompt: prompts/reply.md, provider: nope }",
+        )
+        .replace("connector: crm, get:", "connector: helpdesk2, get:")
+        .replace("on_error: retry", "on_error: ignore");
+    let mut src = with_triage(&bad);
+    src.files
+        .insert("prompts/reply.md".into(), "Reply to: {{ text }}".into());
+    let out = diagnostics(&src);
+    let line_of = |needle: &str| {
+        bad.lines()
+            .position(|l| l.contains(needle))
+            .map(|i| i + 1)
+            .unwrap_or_else(|| panic!("{needle} not in the charter"))
+    };
+    assert!(
+        out.contains(&format!("charters/triage.yaml:{}:", line_of("ORD-[0-9+")))
+            && out.contains("`regex` `order (ORD-[0-9+` is not a valid regular expression"),
+        "{out}"
+    );
+    assert!(out.contains("provider `nope` is not declared"), "{out}");
+    assert!(
+        out.contains(&format!("charters/triage.yaml:{}:", line_of("helpdesk2")))
+            && out.contains("context `customer` uses connector `helpdesk2`"),
+        "{out}"
+    );
+    assert!(out.contains("`on_error` is `ignore`"), "{out}");
+}
+
+/// A charter.yaml for the poll and schedule tests: two HTTP connectors and a Slack one.
+const SOURCES_PROJECT: &str = r#"connectors:
+  helpdesk: { type: http, base_url: http://127.0.0.1:9000, allow_private: true }
+  crm: { type: http, base_url: https://crm.example.com }
+  chat: { type: slack, webhook_url: env:SLACK_WEBHOOK }
+"#;
+
+/// A minimal charter whose trigger body (indented under `trigger:`) is `trigger`.
+fn source_charter(name: &str, uses: &str, trigger: &str) -> String {
+    format!(
+        r#"name: {name}
+description: Items from a polled API or a schedule.
+owner: a@b.example
+maintainer: c@d.example
+system_of_record: crm
+mode: shadow
+uses: [{uses}]
+trigger:
+{trigger}
+routes:
+  - when: "true"
+    do: [note]
+actions:
+  note:
+    log: "item {{{{ event.id }}}}"
+    approval: auto
+escalation: {{ to: ops }}
+measure:
+  done: [noted]
+"#
+    )
+}
+
+fn sources_project(charters: &[(&str, &str)]) -> ProjectSource {
+    let mut files = vec![("charter.yaml", SOURCES_PROJECT)];
+    files.extend_from_slice(charters);
+    source(&files)
+}
+
+#[test]
+fn poll_and_schedule_triggers_parse() {
+    use charter_core::config::{PollCursor, PollKey};
+    let tickets = source_charter(
+        "tickets",
+        "crm, helpdesk",
+        r#"  poll:
+    connector: helpdesk
+    path: "/api/tickets?since={{ cursor }}"
+    every: 30s
+    items: /results
+    key: "{{ item.id }}:{{ item.updated_at }}"
+    cursor: { max: /updated_at, start: "2026-01-01T00:00:00Z" }"#,
+    );
+    let pages = source_charter(
+        "pages",
+        "crm",
+        "  poll: { connector: crm, path: /contacts, items: /, key: /id, cursor: { next: /meta/next } }",
+    );
+    let digest = source_charter("digest", "crm", "  schedule: { cron: \"0 9 * * mon-fri\" }");
+    let src = sources_project(&[
+        ("charters/tickets.yaml", &tickets),
+        ("charters/pages.yaml", &pages),
+        ("charters/digest.yaml", &digest),
+    ]);
+    let project = load_project(&src).unwrap_or_else(|d| panic!("{d}"));
+
+    let poll = project.charters["tickets"].trigger.poll.clone().unwrap();
+    assert_eq!(poll.connector, "helpdesk");
+    assert_eq!(poll.path.source(), "/api/tickets?since={{ cursor }}");
+    assert_eq!(poll.every, Duration::from_secs(30));
+    assert_eq!(poll.items, "/results");
+    assert!(
+        matches!(&poll.key, PollKey::Template(t) if t.source() == "{{ item.id }}:{{ item.updated_at }}")
+    );
+    assert_eq!(poll.cursor, PollCursor::Max("/updated_at".into()));
+    assert_eq!(poll.start, "2026-01-01T00:00:00Z");
+
+    let pages = project.charters["pages"].trigger.poll.clone().unwrap();
+    assert_eq!(pages.items, "", "`/` means the response is the array");
+    assert!(matches!(&pages.key, PollKey::Pointer(p) if p == "/id"));
+    assert_eq!(pages.cursor, PollCursor::Next("/meta/next".into()));
+    assert_eq!(pages.every, Duration::from_secs(60), "default interval");
+    assert_eq!(pages.start, "");
+
+    let digest = &project.charters["digest"].trigger;
+    assert!(digest.poll.is_none() && digest.webhook.is_none());
+    let cron = &digest.schedule.as_ref().unwrap().cron;
+    // Friday 2026-11-06 10:00 UTC -> Monday 09:00.
+    assert_eq!(
+        cron.next_after(1_793_959_200)
+            .map(charter_core::cron::format_utc),
+        Some("2026-11-09T09:00:00Z".to_string())
+    );
+}
+
+#[test]
+fn poll_trigger_problems_are_each_reported_with_their_place() {
+    let bad = source_charter(
+        "tickets",
+        "crm",
+        r#"  poll:
+    connector: nowhere
+    path: "https://evil.example/{{ cursor }}"
+    every: 10ms
+    items: results
+    cursor: { next: /next, max: /updated_at }
+    bogus: 1"#,
+    );
+    let src = sources_project(&[("charters/tickets.yaml", &bad)]);
+    insta::assert_snapshot!("poll_problems", diagnostics(&src));
+}
+
+#[test]
+fn poll_connector_must_be_in_uses_and_http() {
+    let not_in_uses = source_charter(
+        "tickets",
+        "crm",
+        "  poll: { connector: helpdesk, path: /t, items: /, key: /id, cursor: { next: /n } }",
+    );
+    let not_http = source_charter(
+        "chatter",
+        "crm, chat",
+        "  poll: { connector: chat, path: /t, items: /, key: /id, cursor: { next: /n } }",
+    );
+    let src = sources_project(&[
+        ("charters/tickets.yaml", &not_in_uses),
+        ("charters/chatter.yaml", &not_http),
+    ]);
+    insta::assert_snapshot!("poll_connector_not_in_uses", diagnostics(&src));
+}
+
+#[test]
+fn bad_cron_expressions_are_reported_with_their_place() {
+    let cases = [
+        ("a", "  schedule: { cron: \"61 * * * *\" }"),
+        ("b", "  schedule: { cron: \"0 9 * *\" }"),
+        ("c", "  schedule: { cron: \"0 0 30 feb *\" }"),
+        ("d", "  schedule: {}"),
+        (
+            "e",
+            "  schedule: { cron: \"0 9 * * *\", timezone: Europe/Paris }",
+        ),
+        (
+            "f",
+            "  schedule: { cron: \"@daily\" }\n  dedupe: \"{{ payload.x }}\"",
+        ),
+    ];
+    let texts: Vec<(String, String)> = cases
+        .iter()
+        .map(|(n, t)| (format!("charters/{n}.yaml"), source_charter(n, "crm", t)))
+        .collect();
+    let files: Vec<(&str, &str)> = texts
+        .iter()
+        .map(|(f, t)| (f.as_str(), t.as_str()))
+        .collect();
+    let src = sources_project(&files);
+    insta::assert_snapshot!("bad_cron", diagnostics(&src));
+}

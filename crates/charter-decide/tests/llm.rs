@@ -139,6 +139,7 @@ fn fields() -> BTreeMap<String, FieldSpec> {
             pattern: Some("^ORD-[0-9]+$".into()),
             enumeration: vec![],
             required: true,
+            extractor: None,
         },
     );
     f.insert(
@@ -148,6 +149,7 @@ fn fields() -> BTreeMap<String, FieldSpec> {
             pattern: None,
             enumeration: vec!["low".into(), "high".into()],
             required: false,
+            extractor: None,
         },
     );
     f

@@ -13,9 +13,11 @@ use std::time::Duration;
 use crate::expr::Expr;
 use crate::template::{JsonTemplate, Template};
 
+mod decision;
 pub mod raw;
 pub mod validate;
 
+pub use decision::{CompiledRegex, ContextFetch, ContextOnError, DraftSpec, Extractor};
 pub use validate::{Diagnostic, Diagnostics, load_project};
 
 /// The text files of a project folder, keyed by path relative to the project root with `/`
@@ -357,6 +359,9 @@ pub struct Charter {
     pub measure: Measure,
     /// Alerts evaluated by the server (`alerts:`); empty when none are declared.
     pub alerts: Vec<AlertRule>,
+    /// Records fetched from connectors before deciding (`context:`), exposed as
+    /// `context.<name>`; empty when none are declared.
+    pub context: Vec<ContextFetch>,
     /// Relative path of the file the charter came from.
     pub file: String,
     /// Stable hash of the charter file's text; recorded on every run.
@@ -559,6 +564,9 @@ pub struct FieldSpec {
     pub pattern: Option<String>,
     pub enumeration: Vec<String>,
     pub required: bool,
+    /// `regex:` / `template:`: filled deterministically when declared (its value wins over
+    /// a stage's when it finds one).
+    pub extractor: Option<Extractor>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -584,6 +592,8 @@ pub struct Action {
     pub retry: RetryPolicy,
     /// Measurement event recorded when the action succeeds (one of `measure`'s names).
     pub measure: Option<String>,
+    /// `draft:`: a model-written text passed to the action's templates as `draft`.
+    pub draft: Option<DraftSpec>,
 }
 
 #[derive(Debug, Clone)]

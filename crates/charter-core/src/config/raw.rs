@@ -295,6 +295,8 @@ pub struct RawCharter {
     pub escalation: Option<S<RawEscalation>>,
     pub measure: Option<S<MeasureGroups>>,
     pub alerts: Option<S<Vec<S<RawAlert>>>>,
+    /// Records fetched from connectors before deciding, by name.
+    pub context: Option<S<Entries<S<RawContextFetch>>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -460,6 +462,15 @@ pub struct RawField {
     #[serde(rename = "enum")]
     pub enumeration: Option<S<Vec<S<Scalar>>>>,
     pub required: Option<S<bool>>,
+    /// Extractor: a regular expression whose first capture group (or whole match) fills
+    /// the field.
+    pub regex: Option<S<String>>,
+    /// Where `regex` looks: a dotted path such as `payload.ticket.body` (default: the
+    /// event's decision text).
+    #[serde(rename = "in")]
+    pub input: Option<S<String>>,
+    /// Extractor: a template over the event (`{{ payload.customer.id }}`); empty = not found.
+    pub template: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -484,6 +495,38 @@ pub struct RawAction {
     pub approval: Option<S<WordOr<RawApproval>>>,
     pub retry: Option<S<RawRetry>>,
     pub measure: Option<S<String>>,
+    /// A model-written text passed to the action's templates as `draft`.
+    pub draft: Option<S<RawDraft>>,
+}
+
+/// `draft:` on an action.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDraft {
+    /// Prompt template file, relative to the project.
+    pub prompt: Option<S<String>>,
+    /// Provider name from charter.yaml (default `default`).
+    pub provider: Option<S<String>>,
+    /// Providers tried in order when `provider` fails.
+    pub fallback: Option<S<Vec<S<String>>>>,
+    /// Payload keys (or dotted paths) redacted before the prompt leaves.
+    pub redact: Option<S<Vec<S<String>>>>,
+}
+
+/// One entry of a charter's `context:`: a record fetched before deciding.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawContextFetch {
+    /// An `http` connector in `uses`.
+    pub connector: Option<S<String>>,
+    /// Path (template) under the connector's base URL, fetched with GET.
+    pub get: Option<S<String>>,
+    /// Request timeout (default 5s).
+    pub timeout: Option<S<Scalar>>,
+    /// `continue` (decide without it) or `retry` (retry the run later).
+    pub on_error: Option<S<String>>,
+    /// With `on_error: retry`, the wait before the event is tried again (default 30s).
+    pub retry_after: Option<S<Scalar>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -688,6 +731,22 @@ pub const CHARTER_SHAPE: Shape = Shape::Keys(&[
     ("escalation", ESCALATION_SHAPE),
     ("measure", A),
     ("alerts", Shape::List(&ALERT_SHAPE)),
+    ("context", Shape::Names(&CONTEXT_SHAPE)),
+]);
+
+const CONTEXT_SHAPE: Shape = Shape::Keys(&[
+    ("connector", A),
+    ("get", A),
+    ("timeout", A),
+    ("on_error", A),
+    ("retry_after", A),
+]);
+
+const DRAFT_SHAPE: Shape = Shape::Keys(&[
+    ("prompt", A),
+    ("provider", A),
+    ("fallback", A),
+    ("redact", A),
 ]);
 
 const ALERT_SHAPE: Shape = Shape::Keys(&[
@@ -788,8 +847,15 @@ const BUDGET_SHAPE: Shape = Shape::Keys(&[
     ("max_wait", A),
 ]);
 
-const FIELD_SHAPE: Shape =
-    Shape::Keys(&[("type", A), ("pattern", A), ("enum", A), ("required", A)]);
+const FIELD_SHAPE: Shape = Shape::Keys(&[
+    ("type", A),
+    ("pattern", A),
+    ("enum", A),
+    ("required", A),
+    ("regex", A),
+    ("in", A),
+    ("template", A),
+]);
 
 const ROUTE_SHAPE: Shape = Shape::Keys(&[("when", A), ("do", A)]);
 
@@ -803,6 +869,7 @@ const ACTION_SHAPE: Shape = Shape::Keys(&[
     ("approval", APPROVAL_SHAPE),
     ("retry", RETRY_SHAPE),
     ("measure", A),
+    ("draft", DRAFT_SHAPE),
 ]);
 
 const REQUEST_SHAPE: Shape = Shape::Keys(&[
@@ -1317,6 +1384,16 @@ mod tests {
                 serde_fields::<RawRoute>(),
             ),
             ("action", shape_keys(&action), serde_fields::<RawAction>()),
+            (
+                "draft",
+                shape_keys(&field(&action, "draft")),
+                serde_fields::<RawDraft>(),
+            ),
+            (
+                "context",
+                shape_keys(&inner(field(&c, "context"))),
+                serde_fields::<RawContextFetch>(),
+            ),
             (
                 "message",
                 shape_keys(&field(&action, "message")),

@@ -31,6 +31,7 @@ use super::{
 use crate::expr::Expr;
 
 mod alerts;
+mod decision;
 mod sources;
 use crate::template::{JsonTemplate, Template};
 use crate::verify::{self, GenericHmac, HmacAlgorithm, SignatureEncoding, VerifySpec};
@@ -1663,6 +1664,7 @@ impl CharterChecker<'_> {
         };
 
         let alerts = self.alerts(c.alerts);
+        let context = self.context(c.context, &known);
 
         let digest = Sha256::digest(text.as_bytes());
         let version: String = hex::encode(digest).chars().take(16).collect();
@@ -1682,6 +1684,7 @@ impl CharterChecker<'_> {
             escalation: escalation?,
             measure: measure?,
             alerts: alerts?,
+            context: context?,
             file: self.file.to_string(),
             version,
         })
@@ -2573,7 +2576,9 @@ impl CharterChecker<'_> {
     }
 
     fn field(&mut self, raw: S<RawField>) -> Option<FieldSpec> {
+        let at = raw.referenced;
         let f: RawField = raw.value;
+        let extractor = self.extractor(&f, at);
         let kind = match &f.kind {
             Some(k) => self.one_of(
                 k,
@@ -2619,6 +2624,7 @@ impl CharterChecker<'_> {
             pattern: pattern?,
             enumeration: enumeration?,
             required: f.required.map(|r| r.value).unwrap_or(false),
+            extractor: extractor?,
         })
     }
 
@@ -2819,12 +2825,14 @@ impl CharterChecker<'_> {
             }
             None => Some(None),
         };
+        let draft = self.draft(n, &a.draft);
         Some(Action {
             name: n.clone(),
             kind: kind?,
             approval: approval?,
             retry: retry?,
             measure: measure?,
+            draft: draft?,
         })
     }
 

@@ -199,6 +199,7 @@ mod tests {
                 pattern: Some("^ORD-[0-9]+$".into()),
                 enumeration: vec![],
                 required: true,
+                extractor: None,
             },
         );
         f.insert(
@@ -208,6 +209,7 @@ mod tests {
                 pattern: None,
                 enumeration: vec!["low".into(), "high".into()],
                 required: false,
+                extractor: None,
             },
         );
         f
