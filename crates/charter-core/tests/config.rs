@@ -85,7 +85,7 @@ actions:
   note:
     log: "routed {{ event.id }} as {{ decision.label }}"
     approval: auto
-escalation: { to: support-leads, notify: "slack:#support-escalations" }
+escalation: { to: support-leads }
 measure:
   success: [ticket_routed]
   failure: [ticket_bounced]
@@ -331,10 +331,8 @@ fn valid_project_parses_into_expected_values() {
     assert_eq!(note.approval, Approval::Auto);
     assert_eq!(note.retry, RetryPolicy::default());
     assert_eq!(c.escalation.to, "support-leads");
-    assert_eq!(
-        c.escalation.notify.as_deref(),
-        Some("slack:#support-escalations")
-    );
+    // Notification targets are covered by tests/notify_config.rs.
+    assert!(c.escalation.notify.is_empty());
     assert_eq!(
         c.measure.names().collect::<Vec<_>>(),
         vec!["ticket_bounced", "ticket_routed"]
@@ -576,7 +574,7 @@ fn missing_governance_field() {
             "maintainer: \"\"\n",
         )
         .replace(
-            "escalation: { to: support-leads, notify: \"slack:#support-escalations\" }\n",
+            "escalation: { to: support-leads }\n",
             "",
         );
     insta::assert_snapshot!(
@@ -928,165 +926,6 @@ fn two_charters_cannot_share_a_durable_consumer() {
     );
 }
 
-/// A charter.yaml for the poll and schedule tests: two HTTP connectors and a Slack one.
-const SOURCES_PROJECT: &str = r#"connectors:
-  helpdesk: { type: http, base_url: http://127.0.0.1:9000, allow_private: true }
-  crm: { type: http, base_url: https://crm.example.com }
-  chat: { type: slack, webhook_url: env:SLACK_WEBHOOK }
-"#;
-
-/// A minimal charter whose trigger body (indented under `trigger:`) is `trigger`.
-fn source_charter(name: &str, uses: &str, trigger: &str) -> String {
-    format!(
-        r#"name: {name}
-description: Items from a polled API or a schedule.
-owner: a@b.example
-maintainer: c@d.example
-system_of_record: crm
-mode: shadow
-uses: [{uses}]
-trigger:
-{trigger}
-routes:
-  - when: "true"
-    do: [note]
-actions:
-  note:
-    log: "item {{{{ event.id }}}}"
-    approval: auto
-escalation: {{ to: ops }}
-measure:
-  done: [noted]
-"#
-    )
-}
-
-fn sources_project(charters: &[(&str, &str)]) -> ProjectSource {
-    let mut files = vec![("charter.yaml", SOURCES_PROJECT)];
-    files.extend_from_slice(charters);
-    source(&files)
-}
-
-#[test]
-fn poll_and_schedule_triggers_parse() {
-    use charter_core::config::{PollCursor, PollKey};
-    let tickets = source_charter(
-        "tickets",
-        "crm, helpdesk",
-        r#"  poll:
-    connector: helpdesk
-    path: "/api/tickets?since={{ cursor }}"
-    every: 30s
-    items: /results
-    key: "{{ item.id }}:{{ item.updated_at }}"
-    cursor: { max: /updated_at, start: "2026-01-01T00:00:00Z" }"#,
-    );
-    let pages = source_charter(
-        "pages",
-        "crm",
-        "  poll: { connector: crm, path: /contacts, items: /, key: /id, cursor: { next: /meta/next } }",
-    );
-    let digest = source_charter(
-        "digest",
-        "crm",
-        "  schedule: { cron: \"0 9 * * mon-fri\" }",
-    );
-    let src = sources_project(&[
-        ("charters/tickets.yaml", &tickets),
-        ("charters/pages.yaml", &pages),
-        ("charters/digest.yaml", &digest),
-    ]);
-    let project = load_project(&src).unwrap_or_else(|d| panic!("{d}"));
-
-    let poll = project.charters["tickets"].trigger.poll.clone().unwrap();
-    assert_eq!(poll.connector, "helpdesk");
-    assert_eq!(poll.path.source(), "/api/tickets?since={{ cursor }}");
-    assert_eq!(poll.every, Duration::from_secs(30));
-    assert_eq!(poll.items, "/results");
-    assert!(
-        matches!(&poll.key, PollKey::Template(t) if t.source() == "{{ item.id }}:{{ item.updated_at }}")
-    );
-    assert_eq!(poll.cursor, PollCursor::Max("/updated_at".into()));
-    assert_eq!(poll.start, "2026-01-01T00:00:00Z");
-
-    let pages = project.charters["pages"].trigger.poll.clone().unwrap();
-    assert_eq!(pages.items, "", "`/` means the response is the array");
-    assert!(matches!(&pages.key, PollKey::Pointer(p) if p == "/id"));
-    assert_eq!(pages.cursor, PollCursor::Next("/meta/next".into()));
-    assert_eq!(pages.every, Duration::from_secs(60), "default interval");
-    assert_eq!(pages.start, "");
-
-    let digest = &project.charters["digest"].trigger;
-    assert!(digest.poll.is_none() && digest.webhook.is_none());
-    let cron = &digest.schedule.as_ref().unwrap().cron;
-    // Friday 2026-11-06 10:00 UTC -> Monday 09:00.
-    assert_eq!(
-        cron.next_after(1_793_959_200).map(charter_core::cron::format_utc),
-        Some("2026-11-09T09:00:00Z".to_string())
-    );
-}
-
-#[test]
-fn poll_trigger_problems_are_each_reported_with_their_place() {
-    let bad = source_charter(
-        "tickets",
-        "crm",
-        r#"  poll:
-    connector: nowhere
-    path: "https://evil.example/{{ cursor }}"
-    every: 10ms
-    items: results
-    cursor: { next: /next, max: /updated_at }
-    bogus: 1"#,
-    );
-    let src = sources_project(&[("charters/tickets.yaml", &bad)]);
-    insta::assert_snapshot!("poll_problems", diagnostics(&src));
-}
-
-#[test]
-fn poll_connector_must_be_in_uses_and_http() {
-    let not_in_uses = source_charter(
-        "tickets",
-        "crm",
-        "  poll: { connector: helpdesk, path: /t, items: /, key: /id, cursor: { next: /n } }",
-    );
-    let not_http = source_charter(
-        "chatter",
-        "crm, chat",
-        "  poll: { connector: chat, path: /t, items: /, key: /id, cursor: { next: /n } }",
-    );
-    let src = sources_project(&[
-        ("charters/tickets.yaml", &not_in_uses),
-        ("charters/chatter.yaml", &not_http),
-    ]);
-    insta::assert_snapshot!("poll_connector_not_in_uses", diagnostics(&src));
-}
-
-#[test]
-fn bad_cron_expressions_are_reported_with_their_place() {
-    let cases = [
-        ("a", "  schedule: { cron: \"61 * * * *\" }"),
-        ("b", "  schedule: { cron: \"0 9 * *\" }"),
-        ("c", "  schedule: { cron: \"0 0 30 feb *\" }"),
-        ("d", "  schedule: {}"),
-        ("e", "  schedule: { cron: \"0 9 * * *\", timezone: Europe/Paris }"),
-        (
-            "f",
-            "  schedule: { cron: \"@daily\" }\n  dedupe: \"{{ payload.x }}\"",
-        ),
-    ];
-    let texts: Vec<(String, String)> = cases
-        .iter()
-        .map(|(n, t)| (format!("charters/{n}.yaml"), source_charter(n, "crm", t)))
-        .collect();
-    let files: Vec<(&str, &str)> = texts
-        .iter()
-        .map(|(f, t)| (f.as_str(), t.as_str()))
-        .collect();
-    let src = sources_project(&files);
-    insta::assert_snapshot!("bad_cron", diagnostics(&src));
-}
-
 #[test]
 fn extractors_drafts_and_context_parse_and_report_file_lines() {
     let triage = TRIAGE
@@ -1166,4 +1005,163 @@ fn extractors_drafts_and_context_parse_and_report_file_lines() {
         "{out}"
     );
     assert!(out.contains("`on_error` is `ignore`"), "{out}");
+}
+
+/// A charter.yaml for the poll and schedule tests: two HTTP connectors and a Slack one.
+const SOURCES_PROJECT: &str = r#"connectors:
+  helpdesk: { type: http, base_url: http://127.0.0.1:9000, allow_private: true }
+  crm: { type: http, base_url: https://crm.example.com }
+  chat: { type: slack, webhook_url: env:SLACK_WEBHOOK }
+"#;
+
+/// A minimal charter whose trigger body (indented under `trigger:`) is `trigger`.
+fn source_charter(name: &str, uses: &str, trigger: &str) -> String {
+    format!(
+        r#"name: {name}
+description: Items from a polled API or a schedule.
+owner: a@b.example
+maintainer: c@d.example
+system_of_record: crm
+mode: shadow
+uses: [{uses}]
+trigger:
+{trigger}
+routes:
+  - when: "true"
+    do: [note]
+actions:
+  note:
+    log: "item {{{{ event.id }}}}"
+    approval: auto
+escalation: {{ to: ops }}
+measure:
+  done: [noted]
+"#
+    )
+}
+
+fn sources_project(charters: &[(&str, &str)]) -> ProjectSource {
+    let mut files = vec![("charter.yaml", SOURCES_PROJECT)];
+    files.extend_from_slice(charters);
+    source(&files)
+}
+
+#[test]
+fn poll_and_schedule_triggers_parse() {
+    use charter_core::config::{PollCursor, PollKey};
+    let tickets = source_charter(
+        "tickets",
+        "crm, helpdesk",
+        r#"  poll:
+    connector: helpdesk
+    path: "/api/tickets?since={{ cursor }}"
+    every: 30s
+    items: /results
+    key: "{{ item.id }}:{{ item.updated_at }}"
+    cursor: { max: /updated_at, start: "2026-01-01T00:00:00Z" }"#,
+    );
+    let pages = source_charter(
+        "pages",
+        "crm",
+        "  poll: { connector: crm, path: /contacts, items: /, key: /id, cursor: { next: /meta/next } }",
+    );
+    let digest = source_charter("digest", "crm", "  schedule: { cron: \"0 9 * * mon-fri\" }");
+    let src = sources_project(&[
+        ("charters/tickets.yaml", &tickets),
+        ("charters/pages.yaml", &pages),
+        ("charters/digest.yaml", &digest),
+    ]);
+    let project = load_project(&src).unwrap_or_else(|d| panic!("{d}"));
+
+    let poll = project.charters["tickets"].trigger.poll.clone().unwrap();
+    assert_eq!(poll.connector, "helpdesk");
+    assert_eq!(poll.path.source(), "/api/tickets?since={{ cursor }}");
+    assert_eq!(poll.every, Duration::from_secs(30));
+    assert_eq!(poll.items, "/results");
+    assert!(
+        matches!(&poll.key, PollKey::Template(t) if t.source() == "{{ item.id }}:{{ item.updated_at }}")
+    );
+    assert_eq!(poll.cursor, PollCursor::Max("/updated_at".into()));
+    assert_eq!(poll.start, "2026-01-01T00:00:00Z");
+
+    let pages = project.charters["pages"].trigger.poll.clone().unwrap();
+    assert_eq!(pages.items, "", "`/` means the response is the array");
+    assert!(matches!(&pages.key, PollKey::Pointer(p) if p == "/id"));
+    assert_eq!(pages.cursor, PollCursor::Next("/meta/next".into()));
+    assert_eq!(pages.every, Duration::from_secs(60), "default interval");
+    assert_eq!(pages.start, "");
+
+    let digest = &project.charters["digest"].trigger;
+    assert!(digest.poll.is_none() && digest.webhook.is_none());
+    let cron = &digest.schedule.as_ref().unwrap().cron;
+    // Friday 2026-11-06 10:00 UTC -> Monday 09:00.
+    assert_eq!(
+        cron.next_after(1_793_959_200)
+            .map(charter_core::cron::format_utc),
+        Some("2026-11-09T09:00:00Z".to_string())
+    );
+}
+
+#[test]
+fn poll_trigger_problems_are_each_reported_with_their_place() {
+    let bad = source_charter(
+        "tickets",
+        "crm",
+        r#"  poll:
+    connector: nowhere
+    path: "https://evil.example/{{ cursor }}"
+    every: 10ms
+    items: results
+    cursor: { next: /next, max: /updated_at }
+    bogus: 1"#,
+    );
+    let src = sources_project(&[("charters/tickets.yaml", &bad)]);
+    insta::assert_snapshot!("poll_problems", diagnostics(&src));
+}
+
+#[test]
+fn poll_connector_must_be_in_uses_and_http() {
+    let not_in_uses = source_charter(
+        "tickets",
+        "crm",
+        "  poll: { connector: helpdesk, path: /t, items: /, key: /id, cursor: { next: /n } }",
+    );
+    let not_http = source_charter(
+        "chatter",
+        "crm, chat",
+        "  poll: { connector: chat, path: /t, items: /, key: /id, cursor: { next: /n } }",
+    );
+    let src = sources_project(&[
+        ("charters/tickets.yaml", &not_in_uses),
+        ("charters/chatter.yaml", &not_http),
+    ]);
+    insta::assert_snapshot!("poll_connector_not_in_uses", diagnostics(&src));
+}
+
+#[test]
+fn bad_cron_expressions_are_reported_with_their_place() {
+    let cases = [
+        ("a", "  schedule: { cron: \"61 * * * *\" }"),
+        ("b", "  schedule: { cron: \"0 9 * *\" }"),
+        ("c", "  schedule: { cron: \"0 0 30 feb *\" }"),
+        ("d", "  schedule: {}"),
+        (
+            "e",
+            "  schedule: { cron: \"0 9 * * *\", timezone: Europe/Paris }",
+        ),
+        (
+            "f",
+            "  schedule: { cron: \"@daily\" }\n  dedupe: \"{{ payload.x }}\"",
+        ),
+    ];
+    let texts: Vec<(String, String)> = cases
+        .iter()
+        .map(|(n, t)| (format!("charters/{n}.yaml"), source_charter(n, "crm", t)))
+        .collect();
+    let files: Vec<(&str, &str)> = texts
+        .iter()
+        .map(|(f, t)| (f.as_str(), t.as_str()))
+        .collect();
+    let src = sources_project(&files);
+    insta::assert_snapshot!("bad_cron", diagnostics(&src));
 }

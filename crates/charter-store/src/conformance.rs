@@ -27,6 +27,7 @@ use crate::{
     Verdict,
 };
 
+pub use crate::notifications_conformance::check_notifications;
 pub use crate::report_conformance::{check_incidents, check_reports};
 
 /// Outcome of one check: `Err` describes what the backend got wrong.
@@ -118,6 +119,7 @@ pub async fn run_all<S: Store>(store: &S) -> CheckResult {
         ("audit_log", check_audit_log(store).await),
         ("reports", check_reports(store).await),
         ("incidents", check_incidents(store).await),
+        ("notifications", check_notifications(store).await),
         ("operator", check_operator(store).await),
         ("source_state", check_source_state(store).await),
     ];

@@ -19,11 +19,17 @@ use charter_core::model::{
 use uuid::Uuid;
 
 pub mod conformance;
+pub mod notifications;
+mod notifications_conformance;
 pub mod postgres;
 pub mod report;
 mod report_conformance;
 pub mod sqlite;
 
+pub use notifications::{
+    Delivery, NewNotification, NotificationKind, NotificationRecord, NotificationState,
+    NotificationStore,
+};
 pub use report::{
     AlertStore, CharterBacklog, CharterReport, Incident, IncidentState, NewIncident,
     NewMeasurement, Readiness, ReportQuery, ReportRates, ReportStore,
@@ -337,6 +343,7 @@ pub trait Store:
     + ReportStore
     + AlertStore
     + SourceStateStore
+    + NotificationStore
     + Clone
 {
 }
@@ -352,6 +359,7 @@ impl<
         + ReportStore
         + AlertStore
         + SourceStateStore
+        + NotificationStore
         + Clone,
 > Store for T
 {

@@ -10,6 +10,7 @@
 //! * The schema is a list of embedded migrations (`migrations/sqlite/*.sql`) tracked with
 //!   `PRAGMA user_version`, applied on open.
 
+mod notifications;
 mod operator;
 mod report;
 mod rows;
@@ -45,6 +46,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0002_approvals.sql"),
     include_str!("../migrations/sqlite/0003_evidence.sql"),
     include_str!("../migrations/sqlite/0004_sources.sql"),
+    include_str!("../migrations/sqlite/0005_notifications.sql"),
     include_str!("../migrations/sqlite/0006_charter_mode.sql"),
 ];
 

@@ -18,6 +18,7 @@ pub mod raw;
 pub mod validate;
 
 pub use decision::{CompiledRegex, ContextFetch, ContextOnError, DraftSpec, Extractor};
+
 pub use validate::{Diagnostic, Diagnostics, load_project};
 
 /// The text files of a project folder, keyed by path relative to the project root with `/`
@@ -220,6 +221,16 @@ pub struct SlackConnector {
     pub timeout: Duration,
     /// Allow loopback/private addresses (local test endpoints).
     pub allow_private: bool,
+    /// The Slack app's signing secret (`signing_secret:`), which verifies interactive
+    /// callbacks (the Approve/Reject buttons of notifications). Without it, button presses
+    /// are refused.
+    pub signing_secret: Option<SecretRef>,
+    /// Slack user id (`U024BE7LH`) -> the name of a token in `tokens:`. A listed user decides
+    /// from Slack with that token's role and charter scopes, as that reviewer; the audit log
+    /// records `slack:<user id>`. Users not listed cannot decide from Slack. With no tokens
+    /// in charter.yaml (open mode) the names are reviewer names and every listed user is an
+    /// admin, as in the open UI.
+    pub users: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -707,8 +718,32 @@ impl Default for RetryPolicy {
 pub struct Escalation {
     /// Who gets escalated work (a reviewer group or address).
     pub to: String,
-    /// Where to notify (`slack:#channel`, a connector name, ...); optional.
-    pub notify: Option<String>,
+    /// Where each new approval and escalation of this charter is announced (`notify:`, one
+    /// target or a list); empty when none.
+    pub notify: Vec<NotifyTarget>,
+}
+
+/// One destination of approval and escalation notifications: `connector` or
+/// `connector:where`, the connector being in the charter's `uses`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyTarget {
+    /// The target as written (`slack:#approvals`); it names the target in the outbox.
+    pub spec: String,
+    pub connector: String,
+    pub channel: NotifyChannel,
+}
+
+/// How a notification reaches its target, by connector type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotifyChannel {
+    /// An `http` connector: a JSON `POST` (with a human-readable `text`, the item and a UI
+    /// link) to `path` under its base URL.
+    Http { path: Option<String> },
+    /// A `slack` connector: a Block Kit message with Approve/Reject buttons, to `channel`
+    /// (required with a bot token; an incoming webhook has its own channel).
+    Slack { channel: Option<String> },
+    /// An `smtp` connector: a plain-text email to these recipients (comma-separated).
+    Email { to: String },
 }
 
 /// Named outcome events, grouped (`success: [ticket_routed]`). At least one is required.

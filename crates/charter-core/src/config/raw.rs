@@ -133,6 +133,42 @@ impl<'de, M: Deserialize<'de>> Deserialize<'de> for WordOr<M> {
     }
 }
 
+/// One text or a list of texts (`notify: slack:#ops` or `notify: [slack:#ops, mail:a@b.example]`).
+/// A single text takes its location from the enclosing [`Spanned`].
+#[derive(Debug, Clone)]
+pub enum OneOrList {
+    One(String),
+    List(Vec<S<String>>),
+}
+
+impl<'de> Deserialize<'de> for OneOrList {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OneOrListVisitor;
+
+        impl<'de> Visitor<'de> for OneOrListVisitor {
+            type Value = OneOrList;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a text or a list of texts")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<OneOrList, E> {
+                Ok(OneOrList::One(v.to_string()))
+            }
+
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrList, A::Error> {
+                let mut out = Vec::new();
+                while let Some(v) = seq.next_element::<S<String>>()? {
+                    out.push(v);
+                }
+                Ok(OneOrList::List(out))
+            }
+        }
+
+        deserializer.deserialize_any(OneOrListVisitor)
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // charter.yaml
 
@@ -209,6 +245,11 @@ pub struct RawConnector {
     // slack
     pub webhook_url: Option<S<String>>,
     pub token: Option<S<String>>,
+    /// Slack app signing secret (`env:NAME`): verifies interactive callbacks (buttons).
+    pub signing_secret: Option<S<String>>,
+    /// Slack user id -> the token name (in `tokens:`) whose role and scopes the user has
+    /// when deciding from Slack.
+    pub users: Option<S<Entries<S<String>>>>,
     // smtp
     pub host: Option<S<String>>,
     pub port: Option<S<i64>>,
@@ -585,7 +626,8 @@ pub struct RawRetry {
 #[serde(deny_unknown_fields)]
 pub struct RawEscalation {
     pub to: Option<S<String>>,
-    pub notify: Option<S<String>>,
+    /// Where new approvals and escalations are announced: `connector[:where]`, or a list.
+    pub notify: Option<S<OneOrList>>,
 }
 
 /// One entry of `alerts:`: exactly one kind.
@@ -683,6 +725,8 @@ const CONNECTOR_SHAPE: Shape = Shape::Keys(&[
     ("response_schema", A),
     ("webhook_url", A),
     ("token", A),
+    ("signing_secret", A),
+    ("users", A),
     ("host", A),
     ("port", A),
     ("tls", A),

@@ -31,8 +31,9 @@ use super::{
 use crate::expr::Expr;
 
 mod alerts;
-mod decision;
 mod sources;
+mod notify;
+mod decision;
 use crate::template::{JsonTemplate, Template};
 use crate::verify::{self, GenericHmac, HmacAlgorithm, SignatureEncoding, VerifySpec};
 
@@ -606,6 +607,8 @@ struct ProjectParts {
 struct ProjectChecker<'a> {
     diags: &'a mut Vec<Diagnostic>,
     src: &'a ProjectSource,
+    /// Token names written in `tokens:` (`None` when there are none), for Slack `users:`.
+    token_names: Option<BTreeSet<String>>,
 }
 
 impl Check for ProjectChecker<'_> {
@@ -619,7 +622,11 @@ impl Check for ProjectChecker<'_> {
 
 impl<'a> ProjectChecker<'a> {
     fn new(diags: &'a mut Vec<Diagnostic>, src: &'a ProjectSource) -> Self {
-        ProjectChecker { diags, src }
+        ProjectChecker {
+            diags,
+            src,
+            token_names: None,
+        }
     }
 
     fn check(mut self, raw: RawProject) -> ProjectParts {
@@ -675,6 +682,16 @@ impl<'a> ProjectChecker<'a> {
         let mut connectors = BTreeMap::new();
         let mut declared_connectors = BTreeSet::new();
         let mut connector_types = BTreeMap::new();
+        self.token_names = raw
+            .tokens
+            .as_ref()
+            .map(|t| {
+                t.value
+                    .iter()
+                    .filter_map(|t| t.value.name.as_ref().map(|n| n.value.trim().to_string()))
+                    .collect::<BTreeSet<_>>()
+            })
+            .filter(|names| !names.is_empty());
         if let Some(raw_connectors) = raw.connectors {
             for (name, raw) in raw_connectors.value.0 {
                 declared_connectors.insert(name.value.clone());
@@ -878,7 +895,7 @@ impl<'a> ProjectChecker<'a> {
         }
         // Keys that belong to another connector type are mistakes, said where they are.
         let loc = |v: Option<Location>| v.unwrap_or(at);
-        let keys: [(&str, Option<Location>, &[&str]); 20] = [
+        let keys: [(&str, Option<Location>, &[&str]); 22] = [
             (
                 "base_url",
                 raw.base_url.as_ref().map(|v| v.referenced),
@@ -926,6 +943,12 @@ impl<'a> ProjectChecker<'a> {
                 raw.token.as_ref().map(|v| v.referenced),
                 &["slack"],
             ),
+            (
+                "signing_secret",
+                raw.signing_secret.as_ref().map(|v| v.referenced),
+                &["slack"],
+            ),
+            ("users", raw.users.as_ref().map(|v| v.referenced), &["slack"]),
             ("host", raw.host.as_ref().map(|v| v.referenced), &["smtp"]),
             ("port", raw.port.as_ref().map(|v| v.referenced), &["smtp"]),
             ("tls", raw.tls.as_ref().map(|v| v.referenced), &["smtp"]),
@@ -1178,10 +1201,14 @@ impl<'a> ProjectChecker<'a> {
                 return None;
             }
         };
+        let tokens = self.token_names.clone();
+        let (signing_secret, users) = self.slack_interactive(raw, tokens.as_ref())?;
         Some(ConnectorKind::Slack(SlackConnector {
             auth,
             timeout,
             allow_private,
+            signing_secret,
+            users,
         }))
     }
 
@@ -1633,14 +1660,8 @@ impl CharterChecker<'_> {
                     "to",
                     "who receives escalated work, such as `support-leads`",
                 );
-                to.map(|to| Escalation {
-                    to,
-                    notify: e
-                        .value
-                        .notify
-                        .map(|n| n.value.trim().to_string())
-                        .filter(|n| !n.is_empty()),
-                })
+                let notify = self.notify_targets(e.value.notify, &known);
+                to.zip(notify).map(|(to, notify)| Escalation { to, notify })
             }
             None => {
                 self.err(

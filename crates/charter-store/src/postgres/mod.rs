@@ -25,6 +25,7 @@
 //! an event whose payload or headers contain it fails to store with [`StoreError::Database`].
 
 mod approvals;
+mod notifications;
 mod notify;
 mod operator;
 mod report;
@@ -59,6 +60,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0002_approvals.sql"),
     include_str!("../../migrations/postgres/0003_evidence.sql"),
     include_str!("../../migrations/postgres/0004_sources.sql"),
+    include_str!("../../migrations/postgres/0005_notifications.sql"),
     include_str!("../../migrations/postgres/0006_charter_mode.sql"),
 ];
 
