@@ -122,6 +122,7 @@ pub async fn run_all<S: Store>(store: &S) -> CheckResult {
         ("notifications", check_notifications(store).await),
         ("operator", check_operator(store).await),
         ("source_state", check_source_state(store).await),
+        ("decision_store", check_decision_store(store).await),
     ];
     let failures: Vec<String> = checks
         .into_iter()
@@ -1758,5 +1759,140 @@ pub async fn check_operator<S: Store>(store: &S) -> CheckResult {
         open == vec![elsewhere],
         "an open range of the other charter returned {open:?}"
     );
+    Ok(())
+}
+
+/// The LLM response cache (expiry, replacement, keys kept apart) and run extras (per run,
+/// latest per event, replacement by run, kind and name).
+pub async fn check_decision_store<S: Store>(store: &S) -> CheckResult {
+    use crate::decision::{EXTRA_CONTEXT, EXTRA_DRAFT, RunExtra};
+    let t = now();
+    let key = format!("conf-cache-{}", Uuid::now_v7().simple());
+    let other = format!("{key}-other");
+    ensure!(
+        store.cache_get(&key, t).await.ctx("cache_get")?.is_none(),
+        "an unknown key is found in the cache"
+    );
+    store
+        .cache_put(&key, "{\"label\":\"bug\"}", t, t + 60_000)
+        .await
+        .ctx("cache_put")?;
+    let got = store.cache_get(&key, t + 1).await.ctx("cache_get")?;
+    ensure!(
+        got.as_deref() == Some("{\"label\":\"bug\"}"),
+        "the cached value reads {got:?}"
+    );
+    ensure!(
+        store
+            .cache_get(&other, t + 1)
+            .await
+            .ctx("cache_get")?
+            .is_none(),
+        "a different key reads another key's value"
+    );
+    ensure!(
+        store
+            .cache_get(&key, t + 60_000)
+            .await
+            .ctx("cache_get")?
+            .is_none(),
+        "an expired entry is still served"
+    );
+    store
+        .cache_put(&key, "second", t + 1, t + 120_000)
+        .await
+        .ctx("cache_put (replace)")?;
+    let got = store.cache_get(&key, t + 60_000).await.ctx("cache_get")?;
+    ensure!(
+        got.as_deref() == Some("second"),
+        "a replaced entry reads {got:?}"
+    );
+
+    let c = charter("extras");
+    let event_id = stored(store, event(&c, None, t)).await?;
+    let (run1, run2) = (Uuid::now_v7(), Uuid::now_v7());
+    store
+        .start_run(run1, event_id, &c, "v1", "live", t)
+        .await
+        .ctx("start_run")?;
+    store
+        .start_run(run2, event_id, &c, "v1", "live", t + 10)
+        .await
+        .ctx("start_run")?;
+    let extra = |run_id, kind: &str, name: &str, body, at| RunExtra {
+        run_id,
+        event_id,
+        kind: kind.to_string(),
+        name: name.to_string(),
+        body,
+        at,
+    };
+    let ctx1 = extra(
+        run1,
+        EXTRA_CONTEXT,
+        "customer",
+        serde_json::json!({"ok": true, "value": {"tier": "gold", "ü": [1, 2.5, null]}}),
+        t + 1,
+    );
+    let draft1 = extra(
+        run1,
+        EXTRA_DRAFT,
+        "reply",
+        serde_json::json!({"text": "first draft"}),
+        t + 2,
+    );
+    store
+        .record_run_extra(&ctx1)
+        .await
+        .ctx("record_run_extra")?;
+    store
+        .record_run_extra(&draft1)
+        .await
+        .ctx("record_run_extra")?;
+    let draft2 = extra(
+        run2,
+        EXTRA_DRAFT,
+        "reply",
+        serde_json::json!({"text": "second draft"}),
+        t + 11,
+    );
+    store
+        .record_run_extra(&draft2)
+        .await
+        .ctx("record_run_extra")?;
+    let got = store.run_extras(run1).await.ctx("run_extras")?;
+    ensure!(
+        got == vec![ctx1.clone(), draft1.clone()],
+        "run 1's extras read {got:?}"
+    );
+    let latest = store
+        .latest_run_extra(event_id, EXTRA_DRAFT, "reply")
+        .await
+        .ctx("latest_run_extra")?;
+    ensure!(
+        latest.as_ref() == Some(&draft2),
+        "the latest draft reads {latest:?}"
+    );
+    ensure!(
+        store
+            .latest_run_extra(event_id, EXTRA_DRAFT, "other")
+            .await
+            .ctx("latest_run_extra")?
+            .is_none(),
+        "an extra of another name is returned"
+    );
+    let replaced = extra(
+        run2,
+        EXTRA_DRAFT,
+        "reply",
+        serde_json::json!({"text": "edited"}),
+        t + 12,
+    );
+    store
+        .record_run_extra(&replaced)
+        .await
+        .ctx("record_run_extra (replace)")?;
+    let got = store.run_extras(run2).await.ctx("run_extras")?;
+    ensure!(got == vec![replaced], "a replaced extra reads {got:?}");
     Ok(())
 }

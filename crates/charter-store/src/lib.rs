@@ -19,6 +19,7 @@ use charter_core::model::{
 use uuid::Uuid;
 
 pub mod conformance;
+pub mod decision;
 pub mod notifications;
 mod notifications_conformance;
 pub mod postgres;
@@ -26,6 +27,7 @@ pub mod report;
 mod report_conformance;
 pub mod sqlite;
 
+pub use decision::{DecisionStore, EXTRA_CONTEXT, EXTRA_DRAFT, RunExtra};
 pub use notifications::{
     Delivery, NewNotification, NotificationKind, NotificationRecord, NotificationState,
     NotificationStore,
@@ -344,6 +346,7 @@ pub trait Store:
     + AlertStore
     + SourceStateStore
     + NotificationStore
+    + DecisionStore
     + Clone
 {
 }
@@ -360,6 +363,7 @@ impl<
         + AlertStore
         + SourceStateStore
         + NotificationStore
+        + DecisionStore
         + Clone,
 > Store for T
 {

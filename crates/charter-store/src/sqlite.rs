@@ -10,6 +10,7 @@
 //! * The schema is a list of embedded migrations (`migrations/sqlite/*.sql`) tracked with
 //!   `PRAGMA user_version`, applied on open.
 
+mod decision;
 mod notifications;
 mod operator;
 mod report;
@@ -48,6 +49,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0004_sources.sql"),
     include_str!("../migrations/sqlite/0005_notifications.sql"),
     include_str!("../migrations/sqlite/0006_charter_mode.sql"),
+    include_str!("../migrations/sqlite/0007_decision.sql"),
 ];
 
 /// The schema version this build creates and expects.

@@ -25,6 +25,7 @@
 //! an event whose payload or headers contain it fails to store with [`StoreError::Database`].
 
 mod approvals;
+mod decision;
 mod notifications;
 mod notify;
 mod operator;
@@ -62,6 +63,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0004_sources.sql"),
     include_str!("../../migrations/postgres/0005_notifications.sql"),
     include_str!("../../migrations/postgres/0006_charter_mode.sql"),
+    include_str!("../../migrations/postgres/0007_decision.sql"),
 ];
 
 /// The schema version this build creates and expects.

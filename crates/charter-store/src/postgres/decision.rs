@@ -1,0 +1,110 @@
+//! The LLM response cache and run extras on PostgreSQL (same behaviour as SQLite; the cache
+//! is shared by every node of the cluster).
+
+use charter_core::model::UnixMillis;
+use uuid::Uuid;
+
+use super::PgStore;
+use super::rows::{db, get};
+use crate::Result;
+use crate::decision::{DecisionStore, RunExtra};
+
+const EXTRA_COLS: &str = "run_id, event_id, kind, name, body, at";
+
+fn to_extra(r: &tokio_postgres::Row) -> Result<RunExtra> {
+    Ok(RunExtra {
+        run_id: get(r, 0)?,
+        event_id: get(r, 1)?,
+        kind: get(r, 2)?,
+        name: get(r, 3)?,
+        body: get(r, 4)?,
+        at: get(r, 5)?,
+    })
+}
+
+impl DecisionStore for PgStore {
+    async fn cache_get(&self, key: &str, now: UnixMillis) -> Result<Option<String>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT value FROM llm_cache WHERE key = $1 AND expires_at > $2",
+                &[&key, &now],
+            )
+            .await
+            .map_err(db("reading the LLM cache"))?;
+        row.map(|r| get(&r, 0)).transpose()
+    }
+
+    async fn cache_put(
+        &self,
+        key: &str,
+        value: &str,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute("DELETE FROM llm_cache WHERE expires_at <= $1", &[&now])
+            .await
+            .map_err(db("sweeping the LLM cache"))?;
+        client
+            .execute(
+                "INSERT INTO llm_cache (key, value, created_at, expires_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value,
+                     created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at",
+                &[&key, &value, &now, &expires_at],
+            )
+            .await
+            .map_err(db("writing the LLM cache"))?;
+        Ok(())
+    }
+
+    async fn record_run_extra(&self, e: &RunExtra) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO run_extras (run_id, event_id, kind, name, body, at)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (run_id, kind, name) DO UPDATE SET body = EXCLUDED.body,
+                     at = EXCLUDED.at",
+                &[&e.run_id, &e.event_id, &e.kind, &e.name, &e.body, &e.at],
+            )
+            .await
+            .map_err(db("recording a run extra"))?;
+        Ok(())
+    }
+
+    async fn run_extras(&self, run_id: Uuid) -> Result<Vec<RunExtra>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {EXTRA_COLS} FROM run_extras WHERE run_id = $1 ORDER BY at, kind, name"
+                ),
+                &[&run_id],
+            )
+            .await
+            .map_err(db("listing run extras"))?;
+        rows.iter().map(to_extra).collect()
+    }
+
+    async fn latest_run_extra(
+        &self,
+        event_id: Uuid,
+        kind: &str,
+        name: &str,
+    ) -> Result<Option<RunExtra>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT {EXTRA_COLS} FROM run_extras WHERE event_id = $1 AND kind = $2
+                     AND name = $3 ORDER BY at DESC, run_id DESC LIMIT 1"
+                ),
+                &[&event_id, &kind, &name],
+            )
+            .await
+            .map_err(db("reading a run extra"))?;
+        row.as_ref().map(to_extra).transpose()
+    }
+}

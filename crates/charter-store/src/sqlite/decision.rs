@@ -1,0 +1,132 @@
+//! The LLM response cache and run extras on SQLite.
+
+use charter_core::model::UnixMillis;
+use rusqlite::{OptionalExtension, params};
+use uuid::Uuid;
+
+use super::SqliteStore;
+use super::rows::{db, parse_json, parse_uuid, to_json};
+use crate::Result;
+use crate::decision::{DecisionStore, RunExtra};
+
+fn extra(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, String, String, i64)> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
+}
+
+fn to_extra(t: (String, String, String, String, String, i64)) -> Result<RunExtra> {
+    Ok(RunExtra {
+        run_id: parse_uuid(&t.0)?,
+        event_id: parse_uuid(&t.1)?,
+        kind: t.2,
+        name: t.3,
+        body: parse_json("run extra", &t.4)?,
+        at: t.5,
+    })
+}
+
+const EXTRA_COLS: &str = "run_id, event_id, kind, name, body, at";
+
+impl DecisionStore for SqliteStore {
+    async fn cache_get(&self, key: &str, now: UnixMillis) -> Result<Option<String>> {
+        let key = key.to_string();
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT value FROM llm_cache WHERE key = ?1 AND expires_at > ?2")
+                .and_then(|mut s| s.query_row(params![key, now], |r| r.get(0)).optional())
+                .map_err(db("reading the LLM cache"))
+        })
+        .await
+    }
+
+    async fn cache_put(
+        &self,
+        key: &str,
+        value: &str,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<()> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM llm_cache WHERE expires_at <= ?1")
+                .and_then(|mut s| s.execute(params![now]))
+                .map_err(db("sweeping the LLM cache"))?;
+            conn.prepare_cached(
+                "INSERT INTO llm_cache (key, value, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value,
+                     created_at = excluded.created_at, expires_at = excluded.expires_at",
+            )
+            .and_then(|mut s| s.execute(params![key, value, now, expires_at]))
+            .map_err(db("writing the LLM cache"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record_run_extra(&self, e: &RunExtra) -> Result<()> {
+        let body = to_json("run extra", &e.body)?;
+        let (run, event, kind, name, at) = (
+            e.run_id.to_string(),
+            e.event_id.to_string(),
+            e.kind.clone(),
+            e.name.clone(),
+            e.at,
+        );
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO run_extras (run_id, event_id, kind, name, body, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (run_id, kind, name) DO UPDATE SET body = excluded.body,
+                     at = excluded.at",
+            )
+            .and_then(|mut s| s.execute(params![run, event, kind, name, body, at]))
+            .map_err(db("recording a run extra"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn run_extras(&self, run_id: Uuid) -> Result<Vec<RunExtra>> {
+        let run = run_id.to_string();
+        let rows = self
+            .read(move |conn| {
+                let mut s = conn
+                    .prepare_cached(&format!(
+                        "SELECT {EXTRA_COLS} FROM run_extras WHERE run_id = ?1 ORDER BY at, kind, name"
+                    ))
+                    .map_err(db("listing run extras"))?;
+                let rows = s
+                    .query_map(params![run], extra)
+                    .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
+                    .map_err(db("listing run extras"))?;
+                Ok(rows)
+            })
+            .await?;
+        rows.into_iter().map(to_extra).collect()
+    }
+
+    async fn latest_run_extra(
+        &self,
+        event_id: Uuid,
+        kind: &str,
+        name: &str,
+    ) -> Result<Option<RunExtra>> {
+        let (event, kind, name) = (event_id.to_string(), kind.to_string(), name.to_string());
+        let row = self
+            .read(move |conn| {
+                conn.prepare_cached(&format!(
+                    "SELECT {EXTRA_COLS} FROM run_extras WHERE event_id = ?1 AND kind = ?2
+                     AND name = ?3 ORDER BY at DESC, run_id DESC LIMIT 1"
+                ))
+                .and_then(|mut s| s.query_row(params![event, kind, name], extra).optional())
+                .map_err(db("reading a run extra"))
+            })
+            .await?;
+        row.map(to_extra).transpose()
+    }
+}
