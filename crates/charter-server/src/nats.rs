@@ -31,7 +31,9 @@ use crate::{AppState, Runtime, ingest, now_millis};
 /// Messages handled together (stored concurrently, so group commit can batch them).
 const BATCH: usize = 64;
 /// How long JetStream waits for an acknowledgement before delivering a message again.
-const ACK_WAIT: Duration = Duration::from_secs(30);
+/// Storing a batch takes milliseconds; the wait mostly matters for messages the server
+/// handed to a pull request of a node that has just stopped, which come back after it.
+const ACK_WAIT: Duration = Duration::from_secs(10);
 /// Delay before a message whose event could not be stored is delivered again.
 const NAK_DELAY: Duration = Duration::from_secs(1);
 /// First wait before reconnecting after an error; doubled up to [`MAX_BACKOFF`].
@@ -244,7 +246,9 @@ async fn session<S: Store>(
             break Err(e);
         }
     };
-    // Best effort: end the subscription and send what is buffered before disconnecting.
+    // Best effort: end the pull subscription first, then send what is buffered and
+    // disconnect, so the server stops handing messages to this node.
+    drop(messages);
     let _ = client.drain().await;
     result
 }
