@@ -1,15 +1,19 @@
 //! The admin API under `/api/v1` (JSON), used by the CLI.
 //!
 //! Auth: when `charter.yaml` defines tokens, every request needs `Authorization: Bearer
-//! <token>`; viewers may read, reviewers may also decide approvals and escalations, admins
-//! may also pause, resume and replay. A token scoped to some charters sees only those
+//! <token>`; viewers may read, reviewers may also decide approvals and escalations and
+//! reroute events to the manual queue, admins may also pause, resume, replay and change a
+//! charter's mode (promote). A token scoped to some charters sees only those
 //! (another charter's event, approval or escalation answers 404). An approval that names
 //! `reviewers` can be decided only by a token of one of those names, or by an admin. With no
 //! tokens defined the API is open, which is meant for local use only (the server warns when
 //! it listens beyond loopback without tokens).
 //!
-//! Every decision, pause/resume and replay is appended to the audit log with the caller's
-//! token name (`local` when the API is open).
+//! Every decision, pause/resume, mode change, reroute and replay is appended to the audit
+//! log with the caller's token name (`local` when the API is open).
+//!
+//! Every route lives in [`routes`], the one table the router is built from and the OpenAPI
+//! document (`GET /api/v1/openapi.json`, [`crate::openapi`]) is checked against.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -188,9 +192,15 @@ pub async fn replay_event<S: Store>(
     Ok(Json(json!({ "requeued": ids })))
 }
 
-#[derive(Debug, Deserialize)]
+/// Body of `POST /api/v1/replay`: without `since`/`until`, every failed event (of `charter`,
+/// or of all charters); with either, every event received in `[since, until)` (Unix ms),
+/// whatever its status, except those being processed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReplayFailed {
     pub charter: Option<String>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
 }
 
 pub async fn replay_failed<S: Store>(
@@ -207,23 +217,40 @@ pub async fn replay_failed<S: Store>(
     {
         return Err(ApiError::NotFound);
     }
-    let ids = state
-        .store
-        .requeue(
+    let ranged = body.since.is_some() || body.until.is_some();
+    if let (Some(a), Some(b)) = (body.since, body.until)
+        && a >= b
+    {
+        return Err(ApiError::BadRequest(
+            "`since` must be before `until` (Unix milliseconds)".into(),
+        ));
+    }
+    let (selector, what) = if ranged {
+        (
+            Requeue::Received {
+                charter: body.charter.clone(),
+                since: body.since,
+                until: body.until,
+            },
+            "events.replay_range",
+        )
+    } else {
+        (
             Requeue::AllFailed {
                 charter: body.charter.clone(),
             },
-            now_millis(),
+            "events.replay_failed",
         )
-        .await?;
+    };
+    let ids = state.store.requeue(selector, now_millis()).await?;
     state.wake.notify_one();
     audit(
         &state,
         &caller.name,
-        "events.replay_failed",
+        what,
         body.charter.as_deref(),
         None,
-        json!({ "requeued": ids }),
+        json!({ "requeued": ids, "since": body.since, "until": body.until }),
     )
     .await?;
     tracing::info!(caller = %caller.name, count = ids.len(), "replay of failed events requested");
@@ -237,19 +264,23 @@ pub async fn list_charters<S: Store>(
     let caller = authorize(&state, &headers, Role::Viewer)?;
     let paused = state.store.paused().await?;
     let pending = state.store.pending_counts().await?;
+    let modes = state.store.mode_overrides().await?;
     let mut out = Vec::new();
     for (name, cr) in &state.runtime.charters {
         if !caller.sees(name) {
             continue;
         }
         let c = &cr.charter;
+        let mode = crate::operator::mode_json(c, modes.iter().find(|m| &m.charter == name));
         out.push(json!({
             "name": name,
             "description": c.description,
             "owner": c.owner,
             "maintainer": c.maintainer,
             "system_of_record": c.system_of_record,
-            "mode": c.mode.as_str(),
+            "mode": mode["mode"],
+            "file_mode": mode["file_mode"],
+            "mode_override": mode["override"],
             "paused": paused.iter().any(|p| p == name),
             "pending": pending.iter().find(|(n, _)| n == name).map(|(_, k)| *k).unwrap_or(0),
             "webhook": c.trigger.webhook.as_ref().map(|w| w.path.clone()),
@@ -866,4 +897,104 @@ pub async fn list_corrections<S: Store>(
         }));
     }
     Ok(Json(json!({ "corrections": out })))
+}
+
+// ---------------------------------------------------------------------------------------
+// The route table
+// ---------------------------------------------------------------------------------------
+
+/// One admin API route: method, path (axum syntax, `{param}`) and handler.
+pub struct ApiRoute<S> {
+    pub method: axum::http::Method,
+    pub path: &'static str,
+    pub handler: axum::routing::MethodRouter<AppState<S>>,
+}
+
+/// Every `/api/v1` route, in one place: [`crate::router`] registers exactly these, and the
+/// OpenAPI test compares them with the document's paths and methods.
+pub fn routes<S: Store>() -> Vec<ApiRoute<S>> {
+    use axum::http::Method;
+    use axum::routing::{get, post};
+    let r = |method: Method, path: &'static str, handler| ApiRoute {
+        method,
+        path,
+        handler,
+    };
+    vec![
+        r(
+            Method::GET,
+            "/api/v1/openapi.json",
+            get(crate::openapi::serve),
+        ),
+        r(Method::GET, "/api/v1/events", get(list_events::<S>)),
+        r(Method::GET, "/api/v1/events/{id}", get(show_event::<S>)),
+        r(
+            Method::GET,
+            "/api/v1/events/{id}/timeline",
+            get(crate::operator::timeline::<S>),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/events/{id}/replay",
+            post(replay_event::<S>),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/events/{id}/reroute",
+            post(crate::operator::reroute::<S>),
+        ),
+        r(Method::POST, "/api/v1/replay", post(replay_failed::<S>)),
+        r(Method::GET, "/api/v1/charters", get(list_charters::<S>)),
+        r(
+            Method::GET,
+            "/api/v1/charters/{name}/report",
+            get(crate::report::charter_report::<S>),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/charters/{name}/pause",
+            post(pause::<S>),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/charters/{name}/resume",
+            post(resume::<S>),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/charters/{name}/promote",
+            post(crate::operator::promote::<S>),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/charters/{name}/mode",
+            post(crate::operator::set_mode::<S>),
+        ),
+        r(Method::GET, "/api/v1/rejected", get(list_rejected::<S>)),
+        r(
+            Method::POST,
+            "/api/v1/rejected/{id}/replay",
+            post(crate::rejected::replay_rejected::<S>),
+        ),
+        r(Method::GET, "/api/v1/approvals", get(list_approvals::<S>)),
+        r(Method::GET, "/api/v1/approvals/{id}", get(show_approval::<S>)),
+        r(
+            Method::POST,
+            "/api/v1/approvals/{id}/approve",
+            post(approve::<S>),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/approvals/{id}/reject",
+            post(reject::<S>),
+        ),
+        r(Method::GET, "/api/v1/escalations", get(list_escalations::<S>)),
+        r(
+            Method::POST,
+            "/api/v1/escalations/{id}/decide",
+            post(decide_escalation::<S>),
+        ),
+        r(Method::GET, "/api/v1/corrections", get(list_corrections::<S>)),
+        r(Method::GET, "/api/v1/audit", get(list_audit::<S>)),
+    ]
 }

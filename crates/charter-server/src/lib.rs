@@ -22,6 +22,8 @@ pub mod ingest;
 pub mod metrics;
 pub mod models;
 pub mod nats;
+pub mod openapi;
+pub mod operator;
 pub mod project;
 pub mod rejected;
 pub mod report;
@@ -105,34 +107,11 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
     let mut app: Router<AppState<S>> = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz::<S>))
-        .route("/metrics", get(metrics_handler::<S>))
-        .route("/api/v1/events", get(api::list_events::<S>))
-        .route("/api/v1/events/{id}", get(api::show_event::<S>))
-        .route("/api/v1/events/{id}/replay", post(api::replay_event::<S>))
-        .route("/api/v1/replay", post(api::replay_failed::<S>))
-        .route("/api/v1/charters", get(api::list_charters::<S>))
-        .route(
-            "/api/v1/charters/{name}/report",
-            get(report::charter_report::<S>),
-        )
-        .route("/api/v1/charters/{name}/pause", post(api::pause::<S>))
-        .route("/api/v1/charters/{name}/resume", post(api::resume::<S>))
-        .route("/api/v1/rejected", get(api::list_rejected::<S>))
-        .route(
-            "/api/v1/rejected/{id}/replay",
-            post(rejected::replay_rejected::<S>),
-        )
-        .route("/api/v1/approvals", get(api::list_approvals::<S>))
-        .route("/api/v1/approvals/{id}", get(api::show_approval::<S>))
-        .route("/api/v1/approvals/{id}/approve", post(api::approve::<S>))
-        .route("/api/v1/approvals/{id}/reject", post(api::reject::<S>))
-        .route("/api/v1/escalations", get(api::list_escalations::<S>))
-        .route(
-            "/api/v1/escalations/{id}/decide",
-            post(api::decide_escalation::<S>),
-        )
-        .route("/api/v1/corrections", get(api::list_corrections::<S>))
-        .route("/api/v1/audit", get(api::list_audit::<S>));
+        .route("/metrics", get(metrics_handler::<S>));
+    // Every admin API route comes from the one table the OpenAPI document is checked against.
+    for r in api::routes::<S>() {
+        app = app.route(r.path, r.handler);
+    }
     for (path, charter) in &state.runtime.hooks {
         let charter = charter.clone();
         app = app.route(

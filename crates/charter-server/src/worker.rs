@@ -239,8 +239,16 @@ async fn run_pipeline<S: Store>(
             .await?;
         return Ok(EventStatus::Failed);
     };
-    let charter = cr.charter.clone();
-    let mode = charter.mode;
+    // An operator's promotion (or demotion) stored in the charter state wins over the file's
+    // `mode:` while the file still says what it said then (see `operator`).
+    let mode = crate::operator::effective_mode(store, &cr.charter).await?;
+    let charter = if mode == cr.charter.mode {
+        cr.charter.clone()
+    } else {
+        let mut c = (*cr.charter).clone();
+        c.mode = mode;
+        Arc::new(c)
+    };
     store
         .start_run(
             run_id,

@@ -725,13 +725,15 @@ async fn open_ui_edits_decides_searches_and_shows_the_shadow_record() {
             || p.body.contains("<em>not</em> later corrected by a human")
     );
     assert!(
-        p.body
-            .contains("disabled title=\"Not available from the UI yet"),
-        "promotion is shown, disabled, with how to do it instead"
+        p.body.contains("action=\"/charters/quiet/promote\""),
+        "the shadow charter offers promotion"
     );
     let r = ui.post("/charters/quiet/promote", &[("csrf", &csrf)]).await;
-    assert_eq!(r.status, 409, "promotion is not available from the UI yet");
-    assert!(r.body.contains("mode: live"), "{}", r.body);
+    assert_eq!(r.status, 303, "{}", r.body);
+    let p = ui.get("/charters/quiet").await;
+    assert!(p.body.contains("action=\"/charters/quiet/demote\""));
+    let r = ui.post("/charters/quiet/demote", &[("csrf", &csrf)]).await;
+    assert_eq!(r.status, 303, "{}", r.body);
 
     // Untrusted text is escaped everywhere it is shown.
     let xid = h.send("quiet", 11, "<script>alert(1)</script>").await;

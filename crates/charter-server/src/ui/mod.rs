@@ -11,7 +11,9 @@
 //! scopes, audit entries and re-queueing are exactly the API's: a viewer cannot decide, a
 //! reviewer cannot pause, replay or promote (403), another charter's objects do not exist
 //! (404). Every form carries the session's CSRF token and every POST without it is refused
-//! (403). Failed logins are limited per client address (429). With no tokens defined the UI
+//! (403). Failed logins are limited per client address (429); every login, successful or
+//! not, is in the audit log (`ui.login`, `ui.login_failed`, with the client address, never
+//! the token). With no tokens defined the UI
 //! is open, like the API, and says so on every page.
 
 use std::collections::HashMap;
@@ -78,6 +80,8 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         .route("/charters/{name}/resume", post(resume::<S>))
         .route("/charters/{name}/replay", post(replay_failed::<S>))
         .route("/charters/{name}/promote", post(promote::<S>))
+        .route("/charters/{name}/demote", post(demote::<S>))
+        .route("/events/{id}/reroute", post(reroute::<S>))
         .route("/approvals/{id}/approve", post(approve::<S>))
         .route("/approvals/{id}/reject", post(reject::<S>))
         .route("/escalations/{id}/decide", post(decide::<S>))
@@ -359,6 +363,16 @@ async fn login<S: Store>(
     let Some(def) = found else {
         ui.sessions.login_failed(Some(ip));
         tracing::info!(%ip, "failed UI login");
+        // Audited without the presented token (it may be a real token with a typo).
+        crate::api::audit(
+            &ui.app,
+            "anonymous",
+            "ui.login_failed",
+            None,
+            None,
+            json!({ "ip": ip.to_string() }),
+        )
+        .await?;
         let page = login_html(&expected, &next, Some("That token is not valid."));
         return Ok((StatusCode::UNAUTHORIZED, Html(page)).into_response());
     };
@@ -366,6 +380,19 @@ async fn login<S: Store>(
         .sessions
         .create(def.name.clone(), def.role, def.charters.clone());
     tracing::info!(user = %def.name, %ip, "UI login");
+    crate::api::audit(
+        &ui.app,
+        &def.name,
+        "ui.login",
+        None,
+        None,
+        json!({ "ip": ip.to_string(), "role": match def.role {
+            charter_core::config::Role::Viewer => "viewer",
+            charter_core::config::Role::Reviewer => "reviewer",
+            charter_core::config::Role::Admin => "admin",
+        } }),
+    )
+    .await?;
     let mut r = redirect(&next);
     set_cookie(&mut r, SESSION_COOKIE, &id, Some(SESSION_TTL), https);
     set_cookie(
@@ -559,6 +586,7 @@ async fn replay_failed<S: Store>(
         ui.api_headers(&s),
         Json(crate::api::ReplayFailed {
             charter: Some(name.clone()),
+            ..crate::api::ReplayFailed::default()
         }),
     )
     .await?;
@@ -577,13 +605,62 @@ async fn promote<S: Store>(
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, UiError> {
     let s = ui.require_post(&headers, &form)?;
-    if s.role < charter_core::config::Role::Admin {
-        return Err(UiError::Forbidden);
-    }
-    if !ui.app.runtime.charters.contains_key(&name) || !s.sees(&name) {
-        return Err(UiError::NotFound);
-    }
-    Err(UiError::Api(ApiError::Conflict(format!(
-        "Promoting {name} from the UI is not available yet: set `mode: live` in its charter file and restart."
-    ))))
+    let Json(_) = crate::operator::promote(
+        State(ui.app.clone()),
+        ui.api_headers(&s),
+        Path(name.clone()),
+    )
+    .await?;
+    let to = back(&form, &format!("/charters/{}", html::url_enc(&name)));
+    Ok(redirect(&with_msg(
+        &to,
+        &format!("Promoted {name} to live: new runs execute their actions."),
+    )))
+}
+
+async fn demote<S: Store>(
+    State(ui): State<UiState<S>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Result<Response, UiError> {
+    let s = ui.require_post(&headers, &form)?;
+    let Json(_) = crate::operator::set_mode(
+        State(ui.app.clone()),
+        ui.api_headers(&s),
+        Path(name.clone()),
+        Bytes::from_static(br#"{"mode": "shadow"}"#),
+    )
+    .await?;
+    let to = back(&form, &format!("/charters/{}", html::url_enc(&name)));
+    Ok(redirect(&with_msg(
+        &to,
+        &format!("{name} is back in shadow mode: new runs only record what they would do."),
+    )))
+}
+
+async fn reroute<S: Store>(
+    State(ui): State<UiState<S>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Result<Response, UiError> {
+    let s = ui.require_post(&headers, &form)?;
+    let note = form
+        .get("note")
+        .map(|n| n.trim())
+        .filter(|n| !n.is_empty());
+    let body = serde_json::to_vec(&json!({ "note": note }))
+        .map_err(|e| UiError::BadRequest(e.to_string()))?;
+    let Json(_) = crate::operator::reroute(
+        State(ui.app.clone()),
+        ui.api_headers(&s),
+        Path(id.clone()),
+        Bytes::from(body),
+    )
+    .await?;
+    Ok(redirect(&with_msg(
+        &format!("/events/{}", html::url_enc(&id)),
+        "Rerouted to the manual queue: it waits in the inbox for a human decision.",
+    )))
 }

@@ -684,12 +684,21 @@ pub async fn timeline<S: Store>(
         runs.len(),
         time(ev.updated_at)
     );
-    if s.role >= Role::Admin {
+    if s.role >= Role::Reviewer {
+        body.push_str("<div class=\"actions\">");
+        if s.role >= Role::Admin {
+            let _ = write!(
+                body,
+                "{}<span class=\"meta\">Actions that already succeeded are not executed again.</span> ",
+                button_form(&format!("/events/{id}/replay"), &s.csrf, "Replay", "")
+            );
+        }
         let _ = write!(
             body,
-            "<div class=\"actions\">{}<span class=\"meta\">Actions that already succeeded are not executed again.</span></div>",
-            button_form(&format!("/events/{id}/replay"), &s.csrf, "Replay", "")
+            "<form method=\"post\" action=\"/events/{id}/reroute\" class=\"inline\">{}<input type=\"text\" name=\"note\" placeholder=\"note for the human (optional)\"> <button type=\"submit\">Reroute to the manual queue</button></form>",
+            csrf_field(&s.csrf)
         );
+        body.push_str("</div>");
     }
     body.push_str("<h2>Timeline</h2><ol class=\"timeline\">");
     for i in &items {
@@ -768,15 +777,15 @@ async fn summary<S: Store>(
     })
 }
 
-/// The mode a charter runs in now.
+/// The mode a charter runs in now (an operator's stored promotion or demotion included).
 async fn effective_mode<S: Store>(ui: &UiState<S>, name: &str) -> Result<String, UiError> {
-    Ok(ui
-        .app
-        .runtime
-        .charters
-        .get(name)
-        .map(|c| c.charter.mode.as_str().to_string())
-        .unwrap_or_default())
+    match ui.app.runtime.charters.get(name) {
+        Some(c) => Ok(crate::operator::effective_mode(&ui.app.store, &c.charter)
+            .await?
+            .as_str()
+            .to_string()),
+        None => Ok(String::new()),
+    }
 }
 
 fn counts_text(c: &BTreeMap<&'static str, usize>) -> String {
@@ -809,12 +818,11 @@ fn operator_buttons(name: &str, s: &Session, sum: &Summary, back: &str) -> Strin
     }
     out.push(' ');
     out.push_str(&with_back("replay", "Replay failed", ""));
+    out.push(' ');
     if sum.mode == "shadow" {
-        // Promotion needs a stored mode override that the worker honours; until the store
-        // has one the button is shown disabled and says how to promote instead.
-        out.push_str(
-            " <button type=\"button\" disabled title=\"Not available from the UI yet: set mode: live in the charter file and restart\">Promote to live</button>",
-        );
+        out.push_str(&with_back("promote", "Promote to live", "primary"));
+    } else {
+        out.push_str(&with_back("demote", "Back to shadow", ""));
     }
     out
 }

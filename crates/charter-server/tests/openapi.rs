@@ -1,0 +1,426 @@
+//! The OpenAPI document served at `/api/v1/openapi.json` is honest: it documents exactly the
+//! routes the router registers (method and path), every path parameter is declared, and
+//! every documented GET (and the operator POSTs) answered by a real server matches its
+//! documented status and JSON schema.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use charter_server::api::routes;
+use charter_store::ApprovalStore;
+use charter_store::sqlite::SqliteStore;
+use serde_json::{Value, json};
+use support::{Harness, charter_yaml};
+
+fn document() -> Value {
+    serde_json::from_str(charter_server::openapi::DOCUMENT).expect("the document is JSON")
+}
+
+const METHODS: &[&str] = &["get", "post", "put", "patch", "delete"];
+
+/// (METHOD, path) of every operation in the document.
+fn documented(doc: &Value) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for m in METHODS {
+            if item.get(*m).is_some() {
+                out.insert((m.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Every `.rs` file under `dir`.
+fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read src") {
+        let p = entry.expect("dir entry").path();
+        if p.is_dir() {
+            sources(&p, out);
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn the_document_lists_exactly_the_registered_routes() {
+    let doc = document();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    let registered: BTreeSet<(String, String)> = routes::<SqliteStore>()
+        .iter()
+        .map(|r| (r.method.as_str().to_string(), r.path.to_string()))
+        .collect();
+    let documented = documented(&doc);
+    let missing: Vec<_> = registered.difference(&documented).collect();
+    let stale: Vec<_> = documented.difference(&registered).collect();
+    assert!(
+        missing.is_empty() && stale.is_empty(),
+        "routes not documented: {missing:?}; documented but not routed: {stale:?}"
+    );
+    assert!(registered.len() >= 20, "{registered:?}");
+
+    // Every `{param}` of a path is declared as a path parameter, and each operation
+    // documents a 200 with a JSON schema.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let names: Vec<&str> = path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+            .collect();
+        for m in METHODS {
+            let Some(op) = item.get(*m) else { continue };
+            for n in &names {
+                let declared = op["parameters"].as_array().is_some_and(|ps| {
+                    ps.iter()
+                        .any(|p| p["name"] == *n && p["in"] == "path" && p["required"] == true)
+                });
+                assert!(declared, "{m} {path}: path parameter `{n}` not declared");
+            }
+            assert!(
+                op["responses"]["200"]["content"]["application/json"]["schema"].is_object(),
+                "{m} {path}: no 200 JSON schema"
+            );
+        }
+    }
+
+    // Every /api/v1 route is registered through the table: no source file other than
+    // api.rs names an /api/v1 path in a `.route(` call.
+    let mut files = Vec::new();
+    sources(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
+    for f in files {
+        if f.ends_with("api.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).unwrap();
+        let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+        assert!(
+            !compact.contains(".route(\"/api/v1"),
+            "{} registers an /api/v1 route outside api::routes (add it to the table and to openapi.json)",
+            f.display()
+        );
+    }
+}
+
+/// A validator for the schema at `schema`, with the document's component schemas
+/// reachable (as `$defs`).
+fn validator(doc: &Value, schema: &Value) -> jsonschema::Validator {
+    let rewrite = |v: &Value| -> Value {
+        let text = serde_json::to_string(v)
+            .unwrap()
+            .replace("#/components/schemas/", "#/$defs/");
+        serde_json::from_str(&text).unwrap()
+    };
+    let wrapped = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$defs": rewrite(&doc["components"]["schemas"]),
+        "allOf": [rewrite(schema)],
+    });
+    jsonschema::validator_for(&wrapped).unwrap_or_else(|e| panic!("bad schema: {e}"))
+}
+
+/// Check a response against the operation's documented responses.
+fn check(doc: &Value, method: &str, path: &str, status: u16, body: &str) {
+    let op = &doc["paths"][path][method];
+    let documented = &op["responses"][status.to_string()];
+    assert!(
+        documented.is_object(),
+        "{method} {path} answered {status}, which is not documented: {body}"
+    );
+    let schema = &documented["content"]["application/json"]["schema"];
+    let value: Value = serde_json::from_str(body)
+        .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {body}"));
+    let v = validator(doc, schema);
+    let errors: Vec<String> = v
+        .iter_errors(&value)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{method} {path} ({status}) does not match its schema:\n{}\nbody: {body}",
+        errors.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_get_answers_as_documented() {
+    let h = Harness::start(
+        &[
+            (
+                "gated",
+                charter_yaml(
+                    "gated",
+                    "live",
+                    "{ reviewers: [root], expires: 1h }",
+                    "other",
+                ),
+            ),
+            (
+                "unsure",
+                charter_yaml("unsure", "shadow", "auto", "escalate"),
+            ),
+        ],
+        &[("root", "admin", &[]), ("view", "viewer", &["gated"])],
+    )
+    .await;
+    let served = h.get("/api/v1/openapi.json", None).await;
+    assert_eq!(served.status, 200, "the document needs no token");
+    assert_eq!(served.json(), document(), "the served document is the file");
+    let doc = document();
+
+    // Data for every kind of object: an event waiting for an approval, an escalated one,
+    // a decided escalation (a correction) and audit entries.
+    let gated = h.send("gated", 1, "refund please").await;
+    h.wait_status(&gated, "waiting").await;
+    let escalated = h.send("unsure", 2, "hello").await;
+    h.wait_status(&escalated, "waiting").await;
+    let decided = h.send("unsure", 3, "hello again").await;
+    h.wait_status(&decided, "waiting").await;
+    let approval = h
+        .store
+        .list_approvals(charter_store::ApprovalFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .remove(0);
+    let escs = h
+        .get("/api/v1/escalations?charter=unsure", Some("root"))
+        .await
+        .json();
+    let last = escs["escalations"].as_array().unwrap().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = h
+        .post(
+            &format!("/api/v1/escalations/{last}/decide"),
+            Some("root"),
+            Some(json!({"label": "other"})),
+        )
+        .await;
+    check(
+        &doc,
+        "post",
+        "/api/v1/escalations/{id}/decide",
+        r.status,
+        &r.body,
+    );
+    assert_eq!(r.status, 200);
+    h.wait_status(&decided, "done").await;
+
+    let mut gets = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if item.get("get").is_none() {
+            continue;
+        }
+        gets += 1;
+        let id = if path.starts_with("/api/v1/approvals/") {
+            approval.id.to_string()
+        } else {
+            escalated.clone()
+        };
+        let url = path
+            .replace("{id}", &id)
+            .replace("{name}", "unsure")
+            .replace("/api/v1/corrections", "/api/v1/corrections?charter=unsure");
+        let r = h.get(&url, Some("root")).await;
+        assert_eq!(r.status, 200, "GET {url}: {}", r.body);
+        check(&doc, "get", path, r.status, &r.body);
+        // Filters documented as query parameters are accepted.
+        if path == "/api/v1/events" {
+            let r = h
+                .get("/api/v1/events?charter=unsure&status=waiting&since=0&until=99999999999999&limit=5", Some("root"))
+                .await;
+            check(&doc, "get", path, r.status, &r.body);
+            assert_eq!(r.json()["events"].as_array().unwrap().len(), 1);
+            let r = h.get("/api/v1/events?status=bogus", Some("root")).await;
+            assert_eq!(r.status, 400);
+            check(&doc, "get", path, r.status, &r.body);
+        }
+        if path == "/api/v1/openapi.json" {
+            continue;
+        }
+        let r = h.get(&url, None).await;
+        assert_eq!(r.status, 401, "GET {url} without a token");
+        check(&doc, "get", path, r.status, &r.body);
+        if path.contains("{id}") || path.contains("{name}") {
+            // Out of the viewer's scope (gated only): 404, as documented.
+            let r = h.get(&url, Some("view")).await;
+            if path.starts_with("/api/v1/approvals/") {
+                assert_eq!(r.status, 200, "GET {url} in scope");
+            } else {
+                assert_eq!(r.status, 404, "GET {url} out of scope");
+            }
+            check(&doc, "get", path, r.status, &r.body);
+        }
+    }
+    assert!(gets >= 12, "only {gets} GET paths documented");
+
+    // The operator POSTs answer as documented too.
+    let r = h
+        .post("/api/v1/charters/unsure/promote", Some("root"), None)
+        .await;
+    check(
+        &doc,
+        "post",
+        "/api/v1/charters/{name}/promote",
+        r.status,
+        &r.body,
+    );
+    assert_eq!(r.status, 200);
+    let r = h
+        .post("/api/v1/charters/unsure/promote", Some("root"), None)
+        .await;
+    assert_eq!(r.status, 409);
+    check(
+        &doc,
+        "post",
+        "/api/v1/charters/{name}/promote",
+        r.status,
+        &r.body,
+    );
+    let r = h
+        .post(
+            "/api/v1/charters/unsure/mode",
+            Some("root"),
+            Some(json!({"mode": "file"})),
+        )
+        .await;
+    check(
+        &doc,
+        "post",
+        "/api/v1/charters/{name}/mode",
+        r.status,
+        &r.body,
+    );
+    let r = h
+        .post(
+            "/api/v1/charters/unsure/mode",
+            Some("view"),
+            Some(json!({"mode": "live"})),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    check(
+        &doc,
+        "post",
+        "/api/v1/charters/{name}/mode",
+        r.status,
+        &r.body,
+    );
+    let r = h
+        .post(
+            &format!("/api/v1/events/{decided}/reroute"),
+            Some("root"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    check(
+        &doc,
+        "post",
+        "/api/v1/events/{id}/reroute",
+        r.status,
+        &r.body,
+    );
+    let r = h
+        .post(
+            &format!("/api/v1/events/{gated}/replay"),
+            Some("root"),
+            None,
+        )
+        .await;
+    check(
+        &doc,
+        "post",
+        "/api/v1/events/{id}/replay",
+        r.status,
+        &r.body,
+    );
+    let r = h
+        .post("/api/v1/replay", Some("root"), Some(json!({"since": 0})))
+        .await;
+    check(&doc, "post", "/api/v1/replay", r.status, &r.body);
+    let r = h
+        .post("/api/v1/charters/unsure/pause", Some("root"), None)
+        .await;
+    check(
+        &doc,
+        "post",
+        "/api/v1/charters/{name}/pause",
+        r.status,
+        &r.body,
+    );
+    let r = h
+        .post("/api/v1/charters/unsure/resume", Some("root"), None)
+        .await;
+    check(
+        &doc,
+        "post",
+        "/api/v1/charters/{name}/resume",
+        r.status,
+        &r.body,
+    );
+    let r = h
+        .post(
+            &format!("/api/v1/approvals/{}/reject", approval.id),
+            Some("root"),
+            Some(json!({"reason": "not this one"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    check(
+        &doc,
+        "post",
+        "/api/v1/approvals/{id}/reject",
+        r.status,
+        &r.body,
+    );
+    let r = h
+        .post(
+            &format!("/api/v1/approvals/{}/approve", approval.id),
+            Some("root"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 409, "already decided");
+    check(
+        &doc,
+        "post",
+        "/api/v1/approvals/{id}/approve",
+        r.status,
+        &r.body,
+    );
+}
+
+#[test]
+fn the_schema_check_rejects_a_wrong_shape() {
+    let doc = document();
+    let schema = &doc["paths"]["/api/v1/events"]["get"]["responses"]["200"]["content"]["application/json"]
+        ["schema"];
+    let v = validator(&doc, schema);
+    assert!(v.is_valid(&json!({"events": []})));
+    assert!(
+        !v.is_valid(&json!({"events": [{"id": 1}]})),
+        "a broken event"
+    );
+    assert!(!v.is_valid(&json!({"items": []})), "a missing key");
+    let charter = &doc["paths"]["/api/v1/charters/{name}/mode"]["post"]["responses"]["200"]["content"]
+        ["application/json"]["schema"];
+    let v = validator(&doc, charter);
+    let ok = json!({"charter": "a", "mode": "live", "file_mode": "shadow", "override": null});
+    assert!(v.is_valid(&ok));
+    let mut bad = ok.clone();
+    bad["mode"] = json!("turbo");
+    assert!(!v.is_valid(&bad), "an undocumented mode");
+}
