@@ -206,13 +206,32 @@ pub async fn events_show(server: &ServerArgs, id: &str, json: bool) -> ExitCode 
     ExitCode::SUCCESS
 }
 
-pub async fn replay(
-    server: &ServerArgs,
-    id: Option<String>,
-    failed: bool,
-    charter: Option<String>,
-) -> ExitCode {
-    let result = match (id, failed) {
+/// What `charter replay` should put back in the queue.
+pub struct ReplayWhat {
+    pub id: Option<String>,
+    pub failed: bool,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub charter: Option<String>,
+}
+
+pub async fn replay(server: &ServerArgs, what: ReplayWhat) -> ExitCode {
+    let now = now_ms();
+    let bound = |name: &str, v: &Option<String>| -> Result<Option<i64>, ExitCode> {
+        match v {
+            None => Ok(None),
+            Some(text) => parse_time(text, now).map(Some).map_err(|e| {
+                eprintln!("error: --{name}: {e}");
+                ExitCode::from(2)
+            }),
+        }
+    };
+    let (since, until) = match (bound("since", &what.since), bound("until", &what.until)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(code), _) | (_, Err(code)) => return code,
+    };
+    let ranged = since.is_some() || until.is_some();
+    let result = match (what.id, what.failed || ranged) {
         (Some(id), false) => {
             call(
                 server,
@@ -227,12 +246,16 @@ pub async fn replay(
                 server,
                 reqwest::Method::POST,
                 "/api/v1/replay",
-                Some(serde_json::json!({ "charter": charter })),
+                Some(serde_json::json!({
+                    "charter": what.charter,
+                    "since": since,
+                    "until": until,
+                })),
             )
             .await
         }
         _ => {
-            eprintln!("error: give an event id, or --failed");
+            eprintln!("error: give an event id, --failed, or a time range (--since/--until)");
             return ExitCode::from(2);
         }
     };
@@ -243,6 +266,161 @@ pub async fn replay(
                 println!("{}", id.as_str().unwrap_or(""));
             }
             eprintln!("{} event(s) queued for another run", ids.len());
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A point in time for `--since`/`--until`: Unix milliseconds, an RFC 3339 UTC time
+/// (`2026-01-02T15:04:05Z`, optional fraction), a date (`2026-01-02`, midnight UTC), or a
+/// duration before `now` (`90s`, `15m`, `24h`, `7d`).
+pub fn parse_time(text: &str, now: i64) -> Result<i64, String> {
+    let t = text.trim();
+    if let Ok(ms) = t.parse::<i64>() {
+        return Ok(ms);
+    }
+    if let Ok(d) = charter_core::config::validate::parse_duration(t) {
+        let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        return Ok(now.saturating_sub(ms));
+    }
+    let bad = || {
+        format!(
+            "`{t}` is not a time: use Unix milliseconds, 2026-01-02T15:04:05Z, 2026-01-02 or a duration ago like 24h"
+        )
+    };
+    let (date, clock) = match t.split_once(['T', 't', ' ']) {
+        Some((d, c)) => (d, Some(c)),
+        None => (t, None),
+    };
+    let num = |s: &str| s.parse::<i64>().map_err(|_| bad());
+    let mut parts = date.splitn(3, '-');
+    let (Some(y), Some(m), Some(d)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad());
+    };
+    let (y, m, d) = (num(y)?, num(m)?, num(d)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return Err(bad());
+    }
+    let mut ms = days_from_civil(y, m, d) * 86_400_000;
+    if let Some(c) = clock {
+        let c = c
+            .strip_suffix(['Z', 'z'])
+            .or_else(|| c.strip_suffix("+00:00"))
+            .ok_or_else(|| format!("`{t}`: give the time in UTC (ending in Z)"))?;
+        let (hms, frac) = c.split_once('.').unwrap_or((c, ""));
+        let mut f = hms.splitn(3, ':');
+        let (Some(h), Some(mi), Some(s)) = (f.next(), f.next(), f.next()) else {
+            return Err(bad());
+        };
+        let (h, mi, s) = (num(h)?, num(mi)?, num(s)?);
+        if h > 23 || mi > 59 || s > 60 {
+            return Err(bad());
+        }
+        let frac_ms = if frac.is_empty() {
+            0
+        } else {
+            let digits: String = frac.chars().chain("000".chars()).take(3).collect();
+            num(&digits)?
+        };
+        ms += ((h * 60 + mi) * 60 + s) * 1000 + frac_ms;
+    }
+    Ok(ms)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+pub async fn promote(server: &ServerArgs, charter: &str) -> ExitCode {
+    match call(
+        server,
+        reqwest::Method::POST,
+        &format!("/api/v1/charters/{charter}/promote"),
+        None,
+    )
+    .await
+    {
+        Ok(_) => {
+            eprintln!("{charter}: live (new runs execute their actions)");
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+pub async fn set_mode(server: &ServerArgs, charter: &str, mode: &str) -> ExitCode {
+    match call(
+        server,
+        reqwest::Method::POST,
+        &format!("/api/v1/charters/{charter}/mode"),
+        Some(serde_json::json!({ "mode": mode })),
+    )
+    .await
+    {
+        Ok(v) => {
+            let now = v["mode"].as_str().unwrap_or("?");
+            let file = v["file_mode"].as_str().unwrap_or("?");
+            if v["override"].is_null() {
+                eprintln!("{charter}: {now} (the charter file's mode)");
+            } else {
+                eprintln!("{charter}: {now} (stored override; the charter file says {file})");
+            }
+            println!("{now}");
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+pub async fn reroute(server: &ServerArgs, id: &str, note: Option<String>) -> ExitCode {
+    match call(
+        server,
+        reqwest::Method::POST,
+        &format!("/api/v1/events/{id}/reroute"),
+        Some(serde_json::json!({ "note": note })),
+    )
+    .await
+    {
+        Ok(v) => {
+            let esc = v["escalation"]["id"].as_str().unwrap_or("");
+            println!("{esc}");
+            if v["already_open"].as_bool() == Some(true) {
+                eprintln!("{id}: held for a human; it already had an open escalation ({esc})");
+            } else {
+                eprintln!("{id}: rerouted to the manual queue (escalation {esc})");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+pub async fn events_timeline(server: &ServerArgs, id: &str) -> ExitCode {
+    match call(
+        server,
+        reqwest::Method::GET,
+        &format!("/api/v1/events/{id}/timeline"),
+        None,
+    )
+    .await
+    {
+        Ok(v) => {
+            print_json(&v);
             ExitCode::SUCCESS
         }
         Err(code) => code,
@@ -723,5 +901,25 @@ mod tests {
             "?charter=a%20b%26c"
         );
         assert_eq!(query(&[("x", None)]), "");
+    }
+}
+
+#[cfg(test)]
+mod time_tests {
+    use super::parse_time;
+
+    #[test]
+    fn times_parse_in_every_documented_form() {
+        assert_eq!(parse_time("1700000000000", 0), Ok(1_700_000_000_000));
+        assert_eq!(parse_time("1970-01-02", 0), Ok(86_400_000));
+        assert_eq!(parse_time("2023-11-14T22:13:20Z", 0), Ok(1_700_000_000_000));
+        assert_eq!(
+            parse_time("2023-11-14T22:13:20.250Z", 0),
+            Ok(1_700_000_000_250)
+        );
+        assert_eq!(parse_time("2h", 10_000_000), Ok(10_000_000 - 7_200_000));
+        assert!(parse_time("2023-11-14T22:13:20+02:00", 0).is_err());
+        assert!(parse_time("yesterday", 0).is_err());
+        assert!(parse_time("2023-13-01", 0).is_err());
     }
 }

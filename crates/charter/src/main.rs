@@ -76,15 +76,50 @@ enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
-    /// Run an event again, or every failed event (succeeded actions are not repeated).
+    /// Run an event again, every failed event, or every event received in a time range
+    /// (succeeded actions are not repeated).
     Replay {
         /// Event id to replay.
         id: Option<String>,
         /// Replay every failed event (of --charter, or of all charters).
         #[arg(long, conflicts_with = "id")]
         failed: bool,
-        #[arg(long, requires = "failed")]
+        /// Replay every event received at or after this time (any status but processing):
+        /// Unix milliseconds, an RFC 3339 UTC time (2026-01-02T15:04:05Z), a date
+        /// (2026-01-02) or a duration ago (24h, 7d).
+        #[arg(long, conflicts_with_all = ["id", "failed"])]
+        since: Option<String>,
+        /// With --since (or alone): only events received before this time (same forms).
+        #[arg(long, conflicts_with_all = ["id", "failed"])]
+        until: Option<String>,
+        /// Only this charter (with --failed, --since or --until).
+        #[arg(long, conflicts_with = "id")]
         charter: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Promote a charter from shadow to live: new runs execute their actions.
+    Promote {
+        charter: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Set a charter's mode: shadow, live, or file (drop the override; the charter file's
+    /// `mode:` applies).
+    Mode {
+        charter: String,
+        #[arg(value_parser = ["shadow", "live", "file"])]
+        mode: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Take an event out of automatic processing and hand it to a human (the manual queue).
+    Reroute {
+        /// Event id.
+        id: String,
+        /// A note for the human who picks it up.
+        #[arg(long)]
+        note: Option<String>,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -238,6 +273,13 @@ enum EventsCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// An event's full timeline as JSON: runs, decision stages, route, action attempts,
+    /// approvals, escalations and audit entries.
+    Timeline {
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
 }
 
 fn main() -> ExitCode {
@@ -279,13 +321,35 @@ async fn run(cli: Cli) -> ExitCode {
             EventsCommand::Show { id, json, server } => {
                 client::events_show(&server, &id, json).await
             }
+            EventsCommand::Timeline { id, server } => client::events_timeline(&server, &id).await,
         },
         Command::Replay {
             id,
             failed,
+            since,
+            until,
             charter,
             server,
-        } => client::replay(&server, id, failed, charter).await,
+        } => {
+            client::replay(
+                &server,
+                client::ReplayWhat {
+                    id,
+                    failed,
+                    since,
+                    until,
+                    charter,
+                },
+            )
+            .await
+        }
+        Command::Promote { charter, server } => client::promote(&server, &charter).await,
+        Command::Mode {
+            charter,
+            mode,
+            server,
+        } => client::set_mode(&server, &charter, &mode).await,
+        Command::Reroute { id, note, server } => client::reroute(&server, &id, note).await,
         Command::Pause { charter, server } => client::set_paused(&server, &charter, true).await,
         Command::Resume { charter, server } => client::set_paused(&server, &charter, false).await,
         Command::Demo(args) => demo::demo(args).await,
