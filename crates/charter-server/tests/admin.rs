@@ -4,6 +4,8 @@
 //! action; reroute to the manual queue; replay of a time range; login audit entries; the UI
 //! buttons with CSRF.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 mod support;
 
 use std::time::Duration;

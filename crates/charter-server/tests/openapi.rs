@@ -3,6 +3,8 @@
 //! every documented GET (and the operator POSTs) answered by a real server matches its
 //! documented status and JSON schema.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 mod support;
 
 use std::collections::BTreeSet;
