@@ -977,7 +977,11 @@ pub fn routes<S: Store>() -> Vec<ApiRoute<S>> {
             post(crate::rejected::replay_rejected::<S>),
         ),
         r(Method::GET, "/api/v1/approvals", get(list_approvals::<S>)),
-        r(Method::GET, "/api/v1/approvals/{id}", get(show_approval::<S>)),
+        r(
+            Method::GET,
+            "/api/v1/approvals/{id}",
+            get(show_approval::<S>),
+        ),
         r(
             Method::POST,
             "/api/v1/approvals/{id}/approve",
@@ -988,13 +992,21 @@ pub fn routes<S: Store>() -> Vec<ApiRoute<S>> {
             "/api/v1/approvals/{id}/reject",
             post(reject::<S>),
         ),
-        r(Method::GET, "/api/v1/escalations", get(list_escalations::<S>)),
+        r(
+            Method::GET,
+            "/api/v1/escalations",
+            get(list_escalations::<S>),
+        ),
         r(
             Method::POST,
             "/api/v1/escalations/{id}/decide",
             post(decide_escalation::<S>),
         ),
-        r(Method::GET, "/api/v1/corrections", get(list_corrections::<S>)),
+        r(
+            Method::GET,
+            "/api/v1/corrections",
+            get(list_corrections::<S>),
+        ),
         r(Method::GET, "/api/v1/audit", get(list_audit::<S>)),
     ]
 }

@@ -22,6 +22,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod models;
 pub mod nats;
+pub mod notify;
 pub mod openapi;
 pub mod operator;
 pub mod project;
@@ -111,6 +112,13 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
     // Every admin API route comes from the one table the OpenAPI document is checked against.
     for r in api::routes::<S>() {
         app = app.route(r.path, r.handler);
+    }
+    // Slack's interactive callback (Approve/Reject buttons of notifications).
+    if notify::slack_interactive_enabled(&state.runtime) {
+        app = app.route(
+            notify::SLACK_INTERACTIVE_PATH,
+            post(notify::slack_interactive::<S>),
+        );
     }
     for (path, charter) in &state.runtime.hooks {
         let charter = charter.clone();
@@ -295,6 +303,7 @@ pub async fn start<S: Store>(
         let token = shutdown.clone();
         let st = state.clone();
         let alert_executor = executor.clone();
+        let notify_executor = executor.clone();
         tasks.spawn(async move {
             worker::run(st, executor, worker_id, token).await;
             "worker"
@@ -305,6 +314,15 @@ pub async fn start<S: Store>(
             expire_approvals(st, EXPIRY_INTERVAL, token).await;
             "approval-expiry"
         });
+        if notify::has_targets(&runtime) {
+            let token = shutdown.clone();
+            let st = state.clone();
+            let ex = notify_executor;
+            tasks.spawn(async move {
+                notify::run(st, ex, token).await;
+                "notifications"
+            });
+        }
         if alerts::has_alerts(&runtime) {
             let token = shutdown.clone();
             let st = state.clone();

@@ -29,6 +29,7 @@ pub enum Metric {
     Escalations,
     Measurements,
     AlertNotifications,
+    Notifications,
     AckLatency,
     DecisionLatency,
     ActionLatency,
@@ -65,6 +66,7 @@ impl Metric {
         Metric::Escalations,
         Metric::Measurements,
         Metric::AlertNotifications,
+        Metric::Notifications,
         Metric::AckLatency,
         Metric::DecisionLatency,
         Metric::ActionLatency,
@@ -92,6 +94,7 @@ impl Metric {
             Metric::Escalations => "charter_escalations_total",
             Metric::Measurements => "charter_measurements_total",
             Metric::AlertNotifications => "charter_alert_notifications_total",
+            Metric::Notifications => "charter_notifications_total",
             Metric::AckLatency => "charter_ack_latency_seconds",
             Metric::DecisionLatency => "charter_decision_latency_seconds",
             Metric::ActionLatency => "charter_action_latency_seconds",
@@ -123,6 +126,9 @@ impl Metric {
             Metric::Measurements => "Named measurements recorded, by charter and name.",
             Metric::AlertNotifications => {
                 "Alert notifications sent, by charter, alert, state and result."
+            }
+            Metric::Notifications => {
+                "Approval and escalation notifications, by charter, kind, connector and result."
             }
             Metric::AckLatency => "Time from a verified delivery to its durable acknowledgement.",
             Metric::DecisionLatency => "Time the decision cascade took, by deciding stage.",
@@ -395,6 +401,21 @@ impl Metrics {
         self.add(
             Metric::Measurements,
             labels(&[("charter", charter), ("name", name)]),
+            1.0,
+        );
+    }
+
+    /// An approval or escalation notification through `connector` was sent, will be
+    /// retried (`retry`) or was given up (`failed`).
+    pub fn notification(&self, charter: &str, kind: &str, connector: &str, result: &str) {
+        self.add(
+            Metric::Notifications,
+            labels(&[
+                ("charter", charter),
+                ("kind", kind),
+                ("connector", connector),
+                ("result", result),
+            ]),
             1.0,
         );
     }

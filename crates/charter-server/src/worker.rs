@@ -492,6 +492,10 @@ async fn escalate<S: Store>(
         .await?;
     state.metrics.escalation(&charter.name, reason);
     tracing::info!(event = %event.id, charter = %charter.name, escalation = %rec.id, reason, "escalated to a human");
+    if rec.status == charter_store::EscalationStatus::Open {
+        // Idempotent: a re-run finding the open escalation queues nothing new.
+        crate::notify::escalation_created(state, charter, &rec).await;
+    }
     Ok(rec)
 }
 
@@ -552,6 +556,10 @@ async fn approval_gate<S: Store>(
             a
         }
     };
+    if approval.status == ApprovalStatus::Pending {
+        // Idempotent: also heals a crash between creating the approval and queuing.
+        crate::notify::approval_created(state, charter, &approval).await;
+    }
     if approval.status == ApprovalStatus::Pending && approval.expires_at.is_some_and(|t| t <= now) {
         // Past its deadline but not yet swept by the expiry task: expire it now.
         store.expire_approvals(now).await?;
