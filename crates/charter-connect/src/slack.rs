@@ -40,10 +40,25 @@ impl SlackConnector {
         text: &str,
         idempotency_key: &str,
     ) -> Result<HttpRequest, ConnectError> {
+        self.prepare_blocks(channel, text, None, idempotency_key)
+    }
+
+    /// The request posting a Block Kit message: `blocks` (an array), with `text` as the
+    /// notification fallback (to `channel`, required with a bot token).
+    pub fn prepare_blocks(
+        &self,
+        channel: Option<&str>,
+        text: &str,
+        blocks: Option<&serde_json::Value>,
+        idempotency_key: &str,
+    ) -> Result<HttpRequest, ConnectError> {
         let channel = channel.map(str::trim).filter(|c| !c.is_empty());
         let mut req = match &self.auth {
             SlackAuth::Webhook(url) => {
                 let mut body = serde_json::json!({ "text": text });
+                if let Some(b) = blocks {
+                    body["blocks"] = b.clone();
+                }
                 if let Some(c) = channel {
                     // Legacy webhooks honour it; app webhooks ignore it.
                     body["channel"] = c.into();
@@ -83,7 +98,13 @@ impl SlackConnector {
                         "Content-Type".into(),
                         "application/json; charset=utf-8".into(),
                     )],
-                    Some(serde_json::json!({ "channel": channel, "text": text })),
+                    Some({
+                        let mut body = serde_json::json!({ "channel": channel, "text": text });
+                        if let Some(b) = blocks {
+                            body["blocks"] = b.clone();
+                        }
+                        body
+                    }),
                     Some(self.timeout),
                     idempotency_key,
                 )?

@@ -43,6 +43,9 @@ pub struct Caller {
     pub role: Role,
     /// Charters visible to this caller; empty = all.
     pub charters: Vec<String>,
+    /// The reviewer name this caller decides as when it differs from `name`: a Slack user
+    /// (`name` `slack:U024BE7LH`) mapped to a token decides as that token's name.
+    pub reviewer_as: Option<String>,
 }
 
 impl Caller {
@@ -74,6 +77,7 @@ pub fn authorize<S: Store>(
             name: "local".into(),
             role: Role::Admin,
             charters: vec![],
+            reviewer_as: None,
         });
     }
     let presented = headers
@@ -95,6 +99,7 @@ pub fn authorize<S: Store>(
         name: def.name.clone(),
         role: def.role,
         charters: def.charters.clone(),
+        reviewer_as: None,
     })
 }
 
@@ -532,6 +537,7 @@ fn may_decide(caller: &Caller, a: &ApprovalRecord) -> Result<(), ApiError> {
     if caller.role == Role::Admin
         || a.reviewers.is_empty()
         || a.reviewers.iter().any(|r| r == &caller.name)
+        || a.reviewers.iter().any(|r| Some(r) == caller.reviewer_as.as_ref())
     {
         Ok(())
     } else {
@@ -602,8 +608,22 @@ pub async fn approve<S: Store>(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let caller = authorize(&state, &headers, Role::Reviewer)?;
-    let a = visible_approval(&state, &caller, &id).await?;
-    may_decide(&caller, &a)?;
+    approve_as(state, &caller, &id, body).await
+}
+
+/// Approve as an authorized `caller`: the admin API's and UI's token, or a Slack user mapped
+/// to one (`crate::notify::slack_interactive`). The one place an approval is granted.
+pub async fn approve_as<S: Store>(
+    state: AppState<S>,
+    caller: &Caller,
+    id: &str,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    if caller.role < Role::Reviewer {
+        return Err(ApiError::Forbidden);
+    }
+    let a = visible_approval(&state, caller, id).await?;
+    may_decide(caller, &a)?;
     let body: ApproveBody = if body.iter().all(u8::is_ascii_whitespace) {
         ApproveBody::default()
     } else {
@@ -682,8 +702,21 @@ pub async fn reject<S: Store>(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let caller = authorize(&state, &headers, Role::Reviewer)?;
-    let a = visible_approval(&state, &caller, &id).await?;
-    may_decide(&caller, &a)?;
+    reject_as(state, &caller, &id, body).await
+}
+
+/// Reject as an authorized `caller` (see [`approve_as`]).
+pub async fn reject_as<S: Store>(
+    state: AppState<S>,
+    caller: &Caller,
+    id: &str,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    if caller.role < Role::Reviewer {
+        return Err(ApiError::Forbidden);
+    }
+    let a = visible_approval(&state, caller, id).await?;
+    may_decide(caller, &a)?;
     let body: RejectBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("expected {{\"reason\": \"...\"}}: {e}")))?;
     let reason = body.reason.trim().to_string();
@@ -783,7 +816,20 @@ pub async fn decide_escalation<S: Store>(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let caller = authorize(&state, &headers, Role::Reviewer)?;
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    decide_escalation_as(state, &caller, &id, body).await
+}
+
+/// Resolve an escalation as an authorized `caller` (see [`approve_as`]).
+pub async fn decide_escalation_as<S: Store>(
+    state: AppState<S>,
+    caller: &Caller,
+    id: &str,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    if caller.role < Role::Reviewer {
+        return Err(ApiError::Forbidden);
+    }
+    let id = Uuid::parse_str(id).map_err(|_| ApiError::NotFound)?;
     let e = state
         .store
         .get_escalation(id)

@@ -137,6 +137,9 @@ pub struct Runtime {
     pub connections: BTreeMap<String, Arc<charter_connect::Connection>>,
     /// API tokens with their secrets resolved.
     pub tokens: Vec<(TokenDef, String)>,
+    /// Slack connectors' signing secrets (`signing_secret:`), resolved, by connector name:
+    /// they verify Slack's interactive callbacks (`crate::notify`).
+    pub slack_signing_secrets: BTreeMap<String, String>,
 }
 
 impl Runtime {
@@ -208,8 +211,17 @@ impl Runtime {
         for t in &project.tokens {
             tokens.push((t.clone(), resolve_secret(root, &t.secret)?));
         }
+        let mut slack_signing_secrets = BTreeMap::new();
+        for (name, c) in &project.connectors {
+            if let charter_core::config::ConnectorKind::Slack(s) = &c.kind
+                && let Some(r) = &s.signing_secret
+            {
+                slack_signing_secrets.insert(name.clone(), resolve_secret(root, r)?);
+            }
+        }
         Ok(Runtime {
             tokens,
+            slack_signing_secrets,
             root: root.to_path_buf(),
             project,
             charters,
