@@ -3,27 +3,81 @@
 //! stage consulted is recorded.
 //!
 //! The LLM stage calls the project's providers through one [`LlmEngine`] per prepared
-//! [`Runtime`] (built on first use, see [`llm_engine`]): its HTTP clients, response cache
-//! and the per-charter rate-limit and budget counters live in this process, so limits are
-//! enforced per node. When the LLM stage cannot give a valid answer (invalid output after
-//! one repair, every provider failing, budget or rate limit exhausted) the run escalates
-//! with that reason; tokens, cost and latency are written in the stage's note.
+//! [`Runtime`] (built on first use, see [`llm_engine`]): its HTTP clients and the
+//! per-charter rate-limit and budget counters live in this process, so limits are enforced
+//! per node; the exact-match response cache is kept in the store ([`StoreCache`]), shared
+//! by every node. When the LLM stage cannot give a valid answer (invalid output after one
+//! repair, every provider failing, budget or rate limit exhausted) the run escalates with
+//! that reason; tokens, cost and latency are written in the stage's note.
+//!
+//! After a stage decides, the declared fields are completed by their extractors and checked
+//! ([`charter_core::extract`]); a required field left without a valid value escalates.
+//! Drafts for actions ([`draft_for_action`]) and records fetched before deciding
+//! ([`assemble_context`]) are kept with the run as run extras.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use charter_connect::HttpExecutor;
 use charter_core::config::{
-    Decide, LlmStage, OnExhausted, Otherwise, ProviderType, Stage, StructuredMode,
+    Charter, ContextOnError, Decide, DraftSpec, LlmStage, OnExhausted, Otherwise, ProviderType,
+    Stage, StructuredMode,
 };
-use charter_core::model::{Decision, DecisionStage, StageAnswer};
+use charter_core::model::{Decision, DecisionStage, NewEvent, StageAnswer};
 use charter_decide::llm::{
-    ClassifyRequest, Limits, LlmEngine, MemoryCache, Price, ProviderKind, ProviderSettings,
-    SchemaMode,
+    CacheFuture, ClassifyRequest, DraftRequest, Limits, LlmAnswer, LlmEngine, LlmFailure,
+    MemoryCache, Price, ProviderKind, ProviderSettings, ResponseCache, SchemaMode, Usage,
 };
-use serde_json::Value;
+use charter_store::{DecisionStore, EXTRA_CONTEXT, EXTRA_DRAFT, RunExtra, Store};
+use serde_json::{Value, json};
+use uuid::Uuid;
 
 use crate::project::{Runtime, resolve_secret};
+use crate::{AppState, now_millis};
+
+/// How long a cached LLM answer is served.
+pub const CACHE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The response cache kept in the store: shared by every node using the same database.
+/// Store errors are logged and read as a miss (the cache never fails a decision).
+pub struct StoreCache<S> {
+    store: S,
+    ttl: Duration,
+}
+
+impl<S> StoreCache<S> {
+    pub fn new(store: S) -> StoreCache<S> {
+        StoreCache {
+            store,
+            ttl: CACHE_TTL,
+        }
+    }
+}
+
+impl<S: DecisionStore> ResponseCache for StoreCache<S> {
+    fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<String>> {
+        Box::pin(async move {
+            match self.store.cache_get(key, now_millis()).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %e, "LLM cache read failed; treated as a miss");
+                    None
+                }
+            }
+        })
+    }
+
+    fn put<'a>(&'a self, key: &'a str, value: String) -> CacheFuture<'a, ()> {
+        Box::pin(async move {
+            let now = now_millis();
+            let until = now.saturating_add(i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX));
+            if let Err(e) = self.store.cache_put(key, &value, now, until).await {
+                tracing::warn!(error = %e, "LLM cache write failed");
+            }
+        })
+    }
+}
 
 /// The LLM side of a runtime: the engine, and the providers that could not be prepared
 /// (an unreadable API key) with the reason.
@@ -38,9 +92,12 @@ type Registry = Vec<(Weak<Runtime>, Arc<LlmRuntime>)>;
 static ENGINES: Mutex<Registry> = Mutex::new(Vec::new());
 
 /// The LLM engine of `runtime`, built on first use from the project's `providers:` (API
-/// keys resolved then). Every caller with the same runtime shares it, and with it the
-/// response cache and the limit counters.
-pub fn llm_engine(runtime: &Arc<Runtime>) -> Arc<LlmRuntime> {
+/// keys resolved then) with the cache `make_cache` gives. Every caller with the same runtime
+/// shares it, and with it the response cache and the limit counters.
+pub fn llm_engine(
+    runtime: &Arc<Runtime>,
+    make_cache: impl FnOnce() -> Arc<dyn ResponseCache>,
+) -> Arc<LlmRuntime> {
     let mut reg = match ENGINES.lock() {
         Ok(g) => g,
         Err(poisoned) => poisoned.into_inner(),
@@ -50,12 +107,12 @@ pub fn llm_engine(runtime: &Arc<Runtime>) -> Arc<LlmRuntime> {
     if let Some((_, e)) = reg.iter().find(|(w, _)| w.ptr_eq(&key)) {
         return e.clone();
     }
-    let built = Arc::new(build_engine(runtime));
+    let built = Arc::new(build_engine(runtime, make_cache()));
     reg.push((key, built.clone()));
     built
 }
 
-fn build_engine(runtime: &Runtime) -> LlmRuntime {
+fn build_engine(runtime: &Runtime, cache: Arc<dyn ResponseCache>) -> LlmRuntime {
     let mut settings = Vec::new();
     let mut unavailable = BTreeMap::new();
     for (name, p) in &runtime.project.providers {
@@ -90,7 +147,7 @@ fn build_engine(runtime: &Runtime) -> LlmRuntime {
         });
         settings.push(s);
     }
-    let engine = match LlmEngine::new(settings, Arc::new(MemoryCache::default())) {
+    let engine = match LlmEngine::new(settings, cache) {
         Ok(e) => e,
         Err(e) => {
             tracing::error!(error = %e, "LLM providers could not be prepared");
@@ -104,6 +161,11 @@ fn build_engine(runtime: &Runtime) -> LlmRuntime {
         engine,
         unavailable,
     }
+}
+
+/// The in-memory cache, for callers without a store (`charter eval`).
+pub fn memory_cache() -> Arc<dyn ResponseCache> {
+    Arc::new(MemoryCache::default())
 }
 
 /// A stage's limits in the engine's terms.
@@ -121,15 +183,143 @@ fn limits(stage: &LlmStage) -> Limits {
     }
 }
 
-/// Run the charter's stages over the evaluation context. Errors in a rule (a failing
-/// expression) are recorded on the stage and the rule is skipped, never guessed.
-pub async fn run_cascade(
-    runtime: &Arc<Runtime>,
+/// Decide one event as the worker does: the cascade with the store-backed cache, then the
+/// declared fields completed and checked.
+pub async fn decide_event<S: Store>(
+    state: &AppState<S>,
     charter: &str,
     decide: &Decide,
     ctx: &Value,
     text: &str,
     model: Option<&charter_decide::EmbeddedModel>,
+) -> Decision {
+    let store = state.store.clone();
+    let llm = llm_engine(&state.runtime, move || Arc::new(StoreCache::new(store)));
+    run_cascade(&llm, charter, decide, ctx, text, model).await.0
+}
+
+/// Run the charter's stages, then complete and check the declared fields (a required field
+/// without a valid value turns the decision into an escalation). Also returns what the LLM
+/// calls used.
+pub async fn run_cascade(
+    llm: &LlmRuntime,
+    charter: &str,
+    decide: &Decide,
+    ctx: &Value,
+    text: &str,
+    model: Option<&charter_decide::EmbeddedModel>,
+) -> (Decision, Usage) {
+    let mut usage = Usage::default();
+    let mut d = cascade_stages(llm, charter, decide, ctx, text, model, &mut usage).await;
+    complete_decision(decide, &mut d, text, ctx);
+    (d, usage)
+}
+
+/// Fill the decided event's fields from their extractors and check every value. A required
+/// field without a valid value escalates, naming the field and why.
+pub fn complete_decision(decide: &Decide, d: &mut Decision, text: &str, ctx: &Value) {
+    if d.label.is_none() || d.stage == DecisionStage::Human || decide.extract.is_empty() {
+        return;
+    }
+    let out = charter_core::extract::complete_fields(&decide.extract, &mut d.fields, text, ctx);
+    if !out.notes.is_empty() {
+        d.reason = format!("{}; {}", d.reason, out.notes.join("; "));
+    }
+    if !out.missing.is_empty() {
+        let label = d.label.take().unwrap_or_default();
+        d.stage = DecisionStage::Human;
+        d.confidence = 0.0;
+        d.reason = format!(
+            "escalated: required field(s) missing: {} (the {} stage chose `{label}`)",
+            out.missing.join("; "),
+            d.stages
+                .iter()
+                .rev()
+                .find(|s| s.accepted)
+                .map(|s| stage_name(s.stage))
+                .unwrap_or("deciding"),
+        );
+    }
+}
+
+fn stage_name(s: DecisionStage) -> &'static str {
+    match s {
+        DecisionStage::Rule => "rule",
+        DecisionStage::Embedded => "embedded",
+        DecisionStage::Llm => "llm",
+        DecisionStage::Human => "human",
+        DecisionStage::Default => "default",
+    }
+}
+
+/// Ask the LLM stage once (the stage's provider, then its fallbacks; providers whose key
+/// could not be read are skipped and reported). Returns the answer and the skipped notes.
+pub async fn ask_llm_stage(
+    llm: &LlmRuntime,
+    charter: &str,
+    decide: &Decide,
+    stage: &LlmStage,
+    ctx: &Value,
+    text: &str,
+) -> (Result<LlmAnswer, LlmFailure>, Vec<String>) {
+    let mut providers = vec![stage.provider.clone()];
+    providers.extend(stage.fallback.iter().cloned());
+    let usable: Vec<String> = providers
+        .iter()
+        .filter(|p| !llm.unavailable.contains_key(*p))
+        .cloned()
+        .collect();
+    let skipped: Vec<String> = providers
+        .iter()
+        .filter_map(|p| llm.unavailable.get(p).cloned())
+        .collect();
+    let limits = limits(stage);
+    let req = ClassifyRequest {
+        charter,
+        providers: &usable,
+        prompt: &stage.template,
+        labels: &decide.labels,
+        fields: &decide.extract,
+        text,
+        context: ctx,
+        redact: &stage.redact,
+        limits: &limits,
+    };
+    let result = llm.engine.classify(&req).await;
+    if let Some(m) = crate::metrics::current() {
+        let (provider, ok, u) = match &result {
+            Ok(a) => (a.provider.as_str(), true, &a.usage),
+            Err(f) => (stage.provider.as_str(), false, &f.usage),
+        };
+        let usage = crate::metrics::LlmUsage {
+            calls: u.calls,
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            cost: u.cost,
+        };
+        m.llm_usage(charter, provider, ok, &usage);
+    }
+    (result, skipped)
+}
+
+fn add_usage(total: &mut Usage, u: &Usage) {
+    total.calls += u.calls;
+    total.prompt_tokens += u.prompt_tokens;
+    total.completion_tokens += u.completion_tokens;
+    total.cost += u.cost;
+    total.latency_ms += u.latency_ms;
+}
+
+/// The stages in order. Errors in a rule (a failing expression) are recorded on the stage
+/// and the rule is skipped, never guessed.
+async fn cascade_stages(
+    llm: &LlmRuntime,
+    charter: &str,
+    decide: &Decide,
+    ctx: &Value,
+    text: &str,
+    model: Option<&charter_decide::EmbeddedModel>,
+    total: &mut Usage,
 ) -> Decision {
     let mut answers = Vec::new();
     for stage in &decide.stages {
@@ -231,44 +421,10 @@ pub async fn run_cascade(
                 }
             }
             Stage::Llm(stage) => {
-                let llm = llm_engine(runtime);
-                let mut providers = vec![stage.provider.clone()];
-                providers.extend(stage.fallback.iter().cloned());
-                // Providers whose key could not be read are reported, not tried.
-                let usable: Vec<String> = providers
-                    .iter()
-                    .filter(|p| !llm.unavailable.contains_key(*p))
-                    .cloned()
-                    .collect();
-                let skipped: Vec<&str> = providers
-                    .iter()
-                    .filter_map(|p| llm.unavailable.get(p).map(String::as_str))
-                    .collect();
-                let limits = limits(stage);
-                let req = ClassifyRequest {
-                    charter,
-                    providers: &usable,
-                    prompt: &stage.template,
-                    labels: &decide.labels,
-                    fields: &decide.extract,
-                    text,
-                    context: ctx,
-                    redact: &stage.redact,
-                    limits: &limits,
-                };
-                let result = llm.engine.classify(&req).await;
-                if let Some(m) = crate::metrics::current() {
-                    let (provider, ok, u) = match &result {
-                        Ok(a) => (a.provider.as_str(), true, &a.usage),
-                        Err(f) => (stage.provider.as_str(), false, &f.usage),
-                    };
-                    let usage = crate::metrics::LlmUsage {
-                        calls: u.calls,
-                        prompt_tokens: u.prompt_tokens,
-                        completion_tokens: u.completion_tokens,
-                        cost: u.cost,
-                    };
-                    m.llm_usage(charter, provider, ok, &usage);
+                let (result, skipped) = ask_llm_stage(llm, charter, decide, stage, ctx, text).await;
+                match &result {
+                    Ok(a) => add_usage(total, &a.usage),
+                    Err(f) => add_usage(total, &f.usage),
                 }
                 match result {
                     Ok(a) => {
@@ -289,11 +445,7 @@ pub async fn run_cascade(
                         if a.repaired {
                             note.push_str("; the first answer was invalid and was repaired");
                         }
-                        for n in skipped
-                            .iter()
-                            .map(|s| s.to_string())
-                            .chain(a.fallback_notes)
-                        {
+                        for n in skipped.iter().cloned().chain(a.fallback_notes) {
                             note.push_str(&format!("; fell back after: {n}"));
                         }
                         if !a.reason.is_empty() {
@@ -360,4 +512,264 @@ pub async fn run_cascade(
             stages: answers,
         },
     }
+}
+
+/// The limits a draft runs under: those of the charter's first `llm` stage (the counters
+/// are per charter), or none.
+fn draft_limits(charter: &Charter) -> Limits {
+    charter
+        .decide
+        .as_ref()
+        .and_then(|d| {
+            d.stages.iter().find_map(|s| match s {
+                Stage::Llm(l) => Some(limits(l)),
+                _ => None,
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// The draft of action `action` for this event: the one an earlier run of the event wrote
+/// (so a re-run after an approval renders the same parameters the reviewer saw), else a new
+/// one from the provider. Either way it is recorded with this run. The error is the run's
+/// failure message.
+#[allow(clippy::too_many_arguments)]
+pub async fn draft_for_action<S: Store>(
+    state: &AppState<S>,
+    charter: &Charter,
+    event: &NewEvent,
+    run_id: Uuid,
+    action: &str,
+    spec: &DraftSpec,
+    ctx: &Value,
+) -> Result<String, String> {
+    let store = &state.store;
+    let earlier = store
+        .latest_run_extra(event.id, EXTRA_DRAFT, action)
+        .await
+        .map_err(|e| format!("action `{action}`: reading an earlier draft failed: {e}"))?;
+    if let Some(prev) = earlier
+        && let Some(text) = prev.body["text"].as_str()
+    {
+        let text = text.to_string();
+        if prev.run_id != run_id {
+            let mut body = prev.body.clone();
+            body["reused_from_run"] = json!(prev.run_id);
+            store
+                .record_run_extra(&RunExtra {
+                    run_id,
+                    event_id: event.id,
+                    kind: EXTRA_DRAFT.into(),
+                    name: action.into(),
+                    body,
+                    at: now_millis(),
+                })
+                .await
+                .map_err(|e| format!("action `{action}`: recording the draft failed: {e}"))?;
+        }
+        return Ok(text);
+    }
+    let s = state.store.clone();
+    let llm = llm_engine(&state.runtime, move || Arc::new(StoreCache::new(s)));
+    let mut providers = vec![spec.provider.clone()];
+    providers.extend(spec.fallback.iter().cloned());
+    let usable: Vec<String> = providers
+        .iter()
+        .filter(|p| !llm.unavailable.contains_key(*p))
+        .cloned()
+        .collect();
+    let limits = draft_limits(charter);
+    let text = crate::worker::decision_text(charter, event, ctx);
+    let req = DraftRequest {
+        charter: &charter.name,
+        providers: &usable,
+        prompt: &spec.template,
+        text: &text,
+        context: ctx,
+        redact: &spec.redact,
+        limits: &limits,
+    };
+    let result = llm.engine.draft(&req).await;
+    if let Some(m) = crate::metrics::current() {
+        let (provider, ok, u) = match &result {
+            Ok(d) => (d.provider.as_str(), true, &d.usage),
+            Err(f) => (spec.provider.as_str(), false, &f.usage),
+        };
+        let usage = crate::metrics::LlmUsage {
+            calls: u.calls,
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            cost: u.cost,
+        };
+        m.llm_usage(&charter.name, provider, ok, &usage);
+    }
+    match result {
+        Ok(d) => {
+            store
+                .record_run_extra(&RunExtra {
+                    run_id,
+                    event_id: event.id,
+                    kind: EXTRA_DRAFT.into(),
+                    name: action.into(),
+                    body: json!({
+                        "text": d.text,
+                        "provider": d.provider,
+                        "model": d.model,
+                        "prompt": spec.prompt,
+                        "usage": d.usage,
+                    }),
+                    at: now_millis(),
+                })
+                .await
+                .map_err(|e| format!("action `{action}`: recording the draft failed: {e}"))?;
+            Ok(d.text)
+        }
+        Err(f) => {
+            let unavailable: Vec<&str> = providers
+                .iter()
+                .filter_map(|p| llm.unavailable.get(p).map(String::as_str))
+                .collect();
+            let mut reason = f.reason;
+            if !unavailable.is_empty() {
+                reason.push_str(&format!(" ({})", unavailable.join("; ")));
+            }
+            Err(format!(
+                "action `{action}`: the draft could not be written: {reason}; {}",
+                f.usage
+            ))
+        }
+    }
+}
+
+/// What [`assemble_context`] fetched.
+#[derive(Debug, Default)]
+pub struct Assembled {
+    /// `context.<name>` values (`null` for a failed fetch that continues).
+    pub values: serde_json::Map<String, Value>,
+    /// A fetch declared `on_error: retry` failed: the reason and when to try again.
+    pub retry: Option<(String, Duration)>,
+}
+
+/// Largest context record kept (bytes of the response body).
+const CONTEXT_MAX_BYTES: usize = 1024 * 1024;
+
+/// Fetch the charter's `context:` records once for this run, through each connector (its
+/// auth, SSRF guard, limits and breaker), each with its timeout. Every fetch is recorded
+/// with the run; a failure either leaves `context.<name>` null (`on_error: continue`) or
+/// asks for the run to be retried later (`on_error: retry`).
+pub async fn assemble_context<S: Store>(
+    state: &AppState<S>,
+    executor: &HttpExecutor,
+    charter: &Charter,
+    event: &NewEvent,
+    run_id: Uuid,
+    ctx: &Value,
+) -> Result<Assembled, charter_store::StoreError> {
+    let mut out = Assembled::default();
+    for f in &charter.context {
+        let started = Instant::now();
+        let fetched = fetch_one(state, executor, event, f, ctx).await;
+        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let body = match &fetched {
+            Ok((status, v)) => json!({
+                "ok": true, "status": status, "value": v, "duration_ms": duration_ms,
+                "connector": f.connector,
+            }),
+            Err((status, e)) => json!({
+                "ok": false, "status": status, "error": e, "duration_ms": duration_ms,
+                "connector": f.connector, "on_error": match f.on_error {
+                    ContextOnError::Continue => "continue",
+                    ContextOnError::Retry => "retry",
+                },
+            }),
+        };
+        state
+            .store
+            .record_run_extra(&RunExtra {
+                run_id,
+                event_id: event.id,
+                kind: EXTRA_CONTEXT.into(),
+                name: f.name.clone(),
+                body,
+                at: now_millis(),
+            })
+            .await?;
+        match fetched {
+            Ok((_, v)) => {
+                out.values.insert(f.name.clone(), v);
+            }
+            Err((_, e)) => {
+                tracing::warn!(charter = %charter.name, context = %f.name, error = %e, "context fetch failed");
+                out.values.insert(f.name.clone(), Value::Null);
+                if f.on_error == ContextOnError::Retry && out.retry.is_none() {
+                    out.retry = Some((
+                        format!(
+                            "context `{}` could not be fetched: {e}; retrying in {:?} (on_error: retry)",
+                            f.name, f.retry_after
+                        ),
+                        f.retry_after,
+                    ));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One GET. `Err((status, reason))` on any failure.
+async fn fetch_one<S: Store>(
+    state: &AppState<S>,
+    executor: &HttpExecutor,
+    event: &NewEvent,
+    f: &charter_core::config::ContextFetch,
+    ctx: &Value,
+) -> Result<(u16, Value), (Option<u16>, String)> {
+    let conn = state
+        .runtime
+        .connections
+        .get(&f.connector)
+        .and_then(|c| c.http())
+        .ok_or_else(|| {
+            (
+                None,
+                format!("connector `{}` is not an HTTP connector", f.connector),
+            )
+        })?;
+    let path = f
+        .path
+        .render(ctx)
+        .map_err(|e| (None, format!("`get` could not be rendered: {e}")))?;
+    let key = format!("context:{}:{}", event.id, f.name);
+    let req = HttpExecutor::prepare(
+        Some(&conn.connector),
+        "GET",
+        &path,
+        &[("Accept".to_string(), "application/json".to_string())],
+        None,
+        Some(f.timeout),
+        &key,
+    )
+    .map_err(|e| (None, e.to_string()))?;
+    let got = conn
+        .attempt_keeping(executor, &req, CONTEXT_MAX_BYTES)
+        .await;
+    if !got.ok {
+        let why = got
+            .error
+            .unwrap_or_else(|| format!("answered {}", got.status.unwrap_or(0)));
+        return Err((got.status, why));
+    }
+    if got.body_truncated {
+        return Err((
+            got.status,
+            format!("the answer is larger than {CONTEXT_MAX_BYTES} bytes"),
+        ));
+    }
+    let value = if got.body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&got.body)
+            .map_err(|e| (got.status, format!("the answer is not JSON: {e}")))?
+    };
+    Ok((got.status.unwrap_or(200), value))
 }

@@ -133,6 +133,10 @@ enum RunError {
     Store(#[from] StoreError),
     #[error("lease lost to another worker")]
     LeaseLost,
+    /// The run asked to be tried again later (a context fetch with `on_error: retry`
+    /// failed): the lease is extended by this long instead of released.
+    #[error("retry later")]
+    RetryLater(Duration),
 }
 
 /// Process one claimed event inside a `run` span (fields `event`, `charter`, and `run` /
@@ -189,6 +193,14 @@ async fn process_claimed_in_span<S: Store>(
         Ok(status) => status,
         Err(RunError::LeaseLost) => {
             tracing::warn!(event = %event_id, charter = %charter_name, "lease lost; abandoning run");
+            return;
+        }
+        Err(RunError::RetryLater(after)) => {
+            // Keep the event leased until then; the next claim after that retries it.
+            let until = now_millis() + i64::try_from(after.as_millis()).unwrap_or(i64::MAX / 2);
+            if let Err(e) = state.store.renew(event_id, &worker_id, until).await {
+                tracing::error!(event = %event_id, error = %e, "could not hold the event for a retry; it is retried when its lease expires");
+            }
             return;
         }
         Err(RunError::Store(e)) => {
@@ -275,6 +287,21 @@ async fn run_pipeline<S: Store>(
         }
     };
 
+    // Context: records the charter fetches from its connectors, once per run.
+    let fetched = if charter.context.is_empty() {
+        None
+    } else {
+        let ctx0 = eval_context(&event, None);
+        let got =
+            crate::decide::assemble_context(state, executor, &charter, &event, run_id, &ctx0)
+                .await?;
+        if let Some((why, after)) = got.retry {
+            finish(None, RunOutcome::Failed, Some(why)).await?;
+            return Err(RunError::RetryLater(after));
+        }
+        Some(Value::Object(got.values))
+    };
+
     // Decide. A human's decision on an escalation of this event replaces the cascade.
     let human = store.latest_resolution(event.id).await?;
     let decide_started = Instant::now();
@@ -283,11 +310,13 @@ async fn run_pipeline<S: Store>(
     } else {
         match charter.decide.as_ref() {
             Some(d) => {
-                let ctx = eval_context(&event, None);
+                let mut ctx = eval_context(&event, None);
+                if let Some(c) = &fetched {
+                    ctx["context"] = c.clone();
+                }
                 let text = decision_text(&charter, &event, &ctx);
                 let model = cr.model.as_deref();
-                let rt = &state.runtime;
-                Some(crate::decide::run_cascade(rt, &charter.name, d, &ctx, &text, model).await)
+                Some(crate::decide::decide_event(state, &charter.name, d, &ctx, &text, model).await)
             }
             None => None,
         }
@@ -322,7 +351,10 @@ async fn run_pipeline<S: Store>(
     }
 
     // Route.
-    let ctx = eval_context(&event, decision.as_ref());
+    let mut ctx = eval_context(&event, decision.as_ref());
+    if let Some(c) = &fetched {
+        ctx["context"] = c.clone();
+    }
     let route = match first_matching_route(&charter, &ctx) {
         Ok(r) => r,
         Err(e) => {
@@ -724,6 +756,24 @@ async fn act<S: Store>(
     let Some(action) = charter.actions.get(name) else {
         // Validation guarantees routes name declared actions; never run anything else.
         return Ok(ActStep::Failed(format!("action `{name}` is not declared")));
+    };
+    // A draft is written (or the event's earlier one reused) before rendering: `draft`.
+    let drafted;
+    let ctx = match &action.draft {
+        None => ctx,
+        Some(spec) => {
+            match crate::decide::draft_for_action(state, charter, event, run_id, name, spec, ctx)
+                .await
+            {
+                Ok(text) => {
+                    let mut c = ctx.clone();
+                    c["draft"] = Value::String(text);
+                    drafted = c;
+                    &drafted
+                }
+                Err(msg) => return Ok(ActStep::Failed(msg)),
+            }
+        }
     };
     let params = match render_params(action, ctx) {
         Ok(p) => p,

@@ -2,20 +2,26 @@
 //!
 //! The key is a SHA-256 over the provider name, the model and the full request body (system
 //! message, prompt, schema, parameters), so only a byte-identical request hits. Only answers
-//! that passed validation are stored. [`MemoryCache`] lives in the process (per node); a
-//! store-backed implementation shared by all nodes can implement [`ResponseCache`] later.
+//! that passed validation are stored. [`MemoryCache`] lives in the process (per node); the
+//! server uses a store-backed cache shared by all nodes (`charter-server`'s `StoreCache`).
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
-/// Where validated answers are kept for identical requests.
+/// What a cache operation returns: a boxed future, so that the trait stays object-safe.
+pub type CacheFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where validated answers are kept for identical requests. A cache that fails answers
+/// "not found" (and logs): the cache can slow a decision down, never break it.
 pub trait ResponseCache: Send + Sync {
     /// The answer text stored under `key`, if any.
-    fn get(&self, key: &str) -> Option<String>;
+    fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<String>>;
     /// Stores `value` under `key`.
-    fn put(&self, key: &str, value: String);
+    fn put<'a>(&'a self, key: &'a str, value: String) -> CacheFuture<'a, ()>;
 }
 
 /// The cache key of a request: hex SHA-256 of provider, model and body.
@@ -68,11 +74,25 @@ impl Default for MemoryCache {
 }
 
 impl ResponseCache for MemoryCache {
-    fn get(&self, key: &str) -> Option<String> {
+    fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<String>> {
+        let v = self.get_now(key);
+        Box::pin(async move { v })
+    }
+
+    fn put<'a>(&'a self, key: &'a str, value: String) -> CacheFuture<'a, ()> {
+        self.put_now(key, value);
+        Box::pin(async {})
+    }
+}
+
+impl MemoryCache {
+    /// The entry under `key`, if any.
+    pub fn get_now(&self, key: &str) -> Option<String> {
         self.inner.lock().ok()?.map.get(key).cloned()
     }
 
-    fn put(&self, key: &str, value: String) {
+    /// Stores `value` under `key`, evicting the oldest entries beyond the capacity.
+    pub fn put_now(&self, key: &str, value: String) {
         let Ok(mut e) = self.inner.lock() else { return };
         if e.map.insert(key.to_string(), value).is_none() {
             e.order.push_back(key.to_string());
@@ -95,11 +115,11 @@ mod tests {
     #[test]
     fn evicts_oldest_and_keys_differ_by_every_part() {
         let c = MemoryCache::new(2);
-        c.put("a", "1".into());
-        c.put("b", "2".into());
-        c.put("c", "3".into());
-        assert_eq!(c.get("a"), None);
-        assert_eq!(c.get("c").as_deref(), Some("3"));
+        c.put_now("a", "1".into());
+        c.put_now("b", "2".into());
+        c.put_now("c", "3".into());
+        assert_eq!(c.get_now("a"), None);
+        assert_eq!(c.get_now("c").as_deref(), Some("3"));
         assert_eq!(c.len(), 2);
         let body = serde_json::json!({"x": 1});
         let k = cache_key("p", "m", &body);

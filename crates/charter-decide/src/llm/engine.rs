@@ -255,7 +255,7 @@ impl LlmEngine {
             let s = provider.settings();
             let (_, body) = provider.request_body(&chat);
             let key = cache_key(&s.name, &s.model, &body);
-            if let Some(hit) = self.cache.get(&key)
+            if let Some(hit) = self.cache.get(&key).await
                 && let Ok(a) = validator.parse(&hit)
             {
                 return Ok(answer(a, s, usage, true, false, notes));
@@ -274,7 +274,7 @@ impl LlmEngine {
             };
             let errors = match validator.parse(&first.text) {
                 Ok(a) => {
-                    self.cache.put(&key, first.text);
+                    self.cache.put(&key, first.text).await;
                     return Ok(answer(a, s, usage, false, false, notes));
                 }
                 Err(errors) => errors,
@@ -305,7 +305,7 @@ impl LlmEngine {
             return match validator.parse(&second.text) {
                 Ok(a) => {
                     // Cached under the original request: the same input gets this answer.
-                    self.cache.put(&key, second.text);
+                    self.cache.put(&key, second.text).await;
                     Ok(answer(a, s, usage, false, true, notes))
                 }
                 Err(again) => Err(fail(

@@ -37,7 +37,8 @@
 //!          rate_limit: 60, budget: { tokens_per_day: 200000, on_exhausted: escalate }, redact: [email] }
 //! ```
 //!
-//! Rate limits, budgets and the response cache are kept in memory, per process (per node).
+//! Rate limits and budgets are kept in memory, per process (per node); the server keeps the
+//! response cache in the store, shared by every node.
 //!
 //! # Running against a real local model
 //!
@@ -66,7 +67,7 @@ pub mod prompt;
 pub mod provider;
 pub mod schema;
 
-pub use cache::{MemoryCache, ResponseCache};
+pub use cache::{CacheFuture, MemoryCache, ResponseCache, cache_key};
 pub use engine::{ClassifyRequest, Draft, DraftRequest, LlmAnswer, LlmEngine, LlmFailure, Usage};
 pub use limits::{Limits, OnExhausted};
 pub use provider::{

@@ -9,7 +9,8 @@
 //! | `fields` | the declared fields: a list of `{name, type, required, enum, pattern}` |
 //! | `payload` | the event payload (redacted) |
 //! | `event` | the event's id, charter, source, type, received time, headers |
-//! | `context` | the whole evaluation context (redacted) |
+//! | `decision` | the decision so far (`label`, `fields`, ...; null while classifying) |
+//! | `context` | the whole evaluation context (redacted), plus each record the charter fetched (`context: customer: ...` is `context.customer`) |
 //!
 //! Every string that comes from the event (text, payload, headers) has any occurrence of the
 //! delimiter tags neutralised, so the input cannot close its own block. If the rendered
@@ -188,13 +189,21 @@ pub fn render(
     let removed = redact(&mut ctx, redact_names);
     neutralise_value(&mut ctx);
     let text = delimit(&scrub(text, &removed));
+    // Fetched records are reachable as `context.<name>`, as in rules and templates.
+    let mut context = ctx.clone();
+    if let (Value::Object(all), Some(Value::Object(fetched))) = (&mut context, ctx.get("context")) {
+        for (k, v) in fetched {
+            all.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
     let vars = json!({
         "text": text,
         "labels": labels,
         "fields": fields_for_template(fields),
         "payload": ctx.get("payload").cloned().unwrap_or(Value::Null),
         "event": ctx.get("event").cloned().unwrap_or(Value::Null),
-        "context": ctx,
+        "decision": ctx.get("decision").cloned().unwrap_or(Value::Null),
+        "context": context,
     });
     let mut user = template.render(&vars)?;
     if !user.contains(&text) {

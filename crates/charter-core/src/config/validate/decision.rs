@@ -204,6 +204,16 @@ impl CharterChecker<'_> {
         let valid_name = !n.is_empty()
             && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             && !n.starts_with(|c: char| c.is_ascii_digit());
+        let reserved = [
+            "payload", "event", "headers", "decision", "context", "text", "labels", "fields",
+        ];
+        if valid_name && reserved.contains(&n) {
+            self.err(
+                name.referenced,
+                format!("context name `{n}` is reserved (it is already a variable of prompts and templates); choose another, such as `{n}_record`"),
+            );
+            return None;
+        }
         if !valid_name {
             self.err(
                 name.referenced,
