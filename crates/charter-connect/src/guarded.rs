@@ -107,6 +107,18 @@ impl HttpConnection {
     /// once more); send; check a 2xx answer against the response contract (a mismatch is
     /// a permanent failure); tell the breaker whether the system failed.
     pub async fn attempt(&self, executor: &HttpExecutor, req: &HttpRequest) -> AttemptOutcome {
+        self.attempt_keeping(executor, req, crate::BODY_KEEP_BYTES)
+            .await
+    }
+
+    /// [`HttpConnection::attempt`], keeping up to `keep` bytes of the response body (see
+    /// [`HttpExecutor::attempt_keeping`]).
+    pub async fn attempt_keeping(
+        &self,
+        executor: &HttpExecutor,
+        req: &HttpRequest,
+        keep: usize,
+    ) -> AttemptOutcome {
         let started = Instant::now();
         if let Some(b) = &self.breaker
             && let Err(open) = b.admit()
@@ -121,7 +133,7 @@ impl HttpConnection {
             l.acquire().await;
         }
         let mut out = match &self.oauth {
-            None => executor.attempt(req).await,
+            None => executor.attempt_keeping(req, keep).await,
             Some(oauth) => {
                 let mut out = None;
                 for round in 0..2 {
@@ -133,7 +145,9 @@ impl HttpConnection {
                             break;
                         }
                     };
-                    let o = executor.attempt(&with_bearer(req, &token)).await;
+                    let o = executor
+                        .attempt_keeping(&with_bearer(req, &token), keep)
+                        .await;
                     if o.status == Some(401) && round == 0 {
                         oauth.invalidate(&token).await;
                         tracing::debug!(connector = %self.connector.name, "401 with a cached OAuth2 token; fetching a new one");

@@ -248,6 +248,14 @@ impl HttpExecutor {
 
     /// Send once and classify the outcome. Never panics and never retries.
     pub async fn attempt(&self, req: &HttpRequest) -> AttemptOutcome {
+        self.attempt_keeping(req, BODY_KEEP_BYTES).await
+    }
+
+    /// [`HttpExecutor::attempt`], keeping up to `keep` bytes of the response body (at most
+    /// [`BODY_READ_LIMIT`]) instead of [`BODY_KEEP_BYTES`]: for callers that read the
+    /// answer, such as a polled API page.
+    pub async fn attempt_keeping(&self, req: &HttpRequest, keep: usize) -> AttemptOutcome {
+        let keep = keep.min(BODY_READ_LIMIT);
         let started = Instant::now();
         let method = match Method::from_bytes(req.method.as_bytes()) {
             Ok(m) => m,
@@ -321,7 +329,7 @@ impl HttpExecutor {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
 
-        // Read the body with caps: keep BODY_KEEP_BYTES, stop after BODY_READ_LIMIT.
+        // Read the body with caps: keep `keep` bytes, stop after BODY_READ_LIMIT.
         let mut body = Vec::new();
         let mut read = 0usize;
         let mut truncated = false;
@@ -330,7 +338,7 @@ impl HttpExecutor {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
                     read = read.saturating_add(chunk.len());
-                    let room = BODY_KEEP_BYTES.saturating_sub(body.len());
+                    let room = keep.saturating_sub(body.len());
                     if chunk.len() > room {
                         truncated = true;
                     }

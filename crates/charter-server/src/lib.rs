@@ -29,6 +29,7 @@ pub mod project;
 pub mod rejected;
 pub mod report;
 pub mod sink;
+pub mod sources;
 pub mod ui;
 pub mod worker;
 
@@ -264,6 +265,16 @@ pub async fn start<S: Store>(
         tracing::warn!(%addr, "listening beyond loopback with no API tokens: the admin API is open");
     }
     let mut tasks = tokio::task::JoinSet::new();
+    // Polled APIs and schedules ingest like webhooks do, so they run where the ingest does.
+    if opts.role != Role::Worker && sources::has_sources(&runtime) {
+        let token = shutdown.clone();
+        let st = state.clone();
+        let ex = executor.clone();
+        tasks.spawn(async move {
+            sources::run(st, ex, token).await;
+            "sources"
+        });
+    }
     if opts.role != Role::Worker {
         let app = router(state.clone());
         let token = shutdown.clone();

@@ -30,6 +30,7 @@ pub enum Metric {
     Measurements,
     AlertNotifications,
     Notifications,
+    SourcePolls,
     AckLatency,
     DecisionLatency,
     ActionLatency,
@@ -67,6 +68,7 @@ impl Metric {
         Metric::Measurements,
         Metric::AlertNotifications,
         Metric::Notifications,
+        Metric::SourcePolls,
         Metric::AckLatency,
         Metric::DecisionLatency,
         Metric::ActionLatency,
@@ -95,6 +97,7 @@ impl Metric {
             Metric::Measurements => "charter_measurements_total",
             Metric::AlertNotifications => "charter_alert_notifications_total",
             Metric::Notifications => "charter_notifications_total",
+            Metric::SourcePolls => "charter_source_polls_total",
             Metric::AckLatency => "charter_ack_latency_seconds",
             Metric::DecisionLatency => "charter_decision_latency_seconds",
             Metric::ActionLatency => "charter_action_latency_seconds",
@@ -129,6 +132,9 @@ impl Metric {
             }
             Metric::Notifications => {
                 "Approval and escalation notifications, by charter, kind, connector and result."
+            }
+            Metric::SourcePolls => {
+                "Polls of an HTTP API and schedule firings, by charter, source and result."
             }
             Metric::AckLatency => "Time from a verified delivery to its durable acknowledgement.",
             Metric::DecisionLatency => "Time the decision cascade took, by deciding stage.",
@@ -429,6 +435,19 @@ impl Metrics {
                 ("alert", alert),
                 ("state", state),
                 ("result", if ok { "sent" } else { "failed" }),
+            ]),
+            1.0,
+        );
+    }
+
+    /// One poll of a charter's `source` (`poll`, `schedule`) succeeded or failed.
+    pub fn source_poll(&self, charter: &str, source: &str, ok: bool) {
+        self.add(
+            Metric::SourcePolls,
+            labels(&[
+                ("charter", charter),
+                ("source", source),
+                ("result", if ok { "ok" } else { "error" }),
             ]),
             1.0,
         );

@@ -31,9 +31,9 @@ use super::{
 use crate::expr::Expr;
 
 mod alerts;
-mod sources;
-mod notify;
 mod decision;
+mod notify;
+mod sources;
 use crate::template::{JsonTemplate, Template};
 use crate::verify::{self, GenericHmac, HmacAlgorithm, SignatureEncoding, VerifySpec};
 
