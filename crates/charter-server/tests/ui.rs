@@ -716,6 +716,23 @@ async fn open_ui_edits_decides_searches_and_shows_the_shadow_record() {
     // The shadow page: what it would have done, and the agreement, defined on the page.
     let p = ui.get("/charters/quiet").await;
     assert_eq!(p.status, 200);
+    // Measurements with server-rendered SVG charts of volume, outcome mix and cycle time.
+    assert!(p.body.contains("Measurements, last 7 days"), "{}", p.body);
+    for chart in ["Events received", "Outcome mix"] {
+        assert!(
+            p.body.contains(&format!("aria-label=\"{chart}\"")),
+            "{chart}: {}",
+            p.body
+        );
+    }
+    assert!(p.body.matches("<svg").count() >= 3);
+    let received: usize = p
+        .body
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("events received"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("the figures list the events received");
+    assert!(received >= 2, "s1 and s2 were received: {received}");
     assert!(p.body.contains("Shadow record"));
     assert!(p.body.contains("would_run"), "{}", p.body);
     assert!(p.body.contains("Agreement 100.0%"), "{}", p.body);

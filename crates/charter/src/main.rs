@@ -12,6 +12,7 @@ mod bench;
 mod client;
 mod decide_cmd;
 mod demo;
+mod otlp;
 mod report;
 mod serve;
 

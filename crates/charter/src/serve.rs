@@ -32,6 +32,13 @@ pub struct ServeArgs {
     /// Lease owner name for this node (default: pid + random).
     #[arg(long, env = "CHARTER_NODE")]
     pub node: Option<String>,
+    /// Export spans to an OpenTelemetry collector over OTLP/HTTP (JSON), e.g.
+    /// `http://127.0.0.1:4318`; `/v1/traces` is appended. Off when unset.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "charter")]
+    pub otlp_service: String,
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -54,16 +61,28 @@ pub struct LogArgs {
 }
 
 pub fn init_logging(args: &LogArgs) {
+    init_logging_with(args, None);
+}
+
+/// Logs to stderr (pretty or JSON) and, when given, spans to an OTLP collector.
+pub fn init_logging_with(args: &LogArgs, otlp: Option<crate::otlp::OtlpLayer>) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if args.log_format == "json" {
-        let _ = builder.json().try_init();
-    } else {
-        let _ = builder.try_init();
-    }
+    let json = args.log_format == "json";
+    let json_logs = json.then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+    });
+    let text_logs = (!json).then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(json_logs)
+        .with(text_logs)
+        .with(otlp)
+        .try_init();
 }
 
 /// Resolve when SIGTERM or Ctrl-C arrives.
@@ -95,7 +114,32 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 }
 
 pub async fn serve(args: ServeArgs) -> ExitCode {
-    init_logging(&args.log);
+    let otlp = match args.otlp_endpoint.as_deref().map(str::trim) {
+        Some(endpoint) if !endpoint.is_empty() => {
+            match crate::otlp::pipeline(endpoint, &args.otlp_service) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        _ => None,
+    };
+    let (layer, exporter) = otlp.unzip();
+    init_logging_with(&args.log, layer);
+    let export_stop = CancellationToken::new();
+    let export_task = exporter.map(|e| tokio::spawn(e.run(export_stop.clone())));
+    let code = serve_logged(args).await;
+    // Flush the spans of the shutdown itself.
+    export_stop.cancel();
+    if let Some(task) = export_task {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
+    }
+    code
+}
+
+async fn serve_logged(args: ServeArgs) -> ExitCode {
     let runtime = match Runtime::load(&args.dir) {
         Ok(r) => Arc::new(r),
         Err(e) => {

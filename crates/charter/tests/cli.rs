@@ -176,6 +176,169 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// What the stand-in CRM and OTLP collector of the tracing test saw.
+#[derive(Default)]
+struct Seen {
+    traceparents: Vec<String>,
+    exports: Vec<Value>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_an_otlp_collector_with_the_trace_id_sent_downstream() {
+    use axum::http::HeaderMap;
+    use std::sync::{Arc, Mutex};
+    charter_connect::install_crypto_provider();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let app = axum::Router::new()
+        .route(
+            "/orders",
+            axum::routing::post({
+                let seen = seen.clone();
+                move |headers: HeaderMap| async move {
+                    if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+                        seen.lock().unwrap().traceparents.push(tp.to_string());
+                    }
+                    axum::Json(json!({"ok": true}))
+                }
+            }),
+        )
+        .route(
+            "/v1/traces",
+            axum::routing::post({
+                let seen = seen.clone();
+                move |headers: HeaderMap, body: axum::body::Bytes| async move {
+                    assert_eq!(
+                        headers.get("content-type").and_then(|v| v.to_str().ok()),
+                        Some("application/json")
+                    );
+                    let v: Value = serde_json::from_slice(&body).unwrap();
+                    seen.lock().unwrap().exports.push(v);
+                    axum::Json(json!({}))
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    let dir = temp_dir("otlp");
+    write(
+        &dir,
+        "charter.yaml",
+        &format!(
+            "worker: {{ lease: 2s, poll_interval: 50ms }}\nconnectors:\n  crm:\n    type: http\n    base_url: http://{addr}\n    allow_private: true\n    timeout: 2s\n"
+        ),
+    );
+    write(
+        &dir,
+        "charters/orders.yaml",
+        r#"
+name: orders
+description: push each order to the CRM
+owner: ops@example.test
+maintainer: eng@example.test
+system_of_record: crm
+mode: live
+uses: [crm]
+trigger:
+  webhook: { path: /hooks/orders, verify: none }
+routes:
+  - when: "true"
+    do: [push]
+actions:
+  push:
+    connector: crm
+    request: { method: POST, path: "/orders", json: { order: "{{ payload.order }}" } }
+    approval: auto
+escalation: { to: ops }
+measure: { success: [order_pushed] }
+"#,
+    );
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let _server = Server {
+        child: Command::new(bin())
+            .arg("serve")
+            .arg(&dir)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("CHARTER_LOG", "info")
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    };
+    let client = reqwest::Client::new();
+    wait_healthy(&client, &base).await;
+    let r = client
+        .post(format!("{base}/hooks/orders"))
+        .json(&json!({"order": 7}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let event_id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The run's span arrives (the exporter posts every second) under the trace id that the
+    // action's `traceparent` carried downstream.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (trace_id, run_span) = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no run span reached the collector"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let seen = seen.lock().unwrap();
+        let Some(tp) = seen.traceparents.first() else {
+            continue;
+        };
+        let trace_id = tp.split('-').nth(1).unwrap().to_string();
+        let found = seen
+            .exports
+            .iter()
+            .flat_map(|e| e["resourceSpans"].as_array().cloned().unwrap_or_default())
+            .flat_map(|rs| rs["scopeSpans"].as_array().cloned().unwrap_or_default())
+            .flat_map(|ss| ss["spans"].as_array().cloned().unwrap_or_default())
+            .find(|s| s["name"] == "run" && s["traceId"] == trace_id.as_str());
+        if let Some(span) = found {
+            break (trace_id, span);
+        }
+    };
+    assert_eq!(trace_id.len(), 32);
+    let attr = |key: &str| {
+        run_span["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["key"] == key)
+            .map(|a| a["value"]["stringValue"].clone())
+    };
+    assert_eq!(attr("charter"), Some(json!("orders")));
+    assert_eq!(attr("event"), Some(json!(event_id)));
+    let start: u128 = run_span["startTimeUnixNano"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let end: u128 = run_span["endTimeUnixNano"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(end >= start && start > 0);
+    let exports = seen.lock().unwrap().exports.clone();
+    assert_eq!(
+        exports[0]["resourceSpans"][0]["resource"]["attributes"][0]["value"]["stringValue"],
+        "charter"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_loses_no_acknowledged_event_and_doubles_no_effect() {
     charter_connect::install_crypto_provider();

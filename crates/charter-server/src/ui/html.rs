@@ -143,6 +143,7 @@ button.danger{background:#fff;border-color:#b33;color:#b33}
 input[type=text],input[type=password],select,textarea{font:inherit;padding:4px 6px;border:1px solid #9aa6b2;border-radius:4px}
 textarea{width:100%;font-family:ui-monospace,Menlo,monospace;font-size:12px}
 .actions{display:flex;flex-wrap:wrap;gap:8px;align-items:center;margin-top:8px}
+.charts{display:flex;flex-wrap:wrap;gap:12px}.charts svg{background:#fff;border:1px solid var(--line)}
 details summary{cursor:pointer;color:var(--accent)}
 .timeline{list-style:none;margin:0;padding:0;border-left:3px solid var(--line)}
 .timeline li{margin:0 0 10px 0;padding:6px 12px;position:relative;background:#fff;border:1px solid var(--line);border-radius:6px;margin-left:14px}

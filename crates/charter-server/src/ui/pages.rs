@@ -885,6 +885,12 @@ struct ShadowRow {
     note: String,
 }
 
+/// The window of the charter page's measurements and charts.
+const MEASURE_WINDOW_MS: i64 = 7 * 24 * 3_600_000;
+/// Size of each chart on the charter page, in pixels.
+const CHART_W: u32 = 360;
+const CHART_H: u32 = 160;
+
 pub async fn charter<S: Store>(
     State(ui): State<UiState<S>>,
     headers: HeaderMap,
@@ -939,6 +945,29 @@ pub async fn charter<S: Store>(
         sum.approvals,
         sum.escalations,
         operator_buttons(&name, &s, &sum, &format!("/charters/{}", url_enc(&name)))
+    );
+
+    // Measurements over the last week, with server-rendered charts.
+    let now = crate::now_millis();
+    let report = charter_store::ReportStore::report(
+        store,
+        charter_store::ReportQuery {
+            charter: name.clone(),
+            since: now.saturating_sub(MEASURE_WINDOW_MS),
+            until: now + 1,
+            buckets: crate::report::DEFAULT_BUCKETS,
+        },
+    )
+    .await?;
+    let declared: Vec<String> = c.measure.names().map(str::to_string).collect();
+    let _ = write!(
+        body,
+        "<h2>Measurements, last 7 days</h2><div class=\"charts\">{}{}{}</div>\
+         <details><summary>Figures</summary><pre>{}</pre></details>",
+        crate::report::volume_chart(&report, CHART_W, CHART_H),
+        crate::report::outcome_chart(&report, CHART_W, CHART_H),
+        crate::report::cycle_chart(&report, CHART_W, CHART_H),
+        esc(&crate::report::render_text(&report, "7d", &declared)),
     );
 
     // The shadow record.
