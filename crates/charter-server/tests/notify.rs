@@ -138,7 +138,16 @@ fn write(dir: &Path, rel: &str, contents: &str) {
     std::fs::write(p, contents).unwrap();
 }
 
-fn project(dir: &Path, sink: &str, fake: &str) {
+fn project(dir: &Path, sink: &str, fake: &str, smtp_port: Option<u16>) {
+    let (mail, mail_target) = match smtp_port {
+        Some(port) => (
+            format!(
+                "  mail:\n    type: smtp\n    host: 127.0.0.1\n    port: {port}\n    tls: none\n    from: Charter <charter@example.test>\n"
+            ),
+            ", mail:leads@example.test",
+        ),
+        None => (String::new(), ""),
+    };
     write(dir, "secrets/slack-bot", BOT_TOKEN);
     write(dir, "secrets/slack-signing", SIGNING_SECRET);
     for t in ["lead", "viewer", "ops"] {
@@ -176,7 +185,7 @@ connectors:
     users:
       U0LEAD: lead
       U0VIEW: viewer
-tokens:
+{mail}tokens:
   - {{ name: lead, role: reviewer, secret: file:secrets/tok-lead }}
   - {{ name: viewer, role: viewer, secret: file:secrets/tok-viewer }}
   - {{ name: ops, role: admin, secret: file:secrets/tok-ops }}
@@ -186,14 +195,14 @@ tokens:
     write(
         dir,
         "charters/refunds.yaml",
-        r#"
+        &r#"
 name: refunds
 description: Refund requests need a lead's approval; anything unclear goes to a human.
 owner: ops@example.test
 maintainer: integrations@example.test
 system_of_record: helpdesk
 mode: live
-uses: [helpdesk, hooks, slack]
+uses: [helpdesk, hooks, slack, mail]
 trigger:
   webhook: { path: /hooks/refunds, verify: none }
   text: "{{ payload.ticket.subject }}"
@@ -222,10 +231,12 @@ actions:
     approval: auto
 escalation:
   to: support-leads
-  notify: [slack:#approvals, hooks:/hook/notify]
+  notify: [slack:#approvals, hooks:/hook/notify MAIL]
 measure:
   success: [refunded]
-"#,
+"#
+        .replace(" MAIL", mail_target)
+        .replace(", mail]", if smtp_port.is_some() { ", mail]" } else { "]" }),
     );
 }
 
@@ -249,6 +260,10 @@ impl Drop for Harness {
 
 impl Harness {
     async fn start() -> Harness {
+        Self::start_with(None).await
+    }
+
+    async fn start_with(smtp_port: Option<u16>) -> Harness {
         charter_connect::install_crypto_provider();
         let dir =
             std::env::temp_dir().join(format!("charter-notify-{}", uuid::Uuid::now_v7().simple()));
@@ -260,7 +275,7 @@ impl Harness {
             .await
             .unwrap();
         let (fake_url, fake) = start_fake(shutdown.clone()).await;
-        project(&dir, &format!("http://{sink_addr}"), &fake_url);
+        project(&dir, &format!("http://{sink_addr}"), &fake_url, smtp_port);
         let runtime = Arc::new(Runtime::load(&dir).unwrap_or_else(|e| panic!("{e}")));
         let store = SqliteStore::open(&runtime.store_path()).unwrap();
         let running = charter_server::start(
@@ -637,4 +652,102 @@ async fn escalation_is_announced_and_resolved_from_slack() {
         .await;
     assert_eq!(all["escalations"][0]["resolved_by"], "slack:U0LEAD");
     assert_eq!(h.puts(8), 0, "the refund action was not taken");
+}
+
+/// aiosmtpd on a free port (as in charter-connect's connector tests); every message is
+/// written to `<dir>/<n>.eml`.
+struct SmtpServer {
+    child: std::process::Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn start_smtp() -> SmtpServer {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = std::env::temp_dir().join(format!(
+        "charter-notify-smtp-{}",
+        uuid::Uuid::now_v7().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = r#"
+import sys, time, os
+from aiosmtpd.controller import Controller
+out = sys.argv[2]
+class H:
+    n = 0
+    async def handle_DATA(self, server, session, envelope):
+        H.n += 1
+        with open(os.path.join(out, "%d.eml" % H.n), "wb") as f:
+            f.write(b"X-Rcpt: " + ",".join(envelope.rcpt_tos).encode() + b"\r\n")
+            f.write(envelope.content)
+        return "250 Message accepted"
+c = Controller(H(), hostname="127.0.0.1", port=int(sys.argv[1]))
+c.start()
+while True:
+    time.sleep(1)
+"#;
+    let child = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(port.to_string())
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 with aiosmtpd (pip install aiosmtpd; .ci/run installs it)");
+    let server = SmtpServer { child, port, dir };
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return server;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("aiosmtpd did not start on port {port}; is the aiosmtpd Python module installed?");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approval_is_announced_by_email() {
+    let smtp = start_smtp().await;
+    let h = Harness::start_with(Some(smtp.port)).await;
+    let event = h.send(9, "refund twice").await;
+    h.wait_event(&event, "waiting").await;
+    let mut mail = String::new();
+    for _ in 0..400 {
+        if let Ok(m) = std::fs::read_to_string(smtp.dir.join("1.eml")) {
+            mail = m;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(mail.starts_with("X-Rcpt: leads@example.test"), "{mail}");
+    // The body is quoted-printable: join soft line breaks, decode `=3D`.
+    let mail = mail
+        .replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=");
+    assert!(
+        mail.contains("Subject: [Charter] Approval needed: refund (refunds)"),
+        "{mail}"
+    );
+    let link = format!("{PUBLIC_URL}/events/{event}");
+    assert!(mail.contains(&link), "{mail}");
+    assert!(mail.contains("Reviewers: lead"), "{mail}");
+    // The other targets were told too, and nothing ran.
+    h.fake
+        .wait_for("/api/chat.postMessage", |g| !g.is_empty())
+        .await;
+    assert_eq!(h.puts(9), 0);
 }
