@@ -12,6 +12,7 @@ pub mod llm;
 
 pub use embedded::{
     Confusion, EmbeddedModel, EvalReport, FeatureConfig, LabelReport, Learner, ModelError,
-    Prediction, ThresholdRow, TrainError, TrainOptions, evaluate, examples_digest,
+    Prediction, ThresholdRow, TrainError, TrainOptions, evaluate, evaluate_predictions,
+    examples_digest,
 };
 pub use examples::{Example, ExampleFormat, ExamplesError, parse_examples};

@@ -1,5 +1,6 @@
 //! `charter train` and `charter eval`: the embedded classifier from the command line.
 
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -77,8 +78,10 @@ pub struct EvalArgs {
     /// Project folder.
     #[arg(long, default_value = ".")]
     pub dir: PathBuf,
-    /// Which stage to evaluate: embedded (llm and cascade come with the LLM providers).
-    #[arg(long, default_value = "embedded")]
+    /// What to evaluate: `embedded` (the embedded classifier), `llm` (the charter's first
+    /// llm stage through its configured providers) or `cascade` (every stage in order, as
+    /// the worker decides, fields included).
+    #[arg(long, default_value = "embedded", value_parser = ["embedded", "llm", "cascade"])]
     pub stage: String,
     /// Print the report as JSON on stdout.
     #[arg(long)]
@@ -91,8 +94,8 @@ pub struct EvalArgs {
     pub tolerance: f64,
 }
 
-pub fn eval(args: EvalArgs) -> ExitCode {
-    match run_eval(&args) {
+pub async fn eval(args: EvalArgs) -> ExitCode {
+    match run_eval(&args).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
@@ -101,57 +104,224 @@ pub fn eval(args: EvalArgs) -> ExitCode {
     }
 }
 
-fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
-    if args.stage != "embedded" {
-        return Err(format!(
-            "--stage {} is not available yet: only the embedded stage can be evaluated in this build",
-            args.stage
-        ));
+/// Progress on stderr, only when stderr is a terminal: `[done/total]`, redrawn in place.
+struct Progress {
+    total: usize,
+    on: bool,
+}
+
+impl Progress {
+    fn new(total: usize) -> Progress {
+        Progress {
+            total,
+            on: std::io::stderr().is_terminal() && total > 1,
+        }
     }
+
+    fn tick(&self, done: usize) {
+        if self.on {
+            let width = 30;
+            let filled = done * width / self.total.max(1);
+            eprint!(
+                "\r[{}{}] {done}/{}",
+                "#".repeat(filled),
+                " ".repeat(width - filled),
+                self.total
+            );
+            if done == self.total {
+                eprintln!();
+            }
+        }
+    }
+}
+
+/// What one stage said about one case.
+struct Outcome {
+    label: String,
+    confidence: f64,
+    /// The stage (or cascade) decided; otherwise it abstained or escalated.
+    kept: bool,
+}
+
+fn read_cases(path: &Path) -> Result<Vec<charter_decide::Example>, String> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let format = ExampleFormat::from_path(&shown)
+        .ok_or_else(|| format!("{shown}: unknown format: use .csv (text,label) or .jsonl"))?;
+    parse_examples(&text, format).map_err(|e| format!("{shown}: {e}"))
+}
+
+/// The evaluation context of a case: the text is the payload's `text`.
+fn case_context(charter: &str, text: &str) -> Value {
+    json!({
+        "payload": {"text": text},
+        "event": {"id": "eval", "charter": charter, "source": "eval", "type": null,
+                  "received_at": 0, "headers": {}},
+        "headers": {},
+        "decision": null,
+        "context": {},
+    })
+}
+
+async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
     let (source, project) = load(&args.dir)?;
     let c = project
         .charters
         .get(&args.charter)
-        .ok_or_else(|| format!("no charter named `{}`", args.charter))?;
-    let stage = models::embedded_stage(c)
-        .ok_or_else(|| format!("charter `{}` has no embedded stage", args.charter))?;
-    let model = models::load_or_train(&args.dir, &source, c, stage).map_err(|e| e.to_string())?;
-    let path = args.cases.display().to_string();
-    let text =
-        std::fs::read_to_string(&args.cases).map_err(|e| format!("cannot read {path}: {e}"))?;
-    let format = ExampleFormat::from_path(&path)
-        .ok_or_else(|| format!("{path}: unknown format: use .csv (text,label) or .jsonl"))?;
-    let cases = parse_examples(&text, format).map_err(|e| format!("{path}: {e}"))?;
-    eprintln!(
-        "evaluating {} case(s) with the embedded stage ...",
-        cases.len()
-    );
+        .ok_or_else(|| format!("no charter named `{}`", args.charter))?
+        .clone();
+    let cases = read_cases(&args.cases)?;
+    let progress = Progress::new(cases.len());
+    let mut outcomes = Vec::with_capacity(cases.len());
+    let mut usage = charter_decide::llm::Usage::default();
+    let known: Vec<String>;
+    let accept_above: Option<f64>;
     let started = Instant::now();
-    let report = charter_decide::evaluate(&model, &cases);
+    match args.stage.as_str() {
+        "embedded" => {
+            let stage = models::embedded_stage(&c)
+                .ok_or_else(|| format!("charter `{}` has no embedded stage", args.charter))?;
+            let model =
+                models::load_or_train(&args.dir, &source, &c, stage).map_err(|e| e.to_string())?;
+            eprintln!(
+                "evaluating {} case(s) with the embedded stage ...",
+                cases.len()
+            );
+            for (i, case) in cases.iter().enumerate() {
+                let p = model.predict(&case.text);
+                outcomes.push(Outcome {
+                    kept: p.confidence >= stage.accept_above,
+                    label: p.label,
+                    confidence: p.confidence,
+                });
+                progress.tick(i + 1);
+            }
+            known = model.labels().to_vec();
+            accept_above = Some(stage.accept_above);
+        }
+        stage_name => {
+            let decide = c
+                .decide
+                .clone()
+                .ok_or_else(|| format!("charter `{}` has no `decide` section", args.charter))?;
+            let runtime = std::sync::Arc::new(
+                charter_server::Runtime::load(&args.dir).map_err(|e| e.to_string())?,
+            );
+            let llm =
+                charter_server::decide::llm_engine(&runtime, charter_server::decide::memory_cache);
+            let model = runtime
+                .charters
+                .get(&args.charter)
+                .and_then(|cr| cr.model.clone());
+            let llm_stage = decide.stages.iter().find_map(|s| match s {
+                charter_core::config::Stage::Llm(l) => Some(l.clone()),
+                _ => None,
+            });
+            if stage_name == "llm" && llm_stage.is_none() {
+                return Err(format!("charter `{}` has no llm stage", args.charter));
+            }
+            eprintln!(
+                "evaluating {} case(s) with the {stage_name} stage (configured providers) ...",
+                cases.len()
+            );
+            for (i, case) in cases.iter().enumerate() {
+                let ctx = case_context(&args.charter, &case.text);
+                let o = match (stage_name, &llm_stage) {
+                    ("llm", Some(stage)) => {
+                        let (result, _) = charter_server::decide::ask_llm_stage(
+                            &llm,
+                            &args.charter,
+                            &decide,
+                            stage,
+                            &ctx,
+                            &case.text,
+                        )
+                        .await;
+                        match result {
+                            Ok(a) => {
+                                add(&mut usage, &a.usage);
+                                Outcome {
+                                    kept: a.confidence >= stage.accept_above,
+                                    label: a.label,
+                                    confidence: a.confidence,
+                                }
+                            }
+                            Err(f) => {
+                                add(&mut usage, &f.usage);
+                                if progress.on {
+                                    eprintln!();
+                                }
+                                eprintln!("case {}: no answer: {}", i + 1, f.reason);
+                                Outcome {
+                                    label: "(no answer)".into(),
+                                    confidence: 0.0,
+                                    kept: false,
+                                }
+                            }
+                        }
+                    }
+                    _ => {
+                        let (d, u) = charter_server::decide::run_cascade(
+                            &llm,
+                            &args.charter,
+                            &decide,
+                            &ctx,
+                            &case.text,
+                            model.as_deref(),
+                        )
+                        .await;
+                        add(&mut usage, &u);
+                        use charter_core::model::DecisionStage as D;
+                        let decided = matches!(d.stage, D::Rule | D::Embedded | D::Llm);
+                        Outcome {
+                            kept: decided && d.label.is_some(),
+                            label: d.label.unwrap_or_else(|| "(escalated)".into()),
+                            confidence: d.confidence,
+                        }
+                    }
+                };
+                outcomes.push(o);
+                progress.tick(i + 1);
+            }
+            known = decide.labels.clone();
+            accept_above = llm_stage
+                .filter(|_| stage_name == "llm")
+                .map(|s| s.accept_above);
+        }
+    }
     let took = started.elapsed();
-    let kept = cases
+    let predictions: Vec<(String, f64)> = outcomes
         .iter()
-        .filter(|case| model.predict(&case.text).confidence >= stage.accept_above)
+        .map(|o| (o.label.clone(), o.confidence))
+        .collect();
+    let report = charter_decide::evaluate_predictions(&known, &cases, &predictions);
+    let kept: Vec<bool> = outcomes.iter().map(|o| o.kept).collect();
+    let n_kept = kept.iter().filter(|k| **k).count();
+    let right_kept = cases
+        .iter()
+        .zip(&outcomes)
+        .filter(|(c, o)| o.kept && o.label == c.label)
         .count();
-    let abstention = if cases.is_empty() {
-        0.0
-    } else {
-        1.0 - kept as f64 / cases.len() as f64
-    };
+    let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    let n = cases.len();
     let out = json!({
         "charter": args.charter,
-        "stage": "embedded",
+        "stage": args.stage,
         "cases": report.cases,
         "accuracy": report.accuracy,
         "macro_f1": report.macro_f1,
         "expected_calibration_error": report.expected_calibration_error,
-        "accept_above": stage.accept_above,
-        "abstention_rate": abstention,
+        "accept_above": accept_above,
+        "abstention_rate": if n == 0 { 0.0 } else { 1.0 - ratio(n_kept, n) },
+        "accuracy_on_kept": ratio(right_kept, n_kept),
         "report": report,
-        "llm_calls": 0,
-        "tokens": 0,
-        "cost": 0.0,
-        "mean_latency_us": if cases.is_empty() { 0.0 } else { took.as_secs_f64() * 1e6 / cases.len() as f64 },
+        "llm_calls": usage.calls,
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "tokens": usage.tokens(),
+        "cost": usage.cost,
+        "llm_latency_ms": usage.latency_ms,
+        "mean_latency_us": if n == 0 { 0.0 } else { took.as_secs_f64() * 1e6 / n as f64 },
     });
     if args.json {
         println!("{out}");
@@ -181,19 +351,34 @@ fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn add(total: &mut charter_decide::llm::Usage, u: &charter_decide::llm::Usage) {
+    total.calls += u.calls;
+    total.prompt_tokens += u.prompt_tokens;
+    total.completion_tokens += u.completion_tokens;
+    total.cost += u.cost;
+    total.latency_ms += u.latency_ms;
+}
+
 fn print_report(r: &EvalReport, out: &Value) {
     println!("cases        {}", r.cases);
     println!("accuracy     {:.4}", r.accuracy);
     println!("macro-F1     {:.4}", r.macro_f1);
     println!("ECE          {:.4}", r.expected_calibration_error);
     println!(
-        "abstention   {:.3} at accept_above {}",
+        "abstention   {:.3} (accept_above {}); accuracy on kept cases {:.4}",
         out["abstention_rate"].as_f64().unwrap_or(0.0),
-        out["accept_above"]
+        out["accept_above"],
+        out["accuracy_on_kept"].as_f64().unwrap_or(0.0)
     );
     println!(
-        "latency      {:.1} us mean per case; llm calls 0, tokens 0, cost 0",
-        out["mean_latency_us"].as_f64().unwrap_or(0.0)
+        "latency      {:.1} us mean per case; llm calls {}, tokens {} ({} prompt + {} completion), cost {:.6}, {} ms in model calls",
+        out["mean_latency_us"].as_f64().unwrap_or(0.0),
+        out["llm_calls"],
+        out["tokens"],
+        out["prompt_tokens"],
+        out["completion_tokens"],
+        out["cost"].as_f64().unwrap_or(0.0),
+        out["llm_latency_ms"],
     );
     println!();
     println!("threshold  kept    accuracy-on-kept");

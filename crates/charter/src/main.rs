@@ -357,7 +357,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Report(args) => report::report(args).await,
         Command::Migrate { dir, store } => serve::migrate(&dir, store).await,
         Command::Train { charter, dir, seed } => decide_cmd::train(&dir, &charter, seed),
-        Command::Eval(args) => decide_cmd::eval(args),
+        Command::Eval(args) => decide_cmd::eval(args).await,
         Command::Bench(args) => bench::bench(args).await,
         Command::Approvals {
             charter,

@@ -877,3 +877,163 @@ measure: { success: [pushed] }
     shutdown.cancel();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An OpenAI-compatible model on 127.0.0.1 for `charter eval`: `refund` -> billing (0.9),
+/// `crash` -> bug (0.8), anything else -> other (0.4). 100 prompt + 20 completion tokens.
+async fn eval_model(shutdown: CancellationToken) -> String {
+    async fn chat(axum::Json(body): axum::Json<Value>) -> axum::Json<Value> {
+        let prompt = body["messages"][1]["content"].as_str().unwrap_or_default();
+        let (label, confidence) = if prompt.contains("refund") {
+            ("billing", 0.9)
+        } else if prompt.contains("crash") {
+            ("bug", 0.8)
+        } else {
+            ("other", 0.4)
+        };
+        let content =
+            json!({"label": label, "confidence": confidence, "fields": {}, "reason": "test"});
+        axum::Json(json!({
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content.to_string()}}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 20},
+        }))
+    }
+    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(chat));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+            .unwrap();
+    });
+    format!("http://{addr}/v1")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eval_runs_the_llm_stage_and_the_cascade_against_a_local_model() {
+    let shutdown = CancellationToken::new();
+    let url = eval_model(shutdown.clone()).await;
+    let dir = temp_dir("eval-llm");
+    write(
+        &dir,
+        "charter.yaml",
+        &format!(
+            "connectors:\n  helpdesk: {{ type: http, base_url: https://helpdesk.example.com }}\nproviders:\n  default: {{ type: openai, base_url: \"{url}\", model: tiny, max_retries: 0, price: {{ input_per_mtok: 1, output_per_mtok: 2 }} }}\n"
+        ),
+    );
+    write(&dir, "prompts/triage.md", "Classify: {{ text }}");
+    write(
+        &dir,
+        "charters/triage.yaml",
+        r#"name: triage
+description: eval test
+owner: a@example.test
+maintainer: b@example.test
+system_of_record: helpdesk
+mode: shadow
+uses: [helpdesk]
+trigger:
+  webhook: { path: /hooks/triage, verify: none }
+decide:
+  labels: [billing, bug, other]
+  stages:
+    - rules:
+        - { when: 'payload.text.contains("hello")', label: other }
+    - llm: { prompt: prompts/triage.md, accept_above: 0.5 }
+  otherwise: escalate
+routes:
+  - when: "true"
+    do: [note]
+actions:
+  note: { log: "{{ decision.label }}", approval: auto }
+escalation: { to: leads }
+measure:
+  done: [noted]
+"#,
+    );
+    write(
+        &dir,
+        "cases.csv",
+        "text,label\nrefund please,billing\napp crash on start,bug\nhello there,other\nrefund the crash,bug\n",
+    );
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || Command::new(bin()).args(args).output().unwrap())
+    };
+    let common = |stage: &str| {
+        vec![
+            "eval".to_string(),
+            "triage".into(),
+            "--cases".into(),
+            dir.join("cases.csv").display().to_string(),
+            "--dir".into(),
+            dir.display().to_string(),
+            "--stage".into(),
+            stage.into(),
+            "--json".into(),
+        ]
+    };
+    let out = run(common("llm")).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["stage"], "llm");
+    assert_eq!(r["cases"], 4);
+    // refund->billing, crash->bug, hello->other (0.4, below 0.5), "refund the crash"->billing (wrong).
+    assert_eq!(r["accuracy"], 0.75);
+    assert_eq!(r["abstention_rate"], 0.25);
+    assert!(
+        (r["accuracy_on_kept"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-9,
+        "{r}"
+    );
+    assert_eq!(r["llm_calls"], 4);
+    assert_eq!(r["tokens"], 480);
+    assert!(
+        (r["cost"].as_f64().unwrap() - (400.0 + 160.0) / 1e6).abs() < 1e-12,
+        "{r}"
+    );
+    let confused = &r["report"]["confusions"][0];
+    assert_eq!(
+        (
+            confused["expected"].as_str(),
+            confused["predicted"].as_str()
+        ),
+        (Some("bug"), Some("billing"))
+    );
+    let bug = r["report"]["per_label"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["label"] == "bug")
+        .unwrap();
+    assert_eq!(bug["recall"], 0.5);
+
+    // The cascade: the rule takes "hello", the model the rest (3 calls).
+    let out = run(common("cascade")).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["stage"], "cascade");
+    assert_eq!(r["accuracy"], 0.75);
+    assert_eq!(r["abstention_rate"], 0.0);
+    assert_eq!(r["llm_calls"], 3);
+    assert_eq!(r["tokens"], 360);
+
+    // A baseline that was better fails the run.
+    write(&dir, "base.json", "{\"accuracy\": 0.9}");
+    let mut args = common("llm");
+    args.extend([
+        "--baseline".to_string(),
+        dir.join("base.json").display().to_string(),
+    ]);
+    let out = run(args).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("regression: accuracy 0.7500"));
+    shutdown.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+}

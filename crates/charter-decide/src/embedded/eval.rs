@@ -86,26 +86,49 @@ fn ratio(num: usize, den: usize) -> f64 {
 
 /// Run `model` over `cases` and measure how well it does.
 pub fn evaluate(model: &EmbeddedModel, cases: &[Example]) -> EvalReport {
-    // Label universe: model labels plus any unknown labels in the cases.
-    let mut names: Vec<String> = model.labels().to_vec();
+    let predictions: Vec<(String, f64)> = cases
+        .iter()
+        .map(|c| {
+            let p = model.predict(&c.text);
+            (p.label, p.confidence)
+        })
+        .collect();
+    evaluate_predictions(model.labels(), cases, &predictions)
+}
+
+/// Measure predictions made by any stage: `predictions[i]` is the label and confidence
+/// given for `cases[i]` (a stage that gave no answer can pass a placeholder label such as
+/// `(escalated)` with confidence 0; it counts as wrong). `known` are the labels the stage
+/// can give; case labels outside it are counted in [`EvalReport::unknown_labels`].
+pub fn evaluate_predictions(
+    known: &[String],
+    cases: &[Example],
+    predictions: &[(String, f64)],
+) -> EvalReport {
+    // Label universe: known labels plus any other labels in the cases and predictions.
+    let mut names: Vec<String> = known.to_vec();
     let mut unknown_labels = 0;
     for c in cases {
-        if model.labels().binary_search(&c.label).is_err() {
+        if !known.contains(&c.label) {
             unknown_labels += 1;
             if !names.contains(&c.label) {
                 names.push(c.label.clone());
             }
         }
     }
+    for (p, _) in predictions {
+        if !names.contains(p) {
+            names.push(p.clone());
+        }
+    }
     let id = |l: &str| names.iter().position(|n| n == l).unwrap_or(0);
     let k = names.len();
     let mut confusion = vec![0usize; k * k];
     let mut outcomes: Vec<(f64, bool)> = Vec::with_capacity(cases.len());
-    for c in cases {
-        let p = model.predict(&c.text);
-        let (t, q) = (id(&c.label), id(&p.label));
+    for (c, (label, confidence)) in cases.iter().zip(predictions) {
+        let (t, q) = (id(&c.label), id(label));
         confusion[t * k + q] += 1;
-        outcomes.push((p.confidence, t == q));
+        outcomes.push((*confidence, t == q));
     }
     let n = cases.len();
     let correct: usize = (0..k).map(|i| confusion[i * k + i]).sum();

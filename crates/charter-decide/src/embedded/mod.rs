@@ -32,7 +32,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::examples::Example;
-pub use eval::{Confusion, EvalReport, LabelReport, ThresholdRow, evaluate};
+pub use eval::{Confusion, EvalReport, LabelReport, ThresholdRow, evaluate, evaluate_predictions};
 pub use features::FeatureConfig;
 use features::{CHAR_GROUP, Scratch, runs, weight_and_normalise};
 pub use format::ModelError;
