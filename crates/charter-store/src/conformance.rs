@@ -123,6 +123,7 @@ pub async fn run_all<S: Store>(store: &S) -> CheckResult {
         ("operator", check_operator(store).await),
         ("source_state", check_source_state(store).await),
         ("decision_store", check_decision_store(store).await),
+        ("nul_characters", check_nul_characters(store).await),
     ];
     let failures: Vec<String> = checks
         .into_iter()
@@ -1615,7 +1616,11 @@ pub async fn check_operator<S: Store>(store: &S) -> CheckResult {
     let c = charter("operator");
     let t = now();
     ensure!(
-        store.mode_override(&c).await.ctx("mode_override")?.is_none(),
+        store
+            .mode_override(&c)
+            .await
+            .ctx("mode_override")?
+            .is_none(),
         "an unknown charter has a mode override"
     );
     ensure!(
@@ -1639,14 +1644,20 @@ pub async fn check_operator<S: Store>(store: &S) -> CheckResult {
     );
     store.set_paused(&c, false, t + 1).await.ctx("set_paused")?;
     let got = store.mode_override(&c).await.ctx("mode_override")?;
-    ensure!(got.as_ref() == Some(&live), "resume changed the mode: {got:?}");
+    ensure!(
+        got.as_ref() == Some(&live),
+        "resume changed the mode: {got:?}"
+    );
     let shadow = crate::ModeOverride {
         mode: "shadow".into(),
         base: "live".into(),
         at: t + 2,
         ..live.clone()
     };
-    store.set_mode(shadow.clone()).await.ctx("set_mode (replace)")?;
+    store
+        .set_mode(shadow.clone())
+        .await
+        .ctx("set_mode (replace)")?;
     let all = store.mode_overrides().await.ctx("mode_overrides")?;
     let mine: Vec<_> = all.iter().filter(|m| m.charter == c).collect();
     ensure!(
@@ -1658,7 +1669,11 @@ pub async fn check_operator<S: Store>(store: &S) -> CheckResult {
         "clearing a set mode reported no change"
     );
     ensure!(
-        store.mode_override(&c).await.ctx("mode_override")?.is_none(),
+        store
+            .mode_override(&c)
+            .await
+            .ctx("mode_override")?
+            .is_none(),
         "the mode override survived clear_mode"
     );
     ensure!(
@@ -1680,7 +1695,10 @@ pub async fn check_operator<S: Store>(store: &S) -> CheckResult {
         store.hold_event(held, t + 4).await.ctx("hold_event")?,
         "holding a pending event reported no change"
     );
-    let claimed = store.claim(&c, "w", 10, 10, lease, t + 5).await.ctx("claim")?;
+    let claimed = store
+        .claim(&c, "w", 10, 10, lease, t + 5)
+        .await
+        .ctx("claim")?;
     ensure!(
         claimed.len() == 1 && claimed[0].event.id == busy,
         "claimed {:?}, expected only the event not held",
@@ -1691,7 +1709,10 @@ pub async fn check_operator<S: Store>(store: &S) -> CheckResult {
         "an event in processing was held"
     );
     ensure!(
-        !store.hold_event(Uuid::now_v7(), t + 6).await.ctx("hold_event")?,
+        !store
+            .hold_event(Uuid::now_v7(), t + 6)
+            .await
+            .ctx("hold_event")?,
         "holding an unknown event reported a change"
     );
     let rec = store
@@ -1708,7 +1729,10 @@ pub async fn check_operator<S: Store>(store: &S) -> CheckResult {
         .requeue(Requeue::Event(held), t + 7)
         .await
         .ctx("requeue")?;
-    ensure!(back == vec![held], "requeue of a held event returned {back:?}");
+    ensure!(
+        back == vec![held],
+        "requeue of a held event returned {back:?}"
+    );
 
     // A time range: received in [since, until), any status but processing, this charter.
     let r = charter("operator-range");
@@ -1894,5 +1918,83 @@ pub async fn check_decision_store<S: Store>(store: &S) -> CheckResult {
         .ctx("record_run_extra (replace)")?;
     let got = store.run_extras(run2).await.ctx("run_extras")?;
     ensure!(got == vec![replaced], "a replaced extra reads {got:?}");
+    Ok(())
+}
+
+/// A payload whose strings hold U+0000 is stored and read back exactly, and so are the run
+/// parameters and escalation evidence derived from it (PostgreSQL's JSONB cannot hold it).
+pub async fn check_nul_characters<S: Store>(store: &S) -> CheckResult {
+    let c = charter("nul");
+    let mut ev = event(&c, Some("nul-1"), now());
+    ev.payload = serde_json::json!({ "text": "before\u{0}after", "nested": ["\u{0}"] });
+    let id = stored(store, ev.clone()).await?;
+    let got = store
+        .get_event(id)
+        .await
+        .ctx("get_event")?
+        .ok_or("event with U+0000 not found after ingest")?;
+    ensure!(
+        got.event == ev,
+        "event with U+0000 read back differs: {:?}",
+        got.event.payload
+    );
+    let run = Uuid::now_v7();
+    store
+        .start_run(run, id, &c, "v1", "live", now())
+        .await
+        .ctx("start_run")?;
+    let params = serde_json::json!({ "json": { "note": "x\u{0}y" } });
+    store
+        .begin_action(run, "reply", "key-nul", &params)
+        .await
+        .ctx("begin_action")?;
+    store
+        .finish_action(
+            run,
+            &ActionRecord {
+                action: "reply".to_string(),
+                idempotency_key: "key-nul".to_string(),
+                params: params.clone(),
+                status: ActionStatus::Succeeded,
+                attempts: Vec::new(),
+            },
+        )
+        .await
+        .ctx("finish_action")?;
+    let runs = store.runs_for_event(id).await.ctx("runs_for_event")?;
+    let action = runs
+        .iter()
+        .flat_map(|r| r.actions.iter())
+        .find(|a| a.action == "reply")
+        .ok_or("action with U+0000 parameters not found")?;
+    ensure!(
+        action.params == params,
+        "parameters with U+0000 read back differ: {:?}",
+        action.params
+    );
+    let detail = serde_json::json!({ "payload": ev.payload });
+    let esc = store
+        .create_escalation(NewEscalation {
+            id: Uuid::now_v7(),
+            run_id: Some(run),
+            event_id: id,
+            charter: c.clone(),
+            reason: "low_confidence".into(),
+            detail: detail.clone(),
+            target: None,
+            created_at: now(),
+        })
+        .await
+        .ctx("create_escalation")?;
+    let back = store
+        .get_escalation(esc.id)
+        .await
+        .ctx("get_escalation")?
+        .ok_or("escalation with U+0000 evidence not found")?;
+    ensure!(
+        back.detail == detail,
+        "escalation evidence with U+0000 reads back differently: {:?}",
+        back.detail
+    );
     Ok(())
 }

@@ -50,6 +50,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0005_notifications.sql"),
     include_str!("../migrations/sqlite/0006_charter_mode.sql"),
     include_str!("../migrations/sqlite/0007_decision.sql"),
+    include_str!("../migrations/sqlite/0008_json_nul.sql"),
 ];
 
 /// The schema version this build creates and expects.

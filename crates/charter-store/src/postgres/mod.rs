@@ -21,8 +21,8 @@
 //! Connections are made without TLS (the usual set-up is a database on a private network or
 //! the same host); a TLS connector is a later addition.
 //!
-//! Known limit: `JSONB` cannot hold the character U+0000 (`"\u0000"` inside a JSON string);
-//! an event whose payload or headers contain it fails to store with [`StoreError::Database`].
+//! Payloads, and every column derived from them, are `JSON` rather than `JSONB` (migration
+//! 0008): `JSONB` cannot hold the character U+0000 (`"\u0000"` inside a JSON string).
 
 mod approvals;
 mod decision;
@@ -64,6 +64,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0005_notifications.sql"),
     include_str!("../../migrations/postgres/0006_charter_mode.sql"),
     include_str!("../../migrations/postgres/0007_decision.sql"),
+    include_str!("../../migrations/postgres/0008_json_nul.sql"),
 ];
 
 /// The schema version this build creates and expects.

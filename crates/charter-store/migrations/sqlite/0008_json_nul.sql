@@ -1,0 +1,3 @@
+-- PostgreSQL moves payload-derived columns from JSONB to JSON here so that U+0000 can be
+-- stored. SQLite keeps JSON as TEXT and stores U+0000 escapes as given: nothing to change.
+-- (The migration exists so that both backends report the same schema version.)
