@@ -573,10 +573,7 @@ fn missing_governance_field() {
             "maintainer: integrations@acme.example\n",
             "maintainer: \"\"\n",
         )
-        .replace(
-            "escalation: { to: support-leads }\n",
-            "",
-        );
+        .replace("escalation: { to: support-leads }\n", "");
     insta::assert_snapshot!(
         "empty_maintainer_no_escalation",
         diagnostics(&with_triage(&broken))

@@ -537,7 +537,9 @@ fn may_decide(caller: &Caller, a: &ApprovalRecord) -> Result<(), ApiError> {
     if caller.role == Role::Admin
         || a.reviewers.is_empty()
         || a.reviewers.iter().any(|r| r == &caller.name)
-        || a.reviewers.iter().any(|r| Some(r) == caller.reviewer_as.as_ref())
+        || a.reviewers
+            .iter()
+            .any(|r| Some(r) == caller.reviewer_as.as_ref())
     {
         Ok(())
     } else {

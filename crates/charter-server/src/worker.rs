@@ -292,9 +292,8 @@ async fn run_pipeline<S: Store>(
         None
     } else {
         let ctx0 = eval_context(&event, None);
-        let got =
-            crate::decide::assemble_context(state, executor, &charter, &event, run_id, &ctx0)
-                .await?;
+        let got = crate::decide::assemble_context(state, executor, &charter, &event, run_id, &ctx0)
+            .await?;
         if let Some((why, after)) = got.retry {
             finish(None, RunOutcome::Failed, Some(why)).await?;
             return Err(RunError::RetryLater(after));

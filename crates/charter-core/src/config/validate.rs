@@ -948,7 +948,11 @@ impl<'a> ProjectChecker<'a> {
                 raw.signing_secret.as_ref().map(|v| v.referenced),
                 &["slack"],
             ),
-            ("users", raw.users.as_ref().map(|v| v.referenced), &["slack"]),
+            (
+                "users",
+                raw.users.as_ref().map(|v| v.referenced),
+                &["slack"],
+            ),
             ("host", raw.host.as_ref().map(|v| v.referenced), &["smtp"]),
             ("port", raw.port.as_ref().map(|v| v.referenced), &["smtp"]),
             ("tls", raw.tls.as_ref().map(|v| v.referenced), &["smtp"]),

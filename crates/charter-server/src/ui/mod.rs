@@ -646,10 +646,7 @@ async fn reroute<S: Store>(
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, UiError> {
     let s = ui.require_post(&headers, &form)?;
-    let note = form
-        .get("note")
-        .map(|n| n.trim())
-        .filter(|n| !n.is_empty());
+    let note = form.get("note").map(|n| n.trim()).filter(|n| !n.is_empty());
     let body = serde_json::to_vec(&json!({ "note": note }))
         .map_err(|e| UiError::BadRequest(e.to_string()))?;
     let Json(_) = crate::operator::reroute(
