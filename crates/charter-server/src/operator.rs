@@ -15,6 +15,10 @@
 //! to `waiting` (no worker claims it) and an escalation with reason `rerouted` is opened for
 //! the charter's escalation target. When a human decides that escalation, the event runs
 //! again with the human's label in place of the decision cascade, like any escalation.
+//! Approvals still pending for the event are closed (rejected, reason `rerouted by <who>`)
+//! through the store's atomic decision, so a reviewer approving at the same moment either
+//! wins before the reroute or gets 409; a closed approval never executes, the human's
+//! decision of the escalation decides the run.
 
 use std::collections::HashSet;
 
@@ -25,7 +29,8 @@ use axum::http::HeaderMap;
 use charter_core::config::{Charter, Mode, Role};
 use charter_core::model::EventStatus;
 use charter_store::{
-    ApprovalFilter, AuditFilter, EscalationFilter, ModeOverride, NewEscalation, Store, StoreError,
+    ApprovalFilter, ApprovalStatus, AuditFilter, EscalationFilter, ModeOverride, NewEscalation,
+    Store, StoreError, Verdict,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -249,6 +254,7 @@ pub async fn reroute<S: Store>(
         })
         .await?;
     let already_open = escalation.id != new_id;
+    let closed = close_pending_approvals(&state, &caller.name, id, &charter, &message).await?;
     audit(
         &state,
         &caller.name,
@@ -261,15 +267,69 @@ pub async fn reroute<S: Store>(
             "previous_status": event.status.as_str(),
             "note": body.note,
             "already_open": already_open,
+            "closed_approvals": closed,
         }),
     )
     .await?;
-    tracing::info!(caller = %caller.name, event = %id, escalation = %escalation.id, "event rerouted to the manual queue");
+    tracing::info!(caller = %caller.name, event = %id, escalation = %escalation.id, closed_approvals = closed.len(), "event rerouted to the manual queue");
     Ok(Json(json!({
         "event": id,
         "escalation": escalation,
         "already_open": already_open,
+        "closed_approvals": closed,
     })))
+}
+
+/// Reject every approval still pending for a rerouted event with `reason`, each through
+/// [`charter_store::ApprovalStore::decide_approval`] (one winner against a reviewer deciding
+/// at the same moment) and audited as `approval.reject`. Nothing is requeued: the event
+/// stays with the escalation. Returns the ids of the approvals this call closed.
+async fn close_pending_approvals<S: Store>(
+    state: &AppState<S>,
+    actor: &str,
+    event: Uuid,
+    charter: &str,
+    reason: &str,
+) -> Result<Vec<Uuid>, ApiError> {
+    let pending = state
+        .store
+        .list_approvals(ApprovalFilter {
+            charter: Some(charter.to_string()),
+            status: Some(ApprovalStatus::Pending),
+            event_id: Some(event),
+            limit: TIMELINE_SCAN,
+        })
+        .await?;
+    let mut closed = Vec::new();
+    for a in pending {
+        let verdict = Verdict::Reject {
+            reason: reason.to_string(),
+        };
+        let Some(decided) = state
+            .store
+            .decide_approval(a.id, verdict, actor, now_millis())
+            .await?
+        else {
+            // Decided (or expired) by someone else in the meantime: theirs stands.
+            continue;
+        };
+        audit(
+            state,
+            actor,
+            "approval.reject",
+            Some(charter),
+            Some(decided.id.to_string()),
+            json!({
+                "event": event,
+                "action": decided.action,
+                "reason": reason,
+                "rerouted": true,
+            }),
+        )
+        .await?;
+        closed.push(decided.id);
+    }
+    Ok(closed)
 }
 
 /// Everything recorded about one event, oldest first within each list: the event, its runs

@@ -505,3 +505,93 @@ async fn ui_promote_demote_and_reroute_buttons_need_csrf_and_the_role() {
     let inbox = lead.get("/inbox").await;
     assert!(inbox.body.contains("rerouted"), "{}", inbox.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reroute_closes_a_pending_approval_so_it_can_no_longer_execute() {
+    let h = Harness::start(
+        &[(
+            "alpha",
+            charter_yaml(
+                "alpha",
+                "live",
+                "{ reviewers: [lead], expires: 1h }",
+                "other",
+            ),
+        )],
+        TOKENS,
+    )
+    .await;
+    let id = h.send("alpha", 501, "refund please").await;
+    h.wait_status(&id, "waiting").await;
+    let pending = h
+        .get("/api/v1/approvals?charter=alpha", Some("lead"))
+        .await
+        .json();
+    let approvals = pending["approvals"].as_array().unwrap();
+    assert_eq!(approvals.len(), 1, "{pending}");
+    let approval = approvals[0]["id"].as_str().unwrap().to_string();
+
+    let r = h
+        .post(&format!("/api/v1/events/{id}/reroute"), Some("lead"), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["closed_approvals"], json!([approval]));
+    let esc = v["escalation"]["id"].as_str().unwrap().to_string();
+
+    // The approval is closed: approving it now is a conflict and nothing runs.
+    let r = h
+        .post(
+            &format!("/api/v1/approvals/{approval}/approve"),
+            Some("lead"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("already rejected"), "{}", r.body);
+    let a = h
+        .get(&format!("/api/v1/approvals/{approval}"), Some("view"))
+        .await
+        .json();
+    assert_eq!(a["approval"]["status"], "rejected");
+    assert_eq!(a["approval"]["comment"], "rerouted by lead");
+    assert_eq!(a["approval"]["decided_by"], "lead");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        h.status(&id).await,
+        "waiting",
+        "the event left the manual queue"
+    );
+    assert_eq!(h.puts(501), 0, "the closed approval executed");
+
+    // The closing is audited as a rejection, marked as coming from the reroute.
+    let rejects = audit_actions(&h, "approval.reject").await;
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    assert_eq!(rejects[0]["actor"], "lead");
+    assert_eq!(rejects[0]["target"], approval.as_str());
+    assert_eq!(rejects[0]["detail"]["rerouted"], true);
+    assert_eq!(rejects[0]["detail"]["reason"], "rerouted by lead");
+    let reroutes = audit_actions(&h, "event.reroute").await;
+    assert_eq!(reroutes[0]["detail"]["closed_approvals"], json!([approval]));
+
+    // The escalation decides the run instead.
+    let r = h
+        .post(
+            &format!("/api/v1/escalations/{esc}/decide"),
+            Some("lead"),
+            Some(json!({"label": "other"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    h.wait_status(&id, "done").await;
+    let runs = h
+        .store
+        .runs_for_event(uuid::Uuid::parse_str(&id).unwrap())
+        .await
+        .unwrap();
+    let last = runs.last().unwrap();
+    let d = last.decision.as_ref().unwrap();
+    assert_eq!(d.label.as_deref(), Some("other"));
+    assert_eq!(last.actions[0].action, "note");
+    assert_eq!(h.puts(501), 0, "the downstream server received the action");
+}
