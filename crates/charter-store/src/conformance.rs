@@ -23,8 +23,8 @@ use uuid::Uuid;
 
 use crate::{
     ApprovalFilter, ApprovalStatus, AuditFilter, EscalationFilter, EscalationStatus, EventFilter,
-    HumanDecision, IngestOutcome, NewApproval, NewAuditEntry, NewEscalation, Requeue, Store,
-    Verdict,
+    HumanDecision, IngestOutcome, NewApproval, NewAuditEntry, NewEscalation, NewMeasurement,
+    ReportQuery, Requeue, RunWrite, Store, Verdict,
 };
 
 pub use crate::notifications_conformance::check_notifications;
@@ -107,6 +107,7 @@ pub async fn run_all<S: Store>(store: &S) -> CheckResult {
         ("lease_expiry", check_lease_expiry(store).await),
         ("requeue", check_requeue(store).await),
         ("run_lifecycle", check_run_lifecycle(store).await),
+        ("record_run", check_record_run(store).await),
         ("list_events", check_list_events(store).await),
         ("pending_counts", check_pending_counts(store).await),
         ("approvals", check_approvals(store).await),
@@ -923,6 +924,233 @@ pub async fn check_run_lifecycle<S: Store>(store: &S) -> CheckResult {
             .ctx("runs_for_event")?
             .is_empty(),
         "an event without runs lists runs"
+    );
+    Ok(())
+}
+
+/// `record_run` applies several run writes in one transaction with the meaning of the
+/// single methods: the intent batch (start, decision, begin) leaves a run with its decision
+/// and no finished action; the outcome batch (attempt, finish, measurement, finish run,
+/// release) finishes all of it; a failing write commits none of its batch; a release
+/// without the lease is reported, not an error, and the rest of its batch commits.
+pub async fn check_record_run<S: Store>(store: &S) -> CheckResult {
+    let c = charter("recrun");
+    let t = now();
+    let event_id = stored(store, event(&c, None, t)).await?;
+    let lease = Duration::from_secs(60);
+    let got = store.claim(&c, "w1", 1, 1, lease, t).await.ctx("claim")?;
+    ensure!(got.len() == 1, "claimed {} events", got.len());
+    let run = Uuid::now_v7();
+    let key = format!("{}:update", Uuid::now_v7());
+    let params = serde_json::json!({"method": "PUT", "target": "/api/tickets/7", "json": {"label": "billing"}});
+    let decision = Decision {
+        label: Some("billing".to_string()),
+        confidence: 0.91,
+        fields: BTreeMap::new(),
+        stage: DecisionStage::Embedded,
+        reason: "embedded classifier: billing (0.910) reaches threshold 0.6".to_string(),
+        stages: vec![StageAnswer {
+            stage: DecisionStage::Embedded,
+            label: Some("billing".to_string()),
+            confidence: Some(0.91),
+            accepted: true,
+            note: "embedded".to_string(),
+        }],
+    };
+    let w = store
+        .record_run(vec![
+            RunWrite::Start {
+                run_id: run,
+                event_id,
+                charter: c.clone(),
+                charter_version: "v-1".to_string(),
+                mode: "live".to_string(),
+                now: t,
+            },
+            RunWrite::Decision {
+                run_id: run,
+                decision: decision.clone(),
+            },
+            RunWrite::BeginAction {
+                run_id: run,
+                action: "update".to_string(),
+                idempotency_key: key.clone(),
+                params: params.clone(),
+            },
+        ])
+        .await
+        .ctx("record_run (intent)")?;
+    ensure!(w.released.is_none(), "no release, yet released = {w:?}");
+    let runs = store.runs_for_event(event_id).await.ctx("runs_for_event")?;
+    ensure!(
+        runs.len() == 1
+            && runs[0].id == run
+            && runs[0].decision.as_ref() == Some(&decision)
+            && runs[0].finished_at.is_none()
+            && runs[0].actions.is_empty(),
+        "after the intent batch: {runs:?}"
+    );
+    ensure!(
+        !store.action_succeeded(&key).await.ctx("action_succeeded")?,
+        "a begun action's key is reported succeeded"
+    );
+
+    let attempt = AttemptRecord {
+        attempt: 1,
+        started_at: t + 1,
+        duration_ms: 3,
+        status: Some(200),
+        error: None,
+        ok: true,
+    };
+    let record = ActionRecord {
+        action: "update".to_string(),
+        idempotency_key: key.clone(),
+        params: params.clone(),
+        status: ActionStatus::Succeeded,
+        attempts: vec![attempt.clone()],
+    };
+    let w = store
+        .record_run(vec![
+            RunWrite::Attempt {
+                run_id: run,
+                action: "update".to_string(),
+                attempt,
+            },
+            RunWrite::FinishAction {
+                run_id: run,
+                record: record.clone(),
+            },
+            RunWrite::Measurement(NewMeasurement {
+                charter: c.clone(),
+                name: "ticket_routed".to_string(),
+                run_id: Some(run),
+                event_id: Some(event_id),
+                value: 1.0,
+                at: t + 5,
+                detail: serde_json::json!({"action": "update"}),
+            }),
+            RunWrite::FinishRun {
+                run_id: run,
+                route: Some(0),
+                outcome: RunOutcome::Completed,
+                error: None,
+                now: t + 6,
+            },
+            RunWrite::Release {
+                event_id,
+                worker: "w1".to_string(),
+                status: EventStatus::Done,
+                now: t + 6,
+            },
+        ])
+        .await
+        .ctx("record_run (outcome)")?;
+    ensure!(w.released == Some(true), "release with the lease: {w:?}");
+    let runs = store.runs_for_event(event_id).await.ctx("runs_for_event")?;
+    ensure!(
+        runs.len() == 1
+            && runs[0].finished_at == Some(t + 6)
+            && runs[0].outcome == Some(RunOutcome::Completed)
+            && runs[0].route == Some(0)
+            && runs[0].actions == vec![record],
+        "after the outcome batch: {runs:?}"
+    );
+    ensure!(
+        store.action_succeeded(&key).await.ctx("action_succeeded")?,
+        "the succeeded key is not remembered"
+    );
+    let ev = store
+        .get_event(event_id)
+        .await
+        .ctx("get_event")?
+        .ok_or("event vanished")?;
+    ensure!(ev.status == EventStatus::Done, "event is {:?}", ev.status);
+    let report = store
+        .report(ReportQuery {
+            charter: c.clone(),
+            since: t - 1_000,
+            until: t + 60_000,
+            buckets: 1,
+        })
+        .await
+        .ctx("report")?;
+    ensure!(
+        report
+            .measurements
+            .get("ticket_routed")
+            .is_some_and(|m| m.count == 1),
+        "measurement not recorded: {:?}",
+        report.measurements
+    );
+
+    // All or nothing: a decision for an unknown run fails the batch, and its start is gone.
+    let run2 = Uuid::now_v7();
+    let failed = store
+        .record_run(vec![
+            RunWrite::Start {
+                run_id: run2,
+                event_id,
+                charter: c.clone(),
+                charter_version: "v-1".to_string(),
+                mode: "live".to_string(),
+                now: t + 10,
+            },
+            RunWrite::Decision {
+                run_id: Uuid::now_v7(),
+                decision: decision.clone(),
+            },
+        ])
+        .await;
+    ensure!(failed.is_err(), "a batch with a broken write succeeded");
+    let runs = store.runs_for_event(event_id).await.ctx("runs_for_event")?;
+    ensure!(runs.len() == 1, "a failed batch left {} runs", runs.len());
+
+    // A release without the lease says so; the batch's other writes stand.
+    let w = store
+        .record_run(vec![
+            RunWrite::Start {
+                run_id: run2,
+                event_id,
+                charter: c.clone(),
+                charter_version: "v-1".to_string(),
+                mode: "live".to_string(),
+                now: t + 20,
+            },
+            RunWrite::FinishRun {
+                run_id: run2,
+                route: None,
+                outcome: RunOutcome::NoRoute,
+                error: Some("no route matched".to_string()),
+                now: t + 21,
+            },
+            RunWrite::Release {
+                event_id,
+                worker: "w1".to_string(),
+                status: EventStatus::Failed,
+                now: t + 21,
+            },
+        ])
+        .await
+        .ctx("record_run (stale release)")?;
+    ensure!(
+        w.released == Some(false),
+        "release without the lease: {w:?}"
+    );
+    let runs = store.runs_for_event(event_id).await.ctx("runs_for_event")?;
+    ensure!(
+        runs.len() == 2 && runs[1].outcome == Some(RunOutcome::NoRoute),
+        "the stale batch's run: {runs:?}"
+    );
+    let ev = store
+        .get_event(event_id)
+        .await
+        .ctx("get_event")?
+        .ok_or("event vanished")?;
+    ensure!(
+        ev.status == EventStatus::Done,
+        "a stale release changed the event to {:?}",
+        ev.status
     );
     Ok(())
 }

@@ -228,9 +228,74 @@ pub trait RunStore: Send + Sync + 'static {
         now: UnixMillis,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// Apply several of a run's writes in order, in ONE transaction: durable on return, all
+    /// or nothing. Each [`RunWrite`] means exactly what its single method means
+    /// ([`RunStore::start_run`], [`RunStore::begin_action`], [`QueueStore::release`], …);
+    /// batching them saves the worker one durable round trip per write. A `Release` whose
+    /// lease was lost is not an error (as with `release`): the other writes still commit, and
+    /// [`RunWritten::released`] says false.
+    fn record_run(&self, writes: Vec<RunWrite>) -> impl Future<Output = Result<RunWritten>> + Send;
+
     /// Every run of an event, oldest first, with its decision and actions.
     fn runs_for_event(&self, event_id: Uuid)
     -> impl Future<Output = Result<Vec<RunRecord>>> + Send;
+}
+
+/// One write of a run, for [`RunStore::record_run`]. Each variant has the meaning of the
+/// single-write method it is named after.
+#[derive(Debug, Clone)]
+pub enum RunWrite {
+    /// [`RunStore::start_run`].
+    Start {
+        run_id: Uuid,
+        event_id: Uuid,
+        charter: String,
+        charter_version: String,
+        mode: String,
+        now: UnixMillis,
+    },
+    /// [`RunStore::record_decision`].
+    Decision { run_id: Uuid, decision: Decision },
+    /// [`RunStore::begin_action`]: the intent, durable before any request leaves.
+    BeginAction {
+        run_id: Uuid,
+        action: String,
+        idempotency_key: String,
+        params: serde_json::Value,
+    },
+    /// [`RunStore::record_attempt`].
+    Attempt {
+        run_id: Uuid,
+        action: String,
+        attempt: AttemptRecord,
+    },
+    /// [`RunStore::finish_action`].
+    FinishAction { run_id: Uuid, record: ActionRecord },
+    /// [`ReportStore::record_measurement`].
+    Measurement(NewMeasurement),
+    /// [`RunStore::finish_run`].
+    FinishRun {
+        run_id: Uuid,
+        route: Option<usize>,
+        outcome: RunOutcome,
+        error: Option<String>,
+        now: UnixMillis,
+    },
+    /// [`QueueStore::release`].
+    Release {
+        event_id: Uuid,
+        worker: String,
+        status: EventStatus,
+        now: UnixMillis,
+    },
+}
+
+/// What [`RunStore::record_run`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunWritten {
+    /// For a batch with a `Release`: whether this worker still held the lease (and so the
+    /// event's status was set). `None` without a `Release`.
+    pub released: Option<bool>,
 }
 
 /// Per-charter operator state: paused or not.

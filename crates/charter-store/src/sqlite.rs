@@ -36,7 +36,8 @@ use crate::{
     ApprovalFilter, ApprovalRecord, ApprovalStatus, ApprovalStore, AuditEntry, AuditFilter,
     AuditStore, CharterStateStore, Claimed, EscalationFilter, EscalationRecord, EscalationStatus,
     EscalationStore, EventFilter, EventStore, HumanDecision, IngestOutcome, NewApproval,
-    NewAuditEntry, NewEscalation, QueueStore, Requeue, Result, RunStore, StoreError, Verdict,
+    NewAuditEntry, NewEscalation, QueueStore, Requeue, Result, RunStore, RunWrite, RunWritten,
+    StoreError, Verdict,
 };
 use rows::{EVENT_COLS, REJECTED_COLS, db, parse_uuid, to_json};
 pub use writer::{Durability, WriterStats};
@@ -662,20 +663,8 @@ impl QueueStore for SqliteStore {
         now: UnixMillis,
     ) -> Result<bool> {
         let worker = worker.to_string();
-        self.write(move |conn| {
-            let n = conn
-                .prepare_cached(
-                    "UPDATE events SET status = ?3, lease_owner = NULL, lease_until = NULL,
-                         updated_at = ?4
-                     WHERE id = ?1 AND lease_owner = ?2 AND status = 'processing'",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![event_id.to_string(), worker, status.as_str(), now])
-                })
-                .map_err(db("releasing a lease"))?;
-            Ok(n == 1)
-        })
-        .await
+        self.write(move |conn| sql_release(conn, &event_id.to_string(), &worker, status, now))
+            .await
     }
 
     async fn requeue(&self, selector: Requeue, now: UnixMillis) -> Result<Vec<Uuid>> {
@@ -866,6 +855,364 @@ fn load_actions(conn: &Connection, run_id: &str) -> Result<Vec<ActionRecord>> {
     Ok(actions)
 }
 
+// The run writes as functions of the open write transaction, shared by the single-write
+// methods and by `record_run` (which applies several in one command).
+
+fn sql_start_run(
+    conn: &Connection,
+    run: &str,
+    event: &str,
+    charter: &str,
+    version: &str,
+    mode: &str,
+    now: UnixMillis,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO runs (id, event_id, charter, charter_version, mode, started_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut s| s.execute(params![run, event, charter, version, mode, now]))
+    .map_err(db("starting a run"))?;
+    Ok(())
+}
+
+/// A decision serialised on the caller's thread.
+struct DecisionRow {
+    json: String,
+    label: Option<String>,
+    stage: Option<String>,
+    confidence: f64,
+}
+
+impl DecisionRow {
+    fn new(decision: &Decision) -> Result<DecisionRow> {
+        Ok(DecisionRow {
+            json: to_json("decision", decision)?,
+            label: decision.label.clone(),
+            stage: rows::enum_name(&decision.stage),
+            confidence: decision.confidence,
+        })
+    }
+}
+
+fn sql_record_decision(conn: &Connection, run: &str, d: &DecisionRow) -> Result<()> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE runs SET decision = ?2, decision_label = ?3, decision_stage = ?4,
+                 decision_confidence = ?5
+             WHERE id = ?1",
+        )
+        .and_then(|mut s| s.execute(params![run, d.json, d.label, d.stage, d.confidence]))
+        .map_err(db("recording a decision"))?;
+    if n == 0 {
+        return Err(StoreError::NotFound(format!("run {run}")));
+    }
+    Ok(())
+}
+
+fn sql_begin_action(
+    conn: &Connection,
+    run: &str,
+    action: &str,
+    key: &str,
+    params_json: &str,
+) -> Result<()> {
+    ensure_run(conn, run)?;
+    conn.prepare_cached(
+        "INSERT INTO action_records (run_id, action, idempotency_key, params, status)
+         VALUES (?1, ?2, ?3, ?4, 'pending')
+         ON CONFLICT (run_id, action) DO UPDATE SET
+             idempotency_key = excluded.idempotency_key, params = excluded.params,
+             status = 'pending'",
+    )
+    .and_then(|mut s| s.execute(params![run, action, key, params_json]))
+    .map_err(db("beginning an action"))?;
+    Ok(())
+}
+
+fn sql_record_attempt(
+    conn: &Connection,
+    run: &str,
+    action: &str,
+    attempt: &AttemptRecord,
+) -> Result<()> {
+    let id = action_id(conn, run, action)?.ok_or_else(|| {
+        StoreError::NotFound(format!("action {action} was not begun in run {run}"))
+    })?;
+    insert_attempt(conn, id, attempt, true)
+}
+
+fn sql_finish_action(
+    conn: &Connection,
+    run: &str,
+    record: &ActionRecord,
+    params_json: &str,
+    succeeded_at: UnixMillis,
+) -> Result<()> {
+    ensure_run(conn, run)?;
+    let status = record.status.as_str();
+    let id: i64 = conn
+        .prepare_cached(
+            "INSERT INTO action_records (run_id, action, idempotency_key, params, status)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (run_id, action) DO UPDATE SET status = excluded.status,
+                 idempotency_key = excluded.idempotency_key, params = excluded.params
+             RETURNING id",
+        )
+        .and_then(|mut s| {
+            s.query_row(
+                params![
+                    run,
+                    record.action,
+                    record.idempotency_key,
+                    params_json,
+                    status
+                ],
+                |r| r.get(0),
+            )
+        })
+        .map_err(db("finishing an action"))?;
+    // Attempts recorded one by one are kept; ones only carried by the record are added.
+    for attempt in &record.attempts {
+        insert_attempt(conn, id, attempt, false)?;
+    }
+    if record.status == ActionStatus::Succeeded {
+        conn.prepare_cached(
+            "INSERT INTO succeeded_keys (idempotency_key, run_id, action, succeeded_at)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                record.idempotency_key,
+                run,
+                record.action,
+                succeeded_at
+            ])
+        })
+        .map_err(db("recording a succeeded key"))?;
+    }
+    Ok(())
+}
+
+fn sql_finish_run(
+    conn: &Connection,
+    run: &str,
+    route: Option<usize>,
+    outcome: RunOutcome,
+    error: Option<&str>,
+    now: UnixMillis,
+) -> Result<()> {
+    let route = route.map(|r| i64::try_from(r).unwrap_or(i64::MAX));
+    let n = conn
+        .prepare_cached(
+            "UPDATE runs SET finished_at = ?2, outcome = ?3, route = ?4, error = ?5
+             WHERE id = ?1",
+        )
+        .and_then(|mut s| s.execute(params![run, now, outcome.as_str(), route, error]))
+        .map_err(db("finishing a run"))?;
+    if n == 0 {
+        return Err(StoreError::NotFound(format!("run {run}")));
+    }
+    Ok(())
+}
+
+fn sql_release(
+    conn: &Connection,
+    event: &str,
+    worker: &str,
+    status: EventStatus,
+    now: UnixMillis,
+) -> Result<bool> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE events SET status = ?3, lease_owner = NULL, lease_until = NULL,
+                 updated_at = ?4
+             WHERE id = ?1 AND lease_owner = ?2 AND status = 'processing'",
+        )
+        .and_then(|mut s| s.execute(params![event, worker, status.as_str(), now]))
+        .map_err(db("releasing a lease"))?;
+    Ok(n == 1)
+}
+
+/// A [`RunWrite`] with its JSON serialised on the caller's thread.
+enum PreparedWrite {
+    Start {
+        run: String,
+        event: String,
+        charter: String,
+        version: String,
+        mode: String,
+        now: UnixMillis,
+    },
+    Decision {
+        run: String,
+        row: DecisionRow,
+    },
+    BeginAction {
+        run: String,
+        action: String,
+        key: String,
+        params: String,
+    },
+    Attempt {
+        run: String,
+        action: String,
+        attempt: AttemptRecord,
+    },
+    FinishAction {
+        run: String,
+        record: ActionRecord,
+        params: String,
+        succeeded_at: UnixMillis,
+    },
+    Measurement {
+        m: crate::NewMeasurement,
+        detail: String,
+    },
+    FinishRun {
+        run: String,
+        route: Option<usize>,
+        outcome: RunOutcome,
+        error: Option<String>,
+        now: UnixMillis,
+    },
+    Release {
+        event: String,
+        worker: String,
+        status: EventStatus,
+        now: UnixMillis,
+    },
+}
+
+impl PreparedWrite {
+    fn new(w: RunWrite, now: UnixMillis) -> Result<PreparedWrite> {
+        Ok(match w {
+            RunWrite::Start {
+                run_id,
+                event_id,
+                charter,
+                charter_version,
+                mode,
+                now,
+            } => PreparedWrite::Start {
+                run: run_id.to_string(),
+                event: event_id.to_string(),
+                charter,
+                version: charter_version,
+                mode,
+                now,
+            },
+            RunWrite::Decision { run_id, decision } => PreparedWrite::Decision {
+                run: run_id.to_string(),
+                row: DecisionRow::new(&decision)?,
+            },
+            RunWrite::BeginAction {
+                run_id,
+                action,
+                idempotency_key,
+                params,
+            } => PreparedWrite::BeginAction {
+                run: run_id.to_string(),
+                action,
+                key: idempotency_key,
+                params: to_json("action params", &params)?,
+            },
+            RunWrite::Attempt {
+                run_id,
+                action,
+                attempt,
+            } => PreparedWrite::Attempt {
+                run: run_id.to_string(),
+                action,
+                attempt,
+            },
+            RunWrite::FinishAction { run_id, record } => PreparedWrite::FinishAction {
+                run: run_id.to_string(),
+                params: to_json("action params", &record.params)?,
+                record,
+                succeeded_at: now,
+            },
+            RunWrite::Measurement(m) => PreparedWrite::Measurement {
+                detail: to_json("measurement detail", &m.detail)?,
+                m,
+            },
+            RunWrite::FinishRun {
+                run_id,
+                route,
+                outcome,
+                error,
+                now,
+            } => PreparedWrite::FinishRun {
+                run: run_id.to_string(),
+                route,
+                outcome,
+                error,
+                now,
+            },
+            RunWrite::Release {
+                event_id,
+                worker,
+                status,
+                now,
+            } => PreparedWrite::Release {
+                event: event_id.to_string(),
+                worker,
+                status,
+                now,
+            },
+        })
+    }
+
+    fn apply(&self, conn: &Connection, out: &mut RunWritten) -> Result<()> {
+        match self {
+            PreparedWrite::Start {
+                run,
+                event,
+                charter,
+                version,
+                mode,
+                now,
+            } => sql_start_run(conn, run, event, charter, version, mode, *now),
+            PreparedWrite::Decision { run, row } => sql_record_decision(conn, run, row),
+            PreparedWrite::BeginAction {
+                run,
+                action,
+                key,
+                params,
+            } => sql_begin_action(conn, run, action, key, params),
+            PreparedWrite::Attempt {
+                run,
+                action,
+                attempt,
+            } => sql_record_attempt(conn, run, action, attempt),
+            PreparedWrite::FinishAction {
+                run,
+                record,
+                params,
+                succeeded_at,
+            } => sql_finish_action(conn, run, record, params, *succeeded_at),
+            PreparedWrite::Measurement { m, detail } => report::insert_measurement(conn, m, detail),
+            PreparedWrite::FinishRun {
+                run,
+                route,
+                outcome,
+                error,
+                now,
+            } => sql_finish_run(conn, run, *route, *outcome, error.as_deref(), *now),
+            PreparedWrite::Release {
+                event,
+                worker,
+                status,
+                now,
+            } => {
+                out.released = Some(sql_release(conn, event, worker, *status, *now)?);
+                Ok(())
+            }
+        }
+    }
+}
+
 impl RunStore for SqliteStore {
     async fn start_run(
         &self,
@@ -882,48 +1229,23 @@ impl RunStore for SqliteStore {
             mode.to_string(),
         );
         self.write(move |conn| {
-            conn.prepare_cached(
-                "INSERT INTO runs (id, event_id, charter, charter_version, mode, started_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            sql_start_run(
+                conn,
+                &run_id.to_string(),
+                &event_id.to_string(),
+                &charter,
+                &version,
+                &mode,
+                now,
             )
-            .and_then(|mut s| {
-                s.execute(params![
-                    run_id.to_string(),
-                    event_id.to_string(),
-                    charter,
-                    version,
-                    mode,
-                    now
-                ])
-            })
-            .map_err(db("starting a run"))?;
-            Ok(())
         })
         .await
     }
 
     async fn record_decision(&self, run_id: Uuid, decision: &Decision) -> Result<()> {
-        let json = to_json("decision", decision)?;
-        let label = decision.label.clone();
-        let stage = rows::enum_name(&decision.stage);
-        let confidence = decision.confidence;
-        self.write(move |conn| {
-            let n = conn
-                .prepare_cached(
-                    "UPDATE runs SET decision = ?2, decision_label = ?3, decision_stage = ?4,
-                         decision_confidence = ?5
-                     WHERE id = ?1",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![run_id.to_string(), json, label, stage, confidence])
-                })
-                .map_err(db("recording a decision"))?;
-            if n == 0 {
-                return Err(StoreError::NotFound(format!("run {run_id}")));
-            }
-            Ok(())
-        })
-        .await
+        let row = DecisionRow::new(decision)?;
+        self.write(move |conn| sql_record_decision(conn, &run_id.to_string(), &row))
+            .await
     }
 
     async fn begin_action(
@@ -937,18 +1259,7 @@ impl RunStore for SqliteStore {
         let key = idempotency_key.to_string();
         let params_json = to_json("action params", params)?;
         self.write(move |conn| {
-            let run = run_id.to_string();
-            ensure_run(conn, &run)?;
-            conn.prepare_cached(
-                "INSERT INTO action_records (run_id, action, idempotency_key, params, status)
-                 VALUES (?1, ?2, ?3, ?4, 'pending')
-                 ON CONFLICT (run_id, action) DO UPDATE SET
-                     idempotency_key = excluded.idempotency_key, params = excluded.params,
-                     status = 'pending'",
-            )
-            .and_then(|mut s| s.execute(params![run, action, key, params_json]))
-            .map_err(db("beginning an action"))?;
-            Ok(())
+            sql_begin_action(conn, &run_id.to_string(), &action, &key, &params_json)
         })
         .await
     }
@@ -961,13 +1272,8 @@ impl RunStore for SqliteStore {
     ) -> Result<()> {
         let action = action.to_string();
         let attempt = attempt.clone();
-        self.write(move |conn| {
-            let id = action_id(conn, &run_id.to_string(), &action)?.ok_or_else(|| {
-                StoreError::NotFound(format!("action {action} was not begun in run {run_id}"))
-            })?;
-            insert_attempt(conn, id, &attempt, true)
-        })
-        .await
+        self.write(move |conn| sql_record_attempt(conn, &run_id.to_string(), &action, &attempt))
+            .await
     }
 
     async fn finish_action(&self, run_id: Uuid, record: &ActionRecord) -> Result<()> {
@@ -975,51 +1281,30 @@ impl RunStore for SqliteStore {
         let params_json = to_json("action params", &record.params)?;
         let succeeded_at = now_millis();
         self.write(move |conn| {
-            let run = run_id.to_string();
-            ensure_run(conn, &run)?;
-            let status = record.status.as_str();
-            let id: i64 = conn
-                .prepare_cached(
-                    "INSERT INTO action_records (run_id, action, idempotency_key, params, status)
-                     VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (run_id, action) DO UPDATE SET status = excluded.status,
-                         idempotency_key = excluded.idempotency_key, params = excluded.params
-                     RETURNING id",
-                )
-                .and_then(|mut s| {
-                    s.query_row(
-                        params![
-                            run,
-                            record.action,
-                            record.idempotency_key,
-                            params_json,
-                            status
-                        ],
-                        |r| r.get(0),
-                    )
-                })
-                .map_err(db("finishing an action"))?;
-            // Attempts recorded one by one are kept; ones only carried by the record are added.
-            for attempt in &record.attempts {
-                insert_attempt(conn, id, attempt, false)?;
+            sql_finish_action(
+                conn,
+                &run_id.to_string(),
+                &record,
+                &params_json,
+                succeeded_at,
+            )
+        })
+        .await
+    }
+
+    async fn record_run(&self, writes: Vec<RunWrite>) -> Result<RunWritten> {
+        let now = now_millis();
+        let prepared = writes
+            .into_iter()
+            .map(|w| PreparedWrite::new(w, now))
+            .collect::<Result<Vec<_>>>()?;
+        // One writer command: one savepoint, so all of them or none.
+        self.write(move |conn| {
+            let mut out = RunWritten::default();
+            for w in &prepared {
+                w.apply(conn, &mut out)?;
             }
-            if record.status == ActionStatus::Succeeded {
-                conn.prepare_cached(
-                    "INSERT INTO succeeded_keys (idempotency_key, run_id, action, succeeded_at)
-                     VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (idempotency_key) DO NOTHING",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        record.idempotency_key,
-                        run,
-                        record.action,
-                        succeeded_at
-                    ])
-                })
-                .map_err(db("recording a succeeded key"))?;
-            }
-            Ok(())
+            Ok(out)
         })
         .await
     }
@@ -1044,28 +1329,16 @@ impl RunStore for SqliteStore {
         error: Option<&str>,
         now: UnixMillis,
     ) -> Result<()> {
-        let route = route.map(|r| i64::try_from(r).unwrap_or(i64::MAX));
         let error = error.map(str::to_string);
         self.write(move |conn| {
-            let n = conn
-                .prepare_cached(
-                    "UPDATE runs SET finished_at = ?2, outcome = ?3, route = ?4, error = ?5
-                     WHERE id = ?1",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        run_id.to_string(),
-                        now,
-                        outcome.as_str(),
-                        route,
-                        error
-                    ])
-                })
-                .map_err(db("finishing a run"))?;
-            if n == 0 {
-                return Err(StoreError::NotFound(format!("run {run_id}")));
-            }
-            Ok(())
+            sql_finish_run(
+                conn,
+                &run_id.to_string(),
+                route,
+                outcome,
+                error.as_deref(),
+                now,
+            )
         })
         .await
     }

@@ -41,7 +41,9 @@ use charter_core::model::{
     ActionRecord, ActionStatus, AttemptRecord, Decision, EventRecord, EventStatus, NewEvent,
     RejectedPayload, RunOutcome, RunRecord, UnixMillis,
 };
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
+use deadpool_postgres::{
+    GenericClient, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod,
+};
 use tokio::sync::watch;
 use tokio_postgres::NoTls;
 use tokio_postgres::types::{Json, ToSql};
@@ -49,7 +51,7 @@ use uuid::Uuid;
 
 use crate::{
     CharterStateStore, Claimed, EventFilter, EventStore, IngestOutcome, QueueStore, Requeue,
-    Result, RunStore, StoreError,
+    Result, RunStore, RunWrite, RunWritten, StoreError,
 };
 use rows::{EVENT_COLS, REJECTED_COLS, db, enum_name, get, parse_enum, u32_of};
 
@@ -637,19 +639,7 @@ impl QueueStore for PgStore {
         now: UnixMillis,
     ) -> Result<bool> {
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "UPDATE events SET status = $3, lease_owner = NULL, lease_until = NULL,
-                     updated_at = $4
-                 WHERE id = $1 AND lease_owner = $2 AND status = 'processing'",
-            )
-            .await
-            .map_err(db("preparing release"))?;
-        let n = client
-            .execute(&stmt, &[&event_id, &worker, &status.as_str(), &now])
-            .await
-            .map_err(db("releasing a lease"))?;
-        Ok(n == 1)
+        pg_release(&client, event_id, worker, status, now).await
     }
 
     async fn requeue(&self, selector: Requeue, now: UnixMillis) -> Result<Vec<Uuid>> {
@@ -792,6 +782,212 @@ async fn insert_attempt(
     Ok(())
 }
 
+// The run writes as functions of a client or an open transaction, shared by the
+// single-write methods and by `record_run` (several in one transaction).
+
+async fn pg_start_run<C: GenericClient>(
+    c: &C,
+    run_id: Uuid,
+    event_id: Uuid,
+    charter: &str,
+    charter_version: &str,
+    mode: &str,
+    now: UnixMillis,
+) -> Result<()> {
+    let stmt = c
+        .prepare_cached(
+            "INSERT INTO runs (id, event_id, charter, charter_version, mode, started_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .await
+        .map_err(db("preparing start_run"))?;
+    c.execute(
+        &stmt,
+        &[&run_id, &event_id, &charter, &charter_version, &mode, &now],
+    )
+    .await
+    .map_err(db("starting a run"))?;
+    Ok(())
+}
+
+async fn pg_record_decision<C: GenericClient>(
+    c: &C,
+    run_id: Uuid,
+    decision: &Decision,
+) -> Result<()> {
+    let stage = enum_name(&decision.stage);
+    let stmt = c
+        .prepare_cached(
+            "UPDATE runs SET decision = $2, decision_label = $3, decision_stage = $4,
+                 decision_confidence = $5
+             WHERE id = $1",
+        )
+        .await
+        .map_err(db("preparing record_decision"))?;
+    let n = c
+        .execute(
+            &stmt,
+            &[
+                &run_id,
+                &Json(decision),
+                &decision.label,
+                &stage,
+                &decision.confidence,
+            ],
+        )
+        .await
+        .map_err(db("recording a decision"))?;
+    if n == 0 {
+        return Err(StoreError::NotFound(format!("run {run_id}")));
+    }
+    Ok(())
+}
+
+async fn pg_begin_action(
+    tx: &deadpool_postgres::Transaction<'_>,
+    run_id: Uuid,
+    action: &str,
+    idempotency_key: &str,
+    params: &serde_json::Value,
+) -> Result<()> {
+    ensure_run(tx, run_id).await?;
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO action_records (run_id, action, idempotency_key, params, status)
+             VALUES ($1, $2, $3, $4, 'pending')
+             ON CONFLICT (run_id, action) DO UPDATE SET
+                 idempotency_key = EXCLUDED.idempotency_key, params = EXCLUDED.params,
+                 status = 'pending'",
+        )
+        .await
+        .map_err(db("preparing begin_action"))?;
+    tx.execute(&stmt, &[&run_id, &action, &idempotency_key, params])
+        .await
+        .map_err(db("beginning an action"))?;
+    Ok(())
+}
+
+async fn pg_record_attempt(
+    tx: &deadpool_postgres::Transaction<'_>,
+    run_id: Uuid,
+    action: &str,
+    attempt: &AttemptRecord,
+) -> Result<()> {
+    let row = tx
+        .query_opt(
+            "SELECT id FROM action_records WHERE run_id = $1 AND action = $2",
+            &[&run_id, &action],
+        )
+        .await
+        .map_err(db("looking up an action"))?
+        .ok_or_else(|| {
+            StoreError::NotFound(format!("action {action} was not begun in run {run_id}"))
+        })?;
+    let id: i64 = get(&row, 0)?;
+    insert_attempt(tx, id, attempt, true).await
+}
+
+async fn pg_finish_action(
+    tx: &deadpool_postgres::Transaction<'_>,
+    run_id: Uuid,
+    record: &ActionRecord,
+    succeeded_at: UnixMillis,
+) -> Result<()> {
+    ensure_run(tx, run_id).await?;
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO action_records (run_id, action, idempotency_key, params, status)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (run_id, action) DO UPDATE SET status = EXCLUDED.status,
+                 idempotency_key = EXCLUDED.idempotency_key, params = EXCLUDED.params
+             RETURNING id",
+        )
+        .await
+        .map_err(db("preparing finish_action"))?;
+    let row = tx
+        .query_one(
+            &stmt,
+            &[
+                &run_id,
+                &record.action,
+                &record.idempotency_key,
+                &record.params,
+                &record.status.as_str(),
+            ],
+        )
+        .await
+        .map_err(db("finishing an action"))?;
+    let id: i64 = get(&row, 0)?;
+    // Attempts recorded one by one are kept; ones only carried by the record are added.
+    for attempt in &record.attempts {
+        insert_attempt(tx, id, attempt, false).await?;
+    }
+    if record.status == ActionStatus::Succeeded {
+        tx.execute(
+            "INSERT INTO succeeded_keys (idempotency_key, run_id, action, succeeded_at)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (idempotency_key) DO NOTHING",
+            &[
+                &record.idempotency_key,
+                &run_id,
+                &record.action,
+                &succeeded_at,
+            ],
+        )
+        .await
+        .map_err(db("recording a succeeded key"))?;
+    }
+    Ok(())
+}
+
+async fn pg_finish_run<C: GenericClient>(
+    c: &C,
+    run_id: Uuid,
+    route: Option<usize>,
+    outcome: RunOutcome,
+    error: Option<&str>,
+    now: UnixMillis,
+) -> Result<()> {
+    let route = route.map(|r| i64::try_from(r).unwrap_or(i64::MAX));
+    let stmt = c
+        .prepare_cached(
+            "UPDATE runs SET finished_at = $2, outcome = $3, route = $4, error = $5
+             WHERE id = $1",
+        )
+        .await
+        .map_err(db("preparing finish_run"))?;
+    let n = c
+        .execute(&stmt, &[&run_id, &now, &outcome.as_str(), &route, &error])
+        .await
+        .map_err(db("finishing a run"))?;
+    if n == 0 {
+        return Err(StoreError::NotFound(format!("run {run_id}")));
+    }
+    Ok(())
+}
+
+async fn pg_release<C: GenericClient>(
+    c: &C,
+    event_id: Uuid,
+    worker: &str,
+    status: EventStatus,
+    now: UnixMillis,
+) -> Result<bool> {
+    let stmt = c
+        .prepare_cached(
+            "UPDATE events SET status = $3, lease_owner = NULL, lease_until = NULL,
+                 updated_at = $4
+             WHERE id = $1 AND lease_owner = $2 AND status = 'processing'",
+        )
+        .await
+        .map_err(db("preparing release"))?;
+    let n = c
+        .execute(&stmt, &[&event_id, &worker, &status.as_str(), &now])
+        .await
+        .map_err(db("releasing a lease"))?;
+    Ok(n == 1)
+}
+
 impl RunStore for PgStore {
     async fn start_run(
         &self,
@@ -803,51 +999,21 @@ impl RunStore for PgStore {
         now: UnixMillis,
     ) -> Result<()> {
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "INSERT INTO runs (id, event_id, charter, charter_version, mode, started_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .await
-            .map_err(db("preparing start_run"))?;
-        client
-            .execute(
-                &stmt,
-                &[&run_id, &event_id, &charter, &charter_version, &mode, &now],
-            )
-            .await
-            .map_err(db("starting a run"))?;
-        Ok(())
+        pg_start_run(
+            &client,
+            run_id,
+            event_id,
+            charter,
+            charter_version,
+            mode,
+            now,
+        )
+        .await
     }
 
     async fn record_decision(&self, run_id: Uuid, decision: &Decision) -> Result<()> {
-        let stage = enum_name(&decision.stage);
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "UPDATE runs SET decision = $2, decision_label = $3, decision_stage = $4,
-                     decision_confidence = $5
-                 WHERE id = $1",
-            )
-            .await
-            .map_err(db("preparing record_decision"))?;
-        let n = client
-            .execute(
-                &stmt,
-                &[
-                    &run_id,
-                    &Json(decision),
-                    &decision.label,
-                    &stage,
-                    &decision.confidence,
-                ],
-            )
-            .await
-            .map_err(db("recording a decision"))?;
-        if n == 0 {
-            return Err(StoreError::NotFound(format!("run {run_id}")));
-        }
-        Ok(())
+        pg_record_decision(&client, run_id, decision).await
     }
 
     async fn begin_action(
@@ -862,20 +1028,7 @@ impl RunStore for PgStore {
             .transaction()
             .await
             .map_err(db("beginning begin_action"))?;
-        ensure_run(&tx, run_id).await?;
-        let stmt = tx
-            .prepare_cached(
-                "INSERT INTO action_records (run_id, action, idempotency_key, params, status)
-                 VALUES ($1, $2, $3, $4, 'pending')
-                 ON CONFLICT (run_id, action) DO UPDATE SET
-                     idempotency_key = EXCLUDED.idempotency_key, params = EXCLUDED.params,
-                     status = 'pending'",
-            )
-            .await
-            .map_err(db("preparing begin_action"))?;
-        tx.execute(&stmt, &[&run_id, &action, &idempotency_key, params])
-            .await
-            .map_err(db("beginning an action"))?;
+        pg_begin_action(&tx, run_id, action, idempotency_key, params).await?;
         tx.commit().await.map_err(db("committing begin_action"))?;
         Ok(())
     }
@@ -891,18 +1044,7 @@ impl RunStore for PgStore {
             .transaction()
             .await
             .map_err(db("beginning record_attempt"))?;
-        let row = tx
-            .query_opt(
-                "SELECT id FROM action_records WHERE run_id = $1 AND action = $2",
-                &[&run_id, &action],
-            )
-            .await
-            .map_err(db("looking up an action"))?
-            .ok_or_else(|| {
-                StoreError::NotFound(format!("action {action} was not begun in run {run_id}"))
-            })?;
-        let id: i64 = get(&row, 0)?;
-        insert_attempt(&tx, id, attempt, true).await?;
+        pg_record_attempt(&tx, run_id, action, attempt).await?;
         tx.commit().await.map_err(db("committing an attempt"))?;
         Ok(())
     }
@@ -913,52 +1055,75 @@ impl RunStore for PgStore {
             .transaction()
             .await
             .map_err(db("beginning finish_action"))?;
-        ensure_run(&tx, run_id).await?;
-        let stmt = tx
-            .prepare_cached(
-                "INSERT INTO action_records (run_id, action, idempotency_key, params, status)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (run_id, action) DO UPDATE SET status = EXCLUDED.status,
-                     idempotency_key = EXCLUDED.idempotency_key, params = EXCLUDED.params
-                 RETURNING id",
-            )
-            .await
-            .map_err(db("preparing finish_action"))?;
-        let row = tx
-            .query_one(
-                &stmt,
-                &[
-                    &run_id,
-                    &record.action,
-                    &record.idempotency_key,
-                    &record.params,
-                    &record.status.as_str(),
-                ],
-            )
-            .await
-            .map_err(db("finishing an action"))?;
-        let id: i64 = get(&row, 0)?;
-        // Attempts recorded one by one are kept; ones only carried by the record are added.
-        for attempt in &record.attempts {
-            insert_attempt(&tx, id, attempt, false).await?;
-        }
-        if record.status == ActionStatus::Succeeded {
-            tx.execute(
-                "INSERT INTO succeeded_keys (idempotency_key, run_id, action, succeeded_at)
-                 VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (idempotency_key) DO NOTHING",
-                &[
-                    &record.idempotency_key,
-                    &run_id,
-                    &record.action,
-                    &now_millis(),
-                ],
-            )
-            .await
-            .map_err(db("recording a succeeded key"))?;
-        }
+        pg_finish_action(&tx, run_id, record, now_millis()).await?;
         tx.commit().await.map_err(db("committing finish_action"))?;
         Ok(())
+    }
+
+    async fn record_run(&self, writes: Vec<RunWrite>) -> Result<RunWritten> {
+        let now = now_millis();
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(db("beginning record_run"))?;
+        let mut out = RunWritten::default();
+        for w in &writes {
+            match w {
+                RunWrite::Start {
+                    run_id,
+                    event_id,
+                    charter,
+                    charter_version,
+                    mode,
+                    now,
+                } => {
+                    pg_start_run(
+                        &tx,
+                        *run_id,
+                        *event_id,
+                        charter,
+                        charter_version,
+                        mode,
+                        *now,
+                    )
+                    .await?
+                }
+                RunWrite::Decision { run_id, decision } => {
+                    pg_record_decision(&tx, *run_id, decision).await?
+                }
+                RunWrite::BeginAction {
+                    run_id,
+                    action,
+                    idempotency_key,
+                    params,
+                } => pg_begin_action(&tx, *run_id, action, idempotency_key, params).await?,
+                RunWrite::Attempt {
+                    run_id,
+                    action,
+                    attempt,
+                } => pg_record_attempt(&tx, *run_id, action, attempt).await?,
+                RunWrite::FinishAction { run_id, record } => {
+                    pg_finish_action(&tx, *run_id, record, now).await?
+                }
+                RunWrite::Measurement(m) => report::insert_measurement(&tx, m).await?,
+                RunWrite::FinishRun {
+                    run_id,
+                    route,
+                    outcome,
+                    error,
+                    now,
+                } => pg_finish_run(&tx, *run_id, *route, *outcome, error.as_deref(), *now).await?,
+                RunWrite::Release {
+                    event_id,
+                    worker,
+                    status,
+                    now,
+                } => out.released = Some(pg_release(&tx, *event_id, worker, *status, *now).await?),
+            }
+        }
+        tx.commit().await.map_err(db("committing record_run"))?;
+        Ok(out)
     }
 
     async fn action_succeeded(&self, idempotency_key: &str) -> Result<bool> {
@@ -982,23 +1147,8 @@ impl RunStore for PgStore {
         error: Option<&str>,
         now: UnixMillis,
     ) -> Result<()> {
-        let route = route.map(|r| i64::try_from(r).unwrap_or(i64::MAX));
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "UPDATE runs SET finished_at = $2, outcome = $3, route = $4, error = $5
-                 WHERE id = $1",
-            )
-            .await
-            .map_err(db("preparing finish_run"))?;
-        let n = client
-            .execute(&stmt, &[&run_id, &now, &outcome.as_str(), &route, &error])
-            .await
-            .map_err(db("finishing a run"))?;
-        if n == 0 {
-            return Err(StoreError::NotFound(format!("run {run_id}")));
-        }
-        Ok(())
+        pg_finish_run(&client, run_id, route, outcome, error, now).await
     }
 
     /// Runs oldest first. An action begun but never finished (still in flight, or cut off by

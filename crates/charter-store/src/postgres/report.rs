@@ -16,6 +16,29 @@ use crate::report::{
 };
 use crate::{Result, StoreError};
 
+/// Insert one measurement through a client or an open transaction.
+pub(super) async fn insert_measurement<C: deadpool_postgres::GenericClient>(
+    c: &C,
+    m: &NewMeasurement,
+) -> Result<()> {
+    c.execute(
+        "INSERT INTO measurements (charter, name, run_id, event_id, value, at, detail)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            &m.charter,
+            &m.name,
+            &m.run_id,
+            &m.event_id,
+            &m.value,
+            &m.at,
+            &m.detail,
+        ],
+    )
+    .await
+    .map_err(db("recording a measurement"))?;
+    Ok(())
+}
+
 /// Most samples read per series for one report.
 const MAX_SAMPLES: i64 = 200_000;
 
@@ -96,23 +119,7 @@ impl PgStore {
 impl ReportStore for PgStore {
     async fn record_measurement(&self, m: NewMeasurement) -> Result<()> {
         let client = self.client().await?;
-        client
-            .execute(
-                "INSERT INTO measurements (charter, name, run_id, event_id, value, at, detail)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                &[
-                    &m.charter,
-                    &m.name,
-                    &m.run_id,
-                    &m.event_id,
-                    &m.value,
-                    &m.at,
-                    &m.detail,
-                ],
-            )
-            .await
-            .map_err(db("recording a measurement"))?;
-        Ok(())
+        insert_measurement(&client, &m).await
     }
 
     async fn report(&self, q: ReportQuery) -> Result<CharterReport> {

@@ -23,6 +23,31 @@ fn count(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
+/// Insert one measurement (`detail` already serialised) in the open write transaction.
+pub(super) fn insert_measurement(
+    conn: &Connection,
+    m: &NewMeasurement,
+    detail: &str,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO measurements (charter, name, run_id, event_id, value, at, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            m.charter,
+            m.name,
+            m.run_id.map(|u| u.to_string()),
+            m.event_id.map(|u| u.to_string()),
+            m.value,
+            m.at,
+            detail
+        ])
+    })
+    .map_err(db("recording a measurement"))?;
+    Ok(())
+}
+
 /// Run a query whose rows are `(key TEXT, n INTEGER)` into a map.
 fn counts_by(
     conn: &Connection,
@@ -270,26 +295,8 @@ fn query_incidents(conn: &Connection, sql: &str, args: Vec<Value>) -> Result<Vec
 impl ReportStore for SqliteStore {
     async fn record_measurement(&self, m: NewMeasurement) -> Result<()> {
         let detail = to_json("measurement detail", &m.detail)?;
-        self.write(move |conn| {
-            conn.prepare_cached(
-                "INSERT INTO measurements (charter, name, run_id, event_id, value, at, detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    m.charter,
-                    m.name,
-                    m.run_id.map(|u| u.to_string()),
-                    m.event_id.map(|u| u.to_string()),
-                    m.value,
-                    m.at,
-                    detail
-                ])
-            })
-            .map_err(db("recording a measurement"))?;
-            Ok(())
-        })
-        .await
+        self.write(move |conn| insert_measurement(conn, &m, &detail))
+            .await
     }
 
     async fn report(&self, query: ReportQuery) -> Result<CharterReport> {
