@@ -310,6 +310,74 @@ actions:
     assert_eq!(extras[0].body["model"], "tiny-test");
     assert_eq!(extras[0].body["usage"]["calls"], 1);
     assert_eq!(extras[0].body["usage"]["prompt_tokens"], 50);
+
+    // The timeline endpoint shows the draft with the run that wrote it.
+    let t: Value = h
+        .http
+        .get(format!("{}/api/v1/events/{id}/timeline", h.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let drafts = t["runs"][0]["drafts"].as_array().unwrap();
+    assert_eq!(drafts.len(), 1, "{t}");
+    assert_eq!(drafts[0]["action"], "reply");
+    assert_eq!(drafts[0]["text"], DRAFT_TEXT);
+    assert_eq!(drafts[0]["provider"], "local");
+    assert_eq!(drafts[0]["model"], "tiny-test");
+    assert_eq!(drafts[0]["usage"]["prompt_tokens"], 50);
+    assert_eq!(drafts[0]["usage"]["completion_tokens"], 12);
+    assert_eq!(t["runs"][0]["context"], json!([]));
+    assert_documented("TimelineRun", &t["runs"][0]);
+
+    // So does the UI's timeline page (open UI: /login starts a local session).
+    let page = ui_page(&h, &format!("/events/{id}")).await;
+    assert!(page.contains("Draft for reply"), "{page}");
+    assert!(page.contains(DRAFT_TEXT), "{page}");
+    assert!(page.contains("model tiny-test"), "{page}");
+}
+
+/// `value` matches the OpenAPI document's component schema `name`.
+fn assert_documented(name: &str, value: &Value) {
+    let doc: Value = serde_json::from_str(charter_server::openapi::DOCUMENT).unwrap();
+    let text = serde_json::to_string(&doc["components"]["schemas"])
+        .unwrap()
+        .replace("#/components/schemas/", "#/$defs/");
+    let defs: Value = serde_json::from_str(&text).unwrap();
+    let schema = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$defs": defs,
+        "$ref": format!("#/$defs/{name}"),
+    });
+    let v = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = v.iter_errors(value).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{name}: {errors:?}\n{value}");
+}
+
+/// A page of the UI, read through a local session (the harness has no tokens: the UI is open).
+async fn ui_page(h: &Harness, path: &str) -> String {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = http.get(format!("{}/login", h.base)).send().await.unwrap();
+    let cookie = login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+        .find(|c| c.starts_with("charter_session="))
+        .expect("a session cookie");
+    let r = http
+        .get(format!("{}{path}", h.base))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{path}");
+    r.text().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -448,6 +516,34 @@ async fn context_is_fetched_once_and_seen_by_rules_and_templates() {
     let extras = h.store.run_extras(run.id).await.unwrap();
     assert_eq!(extras[0].body["ok"], false);
     assert_eq!(extras[0].body["status"], 503);
+
+    // The timeline endpoint and page show the failed fetch, never the connector's secret.
+    let raw = h
+        .http
+        .get(format!("{}/api/v1/events/{id}/timeline", h.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let t: Value = serde_json::from_str(&raw).unwrap();
+    let fetches = t["runs"][0]["context"].as_array().unwrap();
+    assert_eq!(fetches.len(), 1, "{t}");
+    assert_eq!(fetches[0]["name"], "customer");
+    assert_eq!(fetches[0]["connector"], "crm");
+    assert_eq!(fetches[0]["ok"], false);
+    assert_eq!(fetches[0]["status"], 503);
+    assert!(fetches[0]["duration_ms"].is_u64(), "{t}");
+    assert!(fetches[0]["error"].is_string(), "{t}");
+    assert!(
+        !raw.contains("crm-token"),
+        "the connector's secret leaked: {raw}"
+    );
+    let page = ui_page(&h, &format!("/events/{id}")).await;
+    assert!(page.contains("Context customer"), "{page}");
+    assert!(page.contains("status 503"), "{page}");
+    assert!(!page.contains("crm-token"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

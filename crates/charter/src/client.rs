@@ -129,11 +129,13 @@ pub async fn events_list(
     ExitCode::SUCCESS
 }
 
+/// `charter events show`: the event's timeline (runs with decision, route, context fetches,
+/// drafts, actions and attempts) as text, or with `--json` the timeline document.
 pub async fn events_show(server: &ServerArgs, id: &str, json: bool) -> ExitCode {
     let v = match call(
         server,
         reqwest::Method::GET,
-        &format!("/api/v1/events/{id}"),
+        &format!("/api/v1/events/{id}/timeline"),
         None,
     )
     .await
@@ -177,9 +179,41 @@ pub async fn events_show(server: &ServerArgs, id: &str, json: bool) -> ExitCode 
                 d["reason"].as_str().unwrap_or("")
             );
         }
+        for c in run["context"].as_array().cloned().unwrap_or_default() {
+            println!(
+                "  context   {}  {}  status={}  {}ms  {}",
+                c["name"].as_str().unwrap_or(""),
+                if c["ok"].as_bool() == Some(true) {
+                    "ok"
+                } else {
+                    "failed"
+                },
+                c["status"],
+                c["duration_ms"],
+                c["error"].as_str().unwrap_or("")
+            );
+        }
         match run["route"].as_u64() {
             Some(r) => println!("  route     #{}", r + 1),
             None => println!("  route     none"),
+        }
+        for d in run["drafts"].as_array().cloned().unwrap_or_default() {
+            let u = &d["usage"];
+            println!(
+                "  draft     {}  provider={} model={} tokens={}+{}{}",
+                d["action"].as_str().unwrap_or(""),
+                d["provider"].as_str().unwrap_or("-"),
+                d["model"].as_str().unwrap_or("-"),
+                u["prompt_tokens"],
+                u["completion_tokens"],
+                d["reused_from_run"]
+                    .as_str()
+                    .map(|r| format!("  (reused from run {r})"))
+                    .unwrap_or_default()
+            );
+            for line in d["text"].as_str().unwrap_or("").lines() {
+                println!("    | {line}");
+            }
         }
         for a in run["actions"].as_array().cloned().unwrap_or_default() {
             println!(

@@ -266,7 +266,8 @@ enum EventsCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// Show one event with its runs (decision, route, actions and attempts).
+    /// Show one event with its runs (decision, context fetches, route, drafts, actions and
+    /// attempts); `--json` prints its timeline document.
     Show {
         id: String,
         #[arg(long)]
@@ -274,8 +275,8 @@ enum EventsCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// An event's full timeline as JSON: runs, decision stages, route, action attempts,
-    /// approvals, escalations and audit entries.
+    /// An event's full timeline as JSON: runs, decision stages, route, drafts, context
+    /// fetches, action attempts, approvals, escalations and audit entries.
     Timeline {
         id: String,
         #[command(flatten)]

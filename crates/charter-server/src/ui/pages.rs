@@ -1,7 +1,7 @@
 //! The UI's GET pages. Reads go straight to the store, filtered by the session's charter
 //! scopes exactly as the API filters them (another charter's objects answer 404).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use axum::extract::{Path, Query, State};
@@ -10,12 +10,14 @@ use axum::response::Html;
 use charter_core::config::Role;
 use charter_core::model::{ActionRecord, EventRecord, EventStatus, RunRecord};
 use charter_store::{
-    ApprovalFilter, ApprovalRecord, ApprovalStatus, AuditFilter, EscalationFilter,
-    EscalationRecord, EscalationStatus, EventFilter, Store,
+    ApprovalFilter, ApprovalRecord, ApprovalStatus, EscalationFilter, EscalationRecord,
+    EscalationStatus, EventFilter, Store,
 };
 use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
+
+use crate::operator::{ContextView, DraftView, TimelineRun};
 
 use super::html::{badge, button_form, csrf_field, esc, json_block, page, time, url_enc};
 use super::session::Session;
@@ -440,7 +442,8 @@ fn action_html(a: &ActionRecord) -> String {
     out
 }
 
-fn run_started_html<S: Store>(ui: &UiState<S>, run: &RunRecord) -> String {
+fn run_started_html(tr: &TimelineRun) -> String {
+    let run = &tr.run;
     let mut out = format!(
         "<div class=\"meta\">mode {} · charter version <code>{}</code></div>",
         esc(&run.mode),
@@ -470,18 +473,17 @@ fn run_started_html<S: Store>(ui: &UiState<S>, run: &RunRecord) -> String {
             let _ = write!(out, "<div>Extracted fields:</div>{}", json_block(&fields));
         }
     }
-    let charter = ui.app.runtime.charters.get(&run.charter);
     match run.route {
         Some(i) => {
-            let route = charter.and_then(|c| c.charter.routes.get(i));
             let _ = write!(
                 out,
                 "<div>Route #{} matched{}</div>",
                 i + 1,
-                route
+                tr.route_rule
+                    .as_ref()
                     .map(|r| format!(
                         ": <code>{}</code> → {}",
-                        esc(r.when.source()),
+                        esc(&r.when),
                         esc(&r.actions.join(", "))
                     ))
                     .unwrap_or_default()
@@ -493,6 +495,41 @@ fn run_started_html<S: Store>(ui: &UiState<S>, run: &RunRecord) -> String {
     out
 }
 
+fn context_html(c: &ContextView) -> String {
+    format!(
+        "{} <span class=\"meta\">connector {} · status {} · {}</span>{}",
+        badge(if c.ok { "ok" } else { "failed" }),
+        esc(c.connector.as_deref().unwrap_or("—")),
+        c.status
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "—".into()),
+        c.duration_ms
+            .map(|d| format!("{d} ms"))
+            .unwrap_or_else(|| "—".into()),
+        c.error
+            .as_deref()
+            .map(|e| format!("<div class=\"meta\">{}</div>", esc(e)))
+            .unwrap_or_default()
+    )
+}
+
+fn draft_html(d: &DraftView) -> String {
+    let u = &d.usage;
+    format!(
+        "<div class=\"meta\">provider {} · model {} · {} call(s) · {} prompt + {} completion tokens · cost {:.6}{}</div><pre class=\"draft\">{}</pre>",
+        esc(d.provider.as_deref().unwrap_or("—")),
+        esc(d.model.as_deref().unwrap_or("—")),
+        u.calls,
+        u.prompt_tokens,
+        u.completion_tokens,
+        u.cost,
+        d.reused_from_run
+            .map(|r| format!(" · reused from run <code>{r}</code>"))
+            .unwrap_or_default(),
+        esc(&d.text)
+    )
+}
+
 pub async fn timeline<S: Store>(
     State(ui): State<UiState<S>>,
     headers: HeaderMap,
@@ -502,50 +539,10 @@ pub async fn timeline<S: Store>(
 ) -> Result<Html<String>, UiError> {
     let s = ui.require(&headers, &uri)?;
     let id = Uuid::parse_str(&id).map_err(|_| UiError::NotFound)?;
-    let store = &ui.app.store;
-    let ev = store.get_event(id).await?.ok_or(UiError::NotFound)?;
-    if !s.sees(&ev.event.charter) {
-        return Err(UiError::NotFound);
-    }
+    let t = crate::operator::timeline_data(&ui.app, id, |c| s.sees(c)).await?;
+    let (ev, runs, approvals, escalations, audit) =
+        (&t.event, &t.runs, &t.approvals, &t.escalations, &t.audit);
     let charter = ev.event.charter.clone();
-    let runs = store.runs_for_event(id).await?;
-    let approvals = store
-        .list_approvals(ApprovalFilter {
-            charter: Some(charter.clone()),
-            status: None,
-            event_id: Some(id),
-            limit: 1000,
-        })
-        .await?;
-    let escalations: Vec<EscalationRecord> = store
-        .list_escalations(EscalationFilter {
-            charter: Some(charter.clone()),
-            status: None,
-            limit: COUNT_LIMIT,
-        })
-        .await?
-        .into_iter()
-        .filter(|e| e.event_id == id)
-        .collect();
-    let mut targets: HashSet<String> = HashSet::new();
-    targets.insert(id.to_string());
-    targets.extend(approvals.iter().map(|a| a.id.to_string()));
-    targets.extend(escalations.iter().map(|e| e.id.to_string()));
-    let id_text = id.to_string();
-    let audit: Vec<_> = store
-        .list_audit(AuditFilter {
-            charter: Some(charter.clone()),
-            actor: None,
-            action: None,
-            limit: COUNT_LIMIT,
-        })
-        .await?
-        .into_iter()
-        .filter(|a| {
-            a.target.as_ref().is_some_and(|t| targets.contains(t))
-                || a.detail["event"].as_str() == Some(id_text.as_str())
-        })
-        .collect();
 
     let mut items: Vec<Item> = Vec::new();
     let mut push = |at: i64, kind: String, html: String| {
@@ -574,12 +571,19 @@ pub async fn timeline<S: Store>(
             json_block(&e.payload)
         ),
     );
-    for (n, run) in runs.iter().enumerate() {
+    for (n, tr) in runs.iter().enumerate() {
+        let run = &tr.run;
         push(
             run.started_at,
             format!("Run {} started", n + 1),
-            run_started_html(&ui, run),
+            run_started_html(tr),
         );
+        for c in &tr.context {
+            push(c.at, format!("Context {}", esc(&c.name)), context_html(c));
+        }
+        for d in &tr.drafts {
+            push(d.at, format!("Draft for {}", esc(&d.action)), draft_html(d));
+        }
         for a in &run.actions {
             let at = a
                 .attempts
@@ -603,7 +607,7 @@ pub async fn timeline<S: Store>(
             );
         }
     }
-    for a in &approvals {
+    for a in approvals {
         push(
             a.created_at,
             format!("Approval requested for {}", esc(&a.action)),
@@ -638,7 +642,7 @@ pub async fn timeline<S: Store>(
             );
         }
     }
-    for x in &escalations {
+    for x in escalations {
         push(
             x.created_at,
             format!("Escalated: {}", esc(&x.reason.replace('_', " "))),
@@ -660,7 +664,7 @@ pub async fn timeline<S: Store>(
             );
         }
     }
-    for a in &audit {
+    for a in audit {
         push(
             a.at,
             format!("Audit: {}", esc(&a.action)),
