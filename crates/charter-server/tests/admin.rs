@@ -595,3 +595,125 @@ async fn reroute_closes_a_pending_approval_so_it_can_no_longer_execute() {
     assert_eq!(last.actions[0].action, "note");
     assert_eq!(h.puts(501), 0, "the downstream server received the action");
 }
+
+async fn received(h: &Harness, id: &str) -> i64 {
+    let id = uuid::Uuid::parse_str(id).unwrap();
+    h.store
+        .get_event(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .event
+        .received_at
+}
+
+async fn runs(h: &Harness, id: &str) -> usize {
+    let id = uuid::Uuid::parse_str(id).unwrap();
+    h.store.runs_for_event(id).await.unwrap().len()
+}
+
+/// `2026-01-02T15:04:05.123` (UTC) for Unix milliseconds, as a `datetime-local` input sends it.
+fn form_time(ms: i64) -> String {
+    let secs = charter_core::cron::format_utc(ms.div_euclid(1000));
+    format!("{}.{:03}", secs.trim_end_matches('Z'), ms.rem_euclid(1000))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_replays_a_time_range_from_the_charter_page() {
+    let h = two_charters().await;
+    let old = h.send("alpha", 601, "hello").await;
+    h.wait_status(&old, "done").await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let recent = h.send("alpha", 602, "hello").await;
+    let elsewhere = h.send("beta", 603, "hello").await;
+    h.wait_status(&recent, "done").await;
+    h.wait_status(&elsewhere, "done").await;
+    let since = form_time(received(&h, &recent).await);
+    // Only admins get the form, and posting it needs the role and the CSRF token.
+    let lead = Ui::login(&h, "lead").await;
+    let page = lead.get("/charters/alpha").await;
+    assert!(!page.body.contains("/charters/alpha/replay-range"));
+    let lcsrf = lead.csrf().await;
+    let r = lead
+        .post(
+            "/charters/alpha/replay-range",
+            &[("csrf", &lcsrf), ("since", &since)],
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let admin = Ui::login(&h, "ops").await;
+    let page = admin.get("/charters/alpha").await;
+    assert!(
+        page.body
+            .contains("action=\"/charters/alpha/replay-range\""),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("type=\"datetime-local\" name=\"since\""));
+    let r = admin
+        .post("/charters/alpha/replay-range", &[("since", &since)])
+        .await;
+    assert_eq!(r.status, 403, "no CSRF token");
+    let csrf = admin.csrf().await;
+    for (fields, why) in [
+        (vec![], "no bounds"),
+        (vec![("since", "yesterday")], "not a time"),
+        (
+            vec![("since", since.as_str()), ("until", "1970-01-01T00:00")],
+            "until before since",
+        ),
+    ] {
+        let mut f = vec![("csrf", csrf.as_str())];
+        f.extend(fields);
+        let r = admin.post("/charters/alpha/replay-range", &f).await;
+        assert_eq!(r.status, 400, "{why}: {}", r.body);
+    }
+    assert!(audit_actions(&h, "events.replay_range").await.is_empty());
+    assert_eq!(runs(&h, &recent).await, 1);
+
+    // From the recent event on: it runs again; the older one and the other charter's don't.
+    let r = admin
+        .post(
+            "/charters/alpha/replay-range",
+            &[
+                ("csrf", &csrf),
+                ("since", &since),
+                ("back", "/charters/alpha"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert!(
+        r.location.starts_with("/charters/alpha?msg="),
+        "{}",
+        r.location
+    );
+    assert!(r.location.contains("1%20event"), "{}", r.location);
+    for _ in 0..200 {
+        if runs(&h, &recent).await == 2 && h.status(&recent).await == "done" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        runs(&h, &recent).await,
+        2,
+        "the event in the range ran again"
+    );
+    assert_eq!(
+        runs(&h, &old).await,
+        1,
+        "an event before the range ran again"
+    );
+    assert_eq!(
+        runs(&h, &elsewhere).await,
+        1,
+        "another charter's event ran again"
+    );
+    let audit = audit_actions(&h, "events.replay_range").await;
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0]["actor"], "ops");
+    assert_eq!(audit[0]["charter"], "alpha");
+    assert_eq!(audit[0]["detail"]["since"], received(&h, &recent).await);
+    assert_eq!(audit[0]["detail"]["requeued"], json!([recent]));
+}

@@ -3,7 +3,8 @@
 //!
 //! Pages: `/login`, `/inbox` (approvals and escalations waiting for a human, oldest first),
 //! `/events` (filters and search), `/events/{id}` (the run timeline), `/charters` and
-//! `/charters/{name}` (status, counts, operator buttons and the shadow-mode record).
+//! `/charters/{name}` (status, counts, operator buttons, the time-range replay form and the
+//! shadow-mode record).
 //!
 //! Auth: a user logs in with one of the API tokens from `charter.yaml`; the session (see
 //! [`session`]) carries that token's name, role and charter scopes, and every change goes
@@ -79,6 +80,7 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         .route("/charters/{name}/pause", post(pause::<S>))
         .route("/charters/{name}/resume", post(resume::<S>))
         .route("/charters/{name}/replay", post(replay_failed::<S>))
+        .route("/charters/{name}/replay-range", post(replay_range::<S>))
         .route("/charters/{name}/promote", post(promote::<S>))
         .route("/charters/{name}/demote", post(demote::<S>))
         .route("/events/{id}/reroute", post(reroute::<S>))
@@ -598,6 +600,93 @@ async fn replay_failed<S: Store>(
     )))
 }
 
+/// A `datetime-local` form value (`2026-01-02T15:04`, optional `:05` and `.123`), read as
+/// UTC like every time the UI shows, in Unix milliseconds. `None` when it is not one.
+fn parse_form_time(text: &str) -> Option<i64> {
+    let (date, clock) = text.trim().split_once('T')?;
+    let mut d = date.splitn(3, '-');
+    let (y, m, day): (i64, i64, i64) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if !(1..=month_days).contains(&day) || !(1..=9999).contains(&y) {
+        return None;
+    }
+    let (hms, frac) = clock.split_once('.').unwrap_or((clock, ""));
+    let mut c = hms.splitn(3, ':');
+    let h: i64 = c.next()?.parse().ok()?;
+    let mi: i64 = c.next()?.parse().ok()?;
+    let sec: i64 = c.next().map_or(Some(0), |v| v.parse().ok())?;
+    if h > 23 || mi > 59 || sec > 59 || frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let ms: i64 = format!("{frac:0<3}").parse().ok()?;
+    // Days since 1970-01-01 (Hinnant's days_from_civil).
+    let yy = if m <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    Some(((days * 24 + h) * 60 + mi) * 60_000 + sec * 1000 + ms)
+}
+
+/// The charter page's time-range replay (admin): every event of the charter received in
+/// `[since, until)` goes back in the queue, through the API's replay (audited
+/// `events.replay_range`).
+async fn replay_range<S: Store>(
+    State(ui): State<UiState<S>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Result<Response, UiError> {
+    let s = ui.require_post(&headers, &form)?;
+    if !ui.app.runtime.charters.contains_key(&name) {
+        return Err(UiError::NotFound);
+    }
+    let field = |k: &str| -> Result<Option<i64>, UiError> {
+        match form.get(k).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) => parse_form_time(v).map(Some).ok_or_else(|| {
+                UiError::BadRequest(format!(
+                    "`{k}` is not a date and time like 2026-01-02T15:04 (UTC)"
+                ))
+            }),
+        }
+    };
+    let (since, until) = (field("since")?, field("until")?);
+    if since.is_none() && until.is_none() {
+        return Err(UiError::BadRequest(
+            "give the start or the end of the range (or both)".into(),
+        ));
+    }
+    let Json(v) = crate::api::replay_failed(
+        State(ui.app.clone()),
+        ui.api_headers(&s),
+        Json(crate::api::ReplayFailed {
+            charter: Some(name.clone()),
+            since,
+            until,
+        }),
+    )
+    .await?;
+    let n = v["requeued"].as_array().map_or(0, Vec::len);
+    let to = back(&form, &format!("/charters/{}", html::url_enc(&name)));
+    Ok(redirect(&with_msg(
+        &to,
+        &format!("{n} event(s) of {name} received in the range queued again."),
+    )))
+}
+
 async fn promote<S: Store>(
     State(ui): State<UiState<S>>,
     headers: HeaderMap,
@@ -660,4 +749,33 @@ async fn reroute<S: Store>(
         &format!("/events/{}", html::url_enc(&id)),
         "Rerouted to the manual queue: it waits in the inbox for a human decision.",
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_form_time;
+
+    #[test]
+    fn form_times_are_utc_milliseconds() {
+        assert_eq!(parse_form_time("1970-01-01T00:00"), Some(0));
+        assert_eq!(parse_form_time("1970-01-01T00:00:01.5"), Some(1500));
+        // 2026-03-01T12:30:05.123Z
+        assert_eq!(
+            parse_form_time("2026-03-01T12:30:05.123"),
+            Some(1_772_368_205_123)
+        );
+        assert_eq!(parse_form_time("2024-02-29T00:00"), Some(1_709_164_800_000));
+        for bad in [
+            "",
+            "2026-01-02",
+            "2026-02-29T00:00",
+            "2026-13-01T00:00",
+            "2026-01-01T24:00",
+            "2026-01-01T10:00:00.1234",
+            "2026-01-01T10:00:00.-1",
+            "2026-01-01T10:00Z",
+        ] {
+            assert_eq!(parse_form_time(bad), None, "{bad}");
+        }
+    }
 }

@@ -950,6 +950,19 @@ pub async fn charter<S: Store>(
         sum.escalations,
         operator_buttons(&name, &s, &sum, &format!("/charters/{}", url_enc(&name)))
     );
+    if s.role >= Role::Admin {
+        let _ = write!(
+            body,
+            "<form method=\"post\" action=\"/charters/{0}/replay-range\" class=\"actions\">{1}\
+             <input type=\"hidden\" name=\"back\" value=\"/charters/{0}\">\
+             <label>Replay events received from <input type=\"datetime-local\" name=\"since\" step=\"1\"></label> \
+             <label>until <input type=\"datetime-local\" name=\"until\" step=\"1\"></label> \
+             <span class=\"meta\">(UTC; either end may be left open; actions that already succeeded are not executed again)</span> \
+             <button type=\"submit\">Replay range</button></form>",
+            url_enc(&name),
+            csrf_field(&s.csrf)
+        );
+    }
 
     // Measurements over the last week, with server-rendered charts.
     let now = crate::now_millis();
