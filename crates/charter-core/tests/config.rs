@@ -1162,3 +1162,62 @@ fn bad_cron_expressions_are_reported_with_their_place() {
     let src = sources_project(&files);
     insta::assert_snapshot!("bad_cron", diagnostics(&src));
 }
+
+/// Slack through a bot token (chat.postMessage) needs a channel; an incoming webhook's is fixed.
+const SLACK_PROJECT: &str = r#"connectors:
+  bot: { type: slack, token: env:SLACK_BOT_TOKEN }
+  hook: { type: slack, webhook_url: env:SLACK_WEBHOOK }
+"#;
+
+fn slack_charter(notify: &str, message: &str) -> String {
+    format!(
+        r#"name: alerts
+description: Tell people.
+owner: a@b.example
+maintainer: c@d.example
+system_of_record: bot
+mode: shadow
+uses: [bot, hook]
+trigger:
+  webhook: {{ path: /hooks/alerts, verify: none }}
+routes:
+  - when: "true"
+    do: [tell]
+actions:
+  tell:
+    connector: {message}
+    approval: {{ reviewers: [leads], expires: 1h }}
+escalation:
+  to: leads
+  notify: {notify}
+measure:
+  done: [told]
+"#
+    )
+}
+
+#[test]
+fn slack_with_a_bot_token_needs_a_channel() {
+    let ok = slack_charter(
+        "[\"bot:#approvals\", hook]",
+        "bot\n    message: { channel: \"#ops\", text: hi }",
+    );
+    load_project(&source(&[
+        ("charter.yaml", SLACK_PROJECT),
+        ("charters/alerts.yaml", &ok),
+    ]))
+    .unwrap_or_else(|d| panic!("{d}"));
+    let webhook_only = slack_charter("hook", "hook\n    message: { text: hi }");
+    load_project(&source(&[
+        ("charter.yaml", SLACK_PROJECT),
+        ("charters/alerts.yaml", &webhook_only),
+    ]))
+    .unwrap_or_else(|d| panic!("{d}"));
+
+    let broken = slack_charter("[bot, hook]", "bot\n    message: { text: hi }");
+    let src = source(&[
+        ("charter.yaml", SLACK_PROJECT),
+        ("charters/alerts.yaml", &broken),
+    ]);
+    insta::assert_snapshot!("slack_bot_without_channel", diagnostics(&src));
+}

@@ -102,6 +102,7 @@ pub fn load_project(src: &ProjectSource) -> Result<Project, Diagnostics> {
     // Connector names are only known when charter.yaml parsed; otherwise skip those checks.
     let connectors = project.as_ref().map(|p| &p.declared_connectors);
     let connector_types = project.as_ref().map(|p| &p.connector_types);
+    let slack_bots = project.as_ref().map(|p| &p.slack_bots);
     let providers = project.as_ref().map(|p| &p.declared_providers);
     let mut all_charters_parsed = true;
 
@@ -120,6 +121,7 @@ pub fn load_project(src: &ProjectSource) -> Result<Project, Diagnostics> {
             src,
             connectors,
             connector_types,
+            slack_bots,
             providers,
             diags: &mut diags,
         };
@@ -599,6 +601,8 @@ struct ProjectParts {
     declared_connectors: BTreeSet<String>,
     /// The `type:` written for each connector (valid or not).
     connector_types: BTreeMap<String, String>,
+    /// Slack connectors that post with a bot `token:` (chat.postMessage needs a channel).
+    slack_bots: BTreeSet<String>,
     providers: BTreeMap<String, ProviderDef>,
     /// Every provider name written, valid or not.
     declared_providers: BTreeSet<String>,
@@ -682,6 +686,7 @@ impl<'a> ProjectChecker<'a> {
         let mut connectors = BTreeMap::new();
         let mut declared_connectors = BTreeSet::new();
         let mut connector_types = BTreeMap::new();
+        let mut slack_bots = BTreeSet::new();
         self.token_names = raw
             .tokens
             .as_ref()
@@ -697,6 +702,9 @@ impl<'a> ProjectChecker<'a> {
                 declared_connectors.insert(name.value.clone());
                 if let Some(t) = &raw.value.kind {
                     connector_types.insert(name.value.clone(), t.value.trim().to_string());
+                    if t.value.trim() == "slack" && raw.value.token.is_some() {
+                        slack_bots.insert(name.value.clone());
+                    }
                 }
                 if !valid_name(&name.value) {
                     self.err(
@@ -753,6 +761,7 @@ impl<'a> ProjectChecker<'a> {
             token_scopes,
             declared_connectors,
             connector_types,
+            slack_bots,
             providers,
             declared_providers,
         }
@@ -1516,6 +1525,8 @@ struct CharterChecker<'a> {
     connectors: Option<&'a BTreeSet<String>>,
     /// Connector name -> `type:` as written; `None` when charter.yaml did not parse.
     connector_types: Option<&'a BTreeMap<String, String>>,
+    /// Slack connectors with a bot `token:`; `None` when charter.yaml did not parse.
+    slack_bots: Option<&'a BTreeSet<String>>,
     /// `None` when charter.yaml did not parse: provider references are then not checked.
     providers: Option<&'a BTreeSet<String>>,
     diags: &'a mut Vec<Diagnostic>,
@@ -2915,7 +2926,16 @@ impl CharterChecker<'_> {
             self.typed_connector(action, connector, raw.referenced, "message", "slack", known);
         let channel = match &raw.value.channel {
             Some(c) => self.template(c, "channel").map(Some),
-            None => Some(None),
+            None => match &connector {
+                Some(c) if self.slack_bots.is_some_and(|b| b.contains(c)) => {
+                    self.err(
+                        raw.referenced,
+                        format!("action `{action}`: connector `{c}` posts with a bot token, which needs a `channel`, such as `channel: \"#support\"`"),
+                    );
+                    None
+                }
+                _ => Some(None),
+            },
         };
         let text = match &raw.value.text {
             Some(t) => self.template(t, "text"),

@@ -91,9 +91,20 @@ impl CharterChecker<'_> {
                     path: place.map(str::to_string),
                 }
             }
-            "slack" => NotifyChannel::Slack {
-                channel: place.map(str::to_string),
-            },
+            "slack" => {
+                // A bot token posts through chat.postMessage, which needs the channel; an
+                // incoming webhook's channel is fixed by the webhook.
+                if place.is_none() && self.slack_bots.is_some_and(|b| b.contains(connector)) {
+                    self.err(
+                        at,
+                        format!("`notify`: connector `{connector}` posts with a bot token, which needs a channel, such as `{connector}:#approvals`"),
+                    );
+                    return None;
+                }
+                NotifyChannel::Slack {
+                    channel: place.map(str::to_string),
+                }
+            }
             "smtp" => match place {
                 Some(to) if to.contains('@') => NotifyChannel::Email { to: to.to_string() },
                 _ => {
