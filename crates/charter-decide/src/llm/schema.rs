@@ -1,13 +1,23 @@
 //! The answer schema built from a charter, and the validation of every answer.
 //!
 //! The schema is what structured-output modes send to the provider, and the same schema
-//! validates what comes back, so a server that ignores the schema (or a mode that only asks
-//! for "some JSON") still cannot smuggle in a label or a field the charter does not declare.
+//! (up to how nullable fields are written, below) validates what comes back, so a server
+//! that ignores the schema (or a mode that only asks for "some JSON") still cannot smuggle
+//! in a label or a field the charter does not declare.
 //!
 //! Shape: `{label: enum(labels), confidence: number 0..1, fields: {declared fields},
 //! reason: string}`, every key required and no others allowed. Optional declared fields are
 //! nullable (OpenAI's strict mode requires every property to be listed as required); a
 //! `null` means "not found" and is dropped from the parsed answer.
+//!
+//! A nullable field is `anyOf: [<the field's schema>, {type: null}]`, not `type: [T, "null"]`
+//! beside its `enum` or `pattern`: llama.cpp's schema-to-grammar converter (used by
+//! llama-cpp-python's `json_object` mode, llama.cpp's server and Ollama) turns a list of
+//! types into a plain union and drops the `enum` and `pattern` next to it, so the
+//! constrained output could break them (SmolLM2-135M wrote `"urgency": "low,"` for an enum
+//! `low|high`, twice, and escalated). Every branch of the `anyOf` keeps its constraints.
+//! Answers are validated against the equivalent `type: [T, "null"]` form, whose errors
+//! (`"low," is not one of "low", "high" or null`) make a clearer repair request.
 
 use std::collections::BTreeMap;
 
@@ -17,11 +27,28 @@ use serde_json::{Map, Value, json};
 /// Validation errors quoted in a repair request or an escalation reason.
 const MAX_ERRORS: usize = 5;
 
-/// The answer schema for `labels` and the declared `fields`.
+/// The answer schema for `labels` and the declared `fields`, as sent to providers.
 pub fn response_schema(labels: &[String], fields: &BTreeMap<String, FieldSpec>) -> Value {
+    build_schema(labels, fields, Nullable::AnyOf)
+}
+
+/// How a nullable field is written: both forms accept the same values.
+#[derive(Clone, Copy, PartialEq)]
+enum Nullable {
+    /// `anyOf: [<schema>, {type: null}]`: kept whole by grammar converters (sent).
+    AnyOf,
+    /// `type: [T, "null"]` (and `null` in the `enum`): clearer validation errors.
+    TypeList,
+}
+
+fn build_schema(
+    labels: &[String],
+    fields: &BTreeMap<String, FieldSpec>,
+    nullable: Nullable,
+) -> Value {
     let mut props = Map::new();
     for (name, spec) in fields {
-        props.insert(name.clone(), field_schema(spec));
+        props.insert(name.clone(), field_schema(spec, nullable));
     }
     let names: Vec<&String> = fields.keys().collect();
     json!({
@@ -42,20 +69,21 @@ pub fn response_schema(labels: &[String], fields: &BTreeMap<String, FieldSpec>) 
     })
 }
 
-fn field_schema(spec: &FieldSpec) -> Value {
+fn field_schema(spec: &FieldSpec, nullable: Nullable) -> Value {
     let ty = match spec.kind {
         FieldType::String => "string",
         FieldType::Number => "number",
         FieldType::Integer => "integer",
         FieldType::Boolean => "boolean",
     };
+    let type_list = !spec.required && nullable == Nullable::TypeList;
     let mut s = Map::new();
     s.insert(
         "type".into(),
-        if spec.required {
-            json!(ty)
-        } else {
+        if type_list {
             json!([ty, "null"])
+        } else {
+            json!(ty)
         },
     );
     if let Some(p) = &spec.pattern {
@@ -63,12 +91,16 @@ fn field_schema(spec: &FieldSpec) -> Value {
     }
     if !spec.enumeration.is_empty() {
         let mut values: Vec<Value> = spec.enumeration.iter().map(|v| json!(v)).collect();
-        if !spec.required {
+        if type_list {
             values.push(Value::Null);
         }
         s.insert("enum".into(), Value::Array(values));
     }
-    Value::Object(s)
+    if spec.required || type_list {
+        Value::Object(s)
+    } else {
+        json!({"anyOf": [Value::Object(s), {"type": "null"}]})
+    }
 }
 
 /// An answer that passed validation.
@@ -86,7 +118,9 @@ pub struct ParsedAnswer {
 /// Compiled answer schema plus the label list.
 #[derive(Debug)]
 pub struct AnswerValidator {
+    /// Sent to providers ([`response_schema`]).
     schema: Value,
+    /// Compiled from the equivalent `type: [T, "null"]` form.
     validator: jsonschema::Validator,
     labels: Vec<String>,
 }
@@ -99,7 +133,9 @@ impl AnswerValidator {
         fields: &BTreeMap<String, FieldSpec>,
     ) -> Result<AnswerValidator, String> {
         let schema = response_schema(labels, fields);
-        let validator = jsonschema::validator_for(&schema).map_err(|e| e.to_string())?;
+        let validator =
+            jsonschema::validator_for(&build_schema(labels, fields, Nullable::TypeList))
+                .map_err(|e| e.to_string())?;
         Ok(AnswerValidator {
             schema,
             validator,
@@ -236,6 +272,39 @@ mod tests {
             .parse("```json\n{\"label\":\"billing\",\"confidence\":1,\"fields\":{\"order_id\":\"ORD-1\",\"urgency\":\"low\"},\"reason\":\"\"}\n```")
             .unwrap();
         assert_eq!(a.fields["urgency"], "low");
+    }
+
+    #[test]
+    fn nullable_fields_keep_their_enum_and_pattern_in_an_any_of() {
+        let mut f = fields();
+        f.get_mut("order_id").unwrap().required = false;
+        let v = AnswerValidator::new(&["billing".into(), "bug".into()], &f).unwrap();
+        let props = &v.schema()["properties"]["fields"]["properties"];
+        assert_eq!(
+            props["urgency"],
+            json!({"anyOf": [{"type": "string", "enum": ["low", "high"]}, {"type": "null"}]})
+        );
+        assert_eq!(
+            props["order_id"],
+            json!({"anyOf": [{"type": "string", "pattern": "^ORD-[0-9]+$"}, {"type": "null"}]})
+        );
+        let answer = |order: &str, urgency: &str| {
+            format!(
+                r#"{{"label":"bug","confidence":0.5,"fields":{{"order_id":{order},"urgency":{urgency}}},"reason":""}}"#
+            )
+        };
+        let a = v.parse(&answer("null", "null")).unwrap();
+        assert!(a.fields.is_empty());
+        let a = v.parse(&answer(r#""ORD-9""#, r#""high""#)).unwrap();
+        assert_eq!(a.fields["urgency"], "high");
+        // What SmolLM2-135M wrote when the enum sat beside `type: [string, null]`.
+        let e = v.parse(&answer("null", r#""low,""#)).unwrap_err();
+        assert!(
+            e.contains(r#"/fields/urgency: "low," is not one of"#),
+            "{e}"
+        );
+        let e = v.parse(&answer(r#""12""#, "null")).unwrap_err();
+        assert!(e.contains("/fields/order_id"), "{e}");
     }
 
     #[test]
