@@ -1,4 +1,4 @@
-//! Cron expressions for schedule triggers, evaluated in UTC.
+//! Cron expressions for schedule triggers, evaluated in UTC or in a time zone ([`Zone`]).
 //!
 //! Five fields (`minute hour day-of-month month day-of-week`), or six with a leading
 //! `second` field. Each field is `*`, a value, a range `a-b`, a step `*/n`, `a-b/n` or
@@ -8,6 +8,14 @@
 //! day-of-week are restricted (neither starts with `*`) a day matches if either does.
 //!
 //! Times are Unix seconds; no clock is read here.
+//!
+//! **Time zones.** A [`Zone`] (an IANA name such as `Europe/Paris`, from the time zone
+//! database bundled into the binary, or a fixed offset such as `+02:00`) makes the fields
+//! wall-clock times there: [`Cron::next_after_in`] and [`Cron::latest_at_or_before_in`].
+//! Around daylight-saving changes every wall-clock fire time fires once: a time the clocks
+//! skip (02:30 when they jump from 02:00 to 03:00) fires at the moment of the jump, and a
+//! time that happens twice (02:30 when they go back from 03:00 to 02:00) fires the first
+//! time only.
 
 use std::fmt;
 
@@ -243,6 +251,189 @@ impl Cron {
     }
 }
 
+/// Most candidates looked at around one daylight-saving change before giving up (a cron
+/// that fires every second looks at 3,600 in a repeated hour).
+const ZONE_STEPS: usize = 200_000;
+/// How far back a daylight-saving change is looked for (every change is shorter).
+const CHANGE_WINDOW: i64 = 2 * DAY;
+
+/// Why a `timezone` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown time zone `{0}`: expected an IANA name such as `Europe/Paris` or `America/New_York`, `UTC`, or a fixed offset such as `+02:00`"
+)]
+pub struct ZoneError(pub String);
+
+/// The time zone a schedule's fields are read in.
+#[derive(Clone)]
+pub struct Zone {
+    name: String,
+    tz: jiff::tz::TimeZone,
+}
+
+impl fmt::Debug for Zone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Zone({:?})", self.name)
+    }
+}
+
+impl PartialEq for Zone {
+    fn eq(&self, other: &Zone) -> bool {
+        self.name == other.name
+    }
+}
+
+impl fmt::Display for Zone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+impl Default for Zone {
+    fn default() -> Zone {
+        Zone::utc()
+    }
+}
+
+impl Zone {
+    pub fn utc() -> Zone {
+        Zone {
+            name: "UTC".into(),
+            tz: jiff::tz::TimeZone::UTC,
+        }
+    }
+
+    /// An IANA name (`Europe/Paris`, case-insensitive), `UTC`, or a fixed offset `+HH:MM` /
+    /// `-HH:MM`.
+    pub fn parse(text: &str) -> Result<Zone, ZoneError> {
+        let t = text.trim();
+        let bad = || ZoneError(t.to_string());
+        if let Some(rest) = t.strip_prefix(['+', '-']) {
+            let (h, m) = rest.split_once(':').ok_or_else(bad)?;
+            let digits = |s: &str| s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit());
+            if !digits(h) || !digits(m) {
+                return Err(bad());
+            }
+            let (h, m): (i32, i32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+            if h > 18 || m > 59 {
+                return Err(bad());
+            }
+            let sign = if t.starts_with('-') { -1 } else { 1 };
+            let offset =
+                jiff::tz::Offset::from_seconds(sign * (h * 3600 + m * 60)).map_err(|_| bad())?;
+            return Ok(Zone {
+                name: t.to_string(),
+                tz: jiff::tz::TimeZone::fixed(offset),
+            });
+        }
+        if t.eq_ignore_ascii_case("utc") {
+            return Ok(Zone::utc());
+        }
+        let tz = jiff::tz::TimeZone::get(t).map_err(|_| bad())?;
+        let name = tz.iana_name().unwrap_or(t).to_string();
+        Ok(Zone { name, tz })
+    }
+
+    /// The zone as written (an IANA name in its canonical case).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `t` (Unix seconds) as the zone's wall clock shows it, with its offset:
+    /// `2026-03-29T09:00:00+02:00`.
+    pub fn format_local(&self, t: i64) -> String {
+        let off = self.offset_at(t).unwrap_or(0);
+        let clock = format_utc(t + off);
+        let sign = if off < 0 { '-' } else { '+' };
+        let a = off.abs();
+        format!(
+            "{}{sign}{:02}:{:02}",
+            clock.trim_end_matches('Z'),
+            a / 3600,
+            a / 60 % 60
+        )
+    }
+
+    /// Seconds east of UTC in force at `t` (Unix seconds).
+    fn offset_at(&self, t: i64) -> Option<i64> {
+        let ts = jiff::Timestamp::from_second(t).ok()?;
+        Some(i64::from(self.tz.to_offset(ts).seconds()))
+    }
+
+    /// The wall-clock time at `t`, as seconds since 1970-01-01T00:00 on that clock.
+    fn local(&self, t: i64) -> Option<i64> {
+        Some(t + self.offset_at(t)?)
+    }
+
+    /// The moment the wall clock shows `local`: a time shown twice is its first moment, and
+    /// a time the clocks skip is the moment they jump. Never decreases as `local` grows.
+    fn instant(&self, local: i64) -> Option<i64> {
+        let utc = jiff::Timestamp::from_second(local).ok()?;
+        let dt = jiff::tz::Offset::UTC.to_datetime(utc);
+        match self.tz.to_ambiguous_timestamp(dt).offset() {
+            jiff::tz::AmbiguousOffset::Unambiguous { offset } => {
+                Some(local - i64::from(offset.seconds()))
+            }
+            jiff::tz::AmbiguousOffset::Fold { before, .. } => {
+                Some(local - i64::from(before.seconds()))
+            }
+            jiff::tz::AmbiguousOffset::Gap { before, after } => {
+                // The jump lies in (local - after, local - before]: find it.
+                let after_off = i64::from(after.seconds());
+                let (mut lo, mut hi) = (local - after_off, local - i64::from(before.seconds()));
+                while hi - lo > 1 {
+                    let mid = lo + (hi - lo) / 2;
+                    if self.offset_at(mid)? == after_off {
+                        hi = mid;
+                    } else {
+                        lo = mid;
+                    }
+                }
+                Some(hi)
+            }
+        }
+    }
+}
+
+impl Cron {
+    /// The first fire time strictly after `t` (Unix seconds), the fields read as wall-clock
+    /// times in `zone` (see the module documentation for daylight-saving changes).
+    pub fn next_after_in(&self, zone: &Zone, t: i64) -> Option<i64> {
+        let now = zone.offset_at(t)?;
+        // Just after the clocks jumped forward, a skipped time may still be ahead of `t`
+        // (it fires at the jump): start that much earlier on the wall clock.
+        let jumped = (now - zone.offset_at(t.checked_sub(CHANGE_WINDOW)?)?).max(0);
+        let mut cursor = zone.local(t)? - jumped;
+        for _ in 0..ZONE_STEPS {
+            let local = self.next_after(cursor)?;
+            let at = zone.instant(local)?;
+            if at > t {
+                return Some(at);
+            }
+            cursor = local;
+        }
+        None
+    }
+
+    /// The last fire time at or before `t` (Unix seconds) in `zone`.
+    pub fn latest_at_or_before_in(&self, zone: &Zone, t: i64) -> Option<i64> {
+        let now = zone.offset_at(t)?;
+        // Just after the clocks went back, later wall-clock times may already have fired
+        // (the first time round): start that much later on the wall clock.
+        let went_back = (zone.offset_at(t.checked_sub(CHANGE_WINDOW)?)? - now).max(0);
+        let mut cursor = zone.local(t)? + went_back;
+        for _ in 0..ZONE_STEPS {
+            let local = self.latest_at_or_before(cursor)?;
+            let at = zone.instant(local)?;
+            if at <= t {
+                return Some(at);
+            }
+            cursor = local - 1;
+        }
+        None
+    }
+}
+
 /// Parse one field into a bit set.
 fn field(text: &str, spec: Spec) -> Result<u64, CronError> {
     let bad = |part: &str, reason: String| CronError::Field {
@@ -450,5 +641,183 @@ mod tests {
             err("@sometimes"),
             "unknown cron shorthand `@sometimes`; expected @yearly, @monthly, @weekly, @daily or @hourly"
         );
+    }
+
+    fn paris() -> Zone {
+        Zone::parse("Europe/Paris").expect("a bundled zone")
+    }
+
+    fn next_in(expr: &str, zone: &Zone, from: i64) -> String {
+        let c = Cron::parse(expr).expect("parses");
+        format_utc(c.next_after_in(zone, from).expect("fires"))
+    }
+
+    fn latest_in(expr: &str, zone: &Zone, t: i64) -> String {
+        let c = Cron::parse(expr).expect("parses");
+        format_utc(c.latest_at_or_before_in(zone, t).expect("fired"))
+    }
+
+    #[test]
+    fn zones_parse_by_name_and_offset() {
+        assert_eq!(paris().name(), "Europe/Paris");
+        assert_eq!(
+            Zone::parse("europe/paris").expect("any case").name(),
+            "Europe/Paris"
+        );
+        assert_eq!(Zone::parse("UTC").expect("utc"), Zone::utc());
+        assert_eq!(Zone::parse("+05:30").expect("offset").name(), "+05:30");
+        for bad in [
+            "Mars/Olympus_Mons",
+            "",
+            "+5:30",
+            "+19:00",
+            "+05:60",
+            "CEST+2",
+        ] {
+            let e = Zone::parse(bad).expect_err(bad).to_string();
+            assert!(e.starts_with("unknown time zone"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn fields_are_wall_clock_times_in_the_zone() {
+        let z = paris();
+        // 09:00 in Paris is 08:00Z in winter (CET) and 07:00Z in summer (CEST).
+        let jan = at(2026, 1, 10, 12, 0, 0);
+        assert_eq!(next_in("0 9 * * *", &z, jan), "2026-01-11T08:00:00Z");
+        let jul = at(2026, 7, 10, 12, 0, 0);
+        assert_eq!(next_in("0 9 * * *", &z, jul), "2026-07-11T07:00:00Z");
+        assert_eq!(latest_in("0 9 * * *", &z, jul), "2026-07-10T07:00:00Z");
+        // Across the spring change the daily time stays 09:00 local.
+        let before = at(2026, 3, 28, 8, 0, 0);
+        assert_eq!(next_in("0 9 * * *", &z, before), "2026-03-29T07:00:00Z");
+        // A weekday is the weekday in the zone: 00:30 Monday in Paris is Sunday 23:30Z.
+        assert_eq!(next_in("30 0 * * mon", &z, jan), "2026-01-11T23:30:00Z");
+        // A fixed offset.
+        let india = Zone::parse("+05:30").expect("offset");
+        assert_eq!(next_in("0 9 * * *", &india, jan), "2026-01-11T03:30:00Z");
+        assert_eq!(india.format_local(jan), "2026-01-10T17:30:00+05:30");
+        assert_eq!(z.format_local(jul), "2026-07-10T14:00:00+02:00");
+        assert_eq!(
+            Zone::parse("-03:30").expect("offset").format_local(jan),
+            "2026-01-10T08:30:00-03:30"
+        );
+        assert_eq!(latest_in("0 9 * * *", &india, jan), "2026-01-10T03:30:00Z");
+    }
+
+    #[test]
+    fn a_skipped_time_fires_at_the_jump() {
+        // 2026-03-29: Paris clocks jump from 02:00 CET to 03:00 CEST (01:00Z); 02:30 does
+        // not exist that day and fires at the jump.
+        let z = paris();
+        let jump = at(2026, 3, 29, 1, 0, 0);
+        assert_eq!(
+            next_in("30 2 * * *", &z, at(2026, 3, 28, 1, 30, 0)),
+            "2026-03-29T01:00:00Z"
+        );
+        assert_eq!(next_in("30 2 * * *", &z, jump), "2026-03-30T00:30:00Z");
+        // A restart just after the jump (03:10 local) still finds it ahead or behind.
+        assert_eq!(next_in("30 2 * * *", &z, jump - 1), "2026-03-29T01:00:00Z");
+        assert_eq!(
+            latest_in("30 2 * * *", &z, jump + 600),
+            "2026-03-29T01:00:00Z"
+        );
+        assert_eq!(
+            latest_in("30 2 * * *", &z, jump - 1),
+            "2026-03-28T01:30:00Z"
+        );
+        // Hourly: 02:00 local is skipped and fires at the jump with 03:00, once: a 23-hour day.
+        let fires = fire_times(
+            "0 * * * *",
+            &z,
+            at(2026, 3, 28, 23, 0, 0),
+            at(2026, 3, 29, 22, 0, 0),
+        );
+        assert_eq!(fires.len(), 23, "{fires:?}");
+        assert!(fires.contains(&"2026-03-29T01:00:00Z".to_string()));
+    }
+
+    #[test]
+    fn a_repeated_time_fires_the_first_time_only() {
+        // 2026-10-25: Paris clocks go back from 03:00 CEST to 02:00 CET (01:00Z); 02:30
+        // happens at 00:30Z and again at 01:30Z and fires at 00:30Z only.
+        let z = paris();
+        assert_eq!(
+            next_in("30 2 * * *", &z, at(2026, 10, 24, 0, 30, 0)),
+            "2026-10-25T00:30:00Z"
+        );
+        assert_eq!(
+            next_in("30 2 * * *", &z, at(2026, 10, 25, 0, 30, 0)),
+            "2026-10-26T01:30:00Z"
+        );
+        assert_eq!(
+            latest_in("30 2 * * *", &z, at(2026, 10, 25, 1, 45, 0)),
+            "2026-10-25T00:30:00Z"
+        );
+        // Hourly on the 25-hour day: one event per wall-clock hour, 24 in all.
+        let fires = fire_times(
+            "0 * * * *",
+            &z,
+            at(2026, 10, 24, 21, 59, 0),
+            at(2026, 10, 25, 22, 59, 0),
+        );
+        assert_eq!(fires.len(), 24, "{fires:?}");
+        assert!(fires.contains(&"2026-10-25T00:00:00Z".to_string()));
+        assert!(
+            !fires.contains(&"2026-10-25T01:00:00Z".to_string()),
+            "02:00 fired twice"
+        );
+    }
+
+    /// Every fire time in `(from, to]`, by [`Cron::next_after_in`].
+    fn fire_times(expr: &str, zone: &Zone, from: i64, to: i64) -> Vec<String> {
+        let c = Cron::parse(expr).expect("parses");
+        let mut out = Vec::new();
+        let mut t = from;
+        while let Some(n) = c.next_after_in(zone, t).filter(|n| *n <= to) {
+            out.push(format_utc(n));
+            t = n;
+        }
+        out
+    }
+
+    #[test]
+    fn next_and_latest_agree_around_both_changes() {
+        // For every moment of the change days (every 7 minutes), `latest` is the last fire
+        // time of the `next` chain at or before it, and `next` the first after it.
+        let z = paris();
+        for expr in ["*/20 * * * *", "30 2 * * *", "0 1-3 * * *", "15 */2 * * *"] {
+            let c = Cron::parse(expr).expect("parses");
+            for (from, to) in [
+                (at(2026, 3, 27, 0, 0, 0), at(2026, 3, 31, 0, 0, 0)),
+                (at(2026, 10, 23, 0, 0, 0), at(2026, 10, 27, 0, 0, 0)),
+            ] {
+                let mut fires = Vec::new();
+                let mut t = from - 2 * DAY;
+                while let Some(n) = c.next_after_in(&z, t).filter(|n| *n <= to + DAY) {
+                    assert!(n > t);
+                    fires.push(n);
+                    t = n;
+                }
+                let mut t = from;
+                while t < to {
+                    let latest = fires.iter().rev().find(|f| **f <= t).copied();
+                    let next = fires.iter().find(|f| **f > t).copied();
+                    assert_eq!(
+                        c.latest_at_or_before_in(&z, t),
+                        latest,
+                        "{expr} latest at {}",
+                        format_utc(t)
+                    );
+                    assert_eq!(
+                        c.next_after_in(&z, t),
+                        next,
+                        "{expr} next after {}",
+                        format_utc(t)
+                    );
+                    t += 7 * 60;
+                }
+            }
+        }
     }
 }

@@ -1100,6 +1100,42 @@ fn poll_and_schedule_triggers_parse() {
 }
 
 #[test]
+fn a_schedule_reads_its_cron_in_its_time_zone() {
+    let paris = source_charter(
+        "paris",
+        "crm",
+        "  schedule: { cron: \"0 9 * * mon-fri\", timezone: Europe/Paris }",
+    );
+    let fixed = source_charter(
+        "fixed",
+        "crm",
+        "  schedule: { cron: \"0 9 * * mon-fri\", timezone: \"-05:00\" }",
+    );
+    let project = load_project(&sources_project(&[
+        ("charters/paris.yaml", &paris),
+        ("charters/fixed.yaml", &fixed),
+    ]))
+    .unwrap_or_else(|d| panic!("{d}"));
+    let next = |name: &str| {
+        let s = project.charters[name].trigger.schedule.clone().unwrap();
+        (
+            s.zone.name().to_string(),
+            s.next_after(1_793_959_200)
+                .map(charter_core::cron::format_utc),
+        )
+    };
+    // Friday 2026-11-06 10:00 UTC -> Monday 09:00 in Paris (CET, 08:00Z) / at -05:00 (14:00Z).
+    assert_eq!(
+        next("paris"),
+        ("Europe/Paris".into(), Some("2026-11-09T08:00:00Z".into()))
+    );
+    assert_eq!(
+        next("fixed"),
+        ("-05:00".into(), Some("2026-11-06T14:00:00Z".into()))
+    );
+}
+
+#[test]
 fn poll_trigger_problems_are_each_reported_with_their_place() {
     let bad = source_charter(
         "tickets",
@@ -1144,7 +1180,7 @@ fn bad_cron_expressions_are_reported_with_their_place() {
         ("d", "  schedule: {}"),
         (
             "e",
-            "  schedule: { cron: \"0 9 * * *\", timezone: Europe/Paris }",
+            "  schedule: { cron: \"0 9 * * *\", timezone: Europe/Pariss }",
         ),
         (
             "f",

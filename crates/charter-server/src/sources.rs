@@ -13,7 +13,8 @@
 //! `every`. On PostgreSQL one node at a time polls a charter's API (a job lock).
 //!
 //! **Schedules.** One task per charter with a `schedule` trigger. At each fire time of the
-//! cron expression (UTC) it stores an event whose dedupe key is `schedule:<fire time>`, so
+//! cron expression (UTC, or wall-clock times in the trigger's `timezone`; see
+//! [`charter_core::cron`] for daylight-saving changes) it stores an event whose dedupe key is `schedule:<fire time>`, so
 //! two nodes, or a restart, never make two events for one fire time; then it stores the
 //! fire time as the schedule's cursor. After downtime the most recent missed fire time is
 //! fired once (older missed ones are skipped); on the very first start nothing in the past
@@ -434,7 +435,7 @@ async fn schedule_loop<S: Store>(
     schedule: ScheduleTrigger,
     shutdown: CancellationToken,
 ) {
-    tracing::info!(charter = %charter, cron = %schedule.cron, "schedule started (UTC)");
+    tracing::info!(charter = %charter, cron = %schedule.cron, timezone = %schedule.zone, "schedule started");
     loop {
         let wait = match schedule_step(&state, &charter, &schedule, now_millis()).await {
             Ok(wait) => wait,
@@ -474,7 +475,7 @@ pub async fn schedule_step<S: Store>(
                 .await?;
         }
         Some(last) => {
-            if let Some(due) = schedule.cron.latest_at_or_before(now)
+            if let Some(due) = schedule.latest_at_or_before(now)
                 && due > last
             {
                 fire(state, charter, schedule, due).await?;
@@ -486,7 +487,7 @@ pub async fn schedule_step<S: Store>(
             }
         }
     }
-    let next = schedule.cron.next_after(now).unwrap_or(now + 86_400);
+    let next = schedule.next_after(now).unwrap_or(now + 86_400);
     let wait_ms = (next * 1000 - now_ms).max(1);
     Ok(Duration::from_millis(u64::try_from(wait_ms).unwrap_or(1)))
 }
@@ -509,6 +510,8 @@ async fn fire<S: Store>(
         headers: BTreeMap::new(),
         payload: json!({
             "scheduled_for": when,
+            "scheduled_for_local": schedule.zone.format_local(at),
+            "timezone": schedule.zone.name(),
             "charter": charter,
             "cron": schedule.cron.source(),
         }),

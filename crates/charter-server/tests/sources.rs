@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::extract::{Query, State};
 use axum::routing::get;
 use charter_core::config::ScheduleTrigger;
-use charter_core::cron::Cron;
+use charter_core::cron::{Cron, Zone};
 use charter_core::model::EventRecord;
 use charter_server::metrics::Metrics;
 use charter_server::sources::{self, CURSOR_HEADER, POLL_SOURCE, SCHEDULE_SOURCE};
@@ -510,6 +510,7 @@ async fn after_downtime_only_the_latest_missed_fire_time_fires_once() {
     };
     let schedule = ScheduleTrigger {
         cron: Cron::parse("0 9 * * *").unwrap(),
+        zone: Zone::utc(),
     };
     // 2026-11-05T10:00:00Z: first start, after today's 09:00.
     let t0: i64 = 1_793_872_800_000;
@@ -572,6 +573,62 @@ async fn after_downtime_only_the_latest_missed_fire_time_fires_once() {
         ),
         1.0
     );
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A daily digest at 09:00 in Paris, driven with explicit times across the spring change:
+/// 08:00Z before it, 07:00Z after, and the payload says when that was on the local clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_in_a_time_zone_fires_at_local_times_across_a_dst_change() {
+    let dir = project(
+        ([127, 0, 0, 1], 9).into(),
+        &[(
+            "digest",
+            charter(
+                "digest",
+                "  schedule: { cron: \"0 9 * * *\", timezone: Europe/Paris }",
+            ),
+        )],
+    );
+    let runtime = Arc::new(Runtime::load(&dir).unwrap_or_else(|e| panic!("{e}")));
+    let schedule = runtime.charters["digest"]
+        .charter
+        .trigger
+        .schedule
+        .clone()
+        .unwrap();
+    assert_eq!(schedule.zone.name(), "Europe/Paris");
+    let store = SqliteStore::open(&dir.join("charter.db")).unwrap();
+    let state = AppState {
+        runtime,
+        store: store.clone(),
+        wake: Arc::new(tokio::sync::Notify::new()),
+        metrics: Arc::new(Metrics::default()),
+    };
+    // 2026-03-28T10:00:00Z (11:00 CET), first start: the next digest is Sunday 09:00 CEST,
+    // the first day of summer time: 2026-03-29T07:00:00Z, 21 hours later.
+    let t0: i64 = 1_774_692_000_000;
+    let wait = sources::schedule_step(&state, "digest", &schedule, t0)
+        .await
+        .unwrap();
+    assert_eq!(wait, Duration::from_secs(21 * 3600));
+    let t1 = t0 + 21 * 3_600_000 + 500;
+    let wait = sources::schedule_step(&state, "digest", &schedule, t1)
+        .await
+        .unwrap();
+    let got = events(&store, "digest").await;
+    assert_eq!(got.len(), 1);
+    let p = &got[0].event.payload;
+    assert_eq!(p["scheduled_for"], "2026-03-29T07:00:00Z");
+    assert_eq!(p["scheduled_for_local"], "2026-03-29T09:00:00+02:00");
+    assert_eq!(p["timezone"], "Europe/Paris");
+    assert_eq!(
+        got[0].event.dedupe_key.as_deref(),
+        Some("schedule:2026-03-29T07:00:00Z")
+    );
+    // The next one is a whole day later (summer time on both days).
+    assert_eq!(wait, Duration::from_millis(24 * 3_600_000 - 500));
     store.close().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

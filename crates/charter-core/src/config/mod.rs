@@ -468,10 +468,24 @@ pub enum PollCursor {
     Max(String),
 }
 
-/// `trigger: { schedule: { cron: ... } }`: one event per fire time, in UTC.
+/// `trigger: { schedule: { cron: ..., timezone: ... } }`: one event per fire time, the
+/// cron fields read as wall-clock times in `zone` (UTC unless `timezone:` says otherwise).
 #[derive(Debug, Clone)]
 pub struct ScheduleTrigger {
     pub cron: crate::cron::Cron,
+    pub zone: crate::cron::Zone,
+}
+
+impl ScheduleTrigger {
+    /// The first fire time strictly after `t` (Unix seconds).
+    pub fn next_after(&self, t: i64) -> Option<i64> {
+        self.cron.next_after_in(&self.zone, t)
+    }
+
+    /// The last fire time at or before `t` (Unix seconds).
+    pub fn latest_at_or_before(&self, t: i64) -> Option<i64> {
+        self.cron.latest_at_or_before_in(&self.zone, t)
+    }
 }
 
 /// How a delivery is recognised as a repeat.

@@ -405,9 +405,11 @@ pub struct RawPollCursor {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSchedule {
-    /// A cron expression in UTC: 5 fields (`minute hour day-of-month month day-of-week`),
-    /// or 6 with a leading `second`; or `@daily`, `@hourly`, ...
+    /// A cron expression: 5 fields (`minute hour day-of-month month day-of-week`), or 6
+    /// with a leading `second`; or `@daily`, `@hourly`, ...
     pub cron: Option<S<String>>,
+    /// The time zone the fields are read in: an IANA name or `+HH:MM` (default UTC).
+    pub timezone: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -838,7 +840,7 @@ const POLL_SHAPE: Shape = Shape::Keys(&[
 
 const POLL_CURSOR_SHAPE: Shape = Shape::Keys(&[("next", A), ("max", A), ("start", A)]);
 
-const SCHEDULE_SHAPE: Shape = Shape::Keys(&[("cron", A)]);
+const SCHEDULE_SHAPE: Shape = Shape::Keys(&[("cron", A), ("timezone", A)]);
 
 const DEDUPE_SHAPE: Shape = Shape::Keys(&[("header", A)]);
 

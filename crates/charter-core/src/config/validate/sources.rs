@@ -14,7 +14,7 @@
 //!
 //! ```yaml
 //! trigger:
-//!   schedule: { cron: "0 9 * * mon-fri" }
+//!   schedule: { cron: "0 9 * * mon-fri", timezone: Europe/Paris }
 //! ```
 
 use std::time::Duration;
@@ -22,7 +22,7 @@ use std::time::Duration;
 use super::super::raw::{Location, RawPoll, RawSchedule, S};
 use super::{CharterChecker, Check, Known, list};
 use crate::config::{PollCursor, PollKey, PollTrigger, ScheduleTrigger};
-use crate::cron::Cron;
+use crate::cron::{Cron, Zone};
 
 /// Time between polls when `every` is not given.
 pub const DEFAULT_POLL_EVERY: Duration = Duration::from_secs(60);
@@ -273,16 +273,18 @@ impl CharterChecker<'_> {
             &raw.value.cron,
             at,
             "cron",
-            "a cron expression in UTC, such as `\"0 9 * * mon-fri\"` (minute hour \
-             day-of-month month day-of-week)",
+            "a cron expression, such as `\"0 9 * * mon-fri\"` (minute hour \
+             day-of-month month day-of-week), in UTC unless `timezone:` is given",
         )?;
         let place = raw.value.cron.as_ref().map_or(at, |v| v.referenced);
-        match Cron::parse(&text) {
-            Ok(cron) => Some(ScheduleTrigger { cron }),
-            Err(e) => {
-                self.err(place, e.to_string());
-                None
-            }
-        }
+        let cron = Cron::parse(&text).map_err(|e| self.err(place, e.to_string()));
+        let zone = match &raw.value.timezone {
+            None => Ok(Zone::utc()),
+            Some(z) => Zone::parse(&z.value).map_err(|e| self.err(z.referenced, e.to_string())),
+        };
+        Some(ScheduleTrigger {
+            cron: cron.ok()?,
+            zone: zone.ok()?,
+        })
     }
 }
