@@ -394,9 +394,14 @@ pub fn bucket_labels(report: &CharterReport) -> Vec<String> {
         .iter()
         .map(|b| {
             let secs = b.start.div_euclid(1000);
+            let span = width.saturating_mul(report.buckets.len() as i64);
             if width >= 86_400_000 {
                 let (_, m, d) = civil(secs.div_euclid(86_400));
                 format!("{m:02}-{d:02}")
+            } else if span > 86_400_000 {
+                // Buckets under a day over a window of several days: date and hour.
+                let (_, m, d) = civil(secs.div_euclid(86_400));
+                format!("{m:02}-{d:02} {:02}h", secs.rem_euclid(86_400) / 3600)
             } else {
                 let rem = secs.rem_euclid(86_400);
                 format!("{:02}:{:02}", rem / 3600, (rem % 3600) / 60)
@@ -540,6 +545,23 @@ mod tests {
     fn report_charts_follow_the_buckets() {
         let r = sample();
         assert_eq!(bucket_labels(&r), vec!["01-02", "01-03"]);
+        // Half-day buckets over several days carry the date and the hour.
+        let mut half_days = sample();
+        for (i, b) in half_days.buckets.iter_mut().enumerate() {
+            b.start = 86_400_000 + i as i64 * 43_200_000;
+        }
+        half_days.buckets.push(half_days.buckets[1].clone());
+        half_days.buckets[2].start = 86_400_000 + 2 * 43_200_000;
+        assert_eq!(
+            bucket_labels(&half_days),
+            vec!["01-02 00h", "01-02 12h", "01-03 00h"]
+        );
+        // Buckets within one day keep the time only.
+        let mut hours = sample();
+        for (i, b) in hours.buckets.iter_mut().enumerate() {
+            b.start = 86_400_000 + i as i64 * 3_600_000;
+        }
+        assert_eq!(bucket_labels(&hours), vec!["00:00", "01:00"]);
         let v = volume_chart(&r, 300, 120);
         assert_eq!(v.matches("<rect").count(), 2);
         assert!(v.contains("01-02: events 2"), "{v}");

@@ -1,6 +1,6 @@
 // Drives Charter's web UI in Debian's headless Chromium: log in with a token, find the
 // approval in the inbox, approve it, then open the run timeline and wait until it shows
-// the executed action. Saves inbox.png and timeline.png into <outdir> and prints a JSON
+// the executed action. Saves inbox.png, timeline.png and charter.png into <outdir> and prints a JSON
 // summary on stdout. Any failure exits non-zero with the reason on stderr.
 //
 // usage: node approve.mjs <base_url> <token> <outdir>
@@ -79,7 +79,13 @@ try {
     await page.waitForTimeout(250);
   }
   await page.screenshot({ path: join(outdir, 'timeline.png'), fullPage: true });
-  console.log(JSON.stringify({ approval: approvalId, event: eventId, flash, timeline: text }));
+
+  // The charter page: owner, mode, counts, and the measurement charts (inline SVG).
+  await page.goto(`${base}/charters/support-triage`);
+  const charts = await page.locator('.charts svg').count();
+  if (charts < 3) fail(`the charter page shows ${charts} charts, expected 3`);
+  await page.screenshot({ path: join(outdir, 'charter.png'), fullPage: true });
+  console.log(JSON.stringify({ approval: approvalId, event: eventId, flash, timeline: text, charts }));
 } catch (e) {
   console.error(String(e && e.stack ? e.stack : e));
   code = 1;
