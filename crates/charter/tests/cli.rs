@@ -422,6 +422,25 @@ measure: { success: [order_pushed] }
             }
         }
         if !killed && next >= total / 2 {
+            // Kill only once a run is in flight, so the test always exercises recovery.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let v: Value = client
+                    .get(format!(
+                        "{base}/api/v1/events?charter=orders&status=processing&limit=10"
+                    ))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                if v["events"].as_array().is_some_and(|a| !a.is_empty()) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "no run was in flight to kill");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             server.kill9();
             killed = true;
             server = Server::start(&dir, port);
@@ -526,6 +545,18 @@ fn psql(sql: &str) -> Result<(), String> {
     }
 }
 
+/// One number from a query on the database at `url` (0 when psql fails).
+fn psql_count(url: &str, sql: &str) -> i64 {
+    Command::new("psql")
+        .arg(url)
+        .args(["-tA", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn start_node(dir: &Path, port: u16, store: &str, node: &str) -> Server {
     let child = Command::new(bin())
         .arg("serve")
@@ -557,7 +588,7 @@ async fn three_nodes_on_postgres_survive_a_sigkill_with_exactly_one_effect_per_k
     let dir = temp_dir("nodes");
     let shutdown = CancellationToken::new();
     let sink = Sink::default();
-    sink.script((0..600).map(|_| Scripted::Delay(Duration::from_millis(20))));
+    sink.script((0..600).map(|_| Scripted::Delay(Duration::from_millis(40))));
     let sink_addr = sink
         .start(([127, 0, 0, 1], 0).into(), shutdown.clone())
         .await
@@ -646,7 +677,19 @@ measure: { success: [order_pushed] }
             }
         }
         if wave == total / 30 / 2 {
-            // Kill the middle node with work in flight.
+            // Kill the middle node with work in flight: wait until it holds a lease.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while psql_count(
+                &store_url,
+                "SELECT count(*) FROM events WHERE lease_owner = 'node1' AND status = 'processing'",
+            ) == 0
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "node1 never held a lease to lose"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             if let Some(mut n) = nodes[1].take() {
                 n.kill9();
             }
