@@ -17,7 +17,7 @@ use charter_core::model::{
 use charter_core::routing::{eval_context, first_matching_route};
 use charter_store::{
     ApprovalRecord, ApprovalStatus, Claimed, EscalationRecord, NewApproval, NewAuditEntry,
-    NewEscalation, Store, StoreError,
+    NewEscalation, RunWrite, Store, StoreError,
 };
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
@@ -39,6 +39,9 @@ pub async fn run<S: Store>(
     let mut tasks: JoinSet<()> = JoinSet::new();
     let names: Vec<String> = state.runtime.charters.keys().cloned().collect();
     let mut start = 0usize;
+    // Claim in batches: while runs are in flight, wait until a quarter of the permits are
+    // free instead of claiming one event per finished run (a claim is a durable write).
+    let min_claim = (settings.concurrency / 4).clamp(1, 64);
     tracing::info!(worker = %worker_id, concurrency = settings.concurrency, "worker started");
     loop {
         if shutdown.is_cancelled() {
@@ -48,7 +51,7 @@ pub async fn run<S: Store>(
         for k in 0..names.len() {
             let name = &names[(start + k) % names.len()];
             let available = permits.available_permits();
-            if available == 0 {
+            if available == 0 || (available < min_claim && !tasks.is_empty()) {
                 break;
             }
             let Some(cr) = state.runtime.charters.get(name) else {
@@ -185,17 +188,28 @@ async fn process_claimed_in_span<S: Store>(
             }
         }
     };
+    // The run's writes that need not be durable yet: they go to the store in one command with
+    // the next write that must be (an action's intent, or the run's end with the release).
+    let mut pending: Vec<RunWrite> = Vec::new();
     let result = tokio::select! {
-        r = run_pipeline(&state, &executor, claimed) => r,
+        r = run_pipeline(&state, &executor, claimed, &mut pending) => r,
         e = renew => Err(e),
     };
     let status = match result {
         Ok(status) => status,
         Err(RunError::LeaseLost) => {
             tracing::warn!(event = %event_id, charter = %charter_name, "lease lost; abandoning run");
+            // What the run did is still true: keep it as evidence (no release).
+            if let Err(e) = flush(&state.store, &mut pending).await {
+                tracing::error!(event = %event_id, error = %e, "recording an abandoned run failed");
+            }
             return;
         }
         Err(RunError::RetryLater(after)) => {
+            if let Err(e) = flush(&state.store, &mut pending).await {
+                tracing::error!(event = %event_id, error = %e, "store error during run; will retry after lease expiry");
+                return;
+            }
             // Keep the event leased until then; the next claim after that retries it.
             let until = now_millis() + i64::try_from(after.as_millis()).unwrap_or(i64::MAX / 2);
             if let Err(e) = state.store.renew(event_id, &worker_id, until).await {
@@ -209,17 +223,64 @@ async fn process_claimed_in_span<S: Store>(
             return;
         }
     };
-    match state
-        .store
-        .release(event_id, &worker_id, status, now_millis())
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => {
+    pending.push(RunWrite::Release {
+        event_id,
+        worker: worker_id,
+        status,
+        now: now_millis(),
+    });
+    match state.store.record_run(pending).await {
+        Ok(w) if w.released == Some(false) => {
             tracing::warn!(event = %event_id, "lease lost before release")
         }
+        Ok(_) => {}
         Err(e) => tracing::error!(event = %event_id, error = %e, "release failed"),
     }
+}
+
+/// Send the run's buffered writes to the store in one durable command (nothing when empty).
+async fn flush<S: Store>(store: &S, pending: &mut Vec<RunWrite>) -> Result<(), StoreError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    store.record_run(std::mem::take(pending)).await?;
+    Ok(())
+}
+
+/// Send the buffered writes and `then` (which must be durable before the run goes on, like
+/// an action's intent) in one durable command.
+async fn flush_with<S: Store>(
+    store: &S,
+    pending: &mut Vec<RunWrite>,
+    then: RunWrite,
+) -> Result<(), StoreError> {
+    pending.push(then);
+    flush(store, pending).await
+}
+
+/// Record the end of the run (buffered: it is written with the release) and count it.
+#[allow(clippy::too_many_arguments)]
+fn finish_run<S: Store>(
+    state: &AppState<S>,
+    pending: &mut Vec<RunWrite>,
+    run_id: Uuid,
+    charter: &str,
+    received_at: i64,
+    route: Option<usize>,
+    outcome: RunOutcome,
+    error: Option<String>,
+) {
+    pending.push(RunWrite::FinishRun {
+        run_id,
+        route,
+        outcome,
+        error,
+        now: now_millis(),
+    });
+    let cycle = Duration::from_millis((now_millis() - received_at).max(0) as u64);
+    state
+        .metrics
+        .run_finished(charter, outcome.as_str(), Some(cycle));
 }
 
 /// Run one event through its charter. Returns the event's next status.
@@ -227,6 +288,7 @@ async fn run_pipeline<S: Store>(
     state: &AppState<S>,
     executor: &HttpExecutor,
     claimed: Claimed,
+    pending: &mut Vec<RunWrite>,
 ) -> Result<EventStatus, RunError> {
     let event = claimed.event;
     let store = &state.store;
@@ -261,30 +323,30 @@ async fn run_pipeline<S: Store>(
         c.mode = mode;
         Arc::new(c)
     };
-    store
-        .start_run(
-            run_id,
-            event.id,
-            &charter.name,
-            &charter.version,
-            mode.as_str(),
-            now_millis(),
-        )
-        .await?;
+    pending.push(RunWrite::Start {
+        run_id,
+        event_id: event.id,
+        charter: charter.name.clone(),
+        charter_version: charter.version.clone(),
+        mode: mode.as_str().to_string(),
+        now: now_millis(),
+    });
 
-    let finish = |route: Option<usize>, outcome: RunOutcome, error: Option<String>| {
-        let charter_name = charter.name.clone();
-        let received_at = event.received_at;
-        async move {
-            store
-                .finish_run(run_id, route, outcome, error.as_deref(), now_millis())
-                .await?;
-            let cycle = Duration::from_millis((now_millis() - received_at).max(0) as u64);
-            state
-                .metrics
-                .run_finished(&charter_name, outcome.as_str(), Some(cycle));
-            Ok::<(), RunError>(())
-        }
+    let received_at = event.received_at;
+    let finish = |pending: &mut Vec<RunWrite>,
+                  route: Option<usize>,
+                  outcome: RunOutcome,
+                  error: Option<String>| {
+        finish_run(
+            state,
+            pending,
+            run_id,
+            &charter.name,
+            received_at,
+            route,
+            outcome,
+            error,
+        );
     };
 
     // Context: records the charter fetches from its connectors, once per run.
@@ -292,10 +354,12 @@ async fn run_pipeline<S: Store>(
         None
     } else {
         let ctx0 = eval_context(&event, None);
+        // The fetches are kept as run extras: the run must exist first.
+        flush(store, pending).await?;
         let got = crate::decide::assemble_context(state, executor, &charter, &event, run_id, &ctx0)
             .await?;
         if let Some((why, after)) = got.retry {
-            finish(None, RunOutcome::Failed, Some(why)).await?;
+            finish(pending, None, RunOutcome::Failed, Some(why));
             return Err(RunError::RetryLater(after));
         }
         Some(Value::Object(got.values))
@@ -328,8 +392,12 @@ async fn run_pipeline<S: Store>(
         state
             .metrics
             .decision(&charter.name, &stage, decide_started.elapsed());
-        store.record_decision(run_id, d).await?;
+        pending.push(RunWrite::Decision {
+            run_id,
+            decision: d.clone(),
+        });
         if d.label.is_none() {
+            flush(store, pending).await?;
             let detail = json!({
                 "payload": event.payload,
                 "reason": d.reason,
@@ -344,7 +412,7 @@ async fn run_pipeline<S: Store>(
                 detail,
             )
             .await?;
-            finish(None, RunOutcome::Escalated, Some(d.reason.clone())).await?;
+            finish(pending, None, RunOutcome::Escalated, Some(d.reason.clone()));
             return Ok(EventStatus::Waiting);
         }
     }
@@ -358,16 +426,21 @@ async fn run_pipeline<S: Store>(
         Ok(r) => r,
         Err(e) => {
             finish(
+                pending,
                 None,
                 RunOutcome::Failed,
                 Some(format!("route evaluation failed: {e}")),
-            )
-            .await?;
+            );
             return Ok(EventStatus::Failed);
         }
     };
     let Some(route_idx) = route else {
-        finish(None, RunOutcome::NoRoute, Some("no route matched".into())).await?;
+        finish(
+            pending,
+            None,
+            RunOutcome::NoRoute,
+            Some("no route matched".into()),
+        );
         return Ok(EventStatus::Done);
     };
 
@@ -380,7 +453,10 @@ async fn run_pipeline<S: Store>(
     let mut status = EventStatus::Done;
     let mut error = None;
     for name in &charter.routes[route_idx].actions {
-        let action_status = act(state, executor, &charter, &event, run_id, name, &ctx).await?;
+        let action_status = act(
+            state, executor, &charter, &event, run_id, name, &ctx, pending,
+        )
+        .await?;
         let (o, st, msg) = match action_status {
             ActStep::Continue => continue,
             ActStep::Failed(msg) => (RunOutcome::Failed, EventStatus::Failed, msg),
@@ -388,6 +464,7 @@ async fn run_pipeline<S: Store>(
                 let mut detail = evidence;
                 detail["payload"] = event.payload.clone();
                 detail["stages"] = json!(decision.as_ref().map(|d| &d.stages));
+                flush(store, pending).await?;
                 escalate(state, &charter, &event, run_id, "dead_letter", detail).await?;
                 (RunOutcome::Failed, EventStatus::Failed, message)
             }
@@ -402,35 +479,33 @@ async fn run_pipeline<S: Store>(
         error = Some(msg);
         break;
     }
-    finish(Some(route_idx), outcome, error).await?;
+    finish(pending, Some(route_idx), outcome, error);
     Ok(status)
 }
 
-/// Record the action's `measure:` outcome (if it declares one) after it succeeded.
-async fn record_measure<S: Store>(
+/// Record the action's `measure:` outcome (if it declares one) after it succeeded
+/// (buffered with the run's next durable write).
+fn record_measure<S: Store>(
     state: &AppState<S>,
     charter: &Charter,
     event: &NewEvent,
     run_id: Uuid,
     action: &charter_core::config::Action,
-) -> Result<(), RunError> {
+    pending: &mut Vec<RunWrite>,
+) {
     let Some(name) = &action.measure else {
-        return Ok(());
+        return;
     };
-    state
-        .store
-        .record_measurement(charter_store::NewMeasurement {
-            charter: charter.name.clone(),
-            name: name.clone(),
-            run_id: Some(run_id),
-            event_id: Some(event.id),
-            value: 1.0,
-            at: now_millis(),
-            detail: json!({ "action": action.name }),
-        })
-        .await?;
+    pending.push(RunWrite::Measurement(charter_store::NewMeasurement {
+        charter: charter.name.clone(),
+        name: name.clone(),
+        run_id: Some(run_id),
+        event_id: Some(event.id),
+        value: 1.0,
+        at: now_millis(),
+        detail: json!({ "action": action.name }),
+    }));
     state.metrics.measurement(&charter.name, name);
-    Ok(())
 }
 
 /// The text the decision stages read: the trigger's `text` template, or the payload as JSON.
@@ -742,6 +817,27 @@ fn render_params(action: &charter_core::config::Action, ctx: &Value) -> Result<V
     }
 }
 
+/// Buffer an action that ends without any request leaving (invalid, shadow, already done,
+/// log): its intent and its final record, written with the run's next durable write.
+fn record_action_now(
+    pending: &mut Vec<RunWrite>,
+    run_id: Uuid,
+    record: &ActionRecord,
+    begin_params: &Value,
+) {
+    pending.push(RunWrite::BeginAction {
+        run_id,
+        action: record.action.clone(),
+        idempotency_key: record.idempotency_key.clone(),
+        params: begin_params.clone(),
+    });
+    pending.push(RunWrite::FinishAction {
+        run_id,
+        record: record.clone(),
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn act<S: Store>(
     state: &AppState<S>,
     executor: &HttpExecutor,
@@ -750,6 +846,7 @@ async fn act<S: Store>(
     run_id: Uuid,
     name: &str,
     ctx: &Value,
+    pending: &mut Vec<RunWrite>,
 ) -> Result<ActStep, RunError> {
     let store = &state.store;
     let Some(action) = charter.actions.get(name) else {
@@ -761,6 +858,8 @@ async fn act<S: Store>(
     let ctx = match &action.draft {
         None => ctx,
         Some(spec) => {
+            // The draft is kept as a run extra: the run must exist first.
+            flush(store, pending).await?;
             match crate::decide::draft_for_action(state, charter, event, run_id, name, spec, ctx)
                 .await
             {
@@ -785,8 +884,7 @@ async fn act<S: Store>(
                 status: ActionStatus::Invalid,
                 attempts: vec![],
             };
-            store.begin_action(run_id, name, &key, &Value::Null).await?;
-            store.finish_action(run_id, &rec).await?;
+            record_action_now(pending, run_id, &rec, &Value::Null);
             return Ok(ActStep::Failed(format!(
                 "action `{name}`: parameters could not be rendered: {msg}"
             )));
@@ -802,6 +900,8 @@ async fn act<S: Store>(
         } = &action.approval
     {
         let policy = (reviewers.as_slice(), *expires, *on_expiry);
+        // The gate creates approvals (and may record the action) against the run.
+        flush(store, pending).await?;
         match approval_gate(state, charter, event, run_id, name, &params, &key, policy).await? {
             Gate::Proceed {
                 params: approved,
@@ -822,31 +922,36 @@ async fn act<S: Store>(
     };
 
     if charter.mode == Mode::Shadow {
-        store.begin_action(run_id, name, &key, &params).await?;
-        store.finish_action(run_id, &record).await?;
+        record_action_now(pending, run_id, &record, &params);
         return Ok(ActStep::Continue);
     }
     if store.action_succeeded(&key).await? {
         record.status = ActionStatus::AlreadyDone;
-        store.begin_action(run_id, name, &key, &params).await?;
-        store.finish_action(run_id, &record).await?;
+        record_action_now(pending, run_id, &record, &params);
         return Ok(ActStep::Continue);
     }
-    store.begin_action(run_id, name, &key, &params).await?;
+    // The intent: durable before any request leaves (with everything buffered before it).
+    let begin = RunWrite::BeginAction {
+        run_id,
+        action: name.to_string(),
+        idempotency_key: key.clone(),
+        params: params.clone(),
+    };
     match &action.kind {
         ActionKind::Log { .. } => {
             tracing::info!(event = %event.id, charter = %charter.name, action = %name, params = %params, "log action");
             record.status = ActionStatus::Succeeded;
-            store.finish_action(run_id, &record).await?;
+            record_action_now(pending, run_id, &record, &params);
             state
                 .metrics
                 .action_attempt(&charter.name, name, "log", "succeeded", None);
-            record_measure(state, charter, event, run_id, action).await?;
+            record_measure(state, charter, event, run_id, action, pending);
             Ok(ActStep::Continue)
         }
         ActionKind::Message(_) | ActionKind::Email(_) | ActionKind::Sql(_) => {
+            flush_with(store, pending, begin).await?;
             act_through_connector(
-                state, executor, charter, event, run_id, action, &params, &key, record,
+                state, executor, charter, event, run_id, action, &params, &key, record, pending,
             )
             .await
         }
@@ -856,7 +961,7 @@ async fn act<S: Store>(
                     Some(rc) => Some(rc),
                     None => {
                         record.status = ActionStatus::Invalid;
-                        store.finish_action(run_id, &record).await?;
+                        record_action_now(pending, run_id, &record, &params);
                         return Ok(ActStep::Failed(format!(
                             "connector `{c}` is not configured"
                         )));
@@ -890,10 +995,11 @@ async fn act<S: Store>(
                 Ok(r) => r,
                 Err(e) => {
                     record.status = ActionStatus::Invalid;
-                    store.finish_action(run_id, &record).await?;
+                    record_action_now(pending, run_id, &record, &params);
                     return Ok(ActStep::Failed(format!("action `{name}`: {e}")));
                 }
             };
+            flush_with(store, pending, begin).await?;
             let policy = action.retry;
             let mut attempt_no = 1u32;
             loop {
@@ -916,7 +1022,8 @@ async fn act<S: Store>(
                     error: out.error.clone(),
                     ok: out.ok,
                 };
-                store.record_attempt(run_id, name, &rec).await?;
+                let last = out.ok || !out.retryable || attempt_no >= policy.max_attempts;
+                record_attempt(store, pending, run_id, name, &rec, last).await?;
                 record.attempts.push(rec);
                 let result = if out.ok {
                     "succeeded"
@@ -934,13 +1041,19 @@ async fn act<S: Store>(
                 );
                 if out.ok {
                     record.status = ActionStatus::Succeeded;
-                    store.finish_action(run_id, &record).await?;
-                    record_measure(state, charter, event, run_id, action).await?;
+                    pending.push(RunWrite::FinishAction {
+                        run_id,
+                        record: record.clone(),
+                    });
+                    record_measure(state, charter, event, run_id, action, pending);
                     return Ok(ActStep::Continue);
                 }
                 if !out.retryable || attempt_no >= policy.max_attempts {
                     record.status = ActionStatus::DeadLettered;
-                    store.finish_action(run_id, &record).await?;
+                    pending.push(RunWrite::FinishAction {
+                        run_id,
+                        record: record.clone(),
+                    });
                     let why = out
                         .error
                         .or(out.status.map(|s| format!("HTTP {s}")))
@@ -966,6 +1079,30 @@ async fn act<S: Store>(
                 tracing::debug!(action = %name, waited = ?t.elapsed(), "retrying");
             }
         }
+    }
+}
+
+/// Record one attempt of an action. The last attempt (its outcome follows in the same
+/// batch) is buffered; one followed by a retry is written durably at once, so the evidence
+/// of a failed attempt survives a crash during the backoff.
+async fn record_attempt<S: Store>(
+    store: &S,
+    pending: &mut Vec<RunWrite>,
+    run_id: Uuid,
+    action: &str,
+    attempt: &AttemptRecord,
+    last: bool,
+) -> Result<(), StoreError> {
+    let write = RunWrite::Attempt {
+        run_id,
+        action: action.to_string(),
+        attempt: attempt.clone(),
+    };
+    if last {
+        pending.push(write);
+        Ok(())
+    } else {
+        flush_with(store, pending, write).await
     }
 }
 
@@ -1017,6 +1154,7 @@ async fn act_through_connector<S: Store>(
     params: &Value,
     key: &str,
     mut record: ActionRecord,
+    pending: &mut Vec<RunWrite>,
 ) -> Result<ActStep, RunError> {
     let store = &state.store;
     let name = action.name.as_str();
@@ -1048,7 +1186,8 @@ async fn act_through_connector<S: Store>(
             error: out.error.clone(),
             ok: out.ok,
         };
-        store.record_attempt(run_id, name, &rec).await?;
+        let last = out.ok || !out.retryable || attempt_no >= policy.max_attempts;
+        record_attempt(store, pending, run_id, name, &rec, last).await?;
         record.attempts.push(rec);
         let result = if out.ok {
             "succeeded"
@@ -1062,13 +1201,19 @@ async fn act_through_connector<S: Store>(
             .action_attempt(&charter.name, name, connector, result, Some(out.duration));
         if out.ok {
             record.status = ActionStatus::Succeeded;
-            store.finish_action(run_id, &record).await?;
-            record_measure(state, charter, event, run_id, action).await?;
+            pending.push(RunWrite::FinishAction {
+                run_id,
+                record: record.clone(),
+            });
+            record_measure(state, charter, event, run_id, action, pending);
             return Ok(ActStep::Continue);
         }
         if !out.retryable || attempt_no >= policy.max_attempts {
             record.status = ActionStatus::DeadLettered;
-            store.finish_action(run_id, &record).await?;
+            pending.push(RunWrite::FinishAction {
+                run_id,
+                record: record.clone(),
+            });
             let why = out.error.unwrap_or_else(|| "unknown error".into());
             let message =
                 format!("action `{name}` dead-lettered after {attempt_no} attempt(s): {why}");

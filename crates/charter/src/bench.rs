@@ -9,7 +9,8 @@
 //!   of pre-signed deliveries, every one with a unique `webhook-id`. Counts 202s only.
 //! * **noop** — the same generator against an axum handler that reads the body and answers
 //!   202 with a small JSON: the ceiling of the loopback HTTP path on this machine.
-//! * **e2e** — the same project with the worker ([`Role::All`]): rules decide, one route,
+//! * **e2e** — the same project with the worker ([`Role::All`]): a rule, then the embedded
+//!   classifier (trained at start-up, before any measured window) decide; one route,
 //!   one HTTP action to an in-process [`Sink`]. Sends for the duration, waits (bounded) for
 //!   the queue to drain, and reads completion times from the store.
 //! * **memory** — VmRSS after start-up idle, and the peak (VmHWM, reset before each load)
@@ -67,7 +68,7 @@ pub enum Which {
     Ingest,
     /// The no-op HTTP baseline alone.
     Noop,
-    /// End to end: ingest, worker, rules, route, HTTP action to a local sink.
+    /// End to end: ingest, worker, rule + embedded classifier, route, HTTP action to a local sink.
     E2e,
     /// Everything.
     All,
@@ -233,6 +234,8 @@ pub struct E2eResult {
     /// Distinct idempotency keys the sink applied, and keys applied more than once.
     pub sink_applied: usize,
     pub sink_doubled: usize,
+    /// Decisions made by the embedded classifier (summed over every node's `/metrics`).
+    pub decided_embedded: u64,
     pub peak_rss_mb: f64,
 }
 
@@ -474,8 +477,9 @@ fn http_client(max_connections: usize) -> Result<reqwest::Client, BenchError> {
 
 /// Write the benchmark project into `dir`; `sink_url` is the action's target.
 pub fn write_project(dir: &Path, sink_url: &str) -> std::io::Result<()> {
-    let files: [(&str, String); 4] = [
+    let files: [(&str, String); 5] = [
         ("secrets/hook", SECRET.to_string()),
+        ("data/tickets.csv", bench_examples()),
         (
             "charter.yaml",
             format!(
@@ -503,7 +507,7 @@ connectors:
             "charters/bench.yaml",
             format!(
                 r#"name: {CHARTER}
-description: Benchmark charter - verify, contract, dedupe, rules, one HTTP action.
+description: Benchmark charter - verify, contract, dedupe, rule + embedded classifier, one HTTP action.
 owner: bench@example.test
 maintainer: bench@example.test
 system_of_record: sink
@@ -516,11 +520,13 @@ trigger:
     verify: {{ preset: standard-webhooks, secret: file:secrets/hook }}
   dedupe: {{ header: webhook-id }}
   input_schema: schemas/ticket.json
+  text: "{{{{ payload.ticket.subject }}}}"
 decide:
   labels: [billing, other]
   stages:
     - rules:
-        - {{ when: 'payload.ticket.subject.contains("refund")', label: billing }}
+        - {{ when: 'payload.ticket.subject.startsWith("[vip]")', label: other }}
+    - embedded: {{ examples: data/tickets.csv, accept_above: 0.6 }}
   otherwise: other
 routes:
   - when: "true"
@@ -550,6 +556,46 @@ measure:
         std::fs::write(path, contents)?;
     }
     Ok(())
+}
+
+/// The labelled examples the bench charter's embedded stage is trained on at start-up
+/// (before any measured window): 384 generated ticket subjects, half `billing`, half `other`.
+pub fn bench_examples() -> String {
+    const BILLING: [&str; 8] = [
+        "refund request for order ord-{n}",
+        "i was charged twice for invoice {n}",
+        "please refund my last payment ({n})",
+        "wrong amount on my invoice {n}",
+        "cancel my subscription and refund order ord-{n}",
+        "double charge on my card, order {n}",
+        "billing question about invoice {n}",
+        "payment failed but money left my account ({n})",
+    ];
+    const OTHER: [&str; 8] = [
+        "cannot log in since the update (case {n})",
+        "password reset email never arrives ({n})",
+        "the app crashes when i open settings (case {n})",
+        "how do i export my data? ({n})",
+        "feature request: dark mode ({n})",
+        "page {n} loads very slowly",
+        "two-factor code is rejected (case {n})",
+        "error 500 when saving a draft ({n})",
+    ];
+    let mut out = String::from("text,label\n");
+    for n in 0..24 {
+        for (b, o) in BILLING.iter().zip(OTHER.iter()) {
+            let id = (n * 7919 + 13) % 100_000;
+            out.push_str(&format!(
+                "\"{}\",billing\n",
+                b.replace("{n}", &id.to_string())
+            ));
+            out.push_str(&format!(
+                "\"{}\",other\n",
+                o.replace("{n}", &id.to_string())
+            ));
+        }
+    }
+    out
 }
 
 /// A Charter server on a throw-away project, with a sink as the action target.
@@ -1019,15 +1065,16 @@ async fn measure_e2e<S: EventStore>(
     let deadline = Instant::now() + drain_timeout;
     let mut drained = false;
     let mut last_report = Instant::now();
+    let mut decided_embedded = 0;
     while Instant::now() < deadline {
         let mut finished = 0;
+        decided_embedded = 0;
         for base in target.metrics_bases {
-            if let Ok(r) = client.get(format!("{base}/metrics")).send().await {
-                finished += r
-                    .text()
-                    .await
-                    .map(|t| runs_finished(&t, CHARTER))
-                    .unwrap_or(0);
+            if let Ok(r) = client.get(format!("{base}/metrics")).send().await
+                && let Ok(t) = r.text().await
+            {
+                finished += runs_finished(&t, CHARTER);
+                decided_embedded += decisions_by(&t, CHARTER, "embedded");
             }
         }
         if finished >= stored {
@@ -1083,6 +1130,7 @@ async fn measure_e2e<S: EventStore>(
         cycle_p99_ms: percentile(&cycles, 0.99).unwrap_or(0) as f64,
         sink_applied: target.sink.applied_keys(),
         sink_doubled: target.sink.doubled_keys().len(),
+        decided_embedded,
         peak_rss_mb: peak.max(send.peak_rss_mb),
         send,
     };
@@ -1234,6 +1282,21 @@ pub fn runs_finished(metrics: &str, charter: &str) -> u64 {
     metrics
         .lines()
         .filter(|l| l.starts_with("charter_runs_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next())
+        .filter_map(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// Decisions of `charter` made by `stage` (`charter_decisions_total`).
+pub fn decisions_by(metrics: &str, charter: &str, stage: &str) -> u64 {
+    let (c, st) = (
+        format!("charter=\"{charter}\""),
+        format!("stage=\"{stage}\""),
+    );
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("charter_decisions_total{") && l.contains(&c) && l.contains(&st))
         .filter_map(|l| l.rsplit(' ').next())
         .filter_map(|v| v.parse::<f64>().ok())
         .map(|v| v as u64)
@@ -1461,8 +1524,8 @@ pub fn render_table(r: &Report) -> String {
         );
         let _ = writeln!(
             out,
-            "  sink applied {} distinct keys, {} applied twice; peak RSS {:.0} MB",
-            e.sink_applied, e.sink_doubled, e.peak_rss_mb
+            "  sink applied {} distinct keys, {} applied twice; {} decided by the embedded classifier; peak RSS {:.0} MB",
+            e.sink_applied, e.sink_doubled, e.decided_embedded, e.peak_rss_mb
         );
     }
     let _ = writeln!(out);
@@ -1626,6 +1689,8 @@ mod tests {
         assert_eq!(e.failed + e.unfinished, 0);
         assert_eq!(e.sink_applied as u64, e.done);
         assert_eq!(e.sink_doubled, 0);
+        // The bench charter decides with its embedded classifier (trained at start-up).
+        assert_eq!(e.decided_embedded, e.done);
         assert!(e.events_per_sec > 0.0);
         assert!(e.cycle_p50_ms <= e.cycle_p99_ms);
     }
