@@ -860,7 +860,10 @@ async fn browser_logs_in_approves_and_sees_the_timeline() {
     assert!(timeline.contains("Action assign_billing"), "{timeline}");
     assert!(timeline.contains("Approval approved"), "{timeline}");
     assert!(timeline.contains("by lead"), "{timeline}");
-    assert_eq!(report["charts"], 3, "the charter page rendered its three charts");
+    assert_eq!(
+        report["charts"], 3,
+        "the charter page rendered its three charts"
+    );
     for shot in ["inbox.png", "timeline.png", "charter.png"] {
         let bytes = std::fs::read(outdir.join(shot)).unwrap();
         assert!(bytes.starts_with(b"\x89PNG"), "{shot} is a PNG");
