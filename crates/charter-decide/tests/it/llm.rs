@@ -807,7 +807,7 @@ const REAL_MODEL_CASES: [(&str, &str); 12] = [
 /// Against a real local model: set CHARTER_TEST_LLM_URL to an OpenAI-compatible base URL
 /// (for example llama-cpp-python's server, `http://127.0.0.1:8089/v1`), optionally
 /// CHARTER_TEST_LLM_MODEL and CHARTER_TEST_LLM_MODE (`json_schema`, `json_object` (the
-/// default), `ollama`), then `cargo test -p charter-decide --test llm real_local_model --
+/// default), `ollama`), then `cargo test -p charter-decide --test it llm::real_local_model --
 /// --ignored --nocapture`. CHARTER_TEST_LLM_MIN_ACCURACY (default 0) sets an accuracy floor.
 ///
 /// It classifies [`REAL_MODEL_CASES`] and prints each answer and a summary (valid on the
