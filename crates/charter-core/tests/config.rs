@@ -1,6 +1,10 @@
 //! Loading and validating projects: a complete valid project, the scaffolds, and the
 //! diagnostics for broken charters (snapshots of the full output).
 
+/// The `escalation.notify` checks, compiled into this one test binary.
+#[path = "config/notify_config.rs"]
+mod notify_config;
+
 use std::time::Duration;
 
 use charter_core::config::{
