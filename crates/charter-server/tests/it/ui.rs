@@ -157,15 +157,18 @@ impl Harness {
 
     async fn wait_status(&self, id: &str, want: &str) {
         let uuid = uuid::Uuid::parse_str(id).unwrap();
-        for _ in 0..400 {
-            if let Some(e) = self.store.get_event(uuid).await.unwrap()
-                && e.status.as_str() == want
-            {
-                return;
+        // 30 s: on a loaded 2-core machine the whole suite runs beside this test.
+        let mut last = None;
+        for _ in 0..1200 {
+            if let Some(e) = self.store.get_event(uuid).await.unwrap() {
+                if e.status.as_str() == want {
+                    return;
+                }
+                last = Some(e.status);
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("event {id} never became {want}");
+        panic!("event {id} never became {want} (last status {last:?})");
     }
 
     async fn pending_approvals(&self) -> Vec<charter_store::ApprovalRecord> {
