@@ -1,4 +1,4 @@
-//! A server for admin-API tests: in-process on 127.0.0.1:0 with a real SQLite store, the
+//! The server the API and UI tests share: in-process on 127.0.0.1:0 with a real SQLite store, the
 //! worker running, tokens with roles and scopes, and a downstream HTTP server (the sink, an
 //! axum server on 127.0.0.1:0) that records every request the charters' actions make.
 
@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use charter_server::sink::Sink;
 use charter_server::{Role, Runtime, ServeOptions};
-use charter_store::EventStore;
 use charter_store::sqlite::SqliteStore;
+use charter_store::{ApprovalFilter, ApprovalStatus, EventStore};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -123,7 +123,7 @@ impl Harness {
     /// `secret-<name>`).
     pub async fn start(charters: &[(&str, String)], tokens: &[(&str, &str, &[&str])]) -> Harness {
         let dir =
-            std::env::temp_dir().join(format!("charter-admin-{}", uuid::Uuid::now_v7().simple()));
+            std::env::temp_dir().join(format!("charter-it-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let shutdown = CancellationToken::new();
         let sink = Sink::default();
@@ -157,7 +157,7 @@ impl Harness {
             ServeOptions {
                 listen: ([127, 0, 0, 1], 0).into(),
                 role: Role::All,
-                worker_id: Some("admin-w1".into()),
+                worker_id: Some("it-w1".into()),
             },
             shutdown.clone(),
         )
@@ -197,13 +197,32 @@ impl Harness {
     }
 
     pub async fn wait_status(&self, id: &str, want: &str) {
-        for _ in 0..400 {
-            if self.status(id).await == want {
-                return;
+        let uuid = uuid::Uuid::parse_str(id).unwrap();
+        // 30 s: on a loaded 2-core machine the whole suite runs beside this test.
+        let mut last = None;
+        for _ in 0..1200 {
+            if let Some(e) = self.store.get_event(uuid).await.unwrap() {
+                if e.status.as_str() == want {
+                    return;
+                }
+                last = Some(e.status);
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("event {id} never became {want}");
+        panic!("event {id} never became {want} (last status {last:?})");
+    }
+
+    pub async fn pending_approvals(&self) -> Vec<charter_store::ApprovalRecord> {
+        charter_store::ApprovalStore::list_approvals(
+            &self.store,
+            ApprovalFilter {
+                status: Some(ApprovalStatus::Pending),
+                limit: 100,
+                ..ApprovalFilter::default()
+            },
+        )
+        .await
+        .unwrap()
     }
 
     /// Requests the downstream server received for a ticket's PUT.
@@ -285,6 +304,14 @@ pub struct Ui<'a> {
 }
 
 impl<'a> Ui<'a> {
+    /// No session yet.
+    pub fn anonymous(h: &'a Harness) -> Ui<'a> {
+        Ui {
+            h,
+            cookie: String::new(),
+        }
+    }
+
     pub async fn get(&self, path: &str) -> Resp {
         resp(
             self.h
@@ -315,11 +342,7 @@ impl<'a> Ui<'a> {
 
     /// Log in with `secret` through the login form; the response and the session.
     pub async fn try_login(h: &'a Harness, secret: &str) -> (Resp, Ui<'a>) {
-        let anon = Ui {
-            h,
-            cookie: String::new(),
-        };
-        let page = anon.get("/login").await;
+        let page = Ui::anonymous(h).get("/login").await;
         assert_eq!(page.status, 200, "{}", page.body);
         let login_cookie = cookie_value(&page.cookies, "charter_login").unwrap();
         let ui = Ui {
@@ -342,6 +365,7 @@ impl<'a> Ui<'a> {
     pub async fn login(h: &'a Harness, name: &str) -> Ui<'a> {
         let (r, ui) = Ui::try_login(h, &format!("secret-{name}")).await;
         assert_eq!(r.status, 303, "{}", r.body);
+        assert_eq!(r.location, "/inbox");
         ui
     }
 
