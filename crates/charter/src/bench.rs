@@ -35,14 +35,14 @@ use charter_core::model::EventStatus;
 use charter_core::verify::{self, VerifySpec};
 use charter_server::sink::Sink;
 use charter_server::{Role, Runtime, ServeOptions};
-use charter_store::postgres::PgStore;
+use charter_store::postgres::{PgStore, with_dbname};
 use charter_store::sqlite::SqliteStore;
 use charter_store::{EventFilter, EventStore};
 use reqwest::header::{HeaderName, HeaderValue};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::serve::{LogArgs, init_logging};
+use crate::serve::{LogArgs, forward_wakeups, init_logging};
 
 /// Name of the benchmark charter.
 const CHARTER: &str = "bench";
@@ -1187,20 +1187,8 @@ async fn e2e_postgres(
                 shutdown.clone(),
             )
             .await?;
-            if let Ok(mut rx) = store.listen().await {
-                let wake = running.wake.clone();
-                let token = shutdown.clone();
-                tokio::spawn(async move {
-                    loop {
-                        tokio::select! {
-                            _ = token.cancelled() => break,
-                            msg = rx.recv() => match msg {
-                                Some(_) => wake.notify_one(),
-                                None => break,
-                            },
-                        }
-                    }
-                });
+            if let Ok(rx) = store.listen().await {
+                forward_wakeups(rx, running.wake.clone(), shutdown.clone());
             }
             bases.push(format!("http://{}", running.addr));
             dones.push(running.done);
@@ -1256,24 +1244,6 @@ async fn pg_admin(admin_url: &str, sql: &str) -> Result<(), BenchError> {
     drop(client);
     let _ = conn.await;
     res.map_err(BenchError::from)
-}
-
-/// The same connection string pointing at database `name`.
-pub fn with_dbname(url: &str, name: &str) -> String {
-    if let Some(scheme_end) = url.find("://") {
-        let (base, query) = match url.find('?') {
-            Some(q) => (&url[..q], &url[q..]),
-            None => (url, ""),
-        };
-        let authority_start = scheme_end + 3;
-        let path_start = base[authority_start..]
-            .find('/')
-            .map_or(base.len(), |i| authority_start + i);
-        format!("{}/{name}{query}", &base[..path_start])
-    } else {
-        // key=value form: a later key overrides an earlier one.
-        format!("{url} dbname={name}")
-    }
 }
 
 /// Sum of `charter_runs_total` over outcomes for one charter, from Prometheus text.
@@ -1719,15 +1689,5 @@ mod tests {
         assert_eq!(e.sink_applied as u64, e.done);
         assert_eq!(e.sink_doubled, 0);
         assert!(render_table(&report).contains("e2e on postgres with 2 node(s)"));
-    }
-
-    #[test]
-    fn with_dbname_replaces_the_database() {
-        assert_eq!(
-            with_dbname("postgres://u@h:5432/postgres?sslmode=disable", "x"),
-            "postgres://u@h:5432/x?sslmode=disable"
-        );
-        assert_eq!(with_dbname("postgres://h", "x"), "postgres://h/x");
-        assert_eq!(with_dbname("host=h user=u", "x"), "host=h user=u dbname=x");
     }
 }

@@ -237,20 +237,8 @@ async fn run_server<S: Store>(
     };
     tracing::info!(addr = %running.addr, charters = runtime.charters.len(), backend, "charter serving");
     eprintln!("listening on http://{}", running.addr);
-    if let Some(mut rx) = notifications.take() {
-        let wake = running.wake.clone();
-        let token = shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = token.cancelled() => break,
-                    msg = rx.recv() => match msg {
-                        Some(_) => wake.notify_one(),
-                        None => break,
-                    },
-                }
-            }
-        });
+    if let Some(rx) = notifications.take() {
+        forward_wakeups(rx, running.wake.clone(), shutdown.clone());
     }
     let done = running.done;
     tokio::pin!(done);
@@ -267,6 +255,26 @@ async fn run_server<S: Store>(
     }
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// Wake this node's worker whenever another node announces a stored event (PostgreSQL
+/// LISTEN/NOTIFY), until `shutdown`.
+pub fn forward_wakeups(
+    mut rx: tokio::sync::mpsc::Receiver<String>,
+    wake: Arc<tokio::sync::Notify>,
+    shutdown: CancellationToken,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                msg = rx.recv() => match msg {
+                    Some(_) => wake.notify_one(),
+                    None => break,
+                },
+            }
+        }
+    });
 }
 
 /// `charter migrate`: apply the store's migrations and exit.

@@ -583,7 +583,7 @@ async fn three_nodes_on_postgres_survive_a_sigkill_with_exactly_one_effect_per_k
         panic!("PostgreSQL is needed for this test (set CHARTER_SKIP_PG=1 to skip): {e}")
     });
     let base_url = pg_admin_url();
-    let store_url = format!("{}/{db}", base_url.rsplit_once('/').unwrap().0);
+    let store_url = charter_store::postgres::with_dbname(&base_url, &db);
 
     let dir = temp_dir("nodes");
     let shutdown = CancellationToken::new();
@@ -678,7 +678,10 @@ measure: { success: [order_pushed] }
         }
         if wave == total / 30 / 2 {
             // Kill the middle node with work in flight: wait until it holds a lease.
+            // The other nodes may have drained the backlog first; then feed node1 directly
+            // (its own ingest wakes its worker), one extra order at a time.
             let deadline = Instant::now() + Duration::from_secs(10);
+            let mut extra = total;
             while psql_count(
                 &store_url,
                 "SELECT count(*) FROM events WHERE lease_owner = 'node1' AND status = 'processing'",
@@ -688,7 +691,18 @@ measure: { success: [order_pushed] }
                     Instant::now() < deadline,
                     "node1 never held a lease to lose"
                 );
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                let r = client
+                    .post(format!("http://127.0.0.1:{}/hooks/orders", ports[1]))
+                    .json(&json!({"order": extra}))
+                    .send()
+                    .await
+                    .unwrap();
+                if r.status().as_u16() == 202 {
+                    let v: Value = r.json().await.unwrap();
+                    acked.push(v["id"].as_str().unwrap().to_string());
+                }
+                extra += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             if let Some(mut n) = nodes[1].take() {
                 n.kill9();

@@ -194,6 +194,25 @@ async fn apply_migrations(client: &mut tokio_postgres::Client) -> Result<u32> {
     Ok(SCHEMA_VERSION)
 }
 
+/// The same connection string pointing at database `name`: the path of a
+/// `postgres://…/db?…` URL is replaced (the query kept), and a libpq key=value string gets a
+/// trailing `dbname=` (a later key overrides an earlier one).
+pub fn with_dbname(url: &str, name: &str) -> String {
+    if let Some(scheme_end) = url.find("://") {
+        let (base, query) = match url.find('?') {
+            Some(q) => (&url[..q], &url[q..]),
+            None => (url, ""),
+        };
+        let authority_start = scheme_end + 3;
+        let path_start = base[authority_start..]
+            .find('/')
+            .map_or(base.len(), |i| authority_start + i);
+        format!("{}/{name}{query}", &base[..path_start])
+    } else {
+        format!("{url} dbname={name}")
+    }
+}
+
 impl PgStore {
     /// Connect to the database at `url` with a pool of at most `pool_size` connections (at
     /// least 1) and apply pending migrations.

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use charter_core::model::{EventStatus, NewEvent, RejectedPayload, UnixMillis};
-use charter_store::postgres::{self, PgStore, SCHEMA_VERSION};
+use charter_store::postgres::{self, PgStore, SCHEMA_VERSION, with_dbname};
 use charter_store::{EventFilter, EventStore, IngestOutcome, QueueStore, StoreError, conformance};
 use uuid::Uuid;
 
@@ -89,24 +89,6 @@ impl Drop for TestDb {
     }
 }
 
-/// The same connection string pointing at database `name`.
-fn with_dbname(url: &str, name: &str) -> String {
-    if let Some(scheme_end) = url.find("://") {
-        let (base, query) = match url.find('?') {
-            Some(q) => (&url[..q], &url[q..]),
-            None => (url, ""),
-        };
-        let authority_start = scheme_end + 3;
-        let path_start = base[authority_start..]
-            .find('/')
-            .map_or(base.len(), |i| authority_start + i);
-        format!("{}/{name}{query}", &base[..path_start])
-    } else {
-        // key=value form: a later key overrides an earlier one.
-        format!("{url} dbname={name}")
-    }
-}
-
 async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
     tokio::spawn(async move {
@@ -150,6 +132,11 @@ fn with_dbname_replaces_the_database() {
         "postgresql://h:5432/x"
     );
     assert_eq!(with_dbname("host=h user=u", "x"), "host=h user=u dbname=x");
+    assert_eq!(
+        with_dbname("postgres://u@h:5432/postgres?sslmode=disable", "x"),
+        "postgres://u@h:5432/x?sslmode=disable"
+    );
+    assert_eq!(with_dbname("postgres://h", "x"), "postgres://h/x");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
