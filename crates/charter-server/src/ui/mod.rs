@@ -432,6 +432,13 @@ fn back(form: &HashMap<String, String>, default: &str) -> String {
     local_path(form.get("back").map(String::as_str), default)
 }
 
+/// Redirect after an operation on a charter: to the form's `back`, else the charter's page,
+/// with `msg` shown there.
+fn back_to_charter(form: &HashMap<String, String>, name: &str, msg: &str) -> Response {
+    let to = back(form, &format!("/charters/{}", html::url_enc(name)));
+    redirect(&with_msg(&to, msg))
+}
+
 async fn approve<S: Store>(
     State(ui): State<UiState<S>>,
     headers: HeaderMap,
@@ -549,11 +556,11 @@ async fn pause<S: Store>(
         Path(name.clone()),
     )
     .await?;
-    let to = back(&form, &format!("/charters/{}", html::url_enc(&name)));
-    Ok(redirect(&with_msg(
-        &to,
+    Ok(back_to_charter(
+        &form,
+        &name,
         &format!("Paused {name}: events are kept and wait."),
-    )))
+    ))
 }
 
 async fn resume<S: Store>(
@@ -569,8 +576,7 @@ async fn resume<S: Store>(
         Path(name.clone()),
     )
     .await?;
-    let to = back(&form, &format!("/charters/{}", html::url_enc(&name)));
-    Ok(redirect(&with_msg(&to, &format!("Resumed {name}."))))
+    Ok(back_to_charter(&form, &name, &format!("Resumed {name}.")))
 }
 
 async fn replay_failed<S: Store>(
@@ -593,11 +599,11 @@ async fn replay_failed<S: Store>(
     )
     .await?;
     let n = v["requeued"].as_array().map_or(0, Vec::len);
-    let to = back(&form, &format!("/charters/{}", html::url_enc(&name)));
-    Ok(redirect(&with_msg(
-        &to,
+    Ok(back_to_charter(
+        &form,
+        &name,
         &format!("{n} failed event(s) of {name} queued again."),
-    )))
+    ))
 }
 
 /// A `datetime-local` form value (`2026-01-02T15:04`, optional `:05` and `.123`), read as
@@ -680,11 +686,11 @@ async fn replay_range<S: Store>(
     )
     .await?;
     let n = v["requeued"].as_array().map_or(0, Vec::len);
-    let to = back(&form, &format!("/charters/{}", html::url_enc(&name)));
-    Ok(redirect(&with_msg(
-        &to,
+    Ok(back_to_charter(
+        &form,
+        &name,
         &format!("{n} event(s) of {name} received in the range queued again."),
-    )))
+    ))
 }
 
 async fn promote<S: Store>(
@@ -700,11 +706,11 @@ async fn promote<S: Store>(
         Path(name.clone()),
     )
     .await?;
-    let to = back(&form, &format!("/charters/{}", html::url_enc(&name)));
-    Ok(redirect(&with_msg(
-        &to,
+    Ok(back_to_charter(
+        &form,
+        &name,
         &format!("Promoted {name} to live: new runs execute their actions."),
-    )))
+    ))
 }
 
 async fn demote<S: Store>(
@@ -721,11 +727,11 @@ async fn demote<S: Store>(
         Bytes::from_static(br#"{"mode": "shadow"}"#),
     )
     .await?;
-    let to = back(&form, &format!("/charters/{}", html::url_enc(&name)));
-    Ok(redirect(&with_msg(
-        &to,
+    Ok(back_to_charter(
+        &form,
+        &name,
         &format!("{name} is back in shadow mode: new runs only record what they would do."),
-    )))
+    ))
 }
 
 async fn reroute<S: Store>(
