@@ -167,7 +167,7 @@ impl Cron {
     }
 
     fn day_matches(&self, days: i64) -> bool {
-        let (_, month, day) = civil_from_days(days);
+        let (_, month, day) = crate::calendar::civil_from_days(days);
         if self.months & (1 << month) == 0 {
             return false;
         }
@@ -516,24 +516,9 @@ fn value(text: &str, spec: Spec, part: &str) -> Result<u32, CronError> {
     Ok(v)
 }
 
-/// (year, month 1-12, day 1-31) of a count of days since 1970-01-01 (H. Hinnant's
-/// algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 /// `2026-11-05T09:00:00Z` for Unix seconds.
 pub fn format_utc(t: i64) -> String {
-    let (y, mo, d) = civil_from_days(t.div_euclid(DAY));
+    let (y, mo, d) = crate::calendar::civil_from_days(t.div_euclid(DAY));
     let s = t.rem_euclid(DAY);
     format!(
         "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z",
@@ -549,14 +534,7 @@ mod tests {
 
     /// Unix seconds of a UTC date and time.
     fn at(y: i64, mo: i64, d: i64, h: i64, mi: i64, s: i64) -> i64 {
-        // Inverse of civil_from_days (Hinnant's days_from_civil).
-        let y = if mo <= 2 { y - 1 } else { y };
-        let era = y.div_euclid(400);
-        let yoe = y - era * 400;
-        let mp = if mo > 2 { mo - 3 } else { mo + 9 };
-        let doy = (153 * mp + 2) / 5 + d - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        let days = era * 146_097 + doe - 719_468;
+        let days = crate::calendar::days_from_civil(y, mo, d);
         days * DAY + h * 3600 + mi * 60 + s
     }
 

@@ -4,6 +4,7 @@
 //! Nothing in this crate performs I/O: no files, no network, no clock reads except where a
 //! caller passes the time in. The server, store and CLI crates do the I/O around it.
 
+pub mod calendar;
 pub mod config;
 pub mod cron;
 pub mod expr;

@@ -396,11 +396,11 @@ pub fn bucket_labels(report: &CharterReport) -> Vec<String> {
             let secs = b.start.div_euclid(1000);
             let span = width.saturating_mul(report.buckets.len() as i64);
             if width >= 86_400_000 {
-                let (_, m, d) = civil(secs.div_euclid(86_400));
+                let (_, m, d) = charter_core::calendar::civil_from_days(secs.div_euclid(86_400));
                 format!("{m:02}-{d:02}")
             } else if span > 86_400_000 {
                 // Buckets under a day over a window of several days: date and hour.
-                let (_, m, d) = civil(secs.div_euclid(86_400));
+                let (_, m, d) = charter_core::calendar::civil_from_days(secs.div_euclid(86_400));
                 format!("{m:02}-{d:02} {:02}h", secs.rem_euclid(86_400) / 3600)
             } else {
                 let rem = secs.rem_euclid(86_400);
@@ -408,20 +408,6 @@ pub fn bucket_labels(report: &CharterReport) -> Vec<String> {
             }
         })
         .collect()
-}
-
-/// Days since 1970-01-01 to (year, month, day).
-fn civil(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// Events received per bucket.

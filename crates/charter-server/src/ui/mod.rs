@@ -637,12 +637,7 @@ fn parse_form_time(text: &str) -> Option<i64> {
         return None;
     }
     let ms: i64 = format!("{frac:0<3}").parse().ok()?;
-    // Days since 1970-01-01 (Hinnant's days_from_civil).
-    let yy = if m <= 2 { y - 1 } else { y };
-    let era = yy.div_euclid(400);
-    let yoe = yy - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let days = charter_core::calendar::days_from_civil(y, m, day);
     Some(((days * 24 + h) * 60 + mi) * 60_000 + sec * 1000 + ms)
 }
 
