@@ -176,6 +176,7 @@ async fn process_claimed_in_span<S: Store>(
 ) {
     let event_id = claimed.event.id;
     let charter_name = claimed.event.charter.clone();
+    let received_at = claimed.event.received_at;
     let renew = async {
         let every = (lease / 3).max(Duration::from_millis(50));
         loop {
@@ -200,16 +201,22 @@ async fn process_claimed_in_span<S: Store>(
         Err(RunError::LeaseLost) => {
             tracing::warn!(event = %event_id, charter = %charter_name, "lease lost; abandoning run");
             // What the run did is still true: keep it as evidence (no release).
-            if let Err(e) = flush(&state.store, &mut pending).await {
-                tracing::error!(event = %event_id, error = %e, "recording an abandoned run failed");
+            let finished = finished_outcome(&pending);
+            match flush(&state.store, &mut pending).await {
+                Ok(()) => count_finished(&state, &charter_name, received_at, finished),
+                Err(e) => {
+                    tracing::error!(event = %event_id, error = %e, "recording an abandoned run failed")
+                }
             }
             return;
         }
         Err(RunError::RetryLater(after)) => {
+            let finished = finished_outcome(&pending);
             if let Err(e) = flush(&state.store, &mut pending).await {
                 tracing::error!(event = %event_id, error = %e, "store error during run; will retry after lease expiry");
                 return;
             }
+            count_finished(&state, &charter_name, received_at, finished);
             // Keep the event leased until then; the next claim after that retries it.
             let until = now_millis() + i64::try_from(after.as_millis()).unwrap_or(i64::MAX / 2);
             if let Err(e) = state.store.renew(event_id, &worker_id, until).await {
@@ -229,12 +236,38 @@ async fn process_claimed_in_span<S: Store>(
         status,
         now: now_millis(),
     });
+    let finished = finished_outcome(&pending);
     match state.store.record_run(pending).await {
-        Ok(w) if w.released == Some(false) => {
-            tracing::warn!(event = %event_id, "lease lost before release")
+        Ok(w) => {
+            count_finished(&state, &charter_name, received_at, finished);
+            if w.released == Some(false) {
+                tracing::warn!(event = %event_id, "lease lost before release")
+            }
         }
-        Ok(_) => {}
         Err(e) => tracing::error!(event = %event_id, error = %e, "release failed"),
+    }
+}
+
+/// The outcome among a run's buffered writes, if they include its end.
+fn finished_outcome(writes: &[RunWrite]) -> Option<RunOutcome> {
+    writes.iter().find_map(|w| match w {
+        RunWrite::FinishRun { outcome, .. } => Some(*outcome),
+        _ => None,
+    })
+}
+
+/// Count a finished run once its end is durable, so `/metrics` never runs ahead of the store.
+fn count_finished<S: Store>(
+    state: &AppState<S>,
+    charter: &str,
+    received_at: i64,
+    outcome: Option<RunOutcome>,
+) {
+    if let Some(outcome) = outcome {
+        let cycle = Duration::from_millis((now_millis() - received_at).max(0) as u64);
+        state
+            .metrics
+            .run_finished(charter, outcome.as_str(), Some(cycle));
     }
 }
 
@@ -258,14 +291,11 @@ async fn flush_with<S: Store>(
     flush(store, pending).await
 }
 
-/// Record the end of the run (buffered: it is written with the release) and count it.
-#[allow(clippy::too_many_arguments)]
-fn finish_run<S: Store>(
-    state: &AppState<S>,
+/// Record the end of the run (buffered: it is written with the release, and counted in the
+/// metrics once that write is durable, see [`count_finished`]).
+fn finish_run(
     pending: &mut Vec<RunWrite>,
     run_id: Uuid,
-    charter: &str,
-    received_at: i64,
     route: Option<usize>,
     outcome: RunOutcome,
     error: Option<String>,
@@ -277,10 +307,6 @@ fn finish_run<S: Store>(
         error,
         now: now_millis(),
     });
-    let cycle = Duration::from_millis((now_millis() - received_at).max(0) as u64);
-    state
-        .metrics
-        .run_finished(charter, outcome.as_str(), Some(cycle));
 }
 
 /// Run one event through its charter. Returns the event's next status.
@@ -332,21 +358,11 @@ async fn run_pipeline<S: Store>(
         now: now_millis(),
     });
 
-    let received_at = event.received_at;
     let finish = |pending: &mut Vec<RunWrite>,
                   route: Option<usize>,
                   outcome: RunOutcome,
                   error: Option<String>| {
-        finish_run(
-            state,
-            pending,
-            run_id,
-            &charter.name,
-            received_at,
-            route,
-            outcome,
-            error,
-        );
+        finish_run(pending, run_id, route, outcome, error);
     };
 
     // Context: records the charter fetches from its connectors, once per run.
