@@ -149,19 +149,11 @@ fn now_nanos() -> u128 {
         .map_or(0, |d| d.as_nanos())
 }
 
-fn nonzero_u64() -> u64 {
+/// A random id that is not all zeros (OTLP treats zero ids as invalid).
+fn nonzero_id<T: PartialEq + Default>(draw: impl Fn() -> T) -> T {
     loop {
-        let v: u64 = rand::random();
-        if v != 0 {
-            return v;
-        }
-    }
-}
-
-fn nonzero_u128() -> u128 {
-    loop {
-        let v: u128 = rand::random();
-        if v != 0 {
+        let v = draw();
+        if v != T::default() {
             return v;
         }
     }
@@ -226,10 +218,13 @@ impl Visit for Fields {
     }
 }
 
+/// Whether spans of `target` stay out of the export (no allocation: it runs on every span).
 fn ignored(target: &str) -> bool {
-    IGNORED_TARGETS
-        .iter()
-        .any(|t| target == *t || target.starts_with(&format!("{t}::")))
+    IGNORED_TARGETS.iter().any(|t| {
+        target
+            .strip_prefix(t)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    })
 }
 
 fn upsert(attrs: &mut Vec<(String, AttrValue)>, new: Vec<(String, AttrValue)>) {
@@ -253,9 +248,9 @@ where
         let mut fields = Fields::default();
         attrs.record(&mut fields);
         span.extensions_mut().insert(SpanData {
-            span_id: nonzero_u64(),
+            span_id: nonzero_id(rand::random::<u64>),
             explicit_trace: fields.trace_id,
-            fallback_trace: nonzero_u128(),
+            fallback_trace: nonzero_id(rand::random::<u128>),
             start: now_nanos(),
             attributes: fields.attrs,
             events: Vec::new(),
@@ -483,6 +478,14 @@ mod tests {
         assert_eq!(e.url, "http://127.0.0.1:4318/v1/traces");
         let (_, e) = pipeline("http://c:4318/v1/traces", "charter").unwrap();
         assert_eq!(e.url, "http://c:4318/v1/traces");
+    }
+
+    #[test]
+    fn client_library_spans_are_ignored_by_target_prefix() {
+        assert!(ignored("hyper"));
+        assert!(ignored("hyper::client::conn"));
+        assert!(!ignored("hyperion"));
+        assert!(!ignored("charter_server::worker"));
     }
 
     #[test]
