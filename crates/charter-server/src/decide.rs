@@ -286,11 +286,16 @@ pub async fn ask_llm_stage(
         limits: &limits,
     };
     let result = llm.engine.classify(&req).await;
+    match &result {
+        Ok(a) => count_llm_usage(charter, &a.provider, true, &a.usage),
+        Err(f) => count_llm_usage(charter, &stage.provider, false, &f.usage),
+    }
+    (result, skipped)
+}
+
+/// Count one LLM exchange (a classification or a draft) in the task's metrics.
+fn count_llm_usage(charter: &str, provider: &str, ok: bool, u: &Usage) {
     if let Some(m) = crate::metrics::current() {
-        let (provider, ok, u) = match &result {
-            Ok(a) => (a.provider.as_str(), true, &a.usage),
-            Err(f) => (stage.provider.as_str(), false, &f.usage),
-        };
         let usage = crate::metrics::LlmUsage {
             calls: u.calls,
             prompt_tokens: u.prompt_tokens,
@@ -299,7 +304,6 @@ pub async fn ask_llm_stage(
         };
         m.llm_usage(charter, provider, ok, &usage);
     }
-    (result, skipped)
 }
 
 fn add_usage(total: &mut Usage, u: &Usage) {
@@ -590,18 +594,9 @@ pub async fn draft_for_action<S: Store>(
         limits: &limits,
     };
     let result = llm.engine.draft(&req).await;
-    if let Some(m) = crate::metrics::current() {
-        let (provider, ok, u) = match &result {
-            Ok(d) => (d.provider.as_str(), true, &d.usage),
-            Err(f) => (spec.provider.as_str(), false, &f.usage),
-        };
-        let usage = crate::metrics::LlmUsage {
-            calls: u.calls,
-            prompt_tokens: u.prompt_tokens,
-            completion_tokens: u.completion_tokens,
-            cost: u.cost,
-        };
-        m.llm_usage(&charter.name, provider, ok, &usage);
+    match &result {
+        Ok(d) => count_llm_usage(&charter.name, &d.provider, true, &d.usage),
+        Err(f) => count_llm_usage(&charter.name, &spec.provider, false, &f.usage),
     }
     match result {
         Ok(d) => {
