@@ -430,8 +430,9 @@ mod tests {
                     conn.execute("INSERT INTO t (k, v) VALUES (?1, ?2)", (k, v))
                         .map_err(|e| StoreError::Database(e.to_string()))?;
                     if k == "dup" {
-                        // Second insert fails: the first one must be rolled back with it.
-                        conn.execute("INSERT INTO t (k, v) VALUES ('a', 9)", [])
+                        // Second insert fails (NOT NULL, whatever order the three commands
+                        // were queued in): the first one must be rolled back with it.
+                        conn.execute("INSERT INTO t (k, v) VALUES ('dup2', NULL)", [])
                             .map_err(|e| StoreError::Database(e.to_string()))?;
                     }
                     Ok(k)
