@@ -59,8 +59,13 @@ fn parse_mode(s: &str) -> Option<Mode> {
 /// else the file's `mode:`.
 pub async fn effective_mode<S: Store>(store: &S, charter: &Charter) -> Result<Mode, StoreError> {
     let stored = store.mode_override(&charter.name).await?;
+    Ok(mode_of(charter, stored.as_ref()))
+}
+
+/// The mode `charter` runs in given its stored override (`None`: there is none).
+pub fn mode_of(charter: &Charter, stored: Option<&ModeOverride>) -> Mode {
     let file = charter.mode.as_str();
-    Ok(parse_mode(charter_store::effective_mode(file, stored.as_ref())).unwrap_or(charter.mode))
+    parse_mode(charter_store::effective_mode(file, stored)).unwrap_or(charter.mode)
 }
 
 /// A charter's mode as the API shows it: the effective mode, the file's, and the override

@@ -291,6 +291,31 @@ async fn flush_with<S: Store>(
     flush(store, pending).await
 }
 
+/// What writing an action's intent found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Intent {
+    /// The intent is durable: the request may be sent.
+    Written,
+    /// The idempotency key had already succeeded: nothing may be sent.
+    AlreadyDone,
+}
+
+/// Write the buffered writes and an action's intent (`RunWrite::BeginAction`) in one durable
+/// command, which also checks the key against the succeeded keys.
+async fn begin_intent<S: Store>(
+    store: &S,
+    pending: &mut Vec<RunWrite>,
+    begin: RunWrite,
+) -> Result<Intent, StoreError> {
+    pending.push(begin);
+    let written = store.record_run(std::mem::take(pending)).await?;
+    Ok(if written.already_succeeded {
+        Intent::AlreadyDone
+    } else {
+        Intent::Written
+    })
+}
+
 /// Record the end of the run (buffered: it is written with the release, and counted in the
 /// metrics once that write is durable, see [`count_finished`]).
 fn finish_run(
@@ -316,7 +341,12 @@ async fn run_pipeline<S: Store>(
     claimed: Claimed,
     pending: &mut Vec<RunWrite>,
 ) -> Result<EventStatus, RunError> {
-    let event = claimed.event;
+    let Claimed {
+        event,
+        mode_override,
+        resolution: human,
+        ..
+    } = claimed;
     let store = &state.store;
     let run_id = Uuid::now_v7();
     // The run id doubles as the W3C trace id of everything the run sends out.
@@ -341,7 +371,7 @@ async fn run_pipeline<S: Store>(
     };
     // An operator's promotion (or demotion) stored in the charter state wins over the file's
     // `mode:` while the file still says what it said then (see `operator`).
-    let mode = crate::operator::effective_mode(store, &cr.charter).await?;
+    let mode = crate::operator::mode_of(&cr.charter, mode_override.as_ref());
     let charter = if mode == cr.charter.mode {
         cr.charter.clone()
     } else {
@@ -381,8 +411,8 @@ async fn run_pipeline<S: Store>(
         Some(Value::Object(got.values))
     };
 
-    // Decide. A human's decision on an escalation of this event replaces the cascade.
-    let human = store.latest_resolution(event.id).await?;
+    // Decide. A human's decision on an escalation of this event (read with the claim)
+    // replaces the cascade.
     let decide_started = Instant::now();
     let decision = if let Some(h) = &human {
         Some(human_decision(h))
@@ -941,7 +971,9 @@ async fn act<S: Store>(
         record_action_now(pending, run_id, &record, &params);
         return Ok(ActStep::Continue);
     }
-    if store.action_succeeded(&key).await? {
+    // A `log` action has no durable intent to fold the check into; every other kind checks
+    // the key in the same store command that writes its intent (`Intent::AlreadyDone`).
+    if matches!(action.kind, ActionKind::Log { .. }) && store.action_succeeded(&key).await? {
         record.status = ActionStatus::AlreadyDone;
         record_action_now(pending, run_id, &record, &params);
         return Ok(ActStep::Continue);
@@ -965,7 +997,11 @@ async fn act<S: Store>(
             Ok(ActStep::Continue)
         }
         ActionKind::Message(_) | ActionKind::Email(_) | ActionKind::Sql(_) => {
-            flush_with(store, pending, begin).await?;
+            if begin_intent(store, pending, begin).await? == Intent::AlreadyDone {
+                record.status = ActionStatus::AlreadyDone;
+                record_action_now(pending, run_id, &record, &params);
+                return Ok(ActStep::Continue);
+            }
             act_through_connector(
                 state, executor, charter, event, run_id, action, &params, &key, record, pending,
             )
@@ -1015,7 +1051,11 @@ async fn act<S: Store>(
                     return Ok(ActStep::Failed(format!("action `{name}`: {e}")));
                 }
             };
-            flush_with(store, pending, begin).await?;
+            if begin_intent(store, pending, begin).await? == Intent::AlreadyDone {
+                record.status = ActionStatus::AlreadyDone;
+                record_action_now(pending, run_id, &record, &params);
+                return Ok(ActStep::Continue);
+            }
             let policy = action.retry;
             let mut attempt_no = 1u32;
             loop {

@@ -23,8 +23,8 @@ use uuid::Uuid;
 
 use crate::{
     ApprovalFilter, ApprovalStatus, AuditFilter, EscalationFilter, EscalationStatus, EventFilter,
-    HumanDecision, IngestOutcome, NewApproval, NewAuditEntry, NewEscalation, NewMeasurement,
-    ReportQuery, Requeue, RunWrite, Store, Verdict,
+    HumanDecision, IngestOutcome, ModeOverride, NewApproval, NewAuditEntry, NewEscalation,
+    NewMeasurement, ReportQuery, Requeue, RunWrite, Store, Verdict,
 };
 
 pub use crate::notifications_conformance::check_notifications;
@@ -108,6 +108,7 @@ pub async fn run_all<S: Store>(store: &S) -> CheckResult {
         ("requeue", check_requeue(store).await),
         ("run_lifecycle", check_run_lifecycle(store).await),
         ("record_run", check_record_run(store).await),
+        ("claim_context", check_claim_context(store).await),
         ("list_events", check_list_events(store).await),
         ("pending_counts", check_pending_counts(store).await),
         ("approvals", check_approvals(store).await),
@@ -980,7 +981,10 @@ pub async fn check_record_run<S: Store>(store: &S) -> CheckResult {
         ])
         .await
         .ctx("record_run (intent)")?;
-    ensure!(w.released.is_none(), "no release, yet released = {w:?}");
+    ensure!(
+        w.released.is_none() && !w.already_succeeded,
+        "no release and a fresh key, yet {w:?}"
+    );
     let runs = store.runs_for_event(event_id).await.ctx("runs_for_event")?;
     ensure!(
         runs.len() == 1
@@ -1151,6 +1155,124 @@ pub async fn check_record_run<S: Store>(store: &S) -> CheckResult {
         ev.status == EventStatus::Done,
         "a stale release changed the event to {:?}",
         ev.status
+    );
+
+    // An intent for a key that already succeeded is not written, and the batch says so.
+    let run3 = Uuid::now_v7();
+    let w = store
+        .record_run(vec![
+            RunWrite::Start {
+                run_id: run3,
+                event_id,
+                charter: c.clone(),
+                charter_version: "v-1".to_string(),
+                mode: "live".to_string(),
+                now: t + 30,
+            },
+            RunWrite::BeginAction {
+                run_id: run3,
+                action: "update".to_string(),
+                idempotency_key: key.clone(),
+                params: params.clone(),
+            },
+        ])
+        .await
+        .ctx("record_run (intent for a succeeded key)")?;
+    ensure!(w.already_succeeded, "a succeeded key's intent: {w:?}");
+    let runs = store.runs_for_event(event_id).await.ctx("runs_for_event")?;
+    ensure!(
+        runs.len() == 3 && runs[2].id == run3 && runs[2].actions.is_empty(),
+        "the succeeded key's intent was written: {runs:?}"
+    );
+    Ok(())
+}
+
+/// A claim carries what a run needs before deciding: the charter's stored mode override and
+/// each event's latest human resolution (none for an event nobody resolved).
+pub async fn check_claim_context<S: Store>(store: &S) -> CheckResult {
+    let c = charter("claimctx");
+    let t = now();
+    let resolved = stored(store, event(&c, None, t)).await?;
+    let plain = stored(store, event(&c, None, t + 1)).await?;
+    let lease = Duration::from_secs(60);
+    let before = store.claim(&c, "w1", 10, 10, lease, t).await.ctx("claim")?;
+    ensure!(
+        before.len() == 2
+            && before
+                .iter()
+                .all(|c| c.mode_override.is_none() && c.resolution.is_none()),
+        "claimed without an override or resolution: {before:?}"
+    );
+    for (id, status) in [
+        (resolved, EventStatus::Waiting),
+        (plain, EventStatus::Failed),
+    ] {
+        store
+            .release(id, "w1", status, t + 2)
+            .await
+            .ctx("release")?;
+    }
+    let esc = store
+        .create_escalation(NewEscalation {
+            id: Uuid::now_v7(),
+            run_id: None,
+            event_id: resolved,
+            charter: c.clone(),
+            reason: "low_confidence".into(),
+            detail: serde_json::json!({}),
+            target: None,
+            created_at: t + 3,
+        })
+        .await
+        .ctx("create_escalation")?;
+    let decision = HumanDecision {
+        label: "billing".into(),
+        fields: BTreeMap::new(),
+    };
+    let r = store
+        .resolve_escalation(esc.id, &decision, "lead", t + 4)
+        .await
+        .ctx("resolve")?
+        .ok_or("resolving did not win")?;
+    let mode = ModeOverride {
+        charter: c.clone(),
+        mode: "live".into(),
+        base: "shadow".into(),
+        by: "ops".into(),
+        at: t + 5,
+    };
+    store.set_mode(mode.clone()).await.ctx("set_mode")?;
+    let ids = store
+        .requeue(Requeue::Event(resolved), t + 6)
+        .await
+        .ctx("requeue")?;
+    ensure!(ids == vec![resolved], "requeued {ids:?}");
+    let ids = store
+        .requeue(Requeue::Event(plain), t + 6)
+        .await
+        .ctx("requeue")?;
+    ensure!(ids == vec![plain], "requeued {ids:?}");
+    let mut after = store
+        .claim(&c, "w1", 10, 10, lease, t + 7)
+        .await
+        .ctx("claim again")?;
+    after.sort_by_key(|c| c.event.id);
+    ensure!(after.len() == 2, "claimed {} events", after.len());
+    ensure!(
+        after
+            .iter()
+            .all(|c| c.mode_override.as_ref() == Some(&mode)),
+        "the override is not carried: {after:?}"
+    );
+    ensure!(
+        after[0].event.id == resolved && after[0].resolution.as_ref() == Some(&r),
+        "the resolved event's claim: {:?}",
+        after[0]
+    );
+    ensure!(
+        after[1].event.id == plain && after[1].resolution.is_none(),
+        "the other event's claim: {:?}",
+        after[1]
     );
     Ok(())
 }

@@ -79,6 +79,13 @@ pub struct Claimed {
     /// The number of runs started for this event, this claim included.
     pub attempt: u32,
     pub lease_until: UnixMillis,
+    /// The charter's stored operator mode override, read in the same claim (so a run needs
+    /// no separate read to know whether it runs in shadow or live). Whether it still
+    /// applies is for [`effective_mode`] to say.
+    pub mode_override: Option<ModeOverride>,
+    /// The latest human resolution of an escalation of this event, read in the same claim:
+    /// when present it replaces the decision cascade (see [`EscalationStore::latest_resolution`]).
+    pub resolution: Option<EscalationRecord>,
 }
 
 /// Events as received and payloads rejected by their contract.
@@ -256,7 +263,11 @@ pub enum RunWrite {
     },
     /// [`RunStore::record_decision`].
     Decision { run_id: Uuid, decision: Decision },
-    /// [`RunStore::begin_action`]: the intent, durable before any request leaves.
+    /// [`RunStore::begin_action`]: the intent, durable before any request leaves. In a
+    /// [`RunStore::record_run`] batch the key is first checked against the succeeded keys
+    /// (as [`RunStore::action_succeeded`] would, but in the same transaction): when it already
+    /// succeeded, no intent is written and [`RunWritten::already_succeeded`] is set, so the
+    /// caller must not send the request.
     BeginAction {
         run_id: Uuid,
         action: String,
@@ -296,6 +307,9 @@ pub struct RunWritten {
     /// For a batch with a `Release`: whether this worker still held the lease (and so the
     /// event's status was set). `None` without a `Release`.
     pub released: Option<bool>,
+    /// For a batch with a `BeginAction`: its idempotency key had already succeeded (by this
+    /// run's event or another), so the intent was not written.
+    pub already_succeeded: bool,
 }
 
 /// Per-charter operator state: paused or not.

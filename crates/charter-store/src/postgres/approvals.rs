@@ -1,5 +1,6 @@
 //! Approvals, escalations and the audit log on PostgreSQL (same behaviour as SQLite).
 
+use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use tokio_postgres::types::Json;
 use uuid::Uuid;
@@ -21,6 +22,26 @@ const APPROVAL_COLS: &str = "id, run_id, event_id, charter, action, params, para
 /// Columns selected for an [`EscalationRecord`], in the order [`escalation_record`] reads.
 const ESCALATION_COLS: &str = "id, run_id, event_id, charter, reason, detail, target, status, \
      created_at, resolved_by, resolved_at, resolution";
+
+/// The latest human resolution of each of `events` that has one (at most one record per
+/// event, in no particular order).
+pub(super) async fn latest_resolutions<C: GenericClient>(
+    c: &C,
+    events: &[Uuid],
+) -> Result<Vec<EscalationRecord>> {
+    let rows = c
+        .query(
+            &format!(
+                "SELECT DISTINCT ON (event_id) {ESCALATION_COLS} FROM escalations
+                 WHERE event_id = ANY($1) AND status = 'resolved' AND resolution IS NOT NULL
+                 ORDER BY event_id, resolved_at DESC, id DESC"
+            ),
+            &[&events],
+        )
+        .await
+        .map_err(db("querying resolutions"))?;
+    rows.iter().map(escalation_record).collect()
+}
 
 fn approval_record(r: &Row) -> Result<ApprovalRecord> {
     let Json(reviewers): Json<Vec<String>> = get(r, 7)?;
@@ -353,18 +374,7 @@ impl EscalationStore for PgStore {
 
     async fn latest_resolution(&self, event_id: Uuid) -> Result<Option<EscalationRecord>> {
         let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &format!(
-                    "SELECT {ESCALATION_COLS} FROM escalations
-                     WHERE event_id = $1 AND status = 'resolved' AND resolution IS NOT NULL
-                     ORDER BY resolved_at DESC, id DESC LIMIT 1"
-                ),
-                &[&event_id],
-            )
-            .await
-            .map_err(db("querying a resolution"))?;
-        row.as_ref().map(escalation_record).transpose()
+        Ok(latest_resolutions(&client, &[event_id]).await?.pop())
     }
 }
 

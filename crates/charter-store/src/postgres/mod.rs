@@ -626,9 +626,24 @@ impl QueueStore for PgStore {
                     event: record.event,
                     attempt: record.attempts,
                     lease_until,
+                    mode_override: None,
+                    resolution: None,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        // What each run needs before deciding, read in the claim's transaction instead of by
+        // two round trips per run.
+        if !claimed.is_empty() {
+            let mode = operator::read_mode(&tx, charter).await?;
+            let ids: Vec<Uuid> = claimed.iter().map(|c| c.event.id).collect();
+            let mut resolutions = approvals::latest_resolutions(&tx, &ids).await?;
+            for c in &mut claimed {
+                c.mode_override = mode.clone();
+                if let Some(i) = resolutions.iter().position(|r| r.event_id == c.event.id) {
+                    c.resolution = Some(resolutions.swap_remove(i));
+                }
+            }
+        }
         tx.commit().await.map_err(db("committing a claim"))?;
         claimed.sort_by_key(|c| c.event.id);
         Ok(claimed)
@@ -803,6 +818,18 @@ async fn insert_attempt(
 
 // The run writes as functions of a client or an open transaction, shared by the
 // single-write methods and by `record_run` (several in one transaction).
+
+async fn pg_action_succeeded<C: GenericClient>(c: &C, idempotency_key: &str) -> Result<bool> {
+    let stmt = c
+        .prepare_cached("SELECT 1 FROM succeeded_keys WHERE idempotency_key = $1")
+        .await
+        .map_err(db("preparing action_succeeded"))?;
+    let found = c
+        .query_opt(&stmt, &[&idempotency_key])
+        .await
+        .map_err(db("looking up a succeeded key"))?;
+    Ok(found.is_some())
+}
 
 async fn pg_start_run<C: GenericClient>(
     c: &C,
@@ -1116,7 +1143,13 @@ impl RunStore for PgStore {
                     action,
                     idempotency_key,
                     params,
-                } => pg_begin_action(&tx, *run_id, action, idempotency_key, params).await?,
+                } => {
+                    if pg_action_succeeded(&tx, idempotency_key).await? {
+                        out.already_succeeded = true;
+                    } else {
+                        pg_begin_action(&tx, *run_id, action, idempotency_key, params).await?
+                    }
+                }
                 RunWrite::Attempt {
                     run_id,
                     action,
@@ -1147,15 +1180,7 @@ impl RunStore for PgStore {
 
     async fn action_succeeded(&self, idempotency_key: &str) -> Result<bool> {
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached("SELECT 1 FROM succeeded_keys WHERE idempotency_key = $1")
-            .await
-            .map_err(db("preparing action_succeeded"))?;
-        let found = client
-            .query_opt(&stmt, &[&idempotency_key])
-            .await
-            .map_err(db("looking up a succeeded key"))?;
-        Ok(found.is_some())
+        pg_action_succeeded(&client, idempotency_key).await
     }
 
     async fn finish_run(

@@ -2,6 +2,7 @@
 //! human (same behaviour as SQLite).
 
 use charter_core::model::UnixMillis;
+use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -20,6 +21,23 @@ fn mode_row(r: &Row) -> Result<ModeOverride> {
         by: get(r, 3)?,
         at: get(r, 4)?,
     })
+}
+
+/// `charter`'s stored mode override, if any.
+pub(super) async fn read_mode<C: GenericClient>(
+    c: &C,
+    charter: &str,
+) -> Result<Option<ModeOverride>> {
+    let row = c
+        .query_opt(
+            &format!(
+                "SELECT {MODE_COLS} FROM charter_state WHERE charter = $1 AND mode IS NOT NULL"
+            ),
+            &[&charter],
+        )
+        .await
+        .map_err(db("reading a charter's mode"))?;
+    row.as_ref().map(mode_row).transpose()
 }
 
 impl OperatorStore for PgStore {
@@ -55,16 +73,7 @@ impl OperatorStore for PgStore {
 
     async fn mode_override(&self, charter: &str) -> Result<Option<ModeOverride>> {
         let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &format!(
-                    "SELECT {MODE_COLS} FROM charter_state WHERE charter = $1 AND mode IS NOT NULL"
-                ),
-                &[&charter],
-            )
-            .await
-            .map_err(db("reading a charter's mode"))?;
-        row.as_ref().map(mode_row).transpose()
+        read_mode(&client, charter).await
     }
 
     async fn mode_overrides(&self) -> Result<Vec<ModeOverride>> {

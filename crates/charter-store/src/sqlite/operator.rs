@@ -21,7 +21,7 @@ fn mode_row(r: &rusqlite::Row<'_>) -> Result<ModeOverride> {
     })
 }
 
-fn read_modes(conn: &Connection, charter: Option<&str>) -> Result<Vec<ModeOverride>> {
+pub(super) fn read_modes(conn: &Connection, charter: Option<&str>) -> Result<Vec<ModeOverride>> {
     let mut stmt = conn
         .prepare_cached(&format!(
             "SELECT {MODE_COLS} FROM charter_state
