@@ -36,7 +36,7 @@ use charter_core::verify::{self, VerifySpec};
 use charter_server::sink::Sink;
 use charter_server::{Role, Runtime, ServeOptions};
 use charter_store::postgres::{PgStore, with_dbname};
-use charter_store::sqlite::SqliteStore;
+use charter_store::sqlite::{Durability, SqliteOptions, SqliteStore};
 use charter_store::{EventFilter, EventStore};
 use reqwest::header::{HeaderName, HeaderValue};
 use serde::Serialize;
@@ -74,6 +74,13 @@ pub enum Which {
     All,
 }
 
+/// `--fsync`: the SQLite store's [`Durability`].
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fsync {
+    Full,
+    Pipelined,
+}
+
 /// Arguments of `charter bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -86,6 +93,16 @@ pub struct BenchArgs {
     /// Concurrent connections; one run per value (e2e uses the smallest).
     #[arg(long, default_value = "32,256", value_delimiter = ',', value_parser = parse_concurrency)]
     pub concurrency: Vec<usize>,
+    /// Runs in flight at once in the benchmark project's worker (its `worker.concurrency`
+    /// and the bench charter's `concurrency`). Each run waits for a few group commits, so
+    /// end-to-end throughput is bounded by this divided by a run's latency.
+    #[arg(long, default_value_t = 256, value_parser = parse_concurrency)]
+    pub workers: usize,
+    /// Where the SQLite store fsyncs a group commit: `full` (on the writer thread, at
+    /// `COMMIT`; what `charter serve` uses) or `pipelined` (a syncer thread fsyncs while the
+    /// writer runs the next batch; acknowledgements still follow the fsync).
+    #[arg(long, value_enum, default_value_t = Fsync::Full)]
+    pub fsync: Fsync,
     /// Longest wait for the e2e queue to drain once sending stops.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
@@ -219,6 +236,8 @@ pub struct E2eResult {
     pub store: &'static str,
     /// Worker nodes sharing the store (node 0 also takes the HTTP load).
     pub nodes: usize,
+    /// Runs in flight per node (the project's worker and charter concurrency).
+    pub workers: usize,
     pub send: LoadResult,
     /// Events whose run finished `done`, failed, or were still unfinished at the deadline.
     pub done: u64,
@@ -252,6 +271,8 @@ pub struct Memory {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub machine: Machine,
+    /// The SQLite store's fsync placement for the ingest and e2e runs (`--fsync`).
+    pub fsync: &'static str,
     pub ingest: Vec<LoadResult>,
     pub noop: Vec<LoadResult>,
     /// ingest acks/s divided by no-op acks/s, per concurrency (target >= 0.5).
@@ -320,6 +341,10 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     let machine_start = machine_info();
     let mut report = Report {
         machine: machine_start,
+        fsync: match args.fsync {
+            Fsync::Full => "full",
+            Fsync::Pipelined => "pipelined",
+        },
         ingest: Vec::new(),
         noop: Vec::new(),
         ingest_over_noop: BTreeMap::new(),
@@ -337,7 +362,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
 
     if do_ingest {
         for &c in &concurrency {
-            let server = BenchServer::start(Role::Api).await?;
+            let server = BenchServer::start(Role::Api, args.workers, args.fsync).await?;
             if report.memory.idle_rss_mb.is_none() {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 report.memory.idle_rss_mb = proc_status_mb("VmRSS");
@@ -427,7 +452,16 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     }
     if do_e2e {
         let c = concurrency[0];
-        let e2e = e2e(&client, &signer, c, args.duration, args.drain_timeout).await?;
+        let e2e = e2e(
+            &client,
+            &signer,
+            c,
+            args.workers,
+            args.fsync,
+            args.duration,
+            args.drain_timeout,
+        )
+        .await?;
         report.e2e = Some(e2e);
         if let Some(admin_url) = &args.postgres {
             for &n in &args.nodes {
@@ -439,6 +473,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
                     args.drain_timeout,
                     admin_url,
                     n,
+                    args.workers,
                 )
                 .await?;
                 report.e2e_postgres.push(r);
@@ -476,7 +511,7 @@ fn http_client(max_connections: usize) -> Result<reqwest::Client, BenchError> {
 // The project and servers
 
 /// Write the benchmark project into `dir`; `sink_url` is the action's target.
-pub fn write_project(dir: &Path, sink_url: &str) -> std::io::Result<()> {
+pub fn write_project(dir: &Path, sink_url: &str, workers: usize) -> std::io::Result<()> {
     let files: [(&str, String); 5] = [
         ("secrets/hook", SECRET.to_string()),
         ("data/tickets.csv", bench_examples()),
@@ -487,7 +522,7 @@ pub fn write_project(dir: &Path, sink_url: &str) -> std::io::Result<()> {
 worker:
   lease: 30s
   poll_interval: 20ms
-  concurrency: 64
+  concurrency: {workers}
   shutdown_grace: 5s
 connectors:
   sink:
@@ -513,7 +548,7 @@ maintainer: bench@example.test
 system_of_record: sink
 mode: live
 uses: [sink]
-concurrency: 64
+concurrency: {workers}
 trigger:
   webhook:
     path: {HOOK_PATH}
@@ -609,7 +644,7 @@ struct BenchServer {
 }
 
 impl BenchServer {
-    async fn start(role: Role) -> Result<BenchServer, BenchError> {
+    async fn start(role: Role, workers: usize, fsync: Fsync) -> Result<BenchServer, BenchError> {
         let dir =
             std::env::temp_dir().join(format!("charter-bench-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&dir)?;
@@ -618,7 +653,15 @@ impl BenchServer {
         let sink_addr = sink
             .start(([127, 0, 0, 1], 0).into(), shutdown.clone())
             .await?;
-        let started = Self::boot(&dir, &sink_addr.to_string(), role, &shutdown).await;
+        let started = Self::boot(
+            &dir,
+            &sink_addr.to_string(),
+            role,
+            workers,
+            fsync,
+            &shutdown,
+        )
+        .await;
         match started {
             Ok((base, store, done)) => Ok(BenchServer {
                 dir,
@@ -640,14 +683,28 @@ impl BenchServer {
         dir: &Path,
         sink_addr: &str,
         role: Role,
+        workers: usize,
+        fsync: Fsync,
         shutdown: &CancellationToken,
     ) -> Result<(String, SqliteStore, tokio::task::JoinHandle<()>), BenchError> {
-        write_project(dir, &format!("http://{sink_addr}"))?;
+        write_project(dir, &format!("http://{sink_addr}"), workers)?;
         let runtime = Arc::new(Runtime::load(dir)?);
         let path = runtime.store_path();
-        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
-            .await
-            .map_err(|e| BenchError::Other(format!("opening the store: {e}")))??;
+        let store = tokio::task::spawn_blocking(move || {
+            let durability = match fsync {
+                Fsync::Full => Durability::Full,
+                Fsync::Pipelined => Durability::Pipelined,
+            };
+            SqliteStore::open_with(
+                &path,
+                SqliteOptions {
+                    durability,
+                    ..SqliteOptions::default()
+                },
+            )
+        })
+        .await
+        .map_err(|e| BenchError::Other(format!("opening the store: {e}")))??;
         let running = charter_server::start(
             runtime,
             store.clone(),
@@ -995,10 +1052,12 @@ async fn e2e(
     client: &reqwest::Client,
     signer: &Arc<Signer>,
     concurrency: usize,
+    workers: usize,
+    fsync: Fsync,
     duration: Duration,
     drain_timeout: Duration,
 ) -> Result<E2eResult, BenchError> {
-    let server = BenchServer::start(Role::All).await?;
+    let server = BenchServer::start(Role::All, workers, fsync).await?;
     eprintln!(
         "e2e (sqlite): {concurrency} connections for {duration:?} against {}, then drain (at most {drain_timeout:?})",
         server.base
@@ -1011,6 +1070,7 @@ async fn e2e(
             ingest_base: &server.base,
             metrics_bases: std::slice::from_ref(&server.base),
             sink: &server.sink,
+            workers,
         },
         &server.store,
         concurrency,
@@ -1030,6 +1090,8 @@ struct E2eTarget<'a> {
     /// Every node: their `/metrics` are summed to see runs finish.
     metrics_bases: &'a [String],
     sink: &'a Sink,
+    /// Runs in flight per node (`--workers`).
+    workers: usize,
 }
 
 /// Send for `duration`, wait (bounded) until every acknowledged event's run finished, and
@@ -1085,7 +1147,11 @@ async fn measure_e2e<S: EventStore>(
             eprintln!("  draining: {finished} of {stored} runs finished");
             last_report = Instant::now();
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Each scrape of /metrics counts the backlog in the store, which is not free with
+        // tens of thousands of events queued: scraping every 100 ms took about a quarter of
+        // the Tokio threads' CPU during the drain. The figures come from the store's
+        // timestamps, so how soon the drain is noticed does not change them.
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let peak = proc_status_mb("VmHWM").unwrap_or(0.0);
     let events = store
@@ -1116,6 +1182,7 @@ async fn measure_e2e<S: EventStore>(
     let result = E2eResult {
         store: target.store_name,
         nodes: target.metrics_bases.len(),
+        workers: target.workers,
         done,
         failed,
         unfinished,
@@ -1157,6 +1224,7 @@ async fn e2e_postgres(
     drain_timeout: Duration,
     admin_url: &str,
     nodes: usize,
+    workers: usize,
 ) -> Result<E2eResult, BenchError> {
     let db_name = format!("charter_bench_{}", uuid::Uuid::now_v7().simple());
     pg_admin(admin_url, &format!("CREATE DATABASE {db_name}")).await?;
@@ -1169,7 +1237,7 @@ async fn e2e_postgres(
         let sink_addr = sink
             .start(([127, 0, 0, 1], 0).into(), shutdown.clone())
             .await?;
-        write_project(&dir, &format!("http://{sink_addr}"))?;
+        write_project(&dir, &format!("http://{sink_addr}"), workers)?;
         let runtime = Arc::new(Runtime::load(&dir)?);
         let mut stores = Vec::new();
         let mut bases = Vec::new();
@@ -1206,6 +1274,7 @@ async fn e2e_postgres(
                 ingest_base: &bases[0],
                 metrics_bases: &bases,
                 sink: &sink,
+                workers,
             },
             &stores[0],
             concurrency,
@@ -1389,7 +1458,8 @@ pub fn render_table(r: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "  the load generator runs in the same process, on the same cores"
+        "  the load generator runs in the same process, on the same cores; SQLite fsync: {}",
+        r.fsync
     );
     if !r.ingest.is_empty() || !r.noop.is_empty() {
         let _ = writeln!(out);
@@ -1465,9 +1535,10 @@ pub fn render_table(r: &Report) -> String {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "e2e on {} with {} node(s) ({} connections, {:.0}s of sending): {} acked at {:.0}/s; {} done, {} failed, {} unfinished{}",
+            "e2e on {} with {} node(s), {} runs in flight each ({} connections, {:.0}s of sending): {} acked at {:.0}/s; {} done, {} failed, {} unfinished{}",
             e.store,
             e.nodes,
+            e.workers,
             e.send.concurrency,
             e.send.seconds,
             e.send.acks,
@@ -1608,6 +1679,8 @@ mod tests {
             which,
             duration: Duration::from_millis(400),
             concurrency: vec![4],
+            workers: 8,
+            fsync: Fsync::Full,
             drain_timeout: Duration::from_secs(30),
             postgres: None,
             nodes: vec![1],
