@@ -20,6 +20,10 @@ pub struct Expr {
 struct Inner {
     source: String,
     program: Program,
+    /// The names the expression refers to (context keys, and comprehension variables, which
+    /// never match one). Only these are converted to CEL values at evaluation: converting
+    /// the whole context (the payload, headers, ...) was most of an evaluation's cost.
+    variables: Vec<String>,
 }
 
 /// Why an expression could not be compiled or evaluated. Every message names the expression.
@@ -69,10 +73,18 @@ impl Expr {
                 .collect::<Vec<_>>()
                 .join("; "),
         })?;
+        let mut variables: Vec<String> = program
+            .references()
+            .variables()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        variables.sort_unstable();
         Ok(Expr {
             inner: Arc::new(Inner {
                 source: source.to_string(),
                 program,
+                variables,
             }),
         })
     }
@@ -86,13 +98,21 @@ impl Expr {
     /// variable. The result must be a boolean. A missing field is an error, not `false`:
     /// guard optional fields with `has(payload.x)`.
     pub fn eval_bool(&self, ctx: &serde_json::Value) -> Result<bool, ExprError> {
-        let mut context = Context::with_env(Arc::clone(env()));
-        if let serde_json::Value::Object(vars) = ctx {
-            for (name, value) in vars {
-                context.add_variable_from_value(name.as_str(), json_to_cel(value));
-            }
+        let referenced = |name: &str| {
+            self.inner
+                .variables
+                .binary_search_by(|v| v.as_str().cmp(name))
+                .is_ok()
+        };
+        let mut result = self.execute(ctx, referenced);
+        // Should the reference scan ever miss a name the context has, evaluate again with
+        // the whole context rather than report a name as unknown that is not.
+        if let Err(cel::ExecutionError::UndeclaredReference(name)) = &result
+            && ctx.get(name.as_str()).is_some()
+        {
+            result = self.execute(ctx, |_| true);
         }
-        match self.inner.program.execute(&context) {
+        match result {
             Ok(Value::Bool(b)) => Ok(b),
             Ok(other) => Err(ExprError::NotBool {
                 expr: self.inner.source.clone(),
@@ -111,6 +131,25 @@ impl Expr {
                 },
             }),
         }
+    }
+}
+
+impl Expr {
+    /// Run the program with the context's top-level keys that `include` accepts as variables.
+    fn execute(
+        &self,
+        ctx: &serde_json::Value,
+        include: impl Fn(&str) -> bool,
+    ) -> Result<Value, cel::ExecutionError> {
+        let mut context = Context::with_env(Arc::clone(env()));
+        if let serde_json::Value::Object(vars) = ctx {
+            for (name, value) in vars {
+                if include(name) {
+                    context.add_variable_from_value(name.as_str(), json_to_cel(value));
+                }
+            }
+        }
+        self.inner.program.execute(&context)
     }
 }
 
@@ -231,6 +270,31 @@ mod tests {
         assert!(eval("has(payload.ticket)").unwrap());
         assert!(!eval("has(payload.order)").unwrap());
         assert!(!eval(r#"has(payload.order) && payload.order.id == "x""#).unwrap());
+    }
+
+    /// Only the names an expression uses are converted to CEL; comprehensions, macros and
+    /// several variables still see everything they name, and an unknown name is still one.
+    #[test]
+    fn only_referenced_variables_are_bound_and_all_of_them_are() {
+        let e = Expr::parse(
+            r#"payload.ticket.tags.exists(t, t == "eu") && headers["x-team"] == "ops"
+               && payload.ticket.tags.all(t, size(t) >= 2) && has(decision.label)"#,
+        )
+        .unwrap();
+        assert_eq!(
+            e.inner.variables.iter().filter(|v| *v == "payload").count(),
+            1
+        );
+        assert!(
+            !e.inner
+                .variables
+                .iter()
+                .any(|v| v == "event" || v == "context")
+        );
+        assert!(e.eval_bool(&ctx()).unwrap());
+        assert!(eval("true").unwrap());
+        let err = eval("ticket.id == 42").unwrap_err();
+        assert!(err.to_string().contains("unknown name `ticket`"), "{err}");
     }
 
     #[test]
