@@ -588,7 +588,10 @@ async fn three_nodes_on_postgres_survive_a_sigkill_with_exactly_one_effect_per_k
     let dir = temp_dir("nodes");
     let shutdown = CancellationToken::new();
     let sink = Sink::default();
-    sink.script((0..600).map(|_| Scripted::Delay(Duration::from_millis(40))));
+    // Each call takes 250 ms, so a run seen holding a lease is still in flight when the
+    // test gets to kill its node (with 40 ms, a run could finish between the check and the
+    // SIGKILL, and the killed node then had no lease to lose).
+    sink.script((0..600).map(|_| Scripted::Delay(Duration::from_millis(250))));
     let sink_addr = sink
         .start(([127, 0, 0, 1], 0).into(), shutdown.clone())
         .await
