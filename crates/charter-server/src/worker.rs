@@ -291,6 +291,18 @@ async fn flush_with<S: Store>(
     flush(store, pending).await
 }
 
+/// Record that the action's idempotency key had already succeeded: nothing is sent.
+fn already_done(
+    pending: &mut Vec<RunWrite>,
+    run_id: Uuid,
+    record: &mut ActionRecord,
+    params: &Value,
+) -> ActStep {
+    record.status = ActionStatus::AlreadyDone;
+    record_action_now(pending, run_id, record, params);
+    ActStep::Continue
+}
+
 /// What writing an action's intent found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Intent {
@@ -974,9 +986,7 @@ async fn act<S: Store>(
     // A `log` action has no durable intent to fold the check into; every other kind checks
     // the key in the same store command that writes its intent (`Intent::AlreadyDone`).
     if matches!(action.kind, ActionKind::Log { .. }) && store.action_succeeded(&key).await? {
-        record.status = ActionStatus::AlreadyDone;
-        record_action_now(pending, run_id, &record, &params);
-        return Ok(ActStep::Continue);
+        return Ok(already_done(pending, run_id, &mut record, &params));
     }
     // The intent: durable before any request leaves (with everything buffered before it).
     let begin = RunWrite::BeginAction {
@@ -998,9 +1008,7 @@ async fn act<S: Store>(
         }
         ActionKind::Message(_) | ActionKind::Email(_) | ActionKind::Sql(_) => {
             if begin_intent(store, pending, begin).await? == Intent::AlreadyDone {
-                record.status = ActionStatus::AlreadyDone;
-                record_action_now(pending, run_id, &record, &params);
-                return Ok(ActStep::Continue);
+                return Ok(already_done(pending, run_id, &mut record, &params));
             }
             act_through_connector(
                 state, executor, charter, event, run_id, action, &params, &key, record, pending,
@@ -1052,9 +1060,7 @@ async fn act<S: Store>(
                 }
             };
             if begin_intent(store, pending, begin).await? == Intent::AlreadyDone {
-                record.status = ActionStatus::AlreadyDone;
-                record_action_now(pending, run_id, &record, &params);
-                return Ok(ActStep::Continue);
+                return Ok(already_done(pending, run_id, &mut record, &params));
             }
             let policy = action.retry;
             let mut attempt_no = 1u32;
