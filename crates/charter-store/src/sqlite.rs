@@ -310,6 +310,12 @@ fn configure_writer(conn: &Connection, options: &SqliteOptions) -> Result<()> {
     .map_err(db("setting cache_size"))?;
     conn.pragma_update(None, "wal_autocheckpoint", options.wal_autocheckpoint_pages)
         .map_err(db("setting wal_autocheckpoint"))?;
+    // Every writer command runs in its own SAVEPOINT, so each page a command first touches
+    // is copied to the statement journal. With temporary files on disk that journal spills
+    // to a temp file past 64 KiB, which cost a `pwrite` per page (~8% of the end-to-end
+    // profile); in memory it is a copy that is freed at the savepoint's release.
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(db("setting temp_store"))?;
     Ok(())
 }
 
@@ -579,27 +585,56 @@ impl EventStore for SqliteStore {
 // Queue
 // ---------------------------------------------------------------------------------------
 
+// The claim's candidate queries walk `events_claim` (charter, status, id), so rows come in id
+// order (oldest first, ids being UUIDv7) without an ORDER BY: SQLite marks any statement whose
+// ORDER BY it checks against a bound `WHERE` value, or that binds a `LIMIT`, to be re-prepared
+// whenever its bindings change, and the statement cache clears bindings on every reuse.
+// `INDEXED BY` pins the plan (and fails loudly if the index were ever dropped).
+
+/// A charter's pending events, oldest first.
+const CLAIM_PENDING_SQL: &str =
+    "SELECT id FROM events INDEXED BY events_claim WHERE charter = ?1 AND status = 'pending'";
+/// A charter's processing events whose lease expired (or was never set), oldest first.
+const CLAIM_EXPIRED_SQL: &str = "SELECT id FROM events INDEXED BY events_claim \
+     WHERE charter = ?1 AND status = 'processing' AND (lease_until IS NULL OR lease_until <= ?2)";
+/// Take one claim candidate (the row as it is after the update is then read by id).
+const CLAIM_UPDATE_SQL: &str = "UPDATE events SET status = 'processing', lease_owner = ?2, \
+     lease_until = ?3, attempts = attempts + 1, updated_at = ?4 WHERE id = ?1";
+
 /// Ids of a charter's claim candidates, oldest first: pending events and processing events
 /// whose lease expired (or was never set), at most `take` of each kind, merged.
-fn claim_candidates(conn: &Connection, charter: &str, now: i64, take: i64) -> Result<Vec<String>> {
+///
+/// The queries step through the index and stop after `take` rows instead of binding a
+/// `LIMIT ?` (see above: re-preparing the claim's statements on every claim was ~5% of the
+/// writer thread's time in the end-to-end profile, BENCHMARKS.md 2026-11-28 third pass).
+fn claim_candidates(
+    conn: &Connection,
+    charter: &str,
+    now: i64,
+    take: usize,
+) -> Result<Vec<String>> {
     let mut ids: Vec<String> = Vec::new();
-    for sql in [
-        "SELECT id FROM events WHERE charter = ?1 AND status = 'pending'
-         ORDER BY id LIMIT ?3",
-        "SELECT id FROM events WHERE charter = ?1 AND status = 'processing'
-           AND (lease_until IS NULL OR lease_until <= ?2)
-         ORDER BY id LIMIT ?3",
-    ] {
+    for (sql, expired) in [(CLAIM_PENDING_SQL, false), (CLAIM_EXPIRED_SQL, true)] {
         let mut stmt = conn
             .prepare_cached(sql)
             .map_err(db("preparing claim candidates"))?;
-        let rows = stmt
-            .query(params![charter, now, take])
-            .map_err(db("selecting claim candidates"))?;
-        ids.extend(collect(rows, |r| rows::get_col::<String>(r, 0))?);
+        let mut rows = if expired {
+            stmt.query(params![charter, now])
+        } else {
+            stmt.query(params![charter])
+        }
+        .map_err(db("selecting claim candidates"))?;
+        let mut n = 0;
+        while n < take {
+            let Some(row) = rows.next().map_err(db("selecting claim candidates"))? else {
+                break;
+            };
+            ids.push(rows::get_col::<String>(row, 0)?);
+            n += 1;
+        }
     }
     ids.sort();
-    ids.truncate(usize::try_from(take).unwrap_or(0));
+    ids.truncate(take);
     Ok(ids)
 }
 
@@ -637,22 +672,25 @@ impl QueueStore for SqliteStore {
             if take == 0 {
                 return Ok(Vec::new());
             }
-            let take = i64::try_from(take).unwrap_or(i64::MAX);
             let ids = claim_candidates(conn, &charter, now, take)?;
-            let mut stmt = conn
-                .prepare_cached(
-                    "UPDATE events SET status = 'processing', lease_owner = ?2, lease_until = ?3,
-                         attempts = attempts + 1, updated_at = ?4
-                     WHERE id = ?1
-                     RETURNING id, charter, source, event_type, dedupe_key, received_at,
-                         headers, payload, status, attempts, updated_at",
-                )
+            // An UPDATE then a read by primary key, not `UPDATE … RETURNING`: SQLite buffers
+            // RETURNING rows in an ephemeral table that it builds and frees per statement
+            // (~3% of the writer thread in the end-to-end profile).
+            let mut update = conn
+                .prepare_cached(CLAIM_UPDATE_SQL)
+                .map_err(db("preparing claim"))?;
+            let mut read = conn
+                .prepare_cached(&format!("SELECT {EVENT_COLS} FROM events WHERE id = ?1"))
                 .map_err(db("preparing claim"))?;
             let mut claimed = Vec::with_capacity(ids.len());
             for id in ids {
-                let rows = stmt
-                    .query(params![id, worker, lease_until, now])
+                let n = update
+                    .execute(params![id, worker, lease_until, now])
                     .map_err(db("claiming an event"))?;
+                if n != 1 {
+                    continue;
+                }
+                let rows = read.query([&id]).map_err(db("reading a claimed event"))?;
                 for record in collect(rows, rows::event_record)? {
                     claimed.push(Claimed {
                         event: record.event,
@@ -998,30 +1036,32 @@ fn sql_finish_action(
 ) -> Result<()> {
     ensure_run(conn, run)?;
     let status = record.status.as_str();
-    let id: i64 = conn
-        .prepare_cached(
-            "INSERT INTO action_records (run_id, action, idempotency_key, params, status)
-             VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (run_id, action) DO UPDATE SET status = excluded.status,
-                 idempotency_key = excluded.idempotency_key, params = excluded.params
-             RETURNING id",
-        )
-        .and_then(|mut s| {
-            s.query_row(
-                params![
-                    run,
-                    record.action,
-                    record.idempotency_key,
-                    params_json,
-                    status
-                ],
-                |r| r.get(0),
-            )
-        })
-        .map_err(db("finishing an action"))?;
+    // No `RETURNING id`: SQLite builds and frees an ephemeral table for RETURNING rows on
+    // every execution; the id is looked up by the (run_id, action) key only when needed.
+    conn.prepare_cached(
+        "INSERT INTO action_records (run_id, action, idempotency_key, params, status)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (run_id, action) DO UPDATE SET status = excluded.status,
+             idempotency_key = excluded.idempotency_key, params = excluded.params",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            run,
+            record.action,
+            record.idempotency_key,
+            params_json,
+            status
+        ])
+    })
+    .map_err(db("finishing an action"))?;
     // Attempts recorded one by one are kept; ones only carried by the record are added.
-    for attempt in &record.attempts {
-        insert_attempt(conn, id, attempt, false)?;
+    if !record.attempts.is_empty() {
+        let id = action_id(conn, run, &record.action)?.ok_or_else(|| {
+            StoreError::Database(format!("action {} of run {run} vanished", record.action))
+        })?;
+        for attempt in &record.attempts {
+            insert_attempt(conn, id, attempt, false)?;
+        }
     }
     if record.status == ActionStatus::Succeeded {
         conn.prepare_cached(
@@ -1752,17 +1792,21 @@ fn escalation_record(r: &rusqlite::Row<'_>) -> Result<EscalationRecord> {
     })
 }
 
+/// The latest human resolution of an event (by `resolved_at`, then id). Picked here rather
+/// than with `ORDER BY … LIMIT 1`: a sorting statement is re-prepared on every reuse from the
+/// statement cache, and this runs once per claimed event on the writer.
 fn sql_latest_resolution(conn: &Connection, event_id: Uuid) -> Result<Option<EscalationRecord>> {
-    Ok(query_escalations(
+    let all = query_escalations(
         conn,
         &format!(
             "SELECT {ESCALATION_COLS} FROM escalations
-             WHERE event_id = ?1 AND status = 'resolved' AND resolution IS NOT NULL
-             ORDER BY resolved_at DESC, id DESC LIMIT 1"
+             WHERE event_id = ?1 AND status = 'resolved' AND resolution IS NOT NULL"
         ),
         vec![Value::Text(event_id.to_string())],
-    )?
-    .pop())
+    )?;
+    Ok(all
+        .into_iter()
+        .max_by(|a, b| (a.resolved_at, a.id).cmp(&(b.resolved_at, b.id))))
 }
 
 fn query_escalations(
@@ -1972,5 +2016,81 @@ impl AuditStore for SqliteStore {
             })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::StatementStatus;
+    use std::collections::BTreeMap;
+
+    fn event(charter: &str, received_at: UnixMillis) -> NewEvent {
+        NewEvent {
+            id: Uuid::now_v7(),
+            charter: charter.to_string(),
+            source: "test".to_string(),
+            event_type: None,
+            dedupe_key: None,
+            received_at,
+            headers: BTreeMap::new(),
+            payload: serde_json::json!({"n": 1}),
+        }
+    }
+
+    /// The claim runs on the writer for every batch of work; its statements must come from
+    /// the statement cache as they are, not be re-prepared on each use (a bound `LIMIT` or a
+    /// sort makes SQLite expire a statement whenever its bindings are cleared).
+    #[tokio::test]
+    async fn claim_statements_are_not_reprepared() {
+        let dir = std::env::temp_dir().join(format!("charter-claim-{}", Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let store = SqliteStore::open(&dir.join("s.db")).expect("open");
+        let t = now_millis();
+        for i in 0..12 {
+            store.ingest(event("c", t + i)).await.expect("ingest");
+        }
+        let lease = Duration::from_secs(60);
+        let mut claimed = 0;
+        for (k, max) in [1usize, 2, 3, 4].into_iter().enumerate() {
+            let worker = format!("w{k}");
+            let got = store
+                .claim("c", &worker, max, 100, lease, t + 20)
+                .await
+                .expect("claim");
+            assert_eq!(got.len(), max, "claim {k} took {max}");
+            claimed += got.len();
+        }
+        assert_eq!(claimed, 10);
+        let resolution_sql = format!(
+            "SELECT {ESCALATION_COLS} FROM escalations
+             WHERE event_id = ?1 AND status = 'resolved' AND resolution IS NOT NULL"
+        );
+        let counts = store
+            .write(move |conn| {
+                let mut out = Vec::new();
+                for sql in [
+                    CLAIM_PENDING_SQL,
+                    CLAIM_EXPIRED_SQL,
+                    CLAIM_UPDATE_SQL,
+                    &resolution_sql,
+                ] {
+                    let stmt = conn.prepare_cached(sql).map_err(db("test"))?;
+                    out.push((
+                        sql.split_whitespace().take(6).collect::<Vec<_>>().join(" "),
+                        stmt.get_status(StatementStatus::RePrepare),
+                        stmt.get_status(StatementStatus::Run) > 0
+                            || stmt.get_status(StatementStatus::VmStep) > 0,
+                    ));
+                }
+                Ok(out)
+            })
+            .await
+            .expect("statement status");
+        for (sql, reprepared, ran) in counts {
+            assert!(ran, "{sql} never ran, so the check says nothing");
+            assert_eq!(reprepared, 0, "{sql} was re-prepared {reprepared} times");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
