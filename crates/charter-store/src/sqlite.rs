@@ -652,69 +652,78 @@ impl QueueStore for SqliteStore {
         let worker = worker.to_string();
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         let lease_until = now.saturating_add(lease_ms);
-        self.write(move |conn| {
-            let paused: Option<bool> = conn
-                .prepare_cached("SELECT paused FROM charter_state WHERE charter = ?1")
-                .and_then(|mut s| s.query_row([&charter], |r| r.get(0)).optional())
-                .map_err(db("reading charter state"))?;
-            if paused == Some(true) {
-                return Ok(Vec::new());
-            }
-            let live: i64 = conn
-                .prepare_cached(
-                    "SELECT count(*) FROM events
+        let (claimed, context) = self
+            .write(move |conn| {
+                let paused: Option<bool> = conn
+                    .prepare_cached("SELECT paused FROM charter_state WHERE charter = ?1")
+                    .and_then(|mut s| s.query_row([&charter], |r| r.get(0)).optional())
+                    .map_err(db("reading charter state"))?;
+                if paused == Some(true) {
+                    return Ok((Vec::new(), Vec::new()));
+                }
+                let live: i64 = conn
+                    .prepare_cached(
+                        "SELECT count(*) FROM events
                      WHERE charter = ?1 AND status = 'processing' AND lease_until > ?2",
-                )
-                .and_then(|mut s| s.query_row(params![charter, now], |r| r.get(0)))
-                .map_err(db("counting live leases"))?;
-            let live = usize::try_from(live).unwrap_or(0);
-            let take = max.min(charter_limit.saturating_sub(live));
-            if take == 0 {
-                return Ok(Vec::new());
-            }
-            let ids = claim_candidates(conn, &charter, now, take)?;
-            // An UPDATE then a read by primary key, not `UPDATE … RETURNING`: SQLite buffers
-            // RETURNING rows in an ephemeral table that it builds and frees per statement
-            // (~3% of the writer thread in the end-to-end profile).
-            let mut update = conn
-                .prepare_cached(CLAIM_UPDATE_SQL)
-                .map_err(db("preparing claim"))?;
-            let mut read = conn
-                .prepare_cached(&format!("SELECT {EVENT_COLS} FROM events WHERE id = ?1"))
-                .map_err(db("preparing claim"))?;
-            let mut claimed = Vec::with_capacity(ids.len());
-            for id in ids {
-                let n = update
-                    .execute(params![id, worker, lease_until, now])
-                    .map_err(db("claiming an event"))?;
-                if n != 1 {
-                    continue;
+                    )
+                    .and_then(|mut s| s.query_row(params![charter, now], |r| r.get(0)))
+                    .map_err(db("counting live leases"))?;
+                let live = usize::try_from(live).unwrap_or(0);
+                let take = max.min(charter_limit.saturating_sub(live));
+                if take == 0 {
+                    return Ok((Vec::new(), Vec::new()));
                 }
-                let rows = read.query([&id]).map_err(db("reading a claimed event"))?;
-                for record in collect(rows, rows::event_record)? {
-                    claimed.push(Claimed {
-                        event: record.event,
-                        attempt: record.attempts,
-                        lease_until,
-                        mode_override: None,
-                        resolution: None,
-                    });
+                let ids = claim_candidates(conn, &charter, now, take)?;
+                // An UPDATE then a read by primary key, not `UPDATE … RETURNING`: SQLite buffers
+                // RETURNING rows in an ephemeral table that it builds and frees per statement
+                // (~3% of the writer thread in the end-to-end profile).
+                let mut update = conn
+                    .prepare_cached(CLAIM_UPDATE_SQL)
+                    .map_err(db("preparing claim"))?;
+                let mut read = conn
+                    .prepare_cached(&format!("SELECT {EVENT_COLS} FROM events WHERE id = ?1"))
+                    .map_err(db("preparing claim"))?;
+                let mut claimed = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let n = update
+                        .execute(params![id, worker, lease_until, now])
+                        .map_err(db("claiming an event"))?;
+                    if n != 1 {
+                        continue;
+                    }
+                    let rows = read.query([&id]).map_err(db("reading a claimed event"))?;
+                    claimed.extend(collect(rows, rows::raw_event)?);
                 }
-            }
-            // What each run needs to know before deciding, read here (one command on the
-            // writer's hot connection) instead of by two reads per run on the pool.
-            if !claimed.is_empty() {
-                let mode = operator::read_modes(conn, Some(&charter))?
-                    .into_iter()
-                    .next();
-                for c in &mut claimed {
-                    c.mode_override = mode.clone();
-                    c.resolution = sql_latest_resolution(conn, c.event.id)?;
+                // What each run needs to know before deciding, read here (one command on the
+                // writer's hot connection) instead of by two reads per run on the pool.
+                let mut context = Vec::with_capacity(claimed.len());
+                if !claimed.is_empty() {
+                    let mode = operator::read_modes(conn, Some(&charter))?
+                        .into_iter()
+                        .next();
+                    for raw in &claimed {
+                        context.push((mode.clone(), sql_latest_resolution(conn, raw.id)?));
+                    }
                 }
-            }
-            Ok(claimed)
-        })
-        .await
+                Ok((claimed, context))
+            })
+            .await?;
+        // The payloads are parsed here, off the writer thread. A row that does not parse is
+        // reported as corrupt, as any read of it would be.
+        claimed
+            .into_iter()
+            .zip(context)
+            .map(|(raw, (mode_override, resolution))| {
+                let record = raw.decode()?;
+                Ok(Claimed {
+                    event: record.event,
+                    attempt: record.attempts,
+                    lease_until,
+                    mode_override,
+                    resolution,
+                })
+            })
+            .collect()
     }
 
     async fn renew(&self, event_id: Uuid, worker: &str, lease_until: UnixMillis) -> Result<bool> {

@@ -67,27 +67,65 @@ fn u32_of(what: &str, v: i64) -> Result<u32> {
 
 /// Decode the leading [`EVENT_COLS`] columns of `row`.
 pub(crate) fn event_record(row: &Row<'_>) -> Result<EventRecord> {
+    raw_event(row)?.decode()
+}
+
+/// An `events` row as stored, its JSON columns (headers, payload) not parsed yet. The claim
+/// reads these on the writer thread and the caller decodes them after the write, so parsing
+/// payloads does not hold up the one thread every write waits for.
+pub(crate) struct RawEvent {
+    pub(crate) id: Uuid,
+    charter: String,
+    source: String,
+    event_type: Option<String>,
+    dedupe_key: Option<String>,
+    received_at: i64,
+    headers: String,
+    payload: String,
+    status: String,
+    attempts: i64,
+    updated_at: i64,
+}
+
+/// Read the leading [`EVENT_COLS`] columns of `row` without parsing the JSON ones.
+pub(crate) fn raw_event(row: &Row<'_>) -> Result<RawEvent> {
     let id: String = get(row, 0)?;
-    let headers: String = get(row, 6)?;
-    let payload: String = get(row, 7)?;
-    let status: String = get(row, 8)?;
-    let attempts: i64 = get(row, 9)?;
-    Ok(EventRecord {
-        event: NewEvent {
-            id: parse_uuid(&id)?,
-            charter: get(row, 1)?,
-            source: get(row, 2)?,
-            event_type: get(row, 3)?,
-            dedupe_key: get(row, 4)?,
-            received_at: get(row, 5)?,
-            headers: parse_json::<BTreeMap<String, String>>("headers", &headers)?,
-            payload: parse_json("payload", &payload)?,
-        },
-        status: EventStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown event status {status:?}")))?,
-        attempts: u32_of("attempts", attempts)?,
+    Ok(RawEvent {
+        id: parse_uuid(&id)?,
+        charter: get(row, 1)?,
+        source: get(row, 2)?,
+        event_type: get(row, 3)?,
+        dedupe_key: get(row, 4)?,
+        received_at: get(row, 5)?,
+        headers: get(row, 6)?,
+        payload: get(row, 7)?,
+        status: get(row, 8)?,
+        attempts: get(row, 9)?,
         updated_at: get(row, 10)?,
     })
+}
+
+impl RawEvent {
+    /// Parse the JSON columns and check the status and counters.
+    pub(crate) fn decode(self) -> Result<EventRecord> {
+        let status = self.status;
+        Ok(EventRecord {
+            event: NewEvent {
+                id: self.id,
+                charter: self.charter,
+                source: self.source,
+                event_type: self.event_type,
+                dedupe_key: self.dedupe_key,
+                received_at: self.received_at,
+                headers: parse_json::<BTreeMap<String, String>>("headers", &self.headers)?,
+                payload: parse_json("payload", &self.payload)?,
+            },
+            status: EventStatus::parse(&status)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown event status {status:?}")))?,
+            attempts: u32_of("attempts", self.attempts)?,
+            updated_at: self.updated_at,
+        })
+    }
 }
 
 /// Decode the [`REJECTED_COLS`] columns of `row`.
