@@ -618,19 +618,16 @@ fn claim_candidates(
         let mut stmt = conn
             .prepare_cached(sql)
             .map_err(db("preparing claim candidates"))?;
-        let mut rows = if expired {
-            stmt.query(params![charter, now])
+        let id = |r: &rusqlite::Row<'_>| r.get::<_, String>(0);
+        // `query_map` steps lazily, so `take` stops the scan.
+        let found = if expired {
+            stmt.query_map(params![charter, now], id)
         } else {
-            stmt.query(params![charter])
+            stmt.query_map(params![charter], id)
         }
         .map_err(db("selecting claim candidates"))?;
-        let mut n = 0;
-        while n < take {
-            let Some(row) = rows.next().map_err(db("selecting claim candidates"))? else {
-                break;
-            };
-            ids.push(rows::get_col::<String>(row, 0)?);
-            n += 1;
+        for found in found.take(take) {
+            ids.push(found.map_err(db("selecting claim candidates"))?);
         }
     }
     ids.sort();
@@ -652,14 +649,14 @@ impl QueueStore for SqliteStore {
         let worker = worker.to_string();
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         let lease_until = now.saturating_add(lease_ms);
-        let (claimed, context) = self
+        let (claimed, mode_override) = self
             .write(move |conn| {
                 let paused: Option<bool> = conn
                     .prepare_cached("SELECT paused FROM charter_state WHERE charter = ?1")
                     .and_then(|mut s| s.query_row([&charter], |r| r.get(0)).optional())
                     .map_err(db("reading charter state"))?;
                 if paused == Some(true) {
-                    return Ok((Vec::new(), Vec::new()));
+                    return Ok((Vec::new(), None));
                 }
                 let live: i64 = conn
                     .prepare_cached(
@@ -671,7 +668,7 @@ impl QueueStore for SqliteStore {
                 let live = usize::try_from(live).unwrap_or(0);
                 let take = max.min(charter_limit.saturating_sub(live));
                 if take == 0 {
-                    return Ok((Vec::new(), Vec::new()));
+                    return Ok((Vec::new(), None));
                 }
                 let ids = claim_candidates(conn, &charter, now, take)?;
                 // An UPDATE then a read by primary key, not `UPDATE … RETURNING`: SQLite buffers
@@ -692,34 +689,33 @@ impl QueueStore for SqliteStore {
                         continue;
                     }
                     let rows = read.query([&id]).map_err(db("reading a claimed event"))?;
-                    claimed.extend(collect(rows, rows::raw_event)?);
-                }
-                // What each run needs to know before deciding, read here (one command on the
-                // writer's hot connection) instead of by two reads per run on the pool.
-                let mut context = Vec::with_capacity(claimed.len());
-                if !claimed.is_empty() {
-                    let mode = operator::read_modes(conn, Some(&charter))?
-                        .into_iter()
-                        .next();
-                    for raw in &claimed {
-                        context.push((mode.clone(), sql_latest_resolution(conn, raw.id)?));
+                    // What each run needs to know before deciding, read here (one command on
+                    // the writer's hot connection) instead of by reads per run on the pool.
+                    for raw in collect(rows, rows::raw_event)? {
+                        let resolution = sql_latest_resolution(conn, raw.id)?;
+                        claimed.push((raw, resolution));
                     }
                 }
-                Ok((claimed, context))
+                if claimed.is_empty() {
+                    return Ok((claimed, None));
+                }
+                let mode = operator::read_modes(conn, Some(&charter))?
+                    .into_iter()
+                    .next();
+                Ok((claimed, mode))
             })
             .await?;
         // The payloads are parsed here, off the writer thread. A row that does not parse is
         // reported as corrupt, as any read of it would be.
         claimed
             .into_iter()
-            .zip(context)
-            .map(|(raw, (mode_override, resolution))| {
+            .map(|(raw, resolution)| {
                 let record = raw.decode()?;
                 Ok(Claimed {
                     event: record.event,
                     attempt: record.attempts,
                     lease_until,
-                    mode_override,
+                    mode_override: mode_override.clone(),
                     resolution,
                 })
             })
