@@ -157,13 +157,12 @@ pub fn contract_violations(validator: &jsonschema::Validator, payload: &Value) -
 }
 
 fn kept_headers(
-    headers: &BTreeMap<String, String>,
+    headers: BTreeMap<String, String>,
     extra: Option<&str>,
 ) -> BTreeMap<String, String> {
     headers
-        .iter()
+        .into_iter()
         .filter(|(k, _)| KEPT_HEADERS.contains(&k.as_str()) || Some(k.as_str()) == extra)
-        .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
 
@@ -206,7 +205,7 @@ pub async fn receive<S: Store>(
                     charter: charter.name.clone(),
                     source,
                     received_at,
-                    headers: kept_headers(&raw.headers, dedupe_header),
+                    headers: kept_headers(raw.headers, dedupe_header),
                     body: String::from_utf8_lossy(&raw.body).into_owned(),
                     reasons: vec![reason.clone()],
                 })
@@ -226,7 +225,14 @@ pub async fn receive<S: Store>(
         Some(Dedupe::Template(_)) => None,
         None => verify::delivery_id_header(&webhook.verify).map(str::to_string),
     };
-    let kept = kept_headers(&verified.headers, dedupe_header.as_deref());
+    let event_type = verified.headers.get("x-github-event").cloned().or_else(|| {
+        verified
+            .payload
+            .get("type")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
+    let kept = kept_headers(verified.headers, dedupe_header.as_deref());
 
     if let Some(contract) = &cr.contract {
         let violations = contract_violations(contract, &verified.payload);
@@ -256,13 +262,7 @@ pub async fn receive<S: Store>(
         id: Uuid::now_v7(),
         charter: charter.name.clone(),
         source,
-        event_type: verified.headers.get("x-github-event").cloned().or_else(|| {
-            verified
-                .payload
-                .get("type")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        }),
+        event_type,
         dedupe_key: None,
         received_at,
         headers: kept,
@@ -303,19 +303,27 @@ pub async fn store_event<S: Store>(
         IngestOutcome::Stored(id) => {
             state.metrics.received(&charter);
             state.wake.notify_one();
-            Ok((
-                StatusCode::ACCEPTED,
-                Json(json!({"id": id.to_string(), "status": "accepted"})),
-            )
-                .into_response())
+            Ok(ack(StatusCode::ACCEPTED, id, "accepted"))
         }
         IngestOutcome::Duplicate(id) => {
             state.metrics.duplicate(&charter);
-            Ok((
-                StatusCode::OK,
-                Json(json!({"id": id.to_string(), "status": "duplicate"})),
-            )
-                .into_response())
+            Ok(ack(StatusCode::OK, id, "duplicate"))
         }
     }
+}
+
+/// The acknowledgement body, `{"id":"<uuid>","status":"<status>"}`, written directly: it is
+/// sent for every stored event, and neither part needs JSON escaping (a UUID, a fixed word).
+fn ack(code: StatusCode, id: Uuid, status: &'static str) -> Response {
+    let mut buf = Uuid::encode_buffer();
+    let body = format!(
+        r#"{{"id":"{}","status":"{status}"}}"#,
+        id.hyphenated().encode_lower(&mut buf)
+    );
+    (
+        code,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }

@@ -245,6 +245,35 @@ fn render_labels(l: &LabelSet) -> String {
         .join(",")
 }
 
+/// The value of `m` with exactly these labels, inserted with `init` the first time. A label
+/// set seen before is found without allocating (a metric has a handful of label sets, so a
+/// scan of them is cheaper than building the key); only a new one allocates its key.
+fn entry<'a, V>(
+    map: &'a mut BTreeMap<(Metric, LabelSet), V>,
+    m: Metric,
+    pairs: &[(&'static str, &str)],
+    init: impl FnOnce() -> V,
+) -> Option<&'a mut V> {
+    let same = |l: &LabelSet| {
+        l.len() == pairs.len()
+            && l.iter()
+                .zip(pairs)
+                .all(|((k, v), (pk, pv))| k == pk && v == pv)
+    };
+    let first = (m, LabelSet::new());
+    let seen = map
+        .range(&first..)
+        .take_while(|((k, _), _)| *k == m)
+        .any(|((_, l), _)| same(l));
+    if !seen {
+        map.insert((m, labels(pairs)), init());
+    }
+    map.range_mut(&first..)
+        .take_while(|((k, _), _)| *k == m)
+        .find(|((_, l), _)| same(l))
+        .map(|(_, v)| v)
+}
+
 /// The process-wide registry (one per server).
 pub struct Metrics {
     counters: Mutex<BTreeMap<(Metric, LabelSet), f64>>,
@@ -277,17 +306,19 @@ pub fn current() -> Option<Arc<Metrics>> {
 }
 
 impl Metrics {
-    fn add(&self, m: Metric, labels: LabelSet, v: f64) {
+    fn add(&self, m: Metric, pairs: &[(&'static str, &str)], v: f64) {
         if let Ok(mut c) = self.counters.lock() {
-            *c.entry((m, labels)).or_insert(0.0) += v;
+            if let Some(n) = entry(&mut c, m, pairs, || 0.0) {
+                *n += v;
+            }
         }
     }
 
-    fn observe(&self, m: Metric, labels: LabelSet, d: Duration) {
+    fn observe(&self, m: Metric, pairs: &[(&'static str, &str)], d: Duration) {
         if let Ok(mut h) = self.histograms.lock() {
-            h.entry((m, labels))
-                .or_insert_with(Histogram::new)
-                .observe(d);
+            if let Some(hist) = entry(&mut h, m, pairs, Histogram::new) {
+                hist.observe(d);
+            }
         }
     }
 
@@ -301,30 +332,26 @@ impl Metrics {
     }
 
     pub fn received(&self, charter: &str) {
-        self.add(Metric::EventsReceived, labels(&[("charter", charter)]), 1.0);
+        self.add(Metric::EventsReceived, &[("charter", charter)], 1.0);
     }
 
     pub fn duplicate(&self, charter: &str) {
-        self.add(
-            Metric::EventsDuplicate,
-            labels(&[("charter", charter)]),
-            1.0,
-        );
+        self.add(Metric::EventsDuplicate, &[("charter", charter)], 1.0);
     }
 
     pub fn rejected(&self, reason: &'static str) {
-        self.add(Metric::EventsRejected, labels(&[("reason", reason)]), 1.0);
+        self.add(Metric::EventsRejected, &[("reason", reason)], 1.0);
     }
 
     /// A run ended with `outcome`; `cycle` is receipt to now.
     pub fn run_finished(&self, charter: &str, outcome: &str, cycle: Option<Duration>) {
         self.add(
             Metric::RunsFinished,
-            labels(&[("charter", charter), ("outcome", outcome)]),
+            &[("charter", charter), ("outcome", outcome)],
             1.0,
         );
         if let Some(c) = cycle {
-            self.observe(Metric::CycleTime, labels(&[("charter", charter)]), c);
+            self.observe(Metric::CycleTime, &[("charter", charter)], c);
         }
     }
 
@@ -333,14 +360,10 @@ impl Metrics {
     pub fn decision(&self, charter: &str, stage: &str, latency: Duration) {
         self.add(
             Metric::Decisions,
-            labels(&[("charter", charter), ("stage", stage)]),
+            &[("charter", charter), ("stage", stage)],
             1.0,
         );
-        self.observe(
-            Metric::DecisionLatency,
-            labels(&[("stage", stage)]),
-            latency,
-        );
+        self.observe(Metric::DecisionLatency, &[("stage", stage)], latency);
     }
 
     /// LLM usage of one classification: `calls` provider requests, tokens and cost;
@@ -350,20 +373,20 @@ impl Metrics {
         let base = [("charter", charter), ("provider", provider)];
         self.add(
             Metric::LlmCalls,
-            labels(&[base[0], base[1], ("result", result)]),
+            &[base[0], base[1], ("result", result)],
             f64::from(usage.calls),
         );
         self.add(
             Metric::LlmTokens,
-            labels(&[base[0], base[1], ("kind", "prompt")]),
+            &[base[0], base[1], ("kind", "prompt")],
             usage.prompt_tokens as f64,
         );
         self.add(
             Metric::LlmTokens,
-            labels(&[base[0], base[1], ("kind", "completion")]),
+            &[base[0], base[1], ("kind", "completion")],
             usage.completion_tokens as f64,
         );
-        self.add(Metric::LlmCost, labels(&base), usage.cost);
+        self.add(Metric::LlmCost, &base, usage.cost);
     }
 
     /// One action attempt: `result` is `succeeded`, `retryable` or `failed`; `connector` is
@@ -378,27 +401,23 @@ impl Metrics {
     ) {
         self.add(
             Metric::ActionAttempts,
-            labels(&[
+            &[
                 ("charter", charter),
                 ("action", action),
                 ("connector", connector),
                 ("result", result),
-            ]),
+            ],
             1.0,
         );
         if let Some(d) = latency {
-            self.observe(
-                Metric::ActionLatency,
-                labels(&[("connector", connector)]),
-                d,
-            );
+            self.observe(Metric::ActionLatency, &[("connector", connector)], d);
         }
     }
 
     pub fn escalation(&self, charter: &str, reason: &str) {
         self.add(
             Metric::Escalations,
-            labels(&[("charter", charter), ("reason", reason)]),
+            &[("charter", charter), ("reason", reason)],
             1.0,
         );
     }
@@ -406,7 +425,7 @@ impl Metrics {
     pub fn measurement(&self, charter: &str, name: &str) {
         self.add(
             Metric::Measurements,
-            labels(&[("charter", charter), ("name", name)]),
+            &[("charter", charter), ("name", name)],
             1.0,
         );
     }
@@ -416,12 +435,12 @@ impl Metrics {
     pub fn notification(&self, charter: &str, kind: &str, connector: &str, result: &str) {
         self.add(
             Metric::Notifications,
-            labels(&[
+            &[
                 ("charter", charter),
                 ("kind", kind),
                 ("connector", connector),
                 ("result", result),
-            ]),
+            ],
             1.0,
         );
     }
@@ -430,12 +449,12 @@ impl Metrics {
     pub fn alert_notification(&self, charter: &str, alert: &str, state: &str, ok: bool) {
         self.add(
             Metric::AlertNotifications,
-            labels(&[
+            &[
                 ("charter", charter),
                 ("alert", alert),
                 ("state", state),
                 ("result", if ok { "sent" } else { "failed" }),
-            ]),
+            ],
             1.0,
         );
     }
@@ -444,17 +463,17 @@ impl Metrics {
     pub fn source_poll(&self, charter: &str, source: &str, ok: bool) {
         self.add(
             Metric::SourcePolls,
-            labels(&[
+            &[
                 ("charter", charter),
                 ("source", source),
                 ("result", if ok { "ok" } else { "error" }),
-            ]),
+            ],
             1.0,
         );
     }
 
     pub fn ack_latency(&self, d: Duration) {
-        self.observe(Metric::AckLatency, Vec::new(), d);
+        self.observe(Metric::AckLatency, &[], d);
     }
 
     /// Prometheus text exposition format of the in-process counters and histograms.

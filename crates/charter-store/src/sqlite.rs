@@ -223,6 +223,19 @@ impl SqliteStore {
         self.inner.writer.submit(f).await
     }
 
+    /// [`SqliteStore::write`] for a command with at most one write statement, which fails
+    /// only when that statement did (see [`writer::Writer::submit_atomic`]).
+    async fn write_atomic<F, R>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        if self.inner.closed.load(Ordering::Relaxed) {
+            return Err(StoreError::Closed);
+        }
+        self.inner.writer.submit_atomic(f).await
+    }
+
     /// Run `f` on a pooled read connection on the blocking thread pool.
     async fn read<F, R>(&self, f: F) -> Result<R>
     where
@@ -415,10 +428,10 @@ impl EventStore for SqliteStore {
     async fn ingest(&self, event: NewEvent) -> Result<IngestOutcome> {
         // Serialise on the caller's thread; the writer thread only runs SQL.
         let id = event.id;
-        let id_text = id.to_string();
         let headers = to_json("headers", &event.headers)?;
         let payload = to_json("payload", &event.payload)?;
-        self.write(move |conn| {
+        // One INSERT (the duplicate lookup after it only reads): no savepoint needed.
+        self.write_atomic(move |conn| {
             let inserted = conn
                 .prepare_cached(
                     "INSERT INTO events (id, charter, source, event_type, dedupe_key, received_at,
@@ -427,8 +440,9 @@ impl EventStore for SqliteStore {
                      ON CONFLICT DO NOTHING",
                 )
                 .and_then(|mut s| {
+                    let mut buf = Uuid::encode_buffer();
                     s.execute(params![
-                        id_text,
+                        &*id.hyphenated().encode_lower(&mut buf),
                         event.charter,
                         event.source,
                         event.event_type,
@@ -463,7 +477,7 @@ impl EventStore for SqliteStore {
     async fn reject(&self, rejected: RejectedPayload) -> Result<()> {
         let headers = to_json("headers", &rejected.headers)?;
         let reasons = to_json("reasons", &rejected.reasons)?;
-        self.write(move |conn| {
+        self.write_atomic(move |conn| {
             conn.prepare_cached(
                 "INSERT INTO rejected (id, charter, source, received_at, headers, body, reasons)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)

@@ -7,6 +7,11 @@
 //! (with `synchronous=FULL` that is one fsync for the whole batch), and only then answers each
 //! command. An answer therefore always means "committed and on disk".
 //!
+//! A command submitted with [`Writer::submit_atomic`] makes at most one write statement, so it
+//! runs without the `SAVEPOINT`: SQLite already undoes a failed statement alone (statement
+//! atomicity), and the savepoint would cost two more statements and a copy of every page the
+//! command touches into the statement journal. That is the hot path of durable ingest.
+//!
 //! With [`Durability::Pipelined`] the fsync moves to a second thread: the writer commits
 //! without waiting for the disk (`synchronous=NORMAL`) and goes on with the next batch, while
 //! the syncer thread fsyncs the WAL file and only then answers the committed commands. Every
@@ -58,6 +63,8 @@ trait Command: Send {
     fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Answer>;
     /// Answer the command with an error without running it.
     fn fail(self: Box<Self>, err: StoreError);
+    /// The command makes at most one write statement: it needs no savepoint of its own.
+    fn atomic(&self) -> bool;
 }
 
 /// The result of a command that ran, waiting for its batch to commit.
@@ -70,6 +77,7 @@ trait Answer: Send {
 struct Cmd<F, R> {
     f: F,
     tx: oneshot::Sender<Result<R>>,
+    atomic: bool,
 }
 
 struct Ready<R> {
@@ -83,7 +91,7 @@ where
     R: Send + 'static,
 {
     fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Answer> {
-        let Cmd { f, tx } = *self;
+        let Cmd { f, tx, .. } = *self;
         let result = match std::panic::catch_unwind(AssertUnwindSafe(|| f(conn))) {
             Ok(result) => result,
             Err(_) => Err(StoreError::Database("write command panicked".into())),
@@ -93,6 +101,10 @@ where
 
     fn fail(self: Box<Self>, err: StoreError) {
         let _ = self.tx.send(Err(err));
+    }
+
+    fn atomic(&self) -> bool {
+        self.atomic
     }
 }
 
@@ -167,15 +179,37 @@ impl Writer {
         })
     }
 
-    /// Run `f` inside the next batch's transaction; resolves after the batch committed.
+    /// Run `f` inside the next batch's transaction, in its own savepoint; resolves after the
+    /// batch committed.
     pub(crate) async fn submit<F, R>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.send(f, false).await
+    }
+
+    /// [`Writer::submit`] for a command that makes **at most one write statement** (reads
+    /// before or after it are fine): it runs without a savepoint, since SQLite rolls a failed
+    /// statement back alone. A command with two writes must use [`Writer::submit`], or a
+    /// failure of the second would leave the first in the batch; so must a command that can
+    /// return an error after its write succeeded.
+    pub(crate) async fn submit_atomic<F, R>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.send(f, true).await
+    }
+
+    async fn send<F, R>(&self, f: F, atomic: bool) -> Result<R>
     where
         F: FnOnce(&Connection) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(Msg::Cmd(Box::new(Cmd { f, tx })))
+            .send(Msg::Cmd(Box::new(Cmd { f, tx, atomic })))
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -293,6 +327,16 @@ fn run_batch(
             cmd.fail(StoreError::Database(
                 "write batch aborted by an earlier failure".into(),
             ));
+            continue;
+        }
+        if cmd.atomic() {
+            let answer = cmd.run(conn);
+            // Some errors (disk full, I/O) make SQLite roll back the whole transaction: then
+            // nothing of this batch stands, and nothing more may run outside it.
+            if !answer.ok() && conn.is_autocommit() {
+                broken = Some("the write transaction was rolled back by an error".into());
+            }
+            answers.push(answer);
             continue;
         }
         if let Err(e) = exec(conn, "SAVEPOINT cmd") {
@@ -487,6 +531,81 @@ mod tests {
             writer.submit(|_| Ok(())).await,
             Err(StoreError::Closed)
         ));
+        cleanup(&path);
+    }
+
+    /// A command submitted as atomic runs without a savepoint: when its one statement fails
+    /// (here a two-row INSERT whose second row breaks NOT NULL), SQLite undoes that statement
+    /// alone, and the other commands of the same batch, atomic or not, commit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failing_atomic_command_leaves_nothing_and_fails_alone() {
+        let (conn, path) = open_test_conn();
+        let writer = Arc::new(Writer::start(conn, 1024, 64, None).unwrap());
+        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+        let w = Arc::clone(&writer);
+        let gate = tokio::spawn(async move {
+            w.submit(move |_conn| {
+                gate_rx.recv().ok();
+                Ok(())
+            })
+            .await
+        });
+        while writer.stats().batches == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let sql = |sql: &'static str| {
+            move |conn: &Connection| {
+                conn.execute(sql, [])
+                    .map_err(|e| StoreError::Database(e.to_string()))
+            }
+        };
+        let w = Arc::clone(&writer);
+        let before = tokio::spawn(async move {
+            w.submit_atomic(sql("INSERT INTO t (k, v) VALUES ('a', 1)"))
+                .await
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let w = Arc::clone(&writer);
+        let failing = tokio::spawn(async move {
+            w.submit_atomic(sql(
+                "INSERT INTO t (k, v) VALUES ('half', 2), ('broken', NULL)",
+            ))
+            .await
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let w = Arc::clone(&writer);
+        let after =
+            tokio::spawn(
+                async move { w.submit(sql("INSERT INTO t (k, v) VALUES ('b', 3)")).await },
+            );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        gate_tx.send(()).unwrap();
+        gate.await.unwrap().unwrap();
+
+        assert_eq!(before.await.unwrap().unwrap(), 1);
+        assert!(matches!(
+            failing.await.unwrap(),
+            Err(StoreError::Database(ref m)) if m.contains("NOT NULL")
+        ));
+        assert_eq!(after.await.unwrap().unwrap(), 1);
+        // The three queued commands ran as one batch after the gate's.
+        assert_eq!(writer.stats().batches, 2);
+        let keys: Vec<String> = writer
+            .submit(|conn| {
+                let mut stmt = conn
+                    .prepare("SELECT k FROM t ORDER BY k")
+                    .map_err(|e| StoreError::Database(e.to_string()))?;
+                let rows = stmt
+                    .query_map([], |r| r.get(0))
+                    .map_err(|e| StoreError::Database(e.to_string()))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(|e| StoreError::Database(e.to_string()))?;
+                Ok(rows)
+            })
+            .await
+            .unwrap();
+        assert_eq!(keys, vec!["a".to_string(), "b".to_string()]);
+        writer.shutdown().await;
         cleanup(&path);
     }
 
