@@ -103,6 +103,12 @@ pub struct BenchArgs {
     /// writer runs the next batch; acknowledgements still follow the fsync).
     #[arg(long, value_enum, default_value_t = Fsync::Full)]
     pub fsync: Fsync,
+    /// Ingest/no-op pairs per concurrency. Each round runs the ingest load and then, right
+    /// after it, the same load against the no-op server, so a pair sees the same machine;
+    /// the reported ratio is the median of the pairs' ratios (a 2-core VM drifts by tens of
+    /// percent over a minute, which a single ingest-then-no-op sequence turns into bias).
+    #[arg(long, default_value_t = 1, value_parser = parse_rounds)]
+    pub rounds: usize,
     /// Longest wait for the e2e queue to drain once sending stops.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
@@ -120,6 +126,13 @@ pub struct BenchArgs {
     /// Also write the JSON report to this file.
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+fn parse_rounds(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=50).contains(&n) => Ok(n),
+        _ => Err(format!("`{s}` is not a number of rounds between 1 and 50")),
+    }
 }
 
 fn parse_concurrency(s: &str) -> Result<usize, String> {
@@ -275,8 +288,11 @@ pub struct Report {
     pub fsync: &'static str,
     pub ingest: Vec<LoadResult>,
     pub noop: Vec<LoadResult>,
-    /// ingest acks/s divided by no-op acks/s, per concurrency (target >= 0.5).
+    /// ingest acks/s divided by no-op acks/s, per concurrency (target >= 0.5): the median
+    /// of the rounds' pairs (`--rounds`).
     pub ingest_over_noop: BTreeMap<usize, f64>,
+    /// Every pair's ratio, per concurrency, in the order run (one per round).
+    pub ingest_over_noop_rounds: BTreeMap<usize, Vec<f64>>,
     pub e2e: Option<E2eResult>,
     /// End to end on PostgreSQL, one run per node count (`--postgres`).
     pub e2e_postgres: Vec<E2eResult>,
@@ -348,6 +364,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         ingest: Vec::new(),
         noop: Vec::new(),
         ingest_over_noop: BTreeMap::new(),
+        ingest_over_noop_rounds: BTreeMap::new(),
         e2e: None,
         e2e_postgres: Vec::new(),
         memory: Memory::default(),
@@ -360,94 +377,106 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     let do_noop = matches!(args.which, Which::Ingest | Which::Noop | Which::All);
     let do_e2e = matches!(args.which, Which::E2e | Which::All);
 
-    if do_ingest {
+    for round in 0..args.rounds {
+        if args.rounds > 1 && (do_ingest || do_noop) {
+            eprintln!("round {} of {}", round + 1, args.rounds);
+        }
         for &c in &concurrency {
-            let server = BenchServer::start(Role::Api, args.workers, args.fsync).await?;
-            if report.memory.idle_rss_mb.is_none() {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                report.memory.idle_rss_mb = proc_status_mb("VmRSS");
+            let ingest_rate = if do_ingest {
+                let server = BenchServer::start(Role::Api, args.workers, args.fsync).await?;
+                if report.memory.idle_rss_mb.is_none() {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    report.memory.idle_rss_mb = proc_status_mb("VmRSS");
+                }
+                eprintln!(
+                    "ingest: {c} connections, {:?} (+{:?} warm-up) against {}",
+                    args.duration, warmup, server.base
+                );
+                let pool = signer.pool(pool_size(rate_hint, args.duration + warmup));
+                let url = format!("{}{HOOK_PATH}", server.base);
+                let before = server.store.stats();
+                let mut result = generate(
+                    "ingest",
+                    &client,
+                    &url,
+                    &signer,
+                    pool,
+                    c,
+                    warmup,
+                    args.duration,
+                )
+                .await;
+                let after = server.store.stats();
+                let batches = after.batches.saturating_sub(before.batches);
+                let commands = after.commands.saturating_sub(before.commands);
+                let metrics = client
+                    .get(format!("{}/metrics", server.base))
+                    .send()
+                    .await?
+                    .text()
+                    .await?;
+                result.store = Some(StoreFigures {
+                    batches,
+                    commands,
+                    syncs: after.syncs.saturating_sub(before.syncs),
+                    mean_batch: if batches > 0 {
+                        commands as f64 / batches as f64
+                    } else {
+                        0.0
+                    },
+                    mean_store_wait_ms: histogram_mean(&metrics, "charter_ack_latency_seconds")
+                        .map(|s| s * 1000.0),
+                });
+                server.stop().await;
+                eprintln!("  {}", summary_line(&result));
+                rate_hint = rate_hint.max(result.acks_per_sec * 1.2);
+                let ingest_rate = result.acks_per_sec;
+                report.ingest.push(result);
+                Some(ingest_rate)
+            } else {
+                None
+            };
+            if do_noop {
+                let shutdown = CancellationToken::new();
+                let addr = start_noop(shutdown.clone()).await?;
+                eprintln!(
+                    "noop: {c} connections, {:?} (+{:?} warm-up) against http://{addr}",
+                    args.duration, warmup
+                );
+                let pool = signer.pool(pool_size(rate_hint, args.duration + warmup));
+                let url = format!("http://{addr}{HOOK_PATH}");
+                let result = generate(
+                    "noop",
+                    &client,
+                    &url,
+                    &signer,
+                    pool,
+                    c,
+                    warmup,
+                    args.duration,
+                )
+                .await;
+                shutdown.cancel();
+                eprintln!("  {}", summary_line(&result));
+                rate_hint = rate_hint.max(result.acks_per_sec * 1.2);
+                if let Some(i) = ingest_rate
+                    && result.acks_per_sec > 0.0
+                {
+                    report
+                        .ingest_over_noop_rounds
+                        .entry(c)
+                        .or_default()
+                        .push(i / result.acks_per_sec);
+                }
+                report.noop.push(result);
             }
-            eprintln!(
-                "ingest: {c} connections, {:?} (+{:?} warm-up) against {}",
-                args.duration, warmup, server.base
-            );
-            let pool = signer.pool(pool_size(rate_hint, args.duration + warmup));
-            let url = format!("{}{HOOK_PATH}", server.base);
-            let before = server.store.stats();
-            let mut result = generate(
-                "ingest",
-                &client,
-                &url,
-                &signer,
-                pool,
-                c,
-                warmup,
-                args.duration,
-            )
-            .await;
-            let after = server.store.stats();
-            let batches = after.batches.saturating_sub(before.batches);
-            let commands = after.commands.saturating_sub(before.commands);
-            let metrics = client
-                .get(format!("{}/metrics", server.base))
-                .send()
-                .await?
-                .text()
-                .await?;
-            result.store = Some(StoreFigures {
-                batches,
-                commands,
-                syncs: after.syncs.saturating_sub(before.syncs),
-                mean_batch: if batches > 0 {
-                    commands as f64 / batches as f64
-                } else {
-                    0.0
-                },
-                mean_store_wait_ms: histogram_mean(&metrics, "charter_ack_latency_seconds")
-                    .map(|s| s * 1000.0),
-            });
-            server.stop().await;
-            eprintln!("  {}", summary_line(&result));
-            rate_hint = rate_hint.max(result.acks_per_sec * 1.2);
-            report.ingest.push(result);
         }
     }
-    if do_noop {
-        for &c in &concurrency {
-            let shutdown = CancellationToken::new();
-            let addr = start_noop(shutdown.clone()).await?;
-            eprintln!(
-                "noop: {c} connections, {:?} (+{:?} warm-up) against http://{addr}",
-                args.duration, warmup
-            );
-            let pool = signer.pool(pool_size(rate_hint, args.duration + warmup));
-            let url = format!("http://{addr}{HOOK_PATH}");
-            let result = generate(
-                "noop",
-                &client,
-                &url,
-                &signer,
-                pool,
-                c,
-                warmup,
-                args.duration,
-            )
-            .await;
-            shutdown.cancel();
-            eprintln!("  {}", summary_line(&result));
-            rate_hint = rate_hint.max(result.acks_per_sec * 1.2);
-            report.noop.push(result);
-        }
-    }
-    for i in &report.ingest {
-        if let Some(n) = report
-            .noop
-            .iter()
-            .find(|n| n.concurrency == i.concurrency && n.acks_per_sec > 0.0)
-        {
-            report
-                .ingest_over_noop
-                .insert(i.concurrency, i.acks_per_sec / n.acks_per_sec);
+    for (c, ratios) in &report.ingest_over_noop_rounds {
+        let mut sorted = ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        if let Some(m) = median(&sorted) {
+            report.ingest_over_noop.insert(*c, m);
         }
     }
     if do_e2e {
@@ -491,6 +520,16 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         peaks.fold(None, |m: Option<f64>, p| Some(m.map_or(p, |m| m.max(p))));
     report.machine.load_average_at_end = load_average();
     Ok(report)
+}
+
+/// The median of sorted values (the mean of the middle two for an even count).
+fn median(sorted: &[f64]) -> Option<f64> {
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
 }
 
 fn pool_size(rate: f64, window: Duration) -> usize {
@@ -1525,9 +1564,19 @@ pub fn render_table(r: &Report) -> String {
             );
         }
         for (c, ratio) in &r.ingest_over_noop {
+            let rounds = r.ingest_over_noop_rounds.get(c).map_or(0, Vec::len);
+            let each = r
+                .ingest_over_noop_rounds
+                .get(c)
+                .filter(|v| v.len() > 1)
+                .map(|v| {
+                    let list: Vec<String> = v.iter().map(|x| format!("{x:.2}")).collect();
+                    format!("; median of {rounds} adjacent pairs: {}", list.join(", "))
+                })
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "ingest / no-op at {c} connections: {ratio:.2} (target >= 0.5)"
+                "ingest / no-op at {c} connections: {ratio:.2} (target >= 0.5){each}"
             );
         }
     }
@@ -1682,6 +1731,7 @@ mod tests {
             workers: 8,
             fsync: Fsync::Full,
             drain_timeout: Duration::from_secs(30),
+            rounds: 1,
             postgres: None,
             nodes: vec![1],
             json: true,
@@ -1689,12 +1739,35 @@ mod tests {
         }
     }
 
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[0.4]), Some(0.4));
+        assert_eq!(median(&[0.3, 0.5, 0.9]), Some(0.5));
+        assert_eq!(median(&[0.2, 0.4, 0.6, 1.0]), Some(0.5));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn ingest_and_noop_runs_count_acks_without_errors() {
         charter_connect::install_crypto_provider();
-        let report = run(&tiny_args(Which::Ingest)).await.unwrap();
-        assert_eq!(report.ingest.len(), 1);
-        assert_eq!(report.noop.len(), 1);
+        let args = BenchArgs {
+            rounds: 2,
+            ..tiny_args(Which::Ingest)
+        };
+        let report = run(&args).await.unwrap();
+        // Two rounds of one adjacent ingest/no-op pair each.
+        assert_eq!(report.ingest.len(), 2);
+        assert_eq!(report.noop.len(), 2);
+        let pairs = &report.ingest_over_noop_rounds[&4];
+        assert_eq!(pairs.len(), 2);
+        for (k, ratio) in pairs.iter().enumerate() {
+            let expected = report.ingest[k].acks_per_sec / report.noop[k].acks_per_sec;
+            assert!(
+                (ratio - expected).abs() < 1e-9,
+                "pair {k}: {ratio} vs {expected}"
+            );
+        }
+        assert!((report.ingest_over_noop[&4] - (pairs[0] + pairs[1]) / 2.0).abs() < 1e-9);
         for r in report.ingest.iter().chain(&report.noop) {
             assert!(r.acks > 0, "{} acked nothing", r.target);
             assert_eq!(r.errors, 0, "{}: {:?}", r.target, r.error_kinds);
