@@ -51,8 +51,9 @@ pub enum ConnectError {
 pub struct HttpRequest {
     /// Upper-case HTTP method.
     pub method: String,
-    /// Absolute http(s) URL.
-    pub url: String,
+    /// Absolute http(s) URL, parsed once when the request is prepared (every attempt reuses
+    /// it: the SSRF guard and the HTTP client both take the parsed form).
+    pub url: Url,
     /// Final headers: connector defaults, action headers, auth, `Idempotency-Key`,
     /// `Content-Type`.
     pub headers: Vec<(String, String)>,
@@ -94,7 +95,7 @@ impl fmt::Debug for HttpRequest {
             .collect();
         f.debug_struct("HttpRequest")
             .field("method", &self.method)
-            .field("url", &self.url)
+            .field("url", &self.url.as_str())
             .field("headers", &headers)
             .field("json", &self.json)
             .field("timeout", &self.timeout)
@@ -237,7 +238,7 @@ impl HttpExecutor {
             .unwrap_or(DEFAULT_TIMEOUT);
         Ok(HttpRequest {
             method,
-            url: url.to_string(),
+            url,
             headers: out,
             json,
             timeout,
@@ -285,18 +286,13 @@ impl HttpExecutor {
         let client = if req.allow_private {
             &self.open
         } else {
-            match reqwest::Url::parse(&req.url) {
-                Ok(url) => {
-                    if let Err(refused) = crate::ssrf::check_url(&url) {
-                        return AttemptOutcome::failed(refused.to_string(), false, started);
-                    }
-                }
-                Err(_) => return AttemptOutcome::failed("invalid URL".into(), false, started),
+            if let Err(refused) = crate::ssrf::check_url(&req.url) {
+                return AttemptOutcome::failed(refused.to_string(), false, started);
             }
             &self.guarded
         };
         let mut builder = client
-            .request(method, &req.url)
+            .request(method, req.url.clone())
             .headers(headers)
             .timeout(req.timeout);
         if let Some(json) = &req.json {

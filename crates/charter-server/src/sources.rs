@@ -227,7 +227,7 @@ pub async fn poll_page<S: Store>(
         None,
         &request_id,
     )?;
-    let url = req.url.clone();
+    let url = req.url.to_string();
     let out = conn.attempt_keeping(executor, &req, MAX_PAGE_BYTES).await;
     if !out.ok {
         return Err(PollError::Http {

@@ -366,7 +366,10 @@ fn prepare_joins_urls_and_orders_headers() {
     )
     .unwrap();
     assert_eq!(req.method, "PUT");
-    assert_eq!(req.url, "https://api.example.com/v2/tickets/9?notify=false");
+    assert_eq!(
+        req.url.as_str(),
+        "https://api.example.com/v2/tickets/9?notify=false"
+    );
     assert_eq!(req.timeout, Duration::from_secs(7));
     assert_eq!(header(&req, "accept"), ["application/json"]);
     assert_eq!(header(&req, "x-default"), ["action"]);
@@ -390,7 +393,7 @@ fn prepare_joins_urls_and_orders_headers() {
         "k",
     )
     .unwrap();
-    assert_eq!(r.url, "https://api.example.com/v2/users");
+    assert_eq!(r.url.as_str(), "https://api.example.com/v2/users");
     assert_eq!(r.timeout, Duration::from_secs(1));
     assert!(
         header(&r, "content-type").is_empty(),
@@ -428,7 +431,7 @@ fn prepare_without_connector_needs_an_absolute_http_url() {
         "k",
     )
     .unwrap();
-    assert_eq!(req.url, "http://127.0.0.1:8080/hook");
+    assert_eq!(req.url.as_str(), "http://127.0.0.1:8080/hook");
     assert_eq!(req.timeout, charter_connect::DEFAULT_TIMEOUT);
     assert_eq!(header(&req, "content-type"), ["application/json"]);
     assert!(matches!(
