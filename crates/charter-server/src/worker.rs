@@ -1144,9 +1144,10 @@ async fn act<S: Store>(
     }
 }
 
-/// Record one attempt of an action. The last attempt (its outcome follows in the same
-/// batch) is buffered; one followed by a retry is written durably at once, so the evidence
-/// of a failed attempt survives a crash during the backoff.
+/// Record one attempt of an action. One followed by a retry is written durably at once, so
+/// the evidence of a failed attempt survives a crash during the backoff. The last attempt
+/// needs no write of its own: the caller pushes the action's `FinishAction` right after,
+/// and that record carries every attempt (the store adds the ones not yet written).
 async fn record_attempt<S: Store>(
     store: &S,
     pending: &mut Vec<RunWrite>,
@@ -1155,17 +1156,15 @@ async fn record_attempt<S: Store>(
     attempt: &AttemptRecord,
     last: bool,
 ) -> Result<(), StoreError> {
+    if last {
+        return Ok(());
+    }
     let write = RunWrite::Attempt {
         run_id,
         action: action.to_string(),
         attempt: attempt.clone(),
     };
-    if last {
-        pending.push(write);
-        Ok(())
-    } else {
-        flush_with(store, pending, write).await
-    }
+    flush_with(store, pending, write).await
 }
 
 /// One attempt of a `message` (Slack), `email` (SMTP) or `sql` action.

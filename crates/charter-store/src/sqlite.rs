@@ -972,6 +972,75 @@ fn sql_start_run(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
+fn sql_start_decided_run(
+    conn: &Connection,
+    run: &str,
+    event: &str,
+    charter: &str,
+    version: &str,
+    mode: &str,
+    now: UnixMillis,
+    d: &DecisionRow,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO runs (id, event_id, charter, charter_version, mode, started_at,
+             decision, decision_label, decision_stage, decision_confidence)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            run,
+            event,
+            charter,
+            version,
+            mode,
+            now,
+            d.json,
+            d.label,
+            d.stage,
+            d.confidence
+        ])
+    })
+    .map_err(db("starting a decided run"))?;
+    Ok(())
+}
+
+/// Fold each `Start` that is directly followed by the same run's `Decision` into one
+/// [`PreparedWrite::StartDecided`]; everything else keeps its order.
+fn merge_start_decision(prepared: Vec<PreparedWrite>) -> Vec<PreparedWrite> {
+    let mut out: Vec<PreparedWrite> = Vec::with_capacity(prepared.len());
+    for w in prepared {
+        if let PreparedWrite::Decision { run, row } = w {
+            match out.pop() {
+                Some(PreparedWrite::Start {
+                    run: started,
+                    event,
+                    charter,
+                    version,
+                    mode,
+                    now,
+                }) if started == run => out.push(PreparedWrite::StartDecided {
+                    run,
+                    event,
+                    charter,
+                    version,
+                    mode,
+                    now,
+                    row,
+                }),
+                previous => {
+                    out.extend(previous);
+                    out.push(PreparedWrite::Decision { run, row });
+                }
+            }
+        } else {
+            out.push(w);
+        }
+    }
+    out
+}
+
 /// A decision serialised on the caller's thread.
 struct DecisionRow {
     json: String,
@@ -1155,6 +1224,17 @@ enum PreparedWrite {
         run: String,
         row: DecisionRow,
     },
+    /// A `Start` directly followed by its run's `Decision` in one batch (the usual case):
+    /// one INSERT with the decision columns instead of an INSERT and an UPDATE of the row.
+    StartDecided {
+        run: String,
+        event: String,
+        charter: String,
+        version: String,
+        mode: String,
+        now: UnixMillis,
+        row: DecisionRow,
+    },
     BeginAction {
         run: String,
         action: String,
@@ -1281,6 +1361,15 @@ impl PreparedWrite {
                 now,
             } => sql_start_run(conn, run, event, charter, version, mode, *now),
             PreparedWrite::Decision { run, row } => sql_record_decision(conn, run, row),
+            PreparedWrite::StartDecided {
+                run,
+                event,
+                charter,
+                version,
+                mode,
+                now,
+                row,
+            } => sql_start_decided_run(conn, run, event, charter, version, mode, *now, row),
             PreparedWrite::BeginAction {
                 run,
                 action,
@@ -1411,6 +1500,7 @@ impl RunStore for SqliteStore {
             .into_iter()
             .map(|w| PreparedWrite::new(w, now))
             .collect::<Result<Vec<_>>>()?;
+        let prepared = merge_start_decision(prepared);
         // One writer command: one savepoint, so all of them or none.
         self.write(move |conn| {
             let mut out = RunWritten::default();
@@ -2055,6 +2145,57 @@ mod tests {
             headers: BTreeMap::new(),
             payload: serde_json::json!({"n": 1}),
         }
+    }
+
+    /// A run's `Start` followed at once by its `Decision` becomes one insert; a `Decision`
+    /// of another run, or one separated from its `Start`, stays as it was, in order.
+    #[test]
+    fn start_and_its_decision_merge_only_when_adjacent() {
+        let start = |run: &str| PreparedWrite::Start {
+            run: run.to_string(),
+            event: "e".to_string(),
+            charter: "c".to_string(),
+            version: "v".to_string(),
+            mode: "live".to_string(),
+            now: 1,
+        };
+        let decision = |run: &str| PreparedWrite::Decision {
+            run: run.to_string(),
+            row: DecisionRow {
+                json: "{}".to_string(),
+                label: Some("billing".to_string()),
+                stage: Some("rule".to_string()),
+                confidence: 1.0,
+            },
+        };
+        let finish = |run: &str| PreparedWrite::FinishRun {
+            run: run.to_string(),
+            route: None,
+            outcome: RunOutcome::Completed,
+            error: None,
+            now: 2,
+        };
+        let kinds = |ws: &[PreparedWrite]| -> Vec<String> {
+            ws.iter()
+                .map(|w| match w {
+                    PreparedWrite::Start { run, .. } => format!("start:{run}"),
+                    PreparedWrite::Decision { run, .. } => format!("decision:{run}"),
+                    PreparedWrite::StartDecided { run, row, .. } => {
+                        format!("decided:{run}:{}", row.label.as_deref().unwrap_or("-"))
+                    }
+                    PreparedWrite::FinishRun { run, .. } => format!("finish:{run}"),
+                    _ => "other".to_string(),
+                })
+                .collect()
+        };
+        let merged = merge_start_decision(vec![start("a"), decision("a"), finish("a")]);
+        assert_eq!(kinds(&merged), ["decided:a:billing", "finish:a"]);
+        let merged = merge_start_decision(vec![start("a"), decision("b")]);
+        assert_eq!(kinds(&merged), ["start:a", "decision:b"]);
+        let merged = merge_start_decision(vec![start("a"), finish("a"), decision("a")]);
+        assert_eq!(kinds(&merged), ["start:a", "finish:a", "decision:a"]);
+        let merged = merge_start_decision(vec![decision("a")]);
+        assert_eq!(kinds(&merged), ["decision:a"]);
     }
 
     /// The claim runs on the writer for every batch of work; its statements must come from
