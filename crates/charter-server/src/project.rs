@@ -57,10 +57,18 @@ pub fn read_source(root: &Path) -> Result<ProjectSource, ProjectError> {
             if name.starts_with('.') || name == "target" || name == "node_modules" {
                 continue;
             }
-            let meta = entry.metadata().map_err(|e| ProjectError::Io {
-                path: path.display().to_string(),
-                source: e,
-            })?;
+            // A file that disappears between the listing and this look (the SQLite store's
+            // `-wal` and `-shm` files come and go beside the charters) is not part of it.
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(ProjectError::Io {
+                        path: path.display().to_string(),
+                        source: e,
+                    });
+                }
+            };
             if meta.is_dir() {
                 stack.push(path);
                 continue;
@@ -69,10 +77,23 @@ pub fn read_source(root: &Path) -> Result<ProjectSource, ProjectError> {
             if !TEXT_EXTENSIONS.contains(&ext) || meta.len() > MAX_SOURCE_FILE {
                 continue;
             }
-            let text = std::fs::read_to_string(&path).map_err(|e| ProjectError::Io {
-                path: path.display().to_string(),
-                source: e,
-            })?;
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                // Gone since the listing; a dangling symlink is still there, and an error.
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        && std::fs::symlink_metadata(&path)
+                            .is_err_and(|m| m.kind() == std::io::ErrorKind::NotFound) =>
+                {
+                    continue;
+                }
+                Err(e) => {
+                    return Err(ProjectError::Io {
+                        path: path.display().to_string(),
+                        source: e,
+                    });
+                }
+            };
             let rel = path
                 .strip_prefix(root)
                 .unwrap_or(&path)
@@ -246,5 +267,33 @@ impl Runtime {
         } else {
             self.root.join(p)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Files are read by extension; a dangling symlink to a charter is reported with its
+    /// path (only a file that vanished since the listing is skipped).
+    #[test]
+    fn read_source_reads_text_files_and_reports_a_dangling_link() {
+        let dir = std::env::temp_dir().join(format!("charter-src-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(dir.join("charters")).unwrap();
+        std::fs::write(dir.join("charter.yaml"), "store: x.db\n").unwrap();
+        std::fs::write(dir.join("x.db-wal"), [0u8, 1, 2]).unwrap();
+        let src = read_source(&dir).unwrap();
+        assert_eq!(
+            src.files.keys().collect::<Vec<_>>(),
+            vec!["charter.yaml"],
+            "only text files are read"
+        );
+        std::os::unix::fs::symlink(dir.join("missing.yaml"), dir.join("charters/gone.yaml"))
+            .unwrap();
+        match read_source(&dir) {
+            Err(ProjectError::Io { path, .. }) => assert!(path.ends_with("gone.yaml"), "{path}"),
+            other => panic!("a dangling charter link must be an error, got {other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
