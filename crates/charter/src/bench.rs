@@ -382,82 +382,26 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
             eprintln!("round {} of {}", round + 1, args.rounds);
         }
         for &c in &concurrency {
+            let load = Load {
+                client: &client,
+                signer: &signer,
+                concurrency: c,
+                warmup,
+                duration: args.duration,
+                rate_hint,
+            };
             let ingest_rate = if do_ingest {
-                let server = BenchServer::start(Role::Api, args.workers, args.fsync).await?;
-                if report.memory.idle_rss_mb.is_none() {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    report.memory.idle_rss_mb = proc_status_mb("VmRSS");
-                }
-                eprintln!(
-                    "ingest: {c} connections, {:?} (+{:?} warm-up) against {}",
-                    args.duration, warmup, server.base
-                );
-                let pool = signer.pool(pool_size(rate_hint, args.duration + warmup));
-                let url = format!("{}{HOOK_PATH}", server.base);
-                let before = server.store.stats();
-                let mut result = generate(
-                    "ingest",
-                    &client,
-                    &url,
-                    &signer,
-                    pool,
-                    c,
-                    warmup,
-                    args.duration,
-                )
-                .await;
-                let after = server.store.stats();
-                let batches = after.batches.saturating_sub(before.batches);
-                let commands = after.commands.saturating_sub(before.commands);
-                let metrics = client
-                    .get(format!("{}/metrics", server.base))
-                    .send()
-                    .await?
-                    .text()
-                    .await?;
-                result.store = Some(StoreFigures {
-                    batches,
-                    commands,
-                    syncs: after.syncs.saturating_sub(before.syncs),
-                    mean_batch: if batches > 0 {
-                        commands as f64 / batches as f64
-                    } else {
-                        0.0
-                    },
-                    mean_store_wait_ms: histogram_mean(&metrics, "charter_ack_latency_seconds")
-                        .map(|s| s * 1000.0),
-                });
-                server.stop().await;
-                eprintln!("  {}", summary_line(&result));
+                let result = ingest_run(&load, args, &mut report.memory.idle_rss_mb).await?;
                 rate_hint = rate_hint.max(result.acks_per_sec * 1.2);
-                let ingest_rate = result.acks_per_sec;
+                let rate = result.acks_per_sec;
                 report.ingest.push(result);
-                Some(ingest_rate)
+                Some(rate)
             } else {
                 None
             };
             if do_noop {
-                let shutdown = CancellationToken::new();
-                let addr = start_noop(shutdown.clone()).await?;
-                eprintln!(
-                    "noop: {c} connections, {:?} (+{:?} warm-up) against http://{addr}",
-                    args.duration, warmup
-                );
-                let pool = signer.pool(pool_size(rate_hint, args.duration + warmup));
-                let url = format!("http://{addr}{HOOK_PATH}");
-                let result = generate(
-                    "noop",
-                    &client,
-                    &url,
-                    &signer,
-                    pool,
-                    c,
-                    warmup,
-                    args.duration,
-                )
-                .await;
-                shutdown.cancel();
-                eprintln!("  {}", summary_line(&result));
+                let load = Load { rate_hint, ..load };
+                let result = noop_run(&load).await?;
                 rate_hint = rate_hint.max(result.acks_per_sec * 1.2);
                 if let Some(i) = ingest_rate
                     && result.acks_per_sec > 0.0
@@ -520,6 +464,107 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         peaks.fold(None, |m: Option<f64>, p| Some(m.map_or(p, |m| m.max(p))));
     report.machine.load_average_at_end = load_average();
     Ok(report)
+}
+
+/// One load run's settings, shared by the ingest and no-op halves of a pair.
+#[derive(Clone, Copy)]
+struct Load<'a> {
+    client: &'a reqwest::Client,
+    signer: &'a Arc<Signer>,
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+    /// Expected acks/s, to size the pool of pre-signed deliveries.
+    rate_hint: f64,
+}
+
+/// The ingest half: a fresh server and database, the load, and the store's own figures.
+/// The first call records the idle RSS (server started, nothing signed yet).
+async fn ingest_run(
+    load: &Load<'_>,
+    args: &BenchArgs,
+    idle_rss_mb: &mut Option<f64>,
+) -> Result<LoadResult, BenchError> {
+    let c = load.concurrency;
+    let server = BenchServer::start(Role::Api, args.workers, args.fsync).await?;
+    if idle_rss_mb.is_none() {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        *idle_rss_mb = proc_status_mb("VmRSS");
+    }
+    eprintln!(
+        "ingest: {c} connections, {:?} (+{:?} warm-up) against {}",
+        load.duration, load.warmup, server.base
+    );
+    let pool = load
+        .signer
+        .pool(pool_size(load.rate_hint, load.duration + load.warmup));
+    let url = format!("{}{HOOK_PATH}", server.base);
+    let before = server.store.stats();
+    let mut result = generate(
+        "ingest",
+        load.client,
+        &url,
+        load.signer,
+        pool,
+        c,
+        load.warmup,
+        load.duration,
+    )
+    .await;
+    let after = server.store.stats();
+    let batches = after.batches.saturating_sub(before.batches);
+    let commands = after.commands.saturating_sub(before.commands);
+    let metrics = load
+        .client
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await?
+        .text()
+        .await?;
+    result.store = Some(StoreFigures {
+        batches,
+        commands,
+        syncs: after.syncs.saturating_sub(before.syncs),
+        mean_batch: if batches > 0 {
+            commands as f64 / batches as f64
+        } else {
+            0.0
+        },
+        mean_store_wait_ms: histogram_mean(&metrics, "charter_ack_latency_seconds")
+            .map(|s| s * 1000.0),
+    });
+    server.stop().await;
+    eprintln!("  {}", summary_line(&result));
+    Ok(result)
+}
+
+/// The no-op half: the same load against a handler that only reads the body.
+async fn noop_run(load: &Load<'_>) -> Result<LoadResult, BenchError> {
+    let c = load.concurrency;
+    let shutdown = CancellationToken::new();
+    let addr = start_noop(shutdown.clone()).await?;
+    eprintln!(
+        "noop: {c} connections, {:?} (+{:?} warm-up) against http://{addr}",
+        load.duration, load.warmup
+    );
+    let pool = load
+        .signer
+        .pool(pool_size(load.rate_hint, load.duration + load.warmup));
+    let url = format!("http://{addr}{HOOK_PATH}");
+    let result = generate(
+        "noop",
+        load.client,
+        &url,
+        load.signer,
+        pool,
+        c,
+        load.warmup,
+        load.duration,
+    )
+    .await;
+    shutdown.cancel();
+    eprintln!("  {}", summary_line(&result));
+    Ok(result)
 }
 
 /// The median of sorted values (the mean of the middle two for an even count).
