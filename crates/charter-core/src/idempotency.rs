@@ -1,6 +1,8 @@
 //! Idempotency keys: the event id followed by `hash(event id, action name, rendered
 //! parameters)`.
 
+use std::fmt::Write as _;
+
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -23,9 +25,10 @@ pub fn idempotency_key(event_id: Uuid, action: &str, params: &serde_json::Value)
     h.update(params.to_string().as_bytes());
     let digest = h.finalize();
     let mut out = String::with_capacity(64);
-    out.push_str(&event_id.simple().to_string());
+    out.push_str(event_id.simple().encode_lower(&mut Uuid::encode_buffer()));
     for b in digest.iter().take(16) {
-        out.push_str(&format!("{b:02x}"));
+        // Writing into a String cannot fail.
+        let _ = write!(out, "{b:02x}");
     }
     out
 }

@@ -211,15 +211,14 @@ impl SqliteStore {
         .await
     }
 
-    /// Run `f` in the writer's next batch; resolves once that batch committed.
+    /// Run `f` in the writer's next batch, in its own savepoint; resolves once that batch
+    /// committed.
     async fn write<F, R>(&self, f: F) -> Result<R>
     where
         F: FnOnce(&Connection) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
-        if self.inner.closed.load(Ordering::Relaxed) {
-            return Err(StoreError::Closed);
-        }
+        self.check_open()?;
         self.inner.writer.submit(f).await
     }
 
@@ -230,10 +229,16 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
+        self.check_open()?;
+        self.inner.writer.submit_atomic(f).await
+    }
+
+    /// [`StoreError::Closed`] once [`SqliteStore::close`] has begun.
+    fn check_open(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Relaxed) {
             return Err(StoreError::Closed);
         }
-        self.inner.writer.submit_atomic(f).await
+        Ok(())
     }
 
     /// Run `f` on a pooled read connection on the blocking thread pool.
@@ -242,9 +247,7 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
-        if self.inner.closed.load(Ordering::Relaxed) {
-            return Err(StoreError::Closed);
-        }
+        self.check_open()?;
         let permit = Arc::clone(&self.inner.read_permits)
             .acquire_owned()
             .await
@@ -954,6 +957,9 @@ fn load_actions(conn: &Connection, run_id: &str) -> Result<Vec<ActionRecord>> {
 // The run writes as functions of the open write transaction, shared by the single-write
 // methods and by `record_run` (which applies several in one command).
 
+/// Insert a run; with `decision`, its decision columns too (a `Start` and its `Decision`
+/// written together, see [`merge_start_decision`]), otherwise they stay NULL until decided.
+#[allow(clippy::too_many_arguments)]
 fn sql_start_run(
     conn: &Connection,
     run: &str,
@@ -962,26 +968,7 @@ fn sql_start_run(
     version: &str,
     mode: &str,
     now: UnixMillis,
-) -> Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO runs (id, event_id, charter, charter_version, mode, started_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )
-    .and_then(|mut s| s.execute(params![run, event, charter, version, mode, now]))
-    .map_err(db("starting a run"))?;
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-fn sql_start_decided_run(
-    conn: &Connection,
-    run: &str,
-    event: &str,
-    charter: &str,
-    version: &str,
-    mode: &str,
-    now: UnixMillis,
-    d: &DecisionRow,
+    decision: Option<&DecisionRow>,
 ) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO runs (id, event_id, charter, charter_version, mode, started_at,
@@ -996,52 +983,40 @@ fn sql_start_decided_run(
             version,
             mode,
             now,
-            d.json,
-            d.label,
-            d.stage,
-            d.confidence
+            decision.map(|d| &d.json),
+            decision.and_then(|d| d.label.as_ref()),
+            decision.and_then(|d| d.stage.as_ref()),
+            decision.map(|d| d.confidence)
         ])
     })
-    .map_err(db("starting a decided run"))?;
+    .map_err(db("starting a run"))?;
     Ok(())
 }
 
-/// Fold each `Start` that is directly followed by the same run's `Decision` into one
-/// [`PreparedWrite::StartDecided`]; everything else keeps its order.
+/// Give each `Start` that is directly followed by the same run's `Decision` that decision,
+/// and drop the `Decision`: one INSERT instead of an INSERT and an UPDATE of the same row.
+/// Everything else keeps its order.
 fn merge_start_decision(prepared: Vec<PreparedWrite>) -> Vec<PreparedWrite> {
     let mut out: Vec<PreparedWrite> = Vec::with_capacity(prepared.len());
     for w in prepared {
-        if let PreparedWrite::Decision { run, row } = w {
-            match out.pop() {
-                Some(PreparedWrite::Start {
-                    run: started,
-                    event,
-                    charter,
-                    version,
-                    mode,
-                    now,
-                }) if started == run => out.push(PreparedWrite::StartDecided {
-                    run,
-                    event,
-                    charter,
-                    version,
-                    mode,
-                    now,
-                    row,
-                }),
-                previous => {
-                    out.extend(previous);
-                    out.push(PreparedWrite::Decision { run, row });
-                }
-            }
-        } else {
-            out.push(w);
+        if let PreparedWrite::Decision { run, row } = &w
+            && let Some(PreparedWrite::Start {
+                run: started,
+                decision: decision @ None,
+                ..
+            }) = out.last_mut()
+            && started == run
+        {
+            *decision = Some(row.clone());
+            continue;
         }
+        out.push(w);
     }
     out
 }
 
 /// A decision serialised on the caller's thread.
+#[derive(Clone)]
 struct DecisionRow {
     json: String,
     label: Option<String>,
@@ -1219,20 +1194,11 @@ enum PreparedWrite {
         version: String,
         mode: String,
         now: UnixMillis,
+        /// Set by [`merge_start_decision`] when the run's `Decision` directly follows.
+        decision: Option<DecisionRow>,
     },
     Decision {
         run: String,
-        row: DecisionRow,
-    },
-    /// A `Start` directly followed by its run's `Decision` in one batch (the usual case):
-    /// one INSERT with the decision columns instead of an INSERT and an UPDATE of the row.
-    StartDecided {
-        run: String,
-        event: String,
-        charter: String,
-        version: String,
-        mode: String,
-        now: UnixMillis,
         row: DecisionRow,
     },
     BeginAction {
@@ -1288,6 +1254,7 @@ impl PreparedWrite {
                 version: charter_version,
                 mode,
                 now,
+                decision: None,
             },
             RunWrite::Decision { run_id, decision } => PreparedWrite::Decision {
                 run: run_id.to_string(),
@@ -1359,17 +1326,18 @@ impl PreparedWrite {
                 version,
                 mode,
                 now,
-            } => sql_start_run(conn, run, event, charter, version, mode, *now),
-            PreparedWrite::Decision { run, row } => sql_record_decision(conn, run, row),
-            PreparedWrite::StartDecided {
+                decision,
+            } => sql_start_run(
+                conn,
                 run,
                 event,
                 charter,
                 version,
                 mode,
-                now,
-                row,
-            } => sql_start_decided_run(conn, run, event, charter, version, mode, *now, row),
+                *now,
+                decision.as_ref(),
+            ),
+            PreparedWrite::Decision { run, row } => sql_record_decision(conn, run, row),
             PreparedWrite::BeginAction {
                 run,
                 action,
@@ -1439,6 +1407,7 @@ impl RunStore for SqliteStore {
                 &version,
                 &mode,
                 now,
+                None,
             )
         })
         .await
@@ -2158,6 +2127,7 @@ mod tests {
             version: "v".to_string(),
             mode: "live".to_string(),
             now: 1,
+            decision: None,
         };
         let decision = |run: &str| PreparedWrite::Decision {
             run: run.to_string(),
@@ -2178,11 +2148,17 @@ mod tests {
         let kinds = |ws: &[PreparedWrite]| -> Vec<String> {
             ws.iter()
                 .map(|w| match w {
-                    PreparedWrite::Start { run, .. } => format!("start:{run}"),
+                    PreparedWrite::Start {
+                        run,
+                        decision: None,
+                        ..
+                    } => format!("start:{run}"),
+                    PreparedWrite::Start {
+                        run,
+                        decision: Some(row),
+                        ..
+                    } => format!("decided:{run}:{}", row.label.as_deref().unwrap_or("-")),
                     PreparedWrite::Decision { run, .. } => format!("decision:{run}"),
-                    PreparedWrite::StartDecided { run, row, .. } => {
-                        format!("decided:{run}:{}", row.label.as_deref().unwrap_or("-"))
-                    }
                     PreparedWrite::FinishRun { run, .. } => format!("finish:{run}"),
                     _ => "other".to_string(),
                 })

@@ -478,6 +478,26 @@ struct Load<'a> {
     rate_hint: f64,
 }
 
+impl Load<'_> {
+    /// Sign a pool for the expected rate, then drive the load against `url`.
+    async fn drive(&self, target: &'static str, url: &str) -> LoadResult {
+        let pool = self
+            .signer
+            .pool(pool_size(self.rate_hint, self.duration + self.warmup));
+        generate(
+            target,
+            self.client,
+            url,
+            self.signer,
+            pool,
+            self.concurrency,
+            self.warmup,
+            self.duration,
+        )
+        .await
+    }
+}
+
 /// The ingest half: a fresh server and database, the load, and the store's own figures.
 /// The first call records the idle RSS (server started, nothing signed yet).
 async fn ingest_run(
@@ -495,22 +515,10 @@ async fn ingest_run(
         "ingest: {c} connections, {:?} (+{:?} warm-up) against {}",
         load.duration, load.warmup, server.base
     );
-    let pool = load
-        .signer
-        .pool(pool_size(load.rate_hint, load.duration + load.warmup));
-    let url = format!("{}{HOOK_PATH}", server.base);
     let before = server.store.stats();
-    let mut result = generate(
-        "ingest",
-        load.client,
-        &url,
-        load.signer,
-        pool,
-        c,
-        load.warmup,
-        load.duration,
-    )
-    .await;
+    let mut result = load
+        .drive("ingest", &format!("{}{HOOK_PATH}", server.base))
+        .await;
     let after = server.store.stats();
     let batches = after.batches.saturating_sub(before.batches);
     let commands = after.commands.saturating_sub(before.commands);
@@ -547,21 +555,9 @@ async fn noop_run(load: &Load<'_>) -> Result<LoadResult, BenchError> {
         "noop: {c} connections, {:?} (+{:?} warm-up) against http://{addr}",
         load.duration, load.warmup
     );
-    let pool = load
-        .signer
-        .pool(pool_size(load.rate_hint, load.duration + load.warmup));
-    let url = format!("http://{addr}{HOOK_PATH}");
-    let result = generate(
-        "noop",
-        load.client,
-        &url,
-        load.signer,
-        pool,
-        c,
-        load.warmup,
-        load.duration,
-    )
-    .await;
+    let result = load
+        .drive("noop", &format!("http://{addr}{HOOK_PATH}"))
+        .await;
     shutdown.cancel();
     eprintln!("  {}", summary_line(&result));
     Ok(result)

@@ -444,6 +444,48 @@ mod tests {
         }
     }
 
+    /// Start a command that holds the writer thread until the returned sender fires, and
+    /// wait until it runs (the first batch has started): commands submitted meanwhile queue
+    /// up and run as the next batch.
+    async fn hold(
+        writer: &Arc<Writer>,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        tokio::task::JoinHandle<Result<()>>,
+    ) {
+        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+        let w = Arc::clone(writer);
+        let gate = tokio::spawn(async move {
+            w.submit(move |_conn| {
+                gate_rx.recv().ok();
+                Ok(())
+            })
+            .await
+        });
+        while writer.stats().batches == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        (gate_tx, gate)
+    }
+
+    /// The test table's rows, by key.
+    async fn table(writer: &Writer) -> Vec<(String, i64)> {
+        writer
+            .submit(|conn| {
+                let mut stmt = conn
+                    .prepare("SELECT k, v FROM t ORDER BY k")
+                    .map_err(|e| StoreError::Database(e.to_string()))?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(|e| StoreError::Database(e.to_string()))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(|e| StoreError::Database(e.to_string()))?;
+                Ok(rows)
+            })
+            .await
+            .unwrap()
+    }
+
     /// Commands queued while the writer is busy run as one batch; a failing command in that
     /// batch rolls back alone and the others commit.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -452,19 +494,7 @@ mod tests {
         let writer = Arc::new(Writer::start(conn, 1024, 64, None).unwrap());
 
         // Hold the writer thread inside a command until the other commands are queued.
-        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
-        let w = Arc::clone(&writer);
-        let gate = tokio::spawn(async move {
-            w.submit(move |_conn| {
-                gate_rx.recv().ok();
-                Ok(())
-            })
-            .await
-        });
-        // Wait until the gate command is running (the first batch has started).
-        while writer.stats().batches == 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
+        let (gate_tx, gate) = hold(&writer).await;
 
         let mut handles = Vec::new();
         for (k, v) in [("a", 1), ("dup", 2), ("b", 3)] {
@@ -510,20 +540,7 @@ mod tests {
             }
         );
 
-        let rows: Vec<(String, i64)> = writer
-            .submit(|conn| {
-                let mut stmt = conn
-                    .prepare("SELECT k, v FROM t ORDER BY k")
-                    .map_err(|e| StoreError::Database(e.to_string()))?;
-                let rows = stmt
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .map_err(|e| StoreError::Database(e.to_string()))?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-                    .map_err(|e| StoreError::Database(e.to_string()))?;
-                Ok(rows)
-            })
-            .await
-            .unwrap();
+        let rows = table(&writer).await;
         assert_eq!(rows, vec![("a".to_string(), 1), ("b".to_string(), 3)]);
 
         writer.shutdown().await;
@@ -541,18 +558,7 @@ mod tests {
     async fn failing_atomic_command_leaves_nothing_and_fails_alone() {
         let (conn, path) = open_test_conn();
         let writer = Arc::new(Writer::start(conn, 1024, 64, None).unwrap());
-        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
-        let w = Arc::clone(&writer);
-        let gate = tokio::spawn(async move {
-            w.submit(move |_conn| {
-                gate_rx.recv().ok();
-                Ok(())
-            })
-            .await
-        });
-        while writer.stats().batches == 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
+        let (gate_tx, gate) = hold(&writer).await;
         let sql = |sql: &'static str| {
             move |conn: &Connection| {
                 conn.execute(sql, [])
@@ -590,20 +596,7 @@ mod tests {
         assert_eq!(after.await.unwrap().unwrap(), 1);
         // The three queued commands ran as one batch after the gate's.
         assert_eq!(writer.stats().batches, 2);
-        let keys: Vec<String> = writer
-            .submit(|conn| {
-                let mut stmt = conn
-                    .prepare("SELECT k FROM t ORDER BY k")
-                    .map_err(|e| StoreError::Database(e.to_string()))?;
-                let rows = stmt
-                    .query_map([], |r| r.get(0))
-                    .map_err(|e| StoreError::Database(e.to_string()))?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-                    .map_err(|e| StoreError::Database(e.to_string()))?;
-                Ok(rows)
-            })
-            .await
-            .unwrap();
+        let keys: Vec<String> = table(&writer).await.into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, vec!["a".to_string(), "b".to_string()]);
         writer.shutdown().await;
         cleanup(&path);
