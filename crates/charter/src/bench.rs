@@ -218,6 +218,10 @@ pub struct LoadResult {
     pub pool_mb: f64,
     /// Deliveries signed during the run because the pool ran out.
     pub signed_during_run: u64,
+    /// Deliveries sent a second time from the pool once it ran out (the no-op half only:
+    /// its handler neither verifies nor dedupes, so replaying the pool keeps signing, a
+    /// load-generator cost, out of its figure).
+    pub replayed_from_pool: u64,
     /// Resident memory before the load (pool included) and its peak during the load, MB.
     pub rss_before_mb: f64,
     pub peak_rss_mb: f64,
@@ -480,7 +484,7 @@ struct Load<'a> {
 
 impl Load<'_> {
     /// Sign a pool for the expected rate, then drive the load against `url`.
-    async fn drive(&self, target: &'static str, url: &str) -> LoadResult {
+    async fn drive(&self, target: &'static str, url: &str, pool_end: PoolEnd) -> LoadResult {
         let pool = self
             .signer
             .pool(pool_size(self.rate_hint, self.duration + self.warmup));
@@ -490,6 +494,7 @@ impl Load<'_> {
             url,
             self.signer,
             pool,
+            pool_end,
             self.concurrency,
             self.warmup,
             self.duration,
@@ -517,7 +522,11 @@ async fn ingest_run(
     );
     let before = server.store.stats();
     let mut result = load
-        .drive("ingest", &format!("{}{HOOK_PATH}", server.base))
+        .drive(
+            "ingest",
+            &format!("{}{HOOK_PATH}", server.base),
+            PoolEnd::Sign,
+        )
         .await;
     let after = server.store.stats();
     let batches = after.batches.saturating_sub(before.batches);
@@ -556,7 +565,11 @@ async fn noop_run(load: &Load<'_>) -> Result<LoadResult, BenchError> {
         load.duration, load.warmup
     );
     let result = load
-        .drive("noop", &format!("http://{addr}{HOOK_PATH}"))
+        .drive(
+            "noop",
+            &format!("http://{addr}{HOOK_PATH}"),
+            PoolEnd::Replay,
+        )
         .await;
     shutdown.cancel();
     eprintln!("  {}", summary_line(&result));
@@ -832,6 +845,7 @@ async fn noop_handler(body: Bytes) -> (StatusCode, [(&'static str, &'static str)
 // Deliveries
 
 /// A signed delivery, compact: the signature header values concatenated in one buffer.
+#[derive(Clone)]
 struct Delivery {
     values: Bytes,
     /// End offset of each header value in `values` (names are in the [`Signer`]).
@@ -953,7 +967,17 @@ struct TaskStats {
     errors: BTreeMap<String, u64>,
     latencies_us: Vec<u32>,
     signed_late: u64,
+    replayed: u64,
     acks_outside: u64,
+}
+
+/// What a connection does once its share of the pre-signed pool is used up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PoolEnd {
+    /// Sign new deliveries on the fly (each must be new to the target: ingest dedupes).
+    Sign,
+    /// Send the pool again from its start (for a target that does not dedupe).
+    Replay,
 }
 
 /// Drive `concurrency` connections against `url` for `warmup + duration`; count what
@@ -964,6 +988,7 @@ async fn generate(
     url: &str,
     signer: &Arc<Signer>,
     pool: Vec<Delivery>,
+    pool_end: PoolEnd,
     concurrency: usize,
     warmup: Duration,
     duration: Duration,
@@ -989,7 +1014,15 @@ async fn generate(
         let client = client.clone();
         let url = url.clone();
         let signer = signer.clone();
-        tasks.spawn(connection(client, url, signer, chunk, measure_from, end));
+        tasks.spawn(connection(
+            client,
+            url,
+            signer,
+            chunk,
+            pool_end,
+            measure_from,
+            end,
+        ));
     }
     let mut total = TaskStats::default();
     while let Some(res) = tasks.join_next().await {
@@ -997,6 +1030,7 @@ async fn generate(
             Ok(s) => {
                 total.acks += s.acks;
                 total.signed_late += s.signed_late;
+                total.replayed += s.replayed;
                 total.acks_outside += s.acks_outside;
                 for (k, v) in s.errors {
                     *total.errors.entry(k).or_default() += v;
@@ -1024,6 +1058,7 @@ async fn generate(
         presigned,
         pool_mb: pool_bytes as f64 / (1024.0 * 1024.0),
         signed_during_run: total.signed_late,
+        replayed_from_pool: total.replayed,
         rss_before_mb: rss_before,
         peak_rss_mb: peak,
         store: None,
@@ -1035,7 +1070,8 @@ async fn connection(
     client: reqwest::Client,
     url: Arc<str>,
     signer: Arc<Signer>,
-    mut chunk: Vec<Delivery>,
+    chunk: Vec<Delivery>,
+    pool_end: PoolEnd,
     measure_from: Instant,
     end: Instant,
 ) -> TaskStats {
@@ -1043,11 +1079,23 @@ async fn connection(
         latencies_us: Vec::with_capacity(chunk.len().min(1 << 20)),
         ..TaskStats::default()
     };
+    // Deliveries are taken in order; `sent` counts them, so past the chunk's end a replay
+    // starts over at its first delivery.
+    let mut sent = 0usize;
     loop {
         if Instant::now() >= end {
             break;
         }
-        let delivery = match chunk.pop() {
+        let next = match (chunk.get(sent), pool_end) {
+            (Some(d), _) => Some(d.clone()),
+            (None, PoolEnd::Replay) if !chunk.is_empty() => {
+                stats.replayed += 1;
+                Some(chunk[sent % chunk.len()].clone())
+            }
+            (None, _) => None,
+        };
+        sent += 1;
+        let delivery = match next {
             Some(d) => d,
             None => match signer.sign(now_unix()) {
                 Ok(d) => {
@@ -1197,6 +1245,7 @@ async fn measure_e2e<S: EventStore>(
         &url,
         signer,
         pool,
+        PoolEnd::Sign,
         concurrency,
         Duration::ZERO,
         duration,
@@ -1588,12 +1637,13 @@ pub fn render_table(r: &Report) -> String {
         for l in r.ingest.iter().chain(&r.noop) {
             let _ = writeln!(
                 out,
-                "  {} at {}: {} deliveries pre-signed (~{:.0} MB; {} more signed during the run); RSS before load {:.0} MB",
+                "  {} at {}: {} deliveries pre-signed (~{:.0} MB; {} more signed during the run, {} sent again from the pool); RSS before load {:.0} MB",
                 l.target,
                 l.concurrency,
                 l.presigned,
                 l.pool_mb,
                 l.signed_during_run,
+                l.replayed_from_pool,
                 l.rss_before_mb
             );
         }
@@ -1823,6 +1873,46 @@ mod tests {
         assert!(report.memory.idle_rss_mb.is_some_and(|m| m > 0.0));
         let table = render_table(&report);
         assert!(table.contains("ingest / no-op at 4 connections"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replayed_pool_sends_its_deliveries_again_and_signs_none() {
+        charter_connect::install_crypto_provider();
+        let shutdown = CancellationToken::new();
+        let addr = start_noop(shutdown.clone()).await.unwrap();
+        let url: Arc<str> = Arc::from(format!("http://{addr}{HOOK_PATH}").as_str());
+        let signer = Arc::new(Signer::new(SECRET).unwrap());
+        let client = http_client(2).unwrap();
+        let now = Instant::now();
+        let end = now + Duration::from_millis(300);
+        let replay = connection(
+            client.clone(),
+            url.clone(),
+            signer.clone(),
+            signer.pool(2),
+            PoolEnd::Replay,
+            now,
+            end,
+        )
+        .await;
+        assert!(replay.acks > 2, "only {} acks", replay.acks);
+        assert_eq!(replay.signed_late, 0);
+        // Every request past the two pooled deliveries was a replay.
+        assert_eq!(replay.replayed, replay.acks + replay.acks_outside - 2);
+        let sign = connection(
+            client,
+            url,
+            signer.clone(),
+            signer.pool(2),
+            PoolEnd::Sign,
+            Instant::now(),
+            Instant::now() + Duration::from_millis(300),
+        )
+        .await;
+        assert_eq!(sign.replayed, 0);
+        assert_eq!(sign.signed_late, sign.acks + sign.acks_outside - 2);
+        assert!(sign.errors.is_empty(), "{:?}", sign.errors);
+        shutdown.cancel();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
