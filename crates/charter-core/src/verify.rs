@@ -243,6 +243,25 @@ pub fn delivery_id_header(spec: &VerifySpec) -> Option<&'static str> {
     }
 }
 
+/// Whether checking a delivery against `spec` reads the header `name` (lower-case). The
+/// webhook path copies only the headers something reads out of the request.
+pub fn reads_header(spec: &VerifySpec, name: &str) -> bool {
+    let names: &[&str] = match spec {
+        VerifySpec::None => &[],
+        VerifySpec::StandardWebhooks { .. } => &[SW_ID, SW_TIMESTAMP, SW_SIGNATURE],
+        VerifySpec::Stripe { .. } => &[STRIPE_SIGNATURE],
+        VerifySpec::Github => &[GITHUB_SIGNATURE],
+        VerifySpec::Slack { .. } => &[SLACK_SIGNATURE, SLACK_TIMESTAMP],
+        VerifySpec::Hmac(g) => {
+            return g.header.eq_ignore_ascii_case(name)
+                || g.timestamp_header
+                    .as_deref()
+                    .is_some_and(|t| t.eq_ignore_ascii_case(name));
+        }
+    };
+    names.contains(&name)
+}
+
 /// Header names (lower-case) that carry signatures and must never be stored with an event.
 pub fn signature_headers(spec: &VerifySpec) -> Vec<String> {
     let names: &[&str] = match spec {
@@ -683,6 +702,35 @@ mod tests {
                 "tampered body accepted by {spec:?}"
             );
         }
+    }
+
+    #[test]
+    fn verification_reads_each_header_signing_writes_and_no_other() {
+        let body = b"payload";
+        for (spec, secret) in all_presets() {
+            let signed = sign(&spec, secret, body, NOW, "msg_1").unwrap();
+            // Only the headers verification reads, as the webhook path copies them.
+            let read: Vec<(String, String)> = signed
+                .iter()
+                .filter(|(name, _)| reads_header(&spec, name))
+                .cloned()
+                .collect();
+            assert_eq!(
+                verify(&spec, &secrets(&[secret]), &headers(&read), body, NOW),
+                Ok(()),
+                "{spec:?}"
+            );
+            for (name, _) in &signed {
+                // The delivery id identifies a delivery for dedupe; it is not verified.
+                assert_eq!(
+                    reads_header(&spec, name),
+                    name != GITHUB_DELIVERY,
+                    "{spec:?} {name}"
+                );
+            }
+            assert!(!reads_header(&spec, "content-type"), "{spec:?}");
+        }
+        assert!(!reads_header(&VerifySpec::None, SW_ID));
     }
 
     #[test]

@@ -48,12 +48,15 @@ pub struct Verified {
     pub payload: Value,
 }
 
-/// Lower-case header map (values that are not UTF-8 are skipped).
-pub fn header_map(headers: &HeaderMap) -> BTreeMap<String, String> {
+/// Lower-case map of the headers `wanted` names (values that are not UTF-8 are skipped).
+/// `HeaderName`s are lower-case already.
+pub fn header_map(headers: &HeaderMap, wanted: impl Fn(&str) -> bool) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for (name, value) in headers {
-        if let Ok(v) = value.to_str() {
-            out.insert(name.as_str().to_ascii_lowercase(), v.to_string());
+        if wanted(name.as_str())
+            && let Ok(v) = value.to_str()
+        {
+            out.insert(name.as_str().to_string(), v.to_string());
         }
     }
     out
@@ -145,7 +148,13 @@ fn percent_decode(s: &[u8]) -> String {
 }
 
 /// Validate against the contract; each violation as `"<json pointer>: <message>"`.
+///
+/// A valid payload (nearly every one) is settled by `is_valid`, which tracks no error
+/// locations; only an invalid one is walked again to collect its violations.
 pub fn contract_violations(validator: &jsonschema::Validator, payload: &Value) -> Vec<String> {
+    if validator.is_valid(payload) {
+        return Vec::new();
+    }
     validator
         .iter_errors(payload)
         .map(|e| {
@@ -183,8 +192,21 @@ pub async fn receive<S: Store>(
     };
     let received_at = now_millis();
     let source = format!("webhook:{}", webhook.path);
+    let dedupe_header: Option<&str> = match &charter.trigger.dedupe {
+        Some(Dedupe::Header(h)) => Some(h.as_str()),
+        Some(Dedupe::Template(_)) => None,
+        None => verify::delivery_id_header(&webhook.verify),
+    };
+    // Only what something reads is copied out of the request: the body's content type, the
+    // signature scheme's headers, the dedupe header and the headers kept with the event.
+    let wanted = |name: &str| {
+        name == "content-type"
+            || KEPT_HEADERS.contains(&name)
+            || Some(name) == dedupe_header
+            || verify::reads_header(&webhook.verify, name)
+    };
     let unverified = Unverified {
-        headers: header_map(&headers),
+        headers: header_map(&headers, wanted),
         body,
     };
     let verified = match unverified.verify(&webhook.verify, &cr.webhook_secrets, received_at / 1000)
@@ -220,11 +242,6 @@ pub async fn receive<S: Store>(
         Ok(Ok(v)) => v,
     };
 
-    let dedupe_header: Option<String> = match &charter.trigger.dedupe {
-        Some(Dedupe::Header(h)) => Some(h.clone()),
-        Some(Dedupe::Template(_)) => None,
-        None => verify::delivery_id_header(&webhook.verify).map(str::to_string),
-    };
     let event_type = verified.headers.get("x-github-event").cloned().or_else(|| {
         verified
             .payload
@@ -232,7 +249,7 @@ pub async fn receive<S: Store>(
             .and_then(Value::as_str)
             .map(str::to_string)
     });
-    let kept = kept_headers(verified.headers, dedupe_header.as_deref());
+    let kept = kept_headers(verified.headers, dedupe_header);
 
     if let Some(contract) = &cr.contract {
         let violations = contract_violations(contract, &verified.payload);
@@ -268,7 +285,7 @@ pub async fn receive<S: Store>(
         headers: kept,
         payload: verified.payload,
     };
-    event.dedupe_key = dedupe_key(charter, &event, dedupe_header.as_deref())?;
+    event.dedupe_key = dedupe_key(charter, &event, dedupe_header)?;
     store_event(&state, event).await
 }
 
