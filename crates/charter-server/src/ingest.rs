@@ -165,14 +165,17 @@ pub fn contract_violations(validator: &jsonschema::Validator, payload: &Value) -
         .collect()
 }
 
+/// Whether a header is kept with the event: the allowlist, plus `extra` (the dedupe header).
+fn is_kept(name: &str, extra: Option<&str>) -> bool {
+    KEPT_HEADERS.contains(&name) || Some(name) == extra
+}
+
 fn kept_headers(
-    headers: BTreeMap<String, String>,
+    mut headers: BTreeMap<String, String>,
     extra: Option<&str>,
 ) -> BTreeMap<String, String> {
+    headers.retain(|k, _| is_kept(k, extra));
     headers
-        .into_iter()
-        .filter(|(k, _)| KEPT_HEADERS.contains(&k.as_str()) || Some(k.as_str()) == extra)
-        .collect()
 }
 
 /// Handle one delivery to `charter`'s webhook path.
@@ -201,8 +204,7 @@ pub async fn receive<S: Store>(
     // signature scheme's headers, the dedupe header and the headers kept with the event.
     let wanted = |name: &str| {
         name == "content-type"
-            || KEPT_HEADERS.contains(&name)
-            || Some(name) == dedupe_header
+            || is_kept(name, dedupe_header)
             || verify::reads_header(&webhook.verify, name)
     };
     let unverified = Unverified {

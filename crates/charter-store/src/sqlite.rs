@@ -218,19 +218,14 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
-        self.check_open()?;
-        self.inner.writer.submit(f).await
+        self.writer()?.submit(f).await
     }
 
-    /// [`SqliteStore::write`] for a command with at most one write statement, which fails
-    /// only when that statement did (see [`writer::Writer::submit_atomic`]).
-    async fn write_atomic<F, R>(&self, f: F) -> Result<R>
-    where
-        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
-        R: Send + 'static,
-    {
+    /// The writer, while the store is open. Commands with at most one write statement go
+    /// straight to [`writer::Writer::submit_atomic`]; the rest through [`SqliteStore::write`].
+    fn writer(&self) -> Result<&writer::Writer> {
         self.check_open()?;
-        self.inner.writer.submit_atomic(f).await
+        Ok(&self.inner.writer)
     }
 
     /// [`StoreError::Closed`] once [`SqliteStore::close`] has begun.
@@ -434,8 +429,9 @@ impl EventStore for SqliteStore {
         let headers = to_json("headers", &event.headers)?;
         let payload = to_json("payload", &event.payload)?;
         // One INSERT (the duplicate lookup after it only reads): no savepoint needed.
-        self.write_atomic(move |conn| {
-            let inserted = conn
+        self.writer()?
+            .submit_atomic(move |conn| {
+                let inserted = conn
                 .prepare_cached(
                     "INSERT INTO events (id, charter, source, event_type, dedupe_key, received_at,
                          headers, payload, status, attempts, updated_at)
@@ -456,32 +452,35 @@ impl EventStore for SqliteStore {
                     ])
                 })
                 .map_err(db("inserting an event"))?;
-            if inserted == 1 {
-                return Ok(IngestOutcome::Stored(id));
-            }
-            if let Some(key) = &event.dedupe_key {
-                let existing: Option<String> = conn
-                    .prepare_cached("SELECT id FROM events WHERE charter = ?1 AND dedupe_key = ?2")
-                    .and_then(|mut s| {
-                        s.query_row(params![event.charter, key], |r| r.get(0))
-                            .optional()
-                    })
-                    .map_err(db("looking up a duplicate"))?;
-                if let Some(existing) = existing {
-                    return Ok(IngestOutcome::Duplicate(parse_uuid(&existing)?));
+                if inserted == 1 {
+                    return Ok(IngestOutcome::Stored(id));
                 }
-            }
-            // The only other uniqueness constraint is the id: the same event delivered twice.
-            Ok(IngestOutcome::Duplicate(id))
-        })
-        .await
+                if let Some(key) = &event.dedupe_key {
+                    let existing: Option<String> = conn
+                        .prepare_cached(
+                            "SELECT id FROM events WHERE charter = ?1 AND dedupe_key = ?2",
+                        )
+                        .and_then(|mut s| {
+                            s.query_row(params![event.charter, key], |r| r.get(0))
+                                .optional()
+                        })
+                        .map_err(db("looking up a duplicate"))?;
+                    if let Some(existing) = existing {
+                        return Ok(IngestOutcome::Duplicate(parse_uuid(&existing)?));
+                    }
+                }
+                // The only other uniqueness constraint is the id: the same event delivered twice.
+                Ok(IngestOutcome::Duplicate(id))
+            })
+            .await
     }
 
     async fn reject(&self, rejected: RejectedPayload) -> Result<()> {
         let headers = to_json("headers", &rejected.headers)?;
         let reasons = to_json("reasons", &rejected.reasons)?;
-        self.write_atomic(move |conn| {
-            conn.prepare_cached(
+        self.writer()?
+            .submit_atomic(move |conn| {
+                conn.prepare_cached(
                 "INSERT INTO rejected (id, charter, source, received_at, headers, body, reasons)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (id) DO NOTHING",
@@ -498,9 +497,9 @@ impl EventStore for SqliteStore {
                 ])
             })
             .map_err(db("inserting a rejected payload"))?;
-            Ok(())
-        })
-        .await
+                Ok(())
+            })
+            .await
     }
 
     async fn get_event(&self, id: Uuid) -> Result<Option<EventRecord>> {
@@ -999,24 +998,22 @@ fn sql_start_run(
 fn merge_start_decision(prepared: Vec<PreparedWrite>) -> Vec<PreparedWrite> {
     let mut out: Vec<PreparedWrite> = Vec::with_capacity(prepared.len());
     for w in prepared {
-        if let PreparedWrite::Decision { run, row } = &w
-            && let Some(PreparedWrite::Start {
-                run: started,
-                decision: decision @ None,
-                ..
-            }) = out.last_mut()
-            && started == run
-        {
-            *decision = Some(row.clone());
-            continue;
+        match (w, out.last_mut()) {
+            (
+                PreparedWrite::Decision { run, row },
+                Some(PreparedWrite::Start {
+                    run: started,
+                    decision: decision @ None,
+                    ..
+                }),
+            ) if *started == run => *decision = Some(row),
+            (w, _) => out.push(w),
         }
-        out.push(w);
     }
     out
 }
 
 /// A decision serialised on the caller's thread.
-#[derive(Clone)]
 struct DecisionRow {
     json: String,
     label: Option<String>,
