@@ -52,6 +52,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0006_charter_mode.sql"),
     include_str!("../migrations/sqlite/0007_decision.sql"),
     include_str!("../migrations/sqlite/0008_json_nul.sql"),
+    include_str!("../migrations/sqlite/0009_events_status_check.sql"),
 ];
 
 /// The schema version this build creates and expects.
@@ -376,6 +377,27 @@ fn migrate(conn: &mut Connection) -> Result<u32> {
             "the database has schema version {current}, newer than this build's {SCHEMA_VERSION}"
         )));
     }
+    if current == i64::from(SCHEMA_VERSION) {
+        return Ok(SCHEMA_VERSION);
+    }
+    // A migration may rebuild a table that others reference (SQLite's documented procedure:
+    // create, copy, drop, rename), which foreign-key enforcement would turn into a cascade
+    // of failures at the DROP. Enforcement is off while migrating (the pragma is a no-op
+    // inside a transaction, so it is set here) and every migration is checked with
+    // `foreign_key_check` before it commits; it is back on afterwards, whatever happened.
+    conn.pragma_update(None, "foreign_keys", "OFF")
+        .map_err(db("turning foreign keys off to migrate"))?;
+    let applied = apply_migrations(conn, &read_version);
+    let restored = conn
+        .pragma_update(None, "foreign_keys", "ON")
+        .map_err(db("turning foreign keys back on after migrating"));
+    applied.and(restored).map(|()| SCHEMA_VERSION)
+}
+
+fn apply_migrations(
+    conn: &mut Connection,
+    read_version: &dyn Fn(&Connection) -> Result<i64>,
+) -> Result<()> {
     for (i, sql) in MIGRATIONS.iter().enumerate() {
         let target = i as i64 + 1;
         let tx = conn
@@ -385,12 +407,26 @@ fn migrate(conn: &mut Connection) -> Result<u32> {
             continue;
         }
         tx.execute_batch(sql).map_err(db("applying a migration"))?;
+        // One row per broken reference: (table, rowid or NULL, parent table, fk index).
+        let broken: Option<(String, Option<i64>, String)> = tx
+            .query_row("PRAGMA foreign_key_check", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()
+            .map_err(db("checking foreign keys after a migration"))?;
+        if let Some((table, rowid, parent)) = broken {
+            let rowid = rowid.map_or_else(|| "?".to_string(), |r| r.to_string());
+            return Err(StoreError::Database(format!(
+                "migration {target} left a row of {table} (rowid {rowid}) referring to a \
+                 missing row of {parent}"
+            )));
+        }
         tx.pragma_update(None, "user_version", target)
             .map_err(db("recording the schema version"))?;
         tx.commit().map_err(db("committing a migration"))?;
         tracing::info!(version = target, "applied SQLite migration");
     }
-    Ok(SCHEMA_VERSION)
+    Ok(())
 }
 
 /// Wall-clock time, for the few records whose trait method carries no `now`.

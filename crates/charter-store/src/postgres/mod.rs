@@ -67,6 +67,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0006_charter_mode.sql"),
     include_str!("../../migrations/postgres/0007_decision.sql"),
     include_str!("../../migrations/postgres/0008_json_nul.sql"),
+    include_str!("../../migrations/postgres/0009_events_status_check.sql"),
 ];
 
 /// The schema version this build creates and expects.

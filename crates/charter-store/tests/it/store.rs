@@ -136,7 +136,7 @@ async fn migrations_are_applied_once_and_reopen_is_idempotent() {
     let store = open(&dir.db());
     assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
     assert_eq!(
-        SCHEMA_VERSION, 8,
+        SCHEMA_VERSION, 9,
         "update this test when adding a migration"
     );
     store.ingest(event("c", None, 1)).await.unwrap();
@@ -374,4 +374,147 @@ async fn corrupt_rows_are_reported_not_panicked_on() {
     let got = store.get_event(ev.id).await;
     assert!(matches!(got, Err(StoreError::Corrupt(_))), "{got:?}");
     store.close().await;
+}
+
+/// The migrations before the events table's rebuild (schema version 8).
+const MIGRATIONS_TO_V8: [&str; 8] = [
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0002_approvals.sql"),
+    include_str!("../../migrations/sqlite/0003_evidence.sql"),
+    include_str!("../../migrations/sqlite/0004_sources.sql"),
+    include_str!("../../migrations/sqlite/0005_notifications.sql"),
+    include_str!("../../migrations/sqlite/0006_charter_mode.sql"),
+    include_str!("../../migrations/sqlite/0007_decision.sql"),
+    include_str!("../../migrations/sqlite/0008_json_nul.sql"),
+];
+
+/// A database file at schema version 8 holding one event (dedupe key `k1`) with one run;
+/// `dangling` adds a run whose event does not exist (written with foreign keys off).
+fn database_at_v8(path: &Path, event_id: Uuid, dangling: bool) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    for sql in MIGRATIONS_TO_V8 {
+        conn.execute_batch(sql).unwrap();
+    }
+    conn.pragma_update(None, "user_version", 8).unwrap();
+    conn.execute(
+        "INSERT INTO events (id, charter, source, dedupe_key, received_at, headers, payload,
+                             status, attempts, updated_at)
+         VALUES (?1, 'old', 'test', 'k1', 1, '{}', '{\"n\":1}', 'done', 1, 2)",
+        [event_id.to_string()],
+    )
+    .unwrap();
+    let run = |id: Uuid, event: Uuid| {
+        conn.execute(
+            "INSERT INTO runs (id, event_id, charter, charter_version, mode, started_at)
+             VALUES (?1, ?2, 'old', 'v', 'live', 1)",
+            [id.to_string(), event.to_string()],
+        )
+        .unwrap();
+    };
+    run(Uuid::now_v7(), event_id);
+    if dangling {
+        conn.pragma_update(None, "foreign_keys", "OFF").unwrap();
+        run(Uuid::now_v7(), Uuid::now_v7());
+    }
+}
+
+/// Migration 9 rebuilds the events table (its status CHECK no longer uses an IN list):
+/// rows, their runs, the dedupe index and foreign-key enforcement all survive it, and the
+/// CHECK still refuses an unknown status.
+#[tokio::test]
+async fn the_events_rebuild_keeps_rows_runs_indexes_and_constraints() {
+    let dir = TempDir::new();
+    let old = Uuid::now_v7();
+    database_at_v8(&dir.db(), old, false);
+
+    let store = open(&dir.db());
+    assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
+    let kept = store.get_event(old).await.unwrap().expect("the old event");
+    assert_eq!(kept.status, EventStatus::Done);
+    assert_eq!(kept.event.payload, serde_json::json!({ "n": 1 }));
+    assert_eq!((kept.attempts, kept.updated_at), (1, 2));
+    let runs = charter_store::RunStore::runs_for_event(&store, old)
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    // The dedupe index is back: the old key is a duplicate, a new one is stored.
+    let mut again = event("old", Some("k1"), 2);
+    again.id = Uuid::now_v7();
+    assert!(matches!(
+        store.ingest(again).await.unwrap(),
+        IngestOutcome::Duplicate(id) if id == old
+    ));
+    assert!(matches!(
+        store.ingest(event("old", Some("k2"), 3)).await.unwrap(),
+        IngestOutcome::Stored(_)
+    ));
+    // Foreign keys are enforced again on the writer.
+    let orphan = charter_store::RunStore::start_run(
+        &store,
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        "old",
+        "v",
+        "live",
+        1,
+    )
+    .await;
+    assert!(matches!(orphan, Err(StoreError::Database(_))), "{orphan:?}");
+    store.close().await;
+
+    let conn = rusqlite::Connection::open(dir.db()).unwrap();
+    let sql: String = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'events'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        sql.contains("status = 'waiting'") && !sql.contains(" IN ("),
+        "{sql}"
+    );
+    let indexes: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        indexes,
+        [
+            "events_charter",
+            "events_claim",
+            "events_dedupe",
+            "sqlite_autoindex_events_1"
+        ]
+    );
+    let refused = conn.execute(
+        "UPDATE events SET status = 'lost' WHERE id = ?1",
+        [old.to_string()],
+    );
+    assert!(
+        matches!(&refused, Err(e) if e.to_string().contains("CHECK")),
+        "{refused:?}"
+    );
+}
+
+/// A reference already broken before migrating stops the migration with an error that names
+/// the table, and the file stays at its old version.
+#[tokio::test]
+async fn a_broken_reference_stops_the_events_rebuild() {
+    let dir = TempDir::new();
+    database_at_v8(&dir.db(), Uuid::now_v7(), true);
+    match SqliteStore::open(&dir.db()) {
+        Err(StoreError::Database(msg)) => {
+            assert!(msg.contains("migration 9") && msg.contains("runs"), "{msg}");
+        }
+        other => panic!("migrating over a broken reference returned {other:?}"),
+    }
+    let conn = rusqlite::Connection::open(dir.db()).unwrap();
+    let version: u32 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 8);
 }
