@@ -403,16 +403,38 @@ pub fn next_cursor(how: &PollCursor, current: &str, body: &Value, items: &[Value
     }
 }
 
-/// Whether `a` comes after `b`: as numbers when `numeric` and both parse, else as text
-/// (ISO-8601 times of one format sort as text). Anything is after an empty cursor.
+/// Whether `a` comes after `b`. Anything is after an empty cursor. Two numbers (a JSON
+/// number, or two strings that are plain decimals such as `"10"` and `"9"`) compare as
+/// numbers, integers exactly; two RFC 3339 times compare as instants, so offsets and
+/// fractional seconds order correctly (`…T10:00:00+02:00` is before `…T09:00:00Z`, and
+/// `…:00.5Z` after `…:00Z`); anything else compares as text.
 fn greater(a: &str, b: &str, numeric: bool) -> bool {
     if b.is_empty() {
         return true;
     }
-    if numeric && let (Ok(x), Ok(y)) = (a.parse::<f64>(), b.parse::<f64>()) {
+    if numeric || (is_decimal(a) && is_decimal(b)) {
+        if let (Ok(x), Ok(y)) = (a.parse::<i128>(), b.parse::<i128>()) {
+            return x > y;
+        }
+        if let (Ok(x), Ok(y)) = (a.parse::<f64>(), b.parse::<f64>()) {
+            return x > y;
+        }
+    }
+    if let (Ok(x), Ok(y)) = (a.parse::<jiff::Timestamp>(), b.parse::<jiff::Timestamp>()) {
         return x > y;
     }
     a > b
+}
+
+/// An optional minus, digits, and optionally a point followed by digits.
+fn is_decimal(s: &str) -> bool {
+    let unsigned = s.strip_prefix('-').unwrap_or(s);
+    let (int, frac) = match unsigned.split_once('.') {
+        Some((int, frac)) => (int, Some(frac)),
+        None => (unsigned, None),
+    };
+    let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    digits(int) && frac.is_none_or(digits)
 }
 
 /// Percent-encode everything but RFC 3986 unreserved characters (for a query value).
@@ -547,9 +569,38 @@ mod tests {
         );
         // Numbers compare as numbers: 10 > 9 although "10" < "9" as text.
         assert_eq!(max("/n", "9"), "10");
+        assert_eq!(max("/n", "10.5"), "10.5");
         let next = |p: &str| next_cursor(&PollCursor::Next(p.into()), "tok-1", &body, &items);
         assert_eq!(next("/next"), "tok-2");
         assert_eq!(next("/missing"), "tok-1");
+    }
+
+    #[test]
+    fn max_cursors_order_numeric_strings_and_times_by_value() {
+        let items = vec![
+            json!({"id": "9", "at": "2026-01-01T09:30:00Z", "big": "9007199254740993"}),
+            json!({"id": "10", "at": "2026-01-01T10:00:00+02:00", "big": "9007199254740992"}),
+            json!({"id": "v2", "at": "2026-01-01T09:30:00.5Z"}),
+        ];
+        let body = json!({});
+        let max = |p: &str, cur: &str| next_cursor(&PollCursor::Max(p.into()), cur, &body, &items);
+        // Decimal strings as numbers ("10" > "9"); a non-number keeps text order ("v2" > "9"
+        // and "v2" > "10" as text, so it wins when present).
+        assert_eq!(max("/id", "1"), "v2");
+        assert!(greater("10", "9", false) && !greater("9", "10", false));
+        assert!(greater("-1", "-2", false) && greater("2.50", "2.4", false));
+        // Integers past 2^53 stay exact.
+        assert_eq!(max("/big", "1"), "9007199254740993");
+        // Times by instant: 10:00+02:00 is 08:00Z, before 09:30Z; a half second later wins.
+        assert_eq!(max("/at", ""), "2026-01-01T09:30:00.5Z");
+        assert!(!greater(
+            "2026-01-01T10:00:00+02:00",
+            "2026-01-01T09:30:00Z",
+            false
+        ));
+        // Text that is neither stays text order.
+        assert!(greater("b", "a", false) && !greater("1.2.3", "1.3", false));
+        assert!(!is_decimal("1e5") && !is_decimal("NaN") && !is_decimal("1.") && !is_decimal("-"));
     }
 
     #[test]

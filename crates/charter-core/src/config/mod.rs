@@ -463,8 +463,9 @@ pub enum PollCursor {
     /// A JSON pointer into the response (a page token or `since` the API returns). A
     /// missing or null value keeps the cursor.
     Next(String),
-    /// A JSON pointer into each item: the largest value seen (numbers compared as numbers,
-    /// text as text, such as ISO-8601 times), never below the current cursor.
+    /// A JSON pointer into each item: the largest value seen, never below the current
+    /// cursor. Numbers (and strings of decimal digits) compare as numbers, RFC 3339 times as
+    /// instants, other text as text.
     Max(String),
 }
 
