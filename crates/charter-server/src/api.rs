@@ -511,7 +511,12 @@ pub async fn show_approval<S: Store>(
 ) -> Result<Json<Value>, ApiError> {
     let caller = authorize(&state, &headers, Role::Viewer)?;
     let a = visible_approval(&state, &caller, &id).await?;
-    Ok(Json(json!({ "approval": a })))
+    // Where the approval was announced, and how each delivery went (retries, the last
+    // error), so an operator can tell a reviewer who was never told from one who was.
+    let notifications = state.store.list_notifications(Some(a.id), 100).await?;
+    Ok(Json(
+        json!({ "approval": a, "notifications": notifications }),
+    ))
 }
 
 async fn visible_approval<S: Store>(

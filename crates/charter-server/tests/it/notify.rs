@@ -467,6 +467,40 @@ async fn approval_is_announced_and_decided_once_from_slack() {
         .unwrap();
     assert_eq!(hook_row.attempts, 2, "{rows:?}");
     assert!(rows.iter().all(|r| r.state.as_str() == "sent"), "{rows:?}");
+    // The approval's API answer carries the same delivery record, as documented.
+    let shown = h.api(&format!("/api/v1/approvals/{approval_id}")).await;
+    crate::openapi::check(
+        &crate::openapi::document(),
+        "get",
+        "/api/v1/approvals/{id}",
+        200,
+        &shown.to_string(),
+    );
+    let mut delivered: Vec<(String, String, u64)> = shown["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["target"].as_str().unwrap().to_string(),
+                n["state"].as_str().unwrap().to_string(),
+                n["attempts"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    delivered.sort();
+    let mut expected: Vec<(String, String, u64)> = rows
+        .iter()
+        .map(|r| (r.target.clone(), "sent".to_string(), u64::from(r.attempts)))
+        .collect();
+    expected.sort();
+    assert_eq!(delivered, expected, "{shown}");
+    assert!(
+        delivered
+            .iter()
+            .any(|(t, _, a)| t == "hooks:/hook/notify" && *a == 2),
+        "{shown}"
+    );
 
     // A forged signature: 401, nothing changes.
     let (s, _) = h

@@ -16,7 +16,7 @@ use charter_store::sqlite::SqliteStore;
 use serde_json::{Value, json};
 use support::{Harness, charter_yaml};
 
-fn document() -> Value {
+pub(crate) fn document() -> Value {
     serde_json::from_str(charter_server::openapi::DOCUMENT).expect("the document is JSON")
 }
 
@@ -130,7 +130,7 @@ fn validator(doc: &Value, schema: &Value) -> jsonschema::Validator {
 }
 
 /// Check a response against the operation's documented responses.
-fn check(doc: &Value, method: &str, path: &str, status: u16, body: &str) {
+pub(crate) fn check(doc: &Value, method: &str, path: &str, status: u16, body: &str) {
     let op = &doc["paths"][path][method];
     let documented = &op["responses"][status.to_string()];
     assert!(
