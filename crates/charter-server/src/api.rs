@@ -826,6 +826,28 @@ pub async fn decide_escalation<S: Store>(
     decide_escalation_as(state, &caller, &id, body).await
 }
 
+/// One escalation, with the delivery state of each notification that announced it.
+pub async fn show_escalation<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let caller = authorize(&state, &headers, Role::Viewer)?;
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    let e = state
+        .store
+        .get_escalation(id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if !caller.sees(&e.charter) {
+        return Err(ApiError::NotFound);
+    }
+    let notifications = state.store.list_notifications(Some(e.id), 100).await?;
+    Ok(Json(
+        json!({ "escalation": e, "notifications": notifications }),
+    ))
+}
+
 /// Resolve an escalation as an authorized `caller` (see [`approve_as`]).
 pub async fn decide_escalation_as<S: Store>(
     state: AppState<S>,
@@ -1049,6 +1071,11 @@ pub fn routes<S: Store>() -> Vec<ApiRoute<S>> {
             Method::GET,
             "/api/v1/escalations",
             get(list_escalations::<S>),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/escalations/{id}",
+            get(show_escalation::<S>),
         ),
         r(
             Method::POST,

@@ -657,6 +657,43 @@ async fn escalation_is_announced_and_resolved_from_slack() {
     let hooks = h.fake.wait_for("/hook/notify", |g| !g.is_empty()).await;
     assert_eq!(hooks[0].body["kind"], "escalation");
     assert_eq!(hooks[0].body["link"], link.as_str());
+    // The escalation's API answer shows where it was announced and that both went out
+    // (the store marks a delivery sent just after the receiver answered: wait for it).
+    let path = format!("/api/v1/escalations/{esc_id}");
+    let mut shown = h.api(&path).await;
+    for _ in 0..100 {
+        let states: Vec<&str> = shown["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["state"].as_str().unwrap())
+            .collect();
+        if states.len() == 2 && states.iter().all(|s| *s == "sent") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        shown = h.api(&path).await;
+    }
+    crate::openapi::check(
+        &crate::openapi::document(),
+        "get",
+        "/api/v1/escalations/{id}",
+        200,
+        &shown.to_string(),
+    );
+    assert_eq!(shown["escalation"]["id"], esc_id.as_str());
+    let mut targets: Vec<(&str, &str)> = shown["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["target"].as_str().unwrap(), n["state"].as_str().unwrap()))
+        .collect();
+    targets.sort();
+    assert_eq!(
+        targets,
+        [("hooks:/hook/notify", "sent"), ("slack:#approvals", "sent")],
+        "{shown}"
+    );
 
     // The lead picks `other`: the run goes on with that human decision (`note`).
     let choice = json!({

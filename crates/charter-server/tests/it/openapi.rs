@@ -228,6 +228,8 @@ async fn every_documented_get_answers_as_documented() {
         gets += 1;
         let id = if path.starts_with("/api/v1/approvals/") {
             approval.id.to_string()
+        } else if path == "/api/v1/escalations/{id}" {
+            last.clone()
         } else {
             escalated.clone()
         };
