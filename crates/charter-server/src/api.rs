@@ -28,7 +28,8 @@ use charter_core::model::EventStatus;
 use charter_core::routing::eval_context;
 use charter_store::{
     ApprovalFilter, ApprovalRecord, ApprovalStatus, AuditFilter, EscalationFilter,
-    EscalationStatus, EventFilter, HumanDecision, NewAuditEntry, Requeue, Store, Verdict,
+    EscalationRecord, EscalationStatus, EventFilter, HumanDecision, NewAuditEntry, Requeue, Store,
+    Verdict,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -833,7 +834,20 @@ pub async fn show_escalation<S: Store>(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let caller = authorize(&state, &headers, Role::Viewer)?;
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    let e = visible_escalation(&state, &caller, &id).await?;
+    let notifications = state.store.list_notifications(Some(e.id), 100).await?;
+    Ok(Json(
+        json!({ "escalation": e, "notifications": notifications }),
+    ))
+}
+
+/// An escalation the caller may see; another charter's (or an unknown) id is not found.
+async fn visible_escalation<S: Store>(
+    state: &AppState<S>,
+    caller: &Caller,
+    id: &str,
+) -> Result<EscalationRecord, ApiError> {
+    let id = Uuid::parse_str(id).map_err(|_| ApiError::NotFound)?;
     let e = state
         .store
         .get_escalation(id)
@@ -842,10 +856,7 @@ pub async fn show_escalation<S: Store>(
     if !caller.sees(&e.charter) {
         return Err(ApiError::NotFound);
     }
-    let notifications = state.store.list_notifications(Some(e.id), 100).await?;
-    Ok(Json(
-        json!({ "escalation": e, "notifications": notifications }),
-    ))
+    Ok(e)
 }
 
 /// Resolve an escalation as an authorized `caller` (see [`approve_as`]).
@@ -858,15 +869,7 @@ pub async fn decide_escalation_as<S: Store>(
     if caller.role < Role::Reviewer {
         return Err(ApiError::Forbidden);
     }
-    let id = Uuid::parse_str(id).map_err(|_| ApiError::NotFound)?;
-    let e = state
-        .store
-        .get_escalation(id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    if !caller.sees(&e.charter) {
-        return Err(ApiError::NotFound);
-    }
+    let e = visible_escalation(&state, caller, id).await?;
     let body: DecideBody = serde_json::from_slice(&body).map_err(|err| {
         ApiError::BadRequest(format!(
             "expected {{\"label\": \"...\", \"fields\": {{}}}}: {err}"

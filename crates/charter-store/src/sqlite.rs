@@ -204,9 +204,7 @@ impl SqliteStore {
     /// The schema version recorded in the database file.
     pub async fn schema_version(&self) -> Result<u32> {
         self.read(|conn| {
-            let v: i64 = conn
-                .pragma_query_value(None, "user_version", |r| r.get(0))
-                .map_err(db("reading the schema version"))?;
+            let v = user_version(conn)?;
             u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("schema version {v}")))
         })
         .await
@@ -366,12 +364,14 @@ fn open_reader(path: &Path, options: &SqliteOptions) -> Result<Connection> {
 
 /// Apply every migration newer than the file's `user_version`, each in its own immediate
 /// transaction (so two processes opening the same file do not both apply it).
+/// The schema version recorded in the file (`PRAGMA user_version`).
+fn user_version(conn: &Connection) -> Result<i64> {
+    conn.pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(db("reading the schema version"))
+}
+
 fn migrate(conn: &mut Connection) -> Result<u32> {
-    let read_version = |conn: &Connection| -> Result<i64> {
-        conn.pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(db("reading the schema version"))
-    };
-    let current = read_version(conn)?;
+    let current = user_version(conn)?;
     if current < 0 || current > i64::from(SCHEMA_VERSION) {
         return Err(StoreError::Database(format!(
             "the database has schema version {current}, newer than this build's {SCHEMA_VERSION}"
@@ -387,23 +387,20 @@ fn migrate(conn: &mut Connection) -> Result<u32> {
     // `foreign_key_check` before it commits; it is back on afterwards, whatever happened.
     conn.pragma_update(None, "foreign_keys", "OFF")
         .map_err(db("turning foreign keys off to migrate"))?;
-    let applied = apply_migrations(conn, &read_version);
+    let applied = apply_migrations(conn);
     let restored = conn
         .pragma_update(None, "foreign_keys", "ON")
         .map_err(db("turning foreign keys back on after migrating"));
     applied.and(restored).map(|()| SCHEMA_VERSION)
 }
 
-fn apply_migrations(
-    conn: &mut Connection,
-    read_version: &dyn Fn(&Connection) -> Result<i64>,
-) -> Result<()> {
+fn apply_migrations(conn: &mut Connection) -> Result<()> {
     for (i, sql) in MIGRATIONS.iter().enumerate() {
         let target = i as i64 + 1;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db("beginning a migration"))?;
-        if read_version(&tx)? >= target {
+        if user_version(&tx)? >= target {
             continue;
         }
         tx.execute_batch(sql).map_err(db("applying a migration"))?;

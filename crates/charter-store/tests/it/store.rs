@@ -200,6 +200,21 @@ async fn a_newer_schema_is_refused() {
     }
 }
 
+/// Foreign keys are enforced on the writer: a run for an unknown event is refused.
+async fn assert_orphan_run_refused(store: &SqliteStore, charter: &str) {
+    let orphan = charter_store::RunStore::start_run(
+        store,
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        charter,
+        "v",
+        "live",
+        1,
+    )
+    .await;
+    assert!(matches!(orphan, Err(StoreError::Database(_))), "{orphan:?}");
+}
+
 #[tokio::test]
 async fn the_database_is_in_wal_mode_with_foreign_keys() {
     let dir = TempDir::new();
@@ -210,18 +225,7 @@ async fn the_database_is_in_wal_mode_with_foreign_keys() {
         .pragma_query_value(None, "journal_mode", |r| r.get(0))
         .unwrap();
     assert_eq!(mode, "wal");
-    // Foreign keys are enforced on the writer: a run for an unknown event is refused.
-    let err = charter_store::RunStore::start_run(
-        &store,
-        Uuid::now_v7(),
-        Uuid::now_v7(),
-        "c",
-        "v",
-        "live",
-        1,
-    )
-    .await;
-    assert!(matches!(err, Err(StoreError::Database(_))), "{err:?}");
+    assert_orphan_run_refused(&store, "c").await;
     store.close().await;
 }
 
@@ -449,17 +453,7 @@ async fn the_events_rebuild_keeps_rows_runs_indexes_and_constraints() {
         IngestOutcome::Stored(_)
     ));
     // Foreign keys are enforced again on the writer.
-    let orphan = charter_store::RunStore::start_run(
-        &store,
-        Uuid::now_v7(),
-        Uuid::now_v7(),
-        "old",
-        "v",
-        "live",
-        1,
-    )
-    .await;
-    assert!(matches!(orphan, Err(StoreError::Database(_))), "{orphan:?}");
+    assert_orphan_run_refused(&store, "old").await;
     store.close().await;
 
     let conn = rusqlite::Connection::open(dir.db()).unwrap();
