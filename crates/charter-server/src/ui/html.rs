@@ -57,9 +57,8 @@ pub fn time(ms: i64) -> String {
 /// A status word as a coloured badge.
 pub fn badge(word: &str) -> String {
     let class = match word {
-        "done" | "completed" | "succeeded" | "approved" | "resolved" | "live" | "already_done" => {
-            "ok"
-        }
+        "done" | "completed" | "succeeded" | "approved" | "resolved" | "live" | "already_done"
+        | "sent" => "ok",
         "failed" | "dead_lettered" | "rejected" | "invalid" | "expired" => "bad",
         "waiting" | "pending" | "awaiting_approval" | "escalated" | "open" | "processing"
         | "paused" => "warn",

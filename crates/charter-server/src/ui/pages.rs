@@ -144,6 +144,41 @@ pub async fn inbox<S: Store>(
     )))
 }
 
+/// Where an approval's or escalation's notifications went, one entry per target: state,
+/// attempts, and the send time or the last error. Empty when nothing was queued.
+async fn notifications_line<S: Store>(ui: &UiState<S>, item: Uuid) -> Result<String, UiError> {
+    let list = ui.app.store.list_notifications(Some(item), 100).await?;
+    if list.is_empty() {
+        return Ok(String::new());
+    }
+    let mut out = String::from("<div class=\"meta notifications\">notified: ");
+    for (i, n) in list.iter().enumerate() {
+        if i > 0 {
+            out.push_str(" · ");
+        }
+        let _ = write!(
+            out,
+            "<span data-target=\"{0}\"><code>{0}</code> {1} {2} attempt{3}",
+            esc(&n.target),
+            badge(n.state.as_str()),
+            n.attempts,
+            if n.attempts == 1 { "" } else { "s" }
+        );
+        match (n.sent_at, &n.last_error) {
+            (Some(at), _) => {
+                let _ = write!(out, ", sent {}", time(at));
+            }
+            (None, Some(e)) => {
+                let _ = write!(out, ", last error: {}", esc(e));
+            }
+            (None, None) => {}
+        }
+        out.push_str("</span>");
+    }
+    out.push_str("</div>");
+    Ok(out)
+}
+
 async fn approval_card<S: Store>(
     ui: &UiState<S>,
     s: &Session,
@@ -178,6 +213,7 @@ async fn approval_card<S: Store>(
         },
         event_link(a.event_id)
     );
+    out.push_str(&notifications_line(ui, a.id).await?);
     out.push_str("<div class=\"grid\"><div><h3>Parameters it will run with</h3>");
     out.push_str(&json_block(&a.params));
     let _ = write!(
@@ -234,10 +270,11 @@ async fn escalation_card<S: Store>(
     );
     let _ = write!(
         out,
-        "<div class=\"meta\">opened {} · for {} · event {}</div><h3>Evidence</h3>{}",
+        "<div class=\"meta\">opened {} · for {} · event {}</div>{}<h3>Evidence</h3>{}",
         time(e.created_at),
         esc(e.target.as_deref().unwrap_or("any reviewer")),
         event_link(e.event_id),
+        notifications_line(ui, e.id).await?,
         json_block(&e.detail)
     );
     let decide = ui

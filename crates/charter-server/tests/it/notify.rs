@@ -20,6 +20,8 @@ use charter_server::sink::Sink;
 use charter_server::{Role, Runtime, ServeOptions};
 use charter_store::NotificationStore;
 use charter_store::sqlite::SqliteStore;
+
+use crate::support::Ui;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -249,12 +251,23 @@ struct Harness {
     store: SqliteStore,
     shutdown: CancellationToken,
     client: reqwest::Client,
+    /// For the web UI: redirects are not followed (the login answers one with the cookie).
+    browser: reqwest::Client,
 }
 
 impl Drop for Harness {
     fn drop(&mut self) {
         self.shutdown.cancel();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl crate::support::Site for Harness {
+    fn base(&self) -> &str {
+        &self.base
+    }
+    fn http(&self) -> &reqwest::Client {
+        &self.browser
     }
 }
 
@@ -299,6 +312,10 @@ impl Harness {
             store,
             shutdown,
             client: reqwest::Client::new(),
+            browser: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
         }
     }
 
@@ -386,6 +403,18 @@ fn now_secs() -> i64 {
 }
 
 /// The `actions` block of a Slack message.
+/// The inbox card whose opening tag carries `marker`, up to the next card.
+fn card_of<'a>(page: &'a str, marker: &str) -> &'a str {
+    let start = page
+        .find(marker)
+        .unwrap_or_else(|| panic!("no card with {marker} in {page}"));
+    let rest = &page[start..];
+    let end = rest[1..]
+        .find("<div class=\"card")
+        .map_or(rest.len(), |i| i + 1);
+    &rest[..end]
+}
+
 fn actions_block(msg: &Value) -> Value {
     msg["blocks"]
         .as_array()
@@ -501,6 +530,18 @@ async fn approval_is_announced_and_decided_once_from_slack() {
             .any(|(t, _, a)| t == "hooks:/hook/notify" && *a == 2),
         "{shown}"
     );
+
+    // The web UI's inbox shows the same delivery record on the approval's card.
+    let ui = Ui::login(&h, "lead").await;
+    let inbox = ui.get("/inbox?charter=refunds").await;
+    assert_eq!(inbox.status, 200, "{}", inbox.body);
+    let card = card_of(&inbox.body, &format!("data-approval=\"{approval_id}\""));
+    for (target, _, attempts) in &expected {
+        let shown = format!(
+            "<span data-target=\"{target}\"><code>{target}</code> <span class=\"badge ok\">sent</span> {attempts} attempt"
+        );
+        assert!(card.contains(&shown), "{shown} not in {card}");
+    }
 
     // A forged signature: 401, nothing changes.
     let (s, _) = h
@@ -694,6 +735,16 @@ async fn escalation_is_announced_and_resolved_from_slack() {
         [("hooks:/hook/notify", "sent"), ("slack:#approvals", "sent")],
         "{shown}"
     );
+    // The inbox's escalation card shows both deliveries, each sent on the first attempt.
+    let inbox = Ui::login(&h, "lead").await.get("/inbox").await;
+    assert_eq!(inbox.status, 200, "{}", inbox.body);
+    let card = card_of(&inbox.body, &format!("data-escalation=\"{esc_id}\""));
+    for (target, _) in &targets {
+        let shown = format!(
+            "<span data-target=\"{target}\"><code>{target}</code> <span class=\"badge ok\">sent</span> 1 attempt, sent "
+        );
+        assert!(card.contains(&shown), "{shown} not in {card}");
+    }
 
     // The lead picks `other`: the run goes on with that human decision (`note`).
     let choice = json!({

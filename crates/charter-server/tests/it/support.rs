@@ -297,15 +297,31 @@ pub fn csrf_in(body: &str) -> String {
     body[start..start + 64].to_string()
 }
 
+/// A running server the UI stand-in can talk to (this module's harness, or another test
+/// file's).
+pub trait Site {
+    fn base(&self) -> &str;
+    fn http(&self) -> &reqwest::Client;
+}
+
+impl Site for Harness {
+    fn base(&self) -> &str {
+        &self.base
+    }
+    fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+}
+
 /// A browser stand-in for the web UI: one cookie, no redirect following.
-pub struct Ui<'a> {
-    pub h: &'a Harness,
+pub struct Ui<'a, H: Site = Harness> {
+    pub h: &'a H,
     pub cookie: String,
 }
 
-impl<'a> Ui<'a> {
+impl<'a, H: Site> Ui<'a, H> {
     /// No session yet.
-    pub fn anonymous(h: &'a Harness) -> Ui<'a> {
+    pub fn anonymous(h: &'a H) -> Ui<'a, H> {
         Ui {
             h,
             cookie: String::new(),
@@ -315,8 +331,8 @@ impl<'a> Ui<'a> {
     pub async fn get(&self, path: &str) -> Resp {
         resp(
             self.h
-                .http
-                .get(format!("{}{path}", self.h.base))
+                .http()
+                .get(format!("{}{path}", self.h.base()))
                 .header("cookie", &self.cookie)
                 .send()
                 .await
@@ -328,8 +344,8 @@ impl<'a> Ui<'a> {
     pub async fn post(&self, path: &str, fields: &[(&str, &str)]) -> Resp {
         resp(
             self.h
-                .http
-                .post(format!("{}{path}", self.h.base))
+                .http()
+                .post(format!("{}{path}", self.h.base()))
                 .header("cookie", &self.cookie)
                 .header("content-type", "application/x-www-form-urlencoded")
                 .body(form_encode(fields))
@@ -341,7 +357,7 @@ impl<'a> Ui<'a> {
     }
 
     /// Log in with `secret` through the login form; the response and the session.
-    pub async fn try_login(h: &'a Harness, secret: &str) -> (Resp, Ui<'a>) {
+    pub async fn try_login(h: &'a H, secret: &str) -> (Resp, Ui<'a, H>) {
         let page = Ui::anonymous(h).get("/login").await;
         assert_eq!(page.status, 200, "{}", page.body);
         let login_cookie = cookie_value(&page.cookies, "charter_login").unwrap();
@@ -362,7 +378,7 @@ impl<'a> Ui<'a> {
         (r, Ui { h, cookie })
     }
 
-    pub async fn login(h: &'a Harness, name: &str) -> Ui<'a> {
+    pub async fn login(h: &'a H, name: &str) -> Ui<'a, H> {
         let (r, ui) = Ui::try_login(h, &format!("secret-{name}")).await;
         assert_eq!(r.status, 303, "{}", r.body);
         assert_eq!(r.location, "/inbox");
