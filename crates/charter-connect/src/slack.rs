@@ -76,40 +76,57 @@ impl SlackConnector {
                 r.allow_private = self.allow_private;
                 r
             }
-            SlackAuth::Bot { token, base_url } => {
+            SlackAuth::Bot { .. } => {
                 let Some(channel) = channel else {
                     return Err(ConnectError::InvalidUrl(
                         "chat.postMessage needs a channel".into(),
                     ));
                 };
-                let c = ResolvedHttpConnector {
-                    name: self.name.clone(),
-                    base_url: base_url.clone(),
-                    headers: vec![],
-                    auth: Some(ResolvedAuth::Bearer(token.clone())),
-                    timeout: self.timeout,
-                    allow_private: self.allow_private,
-                };
-                HttpExecutor::prepare(
-                    Some(&c),
-                    "POST",
-                    "/chat.postMessage",
-                    &[(
-                        "Content-Type".into(),
-                        "application/json; charset=utf-8".into(),
-                    )],
-                    Some({
-                        let mut body = serde_json::json!({ "channel": channel, "text": text });
-                        if let Some(b) = blocks {
-                            body["blocks"] = b.clone();
-                        }
-                        body
-                    }),
-                    Some(self.timeout),
-                    idempotency_key,
-                )?
+                let mut body = serde_json::json!({ "channel": channel, "text": text });
+                if let Some(b) = blocks {
+                    body["blocks"] = b.clone();
+                }
+                self.prepare_api("chat.postMessage", body, idempotency_key)?
             }
         };
+        req.allow_private = self.allow_private;
+        Ok(req)
+    }
+
+    /// A Web API call (`method` such as `views.open`) with a JSON body, under the bot
+    /// token. An incoming webhook can only post messages, so other calls need a bot token.
+    pub fn prepare_api(
+        &self,
+        method: &str,
+        body: serde_json::Value,
+        idempotency_key: &str,
+    ) -> Result<HttpRequest, ConnectError> {
+        let SlackAuth::Bot { token, base_url } = &self.auth else {
+            return Err(ConnectError::InvalidUrl(format!(
+                "Slack's {method} needs a bot token (connector `{}` posts through an incoming webhook)",
+                self.name
+            )));
+        };
+        let c = ResolvedHttpConnector {
+            name: self.name.clone(),
+            base_url: base_url.clone(),
+            headers: vec![],
+            auth: Some(ResolvedAuth::Bearer(token.clone())),
+            timeout: self.timeout,
+            allow_private: self.allow_private,
+        };
+        let mut req = HttpExecutor::prepare(
+            Some(&c),
+            "POST",
+            &format!("/{method}"),
+            &[(
+                "Content-Type".into(),
+                "application/json; charset=utf-8".into(),
+            )],
+            Some(body),
+            Some(self.timeout),
+            idempotency_key,
+        )?;
         req.allow_private = self.allow_private;
         Ok(req)
     }

@@ -554,6 +554,33 @@ fn may_decide(caller: &Caller, a: &ApprovalRecord) -> Result<(), ApiError> {
 }
 
 /// Why a decision did not take: the approval's state now.
+/// Could `caller` decide approval `id` now? The checks a decision makes before it writes
+/// (role, scope, reviewers, still pending and not expired), for a client that must ask the
+/// reviewer something first (Slack's reason dialog). The decision checks again.
+pub async fn check_decidable<S: Store>(
+    state: &AppState<S>,
+    caller: &Caller,
+    id: &str,
+) -> Result<ApprovalRecord, ApiError> {
+    if caller.role < Role::Reviewer {
+        return Err(ApiError::Forbidden);
+    }
+    let a = visible_approval(state, caller, id).await?;
+    may_decide(caller, &a)?;
+    if a.status != ApprovalStatus::Pending {
+        return Err(ApiError::Conflict(format!(
+            "the approval is already {}",
+            a.status.as_str()
+        )));
+    }
+    if a.expires_at.is_some_and(|at| at <= now_millis()) {
+        return Err(ApiError::Conflict(
+            "the approval has expired and can no longer be decided".into(),
+        ));
+    }
+    Ok(a)
+}
+
 async fn not_decided<S: Store>(state: &AppState<S>, id: Uuid) -> ApiError {
     match state.store.get_approval(id).await {
         Ok(Some(a)) if a.status == ApprovalStatus::Pending => {

@@ -19,7 +19,9 @@
 //! to a token: they decide with its role, charter scopes and reviewer name, through the same
 //! [`crate::api::approve_as`] / [`crate::api::reject_as`] /
 //! [`crate::api::decide_escalation_as`] the API and UI use, and the audit log records
-//! `slack:<user id>`. Anyone else gets an ephemeral refusal and nothing changes.
+//! `slack:<user id>`. Anyone else gets an ephemeral refusal and nothing changes. Reject
+//! opens a dialog asking for the reason (`views.open`); its `view_submission` rejects with
+//! that reason and replaces the message through the press's `response_url`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -734,8 +736,10 @@ pub async fn slack_interactive<S: Store>(
         )
             .into_response();
     };
-    if payload["type"].as_str() != Some("block_actions") {
-        return StatusCode::OK.into_response();
+    match payload["type"].as_str() {
+        Some("block_actions") => {}
+        Some("view_submission") => return reject_submission(&state, connector, &payload).await,
+        _ => return StatusCode::OK.into_response(),
     }
     let user = payload["user"]["id"]
         .as_str()
@@ -767,10 +771,21 @@ pub async fn slack_interactive<S: Store>(
             .await
             .map(|_| format!("Approved by <@{user}>. The action runs now.")),
         Ask::Reject(id) => {
-            let body = json!({ "reason": format!("rejected in Slack by {user_name}") });
-            crate::api::reject_as(state.clone(), &caller, id, Bytes::from(body.to_string()))
-                .await
-                .map(|_| format!("Rejected by <@{user}>."))
+            let trigger = payload["trigger_id"].as_str();
+            match reject_dialog(&state, connector, &caller, id, trigger, &response_url).await {
+                Ok(()) => return StatusCode::OK.into_response(),
+                Err(Some(text)) => {
+                    return answer(&state, connector, response_url, false, text).await;
+                }
+                // A connector without a bot token cannot open a dialog: the press rejects
+                // with a reason naming the reviewer, as the button said.
+                Err(None) => {
+                    let body = json!({ "reason": format!("rejected in Slack by {user_name}") });
+                    crate::api::reject_as(state.clone(), &caller, id, Bytes::from(body.to_string()))
+                        .await
+                        .map(|_| format!("Rejected by <@{user}>."))
+                }
+            }
         }
         Ask::Decide { escalation, label } => {
             let body = json!({ "label": label });
@@ -802,6 +817,137 @@ pub async fn slack_interactive<S: Store>(
     }
 }
 
+/// The `callback_id` of the dialog asking for a rejection's reason.
+const REJECT_DIALOG: &str = "charter_reject";
+
+/// Ask the reviewer who pressed Reject for the reason, in a Slack modal (`views.open`). The
+/// decision is checked first, so nobody is asked for a reason in vain; the modal carries the
+/// approval and the message's `response_url` in its `private_metadata`.
+///
+/// `Err(Some(text))`: tell the reviewer `text`, nothing changes. `Err(None)`: the connector
+/// posts through an incoming webhook and cannot open dialogs.
+async fn reject_dialog<S: Store>(
+    state: &AppState<S>,
+    connector: &str,
+    caller: &Caller,
+    id: &str,
+    trigger_id: Option<&str>,
+    response_url: &Option<String>,
+) -> Result<(), Option<String>> {
+    if let Err(e) = crate::api::check_decidable(state, caller, id).await {
+        return Err(Some(refusal(&e)));
+    }
+    let slack = match state.runtime.connections.get(connector).map(|c| c.as_ref()) {
+        Some(Connection::Slack(s)) => s,
+        _ => return Err(None),
+    };
+    if !matches!(slack.auth, charter_connect::slack::SlackAuth::Bot { .. }) {
+        return Err(None);
+    }
+    let unavailable = |why: &str| {
+        Some(format!(
+            "Charter could not ask for a reason ({why}); reject in the web UI instead."
+        ))
+    };
+    let Some(trigger_id) = trigger_id else {
+        return Err(unavailable("Slack sent no trigger_id"));
+    };
+    let metadata = json!({ "approval": id, "response_url": response_url }).to_string();
+    let view = json!({
+        "trigger_id": trigger_id,
+        "view": {
+            "type": "modal",
+            "callback_id": REJECT_DIALOG,
+            "private_metadata": metadata,
+            "title": {"type": "plain_text", "text": "Reject"},
+            "submit": {"type": "plain_text", "text": "Reject"},
+            "close": {"type": "plain_text", "text": "Cancel"},
+            "blocks": [{
+                "type": "input",
+                "block_id": "reason",
+                "label": {"type": "plain_text", "text": "Why is it rejected?"},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": "reason",
+                    "multiline": true,
+                    "max_length": 2000
+                }
+            }]
+        }
+    });
+    let key = format!("slack-view-{}", Uuid::now_v7());
+    let (req, executor) = match (slack.prepare_api("views.open", view, &key), responder()) {
+        (Ok(req), Some(executor)) => (req, executor),
+        (Err(e), _) => return Err(unavailable(&e.to_string())),
+        (_, None) => return Err(unavailable("no HTTP client")),
+    };
+    let out = slack.attempt(executor, &req).await;
+    if out.ok {
+        Ok(())
+    } else {
+        let why = out.error.unwrap_or_else(|| "views.open failed".into());
+        tracing::warn!(connector, error = %why, "opening Slack's reject dialog failed");
+        Err(unavailable(&why))
+    }
+}
+
+/// The reason dialog was submitted: reject as the UI would, with that reason. The answer is
+/// empty (Slack closes the modal) or names the problem next to the reason field; the
+/// original message is replaced through its `response_url`.
+async fn reject_submission<S: Store>(
+    state: &AppState<S>,
+    connector: &str,
+    payload: &Value,
+) -> Response {
+    let view = &payload["view"];
+    if view["callback_id"].as_str() != Some(REJECT_DIALOG) {
+        return StatusCode::OK.into_response();
+    }
+    let in_dialog = |text: String| {
+        (
+            StatusCode::OK,
+            Json(json!({ "response_action": "errors", "errors": { "reason": text } })),
+        )
+            .into_response()
+    };
+    let user = payload["user"]["id"].as_str().unwrap_or_default();
+    let metadata: Value = view["private_metadata"]
+        .as_str()
+        .and_then(|m| serde_json::from_str(m).ok())
+        .unwrap_or(Value::Null);
+    let Some(id) = metadata["approval"].as_str() else {
+        return in_dialog("This dialog does not name an approval; reject in the web UI.".into());
+    };
+    let response_url = metadata["response_url"].as_str().map(str::to_string);
+    let reason = view["state"]["values"]["reason"]["reason"]["value"]
+        .as_str()
+        .unwrap_or_default()
+        .trim();
+    if reason.is_empty() {
+        return in_dialog("A rejection needs a reason.".into());
+    }
+    let Some(caller) = slack_caller(&state.runtime, connector, user) else {
+        tracing::warn!(connector, slack_user = %user, "Slack user not mapped in `users:`; rejection refused");
+        return in_dialog(format!(
+            "Your Slack user `{user}` is not listed under `users:` of connector `{connector}`."
+        ));
+    };
+    let body = json!({ "reason": reason }).to_string();
+    match crate::api::reject_as(state.clone(), &caller, id, Bytes::from(body)).await {
+        Ok(_) => {
+            tracing::info!(connector, slack_user = %user, approval = id, "rejected from Slack");
+            let text = format!("Rejected by <@{user}>: {}", slack_escape(reason));
+            let update = json!({ "replace_original": true, "text": text });
+            post_response(state, connector, response_url, &update).await;
+            StatusCode::OK.into_response()
+        }
+        Err(e) => {
+            tracing::info!(connector, slack_user = %user, approval = id, error = %e, "Slack rejection refused");
+            in_dialog(refusal(&e))
+        }
+    }
+}
+
 /// Tell the Slack user how it went: a decision replaces the message (its buttons go), a
 /// refusal is ephemeral (only they see it). Sent through `response_url`, and also as the
 /// answer body.
@@ -817,6 +963,17 @@ async fn answer<S: Store>(
     } else {
         json!({ "response_type": "ephemeral", "replace_original": false, "text": text })
     };
+    post_response(state, connector, response_url, &body).await;
+    (StatusCode::OK, Json(body)).into_response()
+}
+
+/// Post `body` to a message's `response_url` (if Slack gave one); failures are logged.
+async fn post_response<S: Store>(
+    state: &AppState<S>,
+    connector: &str,
+    response_url: Option<String>,
+    body: &Value,
+) {
     if let (Some(url), Some(executor)) = (response_url, responder()) {
         let allow_private = match state
             .runtime
@@ -848,7 +1005,6 @@ async fn answer<S: Store>(
             Err(e) => tracing::warn!(connector, error = %e, "Slack's response_url is not usable"),
         }
     }
-    (StatusCode::OK, Json(body)).into_response()
 }
 
 /// Notifications per target, for tests and the UI: (target, state) of one item.

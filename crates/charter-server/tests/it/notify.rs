@@ -28,6 +28,8 @@ use tokio_util::sync::CancellationToken;
 const SIGNING_SECRET: &str = "slack-signing-secret-0123456789abcdef";
 const BOT_TOKEN: &str = "xoxb-test-bot-token";
 const PUBLIC_URL: &str = "https://charter.example.test";
+/// The `trigger_id` every simulated button press carries (a dialog may be opened with it).
+const TRIGGER_ID: &str = "1337.42.trigger";
 
 /// One request the fake Slack / webhook receiver got.
 #[derive(Debug, Clone)]
@@ -96,6 +98,25 @@ async fn start_fake(shutdown: CancellationToken) -> (String, Fake) {
                         axum::Json(json!({"ok": true, "channel": "C1", "ts": "1.0"}))
                     } else {
                         axum::Json(json!({"ok": false, "error": "invalid_auth"}))
+                    }
+                },
+            ),
+        )
+        .route(
+            "/api/views.open",
+            post(
+                |State(f): State<Fake>, headers: HeaderMap, body: axum::body::Bytes| async move {
+                    record(&f, "/api/views.open", &headers, &body);
+                    let auth_ok = headers.get("authorization").and_then(|v| v.to_str().ok())
+                        == Some(&format!("Bearer {BOT_TOKEN}"));
+                    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    // Slack's answers: the opened view, or `ok: false` with the reason.
+                    if !auth_ok {
+                        axum::Json(json!({"ok": false, "error": "invalid_auth"}))
+                    } else if v["trigger_id"] != TRIGGER_ID {
+                        axum::Json(json!({"ok": false, "error": "invalid_trigger_id"}))
+                    } else {
+                        axum::Json(json!({"ok": true, "view": {"id": "V1", "type": "modal"}}))
                     }
                 },
             ),
@@ -363,9 +384,31 @@ impl Harness {
             "type": "block_actions",
             "user": {"id": user, "username": format!("name-{user}"), "team_id": "T1"},
             "team": {"id": "T1"},
+            "trigger_id": TRIGGER_ID,
             "response_url": format!("{}/response", self.fake_url),
             "actions": [action],
         });
+        self.interact(&payload, secret).await
+    }
+
+    /// Submit the modal `view` (as `views.open` got it) with `reason` typed in.
+    async fn submit(&self, user: &str, view: &Value, reason: &str, secret: &str) -> (u16, Value) {
+        let mut view = view.clone();
+        view["id"] = "V1".into();
+        view["state"] = json!({"values": {"reason": {"reason": {
+            "type": "plain_text_input", "value": reason
+        }}}});
+        let payload = json!({
+            "type": "view_submission",
+            "user": {"id": user, "username": format!("name-{user}"), "team_id": "T1"},
+            "team": {"id": "T1"},
+            "view": view,
+        });
+        self.interact(&payload, secret).await
+    }
+
+    /// POST a signed interactive payload the way Slack does.
+    async fn interact(&self, payload: &Value, secret: &str) -> (u16, Value) {
         let body: String = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("payload", &payload.to_string())
             .finish();
@@ -654,6 +697,159 @@ async fn approval_is_announced_and_decided_once_from_slack() {
         metrics.contains(r#"charter_notifications_total{charter="refunds",kind="approval",connector="hooks",result="retry"} 1"#),
         "{metrics}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slack_rejection_asks_for_the_reason_in_a_dialog() {
+    let h = Harness::start().await;
+    let event = h.send(8, "refund twice").await;
+    h.wait_event(&event, "waiting").await;
+    let posts = h
+        .fake
+        .wait_for("/api/chat.postMessage", |g| !g.is_empty())
+        .await;
+    let actions = actions_block(&posts[0].body);
+    let reject = button(&actions, "charter_reject").clone();
+    let approval_id = reject["value"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("approval:")
+        .unwrap()
+        .to_string();
+    let path = format!("/api/v1/approvals/{approval_id}");
+
+    // A viewer's press is refused at once, ephemerally: no dialog asks them for a reason.
+    let (s, v) = h.press("U0VIEW", reject.clone(), SIGNING_SECRET).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["response_type"], "ephemeral", "{v}");
+    assert!(
+        v["text"].as_str().unwrap().contains("may not decide"),
+        "{v}"
+    );
+    assert!(h.fake.got("/api/views.open").is_empty());
+
+    // Slack refuses to open the dialog (a stale trigger): the reviewer is told why, and
+    // nothing is decided.
+    let stale = json!({
+        "type": "block_actions",
+        "user": {"id": "U0LEAD", "username": "lead"},
+        "trigger_id": "stale.trigger",
+        "response_url": format!("{}/response", h.fake_url),
+        "actions": [reject.clone()],
+    });
+    let (s, v) = h.interact(&stale, SIGNING_SECRET).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["response_type"], "ephemeral", "{v}");
+    let told = v["text"].as_str().unwrap();
+    assert!(
+        told.contains("invalid_trigger_id") && told.contains("web UI"),
+        "{v}"
+    );
+    assert_eq!(h.api(&path).await["approval"]["status"], "pending");
+
+    // The lead's press opens the dialog with the press's trigger_id; nothing is decided yet.
+    let (s, v) = h.press("U0LEAD", reject.clone(), SIGNING_SECRET).await;
+    assert_eq!((s, &v), (200, &Value::Null), "an empty answer: {v}");
+    let opened = h.fake.got("/api/views.open");
+    assert_eq!(opened.len(), 2, "the stale try and this one: {opened:?}");
+    assert_eq!(
+        opened[1].authorization.as_deref(),
+        Some(format!("Bearer {BOT_TOKEN}").as_str())
+    );
+    assert_eq!(opened[1].body["trigger_id"], TRIGGER_ID);
+    let view = opened[1].body["view"].clone();
+    assert_eq!(view["type"], "modal");
+    assert_eq!(view["callback_id"], "charter_reject");
+    assert_eq!(view["blocks"][0]["block_id"], "reason");
+    assert_eq!(view["blocks"][0]["element"]["action_id"], "reason");
+    assert_eq!(h.api(&path).await["approval"]["status"], "pending");
+
+    // An empty reason, a forged signature and an unlisted Slack user change nothing; the
+    // first and last are told next to the reason field.
+    let (s, v) = h.submit("U0LEAD", &view, "   ", SIGNING_SECRET).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["response_action"], "errors", "{v}");
+    assert!(
+        v["errors"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("needs a reason"),
+        "{v}"
+    );
+    let (s, _) = h
+        .submit("U0LEAD", &view, "forged", "not-the-signing-secret")
+        .await;
+    assert_eq!(s, 401);
+    let (s, v) = h
+        .submit("U0STRANGER", &view, "not mine", SIGNING_SECRET)
+        .await;
+    assert_eq!(s, 200);
+    assert!(
+        v["errors"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("U0STRANGER"),
+        "{v}"
+    );
+    assert_eq!(h.api(&path).await["approval"]["status"], "pending");
+
+    // The lead's reason: rejected as the UI would, with that reason, by the Slack user; the
+    // message is replaced through its response_url, and the action never runs.
+    let (s, v) = h
+        .submit(
+            "U0LEAD",
+            &view,
+            "  Already refunded on #4411 ",
+            SIGNING_SECRET,
+        )
+        .await;
+    assert_eq!((s, &v), (200, &Value::Null), "Slack closes the dialog: {v}");
+    let decided = h.api(&path).await;
+    assert_eq!(decided["approval"]["status"], "rejected", "{decided}");
+    assert_eq!(decided["approval"]["comment"], "Already refunded on #4411");
+    assert_eq!(decided["approval"]["decided_by"], "slack:U0LEAD");
+    let replaced = h
+        .fake
+        .wait_for("/response", |g| {
+            g.iter().any(|r| r.body["replace_original"] == true)
+        })
+        .await;
+    let update = replaced
+        .iter()
+        .find(|r| r.body["replace_original"] == true)
+        .unwrap();
+    assert_eq!(
+        update.body["text"],
+        "Rejected by <@U0LEAD>: Already refunded on #4411"
+    );
+    h.wait_event(&event, "done").await;
+    let audit = h.api("/api/v1/audit?charter=refunds").await;
+    let entry = audit["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "approval.reject")
+        .cloned()
+        .unwrap_or_else(|| panic!("no approval.reject in {audit}"));
+    assert_eq!(entry["actor"], "slack:U0LEAD");
+    assert_eq!(entry["detail"]["reason"], "Already refunded on #4411");
+
+    // The dialog submitted again, or Reject pressed again: refused, still one decision.
+    let (_, v) = h.submit("U0LEAD", &view, "again", SIGNING_SECRET).await;
+    assert!(
+        v["errors"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("already rejected"),
+        "{v}"
+    );
+    let (_, v) = h.press("U0LEAD", reject, SIGNING_SECRET).await;
+    assert!(
+        v["text"].as_str().unwrap().contains("already rejected"),
+        "{v}"
+    );
+    assert_eq!(h.fake.got("/api/views.open").len(), 2);
+    assert_eq!(h.puts(8), 0, "a rejected action never runs");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
