@@ -4,9 +4,10 @@
 //!
 //! The LLM stage calls the project's providers through one [`LlmEngine`] per prepared
 //! [`Runtime`] (built on first use, see [`llm_engine`]): its HTTP clients and the
-//! per-charter rate-limit and budget counters live in this process, so limits are enforced
-//! per node; the exact-match response cache is kept in the store ([`StoreCache`]), shared
-//! by every node. When the LLM stage cannot give a valid answer (invalid output after one
+//! per-charter rate-limit counters live in this process, so rate limits are enforced per
+//! node; the exact-match response cache ([`StoreCache`]) and the budgets' daily spend
+//! ([`StoreLedger`]) are kept in the store, shared by every node and kept across restarts.
+//! When the LLM stage cannot give a valid answer (invalid output after one
 //! repair, every provider failing, budget or rate limit exhausted) the run escalates with
 //! that reason; tokens, cost and latency are written in the stage's note.
 //!
@@ -27,9 +28,10 @@ use charter_core::config::{
 use charter_core::model::{Decision, DecisionStage, NewEvent, StageAnswer};
 use charter_decide::llm::{
     CacheFuture, ClassifyRequest, DraftRequest, Limits, LlmAnswer, LlmEngine, LlmFailure,
-    MemoryCache, Price, ProviderKind, ProviderSettings, ResponseCache, SchemaMode, Usage,
+    MemoryCache, MemoryLedger, Price, ProviderKind, ProviderSettings, ResponseCache, SchemaMode,
+    Spend, SpendLedger, Usage,
 };
-use charter_store::{DecisionStore, EXTRA_CONTEXT, EXTRA_DRAFT, RunExtra, Store};
+use charter_store::{DecisionStore, EXTRA_CONTEXT, EXTRA_DRAFT, LlmSpend, RunExtra, Store};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -79,6 +81,69 @@ impl<S: DecisionStore> ResponseCache for StoreCache<S> {
     }
 }
 
+/// The budgets' spend kept in the store: every node and every restart reads the same day's
+/// total. A read error stops the call (the engine escalates with it); a write error is
+/// logged by the engine.
+pub struct StoreLedger<S> {
+    store: S,
+}
+
+impl<S: DecisionStore> SpendLedger for StoreLedger<S> {
+    fn spent<'a>(&'a self, charter: &'a str, day: i64) -> CacheFuture<'a, Result<Spend, String>> {
+        Box::pin(async move {
+            self.store
+                .llm_spent(charter, day)
+                .await
+                .map(|s| Spend {
+                    tokens: s.tokens,
+                    cost: s.cost,
+                })
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn add<'a>(
+        &'a self,
+        charter: &'a str,
+        day: i64,
+        spend: Spend,
+    ) -> CacheFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let spend = LlmSpend {
+                tokens: spend.tokens,
+                cost: spend.cost,
+            };
+            self.store
+                .add_llm_spend(charter, day, spend)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// What an engine keeps beyond one call: the response cache and the budgets' spend.
+pub struct LlmBacking {
+    pub cache: Arc<dyn ResponseCache>,
+    pub ledger: Arc<dyn SpendLedger>,
+}
+
+/// Both in the store, shared by every node (what the server uses).
+pub fn store_backing<S: Store + Clone>(store: S) -> LlmBacking {
+    LlmBacking {
+        cache: Arc::new(StoreCache::new(store.clone())),
+        ledger: Arc::new(StoreLedger { store }),
+    }
+}
+
+/// Both in the process, for callers without a store (`charter eval`, `charter decide`).
+pub fn memory_backing() -> LlmBacking {
+    LlmBacking {
+        cache: Arc::new(MemoryCache::default()),
+        ledger: Arc::new(MemoryLedger::default()),
+    }
+}
+
 /// The LLM side of a runtime: the engine, and the providers that could not be prepared
 /// (an unreadable API key) with the reason.
 #[derive(Debug)]
@@ -92,11 +157,11 @@ type Registry = Vec<(Weak<Runtime>, Arc<LlmRuntime>)>;
 static ENGINES: Mutex<Registry> = Mutex::new(Vec::new());
 
 /// The LLM engine of `runtime`, built on first use from the project's `providers:` (API
-/// keys resolved then) with the cache `make_cache` gives. Every caller with the same runtime
-/// shares it, and with it the response cache and the limit counters.
+/// keys resolved then) with the cache and ledger `make_backing` gives. Every caller with the
+/// same runtime shares it, and with it the response cache and the rate-limit counters.
 pub fn llm_engine(
     runtime: &Arc<Runtime>,
-    make_cache: impl FnOnce() -> Arc<dyn ResponseCache>,
+    make_backing: impl FnOnce() -> LlmBacking,
 ) -> Arc<LlmRuntime> {
     let mut reg = match ENGINES.lock() {
         Ok(g) => g,
@@ -107,12 +172,13 @@ pub fn llm_engine(
     if let Some((_, e)) = reg.iter().find(|(w, _)| w.ptr_eq(&key)) {
         return e.clone();
     }
-    let built = Arc::new(build_engine(runtime, make_cache()));
+    let built = Arc::new(build_engine(runtime, make_backing()));
     reg.push((key, built.clone()));
     built
 }
 
-fn build_engine(runtime: &Runtime, cache: Arc<dyn ResponseCache>) -> LlmRuntime {
+fn build_engine(runtime: &Runtime, backing: LlmBacking) -> LlmRuntime {
+    let LlmBacking { cache, ledger } = backing;
     let mut settings = Vec::new();
     let mut unavailable = BTreeMap::new();
     for (name, p) in &runtime.project.providers {
@@ -148,24 +214,19 @@ fn build_engine(runtime: &Runtime, cache: Arc<dyn ResponseCache>) -> LlmRuntime 
         settings.push(s);
     }
     let engine = match LlmEngine::new(settings, cache) {
-        Ok(e) => e,
+        Ok(e) => e.with_ledger(ledger),
         Err(e) => {
             tracing::error!(error = %e, "LLM providers could not be prepared");
             for name in runtime.project.providers.keys() {
                 unavailable.insert(name.clone(), e.to_string());
             }
-            LlmEngine::without_providers(Arc::new(MemoryCache::default()))
+            LlmEngine::without_providers(Arc::new(MemoryCache::default())).with_ledger(ledger)
         }
     };
     LlmRuntime {
         engine,
         unavailable,
     }
-}
-
-/// The in-memory cache, for callers without a store (`charter eval`).
-pub fn memory_cache() -> Arc<dyn ResponseCache> {
-    Arc::new(MemoryCache::default())
 }
 
 /// A stage's limits in the engine's terms.
@@ -194,7 +255,7 @@ pub async fn decide_event<S: Store>(
     model: Option<&charter_decide::EmbeddedModel>,
 ) -> Decision {
     let store = state.store.clone();
-    let llm = llm_engine(&state.runtime, move || Arc::new(StoreCache::new(store)));
+    let llm = llm_engine(&state.runtime, move || store_backing(store));
     run_cascade(&llm, charter, decide, ctx, text, model).await.0
 }
 
@@ -574,7 +635,7 @@ pub async fn draft_for_action<S: Store>(
         return Ok(text);
     }
     let s = state.store.clone();
-    let llm = llm_engine(&state.runtime, move || Arc::new(StoreCache::new(s)));
+    let llm = llm_engine(&state.runtime, move || store_backing(s));
     let mut providers = vec![spec.provider.clone()];
     providers.extend(spec.fallback.iter().cloned());
     let usable: Vec<String> = providers

@@ -2136,8 +2136,9 @@ pub async fn check_operator<S: Store>(store: &S) -> CheckResult {
     Ok(())
 }
 
-/// The LLM response cache (expiry, replacement, keys kept apart) and run extras (per run,
-/// latest per event, replacement by run, kind and name).
+/// The LLM response cache (expiry, replacement, keys kept apart), the LLM spend (per
+/// charter and day, concurrent adds) and run extras (per run, latest per event,
+/// replacement by run, kind and name).
 pub async fn check_decision_store<S: Store>(store: &S) -> CheckResult {
     use crate::decision::{EXTRA_CONTEXT, EXTRA_DRAFT, RunExtra};
     let t = now();
@@ -2180,6 +2181,69 @@ pub async fn check_decision_store<S: Store>(store: &S) -> CheckResult {
     ensure!(
         got.as_deref() == Some("second"),
         "a replaced entry reads {got:?}"
+    );
+
+    // The LLM spend: per charter and day; adds accumulate, concurrent adds all count.
+    use crate::decision::LlmSpend;
+    let spender = charter("spend");
+    let day = 20_000;
+    ensure!(
+        store.llm_spent(&spender, day).await.ctx("llm_spent")? == LlmSpend::default(),
+        "a charter that spent nothing reads non-zero"
+    );
+    let first = LlmSpend {
+        tokens: 150,
+        cost: 0.25,
+    };
+    let total = store
+        .add_llm_spend(&spender, day, first)
+        .await
+        .ctx("add_llm_spend")?;
+    ensure!(total == first, "the first add returns {total:?}");
+    let total = store
+        .add_llm_spend(
+            &spender,
+            day,
+            LlmSpend {
+                tokens: 50,
+                cost: 0.5,
+            },
+        )
+        .await
+        .ctx("add_llm_spend")?;
+    ensure!(
+        total.tokens == 200 && (total.cost - 0.75).abs() < 1e-9,
+        "two adds total {total:?}"
+    );
+    let seven = LlmSpend {
+        tokens: 7,
+        cost: 0.0,
+    };
+    let (a, b, c, d) = tokio::join!(
+        store.add_llm_spend(&spender, day, seven),
+        store.add_llm_spend(&spender, day, seven),
+        store.add_llm_spend(&spender, day, seven),
+        store.add_llm_spend(&spender, day, seven),
+    );
+    for r in [a, b, c, d] {
+        r.ctx("concurrent add_llm_spend")?;
+    }
+    let read = store.llm_spent(&spender, day).await.ctx("llm_spent")?;
+    ensure!(
+        read.tokens == 228 && (read.cost - 0.75).abs() < 1e-9,
+        "after 4 concurrent adds of 7 tokens the day reads {read:?} (want 228 tokens)"
+    );
+    ensure!(
+        store.llm_spent(&spender, day + 1).await.ctx("llm_spent")? == LlmSpend::default(),
+        "the next day starts with another day's spend"
+    );
+    ensure!(
+        store
+            .llm_spent(&charter("spend-other"), day)
+            .await
+            .ctx("llm_spent")?
+            == LlmSpend::default(),
+        "another charter reads this charter's spend"
     );
 
     let c = charter("extras");

@@ -1,6 +1,7 @@
-//! The decision layer's store-backed state: the exact-match LLM response cache shared by
-//! every node, and what a run produced besides its decision and actions (drafts written for
-//! actions, records fetched as context).
+//! The decision layer's store-backed state: the exact-match LLM response cache and the LLM
+//! spend per charter and UTC day (what `budget:` reads), both shared by every node, and
+//! what a run produced besides its decision and actions (drafts written for actions,
+//! records fetched as context).
 
 use std::future::Future;
 
@@ -29,8 +30,28 @@ pub struct RunExtra {
     pub at: UnixMillis,
 }
 
-/// LLM response cache and run extras.
+/// Tokens and cost one charter spent on LLM calls on one UTC day.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LlmSpend {
+    pub tokens: u64,
+    /// In the providers' price unit.
+    pub cost: f64,
+}
+
+/// LLM response cache, LLM spend and run extras.
 pub trait DecisionStore: Send + Sync + 'static {
+    /// What `charter` spent on `day` (UTC days since 1970-01-01); zero when nothing.
+    fn llm_spent(&self, charter: &str, day: i64) -> impl Future<Output = Result<LlmSpend>> + Send;
+
+    /// Add one call's tokens and cost to `charter`'s total for `day`, atomically (adds from
+    /// any node all count); returns the new total.
+    fn add_llm_spend(
+        &self,
+        charter: &str,
+        day: i64,
+        spend: LlmSpend,
+    ) -> impl Future<Output = Result<LlmSpend>> + Send;
+
     /// The cached answer under `key` unless it expired at `now`.
     fn cache_get(
         &self,

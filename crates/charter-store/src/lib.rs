@@ -27,7 +27,7 @@ pub mod report;
 mod report_conformance;
 pub mod sqlite;
 
-pub use decision::{DecisionStore, EXTRA_CONTEXT, EXTRA_DRAFT, RunExtra};
+pub use decision::{DecisionStore, EXTRA_CONTEXT, EXTRA_DRAFT, LlmSpend, RunExtra};
 pub use notifications::{
     Delivery, NewNotification, NotificationKind, NotificationRecord, NotificationState,
     NotificationStore,

@@ -53,6 +53,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0007_decision.sql"),
     include_str!("../migrations/sqlite/0008_json_nul.sql"),
     include_str!("../migrations/sqlite/0009_events_status_check.sql"),
+    include_str!("../migrations/sqlite/0010_llm_spend.sql"),
 ];
 
 /// The schema version this build creates and expects.

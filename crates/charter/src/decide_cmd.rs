@@ -207,8 +207,10 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
             let runtime = std::sync::Arc::new(
                 charter_server::Runtime::load(&args.dir).map_err(|e| e.to_string())?,
             );
-            let llm =
-                charter_server::decide::llm_engine(&runtime, charter_server::decide::memory_cache);
+            let llm = charter_server::decide::llm_engine(
+                &runtime,
+                charter_server::decide::memory_backing,
+            );
             let model = runtime
                 .charters
                 .get(&args.charter)

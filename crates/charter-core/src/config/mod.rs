@@ -547,9 +547,12 @@ pub struct LlmStage {
     pub redact: Vec<String>,
 }
 
-/// A charter's daily LLM budget and what happens when it (or the rate limit) runs out.
+/// A charter's daily LLM budget and what happens when it (or the rate limit) runs out. The
+/// day is the UTC day; the server counts the spend in its store, so the budget holds for
+/// every node and across restarts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LlmBudget {
+    /// Prompt plus completion tokens per UTC day.
     pub tokens_per_day: Option<u64>,
     /// In the providers' price unit.
     pub cost_per_day: Option<f64>,

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::cache::{ResponseCache, cache_key};
-use super::limits::{Limiter, Limits};
+use super::limits::{self, Limiter, Limits, MemoryLedger, Spend, SpendLedger};
 use super::prompt;
 use super::provider::{
     ChatRequest, ChatRole, Completion, Message, Provider, ProviderError, ProviderSettings,
@@ -132,10 +132,12 @@ pub struct Draft {
     pub usage: Usage,
 }
 
-/// Providers by name, the response cache and per-charter limit counters.
+/// Providers by name, the response cache, the spend ledger the budgets read and per-charter
+/// rate-limit counters.
 pub struct LlmEngine {
     providers: BTreeMap<String, Arc<Provider>>,
     cache: Arc<dyn ResponseCache>,
+    ledger: Arc<dyn SpendLedger>,
     limiter: Limiter,
 }
 
@@ -169,8 +171,15 @@ impl LlmEngine {
         Ok(LlmEngine {
             providers,
             cache,
+            ledger: Arc::new(MemoryLedger::default()),
             limiter: Limiter::default(),
         })
+    }
+
+    /// Keep the budgets' spend in `ledger` instead of in this process.
+    pub fn with_ledger(mut self, ledger: Arc<dyn SpendLedger>) -> LlmEngine {
+        self.ledger = ledger;
+        self
     }
 
     /// An engine with no providers: every request fails with "no provider answered". Used
@@ -179,6 +188,7 @@ impl LlmEngine {
         LlmEngine {
             providers: BTreeMap::new(),
             cache,
+            ledger: Arc::new(MemoryLedger::default()),
             limiter: Limiter::default(),
         }
     }
@@ -196,7 +206,7 @@ impl LlmEngine {
         req: &ChatRequest,
         usage: &mut Usage,
     ) -> Call {
-        if let Err(reason) = self.limiter.admit(charter, limits).await {
+        if let Err(reason) = self.limiter.admit(&*self.ledger, charter, limits).await {
             return Call::Limited(reason);
         }
         match provider.complete(req).await {
@@ -207,8 +217,11 @@ impl LlmEngine {
                     .map(|p| p.cost(c.prompt_tokens, c.completion_tokens))
                     .unwrap_or(0.0);
                 usage.add(&c, cost);
-                self.limiter
-                    .record(charter, c.prompt_tokens + c.completion_tokens, cost);
+                let spend = Spend {
+                    tokens: c.prompt_tokens + c.completion_tokens,
+                    cost,
+                };
+                limits::record(&*self.ledger, charter, spend).await;
                 Call::Answered(c)
             }
             Err(e) => Call::ProviderFailed(e),

@@ -1,15 +1,19 @@
-//! Per-charter rate limit and daily budget, kept in memory.
+//! Per-charter rate limit and daily budget.
 //!
-//! The counters live in the process, so with several nodes each node enforces the limits on
-//! its own (a store-backed counter can come later). The rate limit counts provider requests
-//! (a repair request counts; HTTP retries of one request do not) in fixed windows of
-//! [`Limits::rate_window`] (one minute as configured). The budget counts tokens and cost per
-//! UTC day; the call that crosses the line completes, the next one finds the budget
-//! exhausted. When a limit is reached, [`OnExhausted`] says what happens.
+//! The rate limit counts provider requests (a repair request counts; HTTP retries of one
+//! request do not) in fixed windows of [`Limits::rate_window`] (one minute as configured);
+//! its counters live in the process, so each node enforces it on its own. The budget counts
+//! tokens and cost per charter and UTC day in a [`SpendLedger`]: the server's is the store,
+//! so every node and every restart sees the same day's spend; [`MemoryLedger`] keeps it in
+//! the process. The call that crosses the line completes (calls already admitted on other
+//! nodes too); the next one finds the budget exhausted. When a limit is reached,
+//! [`OnExhausted`] says what happens.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::cache::CacheFuture;
 
 /// What to do when the rate limit or the budget is exhausted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -50,32 +54,92 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug)]
-struct Counters {
-    window_start: Instant,
-    requests: u32,
-    day: u64,
-    tokens: u64,
-    cost: f64,
+/// Tokens and cost spent (by one charter, on one UTC day).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Spend {
+    pub tokens: u64,
+    /// In the providers' price unit.
+    pub cost: f64,
+}
+
+/// Where each charter's LLM spend per UTC day is kept. Errors are messages: the engine
+/// escalates a decision whose budget cannot be read (it fails closed), and logs a spend
+/// that cannot be recorded.
+pub trait SpendLedger: Send + Sync {
+    /// What `charter` spent on `day` (UTC days since 1970-01-01); zero when nothing.
+    fn spent<'a>(&'a self, charter: &'a str, day: i64) -> CacheFuture<'a, Result<Spend, String>>;
+    /// Add one call's spend to `charter`'s total for `day`. Concurrent adds must all count.
+    fn add<'a>(
+        &'a self,
+        charter: &'a str,
+        day: i64,
+        spend: Spend,
+    ) -> CacheFuture<'a, Result<(), String>>;
+}
+
+/// A ledger in the process: per node, and forgotten on restart.
+#[derive(Debug, Default)]
+pub struct MemoryLedger {
+    days: Mutex<HashMap<String, (i64, Spend)>>,
+}
+
+impl SpendLedger for MemoryLedger {
+    fn spent<'a>(&'a self, charter: &'a str, day: i64) -> CacheFuture<'a, Result<Spend, String>> {
+        let spent = match self.days.lock() {
+            Ok(map) => Ok(map
+                .get(charter)
+                .filter(|(d, _)| *d == day)
+                .map(|(_, s)| *s)
+                .unwrap_or_default()),
+            Err(_) => Err("the spend counters are unavailable".to_string()),
+        };
+        Box::pin(async move { spent })
+    }
+
+    fn add<'a>(
+        &'a self,
+        charter: &'a str,
+        day: i64,
+        spend: Spend,
+    ) -> CacheFuture<'a, Result<(), String>> {
+        let added = match self.days.lock() {
+            Ok(mut map) => {
+                let entry = map
+                    .entry(charter.to_string())
+                    .or_insert((day, Spend::default()));
+                // Only the latest day is kept: an older day's total is no longer read.
+                if entry.0 < day {
+                    *entry = (day, Spend::default());
+                }
+                if entry.0 == day {
+                    entry.1.tokens = entry.1.tokens.saturating_add(spend.tokens);
+                    entry.1.cost += spend.cost;
+                }
+                Ok(())
+            }
+            Err(_) => Err("the spend counters are unavailable".to_string()),
+        };
+        Box::pin(async move { added })
+    }
 }
 
 /// Why a request may not go now.
 enum Verdict {
     Go,
     Wait(Duration),
-    Exhausted(String),
 }
 
-/// Counters for every charter on this node.
+/// Rate-limit windows for every charter on this node.
 #[derive(Debug, Default)]
 pub(crate) struct Limiter {
-    charters: Mutex<HashMap<String, Counters>>,
+    windows: Mutex<HashMap<String, (Instant, u32)>>,
 }
 
-fn utc_day() -> u64 {
+/// Today, in UTC days since 1970-01-01.
+pub fn utc_day() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() / 86_400)
+        .map(|d| (d.as_secs() / 86_400) as i64)
         .unwrap_or(0)
 }
 
@@ -87,52 +151,70 @@ fn until_next_day() -> Duration {
     Duration::from_secs(86_400 - now % 86_400)
 }
 
+/// Why the budget stops a request, if it does.
+fn over_budget(limits: &Limits, spent: Spend) -> Option<String> {
+    if let Some(t) = limits.tokens_per_day
+        && spent.tokens >= t
+    {
+        return Some(format!(
+            "budget exhausted: {} of {t} tokens used today",
+            spent.tokens
+        ));
+    }
+    if let Some(m) = limits.cost_per_day
+        && spent.cost >= m
+    {
+        return Some(format!(
+            "budget exhausted: cost {:.6} of {m} used today",
+            spent.cost
+        ));
+    }
+    None
+}
+
 impl Limiter {
     /// Takes one request slot for `charter`, waiting if the limits say so. `Err` carries the
     /// escalation reason.
-    pub(crate) async fn admit(&self, charter: &str, limits: &Limits) -> Result<(), String> {
+    pub(crate) async fn admit(
+        &self,
+        ledger: &dyn SpendLedger,
+        charter: &str,
+        limits: &Limits,
+    ) -> Result<(), String> {
         let deadline = Instant::now() + limits.max_wait;
+        let budgeted = limits.tokens_per_day.is_some() || limits.cost_per_day.is_some();
         loop {
-            let verdict = self.check(charter, limits);
-            match verdict {
-                Verdict::Go => return Ok(()),
-                Verdict::Exhausted(reason) => return Err(reason),
-                Verdict::Wait(d) => {
-                    let now = Instant::now();
-                    if limits.on_exhausted == OnExhausted::Escalate {
-                        return Err(self.reason(charter, limits));
+            let (verdict, reason) = match budgeted {
+                true => {
+                    let spent = ledger
+                        .spent(charter, utc_day())
+                        .await
+                        .map_err(|e| format!("the LLM budget could not be read: {e}"))?;
+                    match over_budget(limits, spent) {
+                        Some(reason) => (Verdict::Wait(until_next_day()), reason),
+                        None => (self.check_rate(charter, limits)?, self.rate_reason(limits)),
                     }
-                    if now + d > deadline {
-                        return Err(format!(
-                            "{} (the next window opens in {}s, over the {}s wait limit)",
-                            self.reason(charter, limits),
-                            d.as_secs_f64().ceil(),
-                            limits.max_wait.as_secs()
-                        ));
-                    }
-                    tokio::time::sleep(d).await;
                 }
+                false => (self.check_rate(charter, limits)?, self.rate_reason(limits)),
+            };
+            let Verdict::Wait(d) = verdict else {
+                return Ok(());
+            };
+            if limits.on_exhausted == OnExhausted::Escalate {
+                return Err(reason);
             }
+            if Instant::now() + d > deadline {
+                return Err(format!(
+                    "{reason} (the next window opens in {}s, over the {}s wait limit)",
+                    d.as_secs_f64().ceil(),
+                    limits.max_wait.as_secs()
+                ));
+            }
+            tokio::time::sleep(d).await;
         }
     }
 
-    fn reason(&self, charter: &str, limits: &Limits) -> String {
-        let Ok(map) = self.charters.lock() else {
-            return "limit reached".into();
-        };
-        let Some(c) = map.get(charter) else {
-            return "limit reached".into();
-        };
-        if let Some(t) = limits.tokens_per_day
-            && c.tokens >= t
-        {
-            return format!("budget exhausted: {} of {t} tokens used today", c.tokens);
-        }
-        if let Some(m) = limits.cost_per_day
-            && c.cost >= m
-        {
-            return format!("budget exhausted: cost {:.6} of {m} used today", c.cost);
-        }
+    fn rate_reason(&self, limits: &Limits) -> String {
         format!(
             "rate limit reached: {} requests per {}s",
             limits.requests_per_window.unwrap_or(0),
@@ -140,53 +222,38 @@ impl Limiter {
         )
     }
 
-    fn check(&self, charter: &str, limits: &Limits) -> Verdict {
-        let Ok(mut map) = self.charters.lock() else {
-            return Verdict::Exhausted("limit counters are unavailable".into());
+    /// Take a slot in the current rate window, or say how long until the next one.
+    fn check_rate(&self, charter: &str, limits: &Limits) -> Result<Verdict, String> {
+        let Some(max) = limits.requests_per_window else {
+            return Ok(Verdict::Go);
+        };
+        let Ok(mut map) = self.windows.lock() else {
+            return Err("limit counters are unavailable".into());
         };
         let now = Instant::now();
-        let day = utc_day();
-        let c = map.entry(charter.to_string()).or_insert(Counters {
-            window_start: now,
-            requests: 0,
-            day,
-            tokens: 0,
-            cost: 0.0,
-        });
-        if c.day != day {
-            c.day = day;
-            c.tokens = 0;
-            c.cost = 0.0;
+        let (start, requests) = map.entry(charter.to_string()).or_insert((now, 0));
+        if now.duration_since(*start) >= limits.rate_window {
+            *start = now;
+            *requests = 0;
         }
-        if now.duration_since(c.window_start) >= limits.rate_window {
-            c.window_start = now;
-            c.requests = 0;
-        }
-        let over_budget = limits.tokens_per_day.is_some_and(|t| c.tokens >= t)
-            || limits.cost_per_day.is_some_and(|m| c.cost >= m);
-        if over_budget {
-            return Verdict::Wait(until_next_day());
-        }
-        if let Some(r) = limits.requests_per_window
-            && c.requests >= r
-        {
-            return Verdict::Wait(
+        if *requests >= max {
+            return Ok(Verdict::Wait(
                 limits
                     .rate_window
-                    .saturating_sub(now.duration_since(c.window_start)),
-            );
+                    .saturating_sub(now.duration_since(*start)),
+            ));
         }
-        c.requests += 1;
-        Verdict::Go
+        *requests += 1;
+        Ok(Verdict::Go)
     }
+}
 
-    /// Adds what one call used to the day's budget.
-    pub(crate) fn record(&self, charter: &str, tokens: u64, cost: f64) {
-        if let Ok(mut map) = self.charters.lock()
-            && let Some(c) = map.get_mut(charter)
-        {
-            c.tokens = c.tokens.saturating_add(tokens);
-            c.cost += cost;
-        }
+/// Adds what one call used to the day's budget; a failure is logged (the call was made).
+pub(crate) async fn record(ledger: &dyn SpendLedger, charter: &str, spend: Spend) {
+    if spend.tokens == 0 && spend.cost == 0.0 {
+        return;
+    }
+    if let Err(e) = ledger.add(charter, utc_day(), spend).await {
+        tracing::warn!(charter, error = %e, tokens = spend.tokens, "an LLM call's spend could not be recorded");
     }
 }

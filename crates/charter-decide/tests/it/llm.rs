@@ -471,6 +471,65 @@ async fn repeated_input_is_a_cache_hit() {
     assert!(fake.requests() >= 2);
 }
 
+/// A ledger that refuses to be read (a store that is down).
+struct BrokenLedger;
+
+impl charter_decide::llm::SpendLedger for BrokenLedger {
+    fn spent<'a>(
+        &'a self,
+        _: &'a str,
+        _: i64,
+    ) -> charter_decide::llm::CacheFuture<'a, Result<charter_decide::llm::Spend, String>> {
+        Box::pin(async { Err("database is locked".to_string()) })
+    }
+    fn add<'a>(
+        &'a self,
+        _: &'a str,
+        _: i64,
+        _: charter_decide::llm::Spend,
+    ) -> charter_decide::llm::CacheFuture<'a, Result<(), String>> {
+        Box::pin(async { Err("database is locked".to_string()) })
+    }
+}
+
+#[tokio::test]
+async fn engines_sharing_a_ledger_share_the_budget_and_an_unreadable_one_stops_calls() {
+    let (fake, addr) = fake_server(vec![
+        Reply::Json(200, openai(&valid("billing", 0.9))),
+        Reply::Json(200, openai(&valid("billing", 0.9))),
+    ])
+    .await;
+    // Two nodes: separate engines (separate rate counters), one ledger.
+    let ledger = Arc::new(charter_decide::llm::MemoryLedger::default());
+    let a = engine(vec![settings("default", addr)]).with_ledger(ledger.clone());
+    let b = engine(vec![settings("default", addr)]).with_ledger(ledger.clone());
+    let mut case = Case::new(&["default"]);
+    case.limits.tokens_per_day = Some(100);
+    a.classify(&case.request("first")).await.unwrap();
+    let f = b.classify(&case.request("second")).await.unwrap_err();
+    assert!(
+        f.reason.contains("budget exhausted: 150 of 100 tokens"),
+        "{}",
+        f.reason
+    );
+    assert_eq!(fake.requests(), 1, "the other engine made no request");
+    // Without a budget the ledger is not read: the call goes.
+    let mut unbudgeted = Case::new(&["default"]);
+    unbudgeted.limits.tokens_per_day = None;
+    b.classify(&unbudgeted.request("third")).await.unwrap();
+    assert_eq!(fake.requests(), 2);
+    // A budget that cannot be read stops the call (it fails closed) and says why.
+    let broken = engine(vec![settings("default", addr)]).with_ledger(Arc::new(BrokenLedger));
+    let f = broken.classify(&case.request("fourth")).await.unwrap_err();
+    assert!(
+        f.reason
+            .contains("the LLM budget could not be read: database is locked"),
+        "{}",
+        f.reason
+    );
+    assert_eq!(fake.requests(), 2);
+}
+
 #[tokio::test]
 async fn budget_exhausted_escalates_without_a_request() {
     let (fake, addr) = fake_server(vec![

@@ -626,3 +626,82 @@ async fn the_llm_cache_is_kept_in_the_store() {
         "the store holds the answer"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_llm_budget_holds_across_restarts_and_nodes() {
+    // Each model call uses 62 tokens (50 in, 12 out): two calls cross a 100-token budget.
+    let c = charter(
+        "budgeted",
+        "decide:\n  labels: [billing, other]\n  stages:\n    - llm: { provider: local, prompt: prompts/triage.md, accept_above: 0.5, budget: { tokens_per_day: 100, on_exhausted: escalate } }\n  otherwise: escalate",
+        "routes:\n  - when: \"true\"\n    do: [note]\nactions:\n  note:\n    log: \"{{ decision.label }}\"\n    approval: auto",
+        "",
+    );
+    let h = Harness::start(
+        &[("budgeted", c)],
+        &[("prompts/triage.md", "Classify: {{ text }}")],
+    )
+    .await;
+    for subject in ["refund order 1", "refund order 2"] {
+        let id = h.send("budgeted", json!({ "subject": subject })).await;
+        let run = h.wait(id, "done").await;
+        assert_eq!(run.decision.unwrap().label.as_deref(), Some("billing"));
+    }
+    let third = h
+        .send("budgeted", json!({"subject": "refund order 3"}))
+        .await;
+    let d = h.wait(third, "waiting").await.decision.unwrap();
+    assert!(
+        d.reason
+            .contains("budget exhausted: 124 of 100 tokens used today"),
+        "{}",
+        d.reason
+    );
+    assert_eq!(h.seen.lock().unwrap().len(), 2, "no call past the budget");
+    // The day's spend is in the store: tokens, and cost at 1 + 2 per million tokens.
+    let spent = h
+        .store
+        .llm_spent("budgeted", charter_decide::llm::utc_day())
+        .await
+        .unwrap();
+    assert_eq!(spent.tokens, 124);
+    assert!(
+        (spent.cost - 2.0 * (50.0 + 24.0) / 1e6).abs() < 1e-12,
+        "{spent:?}"
+    );
+
+    // Another runtime on the same store (a restarted process, or a second node): its LLM
+    // engine is new, its counters empty, and it still finds the budget exhausted.
+    let state = charter_server::AppState {
+        runtime: Arc::new(Runtime::load(&h.dir).unwrap()),
+        store: h.store.clone(),
+        wake: Arc::default(),
+        metrics: Arc::default(),
+    };
+    let ctx = json!({"payload": {"subject": "refund order 4"}});
+    let decide = state.runtime.charters["budgeted"]
+        .charter
+        .decide
+        .clone()
+        .unwrap();
+    let d = charter_server::decide::decide_event(
+        &state,
+        "budgeted",
+        &decide,
+        &ctx,
+        "refund order 4",
+        None,
+    )
+    .await;
+    assert_eq!(d.label, None, "{d:?}");
+    assert!(
+        d.reason
+            .contains("budget exhausted: 124 of 100 tokens used today"),
+        "{}",
+        d.reason
+    );
+    assert_eq!(
+        h.seen.lock().unwrap().len(),
+        2,
+        "the second node made no call"
+    );
+}

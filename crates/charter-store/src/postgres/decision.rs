@@ -1,5 +1,5 @@
-//! The LLM response cache and run extras on PostgreSQL (same behaviour as SQLite; the cache
-//! is shared by every node of the cluster).
+//! The LLM response cache, the LLM spend and run extras on PostgreSQL (same behaviour as
+//! SQLite; the cache and the spend are shared by every node of the cluster).
 
 use charter_core::model::UnixMillis;
 use uuid::Uuid;
@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::PgStore;
 use super::rows::{db, get};
 use crate::Result;
-use crate::decision::{DecisionStore, RunExtra};
+use crate::decision::{DecisionStore, LlmSpend, RunExtra};
 
 const EXTRA_COLS: &str = "run_id, event_id, kind, name, body, at";
 
@@ -22,7 +22,45 @@ fn to_extra(r: &tokio_postgres::Row) -> Result<RunExtra> {
     })
 }
 
+fn to_spend(r: &tokio_postgres::Row) -> Result<LlmSpend> {
+    let tokens: i64 = get(r, 0)?;
+    Ok(LlmSpend {
+        tokens: u64::try_from(tokens).unwrap_or(0),
+        cost: get(r, 1)?,
+    })
+}
+
 impl DecisionStore for PgStore {
+    async fn llm_spent(&self, charter: &str, day: i64) -> Result<LlmSpend> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT tokens, cost FROM llm_spend WHERE charter = $1 AND day = $2",
+                &[&charter, &day],
+            )
+            .await
+            .map_err(db("reading the LLM spend"))?;
+        row.map(|r| to_spend(&r))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    }
+
+    async fn add_llm_spend(&self, charter: &str, day: i64, spend: LlmSpend) -> Result<LlmSpend> {
+        let client = self.client().await?;
+        let tokens = i64::try_from(spend.tokens).unwrap_or(i64::MAX);
+        let row = client
+            .query_one(
+                "INSERT INTO llm_spend (charter, day, tokens, cost) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (charter, day) DO UPDATE SET
+                     tokens = llm_spend.tokens + EXCLUDED.tokens,
+                     cost = llm_spend.cost + EXCLUDED.cost
+                 RETURNING tokens, cost",
+                &[&charter, &day, &tokens, &spend.cost],
+            )
+            .await
+            .map_err(db("adding to the LLM spend"))?;
+        to_spend(&row)
+    }
     async fn cache_get(&self, key: &str, now: UnixMillis) -> Result<Option<String>> {
         let client = self.client().await?;
         let row = client

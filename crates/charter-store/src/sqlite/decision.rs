@@ -1,4 +1,4 @@
-//! The LLM response cache and run extras on SQLite.
+//! The LLM response cache, the LLM spend and run extras on SQLite.
 
 use charter_core::model::UnixMillis;
 use rusqlite::{OptionalExtension, params};
@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::SqliteStore;
 use super::rows::{db, parse_json, parse_uuid, to_json};
 use crate::Result;
-use crate::decision::{DecisionStore, RunExtra};
+use crate::decision::{DecisionStore, LlmSpend, RunExtra};
 
 fn extra(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, String, String, i64)> {
     Ok((
@@ -33,7 +33,46 @@ fn to_extra(t: (String, String, String, String, String, i64)) -> Result<RunExtra
 
 const EXTRA_COLS: &str = "run_id, event_id, kind, name, body, at";
 
+/// Token counts are stored as SQLite integers (i64); a count past that saturates.
+fn spend_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LlmSpend> {
+    let tokens: i64 = r.get(0)?;
+    Ok(LlmSpend {
+        tokens: u64::try_from(tokens).unwrap_or(0),
+        cost: r.get(1)?,
+    })
+}
+
 impl DecisionStore for SqliteStore {
+    async fn llm_spent(&self, charter: &str, day: i64) -> Result<LlmSpend> {
+        let charter = charter.to_string();
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT tokens, cost FROM llm_spend WHERE charter = ?1 AND day = ?2",
+            )
+            .and_then(|mut s| s.query_row(params![charter, day], spend_row).optional())
+            .map(Option::unwrap_or_default)
+            .map_err(db("reading the LLM spend"))
+        })
+        .await
+    }
+
+    async fn add_llm_spend(&self, charter: &str, day: i64, spend: LlmSpend) -> Result<LlmSpend> {
+        let charter = charter.to_string();
+        let tokens = i64::try_from(spend.tokens).unwrap_or(i64::MAX);
+        // One statement (the upsert reads its own result): no savepoint needed.
+        self.writer()?
+            .submit_atomic(move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO llm_spend (charter, day, tokens, cost) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (charter, day) DO UPDATE SET
+                         tokens = tokens + excluded.tokens, cost = cost + excluded.cost
+                     RETURNING tokens, cost",
+                )
+                .and_then(|mut s| s.query_row(params![charter, day, tokens, spend.cost], spend_row))
+                .map_err(db("adding to the LLM spend"))
+            })
+            .await
+    }
     async fn cache_get(&self, key: &str, now: UnixMillis) -> Result<Option<String>> {
         let key = key.to_string();
         self.read(move |conn| {

@@ -1,0 +1,10 @@
+-- Charter PostgreSQL schema, version 10: what each charter spent on LLM calls per UTC day,
+-- shared by every node, so a stage's `budget:` holds for the whole cluster and across
+-- restarts. One row per charter and day; adds are atomic upserts.
+CREATE TABLE llm_spend (
+    charter TEXT NOT NULL,
+    day     BIGINT NOT NULL,                    -- UTC days since 1970-01-01
+    tokens  BIGINT NOT NULL DEFAULT 0,          -- prompt + completion tokens
+    cost    DOUBLE PRECISION NOT NULL DEFAULT 0, -- in the providers' price unit
+    PRIMARY KEY (charter, day)
+);
