@@ -354,6 +354,20 @@ impl Zone {
         )
     }
 
+    /// Unix milliseconds `ms` as this zone's wall clock reads them, counted like Unix
+    /// milliseconds from 1970-01-01T00:00 on that clock (format it as if it were UTC).
+    pub fn wall_millis(&self, ms: i64) -> i64 {
+        ms + 1000 * self.offset_at(ms.div_euclid(1000)).unwrap_or(0)
+    }
+
+    /// The instant (Unix milliseconds) at which this zone's wall clock shows `wall`
+    /// (milliseconds from 1970-01-01T00:00 on that clock): a time shown twice is its first
+    /// moment, a time the clocks skip is the moment they jump. `None` out of range.
+    pub fn instant_millis(&self, wall: i64) -> Option<i64> {
+        let at = self.instant(wall.div_euclid(1000))?;
+        at.checked_mul(1000)?.checked_add(wall.rem_euclid(1000))
+    }
+
     /// Seconds east of UTC in force at `t` (Unix seconds).
     fn offset_at(&self, t: i64) -> Option<i64> {
         let ts = jiff::Timestamp::from_second(t).ok()?;

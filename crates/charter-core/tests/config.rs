@@ -1261,3 +1261,32 @@ fn slack_with_a_bot_token_needs_a_channel() {
     ]);
     insta::assert_snapshot!("slack_bot_without_channel", diagnostics(&src));
 }
+
+#[test]
+fn the_ui_time_zone_is_read_and_an_unknown_one_is_named_with_its_line() {
+    let project = load_project(&with_triage(TRIAGE)).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(project.settings.timezone.name(), "UTC", "the default");
+
+    let mut src = with_triage(TRIAGE);
+    let zoned = PROJECT.replace(
+        "  public_url: https://charter.acme.example\n",
+        "  public_url: https://charter.acme.example\n  timezone: europe/paris\n",
+    );
+    src.files.insert("charter.yaml".into(), zoned.clone());
+    let project = load_project(&src).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(
+        project.settings.timezone.name(),
+        "Europe/Paris",
+        "read case-insensitively, kept in its canonical case"
+    );
+
+    src.files.insert(
+        "charter.yaml".into(),
+        zoned.replace("europe/paris", "Mars/Olympus"),
+    );
+    let d = diagnostics(&src);
+    assert!(
+        d.contains("charter.yaml:5") && d.contains("unknown time zone `Mars/Olympus`"),
+        "{d}"
+    );
+}

@@ -100,6 +100,10 @@ pub struct Settings {
     pub body_limit: usize,
     /// Base URL of the UI used in links (notifications); optional.
     pub public_url: Option<String>,
+    /// The time zone the web UI shows times in and reads typed times in (`server.timezone`,
+    /// an IANA name or a fixed offset; default UTC). The API always speaks Unix
+    /// milliseconds.
+    pub timezone: crate::cron::Zone,
     pub worker: WorkerSettings,
 }
 

@@ -213,6 +213,7 @@ pub struct RawServer {
     pub listen: Option<S<Scalar>>,
     pub body_limit: Option<S<Scalar>>,
     pub public_url: Option<S<String>>,
+    pub timezone: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -703,7 +704,12 @@ const PROVIDER_SHAPE: Shape = Shape::Keys(&[
 
 const PRICE_SHAPE: Shape = Shape::Keys(&[("input_per_mtok", A), ("output_per_mtok", A)]);
 
-const SERVER_SHAPE: Shape = Shape::Keys(&[("listen", A), ("body_limit", A), ("public_url", A)]);
+const SERVER_SHAPE: Shape = Shape::Keys(&[
+    ("listen", A),
+    ("body_limit", A),
+    ("public_url", A),
+    ("timezone", A),
+]);
 
 const WORKER_SHAPE: Shape = Shape::Keys(&[
     ("lease", A),

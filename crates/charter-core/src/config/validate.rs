@@ -640,6 +640,7 @@ impl<'a> ProjectChecker<'a> {
             store: "charter.db".to_string(),
             body_limit: 1 << 20,
             public_url: None,
+            timezone: crate::cron::Zone::utc(),
             worker: defaults.clone(),
         };
         if let Some(server) = &raw.server {
@@ -657,6 +658,12 @@ impl<'a> ProjectChecker<'a> {
             }
             if let Some(url) = &server.public_url {
                 settings.public_url = self.absolute_url(url, "public_url");
+            }
+            if let Some(zone) = &server.timezone {
+                match crate::cron::Zone::parse(&zone.value) {
+                    Ok(z) => settings.timezone = z,
+                    Err(e) => self.err(zone.referenced, format!("`timezone`: {e}")),
+                }
             }
         }
         if let Some(store) = &raw.store

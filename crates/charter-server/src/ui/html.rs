@@ -5,6 +5,8 @@
 
 use std::fmt::Write;
 
+use charter_core::cron::Zone;
+
 /// Escape text for HTML element content and double-quoted attribute values.
 pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 8);
@@ -40,9 +42,10 @@ pub fn json_block(v: &serde_json::Value) -> String {
     format!("<pre class=\"json\">{}</pre>", esc(&text))
 }
 
-/// Unix milliseconds as `YYYY-MM-DD HH:MM:SS` UTC.
-pub fn time(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
+/// Unix milliseconds as `YYYY-MM-DD HH:MM:SS` on `zone`'s wall clock (`server.timezone`;
+/// the pages name the zone).
+pub fn time(zone: &Zone, ms: i64) -> String {
+    let secs = zone.wall_millis(ms).div_euclid(1000);
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = charter_core::calendar::civil_from_days(days);
@@ -182,10 +185,18 @@ mod tests {
     }
 
     #[test]
-    fn formats_utc_times() {
-        assert_eq!(time(0), "1970-01-01 00:00:00");
-        assert_eq!(time(1_709_210_096_000), "2024-02-29 12:34:56");
-        assert_eq!(time(951_782_400_000), "2000-02-29 00:00:00");
+    fn formats_times_on_the_configured_clock() {
+        let utc = Zone::utc();
+        assert_eq!(time(&utc, 0), "1970-01-01 00:00:00");
+        assert_eq!(time(&utc, 1_709_210_096_000), "2024-02-29 12:34:56");
+        assert_eq!(time(&utc, 951_782_400_000), "2000-02-29 00:00:00");
+        // Paris: +01:00 in winter, +02:00 in summer; the day rolls over with the offset.
+        let paris = Zone::parse("Europe/Paris").unwrap();
+        assert_eq!(time(&paris, 1_709_210_096_000), "2024-02-29 13:34:56");
+        // 2026-07-01T22:30:00Z is already July 2nd in Paris.
+        assert_eq!(time(&paris, 1_782_945_000_000), "2026-07-02 00:30:00");
+        let fixed = Zone::parse("-05:30").unwrap();
+        assert_eq!(time(&fixed, 0), "1969-12-31 18:30:00");
     }
 
     #[test]

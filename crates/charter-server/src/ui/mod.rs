@@ -210,6 +210,11 @@ fn is_https(headers: &HeaderMap) -> bool {
 }
 
 impl<S: Store> UiState<S> {
+    /// The time zone pages show and forms read times in (`server.timezone`).
+    pub fn zone(&self) -> &charter_core::cron::Zone {
+        &self.app.runtime.project.settings.timezone
+    }
+
     /// No tokens configured: the UI is open (local use).
     pub fn open(&self) -> bool {
         self.app.runtime.tokens.is_empty()
@@ -606,9 +611,11 @@ async fn replay_failed<S: Store>(
     ))
 }
 
-/// A `datetime-local` form value (`2026-01-02T15:04`, optional `:05` and `.123`), read as
-/// UTC like every time the UI shows, in Unix milliseconds. `None` when it is not one.
-fn parse_form_time(text: &str) -> Option<i64> {
+/// A `datetime-local` form value (`2026-01-02T15:04`, optional `:05` and `.123`), read on
+/// `zone`'s wall clock like every time the UI shows, in Unix milliseconds. `None` when it
+/// is not one. A time shown twice (clocks going back) is its first moment; a time the
+/// clocks skip is the moment they jump.
+fn parse_form_time(text: &str, zone: &charter_core::cron::Zone) -> Option<i64> {
     let (date, clock) = text.trim().split_once('T')?;
     let mut d = date.splitn(3, '-');
     let (y, m, day): (i64, i64, i64) = (
@@ -638,7 +645,7 @@ fn parse_form_time(text: &str) -> Option<i64> {
     }
     let ms: i64 = format!("{frac:0<3}").parse().ok()?;
     let days = charter_core::calendar::days_from_civil(y, m, day);
-    Some(((days * 24 + h) * 60 + mi) * 60_000 + sec * 1000 + ms)
+    zone.instant_millis(((days * 24 + h) * 60 + mi) * 60_000 + sec * 1000 + ms)
 }
 
 /// The charter page's time-range replay (admin): every event of the charter received in
@@ -657,9 +664,10 @@ async fn replay_range<S: Store>(
     let field = |k: &str| -> Result<Option<i64>, UiError> {
         match form.get(k).map(|v| v.trim()).filter(|v| !v.is_empty()) {
             None => Ok(None),
-            Some(v) => parse_form_time(v).map(Some).ok_or_else(|| {
+            Some(v) => parse_form_time(v, ui.zone()).map(Some).ok_or_else(|| {
                 UiError::BadRequest(format!(
-                    "`{k}` is not a date and time like 2026-01-02T15:04 (UTC)"
+                    "`{k}` is not a date and time like 2026-01-02T15:04 ({})",
+                    ui.zone().name()
                 ))
             }),
         }
@@ -755,17 +763,17 @@ async fn reroute<S: Store>(
 #[cfg(test)]
 mod tests {
     use super::parse_form_time;
+    use charter_core::cron::Zone;
 
     #[test]
-    fn form_times_are_utc_milliseconds() {
-        assert_eq!(parse_form_time("1970-01-01T00:00"), Some(0));
-        assert_eq!(parse_form_time("1970-01-01T00:00:01.5"), Some(1500));
+    fn form_times_are_read_on_the_configured_clock() {
+        let utc = Zone::utc();
+        let read = |text: &str| parse_form_time(text, &utc);
+        assert_eq!(read("1970-01-01T00:00"), Some(0));
+        assert_eq!(read("1970-01-01T00:00:01.5"), Some(1500));
         // 2026-03-01T12:30:05.123Z
-        assert_eq!(
-            parse_form_time("2026-03-01T12:30:05.123"),
-            Some(1_772_368_205_123)
-        );
-        assert_eq!(parse_form_time("2024-02-29T00:00"), Some(1_709_164_800_000));
+        assert_eq!(read("2026-03-01T12:30:05.123"), Some(1_772_368_205_123));
+        assert_eq!(read("2024-02-29T00:00"), Some(1_709_164_800_000));
         for bad in [
             "",
             "2026-01-02",
@@ -776,7 +784,15 @@ mod tests {
             "2026-01-01T10:00:00.-1",
             "2026-01-01T10:00Z",
         ] {
-            assert_eq!(parse_form_time(bad), None, "{bad}");
+            assert_eq!(read(bad), None, "{bad}");
         }
+        // Paris: 10:00 in January is 09:00Z; 02:30 on 2026-03-29 is skipped (the clocks
+        // jump at 01:00Z, which it reads as); 02:30 on 2026-10-25 is shown twice (its first
+        // moment, 00:30Z, is taken).
+        let paris = Zone::parse("Europe/Paris").unwrap();
+        let read = |text: &str| parse_form_time(text, &paris);
+        assert_eq!(read("2026-01-15T10:00"), Some(1_768_467_600_000));
+        assert_eq!(read("2026-03-29T02:30"), Some(1_774_746_000_000));
+        assert_eq!(read("2026-10-25T02:30"), Some(1_792_888_200_000));
     }
 }

@@ -22,6 +22,7 @@ use crate::operator::{ContextView, DraftView, TimelineRun};
 use super::html::{badge, button_form, csrf_field, esc, json_block, page, time, url_enc};
 use super::session::Session;
 use super::{UiError, UiState};
+use charter_core::cron::Zone;
 
 /// Most items one page lists.
 const PAGE_LIMIT: usize = 200;
@@ -166,7 +167,7 @@ async fn notifications_line<S: Store>(ui: &UiState<S>, item: Uuid) -> Result<Str
         );
         match (n.sent_at, &n.last_error) {
             (Some(at), _) => {
-                let _ = write!(out, ", sent {}", time(at));
+                let _ = write!(out, ", sent {}", time(ui.zone(), at));
             }
             (None, Some(e)) => {
                 let _ = write!(out, ", last error: {}", esc(e));
@@ -202,9 +203,9 @@ async fn approval_card<S: Store>(
     let _ = write!(
         out,
         "<div class=\"meta\">requested {} · {} · reviewers: {} · event {}</div>",
-        time(a.created_at),
+        time(ui.zone(), a.created_at),
         a.expires_at
-            .map(|t| format!("expires {}", time(t)))
+            .map(|t| format!("expires {}", time(ui.zone(), t)))
             .unwrap_or_else(|| "no deadline".into()),
         if a.reviewers.is_empty() {
             "any reviewer".to_string()
@@ -271,7 +272,7 @@ async fn escalation_card<S: Store>(
     let _ = write!(
         out,
         "<div class=\"meta\">opened {} · for {} · event {}</div>{}<h3>Evidence</h3>{}",
-        time(e.created_at),
+        time(ui.zone(), e.created_at),
         esc(e.target.as_deref().unwrap_or("any reviewer")),
         event_link(e.event_id),
         notifications_line(ui, e.id).await?,
@@ -400,7 +401,11 @@ pub async fn events<S: Store>(
     if list.is_empty() {
         body.push_str("<p class=\"meta\">No event matches.</p>");
     } else {
-        body.push_str("<table><thead><tr><th>Event</th><th>Charter</th><th>Status</th><th>Received (UTC)</th><th>Dedupe key</th><th>Source</th><th>Runs</th></tr></thead><tbody>");
+        let _ = write!(
+            body,
+            "<table><thead><tr><th>Event</th><th>Charter</th><th>Status</th><th>Received ({})</th><th>Dedupe key</th><th>Source</th><th>Runs</th></tr></thead><tbody>",
+            esc(ui.zone().name())
+        );
         for e in &list {
             let _ = write!(
                 body,
@@ -409,7 +414,7 @@ pub async fn events<S: Store>(
                 url_enc(&e.event.charter),
                 esc(&e.event.charter),
                 badge(e.status.as_str()),
-                time(e.event.received_at),
+                time(ui.zone(), e.event.received_at),
                 esc(e.event.dedupe_key.as_deref().unwrap_or("")),
                 esc(&e.event.source),
                 e.attempts
@@ -442,7 +447,7 @@ struct Item {
     html: String,
 }
 
-fn action_html(a: &ActionRecord) -> String {
+fn action_html(zone: &Zone, a: &ActionRecord) -> String {
     let mut out = format!(
         "{} <span class=\"meta\">idempotency key <code>{}</code></span>{}",
         badge(a.status.as_str()),
@@ -452,13 +457,17 @@ fn action_html(a: &ActionRecord) -> String {
     if a.attempts.is_empty() {
         out.push_str("<div class=\"meta\">no attempt (not executed)</div>");
     } else {
-        out.push_str("<table><thead><tr><th>#</th><th>Started (UTC)</th><th>Took</th><th>Response status</th><th>Result</th></tr></thead><tbody>");
+        let _ = write!(
+            out,
+            "<table><thead><tr><th>#</th><th>Started ({})</th><th>Took</th><th>Response status</th><th>Result</th></tr></thead><tbody>",
+            esc(zone.name())
+        );
         for t in &a.attempts {
             let _ = write!(
                 out,
                 "<tr><td>{}</td><td>{}</td><td>{} ms</td><td>{}</td><td>{}</td></tr>",
                 t.attempt,
-                time(t.started_at),
+                time(zone, t.started_at),
                 t.duration_ms,
                 t.status
                     .map(|s| s.to_string())
@@ -627,7 +636,11 @@ pub async fn timeline<S: Store>(
                 .first()
                 .map(|t| t.started_at)
                 .unwrap_or(run.started_at);
-            push(at, format!("Action {}", esc(&a.action)), action_html(a));
+            push(
+                at,
+                format!("Action {}", esc(&a.action)),
+                action_html(ui.zone(), a),
+            );
         }
         if let Some(done) = run.finished_at {
             push(
@@ -656,7 +669,7 @@ pub async fn timeline<S: Store>(
                     a.reviewers.join(", ")
                 }),
                 a.expires_at
-                    .map(|t| format!("expires {}", time(t)))
+                    .map(|t| format!("expires {}", time(ui.zone(), t)))
                     .unwrap_or_else(|| "no deadline".into())
             ),
         );
@@ -723,7 +736,7 @@ pub async fn timeline<S: Store>(
         url_enc(&charter),
         esc(&charter),
         runs.len(),
-        time(ev.updated_at)
+        time(ui.zone(), ev.updated_at)
     );
     if s.role >= Role::Reviewer {
         body.push_str("<div class=\"actions\">");
@@ -747,7 +760,7 @@ pub async fn timeline<S: Store>(
             body,
             "<li><div><span class=\"kind\">{}</span> <span class=\"meta\">{}</span></div>{}</li>",
             i.kind,
-            time(i.at),
+            time(ui.zone(), i.at),
             i.html
         );
     }
@@ -994,10 +1007,11 @@ pub async fn charter<S: Store>(
              <input type=\"hidden\" name=\"back\" value=\"/charters/{0}\">\
              <label>Replay events received from <input type=\"datetime-local\" name=\"since\" step=\"1\"></label> \
              <label>until <input type=\"datetime-local\" name=\"until\" step=\"1\"></label> \
-             <span class=\"meta\">(UTC; either end may be left open; actions that already succeeded are not executed again)</span> \
+             <span class=\"meta\">({2}; either end may be left open; actions that already succeeded are not executed again)</span> \
              <button type=\"submit\">Replay range</button></form>",
             url_enc(&name),
-            csrf_field(&s.csrf)
+            csrf_field(&s.csrf),
+            esc(ui.zone().name())
         );
     }
 
@@ -1123,7 +1137,11 @@ pub async fn charter<S: Store>(
         );
     }
     if !rows.is_empty() {
-        body.push_str("<table><thead><tr><th>Event</th><th>Run started (UTC)</th><th>Decision</th><th>Would have run</th><th>A human later</th></tr></thead><tbody>");
+        let _ = write!(
+            body,
+            "<table><thead><tr><th>Event</th><th>Run started ({})</th><th>Decision</th><th>Would have run</th><th>A human later</th></tr></thead><tbody>",
+            esc(ui.zone().name())
+        );
         for r in &rows {
             let would: Vec<String> = r
                 .run
@@ -1147,7 +1165,7 @@ pub async fn charter<S: Store>(
                 body,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 event_link(r.run.event_id),
-                time(r.run.started_at),
+                time(ui.zone(), r.run.started_at),
                 decision_line(&r.run),
                 if would.is_empty() {
                     "<span class=\"meta\">nothing</span>".to_string()

@@ -183,6 +183,7 @@ fn project(dir: &Path, sink: &str, fake: &str, smtp_port: Option<u16>) {
             r#"
 server:
   public_url: {PUBLIC_URL}/
+  timezone: "+05:30"
 worker:
   lease: 2s
   poll_interval: 50ms
@@ -446,6 +447,19 @@ fn now_secs() -> i64 {
 }
 
 /// The `actions` block of a Slack message.
+/// Unix milliseconds as `YYYY-MM-DD HH:MM:SS` (already shifted to the wanted clock).
+fn wall_clock(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (y, m, d) = charter_core::calendar::civil_from_days(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
 /// The inbox card whose opening tag carries `marker`, up to the next card.
 fn card_of<'a>(page: &'a str, marker: &str) -> &'a str {
     let start = page
@@ -585,6 +599,10 @@ async fn approval_is_announced_and_decided_once_from_slack() {
         );
         assert!(card.contains(&shown), "{shown} not in {card}");
     }
+    // Times are shown on the clock `server.timezone` names (+05:30 here).
+    let sent_at = hook_row.sent_at.unwrap();
+    let shown = format!(", sent {}</span>", wall_clock(sent_at + 330 * 60_000));
+    assert!(card.contains(&shown), "{shown} not in {card}");
 
     // A forged signature: 401, nothing changes.
     let (s, _) = h
