@@ -381,10 +381,16 @@ impl EscalationStore for PgStore {
 impl AuditStore for PgStore {
     async fn append_audit(&self, entry: NewAuditEntry) -> Result<i64> {
         let client = self.client().await?;
-        let row = client
-            .query_one(
+        let stmt = client
+            .prepare_cached(
                 "INSERT INTO audit_log (at, actor, action, charter, target, detail)
                  VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
+            )
+            .await
+            .map_err(db("preparing an audit entry"))?;
+        let row = client
+            .query_one(
+                &stmt,
                 &[
                     &entry.at,
                     &entry.actor,

@@ -99,12 +99,18 @@ impl DecisionStore for PgStore {
 
     async fn record_run_extra(&self, e: &RunExtra) -> Result<()> {
         let client = self.client().await?;
-        client
-            .execute(
+        let stmt = client
+            .prepare_cached(
                 "INSERT INTO run_extras (run_id, event_id, kind, name, body, at)
                  VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (run_id, kind, name) DO UPDATE SET body = EXCLUDED.body,
                      at = EXCLUDED.at",
+            )
+            .await
+            .map_err(db("preparing a run extra"))?;
+        client
+            .execute(
+                &stmt,
                 &[&e.run_id, &e.event_id, &e.kind, &e.name, &e.body, &e.at],
             )
             .await

@@ -94,6 +94,8 @@ struct Inner {
     config: tokio_postgres::Config,
     /// Set to true by [`PgStore::close`]; background listeners watch it.
     shutdown: watch::Sender<bool>,
+    /// Announces stored events to other nodes after their commit.
+    announcer: Arc<notify::Announcer>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -241,6 +243,7 @@ impl PgStore {
                 pool,
                 config,
                 shutdown,
+                announcer: Arc::default(),
             }),
         };
         {
@@ -332,29 +335,23 @@ fn param_refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
 impl EventStore for PgStore {
     async fn ingest(&self, event: NewEvent) -> Result<IngestOutcome> {
         let id = event.id;
-        let mut client = self.client().await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(db("beginning an ingest"))?;
-        // No conflict target: a duplicate (charter, dedupe_key) and a re-delivered id are
-        // both "nothing stored". A concurrent insert of the same key makes this statement
-        // wait for that transaction, so exactly one caller inserts. `pg_notify` runs once
-        // per inserted row (so never for a duplicate) and is delivered on commit.
-        let insert = tx
+        let client = self.client().await?;
+        // One statement in its own transaction (one round trip, one WAL flush shared with
+        // concurrent commits). No conflict target: a duplicate (charter, dedupe_key) and a
+        // re-delivered id are both "nothing stored". A concurrent insert of the same key
+        // makes this statement wait for that transaction, so exactly one caller inserts,
+        // and the lookup below finds the winner's row committed.
+        let insert = client
             .prepare_cached(
-                "WITH ins AS (
-                     INSERT INTO events (id, charter, source, event_type, dedupe_key,
-                         received_at, headers, payload, status, attempts, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $6)
-                     ON CONFLICT DO NOTHING
-                     RETURNING id, charter
-                 )
-                 SELECT id, pg_notify('charter_events', charter) FROM ins",
+                "INSERT INTO events (id, charter, source, event_type, dedupe_key,
+                     received_at, headers, payload, status, attempts, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $6)
+                 ON CONFLICT DO NOTHING
+                 RETURNING id",
             )
             .await
             .map_err(db("preparing ingest"))?;
-        let inserted = tx
+        let inserted = client
             .query_opt(
                 &insert,
                 &[
@@ -370,30 +367,28 @@ impl EventStore for PgStore {
             )
             .await
             .map_err(db("inserting an event"))?;
-        let outcome = if inserted.is_some() {
-            IngestOutcome::Stored(id)
-        } else {
-            let existing = match &event.dedupe_key {
-                Some(key) => {
-                    let stmt = tx
-                        .prepare_cached(
-                            "SELECT id FROM events WHERE charter = $1 AND dedupe_key = $2",
-                        )
-                        .await
-                        .map_err(db("preparing the duplicate lookup"))?;
-                    tx.query_opt(&stmt, &[&event.charter, key])
-                        .await
-                        .map_err(db("looking up a duplicate"))?
-                        .map(|row| get::<Uuid>(&row, 0))
-                        .transpose()?
-                }
-                None => None,
-            };
-            // Otherwise the conflict was on the id: the same event delivered twice.
-            IngestOutcome::Duplicate(existing.unwrap_or(id))
+        if inserted.is_some() {
+            // Committed: tell other nodes' workers (after the commit, outside it).
+            self.inner.announcer.announce(self, &event.charter);
+            return Ok(IngestOutcome::Stored(id));
+        }
+        let existing = match &event.dedupe_key {
+            Some(key) => {
+                let stmt = client
+                    .prepare_cached("SELECT id FROM events WHERE charter = $1 AND dedupe_key = $2")
+                    .await
+                    .map_err(db("preparing the duplicate lookup"))?;
+                client
+                    .query_opt(&stmt, &[&event.charter, key])
+                    .await
+                    .map_err(db("looking up a duplicate"))?
+                    .map(|row| get::<Uuid>(&row, 0))
+                    .transpose()?
+            }
+            None => None,
         };
-        tx.commit().await.map_err(db("committing an ingest"))?;
-        Ok(outcome)
+        // Otherwise the conflict was on the id: the same event delivered twice.
+        Ok(IngestOutcome::Duplicate(existing.unwrap_or(id)))
     }
 
     async fn reject(&self, rejected: RejectedPayload) -> Result<()> {
@@ -763,8 +758,12 @@ impl QueueStore for PgStore {
 // ---------------------------------------------------------------------------------------
 
 async fn ensure_run(tx: &deadpool_postgres::Transaction<'_>, run_id: Uuid) -> Result<()> {
+    let stmt = tx
+        .prepare_cached("SELECT 1 FROM runs WHERE id = $1")
+        .await
+        .map_err(db("preparing a run lookup"))?;
     let found = tx
-        .query_opt("SELECT 1 FROM runs WHERE id = $1", &[&run_id])
+        .query_opt(&stmt, &[&run_id])
         .await
         .map_err(db("looking up a run"))?;
     match found {
@@ -921,11 +920,12 @@ async fn pg_record_attempt(
     action: &str,
     attempt: &AttemptRecord,
 ) -> Result<()> {
+    let stmt = tx
+        .prepare_cached("SELECT id FROM action_records WHERE run_id = $1 AND action = $2")
+        .await
+        .map_err(db("preparing an action lookup"))?;
     let row = tx
-        .query_opt(
-            "SELECT id FROM action_records WHERE run_id = $1 AND action = $2",
-            &[&run_id, &action],
-        )
+        .query_opt(&stmt, &[&run_id, &action])
         .await
         .map_err(db("looking up an action"))?
         .ok_or_else(|| {
@@ -971,10 +971,16 @@ async fn pg_finish_action(
         insert_attempt(tx, id, attempt, false).await?;
     }
     if record.status == ActionStatus::Succeeded {
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO succeeded_keys (idempotency_key, run_id, action, succeeded_at)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (idempotency_key) DO NOTHING",
+            )
+            .await
+            .map_err(db("preparing a succeeded key"))?;
         tx.execute(
-            "INSERT INTO succeeded_keys (idempotency_key, run_id, action, succeeded_at)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (idempotency_key) DO NOTHING",
+            &stmt,
             &[
                 &record.idempotency_key,
                 &run_id,

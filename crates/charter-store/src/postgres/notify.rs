@@ -106,6 +106,86 @@ async fn keep_listening(
     }
 }
 
+/// Announces stored events on [`NOTIFY_CHANNEL`] after their ingest committed, from one
+/// background task, instead of a `pg_notify` inside each ingest transaction. PostgreSQL
+/// serialises the commits of every transaction that notifies (one lock, held through the
+/// commit's WAL flush), which kept concurrent ingests from sharing a flush; a `pg_notify`
+/// in a statement of its own writes no WAL. Charters announced while a round is being sent
+/// go out together in the next one, so a burst costs a few statements, not one per event.
+#[derive(Default)]
+pub(super) struct Announcer {
+    pending: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    wake: tokio::sync::Notify,
+    started: std::sync::atomic::AtomicBool,
+}
+
+impl Announcer {
+    /// Queue `charter` for the next announcement (starting the task on first use).
+    pub(super) fn announce(&self, store: &PgStore, charter: &str) {
+        match self.pending.lock() {
+            Ok(mut p) => {
+                p.insert(charter.to_string());
+            }
+            Err(poisoned) => {
+                poisoned.into_inner().insert(charter.to_string());
+            }
+        }
+        if !self.started.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            tokio::spawn(announce_loop(
+                std::sync::Arc::downgrade(&store.inner),
+                store.inner.shutdown.subscribe(),
+            ));
+        }
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> Vec<String> {
+        let mut p = match self.pending.lock() {
+            Ok(p) => p,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        std::mem::take(&mut *p).into_iter().collect()
+    }
+}
+
+/// Send what is queued, round after round, until the store is closed or dropped. A failed
+/// round is logged and dropped: notifications are hints, and workers also poll.
+async fn announce_loop(inner: std::sync::Weak<super::Inner>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let announcer = match inner.upgrade() {
+            Some(i) => std::sync::Arc::clone(&i.announcer),
+            None => return,
+        };
+        tokio::select! {
+            _ = announcer.wake.notified() => {}
+            _ = shutdown.wait_for(|closed| *closed) => return,
+        }
+        let charters = announcer.take();
+        if charters.is_empty() {
+            continue;
+        }
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let pool = strong.pool.clone();
+        drop(strong);
+        let sent = match pool.get().await {
+            Ok(client) => client
+                .execute(
+                    "SELECT pg_notify($1, c) FROM unnest($2::text[]) AS c",
+                    &[&NOTIFY_CHANNEL, &charters],
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, charters = ?charters, "announcing stored events failed (other nodes find them at their next poll)");
+        }
+    }
+}
+
 impl PgStore {
     /// Receive the charter name of every event stored from now on, by any node.
     ///
@@ -113,8 +193,8 @@ impl PgStore {
     /// returns once it is listening. If the connection breaks, it reconnects in the
     /// background; notifications sent while it was down are lost, so a worker should also
     /// poll now and then. Notifications are hints ("charter X has new work"), not a queue:
-    /// one per stored event, possibly several for the same charter. The listener ends when
-    /// the receiver is dropped or the store is closed.
+    /// sent just after the event's commit, one per charter for a burst of events stored
+    /// meanwhile. The listener ends when the receiver is dropped or the store is closed.
     pub async fn listen(&self) -> Result<mpsc::Receiver<String>> {
         if *self.inner.shutdown.borrow() {
             return Err(StoreError::Closed);

@@ -21,9 +21,15 @@ pub(super) async fn insert_measurement<C: deadpool_postgres::GenericClient>(
     c: &C,
     m: &NewMeasurement,
 ) -> Result<()> {
+    let stmt = c
+        .prepare_cached(
+            "INSERT INTO measurements (charter, name, run_id, event_id, value, at, detail)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .await
+        .map_err(db("preparing a measurement"))?;
     c.execute(
-        "INSERT INTO measurements (charter, name, run_id, event_id, value, at, detail)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &stmt,
         &[
             &m.charter,
             &m.name,

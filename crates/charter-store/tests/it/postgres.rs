@@ -398,6 +398,28 @@ async fn listen_receives_ingest_notifications() {
     ));
     assert_eq!(recv(&mut rx).await, "listen-b");
 
+    // A burst of 20 from concurrent ingests: announced after the commits, possibly several
+    // events per notification, at least one, never more than one per event.
+    let mut burst = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let node = node_b.clone();
+        burst.spawn(async move {
+            node.ingest(event("listen-burst", Some(&format!("b{i}"))))
+                .await
+        });
+    }
+    while let Some(r) = burst.join_next().await {
+        assert!(matches!(r.unwrap().unwrap(), IngestOutcome::Stored(_)));
+    }
+    let mut announced = vec![recv(&mut rx).await];
+    while let Ok(Some(more)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+        announced.push(more);
+    }
+    assert!(
+        announced.iter().all(|c| c == "listen-burst") && announced.len() <= 20,
+        "{announced:?}"
+    );
+
     // Closing the store ends the listener.
     node_a.close().await;
     let ended = tokio::time::timeout(Duration::from_secs(5), rx.recv())
