@@ -1109,6 +1109,20 @@ pub async fn check_record_run<S: Store>(store: &S) -> CheckResult {
     ensure!(failed.is_err(), "a batch with a broken write succeeded");
     let runs = store.runs_for_event(event_id).await.ctx("runs_for_event")?;
     ensure!(runs.len() == 1, "a failed batch left {} runs", runs.len());
+    // An action of a run that does not exist is "not found", and nothing is written.
+    let ghost = Uuid::now_v7();
+    let orphan = store
+        .record_run(vec![RunWrite::BeginAction {
+            run_id: ghost,
+            action: "update".to_string(),
+            idempotency_key: format!("ghost-{ghost}"),
+            params: serde_json::json!({}),
+        }])
+        .await;
+    ensure!(
+        matches!(orphan, Err(crate::StoreError::NotFound(_))),
+        "an action of an unknown run answered {orphan:?}"
+    );
 
     // A release without the lease says so; the batch's other writes stand.
     let w = store

@@ -757,18 +757,18 @@ impl QueueStore for PgStore {
 // Runs
 // ---------------------------------------------------------------------------------------
 
-async fn ensure_run(tx: &deadpool_postgres::Transaction<'_>, run_id: Uuid) -> Result<()> {
-    let stmt = tx
-        .prepare_cached("SELECT 1 FROM runs WHERE id = $1")
-        .await
-        .map_err(db("preparing a run lookup"))?;
-    let found = tx
-        .query_opt(&stmt, &[&run_id])
-        .await
-        .map_err(db("looking up a run"))?;
-    match found {
-        Some(_) => Ok(()),
-        None => Err(StoreError::NotFound(format!("run {run_id}"))),
+/// A write that references run `run_id` failed: the run does not exist (its foreign key)
+/// is "not found"; anything else is a database error about `context`.
+fn run_write_error(
+    run_id: Uuid,
+    context: &'static str,
+) -> impl Fn(tokio_postgres::Error) -> StoreError {
+    move |e| {
+        if e.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) {
+            StoreError::NotFound(format!("run {run_id}"))
+        } else {
+            db(context)(e)
+        }
     }
 }
 
@@ -897,7 +897,7 @@ async fn pg_begin_action(
     idempotency_key: &str,
     params: &serde_json::Value,
 ) -> Result<()> {
-    ensure_run(tx, run_id).await?;
+    // An unknown run fails the insert on its foreign key (reported as not found).
     let stmt = tx
         .prepare_cached(
             "INSERT INTO action_records (run_id, action, idempotency_key, params, status)
@@ -910,7 +910,7 @@ async fn pg_begin_action(
         .map_err(db("preparing begin_action"))?;
     tx.execute(&stmt, &[&run_id, &action, &idempotency_key, params])
         .await
-        .map_err(db("beginning an action"))?;
+        .map_err(run_write_error(run_id, "beginning an action"))?;
     Ok(())
 }
 
@@ -941,7 +941,7 @@ async fn pg_finish_action(
     record: &ActionRecord,
     succeeded_at: UnixMillis,
 ) -> Result<()> {
-    ensure_run(tx, run_id).await?;
+    // An unknown run fails the insert on its foreign key (reported as not found).
     let stmt = tx
         .prepare_cached(
             "INSERT INTO action_records (run_id, action, idempotency_key, params, status)
@@ -964,7 +964,7 @@ async fn pg_finish_action(
             ],
         )
         .await
-        .map_err(db("finishing an action"))?;
+        .map_err(run_write_error(run_id, "finishing an action"))?;
     let id: i64 = get(&row, 0)?;
     // Attempts recorded one by one are kept; ones only carried by the record are added.
     for attempt in &record.attempts {
