@@ -197,6 +197,16 @@ impl SqliteStore {
         self.inner.read_permits.close();
     }
 
+    /// Write a consistent copy of the database to `target` while the store keeps serving
+    /// (see [`backup_file`]). Returns the copy's size in bytes.
+    pub async fn backup_to(&self, target: &Path) -> Result<u64> {
+        self.check_open()?;
+        let (source, target) = (self.inner.path.clone(), target.to_path_buf());
+        tokio::task::spawn_blocking(move || backup_file(&source, &target))
+            .await
+            .map_err(|e| StoreError::Database(format!("the backup task failed: {e}")))?
+    }
+
     /// Counters of the writer thread (batches committed, commands run).
     pub fn stats(&self) -> WriterStats {
         self.inner.writer.stats()
@@ -290,6 +300,41 @@ impl Inner {
 /// statements in steady state (ingest, claim, every run write, the savepoints); rusqlite's
 /// default of 16 made it re-parse most of them on every use.
 const STATEMENT_CACHE: usize = 128;
+
+/// Write a consistent copy of the store file `source` to `target` with SQLite's `VACUUM
+/// INTO`, from a connection of its own, so it works beside a running server (even another
+/// process): the copy is one snapshot (every commit before it, none after), compacted, and
+/// opens like any store file. `target` must not exist. Blocking; returns the copy's size in
+/// bytes.
+pub fn backup_file(source: &Path, target: &Path) -> Result<u64> {
+    if !source.exists() {
+        return Err(StoreError::Database(format!(
+            "no store at {} (`charter migrate` or `charter serve` creates it)",
+            source.display()
+        )));
+    }
+    if target.exists() {
+        return Err(StoreError::Database(format!(
+            "backup target {} already exists; choose a new file",
+            target.display()
+        )));
+    }
+    let into = target.to_str().ok_or_else(|| {
+        StoreError::Database(format!(
+            "backup target {} is not valid UTF-8",
+            target.display()
+        ))
+    })?;
+    let conn = Connection::open_with_flags(source, OpenFlags::SQLITE_OPEN_READ_WRITE)
+        .map_err(db("opening the database for a backup"))?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))
+        .map_err(db("setting the busy timeout"))?;
+    conn.execute("VACUUM INTO ?1", [into])
+        .map_err(db("writing the backup"))?;
+    std::fs::metadata(target)
+        .map(|m| m.len())
+        .map_err(|e| StoreError::Database(format!("reading the backup's size: {e}")))
+}
 
 fn configure_writer(conn: &Connection, options: &SqliteOptions) -> Result<()> {
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);

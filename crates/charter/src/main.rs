@@ -154,6 +154,18 @@ enum Command {
         #[arg(long, env = "CHARTER_STORE")]
         store: Option<String>,
     },
+    /// Write a consistent copy of the SQLite store to a new file, while the server runs
+    /// (for PostgreSQL use pg_dump).
+    Backup {
+        /// The copy to write (must not exist).
+        out: PathBuf,
+        /// Project folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Store override (a SQLite path; a postgres:// URL is refused).
+        #[arg(long, env = "CHARTER_STORE")]
+        store: Option<String>,
+    },
     /// Train a charter's embedded classifier from its labelled examples.
     Train {
         charter: String,
@@ -361,6 +373,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Demo(args) => demo::demo(args).await,
         Command::Report(args) => report::report(args).await,
         Command::Migrate { dir, store } => serve::migrate(&dir, store).await,
+        Command::Backup { out, dir, store } => serve::backup(&dir, store, &out).await,
         Command::Train { charter, dir, seed } => decide_cmd::train(&dir, &charter, seed),
         Command::Eval(args) => decide_cmd::eval(args).await,
         Command::Bench(args) => bench::bench(args).await,

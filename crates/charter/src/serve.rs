@@ -278,6 +278,53 @@ pub fn forward_wakeups(
 }
 
 /// `charter migrate`: apply the store's migrations and exit.
+/// `charter backup`: copy the SQLite store to `out` (see `sqlite::backup_file`).
+pub async fn backup(
+    dir: &std::path::Path,
+    store: Option<String>,
+    out: &std::path::Path,
+) -> ExitCode {
+    let runtime = match Runtime::load(dir) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let path = match StoreChoice::from(&runtime, store.as_deref()) {
+        StoreChoice::Sqlite(path) => path,
+        StoreChoice::Postgres(_) => {
+            eprintln!(
+                "error: `charter backup` copies a SQLite store; back PostgreSQL up with its own tools (pg_dump, or your provider's snapshots)"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let target = out.to_path_buf();
+    let source = path.clone();
+    let done =
+        tokio::task::spawn_blocking(move || charter_store::sqlite::backup_file(&source, &target))
+            .await;
+    match done {
+        Ok(Ok(bytes)) => {
+            eprintln!(
+                "backed up {} to {} ({bytes} bytes)",
+                path.display(),
+                out.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("error: the backup task failed: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 pub async fn migrate(dir: &std::path::Path, store: Option<String>) -> ExitCode {
     let runtime = match Runtime::load(dir) {
         Ok(r) => r,

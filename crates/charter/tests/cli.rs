@@ -58,6 +58,65 @@ fn init_creates_a_project_that_checks_clean() {
 }
 
 #[test]
+fn backup_copies_the_store_once_and_refuses_postgres() {
+    let dir = temp_dir("backup");
+    let proj = dir.join("proj");
+    let run = |args: &[&std::ffi::OsStr]| {
+        // The new project's webhook secret is read from the environment at load.
+        let out = Command::new(bin())
+            .args(args)
+            .env("SUPPORT_WEBHOOK_SECRET", "backup-test-secret")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, err) = run(&["init".as_ref(), proj.as_os_str()]);
+    assert_eq!(code, Some(0), "{err}");
+    // No store yet: said so.
+    let copy = dir.join("copy.db");
+    let (code, err) = run(&["backup".as_ref(), copy.as_os_str(), proj.as_os_str()]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no store at"), "{err}");
+    let (code, err) = run(&["migrate".as_ref(), proj.as_os_str()]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = run(&["backup".as_ref(), copy.as_os_str(), proj.as_os_str()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("backed up") && err.contains("bytes"), "{err}");
+    // The copy is a store at the current schema.
+    let (code, err) = run(&[
+        "migrate".as_ref(),
+        proj.as_os_str(),
+        "--store".as_ref(),
+        copy.as_os_str(),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains(&format!(
+            "at schema version {}",
+            charter_store::sqlite::SCHEMA_VERSION
+        )),
+        "{err}"
+    );
+    // It never overwrites, and PostgreSQL is not its business.
+    let (code, err) = run(&["backup".as_ref(), copy.as_os_str(), proj.as_os_str()]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("already exists"), "{err}");
+    let (code, err) = run(&[
+        "backup".as_ref(),
+        dir.join("pg.db").as_os_str(),
+        proj.as_os_str(),
+        "--store".as_ref(),
+        "postgres://postgres@127.0.0.1:5432/postgres".as_ref(),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("pg_dump"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn check_lists_every_problem_with_file_line_and_column() {
     let dir = temp_dir("check");
     let proj = dir.join("proj");

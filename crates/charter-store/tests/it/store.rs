@@ -512,3 +512,37 @@ async fn a_broken_reference_stops_the_events_rebuild() {
         .unwrap();
     assert_eq!(version, 8);
 }
+
+/// A backup taken while the store serves holds every commit before it and none after, opens
+/// as a store at the current schema, and never overwrites a file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_is_a_consistent_copy_that_opens_as_a_store() {
+    let dir = TempDir::new();
+    let store = open(&dir.db());
+    let before = event("c", Some("key-1"), 1);
+    store.ingest(before.clone()).await.unwrap();
+    let copy = dir.0.join("copy.db");
+    let bytes = store.backup_to(&copy).await.unwrap();
+    assert!(bytes > 0 && bytes == std::fs::metadata(&copy).unwrap().len());
+    let after = event("c", Some("key-2"), 2);
+    store.ingest(after.clone()).await.unwrap();
+
+    let refused = store.backup_to(&copy).await.unwrap_err();
+    assert!(refused.to_string().contains("already exists"), "{refused}");
+    store.close().await;
+
+    let restored = open(&copy);
+    assert_eq!(restored.schema_version().await.unwrap(), SCHEMA_VERSION);
+    let rec = restored.get_event(before.id).await.unwrap().expect("kept");
+    assert_eq!(rec.event, before);
+    assert!(
+        restored.get_event(after.id).await.unwrap().is_none(),
+        "a later commit is not in the copy"
+    );
+    // The copy dedupes like the original did.
+    assert_eq!(
+        restored.ingest(event("c", Some("key-1"), 3)).await.unwrap(),
+        IngestOutcome::Duplicate(before.id)
+    );
+    restored.close().await;
+}
