@@ -25,6 +25,7 @@ mod notifications_conformance;
 pub mod postgres;
 pub mod report;
 mod report_conformance;
+pub mod retention;
 pub mod sqlite;
 
 pub use decision::{DecisionStore, EXTRA_CONTEXT, EXTRA_DRAFT, LlmSpend, RunExtra};
@@ -36,6 +37,7 @@ pub use report::{
     AlertStore, CharterBacklog, CharterReport, Incident, IncidentState, NewIncident,
     NewMeasurement, Readiness, ReportQuery, ReportRates, ReportStore,
 };
+pub use retention::{Purged, RetentionStore};
 
 /// Errors from a store backend. The text is for logs, never for API clients.
 #[derive(Debug, thiserror::Error)]
@@ -426,6 +428,7 @@ pub trait Store:
     + SourceStateStore
     + NotificationStore
     + DecisionStore
+    + RetentionStore
     + Clone
 {
 }
@@ -443,6 +446,7 @@ impl<
         + SourceStateStore
         + NotificationStore
         + DecisionStore
+        + RetentionStore
         + Clone,
 > Store for T
 {

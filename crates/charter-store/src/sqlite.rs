@@ -14,6 +14,7 @@ mod decision;
 mod notifications;
 mod operator;
 mod report;
+mod retention;
 mod rows;
 mod sources;
 mod writer;

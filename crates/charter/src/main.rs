@@ -166,6 +166,24 @@ enum Command {
         #[arg(long, env = "CHARTER_STORE")]
         store: Option<String>,
     },
+    /// Remove finished events received before a cut-off (with their runs, actions,
+    /// approvals, escalations and notifications) and old rejected payloads; measurements,
+    /// the audit log and work still waiting for a human stay. Run it from cron.
+    Purge {
+        /// The cut-off: Unix milliseconds, an RFC 3339 UTC time (2026-01-02T15:04:05Z), a
+        /// date (2026-01-02) or a duration ago (90d).
+        #[arg(long)]
+        before: String,
+        /// Only this charter.
+        #[arg(long)]
+        charter: Option<String>,
+        /// Project folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Store override (a SQLite path or a postgres:// URL).
+        #[arg(long, env = "CHARTER_STORE")]
+        store: Option<String>,
+    },
     /// Train a charter's embedded classifier from its labelled examples.
     Train {
         charter: String,
@@ -374,6 +392,12 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Report(args) => report::report(args).await,
         Command::Migrate { dir, store } => serve::migrate(&dir, store).await,
         Command::Backup { out, dir, store } => serve::backup(&dir, store, &out).await,
+        Command::Purge {
+            before,
+            charter,
+            dir,
+            store,
+        } => serve::purge(&dir, store, &before, charter).await,
         Command::Train { charter, dir, seed } => decide_cmd::train(&dir, &charter, seed),
         Command::Eval(args) => decide_cmd::eval(args).await,
         Command::Bench(args) => bench::bench(args).await,

@@ -278,6 +278,92 @@ pub fn forward_wakeups(
 }
 
 /// `charter migrate`: apply the store's migrations and exit.
+/// Events purged per round (one transaction each, so the server's writes go on between).
+const PURGE_ROUND: usize = 500;
+
+/// `charter purge`: remove finished work received before `before`, round after round.
+pub async fn purge(
+    dir: &std::path::Path,
+    store: Option<String>,
+    before: &str,
+    charter: Option<String>,
+) -> ExitCode {
+    let now = charter_server::now_millis();
+    let cutoff = match crate::client::parse_time(before, now) {
+        Ok(t) if t <= now => t,
+        Ok(_) => {
+            eprintln!("error: --before {before} is in the future; nothing that recent is purged");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("error: --before: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match Runtime::load(dir) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = match StoreChoice::from(&runtime, store.as_deref()) {
+        StoreChoice::Postgres(url) => match PgStore::connect(&url, 2).await {
+            Ok(s) => {
+                let r = purge_all(&s, cutoff, charter.as_deref()).await;
+                s.close().await;
+                r
+            }
+            Err(e) => Err(e),
+        },
+        StoreChoice::Sqlite(path) => {
+            if !path.exists() {
+                eprintln!("error: no store at {}", path.display());
+                return ExitCode::from(1);
+            }
+            match SqliteStore::open(&path) {
+                Ok(s) => {
+                    let r = purge_all(&s, cutoff, charter.as_deref()).await;
+                    s.close().await;
+                    r
+                }
+                Err(e) => Err(e),
+            }
+        }
+    };
+    match result {
+        Ok(p) => {
+            eprintln!(
+                "purged {} event(s) with {} run(s), and {} rejected payload(s), received before {}",
+                p.events,
+                p.runs,
+                p.rejected,
+                charter_core::cron::format_utc(cutoff.div_euclid(1000))
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn purge_all<S: charter_store::RetentionStore>(
+    store: &S,
+    cutoff: i64,
+    charter: Option<&str>,
+) -> Result<charter_store::Purged, charter_store::StoreError> {
+    let mut total = charter_store::Purged::default();
+    loop {
+        let round = store.purge(cutoff, charter, PURGE_ROUND).await?;
+        if round.is_empty() {
+            return Ok(total);
+        }
+        total.add(round);
+    }
+}
+
 /// `charter backup`: copy the SQLite store to `out` (see `sqlite::backup_file`).
 pub async fn backup(
     dir: &std::path::Path,

@@ -58,7 +58,7 @@ fn init_creates_a_project_that_checks_clean() {
 }
 
 #[test]
-fn backup_copies_the_store_once_and_refuses_postgres() {
+fn backup_and_purge_from_the_command_line() {
     let dir = temp_dir("backup");
     let proj = dir.join("proj");
     let run = |args: &[&std::ffi::OsStr]| {
@@ -113,6 +113,31 @@ fn backup_copies_the_store_once_and_refuses_postgres() {
     ]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("pg_dump"), "{err}");
+
+    // `charter purge` (the purge itself is in the store's conformance suite, on every
+    // backend): it says what it removed, and refuses a cut-off it cannot read or one in the
+    // future.
+    let (code, err) = run(&[
+        "purge".as_ref(),
+        "--before".as_ref(),
+        "90d".as_ref(),
+        proj.as_os_str(),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("purged 0 event(s) with 0 run(s), and 0 rejected payload(s)"),
+        "{err}"
+    );
+    for (before, says) in [("2999-01-01", "in the future"), ("soon", "is not a time")] {
+        let (code, err) = run(&[
+            "purge".as_ref(),
+            "--before".as_ref(),
+            before.as_ref(),
+            proj.as_os_str(),
+        ]);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains(says), "{err}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -30,6 +30,7 @@ mod notifications;
 mod notify;
 mod operator;
 mod report;
+mod retention;
 mod rows;
 mod sources;
 
