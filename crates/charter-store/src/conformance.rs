@@ -2255,11 +2255,23 @@ pub async fn check_retention<S: Store>(store: &S) -> CheckResult {
     let c = charter("retention");
     let t = now();
     let (old, cutoff) = (t - 10 * 86_400_000, t - 86_400_000);
+    // An event received at `at`, with the UUIDv7 of that moment (as ingest gives it).
+    let received = |key: &str, at: UnixMillis| {
+        let ms = u64::try_from(at).unwrap_or(0);
+        let ts = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            ms / 1000,
+            u32::try_from(ms % 1000).unwrap_or(0) * 1_000_000,
+        );
+        NewEvent {
+            id: Uuid::new_v7(ts),
+            ..event(&c, Some(key), at)
+        }
+    };
     // Created (so claimed) in this order.
-    let done = stored(store, event(&c, Some("done"), old)).await?;
-    let failed_open = stored(store, event(&c, Some("failed-open"), old)).await?;
-    let recent = stored(store, event(&c, Some("recent"), t)).await?;
-    let pending = stored(store, event(&c, Some("pending"), old)).await?;
+    let done = stored(store, received("done", old)).await?;
+    let failed_open = stored(store, received("failed-open", old + 1)).await?;
+    let recent = stored(store, received("recent", t)).await?;
 
     let run = run_to_the_end(
         store,
@@ -2349,6 +2361,8 @@ pub async fn check_retention<S: Store>(store: &S) -> CheckResult {
         t,
     )
     .await?;
+    // Old but never claimed.
+    let pending = stored(store, received("pending", old + 2)).await?;
     let rejected = |received_at| RejectedPayload {
         id: Uuid::now_v7(),
         charter: c.clone(),
@@ -2468,10 +2482,7 @@ pub async fn check_retention<S: Store>(store: &S) -> CheckResult {
     );
     ensure!(
         matches!(
-            store
-                .ingest(event(&c, Some("done"), t))
-                .await
-                .ctx("ingest")?,
+            store.ingest(received("done", t)).await.ctx("ingest")?,
             IngestOutcome::Stored(_)
         ),
         "the purged event's dedupe key still dedupes"

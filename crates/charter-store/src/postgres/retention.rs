@@ -27,13 +27,14 @@ const CASCADE: &[(&str, &str)] = &[
     ),
     (
         "DELETE FROM notifications WHERE item_id IN (
-             SELECT id FROM approvals WHERE event_id = ANY($1)
+             SELECT a.id FROM approvals a JOIN runs r ON r.id = a.run_id
+             WHERE r.event_id = ANY($1)
              UNION ALL
              SELECT id FROM escalations WHERE event_id = ANY($1))",
         "purging notifications",
     ),
     (
-        "DELETE FROM approvals WHERE event_id = ANY($1)",
+        "DELETE FROM approvals WHERE run_id IN (SELECT id FROM runs WHERE event_id = ANY($1))",
         "purging approvals",
     ),
     (
@@ -50,6 +51,9 @@ impl RetentionStore for PgStore {
         limit: usize,
     ) -> Result<Purged> {
         let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
+        // Ids are UUIDv7s of the receipt time: the id range lets the primary key find the
+        // old events without scanning the table.
+        let floor = crate::report::v7_floor(before);
         let mut client = self.client().await?;
         let tx = client
             .transaction()
@@ -58,15 +62,15 @@ impl RetentionStore for PgStore {
         let rows = tx
             .query(
                 "SELECT id FROM events
-                 WHERE received_at < $1 AND status IN ('done', 'failed')
+                 WHERE id < $4 AND received_at < $1 AND status IN ('done', 'failed')
                    AND ($2::text IS NULL OR charter = $2)
                    AND NOT EXISTS (SELECT 1 FROM escalations x
                                    WHERE x.event_id = events.id AND x.status = 'open')
-                   AND NOT EXISTS (SELECT 1 FROM approvals a
-                                   WHERE a.event_id = events.id AND a.status = 'pending')
+                   AND NOT EXISTS (SELECT 1 FROM runs r JOIN approvals a ON a.run_id = r.id
+                                   WHERE r.event_id = events.id AND a.status = 'pending')
                  ORDER BY id LIMIT $3
                  FOR UPDATE SKIP LOCKED",
-                &[&before, &charter, &limit],
+                &[&before, &charter, &limit, &floor],
             )
             .await
             .map_err(db("choosing events to purge"))?;

@@ -29,13 +29,15 @@ const CASCADE: &[(&str, &str)] = &[
     ),
     (
         "DELETE FROM notifications WHERE item_id IN (
-             SELECT id FROM approvals WHERE event_id IN (SELECT value FROM json_each(?1))
+             SELECT a.id FROM approvals a JOIN runs r ON r.id = a.run_id
+             WHERE r.event_id IN (SELECT value FROM json_each(?1))
              UNION ALL
              SELECT id FROM escalations WHERE event_id IN (SELECT value FROM json_each(?1)))",
         "purging notifications",
     ),
     (
-        "DELETE FROM approvals WHERE event_id IN (SELECT value FROM json_each(?1))",
+        "DELETE FROM approvals WHERE run_id IN (
+             SELECT id FROM runs WHERE event_id IN (SELECT value FROM json_each(?1)))",
         "purging approvals",
     ),
     (
@@ -53,20 +55,25 @@ impl RetentionStore for SqliteStore {
     ) -> Result<Purged> {
         let charter = charter.map(str::to_string);
         let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
+        // Ids are UUIDv7s of the receipt time: the id range lets the primary key find the
+        // old events without scanning the table (an event whose id is newer than its
+        // receipt time, say one replayed from a rejected payload, waits for the id's time).
+        let floor = crate::report::v7_floor(before).to_string();
         self.write(move |conn| {
             let ids: Vec<String> = conn
                 .prepare_cached(
                     "SELECT id FROM events
-                     WHERE received_at < ?1 AND (status = 'done' OR status = 'failed')
+                     WHERE id < ?4 AND received_at < ?1
+                       AND (status = 'done' OR status = 'failed')
                        AND (?2 IS NULL OR charter = ?2)
                        AND NOT EXISTS (SELECT 1 FROM escalations x
                                        WHERE x.event_id = events.id AND x.status = 'open')
-                       AND NOT EXISTS (SELECT 1 FROM approvals a
-                                       WHERE a.event_id = events.id AND a.status = 'pending')
+                       AND NOT EXISTS (SELECT 1 FROM runs r JOIN approvals a ON a.run_id = r.id
+                                       WHERE r.event_id = events.id AND a.status = 'pending')
                      ORDER BY id LIMIT ?3",
                 )
                 .and_then(|mut s| {
-                    s.query_map(params![before, charter, limit], |r| r.get(0))?
+                    s.query_map(params![before, charter, limit, floor], |r| r.get(0))?
                         .collect()
                 })
                 .map_err(db("choosing events to purge"))?;
