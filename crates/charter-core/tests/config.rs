@@ -1290,3 +1290,32 @@ fn the_ui_time_zone_is_read_and_an_unknown_one_is_named_with_its_line() {
         "{d}"
     );
 }
+
+#[test]
+fn retention_is_optional_and_at_least_an_hour() {
+    let project = load_project(&with_triage(TRIAGE)).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(
+        project.settings.worker.retention, None,
+        "kept forever by default"
+    );
+
+    let mut src = with_triage(TRIAGE);
+    let with = |r: &str| {
+        PROJECT.replace(
+            "  concurrency: 8\n",
+            &format!("  concurrency: 8\n  retention: {r}\n"),
+        )
+    };
+    src.files.insert("charter.yaml".into(), with("90d"));
+    let project = load_project(&src).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(
+        project.settings.worker.retention,
+        Some(Duration::from_secs(90 * 86_400))
+    );
+    src.files.insert("charter.yaml".into(), with("10m"));
+    let d = diagnostics(&src);
+    assert!(
+        d.contains("charter.yaml:9") && d.contains("`retention` is shorter than 1h"),
+        "{d}"
+    );
+}

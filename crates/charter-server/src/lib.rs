@@ -28,6 +28,7 @@ pub mod operator;
 pub mod project;
 pub mod rejected;
 pub mod report;
+pub mod retention;
 pub mod sink;
 pub mod sources;
 pub mod ui;
@@ -332,6 +333,14 @@ pub async fn start<S: Store>(
             tasks.spawn(async move {
                 notify::run(st, ex, token).await;
                 "notifications"
+            });
+        }
+        if let Some(keep) = runtime.project.settings.worker.retention {
+            let token = shutdown.clone();
+            let st = state.clone();
+            tasks.spawn(async move {
+                retention::run(st, keep, retention::EVERY, token).await;
+                "retention"
             });
         }
         if alerts::has_alerts(&runtime) {

@@ -278,9 +278,6 @@ pub fn forward_wakeups(
 }
 
 /// `charter migrate`: apply the store's migrations and exit.
-/// Events purged per round (one transaction each, so the server's writes go on between).
-const PURGE_ROUND: usize = 500;
-
 /// `charter purge`: remove finished work received before `before`, round after round.
 pub async fn purge(
     dir: &std::path::Path,
@@ -310,7 +307,8 @@ pub async fn purge(
     let result = match StoreChoice::from(&runtime, store.as_deref()) {
         StoreChoice::Postgres(url) => match PgStore::connect(&url, 2).await {
             Ok(s) => {
-                let r = purge_all(&s, cutoff, charter.as_deref()).await;
+                let r =
+                    charter_server::retention::purge_before(&s, cutoff, charter.as_deref()).await;
                 s.close().await;
                 r
             }
@@ -323,7 +321,8 @@ pub async fn purge(
             }
             match SqliteStore::open(&path) {
                 Ok(s) => {
-                    let r = purge_all(&s, cutoff, charter.as_deref()).await;
+                    let r = charter_server::retention::purge_before(&s, cutoff, charter.as_deref())
+                        .await;
                     s.close().await;
                     r
                 }
@@ -346,21 +345,6 @@ pub async fn purge(
             eprintln!("error: {e}");
             ExitCode::from(1)
         }
-    }
-}
-
-async fn purge_all<S: charter_store::RetentionStore>(
-    store: &S,
-    cutoff: i64,
-    charter: Option<&str>,
-) -> Result<charter_store::Purged, charter_store::StoreError> {
-    let mut total = charter_store::Purged::default();
-    loop {
-        let round = store.purge(cutoff, charter, PURGE_ROUND).await?;
-        if round.is_empty() {
-            return Ok(total);
-        }
-        total.add(round);
     }
 }
 

@@ -121,6 +121,9 @@ pub struct WorkerSettings {
     pub shutdown_grace: Duration,
     /// How often the charters' `alerts:` are evaluated (default 15 s).
     pub alert_interval: Duration,
+    /// Finished work received longer ago than this is purged (hourly, by every worker
+    /// node; see the store's retention). `None` (the default): kept forever.
+    pub retention: Option<Duration>,
 }
 
 impl Default for WorkerSettings {
@@ -131,6 +134,7 @@ impl Default for WorkerSettings {
             concurrency: 16,
             shutdown_grace: Duration::from_secs(10),
             alert_interval: Duration::from_secs(15),
+            retention: None,
         }
     }
 }

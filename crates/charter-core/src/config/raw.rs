@@ -224,6 +224,7 @@ pub struct RawWorker {
     pub concurrency: Option<S<i64>>,
     pub shutdown_grace: Option<S<Scalar>>,
     pub alert_interval: Option<S<Scalar>>,
+    pub retention: Option<S<Scalar>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -717,6 +718,7 @@ const WORKER_SHAPE: Shape = Shape::Keys(&[
     ("concurrency", A),
     ("shutdown_grace", A),
     ("alert_interval", A),
+    ("retention", A),
 ]);
 
 const CONNECTOR_SHAPE: Shape = Shape::Keys(&[

@@ -688,6 +688,18 @@ impl<'a> ProjectChecker<'a> {
             if let Some(c) = &w.concurrency {
                 settings.worker.concurrency = self.positive(c, "concurrency").unwrap_or(1);
             }
+            if let Some(r) = &w.retention
+                && let Some(d) = self.duration(r, "retention")
+            {
+                if d < Duration::from_secs(3600) {
+                    self.err(
+                        r.referenced,
+                        "`retention` is shorter than 1h: finished work would be purged minutes after it ended; give at least 1h (90d is common)",
+                    );
+                } else {
+                    settings.worker.retention = Some(d);
+                }
+            }
         }
 
         let mut connectors = BTreeMap::new();

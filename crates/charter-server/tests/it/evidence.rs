@@ -587,3 +587,137 @@ async fn health_and_readiness() {
     assert_eq!(s, 503, "{body}");
     h.stop().await;
 }
+
+/// `worker.retention`: the scheduled purge removes finished work older than the setting
+/// (events and rejected payloads), keeps recent work, audits what it removed, and stops on
+/// shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_purges_old_finished_work_on_schedule_and_audits_it() {
+    use charter_core::model::{EventStatus, NewEvent, RejectedPayload};
+    use charter_store::{AuditFilter, AuditStore, EventStore, IngestOutcome, QueueStore};
+
+    let dir = std::env::temp_dir().join(format!(
+        "charter-retention-{}",
+        uuid::Uuid::now_v7().simple()
+    ));
+    std::fs::create_dir_all(dir.join("charters")).unwrap();
+    std::fs::write(dir.join("charter.yaml"), "worker:\n  retention: 1h\n").unwrap();
+    let runtime = Arc::new(Runtime::load(&dir).unwrap_or_else(|e| panic!("{e}")));
+    let keep = runtime.project.settings.worker.retention.unwrap();
+    assert_eq!(keep, Duration::from_secs(3600));
+    let store = SqliteStore::open(&runtime.store_path()).unwrap();
+    let state = charter_server::AppState {
+        runtime,
+        store: store.clone(),
+        wake: Arc::default(),
+        metrics: Arc::default(),
+    };
+    let now = charter_server::now_millis();
+    // An event received at `at` (its id is the UUIDv7 of that moment, as ingest makes it),
+    // run to `done`.
+    let finished = |at: i64| {
+        let store = store.clone();
+        async move {
+            let ms = u64::try_from(at).unwrap();
+            let ts = uuid::Timestamp::from_unix(
+                uuid::NoContext,
+                ms / 1000,
+                u32::try_from(ms % 1000).unwrap() * 1_000_000,
+            );
+            let ev = NewEvent {
+                id: uuid::Uuid::new_v7(ts),
+                charter: "kept-or-not".into(),
+                source: "test".into(),
+                event_type: None,
+                dedupe_key: None,
+                received_at: at,
+                headers: Default::default(),
+                payload: json!({"n": 1}),
+            };
+            assert!(matches!(
+                store.ingest(ev.clone()).await.unwrap(),
+                IngestOutcome::Stored(_)
+            ));
+            let claimed = store
+                .claim("kept-or-not", "w", 1, 1, Duration::from_secs(60), now)
+                .await
+                .unwrap();
+            assert_eq!(claimed.len(), 1);
+            assert!(
+                store
+                    .release(ev.id, "w", EventStatus::Done, now)
+                    .await
+                    .unwrap()
+            );
+            ev.id
+        }
+    };
+    let old = finished(now - 2 * 3_600_000).await;
+    let recent = finished(now - 60_000).await;
+    store
+        .reject(RejectedPayload {
+            id: uuid::Uuid::now_v7(),
+            charter: "kept-or-not".into(),
+            source: "test".into(),
+            received_at: now - 2 * 3_600_000,
+            headers: Default::default(),
+            body: "{".into(),
+            reasons: vec!["not JSON".into()],
+        })
+        .await
+        .unwrap();
+
+    let purged = charter_server::retention::purge_once(&state, keep)
+        .await
+        .unwrap();
+    assert_eq!((purged.events, purged.rejected), (1, 1), "{purged:?}");
+    assert!(store.get_event(old).await.unwrap().is_none());
+    assert!(store.get_event(recent).await.unwrap().is_some());
+    let audited = |store: SqliteStore| async move {
+        store
+            .list_audit(AuditFilter {
+                action: Some("store.purge".into()),
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap()
+    };
+    let entries = audited(store.clone()).await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].actor, "system");
+    assert_eq!(entries[0].detail["events"], 1);
+    assert_eq!(entries[0].detail["rejected"], 1);
+    // Nothing more to purge: nothing purged, nothing audited.
+    let again = charter_server::retention::purge_once(&state, keep)
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "{again:?}");
+    assert_eq!(audited(store.clone()).await.len(), 1);
+
+    // The scheduled loop purges on its tick and ends on shutdown.
+    let older = finished(now - 3 * 3_600_000).await;
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(charter_server::retention::run(
+        state.clone(),
+        keep,
+        Duration::from_millis(50),
+        shutdown.clone(),
+    ));
+    let mut gone = false;
+    for _ in 0..100 {
+        if store.get_event(older).await.unwrap().is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "the scheduled purge did not run");
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the retention task ended on shutdown")
+        .unwrap();
+    assert!(store.get_event(recent).await.unwrap().is_some());
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
