@@ -8,9 +8,11 @@ const INIT_PROJECT_YAML: &str = r#"# Charter project settings. See `charter chec
 server:
   listen: 127.0.0.1:8080
   body_limit: 1MiB
+  # timezone: Europe/Paris   # the web UI's clock (default UTC)
 store: charter.db
 worker:
   concurrency: 16
+  # retention: 90d           # purge finished work older than this, hourly (default: keep)
 
 connectors:
   helpdesk:
