@@ -65,15 +65,12 @@ pub async fn run<S: Store>(
     every: Duration,
     shutdown: CancellationToken,
 ) {
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
-        }
+    crate::every(every, &shutdown, || async {
         if let Err(e) = evaluate(&state, &executor, now_millis()).await {
             tracing::warn!(error = %e, "alert evaluation failed; will retry");
         }
-    }
+    })
+    .await;
 }
 
 /// Whether any charter of the runtime declares alerts.

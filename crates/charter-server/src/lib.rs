@@ -198,6 +198,25 @@ const EXPIRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Periodically expire approvals past their deadline until `shutdown` is cancelled. Each
 /// expiry is audited (actor `system`) and its event re-queued, so the worker applies the
 /// action's `on_expiry` (reject, or escalate to a human).
+/// Call `tick` every `period` (the first time one period after start) until `shutdown` is
+/// cancelled; the scheduled jobs (alerts, retention) run on it.
+pub(crate) async fn every<F, Fut>(
+    period: std::time::Duration,
+    shutdown: &CancellationToken,
+    mut tick: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+        tick().await;
+    }
+}
+
 async fn expire_approvals<S: Store>(
     state: AppState<S>,
     every: std::time::Duration,

@@ -78,13 +78,10 @@ pub async fn run<S: Store>(
     every: Duration,
     shutdown: CancellationToken,
 ) {
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
-        }
+    crate::every(every, &shutdown, || async {
         if let Err(e) = purge_once(&state, keep).await {
             tracing::warn!(error = %e, "retention purge failed; will retry");
         }
-    }
+    })
+    .await;
 }

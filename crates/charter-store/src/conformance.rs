@@ -1071,23 +1071,8 @@ pub async fn check_record_run<S: Store>(store: &S) -> CheckResult {
         .ctx("get_event")?
         .ok_or("event vanished")?;
     ensure!(ev.status == EventStatus::Done, "event is {:?}", ev.status);
-    let report = store
-        .report(ReportQuery {
-            charter: c.clone(),
-            since: t - 1_000,
-            until: t + 60_000,
-            buckets: 1,
-        })
-        .await
-        .ctx("report")?;
-    ensure!(
-        report
-            .measurements
-            .get("ticket_routed")
-            .is_some_and(|m| m.count == 1),
-        "measurement not recorded: {:?}",
-        report.measurements
-    );
+    let routed = measured(store, &c, "ticket_routed", t - 1_000, t + 60_000).await?;
+    ensure!(routed == 1, "{routed} ticket_routed measurements, want 1");
 
     // All or nothing: a decision for an unknown run fails the batch, and its start is gone.
     let run2 = Uuid::now_v7();
@@ -2151,6 +2136,26 @@ pub async fn check_operator<S: Store>(store: &S) -> CheckResult {
     Ok(())
 }
 
+/// How many `name` measurements `charter`'s report counts in `[since, until)`.
+async fn measured<S: Store>(
+    store: &S,
+    charter: &str,
+    name: &str,
+    since: UnixMillis,
+    until: UnixMillis,
+) -> Result<u64, String> {
+    let report = store
+        .report(ReportQuery {
+            charter: charter.to_string(),
+            since,
+            until,
+            buckets: 1,
+        })
+        .await
+        .ctx("report")?;
+    Ok(report.measurements.get(name).map_or(0, |m| m.count))
+}
+
 /// Claim `charter`'s next event (it must be `expected`) and record a whole run for it: an
 /// action begun, attempted and finished (succeeded, key `key`), a measurement, the run's
 /// end and the event's release with `status`. Returns the run id.
@@ -2455,23 +2460,8 @@ pub async fn check_retention<S: Store>(store: &S) -> CheckResult {
             .ctx("action_succeeded")?,
         "the purged run's succeeded key is forgotten"
     );
-    let report = store
-        .report(ReportQuery {
-            charter: c.clone(),
-            since: old - 1_000,
-            until: t + 60_000,
-            buckets: 1,
-        })
-        .await
-        .ctx("report")?;
-    ensure!(
-        report
-            .measurements
-            .get("kept")
-            .is_some_and(|m| m.count == 3),
-        "measurements after the purge: {:?}",
-        report.measurements
-    );
+    let kept = measured(store, &c, "kept", old - 1_000, t + 60_000).await?;
+    ensure!(kept == 3, "{kept} measurements after the purge, want 3");
     ensure!(
         store
             .purge(cutoff, Some(&c), 100)
