@@ -3,10 +3,9 @@
 //! stage consulted is recorded.
 //!
 //! The LLM stage calls the project's providers through one [`LlmEngine`] per prepared
-//! [`Runtime`] (built on first use, see [`llm_engine`]): its HTTP clients and the
-//! per-charter rate-limit counters live in this process, so rate limits are enforced per
-//! node; the exact-match response cache ([`StoreCache`]) and the budgets' daily spend
-//! ([`StoreLedger`]) are kept in the store, shared by every node and kept across restarts.
+//! [`Runtime`] (built on first use, see [`llm_engine`]); the exact-match response cache
+//! ([`StoreCache`]) and the limits' counts, rate windows and daily spend ([`StoreLedger`]),
+//! are kept in the store, shared by every node and kept across restarts.
 //! When the LLM stage cannot give a valid answer (invalid output after one
 //! repair, every provider failing, budget or rate limit exhausted) the run escalates with
 //! that reason; tokens, cost and latency are written in the stage's note.
@@ -29,7 +28,7 @@ use charter_core::model::{Decision, DecisionStage, NewEvent, StageAnswer};
 use charter_decide::llm::{
     CacheFuture, ClassifyRequest, DraftRequest, Limits, LlmAnswer, LlmEngine, LlmFailure,
     MemoryCache, MemoryLedger, Price, ProviderKind, ProviderSettings, ResponseCache, SchemaMode,
-    Spend, SpendLedger, Usage,
+    Spend, Usage, UsageLedger,
 };
 use charter_store::{DecisionStore, EXTRA_CONTEXT, EXTRA_DRAFT, LlmSpend, RunExtra, Store};
 use serde_json::{Value, json};
@@ -81,14 +80,29 @@ impl<S: DecisionStore> ResponseCache for StoreCache<S> {
     }
 }
 
-/// The budgets' spend kept in the store: every node and every restart reads the same day's
-/// total. A read error stops the call (the engine escalates with it); a write error is
-/// logged by the engine.
+/// The LLM limits' counts kept in the store (the budgets' daily spend and the rate windows):
+/// every node and every restart sees the same counts. A read error stops the call (the
+/// engine escalates with it); a spend that cannot be written is logged by the engine.
 pub struct StoreLedger<S> {
     store: S,
 }
 
-impl<S: DecisionStore> SpendLedger for StoreLedger<S> {
+impl<S: DecisionStore> UsageLedger for StoreLedger<S> {
+    fn take_slot<'a>(
+        &'a self,
+        charter: &'a str,
+        now: i64,
+        window_ms: i64,
+        max: u32,
+    ) -> CacheFuture<'a, Result<Option<i64>, String>> {
+        Box::pin(async move {
+            self.store
+                .take_llm_slot(charter, now, window_ms, max)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
     fn spent<'a>(&'a self, charter: &'a str, day: i64) -> CacheFuture<'a, Result<Spend, String>> {
         Box::pin(async move {
             self.store
@@ -125,7 +139,7 @@ impl<S: DecisionStore> SpendLedger for StoreLedger<S> {
 /// What an engine keeps beyond one call: the response cache and the budgets' spend.
 pub struct LlmBacking {
     pub cache: Arc<dyn ResponseCache>,
-    pub ledger: Arc<dyn SpendLedger>,
+    pub ledger: Arc<dyn UsageLedger>,
 }
 
 /// Both in the store, shared by every node (what the server uses).

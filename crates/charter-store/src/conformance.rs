@@ -2590,6 +2590,56 @@ pub async fn check_decision_store<S: Store>(store: &S) -> CheckResult {
         "another charter reads this charter's spend"
     );
 
+    // LLM rate windows: a window starts at its first request and admits `max`; the next
+    // request is refused until the window's end, after which a new window starts; charters
+    // are apart; concurrent takes never admit more than `max`.
+    let rated = charter("rate");
+    let take = |at: UnixMillis| store.take_llm_slot(&rated, at, 1_000, 2);
+    ensure!(
+        take(t).await.ctx("take_llm_slot")?.is_none(),
+        "the first request is refused"
+    );
+    ensure!(
+        take(t + 10).await.ctx("take_llm_slot")?.is_none(),
+        "the second request of a window of 2 is refused"
+    );
+    let refused = take(t + 20).await.ctx("take_llm_slot")?;
+    ensure!(
+        refused == Some(t + 1_000),
+        "a third request in the window answered {refused:?} (want refused until {})",
+        t + 1_000
+    );
+    ensure!(
+        take(t + 1_000).await.ctx("take_llm_slot")?.is_none(),
+        "the next window does not admit"
+    );
+    ensure!(
+        store
+            .take_llm_slot(&charter("rate-other"), t + 20, 1_000, 2)
+            .await
+            .ctx("take_llm_slot")?
+            .is_none(),
+        "another charter shares the window"
+    );
+    let fresh = charter("rate-race");
+    let (a, b, c3, d) = tokio::join!(
+        store.take_llm_slot(&fresh, t, 60_000, 2),
+        store.take_llm_slot(&fresh, t, 60_000, 2),
+        store.take_llm_slot(&fresh, t, 60_000, 2),
+        store.take_llm_slot(&fresh, t, 60_000, 2),
+    );
+    let admitted = [a, b, c3, d]
+        .into_iter()
+        .map(|r| r.ctx("concurrent take_llm_slot"))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .filter(Option::is_none)
+        .count();
+    ensure!(
+        admitted == 2,
+        "{admitted} of 4 concurrent requests admitted by a window of 2"
+    );
+
     let c = charter("extras");
     let event_id = stored(store, event(&c, None, t)).await?;
     let (run1, run2) = (Uuid::now_v7(), Uuid::now_v7());

@@ -38,7 +38,7 @@ pub struct LlmSpend {
     pub cost: f64,
 }
 
-/// LLM response cache, LLM spend and run extras.
+/// LLM response cache, LLM spend and rate windows, and run extras.
 pub trait DecisionStore: Send + Sync + 'static {
     /// What `charter` spent on `day` (UTC days since 1970-01-01); zero when nothing.
     fn llm_spent(&self, charter: &str, day: i64) -> impl Future<Output = Result<LlmSpend>> + Send;
@@ -68,6 +68,18 @@ pub trait DecisionStore: Send + Sync + 'static {
         now: UnixMillis,
         expires_at: UnixMillis,
     ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Take one LLM request slot of `charter` at `now`: its window (`window_ms` long) starts
+    /// at its first request; a window with fewer than `max` requests admits this one. `None`:
+    /// admitted; `Some(t)`: refused until `t` (Unix ms, the window's end). Atomic across
+    /// nodes.
+    fn take_llm_slot(
+        &self,
+        charter: &str,
+        now: UnixMillis,
+        window_ms: i64,
+        max: u32,
+    ) -> impl Future<Output = Result<Option<UnixMillis>>> + Send;
 
     /// Record an extra of a run (replacing one of the same run, kind and name).
     fn record_run_extra(&self, extra: &RunExtra) -> impl Future<Output = Result<()>> + Send;

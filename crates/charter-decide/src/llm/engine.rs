@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::cache::{ResponseCache, cache_key};
-use super::limits::{self, Limiter, Limits, MemoryLedger, Spend, SpendLedger};
+use super::limits::{self, Limiter, Limits, MemoryLedger, Spend, UsageLedger};
 use super::prompt;
 use super::provider::{
     ChatRequest, ChatRole, Completion, Message, Provider, ProviderError, ProviderSettings,
@@ -137,7 +137,7 @@ pub struct Draft {
 pub struct LlmEngine {
     providers: BTreeMap<String, Arc<Provider>>,
     cache: Arc<dyn ResponseCache>,
-    ledger: Arc<dyn SpendLedger>,
+    ledger: Arc<dyn UsageLedger>,
     limiter: Limiter,
 }
 
@@ -172,12 +172,12 @@ impl LlmEngine {
             providers,
             cache,
             ledger: Arc::new(MemoryLedger::default()),
-            limiter: Limiter::default(),
+            limiter: Limiter,
         })
     }
 
     /// Keep the budgets' spend in `ledger` instead of in this process.
-    pub fn with_ledger(mut self, ledger: Arc<dyn SpendLedger>) -> LlmEngine {
+    pub fn with_ledger(mut self, ledger: Arc<dyn UsageLedger>) -> LlmEngine {
         self.ledger = ledger;
         self
     }
@@ -189,7 +189,7 @@ impl LlmEngine {
             providers: BTreeMap::new(),
             cache,
             ledger: Arc::new(MemoryLedger::default()),
-            limiter: Limiter::default(),
+            limiter: Limiter,
         }
     }
 

@@ -1,11 +1,10 @@
 //! Per-charter rate limit and daily budget.
 //!
 //! The rate limit counts provider requests (a repair request counts; HTTP retries of one
-//! request do not) in fixed windows of [`Limits::rate_window`] (one minute as configured);
-//! its counters live in the process, so each node enforces it on its own. The budget counts
-//! tokens and cost per charter and UTC day in a [`SpendLedger`]: the server's is the store,
-//! so every node and every restart sees the same day's spend; [`MemoryLedger`] keeps it in
-//! the process. The call that crosses the line completes (calls already admitted on other
+//! request do not) in windows of [`Limits::rate_window`] (one minute as configured), each
+//! starting at its first request. The budget counts tokens and cost per charter and UTC day.
+//! Both are kept in a [`UsageLedger`]: the server's is the store, so every node and every
+//! restart sees the same counts; [`MemoryLedger`] keeps them in the process. The call that crosses the line completes (calls already admitted on other
 //! nodes too); the next one finds the budget exhausted. When a limit is reached,
 //! [`OnExhausted`] says what happens.
 
@@ -62,10 +61,21 @@ pub struct Spend {
     pub cost: f64,
 }
 
-/// Where each charter's LLM spend per UTC day is kept. Errors are messages: the engine
-/// escalates a decision whose budget cannot be read (it fails closed), and logs a spend
-/// that cannot be recorded.
-pub trait SpendLedger: Send + Sync {
+/// Where each charter's LLM usage is counted: the spend per UTC day (for `budget:`) and the
+/// current rate-limit window (for `rate_limit:`). Errors are messages: the engine escalates
+/// a decision whose limits cannot be checked (it fails closed), and logs a spend that cannot
+/// be recorded.
+pub trait UsageLedger: Send + Sync {
+    /// Take one request slot of `charter` at `now` (Unix ms): its window (`window_ms` long)
+    /// starts at its first request and admits `max` requests. `None`: admitted; `Some(t)`:
+    /// refused until `t` (Unix ms). Concurrent takes must never admit more than `max`.
+    fn take_slot<'a>(
+        &'a self,
+        charter: &'a str,
+        now: i64,
+        window_ms: i64,
+        max: u32,
+    ) -> CacheFuture<'a, Result<Option<i64>, String>>;
     /// What `charter` spent on `day` (UTC days since 1970-01-01); zero when nothing.
     fn spent<'a>(&'a self, charter: &'a str, day: i64) -> CacheFuture<'a, Result<Spend, String>>;
     /// Add one call's spend to `charter`'s total for `day`. Concurrent adds must all count.
@@ -81,9 +91,37 @@ pub trait SpendLedger: Send + Sync {
 #[derive(Debug, Default)]
 pub struct MemoryLedger {
     days: Mutex<HashMap<String, (i64, Spend)>>,
+    /// Per charter: the window's start (Unix ms) and the requests it admitted.
+    windows: Mutex<HashMap<String, (i64, u32)>>,
 }
 
-impl SpendLedger for MemoryLedger {
+impl UsageLedger for MemoryLedger {
+    fn take_slot<'a>(
+        &'a self,
+        charter: &'a str,
+        now: i64,
+        window_ms: i64,
+        max: u32,
+    ) -> CacheFuture<'a, Result<Option<i64>, String>> {
+        let taken = match self.windows.lock() {
+            Ok(mut map) => {
+                let (start, requests) = map.entry(charter.to_string()).or_insert((now, 0));
+                if now >= start.saturating_add(window_ms) {
+                    *start = now;
+                    *requests = 0;
+                }
+                if *requests < max {
+                    *requests += 1;
+                    Ok(None)
+                } else {
+                    Ok(Some(start.saturating_add(window_ms)))
+                }
+            }
+            Err(_) => Err("the rate counters are unavailable".to_string()),
+        };
+        Box::pin(async move { taken })
+    }
+
     fn spent<'a>(&'a self, charter: &'a str, day: i64) -> CacheFuture<'a, Result<Spend, String>> {
         let spent = match self.days.lock() {
             Ok(map) => Ok(map
@@ -129,10 +167,16 @@ enum Verdict {
     Wait(Duration),
 }
 
-/// Rate-limit windows for every charter on this node.
+/// Applies a charter's limits through a [`UsageLedger`] (it keeps no counters itself).
 #[derive(Debug, Default)]
-pub(crate) struct Limiter {
-    windows: Mutex<HashMap<String, (Instant, u32)>>,
+pub(crate) struct Limiter;
+
+/// Now, in Unix milliseconds (rate windows are shared across nodes, so wall-clock time).
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 /// Today, in UTC days since 1970-01-01.
@@ -177,7 +221,7 @@ impl Limiter {
     /// escalation reason.
     pub(crate) async fn admit(
         &self,
-        ledger: &dyn SpendLedger,
+        ledger: &dyn UsageLedger,
         charter: &str,
         limits: &Limits,
     ) -> Result<(), String> {
@@ -192,10 +236,16 @@ impl Limiter {
                         .map_err(|e| format!("the LLM budget could not be read: {e}"))?;
                     match over_budget(limits, spent) {
                         Some(reason) => (Verdict::Wait(until_next_day()), reason),
-                        None => (self.check_rate(charter, limits)?, self.rate_reason(limits)),
+                        None => (
+                            self.check_rate(ledger, charter, limits).await?,
+                            self.rate_reason(limits),
+                        ),
                     }
                 }
-                false => (self.check_rate(charter, limits)?, self.rate_reason(limits)),
+                false => (
+                    self.check_rate(ledger, charter, limits).await?,
+                    self.rate_reason(limits),
+                ),
             };
             let Verdict::Wait(d) = verdict else {
                 return Ok(());
@@ -223,33 +273,34 @@ impl Limiter {
     }
 
     /// Take a slot in the current rate window, or say how long until the next one.
-    fn check_rate(&self, charter: &str, limits: &Limits) -> Result<Verdict, String> {
+    async fn check_rate(
+        &self,
+        ledger: &dyn UsageLedger,
+        charter: &str,
+        limits: &Limits,
+    ) -> Result<Verdict, String> {
         let Some(max) = limits.requests_per_window else {
             return Ok(Verdict::Go);
         };
-        let Ok(mut map) = self.windows.lock() else {
-            return Err("limit counters are unavailable".into());
-        };
-        let now = Instant::now();
-        let (start, requests) = map.entry(charter.to_string()).or_insert((now, 0));
-        if now.duration_since(*start) >= limits.rate_window {
-            *start = now;
-            *requests = 0;
+        let window = i64::try_from(limits.rate_window.as_millis())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        let now = unix_ms();
+        match ledger
+            .take_slot(charter, now, window, max)
+            .await
+            .map_err(|e| format!("the LLM rate limit could not be checked: {e}"))?
+        {
+            None => Ok(Verdict::Go),
+            Some(until) => Ok(Verdict::Wait(Duration::from_millis(
+                u64::try_from(until.saturating_sub(now)).unwrap_or(0).max(1),
+            ))),
         }
-        if *requests >= max {
-            return Ok(Verdict::Wait(
-                limits
-                    .rate_window
-                    .saturating_sub(now.duration_since(*start)),
-            ));
-        }
-        *requests += 1;
-        Ok(Verdict::Go)
     }
 }
 
 /// Adds what one call used to the day's budget; a failure is logged (the call was made).
-pub(crate) async fn record(ledger: &dyn SpendLedger, charter: &str, spend: Spend) {
+pub(crate) async fn record(ledger: &dyn UsageLedger, charter: &str, spend: Spend) {
     if spend.tokens == 0 && spend.cost == 0.0 {
         return;
     }

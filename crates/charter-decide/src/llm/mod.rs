@@ -37,8 +37,8 @@
 //!          rate_limit: 60, budget: { tokens_per_day: 200000, on_exhausted: escalate }, redact: [email] }
 //! ```
 //!
-//! Rate limits are kept in memory, per process (per node); the server keeps the budgets'
-//! spend ([`SpendLedger`]) and the response cache in the store, shared by every node.
+//! The server keeps the rate windows and the budgets' spend ([`UsageLedger`]) and the
+//! response cache in the store, shared by every node.
 //!
 //! # Running against a real local model
 //!
@@ -71,7 +71,7 @@ pub mod schema;
 
 pub use cache::{CacheFuture, MemoryCache, ResponseCache, cache_key};
 pub use engine::{ClassifyRequest, Draft, DraftRequest, LlmAnswer, LlmEngine, LlmFailure, Usage};
-pub use limits::{Limits, MemoryLedger, OnExhausted, Spend, SpendLedger, utc_day};
+pub use limits::{Limits, MemoryLedger, OnExhausted, Spend, UsageLedger, utc_day};
 pub use provider::{
     ChatRequest, ChatRole, Completion, Message, Price, Provider, ProviderError, ProviderKind,
     ProviderSettings, SchemaMode,

@@ -474,7 +474,16 @@ async fn repeated_input_is_a_cache_hit() {
 /// A ledger that refuses to be read (a store that is down).
 struct BrokenLedger;
 
-impl charter_decide::llm::SpendLedger for BrokenLedger {
+impl charter_decide::llm::UsageLedger for BrokenLedger {
+    fn take_slot<'a>(
+        &'a self,
+        _: &'a str,
+        _: i64,
+        _: i64,
+        _: u32,
+    ) -> charter_decide::llm::CacheFuture<'a, Result<Option<i64>, String>> {
+        Box::pin(async { Err("database is locked".to_string()) })
+    }
     fn spent<'a>(
         &'a self,
         _: &'a str,
@@ -527,6 +536,44 @@ async fn engines_sharing_a_ledger_share_the_budget_and_an_unreadable_one_stops_c
         "{}",
         f.reason
     );
+    assert_eq!(fake.requests(), 2);
+    // A rate limit that cannot be checked stops the call too.
+    let mut limited = Case::new(&["default"]);
+    limited.limits.requests_per_window = Some(10);
+    let f = broken
+        .classify(&limited.request("fifth"))
+        .await
+        .unwrap_err();
+    assert!(
+        f.reason
+            .contains("the LLM rate limit could not be checked: database is locked"),
+        "{}",
+        f.reason
+    );
+    assert_eq!(fake.requests(), 2);
+}
+
+#[tokio::test]
+async fn engines_sharing_a_ledger_share_the_rate_limit() {
+    let replies = (0..2)
+        .map(|_| Reply::Json(200, openai(&valid("bug", 0.9))))
+        .collect();
+    let (fake, addr) = fake_server(replies).await;
+    let ledger = Arc::new(charter_decide::llm::MemoryLedger::default());
+    let a = engine(vec![settings("default", addr)]).with_ledger(ledger.clone());
+    let b = engine(vec![settings("default", addr)]).with_ledger(ledger.clone());
+    let mut case = Case::new(&["default"]);
+    case.limits.requests_per_window = Some(1);
+    case.limits.rate_window = Duration::from_secs(60);
+    case.limits.on_exhausted = OnExhausted::Escalate;
+    a.classify(&case.request("one")).await.unwrap();
+    let f = b.classify(&case.request("two")).await.unwrap_err();
+    assert!(f.reason.starts_with("rate limit reached"), "{}", f.reason);
+    assert_eq!(fake.requests(), 1, "the other engine made no request");
+    // Another charter has its own window.
+    let mut other = case.request("three");
+    other.charter = "another";
+    b.classify(&other).await.unwrap();
     assert_eq!(fake.requests(), 2);
 }
 

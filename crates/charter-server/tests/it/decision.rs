@@ -705,3 +705,52 @@ async fn an_llm_budget_holds_across_restarts_and_nodes() {
         "the second node made no call"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_llm_rate_limit_holds_across_nodes() {
+    let c = charter(
+        "rated",
+        "decide:\n  labels: [billing, other]\n  stages:\n    - llm: { provider: local, prompt: prompts/triage.md, accept_above: 0.5, rate_limit: 1, budget: { on_exhausted: escalate } }\n  otherwise: escalate",
+        "routes:\n  - when: \"true\"\n    do: [note]\nactions:\n  note:\n    log: \"{{ decision.label }}\"\n    approval: auto",
+        "",
+    );
+    let h = Harness::start(
+        &[("rated", c)],
+        &[("prompts/triage.md", "Classify: {{ text }}")],
+    )
+    .await;
+    let first = h.send("rated", json!({"subject": "refund order 1"})).await;
+    let run = h.wait(first, "done").await;
+    assert_eq!(run.decision.unwrap().label.as_deref(), Some("billing"));
+
+    // Another runtime on the same store (another node): its engine is new, and the
+    // charter's one request this minute is already taken.
+    let state = charter_server::AppState {
+        runtime: Arc::new(Runtime::load(&h.dir).unwrap()),
+        store: h.store.clone(),
+        wake: Arc::default(),
+        metrics: Arc::default(),
+    };
+    let decide = state.runtime.charters["rated"]
+        .charter
+        .decide
+        .clone()
+        .unwrap();
+    let ctx = json!({"payload": {"subject": "refund order 2"}});
+    let d = charter_server::decide::decide_event(
+        &state,
+        "rated",
+        &decide,
+        &ctx,
+        "refund order 2",
+        None,
+    )
+    .await;
+    assert_eq!(d.label, None, "{d:?}");
+    assert!(d.reason.contains("rate limit reached"), "{}", d.reason);
+    assert_eq!(
+        h.seen.lock().unwrap().len(),
+        1,
+        "one model call in the window"
+    );
+}

@@ -8,3 +8,11 @@ CREATE TABLE llm_spend (
     cost    REAL NOT NULL DEFAULT 0,     -- in the providers' price unit
     PRIMARY KEY (charter, day)
 ) WITHOUT ROWID;
+
+-- Each charter's LLM rate-limit window: when it started and how many requests it admitted,
+-- so `rate_limit` holds for every node. One row per charter, reset when its window ends.
+CREATE TABLE llm_rate (
+    charter      TEXT PRIMARY KEY,
+    window_start INTEGER NOT NULL,       -- Unix ms of the window's first request
+    taken        INTEGER NOT NULL        -- requests admitted in it
+) WITHOUT ROWID;

@@ -97,6 +97,46 @@ impl DecisionStore for PgStore {
         Ok(())
     }
 
+    async fn take_llm_slot(
+        &self,
+        charter: &str,
+        now: UnixMillis,
+        window_ms: i64,
+        max: u32,
+    ) -> Result<Option<UnixMillis>> {
+        let client = self.client().await?;
+        let max = i32::try_from(max).unwrap_or(i32::MAX);
+        let stmt = client
+            .prepare_cached(
+                "INSERT INTO llm_rate (charter, window_start, taken) VALUES ($1, $2, 1)
+                 ON CONFLICT (charter) DO UPDATE SET
+                     taken = CASE WHEN EXCLUDED.window_start >= llm_rate.window_start + $3
+                                  THEN 1 ELSE llm_rate.taken + 1 END,
+                     window_start = CASE WHEN EXCLUDED.window_start >= llm_rate.window_start + $3
+                                         THEN EXCLUDED.window_start ELSE llm_rate.window_start END
+                 WHERE EXCLUDED.window_start >= llm_rate.window_start + $3 OR llm_rate.taken < $4
+                 RETURNING taken",
+            )
+            .await
+            .map_err(db("preparing an LLM rate slot"))?;
+        let admitted = client
+            .query_opt(&stmt, &[&charter, &now, &window_ms, &max])
+            .await
+            .map_err(db("taking an LLM rate slot"))?;
+        if admitted.is_some() {
+            return Ok(None);
+        }
+        let row = client
+            .query_one(
+                "SELECT window_start FROM llm_rate WHERE charter = $1",
+                &[&charter],
+            )
+            .await
+            .map_err(db("reading an LLM rate window"))?;
+        let start: i64 = get(&row, 0)?;
+        Ok(Some(start.saturating_add(window_ms)))
+    }
+
     async fn record_run_extra(&self, e: &RunExtra) -> Result<()> {
         let client = self.client().await?;
         let stmt = client

@@ -33,6 +33,17 @@ fn to_extra(t: (String, String, String, String, String, i64)) -> Result<RunExtra
 
 const EXTRA_COLS: &str = "run_id, event_id, kind, name, body, at";
 
+/// Admit a request into the charter's rate window (`?2` now, `?3` window length, `?4` the
+/// window's maximum): a new or ended window restarts at now with one request; an open one
+/// counts it if there is room. A row comes back only when the request is admitted.
+const TAKE_SLOT: &str = "INSERT INTO llm_rate (charter, window_start, taken) VALUES (?1, ?2, 1)
+     ON CONFLICT (charter) DO UPDATE SET
+         taken = CASE WHEN excluded.window_start >= window_start + ?3 THEN 1 ELSE taken + 1 END,
+         window_start = CASE WHEN excluded.window_start >= window_start + ?3
+                             THEN excluded.window_start ELSE window_start END
+     WHERE excluded.window_start >= window_start + ?3 OR taken < ?4
+     RETURNING taken";
+
 /// Token counts are stored as SQLite integers (i64); a count past that saturates.
 fn spend_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LlmSpend> {
     let tokens: i64 = r.get(0)?;
@@ -103,6 +114,34 @@ impl DecisionStore for SqliteStore {
             .and_then(|mut s| s.execute(params![key, value, now, expires_at]))
             .map_err(db("writing the LLM cache"))?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn take_llm_slot(
+        &self,
+        charter: &str,
+        now: UnixMillis,
+        window_ms: i64,
+        max: u32,
+    ) -> Result<Option<UnixMillis>> {
+        let charter = charter.to_string();
+        self.write(move |conn| {
+            let admitted = conn
+                .prepare_cached(TAKE_SLOT)
+                .and_then(|mut s| {
+                    s.query_row(params![charter, now, window_ms, max], |_| Ok(()))
+                        .optional()
+                })
+                .map_err(db("taking an LLM rate slot"))?;
+            if admitted.is_some() {
+                return Ok(None);
+            }
+            let start: i64 = conn
+                .prepare_cached("SELECT window_start FROM llm_rate WHERE charter = ?1")
+                .and_then(|mut s| s.query_row(params![charter], |r| r.get(0)))
+                .map_err(db("reading an LLM rate window"))?;
+            Ok(Some(start.saturating_add(window_ms)))
         })
         .await
     }
