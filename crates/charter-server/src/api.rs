@@ -562,31 +562,48 @@ pub async fn check_decidable<S: Store>(
     caller: &Caller,
     id: &str,
 ) -> Result<ApprovalRecord, ApiError> {
+    let a = decidable_approval(state, caller, id).await?;
+    match closed(&a, now_millis()) {
+        Some(why) => Err(why),
+        None => Ok(a),
+    }
+}
+
+/// The approval `id`, if `caller` is a reviewer who sees it and may decide it.
+async fn decidable_approval<S: Store>(
+    state: &AppState<S>,
+    caller: &Caller,
+    id: &str,
+) -> Result<ApprovalRecord, ApiError> {
     if caller.role < Role::Reviewer {
         return Err(ApiError::Forbidden);
     }
     let a = visible_approval(state, caller, id).await?;
     may_decide(caller, &a)?;
-    if a.status != ApprovalStatus::Pending {
-        return Err(ApiError::Conflict(format!(
-            "the approval is already {}",
-            a.status.as_str()
-        )));
-    }
-    if a.expires_at.is_some_and(|at| at <= now_millis()) {
-        return Err(ApiError::Conflict(
-            "the approval has expired and can no longer be decided".into(),
-        ));
-    }
     Ok(a)
 }
 
+const EXPIRED: &str = "the approval has expired and can no longer be decided";
+
+/// Why approval `a` can no longer be decided at `now`, if it cannot.
+fn closed(a: &ApprovalRecord, now: i64) -> Option<ApiError> {
+    if a.status != ApprovalStatus::Pending {
+        Some(ApiError::Conflict(format!(
+            "the approval is already {}",
+            a.status.as_str()
+        )))
+    } else if a.expires_at.is_some_and(|at| at <= now) {
+        Some(ApiError::Conflict(EXPIRED.into()))
+    } else {
+        None
+    }
+}
+
+/// Why a decision of a visible approval changed nothing: it was decided meanwhile, or its
+/// deadline passed.
 async fn not_decided<S: Store>(state: &AppState<S>, id: Uuid) -> ApiError {
     match state.store.get_approval(id).await {
-        Ok(Some(a)) if a.status == ApprovalStatus::Pending => {
-            ApiError::Conflict("the approval has expired and can no longer be decided".into())
-        }
-        Ok(Some(a)) => ApiError::Conflict(format!("the approval is already {}", a.status.as_str())),
+        Ok(Some(a)) => closed(&a, now_millis()).unwrap_or(ApiError::Conflict(EXPIRED.into())),
         Ok(None) => ApiError::NotFound,
         Err(e) => e.into(),
     }
@@ -654,11 +671,7 @@ pub async fn approve_as<S: Store>(
     id: &str,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    if caller.role < Role::Reviewer {
-        return Err(ApiError::Forbidden);
-    }
-    let a = visible_approval(&state, caller, id).await?;
-    may_decide(caller, &a)?;
+    let a = decidable_approval(&state, caller, id).await?;
     let body: ApproveBody = if body.iter().all(u8::is_ascii_whitespace) {
         ApproveBody::default()
     } else {
@@ -747,11 +760,7 @@ pub async fn reject_as<S: Store>(
     id: &str,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    if caller.role < Role::Reviewer {
-        return Err(ApiError::Forbidden);
-    }
-    let a = visible_approval(&state, caller, id).await?;
-    may_decide(caller, &a)?;
+    let a = decidable_approval(&state, caller, id).await?;
     let body: RejectBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("expected {{\"reason\": \"...\"}}: {e}")))?;
     let reason = body.reason.trim().to_string();

@@ -199,7 +199,7 @@ const EXPIRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// expiry is audited (actor `system`) and its event re-queued, so the worker applies the
 /// action's `on_expiry` (reject, or escalate to a human).
 /// Call `tick` every `period` (the first time one period after start) until `shutdown` is
-/// cancelled; the scheduled jobs (alerts, retention) run on it.
+/// cancelled; the scheduled jobs (approval expiry, alerts, retention) run on it.
 pub(crate) async fn every<F, Fut>(
     period: std::time::Duration,
     shutdown: &CancellationToken,
@@ -222,37 +222,36 @@ async fn expire_approvals<S: Store>(
     every: std::time::Duration,
     shutdown: CancellationToken,
 ) {
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
+    crate::every(every, &shutdown, || expire_due(&state)).await;
+}
+
+/// Expire the approvals whose deadline passed, audit each and requeue its event.
+async fn expire_due<S: Store>(state: &AppState<S>) {
+    let expired = match state.store.expire_approvals(now_millis()).await {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(error = %e, "expiring approvals failed; will retry");
+            return;
         }
-        let expired = match state.store.expire_approvals(now_millis()).await {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(error = %e, "expiring approvals failed; will retry");
-                continue;
-            }
+    };
+    for a in expired {
+        tracing::info!(approval = %a.id, event = %a.event_id, charter = %a.charter, "approval expired");
+        let entry = charter_store::NewAuditEntry {
+            at: now_millis(),
+            actor: "system".into(),
+            action: "approval.expire".into(),
+            charter: Some(a.charter.clone()),
+            target: Some(a.id.to_string()),
+            detail: serde_json::json!({
+                "event": a.event_id,
+                "action": a.action,
+                "on_expiry": a.on_expiry,
+            }),
         };
-        for a in expired {
-            tracing::info!(approval = %a.id, event = %a.event_id, charter = %a.charter, "approval expired");
-            let entry = charter_store::NewAuditEntry {
-                at: now_millis(),
-                actor: "system".into(),
-                action: "approval.expire".into(),
-                charter: Some(a.charter.clone()),
-                target: Some(a.id.to_string()),
-                detail: serde_json::json!({
-                    "event": a.event_id,
-                    "action": a.action,
-                    "on_expiry": a.on_expiry,
-                }),
-            };
-            if let Err(e) = state.store.append_audit(entry).await {
-                tracing::warn!(error = %e, approval = %a.id, "audit of an expiry failed");
-            }
-            api::requeue_soon(&state, a.event_id);
+        if let Err(e) = state.store.append_audit(entry).await {
+            tracing::warn!(error = %e, approval = %a.id, "audit of an expiry failed");
         }
+        api::requeue_soon(state, a.event_id);
     }
 }
 

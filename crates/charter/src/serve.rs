@@ -277,7 +277,15 @@ pub fn forward_wakeups(
     });
 }
 
-/// `charter migrate`: apply the store's migrations and exit.
+/// The project in `dir`, or the exit code of a command that cannot load it (the problem
+/// printed).
+fn load_runtime(dir: &std::path::Path) -> Result<Runtime, ExitCode> {
+    Runtime::load(dir).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(1)
+    })
+}
+
 /// `charter purge`: remove finished work received before `before`, round after round.
 pub async fn purge(
     dir: &std::path::Path,
@@ -297,12 +305,9 @@ pub async fn purge(
             return ExitCode::from(2);
         }
     };
-    let runtime = match Runtime::load(dir) {
+    let runtime = match load_runtime(dir) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let result = match StoreChoice::from(&runtime, store.as_deref()) {
         StoreChoice::Postgres(url) => match PgStore::connect(&url, 2).await {
@@ -354,12 +359,9 @@ pub async fn backup(
     store: Option<String>,
     out: &std::path::Path,
 ) -> ExitCode {
-    let runtime = match Runtime::load(dir) {
+    let runtime = match load_runtime(dir) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let path = match StoreChoice::from(&runtime, store.as_deref()) {
         StoreChoice::Sqlite(path) => path,
@@ -395,13 +397,11 @@ pub async fn backup(
     }
 }
 
+/// `charter migrate`: apply the store's migrations and exit.
 pub async fn migrate(dir: &std::path::Path, store: Option<String>) -> ExitCode {
-    let runtime = match Runtime::load(dir) {
+    let runtime = match load_runtime(dir) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     match StoreChoice::from(&runtime, store.as_deref()) {
         StoreChoice::Postgres(url) => match charter_store::postgres::migrate(&url).await {

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::cache::{ResponseCache, cache_key};
-use super::limits::{self, Limiter, Limits, MemoryLedger, Spend, UsageLedger};
+use super::limits::{self, Limits, MemoryLedger, Spend, UsageLedger};
 use super::prompt;
 use super::provider::{
     ChatRequest, ChatRole, Completion, Message, Provider, ProviderError, ProviderSettings,
@@ -132,13 +132,11 @@ pub struct Draft {
     pub usage: Usage,
 }
 
-/// Providers by name, the response cache, the spend ledger the budgets read and per-charter
-/// rate-limit counters.
+/// Providers by name, the response cache and the ledger the limits count in.
 pub struct LlmEngine {
     providers: BTreeMap<String, Arc<Provider>>,
     cache: Arc<dyn ResponseCache>,
     ledger: Arc<dyn UsageLedger>,
-    limiter: Limiter,
 }
 
 impl fmt::Debug for LlmEngine {
@@ -172,7 +170,6 @@ impl LlmEngine {
             providers,
             cache,
             ledger: Arc::new(MemoryLedger::default()),
-            limiter: Limiter,
         })
     }
 
@@ -189,7 +186,6 @@ impl LlmEngine {
             providers: BTreeMap::new(),
             cache,
             ledger: Arc::new(MemoryLedger::default()),
-            limiter: Limiter,
         }
     }
 
@@ -206,7 +202,7 @@ impl LlmEngine {
         req: &ChatRequest,
         usage: &mut Usage,
     ) -> Call {
-        if let Err(reason) = self.limiter.admit(&*self.ledger, charter, limits).await {
+        if let Err(reason) = limits::admit(&*self.ledger, charter, limits).await {
             return Call::Limited(reason);
         }
         match provider.complete(req).await {

@@ -161,17 +161,8 @@ impl UsageLedger for MemoryLedger {
     }
 }
 
-/// Why a request may not go now.
-enum Verdict {
-    Go,
-    Wait(Duration),
-}
-
-/// Applies a charter's limits through a [`UsageLedger`] (it keeps no counters itself).
-#[derive(Debug, Default)]
-pub(crate) struct Limiter;
-
-/// Now, in Unix milliseconds (rate windows are shared across nodes, so wall-clock time).
+/// Now, in Unix milliseconds (the limits' counts are shared across nodes, so wall-clock
+/// time).
 fn unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -179,20 +170,16 @@ fn unix_ms() -> i64 {
         .unwrap_or(0)
 }
 
+const DAY_MS: i64 = 86_400_000;
+
 /// Today, in UTC days since 1970-01-01.
 pub fn utc_day() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| (d.as_secs() / 86_400) as i64)
-        .unwrap_or(0)
+    unix_ms().div_euclid(DAY_MS)
 }
 
 fn until_next_day() -> Duration {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    Duration::from_secs(86_400 - now % 86_400)
+    let left = DAY_MS - unix_ms().rem_euclid(DAY_MS);
+    Duration::from_millis(u64::try_from(left).unwrap_or(0))
 }
 
 /// Why the budget stops a request, if it does.
@@ -216,87 +203,75 @@ fn over_budget(limits: &Limits, spent: Spend) -> Option<String> {
     None
 }
 
-impl Limiter {
-    /// Takes one request slot for `charter`, waiting if the limits say so. `Err` carries the
-    /// escalation reason.
-    pub(crate) async fn admit(
-        &self,
-        ledger: &dyn UsageLedger,
-        charter: &str,
-        limits: &Limits,
-    ) -> Result<(), String> {
-        let deadline = Instant::now() + limits.max_wait;
-        let budgeted = limits.tokens_per_day.is_some() || limits.cost_per_day.is_some();
-        loop {
-            let (verdict, reason) = match budgeted {
-                true => {
-                    let spent = ledger
-                        .spent(charter, utc_day())
-                        .await
-                        .map_err(|e| format!("the LLM budget could not be read: {e}"))?;
-                    match over_budget(limits, spent) {
-                        Some(reason) => (Verdict::Wait(until_next_day()), reason),
-                        None => (
-                            self.check_rate(ledger, charter, limits).await?,
-                            self.rate_reason(limits),
-                        ),
-                    }
-                }
-                false => (
-                    self.check_rate(ledger, charter, limits).await?,
-                    self.rate_reason(limits),
-                ),
-            };
-            let Verdict::Wait(d) = verdict else {
-                return Ok(());
-            };
-            if limits.on_exhausted == OnExhausted::Escalate {
-                return Err(reason);
-            }
-            if Instant::now() + d > deadline {
-                return Err(format!(
-                    "{reason} (the next window opens in {}s, over the {}s wait limit)",
-                    d.as_secs_f64().ceil(),
-                    limits.max_wait.as_secs()
-                ));
-            }
-            tokio::time::sleep(d).await;
-        }
-    }
-
-    fn rate_reason(&self, limits: &Limits) -> String {
-        format!(
-            "rate limit reached: {} requests per {}s",
-            limits.requests_per_window.unwrap_or(0),
-            limits.rate_window.as_secs_f64()
-        )
-    }
-
-    /// Take a slot in the current rate window, or say how long until the next one.
-    async fn check_rate(
-        &self,
-        ledger: &dyn UsageLedger,
-        charter: &str,
-        limits: &Limits,
-    ) -> Result<Verdict, String> {
-        let Some(max) = limits.requests_per_window else {
-            return Ok(Verdict::Go);
+/// Takes one request slot for `charter` in `ledger`, waiting if the limits say so. `Err`
+/// carries the escalation reason.
+pub(crate) async fn admit(
+    ledger: &dyn UsageLedger,
+    charter: &str,
+    limits: &Limits,
+) -> Result<(), String> {
+    let deadline = Instant::now() + limits.max_wait;
+    let budgeted = limits.tokens_per_day.is_some() || limits.cost_per_day.is_some();
+    loop {
+        let spent_out = if budgeted {
+            let spent = ledger
+                .spent(charter, utc_day())
+                .await
+                .map_err(|e| format!("the LLM budget could not be read: {e}"))?;
+            over_budget(limits, spent)
+        } else {
+            None
         };
-        let window = i64::try_from(limits.rate_window.as_millis())
-            .unwrap_or(i64::MAX)
-            .max(1);
-        let now = unix_ms();
-        match ledger
-            .take_slot(charter, now, window, max)
-            .await
-            .map_err(|e| format!("the LLM rate limit could not be checked: {e}"))?
-        {
-            None => Ok(Verdict::Go),
-            Some(until) => Ok(Verdict::Wait(Duration::from_millis(
-                u64::try_from(until.saturating_sub(now)).unwrap_or(0).max(1),
-            ))),
+        let (wait, reason) = match spent_out {
+            Some(reason) => (until_next_day(), reason),
+            None => match take_rate_slot(ledger, charter, limits).await? {
+                None => return Ok(()),
+                Some(wait) => (wait, rate_reason(limits)),
+            },
+        };
+        if limits.on_exhausted == OnExhausted::Escalate {
+            return Err(reason);
         }
+        if Instant::now() + wait > deadline {
+            return Err(format!(
+                "{reason} (the next window opens in {}s, over the {}s wait limit)",
+                wait.as_secs_f64().ceil(),
+                limits.max_wait.as_secs()
+            ));
+        }
+        tokio::time::sleep(wait).await;
     }
+}
+
+fn rate_reason(limits: &Limits) -> String {
+    format!(
+        "rate limit reached: {} requests per {}s",
+        limits.requests_per_window.unwrap_or(0),
+        limits.rate_window.as_secs_f64()
+    )
+}
+
+/// Take a slot in the current rate window: `None` when taken (or there is no rate limit),
+/// otherwise how long until the next window.
+async fn take_rate_slot(
+    ledger: &dyn UsageLedger,
+    charter: &str,
+    limits: &Limits,
+) -> Result<Option<Duration>, String> {
+    let Some(max) = limits.requests_per_window else {
+        return Ok(None);
+    };
+    let window = i64::try_from(limits.rate_window.as_millis())
+        .unwrap_or(i64::MAX)
+        .max(1);
+    let now = unix_ms();
+    let refused = ledger
+        .take_slot(charter, now, window, max)
+        .await
+        .map_err(|e| format!("the LLM rate limit could not be checked: {e}"))?;
+    Ok(refused.map(|until| {
+        Duration::from_millis(u64::try_from(until.saturating_sub(now)).unwrap_or(0).max(1))
+    }))
 }
 
 /// Adds what one call used to the day's budget; a failure is logged (the call was made).

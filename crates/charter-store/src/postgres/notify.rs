@@ -132,7 +132,8 @@ impl Announcer {
         }
         if !self.started.swap(true, std::sync::atomic::Ordering::AcqRel) {
             tokio::spawn(announce_loop(
-                std::sync::Arc::downgrade(&store.inner),
+                std::sync::Arc::clone(&store.inner.announcer),
+                store.inner.pool.clone(),
                 store.inner.shutdown.subscribe(),
             ));
         }
@@ -148,14 +149,15 @@ impl Announcer {
     }
 }
 
-/// Send what is queued, round after round, until the store is closed or dropped. A failed
-/// round is logged and dropped: notifications are hints, and workers also poll.
-async fn announce_loop(inner: std::sync::Weak<super::Inner>, mut shutdown: watch::Receiver<bool>) {
+/// Send what is queued, round after round, until the store is closed or dropped (its
+/// shutdown sender goes with it). A failed round is logged and dropped: notifications are
+/// hints, and workers also poll.
+async fn announce_loop(
+    announcer: std::sync::Arc<Announcer>,
+    pool: deadpool_postgres::Pool,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
-        let announcer = match inner.upgrade() {
-            Some(i) => std::sync::Arc::clone(&i.announcer),
-            None => return,
-        };
         tokio::select! {
             _ = announcer.wake.notified() => {}
             _ = shutdown.wait_for(|closed| *closed) => return,
@@ -164,11 +166,6 @@ async fn announce_loop(inner: std::sync::Weak<super::Inner>, mut shutdown: watch
         if charters.is_empty() {
             continue;
         }
-        let Some(strong) = inner.upgrade() else {
-            return;
-        };
-        let pool = strong.pool.clone();
-        drop(strong);
         let sent = match pool.get().await {
             Ok(client) => client
                 .execute(

@@ -126,24 +126,27 @@ impl DecisionStore for SqliteStore {
         max: u32,
     ) -> Result<Option<UnixMillis>> {
         let charter = charter.to_string();
-        self.write(move |conn| {
-            let admitted = conn
-                .prepare_cached(TAKE_SLOT)
-                .and_then(|mut s| {
-                    s.query_row(params![charter, now, window_ms, max], |_| Ok(()))
-                        .optional()
-                })
-                .map_err(db("taking an LLM rate slot"))?;
-            if admitted.is_some() {
-                return Ok(None);
-            }
-            let start: i64 = conn
-                .prepare_cached("SELECT window_start FROM llm_rate WHERE charter = ?1")
-                .and_then(|mut s| s.query_row(params![charter], |r| r.get(0)))
-                .map_err(db("reading an LLM rate window"))?;
-            Ok(Some(start.saturating_add(window_ms)))
-        })
-        .await
+        // One write (the upsert); the read after it runs only when the upsert changed
+        // nothing: no savepoint needed.
+        self.writer()?
+            .submit_atomic(move |conn| {
+                let admitted = conn
+                    .prepare_cached(TAKE_SLOT)
+                    .and_then(|mut s| {
+                        s.query_row(params![charter, now, window_ms, max], |_| Ok(()))
+                            .optional()
+                    })
+                    .map_err(db("taking an LLM rate slot"))?;
+                if admitted.is_some() {
+                    return Ok(None);
+                }
+                let start: i64 = conn
+                    .prepare_cached("SELECT window_start FROM llm_rate WHERE charter = ?1")
+                    .and_then(|mut s| s.query_row(params![charter], |r| r.get(0)))
+                    .map_err(db("reading an LLM rate window"))?;
+                Ok(Some(start.saturating_add(window_ms)))
+            })
+            .await
     }
 
     async fn record_run_extra(&self, e: &RunExtra) -> Result<()> {
