@@ -32,6 +32,18 @@ pub fn date_of_unix(secs: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// `YYYY-MM-DDTHH:MM:SSZ` (RFC 3339, UTC) of a Unix time in seconds.
+pub fn rfc3339_of_unix(secs: i64) -> String {
+    let rem = secs.rem_euclid(86_400);
+    format!(
+        "{}T{:02}:{:02}:{:02}Z",
+        date_of_unix(secs),
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

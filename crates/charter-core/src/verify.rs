@@ -22,9 +22,29 @@ pub enum VerifySpec {
     /// Slack: `X-Slack-Signature: v0=<hex>`, `X-Slack-Request-Timestamp`; HMAC-SHA256 over
     /// `v0:{ts}:{body}`.
     Slack { tolerance: Duration },
+    /// Shopify: `X-Shopify-Hmac-Sha256: <base64>`; HMAC-SHA256 over the body. Shopify signs
+    /// no timestamp; `X-Shopify-Webhook-Id` identifies the delivery.
+    Shopify,
+    /// Zendesk: `X-Zendesk-Webhook-Signature: <base64>` and
+    /// `X-Zendesk-Webhook-Signature-Timestamp` (RFC 3339, such as `2021-07-25T10:00:00Z`);
+    /// HMAC-SHA256 over `{timestamp}{body}`. `X-Zendesk-Webhook-Invocation-Id` identifies the
+    /// delivery.
+    Zendesk { tolerance: Duration },
+    /// HubSpot signature v3: `X-HubSpot-Signature-v3: <base64>` and
+    /// `X-HubSpot-Request-Timestamp` (Unix milliseconds); HMAC-SHA256 over
+    /// `{method}{uri}{body}{timestamp}`, where the URI is the full URL HubSpot called. HubSpot
+    /// sends webhooks as `POST`; `url` is that URL without its query string (the project's
+    /// `server.public_url` followed by the webhook path), and a query string the request
+    /// carried is read from the [`QUERY`] pseudo-header.
+    HubspotV3 { tolerance: Duration, url: String },
     /// Any other HMAC scheme.
     Hmac(GenericHmac),
 }
+
+/// Pseudo-header carrying the request's query string (without `?`) for schemes that sign the
+/// URL ([`VerifySpec::HubspotV3`]). The leading `:` cannot start a real HTTP header name, so
+/// it never collides with one the sender sent.
+pub const QUERY: &str = ":query";
 
 /// A generic HMAC scheme: which header, which hash, which encoding, what is signed.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,6 +127,13 @@ const GITHUB_DELIVERY: &str = "x-github-delivery";
 const SLACK_SIGNATURE: &str = "x-slack-signature";
 const SLACK_TIMESTAMP: &str = "x-slack-request-timestamp";
 const WHSEC_PREFIX: &str = "whsec_";
+const SHOPIFY_SIGNATURE: &str = "x-shopify-hmac-sha256";
+const SHOPIFY_DELIVERY: &str = "x-shopify-webhook-id";
+const ZENDESK_SIGNATURE: &str = "x-zendesk-webhook-signature";
+const ZENDESK_TIMESTAMP: &str = "x-zendesk-webhook-signature-timestamp";
+const ZENDESK_DELIVERY: &str = "x-zendesk-webhook-invocation-id";
+const HUBSPOT_SIGNATURE: &str = "x-hubspot-signature-v3";
+const HUBSPOT_TIMESTAMP: &str = "x-hubspot-request-timestamp";
 
 /// Check a delivery.
 ///
@@ -209,6 +236,38 @@ pub fn sign(
                 h(SLACK_SIGNATURE, format!("v0={}", hex::encode(mac))),
             ]
         }
+        VerifySpec::Shopify => {
+            let key = derive_key(spec, secret)?;
+            let mac = mac_compute(HmacAlgorithm::Sha256, &key, &[body])?;
+            vec![
+                h(SHOPIFY_SIGNATURE, BASE64.encode(mac)),
+                h(SHOPIFY_DELIVERY, delivery_id.to_string()),
+            ]
+        }
+        VerifySpec::Zendesk { .. } => {
+            let key = derive_key(spec, secret)?;
+            let stamp = crate::calendar::rfc3339_of_unix(now_unix);
+            let mac = mac_compute(HmacAlgorithm::Sha256, &key, &[stamp.as_bytes(), body])?;
+            vec![
+                h(ZENDESK_SIGNATURE, BASE64.encode(mac)),
+                h(ZENDESK_TIMESTAMP, stamp),
+                h(ZENDESK_DELIVERY, delivery_id.to_string()),
+            ]
+        }
+        VerifySpec::HubspotV3 { url, .. } => {
+            let key = derive_key(spec, secret)?;
+            let millis = now_unix.saturating_mul(1000).to_string();
+            let uri = hubspot_uri(url, None);
+            let mac = mac_compute(
+                HmacAlgorithm::Sha256,
+                &key,
+                &[b"POST", uri.as_bytes(), body, millis.as_bytes()],
+            )?;
+            vec![
+                h(HUBSPOT_SIGNATURE, BASE64.encode(mac)),
+                h(HUBSPOT_TIMESTAMP, millis),
+            ]
+        }
         VerifySpec::Hmac(g) => {
             let key = derive_key(spec, secret)?;
             let timestamp = g.timestamp_header.as_ref().map(|_| ts.as_str());
@@ -233,12 +292,18 @@ pub fn sign(
 }
 
 /// The header that identifies a delivery for dedupe, if the scheme has one
-/// (Standard Webhooks: `webhook-id`, GitHub: `x-github-delivery`; others `None`).
+/// (Standard Webhooks: `webhook-id`, GitHub: `x-github-delivery`, Shopify:
+/// `x-shopify-webhook-id`, Zendesk: `x-zendesk-webhook-invocation-id`; others `None`).
 pub fn delivery_id_header(spec: &VerifySpec) -> Option<&'static str> {
     match spec {
         VerifySpec::StandardWebhooks { .. } => Some(SW_ID),
         VerifySpec::Github => Some(GITHUB_DELIVERY),
-        VerifySpec::None | VerifySpec::Stripe { .. } | VerifySpec::Slack { .. } => None,
+        VerifySpec::Shopify => Some(SHOPIFY_DELIVERY),
+        VerifySpec::Zendesk { .. } => Some(ZENDESK_DELIVERY),
+        VerifySpec::None
+        | VerifySpec::Stripe { .. }
+        | VerifySpec::Slack { .. }
+        | VerifySpec::HubspotV3 { .. } => None,
         VerifySpec::Hmac(_) => None,
     }
 }
@@ -252,6 +317,9 @@ pub fn reads_header(spec: &VerifySpec, name: &str) -> bool {
         VerifySpec::Stripe { .. } => &[STRIPE_SIGNATURE],
         VerifySpec::Github => &[GITHUB_SIGNATURE],
         VerifySpec::Slack { .. } => &[SLACK_SIGNATURE, SLACK_TIMESTAMP],
+        VerifySpec::Shopify => &[SHOPIFY_SIGNATURE],
+        VerifySpec::Zendesk { .. } => &[ZENDESK_SIGNATURE, ZENDESK_TIMESTAMP],
+        VerifySpec::HubspotV3 { .. } => &[HUBSPOT_SIGNATURE, HUBSPOT_TIMESTAMP, QUERY],
         VerifySpec::Hmac(g) => {
             return g.header.eq_ignore_ascii_case(name)
                 || g.timestamp_header
@@ -270,6 +338,9 @@ pub fn signature_headers(spec: &VerifySpec) -> Vec<String> {
         VerifySpec::Stripe { .. } => &[STRIPE_SIGNATURE],
         VerifySpec::Github => &[GITHUB_SIGNATURE, GITHUB_LEGACY_SIGNATURE],
         VerifySpec::Slack { .. } => &[SLACK_SIGNATURE],
+        VerifySpec::Shopify => &[SHOPIFY_SIGNATURE],
+        VerifySpec::Zendesk { .. } => &[ZENDESK_SIGNATURE],
+        VerifySpec::HubspotV3 { .. } => &[HUBSPOT_SIGNATURE],
         VerifySpec::Hmac(g) => return vec![g.header.to_ascii_lowercase()],
     };
     names.iter().map(|s| s.to_string()).collect()
@@ -378,6 +449,38 @@ fn build_check(
             Ok(Check {
                 algorithm: sha256,
                 message: concat(&[b"v0:", ts_raw.trim().as_bytes(), b":", body]),
+                candidates: vec![sig],
+            })
+        }
+        VerifySpec::Shopify => {
+            let sig = decode_base64(SHOPIFY_SIGNATURE, header(headers, SHOPIFY_SIGNATURE)?)?;
+            Ok(Check {
+                algorithm: sha256,
+                message: body.to_vec(),
+                candidates: vec![sig],
+            })
+        }
+        VerifySpec::Zendesk { tolerance } => {
+            let sig = decode_base64(ZENDESK_SIGNATURE, header(headers, ZENDESK_SIGNATURE)?)?;
+            let stamp = header(headers, ZENDESK_TIMESTAMP)?.trim();
+            let ts = parse_rfc3339(stamp)
+                .ok_or_else(|| malformed(ZENDESK_TIMESTAMP, "expected an RFC 3339 time"))?;
+            check_window(ts, now, *tolerance)?;
+            Ok(Check {
+                algorithm: sha256,
+                message: concat(&[stamp.as_bytes(), body]),
+                candidates: vec![sig],
+            })
+        }
+        VerifySpec::HubspotV3 { tolerance, url } => {
+            let sig = decode_base64(HUBSPOT_SIGNATURE, header(headers, HUBSPOT_SIGNATURE)?)?;
+            let millis_raw = header(headers, HUBSPOT_TIMESTAMP)?.trim();
+            let millis = parse_timestamp(HUBSPOT_TIMESTAMP, millis_raw)?;
+            check_window(millis.div_euclid(1000), now, *tolerance)?;
+            let uri = hubspot_uri(url, headers.get(QUERY).map(String::as_str));
+            Ok(Check {
+                algorithm: sha256,
+                message: concat(&[b"POST", uri.as_bytes(), body, millis_raw.as_bytes()]),
                 candidates: vec![sig],
             })
         }
@@ -531,6 +634,99 @@ fn parse_timestamp(header: &str, raw: &str) -> Result<i64, VerifyError> {
         .map_err(|_| malformed(header, "timestamp is not an integer"))
 }
 
+fn decode_base64(header: &str, raw: &str) -> Result<Vec<u8>, VerifyError> {
+    BASE64
+        .decode(raw.trim())
+        .map_err(|_| malformed(header, "invalid base64"))
+}
+
+/// The URI HubSpot signs: the URL it called, with the query string it carried, and these
+/// percent-encodings decoded (HubSpot's request-validation rules): `%3A` `:`, `%2F` `/`,
+/// `%3F` `?`, `%40` `@`, `%21` `!`, `%24` `$`, `%27` `'`, `%28` `(`, `%29` `)`, `%2A` `*`,
+/// `%2C` `,`, `%3B` `;` (either hex case).
+fn hubspot_uri(url: &str, query: Option<&str>) -> String {
+    let mut full = url.to_string();
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        full.push('?');
+        full.push_str(q);
+    }
+    let bytes = full.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let decoded = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            .filter(|c| b":/?@!$'()*,;".contains(c));
+        match decoded {
+            Some(c) => {
+                out.push(c);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    // Only ASCII bytes were replaced by ASCII bytes, so the text stays valid UTF-8.
+    String::from_utf8(out).unwrap_or(full)
+}
+
+/// Seconds since the epoch of an RFC 3339 time (`2021-07-25T10:00:00Z`, with optional
+/// fractional seconds and a `Z` or `±HH:MM` offset); `None` if it is not one.
+fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |from: usize, len: usize| -> Option<i64> {
+        let part = s.get(from..from + len)?;
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (y, mo, d) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
+    let (h, mi, sec) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            if rest.len() != 6 || rest.as_bytes()[3] != b':' {
+                return None;
+            }
+            let oh: i64 = rest[1..3].parse().ok()?;
+            let om: i64 = rest[4..6].parse().ok()?;
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            sign * (oh * 3600 + om * 60)
+        }
+    };
+    let days = crate::calendar::days_from_civil(y, mo, d);
+    Some(days * 86_400 + h * 3600 + mi * 60 + sec - offset)
+}
+
 fn decode_hex(header: &str, raw: &str) -> Result<Vec<u8>, VerifyError> {
     hex::decode(raw.trim()).map_err(|_| malformed(header, "invalid hex"))
 }
@@ -616,6 +812,20 @@ mod tests {
                 "whsec_stripe_test",
             ),
             (VerifySpec::Github, "gh-secret"),
+            (VerifySpec::Shopify, "shpss_secret"),
+            (
+                VerifySpec::Zendesk {
+                    tolerance: DEFAULT_TOLERANCE,
+                },
+                "zendesk-signing-secret",
+            ),
+            (
+                VerifySpec::HubspotV3 {
+                    tolerance: DEFAULT_TOLERANCE,
+                    url: "https://charter.acme.example/hooks/hubspot".to_string(),
+                },
+                "hubspot-client-secret",
+            ),
             (
                 VerifySpec::Slack {
                     tolerance: DEFAULT_TOLERANCE,
@@ -655,13 +865,21 @@ mod tests {
         ]
     }
 
+    /// A header naming the delivery that the scheme does not sign (all but Standard
+    /// Webhooks' `webhook-id`).
+    fn unsigned_delivery_id(spec: &VerifySpec, name: &str) -> bool {
+        Some(name) == delivery_id_header(spec) && name != SW_ID
+    }
+
     fn is_timestamped(spec: &VerifySpec) -> bool {
         match spec {
             VerifySpec::StandardWebhooks { .. }
             | VerifySpec::Stripe { .. }
-            | VerifySpec::Slack { .. } => true,
+            | VerifySpec::Slack { .. }
+            | VerifySpec::Zendesk { .. }
+            | VerifySpec::HubspotV3 { .. } => true,
             VerifySpec::Hmac(g) => g.timestamp_header.is_some(),
-            VerifySpec::None | VerifySpec::Github => false,
+            VerifySpec::None | VerifySpec::Github | VerifySpec::Shopify => false,
         }
     }
 
@@ -721,10 +939,11 @@ mod tests {
                 "{spec:?}"
             );
             for (name, _) in &signed {
-                // The delivery id identifies a delivery for dedupe; it is not verified.
+                // The delivery id identifies a delivery for dedupe; it is not verified
+                // (except by Standard Webhooks, which signs it).
                 assert_eq!(
                     reads_header(&spec, name),
-                    name != GITHUB_DELIVERY,
+                    !unsigned_delivery_id(&spec, name),
                     "{spec:?} {name}"
                 );
             }
@@ -739,7 +958,7 @@ mod tests {
         for (spec, secret) in all_presets() {
             let signed = sign(&spec, secret, body, NOW, "msg_1").unwrap();
             for (name, _) in &signed {
-                if name == GITHUB_DELIVERY {
+                if unsigned_delivery_id(&spec, name) {
                     continue; // identifies the delivery, not needed to verify it
                 }
                 let mut h = headers(&signed);
@@ -1051,6 +1270,144 @@ mod tests {
         ));
     }
 
+    // Expected signatures below were computed independently (Python's hmac and base64).
+
+    #[test]
+    fn shopify_known_vector_and_no_timestamp_window() {
+        let body = br#"{"id":820982911946154508}"#;
+        let h = hdrs(&[(
+            "x-shopify-hmac-sha256",
+            "jqbalbO3Z8mDmrF2/+wzM3KYvbgqzVBF969vgiIy80I=",
+        )]);
+        let s = secrets(&["shpss_secret"]);
+        assert_eq!(verify(&VerifySpec::Shopify, &s, &h, body, NOW), Ok(()));
+        assert_eq!(
+            verify(&VerifySpec::Shopify, &s, &h, body, NOW + 86_400 * 365),
+            Ok(())
+        );
+        let bad = hdrs(&[("x-shopify-hmac-sha256", "not base64!")]);
+        assert_eq!(
+            verify(&VerifySpec::Shopify, &s, &bad, body, NOW),
+            Err(VerifyError::Malformed(
+                "x-shopify-hmac-sha256: invalid base64".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn zendesk_known_vector_signs_the_rfc3339_timestamp_then_the_body() {
+        let spec = VerifySpec::Zendesk {
+            tolerance: DEFAULT_TOLERANCE,
+        };
+        let body = br#"{"ticket":{"id":35436}}"#;
+        let s = secrets(&["zendesk-signing-secret"]);
+        let h = hdrs(&[
+            (
+                "x-zendesk-webhook-signature",
+                "IUo6C8KEb5koU9O+ZEAvc0setURSRpYRWEX3B6YVb5I=",
+            ),
+            (
+                "x-zendesk-webhook-signature-timestamp",
+                "2023-11-14T22:13:20Z",
+            ),
+        ]);
+        assert_eq!(verify(&spec, &s, &h, body, NOW), Ok(()));
+        // What `sign` writes is the same time.
+        let signed = sign(&spec, "zendesk-signing-secret", body, NOW, "inv").unwrap();
+        assert!(signed.contains(&(
+            "x-zendesk-webhook-signature-timestamp".to_string(),
+            "2023-11-14T22:13:20Z".to_string()
+        )));
+        let mut unix = h.clone();
+        unix.insert(
+            "x-zendesk-webhook-signature-timestamp".into(),
+            NOW.to_string(),
+        );
+        assert_eq!(
+            verify(&spec, &s, &unix, body, NOW),
+            Err(VerifyError::Malformed(
+                "x-zendesk-webhook-signature-timestamp: expected an RFC 3339 time".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn rfc3339_times_with_fractions_and_offsets() {
+        assert_eq!(parse_rfc3339("2023-11-14T22:13:20Z"), Some(NOW));
+        assert_eq!(parse_rfc3339("2023-11-14T22:13:20.250Z"), Some(NOW));
+        assert_eq!(parse_rfc3339("2023-11-15T00:13:20+02:00"), Some(NOW));
+        assert_eq!(parse_rfc3339("2023-11-14T17:13:20-05:00"), Some(NOW));
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        for bad in [
+            "",
+            "2023-11-14",
+            "2023-11-14T22:13:20",
+            "2023-13-14T22:13:20Z",
+            "2023-11-14T24:13:20Z",
+            "2023-11-14T22:13:20.Z",
+            "2023-11-14T22:13:20+0200",
+            "2023-1a-14T22:13:20Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+        assert_eq!(
+            crate::calendar::rfc3339_of_unix(NOW),
+            "2023-11-14T22:13:20Z"
+        );
+        assert_eq!(crate::calendar::rfc3339_of_unix(-1), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn hubspot_known_vector_signs_method_url_query_body_and_millis() {
+        let spec = VerifySpec::HubspotV3 {
+            tolerance: DEFAULT_TOLERANCE,
+            url: "https://charter.acme.example/hooks/hubspot".to_string(),
+        };
+        let body = br#"[{"eventId":1}]"#;
+        let s = secrets(&["hubspot-client-secret"]);
+        // `%40` and `%2a` are decoded before signing; `%25` is not on HubSpot's list.
+        let mut h = hdrs(&[
+            (
+                "x-hubspot-signature-v3",
+                "5ItmNLfimMOrsk0k5SOhbxorX8a4CDYfDYbqVBg3avA=",
+            ),
+            ("x-hubspot-request-timestamp", "1700000000123"),
+            (QUERY, "portal=62515&email=ops%40acme.example&x=%25%2a"),
+        ]);
+        assert_eq!(verify(&spec, &s, &h, body, NOW), Ok(()));
+        // The query is part of what is signed.
+        h.insert(
+            QUERY.into(),
+            "portal=62516&email=ops%40acme.example&x=%25%2a".into(),
+        );
+        assert_eq!(
+            verify(&spec, &s, &h, body, NOW),
+            Err(VerifyError::BadSignature)
+        );
+        // Milliseconds are compared to the window in seconds.
+        let fresh = headers(&sign(&spec, "hubspot-client-secret", body, NOW, "-").unwrap());
+        assert_eq!(
+            fresh.get("x-hubspot-request-timestamp").map(String::as_str),
+            Some("1700000000000")
+        );
+        assert_eq!(verify(&spec, &s, &fresh, body, NOW + 300), Ok(()));
+        assert!(matches!(
+            verify(&spec, &s, &fresh, body, NOW + 301),
+            Err(VerifyError::StaleTimestamp { .. })
+        ));
+        assert_eq!(
+            hubspot_uri(
+                "https://h.example/p",
+                Some("a=%3A%2F%3F%40%21%24%27%28%29%2A%2C%3B%20")
+            ),
+            "https://h.example/p?a=:/?@!$'()*,;%20"
+        );
+        assert_eq!(
+            hubspot_uri("https://h.example/p", Some("")),
+            "https://h.example/p"
+        );
+    }
+
     #[test]
     fn delivery_id_headers() {
         let sw = VerifySpec::StandardWebhooks {
@@ -1066,6 +1423,16 @@ mod tests {
             None
         );
         assert_eq!(delivery_id_header(&VerifySpec::None), None);
+        assert_eq!(
+            delivery_id_header(&VerifySpec::Shopify),
+            Some("x-shopify-webhook-id")
+        );
+        assert_eq!(
+            delivery_id_header(&VerifySpec::Zendesk {
+                tolerance: DEFAULT_TOLERANCE
+            }),
+            Some("x-zendesk-webhook-invocation-id")
+        );
     }
 
     #[test]

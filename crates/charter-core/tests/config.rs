@@ -1319,3 +1319,75 @@ fn retention_is_optional_and_at_least_an_hour() {
         "{d}"
     );
 }
+
+#[test]
+fn shopify_zendesk_and_hubspot_presets() {
+    let stripe = "verify: { preset: stripe, secrets: [env:A, env:B], tolerance: 2m }";
+    let load = |verify: &str, project: &str| {
+        let mut src = with_triage(&TRIAGE.replace(stripe, verify));
+        src.files.insert("charter.yaml".into(), project.to_string());
+        load_project(&src)
+    };
+    let verify_of = |verify: &str| {
+        let p = load(verify, PROJECT).unwrap_or_else(|d| panic!("{verify}: {d}"));
+        p.charters["support-triage"]
+            .trigger
+            .webhook
+            .as_ref()
+            .unwrap()
+            .verify
+            .clone()
+    };
+    assert_eq!(
+        verify_of("verify: { preset: shopify, secret: env:SHOPIFY }"),
+        VerifySpec::Shopify
+    );
+    assert_eq!(
+        verify_of("verify: { preset: zendesk, secret: env:ZD, tolerance: 2m }"),
+        VerifySpec::Zendesk {
+            tolerance: Duration::from_secs(120)
+        }
+    );
+    // HubSpot signs the URL it calls: the public URL followed by the webhook path.
+    assert_eq!(
+        verify_of("verify: { preset: hubspot-v3, secret: env:HUBSPOT }"),
+        VerifySpec::HubspotV3 {
+            tolerance: verify::DEFAULT_TOLERANCE,
+            url: "https://charter.acme.example/hooks/helpdesk/tickets".into(),
+        }
+    );
+    let no_public_url = PROJECT.replace("  public_url: https://charter.acme.example\n", "");
+    let err = load(
+        "verify: { preset: hubspot-v3, secret: env:HUBSPOT }",
+        &no_public_url,
+    )
+    .unwrap_err()
+    .to_string();
+    let line = err
+        .lines()
+        .find(|l| l.contains("`preset: hubspot-v3` signs the full URL"));
+    assert!(
+        line.is_some_and(
+            |l| l.starts_with("charters/triage.yaml:") && l.contains("`server.public_url`")
+        ),
+        "{err}"
+    );
+    let err = load(
+        "verify: { preset: shopify, secret: env:S, tolerance: 5m }",
+        PROJECT,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("`tolerance` does not apply to `preset: shopify`: Shopify signs no timestamp"),
+        "{err}"
+    );
+    let err = load("verify: { preset: hubspot, secret: env:S }", PROJECT)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unknown verify preset `hubspot`; expected one of")
+            && err.contains("`hubspot-v3`"),
+        "{err}"
+    );
+}

@@ -9,13 +9,15 @@
 //!
 //! Notifications go through a connector: an HTTP connector receives a JSON `POST` with a
 //! human-readable `text` (so a Slack or Mattermost incoming webhook shows it as is) and the
-//! structured fields.
+//! structured fields; a Slack connector posts the text to its channel (`slack:#ops-alerts`);
+//! an SMTP connector mails it (`mail:oncall@acme.example`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use charter_connect::HttpExecutor;
-use charter_core::config::{AlertCondition, AlertRule, Charter};
+use charter_connect::email::Email;
+use charter_connect::{Connection, HttpExecutor};
+use charter_core::config::{AlertCondition, AlertRule, Charter, NotifyChannel};
 use charter_core::model::EventStatus;
 use charter_core::routing::eval_context;
 use charter_store::{EventFilter, Incident, IncidentState, NewIncident, Store, StoreError};
@@ -362,7 +364,7 @@ pub fn message(charter: &Charter, rule: &AlertRule, inc: &Incident, phase: &str)
 /// Why a notification could not be delivered.
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
-    #[error("connector `{0}` is not an HTTP connector of this project")]
+    #[error("connector `{0}` is not configured as the kind of connector its target needs")]
     UnknownConnector(String),
     #[error("the request could not be built: {0}")]
     Prepare(String),
@@ -370,6 +372,8 @@ pub enum NotifyError {
     Delivery(String),
 }
 
+/// Deliver one incident notification through the rule's connector (retried within the tick
+/// on retryable failures; the next tick tries again after that).
 async fn notify<S>(
     state: &AppState<S>,
     executor: &HttpExecutor,
@@ -379,26 +383,53 @@ async fn notify<S>(
     phase: &str,
 ) -> Result<(), NotifyError> {
     let target = &rule.notify;
-    let connector = state
+    let unknown = || NotifyError::UnknownConnector(target.connector.clone());
+    let conn = state
         .runtime
-        .connectors
+        .connections
         .get(&target.connector)
-        .ok_or_else(|| NotifyError::UnknownConnector(target.connector.clone()))?;
+        .ok_or_else(unknown)?;
     let body = message(charter, rule, inc, phase);
+    let text = body["text"].as_str().unwrap_or_default().to_string();
     let key = format!("alert:{}:{phase}", inc.id);
-    let req = HttpExecutor::prepare(
-        Some(connector),
-        "POST",
-        target.path.as_deref().unwrap_or(""),
-        &[],
-        Some(body),
-        None,
-        &key,
-    )
-    .map_err(|e| NotifyError::Prepare(e.to_string()))?;
+    let prepare = |e: charter_connect::ConnectError| NotifyError::Prepare(e.to_string());
     let mut last = String::new();
     for attempt in 1..=SEND_ATTEMPTS {
-        let out = executor.attempt(&req).await;
+        let out = match (&target.channel, conn.as_ref()) {
+            (NotifyChannel::Http { path }, Connection::Http(h)) => {
+                let req = HttpExecutor::prepare(
+                    Some(&h.connector),
+                    "POST",
+                    path.as_deref().unwrap_or(""),
+                    &[],
+                    Some(body.clone()),
+                    None,
+                    &key,
+                )
+                .map_err(prepare)?;
+                h.attempt(executor, &req).await
+            }
+            (NotifyChannel::Slack { channel }, Connection::Slack(slack)) => {
+                let req = slack
+                    .prepare(channel.as_deref(), &text, &key)
+                    .map_err(prepare)?;
+                slack.attempt(executor, &req).await
+            }
+            (NotifyChannel::Email { to }, Connection::Smtp(smtp)) => {
+                let email = Email {
+                    to: to.clone(),
+                    subject: format!(
+                        "[Charter] {} {}: {}",
+                        phase.to_uppercase(),
+                        charter.name,
+                        rule.key
+                    ),
+                    body: text.clone(),
+                };
+                smtp.attempt(&email, &key).await
+            }
+            _ => return Err(unknown()),
+        };
         if out.ok {
             return Ok(());
         }

@@ -24,12 +24,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use charter_core::config::Role;
 use charter_core::idempotency::idempotency_key;
-use charter_core::model::EventStatus;
+use charter_core::model::{EventStatus, RunOutcome};
 use charter_core::routing::eval_context;
 use charter_store::{
     ApprovalFilter, ApprovalRecord, ApprovalStatus, AuditFilter, EscalationFilter,
-    EscalationRecord, EscalationStatus, EventFilter, HumanDecision, NewAuditEntry, Requeue, Store,
-    Verdict,
+    EscalationRecord, EscalationStatus, EventFilter, HumanDecision, NewAuditEntry, Requeue,
+    RunFilter, Store, Verdict,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -147,6 +147,60 @@ pub async fn list_events<S: Store>(
         .filter(|e| caller.sees(&e.event.charter))
         .collect();
     Ok(Json(json!({ "events": events })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RunsQuery {
+    pub charter: Option<String>,
+    /// A run outcome, or `running` for runs not finished yet.
+    pub outcome: Option<String>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub limit: Option<usize>,
+}
+
+/// `GET /api/v1/runs`: runs across events, newest first.
+pub async fn list_runs<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Query(q): Query<RunsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let caller = authorize(&state, &headers, Role::Viewer)?;
+    let (outcome, running) = match q.outcome.as_deref() {
+        None => (None, false),
+        Some("running") => (None, true),
+        Some(s) => {
+            let outcome = serde_json::from_value::<RunOutcome>(Value::String(s.to_string()))
+                .map_err(|_| {
+                    ApiError::BadRequest(format!(
+                        "unknown outcome `{s}`: expected completed, no_route, shadow, failed, \
+                         escalated, awaiting_approval, rejected or running"
+                    ))
+                })?;
+            (Some(outcome), false)
+        }
+    };
+    if let Some(c) = &q.charter
+        && !caller.sees(c)
+    {
+        return Ok(Json(json!({"runs": []})));
+    }
+    let runs = state
+        .store
+        .list_runs(RunFilter {
+            charter: q.charter,
+            outcome,
+            running,
+            since: q.since,
+            until: q.until,
+            limit: q.limit.unwrap_or(100).min(10_000),
+        })
+        .await?;
+    let runs: Vec<_> = runs
+        .into_iter()
+        .filter(|r| caller.sees(&r.charter))
+        .collect();
+    Ok(Json(json!({ "runs": runs })))
 }
 
 pub async fn show_event<S: Store>(
@@ -1041,6 +1095,7 @@ pub fn routes<S: Store>() -> Vec<ApiRoute<S>> {
             get(crate::openapi::serve),
         ),
         r(Method::GET, "/api/v1/events", get(list_events::<S>)),
+        r(Method::GET, "/api/v1/runs", get(list_runs::<S>)),
         r(Method::GET, "/api/v1/events/{id}", get(show_event::<S>)),
         r(
             Method::GET,

@@ -29,6 +29,10 @@ const KEPT_HEADERS: &[&str] = &[
     "webhook-timestamp",
     "x-github-event",
     "x-github-delivery",
+    "x-shopify-topic",
+    "x-shopify-shop-domain",
+    "x-zendesk-account-id",
+    "x-zendesk-webhook-id",
     "x-request-id",
     "x-slack-request-timestamp",
     "traceparent",
@@ -182,6 +186,7 @@ fn kept_headers(
 pub async fn receive<S: Store>(
     State(state): State<AppState<S>>,
     charter_name: String,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -207,10 +212,14 @@ pub async fn receive<S: Store>(
             || is_kept(name, dedupe_header)
             || verify::reads_header(&webhook.verify, name)
     };
-    let unverified = Unverified {
-        headers: header_map(&headers, wanted),
-        body,
-    };
+    let mut headers = header_map(&headers, wanted);
+    // A scheme that signs the URL reads the query string through a pseudo-header.
+    if let Some(query) = uri.query()
+        && verify::reads_header(&webhook.verify, verify::QUERY)
+    {
+        headers.insert(verify::QUERY.to_string(), query.to_string());
+    }
+    let unverified = Unverified { headers, body };
     let verified = match unverified.verify(&webhook.verify, &cr.webhook_secrets, received_at / 1000)
     {
         Err(e) => {
@@ -244,13 +253,18 @@ pub async fn receive<S: Store>(
         Ok(Ok(v)) => v,
     };
 
-    let event_type = verified.headers.get("x-github-event").cloned().or_else(|| {
-        verified
-            .payload
-            .get("type")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    });
+    let event_type = verified
+        .headers
+        .get("x-github-event")
+        .or_else(|| verified.headers.get("x-shopify-topic"))
+        .cloned()
+        .or_else(|| {
+            verified
+                .payload
+                .get("type")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
     let kept = kept_headers(verified.headers, dedupe_header);
 
     if let Some(contract) = &cr.contract {

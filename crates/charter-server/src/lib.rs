@@ -128,10 +128,11 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
             path,
             post(
                 move |st: State<AppState<S>>,
+                      uri: axum::http::Uri,
                       headers: axum::http::HeaderMap,
                       body: axum::body::Bytes| {
                     let charter = charter.clone();
-                    async move { ingest::receive(st, charter, headers, body).await }
+                    async move { ingest::receive(st, charter, uri, headers, body).await }
                 },
             ),
         );

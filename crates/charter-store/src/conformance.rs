@@ -24,7 +24,7 @@ use uuid::Uuid;
 use crate::{
     ApprovalFilter, ApprovalStatus, AuditFilter, EscalationFilter, EscalationStatus, EventFilter,
     HumanDecision, IngestOutcome, ModeOverride, NewApproval, NewAuditEntry, NewEscalation,
-    NewMeasurement, ReportQuery, Requeue, RunWrite, Store, Verdict,
+    NewMeasurement, ReportQuery, Requeue, RunFilter, RunWrite, Store, Verdict,
 };
 
 pub use crate::notifications_conformance::check_notifications;
@@ -110,6 +110,7 @@ pub async fn run_all<S: Store>(store: &S) -> CheckResult {
         ("record_run", check_record_run(store).await),
         ("claim_context", check_claim_context(store).await),
         ("list_events", check_list_events(store).await),
+        ("list_runs", check_list_runs(store).await),
         ("pending_counts", check_pending_counts(store).await),
         ("approvals", check_approvals(store).await),
         (
@@ -1278,6 +1279,164 @@ pub async fn check_claim_context<S: Store>(store: &S) -> CheckResult {
 }
 
 /// Listing is newest first and honours charter, status, time range and limit.
+/// Runs across events: newest first, filtered by charter, outcome, running, start time and
+/// limit, each with its event and finished actions.
+pub async fn check_list_runs<S: Store>(store: &S) -> CheckResult {
+    let c = charter("runs");
+    let other = charter("runs-other");
+    let t = now();
+    let start = |run_id: Uuid, event_id: Uuid, charter: &str, at: UnixMillis| RunWrite::Start {
+        run_id,
+        event_id,
+        charter: charter.to_string(),
+        charter_version: "v-1".to_string(),
+        mode: "live".to_string(),
+        now: at,
+    };
+    let finish = |run_id: Uuid, outcome: RunOutcome, at: UnixMillis| RunWrite::FinishRun {
+        run_id,
+        route: Some(0),
+        outcome,
+        error: (outcome == RunOutcome::Failed).then(|| "the helpdesk said 500".to_string()),
+        now: at,
+    };
+    let mut runs = Vec::new();
+    let mut events = Vec::new();
+    for i in 0..3 {
+        let event_id = stored(store, event(&c, None, t + i * 1_000)).await?;
+        let run = Uuid::now_v7();
+        store
+            .record_run(vec![start(run, event_id, &c, t + i * 1_000)])
+            .await
+            .ctx("record_run (start)")?;
+        runs.push(run);
+        events.push(event_id);
+    }
+    let key = format!("{}:update", Uuid::now_v7());
+    let attempt = AttemptRecord {
+        attempt: 1,
+        started_at: t + 10,
+        duration_ms: 4,
+        status: Some(200),
+        error: None,
+        ok: true,
+    };
+    let record = ActionRecord {
+        action: "update".to_string(),
+        idempotency_key: key.clone(),
+        params: serde_json::json!({"method": "PUT"}),
+        status: ActionStatus::Succeeded,
+        attempts: vec![attempt.clone()],
+    };
+    store
+        .record_run(vec![
+            RunWrite::BeginAction {
+                run_id: runs[0],
+                action: "update".to_string(),
+                idempotency_key: key,
+                params: record.params.clone(),
+            },
+            RunWrite::Attempt {
+                run_id: runs[0],
+                action: "update".to_string(),
+                attempt,
+            },
+            RunWrite::FinishAction {
+                run_id: runs[0],
+                record: record.clone(),
+            },
+            finish(runs[0], RunOutcome::Completed, t + 20),
+            finish(runs[1], RunOutcome::Failed, t + 1_020),
+        ])
+        .await
+        .ctx("record_run (finish)")?;
+    let elsewhere = stored(store, event(&other, None, t + 500)).await?;
+    store
+        .record_run(vec![start(Uuid::now_v7(), elsewhere, &other, t + 500)])
+        .await
+        .ctx("record_run (other charter)")?;
+
+    let of_c = |f: RunFilter| RunFilter {
+        charter: Some(c.clone()),
+        ..f
+    };
+    let ids = |f: RunFilter| async move {
+        store
+            .list_runs(f)
+            .await
+            .map(|v| v.into_iter().map(|r| r.id).collect::<Vec<Uuid>>())
+            .ctx("list_runs")
+    };
+    let all = store
+        .list_runs(of_c(RunFilter::default()))
+        .await
+        .ctx("list_runs")?;
+    ensure!(
+        all.iter().map(|r| r.id).collect::<Vec<_>>() == vec![runs[2], runs[1], runs[0]],
+        "newest first: {all:?}"
+    );
+    ensure!(
+        all.iter().map(|r| r.event_id).collect::<Vec<_>>() == vec![events[2], events[1], events[0]]
+            && all.iter().all(|r| r.charter == c),
+        "each run names its event and charter: {all:?}"
+    );
+    ensure!(
+        all[2].actions == vec![record]
+            && all[2].outcome == Some(RunOutcome::Completed)
+            && all[2].finished_at == Some(t + 20),
+        "the completed run carries its action and attempt: {:?}",
+        all[2]
+    );
+    ensure!(
+        all[1].error.as_deref() == Some("the helpdesk said 500") && all[0].outcome.is_none(),
+        "the failed run's error, the open run's missing outcome: {all:?}"
+    );
+    let completed = ids(of_c(RunFilter {
+        outcome: Some(RunOutcome::Completed),
+        ..Default::default()
+    }))
+    .await?;
+    ensure!(
+        completed == vec![runs[0]],
+        "outcome completed: {completed:?}"
+    );
+    let running = ids(of_c(RunFilter {
+        running: true,
+        ..Default::default()
+    }))
+    .await?;
+    ensure!(running == vec![runs[2]], "running: {running:?}");
+    let since = ids(of_c(RunFilter {
+        since: Some(t + 1_000),
+        ..Default::default()
+    }))
+    .await?;
+    ensure!(since == vec![runs[2], runs[1]], "since: {since:?}");
+    let until = ids(of_c(RunFilter {
+        until: Some(t + 1_000),
+        ..Default::default()
+    }))
+    .await?;
+    ensure!(until == vec![runs[0]], "until: {until:?}");
+    let limited = ids(of_c(RunFilter {
+        limit: 2,
+        ..Default::default()
+    }))
+    .await?;
+    ensure!(limited == vec![runs[2], runs[1]], "limit 2: {limited:?}");
+    let everywhere = ids(RunFilter {
+        since: Some(t),
+        until: Some(t + 2_001),
+        ..Default::default()
+    })
+    .await?;
+    ensure!(
+        everywhere.len() >= 4 && everywhere.contains(&runs[0]),
+        "without a charter every charter's runs are listed: {everywhere:?}"
+    );
+    Ok(())
+}
+
 pub async fn check_list_events<S: Store>(store: &S) -> CheckResult {
     let c = charter("list");
     let t = now();

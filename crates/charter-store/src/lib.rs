@@ -74,6 +74,22 @@ pub struct EventFilter {
     pub limit: usize,
 }
 
+/// Filters for listing runs across events. `None` means no constraint.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub charter: Option<String>,
+    /// Only runs that ended this way.
+    pub outcome: Option<RunOutcome>,
+    /// Only runs that have not finished (no outcome yet); combined with `outcome`, nothing.
+    pub running: bool,
+    /// Started at or after.
+    pub since: Option<UnixMillis>,
+    /// Started before.
+    pub until: Option<UnixMillis>,
+    /// Newest first, at most this many (default 100 when 0).
+    pub limit: usize,
+}
+
 /// An event claimed by a worker under a lease.
 #[derive(Debug, Clone)]
 pub struct Claimed {
@@ -248,6 +264,10 @@ pub trait RunStore: Send + Sync + 'static {
     /// Every run of an event, oldest first, with its decision and actions.
     fn runs_for_event(&self, event_id: Uuid)
     -> impl Future<Output = Result<Vec<RunRecord>>> + Send;
+
+    /// Runs of every event matching `filter`, newest first (by start), with their decisions
+    /// and actions.
+    fn list_runs(&self, filter: RunFilter) -> impl Future<Output = Result<Vec<RunRecord>>> + Send;
 }
 
 /// One write of a run, for [`RunStore::record_run`]. Each variant has the meaning of the

@@ -37,8 +37,8 @@ use crate::{
     ApprovalFilter, ApprovalRecord, ApprovalStatus, ApprovalStore, AuditEntry, AuditFilter,
     AuditStore, CharterStateStore, Claimed, EscalationFilter, EscalationRecord, EscalationStatus,
     EscalationStore, EventFilter, EventStore, HumanDecision, IngestOutcome, NewApproval,
-    NewAuditEntry, NewEscalation, QueueStore, Requeue, Result, RunStore, RunWrite, RunWritten,
-    StoreError, Verdict,
+    NewAuditEntry, NewEscalation, QueueStore, Requeue, Result, RunFilter, RunStore, RunWrite,
+    RunWritten, StoreError, Verdict,
 };
 use rows::{EVENT_COLS, REJECTED_COLS, db, parse_uuid, to_json};
 pub use writer::{Durability, WriterStats};
@@ -1590,52 +1590,101 @@ impl RunStore for SqliteStore {
     /// a crash) is left out: the domain model has no status for it.
     async fn runs_for_event(&self, event_id: Uuid) -> Result<Vec<RunRecord>> {
         self.read(move |conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT id, charter, charter_version, mode, started_at, finished_at, outcome,
-                         decision, route, error
-                     FROM runs WHERE event_id = ?1 ORDER BY started_at, rowid",
-                )
-                .map_err(db("preparing runs_for_event"))?;
-            let rows = stmt
-                .query([event_id.to_string()])
-                .map_err(db("loading runs"))?;
-            let runs = collect(rows, |r| {
-                let id: String = rows::get_col(r, 0)?;
-                let outcome: Option<String> = rows::get_col(r, 6)?;
-                let decision: Option<String> = rows::get_col(r, 7)?;
-                let route: Option<i64> = rows::get_col(r, 8)?;
-                Ok((
-                    id.clone(),
-                    RunRecord {
-                        id: parse_uuid(&id)?,
-                        event_id,
-                        charter: rows::get_col(r, 1)?,
-                        charter_version: rows::get_col(r, 2)?,
-                        mode: rows::get_col(r, 3)?,
-                        started_at: rows::get_col(r, 4)?,
-                        finished_at: rows::get_col(r, 5)?,
-                        outcome: outcome
-                            .map(|o| rows::parse_enum::<RunOutcome>("run outcome", &o))
-                            .transpose()?,
-                        decision: decision
-                            .map(|d| rows::parse_json::<Decision>("decision", &d))
-                            .transpose()?,
-                        route: rows::opt_u32("route", route)?.map(|r| r as usize),
-                        actions: Vec::new(),
-                        error: rows::get_col(r, 9)?,
-                    },
-                ))
-            })?;
-            let mut out = Vec::with_capacity(runs.len());
-            for (id, mut run) in runs {
-                run.actions = load_actions(conn, &id)?;
-                out.push(run);
-            }
-            Ok(out)
+            load_runs(
+                conn,
+                "WHERE event_id = ? ORDER BY started_at, rowid",
+                vec![Value::Text(event_id.to_string())],
+            )
         })
         .await
     }
+
+    async fn list_runs(&self, filter: RunFilter) -> Result<Vec<RunRecord>> {
+        self.read(move |conn| {
+            let mut clauses: Vec<&str> = Vec::new();
+            let mut args: Vec<Value> = Vec::new();
+            if let Some(charter) = filter.charter {
+                clauses.push("charter = ?");
+                args.push(Value::Text(charter));
+            }
+            if let Some(outcome) = filter.outcome {
+                clauses.push("outcome = ?");
+                args.push(Value::Text(outcome.as_str().to_string()));
+            }
+            if filter.running {
+                clauses.push("outcome IS NULL");
+            }
+            if let Some(since) = filter.since {
+                clauses.push("started_at >= ?");
+                args.push(Value::Integer(since));
+            }
+            if let Some(until) = filter.until {
+                clauses.push("started_at < ?");
+                args.push(Value::Integer(until));
+            }
+            let where_sql = if clauses.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", clauses.join(" AND "))
+            };
+            args.push(Value::Integer(limit_of(filter.limit)));
+            load_runs(
+                conn,
+                &format!("{where_sql} ORDER BY started_at DESC, rowid DESC LIMIT ?"),
+                args,
+            )
+        })
+        .await
+    }
+}
+
+/// Runs selected by `tail` (a `WHERE … ORDER BY …` over `runs`, with `args` for its `?`s),
+/// each with its decision and finished actions.
+fn load_runs(conn: &Connection, tail: &str, args: Vec<Value>) -> Result<Vec<RunRecord>> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT id, charter, charter_version, mode, started_at, finished_at, outcome,
+                 decision, route, error, event_id
+             FROM runs {tail}"
+        ))
+        .map_err(db("preparing a runs query"))?;
+    let rows = stmt
+        .query(rusqlite::params_from_iter(args))
+        .map_err(db("loading runs"))?;
+    let runs = collect(rows, |r| {
+        let id: String = rows::get_col(r, 0)?;
+        let outcome: Option<String> = rows::get_col(r, 6)?;
+        let decision: Option<String> = rows::get_col(r, 7)?;
+        let route: Option<i64> = rows::get_col(r, 8)?;
+        let event_id: String = rows::get_col(r, 10)?;
+        Ok((
+            id.clone(),
+            RunRecord {
+                id: parse_uuid(&id)?,
+                event_id: parse_uuid(&event_id)?,
+                charter: rows::get_col(r, 1)?,
+                charter_version: rows::get_col(r, 2)?,
+                mode: rows::get_col(r, 3)?,
+                started_at: rows::get_col(r, 4)?,
+                finished_at: rows::get_col(r, 5)?,
+                outcome: outcome
+                    .map(|o| rows::parse_enum::<RunOutcome>("run outcome", &o))
+                    .transpose()?,
+                decision: decision
+                    .map(|d| rows::parse_json::<Decision>("decision", &d))
+                    .transpose()?,
+                route: rows::opt_u32("route", route)?.map(|r| r as usize),
+                actions: Vec::new(),
+                error: rows::get_col(r, 9)?,
+            },
+        ))
+    })?;
+    let mut out = Vec::with_capacity(runs.len());
+    for (id, mut run) in runs {
+        run.actions = load_actions(conn, &id)?;
+        out.push(run);
+    }
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------

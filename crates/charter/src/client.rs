@@ -48,6 +48,10 @@ async fn call(
             .and_then(Value::as_str)
             .unwrap_or("request failed");
         eprintln!("error: {status}: {msg}");
+        // A contract refusal says what is wrong, one JSON pointer per violation.
+        for v in value["violations"].as_array().into_iter().flatten() {
+            eprintln!("  {}", v.as_str().unwrap_or_default());
+        }
         return Err(ExitCode::from(1));
     }
     Ok(value)
@@ -61,16 +65,7 @@ fn print_json(v: &Value) {
 }
 
 fn ms_to_rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = charter_core::calendar::civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    charter_core::calendar::rfc3339_of_unix(ms.div_euclid(1000))
 }
 
 pub async fn events_list(
@@ -112,6 +107,139 @@ pub async fn events_list(
         );
     }
     eprintln!("{} event(s)", events.len());
+    ExitCode::SUCCESS
+}
+
+/// `charter rejected list`: payloads kept because they broke their contract.
+pub async fn rejected_list(
+    server: &ServerArgs,
+    charter: Option<String>,
+    limit: usize,
+    json: bool,
+) -> ExitCode {
+    let mut q = vec![format!("limit={limit}")];
+    if let Some(c) = charter {
+        q.push(format!("charter={c}"));
+    }
+    let path = format!("/api/v1/rejected?{}", q.join("&"));
+    let v = match call(server, reqwest::Method::GET, &path, None).await {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    if json {
+        print_json(&v["rejected"]);
+        return ExitCode::SUCCESS;
+    }
+    let items = v["rejected"].as_array().cloned().unwrap_or_default();
+    println!(
+        "{:<36}  {:<20}  {:<20}  VIOLATIONS",
+        "ID", "CHARTER", "RECEIVED"
+    );
+    for r in &items {
+        let reasons: Vec<&str> = r["reasons"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        println!(
+            "{:<36}  {:<20}  {:<20}  {}",
+            r["id"].as_str().unwrap_or(""),
+            r["charter"].as_str().unwrap_or(""),
+            ms_to_rfc3339(r["received_at"].as_i64().unwrap_or(0)),
+            reasons.join("; "),
+        );
+    }
+    eprintln!("{} rejected payload(s)", items.len());
+    ExitCode::SUCCESS
+}
+
+/// `charter rejected replay <id>`: store the payload as an event if it passes the contract
+/// now; prints the acknowledgement (`{"id", "status"}`).
+pub async fn rejected_replay(server: &ServerArgs, id: &str) -> ExitCode {
+    let path = format!("/api/v1/rejected/{id}/replay");
+    match call(server, reqwest::Method::POST, &path, None).await {
+        Ok(v) => {
+            print_json(&v);
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+/// What `charter runs` lists.
+pub struct RunsFilter {
+    pub charter: Option<String>,
+    pub outcome: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub limit: usize,
+}
+
+/// `charter runs`: runs across events, newest first (a table, or `--json`).
+pub async fn runs_list(server: &ServerArgs, f: RunsFilter, json: bool) -> ExitCode {
+    let now = now_ms();
+    let mut q = vec![format!("limit={}", f.limit)];
+    for (name, value) in [("since", &f.since), ("until", &f.until)] {
+        if let Some(text) = value {
+            match parse_time(text, now) {
+                Ok(ms) => q.push(format!("{name}={ms}")),
+                Err(e) => {
+                    eprintln!("error: --{name}: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    }
+    if let Some(c) = f.charter {
+        q.push(format!("charter={c}"));
+    }
+    if let Some(o) = f.outcome {
+        q.push(format!("outcome={o}"));
+    }
+    let path = format!("/api/v1/runs?{}", q.join("&"));
+    let v = match call(server, reqwest::Method::GET, &path, None).await {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    if json {
+        print_json(&v["runs"]);
+        return ExitCode::SUCCESS;
+    }
+    let runs = v["runs"].as_array().cloned().unwrap_or_default();
+    println!(
+        "{:<36}  {:<36}  {:<20}  {:<17}  {:<20}  {:<14}  ACTIONS",
+        "RUN", "EVENT", "CHARTER", "OUTCOME", "STARTED", "LABEL"
+    );
+    for r in &runs {
+        let actions: Vec<String> = r["actions"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|a| {
+                        format!(
+                            "{}:{}",
+                            a["action"].as_str().unwrap_or("?"),
+                            a["status"].as_str().unwrap_or("?")
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        println!(
+            "{:<36}  {:<36}  {:<20}  {:<17}  {:<20}  {:<14}  {}",
+            r["id"].as_str().unwrap_or(""),
+            r["event_id"].as_str().unwrap_or(""),
+            r["charter"].as_str().unwrap_or(""),
+            r["outcome"].as_str().unwrap_or("running"),
+            ms_to_rfc3339(r["started_at"].as_i64().unwrap_or(0)),
+            r["decision"]["label"].as_str().unwrap_or("-"),
+            if actions.is_empty() {
+                "-".to_string()
+            } else {
+                actions.join(" ")
+            },
+        );
+    }
+    eprintln!("{} run(s)", runs.len());
     ExitCode::SUCCESS
 }
 

@@ -81,6 +81,35 @@ enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// Payloads kept because they broke their charter's input contract: list them, or replay
+    /// one once the contract (or the sender) is fixed.
+    Rejected {
+        #[command(subcommand)]
+        command: RejectedCommand,
+    },
+    /// List runs across events, newest first: outcome, decision and actions of each.
+    Runs {
+        #[arg(long)]
+        charter: Option<String>,
+        /// completed, no_route, shadow, failed, escalated, awaiting_approval, rejected, or
+        /// running (not finished yet).
+        #[arg(long)]
+        outcome: Option<String>,
+        /// Only runs started at or after this time: Unix milliseconds, an RFC 3339 UTC time,
+        /// a date (2026-01-02) or a duration ago (24h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only runs started before this time (same forms).
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Run an event again, every failed event, or every event received in a time range
     /// (succeeded actions are not repeated).
     Replay {
@@ -284,6 +313,30 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum RejectedCommand {
+    /// List rejected payloads, newest first, with the contract violations of each.
+    List {
+        #[arg(long)]
+        charter: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Check a rejected payload against the charter's current contract again and, when it
+    /// passes, store it as an event (the rejected copy is then removed).
+    Replay {
+        /// Rejected payload id.
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Subcommand)]
 enum EventsCommand {
     /// List events, newest first.
     List {
@@ -359,6 +412,33 @@ async fn run(cli: Cli) -> ExitCode {
             }
             EventsCommand::Timeline { id, server } => client::events_timeline(&server, &id).await,
         },
+        Command::Rejected { command } => match command {
+            RejectedCommand::List {
+                charter,
+                limit,
+                json,
+                server,
+            } => client::rejected_list(&server, charter, limit, json).await,
+            RejectedCommand::Replay { id, server } => client::rejected_replay(&server, &id).await,
+        },
+        Command::Runs {
+            charter,
+            outcome,
+            since,
+            until,
+            limit,
+            json,
+            server,
+        } => {
+            let filter = client::RunsFilter {
+                charter,
+                outcome,
+                since,
+                until,
+                limit,
+            };
+            client::runs_list(&server, filter, json).await
+        }
         Command::Replay {
             id,
             failed,

@@ -1181,3 +1181,255 @@ measure:
     shutdown.cancel();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Run the `charter` binary with `args`; (exit code, stdout, stderr).
+fn charter(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin()).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_and_runs_from_the_command_line_with_a_shopify_signed_delivery() {
+    let dir = temp_dir("runs-cli");
+    let shutdown = CancellationToken::new();
+    let sink = Sink::default();
+    let sink_addr = sink
+        .start(([127, 0, 0, 1], 0).into(), shutdown.clone())
+        .await
+        .unwrap();
+    write(&dir, "secrets/shop", "shpss_cli_test_secret");
+    write(
+        &dir,
+        "charter.yaml",
+        &format!(
+            "worker: {{ lease: 2s, poll_interval: 50ms }}\nconnectors:\n  store:\n    type: http\n    base_url: http://{sink_addr}\n    allow_private: true\n    timeout: 2s\n"
+        ),
+    );
+    write(
+        &dir,
+        "charters/orders.yaml",
+        r#"
+name: orders
+description: tag new Shopify orders
+owner: ops@example.test
+maintainer: eng@example.test
+system_of_record: store
+mode: live
+uses: [store]
+trigger:
+  webhook: { path: /hooks/shopify/orders, verify: { preset: shopify, secret: file:secrets/shop } }
+  input_schema: schemas/order.json
+routes:
+  - when: "true"
+    do: [tag]
+actions:
+  tag:
+    connector: store
+    request: { method: PUT, path: "/orders/{{ payload.id }}", json: { tags: "charter" } }
+    approval: auto
+escalation: { to: ops }
+measure: { success: [tagged] }
+"#,
+    );
+    write(&dir, "order.json", r#"{"id": 820982911946154508}"#);
+    write(&dir, "draft-order.json", r#"{"id": "draft-17"}"#);
+    let integer_ids =
+        r#"{"type":"object","required":["id"],"properties":{"id":{"type":"integer"}}}"#;
+    write(&dir, "schemas/order.json", integer_ids);
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = Server::start(&dir, port);
+    wait_healthy(&reqwest::Client::new(), &base).await;
+    let d = dir.to_str().unwrap();
+    let order = dir.join("order.json");
+    let order = order.to_str().unwrap();
+
+    // `send` signs the way the preset expects (X-Shopify-Hmac-Sha256) and the server accepts.
+    let (code, out, err) = charter(&[
+        "send",
+        "orders",
+        order,
+        "--dir",
+        d,
+        "--server",
+        &base,
+        "--delivery-id",
+        "wh-1",
+    ]);
+    assert_eq!(code, 0, "send: {out} {err}");
+    let ack: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(ack["status"], "accepted", "{out}");
+    let event_id = ack["id"].as_str().unwrap().to_string();
+    // The same Shopify webhook id again is a duplicate of that event.
+    let (code, out, _) = charter(&[
+        "send",
+        "orders",
+        order,
+        "--dir",
+        d,
+        "--server",
+        &base,
+        "--delivery-id",
+        "wh-1",
+    ]);
+    assert_eq!(code, 0);
+    let dup: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (dup["status"].as_str(), dup["id"].as_str()),
+        (Some("duplicate"), Some(event_id.as_str()))
+    );
+
+    // `runs --json` lists the run once it completed, with its event and action.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let runs = loop {
+        let (code, out, err) = charter(&[
+            "runs",
+            "--charter",
+            "orders",
+            "--outcome",
+            "completed",
+            "--json",
+            "--server",
+            &base,
+        ]);
+        assert_eq!(code, 0, "runs: {err}");
+        let runs: Value = serde_json::from_str(&out).unwrap();
+        if runs.as_array().is_some_and(|r| !r.is_empty()) {
+            break runs;
+        }
+        assert!(Instant::now() < deadline, "no completed run listed: {out}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
+    assert_eq!(runs[0]["event_id"], event_id.as_str());
+    assert_eq!(runs[0]["charter"], "orders");
+    assert_eq!(runs[0]["actions"][0]["action"], "tag");
+    assert_eq!(runs[0]["actions"][0]["status"], "succeeded");
+    let received = sink.received();
+    assert_eq!(received.len(), 1, "one request downstream: {received:?}");
+    assert_eq!(received[0].path, "/orders/820982911946154508");
+
+    // The table names the run, its event, its outcome and its action; stderr the count.
+    let (code, out, err) = charter(&["runs", "--since", "1h", "--server", &base]);
+    assert_eq!(code, 0, "{err}");
+    let run_id = runs[0]["id"].as_str().unwrap();
+    let row = out
+        .lines()
+        .find(|l| l.starts_with(run_id))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        row.contains(&event_id) && row.contains("completed") && row.contains("tag:succeeded"),
+        "{row}"
+    );
+    assert!(err.contains("1 run(s)"), "{err}");
+    // Nothing is listed before the run started, nor for another outcome.
+    let (_, out, _) = charter(&["runs", "--until", "1970-01-02", "--json", "--server", &base]);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), json!([]));
+    let (_, out, _) = charter(&["runs", "--outcome", "failed", "--json", "--server", &base]);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), json!([]));
+
+    // Bad input: a clear message and exit 1 (server refusal) or 2 (usage); 3 unreachable.
+    let (code, _, err) = charter(&["runs", "--outcome", "sideways", "--server", &base]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown outcome `sideways`"), "{err}");
+    let (code, _, err) = charter(&["runs", "--since", "last tuesday", "--server", &base]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--since"), "{err}");
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let (code, _, err) = charter(&["runs", "--server", &closed]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("cannot reach"), "{err}");
+
+    // A payload that breaks the contract is kept as rejected, with the JSON pointer of what
+    // is wrong, and is listed by `rejected list`.
+    let draft = dir.join("draft-order.json");
+    let draft = draft.to_str().unwrap();
+    let (code, out, err) = charter(&[
+        "send",
+        "orders",
+        draft,
+        "--dir",
+        d,
+        "--server",
+        &base,
+        "--delivery-id",
+        "wh-2",
+    ]);
+    assert_eq!(code, 1, "{out} {err}");
+    assert!(err.contains("422"), "{err}");
+    let (code, out, err) = charter(&["rejected", "list", "--json", "--server", &base]);
+    assert_eq!(code, 0, "{err}");
+    let rejected: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rejected.as_array().unwrap().len(), 1, "{rejected}");
+    let rejected_id = rejected[0]["id"].as_str().unwrap().to_string();
+    assert!(
+        rejected[0]["reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("/id: "),
+        "{rejected}"
+    );
+    let (code, out, _) = charter(&["rejected", "list", "--charter", "orders", "--server", &base]);
+    assert_eq!(code, 0);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(&rejected_id) && l.contains("/id: ")),
+        "{out}"
+    );
+    // Replayed against the same contract: refused, with the violation on stderr.
+    let (code, _, err) = charter(&["rejected", "replay", &rejected_id, "--server", &base]);
+    assert_eq!(code, 1);
+    assert!(err.contains("422") && err.contains("  /id: "), "{err}");
+
+    // The contract is fixed (draft ids are strings) and the server restarted: the replay is
+    // stored as an event, processed, and the rejected copy is gone.
+    write(
+        &dir,
+        "schemas/order.json",
+        r#"{"type":"object","required":["id"],"properties":{"id":{"type":["integer","string"]}}}"#,
+    );
+    server.kill9();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let _server = Server::start(&dir, port);
+    wait_healthy(&reqwest::Client::new(), &base).await;
+    let (code, out, err) = charter(&["rejected", "replay", &rejected_id, "--server", &base]);
+    assert_eq!(code, 0, "{err}");
+    let ack: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(ack["status"], "accepted", "{out}");
+    let (_, out, _) = charter(&["rejected", "list", "--json", "--server", &base]);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), json!([]));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, out, _) = charter(&[
+            "runs",
+            "--outcome",
+            "completed",
+            "--json",
+            "--server",
+            &base,
+        ]);
+        let runs: Value = serde_json::from_str(&out).unwrap();
+        if runs.as_array().is_some_and(|r| r.len() == 2) {
+            assert_eq!(runs[0]["event_id"], ack["id"], "{runs}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replayed event did not complete: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        sink.received().iter().any(|r| r.path == "/orders/draft-17"),
+        "{:?}",
+        sink.received()
+    );
+
+    shutdown.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -817,9 +817,10 @@ pub enum AlertCondition {
     DeadLetters { window: Duration, above: u64 },
 }
 
-/// Where an alert is delivered: an HTTP connector, and a path under its base URL.
+/// Where an alert is delivered: `notify: <connector>` or `<connector>:<where>`, any connector
+/// of charter.yaml that can notify (`http`, `slack`, `smtp`), read as in `escalation.notify`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlertTarget {
     pub connector: String,
-    pub path: Option<String>,
+    pub channel: NotifyChannel,
 }

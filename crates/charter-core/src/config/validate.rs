@@ -104,6 +104,7 @@ pub fn load_project(src: &ProjectSource) -> Result<Project, Diagnostics> {
     let connector_types = project.as_ref().map(|p| &p.connector_types);
     let slack_bots = project.as_ref().map(|p| &p.slack_bots);
     let providers = project.as_ref().map(|p| &p.declared_providers);
+    let public_url = project.as_ref().map(|p| p.settings.public_url.as_deref());
     let mut all_charters_parsed = true;
 
     let mut charters: BTreeMap<String, Arc<Charter>> = BTreeMap::new();
@@ -123,6 +124,7 @@ pub fn load_project(src: &ProjectSource) -> Result<Project, Diagnostics> {
             connector_types,
             slack_bots,
             providers,
+            public_url,
             diags: &mut diags,
         };
         let name = raw.value.name.clone();
@@ -1548,6 +1550,8 @@ struct CharterChecker<'a> {
     slack_bots: Option<&'a BTreeSet<String>>,
     /// `None` when charter.yaml did not parse: provider references are then not checked.
     providers: Option<&'a BTreeSet<String>>,
+    /// charter.yaml's `server.public_url`; the outer `None` when charter.yaml did not parse.
+    public_url: Option<Option<&'a str>>,
     diags: &'a mut Vec<Diagnostic>,
 }
 
@@ -2046,7 +2050,7 @@ impl CharterChecker<'_> {
             }
         };
         let verify = match w.verify {
-            Some(v) => self.verify(v),
+            Some(v) => self.verify(v, path.as_deref()),
             None => {
                 self.err(
                     at,
@@ -2065,9 +2069,15 @@ impl CharterChecker<'_> {
         })
     }
 
-    fn verify(&mut self, raw: S<WordOr<RawVerify>>) -> Option<(VerifySpec, Vec<SecretRef>)> {
+    /// `path` is the webhook's path (when valid): HubSpot signs the full URL.
+    fn verify(
+        &mut self,
+        raw: S<WordOr<RawVerify>>,
+        path: Option<&str>,
+    ) -> Option<(VerifySpec, Vec<SecretRef>)> {
         let at = raw.referenced;
-        const PRESETS: &str = "`standard-webhooks`, `stripe`, `github`, `slack`, `hmac`, `none`";
+        const PRESETS: &str = "`standard-webhooks`, `stripe`, `github`, `slack`, `shopify`, `zendesk`, \
+                               `hubspot-v3`, `hmac`, `none`";
         let v = match raw.value {
             WordOr::Word(w) if w == "none" => return Some((VerifySpec::None, Vec::new())),
             WordOr::Word(w) => {
@@ -2092,6 +2102,9 @@ impl CharterChecker<'_> {
             "stripe",
             "github",
             "slack",
+            "shopify",
+            "zendesk",
+            "hubspot-v3",
             "hmac",
             "none",
         ]
@@ -2163,10 +2176,17 @@ impl CharterChecker<'_> {
             }
         };
         let tolerance = match &v.tolerance {
-            Some(t) if preset_name == "github" => {
+            Some(t) if preset_name == "github" || preset_name == "shopify" => {
+                let who = if preset_name == "github" {
+                    "GitHub"
+                } else {
+                    "Shopify"
+                };
                 self.err(
                     t.referenced,
-                    "`tolerance` does not apply to `preset: github`: GitHub signs no timestamp; remove it",
+                    format!(
+                        "`tolerance` does not apply to `preset: {preset_name}`: {who} signs no timestamp; remove it"
+                    ),
                 );
                 None
             }
@@ -2180,12 +2200,35 @@ impl CharterChecker<'_> {
             "stripe" => tolerance.map(|tolerance| VerifySpec::Stripe { tolerance }),
             "slack" => tolerance.map(|tolerance| VerifySpec::Slack { tolerance }),
             "github" => tolerance.map(|_| VerifySpec::Github),
+            "shopify" => tolerance.map(|_| VerifySpec::Shopify),
+            "zendesk" => tolerance.map(|tolerance| VerifySpec::Zendesk { tolerance }),
+            "hubspot-v3" => self.hubspot_url(preset.referenced, path).and_then(|url| {
+                tolerance.map(|tolerance| VerifySpec::HubspotV3 { tolerance, url })
+            }),
             _ => self.generic_hmac(&v, at, tolerance),
         };
         if !ok {
             return None;
         }
         Some((spec?, secrets?))
+    }
+
+    /// The URL HubSpot calls: `server.public_url` (without a trailing `/`) and the webhook
+    /// path. `None` (with an error at `at`) when charter.yaml sets no public URL; also `None`,
+    /// silently, when charter.yaml or the path is broken (reported where they are).
+    fn hubspot_url(&mut self, at: Location, path: Option<&str>) -> Option<String> {
+        match self.public_url? {
+            Some(base) => path.map(|p| format!("{}{p}", base.trim_end_matches('/'))),
+            None => {
+                self.err(
+                    at,
+                    "`preset: hubspot-v3` signs the full URL HubSpot calls, so charter.yaml must \
+                     set `server.public_url` (such as `https://charter.acme.example`); the \
+                     webhook's URL is then that URL followed by its `path`",
+                );
+                None
+            }
+        }
     }
 
     fn generic_hmac(

@@ -195,3 +195,68 @@ fn slack_users_must_name_tokens_and_need_a_signing_secret() {
         "{out}"
     );
 }
+
+/// The charter with `alerts:` notifying `targets` (one alert each).
+fn with_alerts(targets: &[&str]) -> ProjectSource {
+    let mut src = source(PROJECT, "hook");
+    let alerts: String = targets
+        .iter()
+        .map(|t| format!("  - dead_letters: {{ window: 15m, notify: \"{t}\" }}\n"))
+        .collect();
+    let charter = format!("{}alerts:\n{alerts}", CHARTER.replace("NOTIFY", "hook"));
+    src.files.insert("charters/refunds.yaml".into(), charter);
+    src
+}
+
+#[test]
+fn alerts_are_delivered_through_http_slack_or_smtp_connectors() {
+    let p = load_project(&with_alerts(&[
+        "hook:/alerts",
+        "slack:#ops-alerts",
+        "mail:oncall@acme.example",
+    ]))
+    .unwrap_or_else(|d| panic!("{d}"));
+    let got: Vec<_> = p.charters["refunds"]
+        .alerts
+        .iter()
+        .map(|a| (a.notify.connector.as_str(), a.notify.channel.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "hook",
+                NotifyChannel::Http {
+                    path: Some("/alerts".into())
+                }
+            ),
+            (
+                "slack",
+                NotifyChannel::Slack {
+                    channel: Some("#ops-alerts".into())
+                }
+            ),
+            (
+                "mail",
+                NotifyChannel::Email {
+                    to: "oncall@acme.example".into()
+                }
+            ),
+        ]
+    );
+    let out = problems(&with_alerts(&["slack", "mail", "db", "hook:alerts"]));
+    let expected = [
+        "`notify`: connector `slack` posts with a bot token, which needs a channel, such as `slack:#ops-alerts`",
+        "`notify`: an email alert needs its recipients, such as `mail:oncall@acme.example`",
+        "`notify`: connector `db` is of type `sql`, which cannot deliver alerts",
+        "`notify`: `alerts` is not a path; expected `hook:/path`",
+    ];
+    for e in expected {
+        let line = out.lines().find(|l| l.contains(e));
+        assert!(
+            line.is_some_and(|l| l.starts_with("charters/refunds.yaml:")),
+            "missing {e:?} (with its file and line) in:\n{out}"
+        );
+    }
+    assert_eq!(out.lines().count(), expected.len(), "{out}");
+}

@@ -55,7 +55,8 @@ async fn capture(shutdown: CancellationToken) -> (String, Caught) {
             async move {
                 let v = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 c.lock().unwrap().push((uri.path().to_string(), headers, v));
-                "ok"
+                // What Slack's Web API answers a delivered message (HTTP receivers ignore it).
+                axum::Json(json!({"ok": true}))
             }
         },
     );
@@ -155,9 +156,15 @@ connectors:
     base_url: {capture_url}
     timeout: 2s
     allow_private: true
+  ops-slack:
+    type: slack
+    token: file:secrets/slack-bot
+    base_url: {capture_url}/slack-api
+    allow_private: true
 "#
             ),
         );
+        write(&dir, "secrets/slack-bot", "xoxb-alerts-test");
         write(
             &dir,
             "schemas/ticket.json",
@@ -540,6 +547,66 @@ async fn error_rate_alert_fires_once_and_resolves_once() {
         &m,
         "charter_alert_notifications_total{charter=\"a\",alert=\"error_rate\",state=\"firing\",result=\"sent\"}",
         1.0,
+    );
+    h.stop().await;
+}
+
+/// A `stuck` alert posted to a Slack channel through a bot token: once when the work waits
+/// too long (the charter is paused), once more when it cleared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_alert_reaches_slack_once_and_resolves_once() {
+    let alerts = "alerts:\n  - stuck: { older_than: 1s, notify: ops-slack:#ops-alerts }\n";
+    let h = Harness::start(&[("s", charter_yaml("s", "/hooks/s", 1, alerts))], "200ms").await;
+    let (status, _) = h.post("/api/v1/charters/s/pause", &json!({})).await;
+    assert_eq!(status, 200);
+    let e = h.send("/hooks/s", 1, "hello").await;
+    let slack_posts = |h: &Harness| -> Vec<(HeaderMap, Value)> {
+        h.caught()
+            .into_iter()
+            .filter(|(p, _, _)| p == "/slack-api/chat.postMessage")
+            .map(|(_, headers, v)| (headers, v))
+            .collect()
+    };
+    for _ in 0..200 {
+        if !slack_posts(&h).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Still stuck over several more ticks: one message.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let posts = slack_posts(&h);
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    let (headers, firing) = &posts[0];
+    assert_eq!(
+        headers.get("authorization").and_then(|v| v.to_str().ok()),
+        Some("Bearer xoxb-alerts-test")
+    );
+    assert_eq!(firing["channel"], "#ops-alerts");
+    let text = firing["text"].as_str().unwrap();
+    assert!(text.starts_with("[FIRING] s: alert `stuck`"), "{text}");
+
+    // Resumed: the event is processed, nothing is older than the limit any more.
+    let (status, _) = h.post("/api/v1/charters/s/resume", &json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(h.wait_final(&e).await["event"]["status"], "done");
+    for _ in 0..200 {
+        if slack_posts(&h).len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let posts = slack_posts(&h);
+    assert_eq!(posts.len(), 2, "{posts:?}");
+    assert_eq!(posts[1].1["channel"], "#ops-alerts");
+    assert!(
+        posts[1].1["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("[RESOLVED] s: alert `stuck` cleared"),
+        "{:?}",
+        posts[1].1
     );
     h.stop().await;
 }

@@ -251,6 +251,39 @@ async fn every_documented_get_answers_as_documented() {
             assert_eq!(r.status, 400);
             check(&doc, "get", path, r.status, &r.body);
         }
+        if path == "/api/v1/runs" {
+            // The escalated and the decided events each ended a run as escalated; the
+            // decision's run completed; the gated event's run waits for its approval.
+            let r = h
+                .get("/api/v1/runs?charter=unsure&outcome=escalated&since=0&until=99999999999999&limit=5", Some("root"))
+                .await;
+            check(&doc, "get", path, r.status, &r.body);
+            let runs = r.json()["runs"].as_array().unwrap().clone();
+            assert_eq!(runs.len(), 2, "{runs:?}");
+            assert!(
+                runs.iter()
+                    .all(|r| r["outcome"] == "escalated" && r["charter"] == "unsure")
+            );
+            let r = h
+                .get("/api/v1/runs?outcome=awaiting_approval", Some("root"))
+                .await;
+            let runs = r.json()["runs"].as_array().unwrap().clone();
+            assert_eq!(runs.len(), 1, "{runs:?}");
+            assert_eq!(runs[0]["event_id"], gated.as_str());
+            // A token scoped to `gated` sees only that charter's runs.
+            let r = h.get("/api/v1/runs", Some("view")).await;
+            check(&doc, "get", path, r.status, &r.body);
+            let seen = r.json()["runs"].as_array().unwrap().clone();
+            assert!(
+                !seen.is_empty() && seen.iter().all(|r| r["charter"] == "gated"),
+                "{seen:?}"
+            );
+            let r = h.get("/api/v1/runs?charter=unsure", Some("view")).await;
+            assert_eq!(r.json()["runs"], json!([]));
+            let r = h.get("/api/v1/runs?outcome=bogus", Some("root")).await;
+            assert_eq!(r.status, 400);
+            check(&doc, "get", path, r.status, &r.body);
+        }
         if path == "/api/v1/openapi.json" {
             continue;
         }

@@ -52,7 +52,7 @@ use uuid::Uuid;
 
 use crate::{
     CharterStateStore, Claimed, EventFilter, EventStore, IngestOutcome, QueueStore, Requeue,
-    Result, RunStore, RunWrite, RunWritten, StoreError,
+    Result, RunFilter, RunStore, RunWrite, RunWritten, StoreError,
 };
 use rows::{EVENT_COLS, REJECTED_COLS, db, enum_name, get, parse_enum, u32_of};
 
@@ -1207,28 +1207,75 @@ impl RunStore for PgStore {
     /// Runs oldest first. An action begun but never finished (still in flight, or cut off by
     /// a crash) is left out: the domain model has no status for it.
     async fn runs_for_event(&self, event_id: Uuid) -> Result<Vec<RunRecord>> {
+        self.load_runs(
+            "WHERE event_id = $1 ORDER BY started_at, seq".to_string(),
+            vec![Box::new(event_id)],
+        )
+        .await
+    }
+
+    async fn list_runs(&self, filter: RunFilter) -> Result<Vec<RunRecord>> {
+        let mut clauses: Vec<String> = Vec::new();
+        let mut params: Vec<Param> = Vec::new();
+        let mut push = |clause: &str, param: Param| {
+            params.push(param);
+            clauses.push(format!("{clause} ${}", params.len()));
+        };
+        if let Some(charter) = filter.charter {
+            push("charter =", Box::new(charter));
+        }
+        if let Some(outcome) = filter.outcome {
+            push("outcome =", Box::new(outcome.as_str()));
+        }
+        if let Some(since) = filter.since {
+            push("started_at >=", Box::new(since));
+        }
+        if let Some(until) = filter.until {
+            push("started_at <", Box::new(until));
+        }
+        if filter.running {
+            clauses.push("outcome IS NULL".to_string());
+        }
+        let where_sql = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        params.push(Box::new(limit_of(filter.limit)));
+        let tail = format!(
+            "{where_sql} ORDER BY started_at DESC, seq DESC LIMIT ${}",
+            params.len()
+        );
+        self.load_runs(tail, params).await
+    }
+}
+
+impl PgStore {
+    /// Runs selected by `tail` (a `WHERE … ORDER BY …` over `runs` with `params` for its
+    /// placeholders), each with its decision and finished actions, read in one snapshot so
+    /// runs, actions and attempts agree.
+    async fn load_runs(&self, tail: String, params: Vec<Param>) -> Result<Vec<RunRecord>> {
         let mut client = self.client().await?;
-        // One snapshot for the three queries, so runs, actions and attempts agree.
         let tx = client
             .build_transaction()
             .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
             .read_only(true)
             .start()
             .await
-            .map_err(db("beginning runs_for_event"))?;
+            .map_err(db("beginning a runs query"))?;
         let runs_stmt = tx
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "SELECT id, charter, charter_version, mode, started_at, finished_at, outcome,
-                     decision, route, error
-                 FROM runs WHERE event_id = $1 ORDER BY started_at, seq",
-            )
+                     decision, route, error, event_id
+                 FROM runs {tail}"
+            ))
             .await
-            .map_err(db("preparing runs_for_event"))?;
+            .map_err(db("preparing a runs query"))?;
         let actions_stmt = tx
             .prepare_cached(
                 "SELECT a.id, a.run_id, a.action, a.idempotency_key, a.params, a.status
-                 FROM action_records a JOIN runs r ON r.id = a.run_id
-                 WHERE r.event_id = $1 AND a.status <> 'pending'
+                 FROM action_records a
+                 WHERE a.run_id = ANY($1) AND a.status <> 'pending'
                  ORDER BY a.id",
             )
             .await
@@ -1239,25 +1286,28 @@ impl RunStore for PgStore {
                      t.error, t.ok
                  FROM action_attempts t
                  JOIN action_records a ON a.id = t.action_id
-                 JOIN runs r ON r.id = a.run_id
-                 WHERE r.event_id = $1
+                 WHERE a.run_id = ANY($1)
                  ORDER BY t.action_id, t.attempt",
             )
             .await
             .map_err(db("preparing attempts"))?;
         let run_rows = tx
-            .query(&runs_stmt, &[&event_id])
+            .query(&runs_stmt, &param_refs(&params))
             .await
             .map_err(db("loading runs"))?;
+        let run_ids = run_rows
+            .iter()
+            .map(|r| get::<Uuid>(r, 0))
+            .collect::<Result<Vec<Uuid>>>()?;
         let action_rows = tx
-            .query(&actions_stmt, &[&event_id])
+            .query(&actions_stmt, &[&run_ids])
             .await
             .map_err(db("loading actions"))?;
         let attempt_rows = tx
-            .query(&attempts_stmt, &[&event_id])
+            .query(&attempts_stmt, &[&run_ids])
             .await
             .map_err(db("loading attempts"))?;
-        tx.commit().await.map_err(db("ending runs_for_event"))?;
+        tx.commit().await.map_err(db("ending a runs query"))?;
 
         let mut attempts: BTreeMap<i64, Vec<AttemptRecord>> = BTreeMap::new();
         for r in &attempt_rows {
@@ -1289,7 +1339,7 @@ impl RunStore for PgStore {
                 let route: Option<i64> = get(r, 8)?;
                 Ok(RunRecord {
                     id,
-                    event_id,
+                    event_id: get(r, 10)?,
                     charter: get(r, 1)?,
                     charter_version: get(r, 2)?,
                     mode: get(r, 3)?,

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::super::raw::{RawAlert, RawAlertSpec, S};
 use super::{CharterChecker, Check, Expr};
-use crate::config::{AlertCondition, AlertRule, AlertTarget};
+use crate::config::{AlertCondition, AlertRule, AlertTarget, NotifyChannel};
 
 /// Default window of `error_rate`, `budget_exhausted` and `dead_letters`.
 const DEFAULT_WINDOW: Duration = Duration::from_secs(15 * 60);
@@ -217,15 +217,16 @@ impl CharterChecker<'_> {
         Some((condition?, notify?))
     }
 
-    /// `notify: <connector>` or `<connector>:<path>`; the connector must be an HTTP
-    /// connector of charter.yaml.
+    /// `notify: <connector>` or `<connector>:<where>`: an `http` connector (and a path under
+    /// its base URL), a `slack` connector (and a channel, required with a bot token) or an
+    /// `smtp` connector (and the recipients) of charter.yaml.
     fn alert_target(
         &mut self,
         raw: &Option<S<String>>,
         at: super::super::raw::Location,
     ) -> Option<AlertTarget> {
         let Some(n) = raw else {
-            self.err(at, "missing `notify`: expected the connector that receives the alert, such as `notify: ops-webhook` or `notify: ops-webhook:/alerts`");
+            self.err(at, "missing `notify`: expected the connector that receives the alert, such as `notify: ops-webhook:/alerts`, `notify: slack:#ops-alerts` or `notify: mail:oncall@acme.example`");
             return None;
         };
         let text = n.value.trim();
@@ -257,19 +258,54 @@ impl CharterChecker<'_> {
             );
             return None;
         }
-        if let Some(types) = self.connector_types
-            && let Some(t) = types.get(connector)
-            && t != "http"
-        {
-            self.err(
-                n.referenced,
-                format!("`notify`: connector `{connector}` is of type `{t}`; alerts are delivered through an `http` connector (a JSON POST with a `text` field, which Slack and Mattermost incoming webhooks accept)"),
-            );
-            return None;
-        }
+        // charter.yaml did not parse, or the connector has no valid type: reported there.
+        let kind = self.connector_types?.get(connector)?.clone();
+        let channel = match (kind.as_str(), path) {
+            ("http", path) => {
+                if let Some(p) = &path
+                    && !p.starts_with('/')
+                {
+                    self.err(
+                        n.referenced,
+                        format!("`notify`: `{p}` is not a path; expected `{connector}:/path` under the connector's base URL"),
+                    );
+                    return None;
+                }
+                NotifyChannel::Http { path }
+            }
+            ("slack", channel) => {
+                // A bot token posts through chat.postMessage, which needs the channel; an
+                // incoming webhook's channel is fixed by the webhook.
+                if channel.is_none() && self.slack_bots.is_some_and(|b| b.contains(connector)) {
+                    self.err(
+                        n.referenced,
+                        format!("`notify`: connector `{connector}` posts with a bot token, which needs a channel, such as `{connector}:#ops-alerts`"),
+                    );
+                    return None;
+                }
+                NotifyChannel::Slack { channel }
+            }
+            ("smtp", Some(to)) if to.contains('@') => NotifyChannel::Email { to },
+            ("smtp", _) => {
+                self.err(
+                    n.referenced,
+                    format!("`notify`: an email alert needs its recipients, such as `{connector}:oncall@acme.example`"),
+                );
+                return None;
+            }
+            // Not a connector type at all: reported in charter.yaml.
+            (t, _) if t != "sql" => return None,
+            (t, _) => {
+                self.err(
+                    n.referenced,
+                    format!("`notify`: connector `{connector}` is of type `{t}`, which cannot deliver alerts; expected an `http` connector (a JSON POST with a `text` field), a `slack` connector (`slack:#ops-alerts`) or an `smtp` connector (`mail:oncall@acme.example`)"),
+                );
+                return None;
+            }
+        };
         Some(AlertTarget {
             connector: connector.to_string(),
-            path,
+            channel,
         })
     }
 }
