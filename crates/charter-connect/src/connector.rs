@@ -61,11 +61,9 @@ pub struct ResolvedHttpConnector {
     pub auth: Option<ResolvedAuth>,
     /// Per-attempt timeout used when the action does not set one.
     pub timeout: Duration,
-    /// Whether this connector may reach loopback/private/link-local addresses.
-    ///
-    /// **Not enforced yet**: the SSRF guard (checking every resolved address and blocking
-    /// private, loopback, link-local and metadata ranges unless this is `true`) is a later
-    /// issue. The field is carried now so configuration and callers do not change later.
+    /// Whether this connector may reach loopback, private, link-local and metadata
+    /// addresses. When `false` (the default) every resolved address of every request is
+    /// checked by the SSRF guard ([`crate::ssrf`]) and such destinations are refused.
     pub allow_private: bool,
 }
 
