@@ -1391,3 +1391,27 @@ fn shopify_zendesk_and_hubspot_presets() {
         "{err}"
     );
 }
+
+#[test]
+fn agent_tokens_are_a_role_of_their_own() {
+    let mut src = with_triage(TRIAGE);
+    src.files.insert(
+        "charter.yaml".into(),
+        PROJECT.replace(
+            "  - { name: viewer, role: viewer, secret: file:secrets/viewer }\n",
+            "  - { name: viewer, role: viewer, secret: file:secrets/viewer }\n  - { name: triage-bot, role: agent, secret: env:BOT, charters: [support-triage] }\n",
+        ),
+    );
+    let project = load_project(&src).unwrap_or_else(|d| panic!("{d}"));
+    let bot = project
+        .tokens
+        .iter()
+        .find(|t| t.name == "triage-bot")
+        .unwrap();
+    assert_eq!(bot.role, Role::Agent);
+    assert_eq!(bot.charters, vec!["support-triage"]);
+    // Below every other role (it reaches no admin endpoint), yet it may call tools.
+    assert!(Role::Agent < Role::Viewer);
+    assert!(Role::Agent.calls_tools() && Role::Admin.calls_tools());
+    assert!(!Role::Viewer.calls_tools() && !Role::Reviewer.calls_tools());
+}

@@ -19,6 +19,7 @@ pub mod api;
 pub mod decide;
 pub mod error;
 pub mod ingest;
+pub mod mcp;
 pub mod metrics;
 pub mod models;
 pub mod nats;
@@ -115,6 +116,13 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
     for r in api::routes::<S>() {
         app = app.route(r.path, r.handler);
     }
+    // Charters' actions as MCP tools for agents.
+    app = app.route(
+        mcp::MCP_PATH,
+        post(mcp::handle::<S>)
+            .get(mcp::not_offered)
+            .delete(mcp::not_offered),
+    );
     // Slack's interactive callback (Approve/Reject buttons of notifications).
     if notify::slack_interactive_enabled(&state.runtime) {
         app = app.route(

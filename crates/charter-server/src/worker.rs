@@ -423,6 +423,29 @@ async fn run_pipeline<S: Store>(
         Some(Value::Object(got.values))
     };
 
+    // An agent's tool call (MCP) names the action itself: no decision and no route, the
+    // action's own gates (approval, shadow mode, idempotency) still apply.
+    if let Some(name) = crate::mcp::requested_action(&event) {
+        if !charter.actions.contains_key(name) {
+            let why = format!(
+                "the action `{name}` requested through MCP is no longer declared by the charter"
+            );
+            finish(pending, None, RunOutcome::Failed, Some(why));
+            return Ok(EventStatus::Failed);
+        }
+        let mut ctx = eval_context(&event, None);
+        if let Some(c) = &fetched {
+            ctx["context"] = c.clone();
+        }
+        let names = [name.to_string()];
+        let (outcome, status, error) = act_in_order(
+            state, executor, &charter, &event, run_id, &names, &ctx, None, pending,
+        )
+        .await?;
+        finish(pending, None, outcome, error);
+        return Ok(status);
+    }
+
     // Decide. A human's decision on an escalation of this event (read with the claim)
     // replaces the cascade.
     let decide_started = Instant::now();
@@ -503,27 +526,49 @@ async fn run_pipeline<S: Store>(
     };
 
     // Gate and act, in the route's order; stop at the first action that fails or waits.
-    let mut outcome = if mode == Mode::Shadow {
-        RunOutcome::Shadow
-    } else {
-        RunOutcome::Completed
-    };
-    let mut status = EventStatus::Done;
-    let mut error = None;
-    for name in &charter.routes[route_idx].actions {
-        let action_status = act(
-            state, executor, &charter, &event, run_id, name, &ctx, pending,
-        )
-        .await?;
+    let actions = &charter.routes[route_idx].actions;
+    let (outcome, status, error) = act_in_order(
+        state,
+        executor,
+        &charter,
+        &event,
+        run_id,
+        actions,
+        &ctx,
+        decision.as_ref(),
+        pending,
+    )
+    .await?;
+    finish(pending, Some(route_idx), outcome, error);
+    Ok(status)
+}
+
+/// Run `names` in order through their gates; stop at the first action that fails or waits.
+/// Returns the run's outcome, the event's status and the reason the run stopped early.
+#[allow(clippy::too_many_arguments)]
+async fn act_in_order<S: Store>(
+    state: &AppState<S>,
+    executor: &HttpExecutor,
+    charter: &Arc<Charter>,
+    event: &NewEvent,
+    run_id: Uuid,
+    names: &[String],
+    ctx: &Value,
+    decision: Option<&Decision>,
+    pending: &mut Vec<RunWrite>,
+) -> Result<(RunOutcome, EventStatus, Option<String>), RunError> {
+    for name in names {
+        let action_status =
+            act(state, executor, charter, event, run_id, name, ctx, pending).await?;
         let (o, st, msg) = match action_status {
             ActStep::Continue => continue,
             ActStep::Failed(msg) => (RunOutcome::Failed, EventStatus::Failed, msg),
             ActStep::DeadLettered { message, evidence } => {
                 let mut detail = evidence;
                 detail["payload"] = event.payload.clone();
-                detail["stages"] = json!(decision.as_ref().map(|d| &d.stages));
-                flush(store, pending).await?;
-                escalate(state, &charter, &event, run_id, "dead_letter", detail).await?;
+                detail["stages"] = json!(decision.map(|d| &d.stages));
+                flush(&state.store, pending).await?;
+                escalate(state, charter, event, run_id, "dead_letter", detail).await?;
                 (RunOutcome::Failed, EventStatus::Failed, message)
             }
             ActStep::AwaitingApproval(msg) => {
@@ -532,13 +577,14 @@ async fn run_pipeline<S: Store>(
             ActStep::Escalated(msg) => (RunOutcome::Escalated, EventStatus::Waiting, msg),
             ActStep::Rejected(msg) => (RunOutcome::Rejected, EventStatus::Done, msg),
         };
-        outcome = o;
-        status = st;
-        error = Some(msg);
-        break;
+        return Ok((o, st, Some(msg)));
     }
-    finish(pending, Some(route_idx), outcome, error);
-    Ok(status)
+    let outcome = if charter.mode == Mode::Shadow {
+        RunOutcome::Shadow
+    } else {
+        RunOutcome::Completed
+    };
+    Ok((outcome, EventStatus::Done, None))
 }
 
 /// Record the action's `measure:` outcome (if it declares one) after it succeeded

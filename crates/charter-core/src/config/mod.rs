@@ -168,11 +168,33 @@ pub struct TokenDef {
     pub charters: Vec<String>,
 }
 
+/// What a token may do. Ordered: each role may do what the roles before it may, except
+/// `Agent`, which only reaches the MCP endpoint (see [`Role::calls_tools`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
+    /// An AI agent: lists and calls the MCP tools of its charters; nothing in the admin API
+    /// or the web UI.
+    Agent,
     Viewer,
     Reviewer,
     Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::Viewer => "viewer",
+            Role::Reviewer => "reviewer",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Whether the role may call MCP tools (run charters' actions): agents and admins. A
+    /// viewer may not act, and a reviewer must not be able to start what they then approve.
+    pub fn calls_tools(self) -> bool {
+        matches!(self, Role::Agent | Role::Admin)
+    }
 }
 
 /// A named, credentialed way to reach one system.

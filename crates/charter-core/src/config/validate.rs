@@ -1502,6 +1502,7 @@ impl<'a> ProjectChecker<'a> {
                 r,
                 "role",
                 &[
+                    ("agent", Role::Agent),
                     ("viewer", Role::Viewer),
                     ("reviewer", Role::Reviewer),
                     ("admin", Role::Admin),
@@ -1510,7 +1511,7 @@ impl<'a> ProjectChecker<'a> {
             None => {
                 self.err(
                     at,
-                    "missing `role`: expected one of `viewer`, `reviewer`, `admin`",
+                    "missing `role`: expected one of `agent`, `viewer`, `reviewer`, `admin`",
                 );
                 None
             }

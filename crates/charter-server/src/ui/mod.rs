@@ -29,6 +29,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json};
+use charter_core::config::Role;
 use charter_store::Store;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -383,6 +384,15 @@ async fn login<S: Store>(
         let page = login_html(&expected, &next, Some("That token is not valid."));
         return Ok((StatusCode::UNAUTHORIZED, Html(page)).into_response());
     };
+    if def.role == Role::Agent {
+        tracing::info!(user = %def.name, %ip, "UI login refused: an agent token");
+        let page = login_html(
+            &expected,
+            &next,
+            Some("That token belongs to an agent: it reaches the MCP endpoint only."),
+        );
+        return Ok((StatusCode::FORBIDDEN, Html(page)).into_response());
+    }
     let id = ui
         .sessions
         .create(def.name.clone(), def.role, def.charters.clone());
@@ -393,11 +403,7 @@ async fn login<S: Store>(
         "ui.login",
         None,
         None,
-        json!({ "ip": ip.to_string(), "role": match def.role {
-            charter_core::config::Role::Viewer => "viewer",
-            charter_core::config::Role::Reviewer => "reviewer",
-            charter_core::config::Role::Admin => "admin",
-        } }),
+        json!({ "ip": ip.to_string(), "role": def.role.as_str() }),
     )
     .await?;
     let mut r = redirect(&next);

@@ -47,11 +47,7 @@ impl Session {
 
     /// The role as a word.
     pub fn role_name(&self) -> &'static str {
-        match self.role {
-            Role::Viewer => "viewer",
-            Role::Reviewer => "reviewer",
-            Role::Admin => "admin",
-        }
+        self.role.as_str()
     }
 }
 

@@ -122,6 +122,15 @@ impl Harness {
     /// Start a server with these charters and tokens (`(name, role, charters)`, secret
     /// `secret-<name>`).
     pub async fn start(charters: &[(&str, String)], tokens: &[(&str, &str, &[&str])]) -> Harness {
+        Harness::start_with_files(charters, tokens, &[]).await
+    }
+
+    /// [`Harness::start`] with more project files (`(path, contents)`), such as schemas.
+    pub async fn start_with_files(
+        charters: &[(&str, String)],
+        tokens: &[(&str, &str, &[&str])],
+        files: &[(&str, &str)],
+    ) -> Harness {
         let dir =
             std::env::temp_dir().join(format!("charter-it-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -145,6 +154,9 @@ impl Harness {
             ));
         }
         write(&dir, "charter.yaml", &yaml);
+        for (path, text) in files {
+            write(&dir, path, text);
+        }
         for (name, text) in charters {
             write(&dir, &format!("charters/{name}.yaml"), text);
         }
