@@ -24,12 +24,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use charter_core::config::Role;
 use charter_core::idempotency::idempotency_key;
-use charter_core::model::{EventStatus, RunOutcome};
+use charter_core::model::{EventStatus, NewEvent, RunOutcome};
 use charter_core::routing::eval_context;
 use charter_store::{
     ApprovalFilter, ApprovalRecord, ApprovalStatus, AuditFilter, EscalationFilter,
-    EscalationRecord, EscalationStatus, EventFilter, HumanDecision, NewAuditEntry, Requeue,
-    RunFilter, Store, Verdict,
+    EscalationRecord, EscalationStatus, EventFilter, HumanDecision, IngestOutcome, NewAuditEntry,
+    Requeue, RunFilter, Store, Verdict,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -250,6 +250,65 @@ pub async fn replay_event<S: Store>(
     .await?;
     tracing::info!(caller = %caller.name, event = %id, "replay requested");
     Ok(Json(json!({ "requeued": ids })))
+}
+
+/// `POST /api/v1/events/{id}/rerun`: the operator asks for the effects again. A copy of the
+/// event is stored as a new event (new id, so new idempotency keys; no dedupe key) and runs
+/// from the start: its actions execute again, downstream included. The original keeps its
+/// record. A copy of an agent's tool call stays a tool call (same source, same action).
+pub async fn rerun_event<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let caller = authorize(&state, &headers, Role::Admin)?;
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    let original = state.store.get_event(id).await?.ok_or(ApiError::NotFound)?;
+    if !caller.sees(&original.event.charter) {
+        return Err(ApiError::NotFound);
+    }
+    if !state.runtime.charters.contains_key(&original.event.charter) {
+        return Err(ApiError::Conflict(
+            "the event's charter is no longer defined".into(),
+        ));
+    }
+    let source = if crate::mcp::requested_action(&original.event).is_some() {
+        original.event.source.clone()
+    } else {
+        format!("rerun:{id}")
+    };
+    let copy = NewEvent {
+        id: Uuid::now_v7(),
+        charter: original.event.charter.clone(),
+        source,
+        event_type: original.event.event_type.clone(),
+        dedupe_key: None,
+        received_at: now_millis(),
+        headers: original.event.headers.clone(),
+        payload: original.event.payload.clone(),
+    };
+    let new_id = match state.store.ingest(copy).await? {
+        IngestOutcome::Stored(new_id) => new_id,
+        // No dedupe key and a fresh id: only a UUID collision could land here.
+        IngestOutcome::Duplicate(_) => {
+            return Err(ApiError::Internal(
+                "the copy was taken for a duplicate".into(),
+            ));
+        }
+    };
+    state.metrics.received(&original.event.charter);
+    state.wake.notify_one();
+    audit(
+        &state,
+        &caller.name,
+        "event.rerun",
+        Some(&original.event.charter),
+        Some(id.to_string()),
+        json!({ "event_id": new_id }),
+    )
+    .await?;
+    tracing::info!(caller = %caller.name, event = %id, copy = %new_id, "rerun requested: the event's actions will execute again");
+    Ok(Json(json!({ "event_id": new_id, "rerun_of": id })))
 }
 
 /// Body of `POST /api/v1/replay`: without `since`/`until`, every failed event (of `charter`,
@@ -1106,6 +1165,11 @@ pub fn routes<S: Store>() -> Vec<ApiRoute<S>> {
             Method::POST,
             "/api/v1/events/{id}/replay",
             post(replay_event::<S>),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/events/{id}/rerun",
+            post(rerun_event::<S>),
         ),
         r(
             Method::POST,

@@ -19,6 +19,7 @@ pub mod api;
 pub mod decide;
 pub mod error;
 pub mod ingest;
+pub mod limits;
 pub mod mcp;
 pub mod metrics;
 pub mod models;
@@ -113,16 +114,26 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         .route("/readyz", get(readyz::<S>))
         .route("/metrics", get(metrics_handler::<S>));
     // Every admin API route comes from the one table the OpenAPI document is checked against.
+    let mut tokened: Router<AppState<S>> = Router::new();
     for r in api::routes::<S>() {
-        app = app.route(r.path, r.handler);
+        tokened = tokened.route(r.path, r.handler);
     }
     // Charters' actions as MCP tools for agents.
-    app = app.route(
+    tokened = tokened.route(
         mcp::MCP_PATH,
         post(mcp::handle::<S>)
             .get(mcp::not_offered)
             .delete(mcp::not_offered),
     );
+    // Bearer-token routes: an address presenting too many bad tokens is refused for a while.
+    let limiter = Arc::new(limits::FailureLimiter::new(
+        limits::TOKEN_FAILURES_ALLOWED,
+        limits::TOKEN_WINDOW,
+    ));
+    app = app.merge(tokened.route_layer(axum::middleware::from_fn_with_state(
+        limiter,
+        limits::guard_tokens,
+    )));
     // Slack's interactive callback (Approve/Reject buttons of notifications).
     if notify::slack_interactive_enabled(&state.runtime) {
         app = app.route(

@@ -420,6 +420,19 @@ pub async fn replay(server: &ServerArgs, what: ReplayWhat) -> ExitCode {
     }
 }
 
+/// `charter replay <id> --force`: run a copy of the event, so its actions execute again.
+pub async fn rerun(server: &ServerArgs, id: &str) -> ExitCode {
+    let path = format!("/api/v1/events/{id}/rerun");
+    match call(server, reqwest::Method::POST, &path, None).await {
+        Ok(v) => {
+            println!("{}", v["event_id"].as_str().unwrap_or(""));
+            eprintln!("a copy of {id} was stored as a new event; its actions will execute again");
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -111,7 +111,7 @@ enum Command {
         server: ServerArgs,
     },
     /// Run an event again, every failed event, or every event received in a time range
-    /// (succeeded actions are not repeated).
+    /// (succeeded actions are not repeated, unless `--force`).
     Replay {
         /// Event id to replay.
         id: Option<String>,
@@ -129,6 +129,11 @@ enum Command {
         /// Only this charter (with --failed, --since or --until).
         #[arg(long, conflicts_with = "id")]
         charter: Option<String>,
+        /// With an event id: execute its actions again, even those that succeeded. A copy of
+        /// the event is stored as a new event (new id, so new idempotency keys) and runs from
+        /// the start; the original keeps its record.
+        #[arg(long, requires = "id")]
+        force: bool,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -440,12 +445,19 @@ async fn run(cli: Cli) -> ExitCode {
             client::runs_list(&server, filter, json).await
         }
         Command::Replay {
+            id: Some(id),
+            force: true,
+            server,
+            ..
+        } => client::rerun(&server, &id).await,
+        Command::Replay {
             id,
             failed,
             since,
             until,
             charter,
             server,
+            ..
         } => {
             client::replay(
                 &server,

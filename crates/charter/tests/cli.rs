@@ -1430,6 +1430,26 @@ measure: { success: [tagged] }
         sink.received()
     );
 
+    // `replay --force`: the first order's PUT goes out again, from a copy of its event.
+    let (code, out, err) = charter(&["replay", &event_id, "--force", "--server", &base]);
+    assert_eq!(code, 0, "{err}");
+    let copy = out.trim().to_string();
+    assert!(copy.len() == 36 && copy != event_id, "{out}");
+    assert!(err.contains("its actions will execute again"), "{err}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sink
+        .received()
+        .iter()
+        .filter(|r| r.path == "/orders/820982911946154508")
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "the forced replay sent nothing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, _, err) = charter(&["replay", "--force", "--server", &base]);
+    assert_eq!(code, 2, "--force needs an event id: {err}");
+
     shutdown.cancel();
     let _ = std::fs::remove_dir_all(&dir);
 }

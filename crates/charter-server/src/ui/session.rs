@@ -7,12 +7,14 @@
 //! logout. Each session has its own CSRF token, embedded in every form and checked on every
 //! POST.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use charter_core::config::Role;
+
+use crate::limits::FailureLimiter;
 use rand::RngCore;
 
 /// Name of the session cookie.
@@ -71,10 +73,18 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The in-memory session map and login limiter of one server.
-#[derive(Default)]
 pub struct Sessions {
     map: Mutex<HashMap<String, Session>>,
-    failures: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+    failures: FailureLimiter,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions {
+            map: Mutex::default(),
+            failures: FailureLimiter::new(LOGIN_FAILURES_ALLOWED, LOGIN_WINDOW),
+        }
+    }
 }
 
 impl Sessions {
@@ -119,33 +129,13 @@ impl Sessions {
 
     /// Whether `ip` has used up its failed logins in the current window.
     pub fn login_blocked(&self, ip: Option<IpAddr>) -> bool {
-        let Some(ip) = ip else { return false };
-        let now = Instant::now();
-        let Ok(mut f) = self.failures.lock() else {
-            return true;
-        };
-        let Some(q) = f.get_mut(&ip) else {
-            return false;
-        };
-        while q
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= LOGIN_WINDOW)
-        {
-            q.pop_front();
-        }
-        q.len() >= LOGIN_FAILURES_ALLOWED
+        ip.is_some_and(|ip| self.failures.blocked(ip).is_some())
     }
 
     /// Count a failed login from `ip`.
     pub fn login_failed(&self, ip: Option<IpAddr>) {
-        let Some(ip) = ip else { return };
-        let now = Instant::now();
-        if let Ok(mut f) = self.failures.lock() {
-            f.retain(|_, q| {
-                q.back()
-                    .is_some_and(|t| now.duration_since(*t) < LOGIN_WINDOW)
-            });
-            f.entry(ip).or_default().push_back(now);
+        if let Some(ip) = ip {
+            self.failures.failed(ip);
         }
     }
 }

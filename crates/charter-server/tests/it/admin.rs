@@ -717,3 +717,121 @@ async fn ui_replays_a_time_range_from_the_charter_page() {
     assert_eq!(audit[0]["detail"]["since"], received(&h, &recent).await);
     assert_eq!(audit[0]["detail"]["requeued"], json!([recent]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_executes_succeeded_actions_again_as_a_new_event() {
+    let h = Harness::start(
+        &[("alpha", charter_yaml("alpha", "live", "auto", "other"))],
+        TOKENS,
+    )
+    .await;
+    let a = h.send("alpha", 1, "refund please").await;
+    h.wait_status(&a, "done").await;
+    assert_eq!(h.puts(1), 1);
+    // A replay does not repeat what succeeded.
+    let r = h
+        .post(&format!("/api/v1/events/{a}/replay"), Some("root"), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    h.wait_status(&a, "done").await;
+    assert_eq!(runs(&h, &a).await, 2);
+    assert_eq!(h.puts(1), 1, "replay: the PUT is not sent again");
+
+    // A reviewer may not ask for the effects again; another charter's admin sees nothing.
+    let path = format!("/api/v1/events/{a}/rerun");
+    assert_eq!(h.post(&path, Some("lead"), None).await.status, 403);
+    assert_eq!(h.post(&path, Some("view"), None).await.status, 403);
+    // The operator asks: a copy runs from the start and the PUT goes out again.
+    let r = h.post(&path, Some("ops"), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["rerun_of"], a.as_str());
+    let copy = v["event_id"].as_str().unwrap().to_string();
+    assert_ne!(copy, a);
+    h.wait_status(&copy, "done").await;
+    assert_eq!(h.puts(1), 2, "rerun: the PUT is sent again");
+    let keys: Vec<Option<String>> = h
+        .sink
+        .received()
+        .iter()
+        .filter(|r| r.path == "/api/tickets/1")
+        .map(|r| r.idempotency_key.clone())
+        .collect();
+    assert_eq!(keys.len(), 2);
+    assert!(
+        keys[0].is_some() && keys[0] != keys[1],
+        "a new event, a new key: {keys:?}"
+    );
+    let copied = h
+        .store
+        .get_event(copy.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(copied.event.source, format!("rerun:{a}"));
+    assert_eq!(copied.event.dedupe_key, None);
+    // The original keeps its record: two runs, one PUT.
+    assert_eq!(runs(&h, &a).await, 2);
+    let audit = audit_actions(&h, "event.rerun").await;
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0]["actor"], "ops");
+    assert_eq!(audit[0]["target"], a.as_str());
+    assert_eq!(audit[0]["detail"]["event_id"], copy.as_str());
+    let r = h
+        .post(
+            &format!("/api/v1/events/{}/rerun", uuid::Uuid::now_v7()),
+            Some("root"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_presenting_bad_tokens_is_refused_for_a_while() {
+    let h = two_charters().await;
+    for i in 0..charter_server::limits::TOKEN_FAILURES_ALLOWED {
+        let r = h.get("/api/v1/events", Some("guessed")).await;
+        assert_eq!(r.status, 401, "attempt {i}");
+    }
+    let r = h.get("/api/v1/events", Some("guessed")).await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("too many failed authentications from this address"),
+        "{}",
+        r.body
+    );
+    let retry = h
+        .http
+        .get(format!("{}/api/v1/events", h.base))
+        .bearer_auth("secret-root")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        retry.status().as_u16(),
+        429,
+        "the address is blocked, whatever it sends"
+    );
+    let secs: u64 = retry.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&secs), "{secs}");
+    // The MCP endpoint shares the limit; webhooks, health and the UI's own limit do not.
+    let r = h
+        .post(
+            "/mcp",
+            Some("root"),
+            Some(json!({"jsonrpc": "2.0", "id": 1, "method": "ping"})),
+        )
+        .await;
+    assert_eq!(r.status, 429);
+    let id = h.send("alpha", 5, "hello").await;
+    h.wait_status(&id, "done").await;
+    assert_eq!(h.get("/healthz", None).await.status, 200);
+}
