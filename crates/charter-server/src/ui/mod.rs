@@ -76,6 +76,8 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         .route("/events", get(pages::events::<S>))
         .route("/events/{id}", get(pages::timeline::<S>))
         .route("/events/{id}/replay", post(replay_event::<S>))
+        .route("/rejected", get(pages::rejected::<S>))
+        .route("/rejected/{id}/replay", post(replay_rejected::<S>))
         .route("/charters", get(pages::charters::<S>))
         .route("/charters/{name}", get(pages::charter::<S>))
         .route("/charters/{name}/pause", post(pause::<S>))
@@ -551,6 +553,46 @@ async fn replay_event<S: Store>(
     Ok(redirect(&with_msg(
         &format!("/events/{}", html::url_enc(&id)),
         "Replay queued.",
+    )))
+}
+
+/// Replay a rejected payload: stored as an event when it passes the contract now (then its
+/// timeline is shown), otherwise back to the list with what is still wrong.
+async fn replay_rejected<S: Store>(
+    State(ui): State<UiState<S>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Result<Response, UiError> {
+    let s = ui.require_post(&headers, &form)?;
+    let answer = crate::rejected::replay_rejected(
+        State(ui.app.clone()),
+        ui.api_headers(&s),
+        Path(id.clone()),
+    )
+    .await;
+    let response = match answer {
+        Ok(r) => r,
+        Err(ApiError::Contract { violations, .. }) => {
+            return Ok(redirect(&with_msg(
+                "/rejected",
+                &format!(
+                    "Payload {id} still breaks the contract: {}",
+                    violations.join("; ")
+                ),
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .map_err(|e| ApiError::Internal(format!("reading the replay's answer: {e}")))?;
+    let ack: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::Internal(format!("reading the replay's answer: {e}")))?;
+    let event = ack["id"].as_str().unwrap_or_default();
+    Ok(redirect(&with_msg(
+        &format!("/events/{}", html::url_enc(event)),
+        &format!("Rejected payload {id} passed the contract and was stored as this event."),
     )))
 }
 

@@ -435,6 +435,80 @@ pub async fn events<S: Store>(
 }
 
 #[derive(Debug, Default, Deserialize)]
+pub struct RejectedQuery {
+    pub charter: Option<String>,
+    pub msg: Option<String>,
+}
+
+/// `GET /rejected`: payloads kept because they broke their charter's contract, with each
+/// violation and the body as received; admins can replay one once the contract is fixed.
+pub async fn rejected<S: Store>(
+    State(ui): State<UiState<S>>,
+    headers: HeaderMap,
+    uri: Uri,
+    Query(q): Query<RejectedQuery>,
+) -> Result<Html<String>, UiError> {
+    let s = ui.require(&headers, &uri)?;
+    let charter = non_empty(q.charter);
+    let list = if charter.as_deref().is_none_or(|c| s.sees(c)) {
+        ui.app
+            .store
+            .list_rejected(charter.clone(), PAGE_LIMIT)
+            .await?
+    } else {
+        Vec::new()
+    };
+    let list: Vec<_> = list.into_iter().filter(|r| s.sees(&r.charter)).collect();
+    let mut body = String::from(
+        "<h1>Rejected payloads</h1><p class=\"meta\">Deliveries that broke their charter's input contract are kept here with what was wrong. Once the contract (or the sender) is fixed, a replay checks the payload again and stores it as an event.</p><form class=\"filters\" method=\"get\" action=\"/rejected\">",
+    );
+    body.push_str(&charter_select(&ui, &s, charter.as_deref()));
+    body.push_str("<button type=\"submit\">Show</button></form>");
+    if list.is_empty() {
+        body.push_str("<p class=\"meta\">Nothing was rejected.</p>");
+    } else {
+        let _ = write!(
+            body,
+            "<table><thead><tr><th>Payload</th><th>Charter</th><th>Received ({})</th><th>Source</th><th>Violations</th><th></th></tr></thead><tbody>",
+            esc(ui.zone().name())
+        );
+        for r in &list {
+            let violations: String = r
+                .reasons
+                .iter()
+                .map(|v| format!("<li><code>{}</code></li>", esc(v)))
+                .collect();
+            let replay = if s.role >= Role::Admin {
+                button_form(&format!("/rejected/{}/replay", r.id), &s.csrf, "Replay", "")
+            } else {
+                String::new()
+            };
+            let _ = write!(
+                body,
+                "<tr><td><code>{}</code><details><summary>body</summary><pre class=\"json\">{}</pre></details></td><td><a href=\"/charters/{}\">{}</a></td><td>{}</td><td>{}</td><td><ul>{violations}</ul></td><td>{replay}</td></tr>",
+                r.id,
+                esc(&r.body),
+                url_enc(&r.charter),
+                esc(&r.charter),
+                time(ui.zone(), r.received_at),
+                esc(&r.source),
+            );
+        }
+        body.push_str("</tbody></table>");
+        let _ = write!(
+            body,
+            "<p class=\"meta\">Newest first; at most {PAGE_LIMIT} shown.</p>"
+        );
+    }
+    Ok(Html(page(
+        "Rejected payloads",
+        Some(&ui.viewer(&s)),
+        q.msg.as_deref(),
+        &body,
+    )))
+}
+
+#[derive(Debug, Default, Deserialize)]
 pub struct MsgQuery {
     pub msg: Option<String>,
 }

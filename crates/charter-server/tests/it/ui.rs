@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use charter_store::CharterStateStore;
+use charter_store::{CharterStateStore, EventStore};
 use serde_json::{Value, json};
 
 use crate::support::{Harness, Ui, charter_yaml, cookie_value, csrf_in};
@@ -244,6 +244,137 @@ async fn login_sessions_csrf_roles_and_scopes() {
     assert_eq!(r.status, 303);
     assert!(r.cookies.iter().any(|c| c.contains("Max-Age=0")));
     assert_eq!(admin.get("/inbox").await.status, 303);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_payloads_are_listed_and_replayed_from_the_ui() {
+    const SCHEMA: &str = r#"{"type":"object","required":["ticket"],"properties":{"ticket":{"type":"object","required":["id"],"properties":{"id":{"type":"integer"}}}}}"#;
+    let alpha = charter_yaml("alpha", "shadow", "auto", "other").replace(
+        "  dedupe: ",
+        "  input_schema: schemas/ticket.json\n  dedupe: ",
+    );
+    let h = Harness::start_with_files(
+        &[
+            ("alpha", alpha),
+            ("beta", charter_yaml("beta", "shadow", "auto", "other")),
+        ],
+        &[
+            ("root", "admin", &[]),
+            ("view", "viewer", &["alpha"]),
+            ("bview", "viewer", &["beta"]),
+        ],
+        &[("schemas/ticket.json", SCHEMA)],
+    )
+    .await;
+    // A delivery that breaks the contract is answered 422 and kept.
+    let r = h
+        .http
+        .post(format!("{}/hooks/alpha", h.base))
+        .json(&json!({"ticket": {"id": "x-1", "subject": "refund"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    let bad = h.store.list_rejected(None, 10).await.unwrap()[0].id;
+    // One rejected under an older contract, which the current one accepts.
+    let older = uuid::Uuid::now_v7();
+    h.store
+        .reject(charter_core::model::RejectedPayload {
+            id: older,
+            charter: "alpha".into(),
+            source: "webhook:/hooks/alpha".into(),
+            received_at: 1_700_000_000_000,
+            headers: [("content-type".to_string(), "application/json".to_string())].into(),
+            body: r#"{"ticket":{"id":41,"subject":"refund"}}"#.into(),
+            reasons: vec!["/ticket: an older rule".into()],
+        })
+        .await
+        .unwrap();
+
+    // A viewer of alpha sees both, with their violations, and no replay button.
+    let view = Ui::login(&h, "view").await;
+    let page = view.get("/rejected").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains(&bad.to_string()) && page.body.contains(&older.to_string()));
+    assert!(page.body.contains("<code>/ticket/id: "), "{}", page.body);
+    assert!(page.body.contains("x-1"), "the body as received is shown");
+    assert!(
+        !page.body.contains("/replay\""),
+        "a viewer gets no replay button"
+    );
+    assert_eq!(
+        view.post(
+            &format!("/rejected/{older}/replay"),
+            &[("csrf", &view.csrf().await)]
+        )
+        .await
+        .status,
+        403
+    );
+    // Another charter's viewer sees none of them.
+    let bview = Ui::login(&h, "bview").await;
+    let page = bview.get("/rejected").await;
+    assert!(page.body.contains("Nothing was rejected."), "{}", page.body);
+    assert!(
+        bview
+            .get("/rejected?charter=alpha")
+            .await
+            .body
+            .contains("Nothing was rejected.")
+    );
+
+    // The admin replays: the one still breaking the contract stays, with the reason shown.
+    let root = Ui::login(&h, "root").await;
+    let csrf = root.csrf().await;
+    assert_eq!(
+        root.post(&format!("/rejected/{older}/replay"), &[])
+            .await
+            .status,
+        403,
+        "no CSRF token"
+    );
+    let r = root
+        .post(&format!("/rejected/{bad}/replay"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status, 303);
+    assert!(r.location.starts_with("/rejected?msg="), "{}", r.location);
+    let page = root.get(&r.location).await;
+    assert!(
+        page.body
+            .contains("still breaks the contract: /ticket/id: "),
+        "{}",
+        page.body
+    );
+    // The one the contract now accepts becomes an event, and leaves the list.
+    let r = root
+        .post(&format!("/rejected/{older}/replay"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status, 303);
+    assert!(r.location.starts_with("/events/"), "{}", r.location);
+    let event_id: uuid::Uuid = r.location["/events/".len()..]
+        .split('?')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let event = h.store.get_event(event_id).await.unwrap().unwrap();
+    assert_eq!(event.event.payload["ticket"]["id"], 41);
+    assert_eq!(event.event.source, format!("replay:rejected:{older}"));
+    let timeline = root.get(&r.location).await;
+    assert!(
+        timeline.body.contains("passed the contract"),
+        "{}",
+        timeline.body
+    );
+    let left: Vec<_> = h
+        .store
+        .list_rejected(None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(left, vec![bad]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
