@@ -737,7 +737,7 @@ fn other_files_are_ignored() {
 #[test]
 fn providers_and_llm_stage_options() {
     let project = format!(
-        "{PROJECT}  claude:\n    type: anthropic\n    api_key: env:ANTHROPIC_API_KEY\n    model: claude-haiku\n    timeout: 20s\n    max_retries: 1\n    price: {{ input_per_mtok: 0.8, output_per_mtok: 4 }}\n"
+        "{PROJECT}  claude:\n    type: anthropic\n    api_key: env:ANTHROPIC_API_KEY\n    model: claude-haiku\n    timeout: 20s\n    max_retries: 1\n    allow_private: true\n    price: {{ input_per_mtok: 0.8, output_per_mtok: 4 }}\n"
     );
     let triage = TRIAGE.replace(
         "- llm: { provider: default, prompt: prompts/triage.md, accept_above: 0.7 }",
@@ -751,7 +751,9 @@ fn providers_and_llm_stage_options() {
     assert_eq!(d.mode, charter_core::config::StructuredMode::JsonObject);
     assert_eq!(d.base_url, "http://127.0.0.1:8081/v1");
     assert_eq!((d.max_retries, d.max_tokens), (3, 1024));
+    assert!(!d.allow_private, "the outbound guard applies by default");
     let c = &p.providers["claude"];
+    assert!(c.allow_private);
     assert_eq!(c.base_url, "https://api.anthropic.com/v1");
     assert_eq!(c.api_key, Some(SecretRef::Env("ANTHROPIC_API_KEY".into())));
     assert_eq!(c.timeout, Duration::from_secs(20));

@@ -1062,7 +1062,7 @@ async fn eval_runs_the_llm_stage_and_the_cascade_against_a_local_model() {
         &dir,
         "charter.yaml",
         &format!(
-            "connectors:\n  helpdesk: {{ type: http, base_url: https://helpdesk.example.com }}\nproviders:\n  default: {{ type: openai, base_url: \"{url}\", model: tiny, max_retries: 0, price: {{ input_per_mtok: 1, output_per_mtok: 2 }} }}\n"
+            "connectors:\n  helpdesk: {{ type: http, base_url: https://helpdesk.example.com }}\nproviders:\n  default: {{ type: openai, base_url: \"{url}\", model: tiny, max_retries: 0, allow_private: true, price: {{ input_per_mtok: 1, output_per_mtok: 2 }} }}\n"
         ),
     );
     write(&dir, "prompts/triage.md", "Classify: {{ text }}");

@@ -60,6 +60,9 @@ pub struct ProviderDef {
     /// Output tokens asked for per request (default 1024).
     pub max_tokens: u32,
     pub price: Option<TokenPrice>,
+    /// The endpoint may be a loopback or private address (a model on this machine or the
+    /// local network); otherwise the outbound guard refuses such addresses.
+    pub allow_private: bool,
 }
 
 /// Which API a provider speaks.

@@ -198,6 +198,7 @@ pub struct RawProvider {
     pub max_retries: Option<S<i64>>,
     pub max_tokens: Option<S<i64>>,
     pub price: Option<S<RawPrice>>,
+    pub allow_private: Option<S<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -701,6 +702,7 @@ const PROVIDER_SHAPE: Shape = Shape::Keys(&[
     ("max_retries", A),
     ("max_tokens", A),
     ("price", PRICE_SHAPE),
+    ("allow_private", A),
 ]);
 
 const PRICE_SHAPE: Shape = Shape::Keys(&[("input_per_mtok", A), ("output_per_mtok", A)]);

@@ -900,6 +900,7 @@ impl<'a> ProjectChecker<'a> {
             max_retries: max_retries?,
             max_tokens: max_tokens?,
             price: price?,
+            allow_private: p.allow_private.as_ref().is_some_and(|b| b.value),
         })
     }
 

@@ -86,6 +86,11 @@ pub struct ProviderSettings {
     /// `max_tokens` asked for in each request.
     pub max_tokens: u32,
     pub price: Option<Price>,
+    /// Whether the endpoint may be a loopback, private, link-local or metadata address (a
+    /// model served on this machine or the local network). When `false` (the default) every
+    /// address the host resolves to is checked by the outbound guard and such destinations
+    /// are refused, as for connectors.
+    pub allow_private: bool,
 }
 
 impl ProviderSettings {
@@ -105,6 +110,7 @@ impl ProviderSettings {
             max_backoff: Duration::from_secs(30),
             max_tokens: 1024,
             price: None,
+            allow_private: false,
         }
     }
 }
@@ -120,6 +126,7 @@ impl fmt::Debug for ProviderSettings {
             .field("mode", &self.mode)
             .field("timeout", &self.timeout)
             .field("max_retries", &self.max_retries)
+            .field("allow_private", &self.allow_private)
             .finish_non_exhaustive()
     }
 }
@@ -195,6 +202,11 @@ pub enum ProviderError {
     BadResponse { provider: String, message: String },
     #[error("provider `{provider}`: HTTP client could not be built: {message}")]
     Client { provider: String, message: String },
+    /// The outbound guard refused the endpoint's address (nothing was sent).
+    #[error(
+        "provider `{provider}`: refused by the outbound guard: {message}; set `allow_private: true` on the provider to allow it"
+    )]
+    Refused { provider: String, message: String },
 }
 
 /// One failed attempt, and whether trying again may help.
@@ -213,16 +225,19 @@ pub struct Provider {
 
 impl Provider {
     /// Builds the HTTP client (installing the rustls crypto provider if none is installed).
-    /// Redirects are not followed.
+    /// Redirects are not followed; unless `allow_private`, host names resolve through the
+    /// outbound guard.
     pub fn new(settings: ProviderSettings) -> Result<Provider, ProviderError> {
         charter_connect::install_crypto_provider();
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| ProviderError::Client {
-                provider: settings.name.clone(),
-                message: e.to_string(),
-            })?;
+        let mut builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
+        if !settings.allow_private {
+            builder =
+                builder.dns_resolver(std::sync::Arc::new(charter_connect::ssrf::GuardedResolver));
+        }
+        let client = builder.build().map_err(|e| ProviderError::Client {
+            provider: settings.name.clone(),
+            message: e.to_string(),
+        })?;
         Ok(Provider { settings, client })
     }
 
@@ -301,6 +316,7 @@ impl Provider {
     /// Sends `req`, retrying what may succeed on another try.
     pub async fn complete(&self, req: &ChatRequest) -> Result<Completion, ProviderError> {
         let (url, body) = self.request_body(req);
+        self.guard(&url)?;
         let policy = RetryPolicy {
             max_attempts: self.settings.max_retries.saturating_add(1),
             initial_backoff: self.settings.initial_backoff,
@@ -331,6 +347,21 @@ impl Provider {
                 }
             }
         }
+    }
+
+    /// Refuse an endpoint whose host is a blocked IP literal (host names are checked when
+    /// they resolve), unless `allow_private`.
+    fn guard(&self, url: &str) -> Result<(), ProviderError> {
+        if self.settings.allow_private {
+            return Ok(());
+        }
+        let refused = |message: String| ProviderError::Refused {
+            provider: self.settings.name.clone(),
+            message,
+        };
+        let parsed = reqwest::Url::parse(url).map_err(|e| refused(format!("`{url}`: {e}")))?;
+        charter_connect::ssrf::check_url(&parsed)
+            .map_err(|r| refused(format!("{} is {}", r.host, r.reason)))
     }
 
     async fn attempt(
@@ -368,13 +399,27 @@ impl Provider {
                     },
                 }
             } else {
+                let message = describe_reqwest(&e);
+                // A host name that resolved only to blocked addresses: trying again cannot help.
+                if let Some(at) = message.find("refused by the outbound guard: ") {
+                    let reason = &message[at + "refused by the outbound guard: ".len()..];
+                    let reason = reason.split(';').next().unwrap_or(reason);
+                    return AttemptFailure {
+                        retryable: false,
+                        retry_after: None,
+                        error: ProviderError::Refused {
+                            provider: s.name.clone(),
+                            message: reason.to_string(),
+                        },
+                    };
+                }
                 AttemptFailure {
                     retryable: true,
                     retry_after: None,
                     error: ProviderError::Transport {
                         provider: s.name.clone(),
                         attempts: attempt,
-                        message: describe_reqwest(&e),
+                        message,
                     },
                 }
             }

@@ -16,6 +16,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use charter_core::config::{FieldSpec, FieldType};
 use charter_core::template::Template;
+use charter_decide::llm::provider::{ChatRequest, ChatRole, Message, Provider, ProviderError};
 use charter_decide::llm::{
     ClassifyRequest, DraftRequest, Limits, LlmEngine, MemoryCache, OnExhausted, Price,
     ProviderKind, ProviderSettings, SchemaMode,
@@ -162,6 +163,8 @@ fn settings(name: &str, addr: SocketAddr) -> ProviderSettings {
         &format!("http://{addr}/v1"),
         "test-model",
     );
+    // The stand-in model listens on 127.0.0.1.
+    s.allow_private = true;
     s.api_key = Some("sk-test-123".into());
     s.timeout = Duration::from_secs(5);
     s.initial_backoff = Duration::from_millis(10);
@@ -729,6 +732,8 @@ async fn ollama_mode_uses_the_native_api() {
         &format!("http://{addr}"),
         "llama3",
     );
+    // The stand-in model listens on 127.0.0.1.
+    s.allow_private = true;
     s.mode = SchemaMode::Ollama;
     let e = engine(vec![s]);
     let case = Case::new(&["ollama"]);
@@ -768,6 +773,8 @@ async fn anthropic_messages_api_with_a_forced_tool() {
         &format!("http://{addr}/v1"),
         "claude-test",
     );
+    // The stand-in model listens on 127.0.0.1.
+    s.allow_private = true;
     s.api_key = Some("ak-test".into());
     s.initial_backoff = Duration::from_millis(10);
     let e = engine(vec![s]);
@@ -935,6 +942,8 @@ async fn real_local_model() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
     let mut s = ProviderSettings::new("local", ProviderKind::OpenAi, &url, &model);
+    // The stand-in model listens on 127.0.0.1.
+    s.allow_private = true;
     s.mode = match std::env::var("CHARTER_TEST_LLM_MODE").as_deref() {
         Ok("json_schema") => SchemaMode::JsonSchema,
         Ok("ollama") => SchemaMode::Ollama,
@@ -1004,4 +1013,53 @@ async fn real_local_model() {
         accuracy >= min_accuracy,
         "accuracy {accuracy:.2} is below CHARTER_TEST_LLM_MIN_ACCURACY={min_accuracy}"
     );
+}
+
+#[tokio::test]
+async fn a_private_endpoint_is_refused_unless_the_provider_allows_it() {
+    let (fake, addr) = fake_server(vec![Reply::Json(200, openai(&valid("billing", 0.9)))]).await;
+    let mut guarded = settings("default", addr);
+    guarded.allow_private = false;
+    let p = Provider::new(guarded.clone()).unwrap();
+    let req = ChatRequest {
+        system: "Classify.".into(),
+        messages: vec![Message {
+            role: ChatRole::User,
+            content: "hello".into(),
+        }],
+        schema: None,
+    };
+    let err = p.complete(&req).await.unwrap_err();
+    assert!(
+        matches!(&err, ProviderError::Refused { .. }),
+        "expected a refusal, got {err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("127.0.0.1 is") && text.contains("`allow_private: true` on the provider"),
+        "{text}"
+    );
+    // A host name resolving to loopback is refused at resolution, and not retried.
+    let mut by_name = guarded.clone();
+    by_name.base_url = format!("http://localhost:{}/v1", addr.port());
+    by_name.max_retries = 3;
+    let started = Instant::now();
+    let err = Provider::new(by_name)
+        .unwrap()
+        .complete(&req)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ProviderError::Refused { .. }),
+        "expected a refusal, got {err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "no retries with backoff"
+    );
+    assert_eq!(fake.requests(), 0, "nothing reached the endpoint");
+    // Allowed: the same endpoint answers.
+    let ok = Provider::new(settings("default", addr)).unwrap();
+    assert!(ok.complete(&req).await.is_ok());
+    assert_eq!(fake.requests(), 1);
 }

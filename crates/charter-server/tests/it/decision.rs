@@ -177,7 +177,7 @@ connectors:
   helpdesk: {{ type: http, base_url: "http://{sink_addr}", timeout: 2s, allow_private: true }}
   crm: {{ type: http, base_url: "{crm_url}", auth: {{ bearer: file:secrets/crm }}, timeout: 2s, allow_private: true }}
 providers:
-  local: {{ type: openai, base_url: "{llm_url}", model: tiny-test, timeout: 5s, max_retries: 0, price: {{ input_per_mtok: 1, output_per_mtok: 2 }} }}
+  local: {{ type: openai, base_url: "{llm_url}", model: tiny-test, timeout: 5s, max_retries: 0, allow_private: true, price: {{ input_per_mtok: 1, output_per_mtok: 2 }} }}
 "#
             ),
         );

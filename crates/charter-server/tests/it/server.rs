@@ -1641,7 +1641,7 @@ async fn cascade_rules_then_embedded_then_llm_then_escalation() {
     );
     let mut yaml = std::fs::read_to_string(dir.join("charter.yaml")).unwrap();
     yaml.push_str(&format!(
-        "providers:\n  local:\n    type: openai\n    base_url: {llm_url}\n    api_key: file:secrets/llm\n    model: tiny-test\n    timeout: 5s\n    max_retries: 0\n    price: {{ input_per_mtok: 1, output_per_mtok: 2 }}\n"
+        "providers:\n  local:\n    type: openai\n    base_url: {llm_url}\n    api_key: file:secrets/llm\n    model: tiny-test\n    timeout: 5s\n    max_retries: 0\n    allow_private: true\n    price: {{ input_per_mtok: 1, output_per_mtok: 2 }}\n"
     ));
     write(&dir, "charter.yaml", &yaml);
     let h = Harness::boot(dir, sink, shutdown).await;
