@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use lettre::message::{Mailbox, Mailboxes, header::ContentType};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::connector::Secret;
@@ -36,6 +37,9 @@ pub struct SmtpConnector {
     /// Sender address, `Name <addr@example.com>` or `addr@example.com`.
     pub from: String,
     pub timeout: Duration,
+    /// The relay may be a loopback or private address; otherwise every address the host
+    /// resolves to is checked and such ones are refused.
+    pub allow_private: bool,
 }
 
 /// A rendered email.
@@ -91,22 +95,42 @@ impl SmtpConnector {
             .map_err(|e| EmailError::Build(e.to_string()))
     }
 
-    fn transport(&self) -> Result<AsyncSmtpTransport<Tokio1Executor>, EmailError> {
+    /// The address to connect to: the host itself with `allow_private`, otherwise the first
+    /// of its addresses the outbound guard accepts (so a second lookup cannot change it).
+    async fn server(&self) -> Result<String, (String, bool)> {
+        if self.allow_private {
+            return Ok(self.host.clone());
+        }
+        let addrs: Vec<std::net::SocketAddr> =
+            match tokio::net::lookup_host((self.host.as_str(), self.port)).await {
+                Ok(a) => a.collect(),
+                Err(e) => return Err((format!("cannot resolve {}: {e}", self.host), true)),
+            };
+        match crate::ssrf::filter_addrs(&self.host, addrs) {
+            Ok(ok) => Ok(ok[0].ip().to_string()),
+            Err(r) => Err((
+                format!(
+                    "SMTP connector `{}`: refused by the outbound guard: {} is {}; set `allow_private: true` on the connector to allow it",
+                    self.name, r.host, r.reason
+                ),
+                false,
+            )),
+        }
+    }
+
+    /// A transport to `server` (an address or the host), with TLS checking the host's name.
+    fn transport(&self, server: &str) -> Result<AsyncSmtpTransport<Tokio1Executor>, EmailError> {
         crate::install_crypto_provider();
         let err = |e: lettre::transport::smtp::Error| EmailError::Transport {
             connector: self.name.clone(),
             message: e.to_string(),
         };
+        let tls = || TlsParameters::new(self.host.clone()).map_err(err);
+        let builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(server);
         let builder = match self.security {
-            SmtpSecurity::Tls => {
-                AsyncSmtpTransport::<Tokio1Executor>::relay(&self.host).map_err(err)?
-            }
-            SmtpSecurity::StartTls => {
-                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&self.host).map_err(err)?
-            }
-            SmtpSecurity::None => {
-                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&self.host)
-            }
+            SmtpSecurity::Tls => builder.tls(Tls::Wrapper(tls()?)),
+            SmtpSecurity::StartTls => builder.tls(Tls::Required(tls()?)),
+            SmtpSecurity::None => builder,
         };
         let mut builder = builder.port(self.port).timeout(Some(self.timeout));
         if let (Some(user), Some(pass)) = (&self.username, &self.password) {
@@ -124,7 +148,11 @@ impl SmtpConnector {
             Ok(m) => m,
             Err(e) => return failure(e.to_string(), false, None, started),
         };
-        let transport = match self.transport() {
+        let server = match self.server().await {
+            Ok(s) => s,
+            Err((message, retryable)) => return failure(message, retryable, None, started),
+        };
+        let transport = match self.transport(&server) {
             Ok(t) => t,
             Err(e) => return failure(e.to_string(), false, None, started),
         };
@@ -186,6 +214,7 @@ mod tests {
             password: None,
             from: "Charter <charter@acme.example>".into(),
             timeout: Duration::from_secs(5),
+            allow_private: true,
         }
     }
 

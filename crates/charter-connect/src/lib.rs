@@ -141,6 +141,7 @@ impl Connection {
                 },
                 from: s.from.clone(),
                 timeout: s.timeout,
+                allow_private: s.allow_private,
             }),
             ConnectorKind::Sql(s) => {
                 let target = match &s.database {
@@ -159,7 +160,12 @@ impl Connection {
                         sql::SqlTarget::Postgres(Secret::new(resolve(r)?))
                     }
                 };
-                Connection::Sql(sql::SqlConnector::new(name, target, s.timeout))
+                Connection::Sql(sql::SqlConnector::new(
+                    name,
+                    target,
+                    s.timeout,
+                    s.allow_private,
+                ))
             }
         })
     }

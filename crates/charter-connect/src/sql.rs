@@ -38,6 +38,9 @@ pub struct SqlConnector {
     pub name: String,
     pub target: SqlTarget,
     pub timeout: Duration,
+    /// The PostgreSQL server may be a loopback or private address or a Unix socket;
+    /// otherwise every address its host resolves to is checked and such ones are refused.
+    pub allow_private: bool,
     pg: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
 }
 
@@ -54,13 +57,71 @@ struct SqlFailure {
 }
 
 impl SqlConnector {
-    pub fn new(name: impl Into<String>, target: SqlTarget, timeout: Duration) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        target: SqlTarget,
+        timeout: Duration,
+        allow_private: bool,
+    ) -> Self {
         SqlConnector {
             name: name.into(),
             target,
             timeout,
+            allow_private,
             pg: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// The connection settings of `url`, with each host pinned to an address the outbound
+    /// guard accepts (unless `allow_private`): the connection goes to the checked address,
+    /// so a second lookup cannot change it.
+    async fn pg_config(&self, url: &Secret) -> Result<tokio_postgres::Config, SqlFailure> {
+        let mut config: tokio_postgres::Config =
+            url.expose()
+                .parse()
+                .map_err(|e: tokio_postgres::Error| SqlFailure {
+                    message: format!("invalid PostgreSQL URL: {}", pg_message(&e)),
+                    retryable: false,
+                })?;
+        if self.allow_private {
+            return Ok(config);
+        }
+        let refused = |what: String| SqlFailure {
+            message: format!(
+                "refused by the outbound guard: {what}; set `allow_private: true` on the connector to allow it"
+            ),
+            retryable: false,
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let mut pinned = Vec::new();
+        for host in config.get_hosts() {
+            match host {
+                tokio_postgres::config::Host::Tcp(name) => {
+                    let addrs: Vec<std::net::SocketAddr> =
+                        tokio::net::lookup_host((name.as_str(), port))
+                            .await
+                            .map_err(|e| SqlFailure {
+                                message: format!("cannot resolve {name}: {e}"),
+                                retryable: true,
+                            })?
+                            .collect();
+                    let ok = crate::ssrf::filter_addrs(name, addrs)
+                        .map_err(|r| refused(format!("{} is {}", r.host, r.reason)))?;
+                    pinned.push(ok[0].ip());
+                }
+                #[cfg(unix)]
+                tokio_postgres::config::Host::Unix(path) => {
+                    return Err(refused(format!(
+                        "{} is a local Unix socket",
+                        path.display()
+                    )));
+                }
+            }
+        }
+        for ip in pinned {
+            config.hostaddr(ip);
+        }
+        Ok(config)
     }
 
     /// Run `statement` with `params` bound to `$1..$n`, at most once per `idempotency_key`.
@@ -143,12 +204,15 @@ impl SqlConnector {
     ) -> Result<Applied, SqlFailure> {
         let mut guard = self.pg.lock().await;
         if guard.as_ref().is_none_or(|c| c.is_closed()) {
-            let (client, connection) = tokio_postgres::connect(url.expose(), tokio_postgres::NoTls)
-                .await
-                .map_err(|e| SqlFailure {
-                    message: format!("cannot connect to PostgreSQL: {}", pg_message(&e)),
-                    retryable: true,
-                })?;
+            let config = self.pg_config(url).await?;
+            let (client, connection) =
+                config
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| SqlFailure {
+                        message: format!("cannot connect to PostgreSQL: {}", pg_message(&e)),
+                        retryable: true,
+                    })?;
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::debug!(error = %pg_message(&e), "SQL connector connection closed");

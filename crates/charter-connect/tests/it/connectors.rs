@@ -535,6 +535,8 @@ async fn email_reaches_a_real_smtp_server_with_a_message_id_from_the_key() {
         password: None,
         from: "Charter <charter@acme.example>".into(),
         timeout: Duration::from_secs(10),
+        // The test relay listens on 127.0.0.1.
+        allow_private: true,
     };
     let email = Email {
         to: "lead@acme.example, Ops <ops@acme.example>".into(),
@@ -571,6 +573,23 @@ async fn email_reaches_a_real_smtp_server_with_a_message_id_from_the_key() {
     gone.port = 1;
     let out = gone.attempt(&email, "k3").await;
     assert!(!out.ok && out.retryable, "{out:?}");
+
+    // Without allow_private the outbound guard refuses the loopback relay: nothing is sent
+    // and trying again cannot help.
+    for host in ["127.0.0.1", "localhost"] {
+        let mut guarded = smtp.clone();
+        guarded.allow_private = false;
+        guarded.host = host.into();
+        let out = guarded.attempt(&email, "k4").await;
+        assert!(!out.ok && !out.retryable, "{out:?}");
+        let error = out.error.unwrap_or_default();
+        assert!(
+            error.contains("refused by the outbound guard")
+                && error.contains("`allow_private: true` on the connector"),
+            "{error}"
+        );
+    }
+    assert!(!server.dir.join("2.eml").exists() && !server.dir.join("3.eml").exists());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -589,6 +608,7 @@ async fn sqlite_statement_runs_once_per_key_with_bound_parameters() {
         "warehouse",
         SqlTarget::Sqlite(db.clone()),
         Duration::from_secs(5),
+        false,
     );
     let stmt = "INSERT INTO tickets (label, id, note) VALUES ($2, $1, $3)";
     let hostile = "x'); DROP TABLE tickets; --";
@@ -663,6 +683,8 @@ async fn postgres_statement_runs_once_per_key_with_typed_parameters() {
         "warehouse",
         SqlTarget::Postgres(Secret::new(PG_URL)),
         Duration::from_secs(10),
+        // The test server listens on 127.0.0.1.
+        true,
     );
     let stmt =
         format!("INSERT INTO {table} (id, label, score, vip, extra) VALUES ($1, $2, $3, $4, $5)");
@@ -711,6 +733,30 @@ async fn postgres_statement_runs_once_per_key_with_typed_parameters() {
     // A unique violation is permanent too.
     let dup = sql.attempt(&stmt, &params, &format!("{key}-c")).await;
     assert!(!dup.ok && !dup.retryable, "{dup:?}");
+    // Without allow_private the outbound guard refuses the loopback server before any
+    // statement runs, permanently.
+    let guarded = SqlConnector::new(
+        "warehouse",
+        SqlTarget::Postgres(Secret::new(PG_URL)),
+        Duration::from_secs(10),
+        false,
+    );
+    let out = guarded.attempt(&stmt, &params, &format!("{key}-d")).await;
+    assert!(!out.ok && !out.retryable, "{out:?}");
+    let error = out.error.unwrap_or_default();
+    assert!(
+        error.contains("refused by the outbound guard") && error.contains("127.0.0.1 is"),
+        "{error}"
+    );
+    let rows = client
+        .query(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        rows[0].get::<_, i64>(0),
+        1,
+        "the refused attempt inserted nothing"
+    );
     client
         .batch_execute(&format!("DROP TABLE {table}"))
         .await

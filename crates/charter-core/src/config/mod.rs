@@ -285,6 +285,9 @@ pub struct SmtpConnector {
     /// Sender, `Name <addr>` or `addr`.
     pub from: String,
     pub timeout: Duration,
+    /// The relay may be a loopback or private address; otherwise the outbound guard
+    /// refuses such addresses.
+    pub allow_private: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -303,6 +306,9 @@ pub struct SqlConnector {
     pub database: SqlDatabase,
     /// Per-attempt timeout (default 10 s).
     pub timeout: Duration,
+    /// A PostgreSQL server may be a loopback or private address (or a Unix socket);
+    /// otherwise the outbound guard refuses such addresses. SQLite files are local anyway.
+    pub allow_private: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

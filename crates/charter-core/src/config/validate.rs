@@ -937,7 +937,7 @@ impl<'a> ProjectChecker<'a> {
             (
                 "allow_private",
                 raw.allow_private.as_ref().map(|v| v.referenced),
-                &["http", "slack"],
+                &["http", "slack", "smtp", "sql"],
             ),
             (
                 "preset",
@@ -1029,8 +1029,8 @@ impl<'a> ProjectChecker<'a> {
         let allow_private = raw.allow_private.as_ref().map(|b| b.value).unwrap_or(false);
         let kind = match kind.as_str() {
             "slack" => self.slack(name, at, &raw, timeout, allow_private),
-            "smtp" => self.smtp(name, at, &raw, timeout),
-            "sql" => self.sql(name, at, &raw, timeout),
+            "smtp" => self.smtp(name, at, &raw, timeout, allow_private),
+            "sql" => self.sql(name, at, &raw, timeout, allow_private),
             _ => self.http(name, raw, timeout, allow_private),
         };
         if foreign {
@@ -1253,6 +1253,7 @@ impl<'a> ProjectChecker<'a> {
         at: Location,
         raw: &RawConnector,
         timeout: Duration,
+        allow_private: bool,
     ) -> Option<ConnectorKind> {
         let host = self.required_text(&raw.host, at, "host", "the SMTP server's host name");
         let tls = match &raw.tls {
@@ -1333,6 +1334,7 @@ impl<'a> ProjectChecker<'a> {
             password: password?,
             from: from?,
             timeout,
+            allow_private,
         }))
     }
 
@@ -1342,6 +1344,7 @@ impl<'a> ProjectChecker<'a> {
         at: Location,
         raw: &RawConnector,
         timeout: Duration,
+        allow_private: bool,
     ) -> Option<ConnectorKind> {
         let Some(url) = &raw.url else {
             self.err(
@@ -1386,7 +1389,11 @@ impl<'a> ProjectChecker<'a> {
             );
             return None;
         };
-        Some(ConnectorKind::Sql(SqlConnector { database, timeout }))
+        Some(ConnectorKind::Sql(SqlConnector {
+            database,
+            timeout,
+            allow_private,
+        }))
     }
 
     /// `Some(None)`: no auth; `None`: invalid.

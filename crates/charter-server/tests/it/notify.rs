@@ -165,7 +165,7 @@ fn project(dir: &Path, sink: &str, fake: &str, smtp_port: Option<u16>) {
     let (mail, mail_target) = match smtp_port {
         Some(port) => (
             format!(
-                "  mail:\n    type: smtp\n    host: 127.0.0.1\n    port: {port}\n    tls: none\n    from: Charter <charter@example.test>\n"
+                "  mail:\n    type: smtp\n    host: 127.0.0.1\n    port: {port}\n    tls: none\n    allow_private: true\n    from: Charter <charter@example.test>\n"
             ),
             ", mail:leads@example.test",
         ),
