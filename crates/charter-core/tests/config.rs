@@ -1417,3 +1417,37 @@ fn agent_tokens_are_a_role_of_their_own() {
     assert!(Role::Agent.calls_tools() && Role::Admin.calls_tools());
     assert!(!Role::Viewer.calls_tools() && !Role::Reviewer.calls_tools());
 }
+
+#[test]
+fn a_drafting_action_is_reviewed_unless_it_says_otherwise() {
+    let triage = TRIAGE.replace(
+        "    log: \"routed {{ event.id }} as {{ decision.label }}\"\n    approval: auto\n",
+        "    draft: { prompt: prompts/reply.md }\n    log: \"routed {{ event.id }} as {{ decision.label }}\"\n",
+    );
+    assert_ne!(triage, TRIAGE, "the note action lost its approval");
+    let mut src = with_triage(&triage);
+    src.files
+        .insert("prompts/reply.md".into(), "Reply to: {{ text }}".into());
+    let p = load_project(&src).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(
+        p.charters["support-triage"].actions["note"].approval,
+        charter_core::config::Approval::Required {
+            reviewers: vec![],
+            expires: charter_core::config::DRAFT_APPROVAL_EXPIRES,
+            on_expiry: charter_core::config::OnExpiry::Escalate,
+        }
+    );
+    // `approval: auto` still sends drafts unreviewed.
+    let auto = triage.replace(
+        "    draft: { prompt: prompts/reply.md }\n",
+        "    draft: { prompt: prompts/reply.md }\n    approval: auto\n",
+    );
+    let mut src = with_triage(&auto);
+    src.files
+        .insert("prompts/reply.md".into(), "Reply to: {{ text }}".into());
+    let p = load_project(&src).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(
+        p.charters["support-triage"].actions["note"].approval,
+        charter_core::config::Approval::Auto
+    );
+}

@@ -1194,6 +1194,7 @@ fn charter(args: &[&str]) -> (i32, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_and_runs_from_the_command_line_with_a_shopify_signed_delivery() {
+    charter_connect::install_crypto_provider();
     let dir = temp_dir("runs-cli");
     let shutdown = CancellationToken::new();
     let sink = Sink::default();
@@ -1449,6 +1450,281 @@ measure: { success: [tagged] }
     }
     let (code, _, err) = charter(&["replay", "--force", "--server", &base]);
     assert_eq!(code, 2, "--force needs an event id: {err}");
+
+    shutdown.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A charter for the operator-command test: `refund` tickets PUT to the sink under
+/// `approval`, anything else goes to `otherwise` (a label, or `escalate`).
+fn operator_charter(name: &str, mode: &str, approval: &str, otherwise: &str) -> String {
+    format!(
+        r#"
+name: {name}
+description: operator commands
+owner: ops@example.test
+maintainer: eng@example.test
+system_of_record: desk
+mode: {mode}
+uses: [desk]
+trigger:
+  webhook: {{ path: /hooks/{name}, verify: none }}
+  dedupe: "{{{{ payload.ticket.id }}}}"
+  text: "{{{{ payload.ticket.subject }}}}"
+decide:
+  labels: [billing, other]
+  stages:
+    - rules:
+        - {{ when: 'payload.ticket.subject.contains("refund")', label: billing }}
+  otherwise: {otherwise}
+routes:
+  - when: decision.label == "billing"
+    do: [assign]
+actions:
+  assign:
+    connector: desk
+    request: {{ method: PUT, path: "/tickets/{{{{ payload.ticket.id }}}}", json: {{ group: billing }} }}
+    approval: {approval}
+escalation: {{ to: leads }}
+measure: {{ success: [assigned] }}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_commands_from_the_command_line() {
+    charter_connect::install_crypto_provider();
+    let dir = temp_dir("operator-cli");
+    let shutdown = CancellationToken::new();
+    let sink = Sink::default();
+    let sink_addr = sink
+        .start(([127, 0, 0, 1], 0).into(), shutdown.clone())
+        .await
+        .unwrap();
+    for who in ["root", "lead", "view"] {
+        write(&dir, &format!("secrets/{who}"), &format!("token-{who}"));
+    }
+    write(
+        &dir,
+        "charter.yaml",
+        &format!(
+            "worker: {{ lease: 2s, poll_interval: 50ms }}\nconnectors:\n  desk:\n    type: http\n    base_url: http://{sink_addr}\n    allow_private: true\n    timeout: 2s\ntokens:\n  - {{ name: root, role: admin, secret: file:secrets/root }}\n  - {{ name: lead, role: reviewer, secret: file:secrets/lead }}\n  - {{ name: view, role: viewer, secret: file:secrets/view }}\n"
+        ),
+    );
+    write(
+        &dir,
+        "charters/gated.yaml",
+        &operator_charter(
+            "gated",
+            "live",
+            "{ reviewers: [lead], expires: 1h }",
+            "escalate",
+        ),
+    );
+    write(
+        &dir,
+        "charters/trial.yaml",
+        &operator_charter("trial", "shadow", "auto", "other"),
+    );
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let _server = Server::start(&dir, port);
+    let http = reqwest::Client::new();
+    wait_healthy(&http, &base).await;
+    let send = |charter: &'static str, id: i64, subject: &'static str| {
+        let http = http.clone();
+        let url = format!("{base}/hooks/{charter}");
+        async move {
+            let r = http
+                .post(url)
+                .json(&json!({"ticket": {"id": id, "subject": subject}}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 202);
+            r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    // `charter <args> --server base --token token-<who>`.
+    let as_who = |who: &str, args: &[&str]| {
+        let token = format!("token-{who}");
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--server", base.as_str(), "--token", token.as_str()]);
+        charter(&all)
+    };
+    let json_of = |out: &str| -> Value {
+        serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    };
+    let wait_status = |id: String, want: &'static str| {
+        let base = base.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let (_, out, _) = charter(&[
+                    "events",
+                    "list",
+                    "--json",
+                    "--limit",
+                    "100",
+                    "--server",
+                    &base,
+                    "--token",
+                    "token-root",
+                ]);
+                let events: Value = serde_json::from_str(&out).unwrap();
+                let status = events
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|e| e["id"] == id.as_str())
+                    .map(|e| e["status"].as_str().unwrap().to_string());
+                if status.as_deref() == Some(want) {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{id} never became {want} ({status:?})"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+
+    // Approvals: listed, refused to a viewer, approved by the reviewer; the PUT goes out.
+    let first = send("gated", 1, "refund please").await;
+    wait_status(first.clone(), "waiting").await;
+    let (code, out, err) = as_who("view", &["approvals", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let approvals = json_of(&out);
+    assert_eq!(approvals.as_array().unwrap().len(), 1, "{approvals}");
+    let approval = approvals[0]["id"].as_str().unwrap().to_string();
+    let (code, _, err) = as_who("view", &["approve", &approval]);
+    assert_eq!(code, 1, "a viewer may not approve");
+    assert!(err.contains("403"), "{err}");
+    let (code, _, err) = as_who("lead", &["approve", &approval]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(&format!("approved {approval}")), "{err}");
+    wait_status(first.clone(), "done").await;
+    assert_eq!(
+        sink.received()
+            .iter()
+            .filter(|r| r.path == "/tickets/1")
+            .count(),
+        1
+    );
+    // A rejection with its reason: the action never runs.
+    let second = send("gated", 2, "refund again").await;
+    wait_status(second.clone(), "waiting").await;
+    let (_, out, _) = as_who("lead", &["approvals", "--json"]);
+    let approval = json_of(&out)[0]["id"].as_str().unwrap().to_string();
+    let (code, _, err) = as_who(
+        "lead",
+        &["reject", &approval, "--reason", "duplicate refund"],
+    );
+    assert_eq!(code, 0, "{err}");
+    wait_status(second.clone(), "done").await;
+    assert_eq!(
+        sink.received()
+            .iter()
+            .filter(|r| r.path == "/tickets/2")
+            .count(),
+        0
+    );
+
+    // Escalations: decided with a label, the run continues with it.
+    let third = send("gated", 3, "hello").await;
+    wait_status(third.clone(), "waiting").await;
+    let (code, out, err) = as_who("lead", &["escalations", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let escalations = json_of(&out);
+    assert_eq!(escalations.as_array().unwrap().len(), 1, "{escalations}");
+    let escalation = escalations[0]["id"].as_str().unwrap().to_string();
+    let (code, _, err) = as_who("lead", &["decide", &escalation, "--label", "other"]);
+    assert_eq!(code, 0, "{err}");
+    wait_status(third.clone(), "done").await;
+
+    // Pause keeps accepting and storing; resume processes.
+    let (code, _, err) = as_who("root", &["pause", "gated"]);
+    assert_eq!(code, 0, "{err}");
+    let fourth = send("gated", 4, "hello again").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_status(fourth.clone(), "pending").await;
+    let (code, _, err) = as_who("root", &["resume", "gated"]);
+    assert_eq!(code, 0, "{err}");
+    wait_status(fourth.clone(), "waiting").await;
+
+    // Promote a shadow charter: the next refund executes; `mode ... shadow` goes back.
+    let shadowed = send("trial", 5, "refund").await;
+    wait_status(shadowed, "done").await;
+    assert_eq!(
+        sink.received()
+            .iter()
+            .filter(|r| r.path == "/tickets/5")
+            .count(),
+        0
+    );
+    let (code, _, err) = as_who("lead", &["promote", "trial"]);
+    assert_eq!(code, 1, "a reviewer may not promote: {err}");
+    let (code, _, err) = as_who("root", &["promote", "trial"]);
+    assert_eq!(code, 0, "{err}");
+    let live = send("trial", 6, "refund").await;
+    wait_status(live, "done").await;
+    assert_eq!(
+        sink.received()
+            .iter()
+            .filter(|r| r.path == "/tickets/6")
+            .count(),
+        1
+    );
+    let (code, _, err) = as_who("root", &["mode", "trial", "shadow"]);
+    assert_eq!(code, 0, "{err}");
+    let again = send("trial", 7, "refund").await;
+    wait_status(again, "done").await;
+    assert_eq!(
+        sink.received()
+            .iter()
+            .filter(|r| r.path == "/tickets/7")
+            .count(),
+        0
+    );
+
+    // The record: the timeline, the audit log and the report say what happened.
+    let (code, out, err) = as_who("view", &["events", "show", &first]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("assign") && out.contains("billing"), "{out}");
+    let (code, out, err) = as_who("root", &["audit", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let actions: Vec<String> = json_of(&out)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_string())
+        .collect();
+    for want in [
+        "approval.approve",
+        "approval.reject",
+        "escalation.resolve",
+        "charter.pause",
+        "charter.resume",
+        "charter.mode",
+    ] {
+        assert!(
+            actions.iter().any(|a| a == want),
+            "{want} not in {actions:?}"
+        );
+    }
+    let (code, out, err) = as_who("view", &["report", "gated", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let report = json_of(&out);
+    assert!(report.is_object(), "{report}");
+    let text = report.to_string();
+    assert!(
+        text.contains("approval") && text.contains("escalation"),
+        "{text}"
+    );
 
     shutdown.cancel();
     let _ = std::fs::remove_dir_all(&dir);

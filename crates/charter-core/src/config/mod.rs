@@ -19,7 +19,7 @@ pub mod validate;
 
 pub use decision::{CompiledRegex, ContextFetch, ContextOnError, DraftSpec, Extractor};
 
-pub use validate::{Diagnostic, Diagnostics, load_project};
+pub use validate::{DRAFT_APPROVAL_EXPIRES, Diagnostic, Diagnostics, load_project};
 
 /// The text files of a project folder, keyed by path relative to the project root with `/`
 /// separators (`charter.yaml`, `charters/triage.yaml`, `schemas/ticket.json`).

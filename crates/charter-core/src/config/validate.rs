@@ -79,6 +79,10 @@ impl fmt::Display for Diagnostics {
 
 impl std::error::Error for Diagnostics {}
 
+/// How long the default approval of a drafting action (one with `draft:` and no
+/// `approval:`) waits for a reviewer before it escalates.
+pub const DRAFT_APPROVAL_EXPIRES: Duration = Duration::from_secs(24 * 3600);
+
 /// Parses and validates a whole project: `charter.yaml` and every `charters/*.yaml` (or
 /// `.yml`). Pure: it reads only `src`. Returns every problem found, across all files.
 pub fn load_project(src: &ProjectSource) -> Result<Project, Diagnostics> {
@@ -2902,6 +2906,13 @@ impl CharterChecker<'_> {
         };
         let approval = match a.approval {
             Some(ap) => self.approval(ap),
+            // Drafted text is reviewed by default: any reviewer who sees the charter, within
+            // a day, else it escalates. `approval: auto` sends drafts unreviewed.
+            None if a.draft.is_some() => Some(Approval::Required {
+                reviewers: Vec::new(),
+                expires: DRAFT_APPROVAL_EXPIRES,
+                on_expiry: OnExpiry::Escalate,
+            }),
             None => {
                 self.err(
                     name.referenced,

@@ -502,7 +502,9 @@ async fn open_ui_edits_decides_searches_and_shows_the_shadow_record() {
         )
         .await;
     assert_eq!(r.status, 303, "{}", r.body);
-    h.wait_status(&uid, "waiting").await; // billing -> assign_billing (auto) -> sink
+    // billing -> assign_billing (auto) -> sink. (It was `waiting` before the decision, so
+    // waiting for `waiting` raced with a worker that finished first.)
+    h.wait_status(&uid, "done").await;
     for _ in 0..200 {
         if h.puts(8) == 1 {
             break;
