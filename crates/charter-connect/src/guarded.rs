@@ -100,6 +100,25 @@ impl HttpConnection {
         }
     }
 
+    /// A JSON `POST` to `path` under the connector's base URL (notifications and alerts),
+    /// ready for [`HttpConnection::attempt`].
+    pub fn prepare_post(
+        &self,
+        path: Option<&str>,
+        json: serde_json::Value,
+        idempotency_key: &str,
+    ) -> Result<HttpRequest, crate::ConnectError> {
+        HttpExecutor::prepare(
+            Some(&self.connector),
+            "POST",
+            path.unwrap_or(""),
+            &[],
+            Some(json),
+            None,
+            idempotency_key,
+        )
+    }
+
     /// One attempt of `req` (prepared with this connection's `connector`), in order:
     /// the circuit breaker may refuse at once (a retryable failure whose `retry_after` is
     /// the rest of the cool-down); then wait for a concurrency slot and a rate-limit token;

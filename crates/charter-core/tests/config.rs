@@ -752,6 +752,7 @@ fn providers_and_llm_stage_options() {
     assert_eq!(d.base_url, "http://127.0.0.1:8081/v1");
     assert_eq!((d.max_retries, d.max_tokens), (3, 1024));
     assert!(!d.allow_private, "the outbound guard applies by default");
+    assert_eq!(d.api_version, None);
     let c = &p.providers["claude"];
     assert!(c.allow_private);
     assert_eq!(c.base_url, "https://api.anthropic.com/v1");
@@ -1449,5 +1450,29 @@ fn a_drafting_action_is_reviewed_unless_it_says_otherwise() {
     assert_eq!(
         p.charters["support-triage"].actions["note"].approval,
         charter_core::config::Approval::Auto
+    );
+}
+
+#[test]
+fn an_azure_provider_takes_an_api_version() {
+    let azure = "  azure:\n    type: openai\n    base_url: https://acme.openai.azure.com/openai/deployments/gpt-4o\n    api_key: env:AZURE_OPENAI_KEY\n    api_version: 2024-10-21\n    model: gpt-4o\n";
+    let mut src = with_triage(TRIAGE);
+    src.files
+        .insert("charter.yaml".into(), format!("{PROJECT}{azure}"));
+    let p = load_project(&src).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(
+        p.providers["azure"].api_version.as_deref(),
+        Some("2024-10-21")
+    );
+    let mut src = with_triage(TRIAGE);
+    src.files.insert(
+        "charter.yaml".into(),
+        format!("{PROJECT}{}", azure.replace("2024-10-21", "2024 10&x=1")),
+    );
+    let err = load_project(&src).unwrap_err().to_string();
+    assert!(
+        err.lines().any(|l| l.starts_with("charter.yaml:")
+            && l.contains("`api_version` is `2024 10&x=1`; expected an Azure OpenAI API version")),
+        "{err}"
     );
 }

@@ -397,16 +397,9 @@ async fn notify<S>(
     for attempt in 1..=SEND_ATTEMPTS {
         let out = match (&target.channel, conn.as_ref()) {
             (NotifyChannel::Http { path }, Connection::Http(h)) => {
-                let req = HttpExecutor::prepare(
-                    Some(&h.connector),
-                    "POST",
-                    path.as_deref().unwrap_or(""),
-                    &[],
-                    Some(body.clone()),
-                    None,
-                    &key,
-                )
-                .map_err(prepare)?;
+                let req = h
+                    .prepare_post(path.as_deref(), body.clone(), &key)
+                    .map_err(prepare)?;
                 h.attempt(executor, &req).await
             }
             (NotifyChannel::Slack { channel }, Connection::Slack(slack)) => {

@@ -213,6 +213,7 @@ fn build_engine(runtime: &Runtime, backing: LlmBacking) -> LlmRuntime {
         };
         let mut s = ProviderSettings::new(name, kind, &p.base_url, &p.model);
         s.allow_private = p.allow_private;
+        s.api_version = p.api_version.clone();
         s.api_key = api_key;
         s.mode = match p.mode {
             StructuredMode::JsonSchema => SchemaMode::JsonSchema,

@@ -229,21 +229,21 @@ pub async fn receive<S: Store>(
         }
         Ok(Err((raw, reason))) => {
             // Signed but unreadable: kept as rejected so nothing is lost.
-            let id = Uuid::now_v7();
             let dedupe_header = verify::delivery_id_header(&webhook.verify);
-            state
-                .store
-                .reject(RejectedPayload {
-                    id,
+            let id = keep_rejected(
+                &state,
+                "malformed",
+                RejectedPayload {
+                    id: Uuid::now_v7(),
                     charter: charter.name.clone(),
                     source,
                     received_at,
                     headers: kept_headers(raw.headers, dedupe_header),
                     body: String::from_utf8_lossy(&raw.body).into_owned(),
                     reasons: vec![reason.clone()],
-                })
-                .await?;
-            state.metrics.rejected("malformed");
+                },
+            )
+            .await?;
             return Ok((
                 StatusCode::BAD_REQUEST,
                 Json(json!({"error": reason, "rejected_id": id.to_string()})),
@@ -270,20 +270,20 @@ pub async fn receive<S: Store>(
     if let Some(contract) = &cr.contract {
         let violations = contract_violations(contract, &verified.payload);
         if !violations.is_empty() {
-            let id = Uuid::now_v7();
-            state
-                .store
-                .reject(RejectedPayload {
-                    id,
+            let id = keep_rejected(
+                &state,
+                "contract",
+                RejectedPayload {
+                    id: Uuid::now_v7(),
                     charter: charter.name.clone(),
                     source,
                     received_at,
                     headers: kept,
                     body: String::from_utf8_lossy(&verified.body).into_owned(),
                     reasons: violations.clone(),
-                })
-                .await?;
-            state.metrics.rejected("contract");
+                },
+            )
+            .await?;
             return Err(ApiError::Contract {
                 event_id: id.to_string(),
                 violations,
@@ -303,6 +303,19 @@ pub async fn receive<S: Store>(
     };
     event.dedupe_key = dedupe_key(charter, &event, dedupe_header)?;
     store_event(&state, event).await
+}
+
+/// Keep a payload that could not become an event (durable on return), counted under
+/// `reason` (`malformed`, `contract`); returns its id.
+pub async fn keep_rejected<S: Store>(
+    state: &AppState<S>,
+    reason: &'static str,
+    rejected: RejectedPayload,
+) -> Result<Uuid, ApiError> {
+    let id = rejected.id;
+    state.store.reject(rejected).await?;
+    state.metrics.rejected(reason);
+    Ok(id)
 }
 
 /// Compute the dedupe key for an event.

@@ -292,21 +292,21 @@ async fn call_tool<S: Store>(
     if let Some(contract) = &cr.contract {
         let violations = crate::ingest::contract_violations(contract, &args);
         if !violations.is_empty() {
-            let id = Uuid::now_v7();
-            state
-                .store
-                .reject(RejectedPayload {
-                    id,
+            let id = crate::ingest::keep_rejected(
+                state,
+                "contract",
+                RejectedPayload {
+                    id: Uuid::now_v7(),
                     charter: charter.name.clone(),
                     source,
                     received_at,
                     headers: BTreeMap::new(),
                     body: args.to_string(),
                     reasons: violations.clone(),
-                })
-                .await
-                .map_err(|e| internal(format!("keeping the rejected arguments: {e}")))?;
-            state.metrics.rejected("contract");
+                },
+            )
+            .await
+            .map_err(|e| internal(format!("keeping the rejected arguments: {e}")))?;
             crate::api::audit(
                 state,
                 &caller.name,

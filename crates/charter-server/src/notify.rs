@@ -558,16 +558,9 @@ async fn deliver<S: Store>(
     let key = format!("notify-{}", n.id);
     match (&target.channel, conn.as_ref()) {
         (NotifyChannel::Http { path }, Connection::Http(h)) => {
-            let req = HttpExecutor::prepare(
-                Some(&h.connector),
-                "POST",
-                path.as_deref().unwrap_or(""),
-                &[],
-                Some(notice.json()),
-                None,
-                &key,
-            )
-            .map_err(|e| Failed::permanent(e.to_string()))?;
+            let req = h
+                .prepare_post(path.as_deref(), notice.json(), &key)
+                .map_err(|e| Failed::permanent(e.to_string()))?;
             outcome(h.attempt(executor, &req).await)
         }
         (NotifyChannel::Slack { channel }, Connection::Slack(slack)) => {

@@ -433,10 +433,7 @@ async fn run_pipeline<S: Store>(
             finish(pending, None, RunOutcome::Failed, Some(why));
             return Ok(EventStatus::Failed);
         }
-        let mut ctx = eval_context(&event, None);
-        if let Some(c) = &fetched {
-            ctx["context"] = c.clone();
-        }
+        let ctx = run_context(&event, None, fetched.as_ref());
         let names = [name.to_string()];
         let (outcome, status, error) = act_in_order(
             state, executor, &charter, &event, run_id, &names, &ctx, None, pending,
@@ -454,10 +451,7 @@ async fn run_pipeline<S: Store>(
     } else {
         match charter.decide.as_ref() {
             Some(d) => {
-                let mut ctx = eval_context(&event, None);
-                if let Some(c) = &fetched {
-                    ctx["context"] = c.clone();
-                }
+                let ctx = run_context(&event, None, fetched.as_ref());
                 let text = decision_text(&charter, &event, &ctx);
                 let model = cr.model.as_deref();
                 Some(crate::decide::decide_event(state, &charter.name, d, &ctx, &text, model).await)
@@ -499,10 +493,7 @@ async fn run_pipeline<S: Store>(
     }
 
     // Route.
-    let mut ctx = eval_context(&event, decision.as_ref());
-    if let Some(c) = &fetched {
-        ctx["context"] = c.clone();
-    }
+    let ctx = run_context(&event, decision.as_ref(), fetched.as_ref());
     let route = match first_matching_route(&charter, &ctx) {
         Ok(r) => r,
         Err(e) => {
@@ -541,6 +532,16 @@ async fn run_pipeline<S: Store>(
     .await?;
     finish(pending, Some(route_idx), outcome, error);
     Ok(status)
+}
+
+/// What templates and expressions of a run see: the event, the decision so far, and the
+/// records fetched by `context:` (as `context`).
+fn run_context(event: &NewEvent, decision: Option<&Decision>, fetched: Option<&Value>) -> Value {
+    let mut ctx = eval_context(event, decision);
+    if let Some(c) = fetched {
+        ctx["context"] = c.clone();
+    }
+    ctx
 }
 
 /// Run `names` in order through their gates; stop at the first action that fails or waits.

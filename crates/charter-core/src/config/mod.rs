@@ -63,6 +63,9 @@ pub struct ProviderDef {
     /// The endpoint may be a loopback or private address (a model on this machine or the
     /// local network); otherwise the outbound guard refuses such addresses.
     pub allow_private: bool,
+    /// Azure OpenAI's `api-version` (such as `2024-10-21`): sent as that query parameter,
+    /// with the key in an `api-key` header instead of `Authorization: Bearer`.
+    pub api_version: Option<String>,
 }
 
 /// Which API a provider speaks.

@@ -199,6 +199,7 @@ pub struct RawProvider {
     pub max_tokens: Option<S<i64>>,
     pub price: Option<S<RawPrice>>,
     pub allow_private: Option<S<bool>>,
+    pub api_version: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -703,6 +704,7 @@ const PROVIDER_SHAPE: Shape = Shape::Keys(&[
     ("max_tokens", A),
     ("price", PRICE_SHAPE),
     ("allow_private", A),
+    ("api_version", A),
 ]);
 
 const PRICE_SHAPE: Shape = Shape::Keys(&[("input_per_mtok", A), ("output_per_mtok", A)]);

@@ -842,6 +842,35 @@ impl<'a> ProjectChecker<'a> {
             ),
             None => Some(StructuredMode::JsonSchema),
         };
+        let api_version = match (&p.api_version, kind) {
+            (None, _) => Some(None),
+            (Some(v), Some(ProviderType::Anthropic)) => {
+                self.err(
+                    v.referenced,
+                    "`api_version` is Azure OpenAI's; it does not apply to an `anthropic` provider",
+                );
+                None
+            }
+            (Some(v), _) => {
+                let text = v.value.trim();
+                if !text.is_empty()
+                    && text
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+                {
+                    Some(Some(text.to_string()))
+                } else {
+                    self.err(
+                        v.referenced,
+                        format!(
+                            "`api_version` is `{}`; expected an Azure OpenAI API version such as `2024-10-21`",
+                            v.value
+                        ),
+                    );
+                    None
+                }
+            }
+        };
         let timeout = self.duration_or(&p.timeout, "timeout", Duration::from_secs(30));
         let max_retries = match &p.max_retries {
             Some(r) => match u32::try_from(r.value) {
@@ -905,6 +934,7 @@ impl<'a> ProjectChecker<'a> {
             max_tokens: max_tokens?,
             price: price?,
             allow_private: p.allow_private.as_ref().is_some_and(|b| b.value),
+            api_version: api_version?,
         })
     }
 

@@ -91,6 +91,10 @@ pub struct ProviderSettings {
     /// address the host resolves to is checked by the outbound guard and such destinations
     /// are refused, as for connectors.
     pub allow_private: bool,
+    /// Azure OpenAI's `api-version`: when set, sent as that query parameter of the chat
+    /// completions URL, with the key in an `api-key` header (Azure's key authentication)
+    /// instead of `Authorization: Bearer`.
+    pub api_version: Option<String>,
 }
 
 impl ProviderSettings {
@@ -111,6 +115,7 @@ impl ProviderSettings {
             max_tokens: 1024,
             price: None,
             allow_private: false,
+            api_version: None,
         }
     }
 }
@@ -308,7 +313,11 @@ impl Provider {
                         }),
                     };
                 }
-                (format!("{base}/chat/completions"), body)
+                let url = match &s.api_version {
+                    Some(v) => format!("{base}/chat/completions?api-version={v}"),
+                    None => format!("{base}/chat/completions"),
+                };
+                (url, body)
             }
         }
     }
@@ -383,6 +392,9 @@ impl Provider {
                 if let Some(k) = key {
                     req = req.header("x-api-key", k);
                 }
+            }
+            (ProviderKind::OpenAi, Some(k)) if s.api_version.is_some() => {
+                req = req.header("api-key", k);
             }
             (ProviderKind::OpenAi, Some(k)) => req = req.bearer_auth(k),
             (ProviderKind::OpenAi, None) => {}

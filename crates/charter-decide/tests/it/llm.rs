@@ -33,6 +33,7 @@ enum Reply {
 
 struct Seen {
     path: String,
+    query: Option<String>,
     headers: HeaderMap,
     body: Value,
 }
@@ -59,6 +60,9 @@ impl Fake {
     fn path(&self, i: usize) -> String {
         self.seen.lock().unwrap()[i].path.clone()
     }
+    fn query(&self, i: usize) -> Option<String> {
+        self.seen.lock().unwrap()[i].query.clone()
+    }
 }
 
 async fn handle(
@@ -70,6 +74,7 @@ async fn handle(
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     fake.seen.lock().unwrap().push(Seen {
         path: uri.path().to_string(),
+        query: uri.query().map(str::to_string),
         headers,
         body,
     });
@@ -1062,4 +1067,36 @@ async fn a_private_endpoint_is_refused_unless_the_provider_allows_it() {
     let ok = Provider::new(settings("default", addr)).unwrap();
     assert!(ok.complete(&req).await.is_ok());
     assert_eq!(fake.requests(), 1);
+}
+
+#[tokio::test]
+async fn an_azure_openai_deployment_gets_its_api_version_and_api_key_header() {
+    let (fake, addr) = fake_server(vec![Reply::Json(200, openai(&valid("billing", 0.9)))]).await;
+    let mut s = settings("azure", addr);
+    s.base_url = format!("http://{addr}/openai/deployments/gpt-4o");
+    s.api_version = Some("2024-10-21".into());
+    let e = engine(vec![s]);
+    let case = Case::new(&["azure"]);
+    let a = e.classify(&case.request("refund please")).await.unwrap();
+    assert_eq!(a.label, "billing");
+    assert_eq!(fake.path(0), "/openai/deployments/gpt-4o/chat/completions");
+    assert_eq!(fake.query(0).as_deref(), Some("api-version=2024-10-21"));
+    assert_eq!(fake.header(0, "api-key").as_deref(), Some("sk-test-123"));
+    assert_eq!(
+        fake.header(0, "authorization"),
+        None,
+        "the key is not sent as a bearer"
+    );
+    // Without an api_version, the usual OpenAI form.
+    let (fake, addr) = fake_server(vec![Reply::Json(200, openai(&valid("billing", 0.9)))]).await;
+    let e = engine(vec![settings("plain", addr)]);
+    e.classify(&Case::new(&["plain"]).request("refund please"))
+        .await
+        .unwrap();
+    assert_eq!(fake.query(0), None);
+    assert_eq!(
+        fake.header(0, "authorization").as_deref(),
+        Some("Bearer sk-test-123")
+    );
+    assert_eq!(fake.header(0, "api-key"), None);
 }
