@@ -1006,6 +1006,10 @@ async fn generate(
     let rss_before = proc_status_mb("VmRSS").unwrap_or(0.0);
     reset_peak_rss();
     let url: Arc<str> = Arc::from(url);
+    let _progress = crate::progress::Timed::start(
+        format!("{target} at {concurrency} connections"),
+        warmup + duration,
+    );
     let begin = Instant::now();
     let measure_from = begin + warmup;
     let end = measure_from + duration;

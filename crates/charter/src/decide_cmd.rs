@@ -1,6 +1,5 @@
 //! `charter train` and `charter eval`: the embedded classifier from the command line.
 
-use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -104,37 +103,6 @@ pub async fn eval(args: EvalArgs) -> ExitCode {
     }
 }
 
-/// Progress on stderr, only when stderr is a terminal: `[done/total]`, redrawn in place.
-struct Progress {
-    total: usize,
-    on: bool,
-}
-
-impl Progress {
-    fn new(total: usize) -> Progress {
-        Progress {
-            total,
-            on: std::io::stderr().is_terminal() && total > 1,
-        }
-    }
-
-    fn tick(&self, done: usize) {
-        if self.on {
-            let width = 30;
-            let filled = done * width / self.total.max(1);
-            eprint!(
-                "\r[{}{}] {done}/{}",
-                "#".repeat(filled),
-                " ".repeat(width - filled),
-                self.total
-            );
-            if done == self.total {
-                eprintln!();
-            }
-        }
-    }
-}
-
 /// What one stage said about one case.
 struct Outcome {
     label: String,
@@ -171,7 +139,7 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
         .ok_or_else(|| format!("no charter named `{}`", args.charter))?
         .clone();
     let cases = read_cases(&args.cases)?;
-    let progress = Progress::new(cases.len());
+    let progress = crate::progress::Progress::new(cases.len());
     let mut outcomes = Vec::with_capacity(cases.len());
     let mut usage = charter_decide::llm::Usage::default();
     let known: Vec<String>;
@@ -250,7 +218,7 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
                             }
                             Err(f) => {
                                 add(&mut usage, &f.usage);
-                                if progress.on {
+                                if progress.shown() {
                                     eprintln!();
                                 }
                                 eprintln!("case {}: no answer: {}", i + 1, f.reason);

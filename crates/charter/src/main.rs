@@ -17,6 +17,7 @@ mod client;
 mod decide_cmd;
 mod demo;
 mod otlp;
+mod progress;
 mod report;
 mod serve;
 
