@@ -981,6 +981,79 @@ pub fn corrections_csv(corrections: &[Value]) -> String {
     out
 }
 
+/// The rows of `corrections` that `existing` (an examples CSV) does not hold yet, with the
+/// same text and label: what `--merge-into` appends.
+pub fn new_examples(existing: &str, corrections: &[Value]) -> Result<Vec<Value>, String> {
+    let known: std::collections::HashSet<(String, String)> = if existing.trim().is_empty() {
+        Default::default()
+    } else {
+        charter_decide::parse_examples(existing, charter_decide::ExampleFormat::Csv)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|e| (e.text, e.label))
+            .collect()
+    };
+    let mut seen = known;
+    Ok(corrections
+        .iter()
+        .filter(|c| {
+            seen.insert((
+                text(&c["text"]).to_string(),
+                text(&c["label"]).trim().to_string(),
+            ))
+        })
+        .cloned()
+        .collect())
+}
+
+/// `charter export-corrections CHARTER --merge-into FILE`: append the human-decided cases
+/// the examples file does not hold yet (created with its header when missing).
+pub async fn merge_corrections(server: &ServerArgs, charter: &str, file: &Path) -> ExitCode {
+    let path = format!("/api/v1/corrections?charter={}", encode(charter));
+    let v = match call(server, reqwest::Method::GET, &path, None).await {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let items = v["corrections"].as_array().cloned().unwrap_or_default();
+    let existing = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", file.display());
+            return ExitCode::from(1);
+        }
+    };
+    let fresh = match new_examples(&existing, &items) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {}: {e}", file.display());
+            return ExitCode::from(1);
+        }
+    };
+    let mut text = existing.clone();
+    if text.trim().is_empty() {
+        text = corrections_csv(&fresh);
+    } else {
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        // Without the header line.
+        let rows = corrections_csv(&fresh);
+        text.push_str(rows.split_once('\n').map_or("", |(_, rest)| rest));
+    }
+    if let Err(e) = std::fs::write(file, text) {
+        eprintln!("error: cannot write {}: {e}", file.display());
+        return ExitCode::from(1);
+    }
+    eprintln!(
+        "added {} of {} correction(s) to {}",
+        fresh.len(),
+        items.len(),
+        file.display()
+    );
+    ExitCode::SUCCESS
+}
+
 /// `charter export-corrections CHARTER [--out FILE]`: human-decided cases as labelled
 /// examples (CSV `text,label`) for the next `charter train`.
 pub async fn export_corrections(
@@ -1014,6 +1087,32 @@ pub async fn export_corrections(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_corrections_the_examples_lack_are_merged() {
+        let existing = "text,label\nrefund please,billing\n\"a, b\",other\n";
+        let corrections = vec![
+            serde_json::json!({"text": "refund please", "label": "billing"}),
+            serde_json::json!({"text": "refund please", "label": "other"}),
+            serde_json::json!({"text": "a, b", "label": "other"}),
+            serde_json::json!({"text": "new case", "label": "bug"}),
+            serde_json::json!({"text": "new case", "label": "bug"}),
+        ];
+        let fresh = new_examples(existing, &corrections).unwrap();
+        assert_eq!(
+            fresh,
+            vec![
+                serde_json::json!({"text": "refund please", "label": "other"}),
+                serde_json::json!({"text": "new case", "label": "bug"}),
+            ]
+        );
+        assert_eq!(
+            new_examples("", &corrections).unwrap().len(),
+            4,
+            "repeats within one export are merged once"
+        );
+        assert!(new_examples("text,label\n,billing\n", &corrections).is_err());
+    }
 
     #[test]
     fn csv_quotes_only_what_needs_it() {

@@ -311,8 +311,13 @@ enum Command {
     ExportCorrections {
         charter: String,
         /// Output file (stdout when omitted).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "merge_into")]
         out: Option<PathBuf>,
+        /// Append the corrections not already there to this examples file (CSV
+        /// `text,label`, such as the charter's `embedded.examples`), so the next `charter
+        /// train` (or `serve`, which retrains when the examples change) learns from them.
+        #[arg(long)]
+        merge_into: Option<PathBuf>,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -527,8 +532,12 @@ async fn run(cli: Cli) -> ExitCode {
         Command::ExportCorrections {
             charter,
             out,
+            merge_into,
             server,
-        } => client::export_corrections(&server, &charter, out.as_deref()).await,
+        } => match merge_into {
+            Some(file) => client::merge_corrections(&server, &charter, &file).await,
+            None => client::export_corrections(&server, &charter, out.as_deref()).await,
+        },
     }
 }
 

@@ -1645,6 +1645,30 @@ async fn operator_commands_from_the_command_line() {
     let (code, _, err) = as_who("lead", &["decide", &escalation, "--label", "other"]);
     assert_eq!(code, 0, "{err}");
     wait_status(third.clone(), "done").await;
+    // The correction becomes a training example, once.
+    let examples = dir.join("data/examples.csv");
+    write(
+        &dir,
+        "data/examples.csv",
+        "text,label\nrefund please,billing\n",
+    );
+    let file = examples.to_str().unwrap();
+    let (code, _, err) = as_who(
+        "view",
+        &["export-corrections", "gated", "--merge-into", file],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("added 1 of 1 correction(s)"), "{err}");
+    let (code, _, err) = as_who(
+        "view",
+        &["export-corrections", "gated", "--merge-into", file],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("added 0 of 1 correction(s)"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&examples).unwrap(),
+        "text,label\nrefund please,billing\nhello,other\n"
+    );
 
     // Pause keeps accepting and storing; resume processes.
     let (code, _, err) = as_who("root", &["pause", "gated"]);
