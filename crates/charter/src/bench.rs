@@ -109,6 +109,13 @@ pub struct BenchArgs {
     /// percent over a minute, which a single ingest-then-no-op sequence turns into bias).
     #[arg(long, default_value_t = 1, value_parser = parse_rounds)]
     pub rounds: usize,
+    /// Offered rate (requests/s, all connections together) of one more ingest run at the
+    /// largest concurrency, paced rather than as fast as answers come: the brief's "p99 ack
+    /// <= 25 ms at half that rate" (half of 20,000/s). Latency is counted from each
+    /// request's scheduled time, so a late answer also delays what is measured after it. 0
+    /// skips the run.
+    #[arg(long, default_value_t = 10_000.0)]
+    pub paced_rate: f64,
     /// Longest wait for the e2e queue to drain once sending stops.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
@@ -201,6 +208,8 @@ pub struct Latency {
 pub struct LoadResult {
     pub target: &'static str,
     pub concurrency: usize,
+    /// The paced run's offered requests/s (`None`: as fast as answers come).
+    pub offered_per_sec: Option<f64>,
     /// Measured seconds (warm-up excluded).
     pub seconds: f64,
     /// Requests answered 202 within the measured window.
@@ -297,6 +306,8 @@ pub struct Report {
     pub ingest_over_noop: BTreeMap<usize, f64>,
     /// Every pair's ratio, per concurrency, in the order run (one per round).
     pub ingest_over_noop_rounds: BTreeMap<usize, Vec<f64>>,
+    /// The ingest run at a paced, offered rate (`--paced-rate`).
+    pub ingest_paced: Option<LoadResult>,
     pub e2e: Option<E2eResult>,
     /// End to end on PostgreSQL, one run per node count (`--postgres`).
     pub e2e_postgres: Vec<E2eResult>,
@@ -369,6 +380,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         noop: Vec::new(),
         ingest_over_noop: BTreeMap::new(),
         ingest_over_noop_rounds: BTreeMap::new(),
+        ingest_paced: None,
         e2e: None,
         e2e_postgres: Vec::new(),
         memory: Memory::default(),
@@ -393,6 +405,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
                 warmup,
                 duration: args.duration,
                 rate_hint,
+                paced: None,
             };
             let ingest_rate = if do_ingest {
                 let result = ingest_run(&load, args, &mut report.memory.idle_rss_mb).await?;
@@ -426,6 +439,18 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         if let Some(m) = median(&sorted) {
             report.ingest_over_noop.insert(*c, m);
         }
+    }
+    if do_ingest && args.paced_rate > 0.0 {
+        let load = Load {
+            client: &client,
+            signer: &signer,
+            concurrency: concurrency.iter().copied().max().unwrap_or(1),
+            warmup,
+            duration: args.duration,
+            rate_hint: rate_hint.max(args.paced_rate * 1.2),
+            paced: Some(args.paced_rate),
+        };
+        report.ingest_paced = Some(ingest_run(&load, args, &mut report.memory.idle_rss_mb).await?);
     }
     if do_e2e {
         let c = concurrency[0];
@@ -480,6 +505,8 @@ struct Load<'a> {
     duration: Duration,
     /// Expected acks/s, to size the pool of pre-signed deliveries.
     rate_hint: f64,
+    /// Offered requests/s when paced.
+    paced: Option<f64>,
 }
 
 impl Load<'_> {
@@ -498,6 +525,7 @@ impl Load<'_> {
             self.concurrency,
             self.warmup,
             self.duration,
+            self.paced,
         )
         .await
     }
@@ -516,8 +544,12 @@ async fn ingest_run(
         tokio::time::sleep(Duration::from_millis(500)).await;
         *idle_rss_mb = proc_status_mb("VmRSS");
     }
+    let paced = load
+        .paced
+        .map(|r| format!(", paced at {r:.0} requests/s"))
+        .unwrap_or_default();
     eprintln!(
-        "ingest: {c} connections, {:?} (+{:?} warm-up) against {}",
+        "ingest: {c} connections{paced}, {:?} (+{:?} warm-up) against {}",
         load.duration, load.warmup, server.base
     );
     let before = server.store.stats();
@@ -982,6 +1014,7 @@ enum PoolEnd {
 
 /// Drive `concurrency` connections against `url` for `warmup + duration`; count what
 /// completes inside the measured window.
+#[allow(clippy::too_many_arguments)]
 async fn generate(
     target: &'static str,
     client: &reqwest::Client,
@@ -992,6 +1025,7 @@ async fn generate(
     concurrency: usize,
     warmup: Duration,
     duration: Duration,
+    paced: Option<f64>,
 ) -> LoadResult {
     let presigned = pool.len();
     let pool_bytes: usize = pool
@@ -1013,11 +1047,20 @@ async fn generate(
     let begin = Instant::now();
     let measure_from = begin + warmup;
     let end = measure_from + duration;
+    // Paced: each connection sends on its own grid, `concurrency / rate` apart, the grids
+    // staggered so the whole load is even.
+    let interval = paced
+        .filter(|r| *r > 0.0)
+        .map(|r| Duration::from_secs_f64(concurrency as f64 / r));
     let mut tasks = tokio::task::JoinSet::new();
-    for chunk in chunks {
+    for (i, chunk) in chunks.into_iter().enumerate() {
         let client = client.clone();
         let url = url.clone();
         let signer = signer.clone();
+        let schedule = interval.map(|every| Schedule {
+            first: begin + every.mul_f64(i as f64 / concurrency as f64),
+            every,
+        });
         tasks.spawn(connection(
             client,
             url,
@@ -1026,6 +1069,7 @@ async fn generate(
             pool_end,
             measure_from,
             end,
+            schedule,
         ));
     }
     let mut total = TaskStats::default();
@@ -1052,6 +1096,7 @@ async fn generate(
     LoadResult {
         target,
         concurrency,
+        offered_per_sec: paced,
         seconds,
         acks: total.acks,
         acks_outside_window: total.acks_outside,
@@ -1070,6 +1115,14 @@ async fn generate(
 }
 
 /// One connection's loop: send, wait for the answer, repeat until `end`.
+/// When a paced connection sends: `first`, then every `every`.
+#[derive(Clone, Copy)]
+struct Schedule {
+    first: Instant,
+    every: Duration,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn connection(
     client: reqwest::Client,
     url: Arc<str>,
@@ -1078,6 +1131,7 @@ async fn connection(
     pool_end: PoolEnd,
     measure_from: Instant,
     end: Instant,
+    schedule: Option<Schedule>,
 ) -> TaskStats {
     let mut stats = TaskStats {
         latencies_us: Vec::with_capacity(chunk.len().min(1 << 20)),
@@ -1120,7 +1174,19 @@ async fn connection(
                 req = req.header(name, v);
             }
         }
-        let sent = Instant::now();
+        // Paced: wait for this request's slot, and count its latency from the slot (a
+        // request sent late because the previous answer was slow waited that long too).
+        let sent = match schedule {
+            Some(sch) => {
+                let due = sch.first + sch.every.mul_f64((sent - 1) as f64);
+                if due >= end {
+                    break;
+                }
+                tokio::time::sleep_until(due.into()).await;
+                due
+            }
+            None => Instant::now(),
+        };
         let outcome = match req.body(delivery.body).send().await {
             Ok(resp) => {
                 let status = resp.status();
@@ -1253,6 +1319,7 @@ async fn measure_e2e<S: EventStore>(
         concurrency,
         Duration::ZERO,
         duration,
+        None,
     )
     .await;
     eprintln!("  sent: {}", summary_line(&send));
@@ -1562,8 +1629,12 @@ fn reset_peak_rss() {
 // Output
 
 fn summary_line(r: &LoadResult) -> String {
+    let offered = r
+        .offered_per_sec
+        .map(|o| format!(" (offered {o:.0}/s)"))
+        .unwrap_or_default();
     format!(
-        "{}: {:.0} acks/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, {} errors, peak RSS {:.0} MB",
+        "{}{offered}: {:.0} acks/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, {} errors, peak RSS {:.0} MB",
         r.target,
         r.acks_per_sec,
         r.latency.p50_ms,
@@ -1674,6 +1745,20 @@ pub fn render_table(r: &Report) -> String {
                 "ingest / no-op at {c} connections: {ratio:.2} (target >= 0.5){each}"
             );
         }
+    }
+    if let Some(p) = &r.ingest_paced {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "ingest paced at {:.0} requests/s offered, {} connections: {:.0} acks/s, p50 {:.2} ms, p99 {:.2} ms (target: p99 <= 25 ms at half of 20,000/s), p99.9 {:.2} ms, {} errors",
+            p.offered_per_sec.unwrap_or(0.0),
+            p.concurrency,
+            p.acks_per_sec,
+            p.latency.p50_ms,
+            p.latency.p99_ms,
+            p.latency.p999_ms,
+            p.errors
+        );
     }
     for e in r.e2e.iter().chain(&r.e2e_postgres) {
         let _ = writeln!(out);
@@ -1831,7 +1916,30 @@ mod tests {
             nodes: vec![1],
             json: true,
             out: None,
+            paced_rate: 0.0,
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_paced_ingest_run_sends_on_its_schedule() {
+        charter_connect::install_crypto_provider();
+        let args = BenchArgs {
+            paced_rate: 200.0,
+            ..tiny_args(Which::Ingest)
+        };
+        let report = run(&args).await.unwrap();
+        let paced = report.ingest_paced.expect("the paced run");
+        assert_eq!(paced.offered_per_sec, Some(200.0));
+        assert_eq!(paced.concurrency, 4);
+        assert_eq!(paced.errors, 0, "{:?}", paced.error_kinds);
+        // The schedule bounds what is sent: 200/s over the 0.4 s window (plus one slot per
+        // connection at its edge), where the unpaced run of the same load answers far more.
+        assert!(paced.acks > 0);
+        assert!(paced.acks <= 80 + 4, "{} acks", paced.acks);
+        assert!(
+            report.ingest[0].acks > paced.acks * 2,
+            "the unpaced run is not bound by it"
+        );
     }
 
     #[test]
@@ -1897,6 +2005,7 @@ mod tests {
             PoolEnd::Replay,
             now,
             end,
+            None,
         )
         .await;
         assert!(replay.acks > 2, "only {} acks", replay.acks);
@@ -1911,6 +2020,7 @@ mod tests {
             PoolEnd::Sign,
             Instant::now(),
             Instant::now() + Duration::from_millis(300),
+            None,
         )
         .await;
         assert_eq!(sign.replayed, 0);
