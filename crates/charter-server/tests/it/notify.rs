@@ -542,11 +542,19 @@ async fn approval_is_announced_and_decided_once_from_slack() {
     assert_eq!(body["link"], link.as_str());
     assert_eq!(body["charter"], "refunds");
     assert!(body["text"].as_str().unwrap().contains(&link));
-    let rows = h
-        .store
-        .list_notifications(Some(approval_id.parse().unwrap()), 10)
-        .await
-        .unwrap();
+    // The delivery record is written once the receiver has answered: wait for it.
+    let mut rows = Vec::new();
+    for _ in 0..200 {
+        rows = h
+            .store
+            .list_notifications(Some(approval_id.parse().unwrap()), 10)
+            .await
+            .unwrap();
+        if rows.iter().all(|r| r.state.as_str() == "sent") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     let hook_row = rows
         .iter()
         .find(|r| r.target == "hooks:/hook/notify")
