@@ -676,7 +676,9 @@ fn hubspot_uri(url: &str, query: Option<&str>) -> String {
 }
 
 /// Seconds since the epoch of an RFC 3339 time (`2021-07-25T10:00:00Z`, with optional
-/// fractional seconds and a `Z` or `±HH:MM` offset); `None` if it is not one.
+/// fractional seconds and a `Z` or `±HH:MM` offset); `None` if it is not one. Written out
+/// rather than `jiff::Timestamp`'s parser, which also takes ISO 8601 forms such as `+0200`
+/// that RFC 3339 (and Zendesk's header) do not.
 fn parse_rfc3339(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     let num = |from: usize, len: usize| -> Option<i64> {

@@ -287,7 +287,7 @@ pub async fn rerun_event<S: Store>(
         headers: original.event.headers.clone(),
         payload: original.event.payload.clone(),
     };
-    let new_id = match state.store.ingest(copy).await? {
+    let new_id = match crate::ingest::accept(&state, copy).await? {
         IngestOutcome::Stored(new_id) => new_id,
         // No dedupe key and a fresh id: only a UUID collision could land here.
         IngestOutcome::Duplicate(_) => {
@@ -296,8 +296,6 @@ pub async fn rerun_event<S: Store>(
             ));
         }
     };
-    state.metrics.received(&original.event.charter);
-    state.wake.notify_one();
     audit(
         &state,
         &caller.name,

@@ -336,26 +336,36 @@ pub fn dedupe_key(
     }
 }
 
+/// Store an event that passed its checks (durable on return), count it as received or
+/// duplicate, and wake an idle worker for a new one.
+pub async fn accept<S: Store>(
+    state: &AppState<S>,
+    event: NewEvent,
+) -> Result<IngestOutcome, charter_store::StoreError> {
+    let charter = event.charter.clone();
+    let outcome = state.store.ingest(event).await?;
+    match outcome {
+        IngestOutcome::Stored(_) => {
+            state.metrics.received(&charter);
+            state.wake.notify_one();
+        }
+        IngestOutcome::Duplicate(_) => state.metrics.duplicate(&charter),
+    }
+    Ok(outcome)
+}
+
 /// Store a verified, contract-checked event and answer: 202 when new, 200 for a duplicate.
 pub async fn store_event<S: Store>(
     state: &AppState<S>,
     event: NewEvent,
 ) -> Result<Response, ApiError> {
-    let charter = event.charter.clone();
     let started = std::time::Instant::now();
-    let outcome = state.store.ingest(event).await?;
+    let outcome = accept(state, event).await?;
     state.metrics.ack_latency(started.elapsed());
-    match outcome {
-        IngestOutcome::Stored(id) => {
-            state.metrics.received(&charter);
-            state.wake.notify_one();
-            Ok(ack(StatusCode::ACCEPTED, id, "accepted"))
-        }
-        IngestOutcome::Duplicate(id) => {
-            state.metrics.duplicate(&charter);
-            Ok(ack(StatusCode::OK, id, "duplicate"))
-        }
-    }
+    Ok(match outcome {
+        IngestOutcome::Stored(id) => ack(StatusCode::ACCEPTED, id, "accepted"),
+        IngestOutcome::Duplicate(id) => ack(StatusCode::OK, id, "duplicate"),
+    })
 }
 
 /// The acknowledgement body, `{"id":"<uuid>","status":"<status>"}`, written directly: it is

@@ -344,16 +344,9 @@ async fn call_tool<S: Store>(
     event.dedupe_key = crate::ingest::dedupe_key(charter, &event, None)
         .map_err(|e| (INVALID_PARAMS, e.to_string()))?
         .map(|k| format!("{TYPE_PREFIX}{action}:{k}"));
-    let (event_id, duplicate) = match state.store.ingest(event).await {
-        Ok(IngestOutcome::Stored(id)) => {
-            state.metrics.received(&charter.name);
-            state.wake.notify_one();
-            (id, false)
-        }
-        Ok(IngestOutcome::Duplicate(id)) => {
-            state.metrics.duplicate(&charter.name);
-            (id, true)
-        }
+    let (event_id, duplicate) = match crate::ingest::accept(state, event).await {
+        Ok(IngestOutcome::Stored(id)) => (id, false),
+        Ok(IngestOutcome::Duplicate(id)) => (id, true),
         Err(e) => return Err(internal(format!("storing the call: {e}"))),
     };
     crate::api::audit(

@@ -63,6 +63,15 @@ pub enum IngestOutcome {
     Duplicate(Uuid),
 }
 
+/// `WHERE a AND b` of a listing query's filter clauses; empty when there are none.
+pub(crate) fn where_clause<T: AsRef<str>>(clauses: &[T]) -> String {
+    if clauses.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<&str> = clauses.iter().map(AsRef::as_ref).collect();
+    format!("WHERE {}", parts.join(" AND "))
+}
+
 /// Filters for listing events. `None` means no constraint.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {

@@ -636,11 +636,7 @@ impl EventStore for SqliteStore {
                 clauses.push("received_at < ?");
                 args.push(Value::Integer(until));
             }
-            let where_sql = if clauses.is_empty() {
-                String::new()
-            } else {
-                format!("WHERE {}", clauses.join(" AND "))
-            };
+            let where_sql = crate::where_clause(&clauses);
             args.push(Value::Integer(limit_of(filter.limit)));
             let sql =
                 format!("SELECT {EVENT_COLS} FROM events {where_sql} ORDER BY id DESC LIMIT ?");
@@ -1643,11 +1639,7 @@ impl RunStore for SqliteStore {
                 clauses.push("started_at < ?");
                 args.push(Value::Integer(until));
             }
-            let where_sql = if clauses.is_empty() {
-                String::new()
-            } else {
-                format!("WHERE {}", clauses.join(" AND "))
-            };
+            let where_sql = crate::where_clause(&clauses);
             args.push(Value::Integer(limit_of(filter.limit)));
             load_runs(
                 conn,
@@ -1900,11 +1892,7 @@ impl ApprovalStore for SqliteStore {
                 clauses.push("event_id = ?");
                 args.push(Value::Text(e.to_string()));
             }
-            let where_sql = if clauses.is_empty() {
-                String::new()
-            } else {
-                format!("WHERE {}", clauses.join(" AND "))
-            };
+            let where_sql = crate::where_clause(&clauses);
             args.push(Value::Integer(limit_of(filter.limit)));
             query_approvals(
                 conn,
@@ -2109,11 +2097,7 @@ impl EscalationStore for SqliteStore {
                 clauses.push("status = ?");
                 args.push(Value::Text(s.as_str().to_string()));
             }
-            let where_sql = if clauses.is_empty() {
-                String::new()
-            } else {
-                format!("WHERE {}", clauses.join(" AND "))
-            };
+            let where_sql = crate::where_clause(&clauses);
             args.push(Value::Integer(limit_of(filter.limit)));
             query_escalations(
                 conn,
@@ -2209,11 +2193,7 @@ impl AuditStore for SqliteStore {
                 clauses.push("action = ?");
                 args.push(Value::Text(a));
             }
-            let where_sql = if clauses.is_empty() {
-                String::new()
-            } else {
-                format!("WHERE {}", clauses.join(" AND "))
-            };
+            let where_sql = crate::where_clause(&clauses);
             args.push(Value::Integer(limit_of(filter.limit)));
             let mut stmt = conn
                 .prepare_cached(&format!(

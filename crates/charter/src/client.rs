@@ -117,11 +117,10 @@ pub async fn rejected_list(
     limit: usize,
     json: bool,
 ) -> ExitCode {
-    let mut q = vec![format!("limit={limit}")];
-    if let Some(c) = charter {
-        q.push(format!("charter={c}"));
-    }
-    let path = format!("/api/v1/rejected?{}", q.join("&"));
+    let path = format!(
+        "/api/v1/rejected{}",
+        query(&[("limit", Some(limit.to_string())), ("charter", charter)])
+    );
     let v = match call(server, reqwest::Method::GET, &path, None).await {
         Ok(v) => v,
         Err(code) => return code,
@@ -177,25 +176,23 @@ pub struct RunsFilter {
 /// `charter runs`: runs across events, newest first (a table, or `--json`).
 pub async fn runs_list(server: &ServerArgs, f: RunsFilter, json: bool) -> ExitCode {
     let now = now_ms();
-    let mut q = vec![format!("limit={}", f.limit)];
-    for (name, value) in [("since", &f.since), ("until", &f.until)] {
-        if let Some(text) = value {
-            match parse_time(text, now) {
-                Ok(ms) => q.push(format!("{name}={ms}")),
-                Err(e) => {
-                    eprintln!("error: --{name}: {e}");
-                    return ExitCode::from(2);
-                }
-            }
-        }
-    }
-    if let Some(c) = f.charter {
-        q.push(format!("charter={c}"));
-    }
-    if let Some(o) = f.outcome {
-        q.push(format!("outcome={o}"));
-    }
-    let path = format!("/api/v1/runs?{}", q.join("&"));
+    let (since, until) = match (
+        time_arg("since", &f.since, now),
+        time_arg("until", &f.until, now),
+    ) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(code), _) | (_, Err(code)) => return code,
+    };
+    let path = format!(
+        "/api/v1/runs{}",
+        query(&[
+            ("limit", Some(f.limit.to_string())),
+            ("since", since.map(|ms| ms.to_string())),
+            ("until", until.map(|ms| ms.to_string())),
+            ("charter", f.charter),
+            ("outcome", f.outcome),
+        ])
+    );
     let v = match call(server, reqwest::Method::GET, &path, None).await {
         Ok(v) => v,
         Err(code) => return code,
@@ -365,16 +362,10 @@ pub struct ReplayWhat {
 
 pub async fn replay(server: &ServerArgs, what: ReplayWhat) -> ExitCode {
     let now = now_ms();
-    let bound = |name: &str, v: &Option<String>| -> Result<Option<i64>, ExitCode> {
-        match v {
-            None => Ok(None),
-            Some(text) => parse_time(text, now).map(Some).map_err(|e| {
-                eprintln!("error: --{name}: {e}");
-                ExitCode::from(2)
-            }),
-        }
-    };
-    let (since, until) = match (bound("since", &what.since), bound("until", &what.until)) {
+    let (since, until) = match (
+        time_arg("since", &what.since, now),
+        time_arg("until", &what.until, now),
+    ) {
         (Ok(a), Ok(b)) => (a, b),
         (Err(code), _) | (_, Err(code)) => return code,
     };
@@ -430,6 +421,18 @@ pub async fn rerun(server: &ServerArgs, id: &str) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(code) => code,
+    }
+}
+
+/// A `--since`/`--until` argument read with [`parse_time`]; a bad one is reported as a
+/// usage error (exit code 2).
+fn time_arg(name: &str, value: &Option<String>, now: i64) -> Result<Option<i64>, ExitCode> {
+    match value {
+        None => Ok(None),
+        Some(text) => parse_time(text, now).map(Some).map_err(|e| {
+            eprintln!("error: --{name}: {e}");
+            ExitCode::from(2)
+        }),
     }
 }
 
@@ -981,6 +984,16 @@ pub fn corrections_csv(corrections: &[Value]) -> String {
     out
 }
 
+/// A charter's corrections (human-decided escalations) from the server.
+async fn corrections(server: &ServerArgs, charter: &str) -> Result<Vec<Value>, ExitCode> {
+    let path = format!(
+        "/api/v1/corrections{}",
+        query(&[("charter", Some(charter.to_string()))])
+    );
+    let v = call(server, reqwest::Method::GET, &path, None).await?;
+    Ok(v["corrections"].as_array().cloned().unwrap_or_default())
+}
+
 /// The rows of `corrections` that `existing` (an examples CSV) does not hold yet, with the
 /// same text and label: what `--merge-into` appends.
 pub fn new_examples(existing: &str, corrections: &[Value]) -> Result<Vec<Value>, String> {
@@ -1009,12 +1022,10 @@ pub fn new_examples(existing: &str, corrections: &[Value]) -> Result<Vec<Value>,
 /// `charter export-corrections CHARTER --merge-into FILE`: append the human-decided cases
 /// the examples file does not hold yet (created with its header when missing).
 pub async fn merge_corrections(server: &ServerArgs, charter: &str, file: &Path) -> ExitCode {
-    let path = format!("/api/v1/corrections?charter={}", encode(charter));
-    let v = match call(server, reqwest::Method::GET, &path, None).await {
-        Ok(v) => v,
+    let items = match corrections(server, charter).await {
+        Ok(items) => items,
         Err(code) => return code,
     };
-    let items = v["corrections"].as_array().cloned().unwrap_or_default();
     let existing = match std::fs::read_to_string(file) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -1061,12 +1072,10 @@ pub async fn export_corrections(
     charter: &str,
     out: Option<&Path>,
 ) -> ExitCode {
-    let path = format!("/api/v1/corrections?charter={}", encode(charter));
-    let v = match call(server, reqwest::Method::GET, &path, None).await {
-        Ok(v) => v,
+    let items = match corrections(server, charter).await {
+        Ok(items) => items,
         Err(code) => return code,
     };
-    let items = v["corrections"].as_array().cloned().unwrap_or_default();
     let csv = corrections_csv(&items);
     match out {
         Some(file) => {

@@ -98,11 +98,7 @@ fn where_clause(filters: Vec<(&str, Option<Param>)>, params: &mut Vec<Param>) ->
             clauses.push(format!("{col} = ${}", params.len()));
         }
     }
-    if clauses.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", clauses.join(" AND "))
-    }
+    crate::where_clause(&clauses)
 }
 
 impl ApprovalStore for PgStore {

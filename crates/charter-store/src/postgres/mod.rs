@@ -452,11 +452,7 @@ impl EventStore for PgStore {
         if let Some(until) = filter.until {
             push("received_at <", Box::new(until));
         }
-        let where_sql = if clauses.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", clauses.join(" AND "))
-        };
+        let where_sql = crate::where_clause(&clauses);
         params.push(Box::new(limit_of(filter.limit)));
         let sql = format!(
             "SELECT {EVENT_COLS} FROM events {where_sql} ORDER BY id DESC LIMIT ${}",
@@ -1236,11 +1232,7 @@ impl RunStore for PgStore {
         if filter.running {
             clauses.push("outcome IS NULL".to_string());
         }
-        let where_sql = if clauses.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", clauses.join(" AND "))
-        };
+        let where_sql = crate::where_clause(&clauses);
         params.push(Box::new(limit_of(filter.limit)));
         let tail = format!(
             "{where_sql} ORDER BY started_at DESC, seq DESC LIMIT ${}",

@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::super::raw::{RawAlert, RawAlertSpec, S};
+use super::notify::NotifyWording;
 use super::{CharterChecker, Check, Expr};
-use crate::config::{AlertCondition, AlertRule, AlertTarget, NotifyChannel};
+use crate::config::{AlertCondition, AlertRule, AlertTarget};
 
 /// Default window of `error_rate`, `budget_exhausted` and `dead_letters`.
 const DEFAULT_WINDOW: Duration = Duration::from_secs(15 * 60);
@@ -258,57 +259,21 @@ impl CharterChecker<'_> {
             );
             return None;
         }
-        // charter.yaml did not parse, or the connector has no valid type: reported there.
-        let kind = self.connector_types?.get(connector)?.clone();
-        let channel = match (kind.as_str(), path) {
-            ("http", path) => {
-                if let Some(p) = &path
-                    && !p.starts_with('/')
-                {
-                    self.err(
-                        n.referenced,
-                        format!("`notify`: `{p}` is not a path; expected `{connector}:/path` under the connector's base URL"),
-                    );
-                    return None;
-                }
-                NotifyChannel::Http { path }
-            }
-            ("slack", channel) => {
-                // A bot token posts through chat.postMessage, which needs the channel; an
-                // incoming webhook's channel is fixed by the webhook.
-                if channel.is_none() && self.slack_bots.is_some_and(|b| b.contains(connector)) {
-                    self.err(
-                        n.referenced,
-                        format!("`notify`: connector `{connector}` posts with a bot token, which needs a channel, such as `{connector}:#ops-alerts`"),
-                    );
-                    return None;
-                }
-                NotifyChannel::Slack { channel }
-            }
-            ("smtp", Some(to)) if to.contains('@') => NotifyChannel::Email { to },
-            ("smtp", _) => {
-                self.err(
-                    n.referenced,
-                    format!("`notify`: an email alert needs its recipients, such as `{connector}:oncall@acme.example`"),
-                );
-                return None;
-            }
-            // Not a connector type at all: reported in charter.yaml.
-            (t, _) if t != "sql" => return None,
-            (t, _) => {
-                self.err(
-                    n.referenced,
-                    format!("`notify`: connector `{connector}` is of type `{t}`, which cannot deliver alerts; expected an `http` connector (a JSON POST with a `text` field), a `slack` connector (`slack:#ops-alerts`) or an `smtp` connector (`mail:oncall@acme.example`)"),
-                );
-                return None;
-            }
-        };
+        let channel =
+            self.notify_channel(connector, path.as_deref(), n.referenced, &ALERT_WORDING)?;
         Some(AlertTarget {
             connector: connector.to_string(),
             channel,
         })
     }
 }
+
+const ALERT_WORDING: NotifyWording = NotifyWording {
+    slack_channel: "#ops-alerts",
+    email: "alert",
+    recipients: "oncall@acme.example",
+    unusable: ", which cannot deliver alerts; expected an `http` connector (a JSON POST with a `text` field), a `slack` connector (`slack:#ops-alerts`) or an `smtp` connector (`mail:oncall@acme.example`)",
+};
 
 #[cfg(test)]
 mod tests {

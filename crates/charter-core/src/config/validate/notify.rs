@@ -74,9 +74,51 @@ impl CharterChecker<'_> {
             );
             return None;
         }
-        // charter.yaml did not parse, or the connector has no valid type: reported there.
+        let channel = self.notify_channel(connector, place, at, &ESCALATION_WORDING)?;
+        Some(NotifyTarget {
+            spec: match place {
+                Some(p) => format!("{connector}:{p}"),
+                None => connector.to_string(),
+            },
+            connector: connector.to_string(),
+            channel,
+        })
+    }
+}
+
+/// How a `notify:` entry's problems are worded where it is used.
+pub(super) struct NotifyWording {
+    /// The example channel after `connector:` for a Slack bot.
+    pub slack_channel: &'static str,
+    /// What an email entry is called (`target`, `alert`).
+    pub email: &'static str,
+    /// The example recipients after `connector:`.
+    pub recipients: &'static str,
+    /// What follows "connector `x` is of type `sql`".
+    pub unusable: &'static str,
+}
+
+const ESCALATION_WORDING: NotifyWording = NotifyWording {
+    slack_channel: "#approvals",
+    email: "target",
+    recipients: "leads@acme.example",
+    unusable: "; notifications go through an `http`, `slack` or `smtp` connector",
+};
+
+impl CharterChecker<'_> {
+    /// How `connector:place` delivers, by the connector's type: an `http` path, a Slack
+    /// channel (required with a bot token) or email recipients. `None` when it cannot (the
+    /// problem reported at `at`), or when charter.yaml did not parse or the connector has no
+    /// valid type (reported there).
+    pub(super) fn notify_channel(
+        &mut self,
+        connector: &str,
+        place: Option<&str>,
+        at: Location,
+        wording: &NotifyWording,
+    ) -> Option<NotifyChannel> {
         let kind = self.connector_types?.get(connector)?.clone();
-        let channel = match kind.as_str() {
+        match kind.as_str() {
             "http" => {
                 if let Some(p) = place
                     && !p.starts_with('/')
@@ -87,9 +129,9 @@ impl CharterChecker<'_> {
                     );
                     return None;
                 }
-                NotifyChannel::Http {
+                Some(NotifyChannel::Http {
                     path: place.map(str::to_string),
-                }
+                })
             }
             "slack" => {
                 // A bot token posts through chat.postMessage, which needs the channel; an
@@ -97,42 +139,43 @@ impl CharterChecker<'_> {
                 if place.is_none() && self.slack_bots.is_some_and(|b| b.contains(connector)) {
                     self.err(
                         at,
-                        format!("`notify`: connector `{connector}` posts with a bot token, which needs a channel, such as `{connector}:#approvals`"),
+                        format!(
+                            "`notify`: connector `{connector}` posts with a bot token, which needs a channel, such as `{connector}:{}`",
+                            wording.slack_channel
+                        ),
                     );
                     return None;
                 }
-                NotifyChannel::Slack {
+                Some(NotifyChannel::Slack {
                     channel: place.map(str::to_string),
-                }
+                })
             }
             "smtp" => match place {
-                Some(to) if to.contains('@') => NotifyChannel::Email { to: to.to_string() },
+                Some(to) if to.contains('@') => Some(NotifyChannel::Email { to: to.to_string() }),
                 _ => {
                     self.err(
                         at,
-                        format!("`notify`: an email target needs its recipients, such as `{connector}:leads@acme.example`"),
+                        format!(
+                            "`notify`: an email {} needs its recipients, such as `{connector}:{}`",
+                            wording.email, wording.recipients
+                        ),
                     );
-                    return None;
+                    None
                 }
             },
             // Not a connector type at all: reported in charter.yaml.
-            other if other != "sql" => return None,
+            other if other != "sql" => None,
             other => {
                 self.err(
                     at,
-                    format!("`notify`: connector `{connector}` is of type `{other}`; notifications go through an `http`, `slack` or `smtp` connector"),
+                    format!(
+                        "`notify`: connector `{connector}` is of type `{other}`{}",
+                        wording.unusable
+                    ),
                 );
-                return None;
+                None
             }
-        };
-        Some(NotifyTarget {
-            spec: match place {
-                Some(p) => format!("{connector}:{p}"),
-                None => connector.to_string(),
-            },
-            connector: connector.to_string(),
-            channel,
-        })
+        }
     }
 }
 
