@@ -81,10 +81,10 @@ pub struct SqliteOptions {
     /// cached as they are used, so an idle store does not hold it; a busy one keeps its hot
     /// indexes here instead of re-reading them from the OS after each commit.
     pub writer_cache_mib: u32,
-    /// WAL size (in pages) past which it is checkpointed into the database file (SQLite's
-    /// default is 1,000; a busy writer commits hundreds of pages per batch). A checkpointer
-    /// thread of the store copies the WAL every 100 ms off the writer thread; the writer
-    /// checkpoints itself at four times this size only if that thread falls behind.
+    /// WAL size (in pages) at which the writer checkpoints and the WAL starts over from its
+    /// beginning (SQLite's default is 1,000). A checkpointer thread of the store copies the
+    /// WAL into the database file every 20 ms off the writer thread, so the writer's own
+    /// checkpoint only copies the frames committed since that thread's last pass.
     pub wal_autocheckpoint_pages: u32,
 }
 
@@ -97,7 +97,7 @@ impl Default for SqliteOptions {
             busy_timeout: Duration::from_secs(5),
             durability: Durability::Full,
             writer_cache_mib: 8,
-            wal_autocheckpoint_pages: 8192,
+            wal_autocheckpoint_pages: 2048,
         }
     }
 }
@@ -378,16 +378,10 @@ fn configure_writer(conn: &Connection, options: &SqliteOptions) -> Result<()> {
         -(i64::from(options.writer_cache_mib) * 1024),
     )
     .map_err(db("setting cache_size"))?;
-    // The checkpointer thread keeps the WAL short; the writer checkpoints itself only if
-    // that thread falls far behind.
-    conn.pragma_update(
-        None,
-        "wal_autocheckpoint",
-        options
-            .wal_autocheckpoint_pages
-            .saturating_mul(checkpoint::WRITER_FALLBACK_FACTOR),
-    )
-    .map_err(db("setting wal_autocheckpoint"))?;
+    // The checkpointer thread does most of the copying; the writer's own checkpoint copies
+    // the rest and lets the WAL start over (see `checkpoint`).
+    conn.pragma_update(None, "wal_autocheckpoint", options.wal_autocheckpoint_pages)
+        .map_err(db("setting wal_autocheckpoint"))?;
     // Every writer command runs in its own SAVEPOINT, so each page a command first touches
     // is copied to the statement journal. With temporary files on disk that journal spills
     // to a temp file past 64 KiB, which cost a `pwrite` per page (~8% of the end-to-end
@@ -2309,8 +2303,8 @@ mod tests {
     }
 
     /// Committed pages reach the database file without the writer checkpointing: the
-    /// checkpointer thread copies them (the writer's own threshold, four times 8,192 pages,
-    /// is far from reached here), and it stops with the store.
+    /// checkpointer thread copies them (the writer's own threshold, 2,048 pages, is not
+    /// reached here), and it stops with the store.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_checkpointer_thread_copies_the_wal_into_the_file() {
         let dir = std::env::temp_dir().join(format!("charter-ckpt-{}", Uuid::now_v7()));
@@ -2345,6 +2339,70 @@ mod tests {
             .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
             .expect("count");
         assert_eq!(n, 400);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Under a steady stream of commits the WAL starts over at the writer's threshold instead
+    /// of growing: the checkpointer thread alone never finds every frame copied at the start
+    /// of a write, so before this the WAL reached four times the threshold.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_steady_stream_of_commits_keeps_the_wal_at_its_threshold() {
+        let dir = std::env::temp_dir().join(format!("charter-walcap-{}", Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("s.db");
+        let threshold: u32 = 64;
+        let options = SqliteOptions {
+            wal_autocheckpoint_pages: threshold,
+            ..SqliteOptions::default()
+        };
+        let store = SqliteStore::open_with(&path, options).expect("open");
+        let wal = dir.join("s.db-wal");
+        let t = now_millis();
+        let text = "x".repeat(2_000);
+        let mut largest = 0u64;
+        // Eight concurrent senders, so commits follow each other with no pause.
+        let mut senders = tokio::task::JoinSet::new();
+        for k in 0..8i64 {
+            let store = store.clone();
+            let text = text.clone();
+            senders.spawn(async move {
+                for i in 0..150i64 {
+                    let mut e = event("c", t + k * 1_000 + i);
+                    e.payload = serde_json::json!({ "text": text });
+                    store.ingest(e).await.expect("ingest");
+                }
+            });
+        }
+        while !senders.is_empty() {
+            tokio::select! {
+                done = senders.join_next() => {
+                    if let Some(joined) = done {
+                        joined.expect("sender");
+                    }
+                }
+                () = tokio::time::sleep(Duration::from_millis(2)) => {}
+            }
+            largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+        }
+        // 1,200 events of 2 KB are ~600 pages of rows alone (many times the threshold); a
+        // WAL frame is a 4 KiB page and a 24-byte header. The writer's checkpoint is skipped
+        // when it finds the checkpointer thread mid-pass (tried again at the next commit),
+        // and the WAL cannot start over while that thread reads it, so allow twice the
+        // threshold plus one batch of eight events with their index pages; left to grow,
+        // it reached 296 frames here.
+        let frame = 4096 + 24;
+        let bound = u64::from(2 * threshold + 64) * frame + 32;
+        assert!(
+            largest <= bound,
+            "the WAL reached {largest} bytes ({} frames); threshold {threshold} frames",
+            largest / frame
+        );
+        store.close().await;
+        let conn = Connection::open(&path).expect("reopen");
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(n, 1_200, "every event was written");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
