@@ -234,6 +234,14 @@ pub struct LoadResult {
     /// Resident memory before the load (pool included) and its peak during the load, MB.
     pub rss_before_mb: f64,
     pub peak_rss_mb: f64,
+    /// CPU time of the whole process (server and load generator) during the measured window,
+    /// divided by the acks in it, in microseconds: less noisy than throughput when the
+    /// machine's speed moves between runs, and comparable between the two halves of a pair
+    /// (`None` where /proc is not readable).
+    pub cpu_us_per_ack: Option<f64>,
+    /// Share of the machine's CPU time that was idle (iowait included) during the window, %:
+    /// near 0 means the run was bound by CPU, not by waiting.
+    pub machine_idle_pct: Option<f64>,
     /// What the store did during the run (ingest only).
     pub store: Option<StoreFigures>,
 }
@@ -306,6 +314,10 @@ pub struct Report {
     pub ingest_over_noop: BTreeMap<usize, f64>,
     /// Every pair's ratio, per concurrency, in the order run (one per round).
     pub ingest_over_noop_rounds: BTreeMap<usize, Vec<f64>>,
+    /// The same comparison by CPU: the no-op's process CPU per ack divided by ingest's, per
+    /// concurrency, median of the pairs. When both halves keep the cores busy it tracks the
+    /// throughput ratio; it moves less when the machine's speed changes between runs.
+    pub noop_over_ingest_cpu: BTreeMap<usize, f64>,
     /// The ingest run at a paced, offered rate (`--paced-rate`).
     pub ingest_paced: Option<LoadResult>,
     pub e2e: Option<E2eResult>,
@@ -380,6 +392,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         noop: Vec::new(),
         ingest_over_noop: BTreeMap::new(),
         ingest_over_noop_rounds: BTreeMap::new(),
+        noop_over_ingest_cpu: BTreeMap::new(),
         ingest_paced: None,
         e2e: None,
         e2e_postgres: Vec::new(),
@@ -393,6 +406,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     let do_noop = matches!(args.which, Which::Ingest | Which::Noop | Which::All);
     let do_e2e = matches!(args.which, Which::E2e | Which::All);
 
+    let mut cpu_rounds: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
     for round in 0..args.rounds {
         if args.rounds > 1 && (do_ingest || do_noop) {
             eprintln!("round {} of {}", round + 1, args.rounds);
@@ -407,14 +421,14 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
                 rate_hint,
                 paced: None,
             };
-            let ingest_rate = if do_ingest {
+            let (ingest_rate, ingest_cpu) = if do_ingest {
                 let result = ingest_run(&load, args, &mut report.memory.idle_rss_mb).await?;
                 rate_hint = rate_hint.max(result.acks_per_sec * 1.2);
-                let rate = result.acks_per_sec;
+                let figures = (Some(result.acks_per_sec), result.cpu_us_per_ack);
                 report.ingest.push(result);
-                Some(rate)
+                figures
             } else {
-                None
+                (None, None)
             };
             if do_noop {
                 let load = Load { rate_hint, ..load };
@@ -429,6 +443,11 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
                         .or_default()
                         .push(i / result.acks_per_sec);
                 }
+                if let Some((i, n)) = ingest_cpu.zip(result.cpu_us_per_ack)
+                    && i > 0.0
+                {
+                    cpu_rounds.entry(c).or_default().push(n / i);
+                }
                 report.noop.push(result);
             }
         }
@@ -438,6 +457,12 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         sorted.sort_by(f64::total_cmp);
         if let Some(m) = median(&sorted) {
             report.ingest_over_noop.insert(*c, m);
+        }
+    }
+    for (c, mut ratios) in cpu_rounds {
+        ratios.sort_by(f64::total_cmp);
+        if let Some(m) = median(&ratios) {
+            report.noop_over_ingest_cpu.insert(c, m);
         }
     }
     if do_ingest && args.paced_rate > 0.0 {
@@ -1072,6 +1097,11 @@ async fn generate(
             schedule,
         ));
     }
+    // CPU over the measured window only (the connections stop sending at `end`).
+    tokio::time::sleep_until(measure_from.into()).await;
+    let cpu_from = CpuSample::now();
+    tokio::time::sleep_until(end.into()).await;
+    let cpu_to = CpuSample::now();
     let mut total = TaskStats::default();
     while let Some(res) = tasks.join_next().await {
         match res {
@@ -1110,7 +1140,71 @@ async fn generate(
         replayed_from_pool: total.replayed,
         rss_before_mb: rss_before,
         peak_rss_mb: peak,
+        cpu_us_per_ack: cpu_from
+            .zip(cpu_to)
+            .and_then(|(a, b)| b.process_us_since(&a, total.acks)),
+        machine_idle_pct: cpu_from.zip(cpu_to).and_then(|(a, b)| b.idle_pct_since(&a)),
         store: None,
+    }
+}
+
+/// The kernel's CPU-time unit in /proc (`USER_HZ`), 100 on every Linux architecture.
+const USER_HZ: f64 = 100.0;
+
+/// CPU time read from /proc: this process's (user + system) and the machine's (idle, total).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CpuSample {
+    process_ticks: u64,
+    machine_idle_ticks: u64,
+    machine_total_ticks: u64,
+}
+
+impl CpuSample {
+    fn now() -> Option<CpuSample> {
+        let own = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let machine = std::fs::read_to_string("/proc/stat").ok()?;
+        CpuSample::parse(&own, &machine)
+    }
+
+    /// From the text of `/proc/self/stat` and `/proc/stat`.
+    pub fn parse(own_stat: &str, machine_stat: &str) -> Option<CpuSample> {
+        // Fields after the command name (which may hold spaces and parentheses): state is
+        // the first, utime the 12th and stime the 13th.
+        let after = own_stat.get(own_stat.rfind(')')? + 1..)?;
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let utime: u64 = fields.get(11)?.parse().ok()?;
+        let stime: u64 = fields.get(12)?.parse().ok()?;
+        // `cpu  user nice system idle iowait irq softirq steal ...`
+        let line = machine_stat.lines().find(|l| l.starts_with("cpu "))?;
+        let ticks: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+        Some(CpuSample {
+            process_ticks: utime + stime,
+            machine_idle_ticks: idle,
+            machine_total_ticks: ticks.iter().sum(),
+        })
+    }
+
+    /// This process's CPU microseconds since `earlier`, per ack.
+    pub fn process_us_since(&self, earlier: &CpuSample, acks: u64) -> Option<f64> {
+        let ticks = self.process_ticks.checked_sub(earlier.process_ticks)?;
+        (acks > 0).then(|| ticks as f64 / USER_HZ * 1e6 / acks as f64)
+    }
+
+    /// The machine's idle share since `earlier`, %.
+    pub fn idle_pct_since(&self, earlier: &CpuSample) -> Option<f64> {
+        let idle = self
+            .machine_idle_ticks
+            .checked_sub(earlier.machine_idle_ticks)?;
+        let total = self
+            .machine_total_ticks
+            .checked_sub(earlier.machine_total_ticks)?;
+        (total > 0).then(|| 100.0 * idle as f64 / total as f64)
     }
 }
 
@@ -1669,7 +1763,7 @@ pub fn render_table(r: &Report) -> String {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "{:<8} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9}",
+            "{:<8} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>11} {:>7}",
             "target",
             "conns",
             "acks/s",
@@ -1678,12 +1772,14 @@ pub fn render_table(r: &Report) -> String {
             "p99.9 ms",
             "max ms",
             "errors",
-            "peak MB"
+            "peak MB",
+            "cpu us/ack",
+            "idle %"
         );
         for l in r.ingest.iter().chain(&r.noop) {
             let _ = writeln!(
                 out,
-                "{:<8} {:>5} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>7} {:>9.0}",
+                "{:<8} {:>5} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>7} {:>9.0} {:>11} {:>7}",
                 l.target,
                 l.concurrency,
                 l.acks_per_sec,
@@ -1692,7 +1788,9 @@ pub fn render_table(r: &Report) -> String {
                 l.latency.p999_ms,
                 l.latency.max_ms,
                 l.errors,
-                l.peak_rss_mb
+                l.peak_rss_mb,
+                fmt_opt(l.cpu_us_per_ack),
+                fmt_opt(l.machine_idle_pct)
             );
         }
         for l in &r.ingest {
@@ -1740,9 +1838,14 @@ pub fn render_table(r: &Report) -> String {
                     format!("; median of {rounds} adjacent pairs: {}", list.join(", "))
                 })
                 .unwrap_or_default();
+            let cpu = r
+                .noop_over_ingest_cpu
+                .get(c)
+                .map(|x| format!("; by CPU per ack, no-op / ingest: {x:.2}"))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "ingest / no-op at {c} connections: {ratio:.2} (target >= 0.5){each}"
+                "ingest / no-op at {c} connections: {ratio:.2} (target >= 0.5){each}{cpu}"
             );
         }
     }
@@ -1943,6 +2046,32 @@ mod tests {
     }
 
     #[test]
+    fn cpu_samples_parse_proc_and_divide_per_ack() {
+        // A command name with a space and a parenthesis, as /proc/<pid>/stat may show.
+        let own = "4242 (charter (x) y) S 1 4242 4242 0 -1 4194560 900 0 0 0 350 150 0 0 20 0 9";
+        let machine = "cpu  1000 5 300 8000 100 0 50 20 0 0\ncpu0 500 2 150 4000 50 0 25 10 0 0\n";
+        let a = CpuSample::parse(own, machine).unwrap();
+        assert_eq!(a.process_ticks, 500);
+        assert_eq!(a.machine_idle_ticks, 8100);
+        assert_eq!(a.machine_total_ticks, 9475);
+        let own2 = own.replace(" 350 150 ", " 550 250 ");
+        let machine2 = "cpu  1150 5 350 8040 110 0 60 20 0 0\n";
+        let b = CpuSample::parse(&own2, machine2).unwrap();
+        // 300 ticks of 10 ms = 3 s of CPU over 1,000 acks: 3,000 us each.
+        assert!((b.process_us_since(&a, 1_000).unwrap() - 3_000.0).abs() < 1e-9);
+        assert_eq!(b.process_us_since(&a, 0), None);
+        // 50 idle ticks (40 idle + 10 iowait) of 260.
+        assert!((b.idle_pct_since(&a).unwrap() - 100.0 * 50.0 / 260.0).abs() < 1e-9);
+        assert_eq!(
+            a.process_us_since(&b, 1),
+            None,
+            "time does not run backwards"
+        );
+        assert_eq!(CpuSample::parse("garbage", machine), None);
+        assert_eq!(CpuSample::parse(own, "intr 1 2 3"), None);
+    }
+
+    #[test]
     fn median_of_odd_and_even_counts() {
         assert_eq!(median(&[]), None);
         assert_eq!(median(&[0.4]), Some(0.4));
@@ -1977,6 +2106,23 @@ mod tests {
             assert!(r.latency.p50_ms > 0.0 && r.latency.p50_ms <= r.latency.p99_ms);
         }
         assert!(report.ingest_over_noop.contains_key(&4));
+        // CPU per ack is read for every run, and its pair ratio is the median of the pairs.
+        let mut cpu_pairs = Vec::new();
+        for (i, n) in report.ingest.iter().zip(&report.noop) {
+            let (ci, cn) = (i.cpu_us_per_ack.unwrap(), n.cpu_us_per_ack.unwrap());
+            assert!(ci >= 0.0 && cn >= 0.0);
+            for idle in [i.machine_idle_pct.unwrap(), n.machine_idle_pct.unwrap()] {
+                assert!((0.0..=100.0).contains(&idle), "idle {idle}%");
+            }
+            if ci > 0.0 {
+                cpu_pairs.push(cn / ci);
+            }
+        }
+        cpu_pairs.sort_by(f64::total_cmp);
+        match median(&cpu_pairs) {
+            Some(m) => assert!((report.noop_over_ingest_cpu[&4] - m).abs() < 1e-9),
+            None => assert!(report.noop_over_ingest_cpu.is_empty()),
+        }
         let st = report.ingest[0].store.as_ref().unwrap();
         // Every ack is one durable write, and group commit never makes more commits than writes.
         assert!(st.commands >= report.ingest[0].acks);
