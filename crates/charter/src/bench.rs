@@ -116,6 +116,13 @@ pub struct BenchArgs {
     /// skips the run.
     #[arg(long, default_value_t = 10_000.0)]
     pub paced_rate: f64,
+    /// End to end at an offered rate (events/s, all connections together) instead of as fast
+    /// as the smallest concurrency's connections get answers: the senders then use the
+    /// largest concurrency, each on a fixed schedule, so the figure says whether the engine
+    /// keeps up with that rate (events done per second close to it, cycle time bounded) rather
+    /// than how fast a closed loop of senders can go. 0 (the default) keeps the closed loop.
+    #[arg(long, default_value_t = 0.0)]
+    pub e2e_rate: f64,
     /// Longest wait for the e2e queue to drain once sending stops.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
@@ -478,11 +485,17 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         report.ingest_paced = Some(ingest_run(&load, args, &mut report.memory.idle_rss_mb).await?);
     }
     if do_e2e {
-        let c = concurrency[0];
+        let paced = (args.e2e_rate > 0.0).then_some(args.e2e_rate);
+        let c = if paced.is_some() {
+            concurrency.iter().copied().max().unwrap_or(1)
+        } else {
+            concurrency[0]
+        };
         let e2e = e2e(
             &client,
             &signer,
             c,
+            paced,
             args.workers,
             args.fsync,
             args.duration,
@@ -496,6 +509,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
                     &client,
                     &signer,
                     c,
+                    paced,
                     args.duration,
                     args.drain_timeout,
                     admin_url,
@@ -1340,10 +1354,12 @@ pub fn percentile<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
 // ---------------------------------------------------------------------------------------
 // End to end
 
+#[allow(clippy::too_many_arguments)]
 async fn e2e(
     client: &reqwest::Client,
     signer: &Arc<Signer>,
     concurrency: usize,
+    paced: Option<f64>,
     workers: usize,
     fsync: Fsync,
     duration: Duration,
@@ -1366,6 +1382,7 @@ async fn e2e(
         },
         &server.store,
         concurrency,
+        paced,
         duration,
         drain_timeout,
     )
@@ -1395,12 +1412,13 @@ async fn measure_e2e<S: EventStore>(
     target: E2eTarget<'_>,
     store: &S,
     concurrency: usize,
+    paced: Option<f64>,
     duration: Duration,
     drain_timeout: Duration,
 ) -> Result<E2eResult, BenchError> {
     // The worker limits the rate; a pool for a few thousand events/s is plenty, the rest
     // is signed on the fly.
-    let pool = signer.pool(pool_size(10_000.0, duration));
+    let pool = signer.pool(pool_size(paced.unwrap_or(10_000.0), duration));
     let url = format!("{}{HOOK_PATH}", target.ingest_base);
     let first_send_ms = charter_server::now_millis();
     let send = generate(
@@ -1413,7 +1431,7 @@ async fn measure_e2e<S: EventStore>(
         concurrency,
         Duration::ZERO,
         duration,
-        None,
+        paced,
     )
     .await;
     eprintln!("  sent: {}", summary_line(&send));
@@ -1514,6 +1532,7 @@ async fn e2e_postgres(
     client: &reqwest::Client,
     signer: &Arc<Signer>,
     concurrency: usize,
+    paced: Option<f64>,
     duration: Duration,
     drain_timeout: Duration,
     admin_url: &str,
@@ -1572,6 +1591,7 @@ async fn e2e_postgres(
             },
             &stores[0],
             concurrency,
+            paced,
             duration,
             drain_timeout,
         )
@@ -1867,11 +1887,15 @@ pub fn render_table(r: &Report) -> String {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "e2e on {} with {} node(s), {} runs in flight each ({} connections, {:.0}s of sending): {} acked at {:.0}/s; {} done, {} failed, {} unfinished{}",
+            "e2e on {} with {} node(s), {} runs in flight each ({} connections{}, {:.0}s of sending): {} acked at {:.0}/s; {} done, {} failed, {} unfinished{}",
             e.store,
             e.nodes,
             e.workers,
             e.send.concurrency,
+            e.send
+                .offered_per_sec
+                .map(|o| format!(" paced at {o:.0} events/s offered"))
+                .unwrap_or_default(),
             e.send.seconds,
             e.send.acks,
             e.send.acks_per_sec,
@@ -2020,6 +2044,7 @@ mod tests {
             json: true,
             out: None,
             paced_rate: 0.0,
+            e2e_rate: 0.0,
         }
     }
 
@@ -2190,6 +2215,33 @@ mod tests {
         assert_eq!(e.decided_embedded, e.done);
         assert!(e.events_per_sec > 0.0);
         assert!(e.cycle_p50_ms <= e.cycle_p99_ms);
+    }
+
+    /// At an offered rate the senders keep their schedule (no more than it allows), and
+    /// every acknowledged event is still processed once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_paced_e2e_run_offers_its_rate_and_processes_every_event_once() {
+        charter_connect::install_crypto_provider();
+        let args = BenchArgs {
+            e2e_rate: 100.0,
+            duration: Duration::from_secs(1),
+            concurrency: vec![2, 4],
+            ..tiny_args(Which::E2e)
+        };
+        let report = run(&args).await.unwrap();
+        let e = report.e2e.unwrap();
+        assert_eq!(e.send.offered_per_sec, Some(100.0));
+        assert_eq!(
+            e.send.concurrency, 4,
+            "paced senders use the largest concurrency"
+        );
+        let sent = e.send.acks + e.send.acks_outside_window;
+        // 100/s for 1 s: the schedule allows 100 sends (one more per connection at the edge).
+        assert!((50..=104).contains(&sent), "sent {sent}");
+        assert!(e.drained, "queue did not drain");
+        assert_eq!(e.done, sent);
+        assert_eq!(e.sink_applied as u64, e.done);
+        assert_eq!(e.sink_doubled, 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
