@@ -139,7 +139,7 @@ pub async fn list_events<S: Store>(
             status,
             since: q.since,
             until: q.until,
-            limit: q.limit.unwrap_or(100).min(10_000),
+            limit: listing_limit(q.limit),
         })
         .await?;
     let events: Vec<_> = events
@@ -147,6 +147,11 @@ pub async fn list_events<S: Store>(
         .filter(|e| caller.sees(&e.event.charter))
         .collect();
     Ok(Json(json!({ "events": events })))
+}
+
+/// A listing's `limit` query parameter: 100 when absent, at most 10,000.
+fn listing_limit(limit: Option<usize>) -> usize {
+    limit.unwrap_or(100).min(10_000)
 }
 
 #[derive(Debug, Deserialize)]
@@ -193,7 +198,7 @@ pub async fn list_runs<S: Store>(
             running,
             since: q.since,
             until: q.until,
-            limit: q.limit.unwrap_or(100).min(10_000),
+            limit: listing_limit(q.limit),
         })
         .await?;
     let runs: Vec<_> = runs
@@ -461,7 +466,7 @@ pub async fn list_rejected<S: Store>(
     let caller = authorize(&state, &headers, Role::Viewer)?;
     let items = state
         .store
-        .list_rejected(q.charter, q.limit.unwrap_or(100).min(10_000))
+        .list_rejected(q.charter, listing_limit(q.limit))
         .await?;
     let items: Vec<_> = items
         .into_iter()
@@ -524,7 +529,7 @@ pub async fn list_audit<S: Store>(
             charter: q.charter,
             actor: q.actor,
             action: q.action,
-            limit: q.limit.unwrap_or(100).min(10_000),
+            limit: listing_limit(q.limit),
         })
         .await?;
     let entries: Vec<_> = entries
@@ -605,7 +610,7 @@ pub async fn list_approvals<S: Store>(
             charter: q.charter,
             status,
             event_id: None,
-            limit: q.limit.unwrap_or(100).min(10_000),
+            limit: listing_limit(q.limit),
         })
         .await?;
     let items: Vec<_> = items
@@ -944,7 +949,7 @@ pub async fn list_escalations<S: Store>(
         .list_escalations(EscalationFilter {
             charter: q.charter,
             status,
-            limit: q.limit.unwrap_or(100).min(10_000),
+            limit: listing_limit(q.limit),
         })
         .await?;
     let items: Vec<_> = items

@@ -501,6 +501,37 @@ fn limit_of(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
+/// The `WHERE` of a listing query, built from its optional filters, with the arguments for
+/// its `?`s in order.
+#[derive(Default)]
+struct Conditions {
+    clauses: Vec<&'static str>,
+    args: Vec<Value>,
+}
+
+impl Conditions {
+    /// Add `clause` (with one `?`) when `value` is set.
+    fn when(&mut self, clause: &'static str, value: Option<impl Into<Value>>) {
+        if let Some(v) = value {
+            self.clauses.push(clause);
+            self.args.push(v.into());
+        }
+    }
+
+    /// Add a clause that takes no argument.
+    fn always(&mut self, clause: &'static str) {
+        self.clauses.push(clause);
+    }
+
+    /// The `WHERE …` text and the arguments, with the listing's limit as the last one (for
+    /// a `LIMIT ?` after the `WHERE`).
+    fn with_limit(self, limit: usize) -> (String, Vec<Value>) {
+        let mut args = self.args;
+        args.push(Value::Integer(limit_of(limit)));
+        (crate::where_clause(&self.clauses), args)
+    }
+}
+
 /// Collect every row of a query through a decoder.
 fn collect<T>(
     mut rows: rusqlite::Rows<'_>,
@@ -612,26 +643,12 @@ impl EventStore for SqliteStore {
 
     async fn list_events(&self, filter: EventFilter) -> Result<Vec<EventRecord>> {
         self.read(move |conn| {
-            let mut clauses: Vec<&str> = Vec::new();
-            let mut args: Vec<Value> = Vec::new();
-            if let Some(charter) = filter.charter {
-                clauses.push("charter = ?");
-                args.push(Value::Text(charter));
-            }
-            if let Some(status) = filter.status {
-                clauses.push("status = ?");
-                args.push(Value::Text(status.as_str().to_string()));
-            }
-            if let Some(since) = filter.since {
-                clauses.push("received_at >= ?");
-                args.push(Value::Integer(since));
-            }
-            if let Some(until) = filter.until {
-                clauses.push("received_at < ?");
-                args.push(Value::Integer(until));
-            }
-            let where_sql = crate::where_clause(&clauses);
-            args.push(Value::Integer(limit_of(filter.limit)));
+            let mut c = Conditions::default();
+            c.when("charter = ?", filter.charter);
+            c.when("status = ?", filter.status.map(|s| s.as_str().to_string()));
+            c.when("received_at >= ?", filter.since);
+            c.when("received_at < ?", filter.until);
+            let (where_sql, args) = c.with_limit(filter.limit);
             let sql =
                 format!("SELECT {EVENT_COLS} FROM events {where_sql} ORDER BY id DESC LIMIT ?");
             let mut stmt = conn
@@ -1612,29 +1629,18 @@ impl RunStore for SqliteStore {
 
     async fn list_runs(&self, filter: RunFilter) -> Result<Vec<RunRecord>> {
         self.read(move |conn| {
-            let mut clauses: Vec<&str> = Vec::new();
-            let mut args: Vec<Value> = Vec::new();
-            if let Some(charter) = filter.charter {
-                clauses.push("charter = ?");
-                args.push(Value::Text(charter));
-            }
-            if let Some(outcome) = filter.outcome {
-                clauses.push("outcome = ?");
-                args.push(Value::Text(outcome.as_str().to_string()));
-            }
+            let mut c = Conditions::default();
+            c.when("charter = ?", filter.charter);
+            c.when(
+                "outcome = ?",
+                filter.outcome.map(|o| o.as_str().to_string()),
+            );
             if filter.running {
-                clauses.push("outcome IS NULL");
+                c.always("outcome IS NULL");
             }
-            if let Some(since) = filter.since {
-                clauses.push("started_at >= ?");
-                args.push(Value::Integer(since));
-            }
-            if let Some(until) = filter.until {
-                clauses.push("started_at < ?");
-                args.push(Value::Integer(until));
-            }
-            let where_sql = crate::where_clause(&clauses);
-            args.push(Value::Integer(limit_of(filter.limit)));
+            c.when("started_at >= ?", filter.since);
+            c.when("started_at < ?", filter.until);
+            let (where_sql, args) = c.with_limit(filter.limit);
             load_runs(
                 conn,
                 &format!("{where_sql} ORDER BY started_at DESC, rowid DESC LIMIT ?"),
@@ -1872,22 +1878,11 @@ impl ApprovalStore for SqliteStore {
 
     async fn list_approvals(&self, filter: ApprovalFilter) -> Result<Vec<ApprovalRecord>> {
         self.read(move |conn| {
-            let mut clauses: Vec<&str> = Vec::new();
-            let mut args: Vec<Value> = Vec::new();
-            if let Some(c) = filter.charter {
-                clauses.push("charter = ?");
-                args.push(Value::Text(c));
-            }
-            if let Some(s) = filter.status {
-                clauses.push("status = ?");
-                args.push(Value::Text(s.as_str().to_string()));
-            }
-            if let Some(e) = filter.event_id {
-                clauses.push("event_id = ?");
-                args.push(Value::Text(e.to_string()));
-            }
-            let where_sql = crate::where_clause(&clauses);
-            args.push(Value::Integer(limit_of(filter.limit)));
+            let mut c = Conditions::default();
+            c.when("charter = ?", filter.charter);
+            c.when("status = ?", filter.status.map(|s| s.as_str().to_string()));
+            c.when("event_id = ?", filter.event_id.map(|e| e.to_string()));
+            let (where_sql, args) = c.with_limit(filter.limit);
             query_approvals(
                 conn,
                 &format!(
@@ -2081,18 +2076,10 @@ impl EscalationStore for SqliteStore {
 
     async fn list_escalations(&self, filter: EscalationFilter) -> Result<Vec<EscalationRecord>> {
         self.read(move |conn| {
-            let mut clauses: Vec<&str> = Vec::new();
-            let mut args: Vec<Value> = Vec::new();
-            if let Some(c) = filter.charter {
-                clauses.push("charter = ?");
-                args.push(Value::Text(c));
-            }
-            if let Some(s) = filter.status {
-                clauses.push("status = ?");
-                args.push(Value::Text(s.as_str().to_string()));
-            }
-            let where_sql = crate::where_clause(&clauses);
-            args.push(Value::Integer(limit_of(filter.limit)));
+            let mut c = Conditions::default();
+            c.when("charter = ?", filter.charter);
+            c.when("status = ?", filter.status.map(|s| s.as_str().to_string()));
+            let (where_sql, args) = c.with_limit(filter.limit);
             query_escalations(
                 conn,
                 &format!(
@@ -2173,22 +2160,11 @@ impl AuditStore for SqliteStore {
 
     async fn list_audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>> {
         self.read(move |conn| {
-            let mut clauses: Vec<&str> = Vec::new();
-            let mut args: Vec<Value> = Vec::new();
-            if let Some(c) = filter.charter {
-                clauses.push("charter = ?");
-                args.push(Value::Text(c));
-            }
-            if let Some(a) = filter.actor {
-                clauses.push("actor = ?");
-                args.push(Value::Text(a));
-            }
-            if let Some(a) = filter.action {
-                clauses.push("action = ?");
-                args.push(Value::Text(a));
-            }
-            let where_sql = crate::where_clause(&clauses);
-            args.push(Value::Integer(limit_of(filter.limit)));
+            let mut c = Conditions::default();
+            c.when("charter = ?", filter.charter);
+            c.when("actor = ?", filter.actor);
+            c.when("action = ?", filter.action);
+            let (where_sql, args) = c.with_limit(filter.limit);
             let mut stmt = conn
                 .prepare_cached(&format!(
                     "SELECT seq, at, actor, action, charter, target, detail FROM audit_log

@@ -1438,13 +1438,7 @@ measure: { success: [tagged] }
     assert!(copy.len() == 36 && copy != event_id, "{out}");
     assert!(err.contains("its actions will execute again"), "{err}");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while sink
-        .received()
-        .iter()
-        .filter(|r| r.path == "/orders/820982911946154508")
-        .count()
-        < 2
-    {
+    while requests_to(&sink, "/orders/820982911946154508") < 2 {
         assert!(Instant::now() < deadline, "the forced replay sent nothing");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -1457,6 +1451,11 @@ measure: { success: [tagged] }
 
 /// A charter for the operator-command test: `refund` tickets PUT to the sink under
 /// `approval`, anything else goes to `otherwise` (a label, or `escalate`).
+/// How many requests the stand-in received at `path`.
+fn requests_to(sink: &Sink, path: &str) -> usize {
+    sink.received().iter().filter(|r| r.path == path).count()
+}
+
 fn operator_charter(name: &str, mode: &str, approval: &str, otherwise: &str) -> String {
     format!(
         r#"
@@ -1608,13 +1607,7 @@ async fn operator_commands_from_the_command_line() {
     assert_eq!(code, 0, "{err}");
     assert!(err.contains(&format!("approved {approval}")), "{err}");
     wait_status(first.clone(), "done").await;
-    assert_eq!(
-        sink.received()
-            .iter()
-            .filter(|r| r.path == "/tickets/1")
-            .count(),
-        1
-    );
+    assert_eq!(requests_to(&sink, "/tickets/1"), 1);
     // A rejection with its reason: the action never runs.
     let second = send("gated", 2, "refund again").await;
     wait_status(second.clone(), "waiting").await;
@@ -1626,13 +1619,7 @@ async fn operator_commands_from_the_command_line() {
     );
     assert_eq!(code, 0, "{err}");
     wait_status(second.clone(), "done").await;
-    assert_eq!(
-        sink.received()
-            .iter()
-            .filter(|r| r.path == "/tickets/2")
-            .count(),
-        0
-    );
+    assert_eq!(requests_to(&sink, "/tickets/2"), 0);
 
     // Escalations: decided with a label, the run continues with it.
     let third = send("gated", 3, "hello").await;
@@ -1683,37 +1670,19 @@ async fn operator_commands_from_the_command_line() {
     // Promote a shadow charter: the next refund executes; `mode ... shadow` goes back.
     let shadowed = send("trial", 5, "refund").await;
     wait_status(shadowed, "done").await;
-    assert_eq!(
-        sink.received()
-            .iter()
-            .filter(|r| r.path == "/tickets/5")
-            .count(),
-        0
-    );
+    assert_eq!(requests_to(&sink, "/tickets/5"), 0);
     let (code, _, err) = as_who("lead", &["promote", "trial"]);
     assert_eq!(code, 1, "a reviewer may not promote: {err}");
     let (code, _, err) = as_who("root", &["promote", "trial"]);
     assert_eq!(code, 0, "{err}");
     let live = send("trial", 6, "refund").await;
     wait_status(live, "done").await;
-    assert_eq!(
-        sink.received()
-            .iter()
-            .filter(|r| r.path == "/tickets/6")
-            .count(),
-        1
-    );
+    assert_eq!(requests_to(&sink, "/tickets/6"), 1);
     let (code, _, err) = as_who("root", &["mode", "trial", "shadow"]);
     assert_eq!(code, 0, "{err}");
     let again = send("trial", 7, "refund").await;
     wait_status(again, "done").await;
-    assert_eq!(
-        sink.received()
-            .iter()
-            .filter(|r| r.path == "/tickets/7")
-            .count(),
-        0
-    );
+    assert_eq!(requests_to(&sink, "/tickets/7"), 0);
 
     // The record: the timeline, the audit log and the report say what happened.
     let (code, out, err) = as_who("view", &["events", "show", &first]);

@@ -6,7 +6,7 @@ use tokio_postgres::types::Json;
 use uuid::Uuid;
 
 use super::rows::{db, get};
-use super::{Param, PgStore, limit_of, param_refs};
+use super::{Conditions, PgStore, param_refs};
 use crate::{
     ApprovalFilter, ApprovalRecord, ApprovalStatus, ApprovalStore, AuditEntry, AuditFilter,
     AuditStore, EscalationFilter, EscalationRecord, EscalationStatus, EscalationStore,
@@ -89,18 +89,6 @@ fn escalation_record(r: &Row) -> Result<EscalationRecord> {
     })
 }
 
-/// `WHERE a = $1 AND b = $2 ...` from optional filters, numbering the parameters.
-fn where_clause(filters: Vec<(&str, Option<Param>)>, params: &mut Vec<Param>) -> String {
-    let mut clauses = Vec::new();
-    for (col, value) in filters {
-        if let Some(v) = value {
-            params.push(v);
-            clauses.push(format!("{col} = ${}", params.len()));
-        }
-    }
-    crate::where_clause(&clauses)
-}
-
 impl ApprovalStore for PgStore {
     async fn create_approval(&self, a: NewApproval) -> Result<ApprovalRecord> {
         let client = self.client().await?;
@@ -174,25 +162,14 @@ impl ApprovalStore for PgStore {
     }
 
     async fn list_approvals(&self, filter: ApprovalFilter) -> Result<Vec<ApprovalRecord>> {
-        let mut params: Vec<Param> = Vec::new();
-        let where_sql = where_clause(
-            vec![
-                ("charter", filter.charter.map(|c| Box::new(c) as Param)),
-                (
-                    "status",
-                    filter
-                        .status
-                        .map(|s| Box::new(s.as_str().to_string()) as Param),
-                ),
-                ("event_id", filter.event_id.map(|e| Box::new(e) as Param)),
-            ],
-            &mut params,
-        );
-        params.push(Box::new(limit_of(filter.limit)));
+        let mut c = Conditions::default();
+        c.when("charter =", filter.charter);
+        c.when("status =", filter.status.map(|s| s.as_str().to_string()));
+        c.when("event_id =", filter.event_id);
+        let (where_sql, params, limit) = c.with_limit(filter.limit);
         let sql = format!(
             "SELECT {APPROVAL_COLS} FROM approvals {where_sql}
-             ORDER BY created_at, id LIMIT ${}",
-            params.len()
+             ORDER BY created_at, id LIMIT {limit}"
         );
         let client = self.client().await?;
         let rows = client
@@ -318,24 +295,13 @@ impl EscalationStore for PgStore {
     }
 
     async fn list_escalations(&self, filter: EscalationFilter) -> Result<Vec<EscalationRecord>> {
-        let mut params: Vec<Param> = Vec::new();
-        let where_sql = where_clause(
-            vec![
-                ("charter", filter.charter.map(|c| Box::new(c) as Param)),
-                (
-                    "status",
-                    filter
-                        .status
-                        .map(|s| Box::new(s.as_str().to_string()) as Param),
-                ),
-            ],
-            &mut params,
-        );
-        params.push(Box::new(limit_of(filter.limit)));
+        let mut c = Conditions::default();
+        c.when("charter =", filter.charter);
+        c.when("status =", filter.status.map(|s| s.as_str().to_string()));
+        let (where_sql, params, limit) = c.with_limit(filter.limit);
         let sql = format!(
             "SELECT {ESCALATION_COLS} FROM escalations {where_sql}
-             ORDER BY created_at, id LIMIT ${}",
-            params.len()
+             ORDER BY created_at, id LIMIT {limit}"
         );
         let client = self.client().await?;
         let rows = client
@@ -402,20 +368,14 @@ impl AuditStore for PgStore {
     }
 
     async fn list_audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>> {
-        let mut params: Vec<Param> = Vec::new();
-        let where_sql = where_clause(
-            vec![
-                ("charter", filter.charter.map(|c| Box::new(c) as Param)),
-                ("actor", filter.actor.map(|c| Box::new(c) as Param)),
-                ("action", filter.action.map(|c| Box::new(c) as Param)),
-            ],
-            &mut params,
-        );
-        params.push(Box::new(limit_of(filter.limit)));
+        let mut c = Conditions::default();
+        c.when("charter =", filter.charter);
+        c.when("actor =", filter.actor);
+        c.when("action =", filter.action);
+        let (where_sql, params, limit) = c.with_limit(filter.limit);
         let sql = format!(
             "SELECT seq, at, actor, action, charter, target, detail FROM audit_log
-             {where_sql} ORDER BY seq DESC LIMIT ${}",
-            params.len()
+             {where_sql} ORDER BY seq DESC LIMIT {limit}"
         );
         let client = self.client().await?;
         let rows = client

@@ -322,6 +322,40 @@ fn limit_of(limit: usize) -> i64 {
 /// A query parameter of any supported type, for queries assembled at run time.
 type Param = Box<dyn ToSql + Sync + Send>;
 
+/// The `WHERE` of a listing query, built from its optional filters, numbering the
+/// parameters as it goes.
+#[derive(Default)]
+struct Conditions {
+    clauses: Vec<String>,
+    params: Vec<Param>,
+}
+
+impl Conditions {
+    /// Add `<prefix> $n` (for example `"charter ="`) when `value` is set.
+    fn when<T: ToSql + Sync + Send + 'static>(&mut self, prefix: &str, value: Option<T>) {
+        if let Some(v) = value {
+            self.params.push(Box::new(v));
+            self.clauses
+                .push(format!("{prefix} ${}", self.params.len()));
+        }
+    }
+
+    /// Add a clause that takes no parameter.
+    fn always(&mut self, clause: &str) {
+        self.clauses.push(clause.to_string());
+    }
+
+    /// The `WHERE …` text, the parameters with the listing's limit as the last one, and
+    /// that limit's placeholder (for a `LIMIT $n` after the `WHERE`).
+    fn with_limit(self, limit: usize) -> (String, Vec<Param>, String) {
+        let where_sql = crate::where_clause(&self.clauses);
+        let mut params = self.params;
+        params.push(Box::new(limit_of(limit)));
+        let placeholder = format!("${}", params.len());
+        (where_sql, params, placeholder)
+    }
+}
+
 fn param_refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
     params
         .iter()
@@ -434,30 +468,14 @@ impl EventStore for PgStore {
     }
 
     async fn list_events(&self, filter: EventFilter) -> Result<Vec<EventRecord>> {
-        let mut clauses: Vec<String> = Vec::new();
-        let mut params: Vec<Param> = Vec::new();
-        let mut push = |clause: &str, param: Param| {
-            params.push(param);
-            clauses.push(format!("{clause} ${}", params.len()));
-        };
-        if let Some(charter) = filter.charter {
-            push("charter =", Box::new(charter));
-        }
-        if let Some(status) = filter.status {
-            push("status =", Box::new(status.as_str()));
-        }
-        if let Some(since) = filter.since {
-            push("received_at >=", Box::new(since));
-        }
-        if let Some(until) = filter.until {
-            push("received_at <", Box::new(until));
-        }
-        let where_sql = crate::where_clause(&clauses);
-        params.push(Box::new(limit_of(filter.limit)));
-        let sql = format!(
-            "SELECT {EVENT_COLS} FROM events {where_sql} ORDER BY id DESC LIMIT ${}",
-            params.len()
-        );
+        let mut c = Conditions::default();
+        c.when("charter =", filter.charter);
+        c.when("status =", filter.status.map(|s| s.as_str()));
+        c.when("received_at >=", filter.since);
+        c.when("received_at <", filter.until);
+        let (where_sql, params, limit) = c.with_limit(filter.limit);
+        let sql =
+            format!("SELECT {EVENT_COLS} FROM events {where_sql} ORDER BY id DESC LIMIT {limit}");
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(&sql)
@@ -1211,33 +1229,16 @@ impl RunStore for PgStore {
     }
 
     async fn list_runs(&self, filter: RunFilter) -> Result<Vec<RunRecord>> {
-        let mut clauses: Vec<String> = Vec::new();
-        let mut params: Vec<Param> = Vec::new();
-        let mut push = |clause: &str, param: Param| {
-            params.push(param);
-            clauses.push(format!("{clause} ${}", params.len()));
-        };
-        if let Some(charter) = filter.charter {
-            push("charter =", Box::new(charter));
-        }
-        if let Some(outcome) = filter.outcome {
-            push("outcome =", Box::new(outcome.as_str()));
-        }
-        if let Some(since) = filter.since {
-            push("started_at >=", Box::new(since));
-        }
-        if let Some(until) = filter.until {
-            push("started_at <", Box::new(until));
-        }
+        let mut c = Conditions::default();
+        c.when("charter =", filter.charter);
+        c.when("outcome =", filter.outcome.map(|o| o.as_str()));
+        c.when("started_at >=", filter.since);
+        c.when("started_at <", filter.until);
         if filter.running {
-            clauses.push("outcome IS NULL".to_string());
+            c.always("outcome IS NULL");
         }
-        let where_sql = crate::where_clause(&clauses);
-        params.push(Box::new(limit_of(filter.limit)));
-        let tail = format!(
-            "{where_sql} ORDER BY started_at DESC, seq DESC LIMIT ${}",
-            params.len()
-        );
+        let (where_sql, params, limit) = c.with_limit(filter.limit);
+        let tail = format!("{where_sql} ORDER BY started_at DESC, seq DESC LIMIT {limit}");
         self.load_runs(tail, params).await
     }
 }
