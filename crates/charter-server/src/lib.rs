@@ -162,6 +162,20 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
     app.layer(DefaultBodyLimit::max(limit))
         .with_state(state)
         .merge(ui)
+        .layer(axum::middleware::map_response(close_after_too_large))
+}
+
+/// A request refused for its size was not read to its end, so its connection cannot carry
+/// another request: the 413 says `Connection: close`, or a client that reuses the
+/// connection (HTTP keep-alive) has its next request cut off mid-flight.
+async fn close_after_too_large(mut response: axum::response::Response) -> axum::response::Response {
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 /// Readiness: the store commits a probe write and its schema is at this build's version.

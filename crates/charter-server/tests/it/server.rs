@@ -394,6 +394,42 @@ async fn body_over_the_limit_is_413() {
     h.stop().await;
 }
 
+/// The oversized body is not read to its end, so the 413 closes the connection; the same
+/// client's next request goes out on a new one and is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_413_closes_its_connection_and_the_next_request_is_answered() {
+    let h = Harness::start(&[]).await;
+    let (spec, path) = h.spec("github");
+    let raw = serde_json::to_vec(&json!({"pad": "x".repeat(2 * 1024 * 1024)})).unwrap();
+    let mut req = h
+        .client
+        .post(format!("{}{}", h.base, path))
+        .header("content-type", "application/json")
+        .body(raw.clone());
+    for (k, v) in verify::sign(&spec, SECRET, &raw, now_secs(), "too-big").unwrap() {
+        req = req.header(k, v);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 413);
+    assert_eq!(
+        resp.headers()
+            .get("connection")
+            .and_then(|v| v.to_str().ok()),
+        Some("close")
+    );
+    for _ in 0..20 {
+        let status = h
+            .client
+            .get(format!("{}/healthz", h.base))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status.as_u16(), 200);
+    }
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_concurrent_copies_give_one_event_and_one_action() {
     let h = Arc::new(Harness::start(&[]).await);
