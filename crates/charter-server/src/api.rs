@@ -292,7 +292,7 @@ pub async fn rerun_event<S: Store>(
         headers: original.event.headers.clone(),
         payload: original.event.payload.clone(),
     };
-    let new_id = match crate::ingest::accept(&state, copy).await? {
+    let new_id = match crate::ingest::accept(&state, copy, None).await? {
         IngestOutcome::Stored(new_id) => new_id,
         // No dedupe key and a fresh id: only a UUID collision could land here.
         IngestOutcome::Duplicate(_) => {

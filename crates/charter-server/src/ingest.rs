@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use charter_core::config::Dedupe;
@@ -50,6 +49,8 @@ pub struct Verified {
     pub headers: BTreeMap<String, String>,
     pub body: Bytes,
     pub payload: Value,
+    /// The body's text when it was JSON (the store keeps it as received); `None` for a form.
+    pub payload_json: Option<String>,
 }
 
 /// Lower-case map of the headers `wanted` names (values that are not UTF-8 are skipped).
@@ -76,11 +77,17 @@ impl Unverified {
     ) -> Result<Result<Verified, (Unverified, String)>, verify::VerifyError> {
         verify::verify(spec, secrets, &self.headers, &self.body, now_unix)?;
         match parse_body(&self.headers, &self.body) {
-            Ok(payload) => Ok(Ok(Verified {
-                headers: self.headers,
-                body: self.body,
-                payload,
-            })),
+            Ok(payload) => {
+                let payload_json = (!is_form(&self.headers))
+                    .then(|| String::from_utf8(self.body.to_vec()).ok())
+                    .flatten();
+                Ok(Ok(Verified {
+                    headers: self.headers,
+                    body: self.body,
+                    payload,
+                    payload_json,
+                }))
+            }
             Err(reason) => Ok(Err((self, reason))),
         }
     }
@@ -89,11 +96,7 @@ impl Unverified {
 /// Parse a body as JSON, or as `application/x-www-form-urlencoded` into an object of strings
 /// (a form field named `payload` holding JSON, as Slack sends, is decoded).
 pub fn parse_body(headers: &BTreeMap<String, String>, body: &[u8]) -> Result<Value, String> {
-    let ctype = headers
-        .get("content-type")
-        .map(|s| s.to_ascii_lowercase())
-        .unwrap_or_default();
-    if ctype.starts_with("application/x-www-form-urlencoded") {
+    if is_form(headers) {
         let mut map = serde_json::Map::new();
         for (k, v) in form_pairs(body) {
             let value = if k == "payload" {
@@ -105,12 +108,24 @@ pub fn parse_body(headers: &BTreeMap<String, String>, body: &[u8]) -> Result<Val
         }
         return Ok(Value::Object(map));
     }
+    let ctype = headers
+        .get("content-type")
+        .map(|s| s.to_ascii_lowercase())
+        .unwrap_or_default();
     if !ctype.is_empty() && !ctype.contains("json") {
         return Err(format!(
             "unsupported content type `{ctype}`: send application/json or application/x-www-form-urlencoded"
         ));
     }
     serde_json::from_slice(body).map_err(|e| format!("body is not valid JSON: {e}"))
+}
+
+/// Whether the body is form-encoded (`application/x-www-form-urlencoded`).
+fn is_form(headers: &BTreeMap<String, String>) -> bool {
+    headers.get("content-type").is_some_and(|c| {
+        c.get(..33)
+            .is_some_and(|p| p.eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+    })
 }
 
 fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
@@ -184,14 +199,13 @@ fn kept_headers(
 
 /// Handle one delivery to `charter`'s webhook path.
 pub async fn receive<S: Store>(
-    State(state): State<AppState<S>>,
-    charter_name: String,
+    state: &AppState<S>,
+    charter_name: &str,
     uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let rt = state.runtime.clone();
-    let Some(cr) = rt.charters.get(&charter_name) else {
+    let Some(cr) = state.runtime.charters.get(charter_name) else {
         return Err(ApiError::NotFound);
     };
     let charter = &cr.charter;
@@ -231,7 +245,7 @@ pub async fn receive<S: Store>(
             // Signed but unreadable: kept as rejected so nothing is lost.
             let dedupe_header = verify::delivery_id_header(&webhook.verify);
             let id = keep_rejected(
-                &state,
+                state,
                 "malformed",
                 RejectedPayload {
                     id: Uuid::now_v7(),
@@ -271,7 +285,7 @@ pub async fn receive<S: Store>(
         let violations = contract_violations(contract, &verified.payload);
         if !violations.is_empty() {
             let id = keep_rejected(
-                &state,
+                state,
                 "contract",
                 RejectedPayload {
                     id: Uuid::now_v7(),
@@ -302,7 +316,7 @@ pub async fn receive<S: Store>(
         payload: verified.payload,
     };
     event.dedupe_key = dedupe_key(charter, &event, dedupe_header)?;
-    store_event(&state, event).await
+    store_event(state, event, verified.payload_json).await
 }
 
 /// Keep a payload that could not become an event (durable on return), counted under
@@ -338,12 +352,18 @@ pub fn dedupe_key(
 
 /// Store an event that passed its checks (durable on return), count it as received or
 /// duplicate, and wake an idle worker for a new one.
+///
+/// `payload_json`: the payload's JSON text as received, kept by the store as it is.
 pub async fn accept<S: Store>(
     state: &AppState<S>,
     event: NewEvent,
+    payload_json: Option<String>,
 ) -> Result<IngestOutcome, charter_store::StoreError> {
     let charter = event.charter.clone();
-    let outcome = state.store.ingest(event).await?;
+    let outcome = match payload_json {
+        Some(text) => state.store.ingest_json(event, text).await?,
+        None => state.store.ingest(event).await?,
+    };
     match outcome {
         IngestOutcome::Stored(_) => {
             state.metrics.received(&charter);
@@ -358,9 +378,10 @@ pub async fn accept<S: Store>(
 pub async fn store_event<S: Store>(
     state: &AppState<S>,
     event: NewEvent,
+    payload_json: Option<String>,
 ) -> Result<Response, ApiError> {
     let started = std::time::Instant::now();
-    let outcome = accept(state, event).await?;
+    let outcome = accept(state, event, payload_json).await?;
     state.metrics.ack_latency(started.elapsed());
     Ok(match outcome {
         IngestOutcome::Stored(id) => ack(StatusCode::ACCEPTED, id, "accepted"),

@@ -141,17 +141,21 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
             post(notify::slack_interactive::<S>),
         );
     }
+    // Webhook routes hold the state behind one `Arc` of their own: axum's `State` extractor
+    // clones every field's `Arc` (five shared counters, touched from both cores) per request.
+    let hook_state = Arc::new(state.clone());
     for (path, charter) in &state.runtime.hooks {
-        let charter = charter.clone();
+        let charter: Arc<str> = Arc::from(charter.as_str());
+        let st = hook_state.clone();
         app = app.route(
             path,
             post(
-                move |st: State<AppState<S>>,
-                      uri: axum::http::Uri,
+                move |uri: axum::http::Uri,
                       headers: axum::http::HeaderMap,
                       body: axum::body::Bytes| {
                     let charter = charter.clone();
-                    async move { ingest::receive(st, charter, uri, headers, body).await }
+                    let st = st.clone();
+                    async move { ingest::receive(&st, &charter, uri, headers, body).await }
                 },
             ),
         );

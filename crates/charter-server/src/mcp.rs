@@ -344,7 +344,7 @@ async fn call_tool<S: Store>(
     event.dedupe_key = crate::ingest::dedupe_key(charter, &event, None)
         .map_err(|e| (INVALID_PARAMS, e.to_string()))?
         .map(|k| format!("{TYPE_PREFIX}{action}:{k}"));
-    let (event_id, duplicate) = match crate::ingest::accept(state, event).await {
+    let (event_id, duplicate) = match crate::ingest::accept(state, event, None).await {
         Ok(IngestOutcome::Stored(id)) => (id, false),
         Ok(IngestOutcome::Duplicate(id)) => (id, true),
         Err(e) => return Err(internal(format!("storing the call: {e}"))),

@@ -77,7 +77,7 @@ pub async fn replay_rejected<S: Store>(
             .map(str::to_string),
     };
     event.dedupe_key = dedupe_key(&cr.charter, &event, header.as_deref())?;
-    let response = store_event(&state, event).await?;
+    let response = store_event(&state, event, None).await?;
     state.store.delete_rejected(id).await?;
     tracing::info!(caller = %caller.name, rejected = %id, "rejected payload replayed");
     Ok(response)

@@ -100,6 +100,7 @@ pub async fn run_all<S: Store>(store: &S) -> CheckResult {
     let checks: Vec<(&str, CheckResult)> = vec![
         ("ingest_get", check_ingest_get(store).await),
         ("dedupe", check_dedupe(store).await),
+        ("ingest_json", check_ingest_json(store).await),
         ("concurrent_dedupe", check_concurrent_dedupe(store).await),
         ("rejected", check_rejected(store).await),
         ("claim_limit", check_claim_limit(store).await),
@@ -179,6 +180,48 @@ pub async fn check_ingest_get<S: Store>(store: &S) -> CheckResult {
 
 /// Same (charter, dedupe key) is a duplicate of the first; other charters and events without
 /// a key are not.
+/// `ingest_json` stores the payload text it is given and reads back the same payload; its
+/// dedupe answers are those of `ingest`.
+pub async fn check_ingest_json<S: Store>(store: &S) -> CheckResult {
+    let c = charter("ingest-json");
+    // Keys out of sorted order, spacing, an escaped character and a number spelled with an
+    // exponent: what a sender may send, as it may send it.
+    let text = "{ \"zeta\": [1, 2.5e3, {\"k\": \"v\\u00e9\"}],\n  \"alpha\": null, \"mid\": true }";
+    let payload: serde_json::Value = serde_json::from_str(text).ctx("test payload")?;
+    let mut ev = event(&c, Some("json-1"), now());
+    ev.payload = payload.clone();
+    let id = match store
+        .ingest_json(ev, text.to_string())
+        .await
+        .ctx("ingest_json")?
+    {
+        IngestOutcome::Stored(id) => id,
+        other => return Err(format!("ingest_json of a fresh event returned {other:?}")),
+    };
+    let got = store
+        .get_event(id)
+        .await
+        .ctx("get_event")?
+        .ok_or("the event stored by ingest_json is not found")?;
+    ensure!(
+        got.event.payload == payload,
+        "payload read back {} differs from the one sent {payload}",
+        got.event.payload
+    );
+    let mut again = event(&c, Some("json-1"), now());
+    again.payload = payload;
+    match store
+        .ingest_json(again, text.to_string())
+        .await
+        .ctx("ingest_json again")?
+    {
+        IngestOutcome::Duplicate(first) if first == id => Ok(()),
+        other => Err(format!(
+            "a second ingest_json with the same dedupe key returned {other:?}, not Duplicate({id})"
+        )),
+    }
+}
+
 pub async fn check_dedupe<S: Store>(store: &S) -> CheckResult {
     let c = charter("dedupe");
     let other = charter("dedupe-other");

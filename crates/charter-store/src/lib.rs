@@ -122,6 +122,16 @@ pub trait EventStore: Send + Sync + 'static {
     /// caller gets `Stored`, the others `Duplicate` with the same id.
     fn ingest(&self, event: NewEvent) -> impl Future<Output = Result<IngestOutcome>> + Send;
 
+    /// [`EventStore::ingest`] for a payload that arrived as JSON text: `payload_json` is that
+    /// text, already parsed into `event.payload` by the caller. The store keeps the text as
+    /// received (the sender's key order and number spelling) rather than serialising the
+    /// parsed value again, which also saves the webhook path that serialisation.
+    fn ingest_json(
+        &self,
+        event: NewEvent,
+        payload_json: String,
+    ) -> impl Future<Output = Result<IngestOutcome>> + Send;
+
     /// Keep a payload that broke its charter's contract (durable on return).
     fn reject(&self, rejected: RejectedPayload) -> impl Future<Output = Result<()>> + Send;
 

@@ -18,6 +18,7 @@ mod report;
 mod retention;
 mod rows;
 mod sources;
+mod walbuf;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -86,6 +87,11 @@ pub struct SqliteOptions {
     /// WAL into the database file every 20 ms off the writer thread, so the writer's own
     /// checkpoint only copies the frames committed since that thread's last pass.
     pub wal_autocheckpoint_pages: u32,
+    /// Gather each commit's WAL frames and write them with one system call instead of two
+    /// per page (a VFS shim over SQLite's own, see `sqlite/walbuf.rs`). Used only with
+    /// [`Durability::Full`], where every commit syncs the WAL before readers can see it;
+    /// off, SQLite writes the WAL itself.
+    pub coalesce_wal_writes: bool,
 }
 
 impl Default for SqliteOptions {
@@ -98,6 +104,7 @@ impl Default for SqliteOptions {
             durability: Durability::Full,
             writer_cache_mib: 8,
             wal_autocheckpoint_pages: 2048,
+            coalesce_wal_writes: true,
         }
     }
 }
@@ -143,7 +150,7 @@ impl SqliteStore {
 
     /// [`SqliteStore::open`] with explicit options.
     pub fn open_with(path: &Path, options: SqliteOptions) -> Result<SqliteStore> {
-        let mut conn = Connection::open(path).map_err(db("opening the database"))?;
+        let mut conn = open_writer(path, &options)?;
         configure_writer(&conn, &options)?;
         migrate(&mut conn)?;
         let wal = match options.durability {
@@ -350,6 +357,22 @@ pub fn backup_file(source: &Path, target: &Path) -> Result<u64> {
         .map_err(|e| StoreError::Database(format!("reading the backup's size: {e}")))
 }
 
+/// Open the write connection: through the WAL write shim when it applies (see
+/// [`SqliteOptions::coalesce_wal_writes`]), otherwise through SQLite's default VFS.
+fn open_writer(path: &Path, options: &SqliteOptions) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    if options.coalesce_wal_writes && options.durability == Durability::Full {
+        walbuf::register().map_err(StoreError::Database)?;
+        Connection::open_with_flags_and_vfs(path, flags, walbuf::VFS_NAME)
+            .map_err(db("opening the database"))
+    } else {
+        Connection::open_with_flags(path, flags).map_err(db("opening the database"))
+    }
+}
+
 fn configure_writer(conn: &Connection, options: &SqliteOptions) -> Result<()> {
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.busy_timeout(options.busy_timeout)
@@ -548,12 +571,11 @@ fn collect<T>(
 // Events
 // ---------------------------------------------------------------------------------------
 
-impl EventStore for SqliteStore {
-    async fn ingest(&self, event: NewEvent) -> Result<IngestOutcome> {
-        // Serialise on the caller's thread; the writer thread only runs SQL.
+impl SqliteStore {
+    /// The event's INSERT with its payload already as JSON text.
+    async fn insert_event(&self, event: NewEvent, payload: String) -> Result<IngestOutcome> {
         let id = event.id;
         let headers = to_json("headers", &event.headers)?;
-        let payload = to_json("payload", &event.payload)?;
         // One INSERT (the duplicate lookup after it only reads): no savepoint needed.
         self.writer()?
             .submit_atomic(move |conn| {
@@ -599,6 +621,18 @@ impl EventStore for SqliteStore {
                 Ok(IngestOutcome::Duplicate(id))
             })
             .await
+    }
+}
+
+impl EventStore for SqliteStore {
+    async fn ingest(&self, event: NewEvent) -> Result<IngestOutcome> {
+        // Serialise on the caller's thread; the writer thread only runs SQL.
+        let payload = to_json("payload", &event.payload)?;
+        self.insert_event(event, payload).await
+    }
+
+    async fn ingest_json(&self, event: NewEvent, payload_json: String) -> Result<IngestOutcome> {
+        self.insert_event(event, payload_json).await
     }
 
     async fn reject(&self, rejected: RejectedPayload) -> Result<()> {
@@ -2316,6 +2350,42 @@ mod tests {
             .expect("count");
         assert_eq!(n, 400);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `ingest_json` keeps the text it is given, byte for byte; `ingest` serialises the value.
+    #[tokio::test]
+    async fn a_received_json_text_is_stored_as_it_came() {
+        let dir = std::env::temp_dir().join(format!("charter-jsontext-{}", Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("s.db");
+        let store = SqliteStore::open(&path).expect("open");
+        let text = "{ \"b\": 1.50,\n \"a\": [ \"\\u00e9\" ] }";
+        let mut sent = event("c", now_millis());
+        sent.payload = serde_json::from_str(text).expect("test payload");
+        let id = match store.ingest_json(sent.clone(), text.to_string()).await {
+            Ok(IngestOutcome::Stored(id)) => id,
+            other => panic!("ingest_json: {other:?}"),
+        };
+        let mut plain = event("c", now_millis());
+        plain.payload = sent.payload.clone();
+        let plain_id = match store.ingest(plain).await {
+            Ok(IngestOutcome::Stored(id)) => id,
+            other => panic!("ingest: {other:?}"),
+        };
+        store.close().await;
+        let conn = Connection::open(&path).expect("reopen");
+        let column = |id: Uuid| -> String {
+            conn.query_row(
+                "SELECT payload FROM events WHERE id = ?1",
+                [id.to_string()],
+                |r| r.get(0),
+            )
+            .expect("payload column")
+        };
+        assert_eq!(column(id), text);
+        assert_eq!(column(plain_id), r#"{"a":["é"],"b":1.5}"#);
+        drop(conn);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     /// Under a steady stream of commits the WAL starts over at the writer's threshold instead

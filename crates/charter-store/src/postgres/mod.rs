@@ -367,9 +367,19 @@ fn param_refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
 // Events
 // ---------------------------------------------------------------------------------------
 
-impl EventStore for PgStore {
-    async fn ingest(&self, event: NewEvent) -> Result<IngestOutcome> {
+impl PgStore {
+    /// The event's INSERT; `payload_json` is the payload's text as received, when it is.
+    async fn insert_event(
+        &self,
+        event: NewEvent,
+        payload_json: Option<String>,
+    ) -> Result<IngestOutcome> {
         let id = event.id;
+        let text = payload_json.as_deref().map(JsonText);
+        let payload: &(dyn ToSql + Sync) = match &text {
+            Some(t) => t,
+            None => &event.payload,
+        };
         let client = self.client().await?;
         // One statement in its own transaction (one round trip, one WAL flush shared with
         // concurrent commits). No conflict target: a duplicate (charter, dedupe_key) and a
@@ -397,7 +407,7 @@ impl EventStore for PgStore {
                     &event.dedupe_key,
                     &event.received_at,
                     &Json(&event.headers),
-                    &event.payload,
+                    payload,
                 ],
             )
             .await
@@ -424,6 +434,45 @@ impl EventStore for PgStore {
         };
         // Otherwise the conflict was on the id: the same event delivered twice.
         Ok(IngestOutcome::Duplicate(existing.unwrap_or(id)))
+    }
+}
+
+/// A JSON text passed to a `json`/`jsonb` parameter as it is (the caller parsed it already).
+#[derive(Debug)]
+struct JsonText<'a>(&'a str);
+
+impl ToSql for JsonText<'_> {
+    fn to_sql(
+        &self,
+        ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> std::result::Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>>
+    {
+        if *ty == tokio_postgres::types::Type::JSONB {
+            // jsonb's binary format: a version byte, then the text.
+            out.extend_from_slice(&[1]);
+        }
+        out.extend_from_slice(self.0.as_bytes());
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        matches!(
+            *ty,
+            tokio_postgres::types::Type::JSON | tokio_postgres::types::Type::JSONB
+        )
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+impl EventStore for PgStore {
+    async fn ingest(&self, event: NewEvent) -> Result<IngestOutcome> {
+        self.insert_event(event, None).await
+    }
+
+    async fn ingest_json(&self, event: NewEvent, payload_json: String) -> Result<IngestOutcome> {
+        self.insert_event(event, Some(payload_json)).await
     }
 
     async fn reject(&self, rejected: RejectedPayload) -> Result<()> {
