@@ -18,7 +18,6 @@ mod report;
 mod retention;
 mod rows;
 mod sources;
-mod walbuf;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -87,11 +86,6 @@ pub struct SqliteOptions {
     /// WAL into the database file every 20 ms off the writer thread, so the writer's own
     /// checkpoint only copies the frames committed since that thread's last pass.
     pub wal_autocheckpoint_pages: u32,
-    /// Gather each commit's WAL frames and write them with one system call instead of two
-    /// per page (a VFS shim over SQLite's own, see `sqlite/walbuf.rs`). Used only with
-    /// [`Durability::Full`], where every commit syncs the WAL before readers can see it;
-    /// off, SQLite writes the WAL itself.
-    pub coalesce_wal_writes: bool,
 }
 
 impl Default for SqliteOptions {
@@ -104,7 +98,6 @@ impl Default for SqliteOptions {
             durability: Durability::Full,
             writer_cache_mib: 8,
             wal_autocheckpoint_pages: 2048,
-            coalesce_wal_writes: true,
         }
     }
 }
@@ -150,7 +143,7 @@ impl SqliteStore {
 
     /// [`SqliteStore::open`] with explicit options.
     pub fn open_with(path: &Path, options: SqliteOptions) -> Result<SqliteStore> {
-        let mut conn = open_writer(path, &options)?;
+        let mut conn = Connection::open(path).map_err(db("opening the database"))?;
         configure_writer(&conn, &options)?;
         migrate(&mut conn)?;
         let wal = match options.durability {
@@ -355,22 +348,6 @@ pub fn backup_file(source: &Path, target: &Path) -> Result<u64> {
     std::fs::metadata(target)
         .map(|m| m.len())
         .map_err(|e| StoreError::Database(format!("reading the backup's size: {e}")))
-}
-
-/// Open the write connection: through the WAL write shim when it applies (see
-/// [`SqliteOptions::coalesce_wal_writes`]), otherwise through SQLite's default VFS.
-fn open_writer(path: &Path, options: &SqliteOptions) -> Result<Connection> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_CREATE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX
-        | OpenFlags::SQLITE_OPEN_URI;
-    if options.coalesce_wal_writes && options.durability == Durability::Full {
-        walbuf::register().map_err(StoreError::Database)?;
-        Connection::open_with_flags_and_vfs(path, flags, walbuf::VFS_NAME)
-            .map_err(db("opening the database"))
-    } else {
-        Connection::open_with_flags(path, flags).map_err(db("opening the database"))
-    }
 }
 
 fn configure_writer(conn: &Connection, options: &SqliteOptions) -> Result<()> {

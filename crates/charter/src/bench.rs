@@ -81,31 +81,6 @@ pub enum Fsync {
     Pipelined,
 }
 
-/// `--wal-writes`: how the SQLite store's writer writes WAL frames.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WalWrites {
-    /// One write per commit (the store's WAL write shim; what `charter serve` uses).
-    Gathered,
-    /// SQLite's own two writes per page.
-    Sqlite,
-}
-
-/// The SQLite store settings a benchmark server opens its store with.
-#[derive(Clone, Copy, Debug)]
-struct StoreMode {
-    fsync: Fsync,
-    wal_writes: WalWrites,
-}
-
-impl StoreMode {
-    fn of(args: &BenchArgs) -> StoreMode {
-        StoreMode {
-            fsync: args.fsync,
-            wal_writes: args.wal_writes,
-        }
-    }
-}
-
 /// Arguments of `charter bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -128,11 +103,6 @@ pub struct BenchArgs {
     /// writer runs the next batch; acknowledgements still follow the fsync).
     #[arg(long, value_enum, default_value_t = Fsync::Full)]
     pub fsync: Fsync,
-    /// How the store writes WAL frames with `--fsync full`: `gathered` (each commit's frames
-    /// in one write; the default, as `charter serve`) or `sqlite` (two writes per page, as
-    /// SQLite does on its own), to compare the two in one binary.
-    #[arg(long, value_enum, default_value_t = WalWrites::Gathered)]
-    pub wal_writes: WalWrites,
     /// Ingest/no-op pairs per concurrency. Each round runs the ingest load and then, right
     /// after it, the same load against the no-op server, so a pair sees the same machine;
     /// the reported ratio is the median of the pairs' ratios (a 2-core VM drifts by tens of
@@ -344,8 +314,6 @@ pub struct Report {
     pub machine: Machine,
     /// The SQLite store's fsync placement for the ingest and e2e runs (`--fsync`).
     pub fsync: &'static str,
-    /// How the store wrote WAL frames (`--wal-writes`): `gathered` or `sqlite`.
-    pub wal_writes: &'static str,
     pub ingest: Vec<LoadResult>,
     pub noop: Vec<LoadResult>,
     /// ingest acks/s divided by no-op acks/s, per concurrency (target >= 0.5): the median
@@ -426,10 +394,6 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         fsync: match args.fsync {
             Fsync::Full => "full",
             Fsync::Pipelined => "pipelined",
-        },
-        wal_writes: match (args.fsync, args.wal_writes) {
-            (Fsync::Full, WalWrites::Gathered) => "gathered",
-            _ => "sqlite",
         },
         ingest: Vec::new(),
         noop: Vec::new(),
@@ -533,7 +497,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
             c,
             paced,
             args.workers,
-            StoreMode::of(args),
+            args.fsync,
             args.duration,
             args.drain_timeout,
         )
@@ -614,7 +578,7 @@ async fn ingest_run(
     idle_rss_mb: &mut Option<f64>,
 ) -> Result<LoadResult, BenchError> {
     let c = load.concurrency;
-    let server = BenchServer::start(Role::Api, args.workers, StoreMode::of(args)).await?;
+    let server = BenchServer::start(Role::Api, args.workers, args.fsync).await?;
     if idle_rss_mb.is_none() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         *idle_rss_mb = proc_status_mb("VmRSS");
@@ -844,11 +808,7 @@ struct BenchServer {
 }
 
 impl BenchServer {
-    async fn start(
-        role: Role,
-        workers: usize,
-        store: StoreMode,
-    ) -> Result<BenchServer, BenchError> {
+    async fn start(role: Role, workers: usize, fsync: Fsync) -> Result<BenchServer, BenchError> {
         let dir =
             std::env::temp_dir().join(format!("charter-bench-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&dir)?;
@@ -862,7 +822,7 @@ impl BenchServer {
             &sink_addr.to_string(),
             role,
             workers,
-            store,
+            fsync,
             &shutdown,
         )
         .await;
@@ -888,14 +848,14 @@ impl BenchServer {
         sink_addr: &str,
         role: Role,
         workers: usize,
-        mode: StoreMode,
+        fsync: Fsync,
         shutdown: &CancellationToken,
     ) -> Result<(String, SqliteStore, tokio::task::JoinHandle<()>), BenchError> {
         write_project(dir, &format!("http://{sink_addr}"), workers)?;
         let runtime = Arc::new(Runtime::load(dir)?);
         let path = runtime.store_path();
         let store = tokio::task::spawn_blocking(move || {
-            let durability = match mode.fsync {
+            let durability = match fsync {
                 Fsync::Full => Durability::Full,
                 Fsync::Pipelined => Durability::Pipelined,
             };
@@ -903,7 +863,6 @@ impl BenchServer {
                 &path,
                 SqliteOptions {
                     durability,
-                    coalesce_wal_writes: mode.wal_writes == WalWrites::Gathered,
                     ..SqliteOptions::default()
                 },
             )
@@ -1402,11 +1361,11 @@ async fn e2e(
     concurrency: usize,
     paced: Option<f64>,
     workers: usize,
-    store: StoreMode,
+    fsync: Fsync,
     duration: Duration,
     drain_timeout: Duration,
 ) -> Result<E2eResult, BenchError> {
-    let server = BenchServer::start(Role::All, workers, store).await?;
+    let server = BenchServer::start(Role::All, workers, fsync).await?;
     eprintln!(
         "e2e (sqlite): {concurrency} connections for {duration:?} against {}, then drain (at most {drain_timeout:?})",
         server.base
@@ -1817,8 +1776,8 @@ pub fn render_table(r: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "  the load generator runs in the same process, on the same cores; SQLite fsync: {}, WAL writes: {}",
-        r.fsync, r.wal_writes
+        "  the load generator runs in the same process, on the same cores; SQLite fsync: {}",
+        r.fsync
     );
     if !r.ingest.is_empty() || !r.noop.is_empty() {
         let _ = writeln!(out);
@@ -2078,7 +2037,6 @@ mod tests {
             concurrency: vec![4],
             workers: 8,
             fsync: Fsync::Full,
-            wal_writes: WalWrites::Gathered,
             drain_timeout: Duration::from_secs(30),
             rounds: 1,
             postgres: None,
