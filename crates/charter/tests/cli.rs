@@ -429,8 +429,12 @@ async fn sigkill_under_load_loses_no_acknowledged_event_and_doubles_no_effect() 
     let dir = temp_dir("crash");
     let shutdown = CancellationToken::new();
     let sink = Sink::default();
-    // Slow answers keep actions in flight when the kill lands.
-    sink.script((0..400).map(|_| Scripted::Delay(Duration::from_millis(30))));
+    // Slow answers keep actions in flight when the kill lands: at 100 ms an answer, eight at a
+    // time, the first half of the deliveries takes ~2.5 s to work through, far longer than
+    // sending it, so the queue is still full when the kill comes. (At 30 ms a loaded machine
+    // could send the first half no faster than the worker finished it, and the kill then
+    // found nothing left in flight.)
+    sink.script((0..400).map(|_| Scripted::Delay(Duration::from_millis(100))));
     let sink_addr = sink
         .start(([127, 0, 0, 1], 0).into(), shutdown.clone())
         .await
