@@ -49,8 +49,6 @@ pub struct Verified {
     pub headers: BTreeMap<String, String>,
     pub body: Bytes,
     pub payload: Value,
-    /// The body's text when it was JSON (the store keeps it as received); `None` for a form.
-    pub payload_json: Option<String>,
 }
 
 /// Lower-case map of the headers `wanted` names (values that are not UTF-8 are skipped).
@@ -77,17 +75,11 @@ impl Unverified {
     ) -> Result<Result<Verified, (Unverified, String)>, verify::VerifyError> {
         verify::verify(spec, secrets, &self.headers, &self.body, now_unix)?;
         match parse_body(&self.headers, &self.body) {
-            Ok(payload) => {
-                let payload_json = (!is_form(&self.headers))
-                    .then(|| String::from_utf8(self.body.to_vec()).ok())
-                    .flatten();
-                Ok(Ok(Verified {
-                    headers: self.headers,
-                    body: self.body,
-                    payload,
-                    payload_json,
-                }))
-            }
+            Ok(payload) => Ok(Ok(Verified {
+                headers: self.headers,
+                body: self.body,
+                payload,
+            })),
             Err(reason) => Ok(Err((self, reason))),
         }
     }
@@ -280,6 +272,8 @@ pub async fn receive<S: Store>(
                 .map(str::to_string)
         });
     let kept = kept_headers(verified.headers, dedupe_header);
+    // A JSON body is stored as the text received (a form body as the object parsed from it).
+    let is_json = !is_form(&kept);
 
     if let Some(contract) = &cr.contract {
         let violations = contract_violations(contract, &verified.payload);
@@ -316,7 +310,10 @@ pub async fn receive<S: Store>(
         payload: verified.payload,
     };
     event.dedupe_key = dedupe_key(charter, &event, dedupe_header)?;
-    store_event(state, event, verified.payload_json).await
+    let payload_json = is_json
+        .then(|| String::from_utf8(Vec::from(verified.body)).ok())
+        .flatten();
+    store_event(state, event, payload_json).await
 }
 
 /// Keep a payload that could not become an event (durable on return), counted under

@@ -459,19 +459,8 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
             }
         }
     }
-    for (c, ratios) in &report.ingest_over_noop_rounds {
-        let mut sorted = ratios.clone();
-        sorted.sort_by(f64::total_cmp);
-        if let Some(m) = median(&sorted) {
-            report.ingest_over_noop.insert(*c, m);
-        }
-    }
-    for (c, mut ratios) in cpu_rounds {
-        ratios.sort_by(f64::total_cmp);
-        if let Some(m) = median(&ratios) {
-            report.noop_over_ingest_cpu.insert(c, m);
-        }
-    }
+    report.ingest_over_noop = medians(&report.ingest_over_noop_rounds);
+    report.noop_over_ingest_cpu = medians(&cpu_rounds);
     if do_ingest && args.paced_rate > 0.0 {
         let load = Load {
             client: &client,
@@ -645,6 +634,18 @@ async fn noop_run(load: &Load<'_>) -> Result<LoadResult, BenchError> {
     shutdown.cancel();
     eprintln!("  {}", summary_line(&result));
     Ok(result)
+}
+
+/// The median of each concurrency's pair ratios.
+fn medians(rounds: &BTreeMap<usize, Vec<f64>>) -> BTreeMap<usize, f64> {
+    rounds
+        .iter()
+        .filter_map(|(c, ratios)| {
+            let mut sorted = ratios.clone();
+            sorted.sort_by(f64::total_cmp);
+            median(&sorted).map(|m| (*c, m))
+        })
+        .collect()
 }
 
 /// The median of sorted values (the mean of the middle two for an even count).
