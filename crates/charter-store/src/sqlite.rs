@@ -42,7 +42,7 @@ use crate::{
     RunWritten, StoreError, Verdict,
 };
 use rows::{EVENT_COLS, REJECTED_COLS, db, parse_uuid, to_json};
-pub use writer::{Durability, WriterStats};
+pub use writer::{Durability, Gather, WriterStats};
 
 /// Embedded migrations, applied in order. Entry `i` moves the schema to version `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -86,6 +86,9 @@ pub struct SqliteOptions {
     /// WAL into the database file every 20 ms off the writer thread, so the writer's own
     /// checkpoint only copies the frames committed since that thread's last pass.
     pub wal_autocheckpoint_pages: u32,
+    /// Whether the writer waits to gather larger batches while the machine's CPUs are
+    /// saturated (see [`Gather`]); `None` commits every batch as soon as it is taken.
+    pub gather: Option<Gather>,
 }
 
 impl Default for SqliteOptions {
@@ -98,6 +101,7 @@ impl Default for SqliteOptions {
             durability: Durability::Full,
             writer_cache_mib: 8,
             wal_autocheckpoint_pages: 2048,
+            gather: Some(Gather::default()),
         }
     }
 }
@@ -150,7 +154,8 @@ impl SqliteStore {
             Durability::Full => None,
             Durability::Pipelined => Some(open_wal(path)?),
         };
-        let writer = writer::Writer::start(conn, options.max_batch, options.queue, wal)?;
+        let writer =
+            writer::Writer::start(conn, options.max_batch, options.queue, wal, options.gather)?;
         let checkpointer = checkpoint::Checkpointer::start(path, options.busy_timeout)?;
         let readers = options.readers.max(1);
         tracing::debug!(path = %path.display(), "SQLite store open");

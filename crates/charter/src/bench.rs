@@ -36,7 +36,7 @@ use charter_core::verify::{self, VerifySpec};
 use charter_server::sink::Sink;
 use charter_server::{Role, Runtime, ServeOptions};
 use charter_store::postgres::{PgStore, with_dbname};
-use charter_store::sqlite::{Durability, SqliteOptions, SqliteStore};
+use charter_store::sqlite::{Durability, Gather, SqliteOptions, SqliteStore};
 use charter_store::{EventFilter, EventStore};
 use reqwest::header::{HeaderName, HeaderValue};
 use serde::Serialize;
@@ -81,6 +81,22 @@ pub enum Fsync {
     Pipelined,
 }
 
+/// The SQLite store's settings under test (`--fsync`, `--no-gather`).
+#[derive(Clone, Copy, Debug)]
+struct StoreKnobs {
+    fsync: Fsync,
+    gather: bool,
+}
+
+impl StoreKnobs {
+    fn of(args: &BenchArgs) -> StoreKnobs {
+        StoreKnobs {
+            fsync: args.fsync,
+            gather: !args.no_gather,
+        }
+    }
+}
+
 /// Arguments of `charter bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -103,6 +119,10 @@ pub struct BenchArgs {
     /// writer runs the next batch; acknowledgements still follow the fsync).
     #[arg(long, value_enum, default_value_t = Fsync::Full)]
     pub fsync: Fsync,
+    /// Turn off the SQLite writer's gathering of larger batches while the CPUs are
+    /// saturated (on by default, as in `charter serve`), to measure what it changes.
+    #[arg(long)]
+    pub no_gather: bool,
     /// Ingest/no-op pairs per concurrency. Each round runs the ingest load and then, right
     /// after it, the same load against the no-op server, so a pair sees the same machine;
     /// the reported ratio is the median of the pairs' ratios (a 2-core VM drifts by tens of
@@ -265,6 +285,8 @@ pub struct StoreFigures {
     pub syncs: u64,
     /// Commands per batch, on average.
     pub mean_batch: f64,
+    /// Batches the writer held to gather more commands (the CPUs were saturated).
+    pub gathered: u64,
     /// Mean time from a verified delivery to its durable commit, server-side
     /// (`charter_ack_latency_seconds` sum / count), in ms.
     pub mean_store_wait_ms: Option<f64>,
@@ -314,6 +336,9 @@ pub struct Report {
     pub machine: Machine,
     /// The SQLite store's fsync placement for the ingest and e2e runs (`--fsync`).
     pub fsync: &'static str,
+    /// Whether the SQLite writer gathered larger batches while the CPUs were saturated
+    /// (`--no-gather` turns it off).
+    pub gather: bool,
     pub ingest: Vec<LoadResult>,
     pub noop: Vec<LoadResult>,
     /// ingest acks/s divided by no-op acks/s, per concurrency (target >= 0.5): the median
@@ -395,6 +420,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
             Fsync::Full => "full",
             Fsync::Pipelined => "pipelined",
         },
+        gather: !args.no_gather,
         ingest: Vec::new(),
         noop: Vec::new(),
         ingest_over_noop: BTreeMap::new(),
@@ -486,7 +512,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
             c,
             paced,
             args.workers,
-            args.fsync,
+            StoreKnobs::of(args),
             args.duration,
             args.drain_timeout,
         )
@@ -567,7 +593,7 @@ async fn ingest_run(
     idle_rss_mb: &mut Option<f64>,
 ) -> Result<LoadResult, BenchError> {
     let c = load.concurrency;
-    let server = BenchServer::start(Role::Api, args.workers, args.fsync).await?;
+    let server = BenchServer::start(Role::Api, args.workers, StoreKnobs::of(args)).await?;
     if idle_rss_mb.is_none() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         *idle_rss_mb = proc_status_mb("VmRSS");
@@ -602,6 +628,7 @@ async fn ingest_run(
         batches,
         commands,
         syncs: after.syncs.saturating_sub(before.syncs),
+        gathered: after.gathered.saturating_sub(before.gathered),
         mean_batch: if batches > 0 {
             commands as f64 / batches as f64
         } else {
@@ -809,7 +836,11 @@ struct BenchServer {
 }
 
 impl BenchServer {
-    async fn start(role: Role, workers: usize, fsync: Fsync) -> Result<BenchServer, BenchError> {
+    async fn start(
+        role: Role,
+        workers: usize,
+        knobs: StoreKnobs,
+    ) -> Result<BenchServer, BenchError> {
         let dir =
             std::env::temp_dir().join(format!("charter-bench-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&dir)?;
@@ -823,7 +854,7 @@ impl BenchServer {
             &sink_addr.to_string(),
             role,
             workers,
-            fsync,
+            knobs,
             &shutdown,
         )
         .await;
@@ -849,14 +880,14 @@ impl BenchServer {
         sink_addr: &str,
         role: Role,
         workers: usize,
-        fsync: Fsync,
+        knobs: StoreKnobs,
         shutdown: &CancellationToken,
     ) -> Result<(String, SqliteStore, tokio::task::JoinHandle<()>), BenchError> {
         write_project(dir, &format!("http://{sink_addr}"), workers)?;
         let runtime = Arc::new(Runtime::load(dir)?);
         let path = runtime.store_path();
         let store = tokio::task::spawn_blocking(move || {
-            let durability = match fsync {
+            let durability = match knobs.fsync {
                 Fsync::Full => Durability::Full,
                 Fsync::Pipelined => Durability::Pipelined,
             };
@@ -864,6 +895,7 @@ impl BenchServer {
                 &path,
                 SqliteOptions {
                     durability,
+                    gather: knobs.gather.then(Gather::default),
                     ..SqliteOptions::default()
                 },
             )
@@ -1362,11 +1394,11 @@ async fn e2e(
     concurrency: usize,
     paced: Option<f64>,
     workers: usize,
-    fsync: Fsync,
+    knobs: StoreKnobs,
     duration: Duration,
     drain_timeout: Duration,
 ) -> Result<E2eResult, BenchError> {
-    let server = BenchServer::start(Role::All, workers, fsync).await?;
+    let server = BenchServer::start(Role::All, workers, knobs).await?;
     eprintln!(
         "e2e (sqlite): {concurrency} connections for {duration:?} against {}, then drain (at most {drain_timeout:?})",
         server.base
@@ -1777,8 +1809,9 @@ pub fn render_table(r: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "  the load generator runs in the same process, on the same cores; SQLite fsync: {}",
-        r.fsync
+        "  the load generator runs in the same process, on the same cores; SQLite fsync: {}; batches gathered while the CPUs are saturated: {}",
+        r.fsync,
+        if r.gather { "yes" } else { "no (--no-gather)" }
     );
     if !r.ingest.is_empty() || !r.noop.is_empty() {
         let _ = writeln!(out);
@@ -1818,10 +1851,11 @@ pub fn render_table(r: &Report) -> String {
             if let Some(st) = &l.store {
                 let _ = writeln!(
                     out,
-                    "  ingest at {}: {} commits ({} fsyncs) for {} writes, {:.1} writes per commit; server-side store wait {} ms mean",
+                    "  ingest at {}: {} commits ({} fsyncs, {} of them gathered) for {} writes, {:.1} writes per commit; server-side store wait {} ms mean",
                     l.concurrency,
                     st.batches,
                     st.syncs,
+                    st.gathered,
                     st.commands,
                     st.mean_batch,
                     fmt_opt(st.mean_store_wait_ms),
@@ -2038,6 +2072,7 @@ mod tests {
             concurrency: vec![4],
             workers: 8,
             fsync: Fsync::Full,
+            no_gather: false,
             drain_timeout: Duration::from_secs(30),
             rounds: 1,
             postgres: None,

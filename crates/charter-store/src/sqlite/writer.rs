@@ -12,6 +12,13 @@
 //! atomicity), and the savepoint would cost two more statements and a copy of every page the
 //! command touches into the statement journal. That is the hot path of durable ingest.
 //!
+//! When the machine's CPUs are saturated (see [`Gather`]), the writer waits up to a bounded
+//! time for more commands before it commits: a commit's cost is mostly per transaction (the
+//! right-hand pages of every index rewritten into the WAL, the fsync, the page-cache work),
+//! so fewer, larger commits leave more CPU to the threads that receive requests. While any
+//! CPU is idle it commits at once, which is what a latency-bound load (few senders, each
+//! waiting for its acknowledgement) needs.
+//!
 //! With [`Durability::Pipelined`] the fsync moves to a second thread: the writer commits
 //! without waiting for the disk (`synchronous=NORMAL`) and goes on with the next batch, while
 //! the syncer thread fsyncs the WAL file and only then answers the committed commands. Every
@@ -23,6 +30,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -39,6 +47,46 @@ pub struct WriterStats {
     /// fsyncs that made batches durable (one per batch with [`Durability::Full`]; one per
     /// group of batches with [`Durability::Pipelined`]).
     pub syncs: u64,
+    /// Batches for which the writer waited to gather more commands (the machine was
+    /// saturated; see [`Gather`]).
+    pub gathered: u64,
+}
+
+/// When and how long the writer waits to gather a larger batch before committing.
+///
+/// The writer commits as soon as it has taken the queued commands, unless the machine's
+/// CPUs were saturated over the last reading: their idle share (idle and I/O wait) below
+/// `idle_below`, read from `/proc/stat` over windows of at least 200 ms (on a system
+/// without it the writer never waits). Then it waits in steps of `step`, taking what
+/// arrives, until `target` commands are in the batch, `max_wait` has passed since it took
+/// the first, or a step brought nothing (the senders are waiting for answers, so waiting
+/// longer would leave CPUs idle). On a saturated machine the time waited is spent by the
+/// threads that receive requests, and a commit's cost, mostly per transaction, is shared by
+/// more commands; on a machine with idle CPU, waiting would only add latency.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Gather {
+    /// Commands in the batch at which the writer stops waiting.
+    pub target: usize,
+    /// Longest wait, from taking the batch's first command to the start of its transaction.
+    pub max_wait: Duration,
+    /// How long the writer sleeps between looks at its queue while it waits.
+    pub step: Duration,
+    /// Machine idle share (0 to 1) under which the CPUs count as saturated. A value above 1
+    /// counts every reading as saturated (for tests).
+    pub idle_below: f64,
+}
+
+impl Default for Gather {
+    /// 128 commands or 2 ms in steps of 100 us, when less than 15% of the machine's CPU
+    /// time was idle.
+    fn default() -> Self {
+        Gather {
+            target: 128,
+            max_wait: Duration::from_millis(2),
+            step: Duration::from_micros(100),
+            idle_below: 0.15,
+        }
+    }
 }
 
 /// How a committed batch is made durable before its commands are answered.
@@ -133,6 +181,7 @@ struct Counters {
     batches: AtomicU64,
     commands: AtomicU64,
     syncs: AtomicU64,
+    gathered: AtomicU64,
 }
 
 /// Handle to the writer thread. Cheap to share behind an `Arc`.
@@ -151,6 +200,7 @@ impl Writer {
         max_batch: usize,
         queue: usize,
         wal: Option<File>,
+        gather: Option<Gather>,
     ) -> Result<Writer> {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let counters = Arc::new(Counters::default());
@@ -169,7 +219,8 @@ impl Writer {
                     },
                     None => None,
                 };
-                writer_loop(conn, rx, max_batch, &thread_counters, syncer)
+                let gather = gather.map(|g| (g, Saturation::new(g.idle_below)));
+                writer_loop(conn, rx, max_batch, &thread_counters, syncer, gather)
             })
             .map_err(|e| StoreError::Database(format!("starting the writer thread: {e}")))?;
         Ok(Writer {
@@ -220,6 +271,7 @@ impl Writer {
             batches: self.counters.batches.load(Ordering::Relaxed),
             commands: self.counters.commands.load(Ordering::Relaxed),
             syncs: self.counters.syncs.load(Ordering::Relaxed),
+            gathered: self.counters.gathered.load(Ordering::Relaxed),
         }
     }
 
@@ -249,11 +301,13 @@ fn writer_loop(
     max_batch: usize,
     counters: &Counters,
     syncer: Option<Syncer>,
+    mut gather: Option<(Gather, Saturation)>,
 ) {
     let mut batch: Vec<Box<dyn Command>> = Vec::with_capacity(max_batch);
     let mut shutdown: Vec<oneshot::Sender<()>> = Vec::new();
     let mut closing = false;
     while let Some(first) = rx.blocking_recv() {
+        let taken = Instant::now();
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
@@ -262,6 +316,18 @@ fn writer_loop(
             }
             if batch.len() < max_batch {
                 next = rx.try_recv().ok();
+            }
+        }
+        if let Some((g, saturation)) = gather.as_mut() {
+            let target = g.target.min(max_batch);
+            if !batch.is_empty()
+                && batch.len() < target
+                && shutdown.is_empty()
+                && saturation.saturated(taken)
+            {
+                counters.gathered.fetch_add(1, Ordering::Relaxed);
+                let deadline = taken + g.max_wait;
+                gather_more(&mut rx, &mut batch, &mut shutdown, target, g.step, deadline);
             }
         }
         if !batch.is_empty() {
@@ -291,6 +357,114 @@ fn writer_loop(
     for done in shutdown {
         let _ = done.send(());
     }
+}
+
+/// Wait in steps, taking queued commands, until the batch holds `target` commands,
+/// `deadline` passes, a step brings nothing or a shutdown is asked for.
+fn gather_more(
+    rx: &mut mpsc::Receiver<Msg>,
+    batch: &mut Vec<Box<dyn Command>>,
+    shutdown: &mut Vec<oneshot::Sender<()>>,
+    target: usize,
+    step: Duration,
+    deadline: Instant,
+) {
+    while batch.len() < target && shutdown.is_empty() {
+        let now = Instant::now();
+        if now >= deadline {
+            return;
+        }
+        std::thread::sleep(step.min(deadline - now));
+        let before = batch.len();
+        while batch.len() < target {
+            match rx.try_recv() {
+                Ok(Msg::Cmd(cmd)) => batch.push(cmd),
+                Ok(Msg::Shutdown(done)) => shutdown.push(done),
+                Err(_) => break,
+            }
+        }
+        if batch.len() == before {
+            // Nothing arrived during the step: the senders are waiting for answers, not
+            // about to send; waiting longer would only leave CPUs idle.
+            return;
+        }
+    }
+}
+
+/// Whether the machine's CPUs were saturated, from `/proc/stat` read at most every 200 ms
+/// (its counters tick 100 times a second per CPU, so a shorter window is too coarse).
+struct Saturation {
+    idle_below: f64,
+    /// When `/proc/stat` was last read, and its idle and total jiffies then.
+    last: Option<(Instant, CpuTimes)>,
+    saturated: bool,
+}
+
+impl Saturation {
+    const PERIOD: Duration = Duration::from_millis(200);
+
+    fn new(idle_below: f64) -> Saturation {
+        Saturation {
+            idle_below,
+            last: None,
+            saturated: false,
+        }
+    }
+
+    /// The reading for the last period, refreshed when it is older than [`Self::PERIOD`].
+    fn saturated(&mut self, now: Instant) -> bool {
+        if self
+            .last
+            .is_some_and(|(at, _)| now.duration_since(at) < Self::PERIOD)
+        {
+            return self.saturated;
+        }
+        let Some(times) = read_cpu_times() else {
+            // No /proc/stat (not Linux, or hidden): never wait.
+            self.saturated = false;
+            return false;
+        };
+        if let Some((_, before)) = self.last {
+            let total = times.total.saturating_sub(before.total);
+            let idle = times.idle.saturating_sub(before.idle);
+            self.saturated = total > 0 && (idle as f64) < self.idle_below * total as f64;
+        }
+        self.last = Some((now, times));
+        self.saturated
+    }
+}
+
+/// Jiffies of all CPUs together since boot: idle (idle + iowait) and total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CpuTimes {
+    idle: u64,
+    total: u64,
+}
+
+fn read_cpu_times() -> Option<CpuTimes> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_cpu_times(stat.lines().next()?)
+}
+
+/// Parse the aggregate line of `/proc/stat`: `cpu user nice system idle iowait irq softirq
+/// steal [guest guest_nice]` (guest time is already counted in user and nice).
+fn parse_cpu_times(line: &str) -> Option<CpuTimes> {
+    let mut fields = line.split_ascii_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let values: Vec<u64> = fields
+        .take(8)
+        .map(str::parse)
+        .collect::<std::result::Result<_, _>>()
+        .ok()?;
+    if values.len() < 5 {
+        return None;
+    }
+    Some(CpuTimes {
+        idle: values[3] + values[4],
+        total: values.iter().sum(),
+    })
 }
 
 fn answer_all(answers: Vec<Box<dyn Answer>>, commit: &std::result::Result<(), String>) {
@@ -491,7 +665,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn failing_command_rolls_back_alone_within_a_batch() {
         let (conn, path) = open_test_conn();
-        let writer = Arc::new(Writer::start(conn, 1024, 64, None).unwrap());
+        let writer = Arc::new(Writer::start(conn, 1024, 64, None, None).unwrap());
 
         // Hold the writer thread inside a command until the other commands are queued.
         let (gate_tx, gate) = hold(&writer).await;
@@ -536,7 +710,8 @@ mod tests {
             WriterStats {
                 batches: 2,
                 commands: 4,
-                syncs: 2
+                syncs: 2,
+                gathered: 0,
             }
         );
 
@@ -557,7 +732,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn failing_atomic_command_leaves_nothing_and_fails_alone() {
         let (conn, path) = open_test_conn();
-        let writer = Arc::new(Writer::start(conn, 1024, 64, None).unwrap());
+        let writer = Arc::new(Writer::start(conn, 1024, 64, None, None).unwrap());
         let (gate_tx, gate) = hold(&writer).await;
         let sql = |sql: &'static str| {
             move |conn: &Connection| {
@@ -605,7 +780,7 @@ mod tests {
     #[tokio::test]
     async fn panicking_command_fails_alone() {
         let (conn, path) = open_test_conn();
-        let writer = Writer::start(conn, 16, 16, None).unwrap();
+        let writer = Writer::start(conn, 16, 16, None, None).unwrap();
         let r: Result<()> = writer.submit(|_| panic!("boom")).await;
         assert!(matches!(r, Err(StoreError::Database(ref m)) if m.contains("panicked")));
         let ok = writer
@@ -618,5 +793,149 @@ mod tests {
         assert_eq!(ok, 1);
         writer.shutdown().await;
         cleanup(&path);
+    }
+
+    /// An insert of `k` as an atomic command.
+    async fn insert(writer: Arc<Writer>, k: String) -> Result<usize> {
+        writer
+            .submit_atomic(move |conn| {
+                conn.execute("INSERT INTO t (k, v) VALUES (?1, 1)", [k])
+                    .map_err(|e| StoreError::Database(e.to_string()))
+            })
+            .await
+    }
+
+    /// A writer that gathers batches with `gather`, after one first command (the saturation
+    /// reading needs two samples of `/proc/stat`, 200 ms apart).
+    async fn gathering_writer(gather: Gather) -> (Arc<Writer>, std::path::PathBuf) {
+        let (conn, path) = open_test_conn();
+        let writer = Arc::new(Writer::start(conn, 1024, 64, None, Some(gather)).unwrap());
+        insert(Arc::clone(&writer), "first".into()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        (writer, path)
+    }
+
+    /// A gathering that counts every reading as saturated (`idle_below` above 1).
+    fn always(target: usize, max_wait: Duration, step: Duration) -> Gather {
+        Gather {
+            target,
+            max_wait,
+            step,
+            idle_below: 2.0,
+        }
+    }
+
+    /// Send `n` inserts, `gap` apart, each from its own task.
+    async fn trickle(
+        writer: &Arc<Writer>,
+        prefix: &str,
+        n: usize,
+        gap: Duration,
+    ) -> Vec<tokio::task::JoinHandle<Result<usize>>> {
+        let mut handles = Vec::new();
+        for i in 0..n {
+            handles.push(tokio::spawn(insert(
+                Arc::clone(writer),
+                format!("{prefix}{i}"),
+            )));
+            tokio::time::sleep(gap).await;
+        }
+        handles
+    }
+
+    /// While the machine counts as saturated, commands arriving one by one wait for each
+    /// other and commit as one batch of the target size.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_saturated_machine_gathers_commands_into_one_batch() {
+        let gather = always(6, Duration::from_secs(20), Duration::from_millis(60));
+        let (writer, path) = gathering_writer(gather).await;
+        let started = Instant::now();
+        for h in trickle(&writer, "k", 6, Duration::from_millis(3)).await {
+            assert_eq!(h.await.unwrap().unwrap(), 1);
+        }
+        // The target was reached long before the longest wait.
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let stats = writer.stats();
+        assert_eq!((stats.batches, stats.commands, stats.gathered), (2, 7, 1));
+        assert_eq!(table(&writer).await.len(), 7);
+        writer.shutdown().await;
+        cleanup(&path);
+    }
+
+    /// While commands keep arriving, a gathered batch short of its target commits at its
+    /// deadline.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_gathered_batch_commits_at_its_deadline() {
+        let gather = always(1000, Duration::from_millis(80), Duration::from_millis(20));
+        let (writer, path) = gathering_writer(gather).await;
+        let started = Instant::now();
+        let first = tokio::spawn(insert(Arc::clone(&writer), "first-of-many".into()));
+        let rest = trickle(&writer, "k", 40, Duration::from_millis(4)).await;
+        assert_eq!(first.await.unwrap().unwrap(), 1);
+        assert!(started.elapsed() >= Duration::from_millis(80));
+        for h in rest {
+            assert_eq!(h.await.unwrap().unwrap(), 1);
+        }
+        let stats = writer.stats();
+        assert!(stats.gathered >= 1, "{stats:?}");
+        // 41 commands in far fewer batches than commands.
+        assert!(stats.batches < 1 + 20, "{stats:?}");
+        writer.shutdown().await;
+        cleanup(&path);
+    }
+
+    /// A step that brings nothing ends the wait: a lone command commits after one step,
+    /// not at the deadline.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_quiet_queue_ends_the_wait_after_one_step() {
+        let gather = always(100, Duration::from_secs(30), Duration::from_millis(10));
+        let (writer, path) = gathering_writer(gather).await;
+        let started = Instant::now();
+        insert(Arc::clone(&writer), "alone".into()).await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(15));
+        let stats = writer.stats();
+        assert_eq!((stats.batches, stats.gathered), (2, 1));
+        writer.shutdown().await;
+        cleanup(&path);
+    }
+
+    /// With idle CPU (here: a threshold no reading is under) every command commits at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_cpu_commits_each_command_at_once() {
+        let never = Gather {
+            idle_below: 0.0,
+            ..always(100, Duration::from_secs(20), Duration::from_millis(10))
+        };
+        let (writer, path) = gathering_writer(never).await;
+        for i in 0..4 {
+            insert(Arc::clone(&writer), format!("k{i}")).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let stats = writer.stats();
+        assert_eq!((stats.batches, stats.gathered), (5, 0));
+        writer.shutdown().await;
+        cleanup(&path);
+    }
+
+    #[test]
+    fn cpu_times_are_read_from_the_aggregate_line() {
+        assert_eq!(
+            parse_cpu_times("cpu  4705 150 1120 16250 520 20 31 7 0 0"),
+            Some(CpuTimes {
+                idle: 16250 + 520,
+                total: 4705 + 150 + 1120 + 16250 + 520 + 20 + 31 + 7,
+            })
+        );
+        // Old kernels print fewer columns.
+        assert_eq!(
+            parse_cpu_times("cpu 10 0 5 100 3"),
+            Some(CpuTimes {
+                idle: 103,
+                total: 118
+            })
+        );
+        assert_eq!(parse_cpu_times("cpu0 10 0 5 100 3 0 0 0"), None);
+        assert_eq!(parse_cpu_times("cpu 10 0 5"), None);
+        assert_eq!(parse_cpu_times("cpu 10 x 5 100 3"), None);
     }
 }
