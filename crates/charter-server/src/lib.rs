@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -143,21 +143,31 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
     }
     // Webhook routes hold the state behind one `Arc` of their own: axum's `State` extractor
     // clones every field's `Arc` (five shared counters, touched from both cores) per request.
+    // They take the request's headers out of it rather than through axum's `HeaderMap`
+    // extractor (which copies the map), and they sit outside the response-mapping layer
+    // below (a boxed future and a clone of the router per request): they mark a 413's
+    // connection for closing themselves.
     let hook_state = Arc::new(state.clone());
+    let mut hooks: Router = Router::new();
     for (path, charter) in &state.runtime.hooks {
         let charter: Arc<str> = Arc::from(charter.as_str());
         let st = hook_state.clone();
-        app = app.route(
+        hooks = hooks.route(
             path,
-            post(
-                move |uri: axum::http::Uri,
-                      headers: axum::http::HeaderMap,
-                      body: axum::body::Bytes| {
-                    let charter = charter.clone();
-                    let st = st.clone();
-                    async move { ingest::receive(&st, &charter, uri, headers, body).await }
-                },
-            ),
+            post(move |mut req: axum::extract::Request| {
+                let headers = std::mem::take(req.headers_mut());
+                let uri = req.uri().clone();
+                let charter = charter.clone();
+                let st = st.clone();
+                async move {
+                    match axum::body::Bytes::from_request(req, &()).await {
+                        Ok(body) => ingest::receive(&st, &charter, uri, headers, body)
+                            .await
+                            .into_response(),
+                        Err(rejection) => close_if_too_large(rejection.into_response()),
+                    }
+                }
+            }),
         );
     }
     let limit = state.runtime.project.settings.body_limit;
@@ -167,12 +177,18 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         .with_state(state)
         .merge(ui)
         .layer(axum::middleware::map_response(close_after_too_large))
+        .merge(hooks.layer(DefaultBodyLimit::max(limit)))
 }
 
 /// A request refused for its size was not read to its end, so its connection cannot carry
 /// another request: the 413 says `Connection: close`, or a client that reuses the
 /// connection (HTTP keep-alive) has its next request cut off mid-flight.
-async fn close_after_too_large(mut response: axum::response::Response) -> axum::response::Response {
+async fn close_after_too_large(response: axum::response::Response) -> axum::response::Response {
+    close_if_too_large(response)
+}
+
+/// [`close_after_too_large`] for a handler's own response.
+fn close_if_too_large(mut response: axum::response::Response) -> axum::response::Response {
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
         response.headers_mut().insert(
             axum::http::header::CONNECTION,
