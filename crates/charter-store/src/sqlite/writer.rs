@@ -63,6 +63,11 @@ pub struct WriterStats {
 /// longer would leave CPUs idle). On a saturated machine the time waited is spent by the
 /// threads that receive requests, and a commit's cost, mostly per transaction, is shared by
 /// more commands; on a machine with idle CPU, waiting would only add latency.
+///
+/// `/proc/stat` counts the whole machine: in a container limited to a share of a larger
+/// host it reflects the host, so a mostly idle host never gathers (the store behaves as
+/// without gathering) and a busy host may gather for an idle container (each batch then
+/// waits at most one step once nothing more arrives, and never beyond `max_wait`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Gather {
     /// Commands in the batch at which the writer stops waiting.
