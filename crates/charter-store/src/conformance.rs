@@ -178,8 +178,6 @@ pub async fn check_ingest_get<S: Store>(store: &S) -> CheckResult {
     Ok(())
 }
 
-/// Same (charter, dedupe key) is a duplicate of the first; other charters and events without
-/// a key are not.
 /// `ingest_json` stores the payload text it is given and reads back the same payload; its
 /// dedupe answers are those of `ingest`.
 pub async fn check_ingest_json<S: Store>(store: &S) -> CheckResult {
@@ -222,6 +220,8 @@ pub async fn check_ingest_json<S: Store>(store: &S) -> CheckResult {
     }
 }
 
+/// Same (charter, dedupe key) is a duplicate of the first; other charters and events without
+/// a key are not.
 pub async fn check_dedupe<S: Store>(store: &S) -> CheckResult {
     let c = charter("dedupe");
     let other = charter("dedupe-other");

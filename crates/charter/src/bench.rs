@@ -420,7 +420,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
             Fsync::Full => "full",
             Fsync::Pipelined => "pipelined",
         },
-        gather: !args.no_gather,
+        gather: StoreKnobs::of(args).gather,
         ingest: Vec::new(),
         noop: Vec::new(),
         ingest_over_noop: BTreeMap::new(),

@@ -224,7 +224,7 @@ impl Writer {
                     },
                     None => None,
                 };
-                let gather = gather.map(|g| (g, Saturation::new(g.idle_below)));
+                let gather = gather.map(|g| (g, Saturation::default()));
                 writer_loop(conn, rx, max_batch, &thread_counters, syncer, gather)
             })
             .map_err(|e| StoreError::Database(format!("starting the writer thread: {e}")))?;
@@ -328,7 +328,7 @@ fn writer_loop(
             if !batch.is_empty()
                 && batch.len() < target
                 && shutdown.is_empty()
-                && saturation.saturated(taken)
+                && saturation.saturated(taken, g.idle_below)
             {
                 counters.gathered.fetch_add(1, Ordering::Relaxed);
                 let deadline = taken + g.max_wait;
@@ -398,43 +398,40 @@ fn gather_more(
 
 /// Whether the machine's CPUs were saturated, from `/proc/stat` read at most every 200 ms
 /// (its counters tick 100 times a second per CPU, so a shorter window is too coarse).
+#[derive(Default)]
 struct Saturation {
-    idle_below: f64,
-    /// When `/proc/stat` was last read, and its idle and total jiffies then.
-    last: Option<(Instant, CpuTimes)>,
+    /// When `/proc/stat` was last looked at (read or not), so a system without it is not
+    /// asked again at every batch.
+    looked_at: Option<Instant>,
+    /// Its idle and total jiffies at the last successful read.
+    last: Option<CpuTimes>,
     saturated: bool,
 }
 
 impl Saturation {
     const PERIOD: Duration = Duration::from_millis(200);
 
-    fn new(idle_below: f64) -> Saturation {
-        Saturation {
-            idle_below,
-            last: None,
-            saturated: false,
-        }
-    }
-
-    /// The reading for the last period, refreshed when it is older than [`Self::PERIOD`].
-    fn saturated(&mut self, now: Instant) -> bool {
+    /// Whether the idle share over the last period was below `idle_below`; the reading is
+    /// refreshed when it is older than [`Self::PERIOD`].
+    fn saturated(&mut self, now: Instant, idle_below: f64) -> bool {
         if self
-            .last
-            .is_some_and(|(at, _)| now.duration_since(at) < Self::PERIOD)
+            .looked_at
+            .is_some_and(|at| now.duration_since(at) < Self::PERIOD)
         {
             return self.saturated;
         }
-        let Some(times) = read_cpu_times() else {
-            // No /proc/stat (not Linux, or hidden): never wait.
-            self.saturated = false;
-            return false;
+        self.looked_at = Some(now);
+        let times = read_cpu_times();
+        self.saturated = match (self.last, times) {
+            (Some(before), Some(times)) => {
+                let total = times.total.saturating_sub(before.total);
+                let idle = times.idle.saturating_sub(before.idle);
+                total > 0 && (idle as f64) < idle_below * total as f64
+            }
+            // A first reading, or no /proc/stat (not Linux, or hidden): do not wait.
+            _ => false,
         };
-        if let Some((_, before)) = self.last {
-            let total = times.total.saturating_sub(before.total);
-            let idle = times.idle.saturating_sub(before.idle);
-            self.saturated = total > 0 && (idle as f64) < self.idle_below * total as f64;
-        }
-        self.last = Some((now, times));
+        self.last = times;
         self.saturated
     }
 }
