@@ -50,6 +50,12 @@ pub struct WriterStats {
     /// Batches for which the writer waited to gather more commands (the machine was
     /// saturated; see [`Gather`]).
     pub gathered: u64,
+    /// Microseconds the writer spent on batches, from running the first command to
+    /// answering the last (with [`Durability::Full`] this includes the fsync). Over a wall
+    /// time it says how busy the writer was: near 100% the single writer is the bound.
+    pub busy_us: u64,
+    /// Microseconds spent in `COMMIT` (with [`Durability::Full`], mostly the fsync).
+    pub commit_us: u64,
 }
 
 /// When and how long the writer waits to gather a larger batch before committing.
@@ -187,6 +193,8 @@ struct Counters {
     commands: AtomicU64,
     syncs: AtomicU64,
     gathered: AtomicU64,
+    busy_us: AtomicU64,
+    commit_us: AtomicU64,
 }
 
 /// Handle to the writer thread. Cheap to share behind an `Arc`.
@@ -277,6 +285,8 @@ impl Writer {
             commands: self.counters.commands.load(Ordering::Relaxed),
             syncs: self.counters.syncs.load(Ordering::Relaxed),
             gathered: self.counters.gathered.load(Ordering::Relaxed),
+            busy_us: self.counters.busy_us.load(Ordering::Relaxed),
+            commit_us: self.counters.commit_us.load(Ordering::Relaxed),
         }
     }
 
@@ -336,6 +346,7 @@ fn writer_loop(
             }
         }
         if !batch.is_empty() {
+            let started = Instant::now();
             let (answers, commit) = run_batch(&conn, &mut batch, counters);
             match (&syncer, commit) {
                 (Some(syncer), Ok(())) => syncer.enqueue(answers),
@@ -345,6 +356,7 @@ fn writer_loop(
                 }
                 (_, Err(msg)) => answer_all(answers, &Err(msg)),
             }
+            add_micros(&counters.busy_us, started);
         }
         if !shutdown.is_empty() && !closing {
             // Refuse new commands; the loop goes on until the queue is empty.
@@ -469,6 +481,11 @@ fn parse_cpu_times(line: &str) -> Option<CpuTimes> {
     })
 }
 
+fn add_micros(counter: &AtomicU64, since: Instant) {
+    let us = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+    counter.fetch_add(us, Ordering::Relaxed);
+}
+
 fn answer_all(answers: Vec<Box<dyn Answer>>, commit: &std::result::Result<(), String>) {
     for answer in answers {
         answer.send(commit.clone());
@@ -533,9 +550,14 @@ fn run_batch(
 
     let commit = match broken {
         Some(msg) => Err(msg),
-        None => conn
-            .execute_batch("COMMIT")
-            .map_err(|e| format!("committing a write batch: {e}")),
+        None => {
+            let started = Instant::now();
+            let done = conn
+                .execute_batch("COMMIT")
+                .map_err(|e| format!("committing a write batch: {e}"));
+            add_micros(&counters.commit_us, started);
+            done
+        }
     };
     if let Err(msg) = &commit {
         tracing::error!(error = %msg, commands = n, "SQLite write batch failed; rolling back");
@@ -707,15 +729,15 @@ mod tests {
         );
         assert!(matches!(results[2], Ok("b")), "{:?}", results[2]);
         // Gate batch + one batch for the three queued commands.
+        let stats = writer.stats();
         assert_eq!(
-            writer.stats(),
-            WriterStats {
-                batches: 2,
-                commands: 4,
-                syncs: 2,
-                gathered: 0,
-            }
+            (stats.batches, stats.commands, stats.syncs, stats.gathered),
+            (2, 4, 2, 0)
         );
+        // The gate command ran for at least the 100 ms it was held; COMMIT is part of a
+        // batch's time.
+        assert!(stats.busy_us >= 100_000, "{stats:?}");
+        assert!(stats.commit_us <= stats.busy_us, "{stats:?}");
 
         let rows = table(&writer).await;
         assert_eq!(rows, vec![("a".to_string(), 1), ("b".to_string(), 3)]);
