@@ -1,6 +1,6 @@
 //! The evaluation context shared by routes, rules and templates, and first-match routing.
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::config::Charter;
 use crate::expr::ExprError;
@@ -11,7 +11,35 @@ use crate::model::{Decision, NewEvent};
 /// `decision` (`label`, `confidence`, `fields`, `stage`, `reason`, or null before deciding)
 /// and `context` (records fetched before deciding; empty for now).
 pub fn eval_context(event: &NewEvent, decision: Option<&Decision>) -> Value {
-    let decision = match decision {
+    // Built field by field: `json!` would serialize the payload and headers to copy them,
+    // which costs several times a clone.
+    let headers: Map<String, Value> = event
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    let mut ev = Map::with_capacity(6);
+    ev.insert("id".into(), Value::String(event.id.to_string()));
+    ev.insert("charter".into(), Value::String(event.charter.clone()));
+    ev.insert("source".into(), Value::String(event.source.clone()));
+    ev.insert(
+        "type".into(),
+        event.event_type.clone().map_or(Value::Null, Value::String),
+    );
+    ev.insert("received_at".into(), Value::from(event.received_at));
+    ev.insert("headers".into(), Value::Object(headers.clone()));
+    let mut ctx = Map::with_capacity(5);
+    ctx.insert("payload".into(), event.payload.clone());
+    ctx.insert("event".into(), Value::Object(ev));
+    ctx.insert("headers".into(), Value::Object(headers));
+    ctx.insert("decision".into(), decision_value(decision));
+    ctx.insert("context".into(), Value::Object(Map::new()));
+    Value::Object(ctx)
+}
+
+/// The `decision` entry of an evaluation context (null before deciding).
+pub fn decision_value(decision: Option<&Decision>) -> Value {
+    match decision {
         Some(d) => json!({
             "label": d.label,
             "confidence": d.confidence,
@@ -20,21 +48,7 @@ pub fn eval_context(event: &NewEvent, decision: Option<&Decision>) -> Value {
             "reason": d.reason,
         }),
         None => Value::Null,
-    };
-    json!({
-        "payload": event.payload,
-        "event": {
-            "id": event.id.to_string(),
-            "charter": event.charter,
-            "source": event.source,
-            "type": event.event_type,
-            "received_at": event.received_at,
-            "headers": event.headers,
-        },
-        "headers": event.headers,
-        "decision": decision,
-        "context": {},
-    })
+    }
 }
 
 /// Index of the first route whose `when` holds, or `None` when no route matches.
@@ -45,4 +59,65 @@ pub fn first_matching_route(charter: &Charter, ctx: &Value) -> Result<Option<usi
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::model::DecisionStage;
+
+    /// The context built field by field is the documented shape, value for value.
+    #[test]
+    fn the_context_has_the_documented_shape() {
+        let event = NewEvent {
+            id: uuid::Uuid::now_v7(),
+            charter: "support".into(),
+            source: "webhook:/hooks/support".into(),
+            event_type: None,
+            dedupe_key: Some("k1".into()),
+            received_at: 1_700_000_000_000,
+            headers: BTreeMap::from([("webhook-id".to_string(), "k1".to_string())]),
+            payload: json!({"ticket": {"id": 7, "tags": ["a"]}}),
+        };
+        let decision = Decision {
+            label: Some("billing".into()),
+            confidence: 0.9,
+            fields: BTreeMap::from([("order".to_string(), json!("A-1"))]),
+            stage: DecisionStage::Rule,
+            reason: "rule 1".into(),
+            stages: Vec::new(),
+        };
+        let expected = |decision: Value| {
+            json!({
+                "payload": {"ticket": {"id": 7, "tags": ["a"]}},
+                "event": {
+                    "id": event.id.to_string(),
+                    "charter": "support",
+                    "source": "webhook:/hooks/support",
+                    "type": null,
+                    "received_at": 1_700_000_000_000_i64,
+                    "headers": {"webhook-id": "k1"},
+                },
+                "headers": {"webhook-id": "k1"},
+                "decision": decision,
+                "context": {},
+            })
+        };
+        assert_eq!(eval_context(&event, None), expected(Value::Null));
+        assert_eq!(
+            eval_context(&event, Some(&decision)),
+            expected(json!({
+                "label": "billing",
+                "confidence": 0.9,
+                "fields": {"order": "A-1"},
+                "stage": "rule",
+                "reason": "rule 1",
+            }))
+        );
+        let mut ctx = eval_context(&event, None);
+        ctx["decision"] = decision_value(Some(&decision));
+        assert_eq!(ctx, eval_context(&event, Some(&decision)));
+    }
 }

@@ -29,6 +29,47 @@ pub struct Template {
 struct Compiled {
     source: String,
     env: Environment<'static>,
+    /// The top-level names the template refers to (sorted). Only these keys of a context
+    /// are converted to template values at render: converting the whole context (payload,
+    /// headers, event) was most of a render's cost.
+    names: Vec<String>,
+}
+
+impl Compiled {
+    fn new(source: String, env: Environment<'static>) -> Compiled {
+        let mut names: Vec<String> = env
+            .get_template(NAME)
+            .map(|t| t.undeclared_variables(false).into_iter().collect())
+            .unwrap_or_default();
+        names.sort_unstable();
+        Compiled { source, env, names }
+    }
+
+    /// Render over the context's referenced keys; should the scan of names have missed one
+    /// the context has (the render then fails on an undefined value), render again over the
+    /// whole context rather than report as undefined a value that is there.
+    fn render_with<T>(
+        &self,
+        ctx: &serde_json::Value,
+        render: impl Fn(minijinja::Value) -> Result<T, minijinja::Error>,
+    ) -> Result<T, minijinja::Error> {
+        let serde_json::Value::Object(map) = ctx else {
+            return render(minijinja::Value::from(Serde(ctx)));
+        };
+        let referenced = minijinja::Value::from_pairs(self.names.iter().filter_map(|name| {
+            map.get(name)
+                .map(|v| (name.as_str(), minijinja::Value::from(Serde(v))))
+        }));
+        match render(referenced) {
+            Err(e)
+                if e.kind() == minijinja::ErrorKind::UndefinedError
+                    && map.len() > self.names.len() =>
+            {
+                render(minijinja::Value::from(Serde(ctx)))
+            }
+            other => other,
+        }
+    }
 }
 
 /// Why a template could not be compiled or rendered. Every message names the template.
@@ -94,10 +135,7 @@ impl Template {
                 message: describe(&e, source),
             })?;
         Ok(Template {
-            inner: Arc::new(Compiled {
-                source: source.to_string(),
-                env,
-            }),
+            inner: Arc::new(Compiled::new(source.to_string(), env)),
         })
     }
 
@@ -109,7 +147,9 @@ impl Template {
     /// Renders the template over a JSON context (usually [`crate::routing::eval_context`]).
     pub fn render(&self, ctx: &serde_json::Value) -> Result<String, TemplateError> {
         let tmpl = self.compiled()?;
-        tmpl.render(Serde(ctx)).map_err(|e| self.render_error(&e))
+        self.inner
+            .render_with(ctx, |c| tmpl.render(c))
+            .map_err(|e| self.render_error(&e))
     }
 
     fn compiled(&self) -> Result<minijinja::Template<'_, '_>, TemplateError> {
@@ -165,10 +205,7 @@ impl ValueExpr {
             Ok(()) => Ok(ValueExpr {
                 source: s.to_string(),
                 expr: expr.to_string(),
-                compiled: Arc::new(Compiled {
-                    source: program,
-                    env,
-                }),
+                compiled: Arc::new(Compiled::new(program, env)),
             }),
             Err(e) => Err(TemplateError::Syntax {
                 template: s.to_string(),
@@ -183,7 +220,10 @@ impl ValueExpr {
             message: describe(&e, &self.compiled.source),
         };
         let tmpl = self.compiled.env.get_template(NAME).map_err(render_err)?;
-        let captured = tmpl.render_captured(Serde(ctx)).map_err(render_err)?;
+        let captured = self
+            .compiled
+            .render_with(ctx, |c| tmpl.render_captured(c))
+            .map_err(render_err)?;
         let value = captured
             .state()
             .lookup(RESULT_VAR)
@@ -329,6 +369,31 @@ mod tests {
             t.source(),
             "{% if decision.confidence > 0.5 %}sure{% else %}unsure{% endif %}"
         );
+    }
+
+    #[test]
+    fn only_the_referenced_top_level_names_are_converted() {
+        let t = Template::parse(
+            "{% for tag in payload.tags %}{{ tag }}{% endfor %} {{ event.id }} {{ decision.label | upper }}",
+        )
+        .unwrap();
+        // Loop variables and filters are not context names.
+        assert_eq!(t.inner.names, ["decision", "event", "payload"]);
+        let ctx = json!({
+            "payload": {"tags": ["a", "b"]},
+            "event": {"id": "e1"},
+            "decision": {"label": "billing"},
+            "headers": {"x": "unused"},
+        });
+        assert_eq!(t.render(&ctx).unwrap(), "ab e1 BILLING");
+        // A loop variable named like a context key shadows it, as before.
+        let t = Template::parse("{% for payload in items %}{{ payload }}{% endfor %}").unwrap();
+        assert_eq!(t.inner.names, ["items"]);
+        let ctx = json!({"items": [1, 2], "payload": "ignored"});
+        assert_eq!(t.render(&ctx).unwrap(), "12");
+        let j = JsonTemplate::parse(json!({"n": "{{ payload.tags | length }}"})).unwrap();
+        let ctx = json!({"payload": {"tags": ["a", "b"]}, "event": {}});
+        assert_eq!(j.render(&ctx).unwrap(), json!({"n": 2}));
     }
 
     #[test]

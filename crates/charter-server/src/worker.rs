@@ -14,7 +14,7 @@ use charter_core::model::{
     ActionRecord, ActionStatus, AttemptRecord, Decision, DecisionStage, EventStatus, NewEvent,
     RunOutcome, StageAnswer,
 };
-use charter_core::routing::{eval_context, first_matching_route};
+use charter_core::routing::{decision_value, eval_context, first_matching_route};
 use charter_store::{
     ApprovalRecord, ApprovalStatus, Claimed, EscalationRecord, NewApproval, NewAuditEntry,
     NewEscalation, RunWrite, Store, StoreError,
@@ -433,7 +433,7 @@ async fn run_pipeline<S: Store>(
             finish(pending, None, RunOutcome::Failed, Some(why));
             return Ok(EventStatus::Failed);
         }
-        let ctx = run_context(&event, None, fetched.as_ref());
+        let ctx = run_context(&event, fetched.as_ref());
         let names = [name.to_string()];
         let (outcome, status, error) = act_in_order(
             state, executor, &charter, &event, run_id, &names, &ctx, None, pending,
@@ -445,13 +445,14 @@ async fn run_pipeline<S: Store>(
 
     // Decide. A human's decision on an escalation of this event (read with the claim)
     // replaces the cascade.
+    // One context for deciding and routing: only `decision` changes in between.
+    let mut ctx = run_context(&event, fetched.as_ref());
     let decide_started = Instant::now();
     let decision = if let Some(h) = &human {
         Some(human_decision(h))
     } else {
         match charter.decide.as_ref() {
             Some(d) => {
-                let ctx = run_context(&event, None, fetched.as_ref());
                 let text = decision_text(&charter, &event, &ctx);
                 let model = cr.model.as_deref();
                 Some(crate::decide::decide_event(state, &charter.name, d, &ctx, &text, model).await)
@@ -493,7 +494,7 @@ async fn run_pipeline<S: Store>(
     }
 
     // Route.
-    let ctx = run_context(&event, decision.as_ref(), fetched.as_ref());
+    ctx["decision"] = decision_value(decision.as_ref());
     let route = match first_matching_route(&charter, &ctx) {
         Ok(r) => r,
         Err(e) => {
@@ -534,10 +535,10 @@ async fn run_pipeline<S: Store>(
     Ok(status)
 }
 
-/// What templates and expressions of a run see: the event, the decision so far, and the
-/// records fetched by `context:` (as `context`).
-fn run_context(event: &NewEvent, decision: Option<&Decision>, fetched: Option<&Value>) -> Value {
-    let mut ctx = eval_context(event, decision);
+/// What templates and expressions of a run see before deciding: the event, no decision
+/// yet, and the records fetched by `context:` (as `context`).
+fn run_context(event: &NewEvent, fetched: Option<&Value>) -> Value {
+    let mut ctx = eval_context(event, None);
     if let Some(c) = fetched {
         ctx["context"] = c.clone();
     }
