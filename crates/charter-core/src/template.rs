@@ -56,15 +56,14 @@ impl Compiled {
         let serde_json::Value::Object(map) = ctx else {
             return render(minijinja::Value::from(Serde(ctx)));
         };
+        let mut included = 0;
         let referenced = minijinja::Value::from_pairs(self.names.iter().filter_map(|name| {
-            map.get(name)
-                .map(|v| (name.as_str(), minijinja::Value::from(Serde(v))))
+            let value = map.get(name)?;
+            included += 1;
+            Some((name.as_str(), minijinja::Value::from(Serde(value))))
         }));
         match render(referenced) {
-            Err(e)
-                if e.kind() == minijinja::ErrorKind::UndefinedError
-                    && map.len() > self.names.len() =>
-            {
+            Err(e) if e.kind() == minijinja::ErrorKind::UndefinedError && included < map.len() => {
                 render(minijinja::Value::from(Serde(ctx)))
             }
             other => other,

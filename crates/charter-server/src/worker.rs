@@ -443,10 +443,10 @@ async fn run_pipeline<S: Store>(
         return Ok(status);
     }
 
-    // Decide. A human's decision on an escalation of this event (read with the claim)
-    // replaces the cascade.
     // One context for deciding and routing: only `decision` changes in between.
     let mut ctx = run_context(&event, fetched.as_ref());
+    // Decide. A human's decision on an escalation of this event (read with the claim)
+    // replaces the cascade.
     let decide_started = Instant::now();
     let decision = if let Some(h) = &human {
         Some(human_decision(h))

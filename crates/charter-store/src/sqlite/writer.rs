@@ -50,9 +50,10 @@ pub struct WriterStats {
     /// Batches for which the writer waited to gather more commands (the machine was
     /// saturated; see [`Gather`]).
     pub gathered: u64,
-    /// Microseconds the writer spent on batches, from running the first command to
-    /// answering the last (with [`Durability::Full`] this includes the fsync). Over a wall
-    /// time it says how busy the writer was: near 100% the single writer is the bound.
+    /// Microseconds the writer thread spent on batches, from running the first command to
+    /// answering the last (with [`Durability::Full`] this includes the fsync; with
+    /// [`Durability::Pipelined`] the fsync and the answers are the syncer thread's). Over a
+    /// wall time it says how busy the writer was: near 100% the single writer is the bound.
     pub busy_us: u64,
     /// Microseconds spent in `COMMIT` (with [`Durability::Full`], mostly the fsync).
     pub commit_us: u64,
