@@ -1820,7 +1820,13 @@ fn summary_line(r: &LoadResult) -> String {
 /// The human-readable report.
 /// One concurrency's ratio line: the median, its verdict at the target's load (on the
 /// unrounded median) or why there is none, every pair, and the CPU comparison.
-fn ratio_line(c: usize, ratio: f64, pairs: Option<&[f64]>, cpu: Option<f64>) -> String {
+fn ratio_line(
+    target_senders: usize,
+    c: usize,
+    ratio: f64,
+    pairs: Option<&[f64]>,
+    cpu: Option<f64>,
+) -> String {
     let each = pairs
         .filter(|v| v.len() > 1)
         .map(|v| {
@@ -1835,12 +1841,12 @@ fn ratio_line(c: usize, ratio: f64, pairs: Option<&[f64]>, cpu: Option<f64>) -> 
     let cpu = cpu
         .map(|x| format!("; by CPU per ack, no-op / ingest: {x:.2}"))
         .unwrap_or_default();
-    let target = if c == RATIO_TARGET_SENDERS {
+    let target = if c == target_senders {
         let verdict = if ratio >= 0.5 { "met" } else { "not met" };
-        format!("target >= 0.5 at {RATIO_TARGET_SENDERS} senders: {verdict}")
+        format!("target >= 0.5 at {target_senders} senders: {verdict}")
     } else {
         format!(
-            "for information: the target is set at {RATIO_TARGET_SENDERS} senders; with fewer, each waiting for its group commit, the writer's commit chain rather than the HTTP path bounds ingest"
+            "for information: the target is set at {target_senders} senders; with fewer, each waiting for its group commit, the writer's commit chain rather than the HTTP path bounds ingest"
         )
     };
     format!("ingest / no-op at {c} connections: {ratio:.3} ({target}){each}{cpu}")
@@ -1939,6 +1945,7 @@ pub fn render_table(r: &Report) -> String {
         }
         for (c, ratio) in &r.ingest_over_noop {
             let line = ratio_line(
+                r.ratio_target_senders,
                 *c,
                 *ratio,
                 r.ingest_over_noop_rounds.get(c).map(Vec::as_slice),
@@ -2178,19 +2185,25 @@ mod tests {
     /// The ratio's verdict is given at the target's load only, on the unrounded median.
     #[test]
     fn the_ratio_verdict_is_given_at_256_connections_only() {
-        let line = ratio_line(256, 0.4996, Some(&[0.51, 0.4996, 0.47]), Some(0.53));
+        let line = ratio_line(
+            RATIO_TARGET_SENDERS,
+            256,
+            0.4996,
+            Some(&[0.51, 0.4996, 0.47]),
+            Some(0.53),
+        );
         assert_eq!(
             line,
             "ingest / no-op at 256 connections: 0.500 (target >= 0.5 at 256 senders: not met); \
              median of 3 adjacent pairs: 0.51, 0.50, 0.47; by CPU per ack, no-op / ingest: 0.53"
         );
-        let line = ratio_line(256, 0.5, None, None);
+        let line = ratio_line(RATIO_TARGET_SENDERS, 256, 0.5, None, None);
         assert!(
             line.ends_with("0.500 (target >= 0.5 at 256 senders: met)"),
             "{line}"
         );
         // Above the target at another concurrency: no verdict, the reason instead.
-        let line = ratio_line(32, 0.9, Some(&[0.9]), None);
+        let line = ratio_line(RATIO_TARGET_SENDERS, 32, 0.9, Some(&[0.9]), None);
         assert!(
             line.starts_with("ingest / no-op at 32 connections: 0.900 (for information"),
             "{line}"
