@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequest, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -147,6 +147,10 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
     // extractor (which copies the map), and they sit outside the response-mapping layer
     // below (a boxed future and a clone of the router per request): they mark a 413's
     // connection for closing themselves.
+    // They read their body with the limit themselves rather than through a
+    // `DefaultBodyLimit` layer, which costs a layer and an entry in the request's
+    // extensions map per request.
+    let limit = state.runtime.project.settings.body_limit;
     let hook_state = Arc::new(state.clone());
     let mut hooks: Router = Router::new();
     for (path, charter) in &state.runtime.hooks {
@@ -154,30 +158,42 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         let st = hook_state.clone();
         hooks = hooks.route(
             path,
-            post(move |mut req: axum::extract::Request| {
-                let headers = std::mem::take(req.headers_mut());
-                let uri = req.uri().clone();
+            post(move |req: axum::extract::Request| {
+                let (parts, body) = req.into_parts();
                 let charter = charter.clone();
                 let st = st.clone();
                 async move {
-                    match axum::body::Bytes::from_request(req, &()).await {
-                        Ok(body) => ingest::receive(&st, &charter, uri, headers, body)
+                    match axum::body::to_bytes(body, limit).await {
+                        Ok(body) => ingest::receive(&st, &charter, parts.uri, parts.headers, body)
                             .await
                             .into_response(),
-                        Err(rejection) => close_if_too_large(rejection.into_response()),
+                        Err(err) => close_if_too_large(body_refused(err).into_response()),
                     }
                 }
             }),
         );
     }
-    let limit = state.runtime.project.settings.body_limit;
     // The web UI (its own session state and form body limit).
     let ui = ui::router(state.clone());
     app.layer(DefaultBodyLimit::max(limit))
         .with_state(state)
         .merge(ui)
         .layer(axum::middleware::map_response(close_after_too_large))
-        .merge(hooks.layer(DefaultBodyLimit::max(limit)))
+        .merge(hooks)
+}
+
+/// Why a webhook's body could not be read: over the limit (413), or cut off or broken on
+/// the wire (400).
+fn body_refused(err: axum::Error) -> error::ApiError {
+    let inner = err.into_inner();
+    if inner
+        .downcast_ref::<http_body_util::LengthLimitError>()
+        .is_some()
+    {
+        error::ApiError::PayloadTooLarge
+    } else {
+        error::ApiError::BadRequest("the request body could not be read".to_owned())
+    }
 }
 
 /// A request refused for its size was not read to its end, so its connection cannot carry
