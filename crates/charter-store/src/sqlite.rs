@@ -17,6 +17,7 @@ mod operator;
 mod report;
 mod retention;
 mod rows;
+mod sessions;
 mod sources;
 mod writer;
 
@@ -56,6 +57,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0008_json_nul.sql"),
     include_str!("../migrations/sqlite/0009_events_status_check.sql"),
     include_str!("../migrations/sqlite/0010_llm_spend.sql"),
+    include_str!("../migrations/sqlite/0011_ui_sessions.sql"),
 ];
 
 /// The schema version this build creates and expects.

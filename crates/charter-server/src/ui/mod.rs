@@ -42,22 +42,23 @@ mod pages;
 pub mod session;
 
 use html::esc;
-use session::{LOGIN_COOKIE, SESSION_COOKIE, SESSION_TTL, Session, Sessions};
+use session::{LOGIN_COOKIE, LoginLimiter, SESSION_COOKIE, SESSION_TTL, Session};
 
 /// Largest form body the UI accepts.
 const FORM_LIMIT: usize = 256 * 1024;
 
-/// State of the UI handlers: the server's state plus this node's sessions.
+/// State of the UI handlers: the server's state (sessions are in its store) plus this
+/// node's login rate limit.
 pub struct UiState<S> {
     pub app: AppState<S>,
-    pub sessions: Arc<Sessions>,
+    pub logins: Arc<LoginLimiter>,
 }
 
 impl<S: Clone> Clone for UiState<S> {
     fn clone(&self) -> Self {
         UiState {
             app: self.app.clone(),
-            sessions: self.sessions.clone(),
+            logins: self.logins.clone(),
         }
     }
 }
@@ -66,7 +67,7 @@ impl<S: Clone> Clone for UiState<S> {
 pub fn router<S: Store>(state: AppState<S>) -> Router {
     let ui = UiState {
         app: state,
-        sessions: Arc::new(Sessions::default()),
+        logins: Arc::new(LoginLimiter::default()),
     };
     Router::new()
         .route("/", get(root::<S>))
@@ -223,15 +224,35 @@ impl<S: Store> UiState<S> {
         self.app.runtime.tokens.is_empty()
     }
 
-    /// The request's live session.
-    fn session(&self, headers: &HeaderMap) -> Option<Session> {
-        let id = session::cookie(headers, SESSION_COOKIE)?;
-        self.sessions.get(&id)
+    /// The request's live session, looked up in the store by its id's hash.
+    async fn session(&self, headers: &HeaderMap) -> Result<Option<Session>, UiError> {
+        let Some(id) = session::cookie(headers, SESSION_COOKIE) else {
+            return Ok(None);
+        };
+        let row = self
+            .app
+            .store
+            .session(&session::id_hash(&id), crate::now_millis())
+            .await?;
+        Ok(row.and_then(Session::from_stored))
+    }
+
+    /// Open a session for a token (stored before this returns); returns the cookie's id.
+    async fn start_session(
+        &self,
+        name: String,
+        role: Role,
+        charters: Vec<String>,
+    ) -> Result<String, UiError> {
+        let id = session::random_token();
+        let (_, row) = Session::open(&id, name, role, charters, crate::now_millis());
+        self.app.store.create_session(row).await?;
+        Ok(id)
     }
 
     /// The session for a page view, or a redirect to the login page.
-    fn require(&self, headers: &HeaderMap, uri: &Uri) -> Result<Session, UiError> {
-        self.session(headers).ok_or_else(|| UiError::Login {
+    async fn require(&self, headers: &HeaderMap, uri: &Uri) -> Result<Session, UiError> {
+        self.session(headers).await?.ok_or_else(|| UiError::Login {
             next: uri
                 .path_and_query()
                 .map(|p| p.as_str().to_string())
@@ -240,12 +261,12 @@ impl<S: Store> UiState<S> {
     }
 
     /// The session for a form POST, with its CSRF token checked.
-    fn require_post(
+    async fn require_post(
         &self,
         headers: &HeaderMap,
         form: &HashMap<String, String>,
     ) -> Result<Session, UiError> {
-        let s = self.session(headers).ok_or(UiError::Csrf)?;
+        let s = self.session(headers).await?.ok_or(UiError::Csrf)?;
         let sent = form.get("csrf").map(String::as_str).unwrap_or("");
         if !session::constant_time_eq(sent.as_bytes(), s.csrf.as_bytes()) {
             return Err(UiError::Csrf);
@@ -279,7 +300,7 @@ impl<S: Store> UiState<S> {
 }
 
 async fn root<S: Store>(State(ui): State<UiState<S>>, headers: HeaderMap) -> Response {
-    if ui.session(&headers).is_some() {
+    if matches!(ui.session(&headers).await, Ok(Some(_))) {
         redirect("/inbox")
     } else {
         redirect("/login")
@@ -295,25 +316,25 @@ async fn login_page<S: Store>(
     State(ui): State<UiState<S>>,
     headers: HeaderMap,
     Query(q): Query<LoginQuery>,
-) -> Response {
+) -> Result<Response, UiError> {
     let next = local_path(q.next.as_deref(), "/inbox");
-    if ui.session(&headers).is_some() {
-        return redirect(&next);
+    if ui.session(&headers).await?.is_some() {
+        return Ok(redirect(&next));
     }
     let https = is_https(&headers);
     if ui.open() {
         // Open access: no credential to ask for; start a local admin session.
         let id = ui
-            .sessions
-            .create("local".into(), charter_core::config::Role::Admin, vec![]);
+            .start_session("local".into(), Role::Admin, vec![])
+            .await?;
         let mut r = redirect(&next);
         set_cookie(&mut r, SESSION_COOKIE, &id, Some(SESSION_TTL), https);
-        return r;
+        return Ok(r);
     }
     let csrf = session::random_token();
     let mut r = Html(login_html(&csrf, &next, None)).into_response();
     set_cookie(&mut r, LOGIN_COOKIE, &csrf, None, https);
-    r
+    Ok(r)
 }
 
 fn set_cookie(
@@ -339,7 +360,7 @@ fn login_html(csrf: &str, next: &str, error: Option<&str>) -> String {
          <p><label for=\"token\">API token</label><br>\
          <input type=\"password\" id=\"token\" name=\"token\" autocomplete=\"current-password\" style=\"width:100%\" required></p>\
          <button type=\"submit\" class=\"primary\">Log in</button></form>\
-         <p class=\"meta\">Use a token from <code>charter.yaml</code>; you get its role and charter scopes. Sessions last 12 hours and end when the server restarts.</p></div>",
+         <p class=\"meta\">Use a token from <code>charter.yaml</code>; you get its role and charter scopes. Sessions last 12 hours (or until you log out).</p></div>",
         html::csrf_field(csrf),
         esc(next)
     );
@@ -358,7 +379,7 @@ async fn login<S: Store>(
         return Err(UiError::Csrf);
     }
     let next = local_path(form.get("next").map(String::as_str), "/inbox");
-    if ui.sessions.login_blocked(Some(ip)) {
+    if ui.logins.blocked(Some(ip)) {
         tracing::warn!(%ip, "login refused: too many failures");
         return Err(UiError::RateLimited);
     }
@@ -371,7 +392,7 @@ async fn login<S: Store>(
     }
     let https = is_https(&headers);
     let Some(def) = found else {
-        ui.sessions.login_failed(Some(ip));
+        ui.logins.failed(Some(ip));
         tracing::info!(%ip, "failed UI login");
         // Audited without the presented token (it may be a real token with a typo).
         crate::api::audit(
@@ -396,8 +417,8 @@ async fn login<S: Store>(
         return Ok((StatusCode::FORBIDDEN, Html(page)).into_response());
     }
     let id = ui
-        .sessions
-        .create(def.name.clone(), def.role, def.charters.clone());
+        .start_session(def.name.clone(), def.role, def.charters.clone())
+        .await?;
     tracing::info!(user = %def.name, %ip, "UI login");
     crate::api::audit(
         &ui.app,
@@ -425,9 +446,9 @@ async fn logout<S: Store>(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, UiError> {
-    ui.require_post(&headers, &form)?;
+    ui.require_post(&headers, &form).await?;
     if let Some(id) = session::cookie(&headers, SESSION_COOKIE) {
-        ui.sessions.remove(&id);
+        ui.app.store.delete_session(&session::id_hash(&id)).await?;
     }
     let mut r = redirect("/login");
     set_cookie(
@@ -458,7 +479,7 @@ async fn approve<S: Store>(
     Path(id): Path<String>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, UiError> {
-    let s = ui.require_post(&headers, &form)?;
+    let s = ui.require_post(&headers, &form).await?;
     let body = match form.get("params").map(|p| p.trim()) {
         Some(p) if !p.is_empty() => {
             let params: Value = serde_json::from_str(p).map_err(|e| {
@@ -491,7 +512,7 @@ async fn reject<S: Store>(
     Path(id): Path<String>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, UiError> {
-    let s = ui.require_post(&headers, &form)?;
+    let s = ui.require_post(&headers, &form).await?;
     let reason = form.get("reason").cloned().unwrap_or_default();
     let body = serde_json::to_vec(&json!({ "reason": reason }))
         .map_err(|e| UiError::BadRequest(e.to_string()))?;
@@ -515,7 +536,7 @@ async fn decide<S: Store>(
     Path(id): Path<String>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, UiError> {
-    let s = ui.require_post(&headers, &form)?;
+    let s = ui.require_post(&headers, &form).await?;
     let label = form.get("label").cloned().unwrap_or_default();
     let fields: Value = match form.get("fields").map(|f| f.trim()) {
         Some(f) if !f.is_empty() => serde_json::from_str(f)
@@ -546,7 +567,7 @@ async fn replay_event<S: Store>(
     Path(id): Path<String>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, UiError> {
-    let s = ui.require_post(&headers, &form)?;
+    let s = ui.require_post(&headers, &form).await?;
     let Json(_) =
         crate::api::replay_event(State(ui.app.clone()), ui.api_headers(&s), Path(id.clone()))
             .await?;
@@ -564,7 +585,7 @@ async fn replay_rejected<S: Store>(
     Path(id): Path<String>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, UiError> {
-    let s = ui.require_post(&headers, &form)?;
+    let s = ui.require_post(&headers, &form).await?;
     let answer = crate::rejected::replay_rejected(
         State(ui.app.clone()),
         ui.api_headers(&s),
@@ -602,7 +623,7 @@ async fn pause<S: Store>(
     Path(name): Path<String>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, UiError> {
-    let s = ui.require_post(&headers, &form)?;
+    let s = ui.require_post(&headers, &form).await?;
     let Json(_) = crate::api::pause(
         State(ui.app.clone()),
         ui.api_headers(&s),
@@ -622,7 +643,7 @@ async fn resume<S: Store>(
     Path(name): Path<String>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, UiError> {
-    let s = ui.require_post(&headers, &form)?;
+    let s = ui.require_post(&headers, &form).await?;
     let Json(_) = crate::api::resume(
         State(ui.app.clone()),
         ui.api_headers(&s),
@@ -638,7 +659,7 @@ async fn replay_failed<S: Store>(
     Path(name): Path<String>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, UiError> {
-    let s = ui.require_post(&headers, &form)?;
+    let s = ui.require_post(&headers, &form).await?;
     if !ui.app.runtime.charters.contains_key(&name) {
         return Err(UiError::NotFound);
     }
@@ -705,7 +726,7 @@ async fn replay_range<S: Store>(
     Path(name): Path<String>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, UiError> {
-    let s = ui.require_post(&headers, &form)?;
+    let s = ui.require_post(&headers, &form).await?;
     if !ui.app.runtime.charters.contains_key(&name) {
         return Err(UiError::NotFound);
     }
@@ -750,7 +771,7 @@ async fn promote<S: Store>(
     Path(name): Path<String>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, UiError> {
-    let s = ui.require_post(&headers, &form)?;
+    let s = ui.require_post(&headers, &form).await?;
     let Json(_) = crate::operator::promote(
         State(ui.app.clone()),
         ui.api_headers(&s),
@@ -770,7 +791,7 @@ async fn demote<S: Store>(
     Path(name): Path<String>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, UiError> {
-    let s = ui.require_post(&headers, &form)?;
+    let s = ui.require_post(&headers, &form).await?;
     let Json(_) = crate::operator::set_mode(
         State(ui.app.clone()),
         ui.api_headers(&s),
@@ -791,7 +812,7 @@ async fn reroute<S: Store>(
     Path(id): Path<String>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, UiError> {
-    let s = ui.require_post(&headers, &form)?;
+    let s = ui.require_post(&headers, &form).await?;
     let note = form.get("note").map(|n| n.trim()).filter(|n| !n.is_empty());
     let body = serde_json::to_vec(&json!({ "note": note }))
         .map_err(|e| UiError::BadRequest(e.to_string()))?;

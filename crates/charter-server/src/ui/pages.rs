@@ -81,7 +81,7 @@ pub async fn inbox<S: Store>(
     uri: Uri,
     Query(q): Query<InboxQuery>,
 ) -> Result<Html<String>, UiError> {
-    let s = ui.require(&headers, &uri)?;
+    let s = ui.require(&headers, &uri).await?;
     let charter = non_empty(q.charter);
     let store = &ui.app.store;
     let visible = charter.as_deref().is_none_or(|c| s.sees(c));
@@ -331,7 +331,7 @@ pub async fn events<S: Store>(
     uri: Uri,
     Query(q): Query<EventsQuery>,
 ) -> Result<Html<String>, UiError> {
-    let s = ui.require(&headers, &uri)?;
+    let s = ui.require(&headers, &uri).await?;
     let charter = non_empty(q.charter);
     let search = non_empty(q.q).map(|v| v.trim().to_string());
     let status = match non_empty(q.status) {
@@ -448,7 +448,7 @@ pub async fn rejected<S: Store>(
     uri: Uri,
     Query(q): Query<RejectedQuery>,
 ) -> Result<Html<String>, UiError> {
-    let s = ui.require(&headers, &uri)?;
+    let s = ui.require(&headers, &uri).await?;
     let charter = non_empty(q.charter);
     let list = if charter.as_deref().is_none_or(|c| s.sees(c)) {
         ui.app
@@ -657,7 +657,7 @@ pub async fn timeline<S: Store>(
     Path(id): Path<String>,
     Query(q): Query<MsgQuery>,
 ) -> Result<Html<String>, UiError> {
-    let s = ui.require(&headers, &uri)?;
+    let s = ui.require(&headers, &uri).await?;
     let id = Uuid::parse_str(&id).map_err(|_| UiError::NotFound)?;
     let t = crate::operator::timeline_data(&ui.app, id, |c| s.sees(c)).await?;
     let (ev, runs, approvals, escalations, audit) =
@@ -961,7 +961,7 @@ pub async fn charters<S: Store>(
     uri: Uri,
     Query(q): Query<MsgQuery>,
 ) -> Result<Html<String>, UiError> {
-    let s = ui.require(&headers, &uri)?;
+    let s = ui.require(&headers, &uri).await?;
     let paused = ui.app.store.paused().await?;
     let pending = ui.app.store.pending_counts().await?;
     let mut body = String::from(
@@ -1026,7 +1026,7 @@ pub async fn charter<S: Store>(
     Path(name): Path<String>,
     Query(q): Query<MsgQuery>,
 ) -> Result<Html<String>, UiError> {
-    let s = ui.require(&headers, &uri)?;
+    let s = ui.require(&headers, &uri).await?;
     let Some(cr) = ui.app.runtime.charters.get(&name) else {
         return Err(UiError::NotFound);
     };

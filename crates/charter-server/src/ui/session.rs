@@ -1,18 +1,20 @@
 //! UI sessions, CSRF tokens and the login rate limit.
 //!
-//! Sessions live in this process's memory only: they do not survive a restart, and with
-//! several `charter serve` nodes behind a balancer each node has its own (use sticky
-//! sessions, or log in again). A session is created by logging in with an API token and
+//! Sessions are kept in the store ([`charter_store::SessionStore`]): every `charter serve`
+//! node sharing the store knows a session opened on any of them (a balancer needs no sticky
+//! sessions), and a restart logs nobody out. The store keeps only the SHA-256 of the
+//! cookie's id ([`id_hash`]). A session is created by logging in with an API token and
 //! carries that token's name, role and charter scopes; it ends after [`SESSION_TTL`] or on
 //! logout. Each session has its own CSRF token, embedded in every form and checked on every
-//! POST.
+//! POST. The login rate limit ([`LoginLimiter`]) counts failures per node.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use charter_core::config::Role;
+use charter_core::model::UnixMillis;
+use charter_store::UiSession;
+use sha2::{Digest, Sha256};
 
 use crate::limits::FailureLimiter;
 use rand::RngCore;
@@ -29,7 +31,7 @@ pub const LOGIN_FAILURES_ALLOWED: usize = 5;
 pub const LOGIN_WINDOW: Duration = Duration::from_secs(60);
 
 /// A logged-in user.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Session {
     /// The token's name (`local` when the UI is open).
     pub name: String,
@@ -38,7 +40,6 @@ pub struct Session {
     pub charters: Vec<String>,
     /// Compared with the `csrf` field of every POST.
     pub csrf: String,
-    pub expires: Instant,
 }
 
 impl Session {
@@ -51,17 +52,63 @@ impl Session {
     pub fn role_name(&self) -> &'static str {
         self.role.as_str()
     }
+
+    /// A new session with a fresh CSRF token, and the row to store for it under the cookie
+    /// id `id`, opened at `now`.
+    pub fn open(
+        id: &str,
+        name: String,
+        role: Role,
+        charters: Vec<String>,
+        now: UnixMillis,
+    ) -> (Session, UiSession) {
+        let session = Session {
+            name,
+            role,
+            charters,
+            csrf: random_token(),
+        };
+        let ttl = i64::try_from(SESSION_TTL.as_millis()).unwrap_or(i64::MAX);
+        let row = UiSession {
+            id_hash: id_hash(id),
+            name: session.name.clone(),
+            role: role.as_str().to_string(),
+            charters: session.charters.clone(),
+            csrf: session.csrf.clone(),
+            created_at: now,
+            expires_at: now.saturating_add(ttl),
+        };
+        (session, row)
+    }
+
+    /// The session a stored row describes. `None` for a role that may not use the UI (an
+    /// agent's) or that this build does not know: such a row opens nothing.
+    pub fn from_stored(row: UiSession) -> Option<Session> {
+        let role = match row.role.as_str() {
+            "viewer" => Role::Viewer,
+            "reviewer" => Role::Reviewer,
+            "admin" => Role::Admin,
+            _ => return None,
+        };
+        Some(Session {
+            name: row.name,
+            role,
+            charters: row.charters,
+            csrf: row.csrf,
+        })
+    }
+}
+
+/// What the store keeps instead of a session's id: its SHA-256, lower-case hex.
+pub fn id_hash(id: &str) -> String {
+    hex::encode(Sha256::digest(id.as_bytes()))
 }
 
 /// 256 random bits from the thread's CSPRNG, hex-encoded.
 pub fn random_token() -> String {
     let mut buf = [0u8; 32];
     rand::rng().fill_bytes(&mut buf);
-    let mut out = String::with_capacity(64);
-    for b in buf {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
+    hex::encode(buf)
 }
 
 /// Compare two secrets without an early exit on the first difference.
@@ -72,68 +119,27 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The in-memory session map and login limiter of one server.
-pub struct Sessions {
-    map: Mutex<HashMap<String, Session>>,
+/// Failed logins per client address, on this node.
+pub struct LoginLimiter {
     failures: FailureLimiter,
 }
 
-impl Default for Sessions {
+impl Default for LoginLimiter {
     fn default() -> Self {
-        Sessions {
-            map: Mutex::default(),
+        LoginLimiter {
             failures: FailureLimiter::new(LOGIN_FAILURES_ALLOWED, LOGIN_WINDOW),
         }
     }
 }
 
-impl Sessions {
-    /// Start a session; returns its id (the cookie value).
-    pub fn create(&self, name: String, role: Role, charters: Vec<String>) -> String {
-        let id = random_token();
-        let now = Instant::now();
-        let session = Session {
-            name,
-            role,
-            charters,
-            csrf: random_token(),
-            expires: now + SESSION_TTL,
-        };
-        if let Ok(mut map) = self.map.lock() {
-            map.retain(|_, s| s.expires > now);
-            map.insert(id.clone(), session);
-        }
-        id
-    }
-
-    /// The live session with this id, if any.
-    pub fn get(&self, id: &str) -> Option<Session> {
-        let now = Instant::now();
-        let mut map = self.map.lock().ok()?;
-        match map.get(id) {
-            Some(s) if s.expires > now => Some(s.clone()),
-            Some(_) => {
-                map.remove(id);
-                None
-            }
-            None => None,
-        }
-    }
-
-    /// End a session.
-    pub fn remove(&self, id: &str) {
-        if let Ok(mut map) = self.map.lock() {
-            map.remove(id);
-        }
-    }
-
+impl LoginLimiter {
     /// Whether `ip` has used up its failed logins in the current window.
-    pub fn login_blocked(&self, ip: Option<IpAddr>) -> bool {
+    pub fn blocked(&self, ip: Option<IpAddr>) -> bool {
         ip.is_some_and(|ip| self.failures.blocked(ip).is_some())
     }
 
     /// Count a failed login from `ip`.
-    pub fn login_failed(&self, ip: Option<IpAddr>) {
+    pub fn failed(&self, ip: Option<IpAddr>) {
         if let Some(ip) = ip {
             self.failures.failed(ip);
         }
@@ -178,28 +184,46 @@ mod tests {
     }
 
     #[test]
-    fn sessions_are_found_until_removed() {
-        let s = Sessions::default();
-        let id = s.create("ann".into(), Role::Reviewer, vec!["a".into()]);
-        let got = s.get(&id).unwrap();
-        assert_eq!(got.name, "ann");
-        assert!(got.sees("a") && !got.sees("b"));
-        assert!(s.get("nope").is_none());
-        s.remove(&id);
-        assert!(s.get(&id).is_none());
+    fn a_stored_session_reads_back_and_keeps_only_the_id_hash() {
+        let (s, row) = Session::open(
+            "the-id",
+            "ann".into(),
+            Role::Reviewer,
+            vec!["a".into()],
+            1_000,
+        );
+        assert_eq!(row.id_hash, id_hash("the-id"));
+        assert_eq!(row.id_hash.len(), 64);
+        assert_ne!(row.id_hash, "the-id");
+        assert_eq!(row.expires_at - row.created_at, 12 * 3600 * 1000);
+        assert_eq!(row.role, "reviewer");
+        assert_eq!(s.csrf.len(), 64);
+        let back = Session::from_stored(row.clone()).unwrap();
+        assert_eq!(back, s);
+        assert!(back.sees("a") && !back.sees("b"));
+        let agent = UiSession {
+            role: "agent".into(),
+            ..row.clone()
+        };
+        assert!(Session::from_stored(agent).is_none());
+        let unknown = UiSession {
+            role: "root".into(),
+            ..row
+        };
+        assert!(Session::from_stored(unknown).is_none());
     }
 
     #[test]
     fn five_failures_block_that_address_only() {
-        let s = Sessions::default();
+        let s = LoginLimiter::default();
         let ip: IpAddr = [10, 0, 0, 1].into();
         let other: IpAddr = [10, 0, 0, 2].into();
         for _ in 0..LOGIN_FAILURES_ALLOWED {
-            assert!(!s.login_blocked(Some(ip)));
-            s.login_failed(Some(ip));
+            assert!(!s.blocked(Some(ip)));
+            s.failed(Some(ip));
         }
-        assert!(s.login_blocked(Some(ip)));
-        assert!(!s.login_blocked(Some(other)));
+        assert!(s.blocked(Some(ip)));
+        assert!(!s.blocked(Some(other)));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use charter_store::{CharterStateStore, EventStore};
+use charter_store::{CharterStateStore, EventStore, SessionStore};
 use serde_json::{Value, json};
 
 use crate::support::{Harness, Ui, charter_yaml, cookie_value, csrf_in};
@@ -375,6 +375,126 @@ async fn rejected_payloads_are_listed_and_replayed_from_the_ui() {
         .map(|r| r.id)
         .collect();
     assert_eq!(left, vec![bad]);
+}
+
+/// A second node serving the first one's project and store file (an API-only
+/// `charter serve` beside it, as behind a balancer), on its own port.
+struct Node {
+    base: String,
+    http: reqwest::Client,
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl crate::support::Site for Node {
+    fn base(&self) -> &str {
+        &self.base
+    }
+    fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+}
+
+impl Node {
+    async fn start(h: &Harness) -> Node {
+        let runtime = std::sync::Arc::new(charter_server::Runtime::load(&h.dir).unwrap());
+        let store = charter_store::sqlite::SqliteStore::open(&runtime.store_path()).unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let running = charter_server::start(
+            runtime,
+            store,
+            charter_server::ServeOptions {
+                listen: ([127, 0, 0, 1], 0).into(),
+                role: charter_server::Role::Api,
+                worker_id: None,
+            },
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
+        Node {
+            base: format!("http://{}", running.addr),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            shutdown,
+        }
+    }
+}
+
+/// Sessions are in the store: one opened on a node is known to another node of the same
+/// store and to a node started afterwards (a restart), a logout on any node ends it on all,
+/// and the store keeps only the hash of the cookie's id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_is_known_to_every_node_and_outlives_a_restart() {
+    let h = Harness::start(
+        &[("gated", charter_yaml("gated", "live", "auto", "other"))],
+        &[("admin", "admin", &[]), ("viewer", "viewer", &[])],
+    )
+    .await;
+    let b = Node::start(&h).await;
+    let on_a = Ui::login(&h, "admin").await;
+    let on_b = Ui {
+        h: &b,
+        cookie: on_a.cookie.clone(),
+    };
+    let page = on_b.get("/inbox").await;
+    assert_eq!(
+        page.status, 200,
+        "the other node knows the session: {}",
+        page.body
+    );
+    // The same CSRF token on both nodes.
+    assert_eq!(on_b.csrf().await, on_a.csrf().await);
+
+    // The id itself is not in the store; its SHA-256 is.
+    let id = cookie_value(std::slice::from_ref(&on_a.cookie), "charter_session").unwrap();
+    let now = charter_server::now_millis();
+    assert!(h.store.session(&id, now).await.unwrap().is_none());
+    let stored = h
+        .store
+        .session(&charter_server::ui::session::id_hash(&id), now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.name, "admin");
+    assert_eq!(stored.role, "admin");
+
+    // A node started after the login (as after a restart) knows it too.
+    b.shutdown.cancel();
+    let c = Node::start(&h).await;
+    let on_c = Ui {
+        h: &c,
+        cookie: on_a.cookie.clone(),
+    };
+    assert_eq!(on_c.get("/inbox").await.status, 200);
+
+    // A viewer's session on node C stays a viewer's on node A.
+    let viewer_c = Ui::login(&c, "viewer").await;
+    let viewer_a = Ui {
+        h: &h,
+        cookie: viewer_c.cookie.clone(),
+    };
+    let inbox = viewer_a.get("/inbox").await;
+    assert_eq!(inbox.status, 200);
+    assert!(inbox.body.contains("viewer"), "{}", inbox.body);
+
+    // Logging out on node C ends the session on node A.
+    let csrf = on_c.csrf().await;
+    let r = on_c.post("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(r.status, 303);
+    assert_eq!(r.location, "/login");
+    let r = on_a.get("/inbox").await;
+    assert_eq!(r.status, 303, "logged out everywhere");
+    assert!(r.location.starts_with("/login"), "{}", r.location);
+    assert!(
+        h.store
+            .session(&charter_server::ui::session::id_hash(&id), now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    c.shutdown.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,6 +32,7 @@ mod operator;
 mod report;
 mod retention;
 mod rows;
+mod sessions;
 mod sources;
 
 use std::collections::BTreeMap;
@@ -70,6 +71,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0008_json_nul.sql"),
     include_str!("../../migrations/postgres/0009_events_status_check.sql"),
     include_str!("../../migrations/postgres/0010_llm_spend.sql"),
+    include_str!("../../migrations/postgres/0011_ui_sessions.sql"),
 ];
 
 /// The schema version this build creates and expects.
