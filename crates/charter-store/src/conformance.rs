@@ -3021,6 +3021,7 @@ pub async fn check_ui_sessions<S: Store>(store: &S) -> CheckResult {
         role: "reviewer".into(),
         charters: vec!["a".into(), "b — ü".into()],
         csrf: format!("csrf-{tag}"),
+        grant: format!("grant-{tag}"),
         created_at: now,
         expires_at: now + 60_000,
     };

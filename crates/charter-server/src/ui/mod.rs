@@ -44,6 +44,9 @@ pub mod session;
 use html::esc;
 use session::{LOGIN_COOKIE, LoginLimiter, SESSION_COOKIE, SESSION_TTL, Session};
 
+/// The user name of the open UI's sessions (no tokens configured).
+const LOCAL_USER: &str = "local";
+
 /// Largest form body the UI accepts.
 const FORM_LIMIT: usize = 256 * 1024;
 
@@ -229,23 +232,46 @@ impl<S: Store> UiState<S> {
         let Some(id) = session::cookie(headers, SESSION_COOKIE) else {
             return Ok(None);
         };
-        let row = self
+        let Some(row) = self
             .app
             .store
             .session(&session::id_hash(&id), crate::now_millis())
-            .await?;
-        Ok(row.and_then(Session::from_stored))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let granted = row.grant.clone();
+        Ok(Session::from_stored(row).filter(|s| self.grant_holds(s, &granted)))
     }
 
-    /// Open a session for a token (stored before this returns); returns the cookie's id.
+    /// Whether a configured token (or the open UI) still gives the grant a session was
+    /// opened under: a token removed, rotated or re-scoped since ends its sessions.
+    fn grant_holds(&self, s: &Session, granted: &str) -> bool {
+        if self.open() {
+            let open = session::grant(LOCAL_USER, Role::Admin, &[], "");
+            return session::constant_time_eq(open.as_bytes(), granted.as_bytes());
+        }
+        self.app.runtime.tokens.iter().any(|(def, secret)| {
+            def.name == s.name
+                && session::constant_time_eq(
+                    session::grant(&def.name, def.role, &def.charters, secret).as_bytes(),
+                    granted.as_bytes(),
+                )
+        })
+    }
+
+    /// Open a session for a token (`secret` is the token's; empty for the open UI), stored
+    /// before this returns; returns the cookie's id.
     async fn start_session(
         &self,
         name: String,
         role: Role,
         charters: Vec<String>,
+        secret: &str,
     ) -> Result<String, UiError> {
         let id = session::random_token();
-        let (_, row) = Session::open(&id, name, role, charters, crate::now_millis());
+        let granted = session::grant(&name, role, &charters, secret);
+        let (_, row) = Session::open(&id, name, role, charters, granted, crate::now_millis());
         self.app.store.create_session(row).await?;
         Ok(id)
     }
@@ -325,7 +351,7 @@ async fn login_page<S: Store>(
     if ui.open() {
         // Open access: no credential to ask for; start a local admin session.
         let id = ui
-            .start_session("local".into(), Role::Admin, vec![])
+            .start_session(LOCAL_USER.into(), Role::Admin, vec![], "")
             .await?;
         let mut r = redirect(&next);
         set_cookie(&mut r, SESSION_COOKIE, &id, Some(SESSION_TTL), https);
@@ -387,11 +413,11 @@ async fn login<S: Store>(
     let mut found = None;
     for (def, secret) in &ui.app.runtime.tokens {
         if session::constant_time_eq(presented.as_bytes(), secret.as_bytes()) {
-            found = Some(def);
+            found = Some((def, secret));
         }
     }
     let https = is_https(&headers);
-    let Some(def) = found else {
+    let Some((def, secret)) = found else {
         ui.logins.failed(Some(ip));
         tracing::info!(%ip, "failed UI login");
         // Audited without the presented token (it may be a real token with a typo).
@@ -417,7 +443,7 @@ async fn login<S: Store>(
         return Ok((StatusCode::FORBIDDEN, Html(page)).into_response());
     }
     let id = ui
-        .start_session(def.name.clone(), def.role, def.charters.clone())
+        .start_session(def.name.clone(), def.role, def.charters.clone(), secret)
         .await?;
     tracing::info!(user = %def.name, %ip, "UI login");
     crate::api::audit(

@@ -54,12 +54,13 @@ impl Session {
     }
 
     /// A new session with a fresh CSRF token, and the row to store for it under the cookie
-    /// id `id`, opened at `now`.
+    /// id `id`, opened at `now` under `grant` (see [`grant`]).
     pub fn open(
         id: &str,
         name: String,
         role: Role,
         charters: Vec<String>,
+        grant: String,
         now: UnixMillis,
     ) -> (Session, UiSession) {
         let session = Session {
@@ -75,6 +76,7 @@ impl Session {
             role: role.as_str().to_string(),
             charters: session.charters.clone(),
             csrf: session.csrf.clone(),
+            grant,
             created_at: now,
             expires_at: now.saturating_add(ttl),
         };
@@ -97,6 +99,28 @@ impl Session {
             csrf: row.csrf,
         })
     }
+}
+
+/// The fingerprint of what a session is opened with: a token's name, role, charter scopes
+/// and secret (the open UI's sessions: `local`, admin, no scopes, no secret). A stored
+/// session counts only while a configured token still gives the same fingerprint, so
+/// removing, rotating or re-scoping a token in `charter.yaml` ends its sessions.
+pub fn grant(name: &str, role: Role, charters: &[String], secret: &str) -> String {
+    let mut h = Sha256::new();
+    let parts = [
+        b"charter-ui-grant-v1".as_slice(),
+        name.as_bytes(),
+        role.as_str().as_bytes(),
+    ]
+    .into_iter()
+    .chain(charters.iter().map(|c| c.as_bytes()))
+    .chain([secret.as_bytes()]);
+    for part in parts {
+        // Each part length-prefixed: no two different grants hash the same bytes.
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    hex::encode(h.finalize())
 }
 
 /// What the store keeps instead of a session's id: its SHA-256, lower-case hex.
@@ -190,6 +214,7 @@ mod tests {
             "ann".into(),
             Role::Reviewer,
             vec!["a".into()],
+            "g".into(),
             1_000,
         );
         assert_eq!(row.id_hash, id_hash("the-id"));
@@ -211,6 +236,26 @@ mod tests {
             ..row
         };
         assert!(Session::from_stored(unknown).is_none());
+    }
+
+    #[test]
+    fn a_grant_changes_with_every_part_of_the_token() {
+        let scopes = vec!["a".to_string()];
+        let base = grant("ann", Role::Reviewer, &scopes, "s3cret");
+        assert_eq!(base, grant("ann", Role::Reviewer, &scopes, "s3cret"));
+        assert_eq!(base.len(), 64);
+        assert!(!base.contains("s3cret"));
+        for other in [
+            grant("bob", Role::Reviewer, &scopes, "s3cret"),
+            grant("ann", Role::Admin, &scopes, "s3cret"),
+            grant("ann", Role::Reviewer, &[], "s3cret"),
+            grant("ann", Role::Reviewer, &["ab".to_string()], "s3cret"),
+            grant("ann", Role::Reviewer, &scopes, "rotated"),
+            // The parts are length-prefixed: moving bytes between them changes the hash.
+            grant("ann", Role::Reviewer, &["as3".to_string()], "cret"),
+        ] {
+            assert_ne!(base, other);
+        }
     }
 
     #[test]

@@ -424,7 +424,8 @@ impl Node {
 
 /// Sessions are in the store: one opened on a node is known to another node of the same
 /// store and to a node started afterwards (a restart), a logout on any node ends it on all,
-/// and the store keeps only the hash of the cookie's id.
+/// a token rotated in `charter.yaml` ends its sessions, and the store keeps only the hash of
+/// the cookie's id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_is_known_to_every_node_and_outlives_a_restart() {
     let h = Harness::start(
@@ -478,6 +479,28 @@ async fn a_session_is_known_to_every_node_and_outlives_a_restart() {
     let inbox = viewer_a.get("/inbox").await;
     assert_eq!(inbox.status, 200);
     assert!(inbox.body.contains("viewer"), "{}", inbox.body);
+
+    // Rotating the viewer's token ends its sessions on a node that loads the new secret;
+    // the admin's session, whose token did not change, holds there.
+    std::fs::write(h.dir.join("secrets/viewer"), "rotated-viewer").unwrap();
+    let d = Node::start(&h).await;
+    let rotated = Ui {
+        h: &d,
+        cookie: viewer_c.cookie.clone(),
+    };
+    let r = rotated.get("/inbox").await;
+    assert_eq!(
+        r.status, 303,
+        "a rotated token's session has ended: {}",
+        r.body
+    );
+    assert!(r.location.starts_with("/login"), "{}", r.location);
+    let admin_d = Ui {
+        h: &d,
+        cookie: on_a.cookie.clone(),
+    };
+    assert_eq!(admin_d.get("/inbox").await.status, 200);
+    d.shutdown.cancel();
 
     // Logging out on node C ends the session on node A.
     let csrf = on_c.csrf().await;

@@ -7,6 +7,7 @@ CREATE TABLE ui_sessions (
     role       TEXT NOT NULL,           -- viewer, reviewer, admin
     charters   JSONB NOT NULL,          -- array of charter names; [] = all
     csrf       TEXT NOT NULL,           -- the session's CSRF token
+    grant_hash TEXT NOT NULL,           -- fingerprint of the token it was opened with
     created_at BIGINT NOT NULL,
     expires_at BIGINT NOT NULL
 );

@@ -7,6 +7,7 @@ CREATE TABLE ui_sessions (
     role       TEXT NOT NULL,           -- viewer, reviewer, admin
     charters   TEXT NOT NULL,           -- JSON array of charter names; [] = all
     csrf       TEXT NOT NULL,           -- the session's CSRF token
+    grant_hash TEXT NOT NULL,           -- fingerprint of the token it was opened with
     created_at INTEGER NOT NULL,
     expires_at INTEGER NOT NULL
 );

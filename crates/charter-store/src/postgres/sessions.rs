@@ -21,14 +21,16 @@ impl SessionStore for PgStore {
         .await
         .map_err(db("deleting expired sessions"))?;
         tx.execute(
-            "INSERT INTO ui_sessions (id_hash, name, role, charters, csrf, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO ui_sessions (id_hash, name, role, charters, csrf, grant_hash, created_at,
+                 expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             &[
                 &s.id_hash,
                 &s.name,
                 &s.role,
                 &Json(&s.charters),
                 &s.csrf,
+                &s.grant,
                 &s.created_at,
                 &s.expires_at,
             ],
@@ -43,7 +45,7 @@ impl SessionStore for PgStore {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "SELECT name, role, charters, csrf, created_at, expires_at
+                "SELECT name, role, charters, csrf, grant_hash, created_at, expires_at
                  FROM ui_sessions WHERE id_hash = $1 AND expires_at > $2",
                 &[&id_hash, &now],
             )
@@ -59,8 +61,9 @@ impl SessionStore for PgStore {
             role: get(&r, 1)?,
             charters,
             csrf: get(&r, 3)?,
-            created_at: get(&r, 4)?,
-            expires_at: get(&r, 5)?,
+            grant: get(&r, 4)?,
+            created_at: get(&r, 5)?,
+            expires_at: get(&r, 6)?,
         }))
     }
 

@@ -16,8 +16,9 @@ impl SessionStore for SqliteStore {
                 .and_then(|mut st| st.execute(params![s.created_at]))
                 .map_err(db("deleting expired sessions"))?;
             conn.prepare_cached(
-                "INSERT INTO ui_sessions (id_hash, name, role, charters, csrf, created_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO ui_sessions (id_hash, name, role, charters, csrf, grant_hash, created_at,
+                     expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )
             .and_then(|mut st| {
                 st.execute(params![
@@ -26,6 +27,7 @@ impl SessionStore for SqliteStore {
                     s.role,
                     charters,
                     s.csrf,
+                    s.grant,
                     s.created_at,
                     s.expires_at
                 ])
@@ -41,7 +43,7 @@ impl SessionStore for SqliteStore {
         self.read(move |conn| {
             let row = conn
                 .prepare_cached(
-                    "SELECT name, role, charters, csrf, created_at, expires_at
+                    "SELECT name, role, charters, csrf, grant_hash, created_at, expires_at
                      FROM ui_sessions WHERE id_hash = ?1 AND expires_at > ?2",
                 )
                 .and_then(|mut st| {
@@ -51,24 +53,28 @@ impl SessionStore for SqliteStore {
                             r.get::<_, String>(1)?,
                             r.get::<_, String>(2)?,
                             r.get::<_, String>(3)?,
-                            r.get::<_, i64>(4)?,
+                            r.get::<_, String>(4)?,
                             r.get::<_, i64>(5)?,
+                            r.get::<_, i64>(6)?,
                         ))
                     })
                     .optional()
                 })
                 .map_err(db("reading a session"))?;
-            row.map(|(name, role, charters, csrf, created_at, expires_at)| {
-                Ok(UiSession {
-                    id_hash,
-                    name,
-                    role,
-                    charters: parse_json("session charters", &charters)?,
-                    csrf,
-                    created_at,
-                    expires_at,
-                })
-            })
+            row.map(
+                |(name, role, charters, csrf, grant, created_at, expires_at)| {
+                    Ok(UiSession {
+                        id_hash,
+                        name,
+                        role,
+                        charters: parse_json("session charters", &charters)?,
+                        csrf,
+                        grant,
+                        created_at,
+                        expires_at,
+                    })
+                },
+            )
             .transpose()
         })
         .await
