@@ -385,6 +385,13 @@ struct Node {
     shutdown: tokio_util::sync::CancellationToken,
 }
 
+impl Drop for Node {
+    fn drop(&mut self) {
+        // Stops the node's server when a test ends early (a failed assertion) too.
+        self.shutdown.cancel();
+    }
+}
+
 impl crate::support::Site for Node {
     fn base(&self) -> &str {
         &self.base
