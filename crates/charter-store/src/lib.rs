@@ -466,9 +466,9 @@ pub struct UiSession {
     pub charters: Vec<String>,
     /// The session's CSRF token, compared with every form's.
     pub csrf: String,
-    /// A fingerprint of the grant the session was opened under (the server's: for a token,
-    /// a hash over its name, role, scopes and secret), so that a session ends when its token
-    /// is removed, rotated or changed.
+    /// A fingerprint of the grant the session was opened under (the server's: a hash over
+    /// the session's id and the token's name, role, scopes and secret), so that a session
+    /// ends when its token is removed, rotated or changed.
     pub grant: String,
     pub created_at: UnixMillis,
     pub expires_at: UnixMillis,

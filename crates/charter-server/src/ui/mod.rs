@@ -241,20 +241,20 @@ impl<S: Store> UiState<S> {
             return Ok(None);
         };
         let granted = row.grant.clone();
-        Ok(Session::from_stored(row).filter(|s| self.grant_holds(s, &granted)))
+        Ok(Session::from_stored(row).filter(|s| self.grant_holds(&id, s, &granted)))
     }
 
     /// Whether a configured token (or the open UI) still gives the grant a session was
     /// opened under: a token removed, rotated or re-scoped since ends its sessions.
-    fn grant_holds(&self, s: &Session, granted: &str) -> bool {
+    fn grant_holds(&self, id: &str, s: &Session, granted: &str) -> bool {
         if self.open() {
-            let open = session::grant(LOCAL_USER, Role::Admin, &[], "");
+            let open = session::grant(id, LOCAL_USER, Role::Admin, &[], "");
             return session::constant_time_eq(open.as_bytes(), granted.as_bytes());
         }
         self.app.runtime.tokens.iter().any(|(def, secret)| {
             def.name == s.name
                 && session::constant_time_eq(
-                    session::grant(&def.name, def.role, &def.charters, secret).as_bytes(),
+                    session::grant(id, &def.name, def.role, &def.charters, secret).as_bytes(),
                     granted.as_bytes(),
                 )
         })
@@ -270,7 +270,7 @@ impl<S: Store> UiState<S> {
         secret: &str,
     ) -> Result<String, UiError> {
         let id = session::random_token();
-        let granted = session::grant(&name, role, &charters, secret);
+        let granted = session::grant(&id, &name, role, &charters, secret);
         let (_, row) = Session::open(&id, name, role, charters, granted, crate::now_millis());
         self.app.store.create_session(row).await?;
         Ok(id)

@@ -101,14 +101,17 @@ impl Session {
     }
 }
 
-/// The fingerprint of what a session is opened with: a token's name, role, charter scopes
-/// and secret (the open UI's sessions: `local`, admin, no scopes, no secret). A stored
-/// session counts only while a configured token still gives the same fingerprint, so
-/// removing, rotating or re-scoping a token in `charter.yaml` ends its sessions.
-pub fn grant(name: &str, role: Role, charters: &[String], secret: &str) -> String {
+/// The fingerprint of what the session with cookie id `id` is opened with: a token's name,
+/// role, charter scopes and secret (the open UI's sessions: `local`, admin, no scopes, no
+/// secret). A stored session counts only while a configured token still gives the same
+/// fingerprint, so removing, rotating or re-scoping a token in `charter.yaml` ends its
+/// sessions. The session's id is hashed in too: the store holds only the id's own hash, so
+/// a copy of the table gives no way to test guesses of a token's secret.
+pub fn grant(id: &str, name: &str, role: Role, charters: &[String], secret: &str) -> String {
     let mut h = Sha256::new();
     let parts = [
         b"charter-ui-grant-v1".as_slice(),
+        id.as_bytes(),
         name.as_bytes(),
         role.as_str().as_bytes(),
     ]
@@ -241,18 +244,20 @@ mod tests {
     #[test]
     fn a_grant_changes_with_every_part_of_the_token() {
         let scopes = vec!["a".to_string()];
-        let base = grant("ann", Role::Reviewer, &scopes, "s3cret");
-        assert_eq!(base, grant("ann", Role::Reviewer, &scopes, "s3cret"));
+        let base = grant("id", "ann", Role::Reviewer, &scopes, "s3cret");
+        assert_eq!(base, grant("id", "ann", Role::Reviewer, &scopes, "s3cret"));
         assert_eq!(base.len(), 64);
         assert!(!base.contains("s3cret"));
         for other in [
-            grant("bob", Role::Reviewer, &scopes, "s3cret"),
-            grant("ann", Role::Admin, &scopes, "s3cret"),
-            grant("ann", Role::Reviewer, &[], "s3cret"),
-            grant("ann", Role::Reviewer, &["ab".to_string()], "s3cret"),
-            grant("ann", Role::Reviewer, &scopes, "rotated"),
+            grant("id", "bob", Role::Reviewer, &scopes, "s3cret"),
+            grant("id", "ann", Role::Admin, &scopes, "s3cret"),
+            grant("id", "ann", Role::Reviewer, &[], "s3cret"),
+            grant("id", "ann", Role::Reviewer, &["ab".to_string()], "s3cret"),
+            grant("id", "ann", Role::Reviewer, &scopes, "rotated"),
             // The parts are length-prefixed: moving bytes between them changes the hash.
-            grant("ann", Role::Reviewer, &["as3".to_string()], "cret"),
+            grant("id", "ann", Role::Reviewer, &["as3".to_string()], "cret"),
+            // Another session of the same token.
+            grant("id2", "ann", Role::Reviewer, &scopes, "s3cret"),
         ] {
             assert_ne!(base, other);
         }
