@@ -146,10 +146,8 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
     // They take the request's headers out of it rather than through axum's `HeaderMap`
     // extractor (which copies the map), and they sit outside the response-mapping layer
     // below (a boxed future and a clone of the router per request): they mark a 413's
-    // connection for closing themselves.
-    // They read their body with the limit themselves rather than through a
-    // `DefaultBodyLimit` layer, which costs a layer and an entry in the request's
-    // extensions map per request.
+    // connection for closing themselves. They also apply the body limit themselves rather
+    // than through a `DefaultBodyLimit` layer (a layer and an extensions entry per request).
     let limit = state.runtime.project.settings.body_limit;
     let hook_state = Arc::new(state.clone());
     let mut hooks: Router = Router::new();

@@ -1817,7 +1817,6 @@ fn summary_line(r: &LoadResult) -> String {
     )
 }
 
-/// The human-readable report.
 /// One concurrency's ratio line: the median, its verdict at the target's load (on the
 /// unrounded median) or why there is none, every pair, and the CPU comparison.
 fn ratio_line(
@@ -1852,6 +1851,7 @@ fn ratio_line(
     format!("ingest / no-op at {c} connections: {ratio:.3} ({target}){each}{cpu}")
 }
 
+/// The human-readable report.
 pub fn render_table(r: &Report) -> String {
     let m = &r.machine;
     let mut out = String::new();

@@ -240,24 +240,32 @@ impl<S: Store> UiState<S> {
         else {
             return Ok(None);
         };
-        let granted = row.grant.clone();
-        Ok(Session::from_stored(row).filter(|s| self.grant_holds(&id, s, &granted)))
-    }
-
-    /// Whether a configured token (or the open UI) still gives the grant a session was
-    /// opened under: a token removed, rotated or re-scoped since ends its sessions.
-    fn grant_holds(&self, id: &str, s: &Session, granted: &str) -> bool {
-        if self.open() {
-            let open = session::grant(id, LOCAL_USER, Role::Admin, &[], "");
-            return session::constant_time_eq(open.as_bytes(), granted.as_bytes());
-        }
-        self.app.runtime.tokens.iter().any(|(def, secret)| {
-            def.name == s.name
-                && session::constant_time_eq(
-                    session::grant(id, &def.name, def.role, &def.charters, secret).as_bytes(),
-                    granted.as_bytes(),
-                )
-        })
+        // The session holds only while the open UI, or a loaded token, still gives the grant
+        // it was opened under: a token removed, rotated or re-scoped since ends it.
+        let holds =
+            |grant: String| session::constant_time_eq(grant.as_bytes(), row.grant.as_bytes());
+        let token = if self.open() {
+            if !holds(session::grant(&id, LOCAL_USER, Role::Admin, &[], "")) {
+                return Ok(None);
+            }
+            None
+        } else {
+            let found = self.app.runtime.tokens.iter().position(|(def, secret)| {
+                def.name == row.name
+                    && holds(session::grant(
+                        &id,
+                        &def.name,
+                        def.role,
+                        &def.charters,
+                        secret,
+                    ))
+            });
+            let Some(i) = found else {
+                return Ok(None);
+            };
+            Some(i)
+        };
+        Ok(Session::from_stored(row).map(|s| Session { token, ..s }))
     }
 
     /// Open a session for a token (`secret` is the token's; empty for the open UI), stored
@@ -270,8 +278,7 @@ impl<S: Store> UiState<S> {
         secret: &str,
     ) -> Result<String, UiError> {
         let id = session::random_token();
-        let granted = session::grant(&id, &name, role, &charters, secret);
-        let (_, row) = Session::open(&id, name, role, charters, granted, crate::now_millis());
+        let (_, row) = Session::open(&id, name, role, charters, secret, crate::now_millis());
         self.app.store.create_session(row).await?;
         Ok(id)
     }
@@ -303,9 +310,7 @@ impl<S: Store> UiState<S> {
     /// Headers that make the admin API see this session's token (none when open).
     fn api_headers(&self, s: &Session) -> HeaderMap {
         let mut h = HeaderMap::new();
-        let token = self.app.runtime.tokens.iter().find(|(def, _)| {
-            def.name == s.name && def.role == s.role && def.charters == s.charters
-        });
+        let token = s.token.and_then(|i| self.app.runtime.tokens.get(i));
         if let Some((_, secret)) = token
             && let Ok(v) = HeaderValue::from_str(&format!("Bearer {secret}"))
         {

@@ -40,6 +40,9 @@ pub struct Session {
     pub charters: Vec<String>,
     /// Compared with the `csrf` field of every POST.
     pub csrf: String,
+    /// Index in the loaded tokens of the token this session acts as, found when the
+    /// session is looked up (`None` in the open UI, and in a session just opened or read).
+    pub token: Option<usize>,
 }
 
 impl Session {
@@ -54,20 +57,23 @@ impl Session {
     }
 
     /// A new session with a fresh CSRF token, and the row to store for it under the cookie
-    /// id `id`, opened at `now` under `grant` (see [`grant`]).
+    /// id `id`, opened at `now` with the token whose secret is `secret` (empty for the open
+    /// UI); the row carries the [`grant`] fingerprint.
     pub fn open(
         id: &str,
         name: String,
         role: Role,
         charters: Vec<String>,
-        grant: String,
+        secret: &str,
         now: UnixMillis,
     ) -> (Session, UiSession) {
+        let grant = grant(id, &name, role, &charters, secret);
         let session = Session {
             name,
             role,
             charters,
             csrf: random_token(),
+            token: None,
         };
         let ttl = i64::try_from(SESSION_TTL.as_millis()).unwrap_or(i64::MAX);
         let row = UiSession {
@@ -97,6 +103,7 @@ impl Session {
             role,
             charters: row.charters,
             csrf: row.csrf,
+            token: None,
         })
     }
 }
@@ -217,7 +224,7 @@ mod tests {
             "ann".into(),
             Role::Reviewer,
             vec!["a".into()],
-            "g".into(),
+            "g",
             1_000,
         );
         assert_eq!(row.id_hash, id_hash("the-id"));
