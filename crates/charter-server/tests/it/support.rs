@@ -397,6 +397,14 @@ impl<'a, H: Site> Ui<'a, H> {
         ui
     }
 
+    /// The same session (its cookie) sent to another node.
+    pub fn on<'b, G: Site>(&self, other: &'b G) -> Ui<'b, G> {
+        Ui {
+            h: other,
+            cookie: self.cookie.clone(),
+        }
+    }
+
     /// This session's CSRF token (from the inbox's logout form).
     pub async fn csrf(&self) -> String {
         let p = self.get("/inbox").await;

@@ -442,10 +442,7 @@ async fn a_session_is_known_to_every_node_and_outlives_a_restart() {
     .await;
     let b = Node::start(&h).await;
     let on_a = Ui::login(&h, "admin").await;
-    let on_b = Ui {
-        h: &b,
-        cookie: on_a.cookie.clone(),
-    };
+    let on_b = on_a.on(&b);
     let page = on_b.get("/inbox").await;
     assert_eq!(
         page.status, 200,
@@ -471,18 +468,12 @@ async fn a_session_is_known_to_every_node_and_outlives_a_restart() {
     // A node started after the login (as after a restart) knows it too.
     b.shutdown.cancel();
     let c = Node::start(&h).await;
-    let on_c = Ui {
-        h: &c,
-        cookie: on_a.cookie.clone(),
-    };
+    let on_c = on_a.on(&c);
     assert_eq!(on_c.get("/inbox").await.status, 200);
 
     // A viewer's session on node C stays a viewer's on node A.
     let viewer_c = Ui::login(&c, "viewer").await;
-    let viewer_a = Ui {
-        h: &h,
-        cookie: viewer_c.cookie.clone(),
-    };
+    let viewer_a = viewer_c.on(&h);
     let inbox = viewer_a.get("/inbox").await;
     assert_eq!(inbox.status, 200);
     assert!(inbox.body.contains("viewer"), "{}", inbox.body);
@@ -491,10 +482,7 @@ async fn a_session_is_known_to_every_node_and_outlives_a_restart() {
     // the admin's session, whose token did not change, holds there.
     std::fs::write(h.dir.join("secrets/viewer"), "rotated-viewer").unwrap();
     let d = Node::start(&h).await;
-    let rotated = Ui {
-        h: &d,
-        cookie: viewer_c.cookie.clone(),
-    };
+    let rotated = viewer_c.on(&d);
     let r = rotated.get("/inbox").await;
     assert_eq!(
         r.status, 303,
@@ -502,10 +490,7 @@ async fn a_session_is_known_to_every_node_and_outlives_a_restart() {
         r.body
     );
     assert!(r.location.starts_with("/login"), "{}", r.location);
-    let admin_d = Ui {
-        h: &d,
-        cookie: on_a.cookie.clone(),
-    };
+    let admin_d = on_a.on(&d);
     assert_eq!(admin_d.get("/inbox").await.status, 200);
     d.shutdown.cancel();
 
