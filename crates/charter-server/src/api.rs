@@ -84,7 +84,7 @@ pub fn authorize<S: Store>(
     let presented = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_credentials)
         .ok_or(ApiError::Unauthorized)?;
     let mut found = None;
     for (def, secret) in tokens {
@@ -102,6 +102,18 @@ pub fn authorize<S: Store>(
         charters: def.charters.clone(),
         reviewer_as: None,
     })
+}
+
+/// The credentials of an `Authorization: Bearer <token>` value. The scheme is matched
+/// without regard to case (RFC 9110, section 11.1) and surrounding blanks are ignored.
+pub fn bearer_credentials(value: &str) -> Option<&str> {
+    let value = value.trim();
+    let (scheme, rest) = value.split_once([' ', '\t'])?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = rest.trim_start();
+    (!token.is_empty()).then_some(token)
 }
 
 #[derive(Debug, Deserialize)]

@@ -23,7 +23,8 @@ pub enum ApiError {
     /// Input broke a contract; each entry names a JSON pointer.
     #[error("contract violation")]
     Contract {
-        event_id: String,
+        /// The kept payload's id; `None` when the charter's cap left it unkept.
+        event_id: Option<String>,
         violations: Vec<String>,
     },
     #[error("conflict: {0}")]
@@ -33,6 +34,12 @@ pub enum ApiError {
     Internal(String),
     #[error("shutting down")]
     Unavailable,
+    /// The request body did not arrive within `server.body_timeout`.
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
+    /// Over a rate limit; retry after this many seconds.
+    #[error("too many requests; retry later")]
+    TooManyRequests { retry_after: u64 },
 }
 
 impl ApiError {
@@ -48,6 +55,8 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
@@ -83,6 +92,14 @@ impl IntoResponse for ApiError {
             ApiError::Conflict(m) => json!({"error": m}),
             other => json!({"error": other.to_string()}),
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let ApiError::TooManyRequests { retry_after } = self
+            && let Ok(v) = axum::http::HeaderValue::from_str(&retry_after.max(1).to_string())
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, v);
+        }
+        response
     }
 }

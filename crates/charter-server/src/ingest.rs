@@ -236,7 +236,7 @@ pub async fn receive<S: Store>(
         Ok(Err((raw, reason))) => {
             // Signed but unreadable: kept as rejected so nothing is lost.
             let dedupe_header = verify::delivery_id_header(&webhook.verify);
-            let id = keep_rejected(
+            let id = keep_rejected_capped(
                 state,
                 "malformed",
                 RejectedPayload {
@@ -252,7 +252,7 @@ pub async fn receive<S: Store>(
             .await?;
             return Ok((
                 StatusCode::BAD_REQUEST,
-                Json(json!({"error": reason, "rejected_id": id.to_string()})),
+                Json(json!({"error": reason, "rejected_id": id.map(|i| i.to_string())})),
             )
                 .into_response());
         }
@@ -278,7 +278,7 @@ pub async fn receive<S: Store>(
     if let Some(contract) = &cr.contract {
         let violations = contract_violations(contract, &verified.payload);
         if !violations.is_empty() {
-            let id = keep_rejected(
+            let id = keep_rejected_capped(
                 state,
                 "contract",
                 RejectedPayload {
@@ -293,7 +293,7 @@ pub async fn receive<S: Store>(
             )
             .await?;
             return Err(ApiError::Contract {
-                event_id: id.to_string(),
+                event_id: id.map(|i| i.to_string()),
                 violations,
             });
         }
@@ -327,6 +327,30 @@ pub async fn keep_rejected<S: Store>(
     state.store.reject(rejected).await?;
     state.metrics.rejected(reason);
     Ok(id)
+}
+
+/// [`keep_rejected`] under the charter's cap (`server.rejected_keep`): past it the payload
+/// is not kept (`None`), counted in `charter_rejected_dropped_total` and logged.
+pub async fn keep_rejected_capped<S: Store>(
+    state: &AppState<S>,
+    reason: &'static str,
+    rejected: RejectedPayload,
+) -> Result<Option<Uuid>, ApiError> {
+    let id = rejected.id;
+    let charter = rejected.charter.clone();
+    let keep = state.runtime.project.settings.net.rejected_keep;
+    state.metrics.rejected(reason);
+    if state.store.reject_within(rejected, keep).await? {
+        Ok(Some(id))
+    } else {
+        state.metrics.rejected_dropped(&charter);
+        tracing::warn!(
+            charter = %charter,
+            keep,
+            "rejected payload not kept: the charter already keeps server.rejected_keep of them"
+        );
+        Ok(None)
+    }
 }
 
 /// Compute the dedupe key for an event.

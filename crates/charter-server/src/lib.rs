@@ -16,8 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 pub mod alerts;
 pub mod api;
+pub mod conn;
 pub mod decide;
 pub mod error;
+pub mod guard;
 pub mod ingest;
 pub mod limits;
 pub mod mcp;
@@ -94,6 +96,12 @@ pub enum ServeError {
     },
     #[error("cannot create the HTTP client: {0}")]
     Client(String),
+    /// No tokens and a non-loopback address: the admin API and UI would be open to anyone
+    /// who can reach it.
+    #[error(
+        "refusing to serve on {addr} without API tokens: the admin API and UI would be open to anyone who can reach this address. Add `tokens:` to charter.yaml, listen on 127.0.0.1, or (knowingly) set `server.insecure_open_admin: true`"
+    )]
+    OpenAdmin { addr: SocketAddr },
 }
 
 /// A started server.
@@ -134,13 +142,6 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         limiter,
         limits::guard_tokens,
     )));
-    // Slack's interactive callback (Approve/Reject buttons of notifications).
-    if notify::slack_interactive_enabled(&state.runtime) {
-        app = app.route(
-            notify::SLACK_INTERACTIVE_PATH,
-            post(notify::slack_interactive::<S>),
-        );
-    }
     // Webhook routes hold the state behind one `Arc` of their own: axum's `State` extractor
     // clones every field's `Arc` (five shared counters, touched from both cores) per request.
     // They take the request's headers out of it rather than through axum's `HeaderMap`
@@ -151,16 +152,49 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
     let limit = state.runtime.project.settings.body_limit;
     let hook_state = Arc::new(state.clone());
     let mut hooks: Router = Router::new();
+    // Slack's interactive callback (Approve/Reject buttons of notifications): called by
+    // Slack's servers and checked by its signature, so outside the admin guard too.
+    if notify::slack_interactive_enabled(&state.runtime) {
+        hooks = hooks.merge(
+            Router::new()
+                .route(
+                    notify::SLACK_INTERACTIVE_PATH,
+                    post(notify::slack_interactive::<S>),
+                )
+                .with_state(state.clone()),
+        );
+    }
+    let rates = Arc::new(limits::WebhookLimits::new(
+        &state.runtime.project.settings.net,
+    ));
+    let exposure = Arc::new(guard::Exposure::new(&state.runtime));
     for (path, charter) in &state.runtime.hooks {
         let charter: Arc<str> = Arc::from(charter.as_str());
         let st = hook_state.clone();
+        let rates = rates.clone();
+        let exposure = exposure.clone();
         hooks = hooks.route(
             path,
             post(move |req: axum::extract::Request| {
                 let (parts, body) = req.into_parts();
                 let charter = charter.clone();
                 let st = st.clone();
+                let rates = rates.clone();
+                let exposure = exposure.clone();
                 async move {
+                    if !rates.is_empty() {
+                        let client = parts
+                            .extensions
+                            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+                            .map(|c| exposure.client_ip(c.0.ip(), &parts.headers));
+                        if let Err((limit, wait)) = rates.check(&charter, client) {
+                            st.metrics.webhook_limited(&charter, limit);
+                            return error::ApiError::TooManyRequests {
+                                retry_after: wait.as_secs_f64().ceil() as u64,
+                            }
+                            .into_response();
+                        }
+                    }
                     match axum::body::to_bytes(body, limit).await {
                         Ok(body) => ingest::receive(&st, &charter, parts.uri, parts.headers, body)
                             .await
@@ -177,6 +211,10 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         .with_state(state)
         .merge(ui)
         .layer(axum::middleware::map_response(close_after_too_large))
+        .layer(axum::middleware::from_fn_with_state(
+            exposure,
+            guard::admin_guard,
+        ))
         .merge(hooks)
 }
 
@@ -184,6 +222,9 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
 /// the wire (400).
 fn body_refused(err: axum::Error) -> error::ApiError {
     let inner = err.into_inner();
+    if conn::is_body_timeout(&*inner) {
+        return error::ApiError::BodyTimeout;
+    }
     if inner
         .downcast_ref::<http_body_util::LengthLimitError>()
         .is_some()
@@ -203,7 +244,9 @@ async fn close_after_too_large(response: axum::response::Response) -> axum::resp
 
 /// [`close_after_too_large`] for a handler's own response.
 fn close_if_too_large(mut response: axum::response::Response) -> axum::response::Response {
-    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE
+        || response.status() == StatusCode::REQUEST_TIMEOUT
+    {
         response.headers_mut().insert(
             axum::http::header::CONNECTION,
             axum::http::HeaderValue::from_static("close"),
@@ -348,9 +391,16 @@ pub async fn start<S: Store>(
         addr: opts.listen,
         source: e,
     })?;
-    if !addr.ip().is_loopback() && runtime.tokens.is_empty() {
-        tracing::warn!(%addr, "listening beyond loopback with no API tokens: the admin API is open");
+    if opts.role != Role::Worker && !addr.ip().is_loopback() && runtime.tokens.is_empty() {
+        if !runtime.project.settings.net.insecure_open_admin {
+            return Err(ServeError::OpenAdmin { addr });
+        }
+        tracing::warn!(
+            %addr,
+            "INSECURE: listening beyond loopback with no API tokens (server.insecure_open_admin): anyone who can reach this address controls every charter"
+        );
     }
+    let limits = conn::ConnLimits::from_settings(&runtime.project.settings.net);
     let mut tasks = tokio::task::JoinSet::new();
     // Polled APIs and schedules ingest like webhooks do, so they run where the ingest does.
     if opts.role != Role::Worker && sources::has_sources(&runtime) {
@@ -366,16 +416,8 @@ pub async fn start<S: Store>(
         let app = router(state.clone());
         let token = shutdown.clone();
         tasks.spawn(async move {
-            // The client address feeds the UI's login rate limit.
-            let res = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await;
-            if let Err(e) = res {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
+            // The client address (ConnectInfo) feeds the limiters and the audit log.
+            conn::serve(listener, app, limits, token).await;
             "http"
         });
     } else {
@@ -387,9 +429,7 @@ pub async fn start<S: Store>(
             .with_state(state.clone());
         let token = shutdown.clone();
         tasks.spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(token.cancelled_owned())
-                .await;
+            conn::serve(listener, app, limits, token).await;
             "http"
         });
     }

@@ -81,10 +81,7 @@ pub async fn guard_tokens(
     request: Request,
     next: Next,
 ) -> Response {
-    let ip = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+    let ip = client_ip(&request);
     if let Some(ip) = ip
         && let Some(wait) = limiter.blocked(ip)
     {
@@ -112,6 +109,104 @@ pub async fn guard_tokens(
     response
 }
 
+/// The client's address: [`crate::guard::ClientAddr`] (forwarded by a trusted proxy), else
+/// the TCP peer.
+pub fn client_ip(request: &Request) -> Option<IpAddr> {
+    request
+        .extensions()
+        .get::<crate::guard::ClientAddr>()
+        .map(|c| c.0)
+        .or_else(|| {
+            request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip())
+        })
+}
+
+/// Token buckets per key: `rate` requests a second, bursts up to one second's worth (at
+/// least one). Used for the webhook limits (`server.webhook_rate` per path,
+/// `server.webhook_client_rate` per path and client address), in this process's memory.
+pub struct RateLimiter<K> {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<K, (f64, Instant)>>,
+}
+
+/// Keys kept before idle (full) buckets are dropped.
+const MAX_BUCKETS: usize = 10_000;
+
+impl<K: std::hash::Hash + Eq + Clone> RateLimiter<K> {
+    pub fn new(rate: f64) -> Self {
+        RateLimiter {
+            rate: rate.max(f64::MIN_POSITIVE),
+            burst: rate.max(1.0),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Take one request for `key`; when none is left, how long until one is.
+    pub fn take(&self, key: &K) -> Result<(), Duration> {
+        let now = Instant::now();
+        let Ok(mut buckets) = self.buckets.lock() else {
+            return Err(Duration::from_secs(1));
+        };
+        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(key) {
+            let (rate, burst) = (self.rate, self.burst);
+            buckets.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
+            });
+        }
+        let (tokens, at) = buckets.entry(key.clone()).or_insert((self.burst, now));
+        let available =
+            (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
+        *at = now;
+        if available >= 1.0 {
+            *tokens = available - 1.0;
+            Ok(())
+        } else {
+            *tokens = available;
+            Err(Duration::from_secs_f64((1.0 - available) / self.rate))
+        }
+    }
+}
+
+/// The webhook rate limits of a server: per path, and per path and client address.
+#[derive(Default)]
+pub struct WebhookLimits {
+    pub path: Option<RateLimiter<Arc<str>>>,
+    pub client: Option<RateLimiter<(Arc<str>, IpAddr)>>,
+}
+
+impl WebhookLimits {
+    pub fn new(net: &charter_core::config::NetSettings) -> WebhookLimits {
+        WebhookLimits {
+            path: net.webhook_rate.map(RateLimiter::new),
+            client: net.webhook_client_rate.map(RateLimiter::new),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.path.is_none() && self.client.is_none()
+    }
+
+    /// Whether a request to `charter`'s path from `client` may go on; otherwise which
+    /// limit refused it and the wait.
+    pub fn check(
+        &self,
+        charter: &Arc<str>,
+        client: Option<IpAddr>,
+    ) -> Result<(), (&'static str, Duration)> {
+        if let (Some(l), Some(ip)) = (&self.client, client) {
+            l.take(&(charter.clone(), ip)).map_err(|w| ("client", w))?;
+        }
+        if let Some(l) = &self.path {
+            l.take(charter).map_err(|w| ("path", w))?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +226,20 @@ mod tests {
         assert_eq!(l.blocked(b), None, "another address is not affected");
         std::thread::sleep(Duration::from_millis(320));
         assert_eq!(l.blocked(a), None, "the window passed");
+    }
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_refills_at_its_rate() {
+        let l = RateLimiter::new(5.0);
+        let k = 1u8;
+        for i in 0..5 {
+            assert!(l.take(&k).is_ok(), "request {i} of the burst");
+        }
+        let wait = l.take(&k).unwrap_err();
+        assert!(wait <= Duration::from_millis(200), "{wait:?}");
+        assert!(l.take(&2u8).is_ok(), "another key has its own bucket");
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(l.take(&k).is_ok(), "a token came back");
+        assert!(l.take(&k).is_err(), "only one");
     }
 }

@@ -20,6 +20,8 @@ pub enum Metric {
     EventsReceived,
     EventsDuplicate,
     EventsRejected,
+    RejectedDropped,
+    WebhooksLimited,
     RunsFinished,
     Decisions,
     LlmCalls,
@@ -58,6 +60,8 @@ impl Metric {
         Metric::EventsReceived,
         Metric::EventsDuplicate,
         Metric::EventsRejected,
+        Metric::RejectedDropped,
+        Metric::WebhooksLimited,
         Metric::RunsFinished,
         Metric::Decisions,
         Metric::LlmCalls,
@@ -87,6 +91,8 @@ impl Metric {
             Metric::EventsReceived => "charter_events_received_total",
             Metric::EventsDuplicate => "charter_events_duplicate_total",
             Metric::EventsRejected => "charter_events_rejected_total",
+            Metric::RejectedDropped => "charter_rejected_dropped_total",
+            Metric::WebhooksLimited => "charter_webhooks_limited_total",
             Metric::RunsFinished => "charter_runs_total",
             Metric::Decisions => "charter_decisions_total",
             Metric::LlmCalls => "charter_llm_calls_total",
@@ -118,6 +124,12 @@ impl Metric {
             Metric::EventsDuplicate => "Deliveries recognised as duplicates, by charter.",
             Metric::EventsRejected => {
                 "Deliveries refused, by reason (signature, contract, malformed)."
+            }
+            Metric::RejectedDropped => {
+                "Rejected payloads not kept because the charter holds server.rejected_keep, by charter."
+            }
+            Metric::WebhooksLimited => {
+                "Webhook requests answered 429 by a rate limit, by charter and limit (path, client)."
             }
             Metric::RunsFinished => "Runs finished, by charter and outcome.",
             Metric::Decisions => "Decisions made, by charter and deciding stage.",
@@ -342,6 +354,20 @@ impl Metrics {
 
     pub fn rejected(&self, reason: &'static str) {
         self.add(Metric::EventsRejected, &[("reason", reason)], 1.0);
+    }
+
+    /// A rejected payload was not kept: its charter holds `server.rejected_keep`.
+    pub fn rejected_dropped(&self, charter: &str) {
+        self.add(Metric::RejectedDropped, &[("charter", charter)], 1.0);
+    }
+
+    /// A webhook request was refused by a rate limit (`path` or `client`).
+    pub fn webhook_limited(&self, charter: &str, limit: &'static str) {
+        self.add(
+            Metric::WebhooksLimited,
+            &[("charter", charter), ("limit", limit)],
+            1.0,
+        );
     }
 
     /// A run ended with `outcome`; `cycle` is receipt to now.

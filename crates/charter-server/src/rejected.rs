@@ -42,7 +42,7 @@ pub async fn replay_rejected<S: Store>(
         .ok_or_else(|| ApiError::Conflict("the payload's charter is no longer defined".into()))?;
     let payload = parse_body(&rejected.headers, rejected.body.as_bytes()).map_err(|reason| {
         ApiError::Contract {
-            event_id: id.to_string(),
+            event_id: Some(id.to_string()),
             violations: vec![reason],
         }
     })?;
@@ -50,7 +50,7 @@ pub async fn replay_rejected<S: Store>(
         let violations = crate::ingest::contract_violations(contract, &payload);
         if !violations.is_empty() {
             return Err(ApiError::Contract {
-                event_id: id.to_string(),
+                event_id: Some(id.to_string()),
                 violations,
             });
         }

@@ -103,6 +103,7 @@ pub async fn run_all<S: Store>(store: &S) -> CheckResult {
         ("ingest_json", check_ingest_json(store).await),
         ("concurrent_dedupe", check_concurrent_dedupe(store).await),
         ("rejected", check_rejected(store).await),
+        ("rejected_cap", check_rejected_cap(store).await),
         ("claim_limit", check_claim_limit(store).await),
         ("pause", check_pause(store).await),
         ("lease_expiry", check_lease_expiry(store).await),
@@ -373,6 +374,73 @@ pub async fn check_rejected<S: Store>(store: &S) -> CheckResult {
         .await
         .ctx("list_rejected")?;
     ensure!(left == vec![newer], "after delete the list is {left:?}");
+    Ok(())
+}
+
+/// `reject_within` keeps payloads up to the cap per charter, then keeps nothing more for
+/// that charter (other charters unaffected); a freed place is used again.
+pub async fn check_rejected_cap<S: Store>(store: &S) -> CheckResult {
+    let c = charter("rejected-cap");
+    let other = charter("rejected-cap-other");
+    let mk = |charter: &str| RejectedPayload {
+        id: Uuid::now_v7(),
+        charter: charter.to_string(),
+        source: "webhook:/hooks/x".to_string(),
+        received_at: now(),
+        headers: BTreeMap::new(),
+        body: "{".to_string(),
+        reasons: vec!["not JSON".to_string()],
+    };
+    let mut kept = Vec::new();
+    for i in 0..3 {
+        let r = mk(&c);
+        ensure!(
+            store
+                .reject_within(r.clone(), 3)
+                .await
+                .ctx("reject_within")?,
+            "payload {i} of 3 was not kept"
+        );
+        kept.push(r.id);
+    }
+    let fourth = mk(&c);
+    ensure!(
+        !store
+            .reject_within(fourth.clone(), 3)
+            .await
+            .ctx("reject_within")?,
+        "a fourth payload was kept past the cap of 3"
+    );
+    let listed = store
+        .list_rejected(Some(c.clone()), 10)
+        .await
+        .ctx("list_rejected")?;
+    ensure!(
+        listed.len() == 3 && !listed.iter().any(|r| r.id == fourth.id),
+        "after the cap the charter lists {listed:?}"
+    );
+    ensure!(
+        store
+            .reject_within(mk(&other), 3)
+            .await
+            .ctx("reject_within")?,
+        "another charter's payload was refused by this charter's cap"
+    );
+    ensure!(
+        store
+            .delete_rejected(kept[0])
+            .await
+            .ctx("delete_rejected")?,
+        "delete_rejected returned false"
+    );
+    ensure!(
+        store.reject_within(mk(&c), 3).await.ctx("reject_within")?,
+        "a freed place was not used again"
+    );
+    ensure!(
+        !store.reject_within(mk(&c), 0).await.ctx("reject_within")?,
+        "a cap of 0 kept a payload"
+    );
     Ok(())
 }
 

@@ -135,6 +135,15 @@ pub trait EventStore: Send + Sync + 'static {
     /// Keep a payload that broke its charter's contract (durable on return).
     fn reject(&self, rejected: RejectedPayload) -> impl Future<Output = Result<()>> + Send;
 
+    /// [`EventStore::reject`] unless the charter already keeps `keep` rejected payloads:
+    /// then nothing is written and the answer is `false` (the count and the insert are one
+    /// statement, so concurrent callers cannot overshoot by more than the writers racing).
+    fn reject_within(
+        &self,
+        rejected: RejectedPayload,
+        keep: u64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
     fn get_event(&self, id: Uuid) -> impl Future<Output = Result<Option<EventRecord>>> + Send;
 
     fn list_events(

@@ -646,6 +646,37 @@ impl EventStore for SqliteStore {
             .await
     }
 
+    async fn reject_within(&self, rejected: RejectedPayload, keep: u64) -> Result<bool> {
+        let headers = to_json("headers", &rejected.headers)?;
+        let reasons = to_json("reasons", &rejected.reasons)?;
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        self.writer()?
+            .submit_atomic(move |conn| {
+                let n = conn
+                    .prepare_cached(
+                        "INSERT INTO rejected (id, charter, source, received_at, headers, body, reasons)
+                         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+                         WHERE (SELECT count(*) FROM rejected WHERE charter = ?2) < ?8
+                         ON CONFLICT (id) DO NOTHING",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            rejected.id.to_string(),
+                            rejected.charter,
+                            rejected.source,
+                            rejected.received_at,
+                            headers,
+                            rejected.body,
+                            reasons,
+                            keep,
+                        ])
+                    })
+                    .map_err(db("inserting a rejected payload"))?;
+                Ok(n == 1)
+            })
+            .await
+    }
+
     async fn get_event(&self, id: Uuid) -> Result<Option<EventRecord>> {
         self.read(move |conn| {
             let mut stmt = conn

@@ -111,6 +111,118 @@ pub struct Settings {
     /// milliseconds.
     pub timezone: crate::cron::Zone,
     pub worker: WorkerSettings,
+    /// Who may reach the server and how much of it one connection may hold.
+    pub net: NetSettings,
+}
+
+/// The server's exposure: which `Host` names it answers, which peers may speak for a
+/// client, connection limits and webhook rate limits (`server:` in charter.yaml).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetSettings {
+    /// `Host` values accepted besides loopback names (`localhost`, `*.localhost`), IP
+    /// literals and `public_url`'s host (`server.allowed_hosts`). An entry `*.example.com`
+    /// accepts every subdomain; `*` alone accepts any host. The check guards against DNS
+    /// rebinding; it applies to the UI, the admin API and MCP whenever no tokens are
+    /// configured, and always when this list is not empty.
+    pub allowed_hosts: Vec<String>,
+    /// Peers whose `X-Forwarded-For` is believed (`server.trusted_proxies`: addresses or
+    /// CIDR ranges). The client address (for limiters, the audit log and logs) is the
+    /// right-most forwarded address that is not itself a trusted proxy.
+    pub trusted_proxies: Vec<IpRange>,
+    /// Serve the admin API and UI without tokens on a non-loopback address
+    /// (`server.insecure_open_admin`; default false: the server refuses to start).
+    pub insecure_open_admin: bool,
+    /// Longest wait for a request's head, once the connection is open or the previous
+    /// answer was sent (`server.header_timeout`, default 10 s). It is also the idle
+    /// keep-alive timeout: a connection that sends no new request within it is closed.
+    pub header_timeout: Duration,
+    /// Longest time to read a whole request body (`server.body_timeout`, default 30 s):
+    /// a body that trickles in or stops short of its `Content-Length` is answered 408.
+    pub body_timeout: Duration,
+    /// Connections served at once (`server.max_connections`, default 4096); more wait
+    /// in the listen backlog.
+    pub max_connections: usize,
+    /// Webhook requests per second accepted on one path, all senders together
+    /// (`server.webhook_rate`, e.g. `500/s`; default unlimited). Beyond it: 429 with
+    /// `Retry-After`, nothing stored.
+    pub webhook_rate: Option<f64>,
+    /// Webhook requests per second accepted from one client address on one path
+    /// (`server.webhook_client_rate`; default unlimited).
+    pub webhook_client_rate: Option<f64>,
+    /// Rejected payloads kept per charter (`server.rejected_keep`, default 10,000); past
+    /// it, a rejected body is answered as before but not kept, and counted in
+    /// `charter_rejected_dropped_total`.
+    pub rejected_keep: u64,
+}
+
+impl Default for NetSettings {
+    fn default() -> Self {
+        NetSettings {
+            allowed_hosts: Vec::new(),
+            trusted_proxies: Vec::new(),
+            insecure_open_admin: false,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 4096,
+            webhook_rate: None,
+            webhook_client_rate: None,
+            rejected_keep: 10_000,
+        }
+    }
+}
+
+/// An address range written as an address or `address/prefix` (CIDR).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRange {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl IpRange {
+    /// Parses `10.0.0.1`, `10.0.0.0/8`, `::1` or `fd00::/8`.
+    pub fn parse(text: &str) -> Result<IpRange, String> {
+        let t = text.trim();
+        let (addr, prefix) = match t.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (t, None),
+        };
+        let addr: std::net::IpAddr = addr.trim().parse().map_err(|_| {
+            format!("`{t}` is not an IP address or range; expected e.g. `10.0.0.5` or `10.0.0.0/8`")
+        })?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => match p.trim().parse::<u8>() {
+                Ok(n) if n <= max => n,
+                _ => return Err(format!("`{t}`: the prefix length must be 0 to {max}")),
+            },
+        };
+        Ok(IpRange { addr, prefix })
+    }
+
+    /// Whether `ip` is inside the range (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(a) & mask == u32::from(b) & mask
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(a) & mask == u128::from(b) & mask
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Worker tuning.

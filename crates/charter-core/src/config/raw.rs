@@ -216,6 +216,15 @@ pub struct RawServer {
     pub body_limit: Option<S<Scalar>>,
     pub public_url: Option<S<String>>,
     pub timezone: Option<S<String>>,
+    pub allowed_hosts: Option<S<Vec<S<String>>>>,
+    pub trusted_proxies: Option<S<Vec<S<String>>>>,
+    pub insecure_open_admin: Option<S<bool>>,
+    pub header_timeout: Option<S<Scalar>>,
+    pub body_timeout: Option<S<Scalar>>,
+    pub max_connections: Option<S<i64>>,
+    pub webhook_rate: Option<S<Scalar>>,
+    pub webhook_client_rate: Option<S<Scalar>>,
+    pub rejected_keep: Option<S<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -714,6 +723,15 @@ const SERVER_SHAPE: Shape = Shape::Keys(&[
     ("body_limit", A),
     ("public_url", A),
     ("timezone", A),
+    ("allowed_hosts", A),
+    ("trusted_proxies", A),
+    ("insecure_open_admin", A),
+    ("header_timeout", A),
+    ("body_timeout", A),
+    ("max_connections", A),
+    ("webhook_rate", A),
+    ("webhook_client_rate", A),
+    ("rejected_keep", A),
 ]);
 
 const WORKER_SHAPE: Shape = Shape::Keys(&[

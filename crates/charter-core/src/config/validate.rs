@@ -16,17 +16,18 @@ use sha2::{Digest, Sha256};
 use super::raw::{
     CHARTER_SHAPE, Entries, Location, MeasureGroups, PROJECT_SHAPE, RawAction, RawApproval,
     RawAuth, RawBudget, RawCharter, RawConnector, RawDecide, RawEmail, RawField, RawMessage,
-    RawNats, RawProject, RawProvider, RawRequest, RawRetry, RawRoute, RawRule, RawSql, RawStage,
-    RawToken, RawTrigger, RawVerify, RawWebhook, S, Scalar, Shape, WordOr, strip_unknown_keys,
+    RawNats, RawProject, RawProvider, RawRequest, RawRetry, RawRoute, RawRule, RawServer, RawSql,
+    RawStage, RawToken, RawTrigger, RawVerify, RawWebhook, S, Scalar, Shape, WordOr,
+    strip_unknown_keys,
 };
 use super::{
     Action, ActionKind, Approval, Charter, CircuitBreakerPolicy, Connector, ConnectorKind, Decide,
     Dedupe, EmailAction, EmbeddedStage, Escalation, FieldSpec, FieldType, HTTP_PRESETS, HttpAction,
-    HttpAuth, HttpConnector, InputSchema, LlmBudget, LlmStage, Measure, MessageAction, Mode,
-    NatsTrigger, OnExhausted, OnExpiry, Otherwise, Project, ProjectSource, ProviderDef,
-    ProviderType, RetryPolicy, Role, Route, Rule, SecretRef, Settings, SlackAuth, SlackConnector,
-    SmtpConnector, SmtpTls, SqlAction, SqlConnector, SqlDatabase, Stage, StructuredMode,
-    TextOrSecret, TokenDef, TokenPrice, Trigger, Webhook, WorkerSettings,
+    HttpAuth, HttpConnector, InputSchema, IpRange, LlmBudget, LlmStage, Measure, MessageAction,
+    Mode, NatsTrigger, NetSettings, OnExhausted, OnExpiry, Otherwise, Project, ProjectSource,
+    ProviderDef, ProviderType, RetryPolicy, Role, Route, Rule, SecretRef, Settings, SlackAuth,
+    SlackConnector, SmtpConnector, SmtpTls, SqlAction, SqlConnector, SqlDatabase, Stage,
+    StructuredMode, TextOrSecret, TokenDef, TokenPrice, Trigger, Webhook, WorkerSettings,
 };
 use crate::expr::Expr;
 
@@ -631,6 +632,95 @@ impl Check for ProjectChecker<'_> {
 }
 
 impl<'a> ProjectChecker<'a> {
+    /// `server:`'s exposure settings: allowed hosts, trusted proxies, connection limits,
+    /// webhook rates and the rejected-payload cap.
+    fn net(&mut self, server: &RawServer) -> NetSettings {
+        let d = NetSettings::default();
+        let mut net = NetSettings {
+            header_timeout: self.duration_or(
+                &server.header_timeout,
+                "header_timeout",
+                d.header_timeout,
+            ),
+            body_timeout: self.duration_or(&server.body_timeout, "body_timeout", d.body_timeout),
+            ..d
+        };
+        for (key, value) in [
+            ("header_timeout", &server.header_timeout),
+            ("body_timeout", &server.body_timeout),
+        ] {
+            if let Some(v) = value
+                && parse_duration(&v.value.0).is_ok_and(|d| d.is_zero())
+            {
+                self.err(
+                    v.referenced,
+                    format!("`{key}` is 0; expected a duration such as `10s`"),
+                );
+            }
+        }
+        for h in server.allowed_hosts.iter().flat_map(|l| l.value.iter()) {
+            let host = h.value.trim().to_ascii_lowercase();
+            let bare = host.strip_prefix("*.").unwrap_or(&host);
+            if host != "*"
+                && (bare.is_empty()
+                    || bare.contains(['/', ':', '*', ' '])
+                    || !bare
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'))
+            {
+                self.err(
+                    h.referenced,
+                    format!(
+                        "`allowed_hosts`: `{}` is not a host name; expected a name such as `charter.example.com`, `*.example.com` or `*` (no scheme, port or path)",
+                        h.value
+                    ),
+                );
+            } else {
+                net.allowed_hosts.push(host);
+            }
+        }
+        for p in server.trusted_proxies.iter().flat_map(|l| l.value.iter()) {
+            match IpRange::parse(&p.value) {
+                Ok(r) => net.trusted_proxies.push(r),
+                Err(e) => self.err(p.referenced, format!("`trusted_proxies`: {e}")),
+            }
+        }
+        if let Some(b) = &server.insecure_open_admin {
+            net.insecure_open_admin = b.value;
+        }
+        if let Some(m) = &server.max_connections {
+            net.max_connections = self
+                .positive(m, "max_connections")
+                .unwrap_or(d.max_connections);
+        }
+        if let Some(k) = &server.rejected_keep {
+            if k.value < 0 {
+                self.err(
+                    k.referenced,
+                    "`rejected_keep` is negative; expected 0 (keep none) or more",
+                );
+            } else {
+                net.rejected_keep = k.value as u64;
+            }
+        }
+        for (key, value, slot) in [
+            ("webhook_rate", &server.webhook_rate, &mut net.webhook_rate),
+            (
+                "webhook_client_rate",
+                &server.webhook_client_rate,
+                &mut net.webhook_client_rate,
+            ),
+        ] {
+            if let Some(v) = value {
+                match parse_rate(&v.value.0) {
+                    Ok(r) => *slot = Some(r),
+                    Err(e) => self.err(v.referenced, format!("`{key}`: {e}")),
+                }
+            }
+        }
+        net
+    }
+
     fn new(diags: &'a mut Vec<Diagnostic>, src: &'a ProjectSource) -> Self {
         ProjectChecker {
             diags,
@@ -648,6 +738,7 @@ impl<'a> ProjectChecker<'a> {
             public_url: None,
             timezone: crate::cron::Zone::utc(),
             worker: defaults.clone(),
+            net: NetSettings::default(),
         };
         if let Some(server) = &raw.server {
             let server = &server.value;
@@ -671,6 +762,7 @@ impl<'a> ProjectChecker<'a> {
                     Err(e) => self.err(zone.referenced, format!("`timezone`: {e}")),
                 }
             }
+            settings.net = self.net(server);
         }
         if let Some(store) = &raw.store
             && let Some(s) = self.required_text(

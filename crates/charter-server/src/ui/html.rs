@@ -97,7 +97,9 @@ pub struct Viewer<'a> {
     pub open: bool,
 }
 
-const STYLE: &str = r#"
+/// The UI's one stylesheet, inlined in every page; the content security policy allows it
+/// by its hash (`guard::content_security_policy`), so it must stay the only style.
+pub(crate) const STYLE: &str = r#"
 :root{--fg:#1d2329;--muted:#66717c;--line:#d9dee3;--bg:#f6f7f9;--accent:#1f5fbf}
 *{box-sizing:border-box}
 body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);background:var(--bg)}
@@ -138,6 +140,8 @@ details summary{cursor:pointer;color:var(--accent)}
 .timeline li::before{content:"";position:absolute;left:-22px;top:12px;width:11px;height:11px;border-radius:50%;background:var(--accent)}
 .timeline .kind{font-weight:600}
 .filters{display:flex;gap:8px;align-items:center;margin-bottom:12px;flex-wrap:wrap}
+.narrow{max-width:420px}
+.wide{width:100%}
 "#;
 
 /// The page frame: header with navigation, optional banners, the body.

@@ -190,8 +190,8 @@ fn with_msg(path: &str, msg: &str) -> String {
     format!("{path}{sep}msg={}", html::url_enc(msg))
 }
 
-/// The client's address (from `ConnectInfo` when the server provides it; unspecified
-/// otherwise, so every such client shares one login-limit bucket).
+/// The client's address ([`crate::guard::ClientAddr`]: the peer, or the address a trusted
+/// proxy forwarded; unspecified when the server provides neither, so every such client shares one login-limit bucket).
 pub struct ClientIp(pub IpAddr);
 
 impl<T: Send + Sync> FromRequestParts<T> for ClientIp {
@@ -201,8 +201,14 @@ impl<T: Send + Sync> FromRequestParts<T> for ClientIp {
         Ok(ClientIp(
             parts
                 .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip())
+                .get::<crate::guard::ClientAddr>()
+                .map(|c| c.0)
+                .or_else(|| {
+                    parts
+                        .extensions
+                        .get::<ConnectInfo<SocketAddr>>()
+                        .map(|c| c.0.ip())
+                })
                 .unwrap_or(IpAddr::from([0, 0, 0, 0])),
         ))
     }
@@ -385,11 +391,11 @@ fn login_html(csrf: &str, next: &str, error: Option<&str>) -> String {
         .map(|e| format!("<div class=\"error\" role=\"alert\">{}</div>", esc(e)))
         .unwrap_or_default();
     let body = format!(
-        "<div class=\"card\" style=\"max-width:420px\"><h1>Log in</h1>{err}\
+        "<div class=\"card narrow\"><h1>Log in</h1>{err}\
          <form method=\"post\" action=\"/login\">{}\
          <input type=\"hidden\" name=\"next\" value=\"{}\">\
          <p><label for=\"token\">API token</label><br>\
-         <input type=\"password\" id=\"token\" name=\"token\" autocomplete=\"current-password\" style=\"width:100%\" required></p>\
+         <input type=\"password\" id=\"token\" name=\"token\" autocomplete=\"current-password\" class=\"wide\" required></p>\
          <button type=\"submit\" class=\"primary\">Log in</button></form>\
          <p class=\"meta\">Use a token from <code>charter.yaml</code>; you get its role and charter scopes. Sessions last 12 hours (or until you log out).</p></div>",
         html::csrf_field(csrf),

@@ -505,6 +505,37 @@ impl EventStore for PgStore {
         Ok(())
     }
 
+    async fn reject_within(&self, rejected: RejectedPayload, keep: u64) -> Result<bool> {
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "INSERT INTO rejected (id, charter, source, received_at, headers, body, reasons)
+                 SELECT $1, $2, $3, $4, $5, $6, $7
+                 WHERE (SELECT count(*) FROM rejected WHERE charter = $2) < $8
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .await
+            .map_err(db("preparing reject_within"))?;
+        let n = client
+            .execute(
+                &stmt,
+                &[
+                    &rejected.id,
+                    &rejected.charter,
+                    &rejected.source,
+                    &rejected.received_at,
+                    &Json(&rejected.headers),
+                    &rejected.body.as_bytes(),
+                    &Json(&rejected.reasons),
+                    &keep,
+                ],
+            )
+            .await
+            .map_err(db("inserting a rejected payload"))?;
+        Ok(n == 1)
+    }
+
     async fn get_event(&self, id: Uuid) -> Result<Option<EventRecord>> {
         let client = self.client().await?;
         let stmt = client
