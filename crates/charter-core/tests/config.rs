@@ -1476,3 +1476,24 @@ fn an_azure_provider_takes_an_api_version() {
         "{err}"
     );
 }
+
+#[test]
+fn trigger_events_are_checked_where_they_are_written() {
+    let text_line = "  text: \"{{ payload.ticket.subject }}\"\n";
+    assert!(TRIAGE.contains(text_line));
+    let ok = TRIAGE.replace(
+        text_line,
+        &format!("{text_line}  events: [issues, \"invoice.*\"]\n"),
+    );
+    let project = load_project(&with_triage(&ok)).unwrap_or_else(|d| panic!("{d}"));
+    let triage = &project.charters["support-triage"];
+    let types = triage.trigger.events.clone().expect("events");
+    assert!(types.takes(Some("issues")) && types.takes(Some("invoice.paid")));
+    assert!(!types.takes(Some("push")) && !types.takes(None));
+    let bad = TRIAGE.replace(text_line, &format!("{text_line}  events: [\"in*voice\"]\n"));
+    let out = diagnostics(&with_triage(&bad));
+    assert!(
+        out.contains("charters/triage.yaml:") && out.contains("`in*voice` is not an event type"),
+        "{out}"
+    );
+}

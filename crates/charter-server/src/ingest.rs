@@ -271,6 +271,21 @@ pub async fn receive<S: Store>(
                 .and_then(Value::as_str)
                 .map(str::to_string)
         });
+    // GitHub's `ping` (sent when a webhook is created) is answered, never stored.
+    if event_type.as_deref() == Some("ping") && verified.headers.contains_key("x-github-event") {
+        state.metrics.ignored(&charter.name, "ping");
+        return Ok((StatusCode::OK, Json(json!({"ok": true, "ping": true}))).into_response());
+    }
+    if let Some(types) = &charter.trigger.events
+        && !types.takes(event_type.as_deref())
+    {
+        state.metrics.ignored(&charter.name, "event_type");
+        return Ok((
+            StatusCode::OK,
+            Json(json!({"ok": true, "ignored": true, "event_type": event_type})),
+        )
+            .into_response());
+    }
     let kept = kept_headers(verified.headers, dedupe_header);
     // A JSON body is stored as the text received (a form body as the object parsed from it).
     let is_json = !is_form(&kept);

@@ -22,6 +22,7 @@ pub enum Metric {
     EventsRejected,
     RejectedDropped,
     WebhooksLimited,
+    EventsIgnored,
     RunsFinished,
     Decisions,
     LlmCalls,
@@ -62,6 +63,7 @@ impl Metric {
         Metric::EventsRejected,
         Metric::RejectedDropped,
         Metric::WebhooksLimited,
+        Metric::EventsIgnored,
         Metric::RunsFinished,
         Metric::Decisions,
         Metric::LlmCalls,
@@ -93,6 +95,7 @@ impl Metric {
             Metric::EventsRejected => "charter_events_rejected_total",
             Metric::RejectedDropped => "charter_rejected_dropped_total",
             Metric::WebhooksLimited => "charter_webhooks_limited_total",
+            Metric::EventsIgnored => "charter_events_ignored_total",
             Metric::RunsFinished => "charter_runs_total",
             Metric::Decisions => "charter_decisions_total",
             Metric::LlmCalls => "charter_llm_calls_total",
@@ -130,6 +133,9 @@ impl Metric {
             }
             Metric::WebhooksLimited => {
                 "Webhook requests answered 429 by a rate limit, by charter and limit (path, client)."
+            }
+            Metric::EventsIgnored => {
+                "Verified deliveries answered but not stored, by charter and reason (event_type: not in trigger.events; ping)."
             }
             Metric::RunsFinished => "Runs finished, by charter and outcome.",
             Metric::Decisions => "Decisions made, by charter and deciding stage.",
@@ -366,6 +372,15 @@ impl Metrics {
         self.add(
             Metric::WebhooksLimited,
             &[("charter", charter), ("limit", limit)],
+            1.0,
+        );
+    }
+
+    /// A verified delivery was answered without being stored (`event_type`, `ping`).
+    pub fn ignored(&self, charter: &str, reason: &'static str) {
+        self.add(
+            Metric::EventsIgnored,
+            &[("charter", charter), ("reason", reason)],
             1.0,
         );
     }

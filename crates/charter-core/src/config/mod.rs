@@ -547,6 +547,28 @@ pub struct Trigger {
     pub input_schema: Option<InputSchema>,
     /// The text the decision layer reads.
     pub text: Option<Template>,
+    /// The event types a webhook takes (`trigger.events`); `None`: every type. A delivery
+    /// of another type is answered 200 and not stored.
+    pub events: Option<EventTypes>,
+}
+
+/// `trigger.events`: event types matched against the provider's event type (GitHub's
+/// `X-GitHub-Event`, Shopify's `X-Shopify-Topic`, else the payload's `type`), each an exact
+/// name or a prefix ending in `*` (`invoice.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventTypes(pub Vec<String>);
+
+impl EventTypes {
+    /// Whether a delivery of `event_type` is taken (one without a type never is).
+    pub fn takes(&self, event_type: Option<&str>) -> bool {
+        let Some(t) = event_type else {
+            return false;
+        };
+        self.0.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => t.starts_with(prefix),
+            None => p == t,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

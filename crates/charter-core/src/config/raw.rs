@@ -366,6 +366,8 @@ pub struct RawTrigger {
     pub dedupe: Option<S<WordOr<RawDedupe>>>,
     pub input_schema: Option<S<String>>,
     pub text: Option<S<String>>,
+    /// Event types the webhook takes (`events: [issues, "invoice.*"]`).
+    pub events: Option<S<Vec<S<String>>>>,
 }
 
 /// `trigger: { nats: ... }`.
@@ -849,6 +851,7 @@ const TRIGGER_SHAPE: Shape = Shape::Keys(&[
     ("dedupe", DEDUPE_SHAPE),
     ("input_schema", A),
     ("text", A),
+    ("events", A),
 ]);
 
 const NATS_SHAPE: Shape = Shape::Keys(&[

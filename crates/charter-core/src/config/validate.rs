@@ -22,11 +22,11 @@ use super::raw::{
 };
 use super::{
     Action, ActionKind, Approval, Charter, CircuitBreakerPolicy, Connector, ConnectorKind, Decide,
-    Dedupe, EmailAction, EmbeddedStage, Escalation, FieldSpec, FieldType, HTTP_PRESETS, HttpAction,
-    HttpAuth, HttpConnector, InputSchema, IpRange, LlmBudget, LlmStage, Measure, MessageAction,
-    Mode, NatsTrigger, NetSettings, OnExhausted, OnExpiry, Otherwise, Project, ProjectSource,
-    ProviderDef, ProviderType, RetryPolicy, Role, Route, Rule, SecretRef, Settings, SlackAuth,
-    SlackConnector, SmtpConnector, SmtpTls, SqlAction, SqlConnector, SqlDatabase, Stage,
+    Dedupe, EmailAction, EmbeddedStage, Escalation, EventTypes, FieldSpec, FieldType, HTTP_PRESETS,
+    HttpAction, HttpAuth, HttpConnector, InputSchema, IpRange, LlmBudget, LlmStage, Measure,
+    MessageAction, Mode, NatsTrigger, NetSettings, OnExhausted, OnExpiry, Otherwise, Project,
+    ProjectSource, ProviderDef, ProviderType, RetryPolicy, Role, Route, Rule, SecretRef, Settings,
+    SlackAuth, SlackConnector, SmtpConnector, SmtpTls, SqlAction, SqlConnector, SqlDatabase, Stage,
     StructuredMode, TextOrSecret, TokenDef, TokenPrice, Trigger, Webhook, WorkerSettings,
 };
 use crate::expr::Expr;
@@ -2019,6 +2019,43 @@ impl CharterChecker<'_> {
             Some(s) => self.template(s, "text").map(Some),
             None => Some(None),
         };
+        let events = match &t.events {
+            None => Some(None),
+            Some(list) => {
+                let mut ok = true;
+                let mut types = Vec::new();
+                if webhook.as_ref().is_some_and(Option::is_none) {
+                    self.err(
+                        list.referenced,
+                        "`events` filters webhook deliveries by their event type; this trigger has no `webhook`",
+                    );
+                    ok = false;
+                }
+                if list.value.is_empty() {
+                    self.err(
+                        list.referenced,
+                        "`events` is empty: it would take nothing; list event types such as `[issues, pull_request]` or leave it out",
+                    );
+                    ok = false;
+                }
+                for e in &list.value {
+                    let name = e.value.trim();
+                    if name.is_empty()
+                        || name.contains(char::is_whitespace)
+                        || name[..name.len().saturating_sub(1)].contains('*')
+                    {
+                        self.err(
+                            e.referenced,
+                            format!("`events`: `{}` is not an event type; expected a name such as `issues` or a prefix ending in `*` such as `invoice.*`", e.value),
+                        );
+                        ok = false;
+                    } else {
+                        types.push(name.to_string());
+                    }
+                }
+                ok.then_some(Some(EventTypes(types)))
+            }
+        };
         Some(Trigger {
             webhook: webhook?,
             nats: nats?,
@@ -2027,6 +2064,7 @@ impl CharterChecker<'_> {
             dedupe: dedupe?,
             input_schema: input_schema?,
             text: text?,
+            events: events?,
         })
     }
 

@@ -1845,3 +1845,63 @@ async fn rejected_payload_is_replayed_after_the_contract_is_fixed() {
     );
     h.stop().await;
 }
+
+/// `trigger.events` takes only the listed event types: a GitHub delivery of another type and
+/// GitHub's `ping` are answered 200 and stored nowhere, counted by reason.
+#[tokio::test]
+async fn a_trigger_takes_only_its_event_types_and_answers_ping() {
+    let h = Harness::start(&[(
+        "charters/gh.yaml",
+        &charter_yaml(
+            "gh",
+            "live",
+            "{ preset: github, secret: file:secrets/hook }",
+            "/hooks/gh",
+            "events: [issues, \"pull_request*\"]",
+        ),
+    )])
+    .await;
+    let (spec, path) = h.spec("gh");
+    let send = |event: &'static str, delivery: &'static str, id: i64| {
+        let raw = serde_json::to_vec(&ticket(id, "refund")).unwrap();
+        let mut headers = verify::sign(&spec, SECRET, &raw, now_secs(), delivery).unwrap();
+        headers.push(("x-github-event".into(), event.into()));
+        h.post(&path, raw, headers)
+    };
+    let (status, v) = send("issues", "d1", 1).await;
+    assert_eq!(status, 202, "{v}");
+    let (status, v) = send("pull_request_review", "d2", 2).await;
+    assert_eq!(status, 202, "{v}");
+    let (status, v) = send("push", "d3", 3).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["ignored"], true);
+    assert_eq!(v["event_type"], "push");
+    let (status, v) = send("ping", "d4", 4).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["ping"], true);
+    let stored: Vec<String> = h
+        .events("gh")
+        .await
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert!(
+        stored.contains(&"issues".to_string())
+            && stored.contains(&"pull_request_review".to_string())
+    );
+    let metrics = h
+        .client
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("charter_events_ignored_total{charter=\"gh\",reason=\"event_type\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("charter_events_ignored_total{charter=\"gh\",reason=\"ping\"} 1"));
+}
