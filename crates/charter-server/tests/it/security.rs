@@ -411,7 +411,14 @@ async fn connections_beyond_the_maximum_wait_and_an_oversized_head_gets_431() {
     req.extend(std::iter::repeat_n(b'a', 1 << 20));
     req.extend(b"\r\n\r\n");
     let mut s = TcpStream::connect(n.addr).await.unwrap();
-    let _ = s.write_all(&req).await;
+    // Sent as a client on a real network would: in pieces, still sending when the server
+    // has answered.
+    for chunk in req.chunks(32 << 10) {
+        if s.write_all(chunk).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
     let out = String::from_utf8_lossy(&out);
