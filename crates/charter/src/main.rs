@@ -92,8 +92,8 @@ enum Command {
     Runs {
         #[arg(long)]
         charter: Option<String>,
-        /// completed, no_route, shadow, failed, escalated, awaiting_approval, rejected, or
-        /// running (not finished yet).
+        /// completed, no_route, shadow, failed, escalated, awaiting_approval, rejected,
+        /// interrupted, or running (not finished yet).
         #[arg(long)]
         outcome: Option<String>,
         /// Only runs started at or after this time: Unix milliseconds, an RFC 3339 UTC time,
@@ -266,6 +266,23 @@ enum Command {
         server: ServerArgs,
     },
     /// List work escalated to humans (oldest first).
+    /// Actions left in doubt by runs cut off by a crash: their intent was recorded but their
+    /// outcome never was, so the request may have reached the target (with the listed
+    /// idempotency key). `SETTLED` says whether the key succeeded since.
+    InDoubt {
+        #[arg(long)]
+        charter: Option<String>,
+        /// Only those whose key has not succeeded since.
+        #[arg(long)]
+        unsettled: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     Escalations {
         #[arg(long)]
         charter: Option<String>,
@@ -515,6 +532,13 @@ async fn run(cli: Cli) -> ExitCode {
             json,
             server,
         } => client::escalations(&server, charter, status, json).await,
+        Command::InDoubt {
+            charter,
+            unsettled,
+            limit,
+            json,
+            server,
+        } => client::in_doubt(&server, charter, unsettled, limit, json).await,
         Command::Decide {
             id,
             label,
