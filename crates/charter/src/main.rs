@@ -568,12 +568,19 @@ async fn run(cli: Cli) -> ExitCode {
 fn check(dir: &std::path::Path, json: bool) -> ExitCode {
     match charter_server::project::load(dir) {
         Ok(project) => {
+            let warnings = check_warnings(dir, &project);
             if json {
                 let names: Vec<&String> = project.charters.keys().collect();
-                println!("{}", serde_json::json!({"ok": true, "charters": names}));
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "charters": names, "warnings": warnings})
+                );
             } else {
                 for (name, c) in &project.charters {
                     println!("{name}\t{}\t{}", c.mode.as_str(), c.file);
+                }
+                for w in &warnings {
+                    eprintln!("warning: {w}");
                 }
             }
             eprintln!(
@@ -606,6 +613,39 @@ fn check(dir: &std::path::Path, json: bool) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// What `charter check` warns about without failing: a webhook charter with no `dedupe:`
+/// whose signature scheme gives no delivery id (header or body), so every redelivery of the
+/// same delivery would be stored, and acted on, as a new event. As `file:line: message`.
+fn check_warnings(dir: &std::path::Path, project: &charter_core::config::Project) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, c) in &project.charters {
+        let Some(webhook) = &c.trigger.webhook else {
+            continue;
+        };
+        if c.trigger.dedupe.is_some()
+            || charter_core::verify::identifies_deliveries(&webhook.verify)
+        {
+            continue;
+        }
+        // The line of `trigger:` in the charter's file (1 when it cannot be read).
+        let line = std::fs::read_to_string(dir.join(&c.file))
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .position(|l| l.trim_start().starts_with("trigger:"))
+                    .map(|i| i + 1)
+            })
+            .unwrap_or(1);
+        out.push(format!(
+            "{}:{line}: charter `{name}` has no `dedupe:` and its webhook's signature scheme \
+             gives no delivery id, so a redelivered webhook is stored and processed again as \
+             a new event; add `dedupe:` (a header name or a template over the payload's own id)",
+            c.file
+        ));
+    }
+    out
 }
 
 fn init(dir: &std::path::Path) -> ExitCode {

@@ -57,6 +57,57 @@ fn init_creates_a_project_that_checks_clean() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `check` warns (and still succeeds) about a webhook charter that can recognise no
+/// redelivery: no `dedupe:` and a scheme without a delivery id; a Stripe charter (body `id`)
+/// and one with `dedupe:` draw no warning.
+#[test]
+fn check_warns_about_a_webhook_charter_without_a_delivery_id() {
+    let dir = temp_dir("dedupe-warn");
+    write(
+        &dir,
+        "charter.yaml",
+        "connectors:\n  crm:\n    type: http\n    base_url: http://127.0.0.1:9\n",
+    );
+    write(&dir, "secrets/hook", "s3cret");
+    let charter_file = |name: &str, verify: &str, dedupe: &str| {
+        format!(
+            "name: {name}\ndescription: d\nowner: o@example.test\nmaintainer: m@example.test\nsystem_of_record: crm\nmode: shadow\nuses: [crm]\ntrigger:\n  webhook: {{ path: /hooks/{name}, verify: {verify} }}\n{dedupe}routes:\n  - when: \"true\"\n    do: [note]\nactions:\n  note: {{ log: \"seen\", approval: auto }}\nescalation: {{ to: ops }}\nmeasure: {{ success: [seen] }}\n"
+        )
+    };
+    write(
+        &dir,
+        "charters/plain.yaml",
+        &charter_file("plain", "none", ""),
+    );
+    write(
+        &dir,
+        "charters/stripe.yaml",
+        &charter_file(
+            "stripe",
+            "{ preset: stripe, secret: file:secrets/hook }",
+            "",
+        ),
+    );
+    write(
+        &dir,
+        "charters/keyed.yaml",
+        &charter_file("keyed", "none", "  dedupe: \"{{ payload.id }}\"\n"),
+    );
+    let (code, _, err) = charter(&["check", dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(
+        warnings[0].starts_with("warning: charters/plain.yaml:8: charter `plain` has no `dedupe:`"),
+        "{err}"
+    );
+    let (code, out, _) = charter(&["check", dir.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["warnings"].as_array().map(Vec::len), Some(1), "{v}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn backup_and_purge_from_the_command_line() {
     let dir = temp_dir("backup");
