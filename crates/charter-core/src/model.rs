@@ -148,6 +148,10 @@ pub enum RunOutcome {
     /// An action's approval was rejected (or expired with `on_expiry: reject`); the run
     /// ended there.
     Rejected,
+    /// Cut off before it finished (the process running it was killed or crashed, or lost
+    /// its lease): closed when its event was claimed again. Actions it had begun but not
+    /// finished are [`ActionStatus::InDoubt`].
+    Interrupted,
 }
 
 impl RunOutcome {
@@ -160,6 +164,7 @@ impl RunOutcome {
             RunOutcome::Escalated => "escalated",
             RunOutcome::AwaitingApproval => "awaiting_approval",
             RunOutcome::Rejected => "rejected",
+            RunOutcome::Interrupted => "interrupted",
         }
     }
 }
@@ -179,6 +184,10 @@ pub enum ActionStatus {
     Invalid,
     /// Its approval was rejected or expired; not executed.
     Rejected,
+    /// Its intent was recorded but its run was cut off before the outcome was: the request
+    /// may or may not have reached the target (with this idempotency key). A later run of
+    /// the event sends it again with the same key.
+    InDoubt,
 }
 
 impl ActionStatus {
@@ -190,6 +199,7 @@ impl ActionStatus {
             ActionStatus::DeadLettered => "dead_lettered",
             ActionStatus::Invalid => "invalid",
             ActionStatus::Rejected => "rejected",
+            ActionStatus::InDoubt => "in_doubt",
         }
     }
 }

@@ -308,6 +308,40 @@ pub fn delivery_id_header(spec: &VerifySpec) -> Option<&'static str> {
     }
 }
 
+/// Where the provider puts a delivery's id in the JSON body, as a JSON pointer, for a
+/// scheme whose provider sends no delivery-id header but repeats the id on every retry of a
+/// delivery: Stripe's event `id` (`evt_…`), the Slack Events API's `event_id`. Used for
+/// dedupe when a charter has no `dedupe:`. `None` for the others.
+pub fn delivery_id_pointer(spec: &VerifySpec) -> Option<&'static str> {
+    match spec {
+        VerifySpec::Stripe { .. } => Some("/id"),
+        VerifySpec::Slack { .. } => Some("/event_id"),
+        VerifySpec::None
+        | VerifySpec::StandardWebhooks { .. }
+        | VerifySpec::Github
+        | VerifySpec::Shopify
+        | VerifySpec::Zendesk { .. }
+        | VerifySpec::HubspotV3 { .. }
+        | VerifySpec::Hmac(_) => None,
+    }
+}
+
+/// The delivery id at `pointer` in `payload` (a string, or a number as its digits).
+pub fn delivery_id_in_body(payload: &serde_json::Value, pointer: &str) -> Option<String> {
+    match payload.pointer(pointer)? {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Whether deliveries under `spec` identify themselves (a delivery-id header or a body id,
+/// see [`delivery_id_header`] and [`delivery_id_pointer`]), so that a redelivery is
+/// recognised without a `dedupe:` in the charter.
+pub fn identifies_deliveries(spec: &VerifySpec) -> bool {
+    delivery_id_header(spec).is_some() || delivery_id_pointer(spec).is_some()
+}
+
 /// Whether checking a delivery against `spec` reads the header `name` (lower-case). The
 /// webhook path copies only the headers something reads out of the request.
 pub fn reads_header(spec: &VerifySpec, name: &str) -> bool {

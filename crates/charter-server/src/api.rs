@@ -28,8 +28,8 @@ use charter_core::model::{EventStatus, NewEvent, RunOutcome};
 use charter_core::routing::eval_context;
 use charter_store::{
     ApprovalFilter, ApprovalRecord, ApprovalStatus, AuditFilter, EscalationFilter,
-    EscalationRecord, EscalationStatus, EventFilter, HumanDecision, IngestOutcome, NewAuditEntry,
-    Requeue, RunFilter, Store, Verdict,
+    EscalationRecord, EscalationStatus, EventFilter, HumanDecision, InDoubtFilter, IngestOutcome,
+    NewAuditEntry, Requeue, RunFilter, Store, Verdict,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -191,7 +191,7 @@ pub async fn list_runs<S: Store>(
                 .map_err(|_| {
                     ApiError::BadRequest(format!(
                         "unknown outcome `{s}`: expected completed, no_route, shadow, failed, \
-                         escalated, awaiting_approval, rejected or running"
+                         escalated, awaiting_approval, rejected, interrupted or running"
                     ))
                 })?;
             (Some(outcome), false)
@@ -218,6 +218,43 @@ pub async fn list_runs<S: Store>(
         .filter(|r| caller.sees(&r.charter))
         .collect();
     Ok(Json(json!({ "runs": runs })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InDoubtQuery {
+    pub charter: Option<String>,
+    /// Only actions whose key has not succeeded since.
+    #[serde(default)]
+    pub unsettled: bool,
+    pub limit: Option<usize>,
+}
+
+/// `GET /api/v1/in-doubt`: actions left in doubt by interrupted runs (intent recorded,
+/// outcome unknown), newest first; a scoped token sees only its charters'.
+pub async fn list_in_doubt<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Query(q): Query<InDoubtQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let caller = authorize(&state, &headers, Role::Viewer)?;
+    if let Some(c) = &q.charter
+        && !caller.sees(c)
+    {
+        return Ok(Json(json!({"in_doubt": []})));
+    }
+    let items = state
+        .store
+        .list_in_doubt(InDoubtFilter {
+            charter: q.charter,
+            unsettled: q.unsettled,
+            limit: listing_limit(q.limit),
+        })
+        .await?;
+    let items: Vec<_> = items
+        .into_iter()
+        .filter(|a| caller.sees(&a.charter))
+        .collect();
+    Ok(Json(json!({ "in_doubt": items })))
 }
 
 pub async fn show_event<S: Store>(
@@ -1170,6 +1207,7 @@ pub fn routes<S: Store>() -> Vec<ApiRoute<S>> {
         ),
         r(Method::GET, "/api/v1/events", get(list_events::<S>)),
         r(Method::GET, "/api/v1/runs", get(list_runs::<S>)),
+        r(Method::GET, "/api/v1/in-doubt", get(list_in_doubt::<S>)),
         r(Method::GET, "/api/v1/events/{id}", get(show_event::<S>)),
         r(
             Method::GET,

@@ -324,7 +324,7 @@ pub async fn receive<S: Store>(
         headers: kept,
         payload: verified.payload,
     };
-    event.dedupe_key = dedupe_key(charter, &event, dedupe_header)?;
+    event.dedupe_key = webhook_dedupe_key(charter, &event, dedupe_header)?;
     let payload_json = is_json
         .then(|| String::from_utf8(Vec::from(verified.body)).ok())
         .flatten();
@@ -384,6 +384,26 @@ pub fn dedupe_key(
         }
         _ => Ok(header.and_then(|h| event.headers.get(h).cloned())),
     }
+}
+
+/// [`dedupe_key`] for a webhook delivery: without a `dedupe:` and without a delivery-id
+/// header, the provider's delivery id in the body when its scheme has one (Stripe `id`,
+/// Slack `event_id`; [`verify::delivery_id_pointer`]).
+pub fn webhook_dedupe_key(
+    charter: &charter_core::config::Charter,
+    event: &NewEvent,
+    header: Option<&str>,
+) -> Result<Option<String>, ApiError> {
+    let key = dedupe_key(charter, event, header)?;
+    if key.is_some() || charter.trigger.dedupe.is_some() {
+        return Ok(key);
+    }
+    Ok(charter
+        .trigger
+        .webhook
+        .as_ref()
+        .and_then(|w| verify::delivery_id_pointer(&w.verify))
+        .and_then(|p| verify::delivery_id_in_body(&event.payload, p)))
 }
 
 /// Store an event that passed its checks (durable on return), count it as received or

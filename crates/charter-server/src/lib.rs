@@ -82,7 +82,9 @@ pub enum Role {
 pub struct ServeOptions {
     pub listen: SocketAddr,
     pub role: Role,
-    /// Identifies this node's leases; defaults to host-pid-random.
+    /// Identifies this node's leases, and must survive a restart of the node so that the
+    /// restarted node releases the leases it held before (PostgreSQL; see
+    /// [`recover_leases`]). Default: [`node_identity`] (host name and listen address).
     pub worker_id: Option<String>,
 }
 
@@ -113,6 +115,69 @@ pub struct Running {
     /// Wakes this node's worker; a store that hears about events from other nodes (e.g.
     /// PostgreSQL LISTEN/NOTIFY) forwards them here.
     pub wake: Arc<Notify>,
+}
+
+/// The default identity of a node: `<host name>/<listen address>`, e.g.
+/// `web-1/0.0.0.0:8080`. It survives a restart, and no two live processes share it (two
+/// cannot listen on one address of one host). With port 0 the bound port is used, which
+/// changes at every start: set an explicit `--node` there.
+pub fn node_identity(listen: SocketAddr, bound: SocketAddr) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string());
+    let addr = if listen.port() == 0 { bound } else { listen };
+    format!("{host}/{addr}")
+}
+
+/// Release the leases this node's previous incarnation held, so that its events are
+/// processed again at once rather than after `worker.lease`. A store served by one process
+/// (SQLite under `charter serve`'s serving lock) releases every lease it holds: they all
+/// belong to a process that has stopped. A shared store (PostgreSQL) releases only those
+/// of `node`, this node's stable identity. Logged once and audited (`worker.recover`) when
+/// there were any; runs they cut off are closed as interrupted by the next claim.
+pub async fn recover_leases<S: Store>(state: &AppState<S>, node: &str) {
+    let all = state.store.single_process();
+    let owner = if all { None } else { Some(node) };
+    let now = now_millis();
+    match state.store.release_leases(owner, now).await {
+        Ok(ids) if ids.is_empty() => {}
+        Ok(ids) => {
+            tracing::warn!(
+                released = ids.len(),
+                node,
+                scope = if all {
+                    "every lease (single-process store)"
+                } else {
+                    "this node's"
+                },
+                "released the leases of a previous incarnation; their events are processed again now"
+            );
+            state.metrics.leases_recovered(ids.len());
+            let entry = charter_store::NewAuditEntry {
+                at: now,
+                actor: "system".to_string(),
+                action: "worker.recover".to_string(),
+                charter: None,
+                target: None,
+                detail: serde_json::json!({
+                    "node": node,
+                    "released": ids.len(),
+                    "all_leases": all,
+                }),
+            };
+            if let Err(e) = state.store.append_audit(entry).await {
+                tracing::error!(error = %e, "could not audit the lease recovery");
+            }
+        }
+        Err(e) => tracing::error!(
+            node,
+            error = %e,
+            "could not release the leases of a previous incarnation; they are taken over when they expire"
+        ),
+    }
 }
 
 /// Build the HTTP router: one route per charter webhook path plus the fixed endpoints.
@@ -437,7 +502,10 @@ pub async fn start<S: Store>(
         let worker_id = opts
             .worker_id
             .clone()
-            .unwrap_or_else(|| format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple()));
+            .unwrap_or_else(|| node_identity(opts.listen, addr));
+        // Before the first claim: the leases a previous incarnation left are released now
+        // instead of after `worker.lease`.
+        recover_leases(&state, &worker_id).await;
         let token = shutdown.clone();
         let st = state.clone();
         let alert_executor = executor.clone();

@@ -34,6 +34,8 @@ pub enum Metric {
     AlertNotifications,
     Notifications,
     SourcePolls,
+    LeasesRecovered,
+    InDoubtActions,
     AckLatency,
     DecisionLatency,
     ActionLatency,
@@ -75,6 +77,8 @@ impl Metric {
         Metric::AlertNotifications,
         Metric::Notifications,
         Metric::SourcePolls,
+        Metric::LeasesRecovered,
+        Metric::InDoubtActions,
         Metric::AckLatency,
         Metric::DecisionLatency,
         Metric::ActionLatency,
@@ -107,6 +111,8 @@ impl Metric {
             Metric::AlertNotifications => "charter_alert_notifications_total",
             Metric::Notifications => "charter_notifications_total",
             Metric::SourcePolls => "charter_source_polls_total",
+            Metric::LeasesRecovered => "charter_leases_recovered_total",
+            Metric::InDoubtActions => "charter_in_doubt_actions_total",
             Metric::AckLatency => "charter_ack_latency_seconds",
             Metric::DecisionLatency => "charter_decision_latency_seconds",
             Metric::ActionLatency => "charter_action_latency_seconds",
@@ -153,6 +159,13 @@ impl Metric {
             }
             Metric::SourcePolls => {
                 "Polls of an HTTP API and schedule firings, by charter, source and result."
+            }
+            Metric::LeasesRecovered => {
+                "Leases of a previous incarnation of this node released at its start-up."
+            }
+            Metric::InDoubtActions => {
+                "Actions left in doubt by an interrupted run (intent recorded, outcome unknown: \
+                 the request may have reached the target), by charter and action."
             }
             Metric::AckLatency => "Time from a verified delivery to its durable acknowledgement.",
             Metric::DecisionLatency => "Time the decision cascade took, by deciding stage.",
@@ -460,6 +473,20 @@ impl Metrics {
         self.add(
             Metric::Escalations,
             &[("charter", charter), ("reason", reason)],
+            1.0,
+        );
+    }
+
+    /// `n` leases of this node's previous incarnation were released at start-up.
+    pub fn leases_recovered(&self, n: usize) {
+        self.add(Metric::LeasesRecovered, &[], n as f64);
+    }
+
+    /// An interrupted run left `action` of `charter` in doubt.
+    pub fn in_doubt(&self, charter: &str, action: &str) {
+        self.add(
+            Metric::InDoubtActions,
+            &[("charter", charter), ("action", action)],
             1.0,
         );
     }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::api::authorize;
 use crate::error::ApiError;
-use crate::ingest::{dedupe_key, parse_body, store_event};
+use crate::ingest::{parse_body, store_event, webhook_dedupe_key};
 
 /// How many rejected payloads are searched for the id (the store has no lookup by id yet).
 const SEARCH_LIMIT: usize = 100_000;
@@ -76,7 +76,7 @@ pub async fn replay_rejected<S: Store>(
             .and_then(|w| charter_core::verify::delivery_id_header(&w.verify))
             .map(str::to_string),
     };
-    event.dedupe_key = dedupe_key(&cr.charter, &event, header.as_deref())?;
+    event.dedupe_key = webhook_dedupe_key(&cr.charter, &event, header.as_deref())?;
     let response = store_event(&state, event, None).await?;
     state.store.delete_rejected(id).await?;
     tracing::info!(caller = %caller.name, rejected = %id, "rejected payload replayed");

@@ -177,6 +177,7 @@ async fn process_claimed_in_span<S: Store>(
     let event_id = claimed.event.id;
     let charter_name = claimed.event.charter.clone();
     let received_at = claimed.event.received_at;
+    note_interrupted(&state, &claimed);
     let renew = async {
         let every = (lease / 3).max(Duration::from_millis(50));
         loop {
@@ -245,6 +246,33 @@ async fn process_claimed_in_span<S: Store>(
             }
         }
         Err(e) => tracing::error!(event = %event_id, error = %e, "release failed"),
+    }
+}
+
+/// Count and log the runs of this event that the claim closed as interrupted, and the
+/// actions they left in doubt (their requests may have reached the target; this run sends
+/// them again with the same idempotency keys unless they are already done).
+fn note_interrupted<S: Store>(state: &AppState<S>, claimed: &Claimed) {
+    let charter = &claimed.event.charter;
+    for run in &claimed.interrupted {
+        state
+            .metrics
+            .run_finished(charter, RunOutcome::Interrupted.as_str(), None);
+        for a in &run.in_doubt {
+            state.metrics.in_doubt(charter, &a.action);
+        }
+        let keys: Vec<String> = run
+            .in_doubt
+            .iter()
+            .map(|a| format!("{}={}", a.action, a.idempotency_key))
+            .collect();
+        tracing::warn!(
+            event = %claimed.event.id,
+            charter = %charter,
+            interrupted_run = %run.run_id,
+            in_doubt = ?keys,
+            "closed a run cut off before it finished as interrupted; its in-doubt actions are sent again with the same idempotency keys"
+        );
     }
 }
 

@@ -26,6 +26,7 @@ use crate::{
     HumanDecision, IngestOutcome, ModeOverride, NewApproval, NewAuditEntry, NewEscalation,
     NewMeasurement, ReportQuery, Requeue, RunFilter, RunWrite, Store, Verdict,
 };
+use crate::{INTERRUPTED_ERROR, InDoubtFilter, InDoubtRef, InterruptedRun};
 
 pub use crate::notifications_conformance::check_notifications;
 pub use crate::report_conformance::{check_incidents, check_reports};
@@ -107,6 +108,8 @@ pub async fn run_all<S: Store>(store: &S) -> CheckResult {
         ("claim_limit", check_claim_limit(store).await),
         ("pause", check_pause(store).await),
         ("lease_expiry", check_lease_expiry(store).await),
+        ("release_leases", check_release_leases(store).await),
+        ("interrupted_runs", check_interrupted_runs(store).await),
         ("requeue", check_requeue(store).await),
         ("run_lifecycle", check_run_lifecycle(store).await),
         ("record_run", check_record_run(store).await),
@@ -693,6 +696,397 @@ pub async fn check_lease_expiry<S: Store>(store: &S) -> CheckResult {
         .await
         .ctx("claim")?;
     ensure!(none.is_empty(), "a done event was claimed again");
+    Ok(())
+}
+
+/// A restarted worker releases the leases of its previous incarnation at once, live or not:
+/// one owner's, or every one; finished events stay as they are.
+pub async fn check_release_leases<S: Store>(store: &S) -> CheckResult {
+    let c = charter("relleases");
+    let t = now();
+    let lease = Duration::from_secs(60);
+    let done = stored(store, event(&c, None, t)).await?;
+    let got = store
+        .claim(&c, "node-a", 1, 10, lease, t)
+        .await
+        .ctx("claim")?;
+    ensure!(got.len() == 1 && got[0].event.id == done, "claimed {got:?}");
+    store
+        .release(done, "node-a", EventStatus::Done, t + 1)
+        .await
+        .ctx("release")?;
+    let a1 = stored(store, event(&c, None, t + 2)).await?;
+    let a2 = stored(store, event(&c, None, t + 3)).await?;
+    let b = stored(store, event(&c, None, t + 4)).await?;
+    let got = store
+        .claim(&c, "node-a", 2, 10, lease, t + 5)
+        .await
+        .ctx("claim")?;
+    ensure!(got.len() == 2, "node-a claimed {} events", got.len());
+    let got = store
+        .claim(&c, "node-b", 5, 10, lease, t + 5)
+        .await
+        .ctx("claim")?;
+    ensure!(
+        got.len() == 1 && got[0].event.id == b,
+        "node-b claimed {got:?}"
+    );
+
+    // node-a restarts: its leases (still live for a minute) are released, node-b's are not.
+    let released = store
+        .release_leases(Some("node-a"), t + 6)
+        .await
+        .ctx("release_leases(node-a)")?;
+    ensure!(
+        released == vec![a1, a2],
+        "release_leases(node-a) returned {released:?}, want [{a1}, {a2}]"
+    );
+    for id in [a1, a2] {
+        let rec = store
+            .get_event(id)
+            .await
+            .ctx("get_event")?
+            .ok_or("event vanished")?;
+        ensure!(
+            rec.status == EventStatus::Pending && rec.attempts == 1 && rec.updated_at == t + 6,
+            "a released event is {:?} with {} attempts, updated_at {}",
+            rec.status,
+            rec.attempts,
+            rec.updated_at
+        );
+        ensure!(
+            !store.renew(id, "node-a", t + 99_000).await.ctx("renew")?,
+            "the old incarnation renewed a released lease"
+        );
+    }
+    let rec = store
+        .get_event(b)
+        .await
+        .ctx("get_event")?
+        .ok_or("event vanished")?;
+    ensure!(
+        rec.status == EventStatus::Processing,
+        "node-b's event is {:?} after node-a's leases were released",
+        rec.status
+    );
+    // Well inside the old leases, the released events are claimable again (attempt 2);
+    // node-b's live lease still counts against the limit of 3.
+    let again = store
+        .claim(&c, "node-a", 5, 3, lease, t + 7)
+        .await
+        .ctx("claim")?;
+    let ids: Vec<Uuid> = again.iter().map(|x| x.event.id).collect();
+    ensure!(
+        ids == vec![a1, a2] && again.iter().all(|x| x.attempt == 2),
+        "claim after the release took {again:?}"
+    );
+
+    // A store served by one process releases every lease found at start-up.
+    let released = store
+        .release_leases(None, t + 8)
+        .await
+        .ctx("release_leases(all)")?;
+    for id in [a1, a2, b] {
+        ensure!(
+            released.contains(&id),
+            "release_leases(None) left {id} leased: {released:?}"
+        );
+    }
+    ensure!(
+        !released.contains(&done),
+        "release_leases(None) touched a done event"
+    );
+    let rec = store
+        .get_event(done)
+        .await
+        .ctx("get_event")?
+        .ok_or("event vanished")?;
+    ensure!(
+        rec.status == EventStatus::Done,
+        "the done event is {:?}",
+        rec.status
+    );
+    let none = store
+        .release_leases(Some("node-a"), t + 9)
+        .await
+        .ctx("release_leases")?;
+    ensure!(none.is_empty(), "a second release found {none:?}");
+    Ok(())
+}
+
+/// A run cut off before it finished is closed as interrupted by the next claim of its event,
+/// in the claim's transaction; the actions it had begun without an outcome become in doubt
+/// (visible in the run and listed), settled once the same key succeeds.
+pub async fn check_interrupted_runs<S: Store>(store: &S) -> CheckResult {
+    let c = charter("interrupted");
+    let t = now();
+    let lease = Duration::from_secs(10);
+    let event_id = stored(store, event(&c, None, t)).await?;
+    let got = store.claim(&c, "w1", 1, 1, lease, t).await.ctx("claim")?;
+    ensure!(
+        got.len() == 1 && got[0].interrupted.is_empty(),
+        "first claim: {got:?}"
+    );
+    let run = Uuid::now_v7();
+    let key = |a: &str| format!("{event_id}:{a}");
+    let params = |a: &str| serde_json::json!({"action": a, "order": 7});
+    let done = ActionRecord {
+        action: "a0_log".to_string(),
+        idempotency_key: key("a0_log"),
+        params: params("a0_log"),
+        status: ActionStatus::Succeeded,
+        attempts: Vec::new(),
+    };
+    let failed_attempt = AttemptRecord {
+        attempt: 1,
+        started_at: t + 2,
+        duration_ms: 5,
+        status: Some(503),
+        error: Some("HTTP 503".to_string()),
+        ok: false,
+    };
+    store
+        .record_run(vec![
+            RunWrite::Start {
+                run_id: run,
+                event_id,
+                charter: c.clone(),
+                charter_version: "v-1".to_string(),
+                mode: "live".to_string(),
+                now: t + 1,
+            },
+            RunWrite::BeginAction {
+                run_id: run,
+                action: "a0_log".to_string(),
+                idempotency_key: key("a0_log"),
+                params: params("a0_log"),
+            },
+            RunWrite::FinishAction {
+                run_id: run,
+                record: done.clone(),
+            },
+            RunWrite::BeginAction {
+                run_id: run,
+                action: "a1_push".to_string(),
+                idempotency_key: key("a1_push"),
+                params: params("a1_push"),
+            },
+            RunWrite::BeginAction {
+                run_id: run,
+                action: "a2_mail".to_string(),
+                idempotency_key: key("a2_mail"),
+                params: params("a2_mail"),
+            },
+            RunWrite::Attempt {
+                run_id: run,
+                action: "a2_mail".to_string(),
+                attempt: failed_attempt,
+            },
+        ])
+        .await
+        .ctx("record_run (intents)")?;
+    // While the run is in flight its unfinished actions are not reported, and nothing is
+    // in doubt.
+    let runs = store.runs_for_event(event_id).await.ctx("runs_for_event")?;
+    ensure!(
+        runs.len() == 1 && runs[0].outcome.is_none() && runs[0].actions == vec![done.clone()],
+        "in flight: {runs:?}"
+    );
+    let listed = store
+        .list_in_doubt(InDoubtFilter {
+            charter: Some(c.clone()),
+            ..Default::default()
+        })
+        .await
+        .ctx("list_in_doubt")?;
+    ensure!(listed.is_empty(), "in doubt while in flight: {listed:?}");
+
+    // w1 dies; its lease expires and w2 claims the event: the run is closed in that claim.
+    let at = t + 10_001;
+    let got = store.claim(&c, "w2", 1, 1, lease, at).await.ctx("claim")?;
+    let want = vec![InterruptedRun {
+        run_id: run,
+        in_doubt: vec![
+            InDoubtRef {
+                action: "a1_push".to_string(),
+                idempotency_key: key("a1_push"),
+            },
+            InDoubtRef {
+                action: "a2_mail".to_string(),
+                idempotency_key: key("a2_mail"),
+            },
+        ],
+    }];
+    ensure!(
+        got.len() == 1 && got[0].attempt == 2 && got[0].interrupted == want,
+        "the claim after the crash returned {got:?}, want interrupted {want:?}"
+    );
+    let runs = store.runs_for_event(event_id).await.ctx("runs_for_event")?;
+    let r = runs.first().ok_or("the run vanished")?;
+    ensure!(
+        runs.len() == 1
+            && r.outcome == Some(RunOutcome::Interrupted)
+            && r.finished_at == Some(at)
+            && r.error.as_deref() == Some(INTERRUPTED_ERROR),
+        "the interrupted run reads {r:?}"
+    );
+    let statuses: Vec<(&str, ActionStatus, usize)> = r
+        .actions
+        .iter()
+        .map(|a| (a.action.as_str(), a.status, a.attempts.len()))
+        .collect();
+    ensure!(
+        statuses
+            == vec![
+                ("a0_log", ActionStatus::Succeeded, 0),
+                ("a1_push", ActionStatus::InDoubt, 0),
+                ("a2_mail", ActionStatus::InDoubt, 1),
+            ]
+            && r.actions[1].idempotency_key == key("a1_push")
+            && r.actions[1].params == params("a1_push"),
+        "the interrupted run's actions: {:?}",
+        r.actions
+    );
+    let listed = store
+        .list_in_doubt(InDoubtFilter {
+            charter: Some(c.clone()),
+            ..Default::default()
+        })
+        .await
+        .ctx("list_in_doubt")?;
+    let seen: Vec<(&str, u32, bool)> = listed
+        .iter()
+        .map(|a| (a.action.as_str(), a.attempts, a.settled))
+        .collect();
+    ensure!(
+        seen == vec![("a2_mail", 1, false), ("a1_push", 0, false)],
+        "listed in doubt (newest first): {listed:?}"
+    );
+    let a1 = &listed[1];
+    ensure!(
+        a1.run_id == run
+            && a1.event_id == event_id
+            && a1.charter == c
+            && a1.idempotency_key == key("a1_push")
+            && a1.params == params("a1_push")
+            && a1.started_at == t + 1
+            && a1.interrupted_at == Some(at),
+        "listed in-doubt action: {a1:?}"
+    );
+    let other = store
+        .list_in_doubt(InDoubtFilter {
+            charter: Some(charter("interrupted-other")),
+            ..Default::default()
+        })
+        .await
+        .ctx("list_in_doubt")?;
+    ensure!(other.is_empty(), "another charter lists {other:?}");
+    let limited = store
+        .list_in_doubt(InDoubtFilter {
+            charter: Some(c.clone()),
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .ctx("list_in_doubt")?;
+    ensure!(
+        limited.len() == 1 && limited[0].action == "a2_mail",
+        "limit 1: {limited:?}"
+    );
+
+    // The next run sends a1 again with the same key and it succeeds: settled.
+    let run2 = Uuid::now_v7();
+    store
+        .record_run(vec![
+            RunWrite::Start {
+                run_id: run2,
+                event_id,
+                charter: c.clone(),
+                charter_version: "v-1".to_string(),
+                mode: "live".to_string(),
+                now: at + 1,
+            },
+            RunWrite::BeginAction {
+                run_id: run2,
+                action: "a1_push".to_string(),
+                idempotency_key: key("a1_push"),
+                params: params("a1_push"),
+            },
+            RunWrite::FinishAction {
+                run_id: run2,
+                record: ActionRecord {
+                    action: "a1_push".to_string(),
+                    idempotency_key: key("a1_push"),
+                    params: params("a1_push"),
+                    status: ActionStatus::Succeeded,
+                    attempts: Vec::new(),
+                },
+            },
+            RunWrite::FinishRun {
+                run_id: run2,
+                route: Some(0),
+                outcome: RunOutcome::Failed,
+                error: Some("a2_mail dead-lettered".to_string()),
+                now: at + 2,
+            },
+            RunWrite::Release {
+                event_id,
+                worker: "w2".to_string(),
+                status: EventStatus::Failed,
+                now: at + 2,
+            },
+        ])
+        .await
+        .ctx("record_run (second run)")?;
+    let listed = store
+        .list_in_doubt(InDoubtFilter {
+            charter: Some(c.clone()),
+            ..Default::default()
+        })
+        .await
+        .ctx("list_in_doubt")?;
+    let seen: Vec<(&str, bool)> = listed
+        .iter()
+        .map(|a| (a.action.as_str(), a.settled))
+        .collect();
+    ensure!(
+        seen == vec![("a2_mail", false), ("a1_push", true)],
+        "after a1 succeeded again: {listed:?}"
+    );
+    let unsettled = store
+        .list_in_doubt(InDoubtFilter {
+            charter: Some(c.clone()),
+            unsettled: true,
+            limit: 0,
+        })
+        .await
+        .ctx("list_in_doubt(unsettled)")?;
+    ensure!(
+        unsettled.len() == 1 && unsettled[0].action == "a2_mail",
+        "unsettled only: {unsettled:?}"
+    );
+
+    // A finished run is never closed again: a replay's claim finds nothing interrupted.
+    store
+        .requeue(Requeue::Event(event_id), at + 3)
+        .await
+        .ctx("requeue")?;
+    let got = store
+        .claim(&c, "w3", 1, 1, lease, at + 4)
+        .await
+        .ctx("claim")?;
+    ensure!(
+        got.len() == 1 && got[0].interrupted.is_empty(),
+        "a replay's claim closed finished runs: {got:?}"
+    );
+    let runs = store.runs_for_event(event_id).await.ctx("runs_for_event")?;
+    ensure!(
+        runs.len() == 2
+            && runs[0].outcome == Some(RunOutcome::Interrupted)
+            && runs[1].outcome == Some(RunOutcome::Failed),
+        "runs after the replay's claim: {:?}",
+        runs.iter().map(|r| r.outcome).collect::<Vec<_>>()
+    );
     Ok(())
 }
 

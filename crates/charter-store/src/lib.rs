@@ -113,6 +113,64 @@ pub struct Claimed {
     /// The latest human resolution of an escalation of this event, read in the same claim:
     /// when present it replaces the decision cascade (see [`EscalationStore::latest_resolution`]).
     pub resolution: Option<EscalationRecord>,
+    /// Earlier runs of this event that were cut off before they finished (their process was
+    /// killed, or lost the lease), closed by this claim as [`RunOutcome::Interrupted`] in the
+    /// same transaction, each with the actions it left in doubt.
+    pub interrupted: Vec<InterruptedRun>,
+}
+
+/// The `error` a run closed as [`RunOutcome::Interrupted`] is recorded with.
+pub const INTERRUPTED_ERROR: &str =
+    "interrupted: the run was cut off before it finished (its process stopped or lost the lease)";
+
+/// A run closed as [`RunOutcome::Interrupted`] by a claim of its event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterruptedRun {
+    pub run_id: Uuid,
+    /// The actions whose intent the run had recorded without an outcome, now
+    /// [`ActionStatus::InDoubt`](charter_core::model::ActionStatus::InDoubt).
+    pub in_doubt: Vec<InDoubtRef>,
+}
+
+/// An action left in doubt: its name and the idempotency key its request carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InDoubtRef {
+    pub action: String,
+    pub idempotency_key: String,
+}
+
+/// An action whose intent was recorded but whose outcome never was (its run was
+/// interrupted): the request may have reached the target. Listed for operators by
+/// [`RunStore::list_in_doubt`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct InDoubtAction {
+    pub run_id: Uuid,
+    pub event_id: Uuid,
+    pub charter: String,
+    pub action: String,
+    /// The key the request carried (`Idempotency-Key`, e-mail `Message-ID`, SQL upsert key).
+    pub idempotency_key: String,
+    /// The rendered parameters of the request.
+    pub params: serde_json::Value,
+    /// When the interrupted run started.
+    pub started_at: UnixMillis,
+    /// When the run was closed as interrupted.
+    pub interrupted_at: Option<UnixMillis>,
+    /// Attempts recorded before the run was cut off (the one in flight is not among them).
+    pub attempts: u32,
+    /// Whether an action with the same idempotency key has succeeded since (a later run
+    /// sent it again): when the target deduplicates on the key, the effect happened once.
+    pub settled: bool,
+}
+
+/// Filters for listing in-doubt actions (newest first).
+#[derive(Debug, Clone, Default)]
+pub struct InDoubtFilter {
+    pub charter: Option<String>,
+    /// Only those whose key has not succeeded since ([`InDoubtAction::settled`] false).
+    pub unsettled: bool,
+    /// At most this many (default 100 when 0).
+    pub limit: usize,
 }
 
 /// Events as received and payloads rejected by their contract.
@@ -207,6 +265,22 @@ pub trait QueueStore: Send + Sync + 'static {
 
     /// Pending (and expired-lease) events per charter, for metrics and status.
     fn pending_counts(&self) -> impl Future<Output = Result<Vec<(String, u64)>>> + Send;
+
+    /// Put events in processing back to pending, whatever their lease's expiry: those
+    /// leased by `owner`, or every one when `owner` is `None`. For a worker's start-up, when
+    /// the leases belong to a previous incarnation that is known to be dead (see
+    /// [`QueueStore::single_process`]). Returns the ids released. Their runs cut off are
+    /// closed by the next claim (see [`Claimed::interrupted`]).
+    fn release_leases(
+        &self,
+        owner: Option<&str>,
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<Vec<Uuid>>> + Send;
+
+    /// Whether one process alone serves this store (SQLite: `charter serve` holds the file's
+    /// serving lock), so every lease found when its worker starts belongs to a process that
+    /// no longer runs. `false` for a store shared by several nodes (PostgreSQL).
+    fn single_process(&self) -> bool;
 }
 
 /// What to put back in the queue.
@@ -296,6 +370,12 @@ pub trait RunStore: Send + Sync + 'static {
     /// Runs of every event matching `filter`, newest first (by start), with their decisions
     /// and actions.
     fn list_runs(&self, filter: RunFilter) -> impl Future<Output = Result<Vec<RunRecord>>> + Send;
+
+    /// Actions left in doubt by interrupted runs, newest first.
+    fn list_in_doubt(
+        &self,
+        filter: InDoubtFilter,
+    ) -> impl Future<Output = Result<Vec<InDoubtAction>>> + Send;
 }
 
 /// One write of a run, for [`RunStore::record_run`]. Each variant has the meaning of the

@@ -42,6 +42,7 @@ use crate::{
     NewAuditEntry, NewEscalation, QueueStore, Requeue, Result, RunFilter, RunStore, RunWrite,
     RunWritten, StoreError, Verdict,
 };
+use crate::{INTERRUPTED_ERROR, InDoubtAction, InDoubtFilter, InDoubtRef, InterruptedRun};
 use rows::{EVENT_COLS, REJECTED_COLS, db, parse_uuid, to_json};
 pub use writer::{Durability, Gather, WriterStats};
 
@@ -58,6 +59,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0009_events_status_check.sql"),
     include_str!("../migrations/sqlite/0010_llm_spend.sql"),
     include_str!("../migrations/sqlite/0011_ui_sessions.sql"),
+    include_str!("../migrations/sqlite/0012_in_doubt.sql"),
 ];
 
 /// The schema version this build creates and expects.
@@ -134,6 +136,8 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     read_permits: Arc<Semaphore>,
     closed: AtomicBool,
+    /// The serving lock, once taken (see [`SqliteStore::lock_for_serving`]).
+    serving_lock: Mutex<Option<std::fs::File>>,
 }
 
 impl SqliteStore {
@@ -170,8 +174,63 @@ impl SqliteStore {
                 read_permits: Arc::new(Semaphore::new(readers)),
                 options,
                 closed: AtomicBool::new(false),
+                serving_lock: Mutex::new(None),
             }),
         })
+    }
+
+    /// Make this store the only one serving its file: take an exclusive lock on
+    /// `<file>.serve-lock` (created beside the file), held until the process ends. A
+    /// `charter serve` takes it before its worker starts, so a second server on the same
+    /// file is refused, and every lease found in the file at start-up belongs to a process
+    /// that has stopped ([`QueueStore::single_process`]). Commands that only read or purge
+    /// (`charter purge`, `backup`) do not take it. Fails when another process holds it.
+    pub fn lock_for_serving(&self) -> Result<()> {
+        let mut held = match self.inner.serving_lock.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if held.is_some() {
+            return Ok(());
+        }
+        let mut name = self.inner.path.as_os_str().to_os_string();
+        name.push(".serve-lock");
+        let lock_path = PathBuf::from(name);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| {
+                StoreError::Database(format!(
+                    "cannot open the serving lock {}: {e}",
+                    lock_path.display()
+                ))
+            })?;
+        match file.try_lock() {
+            Ok(()) => {
+                *held = Some(file);
+                Ok(())
+            }
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Database(format!(
+                "another process is serving {} (it holds {}): a SQLite store is served by one \
+                 process; use PostgreSQL for several nodes",
+                self.inner.path.display(),
+                lock_path.display()
+            ))),
+            Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Database(format!(
+                "cannot lock {}: {e}",
+                lock_path.display()
+            ))),
+        }
+    }
+
+    /// Whether this store holds the serving lock ([`SqliteStore::lock_for_serving`]).
+    pub fn holds_serving_lock(&self) -> bool {
+        match self.inner.serving_lock.lock() {
+            Ok(g) => g.is_some(),
+            Err(poisoned) => poisoned.into_inner().is_some(),
+        }
     }
 
     /// The database file.
@@ -866,7 +925,8 @@ impl QueueStore for SqliteStore {
                     // the writer's hot connection) instead of by reads per run on the pool.
                     for raw in collect(rows, rows::raw_event)? {
                         let resolution = sql_latest_resolution(conn, raw.id)?;
-                        claimed.push((raw, resolution));
+                        let interrupted = sql_close_interrupted(conn, &id, now)?;
+                        claimed.push((raw, resolution, interrupted));
                     }
                 }
                 if claimed.is_empty() {
@@ -882,7 +942,7 @@ impl QueueStore for SqliteStore {
         // reported as corrupt, as any read of it would be.
         claimed
             .into_iter()
-            .map(|(raw, resolution)| {
+            .map(|(raw, resolution, interrupted)| {
                 let record = raw.decode()?;
                 Ok(Claimed {
                     event: record.event,
@@ -890,6 +950,7 @@ impl QueueStore for SqliteStore {
                     lease_until,
                     mode_override: mode_override.clone(),
                     resolution,
+                    interrupted,
                 })
             })
             .collect()
@@ -966,6 +1027,31 @@ impl QueueStore for SqliteStore {
             Ok(ids)
         })
         .await
+    }
+
+    async fn release_leases(&self, owner: Option<&str>, now: UnixMillis) -> Result<Vec<Uuid>> {
+        let owner = owner.map(str::to_string);
+        self.write(move |conn| {
+            let mut stmt = conn
+                .prepare(
+                    "UPDATE events SET status = 'pending', lease_owner = NULL, lease_until = NULL,
+                         updated_at = ?1
+                     WHERE status = 'processing' AND (?2 IS NULL OR lease_owner = ?2)
+                     RETURNING id",
+                )
+                .map_err(db("preparing the lease release"))?;
+            let rows = stmt
+                .query(params![now, owner])
+                .map_err(db("releasing leases"))?;
+            let mut ids = collect(rows, |r| parse_uuid(&rows::get_col::<String>(r, 0)?))?;
+            ids.sort();
+            Ok(ids)
+        })
+        .await
+    }
+
+    fn single_process(&self) -> bool {
+        self.holds_serving_lock()
     }
 
     /// Leases are judged expired against this machine's wall clock (the trait passes no `now`).
@@ -1047,7 +1133,52 @@ fn insert_attempt(
     Ok(())
 }
 
-/// Assemble one run's actions (finished ones only; see [`RunStore::runs_for_event`] impl).
+/// Close the runs of event `event_id` that never finished (cut off by a crash or a lost
+/// lease) as interrupted, and mark the actions they had begun without an outcome as in
+/// doubt. Part of a claim's command; usually finds nothing (one indexed lookup).
+fn sql_close_interrupted(
+    conn: &Connection,
+    event_id: &str,
+    now: UnixMillis,
+) -> Result<Vec<InterruptedRun>> {
+    let open: Vec<String> = {
+        let mut stmt = conn
+            .prepare_cached("SELECT id FROM runs WHERE event_id = ?1 AND outcome IS NULL")
+            .map_err(db("preparing the open-runs lookup"))?;
+        let rows = stmt.query([event_id]).map_err(db("looking up open runs"))?;
+        collect(rows, |r| rows::get_col::<String>(r, 0))?
+    };
+    let mut closed = Vec::with_capacity(open.len());
+    for run in open {
+        conn.prepare_cached(
+            "UPDATE runs SET outcome = 'interrupted', finished_at = ?2, error = ?3 WHERE id = ?1",
+        )
+        .and_then(|mut s| s.execute(params![run, now, INTERRUPTED_ERROR]))
+        .map_err(db("closing an interrupted run"))?;
+        let mut stmt = conn
+            .prepare_cached(
+                "UPDATE action_records SET status = 'in_doubt'
+                 WHERE run_id = ?1 AND status = 'pending'
+                 RETURNING action, idempotency_key",
+            )
+            .map_err(db("preparing the in-doubt update"))?;
+        let rows = stmt.query([&run]).map_err(db("marking actions in doubt"))?;
+        let mut in_doubt = collect(rows, |r| {
+            Ok(InDoubtRef {
+                action: rows::get_col(r, 0)?,
+                idempotency_key: rows::get_col(r, 1)?,
+            })
+        })?;
+        in_doubt.sort_by(|a, b| a.action.cmp(&b.action));
+        closed.push(InterruptedRun {
+            run_id: parse_uuid(&run)?,
+            in_doubt,
+        });
+    }
+    Ok(closed)
+}
+
+/// Assemble one run's actions (finished or in doubt; see [`RunStore::runs_for_event`] impl).
 fn load_actions(conn: &Connection, run_id: &str) -> Result<Vec<ActionRecord>> {
     let mut stmt = conn
         .prepare_cached(
@@ -1073,8 +1204,8 @@ fn load_actions(conn: &Connection, run_id: &str) -> Result<Vec<ActionRecord>> {
         .map_err(db("preparing attempts"))?;
     let mut actions = Vec::with_capacity(raw.len());
     for (id, action, key, params_json, status) in raw {
-        // 'pending' = begun but never finished (in flight, or interrupted by a crash). The
-        // domain model has no such status yet, so it is not reported.
+        // 'pending' = begun and still in flight (a run cut off by a crash has its pending
+        // actions marked 'in_doubt' when its event is claimed again). Not reported.
         if status == "pending" {
             continue;
         }
@@ -1663,8 +1794,8 @@ impl RunStore for SqliteStore {
         .await
     }
 
-    /// Runs oldest first. An action begun but never finished (still in flight, or cut off by
-    /// a crash) is left out: the domain model has no status for it.
+    /// Runs oldest first. An action begun and still in flight is left out; one cut off by a
+    /// crash is reported as in doubt once its event was claimed again.
     async fn runs_for_event(&self, event_id: Uuid) -> Result<Vec<RunRecord>> {
         self.read(move |conn| {
             load_runs(
@@ -1672,6 +1803,52 @@ impl RunStore for SqliteStore {
                 "WHERE event_id = ? ORDER BY started_at, rowid",
                 vec![Value::Text(event_id.to_string())],
             )
+        })
+        .await
+    }
+
+    async fn list_in_doubt(&self, filter: InDoubtFilter) -> Result<Vec<InDoubtAction>> {
+        self.read(move |conn| {
+            let mut c = Conditions::default();
+            c.always("a.status = 'in_doubt'");
+            c.when("r.charter = ?", filter.charter);
+            if filter.unsettled {
+                c.always(
+                    "NOT EXISTS (SELECT 1 FROM succeeded_keys k
+                                 WHERE k.idempotency_key = a.idempotency_key)",
+                );
+            }
+            let (where_sql, args) = c.with_limit(filter.limit);
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT a.run_id, r.event_id, r.charter, a.action, a.idempotency_key,
+                         a.params, r.started_at, r.finished_at,
+                         (SELECT count(*) FROM action_attempts t WHERE t.action_id = a.id),
+                         EXISTS (SELECT 1 FROM succeeded_keys k
+                                 WHERE k.idempotency_key = a.idempotency_key)
+                     FROM action_records a INDEXED BY action_records_in_doubt
+                     JOIN runs r ON r.id = a.run_id
+                     {where_sql} ORDER BY a.id DESC LIMIT ?"
+                ))
+                .map_err(db("preparing the in-doubt listing"))?;
+            let rows = stmt
+                .query(rusqlite::params_from_iter(args))
+                .map_err(db("listing in-doubt actions"))?;
+            collect(rows, |r| {
+                let attempts: i64 = rows::get_col(r, 8)?;
+                Ok(InDoubtAction {
+                    run_id: parse_uuid(&rows::get_col::<String>(r, 0)?)?,
+                    event_id: parse_uuid(&rows::get_col::<String>(r, 1)?)?,
+                    charter: rows::get_col(r, 2)?,
+                    action: rows::get_col(r, 3)?,
+                    idempotency_key: rows::get_col(r, 4)?,
+                    params: rows::parse_json("action params", &rows::get_col::<String>(r, 5)?)?,
+                    started_at: rows::get_col(r, 6)?,
+                    interrupted_at: rows::get_col(r, 7)?,
+                    attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                    settled: rows::get_col(r, 9)?,
+                })
+            })
         })
         .await
     }

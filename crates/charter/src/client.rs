@@ -327,13 +327,24 @@ pub async fn events_show(server: &ServerArgs, id: &str, json: bool) -> ExitCode 
             }
         }
         for a in run["actions"].as_array().cloned().unwrap_or_default() {
+            let key = a["idempotency_key"].as_str().unwrap_or("");
+            let in_doubt = a["status"].as_str() == Some("in_doubt");
             println!(
                 "  action    {}  {}  key={}",
                 a["action"].as_str().unwrap_or(""),
                 a["status"].as_str().unwrap_or(""),
-                &a["idempotency_key"].as_str().unwrap_or("")
-                    [..12.min(a["idempotency_key"].as_str().unwrap_or("").len())]
+                // An operator checks an in-doubt request downstream by its whole key.
+                if in_doubt {
+                    key
+                } else {
+                    &key[..12.min(key.len())]
+                }
             );
+            if in_doubt {
+                println!(
+                    "    in doubt: the intent was recorded, the outcome never was; the request may have reached the target with this key"
+                );
+            }
             for at in a["attempts"].as_array().cloned().unwrap_or_default() {
                 println!(
                     "    attempt {}  status={}  {}ms  {}",
@@ -838,6 +849,59 @@ pub async fn reject(server: &ServerArgs, id: &str, reason: &str) -> ExitCode {
 }
 
 /// `charter escalations`: open (or `--status`) escalations, oldest first.
+/// `charter in-doubt`: actions left in doubt by interrupted runs (intent recorded, outcome
+/// unknown), newest first.
+pub async fn in_doubt(
+    server: &ServerArgs,
+    charter: Option<String>,
+    unsettled: bool,
+    limit: usize,
+    json: bool,
+) -> ExitCode {
+    let path = format!(
+        "/api/v1/in-doubt{}",
+        query(&[
+            ("charter", charter),
+            ("unsettled", unsettled.then(|| "true".to_string())),
+            ("limit", Some(limit.to_string())),
+        ])
+    );
+    let v = match call(server, reqwest::Method::GET, &path, None).await {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    if json {
+        print_json(&v["in_doubt"]);
+        return ExitCode::SUCCESS;
+    }
+    let items = v["in_doubt"].as_array().cloned().unwrap_or_default();
+    println!(
+        "{:<36}  {:<20}  {:<16}  {:<20}  {:<8}  {:<64}  RUN",
+        "EVENT", "CHARTER", "ACTION", "INTERRUPTED", "SETTLED", "IDEMPOTENCY KEY"
+    );
+    for a in &items {
+        println!(
+            "{:<36}  {:<20}  {:<16}  {:<20}  {:<8}  {:<64}  {}",
+            text(&a["event_id"]),
+            text(&a["charter"]),
+            text(&a["action"]),
+            a["interrupted_at"]
+                .as_i64()
+                .map(ms_to_rfc3339)
+                .unwrap_or_default(),
+            if a["settled"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            },
+            text(&a["idempotency_key"]),
+            text(&a["run_id"]),
+        );
+    }
+    eprintln!("{} in-doubt action(s)", items.len());
+    ExitCode::SUCCESS
+}
+
 pub async fn escalations(
     server: &ServerArgs,
     charter: Option<String>,

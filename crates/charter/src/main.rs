@@ -92,8 +92,8 @@ enum Command {
     Runs {
         #[arg(long)]
         charter: Option<String>,
-        /// completed, no_route, shadow, failed, escalated, awaiting_approval, rejected, or
-        /// running (not finished yet).
+        /// completed, no_route, shadow, failed, escalated, awaiting_approval, rejected,
+        /// interrupted, or running (not finished yet).
         #[arg(long)]
         outcome: Option<String>,
         /// Only runs started at or after this time: Unix milliseconds, an RFC 3339 UTC time,
@@ -266,6 +266,23 @@ enum Command {
         server: ServerArgs,
     },
     /// List work escalated to humans (oldest first).
+    /// Actions left in doubt by runs cut off by a crash: their intent was recorded but their
+    /// outcome never was, so the request may have reached the target (with the listed
+    /// idempotency key). `SETTLED` says whether the key succeeded since.
+    InDoubt {
+        #[arg(long)]
+        charter: Option<String>,
+        /// Only those whose key has not succeeded since.
+        #[arg(long)]
+        unsettled: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     Escalations {
         #[arg(long)]
         charter: Option<String>,
@@ -515,6 +532,13 @@ async fn run(cli: Cli) -> ExitCode {
             json,
             server,
         } => client::escalations(&server, charter, status, json).await,
+        Command::InDoubt {
+            charter,
+            unsettled,
+            limit,
+            json,
+            server,
+        } => client::in_doubt(&server, charter, unsettled, limit, json).await,
         Command::Decide {
             id,
             label,
@@ -544,12 +568,19 @@ async fn run(cli: Cli) -> ExitCode {
 fn check(dir: &std::path::Path, json: bool) -> ExitCode {
     match charter_server::project::load(dir) {
         Ok(project) => {
+            let warnings = check_warnings(dir, &project);
             if json {
                 let names: Vec<&String> = project.charters.keys().collect();
-                println!("{}", serde_json::json!({"ok": true, "charters": names}));
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "charters": names, "warnings": warnings})
+                );
             } else {
                 for (name, c) in &project.charters {
                     println!("{name}\t{}\t{}", c.mode.as_str(), c.file);
+                }
+                for w in &warnings {
+                    eprintln!("warning: {w}");
                 }
             }
             eprintln!(
@@ -582,6 +613,39 @@ fn check(dir: &std::path::Path, json: bool) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// What `charter check` warns about without failing: a webhook charter with no `dedupe:`
+/// whose signature scheme gives no delivery id (header or body), so every redelivery of the
+/// same delivery would be stored, and acted on, as a new event. As `file:line: message`.
+fn check_warnings(dir: &std::path::Path, project: &charter_core::config::Project) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, c) in &project.charters {
+        let Some(webhook) = &c.trigger.webhook else {
+            continue;
+        };
+        if c.trigger.dedupe.is_some()
+            || charter_core::verify::identifies_deliveries(&webhook.verify)
+        {
+            continue;
+        }
+        // The line of `trigger:` in the charter's file (1 when it cannot be read).
+        let line = std::fs::read_to_string(dir.join(&c.file))
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .position(|l| l.trim_start().starts_with("trigger:"))
+                    .map(|i| i + 1)
+            })
+            .unwrap_or(1);
+        out.push(format!(
+            "{}:{line}: charter `{name}` has no `dedupe:` and its webhook's signature scheme \
+             gives no delivery id, so a redelivered webhook is stored and processed again as \
+             a new event; add `dedupe:` (a header name or a template over the payload's own id)",
+            c.file
+        ));
+    }
+    out
 }
 
 fn init(dir: &std::path::Path) -> ExitCode {

@@ -29,7 +29,9 @@ pub struct ServeArgs {
     /// PostgreSQL connection pool size (per node).
     #[arg(long, env = "CHARTER_PG_POOL", default_value_t = 16)]
     pub pg_pool: usize,
-    /// Lease owner name for this node (default: pid + random).
+    /// This node's identity, which its leases carry. It must stay the same across restarts
+    /// of the node (a restarted node releases the leases its identity held) and differ
+    /// between nodes sharing a store. Default: `<host name>/<listen address>`.
     #[arg(long, env = "CHARTER_NODE")]
     pub node: Option<String>,
     /// Export spans to an OpenTelemetry collector over OTLP/HTTP (JSON), e.g.
@@ -192,6 +194,15 @@ async fn serve_logged(args: ServeArgs) -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
+            // A worker owns the file's leases: one serving process at a time, so the
+            // leases found at start-up are all a stopped process's and are released.
+            if opts.role != Role::Api
+                && let Err(e) = store.lock_for_serving()
+            {
+                eprintln!("error: {e}");
+                store.close().await;
+                return ExitCode::from(1);
+            }
             let code = run_server(runtime, store.clone(), opts, "sqlite", None).await;
             store.close().await;
             code

@@ -57,6 +57,57 @@ fn init_creates_a_project_that_checks_clean() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `check` warns (and still succeeds) about a webhook charter that can recognise no
+/// redelivery: no `dedupe:` and a scheme without a delivery id; a Stripe charter (body `id`)
+/// and one with `dedupe:` draw no warning.
+#[test]
+fn check_warns_about_a_webhook_charter_without_a_delivery_id() {
+    let dir = temp_dir("dedupe-warn");
+    write(
+        &dir,
+        "charter.yaml",
+        "connectors:\n  crm:\n    type: http\n    base_url: http://127.0.0.1:9\n",
+    );
+    write(&dir, "secrets/hook", "s3cret");
+    let charter_file = |name: &str, verify: &str, dedupe: &str| {
+        format!(
+            "name: {name}\ndescription: d\nowner: o@example.test\nmaintainer: m@example.test\nsystem_of_record: crm\nmode: shadow\nuses: [crm]\ntrigger:\n  webhook: {{ path: /hooks/{name}, verify: {verify} }}\n{dedupe}routes:\n  - when: \"true\"\n    do: [note]\nactions:\n  note: {{ log: \"seen\", approval: auto }}\nescalation: {{ to: ops }}\nmeasure: {{ success: [seen] }}\n"
+        )
+    };
+    write(
+        &dir,
+        "charters/plain.yaml",
+        &charter_file("plain", "none", ""),
+    );
+    write(
+        &dir,
+        "charters/stripe.yaml",
+        &charter_file(
+            "stripe",
+            "{ preset: stripe, secret: file:secrets/hook }",
+            "",
+        ),
+    );
+    write(
+        &dir,
+        "charters/keyed.yaml",
+        &charter_file("keyed", "none", "  dedupe: \"{{ payload.id }}\"\n"),
+    );
+    let (code, _, err) = charter(&["check", dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(
+        warnings[0].starts_with("warning: charters/plain.yaml:8: charter `plain` has no `dedupe:`"),
+        "{err}"
+    );
+    let (code, out, _) = charter(&["check", dir.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["warnings"].as_array().map(Vec::len), Some(1), "{v}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn backup_and_purge_from_the_command_line() {
     let dir = temp_dir("backup");
@@ -608,6 +659,269 @@ measure: { success: [order_pushed] }
     assert!(
         recovered > 0,
         "no event was recovered from the killed process; the test did not exercise recovery"
+    );
+    drop(server);
+    shutdown.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Unix milliseconds now (the store's clock: same machine).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+async fn get_json(client: &reqwest::Client, url: &str) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// A node killed with 4,000 events queued and four actions in flight, restarted with a
+/// 30 s `worker.lease`: the restarted node releases the dead process's leases at start-up
+/// and processes at once (not after the lease), closes the four cut-off runs as
+/// interrupted, and lists their actions as in doubt (settled once re-sent with the same key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_after_sigkill_resumes_at_once_and_lists_the_in_doubt_actions() {
+    charter_connect::install_crypto_provider();
+    let dir = temp_dir("restart");
+    let shutdown = CancellationToken::new();
+    let sink = Sink::default();
+    // The first four requests hang (the kill lands while they are at the downstream); every
+    // later one is answered at once.
+    sink.script((0..4).map(|_| Scripted::Delay(Duration::from_secs(60))));
+    let sink_addr = sink
+        .start(([127, 0, 0, 1], 0).into(), shutdown.clone())
+        .await
+        .unwrap();
+    write(
+        &dir,
+        "charter.yaml",
+        &format!(
+            "worker: {{ lease: 30s, poll_interval: 500ms, concurrency: 4, shutdown_grace: 1s }}\nconnectors:\n  crm:\n    type: http\n    base_url: http://{sink_addr}\n    allow_private: true\n    timeout: 120s\n"
+        ),
+    );
+    write(
+        &dir,
+        "charters/orders.yaml",
+        r#"
+name: orders
+description: push each order to the CRM
+owner: ops@example.test
+maintainer: eng@example.test
+system_of_record: crm
+mode: live
+uses: [crm]
+concurrency: 4
+trigger:
+  webhook: { path: /hooks/orders, verify: none }
+  dedupe: "{{ payload.order }}"
+routes:
+  - when: "true"
+    do: [push]
+actions:
+  push:
+    connector: crm
+    request: { method: POST, path: "/orders", json: { order: "{{ payload.order }}" } }
+    approval: auto
+    retry: { attempts: 3, backoff: 20ms, max_backoff: 100ms }
+escalation: { to: ops }
+measure: { success: [order_pushed] }
+"#,
+    );
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut server = Server::start(&dir, port);
+    wait_healthy(&client, &base).await;
+
+    // Queue 4,000 events while the charter is paused, then let the worker at them.
+    let r = client
+        .post(format!("{base}/api/v1/charters/orders/pause"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "pause: {}", r.status());
+    let total = 4000usize;
+    for wave in 0..(total / 100) {
+        let mut sends = Vec::new();
+        for i in (wave * 100)..((wave + 1) * 100) {
+            let c = client.clone();
+            let url = format!("{base}/hooks/orders");
+            sends.push(tokio::spawn(async move {
+                c.post(url)
+                    .json(&json!({"order": i}))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            }));
+        }
+        for s in sends {
+            assert_eq!(s.await.unwrap(), 202, "a delivery was not acknowledged");
+        }
+    }
+    let r = client
+        .post(format!("{base}/api/v1/charters/orders/resume"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "resume: {}", r.status());
+
+    // Kill once four runs have their action's intent written (a run becomes visible with
+    // its start, decision and intent in one write) and their requests hang downstream.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = get_json(
+            &client,
+            &format!("{base}/api/v1/runs?charter=orders&outcome=running&limit=10"),
+        )
+        .await;
+        if v["runs"].as_array().map_or(0, Vec::len) == 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "four runs never got in flight");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.kill9();
+    let killed_at = now_ms();
+
+    let restarted_at = now_ms();
+    server = Server::start(&dir, port);
+    wait_healthy(&client, &base).await;
+
+    // Every event is processed after the restart.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let v = get_json(
+            &client,
+            &format!("{base}/api/v1/events?charter=orders&status=done&limit=10000"),
+        )
+        .await;
+        let done = v["events"].as_array().map_or(0, Vec::len);
+        if done == total {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {done} of {total} events done"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The restarted node released the dead process's four leases at start-up, and its first
+    // run started within a second of that (by the store's timestamps) — not after the
+    // 30 s lease that the four dead leases held the charter's limit of 4 with.
+    let audit = get_json(
+        &client,
+        &format!("{base}/api/v1/audit?action=worker.recover&limit=10"),
+    )
+    .await;
+    let entries = audit["audit"].as_array().cloned().unwrap_or_default();
+    assert_eq!(entries.len(), 1, "one recovery at the restart: {audit}");
+    assert_eq!(entries[0]["detail"]["released"], 4, "{audit}");
+    let recovered_at = entries[0]["at"].as_i64().unwrap();
+    assert!(
+        recovered_at >= restarted_at,
+        "the recovery is the restarted node's"
+    );
+    let runs = get_json(
+        &client,
+        &format!("{base}/api/v1/runs?charter=orders&since={recovered_at}&limit=10000"),
+    )
+    .await;
+    let first_run = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["started_at"].as_i64())
+        .min()
+        .expect("runs after the restart");
+    let resumed_after = first_run - recovered_at;
+    eprintln!(
+        "killed at {killed_at}, restarted at {restarted_at}, leases released at {recovered_at} \
+         (+{} ms), first run at +{resumed_after} ms after the release",
+        recovered_at - restarted_at
+    );
+    assert!(
+        resumed_after <= 1000,
+        "the first run after the restart started {resumed_after} ms after the leases were released"
+    );
+    assert!(
+        first_run - restarted_at < 30_000,
+        "the first run after the restart waited for the dead leases ({} ms)",
+        first_run - restarted_at
+    );
+
+    // The four cut-off runs are closed as interrupted, each with its action in doubt.
+    let interrupted = get_json(
+        &client,
+        &format!("{base}/api/v1/runs?charter=orders&outcome=interrupted&limit=100"),
+    )
+    .await;
+    let interrupted = interrupted["runs"].as_array().cloned().unwrap();
+    assert_eq!(interrupted.len(), 4, "{interrupted:?}");
+    let mut keys = std::collections::BTreeSet::new();
+    for r in &interrupted {
+        assert!(r["finished_at"].as_i64().unwrap() >= recovered_at, "{r}");
+        let actions = r["actions"].as_array().unwrap();
+        assert_eq!(actions.len(), 1, "{r}");
+        assert_eq!(actions[0]["status"], "in_doubt", "{r}");
+        keys.insert(actions[0]["idempotency_key"].as_str().unwrap().to_string());
+    }
+    // The CLI lists them; each was sent again with the same key and succeeded: settled.
+    let (code, out, err) = charter(&[
+        "in-doubt",
+        "--charter",
+        "orders",
+        "--json",
+        "--server",
+        &base,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    let listed = listed.as_array().unwrap();
+    let listed_keys: std::collections::BTreeSet<String> = listed
+        .iter()
+        .map(|a| a["idempotency_key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed_keys, keys, "{listed:?}");
+    assert!(listed.iter().all(|a| a["settled"] == true), "{listed:?}");
+    for key in &keys {
+        let sent = sink
+            .received()
+            .iter()
+            .filter(|r| r.idempotency_key.as_deref() == Some(key.as_str()))
+            .count();
+        assert!(sent >= 1, "the in-doubt key {key} was not sent again");
+    }
+    let (code, out, err) = charter(&["in-doubt", "--charter", "orders", "--server", &base]);
+    assert_eq!(code, 0, "{err}");
+    for key in &keys {
+        assert!(out.contains(key.as_str()), "{out}");
+    }
+    let (code, out, _) = charter(&["runs", "--outcome", "interrupted", "--server", &base]);
+    assert_eq!(code, 0);
+    assert_eq!(out.matches("push:in_doubt").count(), 4, "{out}");
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("charter_in_doubt_actions_total{charter=\"orders\",action=\"push\"} 4"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("charter_leases_recovered_total{} 4"),
+        "{metrics}"
     );
     drop(server);
     shutdown.cancel();

@@ -62,7 +62,8 @@ pub fn badge(word: &str) -> String {
     let class = match word {
         "done" | "completed" | "succeeded" | "approved" | "resolved" | "live" | "already_done"
         | "sent" => "ok",
-        "failed" | "dead_lettered" | "rejected" | "invalid" | "expired" => "bad",
+        "failed" | "dead_lettered" | "rejected" | "invalid" | "expired" | "interrupted"
+        | "in_doubt" => "bad",
         "waiting" | "pending" | "awaiting_approval" | "escalated" | "open" | "processing"
         | "paused" => "warn",
         _ => "muted",

@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::Html;
 use charter_core::config::Role;
-use charter_core::model::{ActionRecord, EventRecord, EventStatus, RunRecord};
+use charter_core::model::{ActionRecord, ActionStatus, EventRecord, EventStatus, RunRecord};
 use charter_store::{
     ApprovalFilter, ApprovalRecord, ApprovalStatus, EscalationFilter, EscalationRecord,
     EscalationStatus, EventFilter, Store,
@@ -522,12 +522,26 @@ struct Item {
 }
 
 fn action_html(zone: &Zone, a: &ActionRecord) -> String {
+    let in_doubt = a.status == ActionStatus::InDoubt;
+    // An in-doubt request is checked downstream by its whole key.
+    let key = if in_doubt {
+        &a.idempotency_key[..]
+    } else {
+        &a.idempotency_key[..a.idempotency_key.len().min(16)]
+    };
     let mut out = format!(
         "{} <span class=\"meta\">idempotency key <code>{}</code></span>{}",
         badge(a.status.as_str()),
-        esc(&a.idempotency_key[..a.idempotency_key.len().min(16)]),
+        esc(key),
         json_block(&a.params)
     );
+    if in_doubt {
+        out.push_str(
+            "<div class=\"meta\">In doubt: the intent was recorded before the request left, \
+             but the run was cut off before its outcome was. The request may have reached the \
+             target with this idempotency key; a later run sends it again with the same key.</div>",
+        );
+    }
     if a.attempts.is_empty() {
         out.push_str("<div class=\"meta\">no attempt (not executed)</div>");
     } else {

@@ -11,8 +11,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use charter_server::api::routes;
-use charter_store::ApprovalStore;
 use charter_store::sqlite::SqliteStore;
+use charter_store::{ApprovalStore, QueueStore, Requeue, RunStore, RunWrite};
 use serde_json::{Value, json};
 use support::{Harness, charter_yaml};
 
@@ -220,6 +220,101 @@ async fn every_documented_get_answers_as_documented() {
     assert_eq!(r.status, 200);
     h.wait_status(&decided, "done").await;
 
+    // An interrupted run with an action in doubt: a run of the escalated (waiting) event
+    // that recorded an intent and never finished, as a killed process leaves it; requeued,
+    // the event's next claim closes that run as interrupted.
+    let event_uuid = uuid::Uuid::parse_str(&escalated).unwrap();
+    let cut_off = uuid::Uuid::now_v7();
+    h.store
+        .record_run(vec![
+            RunWrite::Start {
+                run_id: cut_off,
+                event_id: event_uuid,
+                charter: "unsure".to_string(),
+                charter_version: "v-crashed".to_string(),
+                mode: "live".to_string(),
+                now: charter_server::now_millis(),
+            },
+            RunWrite::BeginAction {
+                run_id: cut_off,
+                action: "note".to_string(),
+                idempotency_key: format!("{escalated}-note"),
+                params: json!({"body": "crashed"}),
+            },
+        ])
+        .await
+        .unwrap();
+    h.store
+        .requeue(Requeue::Event(event_uuid), charter_server::now_millis())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r = h.get("/api/v1/in-doubt?charter=unsure", Some("root")).await;
+        check(&doc, "get", "/api/v1/in-doubt", r.status, &r.body);
+        let items = r.json()["in_doubt"].as_array().unwrap().clone();
+        if let Some(item) = items.first() {
+            assert_eq!(items.len(), 1, "{items:?}");
+            assert_eq!(item["run_id"], cut_off.to_string().as_str());
+            assert_eq!(item["event_id"], escalated.as_str());
+            assert_eq!(item["action"], "note");
+            assert_eq!(
+                item["idempotency_key"],
+                format!("{escalated}-note").as_str()
+            );
+            assert_eq!(item["settled"], false);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the requeued event's claim did not close the cut-off run"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    h.wait_status(&escalated, "waiting").await;
+    let r = h
+        .get("/api/v1/in-doubt?unsettled=true&limit=5", Some("root"))
+        .await;
+    check(&doc, "get", "/api/v1/in-doubt", r.status, &r.body);
+    assert_eq!(r.json()["in_doubt"].as_array().unwrap().len(), 1);
+    // A token scoped to `gated` sees none of `unsure`'s.
+    let r = h.get("/api/v1/in-doubt", Some("view")).await;
+    assert_eq!(r.json()["in_doubt"], json!([]), "{}", r.body);
+    let r = h.get("/api/v1/in-doubt?charter=unsure", Some("view")).await;
+    assert_eq!(r.json()["in_doubt"], json!([]), "{}", r.body);
+    let r = h
+        .get(&format!("/api/v1/events/{escalated}"), Some("root"))
+        .await;
+    check(&doc, "get", "/api/v1/events/{id}", r.status, &r.body);
+    let shown = r.json();
+    let run = shown["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == cut_off.to_string().as_str())
+        .unwrap_or_else(|| panic!("the cut-off run is not shown: {shown}"))
+        .clone();
+    assert_eq!(run["outcome"], "interrupted", "{run}");
+    assert_eq!(run["actions"][0]["status"], "in_doubt", "{run}");
+    let r = h
+        .get("/api/v1/runs?outcome=interrupted", Some("root"))
+        .await;
+    check(&doc, "get", "/api/v1/runs", r.status, &r.body);
+    assert_eq!(r.json()["runs"].as_array().unwrap().len(), 1, "{}", r.body);
+    let metrics = h
+        .http
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics.contains("charter_in_doubt_actions_total{action=\"note\",charter=\"unsure\"} 1")
+            || metrics
+                .contains("charter_in_doubt_actions_total{charter=\"unsure\",action=\"note\"} 1"),
+        "{metrics}"
+    );
+
     let mut gets = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
         if item.get("get").is_none() {
@@ -252,14 +347,15 @@ async fn every_documented_get_answers_as_documented() {
             check(&doc, "get", path, r.status, &r.body);
         }
         if path == "/api/v1/runs" {
-            // The escalated and the decided events each ended a run as escalated; the
-            // decision's run completed; the gated event's run waits for its approval.
+            // The escalated and the decided events each ended a run as escalated, and the
+            // escalated one again after its cut-off run was closed; the decision's run
+            // completed; the gated event's run waits for its approval.
             let r = h
                 .get("/api/v1/runs?charter=unsure&outcome=escalated&since=0&until=99999999999999&limit=5", Some("root"))
                 .await;
             check(&doc, "get", path, r.status, &r.body);
             let runs = r.json()["runs"].as_array().unwrap().clone();
-            assert_eq!(runs.len(), 2, "{runs:?}");
+            assert_eq!(runs.len(), 3, "{runs:?}");
             assert!(
                 runs.iter()
                     .all(|r| r["outcome"] == "escalated" && r["charter"] == "unsure")

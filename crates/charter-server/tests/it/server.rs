@@ -1904,4 +1904,45 @@ async fn a_trigger_takes_only_its_event_types_and_answers_ping() {
         "{metrics}"
     );
     assert!(metrics.contains("charter_events_ignored_total{charter=\"gh\",reason=\"ping\"} 1"));
+    h.stop().await;
+}
+
+/// Stripe and the Slack Events API send no delivery-id header but repeat the delivery's id
+/// in the body (`id`, `event_id`): without a `dedupe:` in the charter, a signed redelivery
+/// with the same body id is answered as a duplicate of the first, and another id is new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stripe_or_slack_redelivery_is_a_duplicate_without_dedupe() {
+    let h = Harness::start(&[]).await;
+    for (charter, field, id, other) in [
+        (
+            "stripe",
+            "id",
+            "evt_1QxY2bLkdIwHu7ix",
+            "evt_1QxY2bLkdIwHu7iy",
+        ),
+        ("slack", "event_id", "Ev08MFMKH6J9", "Ev08MFMKH6JA"),
+    ] {
+        let mut body = ticket(11, "refund please");
+        body[field] = json!(id);
+        let (status, first) = h.send_signed(charter, &body, "d1").await;
+        assert_eq!(status, 202, "{charter}: {first}");
+        // The provider retries the same delivery, signed again (a later timestamp).
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let (status, again) = h.send_signed(charter, &body, "d2").await;
+        assert_eq!(status, 200, "{charter}: the redelivery: {again}");
+        assert_eq!(again["status"], "duplicate", "{charter}: {again}");
+        assert_eq!(again["id"], first["id"], "{charter}: {again}");
+        let mut next = body.clone();
+        next[field] = json!(other);
+        let (status, new) = h.send_signed(charter, &next, "d3").await;
+        assert_eq!(status, 202, "{charter}: another delivery id: {new}");
+        assert_ne!(new["id"], first["id"]);
+        let stored = h.events(charter).await;
+        assert_eq!(stored.len(), 2, "{charter}: {stored:?}");
+        let ev = h
+            .get(&format!("/api/v1/events/{}", first["id"].as_str().unwrap()))
+            .await;
+        assert_eq!(ev["event"]["dedupe_key"], id, "{charter}: {ev}");
+    }
+    h.stop().await;
 }

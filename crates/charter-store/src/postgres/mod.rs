@@ -55,6 +55,7 @@ use crate::{
     CharterStateStore, Claimed, EventFilter, EventStore, IngestOutcome, QueueStore, Requeue,
     Result, RunFilter, RunStore, RunWrite, RunWritten, StoreError,
 };
+use crate::{INTERRUPTED_ERROR, InDoubtAction, InDoubtFilter, InDoubtRef, InterruptedRun};
 use rows::{EVENT_COLS, REJECTED_COLS, db, enum_name, get, parse_enum, u32_of};
 
 pub use notify::{JobLock, NOTIFY_CHANNEL};
@@ -72,6 +73,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0009_events_status_check.sql"),
     include_str!("../../migrations/postgres/0010_llm_spend.sql"),
     include_str!("../../migrations/postgres/0011_ui_sessions.sql"),
+    include_str!("../../migrations/postgres/0012_in_doubt.sql"),
 ];
 
 /// The schema version this build creates and expects.
@@ -722,6 +724,7 @@ impl QueueStore for PgStore {
                     lease_until,
                     mode_override: None,
                     resolution: None,
+                    interrupted: Vec::new(),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -731,11 +734,13 @@ impl QueueStore for PgStore {
             let mode = operator::read_mode(&tx, charter).await?;
             let ids: Vec<Uuid> = claimed.iter().map(|c| c.event.id).collect();
             let mut resolutions = approvals::latest_resolutions(&tx, &ids).await?;
+            let mut interrupted = pg_close_interrupted(&tx, &ids, now).await?;
             for c in &mut claimed {
                 c.mode_override = mode.clone();
                 if let Some(i) = resolutions.iter().position(|r| r.event_id == c.event.id) {
                     c.resolution = Some(resolutions.swap_remove(i));
                 }
+                c.interrupted = interrupted.remove(&c.event.id).unwrap_or_default();
             }
         }
         tx.commit().await.map_err(db("committing a claim"))?;
@@ -826,6 +831,32 @@ impl QueueStore for PgStore {
         Ok(ids)
     }
 
+    async fn release_leases(&self, owner: Option<&str>, now: UnixMillis) -> Result<Vec<Uuid>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "UPDATE events SET status = 'pending', lease_owner = NULL, lease_until = NULL,
+                     updated_at = $1
+                 WHERE status = 'processing' AND ($2::TEXT IS NULL OR lease_owner = $2)
+                 RETURNING id",
+                &[&now, &owner],
+            )
+            .await
+            .map_err(db("releasing leases"))?;
+        let mut ids = rows
+            .iter()
+            .map(|r| get::<Uuid>(r, 0))
+            .collect::<Result<Vec<_>>>()?;
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Several nodes share a PostgreSQL store: a lease found at start-up may be a live
+    /// node's, so only this node's own (by its stable identity) are released.
+    fn single_process(&self) -> bool {
+        false
+    }
+
     async fn pending_counts(&self) -> Result<Vec<(String, u64)>> {
         let client = self.client().await?;
         let stmt = client
@@ -848,6 +879,68 @@ impl QueueStore for PgStore {
             })
             .collect()
     }
+}
+
+/// Close the runs of the claimed `events` that never finished (cut off by a crash or a lost
+/// lease) as interrupted and mark the actions they had begun without an outcome as in
+/// doubt, inside the claim's transaction. By event id.
+async fn pg_close_interrupted<C: GenericClient>(
+    tx: &C,
+    events: &[Uuid],
+    now: UnixMillis,
+) -> Result<BTreeMap<Uuid, Vec<InterruptedRun>>> {
+    let close = tx
+        .prepare_cached(
+            "UPDATE runs SET outcome = 'interrupted', finished_at = $2, error = $3
+             WHERE event_id = ANY($1) AND outcome IS NULL
+             RETURNING id, event_id",
+        )
+        .await
+        .map_err(db("preparing the interrupted-run close"))?;
+    let closed = tx
+        .query(&close, &[&events, &now, &INTERRUPTED_ERROR])
+        .await
+        .map_err(db("closing interrupted runs"))?;
+    let mut out: BTreeMap<Uuid, Vec<InterruptedRun>> = BTreeMap::new();
+    if closed.is_empty() {
+        return Ok(out);
+    }
+    let mut runs: Vec<(Uuid, Uuid)> = closed
+        .iter()
+        .map(|r| Ok((get::<Uuid>(r, 0)?, get::<Uuid>(r, 1)?)))
+        .collect::<Result<_>>()?;
+    runs.sort();
+    let run_ids: Vec<Uuid> = runs.iter().map(|(run, _)| *run).collect();
+    let mark = tx
+        .prepare_cached(
+            "UPDATE action_records SET status = 'in_doubt'
+             WHERE run_id = ANY($1) AND status = 'pending'
+             RETURNING run_id, action, idempotency_key",
+        )
+        .await
+        .map_err(db("preparing the in-doubt update"))?;
+    let marked = tx
+        .query(&mark, &[&run_ids])
+        .await
+        .map_err(db("marking actions in doubt"))?;
+    let mut by_run: BTreeMap<Uuid, Vec<InDoubtRef>> = BTreeMap::new();
+    for r in &marked {
+        by_run
+            .entry(get::<Uuid>(r, 0)?)
+            .or_default()
+            .push(InDoubtRef {
+                action: get(r, 1)?,
+                idempotency_key: get(r, 2)?,
+            });
+    }
+    for (run_id, event_id) in runs {
+        let mut in_doubt = by_run.remove(&run_id).unwrap_or_default();
+        in_doubt.sort_by(|a, b| a.action.cmp(&b.action));
+        out.entry(event_id)
+            .or_default()
+            .push(InterruptedRun { run_id, in_doubt });
+    }
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1300,14 +1393,60 @@ impl RunStore for PgStore {
         pg_finish_run(&client, run_id, route, outcome, error, now).await
     }
 
-    /// Runs oldest first. An action begun but never finished (still in flight, or cut off by
-    /// a crash) is left out: the domain model has no status for it.
+    /// Runs oldest first. An action begun and still in flight is left out; one cut off by a
+    /// crash is reported as in doubt once its event was claimed again.
     async fn runs_for_event(&self, event_id: Uuid) -> Result<Vec<RunRecord>> {
         self.load_runs(
             "WHERE event_id = $1 ORDER BY started_at, seq".to_string(),
             vec![Box::new(event_id)],
         )
         .await
+    }
+
+    async fn list_in_doubt(&self, filter: InDoubtFilter) -> Result<Vec<InDoubtAction>> {
+        let mut c = Conditions::default();
+        c.always("a.status = 'in_doubt'");
+        c.when("r.charter =", filter.charter);
+        if filter.unsettled {
+            c.always(
+                "NOT EXISTS (SELECT 1 FROM succeeded_keys k
+                             WHERE k.idempotency_key = a.idempotency_key)",
+            );
+        }
+        let (where_sql, params, limit) = c.with_limit(filter.limit);
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT a.run_id, r.event_id, r.charter, a.action, a.idempotency_key,
+                         a.params, r.started_at, r.finished_at,
+                         (SELECT count(*) FROM action_attempts t WHERE t.action_id = a.id),
+                         EXISTS (SELECT 1 FROM succeeded_keys k
+                                 WHERE k.idempotency_key = a.idempotency_key)
+                     FROM action_records a JOIN runs r ON r.id = a.run_id
+                     {where_sql} ORDER BY a.id DESC LIMIT {limit}"
+                ),
+                &param_refs(&params),
+            )
+            .await
+            .map_err(db("listing in-doubt actions"))?;
+        rows.iter()
+            .map(|r| {
+                let attempts: i64 = get(r, 8)?;
+                Ok(InDoubtAction {
+                    run_id: get(r, 0)?,
+                    event_id: get(r, 1)?,
+                    charter: get(r, 2)?,
+                    action: get(r, 3)?,
+                    idempotency_key: get(r, 4)?,
+                    params: get(r, 5)?,
+                    started_at: get(r, 6)?,
+                    interrupted_at: get(r, 7)?,
+                    attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                    settled: get(r, 9)?,
+                })
+            })
+            .collect()
     }
 
     async fn list_runs(&self, filter: RunFilter) -> Result<Vec<RunRecord>> {

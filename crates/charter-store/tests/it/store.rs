@@ -136,7 +136,7 @@ async fn migrations_are_applied_once_and_reopen_is_idempotent() {
     let store = open(&dir.db());
     assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
     assert_eq!(
-        SCHEMA_VERSION, 11,
+        SCHEMA_VERSION, 12,
         "update this test when adding a migration"
     );
     store.ingest(event("c", None, 1)).await.unwrap();
@@ -545,4 +545,37 @@ async fn a_backup_is_a_consistent_copy_that_opens_as_a_store() {
         IngestOutcome::Duplicate(before.id)
     );
     restored.close().await;
+}
+
+/// One process serves a SQLite file: a second serving lock on it is refused while the first
+/// store lives, and taken once it is gone; only a store holding the lock says its leases
+/// are all its own at start-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_store_at_a_time_holds_the_serving_lock() {
+    let dir = TempDir::new();
+    let first = open(&dir.db());
+    assert!(!first.single_process(), "no lock taken yet");
+    first.lock_for_serving().expect("first serving lock");
+    first
+        .lock_for_serving()
+        .expect("taking it again is a no-op");
+    assert!(first.single_process());
+    let second = open(&dir.db());
+    let refused = second
+        .lock_for_serving()
+        .expect_err("a second server on the same file");
+    assert!(
+        refused.to_string().contains("another process is serving"),
+        "{refused}"
+    );
+    assert!(!second.single_process());
+    second.close().await;
+    drop(second);
+    first.close().await;
+    drop(first);
+    let third = open(&dir.db());
+    third
+        .lock_for_serving()
+        .expect("the lock is free once its store is gone");
+    third.close().await;
 }
