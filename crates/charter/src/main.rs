@@ -20,6 +20,10 @@ mod otlp;
 mod progress;
 mod report;
 mod serve;
+/// The test policy for outside tools (PostgreSQL for the bench test), shared with the test binaries.
+#[cfg(test)]
+#[path = "../../../tests/tools.rs"]
+mod test_tools;
 
 #[derive(Parser)]
 #[command(

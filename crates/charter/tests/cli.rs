@@ -10,6 +10,9 @@ use charter_server::sink::{Scripted, Sink};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+#[path = "../../../tests/tools.rs"]
+mod tools;
+
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_charter")
 }
@@ -661,14 +664,15 @@ fn start_node(dir: &Path, port: u16, store: &str, node: &str) -> Server {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_on_postgres_survive_a_sigkill_with_exactly_one_effect_per_key() {
-    if std::env::var("CHARTER_SKIP_PG").as_deref() == Ok("1") {
-        eprintln!("CHARTER_SKIP_PG=1: skipping the multi-node PostgreSQL test");
+    if !tools::available(tools::Tool::Postgres, || {
+        tools::tcp_listening(&tools::pg_addr(&pg_admin_url()))
+    }) {
         return;
     }
     charter_connect::install_crypto_provider();
     let db = format!("charter_nodes_{}", uuid::Uuid::now_v7().simple());
     psql(&format!("CREATE DATABASE {db}")).unwrap_or_else(|e| {
-        panic!("PostgreSQL is needed for this test (set CHARTER_SKIP_PG=1 to skip): {e}")
+        panic!("PostgreSQL listens but psql cannot create a database (is psql installed?): {e}")
     });
     let base_url = pg_admin_url();
     let store_url = charter_store::postgres::with_dbname(&base_url, &db);

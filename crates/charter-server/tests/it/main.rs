@@ -17,4 +17,6 @@ mod openapi;
 mod server;
 mod sources;
 mod support;
+#[path = "../../../../tests/tools.rs"]
+mod tools;
 mod ui;
