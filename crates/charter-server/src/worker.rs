@@ -237,6 +237,7 @@ async fn process_claimed_in_span<S: Store>(
         now: now_millis(),
     });
     let finished = finished_outcome(&pending);
+    warn_unsuccessful(event_id, &charter_name, &pending);
     match state.store.record_run(pending).await {
         Ok(w) => {
             count_finished(&state, &charter_name, received_at, finished);
@@ -245,6 +246,19 @@ async fn process_claimed_in_span<S: Store>(
             }
         }
         Err(e) => tracing::error!(event = %event_id, error = %e, "release failed"),
+    }
+}
+
+/// One WARN line for a run that failed (a dead letter among them) or went to a human, with
+/// its event id and reason, so that someone watching the log sees it.
+fn warn_unsuccessful(event_id: Uuid, charter: &str, writes: &[RunWrite]) {
+    for w in writes {
+        if let RunWrite::FinishRun { outcome, error, .. } = w
+            && matches!(outcome, RunOutcome::Failed | RunOutcome::Escalated)
+        {
+            let reason = error.as_deref().unwrap_or("no reason recorded");
+            tracing::warn!(event = %event_id, charter, outcome = outcome.as_str(), reason, "run did not complete");
+        }
     }
 }
 

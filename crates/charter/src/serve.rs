@@ -185,6 +185,14 @@ async fn serve_logged(args: ServeArgs) -> ExitCode {
             code
         }
         StoreChoice::Sqlite(path) => {
+            // Held until this function returns (the process exits after it).
+            let _lock = match lock_sqlite_store(&path) {
+                Ok(lock) => lock,
+                Err(msg) => {
+                    eprintln!("error: {msg}");
+                    return ExitCode::from(1);
+                }
+            };
             let store = match SqliteStore::open(&path) {
                 Ok(s) => s,
                 Err(e) => {
@@ -196,6 +204,37 @@ async fn serve_logged(args: ServeArgs) -> ExitCode {
             store.close().await;
             code
         }
+    }
+}
+
+/// Take the exclusive lock that marks a SQLite store as served: `<store>.lock` beside the
+/// database, locked with flock(2). A second `serve` on the same file is refused with the
+/// reason (two servers on one SQLite file would both claim its events). The kernel drops
+/// the lock when the process ends, however it ends, so a file left by a crash blocks
+/// nothing.
+pub fn lock_sqlite_store(db: &std::path::Path) -> Result<std::fs::File, String> {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    let path = PathBuf::from(name);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open the lock file {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "the store {} is already served by another `charter serve` (it holds {}); \
+             stop that one first, or give this one its own store (--store)",
+            db.display(),
+            path.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
     }
 }
 
