@@ -1970,6 +1970,17 @@ async fn a_second_serve_on_one_sqlite_store_is_refused_and_the_cli_finds_the_ser
             &format!("listen: 127.0.0.1:{port}"),
         ),
     );
+    // The `note` action's template needs a field the sample lacks: the run fails, and the
+    // server log says so in one WARN line.
+    let charter = std::fs::read_to_string(proj.join("charters/support-triage.yaml")).unwrap();
+    write(
+        &proj,
+        "charters/support-triage.yaml",
+        &charter.replace(
+            "log: \"ticket {{ payload.ticket.id }} classified as {{ decision.label }}\"",
+            "log: \"ticket {{ payload.ticket.no_such_field }}\"",
+        ),
+    );
     let serve = |port: u16| {
         Command::new(bin())
             .arg("serve")
@@ -2023,9 +2034,36 @@ async fn a_second_serve_on_one_sqlite_store_is_refused_and_the_cli_finds_the_ser
     );
     let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    let event_id = listed[0]["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = Command::new(bin())
+            .args(["events", "list", "--json", "--project"])
+            .arg(&proj)
+            .output()
+            .unwrap();
+        let listed: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if listed[0]["status"] == "failed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run never failed: {listed}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // A crash leaves the lock file behind; it does not block the next server.
     first.kill9();
+    let mut log = String::new();
+    std::io::Read::read_to_string(first.child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    let warns: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("run did not complete"))
+        .collect();
+    assert_eq!(warns.len(), 1, "one WARN line per failed run: {log}");
+    assert!(
+        warns[0].contains(&event_id) && warns[0].contains("no_such_field"),
+        "the line names the event and the reason: {}",
+        warns[0]
+    );
     assert!(proj.join("charter.db.lock").exists());
     let port2 = free_port();
     let _third = Server {
