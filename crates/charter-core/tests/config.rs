@@ -1397,12 +1397,27 @@ fn shopify_zendesk_and_hubspot_presets() {
 
 #[test]
 fn agent_tokens_are_a_role_of_their_own() {
+    // An agent calls the charter's actions as MCP tools, without a decision: an action
+    // template that needs `decision` is refused (issue 23, item 8).
     let mut src = with_triage(TRIAGE);
     src.files.insert(
         "charter.yaml".into(),
         PROJECT.replace(
             "  - { name: viewer, role: viewer, secret: file:secrets/viewer }\n",
             "  - { name: viewer, role: viewer, secret: file:secrets/viewer }\n  - { name: triage-bot, role: agent, secret: env:BOT, charters: [support-triage] }\n",
+        ),
+    );
+    let err = load_project(&src).unwrap_err().to_string();
+    assert!(
+        err.starts_with("charters/triage.yaml:")
+            && err.contains("action `note`: `log` uses `decision`, but agent token `triage-bot` may call this action as an MCP tool"),
+        "{err}"
+    );
+    src.files.insert(
+        "charters/triage.yaml".into(),
+        TRIAGE.replace(
+            "log: \"routed {{ event.id }} as {{ decision.label }}\"",
+            "log: \"routed {{ event.id }}\"",
         ),
     );
     let project = load_project(&src).unwrap_or_else(|d| panic!("{d}"));
@@ -1496,4 +1511,55 @@ fn trigger_events_are_checked_where_they_are_written() {
         out.contains("charters/triage.yaml:") && out.contains("`in*voice` is not an event type"),
         "{out}"
     );
+}
+
+/// `check` finds the names a template or an expression uses that its place cannot see
+/// (they would fail every event at run time), at the value's file:line:column.
+#[test]
+fn unknown_names_in_expressions_and_templates_are_found_where_they_are_written() {
+    let bad = TRIAGE
+        .replace(
+            "  - when: decision.label == \"billing\"",
+            "  - when: decison.label == \"billing\" && payload.tags.exists(t, t == \"vip\")",
+        )
+        .replace(
+            "log: \"routed {{ event.id }} as {{ decision.label }}\"",
+            "log: \"routed {{ event.idd }} as {{ decision.confidance }} for {{ paylod.x }}\"",
+        )
+        .replace(
+            "json: { ticket: { group_id: 42, id: \"{{ payload.ticket.id }}\" } }",
+            "json: { ticket: { group_id: 42, id: \"{{ payload.ticket.id }}\", by: \"{{ desicion.label }}\" } }",
+        )
+        .replace(
+            "  dedupe: \"{{ payload.ticket.id }}:{{ payload.ticket.updated_at }}\"",
+            "  dedupe: \"{{ payload.ticket.id }}:{{ decision.label }}\"",
+        );
+    let err = load_project(&with_triage(&bad)).unwrap_err().to_string();
+    let lines: Vec<&str> = err.lines().collect();
+    let expect = [
+        "charters/triage.yaml:13:11: `dedupe`: `decision.label` is not known here: this is evaluated before the decision (`decision` is null)",
+        "charters/triage.yaml:29:11: `when`: unknown name `decison` (did you mean `decision`?); expected one of `payload`, `event`, `decision`, `headers`, `context`",
+        "charters/triage.yaml:40:13: `json`: unknown name `desicion` (did you mean `decision`?)",
+        "charters/triage.yaml:46:10: `log`: `decision` has no field `confidance` (did you mean `decision.confidence`?)",
+        "charters/triage.yaml:46:10: `log`: `event` has no field `idd` (did you mean `event.id`?)",
+        "charters/triage.yaml:46:10: `log`: unknown name `paylod` (did you mean `payload`?)",
+    ];
+    for e in expect {
+        assert!(
+            lines.iter().any(|l| l.starts_with(e)),
+            "missing {e:?} in:\n{err}"
+        );
+    }
+    assert_eq!(lines.len(), expect.len(), "{err}");
+    // The macro's own variable `t` is not an unknown name; `draft` is known to actions only.
+    assert!(!err.contains("`t`"), "{err}");
+    let draft_in_route = TRIAGE.replace(
+        "  - when: \"true\"\n    do: [note]",
+        "  - when: draft == \"x\"\n    do: [note]",
+    );
+    let err = load_project(&with_triage(&draft_in_route))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown name `draft`"), "{err}");
+    load_project(&with_triage(TRIAGE)).unwrap_or_else(|d| panic!("{d}"));
 }

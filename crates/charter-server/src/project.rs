@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use charter_connect::ResolvedHttpConnector;
-use charter_core::config::{Charter, Diagnostics, Project, ProjectSource, SecretRef, TokenDef};
+use charter_core::config::{
+    Charter, Diagnostic, Diagnostics, Project, ProjectSource, SecretRef, TokenDef,
+};
 
 /// Extensions of files read into a [`ProjectSource`]; other files (databases, models) are skipped.
 const TEXT_EXTENSIONS: &[&str] = &[
@@ -132,6 +134,163 @@ pub fn resolve_secret(root: &Path, secret: &SecretRef) -> Result<String, Project
                 .map_err(|e| ProjectError::Secret(format!("secret file:{p} cannot be read: {e}")))
         }
     }
+}
+
+/// How much a finding of [`check_outside`] weighs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// `serve` would refuse to start, or the first event would fail.
+    Error,
+    /// `serve` would refuse to start here and now (an unset `env:` secret), but the machine
+    /// that serves may have it: an error only with `charter check --strict`.
+    Warning,
+}
+
+/// A problem `charter check` finds beyond the pure validation of the project: in the
+/// examples files the embedded classifier trains on, and in this process's environment.
+#[derive(Debug, Clone)]
+pub struct Finding {
+    pub severity: Severity,
+    pub diagnostic: Diagnostic,
+}
+
+/// What `serve` would find wrong with a valid project that validation (pure, text only)
+/// cannot know: every embedded stage's examples parse and use only declared labels, and
+/// every `env:NAME` secret written in charter.yaml or a charter file is set.
+pub fn check_outside(source: &ProjectSource, project: &Project) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for charter in project.charters.values() {
+        if let Some(stage) = crate::models::embedded_stage(charter) {
+            out.extend(check_examples(source, charter, &stage.examples));
+        }
+    }
+    for (file, text) in &source.files {
+        let is_config = file == "charter.yaml"
+            || (file.starts_with("charters/")
+                && (file.ends_with(".yaml") || file.ends_with(".yml")));
+        if !is_config {
+            continue;
+        }
+        for (line, column, name) in env_references(text) {
+            if std::env::var_os(&name).is_none() {
+                out.push(Finding {
+                    severity: Severity::Warning,
+                    diagnostic: Diagnostic {
+                        file: file.clone(),
+                        line,
+                        column,
+                        message: format!(
+                            "secret env:{name} is not set here; `serve` refuses to start without it (export {name}=...)"
+                        ),
+                    },
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The examples file of an embedded stage: readable, parsed, labels declared.
+fn check_examples(source: &ProjectSource, charter: &Charter, file: &str) -> Vec<Finding> {
+    let error = |line: usize, message: String| Finding {
+        severity: Severity::Error,
+        diagnostic: Diagnostic {
+            file: file.to_string(),
+            line,
+            column: 1,
+            message: format!("examples of charter `{}`: {message}", charter.name),
+        },
+    };
+    let Some(text) = source.files.get(file) else {
+        return vec![error(
+            1,
+            "the file cannot be read (missing, or not text)".into(),
+        )];
+    };
+    let Some(format) = charter_decide::ExampleFormat::from_path(file) else {
+        return vec![error(
+            1,
+            "unknown format: use .csv (text,label) or .jsonl".into(),
+        )];
+    };
+    let examples = match charter_decide::parse_examples(text, format) {
+        Ok(e) => e,
+        Err(e) => {
+            // The parser's messages start with `line N: `.
+            let msg = e.to_string();
+            let (line, rest) = msg
+                .strip_prefix("line ")
+                .and_then(|r| r.split_once(": "))
+                .and_then(|(n, rest)| Some((n.parse().ok()?, rest.to_string())))
+                .unwrap_or((1, msg.clone()));
+            let hint = if format == charter_decide::ExampleFormat::Csv
+                && text
+                    .lines()
+                    .next()
+                    .is_some_and(|h| h.contains(';') || h.contains('\t'))
+            {
+                " (the delimiter must be a comma: `text,label`)"
+            } else {
+                ""
+            };
+            return vec![error(line, format!("{rest}{hint}"))];
+        }
+    };
+    let Some(decide) = &charter.decide else {
+        return Vec::new();
+    };
+    let mut reported = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for ex in &examples {
+        if decide.labels.contains(&ex.label) || !reported.insert(ex.label.clone()) {
+            continue;
+        }
+        let line = text
+            .lines()
+            .position(|l| {
+                l.trim_end().ends_with(ex.label.as_str()) && l.contains(ex.label.as_str())
+            })
+            .map_or(1, |i| i + 1);
+        out.push(error(
+            line,
+            format!(
+                "label `{}` is not declared in `decide.labels` ({})",
+                ex.label,
+                decide.labels.join(", ")
+            ),
+        ));
+    }
+    out
+}
+
+/// Every `env:NAME` written in a YAML text, with its line and column (1-based); comments
+/// are skipped.
+fn env_references(text: &str) -> Vec<(usize, usize, String)> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let code = match line.find(" #") {
+            Some(at) => &line[..at],
+            None if line.trim_start().starts_with('#') => "",
+            None => line,
+        };
+        let mut from = 0;
+        while let Some(pos) = code[from..].find("env:") {
+            let start = from + pos;
+            from = start + 4;
+            let before = code[..start].chars().next_back();
+            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                continue;
+            }
+            let name: String = code[from..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() {
+                out.push((i + 1, start + 1, name));
+            }
+        }
+    }
+    out
 }
 
 /// A charter prepared for serving.

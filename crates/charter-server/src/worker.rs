@@ -238,6 +238,7 @@ async fn process_claimed_in_span<S: Store>(
         now: now_millis(),
     });
     let finished = finished_outcome(&pending);
+    warn_unsuccessful(event_id, &charter_name, &pending);
     match state.store.record_run(pending).await {
         Ok(w) => {
             count_finished(&state, &charter_name, received_at, finished);
@@ -273,6 +274,19 @@ fn note_interrupted<S: Store>(state: &AppState<S>, claimed: &Claimed) {
             in_doubt = ?keys,
             "closed a run cut off before it finished as interrupted; its in-doubt actions are sent again with the same idempotency keys"
         );
+    }
+}
+
+/// One WARN line for a run that failed (a dead letter among them) or went to a human, with
+/// its event id and reason, so that someone watching the log sees it.
+fn warn_unsuccessful(event_id: Uuid, charter: &str, writes: &[RunWrite]) {
+    for w in writes {
+        if let RunWrite::FinishRun { outcome, error, .. } = w
+            && matches!(outcome, RunOutcome::Failed | RunOutcome::Escalated)
+        {
+            let reason = error.as_deref().unwrap_or("no reason recorded");
+            tracing::warn!(event = %event_id, charter, outcome = outcome.as_str(), reason, "run did not complete");
+        }
     }
 }
 

@@ -180,7 +180,9 @@ impl SqliteStore {
     }
 
     /// Make this store the only one serving its file: take an exclusive lock on
-    /// `<file>.serve-lock` (created beside the file), held until the process ends. A
+    /// `<file>.lock` (created beside the file; flock(2), so the kernel drops it when the
+    /// process ends, however it ends, and a file left by a crash blocks nothing), held
+    /// until the process ends. A
     /// `charter serve` takes it before its worker starts, so a second server on the same
     /// file is refused, and every lease found in the file at start-up belongs to a process
     /// that has stopped ([`QueueStore::single_process`]). Commands that only read or purge
@@ -194,7 +196,7 @@ impl SqliteStore {
             return Ok(());
         }
         let mut name = self.inner.path.as_os_str().to_os_string();
-        name.push(".serve-lock");
+        name.push(".lock");
         let lock_path = PathBuf::from(name);
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -213,8 +215,9 @@ impl SqliteStore {
                 Ok(())
             }
             Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Database(format!(
-                "another process is serving {} (it holds {}): a SQLite store is served by one \
-                 process; use PostgreSQL for several nodes",
+                "another process is serving {} (it holds {}): the store is already served by \
+                 another `charter serve`; a SQLite store is served by one process (stop that one, \
+                 give this one its own --store, or use PostgreSQL for several nodes)",
                 self.inner.path.display(),
                 lock_path.display()
             ))),

@@ -2017,6 +2017,7 @@ fn fmt_opt(v: Option<f64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_tools as tools;
 
     #[test]
     fn percentiles_use_nearest_rank() {
@@ -2375,16 +2376,16 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn e2e_on_postgres_with_two_nodes_processes_every_acked_event_once() {
-        if std::env::var_os("CHARTER_SKIP_PG").is_some() {
-            eprintln!("skipped: CHARTER_SKIP_PG is set");
+        let url = std::env::var("CHARTER_TEST_PG")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        if !tools::available(tools::Tool::Postgres, || {
+            tools::tcp_listening(&tools::pg_addr(&url))
+        }) {
             return;
         }
         charter_connect::install_crypto_provider();
         let mut args = tiny_args(Which::E2e);
-        args.postgres = Some(
-            std::env::var("CHARTER_TEST_PG")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
-        );
+        args.postgres = Some(url);
         args.nodes = vec![2];
         let report = run(&args).await.unwrap();
         assert_eq!(report.e2e_postgres.len(), 1);

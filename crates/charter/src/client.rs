@@ -28,7 +28,7 @@ async fn call(
     body: Option<Value>,
 ) -> Result<Value, ExitCode> {
     let client = http()?;
-    let url = format!("{}{}", server.server.trim_end_matches('/'), path);
+    let url = format!("{}{}", server.base_url(), path);
     let mut req = client.request(method, &url);
     if let Some(t) = &server.token {
         req = req.bearer_auth(t);
@@ -666,7 +666,15 @@ pub async fn send(
         },
     };
     let delivery = delivery_id.unwrap_or_else(|| format!("msg_{}", uuid::Uuid::now_v7().simple()));
-    match post_signed(&server.server, webhook, secret.as_deref(), &body, &delivery).await {
+    match post_signed(
+        server.base_url(),
+        webhook,
+        secret.as_deref(),
+        &body,
+        &delivery,
+    )
+    .await
+    {
         Ok((status, v)) => {
             print_json(&v);
             if status.is_success() {

@@ -89,7 +89,7 @@ async fn run(args: DemoArgs) -> Result<(), String> {
     .await
     .map_err(|e| e.to_string())?;
     let base = format!("http://{}", running.addr);
-    eprintln!("charter serving on {base}");
+    eprintln!("charter serving on {base}; web UI: {base}/");
 
     // Feed every sample: samples/<charter>/*.json
     let mut sent = Vec::new();
@@ -193,7 +193,10 @@ async fn run(args: DemoArgs) -> Result<(), String> {
         store.close().await;
         return Ok(());
     }
-    eprintln!("try: charter events list --server {base}    (Ctrl-C to stop)");
+    eprintln!(
+        "open the web UI at {base}/ and try: charter events list --server {base}\n\
+         (without `charter` on PATH: cargo run --release -- events list --server {base}; Ctrl-C to stop)"
+    );
     shutdown_signal().await;
     shutdown.cancel();
     let _ = running.done.await;

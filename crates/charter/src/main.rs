@@ -20,11 +20,26 @@ mod otlp;
 mod progress;
 mod report;
 mod serve;
+/// The test policy for outside tools (PostgreSQL for the bench test), shared with the test binaries.
+#[cfg(test)]
+#[path = "../../../tests/tools.rs"]
+mod test_tools;
+
+/// `charter --version`: the package version, the git commit it was built from and the
+/// build date (both "unknown" when the build had no git; see build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("CHARTER_GIT_COMMIT"),
+    ", built ",
+    env!("CHARTER_BUILD_DATE"),
+    ")"
+);
 
 #[derive(Parser)]
 #[command(
     name = "charter",
-    version,
+    version = VERSION,
     about = "Charter: AI inside your team's workflows, on the record.",
     long_about = "Receives events from your tools, stores each durably, decides and routes them under a charter, and writes results back. Data goes to stdout, messages to stderr."
 )]
@@ -36,12 +51,55 @@ struct Cli {
 /// Where the admin API is and how to authenticate.
 #[derive(clap::Args, Clone)]
 pub struct ServerArgs {
-    /// Base URL of a running `charter serve`.
-    #[arg(long, env = "CHARTER_SERVER", default_value = "http://127.0.0.1:8080")]
-    pub server: String,
+    /// Base URL of a running `charter serve` (default: the project's `server.listen`, else
+    /// http://127.0.0.1:8080).
+    #[arg(long, env = "CHARTER_SERVER")]
+    pub server: Option<String>,
+    /// Project folder whose `server.listen` says where the server is (default: the current
+    /// folder, when it holds a charter.yaml).
+    #[arg(long, env = "CHARTER_PROJECT")]
+    pub project: Option<PathBuf>,
     /// API token (sent as a bearer token) when the server defines tokens.
     #[arg(long, env = "CHARTER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// The base URL, found once.
+    #[arg(skip)]
+    resolved: std::sync::OnceLock<String>,
+}
+
+impl ServerArgs {
+    /// The server's base URL: `--server` (or CHARTER_SERVER); else the project's
+    /// `server.listen` (from `--project`, else the current folder when it holds a
+    /// charter.yaml; an address listening on every interface is reached on loopback); else
+    /// http://127.0.0.1:8080.
+    pub fn base_url(&self) -> &str {
+        self.resolved.get_or_init(|| {
+            if let Some(s) = &self.server {
+                return s.trim_end_matches('/').to_string();
+            }
+            let dir = self.project.clone().unwrap_or_else(|| PathBuf::from("."));
+            let listen = dir
+                .join("charter.yaml")
+                .exists()
+                .then(|| charter_server::project::load(&dir).ok())
+                .flatten()
+                .and_then(|p| p.settings.listen);
+            match listen {
+                Some(l) => format!("http://{}", client_address(&l)),
+                None => "http://127.0.0.1:8080".to_string(),
+            }
+        })
+    }
+}
+
+/// The address a client connects to for a listen address: 0.0.0.0 and [::] (every
+/// interface) are reached on loopback.
+fn client_address(listen: &str) -> String {
+    match listen.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.ip().is_unspecified() && a.is_ipv4() => format!("127.0.0.1:{}", a.port()),
+        Ok(a) if a.ip().is_unspecified() => format!("[::1]:{}", a.port()),
+        _ => listen.to_string(),
+    }
 }
 
 #[derive(Subcommand)]
@@ -54,6 +112,14 @@ enum Command {
         /// Print the result as JSON on stdout.
         #[arg(long)]
         json: bool,
+        /// Treat warnings (an `env:` secret not set in this environment) as errors.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Print a shell completion script: `charter completions bash > /etc/bash_completion.d/charter`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
     },
     /// Create a new, working project folder.
     Init {
@@ -400,6 +466,7 @@ enum EventsCommand {
 }
 
 fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     charter_connect::install_crypto_provider();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -415,9 +482,43 @@ fn main() -> ExitCode {
     runtime.block_on(run(cli))
 }
 
+/// A reader that stops reading (`charter runs | head`) closes our stdout: the next print
+/// panics with "failed printing to stdout: Broken pipe". That is no failure of the command,
+/// so the process ends at once, quietly, with status 0. Every other panic is reported as
+/// before.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 async fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Check { dir, json } => check(&dir, json),
+        Command::Check { dir, json, strict } => check(&dir, json, strict),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "charter", &mut script);
+            match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Ok(()) => ExitCode::SUCCESS,
+                // The reader went away: not a failure (see `quiet_on_closed_stdout`).
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: cannot write the completion script: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Init { dir } => init(&dir),
         Command::Serve(args) => serve::serve(args).await,
         Command::Send {
@@ -425,8 +526,14 @@ async fn run(cli: Cli) -> ExitCode {
             file,
             dir,
             delivery_id,
-            server,
-        } => client::send(&dir, &charter, &file, delivery_id, &server).await,
+            mut server,
+        } => {
+            // The project the charter comes from also says where its server listens.
+            if server.project.is_none() {
+                server.project = Some(dir.clone());
+            }
+            client::send(&dir, &charter, &file, delivery_id, &server).await
+        }
         Command::Events { command } => match command {
             EventsCommand::List {
                 charter,
@@ -565,26 +672,59 @@ async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-fn check(dir: &std::path::Path, json: bool) -> ExitCode {
-    match charter_server::project::load(dir) {
-        Ok(project) => {
-            let warnings = check_warnings(dir, &project);
+fn check(dir: &std::path::Path, json: bool, strict: bool) -> ExitCode {
+    use charter_server::project::Severity;
+    let loaded = charter_server::project::read_source(dir).and_then(|source| {
+        charter_core::config::load_project(&source)
+            .map(|project| (source, project))
+            .map_err(charter_server::ProjectError::Invalid)
+    });
+    match loaded {
+        Ok((source, project)) => {
+            let mut findings = charter_server::project::check_outside(&source, &project);
+            findings.extend(check_warnings(dir, &project));
+            let failing =
+                |f: &&charter_server::project::Finding| f.severity == Severity::Error || strict;
+            let errors = findings.iter().filter(failing).count();
+            let ok = errors == 0;
             if json {
                 let names: Vec<&String> = project.charters.keys().collect();
+                let items: Vec<_> = findings
+                    .iter()
+                    .map(|f| {
+                        let d = &f.diagnostic;
+                        let severity = if failing(&f) { "error" } else { "warning" };
+                        serde_json::json!({"file": d.file, "line": d.line, "column": d.column, "message": d.message, "severity": severity})
+                    })
+                    .collect();
                 println!(
                     "{}",
-                    serde_json::json!({"ok": true, "charters": names, "warnings": warnings})
+                    serde_json::json!({"ok": ok, "charters": names, "problems": items})
                 );
             } else {
-                for (name, c) in &project.charters {
-                    println!("{name}\t{}\t{}", c.mode.as_str(), c.file);
+                for f in &findings {
+                    let word = if failing(&f) { "error" } else { "warning" };
+                    let d = &f.diagnostic;
+                    println!("{}:{}:{}: {word}: {}", d.file, d.line, d.column, d.message);
                 }
-                for w in &warnings {
-                    eprintln!("warning: {w}");
+                if ok {
+                    for (name, c) in &project.charters {
+                        println!("{name}\t{}\t{}", c.mode.as_str(), c.file);
+                    }
                 }
             }
+            if !ok {
+                eprintln!("{errors} problem(s) found");
+                return ExitCode::from(1);
+            }
+            let warnings = findings.len();
+            let note = if warnings > 0 {
+                format!(" ({warnings} warning(s); --strict makes them errors)")
+            } else {
+                String::new()
+            };
             eprintln!(
-                "ok: {} charter(s) valid in {}",
+                "ok: {} charter(s) valid in {}{note}",
                 project.charters.len(),
                 dir.display()
             );
@@ -596,7 +736,7 @@ fn check(dir: &std::path::Path, json: bool) -> ExitCode {
                     .0
                     .iter()
                     .map(|d| {
-                        serde_json::json!({"file": d.file, "line": d.line, "column": d.column, "message": d.message})
+                        serde_json::json!({"file": d.file, "line": d.line, "column": d.column, "message": d.message, "severity": "error"})
                     })
                     .collect();
                 println!("{}", serde_json::json!({"ok": false, "problems": items}));
@@ -618,7 +758,12 @@ fn check(dir: &std::path::Path, json: bool) -> ExitCode {
 /// What `charter check` warns about without failing: a webhook charter with no `dedupe:`
 /// whose signature scheme gives no delivery id (header or body), so every redelivery of the
 /// same delivery would be stored, and acted on, as a new event. As `file:line: message`.
-fn check_warnings(dir: &std::path::Path, project: &charter_core::config::Project) -> Vec<String> {
+/// Warnings about a valid project: a webhook charter whose redeliveries cannot be recognised
+/// (no `dedupe:` and a signature scheme without a delivery id).
+fn check_warnings(
+    dir: &std::path::Path,
+    project: &charter_core::config::Project,
+) -> Vec<charter_server::project::Finding> {
     let mut out = Vec::new();
     for (name, c) in &project.charters {
         let Some(webhook) = &c.trigger.webhook else {
@@ -638,12 +783,19 @@ fn check_warnings(dir: &std::path::Path, project: &charter_core::config::Project
                     .map(|i| i + 1)
             })
             .unwrap_or(1);
-        out.push(format!(
-            "{}:{line}: charter `{name}` has no `dedupe:` and its webhook's signature scheme \
-             gives no delivery id, so a redelivered webhook is stored and processed again as \
-             a new event; add `dedupe:` (a header name or a template over the payload's own id)",
-            c.file
-        ));
+        out.push(charter_server::project::Finding {
+            severity: charter_server::project::Severity::Warning,
+            diagnostic: charter_core::config::Diagnostic {
+                file: c.file.clone(),
+                line,
+                column: 1,
+                message: format!(
+                    "charter `{name}` has no `dedupe:` and its webhook's signature scheme \
+                     gives no delivery id, so a redelivered webhook is stored and processed again as \
+                     a new event; add `dedupe:` (a header name or a template over the payload's own id)"
+                ),
+            },
+        });
     }
     out
 }
@@ -670,9 +822,22 @@ fn init(dir: &std::path::Path) -> ExitCode {
         }
         eprintln!("created {}", path.display());
     }
+    // The starter charter verifies its webhook with env:SUPPORT_WEBHOOK_SECRET; a fresh
+    // random secret for it (Standard Webhooks takes any bytes as the key).
+    let secret: String = {
+        use rand::Rng as _;
+        let mut rng = rand::rng();
+        (0..32)
+            .map(|_| char::from_digit(rng.random_range(0..16), 16).unwrap_or('0'))
+            .collect()
+    };
+    let d = dir.display();
     eprintln!(
-        "next: `charter check {0}` then `charter serve {0}`",
-        dir.display()
+        "next, in this shell (serve and send read the secret from the environment):\n\
+         \n  export SUPPORT_WEBHOOK_SECRET={secret}\n  charter check {d}\n  charter serve {d} &\n  \
+         charter send support-triage {d}/samples/ticket.json --dir {d}\n  charter events list --project {d}\n\
+         \n(from a source checkout without `charter` on PATH: `cargo install --path crates/charter --locked`, \
+         or use `cargo run --release --` in place of `charter`)"
     );
     ExitCode::SUCCESS
 }

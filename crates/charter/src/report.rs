@@ -50,7 +50,7 @@ pub async fn report(args: ReportArgs) -> ExitCode {
     }
     let url = format!(
         "{}/api/v1/charters/{}/report?since={}&buckets={}",
-        args.server.server.trim_end_matches('/'),
+        args.server.base_url(),
         encode(&args.charter),
         encode(&args.since),
         args.buckets

@@ -194,11 +194,10 @@ async fn serve_logged(args: ServeArgs) -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            // A worker owns the file's leases: one serving process at a time, so the
-            // leases found at start-up are all a stopped process's and are released.
-            if opts.role != Role::Api
-                && let Err(e) = store.lock_for_serving()
-            {
+            // One serving process per SQLite file (whatever its role): a second serve is
+            // refused, and the leases found at start-up are all a stopped process's, so
+            // the worker releases them.
+            if let Err(e) = store.lock_for_serving() {
                 eprintln!("error: {e}");
                 store.close().await;
                 return ExitCode::from(1);

@@ -10,6 +10,9 @@ use charter_server::sink::{Scripted, Sink};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+#[path = "../../../tests/tools.rs"]
+mod tools;
+
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_charter")
 }
@@ -93,18 +96,22 @@ fn check_warns_about_a_webhook_charter_without_a_delivery_id() {
         "charters/keyed.yaml",
         &charter_file("keyed", "none", "  dedupe: \"{{ payload.id }}\"\n"),
     );
-    let (code, _, err) = charter(&["check", dir.to_str().unwrap()]);
+    let (code, out, err) = charter(&["check", dir.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning:")).collect();
-    assert_eq!(warnings.len(), 1, "{err}");
+    let warnings: Vec<&str> = out.lines().filter(|l| l.contains(": warning: ")).collect();
+    assert_eq!(warnings.len(), 1, "{out}");
     assert!(
-        warnings[0].starts_with("warning: charters/plain.yaml:8: charter `plain` has no `dedupe:`"),
-        "{err}"
+        warnings[0]
+            .starts_with("charters/plain.yaml:8:1: warning: charter `plain` has no `dedupe:`"),
+        "{out}"
     );
     let (code, out, _) = charter(&["check", dir.to_str().unwrap(), "--json"]);
     assert_eq!(code, 0);
     let v: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["warnings"].as_array().map(Vec::len), Some(1), "{v}");
+    let problems = v["problems"].as_array().cloned().unwrap_or_default();
+    assert_eq!(problems.len(), 1, "{v}");
+    assert_eq!(problems[0]["severity"], "warning", "{v}");
+    assert_eq!(problems[0]["line"], 8, "{v}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -975,14 +982,15 @@ fn start_node(dir: &Path, port: u16, store: &str, node: &str) -> Server {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_on_postgres_survive_a_sigkill_with_exactly_one_effect_per_key() {
-    if std::env::var("CHARTER_SKIP_PG").as_deref() == Ok("1") {
-        eprintln!("CHARTER_SKIP_PG=1: skipping the multi-node PostgreSQL test");
+    if !tools::available(tools::Tool::Postgres, || {
+        tools::tcp_listening(&tools::pg_addr(&pg_admin_url()))
+    }) {
         return;
     }
     charter_connect::install_crypto_provider();
     let db = format!("charter_nodes_{}", uuid::Uuid::now_v7().simple());
     psql(&format!("CREATE DATABASE {db}")).unwrap_or_else(|e| {
-        panic!("PostgreSQL is needed for this test (set CHARTER_SKIP_PG=1 to skip): {e}")
+        panic!("PostgreSQL listens but psql cannot create a database (is psql installed?): {e}")
     });
     let base_url = pg_admin_url();
     let store_url = charter_store::postgres::with_dbname(&base_url, &db);
@@ -2038,5 +2046,347 @@ async fn operator_commands_from_the_command_line() {
     );
 
     shutdown.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `charter --version` names the git commit it was built from and the build date.
+#[test]
+fn version_names_the_commit_and_the_build_date() {
+    let (code, stdout, stderr) = charter(&["--version"]);
+    assert_eq!(code, 0, "{stderr}");
+    let line = stdout.trim();
+    let rest = line
+        .strip_prefix(&format!("charter {} (commit ", env!("CARGO_PKG_VERSION")))
+        .unwrap_or_else(|| panic!("{line}"));
+    let (commit, rest) = rest
+        .split_once(", built ")
+        .unwrap_or_else(|| panic!("{line}"));
+    let date = rest.strip_suffix(')').unwrap_or_else(|| panic!("{line}"));
+    let bytes = date.as_bytes();
+    assert!(
+        date.len() == 10
+            && bytes[4] == b'-'
+            && bytes[7] == b'-'
+            && date.replace('-', "").chars().all(|c| c.is_ascii_digit()),
+        "build date {date:?} in {line}"
+    );
+    // Built from this checkout: the commit is its HEAD (when git can tell).
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match head {
+        Some(head) => assert_eq!(commit, head, "{line}"),
+        None => assert_eq!(commit, "unknown", "{line}"),
+    }
+}
+
+/// `charter completions <shell>` prints a completion script that knows the subcommands.
+#[test]
+fn completions_are_printed_for_each_shell() {
+    let (code, bash, stderr) = charter(&["completions", "bash"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(bash.contains("_charter()"), "{bash}");
+    for sub in ["serve", "events", "completions", "export-corrections"] {
+        assert!(bash.contains(sub), "bash completion lacks {sub}");
+    }
+    let (code, zsh, _) = charter(&["completions", "zsh"]);
+    assert_eq!(code, 0);
+    assert!(zsh.starts_with("#compdef charter"), "{zsh}");
+    let (code, fish, _) = charter(&["completions", "fish"]);
+    assert_eq!(code, 0);
+    assert!(fish.contains("complete -c charter"), "{fish}");
+    let (code, _, stderr) = charter(&["completions", "tcsh"]);
+    assert_eq!(code, 2, "an unknown shell is a usage error: {stderr}");
+}
+
+/// A reader that has gone away (`charter runs | head`) ends the command quietly with status
+/// 0: stdout is a pipe whose read end is closed before the command writes.
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    let dir = temp_dir("pipe");
+    let proj = dir.join("proj");
+    assert!(
+        Command::new(bin())
+            .arg("init")
+            .arg(&proj)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    for args in [
+        vec!["completions".to_string(), "bash".to_string()],
+        vec!["check".to_string(), proj.display().to_string()],
+        vec!["--help".to_string()],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(bin())
+            .args(&args)
+            .env("SUPPORT_WEBHOOK_SECRET", "x")
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "{args:?}: {stderr}"
+        );
+        if args[0] != "--help" {
+            assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `check` goes beyond the text: the embedded stage's examples file (undeclared labels, a
+/// wrong delimiter, a missing file) is an error at its file:line, and an unset `env:`
+/// secret is a warning, an error with `--strict`.
+#[test]
+fn check_reads_examples_and_the_environment() {
+    let dir = temp_dir("check-io");
+    let proj = dir.join("proj");
+    assert!(
+        Command::new(bin())
+            .arg("init")
+            .arg(&proj)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let check = |strict: bool, secret: Option<&str>| {
+        let mut cmd = Command::new(bin());
+        cmd.arg("check")
+            .arg(&proj)
+            .env_remove("SUPPORT_WEBHOOK_SECRET");
+        if strict {
+            cmd.arg("--strict");
+        }
+        if let Some(s) = secret {
+            cmd.env("SUPPORT_WEBHOOK_SECRET", s);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // The unset secret, where the charter names it.
+    let (code, stdout, stderr) = check(false, None);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("charters/support-triage.yaml:12:50: warning:")
+            && stdout.contains(": warning: secret env:SUPPORT_WEBHOOK_SECRET is not set here"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("1 warning(s)"), "{stderr}");
+    let (code, stdout, _) = check(true, None);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stdout.contains(": error: secret env:SUPPORT_WEBHOOK_SECRET"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = check(true, Some("s3cret"));
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(!stdout.contains("warning"), "{stdout}");
+
+    // An embedded stage whose examples use a label the charter does not declare.
+    let charter = std::fs::read_to_string(proj.join("charters/support-triage.yaml")).unwrap();
+    let embedded = charter.replace(
+        "  otherwise: escalate",
+        "    - embedded: { examples: data/examples.csv, accept_above: 0.8 }\n  otherwise: escalate",
+    );
+    write(&proj, "charters/support-triage.yaml", &embedded);
+    write(
+        &proj,
+        "data/examples.csv",
+        "text,label\nrefund please,billing\nit crashed,bug\nwhere is my parcel,shipping\n",
+    );
+    let (code, stdout, _) = check(false, Some("s"));
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stdout.contains("data/examples.csv:4:1: error: examples of charter `support-triage`: label `shipping` is not declared in `decide.labels` (billing, bug, other)"),
+        "{stdout}"
+    );
+    // The wrong delimiter.
+    write(
+        &proj,
+        "data/examples.csv",
+        "text;label\nrefund please;billing\n",
+    );
+    let (code, stdout, _) = check(false, Some("s"));
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stdout.contains("data/examples.csv:1:1: error:")
+            && stdout.contains("the delimiter must be a comma"),
+        "{stdout}"
+    );
+    // Fixed, it passes.
+    write(
+        &proj,
+        "data/examples.csv",
+        "text,label\nrefund please,billing\nit crashed,bug\nhello,other\n",
+    );
+    let (code, stdout, stderr) = check(false, Some("s"));
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `init` says how to take the first steps: the secret to export and a first `send`.
+#[test]
+fn init_prints_the_export_and_a_first_send() {
+    let dir = temp_dir("init-next");
+    let proj = dir.join("proj");
+    let (code, _, stderr) = charter(&["init", proj.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let export = stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("export SUPPORT_WEBHOOK_SECRET="))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert_eq!(export.len(), 32, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "charter send support-triage {0}/samples/ticket.json --dir {0}",
+            proj.display()
+        )),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A second `serve` on a SQLite store that one already serves is refused with the reason;
+/// once the first is gone (even by SIGKILL, leaving its lock file), a new one starts. The
+/// CLI finds the server from the project's `server.listen` (`--project`, `send --dir`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_serve_on_one_sqlite_store_is_refused_and_the_cli_finds_the_server() {
+    charter_connect::install_crypto_provider();
+    let dir = temp_dir("lock");
+    let proj = dir.join("proj");
+    assert!(
+        Command::new(bin())
+            .arg("init")
+            .arg(&proj)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let port = free_port();
+    let yaml = std::fs::read_to_string(proj.join("charter.yaml")).unwrap();
+    write(
+        &proj,
+        "charter.yaml",
+        &yaml.replace(
+            "listen: 127.0.0.1:8080",
+            &format!("listen: 127.0.0.1:{port}"),
+        ),
+    );
+    // The `note` action's template needs a field the sample lacks: the run fails, and the
+    // server log says so in one WARN line.
+    let charter = std::fs::read_to_string(proj.join("charters/support-triage.yaml")).unwrap();
+    write(
+        &proj,
+        "charters/support-triage.yaml",
+        &charter.replace(
+            "log: \"ticket {{ payload.ticket.id }} classified as {{ decision.label }}\"",
+            "log: \"ticket {{ payload.ticket.no_such_field }}\"",
+        ),
+    );
+    let serve = |port: u16| {
+        Command::new(bin())
+            .arg("serve")
+            .arg(&proj)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("SUPPORT_WEBHOOK_SECRET", "lock-test-secret")
+            .env("CHARTER_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let client = reqwest::Client::new();
+    let mut first = Server { child: serve(port) };
+    wait_healthy(&client, &format!("http://127.0.0.1:{port}")).await;
+
+    let second = serve(free_port()).wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is already served by another `charter serve`")
+            && stderr.contains("charter.db.lock"),
+        "{stderr}"
+    );
+
+    // No --server: the project's server.listen says where it is.
+    let out = Command::new(bin())
+        .args(["send", "support-triage"])
+        .arg(proj.join("samples/ticket.json"))
+        .arg("--dir")
+        .arg(&proj)
+        .env("SUPPORT_WEBHOOK_SECRET", "lock-test-secret")
+        .env_remove("CHARTER_SERVER")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(bin())
+        .args(["events", "list", "--json", "--project"])
+        .arg(&proj)
+        .env_remove("CHARTER_SERVER")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    let event_id = listed[0]["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = Command::new(bin())
+            .args(["events", "list", "--json", "--project"])
+            .arg(&proj)
+            .output()
+            .unwrap();
+        let listed: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if listed[0]["status"] == "failed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run never failed: {listed}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A crash leaves the lock file behind; it does not block the next server.
+    first.kill9();
+    let mut log = String::new();
+    std::io::Read::read_to_string(first.child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    let warns: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("run did not complete"))
+        .collect();
+    assert_eq!(warns.len(), 1, "one WARN line per failed run: {log}");
+    assert!(
+        warns[0].contains(&event_id) && warns[0].contains("no_such_field"),
+        "the line names the event and the reason: {}",
+        warns[0]
+    );
+    assert!(proj.join("charter.db.lock").exists());
+    let port2 = free_port();
+    let _third = Server {
+        child: serve(port2),
+    };
+    wait_healthy(&client, &format!("http://127.0.0.1:{port2}")).await;
     let _ = std::fs::remove_dir_all(&dir);
 }

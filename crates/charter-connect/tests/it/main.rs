@@ -5,3 +5,5 @@
 
 mod connectors;
 mod http;
+#[path = "../../../../tests/tools.rs"]
+mod tools;

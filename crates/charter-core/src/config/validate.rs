@@ -30,13 +30,18 @@ use super::{
     StructuredMode, TextOrSecret, TokenDef, TokenPrice, Trigger, Webhook, WorkerSettings,
 };
 use crate::expr::Expr;
+use names::Scope;
 
 mod alerts;
 mod decision;
+mod names;
 mod notify;
 mod sources;
 use crate::template::{JsonTemplate, Template};
 use crate::verify::{self, GenericHmac, HmacAlgorithm, SignatureEncoding, VerifySpec};
+
+/// An action template using `decision`: (action, place, key).
+type ActionUse = (String, Location, String);
 
 /// The project settings file, relative to the project root.
 pub const PROJECT_FILE: &str = "charter.yaml";
@@ -117,6 +122,8 @@ pub fn load_project(src: &ProjectSource) -> Result<Project, Diagnostics> {
     let mut seen_paths: BTreeMap<String, (String, Location)> = BTreeMap::new();
     // (url, stream, durable) -> the file whose charter consumes through that consumer.
     let mut seen_consumers: BTreeMap<(String, String, String), String> = BTreeMap::new();
+    // Charter -> (file, action templates using `decision`), for the MCP check below.
+    let mut action_decision_uses: BTreeMap<String, (&str, Vec<ActionUse>)> = BTreeMap::new();
     for (file, text) in charter_files(src) {
         let Some(raw) = parse_yaml::<S<RawCharter>>(file, text, &CHARTER_SHAPE, &mut diags) else {
             all_charters_parsed = false;
@@ -131,6 +138,8 @@ pub fn load_project(src: &ProjectSource) -> Result<Project, Diagnostics> {
             providers,
             public_url,
             diags: &mut diags,
+            decision_uses: Vec::new(),
+            action_decision_uses: Vec::new(),
         };
         let name = raw.value.name.clone();
         let path = raw
@@ -171,7 +180,12 @@ pub fn load_project(src: &ProjectSource) -> Result<Project, Diagnostics> {
             .as_ref()
             .and_then(|t| t.value.nats.as_ref())
             .map(|n| n.referenced);
-        if let Some(charter) = checker.check(raw, text) {
+        let checked = checker.check(raw, text);
+        let decision_uses = std::mem::take(&mut checker.action_decision_uses);
+        if let Some(charter) = checked {
+            if !decision_uses.is_empty() {
+                action_decision_uses.insert(charter.name.clone(), (file, decision_uses));
+            }
             if let (Some(n), Some(at)) = (&charter.trigger.nats, nats_at) {
                 let key = (n.url.clone(), n.stream.clone(), n.durable.clone());
                 if let Some(other) = seen_consumers.get(&key) {
@@ -205,6 +219,29 @@ pub fn load_project(src: &ProjectSource) -> Result<Project, Diagnostics> {
                     format!(
                         "token scope names charter `{name}`, which is not defined; expected one of {}",
                         list(seen_names.keys())
+                    ),
+                );
+            }
+        }
+    }
+
+    // An agent token calls a charter's actions as MCP tools, without a decision: an action
+    // template that needs `decision` would fail every such call.
+    if let Some(p) = &project {
+        for (charter, (file, uses)) in &action_decision_uses {
+            let Some(agent) = p.tokens.iter().find(|t| {
+                t.role == Role::Agent && (t.charters.is_empty() || t.charters.contains(charter))
+            }) else {
+                continue;
+            };
+            for (action, at, key) in uses {
+                push(
+                    &mut diags,
+                    file,
+                    *at,
+                    format!(
+                        "action `{action}`: `{key}` uses `decision`, but agent token `{}` may call this action as an MCP tool, which runs without a decision; use only `payload`, `event`, `headers` and `context` in it, or scope the token to other charters",
+                        agent.name
                     ),
                 );
             }
@@ -1688,6 +1725,11 @@ struct CharterChecker<'a> {
     /// charter.yaml's `server.public_url`; the outer `None` when charter.yaml did not parse.
     public_url: Option<Option<&'a str>>,
     diags: &'a mut Vec<Diagnostic>,
+    /// Templates of the action being checked that use `decision` (place, key).
+    decision_uses: Vec<(Location, String)>,
+    /// Every action template of the charter that uses `decision`: (action, place, key). An
+    /// MCP tool call runs the action without a decision.
+    action_decision_uses: Vec<(String, Location, String)>,
 }
 
 impl Check for CharterChecker<'_> {
@@ -1993,7 +2035,7 @@ impl CharterChecker<'_> {
             Some(d) => match d.value {
                 WordOr::Word(template) => {
                     let at = d.referenced;
-                    self.template(&S::new(template, at, at), "dedupe")
+                    self.scoped_template(&S::new(template, at, at), "dedupe", Scope::BeforeDecision)
                         .map(|t| Some(Dedupe::Template(t)))
                 }
                 WordOr::Map(m) => match m.header {
@@ -2016,7 +2058,9 @@ impl CharterChecker<'_> {
             None => Some(None),
         };
         let text = match &t.text {
-            Some(s) => self.template(s, "text").map(Some),
+            Some(s) => self
+                .scoped_template(s, "text", Scope::BeforeDecision)
+                .map(Some),
             None => Some(None),
         };
         let events = match &t.events {
@@ -2803,7 +2847,7 @@ impl CharterChecker<'_> {
     fn rule(&mut self, raw: S<RawRule>, known: &Known) -> Option<Rule> {
         let at = raw.referenced;
         let r: RawRule = raw.value;
-        let when = self.expr(&r.when, at, "when");
+        let when = self.expr(&r.when, at, "when", Scope::BeforeDecision);
         let label = match &r.label {
             Some(l) => self.label(l, known, "rule"),
             None => {
@@ -2818,7 +2862,8 @@ impl CharterChecker<'_> {
         let mut ok = true;
         for (name, value) in r.fields.unwrap_or_default().0 {
             let t = S::new(value.value.0, value.referenced, value.defined);
-            match self.template(&t, &format!("fields.{}", name.value)) {
+            match self.scoped_template(&t, &format!("fields.{}", name.value), Scope::BeforeDecision)
+            {
                 Some(t) => {
                     fields.insert(name.value, t);
                 }
@@ -2832,13 +2877,23 @@ impl CharterChecker<'_> {
         })
     }
 
-    fn expr(&mut self, v: &Option<S<Scalar>>, at: Location, key: &str) -> Option<Expr> {
+    fn expr(
+        &mut self,
+        v: &Option<S<Scalar>>,
+        at: Location,
+        key: &str,
+        scope: Scope,
+    ) -> Option<Expr> {
         let Some(v) = v else {
             self.err(at, format!("missing `{key}`: expected a condition such as `decision.label == \"billing\"` (or `true`)"));
             return None;
         };
         match Expr::parse(&v.value.0) {
-            Ok(e) => Some(e),
+            Ok(e) => {
+                let names = names::expr_names(&v.value.0);
+                self.check_names(v.referenced, key, &v.value.0, &names, scope)
+                    .then_some(e)
+            }
             Err(e) => {
                 self.err(v.referenced, format!("`{key}`: {e}"));
                 None
@@ -2915,7 +2970,7 @@ impl CharterChecker<'_> {
     fn route(&mut self, raw: S<RawRoute>, known: &Known) -> Option<Route> {
         let at = raw.referenced;
         let r: RawRoute = raw.value;
-        let when = self.expr(&r.when, at, "when");
+        let when = self.expr(&r.when, at, "when", Scope::Route);
         let actions = match r.actions {
             Some(list) if list.value.is_empty() => {
                 self.err(list.referenced, "`do` is empty; expected the names of the actions to run, such as `do: [assign_billing]`");
@@ -2972,7 +3027,14 @@ impl CharterChecker<'_> {
                 ok = false;
                 continue;
             }
-            match self.action(&name, action, known) {
+            let before = self.decision_uses.len();
+            let checked = self.action(&name, action, known);
+            let uses: Vec<_> = self.decision_uses.drain(before..).collect();
+            for (at, key) in uses {
+                self.action_decision_uses
+                    .push((name.value.clone(), at, key));
+            }
+            match checked {
                 Some(a) => {
                     out.insert(name.value, a);
                 }
@@ -3025,7 +3087,7 @@ impl CharterChecker<'_> {
                     } else {
                         a.log
                             .as_ref()
-                            .and_then(|l| self.template(l, "log"))
+                            .and_then(|l| self.scoped_template(l, "log", Scope::Action))
                             .map(|message| ActionKind::Log { message })
                     }
                 }
@@ -3167,7 +3229,7 @@ impl CharterChecker<'_> {
         let connector =
             self.typed_connector(action, connector, raw.referenced, "message", "slack", known);
         let channel = match &raw.value.channel {
-            Some(c) => self.template(c, "channel").map(Some),
+            Some(c) => self.scoped_template(c, "channel", Scope::Action).map(Some),
             None => match &connector {
                 Some(c) if self.slack_bots.is_some_and(|b| b.contains(c)) => {
                     self.err(
@@ -3180,7 +3242,7 @@ impl CharterChecker<'_> {
             },
         };
         let text = match &raw.value.text {
-            Some(t) => self.template(t, "text"),
+            Some(t) => self.scoped_template(t, "text", Scope::Action),
             None => {
                 self.err(
                     raw.referenced,
@@ -3206,7 +3268,7 @@ impl CharterChecker<'_> {
         let at = raw.referenced;
         let connector = self.typed_connector(action, connector, at, "email", "smtp", known);
         let mut part = |v: &Option<S<String>>, key: &str, what: &str| match v {
-            Some(t) => self.template(t, key),
+            Some(t) => self.scoped_template(t, key, Scope::Action),
             None => {
                 self.err(at, format!("missing `{key}`: expected {what}"));
                 None
@@ -3277,7 +3339,7 @@ impl CharterChecker<'_> {
                 None => params.push(None),
                 Some(v) => {
                     let t = S::new(v.value.0.clone(), v.referenced, v.defined);
-                    match self.template(&t, &format!("params[{i}]")) {
+                    match self.scoped_template(&t, &format!("params[{i}]"), Scope::Action) {
                         Some(t) => params.push(Some(t)),
                         None => params_ok = false,
                     }
@@ -3344,7 +3406,7 @@ impl CharterChecker<'_> {
         let target = match (connector, &r.path, &r.url) {
             (Some(_), Some(p), None) => {
                 if p.value.starts_with('/') || p.value.starts_with("{{") {
-                    self.template(p, "path")
+                    self.scoped_template(p, "path", Scope::Action)
                 } else {
                     self.err(p.referenced, format!("`path` is `{}`; expected a path starting with `/`, appended to the connector's base_url", p.value));
                     None
@@ -3363,7 +3425,7 @@ impl CharterChecker<'_> {
                     || u.value.starts_with("https://")
                     || u.value.starts_with("{{")
                 {
-                    self.template(u, "url")
+                    self.scoped_template(u, "url", Scope::Action)
                 } else {
                     self.err(
                         u.referenced,
@@ -3395,7 +3457,7 @@ impl CharterChecker<'_> {
         let mut headers_ok = true;
         for (name, value) in r.headers.clone().unwrap_or_default().0 {
             let v = S::new(value.value.0, value.referenced, value.defined);
-            match self.template(&v, &format!("headers.{}", name.value)) {
+            match self.scoped_template(&v, &format!("headers.{}", name.value), Scope::Action) {
                 Some(t) => {
                     headers.insert(name.value, t);
                 }
@@ -3404,7 +3466,9 @@ impl CharterChecker<'_> {
         }
         let json = match &r.json {
             Some(j) => match JsonTemplate::parse(j.value.clone()) {
-                Ok(t) => Some(Some(t)),
+                Ok(t) => self
+                    .check_json_names(j.referenced, "json", &j.value, Scope::Action)
+                    .then_some(Some(t)),
                 Err(e) => {
                     self.err(j.referenced, format!("`json`: {e}"));
                     None

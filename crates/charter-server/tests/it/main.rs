@@ -18,4 +18,6 @@ mod security;
 mod server;
 mod sources;
 mod support;
+#[path = "../../../../tests/tools.rs"]
+mod tools;
 mod ui;

@@ -10,8 +10,15 @@ use support::{Harness, Resp, charter_yaml, resp};
 
 const SCHEMA: &str = r#"{"type":"object","required":["ticket"],"properties":{"ticket":{"type":"object","required":["id","subject"],"properties":{"id":{"type":"integer"},"subject":{"type":"string"}}}}}"#;
 
+/// A charter the agent may call: a tool call runs without a decision, so its actions'
+/// templates must not need one (`check` refuses that).
+fn tool_charter(name: &str, mode: &str, approval: &str) -> String {
+    charter_yaml(name, mode, approval, "other")
+        .replace("is {{ decision.label }}\"", "was handled\"")
+}
+
 async fn start() -> Harness {
-    let with_contract = charter_yaml("auto", "live", "auto", "other").replace(
+    let with_contract = tool_charter("auto", "live", "auto").replace(
         "  dedupe: ",
         "  input_schema: schemas/ticket.json\n  dedupe: ",
     );
@@ -20,14 +27,9 @@ async fn start() -> Harness {
             ("auto", with_contract),
             (
                 "gated",
-                charter_yaml(
-                    "gated",
-                    "live",
-                    "{ reviewers: [rev], expires: 1h }",
-                    "other",
-                ),
+                tool_charter("gated", "live", "{ reviewers: [rev], expires: 1h }"),
             ),
-            ("quiet", charter_yaml("quiet", "shadow", "auto", "other")),
+            ("quiet", tool_charter("quiet", "shadow", "auto")),
             ("other", charter_yaml("other", "live", "auto", "other")),
         ],
         &[

@@ -1,7 +1,7 @@
 //! The NATS JetStream source against the local nats-server at 127.0.0.1:4222 (`.ci/run`
 //! starts it when it is installed and not running). Each test uses its own stream, subject
-//! and durable consumer. When NATS is not reachable the tests fail, unless
-//! `CHARTER_SKIP_NATS=1` is set.
+//! and durable consumer. When NATS is not reachable the tests skip with one line, or fail
+//! under `CI=true` (`tests/tools.rs`).
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
@@ -19,21 +19,12 @@ use tokio_util::sync::CancellationToken;
 
 const NATS: &str = "127.0.0.1:4222";
 
-/// Whether to run: NATS reachable, or skipping explicitly allowed.
+/// Whether to run: NATS reachable, or the test skips with one line (`crate::tools`: never
+/// under CI=true).
 fn nats_or_skip() -> bool {
-    let addr = NATS.parse().unwrap();
-    match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-        Ok(_) => true,
-        Err(e) if std::env::var("CHARTER_SKIP_NATS").as_deref() == Ok("1") => {
-            eprintln!("skipping: NATS is not reachable at {NATS} ({e}) and CHARTER_SKIP_NATS=1");
-            false
-        }
-        Err(e) => panic!(
-            "NATS is not reachable at {NATS} ({e}). Start it with `start-stop-daemon --start --oknodo \
-             --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server \
-             -l /var/log/nats-server.log` (what .ci/run does), or set CHARTER_SKIP_NATS=1 to skip these tests"
-        ),
-    }
+    crate::tools::available(crate::tools::Tool::Nats, || {
+        crate::tools::tcp_listening(NATS)
+    })
 }
 
 /// Unique names for one test: stream, subject prefix, durable.

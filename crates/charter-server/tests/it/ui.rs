@@ -706,9 +706,9 @@ async fn open_ui_edits_decides_searches_and_shows_the_shadow_record() {
     assert!(t.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
 }
 
-/// Node and Debian's Chromium, or a clear failure (set CHARTER_SKIP_BROWSER=1 to skip).
+/// Node and Debian's Chromium, or `None` when one is missing and the test may skip
+/// (`crate::tools`: never under CI=true).
 fn browser_tools() -> Option<(PathBuf, PathBuf)> {
-    let skip = std::env::var("CHARTER_SKIP_BROWSER").is_ok_and(|v| v == "1");
     let chromium = PathBuf::from(
         std::env::var("CHROMIUM_PATH").unwrap_or_else(|_| "/usr/bin/chromium".into()),
     );
@@ -727,17 +727,14 @@ fn browser_tools() -> Option<(PathBuf, PathBuf)> {
     if !ui_dir.join("node_modules/playwright-core").exists() {
         missing.push(format!("playwright-core (npm ci in {})", ui_dir.display()));
     }
-    if missing.is_empty() {
-        return Some((ui_dir, chromium));
-    }
-    if skip {
-        eprintln!("CHARTER_SKIP_BROWSER=1: skipping the browser test; missing {missing:?}");
-        return None;
-    }
-    panic!(
-        "the browser test needs {}; .ci/run installs them. Set CHARTER_SKIP_BROWSER=1 to skip it.",
-        missing.join(", ")
-    );
+    let probe = || {
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("missing {}", missing.join(", ")))
+        }
+    };
+    crate::tools::available(crate::tools::Tool::Browser, probe).then_some((ui_dir, chromium))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,3 +5,5 @@
 
 mod postgres;
 mod store;
+#[path = "../../../../tests/tools.rs"]
+mod tools;

@@ -4,8 +4,9 @@
 //!
 //! Server: `CHARTER_TEST_PG` (a connection string with rights to create databases), default
 //! `postgres://postgres@127.0.0.1:5432/postgres`. Every test works in a database of its own,
-//! `charter_test_<uuid>`, created at the start and dropped at the end. If the server cannot
-//! be reached the tests fail, unless `CHARTER_SKIP_PG=1`, in which case they say so and pass.
+//! `charter_test_<uuid>`, created at the start and dropped at the end. Without a server the
+//! tests skip with one line (`CHARTER_SKIP_PG=1` skips without looking); under `CI=true`
+//! they fail instead (`tests/tools.rs`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,9 +28,15 @@ struct TestDb {
     url: String,
 }
 
-/// Create a fresh database, or `None` when PostgreSQL is unreachable and CHARTER_SKIP_PG=1.
+/// Create a fresh database, or `None` when PostgreSQL is missing and the test may skip
+/// (`crate::tools`: never under CI=true).
 async fn test_db(test: &str) -> Option<TestDb> {
     let admin_url = std::env::var("CHARTER_TEST_PG").unwrap_or_else(|_| DEFAULT_URL.to_string());
+    if !crate::tools::available(crate::tools::Tool::Postgres, || {
+        crate::tools::tcp_listening(&crate::tools::pg_addr(&admin_url))
+    }) {
+        return None;
+    }
     let admin = match connect(&admin_url).await {
         Ok(client) => client,
         Err(e) => {
@@ -37,16 +44,9 @@ async fn test_db(test: &str) -> Option<TestDb> {
                 Some(cause) => format!("{e}: {cause}"),
                 None => e.to_string(),
             };
-            if std::env::var("CHARTER_SKIP_PG").as_deref() == Ok("1") {
-                eprintln!(
-                    "NOTICE: {test} skipped: PostgreSQL is not reachable ({e}) and CHARTER_SKIP_PG=1"
-                );
-                return None;
-            }
             panic!(
-                "PostgreSQL is not reachable ({e}). These tests need a server: start one \
-                 (default {DEFAULT_URL}, or point CHARTER_TEST_PG at one), or set \
-                 CHARTER_SKIP_PG=1 to skip them."
+                "{test}: PostgreSQL at {admin_url} accepts connections but not this one ({e}); \
+                 point CHARTER_TEST_PG at a server with trust auth for postgres"
             );
         }
     };

@@ -1,0 +1,369 @@
+//! The names templates and expressions refer to, checked against what their place sees.
+//!
+//! A route's `when` sees `payload`, `event`, `decision`, `headers` and `context`
+//! ([`crate::routing::eval_context`]); an action's templates see the same plus `draft`;
+//! templates and rules evaluated before the decision (`dedupe`, `trigger.text`, a rule's
+//! `when` and `fields`) see `decision` as null. A misspelt root (`paylod`) or a field of
+//! `decision` or `event` that never exists (`decision.confidance`) fails every event at run
+//! time, so `check` reports it. Fields of `payload`, `headers` and `context` depend on the
+//! data and are not checked.
+
+use super::super::raw::{Location, S};
+use super::{CharterChecker, Check};
+
+/// Where a template or expression is evaluated, which decides the names it sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Scope {
+    /// Before the decision: `dedupe`, `trigger.text`, rules' `when` and `fields`.
+    BeforeDecision,
+    /// A route's `when`.
+    Route,
+    /// An action's templates (`draft` too).
+    Action,
+}
+
+/// Fields of `decision` ([`crate::routing::decision_value`]).
+const DECISION_FIELDS: &[&str] = &["label", "confidence", "fields", "stage", "reason"];
+/// Fields of `event` ([`crate::routing::eval_context`]).
+const EVENT_FIELDS: &[&str] = &["id", "charter", "source", "type", "received_at", "headers"];
+
+impl Scope {
+    fn roots(self) -> &'static [&'static str] {
+        match self {
+            Scope::BeforeDecision | Scope::Route => {
+                &["payload", "event", "decision", "headers", "context"]
+            }
+            Scope::Action => &[
+                "payload", "event", "decision", "headers", "context", "draft",
+            ],
+        }
+    }
+}
+
+/// A name a template or expression uses: its root and, when it selects one, the field.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct UsedName {
+    pub root: String,
+    pub field: Option<String>,
+}
+
+/// The names a template refers to (`payload.ticket.id` gives root `payload`, field
+/// `ticket`); loop variables and `set` names are the template's own and not listed.
+pub(super) fn template_names(source: &str) -> Vec<UsedName> {
+    let mut env = minijinja::Environment::new();
+    if env.add_template("t", source).is_err() {
+        return Vec::new();
+    }
+    let Ok(t) = env.get_template("t") else {
+        return Vec::new();
+    };
+    let mut names: Vec<UsedName> = t
+        .undeclared_variables(true)
+        .into_iter()
+        .map(|path| {
+            let mut parts = path.splitn(3, '.');
+            UsedName {
+                root: parts.next().unwrap_or_default().to_string(),
+                field: parts.next().map(str::to_string),
+            }
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The names a CEL expression refers to: the roots from the parser's references, less the
+/// variables its macros bind (`exists(t, ...)`), each with the field selected directly on
+/// it (`decision.label`).
+pub(super) fn expr_names(source: &str) -> Vec<UsedName> {
+    let Ok(ast) = cel::parser::Parser::new().parse(source) else {
+        return Vec::new();
+    };
+    let mut bound = Vec::new();
+    let mut selected = Vec::new();
+    walk(&ast, &mut bound, &mut selected);
+    let roots = ast.references();
+    let mut names: Vec<UsedName> = roots
+        .variables()
+        .into_iter()
+        .filter(|r| !bound.iter().any(|b| b == r))
+        .map(|r| UsedName {
+            root: r.to_string(),
+            field: None,
+        })
+        .collect();
+    names.extend(
+        selected
+            .into_iter()
+            .filter(|(root, _)| !bound.iter().any(|b| b == root))
+            .map(|(root, field)| UsedName {
+                root,
+                field: Some(field),
+            }),
+    );
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Collects the variables macros bind and every `root.field` selection on an identifier.
+fn walk(e: &cel::IdedExpr, bound: &mut Vec<String>, selected: &mut Vec<(String, String)>) {
+    use cel::common::ast::{EntryExpr, Expr};
+    match &e.expr {
+        Expr::Select(s) => {
+            if let Expr::Ident(root) = &s.operand.expr {
+                selected.push((root.clone(), s.field.clone()));
+            }
+            walk(&s.operand, bound, selected);
+        }
+        Expr::Call(c) => {
+            if let Some(t) = &c.target {
+                walk(t, bound, selected);
+            }
+            for a in &c.args {
+                walk(a, bound, selected);
+            }
+        }
+        Expr::Comprehension(c) => {
+            bound.push(c.iter_var.clone());
+            if let Some(v) = &c.iter_var2 {
+                bound.push(v.clone());
+            }
+            bound.push(c.accu_var.clone());
+            for part in [
+                &c.iter_range,
+                &c.accu_init,
+                &c.loop_cond,
+                &c.loop_step,
+                &c.result,
+            ] {
+                walk(part, bound, selected);
+            }
+        }
+        Expr::List(l) => {
+            for x in &l.elements {
+                walk(x, bound, selected);
+            }
+        }
+        Expr::Map(m) => {
+            for entry in &m.entries {
+                match &entry.expr {
+                    EntryExpr::StructField(f) => walk(&f.value, bound, selected),
+                    EntryExpr::MapEntry(me) => {
+                        walk(&me.key, bound, selected);
+                        walk(&me.value, bound, selected);
+                    }
+                }
+            }
+        }
+        Expr::Struct(s) => {
+            for entry in &s.entries {
+                if let EntryExpr::StructField(f) = &entry.expr {
+                    walk(&f.value, bound, selected);
+                }
+            }
+        }
+        Expr::Unspecified | Expr::Ident(_) | Expr::Literal(_) => {}
+    }
+}
+
+/// The closest of `options` to `word` when it is a likely misspelling (edit distance ≤ 2).
+fn suggest<'a>(word: &str, options: &[&'a str]) -> Option<&'a str> {
+    options
+        .iter()
+        .map(|o| (distance(word, o), *o))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, o)| o)
+}
+
+/// Levenshtein distance over characters.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn one_of(options: &[&str]) -> String {
+    options
+        .iter()
+        .map(|o| format!("`{o}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What is wrong with one used name in `scope`, if anything.
+fn problem(name: &UsedName, scope: Scope) -> Option<String> {
+    let roots = scope.roots();
+    if !roots.contains(&name.root.as_str()) {
+        let hint = suggest(&name.root, roots)
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
+        return Some(format!(
+            "unknown name `{}`{hint}; expected one of {}",
+            name.root,
+            one_of(roots)
+        ));
+    }
+    let field = name.field.as_deref()?;
+    let fields = match name.root.as_str() {
+        "decision" => DECISION_FIELDS,
+        "event" => EVENT_FIELDS,
+        _ => return None,
+    };
+    if scope == Scope::BeforeDecision && name.root == "decision" {
+        return Some(format!(
+            "`decision.{field}` is not known here: this is evaluated before the decision (`decision` is null)"
+        ));
+    }
+    if fields.contains(&field) {
+        return None;
+    }
+    let hint = suggest(field, fields)
+        .map(|s| format!(" (did you mean `{}.{s}`?)", name.root))
+        .unwrap_or_default();
+    Some(format!(
+        "`{}` has no field `{field}`{hint}; expected one of {}",
+        name.root,
+        one_of(fields)
+    ))
+}
+
+impl CharterChecker<'_> {
+    /// Report every name of `names` that `scope` cannot see, at `at`; `key` and `source`
+    /// say which value it is. An action's use of `decision` is remembered (MCP tool calls
+    /// run without a decision). Returns whether every name is known.
+    pub(super) fn check_names(
+        &mut self,
+        at: Location,
+        key: &str,
+        source: &str,
+        names: &[UsedName],
+        scope: Scope,
+    ) -> bool {
+        // An unknown root is reported once, whatever fields of it are used.
+        let mut messages: Vec<String> = names.iter().filter_map(|n| problem(n, scope)).collect();
+        messages.dedup();
+        let ok = messages.is_empty();
+        for message in messages {
+            self.err(at, format!("`{key}`: {message} in `{}`", source.trim()));
+        }
+        if scope == Scope::Action && names.iter().any(|n| n.root == "decision") {
+            self.decision_uses.push((at, key.to_string()));
+        }
+        ok
+    }
+
+    /// [`CharterChecker::template`] plus the name check of `scope`.
+    pub(super) fn scoped_template(
+        &mut self,
+        v: &S<String>,
+        key: &str,
+        scope: Scope,
+    ) -> Option<crate::template::Template> {
+        let t = self.template(v, key)?;
+        let names = template_names(&v.value);
+        self.check_names(v.referenced, key, &v.value, &names, scope)
+            .then_some(t)
+    }
+
+    /// The name check of `scope` over every template string in a JSON body.
+    pub(super) fn check_json_names(
+        &mut self,
+        at: Location,
+        key: &str,
+        value: &serde_json::Value,
+        scope: Scope,
+    ) -> bool {
+        match value {
+            serde_json::Value::String(s) if s.contains("{{") || s.contains("{%") => {
+                let names = template_names(s);
+                self.check_names(at, key, s, &names, scope)
+            }
+            // Every string is checked (no short cut), so every problem is reported.
+            serde_json::Value::Array(items) => {
+                let checked: Vec<bool> = items
+                    .iter()
+                    .map(|v| self.check_json_names(at, key, v, scope))
+                    .collect();
+                checked.into_iter().all(|ok| ok)
+            }
+            serde_json::Value::Object(map) => {
+                let checked: Vec<bool> = map
+                    .values()
+                    .map(|v| self.check_json_names(at, key, v, scope))
+                    .collect();
+                checked.into_iter().all(|ok| ok)
+            }
+            _ => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(root: &str, field: Option<&str>) -> UsedName {
+        UsedName {
+            root: root.into(),
+            field: field.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn cel_names_skip_macro_variables_and_keep_selected_fields() {
+        let names = expr_names(
+            r#"payload.tags.exists(t, t == "vip") && decison.label == "x" && has(event.typ)"#,
+        );
+        assert_eq!(
+            names,
+            vec![
+                n("decison", None),
+                n("decison", Some("label")),
+                n("event", None),
+                n("event", Some("typ")),
+                n("payload", None),
+                n("payload", Some("tags")),
+            ]
+        );
+    }
+
+    #[test]
+    fn template_names_skip_loop_variables() {
+        let names = template_names(
+            "{% for t in payload.tags %}{{ t }}{% endfor %}{{ decision.confidance }}",
+        );
+        assert_eq!(
+            names,
+            vec![
+                n("decision", Some("confidance")),
+                n("payload", Some("tags"))
+            ]
+        );
+    }
+
+    #[test]
+    fn problems_name_the_likely_word() {
+        let p = problem(&n("paylod", Some("x")), Scope::Action).unwrap();
+        assert!(
+            p.contains("unknown name `paylod` (did you mean `payload`?)"),
+            "{p}"
+        );
+        let p = problem(&n("decision", Some("confidance")), Scope::Route).unwrap();
+        assert!(p.contains("did you mean `decision.confidence`?"), "{p}");
+        assert!(problem(&n("draft", None), Scope::Action).is_none());
+        assert!(problem(&n("draft", None), Scope::Route).is_some());
+        assert!(problem(&n("decision", Some("label")), Scope::BeforeDecision).is_some());
+        assert!(problem(&n("payload", Some("anything")), Scope::BeforeDecision).is_none());
+    }
+}
