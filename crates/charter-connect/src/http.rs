@@ -43,6 +43,22 @@ pub enum ConnectError {
     InvalidHeaderValue { name: String },
     #[error("empty idempotency key")]
     EmptyIdempotencyKey,
+    /// The rendered path has a `.` or `..` segment (also spelled `%2e`): it would address
+    /// another resource than the one the template names. Nothing is sent.
+    #[error(
+        "the rendered path `{path}` has a `.` or `..` segment; refused, nothing sent (values are percent-encoded; a value marked `safe` must not hold dot segments)"
+    )]
+    DotSegment { path: String },
+    /// The request would leave the connector's base URL (another origin, or a path outside
+    /// the base path). Nothing is sent.
+    #[error(
+        "connector {connector}: the rendered request `{path}` leaves the connector's base URL `{base}`; refused, nothing sent"
+    )]
+    OutsideBase {
+        connector: String,
+        path: String,
+        base: String,
+    },
 }
 
 /// One prepared request (already rendered by the worker), ready for
@@ -400,8 +416,53 @@ impl HttpExecutor {
     }
 }
 
+/// The URL a rendered `target` addresses (see [`HttpExecutor::prepare`]), refused when its
+/// path has a dot segment, or, with a connector, when it leaves the connector's base URL
+/// (scheme, host and port, and the base path as a whole-segment prefix) after the URL
+/// parser's normalisation. The worker calls it before recording or gating an action, so a
+/// refused target is never sent, approved or recorded as would-run.
+pub fn target_url(
+    connector: Option<&ResolvedHttpConnector>,
+    target: &str,
+) -> Result<Url, ConnectError> {
+    build_url(connector, target)
+}
+
+/// Whether the path part of `target` (before `?` or `#`) has a segment that the URL parser
+/// treats as `.` or `..` (`%2e` in any case counts as a dot; `\` separates segments as `/`
+/// does in http URLs).
+fn has_dot_segment(target: &str) -> bool {
+    let path = target.split(['?', '#']).next().unwrap_or_default();
+    path.split(['/', '\\']).any(|segment| {
+        let lower = segment.to_ascii_lowercase().replace("%2e", ".");
+        lower == "." || lower == ".."
+    })
+}
+
+/// The path of `url` lies under `base`'s path: equal, or `base`'s path followed by `/...`.
+fn under_base(url: &Url, base: &Url) -> bool {
+    if url.scheme() != base.scheme()
+        || url.host() != base.host()
+        || url.port_or_known_default() != base.port_or_known_default()
+    {
+        return false;
+    }
+    let base_path = base.path().trim_end_matches('/');
+    let path = url.path();
+    base_path.is_empty()
+        || path == base_path
+        || path
+            .strip_prefix(base_path)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
 fn build_url(connector: Option<&ResolvedHttpConnector>, target: &str) -> Result<Url, ConnectError> {
     let target = target.trim();
+    if has_dot_segment(target) {
+        return Err(ConnectError::DotSegment {
+            path: shorten(target),
+        });
+    }
     let joined = match connector {
         Some(c) => {
             if target.contains("://") || target.starts_with("//") {
@@ -426,7 +487,31 @@ fn build_url(connector: Option<&ResolvedHttpConnector>, target: &str) -> Result<
     if url.host_str().is_none_or(str::is_empty) {
         return Err(ConnectError::InvalidUrl("no host".to_string()));
     }
+    if let Some(c) = connector {
+        let base = Url::parse(c.base_url.trim())
+            .map_err(|e| ConnectError::InvalidUrl(format!("base_url: {e}")))?;
+        if !under_base(&url, &base) {
+            return Err(ConnectError::OutsideBase {
+                connector: c.name.clone(),
+                path: shorten(target),
+                base: base.as_str().to_string(),
+            });
+        }
+    }
     Ok(url)
+}
+
+/// `s` cut to 200 bytes (at a character boundary) for an error message.
+fn shorten(s: &str) -> String {
+    let mut cut = s.len().min(200);
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    if cut < s.len() {
+        format!("{}…", &s[..cut])
+    } else {
+        s.to_string()
+    }
 }
 
 /// Set `name: value`, replacing any header of the same name (any case).

@@ -11,6 +11,7 @@ pub mod expr;
 pub mod extract;
 pub mod idempotency;
 pub mod model;
+pub mod net;
 pub mod routing;
 pub mod scaffold;
 pub mod template;

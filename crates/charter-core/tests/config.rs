@@ -5,6 +5,10 @@
 #[path = "config/notify_config.rs"]
 mod notify_config;
 
+/// URL templates, e-mail recipients, MCP conditions, unreachable connector addresses.
+#[path = "config/safety_config.rs"]
+mod safety_config;
+
 use std::time::Duration;
 
 use charter_core::config::{
@@ -384,7 +388,7 @@ fn defaults_apply_to_an_empty_charter_yaml() {
     let mut src = with_triage(&triage);
     src.files.insert(
         "charter.yaml".into(),
-        "connectors:\n  helpdesk: { type: http, base_url: http://localhost:9000 }\n\
+        "connectors:\n  helpdesk: { type: http, base_url: http://helpdesk.example:9000 }\n\
          providers:\n  default: { type: openai, model: gpt-4o-mini }\n"
             .into(),
     );
