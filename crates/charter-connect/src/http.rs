@@ -43,10 +43,11 @@ pub enum ConnectError {
     InvalidHeaderValue { name: String },
     #[error("empty idempotency key")]
     EmptyIdempotencyKey,
-    /// The rendered path has a `.` or `..` segment (also spelled `%2e`): it would address
-    /// another resource than the one the template names. Nothing is sent.
+    /// The rendered path has a `.` or `..` segment (also spelled `%2e`, or appearing once
+    /// the path is percent-decoded, as in `..%2F..%2Fadmin`): it would address another
+    /// resource than the one the template names. Nothing is sent.
     #[error(
-        "the rendered path `{path}` has a `.` or `..` segment; refused, nothing sent (values are percent-encoded; a value marked `safe` must not hold dot segments)"
+        "the rendered path `{path}` has a `.` or `..` segment (also counted once percent-decoded); refused, nothing sent"
     )]
     DotSegment { path: String },
     /// The request would leave the connector's base URL (another origin, or a path outside
@@ -428,15 +429,51 @@ pub fn target_url(
     build_url(connector, target)
 }
 
-/// Whether the path part of `target` (before `?` or `#`) has a segment that the URL parser
-/// treats as `.` or `..` (`%2e` in any case counts as a dot; `\` separates segments as `/`
-/// does in http URLs).
+/// Whether the path part of `target` (before `?` or `#`) has a `.` or `..` segment, also
+/// once percent-decoded (up to three times): `%2e` is a dot to the URL parser, and a
+/// downstream that decodes `%2F` before routing would see `..%2F..%2Fadmin` as two `..`
+/// segments. A backslash separates segments as `/` does in http URLs.
 fn has_dot_segment(target: &str) -> bool {
     let path = target.split(['?', '#']).next().unwrap_or_default();
-    path.split(['/', '\\']).any(|segment| {
-        let lower = segment.to_ascii_lowercase().replace("%2e", ".");
-        lower == "." || lower == ".."
-    })
+    let dotted = |text: &str| {
+        text.split(['/', '\\'])
+            .any(|segment| segment == "." || segment == "..")
+    };
+    let mut text = path.to_string();
+    for _ in 0..4 {
+        if dotted(&text) {
+            return true;
+        }
+        let decoded = percent_decode(&text);
+        if decoded == text {
+            break;
+        }
+        text = decoded;
+    }
+    false
+}
+
+/// `s` with every `%XY` (hex) replaced by its byte (lossy UTF-8).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The path of `url` lies under `base`'s path: equal, or `base`'s path followed by `/...`.

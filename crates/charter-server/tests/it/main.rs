@@ -14,6 +14,7 @@ mod mcp;
 mod nats;
 mod notify;
 mod openapi;
+mod outbound;
 mod server;
 mod sources;
 mod support;

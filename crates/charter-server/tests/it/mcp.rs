@@ -10,8 +10,16 @@ use support::{Harness, Resp, charter_yaml, resp};
 
 const SCHEMA: &str = r#"{"type":"object","required":["ticket"],"properties":{"ticket":{"type":"object","required":["id","subject"],"properties":{"id":{"type":"integer"},"subject":{"type":"string"}}}}}"#;
 
+/// `charter_yaml` whose two actions an agent may call whatever the routes' conditions say
+/// (`mcp_skip_when: true`): these tests are about the gates after that check
+/// (`outbound::mcp_calls_honour_route_conditions` covers the check).
+fn callable(yaml: String) -> String {
+    yaml.replace("\n  note:\n", "\n    mcp_skip_when: true\n  note:\n")
+        .replace("\nescalation:", "\n    mcp_skip_when: true\nescalation:")
+}
+
 async fn start() -> Harness {
-    let with_contract = charter_yaml("auto", "live", "auto", "other").replace(
+    let with_contract = callable(charter_yaml("auto", "live", "auto", "other")).replace(
         "  dedupe: ",
         "  input_schema: schemas/ticket.json\n  dedupe: ",
     );
@@ -20,15 +28,21 @@ async fn start() -> Harness {
             ("auto", with_contract),
             (
                 "gated",
-                charter_yaml(
+                callable(charter_yaml(
                     "gated",
                     "live",
                     "{ reviewers: [rev], expires: 1h }",
                     "other",
-                ),
+                )),
             ),
-            ("quiet", charter_yaml("quiet", "shadow", "auto", "other")),
-            ("other", charter_yaml("other", "live", "auto", "other")),
+            (
+                "quiet",
+                callable(charter_yaml("quiet", "shadow", "auto", "other")),
+            ),
+            (
+                "other",
+                callable(charter_yaml("other", "live", "auto", "other")),
+            ),
         ],
         &[
             ("bot", "agent", &["auto", "gated", "quiet"]),

@@ -1000,10 +1000,10 @@ async fn escalation_is_announced_and_resolved_from_slack() {
 
 /// aiosmtpd on a free port (as in charter-connect's connector tests); every message is
 /// written to `<dir>/<n>.eml`.
-struct SmtpServer {
+pub(crate) struct SmtpServer {
     child: std::process::Child,
-    port: u16,
-    dir: PathBuf,
+    pub(crate) port: u16,
+    pub(crate) dir: PathBuf,
 }
 
 impl Drop for SmtpServer {
@@ -1014,7 +1014,7 @@ impl Drop for SmtpServer {
     }
 }
 
-async fn start_smtp() -> SmtpServer {
+pub(crate) async fn start_smtp() -> SmtpServer {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
