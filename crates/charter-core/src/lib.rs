@@ -16,3 +16,6 @@ pub mod routing;
 pub mod scaffold;
 pub mod template;
 pub mod verify;
+
+#[cfg(test)]
+mod proptests;

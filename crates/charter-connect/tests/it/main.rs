@@ -5,3 +5,4 @@
 
 mod connectors;
 mod http;
+mod properties;

@@ -15,6 +15,7 @@ mod nats;
 mod notify;
 mod openapi;
 mod outbound;
+mod properties;
 mod server;
 mod sources;
 mod support;
