@@ -40,12 +40,16 @@ pub struct SmtpConnector {
     /// The relay may be a loopback or private address; otherwise every address the host
     /// resolves to is checked and such ones are refused.
     pub allow_private: bool,
+    /// Lower-case domains recipients must be in (a domain admits its subdomains); empty
+    /// means any.
+    pub allowed_domains: Vec<String>,
 }
 
 /// A rendered email.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email {
-    /// Recipients, comma-separated.
+    /// Recipients, comma-separated (each checked by the worker when it came from a
+    /// template: see [`one_recipient`]).
     pub to: String,
     pub subject: String,
     /// Plain-text body.
@@ -61,26 +65,70 @@ pub enum EmailError {
     To(String),
     #[error("no recipient")]
     NoRecipient,
+    /// A templated recipient rendered to several addresses (or none).
+    #[error(
+        "recipient {rendered:?} is {count} addresses; a templated recipient must be exactly one address (declare several recipients as a list under `to:`)"
+    )]
+    NotOneRecipient { rendered: String, count: usize },
+    /// A recipient outside the connector's `allowed_domains`.
+    #[error("recipient {address} is not in the connector's allowed_domains ({allowed})")]
+    DomainNotAllowed { address: String, allowed: String },
     #[error("cannot build the message: {0}")]
     Build(String),
     #[error("SMTP connector `{connector}`: {message}")]
     Transport { connector: String, message: String },
 }
 
+/// Checks that `rendered` (a templated recipient, after rendering) is exactly one address,
+/// `addr@example.com` or `Name <addr@example.com>`: a payload value such as
+/// `a@example.test, attacker@evil.example` cannot add a recipient.
+pub fn one_recipient(rendered: &str) -> Result<(), EmailError> {
+    let list: Mailboxes = rendered
+        .parse()
+        .map_err(|_| EmailError::To(rendered.to_string()))?;
+    match list.iter().count() {
+        1 => Ok(()),
+        count => Err(EmailError::NotOneRecipient {
+            rendered: rendered.to_string(),
+            count,
+        }),
+    }
+}
+
 impl SmtpConnector {
+    /// The recipients of `to` (comma-separated), each in `allowed_domains` when that is set.
+    pub fn recipients(&self, to: &str) -> Result<Mailboxes, EmailError> {
+        let list: Mailboxes = to.parse().map_err(|_| EmailError::To(to.to_string()))?;
+        if list.iter().next().is_none() {
+            return Err(EmailError::NoRecipient);
+        }
+        if !self.allowed_domains.is_empty() {
+            for m in list.iter() {
+                let domain = m.email.domain().to_ascii_lowercase();
+                let allowed = self.allowed_domains.iter().any(|d| {
+                    domain == *d
+                        || domain
+                            .strip_suffix(d.as_str())
+                            .is_some_and(|head| head.ends_with('.'))
+                });
+                if !allowed {
+                    return Err(EmailError::DomainNotAllowed {
+                        address: m.email.to_string(),
+                        allowed: self.allowed_domains.join(", "),
+                    });
+                }
+            }
+        }
+        Ok(list)
+    }
+
     /// The message as it will be sent, with `Message-ID: <idempotency_key@domain>`.
     pub fn build(&self, email: &Email, idempotency_key: &str) -> Result<Message, EmailError> {
         let from: Mailbox = self
             .from
             .parse()
             .map_err(|_| EmailError::From(self.from.clone()))?;
-        let to: Mailboxes = email
-            .to
-            .parse()
-            .map_err(|_| EmailError::To(email.to.clone()))?;
-        if to.iter().next().is_none() {
-            return Err(EmailError::NoRecipient);
-        }
+        let to = self.recipients(&email.to)?;
         let domain = from.email.domain().to_string();
         let mut builder = Message::builder()
             .from(from)
@@ -215,6 +263,7 @@ mod tests {
             from: "Charter <charter@acme.example>".into(),
             timeout: Duration::from_secs(5),
             allow_private: true,
+            allowed_domains: Vec::new(),
         }
     }
 
@@ -231,6 +280,38 @@ mod tests {
         assert!(text.contains("a@x.example"), "{text}");
         assert!(text.contains("<b@y.example>"), "{text}");
         assert!(!text.contains("\r\nBcc:"), "{text}");
+    }
+
+    #[test]
+    fn a_templated_recipient_is_one_address_and_domains_are_checked() {
+        assert!(one_recipient("a@example.test").is_ok());
+        assert!(one_recipient("Ann <a@example.test>").is_ok());
+        let err = one_recipient("a@example.test, attacker@evil.example").unwrap_err();
+        assert!(
+            matches!(err, EmailError::NotOneRecipient { count: 2, .. }),
+            "{err}"
+        );
+        assert!(one_recipient("").is_err());
+        let mut c = smtp();
+        c.allowed_domains = vec!["example.test".into()];
+        assert!(c.recipients("a@example.test, b@eu.example.test").is_ok());
+        let err = c.recipients("a@example.test, x@evil.example").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("x@evil.example is not in the connector's allowed_domains"),
+            "{err}"
+        );
+        // A look-alike suffix is not a subdomain.
+        assert!(c.recipients("x@badexample.test").is_err());
+        let e = Email {
+            to: "x@evil.example".into(),
+            subject: "s".into(),
+            body: "b".into(),
+        };
+        assert!(matches!(
+            c.build(&e, "k"),
+            Err(EmailError::DomainNotAllowed { .. })
+        ));
     }
 
     #[test]

@@ -43,6 +43,23 @@ pub enum ConnectError {
     InvalidHeaderValue { name: String },
     #[error("empty idempotency key")]
     EmptyIdempotencyKey,
+    /// The rendered path has a `.` or `..` segment (also spelled `%2e`, or appearing once
+    /// the path is percent-decoded, as in `..%2F..%2Fadmin`): it would address another
+    /// resource than the one the template names. Nothing is sent.
+    #[error(
+        "the rendered path `{path}` has a `.` or `..` segment (also counted once percent-decoded); refused, nothing sent"
+    )]
+    DotSegment { path: String },
+    /// The request would leave the connector's base URL (another origin, or a path outside
+    /// the base path). Nothing is sent.
+    #[error(
+        "connector {connector}: the rendered request `{path}` leaves the connector's base URL `{base}`; refused, nothing sent"
+    )]
+    OutsideBase {
+        connector: String,
+        path: String,
+        base: String,
+    },
 }
 
 /// One prepared request (already rendered by the worker), ready for
@@ -400,8 +417,89 @@ impl HttpExecutor {
     }
 }
 
+/// The URL a rendered `target` addresses (see [`HttpExecutor::prepare`]), refused when its
+/// path has a dot segment, or, with a connector, when it leaves the connector's base URL
+/// (scheme, host and port, and the base path as a whole-segment prefix) after the URL
+/// parser's normalisation. The worker calls it before recording or gating an action, so a
+/// refused target is never sent, approved or recorded as would-run.
+pub fn target_url(
+    connector: Option<&ResolvedHttpConnector>,
+    target: &str,
+) -> Result<Url, ConnectError> {
+    build_url(connector, target)
+}
+
+/// Whether the path part of `target` (before `?` or `#`) has a `.` or `..` segment, also
+/// once percent-decoded (up to three times): `%2e` is a dot to the URL parser, and a
+/// downstream that decodes `%2F` before routing would see `..%2F..%2Fadmin` as two `..`
+/// segments. A backslash separates segments as `/` does in http URLs.
+fn has_dot_segment(target: &str) -> bool {
+    let path = target.split(['?', '#']).next().unwrap_or_default();
+    let dotted = |text: &str| {
+        text.split(['/', '\\'])
+            .any(|segment| segment == "." || segment == "..")
+    };
+    let mut text = path.to_string();
+    for _ in 0..4 {
+        if dotted(&text) {
+            return true;
+        }
+        let decoded = percent_decode(&text);
+        if decoded == text {
+            break;
+        }
+        text = decoded;
+    }
+    false
+}
+
+/// `s` with every `%XY` (hex) replaced by its byte (lossy UTF-8).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The path of `url` lies under `base`'s path: equal, or `base`'s path followed by `/...`.
+fn under_base(url: &Url, base: &Url) -> bool {
+    if url.scheme() != base.scheme()
+        || url.host() != base.host()
+        || url.port_or_known_default() != base.port_or_known_default()
+    {
+        return false;
+    }
+    let base_path = base.path().trim_end_matches('/');
+    let path = url.path();
+    base_path.is_empty()
+        || path == base_path
+        || path
+            .strip_prefix(base_path)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
 fn build_url(connector: Option<&ResolvedHttpConnector>, target: &str) -> Result<Url, ConnectError> {
     let target = target.trim();
+    if has_dot_segment(target) {
+        return Err(ConnectError::DotSegment {
+            path: shorten(target),
+        });
+    }
     let joined = match connector {
         Some(c) => {
             if target.contains("://") || target.starts_with("//") {
@@ -426,7 +524,31 @@ fn build_url(connector: Option<&ResolvedHttpConnector>, target: &str) -> Result<
     if url.host_str().is_none_or(str::is_empty) {
         return Err(ConnectError::InvalidUrl("no host".to_string()));
     }
+    if let Some(c) = connector {
+        let base = Url::parse(c.base_url.trim())
+            .map_err(|e| ConnectError::InvalidUrl(format!("base_url: {e}")))?;
+        if !under_base(&url, &base) {
+            return Err(ConnectError::OutsideBase {
+                connector: c.name.clone(),
+                path: shorten(target),
+                base: base.as_str().to_string(),
+            });
+        }
+    }
     Ok(url)
+}
+
+/// `s` cut to 200 bytes (at a character boundary) for an error message.
+fn shorten(s: &str) -> String {
+    let mut cut = s.len().min(200);
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    if cut < s.len() {
+        format!("{}…", &s[..cut])
+    } else {
+        s.to_string()
+    }
 }
 
 /// Set `name: value`, replacing any header of the same name (any case).

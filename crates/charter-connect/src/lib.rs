@@ -25,7 +25,7 @@ pub use connector::{ResolvedAuth, ResolvedHttpConnector, Secret};
 pub use guarded::{HttpConnection, ResponseContract};
 pub use http::{
     AttemptOutcome, BODY_EXCERPT_BYTES, BODY_KEEP_BYTES, BODY_READ_LIMIT, ConnectError,
-    DEFAULT_TIMEOUT, HttpExecutor, HttpRequest,
+    DEFAULT_TIMEOUT, HttpExecutor, HttpRequest, target_url,
 };
 pub use retry::{backoff, parse_http_date, parse_retry_after};
 
@@ -142,6 +142,7 @@ impl Connection {
                 from: s.from.clone(),
                 timeout: s.timeout,
                 allow_private: s.allow_private,
+                allowed_domains: s.allowed_domains.clone(),
             }),
             ConnectorKind::Sql(s) => {
                 let target = match &s.database {

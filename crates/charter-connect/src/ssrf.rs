@@ -8,90 +8,14 @@
 //! parser normalises the odd spellings (`0x7f000001`, `2130706433`, `127.1`) to dotted
 //! IPv4 first, so they are caught as what they are.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use reqwest::Url;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
-/// Why an address is refused, for messages.
-pub fn blocked_reason(ip: IpAddr) -> Option<&'static str> {
-    match ip {
-        IpAddr::V4(v4) => blocked_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = embedded_v4(v6) {
-                return blocked_v4(v4).map(|_| "an IPv4-mapped or -embedded private address");
-            }
-            blocked_v6(v6)
-        }
-    }
-}
-
-fn blocked_v4(ip: Ipv4Addr) -> Option<&'static str> {
-    let o = ip.octets();
-    if ip.is_loopback() {
-        Some("a loopback address")
-    } else if ip.is_private() {
-        Some("a private address")
-    } else if ip.is_link_local() {
-        Some("a link-local address (including cloud metadata at 169.254.169.254)")
-    } else if ip.is_unspecified() || o[0] == 0 {
-        Some("an unspecified address")
-    } else if o[0] == 100 && (o[1] & 0xc0) == 64 {
-        Some("a carrier-grade NAT address")
-    } else if ip.is_broadcast() || ip.is_multicast() || o[0] >= 240 {
-        Some("a broadcast, multicast or reserved address")
-    } else if o[0] == 192 && o[1] == 0 && o[2] == 0 {
-        Some("an IETF protocol assignment address")
-    } else if o[0] == 198 && (o[1] & 0xfe) == 18 {
-        Some("a benchmarking address")
-    } else {
-        None
-    }
-}
-
-fn blocked_v6(ip: Ipv6Addr) -> Option<&'static str> {
-    let s = ip.segments();
-    if ip.is_loopback() {
-        Some("a loopback address")
-    } else if ip.is_unspecified() {
-        Some("an unspecified address")
-    } else if (s[0] & 0xfe00) == 0xfc00 {
-        Some("a unique-local address")
-    } else if (s[0] & 0xffc0) == 0xfe80 {
-        Some("a link-local address")
-    } else if (s[0] & 0xffc0) == 0xfec0 {
-        Some("a site-local address")
-    } else if ip.is_multicast() {
-        Some("a multicast address")
-    } else {
-        None
-    }
-}
-
-/// The IPv4 address inside an IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible
-/// (`::a.b.c.d`), NAT64 (`64:ff9b::/96`) or 6to4 (`2002::/16`) IPv6 address.
-fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
-    let s = ip.segments();
-    let tail = || Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return Some(v4);
-    }
-    if s[..6] == [0, 0, 0, 0, 0, 0] && !(s[6] == 0 && s[7] <= 1) {
-        return Some(tail());
-    }
-    if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
-        return Some(tail());
-    }
-    if s[0] == 0x2002 {
-        return Some(Ipv4Addr::new(
-            (s[1] >> 8) as u8,
-            s[1] as u8,
-            (s[2] >> 8) as u8,
-            s[2] as u8,
-        ));
-    }
-    None
-}
+/// Why an address is refused, for messages (the classification lives in
+/// [`charter_core::net`], which `charter check` shares).
+pub use charter_core::net::blocked_reason;
 
 /// Refusal of an outbound destination.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -11,7 +11,11 @@ pub mod expr;
 pub mod extract;
 pub mod idempotency;
 pub mod model;
+pub mod net;
 pub mod routing;
 pub mod scaffold;
 pub mod template;
 pub mod verify;
+
+#[cfg(test)]
+mod proptests;

@@ -225,7 +225,8 @@ actions:
     connector: github
     request:
       method: POST
-      path: "/repos/{{ payload.repository.full_name }}/issues/{{ payload.issue.number }}/labels"
+      # `safe_path`: full_name is `owner/repo`, two segments (other values are encoded)
+      path: "/repos/{{ payload.repository.full_name | safe_path }}/issues/{{ payload.issue.number }}/labels"
       json: { labels: ["{{ decision.label }}"] }
     approval: auto
     measure: issue_labelled

@@ -5,6 +5,17 @@
 //! strict (a reference to a missing value is an error that names it), never HTML-escapes (the
 //! output is JSON or plain text) and is bounded by a fuel budget so that no template can run
 //! for long.
+//!
+//! Templates that build a URL (an HTTP action's `path` or `url`, a context fetch's `get`) are
+//! compiled with [`Template::parse_url`]: every value a `{{ ... }}` inserts is
+//! percent-encoded as in RFC 6570's simple expansion (everything but the unreserved
+//! characters `A-Z a-z 0-9 - . _ ~`), so a value can neither add a path segment (`/` becomes
+//! `%2F`) nor start a query or fragment. Two filters opt out, visibly in the charter:
+//! `safe_path` (a value meant to hold several path segments, such as GitHub's
+//! `owner/repo`: each segment is encoded, `/` kept, `.` and `..` segments refused) and
+//! `safe` (the value is inserted as written, for a value that is already encoded). The
+//! `urlencode` filter encodes like the default, in any template (a mapping becomes
+//! `k=v&k2=v2`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -91,7 +102,92 @@ fn environment() -> Environment<'static> {
     env.set_auto_escape_callback(|_| AutoEscape::None);
     env.set_fuel(Some(FUEL));
     env.set_debug(true);
+    env.add_filter("urlencode", urlencode_filter);
+    env.add_filter("safe_path", safe_path_filter);
     env
+}
+
+/// [`environment`] whose `{{ ... }}` output is percent-encoded unless marked safe (by the
+/// `safe`, `safe_path` or `urlencode` filter).
+fn url_environment() -> Environment<'static> {
+    let mut env = environment();
+    env.set_formatter(|out, state, value| {
+        if value.is_safe() || value.is_undefined() {
+            return minijinja::escape_formatter(out, state, value);
+        }
+        let text = match value.as_str() {
+            Some(s) => encode_component(s),
+            None => encode_component(&value.to_string()),
+        };
+        out.write_str(&text).map_err(|_| {
+            minijinja::Error::new(minijinja::ErrorKind::WriteFailure, "cannot write output")
+        })
+    });
+    env
+}
+
+/// Whether `b` is an RFC 3986 unreserved character (never percent-encoded).
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Percent-encodes every byte of `s`'s UTF-8 form except the unreserved characters
+/// (RFC 6570 simple expansion): the result is safe as one path segment or one query value.
+pub fn encode_component(s: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        if is_unreserved(b) {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0x0f)]));
+        }
+    }
+    out
+}
+
+/// `urlencode`: a string (or number, boolean) encoded with [`encode_component`]; a mapping
+/// as `key=value` pairs joined by `&`, both sides encoded. The result is marked safe, so a
+/// URL template does not encode it twice.
+fn urlencode_filter(value: minijinja::Value) -> Result<minijinja::Value, minijinja::Error> {
+    let text = if value.kind() == minijinja::value::ValueKind::Map {
+        let mut pairs = Vec::new();
+        for key in value.try_iter()? {
+            let item = value.get_item(&key)?;
+            let k = key.as_str().map_or_else(|| key.to_string(), str::to_string);
+            let v = item
+                .as_str()
+                .map_or_else(|| item.to_string(), str::to_string);
+            pairs.push(format!("{}={}", encode_component(&k), encode_component(&v)));
+        }
+        pairs.join("&")
+    } else if let Some(s) = value.as_str() {
+        encode_component(s)
+    } else {
+        encode_component(&value.to_string())
+    };
+    Ok(minijinja::Value::from_safe_string(text))
+}
+
+/// `safe_path`: a value meant to hold several path segments (`owner/repo`). Each segment is
+/// encoded with [`encode_component`] and `/` is kept; an empty, `.` or `..` segment is an
+/// error (it would change which resource is addressed). The result is marked safe.
+fn safe_path_filter(value: String) -> Result<minijinja::Value, minijinja::Error> {
+    let mut segments = Vec::new();
+    for segment in value.split('/') {
+        if segment.is_empty() || segment == "." || segment == ".." {
+            return Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                format!(
+                    "safe_path: `{value}` has an empty, `.` or `..` segment; expected segments separated by single `/`"
+                ),
+            ));
+        }
+        segments.push(encode_component(segment));
+    }
+    Ok(minijinja::Value::from_safe_string(segments.join("/")))
 }
 
 /// Describes a MiniJinja error in one line, quoting the failing part of `source` when known.
@@ -127,7 +223,24 @@ fn describe(err: &minijinja::Error, source: &str) -> String {
 impl Template {
     /// Compiles `source`; syntax errors name the template and say what is wrong.
     pub fn parse(source: &str) -> Result<Template, TemplateError> {
-        let mut env = environment();
+        Template::parse_in(source, environment())
+    }
+
+    /// Compiles a template that builds a URL (a path, a query, a whole URL): every value a
+    /// `{{ ... }}` inserts is percent-encoded (RFC 6570 simple expansion) unless a filter
+    /// marks it safe (`safe_path`, `safe`, `urlencode`); see the module documentation.
+    pub fn parse_url(source: &str) -> Result<Template, TemplateError> {
+        Template::parse_in(source, url_environment())
+    }
+
+    /// Whether the template is plain text: no `{{`, `{%` or `{#`, so it renders to itself
+    /// whatever the context.
+    pub fn is_literal(&self) -> bool {
+        let s = &self.inner.source;
+        !(s.contains("{{") || s.contains("{%") || s.contains("{#"))
+    }
+
+    fn parse_in(source: &str, mut env: Environment<'static>) -> Result<Template, TemplateError> {
         env.add_template_owned(NAME, source.to_string())
             .map_err(|e| TemplateError::Syntax {
                 template: source.to_string(),
@@ -462,6 +575,50 @@ mod tests {
             })
         );
         assert_eq!(jt.source()["fixed"], json!(7));
+    }
+
+    #[test]
+    fn url_templates_encode_every_inserted_value() {
+        let ctx = json!({"payload": {
+            "id": "../../admin?x=1#", "n": 42, "plain": "A-1_b.c~d", "space": "a b+c",
+            "repo": "acme/widgets", "enc": "a%2Fb", "q": {"k": "v w", "x": "1&2"},
+            "dots": "..", "utf": "é"
+        }});
+        let t = |s: &str| Template::parse_url(s).unwrap().render(&ctx).unwrap();
+        // The traversal of issue #23 stays inside one segment.
+        assert_eq!(
+            t("/things/{{ payload.id }}"),
+            "/things/..%2F..%2Fadmin%3Fx%3D1%23"
+        );
+        // An ordinary value renders as before.
+        assert_eq!(t("/tickets/{{ payload.n }}.json"), "/tickets/42.json");
+        assert_eq!(t("/t/{{ payload.plain }}"), "/t/A-1_b.c~d");
+        assert_eq!(t("/s?q={{ payload.space }}"), "/s?q=a%20b%2Bc");
+        assert_eq!(t("/s/{{ payload.utf }}"), "/s/%C3%A9");
+        // Literal text is the author's and is kept.
+        assert_eq!(t("/a/b?x=1&y={{ payload.n }}#frag"), "/a/b?x=1&y=42#frag");
+        // Opt-outs: several segments, a value already encoded, a whole query.
+        assert_eq!(
+            t("/repos/{{ payload.repo | safe_path }}/issues"),
+            "/repos/acme/widgets/issues"
+        );
+        assert_eq!(t("/x/{{ payload.enc | safe }}"), "/x/a%2Fb");
+        assert_eq!(t("/x?{{ payload.q | urlencode }}"), "/x?k=v%20w&x=1%262");
+        // `urlencode` is not encoded twice.
+        assert_eq!(t("/x/{{ payload.space | urlencode }}"), "/x/a%20b%2Bc");
+        // A bare `..` value is unreserved text: the request builder refuses the segment.
+        assert_eq!(t("/x/{{ payload.dots }}"), "/x/..");
+        let err = Template::parse_url("/x/{{ payload.id | safe_path }}")
+            .unwrap()
+            .render(&ctx)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("safe_path"), "{err}");
+        // Other templates are not encoded, but have the filter.
+        let plain = Template::parse("{{ payload.id }} {{ payload.space | urlencode }}").unwrap();
+        assert_eq!(plain.render(&ctx).unwrap(), "../../admin?x=1# a%20b%2Bc");
+        assert!(Template::parse("/a/b").unwrap().is_literal());
+        assert!(!Template::parse("/a/{{ b }}").unwrap().is_literal());
     }
 
     #[test]

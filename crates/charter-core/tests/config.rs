@@ -5,6 +5,10 @@
 #[path = "config/notify_config.rs"]
 mod notify_config;
 
+/// URL templates, e-mail recipients, MCP conditions, unreachable connector addresses.
+#[path = "config/safety_config.rs"]
+mod safety_config;
+
 use std::time::Duration;
 
 use charter_core::config::{
@@ -384,7 +388,7 @@ fn defaults_apply_to_an_empty_charter_yaml() {
     let mut src = with_triage(&triage);
     src.files.insert(
         "charter.yaml".into(),
-        "connectors:\n  helpdesk: { type: http, base_url: http://localhost:9000 }\n\
+        "connectors:\n  helpdesk: { type: http, base_url: http://helpdesk.example:9000 }\n\
          providers:\n  default: { type: openai, model: gpt-4o-mini }\n"
             .into(),
     );
@@ -465,6 +469,23 @@ fn scaffolds_load() {
         vec![SecretRef::File("secrets/github-webhook".into())]
     );
     assert!(matches!(&gh.trigger.dedupe, Some(Dedupe::Header(n)) if n == "x-github-delivery"));
+    // The repository's `owner/repo` goes in as two segments (`safe_path`), the rest encoded.
+    let ActionKind::Http(label) = &gh.actions["add_label"].kind else {
+        panic!("add_label is a request")
+    };
+    let issue: serde_json::Value = src
+        .files
+        .iter()
+        .find(|(k, _)| k.starts_with("samples/github-issues/"))
+        .map(|(_, v)| serde_json::from_str(v).unwrap())
+        .unwrap();
+    assert_eq!(
+        label.target.render(&json!({ "payload": issue })).unwrap(),
+        format!(
+            "/repos/acme/widgets/issues/{}/labels",
+            issue["issue"]["number"]
+        )
+    );
     assert_eq!(p.charters["support-triage"].mode, Mode::Live);
     // Every demo sample decides as its name says.
     for (file, label) in [

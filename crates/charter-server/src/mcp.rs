@@ -364,7 +364,7 @@ async fn call_tool<S: Store>(
     let report = wait_for_run(state, event_id).await?;
     let failed = matches!(
         report["outcome"].as_str(),
-        Some("failed") | Some("rejected")
+        Some("failed") | Some("rejected") | Some("no_route")
     );
     let mut text = match report["outcome"].as_str() {
         Some(outcome) => format!(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use charter_connect::{HttpExecutor, backoff};
-use charter_core::config::{ActionKind, Approval, Charter, Mode, OnExpiry};
+use charter_core::config::{ActionKind, Approval, Charter, Mode, OnExpiry, Recipients};
 use charter_core::idempotency::idempotency_key;
 use charter_core::model::{
     ActionRecord, ActionStatus, AttemptRecord, Decision, DecisionStage, EventStatus, NewEvent,
@@ -476,6 +476,10 @@ async fn run_pipeline<S: Store>(
             return Ok(EventStatus::Failed);
         }
         let ctx = run_context(&event, fetched.as_ref());
+        if let Err(why) = tool_call_allowed(&charter, name, &ctx) {
+            finish(pending, None, RunOutcome::NoRoute, Some(why));
+            return Ok(EventStatus::Done);
+        }
         let names = [name.to_string()];
         let (outcome, status, error) = act_in_order(
             state, executor, &charter, &event, run_id, &names, &ctx, None, pending,
@@ -942,7 +946,7 @@ fn render_params(action: &charter_core::config::Action, ctx: &Value) -> Result<V
         })),
         ActionKind::Email(e) => Ok(json!({
             "connector": e.connector,
-            "to": e.to.render(ctx).map_err(|err| format!("to: {err}"))?,
+            "to": render_recipients(&e.to, ctx)?,
             "subject": e.subject.render(ctx).map_err(|err| format!("subject: {err}"))?,
             "body": e.body.render(ctx).map_err(|err| format!("body: {err}"))?,
         })),
@@ -962,6 +966,112 @@ fn render_params(action: &charter_core::config::Action, ctx: &Value) -> Result<V
                 "params": values,
             }))
         }
+    }
+}
+
+/// Whether an MCP tool call of action `name` may run: the action opts out
+/// (`mcp_skip_when: true`), or a route that lists it has a `when:` holding over the call's
+/// context (`decision` is null: a call is not decided). `Err` says why not, naming the
+/// routes it tried (a condition that cannot be evaluated without a decision counts as not
+/// holding, and its error is quoted).
+fn tool_call_allowed(charter: &Charter, name: &str, ctx: &Value) -> Result<(), String> {
+    let Some(action) = charter.actions.get(name) else {
+        return Ok(());
+    };
+    if action.mcp_skip_when {
+        return Ok(());
+    }
+    let mut tried = Vec::new();
+    for (i, route) in charter.routes.iter().enumerate() {
+        if !route.actions.iter().any(|a| a == name) {
+            continue;
+        }
+        match route.when.eval_bool(ctx) {
+            Ok(true) => return Ok(()),
+            Ok(false) => tried.push(format!("route {} does not match", i + 1)),
+            Err(e) => tried.push(format!("route {} cannot be evaluated: {e}", i + 1)),
+        }
+    }
+    let tried = if tried.is_empty() {
+        "no route lists it".to_string()
+    } else {
+        tried.join("; ")
+    };
+    Err(format!(
+        "refused: an MCP call runs action `{name}` only when the `when:` of a route that lists it holds for the call ({tried}); set `mcp_skip_when: true` on the action to run it without"
+    ))
+}
+
+/// An email's `to:`, rendered: a string for `to: "..."` (as before lists existed, so the
+/// idempotency keys of existing charters do not change), a list for `to: [...]`. A
+/// templated recipient must render to exactly one address, so a payload value such as
+/// `a@example.test, attacker@evil.example` fails the action instead of adding a recipient.
+fn render_recipients(to: &Recipients, ctx: &Value) -> Result<Value, String> {
+    let one = |t: &charter_core::template::Template, key: &str| -> Result<String, String> {
+        let rendered = t.render(ctx).map_err(|e| format!("{key}: {e}"))?;
+        if !t.is_literal() {
+            charter_connect::email::one_recipient(rendered.trim())
+                .map_err(|e| format!("{key}: {e}"))?;
+        }
+        Ok(rendered)
+    };
+    Ok(match to {
+        Recipients::One(t) => Value::String(one(t, "to")?),
+        Recipients::List(items) => Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, t)| one(t, &format!("to[{i}]")).map(Value::String))
+                .collect::<Result<_, _>>()?,
+        ),
+    })
+}
+
+/// The recipients of rendered email parameters, comma-separated (`to` is a string or a
+/// list of single addresses).
+fn recipients_text(to: &Value) -> String {
+    match to {
+        Value::Array(items) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(", "),
+        other => other.as_str().unwrap_or_default().to_string(),
+    }
+}
+
+/// Checks of rendered parameters against their connector that must hold before an action
+/// is gated, recorded as would-run or sent: an HTTP target stays under the connector's base
+/// URL without dot segments; an email's recipients are in the connector's
+/// `allowed_domains`. `Err` is the reason the action fails (nothing is sent).
+fn preflight<S: Store>(
+    state: &AppState<S>,
+    action: &charter_core::config::Action,
+    params: &Value,
+) -> Result<(), String> {
+    match &action.kind {
+        ActionKind::Http(h) => {
+            let connector = match &h.connector {
+                Some(c) => match state.runtime.connectors.get(c) {
+                    Some(rc) => Some(rc),
+                    // Reported where the request is prepared.
+                    None => return Ok(()),
+                },
+                None => None,
+            };
+            let target = params["target"].as_str().unwrap_or_default();
+            charter_connect::target_url(connector, target)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+        ActionKind::Email(e) => match state.runtime.connections.get(&e.connector).map(|c| &**c) {
+            Some(charter_connect::Connection::Smtp(smtp)) => smtp
+                .recipients(&recipients_text(&params["to"]))
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            _ => Ok(()),
+        },
+        _ => Ok(()),
     }
 }
 
@@ -1039,6 +1149,17 @@ async fn act<S: Store>(
         }
     };
     let mut key = idempotency_key(event.id, name, &params);
+    if let Err(msg) = preflight(state, action, &params) {
+        let rec = ActionRecord {
+            action: name.to_string(),
+            idempotency_key: key,
+            params: params.clone(),
+            status: ActionStatus::Invalid,
+            attempts: vec![],
+        };
+        record_action_now(pending, run_id, &rec, &params);
+        return Ok(ActStep::Failed(format!("action `{name}`: {msg}")));
+    }
     let mut params = params;
     if charter.mode != Mode::Shadow
         && let Approval::Required {
@@ -1275,7 +1396,7 @@ async fn connector_attempt(
         }
         Connection::Smtp(smtp) => {
             let email = charter_connect::email::Email {
-                to: text("to"),
+                to: recipients_text(&params["to"]),
                 subject: text("subject"),
                 body: text("body"),
             };

@@ -543,6 +543,7 @@ async fn email_reaches_a_real_smtp_server_with_a_message_id_from_the_key() {
         timeout: Duration::from_secs(10),
         // The test relay listens on 127.0.0.1.
         allow_private: true,
+        allowed_domains: Vec::new(),
     };
     let email = Email {
         to: "lead@acme.example, Ops <ops@acme.example>".into(),
@@ -596,6 +597,28 @@ async fn email_reaches_a_real_smtp_server_with_a_message_id_from_the_key() {
         );
     }
     assert!(!server.dir.join("2.eml").exists() && !server.dir.join("3.eml").exists());
+
+    // With `allowed_domains`, a recipient elsewhere fails the message before any
+    // connection: nothing reaches the relay, and a retry cannot help.
+    let mut fenced = smtp.clone();
+    fenced.allowed_domains = vec!["acme.example".into()];
+    let stray = Email {
+        to: "lead@acme.example, attacker@evil.example".into(),
+        ..email.clone()
+    };
+    let out = fenced.attempt(&stray, "k5").await;
+    assert!(!out.ok && !out.retryable, "{out:?}");
+    assert!(
+        out.error
+            .unwrap_or_default()
+            .contains("attacker@evil.example is not in the connector's allowed_domains"),
+    );
+    assert!(!server.dir.join("2.eml").exists());
+    // Inside the fence it is delivered.
+    let out = fenced.attempt(&email, "k6").await;
+    assert!(out.ok, "{out:?}");
+    let text = std::fs::read_to_string(server.dir.join("2.eml")).unwrap();
+    assert!(text.contains("Message-ID: <k6@acme.example>"), "{text}");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -403,6 +403,72 @@ fn prepare_joins_urls_and_orders_headers() {
 }
 
 #[test]
+fn targets_stay_under_the_connector_base_url() {
+    let c = plain_connector("https://api.example.com/v2/", None);
+    let url = |target: &str| charter_connect::target_url(Some(&c), target);
+    // Encoded values stay one segment; the downstream sees them encoded.
+    assert_eq!(
+        url("/things/a%2Fb%3Fx%3D1%23").unwrap().as_str(),
+        "https://api.example.com/v2/things/a%2Fb%3Fx%3D1%23"
+    );
+    assert_eq!(
+        url("/files/report..v2.txt").unwrap().as_str(),
+        "https://api.example.com/v2/files/report..v2.txt"
+    );
+    assert_eq!(
+        url("/tickets/42.json?x=1").unwrap().as_str(),
+        "https://api.example.com/v2/tickets/42.json?x=1"
+    );
+    assert!(url("").is_ok() && url("?page=2").is_ok() && url("/").is_ok());
+    // Dot segments, in every spelling the URL parser accepts, are refused before anything
+    // else (even those that would stay under the base path).
+    for target in [
+        "/../admin",
+        "/things/../../admin?x=1",
+        "/things/%2e%2E/%2e%2e/admin",
+        "/things/.%2e/x",
+        "/things/./x",
+        // Encoded by the template, a traversal still has `..` segments once decoded (as a
+        // downstream that decodes `%2F` before routing would see it), twice encoded too.
+        "/things/..%2F..%2Fadmin%3Fx%3D1%23",
+        "/things/%252e%252e%252fadmin",
+        "/things\\..\\..\\admin",
+        "..",
+    ] {
+        let err = url(target).unwrap_err();
+        assert!(
+            matches!(err, ConnectError::DotSegment { .. }),
+            "{target}: {err:?}"
+        );
+        assert!(err.to_string().contains("nothing sent"), "{err}");
+    }
+    // A `..` in a query value is not a path segment.
+    assert!(url("/search?q=../..").is_ok());
+    // A target that reaches another host through the authority is refused as well.
+    for target in ["//evil.example/x", "@evil.example/x"] {
+        match url(target) {
+            Ok(u) => assert_eq!(u.host_str(), Some("api.example.com"), "{target}"),
+            Err(e) => assert!(
+                matches!(
+                    e,
+                    ConnectError::AbsoluteTargetWithConnector { .. }
+                        | ConnectError::OutsideBase { .. }
+                ),
+                "{target}: {e:?}"
+            ),
+        }
+    }
+    // `prepare` applies the same checks.
+    assert!(matches!(
+        HttpExecutor::prepare(Some(&c), "POST", "/a/../../admin", &[], None, None, "k"),
+        Err(ConnectError::DotSegment { .. })
+    ));
+    // A base without a path admits every path.
+    let root = plain_connector("https://api.example.com", None);
+    assert!(charter_connect::target_url(Some(&root), "/admin").is_ok());
+}
+
+#[test]
 fn prepare_basic_auth() {
     let c = plain_connector(
         "http://127.0.0.1:9",

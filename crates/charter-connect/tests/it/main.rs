@@ -5,5 +5,6 @@
 
 mod connectors;
 mod http;
+mod properties;
 #[path = "../../../../tests/tools.rs"]
 mod tools;

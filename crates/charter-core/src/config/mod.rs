@@ -403,6 +403,10 @@ pub struct SmtpConnector {
     /// The relay may be a loopback or private address; otherwise the outbound guard
     /// refuses such addresses.
     pub allow_private: bool,
+    /// `allowed_domains:` (lower-case): when not empty, every recipient's domain must be one
+    /// of these or a subdomain of one; other recipients fail the action before anything is
+    /// sent.
+    pub allowed_domains: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -799,6 +803,10 @@ pub struct Action {
     pub measure: Option<String>,
     /// `draft:`: a model-written text passed to the action's templates as `draft`.
     pub draft: Option<DraftSpec>,
+    /// `mcp_skip_when: true`: an MCP tool call of this action runs even when no route that
+    /// lists it has a `when:` holding over the call (by default a call runs only when one
+    /// does, evaluated with `decision` null).
+    pub mcp_skip_when: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -842,10 +850,20 @@ pub struct MessageAction {
 pub struct EmailAction {
     /// A `type: smtp` connector.
     pub connector: String,
-    /// Recipients, comma-separated.
-    pub to: Template,
+    /// `to:` as written.
+    pub to: Recipients,
     pub subject: Template,
     pub body: Template,
+}
+
+/// An email action's `to:`.
+#[derive(Debug, Clone)]
+pub enum Recipients {
+    /// `to: "..."`. Plain text (no template) may list several comma-separated addresses; a
+    /// template must render to exactly one address, so a payload cannot add recipients.
+    One(Template),
+    /// `to: [...]`: each entry renders to exactly one address.
+    List(Vec<Template>),
 }
 
 #[derive(Debug, Clone)]

@@ -270,6 +270,9 @@ pub struct RawConnector {
     pub username: Option<S<String>>,
     pub password: Option<S<String>>,
     pub from: Option<S<String>>,
+    /// Recipient domains an `smtp` connector may mail (a domain also admits its
+    /// subdomains); none means any.
+    pub allowed_domains: Option<S<Vec<S<String>>>>,
     // sql
     pub url: Option<S<String>>,
 }
@@ -555,6 +558,8 @@ pub struct RawAction {
     pub measure: Option<S<String>>,
     /// A model-written text passed to the action's templates as `draft`.
     pub draft: Option<S<RawDraft>>,
+    /// `true`: an MCP tool call of this action runs without any route's `when:` holding.
+    pub mcp_skip_when: Option<S<bool>>,
 }
 
 /// `draft:` on an action.
@@ -610,7 +615,8 @@ pub struct RawMessage {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawEmail {
-    pub to: Option<S<String>>,
+    /// One template, or a list of templates each rendering to one address.
+    pub to: Option<S<OneOrList>>,
     pub subject: Option<S<String>>,
     pub body: Option<S<String>>,
 }
@@ -767,6 +773,7 @@ const CONNECTOR_SHAPE: Shape = Shape::Keys(&[
     ("username", A),
     ("password", A),
     ("from", A),
+    ("allowed_domains", A),
     ("url", A),
 ]);
 
@@ -949,6 +956,7 @@ const ACTION_SHAPE: Shape = Shape::Keys(&[
     ("retry", RETRY_SHAPE),
     ("measure", A),
     ("draft", DRAFT_SHAPE),
+    ("mcp_skip_when", A),
 ]);
 
 const REQUEST_SHAPE: Shape = Shape::Keys(&[

@@ -14,20 +14,21 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::raw::{
-    CHARTER_SHAPE, Entries, Location, MeasureGroups, PROJECT_SHAPE, RawAction, RawApproval,
-    RawAuth, RawBudget, RawCharter, RawConnector, RawDecide, RawEmail, RawField, RawMessage,
-    RawNats, RawProject, RawProvider, RawRequest, RawRetry, RawRoute, RawRule, RawServer, RawSql,
-    RawStage, RawToken, RawTrigger, RawVerify, RawWebhook, S, Scalar, Shape, WordOr,
-    strip_unknown_keys,
+    CHARTER_SHAPE, Entries, Location, MeasureGroups, OneOrList, PROJECT_SHAPE, RawAction,
+    RawApproval, RawAuth, RawBudget, RawCharter, RawConnector, RawDecide, RawEmail, RawField,
+    RawMessage, RawNats, RawProject, RawProvider, RawRequest, RawRetry, RawRoute, RawRule,
+    RawServer, RawSql, RawStage, RawToken, RawTrigger, RawVerify, RawWebhook, S, Scalar, Shape,
+    WordOr, strip_unknown_keys,
 };
 use super::{
     Action, ActionKind, Approval, Charter, CircuitBreakerPolicy, Connector, ConnectorKind, Decide,
     Dedupe, EmailAction, EmbeddedStage, Escalation, EventTypes, FieldSpec, FieldType, HTTP_PRESETS,
     HttpAction, HttpAuth, HttpConnector, InputSchema, IpRange, LlmBudget, LlmStage, Measure,
     MessageAction, Mode, NatsTrigger, NetSettings, OnExhausted, OnExpiry, Otherwise, Project,
-    ProjectSource, ProviderDef, ProviderType, RetryPolicy, Role, Route, Rule, SecretRef, Settings,
-    SlackAuth, SlackConnector, SmtpConnector, SmtpTls, SqlAction, SqlConnector, SqlDatabase, Stage,
-    StructuredMode, TextOrSecret, TokenDef, TokenPrice, Trigger, Webhook, WorkerSettings,
+    ProjectSource, ProviderDef, ProviderType, Recipients, RetryPolicy, Role, Route, Rule,
+    SecretRef, Settings, SlackAuth, SlackConnector, SmtpConnector, SmtpTls, SqlAction,
+    SqlConnector, SqlDatabase, Stage, StructuredMode, TextOrSecret, TokenDef, TokenPrice, Trigger,
+    Webhook, WorkerSettings,
 };
 use crate::expr::Expr;
 use names::Scope;
@@ -577,6 +578,18 @@ trait Check {
         }
     }
 
+    /// A template that builds a URL: its inserted values are percent-encoded
+    /// ([`Template::parse_url`]).
+    fn url_template(&mut self, v: &S<String>, key: &str) -> Option<Template> {
+        match Template::parse_url(&v.value) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.err(v.referenced, format!("`{key}`: {e}"));
+                None
+            }
+        }
+    }
+
     fn positive(&mut self, v: &S<i64>, key: &str) -> Option<usize> {
         match usize::try_from(v.value) {
             Ok(n) if n >= 1 => Some(n),
@@ -611,6 +624,26 @@ trait Check {
                 None
             }
         }
+    }
+
+    /// A `base_url` whose host is a literal loopback/private address (or `localhost`)
+    /// without `allow_private`: the outbound guard refuses every request to it, so the
+    /// connector could never work. Reported at the `base_url`.
+    fn reachable_base_url(&mut self, u: &S<String>, connector: &str, allow_private: bool) -> bool {
+        if allow_private {
+            return true;
+        }
+        let Some(why) = crate::net::url_host(&u.value).and_then(crate::net::private_host) else {
+            return true;
+        };
+        self.err(
+            u.referenced,
+            format!(
+                "`base_url` is `{}`, whose host is {why}: the outbound guard refuses it, so connector `{connector}` could never be reached; set `allow_private: true` on the connector if it is meant to reach a local service",
+                u.value.trim()
+            ),
+        );
+        false
     }
 
     /// A value from a fixed set of words.
@@ -1089,7 +1122,7 @@ impl<'a> ProjectChecker<'a> {
         }
         // Keys that belong to another connector type are mistakes, said where they are.
         let loc = |v: Option<Location>| v.unwrap_or(at);
-        let keys: [(&str, Option<Location>, &[&str]); 22] = [
+        let keys: [(&str, Option<Location>, &[&str]); 23] = [
             (
                 "base_url",
                 raw.base_url.as_ref().map(|v| v.referenced),
@@ -1161,6 +1194,11 @@ impl<'a> ProjectChecker<'a> {
                 &["smtp"],
             ),
             ("from", raw.from.as_ref().map(|v| v.referenced), &["smtp"]),
+            (
+                "allowed_domains",
+                raw.allowed_domains.as_ref().map(|v| v.referenced),
+                &["smtp"],
+            ),
             ("url", raw.url.as_ref().map(|v| v.referenced), &["sql"]),
             (
                 "timeout",
@@ -1234,7 +1272,9 @@ impl<'a> ProjectChecker<'a> {
             },
         };
         let base_url = match (&raw.base_url, preset.flatten()) {
-            (Some(u), _) => self.absolute_url(u, "base_url"),
+            (Some(u), _) => self
+                .absolute_url(u, "base_url")
+                .filter(|_| self.reachable_base_url(u, &name.value, allow_private)),
             (None, Some((_, Some(default)))) => Some((*default).to_string()),
             (None, Some((p, None))) => {
                 self.err(
@@ -1373,7 +1413,9 @@ impl<'a> ProjectChecker<'a> {
             (None, Some(t)) => {
                 let token = self.secret(t, "token");
                 let base_url = match &raw.base_url {
-                    Some(u) => self.absolute_url(u, "base_url"),
+                    Some(u) => self
+                        .absolute_url(u, "base_url")
+                        .filter(|_| self.reachable_base_url(u, &name.value, allow_private)),
                     None => Some("https://slack.com/api".to_string()),
                 };
                 SlackAuth::Bot {
@@ -1489,6 +1531,40 @@ impl<'a> ProjectChecker<'a> {
                 None
             }
         };
+        let mut allowed_domains = Vec::new();
+        let mut domains_ok = true;
+        for d in raw.allowed_domains.iter().flat_map(|l| l.value.iter()) {
+            let domain = d.value.trim().trim_start_matches('.').to_ascii_lowercase();
+            if domain.is_empty() || domain.contains(['@', ' ', ',', '/']) {
+                self.err(
+                    d.referenced,
+                    format!(
+                        "`allowed_domains` has `{}`; expected a domain such as `acme.example`",
+                        d.value
+                    ),
+                );
+                domains_ok = false;
+            } else {
+                allowed_domains.push(domain);
+            }
+        }
+        if let Some(h) = &raw.host
+            && !allow_private
+            && let Some(why) = crate::net::private_host(&h.value)
+        {
+            self.err(
+                h.referenced,
+                format!(
+                    "`host` is `{}`, {why}: the outbound guard refuses it, so this connector could never send; set `allow_private: true` on connector `{}` if the relay is meant to be local",
+                    h.value.trim(),
+                    name.value
+                ),
+            );
+            domains_ok = false;
+        }
+        if !domains_ok {
+            return None;
+        }
         Some(ConnectorKind::Smtp(SmtpConnector {
             host: host?,
             port: port?,
@@ -1498,6 +1574,7 @@ impl<'a> ProjectChecker<'a> {
             from: from?,
             timeout,
             allow_private,
+            allowed_domains,
         }))
     }
 
@@ -3173,6 +3250,7 @@ impl CharterChecker<'_> {
             retry: retry?,
             measure: measure?,
             draft: draft?,
+            mcp_skip_when: a.mcp_skip_when.as_ref().is_some_and(|b| b.value),
         })
     }
 
@@ -3267,6 +3345,7 @@ impl CharterChecker<'_> {
     ) -> Option<EmailAction> {
         let at = raw.referenced;
         let connector = self.typed_connector(action, connector, at, "email", "smtp", known);
+        let to = self.recipients(&raw.value.to, at);
         let mut part = |v: &Option<S<String>>, key: &str, what: &str| match v {
             Some(t) => self.scoped_template(t, key, Scope::Action),
             None => {
@@ -3274,11 +3353,6 @@ impl CharterChecker<'_> {
                 None
             }
         };
-        let to = part(
-            &raw.value.to,
-            "to",
-            "the recipients (comma-separated), such as `{{ payload.customer.email }}`",
-        );
         let subject = part(
             &raw.value.subject,
             "subject",
@@ -3291,6 +3365,40 @@ impl CharterChecker<'_> {
             subject: subject?,
             body: body?,
         })
+    }
+
+    /// An email action's `to:`: one template or a list of them.
+    fn recipients(&mut self, to: &Option<S<OneOrList>>, at: Location) -> Option<Recipients> {
+        match to {
+            None => {
+                self.err(
+                    at,
+                    "missing `to`: expected the recipient, such as `{{ payload.customer.email }}`, or a list of them",
+                );
+                None
+            }
+            Some(t) => match &t.value {
+                OneOrList::One(one) => self
+                    .template(&S::new(one.clone(), t.referenced, t.defined), "to")
+                    .map(Recipients::One),
+                OneOrList::List(items) if items.is_empty() => {
+                    self.err(
+                        t.referenced,
+                        "`to` is an empty list; expected at least one recipient",
+                    );
+                    None
+                }
+                OneOrList::List(items) => {
+                    let mut out = Vec::with_capacity(items.len());
+                    for (i, item) in items.iter().enumerate() {
+                        out.push(self.template(item, &format!("to[{i}]")));
+                    }
+                    out.into_iter()
+                        .collect::<Option<Vec<_>>>()
+                        .map(Recipients::List)
+                }
+            },
+        }
     }
 
     fn sql(
@@ -3406,7 +3514,7 @@ impl CharterChecker<'_> {
         let target = match (connector, &r.path, &r.url) {
             (Some(_), Some(p), None) => {
                 if p.value.starts_with('/') || p.value.starts_with("{{") {
-                    self.scoped_template(p, "path", Scope::Action)
+                    self.scoped_url_template(p, "path", Scope::Action)
                 } else {
                     self.err(p.referenced, format!("`path` is `{}`; expected a path starting with `/`, appended to the connector's base_url", p.value));
                     None
@@ -3425,7 +3533,7 @@ impl CharterChecker<'_> {
                     || u.value.starts_with("https://")
                     || u.value.starts_with("{{")
                 {
-                    self.scoped_template(u, "url", Scope::Action)
+                    self.scoped_url_template(u, "url", Scope::Action)
                 } else {
                     self.err(
                         u.referenced,

@@ -10,7 +10,7 @@ const PROJECT: &str = r#"server:
 connectors:
   helpdesk:
     type: http
-    base_url: http://127.0.0.1:9000
+    base_url: http://helpdesk.acme.example:9000
   hook:
     type: http
     base_url: https://hooks.acme.example

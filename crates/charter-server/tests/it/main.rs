@@ -14,6 +14,8 @@ mod mcp;
 mod nats;
 mod notify;
 mod openapi;
+mod outbound;
+mod properties;
 mod security;
 mod server;
 mod sources;

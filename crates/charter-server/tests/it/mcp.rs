@@ -10,11 +10,21 @@ use support::{Harness, Resp, charter_yaml, resp};
 
 const SCHEMA: &str = r#"{"type":"object","required":["ticket"],"properties":{"ticket":{"type":"object","required":["id","subject"],"properties":{"id":{"type":"integer"},"subject":{"type":"string"}}}}}"#;
 
+/// `charter_yaml` whose two actions an agent may call whatever the routes' conditions say
+/// (`mcp_skip_when: true`): these tests are about the gates after that check
+/// (`outbound::mcp_calls_honour_route_conditions` covers the check).
+fn callable(yaml: String) -> String {
+    yaml.replace("\n  note:\n", "\n    mcp_skip_when: true\n  note:\n")
+        .replace("\nescalation:", "\n    mcp_skip_when: true\nescalation:")
+}
+
 /// A charter the agent may call: a tool call runs without a decision, so its actions'
 /// templates must not need one (`check` refuses that).
 fn tool_charter(name: &str, mode: &str, approval: &str) -> String {
-    charter_yaml(name, mode, approval, "other")
-        .replace("is {{ decision.label }}\"", "was handled\"")
+    callable(
+        charter_yaml(name, mode, approval, "other")
+            .replace("is {{ decision.label }}\"", "was handled\""),
+    )
 }
 
 async fn start() -> Harness {
@@ -30,7 +40,10 @@ async fn start() -> Harness {
                 tool_charter("gated", "live", "{ reviewers: [rev], expires: 1h }"),
             ),
             ("quiet", tool_charter("quiet", "shadow", "auto")),
-            ("other", charter_yaml("other", "live", "auto", "other")),
+            (
+                "other",
+                callable(charter_yaml("other", "live", "auto", "other")),
+            ),
         ],
         &[
             ("bot", "agent", &["auto", "gated", "quiet"]),

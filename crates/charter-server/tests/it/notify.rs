@@ -1000,10 +1000,10 @@ async fn escalation_is_announced_and_resolved_from_slack() {
 
 /// aiosmtpd on a free port (as in charter-connect's connector tests); every message is
 /// written to `<dir>/<n>.eml`.
-struct SmtpServer {
+pub(crate) struct SmtpServer {
     child: std::process::Child,
-    port: u16,
-    dir: PathBuf,
+    pub(crate) port: u16,
+    pub(crate) dir: PathBuf,
 }
 
 impl Drop for SmtpServer {
@@ -1015,7 +1015,7 @@ impl Drop for SmtpServer {
 }
 
 /// `None` when aiosmtpd is missing and the test may skip (`crate::tools`: never under CI=true).
-async fn start_smtp() -> Option<SmtpServer> {
+pub(crate) async fn start_smtp() -> Option<SmtpServer> {
     if !crate::tools::available(crate::tools::Tool::Smtp, crate::tools::python_aiosmtpd) {
         return None;
     }

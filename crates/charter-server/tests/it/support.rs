@@ -131,6 +131,17 @@ impl Harness {
         tokens: &[(&str, &str, &[&str])],
         files: &[(&str, &str)],
     ) -> Harness {
+        Harness::start_with_connectors(charters, tokens, files, "").await
+    }
+
+    /// [`Harness::start_with_files`] with more connectors: `connectors` is YAML placed under
+    /// `connectors:` after `helpdesk` (indented by two spaces).
+    pub async fn start_with_connectors(
+        charters: &[(&str, String)],
+        tokens: &[(&str, &str, &[&str])],
+        files: &[(&str, &str)],
+        connectors: &str,
+    ) -> Harness {
         let dir =
             std::env::temp_dir().join(format!("charter-it-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -143,6 +154,7 @@ impl Harness {
         let mut yaml = format!(
             "worker:\n  lease: 2s\n  poll_interval: 50ms\nconnectors:\n  helpdesk:\n    type: http\n    base_url: http://{sink_addr}\n    timeout: 2s\n    allow_private: true\n"
         );
+        yaml.push_str(connectors);
         if !tokens.is_empty() {
             yaml.push_str("tokens:\n");
         }

@@ -268,7 +268,7 @@ impl CharterChecker<'_> {
                 );
                 None
             }
-            Some(g) => self.template(g, "get"),
+            Some(g) => self.url_template(g, "get"),
         };
         let timeout = match &f.timeout {
             Some(t) => self.duration(t, "timeout"),

@@ -276,6 +276,20 @@ impl CharterChecker<'_> {
             .then_some(t)
     }
 
+    /// [`Self::scoped_template`] for a template that builds a URL (its inserted values are
+    /// percent-encoded).
+    pub(super) fn scoped_url_template(
+        &mut self,
+        v: &S<String>,
+        key: &str,
+        scope: Scope,
+    ) -> Option<crate::template::Template> {
+        let t = self.url_template(v, key)?;
+        let names = template_names(&v.value);
+        self.check_names(v.referenced, key, &v.value, &names, scope)
+            .then_some(t)
+    }
+
     /// The name check of `scope` over every template string in a JSON body.
     pub(super) fn check_json_names(
         &mut self,
