@@ -26,6 +26,17 @@ use crate::Runtime;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub IpAddr);
 
+tokio::task_local! {
+    /// The client address of the admin request being served (set by [`admin_guard`] for
+    /// the request's handler): [`crate::api::audit`] records it with each entry.
+    pub static CLIENT: IpAddr;
+}
+
+/// The client address of the admin request this task serves, if any.
+pub fn current_client() -> Option<IpAddr> {
+    CLIENT.try_with(|c| *c).ok()
+}
+
 /// The exposure rules of one running server, built from `charter.yaml` at start-up.
 pub struct Exposure {
     /// Whether `Host` is checked: with no tokens (the open mode) or with `allowed_hosts`.
@@ -248,12 +259,11 @@ pub async fn admin_guard(
     mut request: Request,
     next: Next,
 ) -> Response {
-    if let Some(peer) = request
+    let client = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-    {
-        let ip = exposure.client_ip(peer, request.headers());
+        .map(|c| exposure.client_ip(c.0.ip(), request.headers()));
+    if let Some(ip) = client {
         request.extensions_mut().insert(ClientAddr(ip));
     }
     let host = request
@@ -302,7 +312,16 @@ pub async fn admin_guard(
             );
         }
     }
-    let response = next.run(request).await;
+    let response = match client {
+        // The handler's logs carry the client address, and so do its audit entries.
+        Some(ip) => {
+            let span = tracing::info_span!("request", client = %ip);
+            CLIENT
+                .scope(ip, tracing::Instrument::instrument(next.run(request), span))
+                .await
+        }
+        None => next.run(request).await,
+    };
     secure(response, &exposure)
 }
 

@@ -69,7 +69,7 @@ fn check_warns_about_a_webhook_charter_without_a_delivery_id() {
     write(
         &dir,
         "charter.yaml",
-        "connectors:\n  crm:\n    type: http\n    base_url: http://127.0.0.1:9\n",
+        "connectors:\n  crm:\n    type: http\n    base_url: http://127.0.0.1:9\n    allow_private: true\n",
     );
     write(&dir, "secrets/hook", "s3cret");
     let charter_file = |name: &str, verify: &str, dedupe: &str| {

@@ -469,6 +469,32 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() {
         "another client behind the same proxy is not locked out"
     );
 
+    // The audit log records the forwarded client.
+    let r = n
+        .http
+        .post(format!("{}/api/v1/charters/tickets/pause", n.base))
+        .header("x-forwarded-for", "203.0.113.6")
+        .header("authorization", "Bearer secret-admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+    let audit: serde_json::Value = n
+        .http
+        .get(format!("{}/api/v1/audit?action=charter.pause", n.base))
+        .header("x-forwarded-for", "203.0.113.6")
+        .header("authorization", "Bearer secret-admin")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        audit["audit"][0]["detail"]["client"], "203.0.113.6",
+        "{audit}"
+    );
+
     // Without trusted proxies the header is the client's word and counts for nothing.
     let n = start("  body_limit: 1MiB\n", true).await;
     for i in 0..20 {
