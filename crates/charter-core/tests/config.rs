@@ -5,6 +5,10 @@
 #[path = "config/notify_config.rs"]
 mod notify_config;
 
+/// Expressions of a loaded charter (`matches()` patterns compiled once).
+#[path = "config/expressions.rs"]
+mod expressions;
+
 use std::time::Duration;
 
 use charter_core::config::{
