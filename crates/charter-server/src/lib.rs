@@ -18,6 +18,7 @@ pub mod alerts;
 pub mod api;
 pub mod decide;
 pub mod error;
+pub mod expressions;
 pub mod ingest;
 pub mod limits;
 pub mod mcp;
