@@ -3,6 +3,11 @@
 //! An [`Expr`] is compiled once when a charter is loaded and evaluated many times against
 //! the JSON context built by [`crate::routing::eval_context`] (`payload`, `event`,
 //! `decision`, `headers`, `context`). Expressions must evaluate to a boolean.
+//!
+//! Compiling also prepares what evaluations would otherwise redo: `matches()` patterns
+//! written as literals are compiled with the expression (`cel`'s own `matches` compiled its
+//! pattern at every call), and counting calls are woven into every loop so that an
+//! evaluation stops at its [`Budget`].
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
