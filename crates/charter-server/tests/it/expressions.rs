@@ -16,7 +16,7 @@ use crate::support::Harness;
 
 const SECRET: &str = "expr-secret-0123456789abcdef";
 /// Costly events sent together: more than the runtime's two worker threads.
-const EVENTS: usize = 6;
+const EVENTS: usize = 3;
 const ROUTE: &str = "payload.a.exists(x, payload.b.exists(y, x == y))";
 
 fn charter() -> String {
@@ -98,7 +98,7 @@ async fn send_signed(h: &Harness, body: &Value, delivery: &str) -> String {
     v["id"].as_str().unwrap().to_string()
 }
 
-/// Six events, each with two disjoint 8,000-item lists (64 million pairs for the route's
+/// Three events, each with two disjoint 8,000-item lists (64 million pairs for the route's
 /// `exists` over `exists`), sent together: every one fails with the budget's reason, and
 /// `/healthz` answers within 100 ms all the while they are processed.
 ///
