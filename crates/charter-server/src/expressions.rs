@@ -11,13 +11,14 @@
 //! runtime); the budget ([`budget`]) stops it after [`charter_core::expr::DEFAULT_STEPS`]
 //! steps or [`TIME_LIMIT`], whichever comes first.
 
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use charter_core::config::Charter;
 use charter_core::expr::{Budget, DEFAULT_STEPS, Deadline, Expr, ExprError};
 use serde_json::Value;
 use tokio::runtime::{Handle, RuntimeFlavor};
+use tokio::sync::Semaphore;
 
 /// The longest one evaluation may take, whatever its step count: the backstop for steps
 /// that are themselves costly (comparing long strings or lists). It is wall-clock time, so
@@ -39,74 +40,45 @@ pub fn budget() -> Budget {
 
 /// Evaluates `expr` over `ctx` within [`budget`], off the runtime's worker threads when it
 /// is costly ([`Expr::is_costly`]).
-pub fn eval_bool(expr: &Expr, ctx: &Value) -> Result<bool, ExprError> {
-    off_runtime(expr.is_costly(), || expr.eval_bool_within(ctx, &budget()))
+pub async fn eval_bool(expr: &Expr, ctx: &Value) -> Result<bool, ExprError> {
+    off_runtime(expr.is_costly(), || expr.eval_bool_within(ctx, &budget())).await
 }
 
 /// The first route of `charter` whose `when` holds over `ctx`, each evaluated within
 /// [`budget`]; all of them off the runtime's worker threads when one is costly.
-pub fn first_matching_route(charter: &Charter, ctx: &Value) -> Result<Option<usize>, ExprError> {
+pub async fn first_matching_route(
+    charter: &Charter,
+    ctx: &Value,
+) -> Result<Option<usize>, ExprError> {
     let costly = charter.routes.iter().any(|r| r.when.is_costly());
     off_runtime(costly, || {
         charter_core::routing::first_matching_route_within(charter, ctx, &budget())
     })
+    .await
 }
 
-/// Runs `f` in place, or under `block_in_place` when `costly` and the runtime has worker
-/// threads to hand this one's tasks to (a current-thread runtime, as in some tests and
-/// one-shot commands, has none: there it runs in place).
-fn off_runtime<R>(costly: bool, f: impl FnOnce() -> R) -> R {
+/// Runs `f` in place, or, when `costly` and the runtime has worker threads to hand this
+/// one's tasks to (a current-thread runtime, as in some tests and one-shot commands, has
+/// none: there it runs in place), under `block_in_place` once one of the [`slots`] is free.
+/// The wait for a slot is asynchronous: the run's other work (renewing its lease) goes on.
+async fn off_runtime<R>(costly: bool, f: impl FnOnce() -> R) -> R {
     let multi_thread =
         Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
-    if costly && multi_thread {
-        tokio::task::block_in_place(|| {
-            let _slot = Slots::global().take();
-            f()
-        })
-    } else {
-        f()
+    if !(costly && multi_thread) {
+        return f();
     }
+    // The semaphore is never closed, so acquiring fails never; should it, evaluate anyway.
+    let _slot = slots().acquire().await.ok();
+    tokio::task::block_in_place(f)
 }
 
 /// Costly evaluations running at once: one fewer than the machine's cores (at least one),
 /// so that however many costly events arrive together, a core is left to the runtime's
-/// threads (requests, ingest, the worker's I/O). A run waiting for a slot waits on its own
-/// thread, already off the runtime.
-struct Slots {
-    free: Mutex<usize>,
-    freed: Condvar,
-}
-
-/// A taken slot, given back when dropped.
-struct Slot(&'static Slots);
-
-impl Slots {
-    fn global() -> &'static Slots {
-        static SLOTS: OnceLock<Slots> = OnceLock::new();
-        SLOTS.get_or_init(|| {
-            let cores = std::thread::available_parallelism().map_or(2, usize::from);
-            Slots {
-                free: Mutex::new(cores.saturating_sub(1).max(1)),
-                freed: Condvar::new(),
-            }
-        })
-    }
-
-    fn take(&'static self) -> Slot {
-        // A poisoned lock only means an evaluation panicked while counting: the count is
-        // still right (the slot's drop gives it back).
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        while *free == 0 {
-            free = self.freed.wait(free).unwrap_or_else(|e| e.into_inner());
-        }
-        *free -= 1;
-        Slot(self)
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-        self.0.freed.notify_one();
-    }
+/// threads (requests, ingest, the worker's I/O).
+fn slots() -> &'static Semaphore {
+    static SLOTS: OnceLock<Semaphore> = OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        Semaphore::new(cores.saturating_sub(1).max(1))
+    })
 }

@@ -496,7 +496,7 @@ async fn run_pipeline<S: Store>(
 
     // Route.
     ctx["decision"] = decision_value(decision.as_ref());
-    let route = match first_matching_route(&charter, &ctx) {
+    let route = match first_matching_route(&charter, &ctx).await {
         Ok(r) => r,
         Err(e) => {
             finish(
