@@ -7,7 +7,8 @@
 //! a value that fails is dropped with a note. A `required` field left without a valid value
 //! means the decision cannot be acted on: the caller escalates with [`FieldsOutcome::missing`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::{Value, json};
 
@@ -92,12 +93,37 @@ fn convert(v: Value, kind: FieldType) -> Result<Value, String> {
     }
 }
 
+/// Field patterns kept compiled (a charter declares a handful; the bound only matters when
+/// reloads keep changing them).
+const PATTERN_CAPACITY: usize = 256;
+
+/// The compiled check of a field's `pattern`: built the first time the pattern is used and
+/// kept, not compiled again for every value checked.
+fn pattern_validator(p: &str) -> Result<Arc<jsonschema::Validator>, String> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<jsonschema::Validator>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Mutex::default);
+    // A poisoned lock only means another thread panicked while holding it: the map is
+    // still a valid cache.
+    if let Some(v) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(p) {
+        return Ok(Arc::clone(v));
+    }
+    let schema = json!({"type": "string", "pattern": p});
+    let validator = Arc::new(
+        jsonschema::validator_for(&schema)
+            .map_err(|e| format!("pattern `{p}` cannot be compiled: {e}"))?,
+    );
+    let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if map.len() >= PATTERN_CAPACITY {
+        map.clear();
+    }
+    map.insert(p.to_string(), Arc::clone(&validator));
+    Ok(validator)
+}
+
 /// Checks `pattern` and `enum` (the same regex dialect as the LLM answer's schema).
 fn check(v: &Value, spec: &FieldSpec) -> Result<(), String> {
     if let (Some(p), Value::String(s)) = (&spec.pattern, v) {
-        let schema = json!({"type": "string", "pattern": p});
-        let validator = jsonschema::validator_for(&schema)
-            .map_err(|e| format!("pattern `{p}` cannot be compiled: {e}"))?;
+        let validator = pattern_validator(p)?;
         if !validator.is_valid(v) {
             return Err(format!("{s:?} does not match pattern `{p}`"));
         }
@@ -274,5 +300,17 @@ mod tests {
         let o = complete_fields(&s, &mut fields, "nothing", &json!({}));
         assert!(o.missing.is_empty());
         assert_eq!(fields["order"], "ORD-7");
+    }
+
+    /// A field's pattern is compiled once and reused for every value it checks.
+    #[test]
+    fn a_field_pattern_is_compiled_once() {
+        let p = "^ORD-[0-9]+ 1b9e$";
+        let first = pattern_validator(p).expect("pattern");
+        let again = pattern_validator(p).expect("pattern");
+        assert!(Arc::ptr_eq(&first, &again));
+        assert!(first.is_valid(&json!("ORD-12 1b9e")));
+        assert!(!again.is_valid(&json!("ORD-x 1b9e")));
+        assert!(pattern_validator("(").is_err());
     }
 }

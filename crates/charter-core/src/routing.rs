@@ -3,7 +3,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::config::Charter;
-use crate::expr::ExprError;
+use crate::expr::{Budget, ExprError};
 use crate::model::{Decision, NewEvent};
 
 /// The values rules, routes and templates see:
@@ -51,10 +51,20 @@ pub fn decision_value(decision: Option<&Decision>) -> Value {
     }
 }
 
-/// Index of the first route whose `when` holds, or `None` when no route matches.
+/// Index of the first route whose `when` holds, or `None` when no route matches; each
+/// expression is evaluated within the default [`Budget`].
 pub fn first_matching_route(charter: &Charter, ctx: &Value) -> Result<Option<usize>, ExprError> {
+    first_matching_route_within(charter, ctx, &Budget::default())
+}
+
+/// [`first_matching_route`] with each expression evaluated within `budget`.
+pub fn first_matching_route_within(
+    charter: &Charter,
+    ctx: &Value,
+    budget: &Budget,
+) -> Result<Option<usize>, ExprError> {
     for (i, route) in charter.routes.iter().enumerate() {
-        if route.when.eval_bool(ctx)? {
+        if route.when.eval_bool_within(ctx, budget)? {
             return Ok(Some(i));
         }
     }

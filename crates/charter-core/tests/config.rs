@@ -5,6 +5,9 @@
 #[path = "config/notify_config.rs"]
 mod notify_config;
 
+/// Expressions of a loaded charter (`matches()` patterns compiled once).
+#[path = "config/expressions.rs"]
+mod expressions;
 /// URL templates, e-mail recipients, MCP conditions, unreachable connector addresses.
 #[path = "config/safety_config.rs"]
 mod safety_config;

@@ -407,7 +407,7 @@ async fn cascade_stages(
         match stage {
             Stage::Rules(rules) => {
                 for (i, rule) in rules.iter().enumerate() {
-                    match rule.when.eval_bool(ctx) {
+                    match crate::expressions::eval_bool(&rule.when, ctx).await {
                         Ok(true) => {
                             let mut fields = BTreeMap::new();
                             let mut errors = Vec::new();

@@ -19,6 +19,7 @@ pub mod api;
 pub mod conn;
 pub mod decide;
 pub mod error;
+pub mod expressions;
 pub mod guard;
 pub mod ingest;
 pub mod limits;

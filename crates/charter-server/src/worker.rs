@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::expressions::first_matching_route;
 use charter_connect::{HttpExecutor, backoff};
 use charter_core::config::{ActionKind, Approval, Charter, Mode, OnExpiry, Recipients};
 use charter_core::idempotency::idempotency_key;
@@ -14,7 +15,7 @@ use charter_core::model::{
     ActionRecord, ActionStatus, AttemptRecord, Decision, DecisionStage, EventStatus, NewEvent,
     RunOutcome, StageAnswer,
 };
-use charter_core::routing::{decision_value, eval_context, first_matching_route};
+use charter_core::routing::{decision_value, eval_context};
 use charter_store::{
     ApprovalRecord, ApprovalStatus, Claimed, EscalationRecord, NewApproval, NewAuditEntry,
     NewEscalation, RunWrite, Store, StoreError,
@@ -541,7 +542,7 @@ async fn run_pipeline<S: Store>(
 
     // Route.
     ctx["decision"] = decision_value(decision.as_ref());
-    let route = match first_matching_route(&charter, &ctx) {
+    let route = match first_matching_route(&charter, &ctx).await {
         Ok(r) => r,
         Err(e) => {
             finish(

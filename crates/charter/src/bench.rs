@@ -9,7 +9,7 @@
 //!   of pre-signed deliveries, every one with a unique `webhook-id`. Counts 202s only.
 //! * **noop** — the same generator against an axum handler that reads the body and answers
 //!   202 with a small JSON: the ceiling of the loopback HTTP path on this machine.
-//! * **e2e** — the same project with the worker ([`Role::All`]): a rule, then the embedded
+//! * **e2e** — the same project with the worker ([`Role::All`]): a keyword rule (`matches()`), then the embedded
 //!   classifier (trained at start-up, before any measured window) decide; one route,
 //!   one HTTP action to an in-process [`Sink`]. Sends for the duration, waits (bounded) for
 //!   the queue to drain, and reads completion times from the store.
@@ -777,7 +777,7 @@ decide:
   labels: [billing, other]
   stages:
     - rules:
-        - {{ when: 'payload.ticket.subject.startsWith("[vip]")', label: other }}
+        - {{ when: 'payload.ticket.subject.matches("(?i)^\\[(vip|urgent)\\]")', label: other }}
     - embedded: {{ examples: data/tickets.csv, accept_above: 0.6 }}
   otherwise: other
 routes:

@@ -1,9 +1,9 @@
 //! [`LlmEngine`]: the providers of a project, the response cache and the limit counters, and
 //! the two things a charter asks of them — classify an event, draft a text.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use charter_core::config::FieldSpec;
 use charter_core::template::Template;
@@ -16,7 +16,7 @@ use super::prompt;
 use super::provider::{
     ChatRequest, ChatRole, Completion, Message, Provider, ProviderError, ProviderSettings,
 };
-use super::schema::{AnswerValidator, ParsedAnswer};
+use super::schema::{AnswerValidator, ParsedAnswer, validator_key};
 
 /// What the LLM calls of one decision (or draft) used, summed over calls.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -137,7 +137,14 @@ pub struct LlmEngine {
     providers: BTreeMap<String, Arc<Provider>>,
     cache: Arc<dyn ResponseCache>,
     ledger: Arc<dyn UsageLedger>,
+    /// Compiled answer schemas by [`validator_key`]: built at a charter's first
+    /// classification, not at every one.
+    validators: Mutex<HashMap<String, Arc<AnswerValidator>>>,
 }
+
+/// Answer schemas kept compiled (one per charter with an LLM stage; the bound only matters
+/// when reloads keep changing labels or fields).
+const VALIDATORS: usize = 64;
 
 impl fmt::Debug for LlmEngine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -170,6 +177,7 @@ impl LlmEngine {
             providers,
             cache,
             ledger: Arc::new(MemoryLedger::default()),
+            validators: Mutex::default(),
         })
     }
 
@@ -186,7 +194,34 @@ impl LlmEngine {
             providers: BTreeMap::new(),
             cache,
             ledger: Arc::new(MemoryLedger::default()),
+            validators: Mutex::default(),
         }
+    }
+
+    /// The compiled answer schema for `labels` and `fields`, compiled on first use.
+    pub fn answer_validator(
+        &self,
+        labels: &[String],
+        fields: &BTreeMap<String, FieldSpec>,
+    ) -> Result<Arc<AnswerValidator>, String> {
+        let key = validator_key(labels, fields);
+        // A poisoned lock only means another thread panicked while holding it: the map is
+        // still a valid cache.
+        if let Some(v) = self
+            .validators
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(Arc::clone(v));
+        }
+        let validator = Arc::new(AnswerValidator::new(labels, fields)?);
+        let mut map = self.validators.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= VALIDATORS {
+            map.clear();
+        }
+        map.insert(key, Arc::clone(&validator));
+        Ok(validator)
     }
 
     /// A configured provider.
@@ -233,7 +268,8 @@ impl LlmEngine {
             reason,
             usage: usage.clone(),
         };
-        let validator = AnswerValidator::new(req.labels, req.fields)
+        let validator = self
+            .answer_validator(req.labels, req.fields)
             .map_err(|e| fail(format!("the answer schema is invalid: {e}"), &usage))?;
         let rendered = prompt::render(
             req.prompt,

@@ -125,6 +125,12 @@ pub struct AnswerValidator {
     labels: Vec<String>,
 }
 
+/// What identifies the validator [`AnswerValidator::new`] builds for `labels` and `fields`:
+/// the text of the schema it compiles (the labels, in order, are its enum).
+pub fn validator_key(labels: &[String], fields: &BTreeMap<String, FieldSpec>) -> String {
+    build_schema(labels, fields, Nullable::TypeList).to_string()
+}
+
 impl AnswerValidator {
     /// Compiles the schema for `labels` and `fields`. Fails only if a declared pattern is not
     /// a valid regular expression (configuration validation already rejects those).

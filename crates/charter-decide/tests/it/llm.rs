@@ -1100,3 +1100,49 @@ async fn an_azure_openai_deployment_gets_its_api_version_and_api_key_header() {
     );
     assert_eq!(fake.header(0, "api-key"), None);
 }
+
+/// The answer schema of a charter is compiled once and reused for every classification; a
+/// change of labels or fields gives another one.
+#[test]
+fn the_answer_schema_is_compiled_once_per_labels_and_fields() {
+    let engine = LlmEngine::without_providers(Arc::new(MemoryCache::default()));
+    let labels = vec!["billing".to_string(), "bug".to_string()];
+    let mut fields = BTreeMap::new();
+    fields.insert(
+        "order".to_string(),
+        FieldSpec {
+            kind: FieldType::String,
+            pattern: Some("^ORD-[0-9]+$".into()),
+            enumeration: vec![],
+            required: false,
+            extractor: None,
+        },
+    );
+    let first = engine.answer_validator(&labels, &fields).unwrap();
+    let again = engine.answer_validator(&labels, &fields).unwrap();
+    assert!(Arc::ptr_eq(&first, &again));
+    let other_labels = vec!["billing".to_string(), "other".to_string()];
+    let other = engine.answer_validator(&other_labels, &fields).unwrap();
+    assert!(!Arc::ptr_eq(&first, &other));
+    let no_fields = engine.answer_validator(&labels, &BTreeMap::new()).unwrap();
+    assert!(!Arc::ptr_eq(&first, &no_fields));
+    assert!(
+        first
+            .parse(r#"{"label": "bug", "confidence": 0.9, "fields": {"order": "ORD-1"}, "reason": "r"}"#)
+            .is_ok()
+    );
+    assert!(
+        first
+            .parse(
+                r#"{"label": "other", "confidence": 0.9, "fields": {"order": null}, "reason": "r"}"#
+            )
+            .is_err()
+    );
+    assert!(
+        other
+            .parse(
+                r#"{"label": "other", "confidence": 0.9, "fields": {"order": null}, "reason": "r"}"#
+            )
+            .is_ok()
+    );
+}

@@ -10,6 +10,7 @@
 mod admin;
 mod decision;
 mod evidence;
+mod expressions;
 mod mcp;
 mod nats;
 mod notify;
