@@ -5,6 +5,11 @@
 #[path = "config/notify_config.rs"]
 mod notify_config;
 
+/// The published JSON Schemas and key reference: generated, committed, and satisfied by
+/// every project in the repository.
+#[path = "config/schema_files.rs"]
+mod schema_files;
+
 use std::time::Duration;
 
 use charter_core::config::{
