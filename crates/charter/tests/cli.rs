@@ -262,6 +262,36 @@ fn demo_runs_to_completion_with_once() {
         !stdout.contains("pending") && !stdout.contains("processing"),
         "{stdout}"
     );
+    // The refund waits for a reviewer and the ticket no rule decides is escalated; both
+    // are listed with the inbox's URL.
+    assert!(stdout.contains("/inbox"), "{stdout}");
+    let approval = stdout
+        .lines()
+        .find(|l| l.starts_with("approval "))
+        .unwrap_or_else(|| panic!("no approval listed: {stdout}"));
+    assert!(
+        approval.contains("issue_refund") && approval.contains("support-leads"),
+        "{approval}"
+    );
+    let escalation = stdout
+        .lines()
+        .find(|l| l.starts_with("escalation "))
+        .unwrap_or_else(|| panic!("no escalation listed: {stdout}"));
+    assert!(escalation.contains("support-triage"), "{escalation}");
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.starts_with("approval "))
+            .count(),
+        1
+    );
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.starts_with("escalation "))
+            .count(),
+        1
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
