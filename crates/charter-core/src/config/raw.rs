@@ -1322,7 +1322,7 @@ pub const CHARTER_KEY_DOCS: &[(&str, &str)] = &[
     ("trigger.nats.subject", "The subject filter (orders.>)."),
     (
         "trigger.nats.durable",
-        "The durable consumer (default charter-<charter name>).",
+        "The durable consumer (default `charter-<charter name>`).",
     ),
     (
         "trigger.nats.create_stream",

@@ -187,3 +187,108 @@ fn every_yaml_example_of_the_book_satisfies_its_schema() {
         "only {checked} YAML examples found in docs/src"
     );
 }
+
+/// The Markdown links of a page that point at a local file: (target path, anchor).
+fn local_links(text: &str) -> Vec<(String, Option<String>)> {
+    let mut links = Vec::new();
+    let mut in_code = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            in_code = !in_code;
+            continue;
+        }
+        if in_code {
+            continue;
+        }
+        let mut rest = line;
+        while let Some(at) = rest.find("](") {
+            rest = &rest[at + 2..];
+            let Some(end) = rest.find(')') else { break };
+            let target = &rest[..end];
+            rest = &rest[end..];
+            if target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            let (file, anchor) = match target.split_once('#') {
+                Some((f, a)) => (f.to_string(), Some(a.to_string())),
+                None => (target.to_string(), None),
+            };
+            links.push((file, anchor));
+        }
+    }
+    links
+}
+
+/// The anchors mdBook gives a page's headings: lower case, spaces as `-`, other
+/// punctuation dropped.
+fn heading_anchors(text: &str) -> Vec<String> {
+    let mut in_code = false;
+    let mut anchors = Vec::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            in_code = !in_code;
+            continue;
+        }
+        if in_code || !line.starts_with('#') {
+            continue;
+        }
+        let title = line.trim_start_matches('#').trim().to_lowercase();
+        let slug: String = title
+            .chars()
+            .filter_map(|c| match c {
+                ' ' => Some('-'),
+                c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+                _ => None,
+            })
+            .collect();
+        anchors.push(slug);
+    }
+    anchors
+}
+
+/// What `mdbook build` would refuse or break on, checked without mdBook (CI does not
+/// install it): every SUMMARY.md entry exists, every page is in SUMMARY.md, and every local
+/// link (pages, images, anchors) resolves.
+#[test]
+fn the_book_summary_names_every_page_and_every_link_resolves() {
+    let src = repo_root().join("docs/src");
+    let summary = std::fs::read_to_string(src.join("SUMMARY.md")).expect("docs/src/SUMMARY.md");
+    let listed: Vec<String> = local_links(&summary).into_iter().map(|(f, _)| f).collect();
+    assert!(listed.len() >= 12, "{listed:?}");
+    for page in &listed {
+        assert!(
+            src.join(page).is_file(),
+            "SUMMARY.md names {page}, which does not exist"
+        );
+    }
+    let mut pages: Vec<String> = std::fs::read_dir(&src)
+        .expect("docs/src")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".md") && n != "SUMMARY.md")
+        .collect();
+    pages.sort();
+    for page in &pages {
+        assert!(listed.contains(page), "{page} is not in SUMMARY.md");
+        let text = std::fs::read_to_string(src.join(page)).expect("a readable page");
+        for (file, anchor) in local_links(&text) {
+            let target = if file.is_empty() {
+                page.clone()
+            } else {
+                file.clone()
+            };
+            let path = src.join(&target);
+            assert!(
+                path.is_file(),
+                "{page} links to {target}, which does not exist"
+            );
+            if let Some(anchor) = anchor {
+                let linked = std::fs::read_to_string(&path).expect("a readable page");
+                assert!(
+                    heading_anchors(&linked).contains(&anchor),
+                    "{page} links to {target}#{anchor}, a heading that does not exist"
+                );
+            }
+        }
+    }
+}
