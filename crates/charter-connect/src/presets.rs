@@ -32,7 +32,7 @@ pub struct Preset {
     pub concurrency: usize,
     pub breaker: CircuitBreakerPolicy,
     pub auth: &'static [AuthKind],
-    /// The charter.yaml snippet documented in the README.
+    /// The charter.yaml snippet documented in docs/src/connectors.md.
     pub snippet: &'static str,
 }
 

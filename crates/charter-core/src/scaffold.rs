@@ -121,7 +121,8 @@ pub fn init_project() -> Vec<(&'static str, String)> {
 }
 
 /// The demo's support charter: live, standard-webhooks, keyword rules, HTTP actions on the
-/// local sink plus a log action.
+/// local sink plus a log action; a refund waits for an approval and a ticket no rule
+/// decides is escalated.
 const DEMO_SUPPORT_YAML: &str = r#"name: support-triage
 description: Demo. Classify helpdesk tickets by keywords and update them in the (local) helpdesk.
 owner: ops-lead@example.com
@@ -146,11 +147,15 @@ decide:
           label: billing
         - when: 'payload.ticket.subject.matches("(?i)error|crash|bug|broken")'
           label: bug
-        - when: "true"
+        - when: 'payload.ticket.subject.matches("(?i)how (do|can|to)|where|question")'
           label: other
+  # No rule matches: a human picks the label (an escalation in the inbox).
   otherwise: escalate
 
 routes:
+  # A refund moves money: it waits for a reviewer's approval.
+  - when: decision.label == "billing" && payload.ticket.subject.matches("(?i)refund")
+    do: [issue_refund, note]
   - when: decision.label == "billing"
     do: [assign_billing, note]
   - when: decision.label == "bug"
@@ -168,6 +173,16 @@ actions:
       json: { ticket: { id: "{{ payload.ticket.id }}", group: billing } }
     approval: auto
     retry: { attempts: 3, backoff: 200ms, max_backoff: 2s }
+    measure: ticket_routed
+  issue_refund:
+    connector: helpdesk
+    request:
+      method: POST
+      path: "/api/v2/tickets/{{ payload.ticket.id }}/refunds"
+      json: { ticket: "{{ payload.ticket.id }}", reason: "{{ payload.ticket.subject }}" }
+    # Waits in the inbox until a reviewer approves it (admins always may; the demo has
+    # no tokens, so the open UI decides as admin). Unanswered for a day: escalated.
+    approval: { reviewers: [support-leads], expires: 24h, on_expiry: escalate }
     measure: ticket_routed
   tag_bug:
     connector: helpdesk
@@ -242,7 +257,7 @@ measure:
 const DEMO_SAMPLE_BILLING: &str = r#"{
   "ticket": {
     "id": 2001,
-    "subject": "Refund for a double charge",
+    "subject": "Double charge on my March invoice",
     "description": "My card was charged twice for the March invoice.",
     "updated_at": "2026-03-02T09:15:00Z"
   }
@@ -265,6 +280,26 @@ const DEMO_SAMPLE_OTHER: &str = r#"{
     "subject": "How do I change my display name?",
     "description": "Could not find it in the profile page.",
     "updated_at": "2026-03-02T09:25:00Z"
+  }
+}
+"#;
+
+const DEMO_SAMPLE_REFUND: &str = r#"{
+  "ticket": {
+    "id": 2004,
+    "subject": "Please refund order ORD-7731",
+    "description": "The parcel never arrived; I would like my money back.",
+    "updated_at": "2026-03-02T09:30:00Z"
+  }
+}
+"#;
+
+const DEMO_SAMPLE_UNCLEAR: &str = r#"{
+  "ticket": {
+    "id": 2005,
+    "subject": "Call me back today please",
+    "description": "It is about my account.",
+    "updated_at": "2026-03-02T09:35:00Z"
   }
 }
 "#;
@@ -328,6 +363,14 @@ connectors:
         (
             "samples/support-triage/ticket-other.json",
             DEMO_SAMPLE_OTHER.to_string(),
+        ),
+        (
+            "samples/support-triage/ticket-refund.json",
+            DEMO_SAMPLE_REFUND.to_string(),
+        ),
+        (
+            "samples/support-triage/ticket-unclear.json",
+            DEMO_SAMPLE_UNCLEAR.to_string(),
         ),
         (
             "samples/github-issues/issue-opened.json",

@@ -11,6 +11,10 @@ mod expressions;
 /// URL templates, e-mail recipients, MCP conditions, unreachable connector addresses.
 #[path = "config/safety_config.rs"]
 mod safety_config;
+/// The published JSON Schemas and key reference: generated, committed, and satisfied by
+/// every project in the repository.
+#[path = "config/schema_files.rs"]
+mod schema_files;
 
 use std::time::Duration;
 
@@ -495,6 +499,7 @@ fn scaffolds_load() {
         ("samples/support-triage/ticket-billing.json", "billing"),
         ("samples/support-triage/ticket-bug.json", "bug"),
         ("samples/support-triage/ticket-other.json", "other"),
+        ("samples/support-triage/ticket-refund.json", "billing"),
     ] {
         let payload: serde_json::Value = serde_json::from_str(&src.files[file]).unwrap();
         let Stage::Rules(rules) = &p.charters["support-triage"].decide.as_ref().unwrap().stages[0]
@@ -508,6 +513,24 @@ fn scaffolds_load() {
             .unwrap();
         assert_eq!(first.label, label, "{file}");
     }
+    // The unclear ticket matches no rule, so `otherwise: escalate` hands it to a human; the
+    // refund takes the route whose action waits for an approval.
+    let support = &p.charters["support-triage"];
+    let Stage::Rules(rules) = &support.decide.as_ref().unwrap().stages[0] else {
+        panic!()
+    };
+    let unclear: serde_json::Value =
+        serde_json::from_str(&src.files["samples/support-triage/ticket-unclear.json"]).unwrap();
+    let ctx = json!({ "payload": unclear });
+    assert!(rules.iter().all(|r| !r.when.eval_bool(&ctx).unwrap()));
+    assert!(matches!(
+        support.decide.as_ref().unwrap().otherwise,
+        Otherwise::Escalate
+    ));
+    assert!(matches!(
+        support.actions["issue_refund"].approval,
+        Approval::Required { .. }
+    ));
 }
 
 // ---------------------------------------------------------------------------------------

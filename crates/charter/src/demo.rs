@@ -187,7 +187,12 @@ async fn run(args: DemoArgs) -> Result<(), String> {
         sent.len(),
         sink.applied_keys()
     );
+    print_waiting(&client, &base).await?;
     if args.once {
+        eprintln!(
+            "--once: stopping; `charter serve {}` serves the same project again",
+            dir.display()
+        );
         shutdown.cancel();
         let _ = running.done.await;
         store.close().await;
@@ -201,5 +206,68 @@ async fn run(args: DemoArgs) -> Result<(), String> {
     shutdown.cancel();
     let _ = running.done.await;
     store.close().await;
+    Ok(())
+}
+
+/// Prints what waits for a human: each open approval (an action whose policy asks for a
+/// reviewer) and each open escalation (an event the rules could not decide), with where to
+/// decide them in the web UI and from the command line.
+async fn print_waiting(client: &reqwest::Client, base: &str) -> Result<(), String> {
+    let get = |path: String| async move {
+        client
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json::<Value>()
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let approvals = get("/api/v1/approvals".into()).await?;
+    let escalations = get("/api/v1/escalations".into()).await?;
+    let approvals = approvals["approvals"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let escalations = escalations["escalations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if approvals.is_empty() && escalations.is_empty() {
+        return Ok(());
+    }
+    println!();
+    println!("WAITING FOR A HUMAN (decide in the web UI inbox: {base}/inbox)");
+    for a in &approvals {
+        println!(
+            "approval    {}  {:<16}  action {} for event {} (reviewers: {})",
+            a["id"].as_str().unwrap_or(""),
+            a["charter"].as_str().unwrap_or(""),
+            a["action"].as_str().unwrap_or(""),
+            a["event_id"].as_str().unwrap_or(""),
+            a["reviewers"]
+                .as_array()
+                .map(|r| r
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "))
+                .unwrap_or_default(),
+        );
+    }
+    for e in &escalations {
+        println!(
+            "escalation  {}  {:<16}  {} for event {} (to {})",
+            e["id"].as_str().unwrap_or(""),
+            e["charter"].as_str().unwrap_or(""),
+            e["reason"].as_str().unwrap_or(""),
+            e["event_id"].as_str().unwrap_or(""),
+            e["target"].as_str().unwrap_or("-"),
+        );
+    }
+    eprintln!(
+        "or from the command line: charter approve <id> --server {base} | \
+         charter decide <id> --label billing --server {base}"
+    );
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! Exit codes: 0 success; 1 the command ran and found a problem (invalid charters, an API
 //! error, a failed operation); 2 usage errors (from clap); 3 the server could not be reached.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -120,6 +120,16 @@ enum Command {
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
+    },
+    /// Write the JSON Schemas of charter.yaml and charter files and the key reference
+    /// (generated from the validator's own tables) into a docs folder, or print one schema.
+    Schema {
+        /// Print only this schema on stdout: `project` (charter.yaml) or `charter`.
+        #[arg(value_parser = ["project", "charter"])]
+        which: Option<String>,
+        /// The docs folder to write into (schema/*.json and src/reference.md).
+        #[arg(long, default_value = "docs")]
+        docs: PathBuf,
     },
     /// Create a new, working project folder.
     Init {
@@ -502,9 +512,59 @@ fn quiet_on_closed_stdout() {
     }));
 }
 
+/// `charter schema`: print one schema, or write both and the key reference under `docs`.
+fn schema(which: Option<&str>, docs: &Path) -> ExitCode {
+    use charter_core::config::schema;
+    if let Some(which) = which {
+        let value = if which == "charter" {
+            schema::charter_schema()
+        } else {
+            schema::project_schema()
+        };
+        return match std::io::Write::write_all(
+            &mut std::io::stdout(),
+            schema::to_text(&value).as_bytes(),
+        ) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: cannot write the schema: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let files = [
+        (
+            "schema/charter.yaml.schema.json",
+            schema::to_text(&schema::project_schema()),
+        ),
+        (
+            "schema/charter.schema.json",
+            schema::to_text(&schema::charter_schema()),
+        ),
+        ("src/reference.md", schema::reference_markdown()),
+    ];
+    for (rel, text) in files {
+        let path = docs.join(rel);
+        if let Some(parent) = path.parent()
+            && let Err(e) = std::fs::create_dir_all(parent)
+        {
+            eprintln!("error: cannot create {}: {e}", parent.display());
+            return ExitCode::from(1);
+        }
+        if let Err(e) = std::fs::write(&path, text) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::from(1);
+        }
+        println!("wrote {}", path.display());
+    }
+    ExitCode::SUCCESS
+}
+
 async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check { dir, json, strict } => check(&dir, json, strict),
+        Command::Schema { which, docs } => schema(which.as_deref(), &docs),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut script = Vec::new();

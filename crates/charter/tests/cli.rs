@@ -244,6 +244,55 @@ fn check_lists_every_problem_with_file_line_and_column() {
 }
 
 #[test]
+fn schema_writes_the_committed_schemas_and_reference() {
+    let dir = temp_dir("schema");
+    let out = Command::new(bin())
+        .args(["schema", "--docs"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for rel in [
+        "schema/charter.yaml.schema.json",
+        "schema/charter.schema.json",
+        "src/reference.md",
+    ] {
+        let written = std::fs::read_to_string(dir.join(rel)).unwrap();
+        let committed = std::fs::read_to_string(repo.join("docs").join(rel)).unwrap();
+        assert!(
+            written == committed,
+            "{rel}: `charter schema` differs from docs/{rel}"
+        );
+    }
+    // One schema on stdout: valid JSON, the charter file's.
+    let out = Command::new(bin())
+        .args(["schema", "charter"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["properties"]["trigger"]["properties"]["events"].is_object(),
+        "{v}"
+    );
+    let out = Command::new(bin())
+        .args(["schema", "nonsense"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown schema is a usage error"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn demo_runs_to_completion_with_once() {
     let dir = temp_dir("demo");
     let out = Command::new(bin())
@@ -261,6 +310,36 @@ fn demo_runs_to_completion_with_once() {
     assert!(
         !stdout.contains("pending") && !stdout.contains("processing"),
         "{stdout}"
+    );
+    // The refund waits for a reviewer and the ticket no rule decides is escalated; both
+    // are listed with the inbox's URL.
+    assert!(stdout.contains("/inbox"), "{stdout}");
+    let approval = stdout
+        .lines()
+        .find(|l| l.starts_with("approval "))
+        .unwrap_or_else(|| panic!("no approval listed: {stdout}"));
+    assert!(
+        approval.contains("issue_refund") && approval.contains("support-leads"),
+        "{approval}"
+    );
+    let escalation = stdout
+        .lines()
+        .find(|l| l.starts_with("escalation "))
+        .unwrap_or_else(|| panic!("no escalation listed: {stdout}"));
+    assert!(escalation.contains("support-triage"), "{escalation}");
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.starts_with("approval "))
+            .count(),
+        1
+    );
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.starts_with("escalation "))
+            .count(),
+        1
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

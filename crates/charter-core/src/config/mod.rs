@@ -15,6 +15,7 @@ use crate::template::{JsonTemplate, Template};
 
 mod decision;
 pub mod raw;
+pub mod schema;
 pub mod validate;
 
 pub use decision::{CompiledRegex, ContextFetch, ContextOnError, DraftSpec, Extractor};

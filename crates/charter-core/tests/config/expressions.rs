@@ -44,7 +44,7 @@ fn source(charter: &str) -> ProjectSource {
     let mut files = BTreeMap::new();
     files.insert(
         "charter.yaml".to_string(),
-        "connectors:\n  helpdesk: { type: http, base_url: http://127.0.0.1:9000 }\n".to_string(),
+        "connectors:\n  helpdesk: { type: http, base_url: http://127.0.0.1:9000, allow_private: true }\n".to_string(),
     );
     files.insert("charters/keywords.yaml".to_string(), charter.to_string());
     ProjectSource { files }

@@ -59,7 +59,7 @@
 //! `CHARTER_TEST_LLM_MODE=ollama`, `CHARTER_TEST_LLM_MODEL=qwen2.5:0.5b`), vLLM or LM
 //! Studio (`json_schema`). It prints each answer with its usage and a summary, and fails
 //! when the server refuses a request; a small model that fails validation twice is reported
-//! as an escalation, which is the behaviour under test. README's "Models" section has the
+//! as an escalation, which is the behaviour under test. The book's docs/src/decisions.md has the
 //! figures measured with SmolLM2-135M.
 
 pub mod cache;

@@ -763,7 +763,7 @@ async fn browser_logs_in_approves_and_sees_the_timeline() {
 
     // Screenshots go to docs/ when asked (to refresh the committed ones), else a temp dir.
     let outdir = if std::env::var("CHARTER_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/src/images")
     } else {
         h.dir.join("screenshots")
     };
