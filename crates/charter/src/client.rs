@@ -333,12 +333,9 @@ pub async fn events_show(server: &ServerArgs, id: &str, json: bool) -> ExitCode 
                 "  action    {}  {}  key={}",
                 a["action"].as_str().unwrap_or(""),
                 a["status"].as_str().unwrap_or(""),
-                // An operator checks an in-doubt request downstream by its whole key.
-                if in_doubt {
-                    key
-                } else {
-                    &key[..12.min(key.len())]
-                }
+                // The whole key: its first part is the event's id (the same for every
+                // action of the event); an operator checks a request downstream by all of it.
+                key
             );
             if in_doubt {
                 println!(

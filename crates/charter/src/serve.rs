@@ -78,7 +78,13 @@ pub fn init_logging_with(args: &LogArgs, otlp: Option<crate::otlp::OtlpLayer>) {
             .json()
             .with_writer(std::io::stderr)
     });
-    let text_logs = (!json).then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    // Colours only on a terminal: a log redirected to a file gets no ANSI codes.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let text_logs = (!json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(colour)
+            .with_writer(std::io::stderr)
+    });
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(json_logs)
