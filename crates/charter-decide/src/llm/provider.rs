@@ -10,6 +10,7 @@ use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
 use charter_core::config::RetryPolicy;
+use charter_core::model::EscalationReason;
 use serde_json::{Value, json};
 
 /// Largest response body read from a provider.
@@ -168,6 +169,25 @@ pub struct ChatRequest {
     pub schema: Option<Value>,
 }
 
+impl ChatRequest {
+    /// Characters of text sent: the system message and every message's content.
+    pub fn chars(&self) -> usize {
+        self.system.chars().count()
+            + self
+                .messages
+                .iter()
+                .map(|m| m.content.chars().count())
+                .sum::<usize>()
+    }
+}
+
+/// Tokens estimated from characters when a server reports no `usage`: one token per 4
+/// characters, rounded up (close for English text with common tokenizers; the budget's
+/// bound in [`super::limits`] is stated in these estimates for such servers).
+pub fn estimate_tokens(chars: usize) -> u64 {
+    u64::try_from(chars).unwrap_or(u64::MAX).div_ceil(4)
+}
+
 /// The model's answer to one request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
@@ -179,6 +199,9 @@ pub struct Completion {
     pub latency: Duration,
     /// HTTP attempts made (1 when the first one answered).
     pub attempts: u32,
+    /// The server reported no token counts: both are [`estimate_tokens`] of the characters
+    /// sent and received.
+    pub estimated: bool,
 }
 
 /// Why a provider gave no answer. Messages never contain the API key.
@@ -212,6 +235,33 @@ pub enum ProviderError {
         "provider `{provider}`: refused by the outbound guard: {message}; set `allow_private: true` on the provider to allow it"
     )]
     Refused { provider: String, message: String },
+}
+
+impl ProviderError {
+    /// The escalation reason this failure stands for.
+    pub fn escalation(&self) -> EscalationReason {
+        match self {
+            ProviderError::Http { status: 429, .. } => EscalationReason::RateLimited,
+            ProviderError::Http { .. } | ProviderError::BadResponse { .. } => {
+                EscalationReason::ProviderError
+            }
+            ProviderError::Timeout { .. } => EscalationReason::Timeout,
+            ProviderError::Transport { .. } => EscalationReason::ProviderUnavailable,
+            ProviderError::Client { .. } => EscalationReason::Configuration,
+            ProviderError::Refused { .. } => EscalationReason::RefusedAddress,
+        }
+    }
+
+    /// HTTP attempts made before giving up (0 when nothing was sent).
+    pub fn attempts(&self) -> u32 {
+        match self {
+            ProviderError::Http { attempts, .. }
+            | ProviderError::Timeout { attempts, .. }
+            | ProviderError::Transport { attempts, .. } => *attempts,
+            ProviderError::BadResponse { .. } => 1,
+            ProviderError::Client { .. } | ProviderError::Refused { .. } => 0,
+        }
+    }
 }
 
 /// One failed attempt, and whether trying again may help.
@@ -336,12 +386,22 @@ impl Provider {
         loop {
             match self.attempt(&url, &body, attempt).await {
                 Ok((text, prompt_tokens, completion_tokens)) => {
+                    let estimated = prompt_tokens == 0 && completion_tokens == 0;
+                    let (prompt_tokens, completion_tokens) = if estimated {
+                        (
+                            estimate_tokens(req.chars()),
+                            estimate_tokens(text.chars().count()),
+                        )
+                    } else {
+                        (prompt_tokens, completion_tokens)
+                    };
                     return Ok(Completion {
                         text,
                         prompt_tokens,
                         completion_tokens,
                         latency: started.elapsed(),
                         attempts: attempt,
+                        estimated,
                     });
                 }
                 Err(f) => {
