@@ -1014,7 +1014,7 @@ async fn real_local_model() {
         };
         assert!(usage.calls >= 1, "{text:?}: no call answered");
         assert!(
-            usage.prompt_tokens > 0 && usage.completion_tokens > 0,
+            usage.prompt_tokens > 0 && usage.completion_tokens > 0 && !usage.tokens_estimated,
             "{text:?}: the response reported no token usage: {usage}"
         );
         per_call_ms.push(usage.latency_ms / u64::from(usage.calls));
