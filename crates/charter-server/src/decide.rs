@@ -226,6 +226,8 @@ fn build_engine(runtime: &Runtime, backing: LlmBacking) -> LlmRuntime {
         s.timeout = p.timeout;
         s.max_retries = p.max_retries;
         s.max_tokens = p.max_tokens;
+        s.breaker_failures = p.circuit_breaker.failures;
+        s.breaker_cool_down = p.circuit_breaker.cool_down;
         s.price = p.price.map(|pr| Price {
             input_per_mtok: pr.input_per_mtok,
             output_per_mtok: pr.output_per_mtok,

@@ -66,6 +66,10 @@ pub struct ProviderDef {
     /// Azure OpenAI's `api-version` (such as `2024-10-21`): sent as that query parameter,
     /// with the key in an `api-key` header instead of `Authorization: Bearer`.
     pub api_version: Option<String>,
+    /// After `failures` consecutive failed requests (unreachable, timed out, HTTP 5xx) the
+    /// provider is not asked for `cool_down` (the next provider of a stage's `fallback` is
+    /// asked at once); then one probe request decides. Default 5 failures, 30 s.
+    pub circuit_breaker: CircuitBreakerPolicy,
 }
 
 /// Which API a provider speaks.

@@ -200,6 +200,7 @@ pub struct RawProvider {
     pub price: Option<S<RawPrice>>,
     pub allow_private: Option<S<bool>>,
     pub api_version: Option<S<String>>,
+    pub circuit_breaker: Option<S<RawBreaker>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -716,6 +717,7 @@ const PROVIDER_SHAPE: Shape = Shape::Keys(&[
     ("price", PRICE_SHAPE),
     ("allow_private", A),
     ("api_version", A),
+    ("circuit_breaker", BREAKER_SHAPE),
 ]);
 
 const PRICE_SHAPE: Shape = Shape::Keys(&[("input_per_mtok", A), ("output_per_mtok", A)]);

@@ -1051,6 +1051,20 @@ impl<'a> ProjectChecker<'a> {
                 }))
             }
         };
+        let failures = match p
+            .circuit_breaker
+            .as_ref()
+            .and_then(|b| b.value.failures.as_ref())
+        {
+            None => Some(5),
+            Some(f) => self
+                .positive(f, "failures")
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+        };
+        let cool_down = match &p.circuit_breaker {
+            Some(b) => self.duration_or(&b.value.cool_down, "cool_down", Duration::from_secs(30)),
+            None => Duration::from_secs(30),
+        };
         Some(ProviderDef {
             name: name.value.clone(),
             kind: kind?,
@@ -1064,6 +1078,10 @@ impl<'a> ProjectChecker<'a> {
             price: price?,
             allow_private: p.allow_private.as_ref().is_some_and(|b| b.value),
             api_version: api_version?,
+            circuit_breaker: CircuitBreakerPolicy {
+                failures: failures?,
+                cool_down,
+            },
         })
     }
 

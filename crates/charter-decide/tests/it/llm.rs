@@ -1370,3 +1370,47 @@ async fn a_parse_error_names_the_cause_and_position_and_the_repair_request_carri
     assert!(last.contains("control character"), "{last}");
     assert!(last.contains("at line 1 column"), "{last}");
 }
+
+#[tokio::test]
+async fn a_dead_primary_opens_its_circuit_and_the_fallback_answers_at_once() {
+    let primary_replies = (0..4)
+        .map(|_| Reply::Json(503, json!({"error": "down"})))
+        .collect();
+    let (primary, a1) = fake_server(primary_replies).await;
+    let backup_replies = (0..6)
+        .map(|_| Reply::Json(200, openai(&valid("other", 0.9))))
+        .collect();
+    let (backup, a2) = fake_server(backup_replies).await;
+    let mut p1 = settings("default", a1);
+    p1.max_retries = 1;
+    p1.breaker_failures = 2;
+    p1.breaker_cool_down = Duration::from_millis(300);
+    let e = engine(vec![p1, settings("backup", a2)]);
+    let case = Case::new(&["default", "backup"]);
+    // Two events pay the primary's two attempts each; then its circuit is open.
+    for text in ["one", "two"] {
+        let a = e.classify(&case.request(text)).await.unwrap();
+        assert_eq!(a.provider, "backup");
+    }
+    assert_eq!(primary.requests(), 4);
+    for text in ["three", "four"] {
+        let a = e.classify(&case.request(text)).await.unwrap();
+        assert_eq!(a.provider, "backup");
+        assert!(
+            a.fallback_notes[0].contains("circuit breaker open"),
+            "{:?}",
+            a.fallback_notes
+        );
+        assert_eq!(a.usage.attempts, 1, "only the backup's attempt");
+    }
+    assert_eq!(primary.requests(), 4, "no request to an open circuit");
+    // After the cool-down one probe goes (it fails: the circuit opens again).
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let a = e.classify(&case.request("five")).await.unwrap();
+    assert_eq!(a.provider, "backup");
+    assert_eq!(primary.requests(), 6, "one probe request with its retry");
+    let a = e.classify(&case.request("six")).await.unwrap();
+    assert!(a.fallback_notes[0].contains("circuit breaker open"));
+    assert_eq!(primary.requests(), 6);
+    assert_eq!(backup.requests(), 6);
+}
