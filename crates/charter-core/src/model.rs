@@ -140,6 +140,10 @@ pub struct StageUsage {
     pub cost: f64,
     /// Wall time of every request, failed attempts, retries and backoff included.
     pub latency_ms: u64,
+    /// Personal data replaced in the prompt's free text before it was sent, by kind
+    /// (`email`, `phone`, `card`, `iban`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub redacted: BTreeMap<String, u32>,
     /// `hit` when the answer came from the response cache, `miss` when it was asked for,
     /// absent when the cache was not consulted.
     #[serde(default, skip_serializing_if = "Option::is_none")]

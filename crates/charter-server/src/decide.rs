@@ -425,6 +425,9 @@ fn count_llm_usage(charter: &str, provider: &str, ok: bool, u: &Usage) {
             m.llm_request(&r.provider, r.outcome, r.duration);
         }
         m.llm_cache(u.cache_hits, u.cache_misses);
+        for (kind, n) in &u.redacted {
+            m.llm_redactions(charter, kind, *n);
+        }
     }
 }
 

@@ -29,6 +29,7 @@ pub enum Metric {
     LlmTokens,
     LlmCost,
     LlmCache,
+    LlmRedactions,
     ActionAttempts,
     Escalations,
     Measurements,
@@ -74,6 +75,7 @@ impl Metric {
         Metric::LlmTokens,
         Metric::LlmCost,
         Metric::LlmCache,
+        Metric::LlmRedactions,
         Metric::ActionAttempts,
         Metric::Escalations,
         Metric::Measurements,
@@ -110,6 +112,7 @@ impl Metric {
             Metric::LlmTokens => "charter_llm_tokens_total",
             Metric::LlmCost => "charter_llm_cost_total",
             Metric::LlmCache => "charter_llm_cache_total",
+            Metric::LlmRedactions => "charter_llm_redactions_total",
             Metric::ActionAttempts => "charter_action_attempts_total",
             Metric::Escalations => "charter_escalations_total",
             Metric::Measurements => "charter_measurements_total",
@@ -155,6 +158,9 @@ impl Metric {
             Metric::LlmTokens => "LLM tokens, by charter, provider and kind (prompt, completion).",
             Metric::LlmCost => "LLM cost in the providers' price unit, by charter and provider.",
             Metric::LlmCache => "LLM response-cache lookups, by result (hit, miss).",
+            Metric::LlmRedactions => {
+                "Personal data replaced in LLM prompts before sending, by charter and kind (email, phone, card, iban)."
+            }
             Metric::ActionAttempts => "Action attempts, by charter, action, connector and result.",
             Metric::Escalations => "Work handed to a human, by charter and reason.",
             Metric::Measurements => "Named measurements recorded, by charter and name.",
@@ -464,6 +470,15 @@ impl Metrics {
             Metric::LlmRequestDuration,
             &[("provider", provider), ("outcome", outcome)],
             took,
+        );
+    }
+
+    /// Personal data of `kind` replaced `n` times in a prompt of `charter`.
+    pub fn llm_redactions(&self, charter: &str, kind: &str, n: u32) {
+        self.add(
+            Metric::LlmRedactions,
+            &[("charter", charter), ("kind", kind)],
+            f64::from(n),
         );
     }
 

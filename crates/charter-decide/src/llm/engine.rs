@@ -49,6 +49,10 @@ pub struct Usage {
     pub cache_hits: u32,
     /// Response-cache lookups that found none.
     pub cache_misses: u32,
+    /// Personal data replaced in the prompt's free text before sending, by kind (`email`,
+    /// `phone`, `card`, `iban`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub redacted: BTreeMap<String, u32>,
     /// Every provider request, for the latency histogram.
     #[serde(skip)]
     pub requests: Vec<RequestTiming>,
@@ -90,6 +94,15 @@ impl Usage {
         self.cache_hits += other.cache_hits;
         self.cache_misses += other.cache_misses;
         self.requests.extend(other.requests.iter().cloned());
+        for (k, n) in &other.redacted {
+            *self.redacted.entry(k.clone()).or_default() += n;
+        }
+    }
+
+    fn personal(&mut self, found: &super::pii::Found) {
+        for (k, n) in found {
+            *self.redacted.entry((*k).to_string()).or_default() += n;
+        }
     }
 
     /// The structured usage recorded on a decision stage.
@@ -102,6 +115,7 @@ impl Usage {
             tokens_estimated: self.tokens_estimated,
             cost: self.cost,
             latency_ms: self.latency_ms,
+            redacted: self.redacted.clone(),
             cache: if self.cache_hits > 0 {
                 Some("hit".into())
             } else if self.cache_misses > 0 {
@@ -378,6 +392,7 @@ impl LlmEngine {
                 &usage,
             )
         })?;
+        usage.personal(&rendered.personal);
         let chat = ChatRequest {
             system: prompt::classify_system(req.labels, validator.schema()),
             messages: vec![Message {
@@ -495,6 +510,7 @@ impl LlmEngine {
                 &usage,
             )
         })?;
+        usage.personal(&rendered.personal);
         let chat = ChatRequest {
             system: prompt::draft_system(),
             messages: vec![Message {

@@ -65,6 +65,7 @@
 pub mod cache;
 pub mod engine;
 pub mod limits;
+pub mod pii;
 pub mod prompt;
 pub mod provider;
 pub mod schema;

@@ -1414,3 +1414,40 @@ async fn a_dead_primary_opens_its_circuit_and_the_fallback_answers_at_once() {
     assert_eq!(primary.requests(), 6);
     assert_eq!(backup.requests(), 6);
 }
+
+#[tokio::test]
+async fn personal_data_in_free_text_never_leaves_the_machine() {
+    let (fake, addr) = fake_server(vec![Reply::Json(200, openai(&valid("billing", 0.9)))]).await;
+    let e = engine(vec![settings("default", addr)]);
+    let mut case = Case::new(&["default"]);
+    case.context["payload"]["customer"]["name"] = json!("Ann Lee <ann.lee@example.test>");
+    let text = "Refund ORD-42 to card 4111-1111-1111-1111 or IBAN GB82 WEST 1234 5698 7654 32; \
+                call me on +44 20 7946 0958";
+    let a = e.classify(&case.request(text)).await.unwrap();
+    let sent = fake.body(0).to_string();
+    for secret in [
+        "ann.lee@example.test",
+        "4111-1111-1111-1111",
+        "GB82 WEST",
+        "7946 0958",
+    ] {
+        assert!(!sent.contains(secret), "{secret} was sent: {sent}");
+    }
+    for placeholder in ["[email]", "[card]", "[iban]", "[phone]"] {
+        assert!(sent.contains(placeholder), "{placeholder}: {sent}");
+    }
+    assert!(sent.contains("ORD-42"), "order numbers stay: {sent}");
+    let counts: Vec<(&str, u32)> = a
+        .usage
+        .redacted
+        .iter()
+        .map(|(k, n)| (k.as_str(), *n))
+        .collect();
+    // Two e-mail addresses: the name's, and `payload.customer.email` (every string of the
+    // context is scanned, used by the template or not).
+    assert_eq!(
+        counts,
+        vec![("card", 1), ("email", 2), ("iban", 1), ("phone", 1)]
+    );
+    assert_eq!(a.usage.stage_usage().redacted.len(), 4);
+}
