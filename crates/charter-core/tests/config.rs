@@ -1593,3 +1593,36 @@ fn a_provider_takes_a_circuit_breaker() {
         "{err}"
     );
 }
+
+#[test]
+fn an_llm_stage_sets_its_cache_lifetime() {
+    let stage = |ttl: &str| {
+        let src = with_triage(&TRIAGE.replace(
+            "accept_above: 0.7",
+            &format!("accept_above: 0.7, cache_ttl: {ttl}"),
+        ));
+        load_project(&src)
+    };
+    assert!(TRIAGE.contains("accept_above: 0.7"), "the fixture changed");
+    let get = |p: &charter_core::config::Project| {
+        p.charters["support-triage"]
+            .decide
+            .as_ref()
+            .unwrap()
+            .stages
+            .iter()
+            .find_map(|s| match s {
+                charter_core::config::Stage::Llm(l) => Some(l.cache_ttl),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let p = load_project(&with_triage(TRIAGE)).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(get(&p), Duration::from_secs(7 * 24 * 3600));
+    let p = stage("0").unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(get(&p), Duration::ZERO);
+    let p = stage("1h").unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(get(&p), Duration::from_secs(3600));
+    let err = stage("soon").unwrap_err().to_string();
+    assert!(err.contains("`cache_ttl`"), "{err}");
+}

@@ -41,22 +41,16 @@ use uuid::Uuid;
 use crate::project::{Runtime, resolve_secret};
 use crate::{AppState, now_millis};
 
-/// How long a cached LLM answer is served.
-pub const CACHE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
-
 /// The response cache kept in the store: shared by every node using the same database.
-/// Store errors are logged and read as a miss (the cache never fails a decision).
+/// Store errors are logged and read as a miss (the cache never fails a decision). Each
+/// entry lives for its stage's `cache_ttl`.
 pub struct StoreCache<S> {
     store: S,
-    ttl: Duration,
 }
 
 impl<S> StoreCache<S> {
     pub fn new(store: S) -> StoreCache<S> {
-        StoreCache {
-            store,
-            ttl: CACHE_TTL,
-        }
+        StoreCache { store }
     }
 }
 
@@ -73,10 +67,10 @@ impl<S: DecisionStore> ResponseCache for StoreCache<S> {
         })
     }
 
-    fn put<'a>(&'a self, key: &'a str, value: String) -> CacheFuture<'a, ()> {
+    fn put<'a>(&'a self, key: &'a str, value: String, ttl: Duration) -> CacheFuture<'a, ()> {
         Box::pin(async move {
             let now = now_millis();
-            let until = now.saturating_add(i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX));
+            let until = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
             if let Err(e) = self.store.cache_put(key, &value, now, until).await {
                 tracing::warn!(error = %e, "LLM cache write failed");
             }
@@ -401,6 +395,7 @@ pub async fn ask_llm_stage(
         context: ctx,
         redact: &stage.redact,
         limits: &limits,
+        cache_ttl: stage.cache_ttl,
     };
     let result = llm.engine.classify(&req).await;
     match &result {

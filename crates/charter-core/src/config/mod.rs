@@ -725,6 +725,9 @@ pub struct LlmStage {
     pub budget: LlmBudget,
     /// Payload keys (or dotted paths) replaced by `[redacted]` before anything is sent.
     pub redact: Vec<String>,
+    /// How long a validated answer is served from the response cache for a byte-identical
+    /// request (`cache_ttl:`, default 7 days); zero (`cache_ttl: 0`) turns the cache off.
+    pub cache_ttl: Duration,
 }
 
 /// A charter's daily LLM budget and what happens when it (or the rate limit) runs out. The

@@ -501,6 +501,7 @@ pub struct RawLlm {
     pub rate_limit: Option<S<i64>>,
     pub budget: Option<S<RawBudget>>,
     pub redact: Option<S<Vec<S<String>>>>,
+    pub cache_ttl: Option<S<Scalar>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -919,6 +920,7 @@ const LLM_SHAPE: Shape = Shape::Keys(&[
     ("rate_limit", A),
     ("budget", BUDGET_SHAPE),
     ("redact", A),
+    ("cache_ttl", A),
 ]);
 
 const BUDGET_SHAPE: Shape = Shape::Keys(&[

@@ -2749,6 +2749,11 @@ impl CharterChecker<'_> {
                 .map(|r| r.value.trim().to_string())
                 .filter(|r| !r.is_empty())
                 .collect();
+            let cache_ttl = match &l.value.cache_ttl {
+                Some(t) if t.value.0.trim() == "0" => Some(Duration::ZERO),
+                Some(t) => self.duration(t, "cache_ttl"),
+                None => Some(Duration::from_secs(7 * 24 * 3600)),
+            };
             return Some(Stage::Llm(LlmStage {
                 provider: provider?,
                 prompt: prompt?,
@@ -2758,6 +2763,7 @@ impl CharterChecker<'_> {
                 rate_limit: rate_limit?,
                 budget: budget?,
                 redact,
+                cache_ttl: cache_ttl?,
             }));
         }
         None

@@ -164,6 +164,9 @@ pub struct ClassifyRequest<'a> {
     /// Keys (or dotted paths) whose values are replaced before anything is sent.
     pub redact: &'a [String],
     pub limits: &'a Limits,
+    /// How long a validated answer is served from the cache; zero: the cache is neither
+    /// read nor written.
+    pub cache_ttl: Duration,
 }
 
 /// A validated answer.
@@ -420,13 +423,16 @@ impl LlmEngine {
             let s = provider.settings();
             let (_, body) = provider.request_body(&chat);
             let key = cache_key(&s.name, &s.model, &body);
-            if let Some(hit) = self.cache.get(&key).await
-                && let Ok(a) = validator.parse(&hit)
-            {
-                usage.cache_hits += 1;
-                return Ok(answer(a, s, usage, true, false, notes));
+            let cached = !req.cache_ttl.is_zero();
+            if cached {
+                if let Some(hit) = self.cache.get(&key).await
+                    && let Ok(a) = validator.parse(&hit)
+                {
+                    usage.cache_hits += 1;
+                    return Ok(answer(a, s, usage, true, false, notes));
+                }
+                usage.cache_misses += 1;
             }
-            usage.cache_misses += 1;
             let first = match self
                 .call(req.charter, req.limits, provider, &chat, &mut usage)
                 .await
@@ -442,7 +448,9 @@ impl LlmEngine {
             };
             let errors = match validator.parse(&first.text) {
                 Ok(a) => {
-                    self.cache.put(&key, first.text).await;
+                    if cached {
+                        self.cache.put(&key, first.text, req.cache_ttl).await;
+                    }
                     return Ok(answer(a, s, usage, false, false, notes));
                 }
                 Err(errors) => errors,
@@ -474,7 +482,9 @@ impl LlmEngine {
             return match validator.parse(&second.text) {
                 Ok(a) => {
                     // Cached under the original request: the same input gets this answer.
-                    self.cache.put(&key, second.text).await;
+                    if cached {
+                        self.cache.put(&key, second.text, req.cache_ttl).await;
+                    }
                     Ok(answer(a, s, usage, false, true, notes))
                 }
                 Err(again) => Err(LlmFailure::new(

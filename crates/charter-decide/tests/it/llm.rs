@@ -190,6 +190,7 @@ struct Case {
     providers: Vec<String>,
     limits: Limits,
     redact: Vec<String>,
+    cache_ttl: Duration,
 }
 
 impl Case {
@@ -205,6 +206,7 @@ impl Case {
             providers: providers.iter().map(|s| s.to_string()).collect(),
             limits: Limits::default(),
             redact: vec![],
+            cache_ttl: Duration::from_secs(3600),
         }
     }
 
@@ -219,6 +221,7 @@ impl Case {
             context: &self.context,
             redact: &self.redact,
             limits: &self.limits,
+            cache_ttl: self.cache_ttl,
         }
     }
 }
@@ -1450,4 +1453,36 @@ async fn personal_data_in_free_text_never_leaves_the_machine() {
         vec![("card", 1), ("email", 2), ("iban", 1), ("phone", 1)]
     );
     assert_eq!(a.usage.stage_usage().redacted.len(), 4);
+}
+
+#[tokio::test]
+async fn the_cache_lifetime_is_the_stages_and_zero_turns_it_off() {
+    let replies = (0..5)
+        .map(|_| Reply::Json(200, openai(&valid("bug", 0.9))))
+        .collect();
+    let (fake, addr) = fake_server(replies).await;
+    let e = engine(vec![settings("default", addr)]);
+    let mut case = Case::new(&["default"]);
+    case.cache_ttl = Duration::from_millis(300);
+    assert!(!e.classify(&case.request("same")).await.unwrap().cached);
+    let hit = e.classify(&case.request("same")).await.unwrap();
+    assert!(hit.cached);
+    assert_eq!(hit.usage.stage_usage().cache.as_deref(), Some("hit"));
+    assert_eq!(fake.requests(), 1);
+    // Expired: asked again.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert!(!e.classify(&case.request("same")).await.unwrap().cached);
+    assert_eq!(fake.requests(), 2);
+    // Zero: the cache is neither read nor written.
+    case.cache_ttl = Duration::ZERO;
+    let a = e.classify(&case.request("same")).await.unwrap();
+    assert!(!a.cached);
+    assert_eq!(a.usage.stage_usage().cache, None);
+    e.classify(&case.request("other")).await.unwrap();
+    case.cache_ttl = Duration::from_secs(60);
+    assert!(
+        !e.classify(&case.request("other")).await.unwrap().cached,
+        "nothing was written with a zero lifetime"
+    );
+    assert_eq!(fake.requests(), 5);
 }
