@@ -116,6 +116,85 @@ pub struct StageAnswer {
     /// Whether this stage's answer was accepted.
     pub accepted: bool,
     pub note: String,
+    /// What the stage's model calls used (LLM stages only; absent for the others and for
+    /// records written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<StageUsage>,
+}
+
+/// What one LLM stage used, summed over its provider requests (repair and fallbacks
+/// included).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StageUsage {
+    /// Provider requests that got an answer (a cache hit is not one).
+    pub calls: u32,
+    /// HTTP attempts made, failed ones and retries included.
+    pub attempts: u32,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Some of the token counts are estimates (about 4 characters a token) because the
+    /// server reported no `usage`.
+    #[serde(default)]
+    pub tokens_estimated: bool,
+    /// In the providers' price unit; 0 without a configured price.
+    pub cost: f64,
+    /// Wall time of every request, failed attempts, retries and backoff included.
+    pub latency_ms: u64,
+    /// Personal data replaced in the prompt's free text before it was sent, by kind
+    /// (`email`, `phone`, `card`, `iban`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub redacted: BTreeMap<String, u32>,
+    /// `hit` when the answer came from the response cache, `miss` when it was asked for,
+    /// absent when the cache was not consulted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<String>,
+}
+
+/// Why a decision was handed to a human, as the decision code knows it (never guessed from
+/// message text). The code is the escalation's `reason` and the label of
+/// `charter_escalations_total`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum EscalationReason {
+    /// No stage reached its threshold and `otherwise: escalate` applies.
+    LowConfidence,
+    /// The model's answer failed validation, also after one repair request.
+    InvalidOutput,
+    /// A required field was left without a valid value.
+    MissingField,
+    /// The charter's daily LLM budget (tokens or cost) is spent.
+    Budget,
+    /// The charter's `rate_limit` is reached (or the provider answered 429 on every attempt).
+    RateLimited,
+    /// The provider could not be reached (connection refused, reset, DNS).
+    ProviderUnavailable,
+    /// Every attempt timed out.
+    Timeout,
+    /// The outbound guard refused the provider's address (nothing was sent).
+    RefusedAddress,
+    /// The provider answered with an HTTP error (other than 429) or an unreadable body.
+    ProviderError,
+    /// The stage could not be prepared: no usable provider, a prompt that does not render,
+    /// limits that cannot be read.
+    Configuration,
+}
+
+impl EscalationReason {
+    /// The code as stored and exported.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EscalationReason::LowConfidence => "low_confidence",
+            EscalationReason::InvalidOutput => "invalid_output",
+            EscalationReason::MissingField => "missing_field",
+            EscalationReason::Budget => "budget",
+            EscalationReason::RateLimited => "rate_limited",
+            EscalationReason::ProviderUnavailable => "provider_unavailable",
+            EscalationReason::Timeout => "timeout",
+            EscalationReason::RefusedAddress => "refused_address",
+            EscalationReason::ProviderError => "provider_error",
+            EscalationReason::Configuration => "configuration",
+        }
+    }
 }
 
 /// What the decision layer concluded about an event.
@@ -127,6 +206,9 @@ pub struct Decision {
     pub stage: DecisionStage,
     pub reason: String,
     pub stages: Vec<StageAnswer>,
+    /// Set when the decision is an escalation (`label` is `None`): why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<EscalationReason>,
 }
 
 /// How one run ended.

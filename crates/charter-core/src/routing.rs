@@ -98,6 +98,7 @@ mod tests {
             stage: DecisionStage::Rule,
             reason: "rule 1".into(),
             stages: Vec::new(),
+            escalation: None,
         };
         let expected = |decision: Value| {
             json!({

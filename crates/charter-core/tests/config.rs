@@ -1610,3 +1610,66 @@ fn unknown_names_in_expressions_and_templates_are_found_where_they_are_written()
     assert!(err.contains("unknown name `draft`"), "{err}");
     load_project(&with_triage(TRIAGE)).unwrap_or_else(|d| panic!("{d}"));
 }
+
+#[test]
+fn a_provider_takes_a_circuit_breaker() {
+    let local = "  local:\n    type: openai\n    base_url: http://127.0.0.1:8089/v1\n    model: m\n    allow_private: true\n";
+    let mut src = with_triage(TRIAGE);
+    src.files
+        .insert("charter.yaml".into(), format!("{PROJECT}{local}"));
+    let p = load_project(&src).unwrap_or_else(|d| panic!("{d}"));
+    let b = p.providers["local"].circuit_breaker;
+    assert_eq!((b.failures, b.cool_down), (5, Duration::from_secs(30)));
+    let mut src = with_triage(TRIAGE);
+    src.files.insert(
+        "charter.yaml".into(),
+        format!("{PROJECT}{local}    circuit_breaker: {{ failures: 2, cool_down: 10s }}\n"),
+    );
+    let p = load_project(&src).unwrap_or_else(|d| panic!("{d}"));
+    let b = p.providers["local"].circuit_breaker;
+    assert_eq!((b.failures, b.cool_down), (2, Duration::from_secs(10)));
+    let mut src = with_triage(TRIAGE);
+    src.files.insert(
+        "charter.yaml".into(),
+        format!("{PROJECT}{local}    circuit_breaker: {{ failures: 0 }}\n"),
+    );
+    let err = load_project(&src).unwrap_err().to_string();
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("charter.yaml:") && l.contains("failures")),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_llm_stage_sets_its_cache_lifetime() {
+    let stage = |ttl: &str| {
+        let src = with_triage(&TRIAGE.replace(
+            "accept_above: 0.7",
+            &format!("accept_above: 0.7, cache_ttl: {ttl}"),
+        ));
+        load_project(&src)
+    };
+    assert!(TRIAGE.contains("accept_above: 0.7"), "the fixture changed");
+    let get = |p: &charter_core::config::Project| {
+        p.charters["support-triage"]
+            .decide
+            .as_ref()
+            .unwrap()
+            .stages
+            .iter()
+            .find_map(|s| match s {
+                charter_core::config::Stage::Llm(l) => Some(l.cache_ttl),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let p = load_project(&with_triage(TRIAGE)).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(get(&p), Duration::from_secs(7 * 24 * 3600));
+    let p = stage("0").unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(get(&p), Duration::ZERO);
+    let p = stage("1h").unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(get(&p), Duration::from_secs(3600));
+    let err = stage("soon").unwrap_err().to_string();
+    assert!(err.contains("`cache_ttl`"), "{err}");
+}

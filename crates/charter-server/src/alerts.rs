@@ -205,7 +205,7 @@ pub async fn check<S: Store>(
                 firing: n > 0,
                 value: n as f64,
                 summary: format!(
-                    "LLM budget or rate limit exhausted: {n} escalation(s) over {}",
+                    "LLM budget exhausted: {n} escalation(s) over {}",
                     human(*window)
                 ),
                 detail: json!({"escalations": n}),

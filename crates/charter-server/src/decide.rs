@@ -8,7 +8,11 @@
 //! are kept in the store, shared by every node and kept across restarts.
 //! When the LLM stage cannot give a valid answer (invalid output after one
 //! repair, every provider failing, budget or rate limit exhausted) the run escalates with
-//! that reason; tokens, cost and latency are written in the stage's note.
+//! that reason, typed ([`EscalationReason`], set on the decision by this code, never read
+//! back from message text); tokens, cost, latency, attempts and the cache's hit or miss are
+//! recorded on the stage ([`StageAnswer::usage`]) and in the note. A limit reached under
+//! `on_exhausted: wait` does not escalate: [`decide_event_or_wait`] tells the worker when to
+//! try again.
 //!
 //! After a stage decides, the declared fields are completed by their extractors and checked
 //! ([`charter_core::extract`]); a required field left without a valid value escalates.
@@ -24,11 +28,11 @@ use charter_core::config::{
     Charter, ContextOnError, Decide, DraftSpec, LlmStage, OnExhausted, Otherwise, ProviderType,
     Stage, StructuredMode,
 };
-use charter_core::model::{Decision, DecisionStage, NewEvent, StageAnswer};
+use charter_core::model::{Decision, DecisionStage, EscalationReason, NewEvent, StageAnswer};
 use charter_decide::llm::{
     CacheFuture, ClassifyRequest, DraftRequest, Limits, LlmAnswer, LlmEngine, LlmFailure,
     MemoryCache, MemoryLedger, Price, ProviderKind, ProviderSettings, ResponseCache, SchemaMode,
-    Spend, Usage, UsageLedger,
+    Spend, SpendDelta, Usage, UsageLedger,
 };
 use charter_store::{DecisionStore, EXTRA_CONTEXT, EXTRA_DRAFT, LlmSpend, RunExtra, Store};
 use serde_json::{Value, json};
@@ -37,22 +41,16 @@ use uuid::Uuid;
 use crate::project::{Runtime, resolve_secret};
 use crate::{AppState, now_millis};
 
-/// How long a cached LLM answer is served.
-pub const CACHE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
-
 /// The response cache kept in the store: shared by every node using the same database.
-/// Store errors are logged and read as a miss (the cache never fails a decision).
+/// Store errors are logged and read as a miss (the cache never fails a decision). Each
+/// entry lives for its stage's `cache_ttl`.
 pub struct StoreCache<S> {
     store: S,
-    ttl: Duration,
 }
 
 impl<S> StoreCache<S> {
     pub fn new(store: S) -> StoreCache<S> {
-        StoreCache {
-            store,
-            ttl: CACHE_TTL,
-        }
+        StoreCache { store }
     }
 }
 
@@ -69,10 +67,10 @@ impl<S: DecisionStore> ResponseCache for StoreCache<S> {
         })
     }
 
-    fn put<'a>(&'a self, key: &'a str, value: String) -> CacheFuture<'a, ()> {
+    fn put<'a>(&'a self, key: &'a str, value: String, ttl: Duration) -> CacheFuture<'a, ()> {
         Box::pin(async move {
             let now = now_millis();
-            let until = now.saturating_add(i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX));
+            let until = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
             if let Err(e) = self.store.cache_put(key, &value, now, until).await {
                 tracing::warn!(error = %e, "LLM cache write failed");
             }
@@ -120,17 +118,16 @@ impl<S: DecisionStore> UsageLedger for StoreLedger<S> {
         &'a self,
         charter: &'a str,
         day: i64,
-        spend: Spend,
-    ) -> CacheFuture<'a, Result<(), String>> {
+        delta: SpendDelta,
+    ) -> CacheFuture<'a, Result<Spend, String>> {
         Box::pin(async move {
-            let spend = LlmSpend {
-                tokens: spend.tokens,
-                cost: spend.cost,
-            };
             self.store
-                .add_llm_spend(charter, day, spend)
+                .adjust_llm_spend(charter, day, delta.tokens, delta.cost)
                 .await
-                .map(|_| ())
+                .map(|s: LlmSpend| Spend {
+                    tokens: s.tokens,
+                    cost: s.cost,
+                })
                 .map_err(|e| e.to_string())
         })
     }
@@ -223,6 +220,8 @@ fn build_engine(runtime: &Runtime, backing: LlmBacking) -> LlmRuntime {
         s.timeout = p.timeout;
         s.max_retries = p.max_retries;
         s.max_tokens = p.max_tokens;
+        s.breaker_failures = p.circuit_breaker.failures;
+        s.breaker_cool_down = p.circuit_breaker.cool_down;
         s.price = p.price.map(|pr| Price {
             input_per_mtok: pr.input_per_mtok,
             output_per_mtok: pr.output_per_mtok,
@@ -270,9 +269,39 @@ pub async fn decide_event<S: Store>(
     text: &str,
     model: Option<&charter_decide::EmbeddedModel>,
 ) -> Decision {
+    decide_event_or_wait(state, charter, decide, ctx, text, model)
+        .await
+        .0
+}
+
+/// [`decide_event`], and when a limit under `on_exhausted: wait` stopped the LLM stage, how
+/// long until its next window: the worker then reschedules the event instead of recording
+/// the (escalating) decision.
+pub async fn decide_event_or_wait<S: Store>(
+    state: &AppState<S>,
+    charter: &str,
+    decide: &Decide,
+    ctx: &Value,
+    text: &str,
+    model: Option<&charter_decide::EmbeddedModel>,
+) -> (Decision, Option<Duration>) {
     let store = state.store.clone();
     let llm = llm_engine(&state.runtime, move || store_backing(store));
-    run_cascade(&llm, charter, decide, ctx, text, model).await.0
+    let mut usage = Usage::default();
+    let mut wait = None;
+    let mut d = cascade_stages(
+        llm.as_ref(),
+        charter,
+        decide,
+        ctx,
+        text,
+        model,
+        &mut usage,
+        &mut wait,
+    )
+    .await;
+    complete_decision(decide, &mut d, text, ctx);
+    (d, wait)
 }
 
 /// Run the charter's stages, then complete and check the declared fields (a required field
@@ -287,7 +316,11 @@ pub async fn run_cascade(
     model: Option<&charter_decide::EmbeddedModel>,
 ) -> (Decision, Usage) {
     let mut usage = Usage::default();
-    let mut d = cascade_stages(llm, charter, decide, ctx, text, model, &mut usage).await;
+    let mut wait = None;
+    let mut d = cascade_stages(
+        llm, charter, decide, ctx, text, model, &mut usage, &mut wait,
+    )
+    .await;
     complete_decision(decide, &mut d, text, ctx);
     (d, usage)
 }
@@ -306,6 +339,7 @@ pub fn complete_decision(decide: &Decide, d: &mut Decision, text: &str, ctx: &Va
         let label = d.label.take().unwrap_or_default();
         d.stage = DecisionStage::Human;
         d.confidence = 0.0;
+        d.escalation = Some(EscalationReason::MissingField);
         d.reason = format!(
             "escalated: required field(s) missing: {} (the {} stage chose `{label}`)",
             out.missing.join("; "),
@@ -361,6 +395,7 @@ pub async fn ask_llm_stage(
         context: ctx,
         redact: &stage.redact,
         limits: &limits,
+        cache_ttl: stage.cache_ttl,
     };
     let result = llm.engine.classify(&req).await;
     match &result {
@@ -370,7 +405,8 @@ pub async fn ask_llm_stage(
     (result, skipped)
 }
 
-/// Count one LLM exchange (a classification or a draft) in the task's metrics.
+/// Count one LLM exchange (a classification or a draft) in the task's metrics: calls,
+/// tokens and cost, each provider request's duration, the cache's hits and misses.
 fn count_llm_usage(charter: &str, provider: &str, ok: bool, u: &Usage) {
     if let Some(m) = crate::metrics::current() {
         let usage = crate::metrics::LlmUsage {
@@ -380,15 +416,14 @@ fn count_llm_usage(charter: &str, provider: &str, ok: bool, u: &Usage) {
             cost: u.cost,
         };
         m.llm_usage(charter, provider, ok, &usage);
+        for r in &u.requests {
+            m.llm_request(&r.provider, r.outcome, r.duration);
+        }
+        m.llm_cache(u.cache_hits, u.cache_misses);
+        for (kind, n) in &u.redacted {
+            m.llm_redactions(charter, kind, *n);
+        }
     }
-}
-
-fn add_usage(total: &mut Usage, u: &Usage) {
-    total.calls += u.calls;
-    total.prompt_tokens += u.prompt_tokens;
-    total.completion_tokens += u.completion_tokens;
-    total.cost += u.cost;
-    total.latency_ms += u.latency_ms;
 }
 
 /// The stages in order. Errors in a rule (a failing expression) are recorded on the stage
@@ -401,6 +436,7 @@ async fn cascade_stages(
     text: &str,
     model: Option<&charter_decide::EmbeddedModel>,
     total: &mut Usage,
+    wait: &mut Option<Duration>,
 ) -> Decision {
     let mut answers = Vec::new();
     for stage in &decide.stages {
@@ -435,6 +471,7 @@ async fn cascade_stages(
                                 confidence: Some(1.0),
                                 accepted: true,
                                 note: note.clone(),
+                                usage: None,
                             });
                             return Decision {
                                 label: Some(rule.label.clone()),
@@ -443,6 +480,7 @@ async fn cascade_stages(
                                 stage: DecisionStage::Rule,
                                 reason: note,
                                 stages: answers,
+                                escalation: None,
                             };
                         }
                         Ok(false) => {}
@@ -452,6 +490,7 @@ async fn cascade_stages(
                             confidence: None,
                             accepted: false,
                             note: format!("rule {} could not be evaluated: {e}", i + 1),
+                            usage: None,
                         }),
                     }
                 }
@@ -461,6 +500,7 @@ async fn cascade_stages(
                     confidence: None,
                     accepted: false,
                     note: "no rule matched".into(),
+                    usage: None,
                 });
             }
             Stage::Embedded(stage) => {
@@ -471,6 +511,7 @@ async fn cascade_stages(
                         confidence: None,
                         accepted: false,
                         note: "no embedded model is loaded; skipped".into(),
+                        usage: None,
                     });
                     continue;
                 };
@@ -489,6 +530,7 @@ async fn cascade_stages(
                     confidence: Some(p.confidence),
                     accepted,
                     note: note.clone(),
+                    usage: None,
                 });
                 if accepted {
                     return Decision {
@@ -498,14 +540,15 @@ async fn cascade_stages(
                         stage: DecisionStage::Embedded,
                         reason: note,
                         stages: answers,
+                        escalation: None,
                     };
                 }
             }
             Stage::Llm(stage) => {
                 let (result, skipped) = ask_llm_stage(llm, charter, decide, stage, ctx, text).await;
                 match &result {
-                    Ok(a) => add_usage(total, &a.usage),
-                    Err(f) => add_usage(total, &f.usage),
+                    Ok(a) => total.add(&a.usage),
+                    Err(f) => total.add(&f.usage),
                 }
                 match result {
                     Ok(a) => {
@@ -538,6 +581,7 @@ async fn cascade_stages(
                             confidence: Some(a.confidence),
                             accepted,
                             note: note.clone(),
+                            usage: Some(a.usage.stage_usage()),
                         });
                         if accepted {
                             return Decision {
@@ -547,6 +591,7 @@ async fn cascade_stages(
                                 stage: DecisionStage::Llm,
                                 reason: note,
                                 stages: answers,
+                                escalation: None,
                             };
                         }
                     }
@@ -555,12 +600,16 @@ async fn cascade_stages(
                         if !skipped.is_empty() {
                             reason.push_str(&format!(" ({})", skipped.join("; ")));
                         }
+                        if f.retry_after.is_some() {
+                            *wait = f.retry_after;
+                        }
                         answers.push(StageAnswer {
                             stage: DecisionStage::Llm,
                             label: None,
                             confidence: None,
                             accepted: false,
                             note: format!("llm stage gave no valid answer: {reason}; {}", f.usage),
+                            usage: Some(f.usage.stage_usage()),
                         });
                         return Decision {
                             label: None,
@@ -569,6 +618,7 @@ async fn cascade_stages(
                             stage: DecisionStage::Human,
                             reason: format!("escalated: {reason}"),
                             stages: answers,
+                            escalation: Some(f.kind),
                         };
                     }
                 }
@@ -583,6 +633,7 @@ async fn cascade_stages(
             stage: DecisionStage::Default,
             reason: format!("no stage was sure; `otherwise: {l}` applied"),
             stages: answers,
+            escalation: None,
         },
         Otherwise::Escalate => Decision {
             label: None,
@@ -591,6 +642,7 @@ async fn cascade_stages(
             stage: DecisionStage::Human,
             reason: "no stage was sure; escalated to a human".into(),
             stages: answers,
+            escalation: Some(EscalationReason::LowConfidence),
         },
     }
 }
@@ -610,10 +662,28 @@ fn draft_limits(charter: &Charter) -> Limits {
         .unwrap_or_default()
 }
 
+/// Why an action's draft could not be written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DraftError {
+    /// The run's message.
+    pub message: String,
+    /// The charter's LLM budget or rate limit refused the draft: the event escalates with
+    /// this reason (`on_exhausted`; a draft does not wait) instead of the run failing.
+    pub escalate: Option<EscalationReason>,
+}
+
+impl DraftError {
+    fn failed(message: String) -> DraftError {
+        DraftError {
+            message,
+            escalate: None,
+        }
+    }
+}
+
 /// The draft of action `action` for this event: the one an earlier run of the event wrote
 /// (so a re-run after an approval renders the same parameters the reviewer saw), else a new
-/// one from the provider. Either way it is recorded with this run. The error is the run's
-/// failure message.
+/// one from the provider. Either way it is recorded with this run.
 #[allow(clippy::too_many_arguments)]
 pub async fn draft_for_action<S: Store>(
     state: &AppState<S>,
@@ -623,12 +693,16 @@ pub async fn draft_for_action<S: Store>(
     action: &str,
     spec: &DraftSpec,
     ctx: &Value,
-) -> Result<String, String> {
+) -> Result<String, DraftError> {
     let store = &state.store;
     let earlier = store
         .latest_run_extra(event.id, EXTRA_DRAFT, action)
         .await
-        .map_err(|e| format!("action `{action}`: reading an earlier draft failed: {e}"))?;
+        .map_err(|e| {
+            DraftError::failed(format!(
+                "action `{action}`: reading an earlier draft failed: {e}"
+            ))
+        })?;
     if let Some(prev) = earlier
         && let Some(text) = prev.body["text"].as_str()
     {
@@ -646,7 +720,11 @@ pub async fn draft_for_action<S: Store>(
                     at: now_millis(),
                 })
                 .await
-                .map_err(|e| format!("action `{action}`: recording the draft failed: {e}"))?;
+                .map_err(|e| {
+                    DraftError::failed(format!(
+                        "action `{action}`: recording the draft failed: {e}"
+                    ))
+                })?;
         }
         return Ok(text);
     }
@@ -693,7 +771,11 @@ pub async fn draft_for_action<S: Store>(
                     at: now_millis(),
                 })
                 .await
-                .map_err(|e| format!("action `{action}`: recording the draft failed: {e}"))?;
+                .map_err(|e| {
+                    DraftError::failed(format!(
+                        "action `{action}`: recording the draft failed: {e}"
+                    ))
+                })?;
             Ok(d.text)
         }
         Err(f) => {
@@ -705,10 +787,16 @@ pub async fn draft_for_action<S: Store>(
             if !unavailable.is_empty() {
                 reason.push_str(&format!(" ({})", unavailable.join("; ")));
             }
-            Err(format!(
-                "action `{action}`: the draft could not be written: {reason}; {}",
-                f.usage
-            ))
+            // The charter's own budget or rate limit: `on_exhausted` applies (a draft does
+            // not wait: it escalates).
+            let escalate = f.limited;
+            Err(DraftError {
+                message: format!(
+                    "action `{action}`: the draft could not be written: {reason}; {}",
+                    f.usage
+                ),
+                escalate: escalate.then_some(f.kind),
+            })
         }
     }
 }

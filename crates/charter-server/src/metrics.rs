@@ -28,6 +28,8 @@ pub enum Metric {
     LlmCalls,
     LlmTokens,
     LlmCost,
+    LlmCache,
+    LlmRedactions,
     ActionAttempts,
     Escalations,
     Measurements,
@@ -38,6 +40,7 @@ pub enum Metric {
     InDoubtActions,
     AckLatency,
     DecisionLatency,
+    LlmRequestDuration,
     ActionLatency,
     CycleTime,
     QueueDepth,
@@ -71,6 +74,8 @@ impl Metric {
         Metric::LlmCalls,
         Metric::LlmTokens,
         Metric::LlmCost,
+        Metric::LlmCache,
+        Metric::LlmRedactions,
         Metric::ActionAttempts,
         Metric::Escalations,
         Metric::Measurements,
@@ -81,6 +86,7 @@ impl Metric {
         Metric::InDoubtActions,
         Metric::AckLatency,
         Metric::DecisionLatency,
+        Metric::LlmRequestDuration,
         Metric::ActionLatency,
         Metric::CycleTime,
         Metric::QueueDepth,
@@ -105,6 +111,8 @@ impl Metric {
             Metric::LlmCalls => "charter_llm_calls_total",
             Metric::LlmTokens => "charter_llm_tokens_total",
             Metric::LlmCost => "charter_llm_cost_total",
+            Metric::LlmCache => "charter_llm_cache_total",
+            Metric::LlmRedactions => "charter_llm_redactions_total",
             Metric::ActionAttempts => "charter_action_attempts_total",
             Metric::Escalations => "charter_escalations_total",
             Metric::Measurements => "charter_measurements_total",
@@ -115,6 +123,7 @@ impl Metric {
             Metric::InDoubtActions => "charter_in_doubt_actions_total",
             Metric::AckLatency => "charter_ack_latency_seconds",
             Metric::DecisionLatency => "charter_decision_latency_seconds",
+            Metric::LlmRequestDuration => "charter_llm_request_duration_seconds",
             Metric::ActionLatency => "charter_action_latency_seconds",
             Metric::CycleTime => "charter_cycle_time_seconds",
             Metric::QueueDepth => "charter_queue_depth",
@@ -148,6 +157,10 @@ impl Metric {
             Metric::LlmCalls => "LLM provider requests, by charter, provider and result.",
             Metric::LlmTokens => "LLM tokens, by charter, provider and kind (prompt, completion).",
             Metric::LlmCost => "LLM cost in the providers' price unit, by charter and provider.",
+            Metric::LlmCache => "LLM response-cache lookups, by result (hit, miss).",
+            Metric::LlmRedactions => {
+                "Personal data replaced in LLM prompts before sending, by charter and kind (email, phone, card, iban)."
+            }
             Metric::ActionAttempts => "Action attempts, by charter, action, connector and result.",
             Metric::Escalations => "Work handed to a human, by charter and reason.",
             Metric::Measurements => "Named measurements recorded, by charter and name.",
@@ -169,6 +182,11 @@ impl Metric {
             }
             Metric::AckLatency => "Time from a verified delivery to its durable acknowledgement.",
             Metric::DecisionLatency => "Time the decision cascade took, by deciding stage.",
+            Metric::LlmRequestDuration => {
+                "Time one LLM provider request took (failed attempts, retries and backoff \
+                 included), by provider and outcome (ok, or the escalation reason: timeout, \
+                 provider_unavailable, provider_error, rate_limited, refused_address, ...)."
+            }
             Metric::ActionLatency => "Time one action attempt took, by connector.",
             Metric::CycleTime => "Time from receipt to the end of the run, by charter.",
             Metric::QueueDepth => "Events waiting for a worker, by charter.",
@@ -185,6 +203,7 @@ impl Metric {
         match self {
             Metric::AckLatency
             | Metric::DecisionLatency
+            | Metric::LlmRequestDuration
             | Metric::ActionLatency
             | Metric::CycleTime => Kind::Histogram,
             Metric::QueueDepth
@@ -442,6 +461,35 @@ impl Metrics {
             usage.completion_tokens as f64,
         );
         self.add(Metric::LlmCost, &base, usage.cost);
+    }
+
+    /// One provider request of `provider` ended with `outcome` (`ok` or an escalation
+    /// reason code) after `took`.
+    pub fn llm_request(&self, provider: &str, outcome: &str, took: Duration) {
+        self.observe(
+            Metric::LlmRequestDuration,
+            &[("provider", provider), ("outcome", outcome)],
+            took,
+        );
+    }
+
+    /// Personal data of `kind` replaced `n` times in a prompt of `charter`.
+    pub fn llm_redactions(&self, charter: &str, kind: &str, n: u32) {
+        self.add(
+            Metric::LlmRedactions,
+            &[("charter", charter), ("kind", kind)],
+            f64::from(n),
+        );
+    }
+
+    /// Response-cache lookups of one classification.
+    pub fn llm_cache(&self, hits: u32, misses: u32) {
+        if hits > 0 {
+            self.add(Metric::LlmCache, &[("result", "hit")], f64::from(hits));
+        }
+        if misses > 0 {
+            self.add(Metric::LlmCache, &[("result", "miss")], f64::from(misses));
+        }
     }
 
     /// One action attempt: `result` is `succeeded`, `retryable` or `failed`; `connector` is

@@ -388,9 +388,15 @@ pub struct DraftView {
 #[derive(Debug, Default, Serialize)]
 pub struct DraftUsage {
     pub calls: u64,
+    /// HTTP attempts, failed ones and retries included.
+    pub attempts: u64,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// The server reported no `usage`: the counts are estimates (characters / 4).
+    pub tokens_estimated: bool,
     pub cost: f64,
+    /// Wall time of the provider requests, failed attempts and backoff included.
+    pub latency_ms: u64,
 }
 
 /// A context fetch (a [`RunExtra`] of kind [`EXTRA_CONTEXT`]): how it went, not the record.
@@ -419,9 +425,12 @@ impl DraftView {
             model: text("model"),
             usage: DraftUsage {
                 calls: u["calls"].as_u64().unwrap_or(0),
+                attempts: u["attempts"].as_u64().unwrap_or(0),
                 prompt_tokens: u["prompt_tokens"].as_u64().unwrap_or(0),
                 completion_tokens: u["completion_tokens"].as_u64().unwrap_or(0),
+                tokens_estimated: u["tokens_estimated"].as_bool().unwrap_or(false),
                 cost: u["cost"].as_f64().unwrap_or(0.0),
+                latency_ms: u["latency_ms"].as_u64().unwrap_or(0),
             },
             reused_from_run: text("reused_from_run").and_then(|t| Uuid::parse_str(&t).ok()),
         }

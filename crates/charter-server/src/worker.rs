@@ -502,7 +502,23 @@ async fn run_pipeline<S: Store>(
             Some(d) => {
                 let text = decision_text(&charter, &event, &ctx);
                 let model = cr.model.as_deref();
-                Some(crate::decide::decide_event(state, &charter.name, d, &ctx, &text, model).await)
+                let (decided, wait) = crate::decide::decide_event_or_wait(
+                    state,
+                    &charter.name,
+                    d,
+                    &ctx,
+                    &text,
+                    model,
+                )
+                .await;
+                // A limit under `on_exhausted: wait`: the event is put back until the next
+                // window (its lease held until then) and this worker slot is freed.
+                if let Some(after) = wait {
+                    let why = format!("{}; the event is decided later", decided.reason);
+                    finish(pending, None, RunOutcome::Failed, Some(why));
+                    return Err(RunError::RetryLater(after));
+                }
+                Some(decided)
             }
             None => None,
         }
@@ -625,6 +641,16 @@ async fn act_in_order<S: Store>(
             }
             ActStep::Escalated(msg) => (RunOutcome::Escalated, EventStatus::Waiting, msg),
             ActStep::Rejected(msg) => (RunOutcome::Rejected, EventStatus::Done, msg),
+            ActStep::DraftRefused { reason, message } => {
+                let detail = json!({
+                    "payload": event.payload,
+                    "reason": message,
+                    "stages": decision.map(|d| &d.stages),
+                });
+                flush(&state.store, pending).await?;
+                escalate(state, charter, event, run_id, reason.as_str(), detail).await?;
+                (RunOutcome::Escalated, EventStatus::Waiting, message)
+            }
         };
         return Ok((o, st, Some(msg)));
     }
@@ -687,6 +713,12 @@ enum ActStep {
     Escalated(String),
     /// Its approval was rejected (or expired with `on_expiry: reject`).
     Rejected(String),
+    /// The charter's LLM budget or rate limit refused the action's draft: the event is
+    /// escalated with this reason (the limit's `on_exhausted`), the run does not fail.
+    DraftRefused {
+        reason: charter_core::model::EscalationReason,
+        message: String,
+    },
 }
 
 /// The decision a human gave when resolving an escalation of the event.
@@ -709,22 +741,19 @@ fn human_decision(e: &EscalationRecord) -> Decision {
             confidence: Some(1.0),
             accepted: true,
             note,
+            usage: None,
         }],
+        escalation: None,
     }
 }
 
-/// The escalation reason code for a decision the cascade could not make.
+/// The escalation reason code for a decision the cascade could not make: the one the
+/// decision code set ([`Decision::escalation`]); `low_confidence` for a decision recorded
+/// without one.
 fn escalation_reason(d: &Decision) -> &'static str {
-    let r = d.reason.to_ascii_lowercase();
-    if r.contains("budget") {
-        "budget"
-    } else if r.contains("invalid") {
-        "invalid_output"
-    } else if r.contains("missing") || r.contains("required") {
-        "missing_field"
-    } else {
-        "low_confidence"
-    }
+    d.escalation
+        .unwrap_or(charter_core::model::EscalationReason::LowConfidence)
+        .as_str()
 }
 
 /// Hand the event to a human: open an escalation (or find the event's open one).
@@ -1128,7 +1157,15 @@ async fn act<S: Store>(
                     drafted = c;
                     &drafted
                 }
-                Err(msg) => return Ok(ActStep::Failed(msg)),
+                Err(e) => {
+                    return Ok(match e.escalate {
+                        Some(reason) => ActStep::DraftRefused {
+                            reason,
+                            message: e.message,
+                        },
+                        None => ActStep::Failed(e.message),
+                    });
+                }
             }
         }
     };

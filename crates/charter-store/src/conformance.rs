@@ -1246,7 +1246,9 @@ pub async fn check_run_lifecycle<S: Store>(store: &S) -> CheckResult {
             confidence: Some(0.93),
             accepted: true,
             note: String::new(),
+            usage: None,
         }],
+        escalation: None,
     };
     store
         .record_decision(run1, &decision)
@@ -1464,7 +1466,9 @@ pub async fn check_record_run<S: Store>(store: &S) -> CheckResult {
             confidence: Some(0.91),
             accepted: true,
             note: "embedded".to_string(),
+            usage: None,
         }],
+        escalation: None,
     };
     let w = store
         .record_run(vec![
@@ -3241,6 +3245,40 @@ pub async fn check_decision_store<S: Store>(store: &S) -> CheckResult {
     ensure!(
         read.tokens == 228 && (read.cost - 0.75).abs() < 1e-9,
         "after 4 concurrent adds of 7 tokens the day reads {read:?} (want 228 tokens)"
+    );
+    // Signed adjustments (a budget reservation given back, a settlement below it): they
+    // count, and neither part goes below zero.
+    let total = store
+        .adjust_llm_spend(&spender, day, -28, -0.25)
+        .await
+        .ctx("adjust_llm_spend")?;
+    ensure!(
+        total.tokens == 200 && (total.cost - 0.5).abs() < 1e-9,
+        "228 tokens less 28 read {total:?}"
+    );
+    let total = store
+        .adjust_llm_spend(&spender, day, -1_000, -5.0)
+        .await
+        .ctx("adjust_llm_spend")?;
+    ensure!(
+        total == LlmSpend::default(),
+        "an adjustment below zero leaves {total:?}"
+    );
+    let total = store
+        .adjust_llm_spend(&spender, day, 228, 0.75)
+        .await
+        .ctx("adjust_llm_spend")?;
+    ensure!(
+        total.tokens == 228 && (total.cost - 0.75).abs() < 1e-9,
+        "adding back reads {total:?}"
+    );
+    let fresh = store
+        .adjust_llm_spend(&charter("spend-new"), day, -5, -1.0)
+        .await
+        .ctx("adjust_llm_spend")?;
+    ensure!(
+        fresh == LlmSpend::default(),
+        "a first negative adjustment reads {fresh:?}"
     );
     ensure!(
         store.llm_spent(&spender, day + 1).await.ctx("llm_spent")? == LlmSpend::default(),

@@ -52,6 +52,17 @@ pub trait DecisionStore: Send + Sync + 'static {
         spend: LlmSpend,
     ) -> impl Future<Output = Result<LlmSpend>> + Send;
 
+    /// Add a signed change (a budget reservation, its settlement, or a reservation given
+    /// back) to `charter`'s total for `day`, atomically, neither tokens nor cost going below
+    /// zero; returns the new total.
+    fn adjust_llm_spend(
+        &self,
+        charter: &str,
+        day: i64,
+        tokens: i64,
+        cost: f64,
+    ) -> impl Future<Output = Result<LlmSpend>> + Send;
+
     /// The cached answer under `key` unless it expired at `now`.
     fn cache_get(
         &self,

@@ -67,6 +67,10 @@ pub struct ProviderDef {
     /// Azure OpenAI's `api-version` (such as `2024-10-21`): sent as that query parameter,
     /// with the key in an `api-key` header instead of `Authorization: Bearer`.
     pub api_version: Option<String>,
+    /// After `failures` consecutive failed requests (unreachable, timed out, HTTP 5xx) the
+    /// provider is not asked for `cool_down` (the next provider of a stage's `fallback` is
+    /// asked at once); then one probe request decides. Default 5 failures, 30 s.
+    pub circuit_breaker: CircuitBreakerPolicy,
 }
 
 /// Which API a provider speaks.
@@ -726,6 +730,9 @@ pub struct LlmStage {
     pub budget: LlmBudget,
     /// Payload keys (or dotted paths) replaced by `[redacted]` before anything is sent.
     pub redact: Vec<String>,
+    /// How long a validated answer is served from the response cache for a byte-identical
+    /// request (`cache_ttl:`, default 7 days); zero (`cache_ttl: 0`) turns the cache off.
+    pub cache_ttl: Duration,
 }
 
 /// A charter's daily LLM budget and what happens when it (or the rate limit) runs out. The

@@ -200,6 +200,7 @@ pub struct RawProvider {
     pub price: Option<S<RawPrice>>,
     pub allow_private: Option<S<bool>>,
     pub api_version: Option<S<String>>,
+    pub circuit_breaker: Option<S<RawBreaker>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -503,6 +504,7 @@ pub struct RawLlm {
     pub rate_limit: Option<S<i64>>,
     pub budget: Option<S<RawBudget>>,
     pub redact: Option<S<Vec<S<String>>>>,
+    pub cache_ttl: Option<S<Scalar>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -722,6 +724,7 @@ const PROVIDER_SHAPE: Shape = Shape::Keys(&[
     ("price", PRICE_SHAPE),
     ("allow_private", A),
     ("api_version", A),
+    ("circuit_breaker", BREAKER_SHAPE),
 ]);
 
 const PRICE_SHAPE: Shape = Shape::Keys(&[("input_per_mtok", A), ("output_per_mtok", A)]);
@@ -924,6 +927,7 @@ const LLM_SHAPE: Shape = Shape::Keys(&[
     ("rate_limit", A),
     ("budget", BUDGET_SHAPE),
     ("redact", A),
+    ("cache_ttl", A),
 ]);
 
 const BUDGET_SHAPE: Shape = Shape::Keys(&[
@@ -1247,6 +1251,18 @@ pub const PROJECT_KEY_DOCS: &[(&str, &str)] = &[
         "true: allow a loopback or private address (a local model server).",
     ),
     (
+        "providers.*.circuit_breaker",
+        "Stop calling a failing provider for a while (its fallback is asked at once): `{ failures, cool_down }`.",
+    ),
+    (
+        "providers.*.circuit_breaker.failures",
+        "Consecutive failures (unreachable, timeout, 5xx, unreadable) that open the breaker (default 5).",
+    ),
+    (
+        "providers.*.circuit_breaker.cool_down",
+        "How long an open breaker refuses before one probe is let through (default 30s).",
+    ),
+    (
         "providers.*.api_version",
         "Azure OpenAI: sent as ?api-version=, the key as an api-key header.",
     ),
@@ -1444,6 +1460,10 @@ pub const CHARTER_KEY_DOCS: &[(&str, &str)] = &[
     (
         "decide.stages[].llm.fallback",
         "Providers tried when this one fails.",
+    ),
+    (
+        "decide.stages[].llm.cache_ttl",
+        "How long answers are cached in the store, keyed on the exact request sent (default 7d; 0 turns the cache off).",
     ),
     (
         "decide.stages[].llm.rate_limit",

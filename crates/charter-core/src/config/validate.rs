@@ -1084,6 +1084,20 @@ impl<'a> ProjectChecker<'a> {
                 }))
             }
         };
+        let failures = match p
+            .circuit_breaker
+            .as_ref()
+            .and_then(|b| b.value.failures.as_ref())
+        {
+            None => Some(5),
+            Some(f) => self
+                .positive(f, "failures")
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+        };
+        let cool_down = match &p.circuit_breaker {
+            Some(b) => self.duration_or(&b.value.cool_down, "cool_down", Duration::from_secs(30)),
+            None => Duration::from_secs(30),
+        };
         Some(ProviderDef {
             name: name.value.clone(),
             kind: kind?,
@@ -1097,6 +1111,10 @@ impl<'a> ProjectChecker<'a> {
             price: price?,
             allow_private: p.allow_private.as_ref().is_some_and(|b| b.value),
             api_version: api_version?,
+            circuit_breaker: CircuitBreakerPolicy {
+                failures: failures?,
+                cool_down,
+            },
         })
     }
 
@@ -2808,6 +2826,11 @@ impl CharterChecker<'_> {
                 .map(|r| r.value.trim().to_string())
                 .filter(|r| !r.is_empty())
                 .collect();
+            let cache_ttl = match &l.value.cache_ttl {
+                Some(t) if t.value.0.trim() == "0" => Some(Duration::ZERO),
+                Some(t) => self.duration(t, "cache_ttl"),
+                None => Some(Duration::from_secs(7 * 24 * 3600)),
+            };
             return Some(Stage::Llm(LlmStage {
                 provider: provider?,
                 prompt: prompt?,
@@ -2817,6 +2840,7 @@ impl CharterChecker<'_> {
                 rate_limit: rate_limit?,
                 budget: budget?,
                 redact,
+                cache_ttl: cache_ttl?,
             }));
         }
         None

@@ -1,7 +1,10 @@
 //! Exact-match response cache.
 //!
-//! The key is a SHA-256 over the provider name, the model and the full request body (system
-//! message, prompt, schema, parameters), so only a byte-identical request hits. Only answers
+//! The key is a SHA-256 over the provider name, the model and the full request body exactly
+//! as it is sent (system message, prompt after redaction, schema, parameters), so only a
+//! byte-identical request hits: a prompt that includes per-delivery values (ids,
+//! timestamps) never repeats. Each entry lives for the stage's `cache_ttl` (0: the cache is
+//! neither read nor written). Only answers
 //! that passed validation are stored. [`MemoryCache`] lives in the process (per node); the
 //! server uses a store-backed cache shared by all nodes (`charter-server`'s `StoreCache`).
 
@@ -9,6 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -20,8 +24,8 @@ pub type CacheFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait ResponseCache: Send + Sync {
     /// The answer text stored under `key`, if any.
     fn get<'a>(&'a self, key: &'a str) -> CacheFuture<'a, Option<String>>;
-    /// Stores `value` under `key`.
-    fn put<'a>(&'a self, key: &'a str, value: String) -> CacheFuture<'a, ()>;
+    /// Stores `value` under `key` for `ttl`.
+    fn put<'a>(&'a self, key: &'a str, value: String, ttl: Duration) -> CacheFuture<'a, ()>;
 }
 
 /// The cache key of a request: hex SHA-256 of provider, model and body.
@@ -44,7 +48,8 @@ pub struct MemoryCache {
 
 #[derive(Debug, Default)]
 struct Entries {
-    map: HashMap<String, String>,
+    /// Value and expiry.
+    map: HashMap<String, (String, Instant)>,
     order: VecDeque<String>,
 }
 
@@ -79,22 +84,33 @@ impl ResponseCache for MemoryCache {
         Box::pin(async move { v })
     }
 
-    fn put<'a>(&'a self, key: &'a str, value: String) -> CacheFuture<'a, ()> {
-        self.put_now(key, value);
+    fn put<'a>(&'a self, key: &'a str, value: String, ttl: Duration) -> CacheFuture<'a, ()> {
+        self.put_for(key, value, ttl);
         Box::pin(async {})
     }
 }
 
 impl MemoryCache {
-    /// The entry under `key`, if any.
+    /// The entry under `key`, if any and not expired.
     pub fn get_now(&self, key: &str) -> Option<String> {
-        self.inner.lock().ok()?.map.get(key).cloned()
+        let e = self.inner.lock().ok()?;
+        e.map
+            .get(key)
+            .filter(|(_, until)| Instant::now() < *until)
+            .map(|(v, _)| v.clone())
     }
 
-    /// Stores `value` under `key`, evicting the oldest entries beyond the capacity.
+    /// Stores `value` under `key` for a week.
     pub fn put_now(&self, key: &str, value: String) {
+        self.put_for(key, value, Duration::from_secs(7 * 24 * 3600));
+    }
+
+    /// Stores `value` under `key` for `ttl`, evicting the oldest entries beyond the
+    /// capacity.
+    pub fn put_for(&self, key: &str, value: String, ttl: Duration) {
         let Ok(mut e) = self.inner.lock() else { return };
-        if e.map.insert(key.to_string(), value).is_none() {
+        let until = Instant::now() + ttl;
+        if e.map.insert(key.to_string(), (value, until)).is_none() {
             e.order.push_back(key.to_string());
         }
         while e.map.len() > self.capacity {

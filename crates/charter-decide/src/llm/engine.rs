@@ -4,45 +4,126 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use charter_core::config::FieldSpec;
+use charter_core::model::{EscalationReason, StageUsage};
 use charter_core::template::Template;
 use serde::Serialize;
 use serde_json::Value;
 
 use super::cache::{ResponseCache, cache_key};
-use super::limits::{self, Limits, MemoryLedger, Spend, UsageLedger};
+use super::limits::{self, Limits, MemoryLedger, Refusal, Spend, UsageLedger};
 use super::prompt;
 use super::provider::{
     ChatRequest, ChatRole, Completion, Message, Provider, ProviderError, ProviderSettings,
+    estimate_tokens,
 };
 use super::schema::{AnswerValidator, ParsedAnswer, validator_key};
+
+/// One provider request as the metrics see it: which provider, how it ended (`ok` or an
+/// escalation reason code) and how long it took, failed attempts and backoff included.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestTiming {
+    pub provider: String,
+    pub outcome: &'static str,
+    pub duration: Duration,
+}
 
 /// What the LLM calls of one decision (or draft) used, summed over calls.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Usage {
     /// Provider requests that got an answer (cache hits are not calls).
     pub calls: u32,
+    /// HTTP attempts made, failed requests and retries included.
+    pub attempts: u32,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Some token counts are estimates (the server reported no `usage`).
+    pub tokens_estimated: bool,
     /// From the provider's price; 0 when no price is configured.
     pub cost: f64,
-    /// Wall time spent in provider requests, retries and backoff included.
+    /// Wall time spent in provider requests, failed ones, retries and backoff included.
     pub latency_ms: u64,
+    /// Response-cache lookups that found an answer.
+    pub cache_hits: u32,
+    /// Response-cache lookups that found none.
+    pub cache_misses: u32,
+    /// Personal data replaced in the prompt's free text before sending, by kind (`email`,
+    /// `phone`, `card`, `iban`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub redacted: BTreeMap<String, u32>,
+    /// Every provider request, for the latency histogram.
+    #[serde(skip)]
+    pub requests: Vec<RequestTiming>,
 }
 
 impl Usage {
-    fn add(&mut self, c: &Completion, cost: f64) {
+    fn answered(&mut self, c: &Completion, cost: f64) {
         self.calls += 1;
         self.prompt_tokens += c.prompt_tokens;
         self.completion_tokens += c.completion_tokens;
+        self.tokens_estimated |= c.estimated;
         self.cost += cost;
-        self.latency_ms += u64::try_from(c.latency.as_millis()).unwrap_or(u64::MAX);
+    }
+
+    fn timed(&mut self, provider: &str, outcome: &'static str, attempts: u32, took: Duration) {
+        self.attempts += attempts;
+        self.latency_ms += u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+        self.requests.push(RequestTiming {
+            provider: provider.to_string(),
+            outcome,
+            duration: took,
+        });
     }
 
     /// Prompt plus completion tokens.
     pub fn tokens(&self) -> u64 {
         self.prompt_tokens + self.completion_tokens
+    }
+
+    /// Adds `other` (another stage's or call's usage).
+    pub fn add(&mut self, other: &Usage) {
+        self.calls += other.calls;
+        self.attempts += other.attempts;
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.tokens_estimated |= other.tokens_estimated;
+        self.cost += other.cost;
+        self.latency_ms += other.latency_ms;
+        self.cache_hits += other.cache_hits;
+        self.cache_misses += other.cache_misses;
+        self.requests.extend(other.requests.iter().cloned());
+        for (k, n) in &other.redacted {
+            *self.redacted.entry(k.clone()).or_default() += n;
+        }
+    }
+
+    fn personal(&mut self, found: &super::pii::Found) {
+        for (k, n) in found {
+            *self.redacted.entry((*k).to_string()).or_default() += n;
+        }
+    }
+
+    /// The structured usage recorded on a decision stage.
+    pub fn stage_usage(&self) -> StageUsage {
+        StageUsage {
+            calls: self.calls,
+            attempts: self.attempts,
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            tokens_estimated: self.tokens_estimated,
+            cost: self.cost,
+            latency_ms: self.latency_ms,
+            redacted: self.redacted.clone(),
+            cache: if self.cache_hits > 0 {
+                Some("hit".into())
+            } else if self.cache_misses > 0 {
+                Some("miss".into())
+            } else {
+                None
+            },
+        }
     }
 }
 
@@ -50,8 +131,17 @@ impl fmt::Display for Usage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} call(s), {} prompt + {} completion tokens, cost {:.6}, {} ms",
-            self.calls, self.prompt_tokens, self.completion_tokens, self.cost, self.latency_ms
+            "{} call(s), {} prompt + {} completion tokens{}, cost {:.6}, {} ms",
+            self.calls,
+            self.prompt_tokens,
+            self.completion_tokens,
+            if self.tokens_estimated {
+                " (estimated)"
+            } else {
+                ""
+            },
+            self.cost,
+            self.latency_ms
         )
     }
 }
@@ -74,6 +164,9 @@ pub struct ClassifyRequest<'a> {
     /// Keys (or dotted paths) whose values are replaced before anything is sent.
     pub redact: &'a [String],
     pub limits: &'a Limits,
+    /// How long a validated answer is served from the cache; zero: the cache is neither
+    /// read nor written.
+    pub cache_ttl: Duration,
 }
 
 /// A validated answer.
@@ -96,12 +189,43 @@ pub struct LlmAnswer {
     pub fallback_notes: Vec<String>,
 }
 
-/// No usable answer: the run escalates with `reason`.
+/// No usable answer: the run escalates with `reason`, or, with `retry_after`, is tried again
+/// later.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LlmFailure {
+    /// Why, as a code (the escalation's reason).
+    pub kind: EscalationReason,
     pub reason: String,
+    /// A limit is reached under `on_exhausted: wait` and its next window opens in this long
+    /// (within `max_wait`): the caller should retry then rather than escalate.
+    pub retry_after: Option<Duration>,
+    /// The charter's own budget or rate limit refused the request (its `on_exhausted`
+    /// applies), as opposed to a provider failing.
+    pub limited: bool,
     /// What was spent before giving up.
     pub usage: Usage,
+}
+
+impl LlmFailure {
+    fn new(kind: EscalationReason, reason: String, usage: &Usage) -> LlmFailure {
+        LlmFailure {
+            kind,
+            reason,
+            retry_after: None,
+            limited: false,
+            usage: usage.clone(),
+        }
+    }
+
+    fn refused(r: Refusal, usage: &Usage) -> LlmFailure {
+        LlmFailure {
+            kind: r.kind,
+            reason: r.reason,
+            retry_after: r.retry_after,
+            limited: r.kind != EscalationReason::Configuration,
+            usage: usage.clone(),
+        }
+    }
 }
 
 impl fmt::Display for LlmFailure {
@@ -159,8 +283,8 @@ enum Call {
     Answered(Completion),
     /// The provider failed; the next one may be tried.
     ProviderFailed(ProviderError),
-    /// A limit stopped the request; the whole decision escalates.
-    Limited(String),
+    /// A limit stopped the request; the whole decision escalates (or waits).
+    Limited(Refusal),
 }
 
 impl LlmEngine {
@@ -237,40 +361,60 @@ impl LlmEngine {
         req: &ChatRequest,
         usage: &mut Usage,
     ) -> Call {
-        if let Err(reason) = limits::admit(&*self.ledger, charter, limits).await {
-            return Call::Limited(reason);
-        }
-        match provider.complete(req).await {
+        let s = provider.settings();
+        // The reservation: the prompt's estimate and the most the answer may use.
+        let reserve_tokens = (estimate_tokens(req.chars()), u64::from(s.max_tokens));
+        let reserve = Spend {
+            tokens: reserve_tokens.0 + reserve_tokens.1,
+            cost: s
+                .price
+                .map(|p| p.cost(reserve_tokens.0, reserve_tokens.1))
+                .unwrap_or(0.0),
+        };
+        let hold = match limits::admit(&*self.ledger, charter, limits, reserve).await {
+            Ok(h) => h,
+            Err(r) => return Call::Limited(r),
+        };
+        let started = Instant::now();
+        let result = provider.complete(req).await;
+        let took = started.elapsed();
+        match result {
             Ok(c) => {
-                let s = provider.settings();
                 let cost = s
                     .price
                     .map(|p| p.cost(c.prompt_tokens, c.completion_tokens))
                     .unwrap_or(0.0);
-                usage.add(&c, cost);
+                usage.answered(&c, cost);
+                usage.timed(&s.name, "ok", c.attempts, took);
                 let spend = Spend {
                     tokens: c.prompt_tokens + c.completion_tokens,
                     cost,
                 };
-                limits::record(&*self.ledger, charter, spend).await;
+                limits::settle(&*self.ledger, charter, hold, spend).await;
                 Call::Answered(c)
             }
-            Err(e) => Call::ProviderFailed(e),
+            Err(e) => {
+                usage.timed(&s.name, e.escalation().as_str(), e.attempts(), took);
+                // Nothing is known to be spent: the reservation is given back.
+                limits::settle(&*self.ledger, charter, hold, Spend::default()).await;
+                Call::ProviderFailed(e)
+            }
         }
     }
 
     /// Classifies one event: renders the prompt, asks each provider in order until one
     /// answers, validates the answer (one repair request if it is invalid) and returns it.
-    /// Every failure is an [`LlmFailure`] whose reason the run escalates with.
+    /// Every failure is an [`LlmFailure`] whose kind and reason the run escalates with.
     pub async fn classify(&self, req: &ClassifyRequest<'_>) -> Result<LlmAnswer, LlmFailure> {
+        use EscalationReason as R;
         let mut usage = Usage::default();
-        let fail = |reason: String, usage: &Usage| LlmFailure {
-            reason,
-            usage: usage.clone(),
-        };
-        let validator = self
-            .answer_validator(req.labels, req.fields)
-            .map_err(|e| fail(format!("the answer schema is invalid: {e}"), &usage))?;
+        let validator = self.answer_validator(req.labels, req.fields).map_err(|e| {
+            LlmFailure::new(
+                R::Configuration,
+                format!("the answer schema is invalid: {e}"),
+                &usage,
+            )
+        })?;
         let rendered = prompt::render(
             req.prompt,
             req.text,
@@ -279,7 +423,14 @@ impl LlmEngine {
             req.context,
             req.redact,
         )
-        .map_err(|e| fail(format!("the prompt could not be rendered: {e}"), &usage))?;
+        .map_err(|e| {
+            LlmFailure::new(
+                R::Configuration,
+                format!("the prompt could not be rendered: {e}"),
+                &usage,
+            )
+        })?;
+        usage.personal(&rendered.personal);
         let chat = ChatRequest {
             system: prompt::classify_system(req.labels, validator.schema()),
             messages: vec![Message {
@@ -289,9 +440,16 @@ impl LlmEngine {
             schema: Some(validator.schema().clone()),
         };
         if req.providers.is_empty() {
-            return Err(fail("no LLM provider is configured".into(), &usage));
+            return Err(LlmFailure::new(
+                R::Configuration,
+                "no LLM provider is configured".into(),
+                &usage,
+            ));
         }
         let mut notes = Vec::new();
+        // The kind of the last provider failure (what the escalation is about when every
+        // provider failed).
+        let mut last_kind = R::Configuration;
         for name in req.providers {
             let Some(provider) = self.providers.get(name) else {
                 notes.push(format!("provider `{name}` is not configured"));
@@ -300,26 +458,34 @@ impl LlmEngine {
             let s = provider.settings();
             let (_, body) = provider.request_body(&chat);
             let key = cache_key(&s.name, &s.model, &body);
-            if let Some(hit) = self.cache.get(&key).await
-                && let Ok(a) = validator.parse(&hit)
-            {
-                return Ok(answer(a, s, usage, true, false, notes));
+            let cached = !req.cache_ttl.is_zero();
+            if cached {
+                if let Some(hit) = self.cache.get(&key).await
+                    && let Ok(a) = validator.parse(&hit)
+                {
+                    usage.cache_hits += 1;
+                    return Ok(answer(a, s, usage, true, false, notes));
+                }
+                usage.cache_misses += 1;
             }
             let first = match self
                 .call(req.charter, req.limits, provider, &chat, &mut usage)
                 .await
             {
                 Call::Answered(c) => c,
-                Call::Limited(reason) => return Err(fail(reason, &usage)),
+                Call::Limited(r) => return Err(LlmFailure::refused(r, &usage)),
                 Call::ProviderFailed(e) => {
                     tracing::warn!(charter = req.charter, error = %e, "LLM provider failed; trying the next one");
+                    last_kind = e.escalation();
                     notes.push(e.to_string());
                     continue;
                 }
             };
             let errors = match validator.parse(&first.text) {
                 Ok(a) => {
-                    self.cache.put(&key, first.text).await;
+                    if cached {
+                        self.cache.put(&key, first.text, req.cache_ttl).await;
+                    }
                     return Ok(answer(a, s, usage, false, false, notes));
                 }
                 Err(errors) => errors,
@@ -339,9 +505,10 @@ impl LlmEngine {
                 .await
             {
                 Call::Answered(c) => c,
-                Call::Limited(reason) => return Err(fail(reason, &usage)),
+                Call::Limited(r) => return Err(LlmFailure::refused(r, &usage)),
                 Call::ProviderFailed(e) => {
-                    return Err(fail(
+                    return Err(LlmFailure::new(
+                        e.escalation(),
                         format!("invalid model output ({errors}); the repair request failed: {e}"),
                         &usage,
                     ));
@@ -350,16 +517,20 @@ impl LlmEngine {
             return match validator.parse(&second.text) {
                 Ok(a) => {
                     // Cached under the original request: the same input gets this answer.
-                    self.cache.put(&key, second.text).await;
+                    if cached {
+                        self.cache.put(&key, second.text, req.cache_ttl).await;
+                    }
                     Ok(answer(a, s, usage, false, true, notes))
                 }
-                Err(again) => Err(fail(
+                Err(again) => Err(LlmFailure::new(
+                    R::InvalidOutput,
                     format!("invalid model output after one repair attempt: {again}"),
                     &usage,
                 )),
             };
         }
-        Err(fail(
+        Err(LlmFailure::new(
+            last_kind,
             format!("no LLM provider answered: {}", notes.join("; ")),
             &usage,
         ))
@@ -377,10 +548,14 @@ impl LlmEngine {
             req.context,
             req.redact,
         )
-        .map_err(|e| LlmFailure {
-            reason: format!("the draft prompt could not be rendered: {e}"),
-            usage: usage.clone(),
+        .map_err(|e| {
+            LlmFailure::new(
+                EscalationReason::Configuration,
+                format!("the draft prompt could not be rendered: {e}"),
+                &usage,
+            )
         })?;
+        usage.personal(&rendered.personal);
         let chat = ChatRequest {
             system: prompt::draft_system(),
             messages: vec![Message {
@@ -390,6 +565,7 @@ impl LlmEngine {
             schema: None,
         };
         let mut notes = Vec::new();
+        let mut last_kind = EscalationReason::Configuration;
         for name in req.providers {
             let Some(provider) = self.providers.get(name) else {
                 notes.push(format!("provider `{name}` is not configured"));
@@ -408,14 +584,18 @@ impl LlmEngine {
                         usage,
                     });
                 }
-                Call::Limited(reason) => return Err(LlmFailure { reason, usage }),
-                Call::ProviderFailed(e) => notes.push(e.to_string()),
+                Call::Limited(r) => return Err(LlmFailure::refused(r, &usage)),
+                Call::ProviderFailed(e) => {
+                    last_kind = e.escalation();
+                    notes.push(e.to_string());
+                }
             }
         }
-        Err(LlmFailure {
-            reason: format!("no LLM provider drafted: {}", notes.join("; ")),
-            usage,
-        })
+        Err(LlmFailure::new(
+            last_kind,
+            format!("no LLM provider drafted: {}", notes.join("; ")),
+            &usage,
+        ))
     }
 }
 

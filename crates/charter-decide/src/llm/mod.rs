@@ -65,15 +65,18 @@
 pub mod cache;
 pub mod engine;
 pub mod limits;
+pub mod pii;
 pub mod prompt;
 pub mod provider;
 pub mod schema;
 
 pub use cache::{CacheFuture, MemoryCache, ResponseCache, cache_key};
-pub use engine::{ClassifyRequest, Draft, DraftRequest, LlmAnswer, LlmEngine, LlmFailure, Usage};
-pub use limits::{Limits, MemoryLedger, OnExhausted, Spend, UsageLedger, utc_day};
+pub use engine::{
+    ClassifyRequest, Draft, DraftRequest, LlmAnswer, LlmEngine, LlmFailure, RequestTiming, Usage,
+};
+pub use limits::{Limits, MemoryLedger, OnExhausted, Spend, SpendDelta, UsageLedger, utc_day};
 pub use provider::{
     ChatRequest, ChatRole, Completion, Message, Price, Provider, ProviderError, ProviderKind,
-    ProviderSettings, SchemaMode,
+    ProviderSettings, SchemaMode, estimate_tokens,
 };
 pub use schema::{AnswerValidator, ParsedAnswer, response_schema};

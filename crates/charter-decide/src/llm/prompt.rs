@@ -135,6 +135,16 @@ pub fn scrub(text: &str, removed: &[String]) -> String {
     out
 }
 
+/// Replaces personal data ([`super::pii`]) in every string of `value`.
+fn redact_personal(value: &mut Value, found: &mut super::pii::Found) {
+    match value {
+        Value::String(s) => *s = super::pii::redact_text(s, found),
+        Value::Array(a) => a.iter_mut().for_each(|v| redact_personal(v, found)),
+        Value::Object(m) => m.values_mut().for_each(|v| redact_personal(v, found)),
+        _ => {}
+    }
+}
+
 /// Neutralises the delimiters in every string of `value`.
 fn neutralise_value(value: &mut Value) {
     match value {
@@ -174,6 +184,9 @@ pub struct RenderedPrompt {
     pub user: String,
     /// Number of distinct values redacted.
     pub redacted: usize,
+    /// Personal data replaced in free text (the event's text and every string of the
+    /// context), by kind: `email`, `phone`, `card`, `iban`.
+    pub personal: super::pii::Found,
 }
 
 /// Renders the prompt template over the event (see the module docs for the variables).
@@ -187,8 +200,13 @@ pub fn render(
 ) -> Result<RenderedPrompt, TemplateError> {
     let mut ctx = context.clone();
     let removed = redact(&mut ctx, redact_names);
+    let mut personal = super::pii::Found::new();
+    redact_personal(&mut ctx, &mut personal);
     neutralise_value(&mut ctx);
-    let text = delimit(&scrub(text, &removed));
+    let text = delimit(&super::pii::redact_text(
+        &scrub(text, &removed),
+        &mut personal,
+    ));
     // Fetched records are reachable as `context.<name>`, as in rules and templates.
     let mut context = ctx.clone();
     if let (Value::Object(all), Some(Value::Object(fetched))) = (&mut context, ctx.get("context")) {
@@ -213,6 +231,7 @@ pub fn render(
     Ok(RenderedPrompt {
         user,
         redacted: removed.len(),
+        personal,
     })
 }
 

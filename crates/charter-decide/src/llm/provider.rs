@@ -10,6 +10,7 @@ use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
 use charter_core::config::RetryPolicy;
+use charter_core::model::EscalationReason;
 use serde_json::{Value, json};
 
 /// Largest response body read from a provider.
@@ -95,11 +96,18 @@ pub struct ProviderSettings {
     /// completions URL, with the key in an `api-key` header (Azure's key authentication)
     /// instead of `Authorization: Bearer`.
     pub api_version: Option<String>,
+    /// Consecutive failed requests (unreachable, timed out, HTTP 5xx or an unreadable body,
+    /// each after its retries) that open the provider's circuit: while open, requests fail
+    /// at once with [`ProviderError::CircuitOpen`] and a stage's fallback is asked instead.
+    pub breaker_failures: u32,
+    /// How long the circuit stays open before one probe request is let through.
+    pub breaker_cool_down: Duration,
 }
 
 impl ProviderSettings {
     /// Settings with the defaults: JSON-schema mode, 30 s timeout, 3 retries starting at
-    /// 500 ms and capped at 30 s, 1024 output tokens, no key, no price.
+    /// 500 ms and capped at 30 s, 1024 output tokens, no key, no price, a circuit breaker
+    /// opening after 5 consecutive failed requests for 30 s.
     pub fn new(name: &str, kind: ProviderKind, base_url: &str, model: &str) -> ProviderSettings {
         ProviderSettings {
             name: name.to_string(),
@@ -116,6 +124,8 @@ impl ProviderSettings {
             price: None,
             allow_private: false,
             api_version: None,
+            breaker_failures: 5,
+            breaker_cool_down: Duration::from_secs(30),
         }
     }
 }
@@ -168,6 +178,25 @@ pub struct ChatRequest {
     pub schema: Option<Value>,
 }
 
+impl ChatRequest {
+    /// Characters of text sent: the system message and every message's content.
+    pub fn chars(&self) -> usize {
+        self.system.chars().count()
+            + self
+                .messages
+                .iter()
+                .map(|m| m.content.chars().count())
+                .sum::<usize>()
+    }
+}
+
+/// Tokens estimated from characters when a server reports no `usage`: one token per 4
+/// characters, rounded up (close for English text with common tokenizers; the budget's
+/// bound in [`super::limits`] is stated in these estimates for such servers).
+pub fn estimate_tokens(chars: usize) -> u64 {
+    u64::try_from(chars).unwrap_or(u64::MAX).div_ceil(4)
+}
+
 /// The model's answer to one request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
@@ -179,6 +208,9 @@ pub struct Completion {
     pub latency: Duration,
     /// HTTP attempts made (1 when the first one answered).
     pub attempts: u32,
+    /// The server reported no token counts: both are [`estimate_tokens`] of the characters
+    /// sent and received.
+    pub estimated: bool,
 }
 
 /// Why a provider gave no answer. Messages never contain the API key.
@@ -207,11 +239,52 @@ pub enum ProviderError {
     BadResponse { provider: String, message: String },
     #[error("provider `{provider}`: HTTP client could not be built: {message}")]
     Client { provider: String, message: String },
+    /// The provider's circuit breaker is open after consecutive failures (nothing was sent).
+    #[error(
+        "provider `{provider}`: circuit breaker open after {failures} consecutive failed requests; not asking it for another {}s",
+        retry_in.as_secs().max(1)
+    )]
+    CircuitOpen {
+        provider: String,
+        failures: u32,
+        retry_in: Duration,
+    },
     /// The outbound guard refused the endpoint's address (nothing was sent).
     #[error(
         "provider `{provider}`: refused by the outbound guard: {message}; set `allow_private: true` on the provider to allow it"
     )]
     Refused { provider: String, message: String },
+}
+
+impl ProviderError {
+    /// The escalation reason this failure stands for.
+    pub fn escalation(&self) -> EscalationReason {
+        match self {
+            ProviderError::Http { status: 429, .. } => EscalationReason::RateLimited,
+            ProviderError::Http { .. } | ProviderError::BadResponse { .. } => {
+                EscalationReason::ProviderError
+            }
+            ProviderError::Timeout { .. } => EscalationReason::Timeout,
+            ProviderError::Transport { .. } | ProviderError::CircuitOpen { .. } => {
+                EscalationReason::ProviderUnavailable
+            }
+            ProviderError::Client { .. } => EscalationReason::Configuration,
+            ProviderError::Refused { .. } => EscalationReason::RefusedAddress,
+        }
+    }
+
+    /// HTTP attempts made before giving up (0 when nothing was sent).
+    pub fn attempts(&self) -> u32 {
+        match self {
+            ProviderError::Http { attempts, .. }
+            | ProviderError::Timeout { attempts, .. }
+            | ProviderError::Transport { attempts, .. } => *attempts,
+            ProviderError::BadResponse { .. } => 1,
+            ProviderError::Client { .. }
+            | ProviderError::Refused { .. }
+            | ProviderError::CircuitOpen { .. } => 0,
+        }
+    }
 }
 
 /// One failed attempt, and whether trying again may help.
@@ -226,6 +299,7 @@ struct AttemptFailure {
 pub struct Provider {
     settings: ProviderSettings,
     client: reqwest::Client,
+    breaker: charter_connect::breaker::CircuitBreaker,
 }
 
 impl Provider {
@@ -243,7 +317,18 @@ impl Provider {
             provider: settings.name.clone(),
             message: e.to_string(),
         })?;
-        Ok(Provider { settings, client })
+        let breaker = charter_connect::breaker::CircuitBreaker::new(
+            settings.name.clone(),
+            charter_connect::breaker::BreakerPolicy {
+                failures: settings.breaker_failures,
+                cool_down: settings.breaker_cool_down,
+            },
+        );
+        Ok(Provider {
+            settings,
+            client,
+            breaker,
+        })
     }
 
     pub fn settings(&self) -> &ProviderSettings {
@@ -322,10 +407,40 @@ impl Provider {
         }
     }
 
-    /// Sends `req`, retrying what may succeed on another try.
+    /// Sends `req`, retrying what may succeed on another try, unless the provider's circuit
+    /// breaker is open. The request's outcome (after its retries) counts in the breaker:
+    /// unreachable, timed out, HTTP 5xx and unreadable answers are failures.
     pub async fn complete(&self, req: &ChatRequest) -> Result<Completion, ProviderError> {
         let (url, body) = self.request_body(req);
         self.guard(&url)?;
+        if let Err(open) = self.breaker.admit() {
+            return Err(ProviderError::CircuitOpen {
+                provider: self.settings.name.clone(),
+                failures: open.failures,
+                retry_in: open.retry_in,
+            });
+        }
+        let result = self.send_with_retries(req, &url, &body).await;
+        let failed = match &result {
+            Ok(_) => false,
+            Err(ProviderError::Http { status, .. }) => *status >= 500,
+            Err(
+                ProviderError::Timeout { .. }
+                | ProviderError::Transport { .. }
+                | ProviderError::BadResponse { .. },
+            ) => true,
+            Err(_) => false,
+        };
+        self.breaker.record(failed);
+        result
+    }
+
+    async fn send_with_retries(
+        &self,
+        req: &ChatRequest,
+        url: &str,
+        body: &Value,
+    ) -> Result<Completion, ProviderError> {
         let policy = RetryPolicy {
             max_attempts: self.settings.max_retries.saturating_add(1),
             initial_backoff: self.settings.initial_backoff,
@@ -334,14 +449,24 @@ impl Provider {
         let started = Instant::now();
         let mut attempt = 1u32;
         loop {
-            match self.attempt(&url, &body, attempt).await {
+            match self.attempt(url, body, attempt).await {
                 Ok((text, prompt_tokens, completion_tokens)) => {
+                    let estimated = prompt_tokens == 0 && completion_tokens == 0;
+                    let (prompt_tokens, completion_tokens) = if estimated {
+                        (
+                            estimate_tokens(req.chars()),
+                            estimate_tokens(text.chars().count()),
+                        )
+                    } else {
+                        (prompt_tokens, completion_tokens)
+                    };
                     return Ok(Completion {
                         text,
                         prompt_tokens,
                         completion_tokens,
                         latency: started.elapsed(),
                         attempts: attempt,
+                        estimated,
                     });
                 }
                 Err(f) => {

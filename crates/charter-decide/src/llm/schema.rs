@@ -157,12 +157,7 @@ impl AnswerValidator {
     /// Parses and validates one answer. The error lists what is wrong, in a form fit to show
     /// the model in a repair request.
     pub fn parse(&self, text: &str) -> Result<ParsedAnswer, String> {
-        let value = extract_json(text).ok_or_else(|| {
-            format!(
-                "the answer is not a JSON object (it starts with {:?})",
-                text.chars().take(60).collect::<String>()
-            )
-        })?;
+        let value = extract_json(text)?;
         let errors: Vec<String> = self
             .validator
             .iter_errors(&value)
@@ -204,11 +199,14 @@ impl AnswerValidator {
 }
 
 /// The JSON object in a model's answer: the whole text, the inside of a Markdown code fence,
-/// or the span from the first `{` to the last `}`.
-fn extract_json(text: &str) -> Option<Value> {
+/// or the span from the first `{` to the last `}`. The error names the cause and where it
+/// is (line and column in the answer, and the text there), so both the operator and the
+/// repair request learn what to fix.
+fn extract_json(text: &str) -> Result<Value, String> {
     let t = text.trim();
-    if let Ok(v @ Value::Object(_)) = serde_json::from_str(t) {
-        return Some(v);
+    let whole = serde_json::from_str::<Value>(t);
+    if let Ok(v @ Value::Object(_)) = whole {
+        return Ok(v);
     }
     let unfenced = t
         .strip_prefix("```json")
@@ -218,13 +216,87 @@ fn extract_json(text: &str) -> Option<Value> {
     if let Some(inner) = unfenced
         && let Ok(v @ Value::Object(_)) = serde_json::from_str(inner)
     {
-        return Some(v);
+        return Ok(v);
     }
-    let start = t.find('{')?;
-    let end = t.rfind('}')?;
-    match serde_json::from_str(t.get(start..=end)?) {
-        Ok(v @ Value::Object(_)) => Some(v),
-        _ => None,
+    let span = t.find('{').zip(t.rfind('}')).filter(|(s, e)| s < e);
+    let Some((start, end)) = span else {
+        return Err(match whole {
+            Ok(v) => format!(
+                "the answer is not a JSON object: it is a JSON {}",
+                json_type(&v)
+            ),
+            Err(_) => format!(
+                "the answer is not a JSON object: it holds no `{{ ... }}` (it starts with {:?})",
+                t.chars().take(60).collect::<String>()
+            ),
+        });
+    };
+    let inner = &t[start..=end];
+    match serde_json::from_str::<Value>(inner) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(v) => Err(format!(
+            "the answer is not a JSON object: it is a JSON {}",
+            json_type(&v)
+        )),
+        Err(e) => {
+            // serde_json counts lines and columns from 1 within the span; the span starts at
+            // `start` of the trimmed answer.
+            let prefix = &t[..start];
+            let line = e.line() + prefix.matches('\n').count();
+            let column = if e.line() == 1 {
+                prefix.rsplit('\n').next().map_or(0, |l| l.chars().count()) + e.column()
+            } else {
+                e.column()
+            };
+            // A raw line break is reported after it (column 0 of the next line): point at
+            // the end of the line it breaks instead.
+            let (line, column) = if column == 0 && line > 1 {
+                let prev = t.split('\n').nth(line - 2).map_or(0, |l| l.chars().count());
+                (line - 1, prev + 1)
+            } else {
+                (line, column)
+            };
+            Err(format!(
+                "the answer is not a JSON object: {} at line {line} column {column} (near {:?})",
+                json_cause(&e),
+                near(t, line, column)
+            ))
+        }
+    }
+}
+
+/// serde_json's message without its trailing position (given separately).
+fn json_cause(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg,
+    }
+}
+
+/// Up to 20 characters either side of (1-based) `line`, `column` of `t`, on one line.
+fn near(t: &str, line: usize, column: usize) -> String {
+    let Some(l) = t.split('\n').nth(line.saturating_sub(1)) else {
+        return String::new();
+    };
+    let chars: Vec<char> = l.chars().collect();
+    let at = column.saturating_sub(1).min(chars.len());
+    let from = at.saturating_sub(20);
+    let to = (at + 20).min(chars.len());
+    chars[from..to]
+        .iter()
+        .map(|c| if c.is_control() { ' ' } else { *c })
+        .collect()
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
     }
 }
 
@@ -341,5 +413,17 @@ mod tests {
         assert!(e.contains("action"), "undeclared fields are rejected: {e}");
         let e = v.parse("I think it is a bug").unwrap_err();
         assert!(e.contains("not a JSON object"), "{e}");
+    }
+
+    #[test]
+    fn a_raw_newline_in_a_string_is_named_with_its_position() {
+        let e = validator()
+            .parse("{\"label\":\"bug\",\"confidence\":0.8,\"fields\":{},\"reason\":\"two\nlines\"}")
+            .unwrap_err();
+        assert!(e.contains("control character"), "{e}");
+        assert!(e.contains("line 1 column"), "{e}");
+        assert!(e.contains("reason"), "the text near the position: {e}");
+        let e = validator().parse("\"just a string\"").unwrap_err();
+        assert!(e.contains("it is a JSON string"), "{e}");
     }
 }

@@ -15,11 +15,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use charter_core::config::{FieldSpec, FieldType};
+use charter_core::model::EscalationReason;
 use charter_core::template::Template;
 use charter_decide::llm::provider::{ChatRequest, ChatRole, Message, Provider, ProviderError};
 use charter_decide::llm::{
-    ClassifyRequest, DraftRequest, Limits, LlmEngine, MemoryCache, OnExhausted, Price,
-    ProviderKind, ProviderSettings, SchemaMode,
+    ClassifyRequest, DraftRequest, Limits, LlmEngine, MemoryCache, MemoryLedger, OnExhausted,
+    Price, ProviderKind, ProviderSettings, SchemaMode, UsageLedger,
 };
 use serde_json::{Value, json};
 
@@ -189,6 +190,7 @@ struct Case {
     providers: Vec<String>,
     limits: Limits,
     redact: Vec<String>,
+    cache_ttl: Duration,
 }
 
 impl Case {
@@ -204,6 +206,7 @@ impl Case {
             providers: providers.iter().map(|s| s.to_string()).collect(),
             limits: Limits::default(),
             redact: vec![],
+            cache_ttl: Duration::from_secs(3600),
         }
     }
 
@@ -218,6 +221,7 @@ impl Case {
             context: &self.context,
             redact: &self.redact,
             limits: &self.limits,
+            cache_ttl: self.cache_ttl,
         }
     }
 }
@@ -503,8 +507,8 @@ impl charter_decide::llm::UsageLedger for BrokenLedger {
         &'a self,
         _: &'a str,
         _: i64,
-        _: charter_decide::llm::Spend,
-    ) -> charter_decide::llm::CacheFuture<'a, Result<(), String>> {
+        _: charter_decide::llm::SpendDelta,
+    ) -> charter_decide::llm::CacheFuture<'a, Result<charter_decide::llm::Spend, String>> {
         Box::pin(async { Err("database is locked".to_string()) })
     }
 }
@@ -629,16 +633,29 @@ async fn rate_limit_waits_or_escalates() {
     let f = e.classify(&case.request("two")).await.unwrap_err();
     assert!(f.reason.starts_with("rate limit reached"), "{}", f.reason);
     assert_eq!(fake.requests(), 1);
+    assert_eq!(f.kind, EscalationReason::RateLimited);
+    assert_eq!(f.retry_after, None, "escalate does not ask for a retry");
+    // `wait` does not sleep in the engine: it says when the next window opens.
     case.limits.on_exhausted = OnExhausted::Wait;
     case.limits.max_wait = Duration::from_secs(5);
-    let t = Instant::now();
-    e.classify(&case.request("three")).await.unwrap();
+    let f = e.classify(&case.request("three")).await.unwrap_err();
+    assert_eq!(f.kind, EscalationReason::RateLimited);
+    let after = f.retry_after.expect("a retry time under `wait`");
+    assert!(after <= Duration::from_millis(600), "{after:?}");
     assert!(
-        t.elapsed() >= Duration::from_millis(300),
-        "{:?}",
-        t.elapsed()
+        f.reason.contains("retried when the next window opens"),
+        "{}",
+        f.reason
     );
+    assert_eq!(fake.requests(), 1);
+    tokio::time::sleep(after).await;
+    e.classify(&case.request("three")).await.unwrap();
     assert_eq!(fake.requests(), 2);
+    // A window farther away than `max_wait` escalates.
+    case.limits.max_wait = Duration::from_millis(1);
+    let f = e.classify(&case.request("four")).await.unwrap_err();
+    assert_eq!(f.retry_after, None);
+    assert!(f.reason.contains("wait limit"), "{}", f.reason);
 }
 
 #[tokio::test]
@@ -1000,7 +1017,7 @@ async fn real_local_model() {
         };
         assert!(usage.calls >= 1, "{text:?}: no call answered");
         assert!(
-            usage.prompt_tokens > 0 && usage.completion_tokens > 0,
+            usage.prompt_tokens > 0 && usage.completion_tokens > 0 && !usage.tokens_estimated,
             "{text:?}: the response reported no token usage: {usage}"
         );
         per_call_ms.push(usage.latency_ms / u64::from(usage.calls));
@@ -1145,4 +1162,373 @@ fn the_answer_schema_is_compiled_once_per_labels_and_fields() {
             )
             .is_ok()
     );
+}
+
+/// An OpenAI chat-completions response without `usage` (some local servers send none).
+fn openai_without_usage(content: &str) -> Value {
+    let mut v = openai(content);
+    v.as_object_mut().unwrap().remove("usage");
+    v
+}
+
+#[tokio::test]
+async fn each_failure_escalates_with_its_own_reason() {
+    // A dead provider: a port that was bound and released.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut s = settings("default", dead);
+    s.max_retries = 1;
+    let f = engine(vec![s])
+        .classify(&Case::new(&["default"]).request("hello"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        f.kind,
+        EscalationReason::ProviderUnavailable,
+        "{}",
+        f.reason
+    );
+    assert_eq!(f.usage.attempts, 2, "both attempts counted");
+
+    // A slow one: every attempt times out.
+    let (_, slow) = fake_server(vec![
+        Reply::Slow(Duration::from_secs(2), openai(&valid("bug", 0.9))),
+        Reply::Slow(Duration::from_secs(2), openai(&valid("bug", 0.9))),
+    ])
+    .await;
+    let mut s = settings("default", slow);
+    s.timeout = Duration::from_millis(150);
+    s.max_retries = 1;
+    let f = engine(vec![s])
+        .classify(&Case::new(&["default"]).request("hello"))
+        .await
+        .unwrap_err();
+    assert_eq!(f.kind, EscalationReason::Timeout, "{}", f.reason);
+    assert!(
+        f.usage.latency_ms >= 300,
+        "the failed attempts' time is recorded: {} ms",
+        f.usage.latency_ms
+    );
+
+    // An HTTP 500 on every attempt.
+    let (_, broken) = fake_server(vec![
+        Reply::Json(500, json!({"error": "boom"})),
+        Reply::Json(500, json!({"error": "boom"})),
+    ])
+    .await;
+    let mut s = settings("default", broken);
+    s.max_retries = 1;
+    let f = engine(vec![s])
+        .classify(&Case::new(&["default"]).request("hello"))
+        .await
+        .unwrap_err();
+    assert_eq!(f.kind, EscalationReason::ProviderError, "{}", f.reason);
+
+    // A refused address (a loopback endpoint without allow_private): nothing is sent.
+    let (fake, addr) = fake_server(vec![Reply::Json(200, openai(&valid("bug", 0.9)))]).await;
+    let mut s = settings("default", addr);
+    s.allow_private = false;
+    let f = engine(vec![s])
+        .classify(&Case::new(&["default"]).request("hello"))
+        .await
+        .unwrap_err();
+    assert_eq!(f.kind, EscalationReason::RefusedAddress, "{}", f.reason);
+    assert_eq!(fake.requests(), 0);
+
+    // A budget-exhausted charter.
+    let (fake, addr) = fake_server(vec![Reply::Json(200, openai(&valid("bug", 0.9)))]).await;
+    let e = engine(vec![settings("default", addr)]);
+    let mut case = Case::new(&["default"]);
+    case.limits.tokens_per_day = Some(100);
+    e.classify(&case.request("first")).await.unwrap();
+    let f = e.classify(&case.request("second")).await.unwrap_err();
+    assert_eq!(f.kind, EscalationReason::Budget, "{}", f.reason);
+    assert!(f.limited);
+    assert_eq!(fake.requests(), 1);
+
+    // Invalid output twice.
+    let (_, addr) = fake_server(vec![
+        Reply::Json(200, openai("not json")),
+        Reply::Json(200, openai("still not json")),
+    ])
+    .await;
+    let f = engine(vec![settings("default", addr)])
+        .classify(&Case::new(&["default"]).request("hello"))
+        .await
+        .unwrap_err();
+    assert_eq!(f.kind, EscalationReason::InvalidOutput, "{}", f.reason);
+}
+
+#[tokio::test]
+async fn latency_and_attempts_include_a_failed_provider() {
+    let (_, a1) = fake_server(vec![
+        Reply::Slow(Duration::from_millis(400), json!({"error": "x"})),
+        Reply::Slow(Duration::from_millis(400), json!({"error": "x"})),
+    ])
+    .await;
+    let (_, a2) = fake_server(vec![Reply::Json(200, openai(&valid("other", 0.9)))]).await;
+    let mut p1 = settings("default", a1);
+    p1.timeout = Duration::from_millis(150);
+    p1.max_retries = 1;
+    let e = engine(vec![p1, settings("backup", a2)]);
+    let a = e
+        .classify(&Case::new(&["default", "backup"]).request("hello"))
+        .await
+        .unwrap();
+    assert_eq!(a.provider, "backup");
+    assert_eq!(a.usage.attempts, 3, "two failed attempts and one answer");
+    assert!(a.usage.latency_ms >= 300, "{} ms", a.usage.latency_ms);
+    let outcomes: Vec<_> = a
+        .usage
+        .requests
+        .iter()
+        .map(|r| (r.provider.as_str(), r.outcome))
+        .collect();
+    assert_eq!(outcomes, vec![("default", "timeout"), ("backup", "ok")]);
+    let su = a.usage.stage_usage();
+    assert_eq!(su.cache.as_deref(), Some("miss"));
+    assert_eq!(su.attempts, 3);
+}
+
+#[tokio::test]
+async fn a_server_without_usage_is_counted_by_estimate_and_stopped_by_the_budget() {
+    let replies = (0..6)
+        .map(|_| Reply::Json(200, openai_without_usage(&valid("bug", 0.9))))
+        .collect();
+    let (fake, addr) = fake_server(replies).await;
+    let ledger = Arc::new(MemoryLedger::default());
+    let e = engine(vec![settings("default", addr)]).with_ledger(ledger.clone());
+    let mut case = Case::new(&["default"]);
+    case.limits.tokens_per_day = Some(100);
+    let a = e.classify(&case.request("first")).await.unwrap();
+    assert!(a.usage.tokens_estimated);
+    // Characters / 4 of what was sent (system message and prompt) and what came back.
+    let sent: usize = fake.body(0)["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap().chars().count())
+        .sum();
+    assert_eq!(a.usage.prompt_tokens, (sent as u64).div_ceil(4));
+    assert_eq!(
+        a.usage.completion_tokens,
+        (valid("bug", 0.9).chars().count() as u64).div_ceil(4)
+    );
+    assert!(a.usage.tokens() > 100, "the estimate crosses the budget");
+    let spent = ledger
+        .add("triage", charter_decide::llm::utc_day(), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        spent.tokens,
+        a.usage.tokens(),
+        "the ledger holds the estimate"
+    );
+    let f = e.classify(&case.request("second")).await.unwrap_err();
+    assert_eq!(f.kind, EscalationReason::Budget, "{}", f.reason);
+    assert_eq!(fake.requests(), 1, "no request after the budget is spent");
+}
+
+#[tokio::test]
+async fn concurrent_calls_stay_within_the_documented_bound() {
+    let n = 12;
+    let replies = (0..n)
+        .map(|_| Reply::Slow(Duration::from_millis(150), openai(&valid("bug", 0.9))))
+        .collect();
+    let (fake, addr) = fake_server(replies).await;
+    let ledger = Arc::new(MemoryLedger::default());
+    let mut s = settings("default", addr);
+    s.max_tokens = 40;
+    let e = Arc::new(engine(vec![s]).with_ledger(ledger.clone()));
+    let budget = 500;
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let e = e.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut case = Case::new(&["default"]);
+            case.limits.tokens_per_day = Some(budget);
+            let text = format!("ticket {i}");
+            let r = e.classify(&case.request(&text)).await;
+            r.map(|a| a.usage.tokens()).map_err(|f| f.kind)
+        }));
+    }
+    let mut answered = 0u64;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(tokens) => {
+                assert_eq!(tokens, 150);
+                answered += 1;
+            }
+            Err(kind) => assert_eq!(kind, EscalationReason::Budget),
+        }
+    }
+    let spent = ledger
+        .add("triage", charter_decide::llm::utc_day(), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(spent.tokens, answered * 150, "reservations all settled");
+    assert_eq!(
+        fake.requests() as u64,
+        answered,
+        "refused calls sent nothing"
+    );
+    // The bound: the budget plus one call's reservation (prompt estimate + max_tokens), plus
+    // how far the reported prompt tokens (120) exceed the estimate for calls in flight.
+    let body = fake.body(0);
+    let sent: usize = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap().chars().count())
+        .sum();
+    let reservation = (sent as u64).div_ceil(4) + 40;
+    let slack = 120u64.saturating_sub((sent as u64).div_ceil(4)) * answered;
+    assert!(
+        spent.tokens <= budget + reservation + slack,
+        "{} tokens spent against {budget} (reservation {reservation})",
+        spent.tokens
+    );
+    // Without reservations all 12 would have gone (1800 tokens against 500).
+    assert!(answered < n as u64, "{answered} of {n} answered");
+    assert!(answered >= 1);
+}
+
+#[tokio::test]
+async fn a_parse_error_names_the_cause_and_position_and_the_repair_request_carries_it() {
+    let raw_newline = "{\"label\":\"bug\",\"confidence\":0.9,\"fields\":{\"order_id\":\"ORD-1\",\"urgency\":null},\"reason\":\"two\nlines\"}";
+    let (fake, addr) = fake_server(vec![
+        Reply::Json(200, openai(raw_newline)),
+        Reply::Json(200, openai(raw_newline)),
+    ])
+    .await;
+    let e = engine(vec![settings("default", addr)]);
+    let f = e
+        .classify(&Case::new(&["default"]).request("hello"))
+        .await
+        .unwrap_err();
+    assert_eq!(f.kind, EscalationReason::InvalidOutput);
+    assert!(f.reason.contains("control character"), "{}", f.reason);
+    assert!(f.reason.contains("at line 1 column"), "{}", f.reason);
+    let repair = fake.body(1);
+    let last = repair["messages"].as_array().unwrap().last().unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(last.contains("control character"), "{last}");
+    assert!(last.contains("at line 1 column"), "{last}");
+}
+
+#[tokio::test]
+async fn a_dead_primary_opens_its_circuit_and_the_fallback_answers_at_once() {
+    let primary_replies = (0..4)
+        .map(|_| Reply::Json(503, json!({"error": "down"})))
+        .collect();
+    let (primary, a1) = fake_server(primary_replies).await;
+    let backup_replies = (0..6)
+        .map(|_| Reply::Json(200, openai(&valid("other", 0.9))))
+        .collect();
+    let (backup, a2) = fake_server(backup_replies).await;
+    let mut p1 = settings("default", a1);
+    p1.max_retries = 1;
+    p1.breaker_failures = 2;
+    p1.breaker_cool_down = Duration::from_millis(300);
+    let e = engine(vec![p1, settings("backup", a2)]);
+    let case = Case::new(&["default", "backup"]);
+    // Two events pay the primary's two attempts each; then its circuit is open.
+    for text in ["one", "two"] {
+        let a = e.classify(&case.request(text)).await.unwrap();
+        assert_eq!(a.provider, "backup");
+    }
+    assert_eq!(primary.requests(), 4);
+    for text in ["three", "four"] {
+        let a = e.classify(&case.request(text)).await.unwrap();
+        assert_eq!(a.provider, "backup");
+        assert!(
+            a.fallback_notes[0].contains("circuit breaker open"),
+            "{:?}",
+            a.fallback_notes
+        );
+        assert_eq!(a.usage.attempts, 1, "only the backup's attempt");
+    }
+    assert_eq!(primary.requests(), 4, "no request to an open circuit");
+    // After the cool-down one probe goes (it fails: the circuit opens again).
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let a = e.classify(&case.request("five")).await.unwrap();
+    assert_eq!(a.provider, "backup");
+    assert_eq!(primary.requests(), 6, "one probe request with its retry");
+    let a = e.classify(&case.request("six")).await.unwrap();
+    assert!(a.fallback_notes[0].contains("circuit breaker open"));
+    assert_eq!(primary.requests(), 6);
+    assert_eq!(backup.requests(), 6);
+}
+
+#[tokio::test]
+async fn personal_data_in_free_text_never_leaves_the_machine() {
+    let (fake, addr) = fake_server(vec![Reply::Json(200, openai(&valid("billing", 0.9)))]).await;
+    let e = engine(vec![settings("default", addr)]);
+    let mut case = Case::new(&["default"]);
+    case.context["payload"]["customer"]["name"] = json!("Ann Lee <ann.lee@example.test>");
+    let text = "Refund ORD-42 to card 4111-1111-1111-1111 or IBAN GB82 WEST 1234 5698 7654 32; \
+                call me on +44 20 7946 0958";
+    let a = e.classify(&case.request(text)).await.unwrap();
+    let sent = fake.body(0).to_string();
+    for secret in [
+        "ann.lee@example.test",
+        "4111-1111-1111-1111",
+        "GB82 WEST",
+        "7946 0958",
+    ] {
+        assert!(!sent.contains(secret), "{secret} was sent: {sent}");
+    }
+    for placeholder in ["[email]", "[card]", "[iban]", "[phone]"] {
+        assert!(sent.contains(placeholder), "{placeholder}: {sent}");
+    }
+    assert!(sent.contains("ORD-42"), "order numbers stay: {sent}");
+    let counts: Vec<(&str, u32)> = a
+        .usage
+        .redacted
+        .iter()
+        .map(|(k, n)| (k.as_str(), *n))
+        .collect();
+    // Two e-mail addresses: the name's, and `payload.customer.email` (every string of the
+    // context is scanned, used by the template or not).
+    assert_eq!(
+        counts,
+        vec![("card", 1), ("email", 2), ("iban", 1), ("phone", 1)]
+    );
+    assert_eq!(a.usage.stage_usage().redacted.len(), 4);
+}
+
+#[tokio::test]
+async fn the_cache_lifetime_is_the_stages_and_zero_turns_it_off() {
+    let replies = (0..5)
+        .map(|_| Reply::Json(200, openai(&valid("bug", 0.9))))
+        .collect();
+    let (fake, addr) = fake_server(replies).await;
+    let e = engine(vec![settings("default", addr)]);
+    let mut case = Case::new(&["default"]);
+    case.cache_ttl = Duration::from_millis(300);
+    assert!(!e.classify(&case.request("same")).await.unwrap().cached);
+    let hit = e.classify(&case.request("same")).await.unwrap();
+    assert!(hit.cached);
+    assert_eq!(hit.usage.stage_usage().cache.as_deref(), Some("hit"));
+    assert_eq!(fake.requests(), 1);
+    // Expired: asked again.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert!(!e.classify(&case.request("same")).await.unwrap().cached);
+    assert_eq!(fake.requests(), 2);
+    // Zero: the cache is neither read nor written.
+    case.cache_ttl = Duration::ZERO;
+    let a = e.classify(&case.request("same")).await.unwrap();
+    assert!(!a.cached);
+    assert_eq!(a.usage.stage_usage().cache, None);
+    e.classify(&case.request("other")).await.unwrap();
+    case.cache_ttl = Duration::from_secs(60);
+    assert!(
+        !e.classify(&case.request("other")).await.unwrap().cached,
+        "nothing was written with a zero lifetime"
+    );
+    assert_eq!(fake.requests(), 5);
 }

@@ -14,7 +14,9 @@ use std::time::Duration;
 use charter_server::sink::Sink;
 use charter_server::{Role, Runtime, ServeOptions};
 use charter_store::sqlite::SqliteStore;
-use charter_store::{DecisionStore, EXTRA_CONTEXT, EXTRA_DRAFT, EventStore, RunStore};
+use charter_store::{
+    DecisionStore, EXTRA_CONTEXT, EXTRA_DRAFT, EscalationStore, EventStore, RunStore,
+};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -153,6 +155,17 @@ measure:
 
 impl Harness {
     async fn start(charters: &[(&str, String)], files: &[(&str, &str)]) -> Harness {
+        Harness::start_with(charters, files, "", "").await
+    }
+
+    /// [`Harness::start`] with more `worker:` settings and more `providers:` (YAML lines,
+    /// indented by two spaces).
+    async fn start_with(
+        charters: &[(&str, String)],
+        files: &[(&str, &str)],
+        worker: &str,
+        providers: &str,
+    ) -> Harness {
         let dir =
             std::env::temp_dir().join(format!("charter-decision-{}", Uuid::now_v7().simple()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -173,11 +186,13 @@ impl Harness {
                 r#"worker:
   lease: 2s
   poll_interval: 50ms
+{worker}
 connectors:
   helpdesk: {{ type: http, base_url: "http://{sink_addr}", timeout: 2s, allow_private: true }}
   crm: {{ type: http, base_url: "{crm_url}", auth: {{ bearer: file:secrets/crm }}, timeout: 2s, allow_private: true }}
 providers:
   local: {{ type: openai, base_url: "{llm_url}", model: tiny-test, timeout: 5s, max_retries: 0, allow_private: true, price: {{ input_per_mtok: 1, output_per_mtok: 2 }} }}
+{providers}
 "#
             ),
         );
@@ -753,4 +768,314 @@ async fn an_llm_rate_limit_holds_across_nodes() {
         1,
         "one model call in the window"
     );
+}
+
+/// A model server that answers every request with `status` after `delay`.
+async fn failing_model(status: u16, delay: Duration, shutdown: CancellationToken) -> String {
+    let app = axum::Router::new().fallback(move || async move {
+        tokio::time::sleep(delay).await;
+        (
+            axum::http::StatusCode::from_u16(status).unwrap(),
+            axum::Json(json!({"error": "stand-in failure"})),
+        )
+    });
+    serve(app, shutdown).await + "/v1"
+}
+
+/// A charter whose one `llm` stage asks `provider` with `limits` (inline YAML keys).
+fn llm_charter(name: &str, provider: &str, limits: &str) -> String {
+    charter(
+        name,
+        &format!(
+            "decide:\n  labels: [billing, other]\n  stages:\n    - llm: {{ provider: {provider}, prompt: prompts/triage.md, accept_above: 0.5{limits} }}\n  otherwise: escalate"
+        ),
+        "routes:\n  - when: \"true\"\n    do: [note]\nactions:\n  note:\n    log: \"{{ decision.label }}\"\n    approval: auto",
+        "",
+    )
+}
+
+async fn metrics_text(h: &Harness) -> String {
+    h.http
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn timeline(h: &Harness, id: Uuid) -> Value {
+    h.http
+        .get(format!("{}/api/v1/events/{id}/timeline", h.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_failures_escalate_with_typed_reasons_and_usage_is_recorded() {
+    let shutdown = CancellationToken::new();
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let slow = failing_model(200, Duration::from_secs(3), shutdown.clone()).await;
+    let broken = failing_model(500, Duration::ZERO, shutdown.clone()).await;
+    let providers = format!(
+        "  dead: {{ type: openai, base_url: \"http://{dead}/v1\", model: m, timeout: 2s, max_retries: 1, allow_private: true }}\n  \
+         slow: {{ type: openai, base_url: \"{slow}\", model: m, timeout: 200ms, max_retries: 0, allow_private: true }}\n  \
+         broken: {{ type: openai, base_url: \"{broken}\", model: m, timeout: 2s, max_retries: 0, allow_private: true }}"
+    );
+    let h = Harness::start_with(
+        &[
+            ("c-dead", llm_charter("c-dead", "dead", "")),
+            ("c-slow", llm_charter("c-slow", "slow", "")),
+            ("c-broken", llm_charter("c-broken", "broken", "")),
+            (
+                "c-budget",
+                llm_charter(
+                    "c-budget",
+                    "local",
+                    ", budget: { tokens_per_day: 100, on_exhausted: escalate }",
+                ),
+            ),
+        ],
+        &[("prompts/triage.md", "Classify: {{ text }}")],
+        "",
+        &providers,
+    )
+    .await;
+    let mut escalated = Vec::new();
+    for c in ["c-dead", "c-slow", "c-broken"] {
+        let id = h.send(c, json!({"subject": "refund order 1"})).await;
+        h.wait(id, "waiting").await;
+        escalated.push((c, id));
+    }
+    let first = h
+        .send("c-budget", json!({"subject": "refund order 1"}))
+        .await;
+    let run = h.wait(first, "done").await;
+    // The answered stage carries its usage as fields.
+    let stage = &run.decision.unwrap().stages[0];
+    let u = stage.usage.clone().expect("usage on the llm stage");
+    assert_eq!((u.calls, u.attempts), (1, 1));
+    assert_eq!((u.prompt_tokens, u.completion_tokens), (50, 12));
+    assert!(!u.tokens_estimated);
+    assert!((u.cost - (50.0 + 24.0) / 1e6).abs() < 1e-12, "{u:?}");
+    assert_eq!(u.cache.as_deref(), Some("miss"));
+    // 62 tokens a call: the second crosses the 100-token budget, the third is refused.
+    let second = h
+        .send("c-budget", json!({"subject": "refund order 2"}))
+        .await;
+    h.wait(second, "done").await;
+    let third = h
+        .send("c-budget", json!({"subject": "refund order 3"}))
+        .await;
+    h.wait(third, "waiting").await;
+    escalated.push(("c-budget", third));
+
+    let want = [
+        ("c-dead", "provider_unavailable"),
+        ("c-slow", "timeout"),
+        ("c-broken", "provider_error"),
+        ("c-budget", "budget"),
+    ];
+    let all = h
+        .store
+        .list_escalations(charter_store::EscalationFilter::default())
+        .await
+        .unwrap();
+    for (c, reason) in want {
+        let e: Vec<_> = all.iter().filter(|e| e.charter == c).collect();
+        assert_eq!(e.len(), 1, "{c}: {all:?}");
+        assert_eq!(e[0].reason, reason, "{c}: {:?}", e[0].detail);
+    }
+    // The decision records the reason and what the failed stage used, in the API too.
+    let (_, dead_id) = escalated[0];
+    let t = timeline(&h, dead_id).await;
+    let d = &t["runs"][0]["decision"];
+    assert_eq!(d["escalation"], "provider_unavailable", "{t}");
+    let u = &d["stages"][0]["usage"];
+    assert_eq!(u["attempts"], 2, "both attempts of the dead provider: {u}");
+    assert_eq!(u["calls"], 0);
+    assert_documented("TimelineRun", &t["runs"][0]);
+    let (_, slow_id) = escalated[1];
+    let t = timeline(&h, slow_id).await;
+    let latency = t["runs"][0]["decision"]["stages"][0]["usage"]["latency_ms"]
+        .as_u64()
+        .unwrap();
+    assert!(latency >= 200, "the timed-out attempt counts: {latency} ms");
+    assert_documented("TimelineRun", &t["runs"][0]);
+
+    // Metrics: escalations by typed reason, request durations by provider and outcome, the
+    // cache's misses.
+    let m = metrics_text(&h).await;
+    for (c, reason) in want {
+        assert!(
+            m.contains(&format!(
+                "charter_escalations_total{{charter=\"{c}\",reason=\"{reason}\"}} 1"
+            )),
+            "{c} {reason}:\n{m}"
+        );
+    }
+    for (provider, outcome) in [
+        ("dead", "provider_unavailable"),
+        ("slow", "timeout"),
+        ("broken", "provider_error"),
+        ("local", "ok"),
+    ] {
+        let n = if provider == "local" { 2 } else { 1 };
+        assert!(
+            m.contains(&format!(
+                "charter_llm_request_duration_seconds_count{{provider=\"{provider}\",outcome=\"{outcome}\"}} {n}"
+            )),
+            "{provider} {outcome}:\n{m}"
+        );
+    }
+    assert!(
+        m.contains("charter_llm_cache_total{result=\"miss\"} 6"),
+        "{m}"
+    );
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_charter_waits_outside_the_worker_slots() {
+    let h = Harness::start_with(
+        &[
+            (
+                "rated",
+                llm_charter(
+                    "rated",
+                    "local",
+                    ", rate_limit: 1, budget: { on_exhausted: wait, max_wait: 120s }",
+                ),
+            ),
+            ("free", llm_charter("free", "local", "")),
+        ],
+        &[("prompts/triage.md", "Classify: {{ text }}")],
+        // Two slots: two events sleeping in them would stop every other charter.
+        "  concurrency: 2",
+        "",
+    )
+    .await;
+    let mut rated = Vec::new();
+    for i in 0..3 {
+        rated.push(
+            h.send("rated", json!({"subject": format!("refund {i}")}))
+                .await,
+        );
+    }
+    // Every rated event has had its run: one decided, two put back until the window opens.
+    let mut waiting = 0;
+    for id in &rated {
+        let mut runs = Vec::new();
+        for _ in 0..300 {
+            runs = h.store.runs_for_event(*id).await.unwrap();
+            if runs.iter().any(|r| r.finished_at.is_some()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let r = runs.last().expect("a run");
+        if r.outcome == Some(charter_core::model::RunOutcome::Failed) {
+            let err = r.error.clone().unwrap_or_default();
+            assert!(err.contains("retried when the next window opens"), "{err}");
+            waiting += 1;
+        }
+    }
+    assert_eq!(waiting, 2, "two events wait for the next window");
+    // The free charter's events are decided while the others wait.
+    for i in 0..4 {
+        let id = h
+            .send("free", json!({"subject": format!("invoice {i}")}))
+            .await;
+        let run = h.wait(id, "done").await;
+        assert_eq!(run.decision.unwrap().label.as_deref(), Some("billing"));
+    }
+    // The waiting events were not retried before their time and nothing escalated.
+    for id in &rated {
+        assert_eq!(h.store.runs_for_event(*id).await.unwrap().len(), 1);
+    }
+    let escalations = h
+        .store
+        .list_escalations(charter_store::EscalationFilter::default())
+        .await
+        .unwrap();
+    assert!(escalations.is_empty(), "{escalations:?}");
+    assert_eq!(
+        h.seen.lock().unwrap().len(),
+        5,
+        "one rated and four free calls"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draft_refused_by_the_budget_escalates() {
+    let c = charter(
+        "replies",
+        "decide:\n  labels: [billing, other]\n  stages:\n    - rules:\n        - { when: 'true', label: billing }\n    - llm: { provider: local, prompt: prompts/triage.md, accept_above: 0.5, budget: { tokens_per_day: 100, on_exhausted: escalate } }\n  otherwise: other",
+        r#"routes:
+  - when: decision.label == "billing"
+    do: [reply]
+actions:
+  reply:
+    connector: helpdesk
+    draft: { prompt: prompts/reply.md, provider: local }
+    request:
+      method: POST
+      path: "/api/tickets/{{ payload.id }}/comments"
+      json: { body: "{{ draft }}" }
+    approval: auto
+    measure: done"#,
+        "",
+    );
+    let h = Harness::start(
+        &[("replies", c)],
+        &[
+            ("prompts/triage.md", "Classify: {{ text }}"),
+            ("prompts/reply.md", "Reply to: {{ text }}"),
+        ],
+    )
+    .await;
+    // 62 tokens a draft: the second crosses the 100-token budget.
+    for i in 1..=2 {
+        let id = h
+            .send("replies", json!({"id": i, "subject": "refund"}))
+            .await;
+        h.wait(id, "done").await;
+    }
+    let third = h
+        .send("replies", json!({"id": 3, "subject": "refund"}))
+        .await;
+    let run = h.wait(third, "waiting").await;
+    assert_eq!(
+        run.outcome,
+        Some(charter_core::model::RunOutcome::Escalated),
+        "{run:#?}"
+    );
+    assert!(
+        run.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("budget exhausted"),
+        "{run:#?}"
+    );
+    let e = h
+        .store
+        .list_escalations(charter_store::EscalationFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].reason, "budget");
+    assert_eq!(
+        h.seen.lock().unwrap().len(),
+        2,
+        "no draft request past the budget"
+    );
+    assert_eq!(h.sink.received().len(), 2);
 }

@@ -61,6 +61,28 @@ impl DecisionStore for PgStore {
             .map_err(db("adding to the LLM spend"))?;
         to_spend(&row)
     }
+    async fn adjust_llm_spend(
+        &self,
+        charter: &str,
+        day: i64,
+        tokens: i64,
+        cost: f64,
+    ) -> Result<LlmSpend> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "INSERT INTO llm_spend (charter, day, tokens, cost)
+                     VALUES ($1, $2, GREATEST(0, $3::BIGINT), GREATEST(0, $4::DOUBLE PRECISION))
+                 ON CONFLICT (charter, day) DO UPDATE SET
+                     tokens = GREATEST(0, llm_spend.tokens + $3::BIGINT),
+                     cost = GREATEST(0, llm_spend.cost + $4::DOUBLE PRECISION)
+                 RETURNING tokens, cost",
+                &[&charter, &day, &tokens, &cost],
+            )
+            .await
+            .map_err(db("adjusting the LLM spend"))?;
+        to_spend(&row)
+    }
     async fn cache_get(&self, key: &str, now: UnixMillis) -> Result<Option<String>> {
         let client = self.client().await?;
         let row = client

@@ -84,6 +84,29 @@ impl DecisionStore for SqliteStore {
             })
             .await
     }
+    async fn adjust_llm_spend(
+        &self,
+        charter: &str,
+        day: i64,
+        tokens: i64,
+        cost: f64,
+    ) -> Result<LlmSpend> {
+        let charter = charter.to_string();
+        self.writer()?
+            .submit_atomic(move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO llm_spend (charter, day, tokens, cost)
+                         VALUES (?1, ?2, max(0, ?3), max(0.0, ?4))
+                     ON CONFLICT (charter, day) DO UPDATE SET
+                         tokens = max(0, tokens + ?3),
+                         cost = max(0.0, cost + ?4)
+                     RETURNING tokens, cost",
+                )
+                .and_then(|mut s| s.query_row(params![charter, day, tokens, cost], spend_row))
+                .map_err(db("adjusting the LLM spend"))
+            })
+            .await
+    }
     async fn cache_get(&self, key: &str, now: UnixMillis) -> Result<Option<String>> {
         let key = key.to_string();
         self.read(move |conn| {
