@@ -667,9 +667,13 @@ fn draft_limits(charter: &Charter) -> Limits {
 pub struct DraftError {
     /// The run's message.
     pub message: String,
-    /// The charter's LLM budget or rate limit refused the draft: the event escalates with
-    /// this reason (`on_exhausted`; a draft does not wait) instead of the run failing.
+    /// The charter's LLM budget or rate limit refused the draft: under `on_exhausted:
+    /// escalate` (or a window beyond `max_wait`) the event escalates with this reason
+    /// instead of the run failing.
     pub escalate: Option<EscalationReason>,
+    /// Under `on_exhausted: wait`: how long until the limit's next window; the event is
+    /// tried again then (the worker slot is freed meanwhile).
+    pub wait: Option<Duration>,
 }
 
 impl DraftError {
@@ -677,6 +681,7 @@ impl DraftError {
         DraftError {
             message,
             escalate: None,
+            wait: None,
         }
     }
 }
@@ -787,15 +792,17 @@ pub async fn draft_for_action<S: Store>(
             if !unavailable.is_empty() {
                 reason.push_str(&format!(" ({})", unavailable.join("; ")));
             }
-            // The charter's own budget or rate limit: `on_exhausted` applies (a draft does
-            // not wait: it escalates).
-            let escalate = f.limited;
+            // The charter's own budget or rate limit: `on_exhausted` applies (wait until
+            // the next window, or escalate).
+            let wait = if f.limited { f.retry_after } else { None };
+            let escalate = f.limited && wait.is_none();
             Err(DraftError {
                 message: format!(
                     "action `{action}`: the draft could not be written: {reason}; {}",
                     f.usage
                 ),
                 escalate: escalate.then_some(f.kind),
+                wait,
             })
         }
     }

@@ -641,6 +641,18 @@ async fn act_in_order<S: Store>(
             }
             ActStep::Escalated(msg) => (RunOutcome::Escalated, EventStatus::Waiting, msg),
             ActStep::Rejected(msg) => (RunOutcome::Rejected, EventStatus::Done, msg),
+            ActStep::DraftWait { after, message } => {
+                finish_run(
+                    pending,
+                    run_id,
+                    None,
+                    RunOutcome::Failed,
+                    Some(format!(
+                        "{message}; the event is tried again when the limit's window opens"
+                    )),
+                );
+                return Err(RunError::RetryLater(after));
+            }
             ActStep::DraftRefused { reason, message } => {
                 let detail = json!({
                     "payload": event.payload,
@@ -717,6 +729,12 @@ enum ActStep {
     /// escalated with this reason (the limit's `on_exhausted`), the run does not fail.
     DraftRefused {
         reason: charter_core::model::EscalationReason,
+        message: String,
+    },
+    /// The charter's rate limit or budget refused the draft under `on_exhausted: wait`:
+    /// the run ends and the event is tried again after `after` (its slot freed meanwhile).
+    DraftWait {
+        after: Duration,
         message: String,
     },
 }
@@ -1158,6 +1176,12 @@ async fn act<S: Store>(
                     &drafted
                 }
                 Err(e) => {
+                    if let Some(after) = e.wait {
+                        return Ok(ActStep::DraftWait {
+                            after,
+                            message: e.message,
+                        });
+                    }
                     return Ok(match e.escalate {
                         Some(reason) => ActStep::DraftRefused {
                             reason,

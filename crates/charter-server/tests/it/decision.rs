@@ -1079,3 +1079,85 @@ actions:
     );
     assert_eq!(h.sink.received().len(), 2);
 }
+
+/// A draft refused by the rate limit under `on_exhausted: wait` does not escalate: the run
+/// ends, the event stays leased until the limit's next window (tried again then), and no
+/// draft request is made past the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draft_refused_by_the_rate_limit_waits_under_wait() {
+    let c = charter(
+        "replies",
+        "decide:\n  labels: [billing, other]\n  stages:\n    - rules:\n        - { when: 'true', label: billing }\n    - llm: { provider: local, prompt: prompts/triage.md, accept_above: 0.5, rate_limit: 1, budget: { tokens_per_day: 100000, on_exhausted: wait, max_wait: 120s } }\n  otherwise: other",
+        r#"routes:
+  - when: decision.label == "billing"
+    do: [reply]
+actions:
+  reply:
+    connector: helpdesk
+    draft: { prompt: prompts/reply.md, provider: local }
+    request:
+      method: POST
+      path: "/api/tickets/{{ payload.id }}/comments"
+      json: { body: "{{ draft }}" }
+    approval: auto
+    measure: done"#,
+        "",
+    );
+    let h = Harness::start(
+        &[("replies", c)],
+        &[
+            ("prompts/triage.md", "Classify: {{ text }}"),
+            ("prompts/reply.md", "Reply to: {{ text }}"),
+        ],
+    )
+    .await;
+    let first = h
+        .send("replies", json!({"id": 1, "subject": "refund"}))
+        .await;
+    h.wait(first, "done").await;
+    let second = h
+        .send("replies", json!({"id": 2, "subject": "refund"}))
+        .await;
+    let mut ended = None;
+    for _ in 0..200 {
+        let runs = h.store.runs_for_event(second).await.unwrap();
+        if let Some(r) = runs.last()
+            && r.finished_at.is_some()
+        {
+            ended = Some(r.clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let run = ended.expect("the second event's run ended");
+    assert_eq!(
+        run.outcome,
+        Some(charter_core::model::RunOutcome::Failed),
+        "{run:#?}"
+    );
+    assert!(
+        run.error.as_deref().unwrap_or("").contains("tried again"),
+        "{run:#?}"
+    );
+    let e = h.store.get_event(second).await.unwrap().unwrap();
+    assert_eq!(
+        e.status.as_str(),
+        "processing",
+        "held until the window: {e:?}"
+    );
+    let escalations = h
+        .store
+        .list_escalations(charter_store::EscalationFilter::default())
+        .await
+        .unwrap();
+    assert!(
+        escalations.is_empty(),
+        "a wait is not an escalation: {escalations:?}"
+    );
+    assert_eq!(
+        h.seen.lock().unwrap().len(),
+        1,
+        "no draft request past the rate limit"
+    );
+    assert_eq!(h.sink.received().len(), 1);
+}
