@@ -85,10 +85,12 @@ pub struct EvalArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
-    /// A previous `--json` report: exit 1 when accuracy dropped by more than --tolerance.
+    /// A previous `--json` report of the same stage on the same cases (checked by the
+    /// cases' digest; a baseline from other cases is refused): exit 1 when accuracy or
+    /// out-of-scope recall dropped, or the abstention rate rose, by more than --tolerance.
     #[arg(long)]
     pub baseline: Option<PathBuf>,
-    /// Allowed accuracy drop against --baseline (absolute, e.g. 0.01 = one point).
+    /// Allowed change against --baseline (absolute, e.g. 0.01 = one point).
     #[arg(long, default_value_t = 0.01)]
     pub tolerance: f64,
 }
@@ -109,6 +111,42 @@ struct Outcome {
     confidence: f64,
     /// The stage (or cascade) decided; otherwise it abstained or escalated.
     kept: bool,
+    /// The answer of every stage consulted: (stage name, label, accepted).
+    stages: Vec<(&'static str, Option<String>, bool)>,
+}
+
+/// Figures of one stage over the cases that reached it.
+#[derive(Default, Clone)]
+struct StageFigures {
+    consulted: usize,
+    decided: usize,
+    correct: usize,
+}
+
+fn stage_key(s: charter_core::model::DecisionStage) -> &'static str {
+    use charter_core::model::DecisionStage as D;
+    match s {
+        D::Rule => "rule",
+        D::Embedded => "embedded",
+        D::Llm => "llm",
+        D::Human => "human",
+        D::Default => "default",
+        D::None => "none",
+    }
+}
+
+/// The `q`-quantile (0..=1) of sorted values (nearest rank), 0 when empty.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
 }
 
 fn read_cases(path: &Path) -> Result<Vec<charter_decide::Example>, String> {
@@ -145,6 +183,10 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
     let known: Vec<String>;
     let accept_above: Option<f64>;
     let started = Instant::now();
+    // Time per decision, in microseconds, measured around each decision only (loading or
+    // training the model and reading the cases are not included).
+    let mut latencies: Vec<f64> = Vec::with_capacity(cases.len());
+    let setup_seconds: f64;
     match args.stage.as_str() {
         "embedded" => {
             let stage = models::embedded_stage(&c)
@@ -155,10 +197,15 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
                 "evaluating {} case(s) with the embedded stage ...",
                 cases.len()
             );
+            setup_seconds = started.elapsed().as_secs_f64();
             for (i, case) in cases.iter().enumerate() {
+                let t0 = Instant::now();
                 let p = model.predict(&case.text);
+                latencies.push(t0.elapsed().as_secs_f64() * 1e6);
+                let kept = p.confidence >= stage.accept_above;
                 outcomes.push(Outcome {
-                    kept: p.confidence >= stage.accept_above,
+                    kept,
+                    stages: vec![("embedded", Some(p.label.clone()), kept)],
                     label: p.label,
                     confidence: p.confidence,
                 });
@@ -194,8 +241,10 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
                 "evaluating {} case(s) with the {stage_name} stage (configured providers) ...",
                 cases.len()
             );
+            setup_seconds = started.elapsed().as_secs_f64();
             for (i, case) in cases.iter().enumerate() {
                 let ctx = case_context(&args.charter, &case.text);
+                let t0 = Instant::now();
                 let o = match (stage_name, &llm_stage) {
                     ("llm", Some(stage)) => {
                         let (result, _) = charter_server::decide::ask_llm_stage(
@@ -210,8 +259,10 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
                         match result {
                             Ok(a) => {
                                 add(&mut usage, &a.usage);
+                                let kept = a.confidence >= stage.accept_above;
                                 Outcome {
-                                    kept: a.confidence >= stage.accept_above,
+                                    kept,
+                                    stages: vec![("llm", Some(a.label.clone()), kept)],
                                     label: a.label,
                                     confidence: a.confidence,
                                 }
@@ -226,6 +277,7 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
                                     label: "(no answer)".into(),
                                     confidence: 0.0,
                                     kept: false,
+                                    stages: vec![("llm", None, false)],
                                 }
                             }
                         }
@@ -243,13 +295,24 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
                         add(&mut usage, &u);
                         use charter_core::model::DecisionStage as D;
                         let decided = matches!(d.stage, D::Rule | D::Embedded | D::Llm);
+                        let mut stages: Vec<(&'static str, Option<String>, bool)> = d
+                            .stages
+                            .iter()
+                            .map(|a| (stage_key(a.stage), a.label.clone(), a.accepted))
+                            .collect();
+                        if matches!(d.stage, D::Default | D::None) {
+                            // The cascade's own outcome when no stage was sure.
+                            stages.push((stage_key(d.stage), d.label.clone(), true));
+                        }
                         Outcome {
                             kept: decided && d.label.is_some(),
                             label: d.label.unwrap_or_else(|| "(escalated)".into()),
                             confidence: d.confidence,
+                            stages,
                         }
                     }
                 };
+                latencies.push(t0.elapsed().as_secs_f64() * 1e6);
                 outcomes.push(o);
                 progress.tick(i + 1);
             }
@@ -259,7 +322,6 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
                 .map(|s| s.accept_above);
         }
     }
-    let took = started.elapsed();
     let predictions: Vec<(String, f64)> = outcomes
         .iter()
         .map(|o| (o.label.clone(), o.confidence))
@@ -274,6 +336,79 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
         .count();
     let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     let n = cases.len();
+    // Per stage, in the order first consulted: how many cases reached it, how many it
+    // decided, how many of those rightly, how many it passed on.
+    let mut order: Vec<&'static str> = Vec::new();
+    let mut figures: std::collections::HashMap<&'static str, StageFigures> = Default::default();
+    for (c, o) in cases.iter().zip(&outcomes) {
+        // A stage may leave several answers for one case (a rule that could not be
+        // evaluated, then "no rule matched"): count it once, as deciding if any was accepted.
+        let mut seen: Vec<&'static str> = Vec::new();
+        for (name, _, _) in &o.stages {
+            if seen.contains(name) {
+                continue;
+            }
+            seen.push(name);
+            if !order.contains(name) {
+                order.push(name);
+            }
+            let accepted = o
+                .stages
+                .iter()
+                .find(|(n, _, a)| n == name && *a)
+                .map(|(_, l, _)| l.as_deref());
+            let f = figures.entry(name).or_default();
+            f.consulted += 1;
+            if let Some(label) = accepted {
+                f.decided += 1;
+                if label == Some(c.label.as_str()) {
+                    f.correct += 1;
+                }
+            }
+        }
+    }
+    let per_stage: Vec<Value> = order
+        .iter()
+        .map(|name| {
+            let f = figures.get(name).cloned().unwrap_or_default();
+            json!({
+                "stage": name,
+                "consulted": f.consulted,
+                "decided": f.decided,
+                "correct": f.correct,
+                "accuracy": if f.decided == 0 { Value::Null } else { json!(ratio(f.correct, f.decided)) },
+                "abstained": f.consulted - f.decided,
+            })
+        })
+        .collect();
+    // Out of scope: cases whose label is not one the stage can give. Recall = share of
+    // them not decided (escalated or abstained).
+    let in_scope: Vec<bool> = cases.iter().map(|c| known.contains(&c.label)).collect();
+    let n_in = in_scope.iter().filter(|b| **b).count();
+    let n_oos = n - n_in;
+    let in_kept_correct = cases
+        .iter()
+        .zip(&outcomes)
+        .zip(&in_scope)
+        .filter(|((c, o), ins)| **ins && o.kept && o.label == c.label)
+        .count();
+    let in_kept = outcomes
+        .iter()
+        .zip(&in_scope)
+        .filter(|(o, ins)| **ins && o.kept)
+        .count();
+    let oos_escalated = outcomes
+        .iter()
+        .zip(&in_scope)
+        .filter(|(o, ins)| !**ins && !o.kept)
+        .count();
+    let mut sorted = latencies.clone();
+    sorted.sort_by(f64::total_cmp);
+    let mean_latency = if sorted.is_empty() {
+        0.0
+    } else {
+        sorted.iter().sum::<f64>() / sorted.len() as f64
+    };
     let out = json!({
         "charter": args.charter,
         "stage": args.stage,
@@ -291,7 +426,17 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
         "tokens": usage.tokens(),
         "cost": usage.cost,
         "llm_latency_ms": usage.latency_ms,
-        "mean_latency_us": if n == 0 { 0.0 } else { took.as_secs_f64() * 1e6 / n as f64 },
+        "cases_digest": charter_decide::examples_digest(&cases),
+        "per_stage": per_stage,
+        "in_scope_cases": n_in,
+        "out_of_scope_cases": n_oos,
+        "in_scope_kept_correct": if n_in == 0 { Value::Null } else { json!(ratio(in_kept_correct, n_in)) },
+        "in_scope_coverage": if n_in == 0 { Value::Null } else { json!(ratio(in_kept, n_in)) },
+        "out_of_scope_recall": if n_oos == 0 { Value::Null } else { json!(ratio(oos_escalated, n_oos)) },
+        "setup_seconds": setup_seconds,
+        "mean_latency_us": mean_latency,
+        "p50_latency_us": quantile(&sorted, 0.5),
+        "p99_latency_us": quantile(&sorted, 0.99),
     });
     if args.json {
         println!("{out}");
@@ -299,26 +444,76 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
         print_report(&report, &out);
     }
     if let Some(b) = &args.baseline {
+        let shown = b.display();
         let base: Value = serde_json::from_str(
-            &std::fs::read_to_string(b).map_err(|e| format!("cannot read {}: {e}", b.display()))?,
+            &std::fs::read_to_string(b).map_err(|e| format!("cannot read {shown}: {e}"))?,
         )
-        .map_err(|e| format!("{}: not a JSON report: {e}", b.display()))?;
-        let base_acc = base["accuracy"]
-            .as_f64()
-            .ok_or_else(|| format!("{}: no `accuracy` field", b.display()))?;
-        if report.accuracy + args.tolerance < base_acc {
-            eprintln!(
-                "regression: accuracy {:.4} is below the baseline {:.4} by more than {}",
-                report.accuracy, base_acc, args.tolerance
-            );
-            return Ok(ExitCode::from(1));
-        }
-        eprintln!(
-            "accuracy {:.4} vs baseline {:.4}: within tolerance",
-            report.accuracy, base_acc
-        );
+        .map_err(|e| format!("{shown}: not a JSON report: {e}"))?;
+        return Ok(check_baseline(
+            &base,
+            &out,
+            &shown.to_string(),
+            args.tolerance,
+        ));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Compare a report with a baseline report: refuse a baseline from other cases or another
+/// stage, then gate accuracy, abstention rate and out-of-scope recall.
+fn check_baseline(base: &Value, out: &Value, shown: &str, tolerance: f64) -> ExitCode {
+    let digest = out["cases_digest"].as_str().unwrap_or_default();
+    match base["cases_digest"].as_str() {
+        Some(d) if d == digest => {}
+        Some(d) => {
+            eprintln!(
+                "error: {shown}: the baseline was measured on other cases (cases_digest {d}, these cases {digest}); record a new baseline on these cases"
+            );
+            return ExitCode::from(1);
+        }
+        None => {
+            eprintln!(
+                "error: {shown}: the baseline has no `cases_digest`, so it cannot be shown to come from these cases; record a new baseline with `charter eval --json`"
+            );
+            return ExitCode::from(1);
+        }
+    }
+    if base["stage"] != out["stage"] {
+        eprintln!(
+            "error: {shown}: the baseline evaluated stage {}, this run {}",
+            base["stage"], out["stage"]
+        );
+        return ExitCode::from(1);
+    }
+    let mut failed = false;
+    // (field, higher is better)
+    for (field, higher_better) in [
+        ("accuracy", true),
+        ("abstention_rate", false),
+        ("out_of_scope_recall", true),
+    ] {
+        let (Some(now), Some(then)) = (out[field].as_f64(), base[field].as_f64()) else {
+            continue;
+        };
+        let worse = if higher_better {
+            now + tolerance < then
+        } else {
+            now > then + tolerance
+        };
+        if worse {
+            eprintln!(
+                "regression: {field} {now:.4} vs the baseline {then:.4}: worse by more than {tolerance}"
+            );
+            failed = true;
+        } else {
+            eprintln!("{field} {now:.4} vs baseline {then:.4}: within tolerance");
+        }
+    }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn add(total: &mut charter_decide::llm::Usage, u: &charter_decide::llm::Usage) {
@@ -340,9 +535,40 @@ fn print_report(r: &EvalReport, out: &Value) {
         out["accept_above"],
         out["accuracy_on_kept"].as_f64().unwrap_or(0.0)
     );
+    if let Some(r) = out["out_of_scope_recall"].as_f64() {
+        println!(
+            "out of scope {} case(s), recall {:.4}; in scope kept-and-correct {:.4}, coverage {:.4}",
+            out["out_of_scope_cases"],
+            r,
+            out["in_scope_kept_correct"].as_f64().unwrap_or(0.0),
+            out["in_scope_coverage"].as_f64().unwrap_or(0.0),
+        );
+    }
+    if let Some(stages) = out["per_stage"].as_array() {
+        println!("stage        consulted  decided  correct  accuracy  abstained");
+        for st in stages {
+            println!(
+                "{:<12} {:>9}  {:>7}  {:>7}  {:>8}  {:>9}",
+                st["stage"].as_str().unwrap_or("?"),
+                st["consulted"],
+                st["decided"],
+                st["correct"],
+                st["accuracy"]
+                    .as_f64()
+                    .map_or_else(|| "-".to_string(), |a| format!("{a:.4}")),
+                st["abstained"],
+            );
+        }
+    }
     println!(
-        "latency      {:.1} us mean per case; llm calls {}, tokens {} ({} prompt + {} completion), cost {:.6}, {} ms in model calls",
+        "setup        {:.3} s loading or training (not in the latency)",
+        out["setup_seconds"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "latency      {:.1} us mean, {:.1} us p50, {:.1} us p99 per decision; llm calls {}, tokens {} ({} prompt + {} completion), cost {:.6}, {} ms in model calls",
         out["mean_latency_us"].as_f64().unwrap_or(0.0),
+        out["p50_latency_us"].as_f64().unwrap_or(0.0),
+        out["p99_latency_us"].as_f64().unwrap_or(0.0),
         out["llm_calls"],
         out["tokens"],
         out["prompt_tokens"],
