@@ -93,6 +93,57 @@ pub struct EvalArgs {
     /// Allowed change against --baseline (absolute, e.g. 0.01 = one point).
     #[arg(long, default_value_t = 0.01)]
     pub tolerance: f64,
+    /// Suggest the highest `accept_above` that still decides at least this share of the
+    /// cases (0 to 1; `embedded` and `llm` stages).
+    #[arg(long, conflicts_with_all = ["target_escalation", "target_oos_recall"])]
+    pub target_coverage: Option<f64>,
+    /// Suggest the lowest `accept_above` that escalates at least this share of the cases.
+    #[arg(long, conflicts_with = "target_oos_recall")]
+    pub target_escalation: Option<f64>,
+    /// Suggest the lowest `accept_above` that escalates at least this share of the
+    /// out-of-scope cases (cases labelled with a label the stage cannot give).
+    #[arg(long)]
+    pub target_oos_recall: Option<f64>,
+}
+
+/// Which target `--target-*` asked for.
+#[derive(Clone, Copy)]
+enum Target {
+    Coverage(f64),
+    Escalation(f64),
+    OosRecall(f64),
+}
+
+/// The `accept_above` meeting `target` over `(confidence, in scope, right)` cases, or None
+/// when no threshold does. Candidate thresholds are the cases' confidences (and 0).
+fn pick_threshold(cases: &[(f64, bool, bool)], target: Target) -> Option<f64> {
+    let mut cands: Vec<f64> = cases.iter().map(|c| c.0).collect();
+    cands.push(0.0);
+    cands.sort_by(f64::total_cmp);
+    cands.dedup();
+    let n = cases.len();
+    let n_oos = cases.iter().filter(|c| !c.1).count();
+    let kept = |t: f64| cases.iter().filter(|c| c.0 >= t).count();
+    let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    match target {
+        // Highest threshold keeping at least the share.
+        Target::Coverage(c) => cands
+            .iter()
+            .rev()
+            .copied()
+            .find(|&t| ratio(kept(t), n) >= c),
+        // Lowest threshold escalating at least the share.
+        Target::Escalation(e) => cands.iter().copied().find(|&t| ratio(n - kept(t), n) >= e),
+        Target::OosRecall(r) => {
+            if n_oos == 0 {
+                return None;
+            }
+            cands.iter().copied().find(|&t| {
+                let oos_kept = cases.iter().filter(|c| !c.1 && c.0 >= t).count();
+                ratio(n_oos - oos_kept, n_oos) >= r
+            })
+        }
+    }
 }
 
 pub async fn eval(args: EvalArgs) -> ExitCode {
@@ -402,6 +453,56 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
         .zip(&in_scope)
         .filter(|(o, ins)| !**ins && !o.kept)
         .count();
+    let target = match (
+        args.target_coverage,
+        args.target_escalation,
+        args.target_oos_recall,
+    ) {
+        (Some(c), _, _) => Some(("coverage", Target::Coverage(c), c)),
+        (_, Some(e), _) => Some(("escalation", Target::Escalation(e), e)),
+        (_, _, Some(r)) => Some(("oos_recall", Target::OosRecall(r), r)),
+        _ => None,
+    };
+    let suggestion = match target {
+        None => Value::Null,
+        Some((_, _, v)) if !(0.0..=1.0).contains(&v) => {
+            return Err(format!("the --target-* share is {v}; expected 0 to 1"));
+        }
+        Some(_) if args.stage == "cascade" => {
+            return Err(
+                "--target-* picks one stage's accept_above: use --stage embedded or --stage llm"
+                    .into(),
+            );
+        }
+        Some((name, t, v)) => {
+            let scored: Vec<(f64, bool, bool)> = cases
+                .iter()
+                .zip(&outcomes)
+                .zip(&in_scope)
+                .map(|((c, o), ins)| (o.confidence, *ins, *ins && o.label == c.label))
+                .collect();
+            match pick_threshold(&scored, t) {
+                None => json!({"target": name, "value": v, "accept_above": null}),
+                Some(th) => {
+                    let kept: Vec<&(f64, bool, bool)> =
+                        scored.iter().filter(|c| c.0 >= th).collect();
+                    let kept_in = kept.iter().filter(|c| c.1).count();
+                    let kept_right = kept.iter().filter(|c| c.2).count();
+                    let kept_oos = kept.len() - kept_in;
+                    json!({
+                        "target": name,
+                        "value": v,
+                        "accept_above": th,
+                        "coverage": ratio(kept.len(), n),
+                        "escalation_rate": 1.0 - ratio(kept.len(), n),
+                        "accuracy_on_kept": ratio(kept_right, kept.len()),
+                        "in_scope_kept_correct": if n_in == 0 { Value::Null } else { json!(ratio(kept_right, n_in)) },
+                        "out_of_scope_recall": if n_oos == 0 { Value::Null } else { json!(1.0 - ratio(kept_oos, n_oos)) },
+                    })
+                }
+            }
+        }
+    };
     let mut sorted = latencies.clone();
     sorted.sort_by(f64::total_cmp);
     let mean_latency = if sorted.is_empty() {
@@ -427,6 +528,7 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
         "cost": usage.cost,
         "llm_latency_ms": usage.latency_ms,
         "cases_digest": charter_decide::examples_digest(&cases),
+        "suggested": suggestion,
         "per_stage": per_stage,
         "in_scope_cases": n_in,
         "out_of_scope_cases": n_oos,
@@ -558,6 +660,25 @@ fn print_report(r: &EvalReport, out: &Value) {
                     .map_or_else(|| "-".to_string(), |a| format!("{a:.4}")),
                 st["abstained"],
             );
+        }
+    }
+    if out["suggested"].is_object() {
+        let sg = &out["suggested"];
+        match sg["accept_above"].as_f64() {
+            Some(t) => println!(
+                "suggested    accept_above {t:.4} for {} {}: coverage {:.4}, accuracy on kept {:.4}, in scope kept-and-correct {}, out-of-scope recall {}",
+                sg["target"].as_str().unwrap_or("?"),
+                sg["value"],
+                sg["coverage"].as_f64().unwrap_or(0.0),
+                sg["accuracy_on_kept"].as_f64().unwrap_or(0.0),
+                sg["in_scope_kept_correct"],
+                sg["out_of_scope_recall"],
+            ),
+            None => println!(
+                "suggested    no accept_above reaches {} {} on these cases",
+                sg["target"].as_str().unwrap_or("?"),
+                sg["value"]
+            ),
         }
     }
     println!(

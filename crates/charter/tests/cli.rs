@@ -1480,6 +1480,54 @@ measure:
         .unwrap();
     assert_eq!(bug["recall"], 0.5);
 
+    // Out-of-scope cases (a label the stage cannot give) and a suggested threshold.
+    write(
+        &dir,
+        "oos.csv",
+        "text,label\nrefund please,billing\napp crash on start,bug\nwin a prize,spam\nrefund the crash,bug\n",
+    );
+    let with_cases = |extra: &[&str]| {
+        let mut a = common("llm");
+        a[3] = dir.join("oos.csv").display().to_string();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let out = run(with_cases(&["--target-oos-recall", "1"]))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            r["in_scope_cases"].as_u64(),
+            r["out_of_scope_cases"].as_u64()
+        ),
+        (Some(3), Some(1))
+    );
+    // At accept_above 0.5 the spam case (0.4) escalates; 2 of 3 in scope are kept and right.
+    assert_eq!(r["out_of_scope_recall"], 1.0);
+    assert!((r["in_scope_kept_correct"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-9);
+    // The lowest threshold escalating every out-of-scope case is 0.8 (0.4 is kept at 0.4).
+    assert_eq!(r["suggested"]["accept_above"], 0.8, "{r}");
+    assert_eq!(r["suggested"]["coverage"], 0.75);
+    assert_eq!(r["suggested"]["out_of_scope_recall"], 1.0);
+    let out = run(with_cases(&["--target-coverage", "0.5"]))
+        .await
+        .unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["suggested"]["accept_above"], 0.9, "{r}");
+    assert_eq!(r["suggested"]["coverage"], 0.5);
+    let out = run(with_cases(&["--target-escalation", "0.3"]))
+        .await
+        .unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["suggested"]["accept_above"], 0.9, "{r}");
+    assert_eq!(r["suggested"]["escalation_rate"], 0.5);
+
     // The cascade: the rule takes "hello", the model the rest (3 calls).
     let out = run(common("cascade")).await.unwrap();
     assert!(
