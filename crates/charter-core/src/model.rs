@@ -102,9 +102,13 @@ pub enum DecisionStage {
     Rule,
     Embedded,
     Llm,
+    /// A human decided (an escalation resolved by a reviewer).
     Human,
     /// The charter's `otherwise: <label>` default.
     Default,
+    /// No stage decided: the event was escalated and no human has acted yet (the label is
+    /// null and the confidence 0 means "nothing decided", not a score).
+    None,
 }
 
 /// The answer one stage gave while deciding (kept for every stage consulted).

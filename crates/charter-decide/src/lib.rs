@@ -11,8 +11,8 @@ pub mod examples;
 pub mod llm;
 
 pub use embedded::{
-    Confusion, EmbeddedModel, EvalReport, FeatureConfig, LabelReport, Learner, ModelError,
-    Prediction, ThresholdRow, TrainError, TrainOptions, evaluate, evaluate_predictions,
+    Analysis, Confusion, EmbeddedModel, EvalReport, FeatureConfig, LabelReport, Learner,
+    ModelError, Prediction, ThresholdRow, TrainError, TrainOptions, evaluate, evaluate_predictions,
     examples_digest,
 };
 pub use examples::{Example, ExampleFormat, ExamplesError, parse_examples};

@@ -328,7 +328,10 @@ pub async fn run_cascade(
 /// Fill the decided event's fields from their extractors and check every value. A required
 /// field without a valid value escalates, naming the field and why.
 pub fn complete_decision(decide: &Decide, d: &mut Decision, text: &str, ctx: &Value) {
-    if d.label.is_none() || d.stage == DecisionStage::Human || decide.extract.is_empty() {
+    if d.label.is_none()
+        || matches!(d.stage, DecisionStage::Human | DecisionStage::None)
+        || decide.extract.is_empty()
+    {
         return;
     }
     let out = charter_core::extract::complete_fields(&decide.extract, &mut d.fields, text, ctx);
@@ -337,7 +340,7 @@ pub fn complete_decision(decide: &Decide, d: &mut Decision, text: &str, ctx: &Va
     }
     if !out.missing.is_empty() {
         let label = d.label.take().unwrap_or_default();
-        d.stage = DecisionStage::Human;
+        d.stage = DecisionStage::None;
         d.confidence = 0.0;
         d.escalation = Some(EscalationReason::MissingField);
         d.reason = format!(
@@ -360,6 +363,7 @@ fn stage_name(s: DecisionStage) -> &'static str {
         DecisionStage::Llm => "llm",
         DecisionStage::Human => "human",
         DecisionStage::Default => "default",
+        DecisionStage::None => "none",
     }
 }
 
@@ -615,7 +619,7 @@ async fn cascade_stages(
                             label: None,
                             confidence: 0.0,
                             fields: BTreeMap::new(),
-                            stage: DecisionStage::Human,
+                            stage: DecisionStage::None,
                             reason: format!("escalated: {reason}"),
                             stages: answers,
                             escalation: Some(f.kind),
@@ -639,7 +643,7 @@ async fn cascade_stages(
             label: None,
             confidence: 0.0,
             fields: BTreeMap::new(),
-            stage: DecisionStage::Human,
+            stage: DecisionStage::None,
             reason: "no stage was sure; escalated to a human".into(),
             stages: answers,
             escalation: Some(EscalationReason::LowConfidence),

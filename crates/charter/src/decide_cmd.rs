@@ -85,12 +85,65 @@ pub struct EvalArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
-    /// A previous `--json` report: exit 1 when accuracy dropped by more than --tolerance.
+    /// A previous `--json` report of the same stage on the same cases (checked by the
+    /// cases' digest; a baseline from other cases is refused): exit 1 when accuracy or
+    /// out-of-scope recall dropped, or the abstention rate rose, by more than --tolerance.
     #[arg(long)]
     pub baseline: Option<PathBuf>,
-    /// Allowed accuracy drop against --baseline (absolute, e.g. 0.01 = one point).
+    /// Allowed change against --baseline (absolute, e.g. 0.01 = one point).
     #[arg(long, default_value_t = 0.01)]
     pub tolerance: f64,
+    /// Suggest the highest `accept_above` that still decides at least this share of the
+    /// cases (0 to 1; `embedded` and `llm` stages).
+    #[arg(long, conflicts_with_all = ["target_escalation", "target_oos_recall"])]
+    pub target_coverage: Option<f64>,
+    /// Suggest the lowest `accept_above` that escalates at least this share of the cases.
+    #[arg(long, conflicts_with = "target_oos_recall")]
+    pub target_escalation: Option<f64>,
+    /// Suggest the lowest `accept_above` that escalates at least this share of the
+    /// out-of-scope cases (cases labelled with a label the stage cannot give).
+    #[arg(long)]
+    pub target_oos_recall: Option<f64>,
+}
+
+/// Which target `--target-*` asked for.
+#[derive(Clone, Copy)]
+enum Target {
+    Coverage(f64),
+    Escalation(f64),
+    OosRecall(f64),
+}
+
+/// The `accept_above` meeting `target` over `(confidence, in scope, right)` cases, or None
+/// when no threshold does. Candidate thresholds are the cases' confidences (and 0).
+fn pick_threshold(cases: &[(f64, bool, bool)], target: Target) -> Option<f64> {
+    let mut cands: Vec<f64> = cases.iter().map(|c| c.0).collect();
+    cands.push(0.0);
+    cands.sort_by(f64::total_cmp);
+    cands.dedup();
+    let n = cases.len();
+    let n_oos = cases.iter().filter(|c| !c.1).count();
+    let kept = |t: f64| cases.iter().filter(|c| c.0 >= t).count();
+    let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    match target {
+        // Highest threshold keeping at least the share.
+        Target::Coverage(c) => cands
+            .iter()
+            .rev()
+            .copied()
+            .find(|&t| ratio(kept(t), n) >= c),
+        // Lowest threshold escalating at least the share.
+        Target::Escalation(e) => cands.iter().copied().find(|&t| ratio(n - kept(t), n) >= e),
+        Target::OosRecall(r) => {
+            if n_oos == 0 {
+                return None;
+            }
+            cands.iter().copied().find(|&t| {
+                let oos_kept = cases.iter().filter(|c| !c.1 && c.0 >= t).count();
+                ratio(n_oos - oos_kept, n_oos) >= r
+            })
+        }
+    }
 }
 
 pub async fn eval(args: EvalArgs) -> ExitCode {
@@ -109,6 +162,42 @@ struct Outcome {
     confidence: f64,
     /// The stage (or cascade) decided; otherwise it abstained or escalated.
     kept: bool,
+    /// The answer of every stage consulted: (stage name, label, accepted).
+    stages: Vec<(&'static str, Option<String>, bool)>,
+}
+
+/// Figures of one stage over the cases that reached it.
+#[derive(Default, Clone)]
+struct StageFigures {
+    consulted: usize,
+    decided: usize,
+    correct: usize,
+}
+
+fn stage_key(s: charter_core::model::DecisionStage) -> &'static str {
+    use charter_core::model::DecisionStage as D;
+    match s {
+        D::Rule => "rule",
+        D::Embedded => "embedded",
+        D::Llm => "llm",
+        D::Human => "human",
+        D::Default => "default",
+        D::None => "none",
+    }
+}
+
+/// The `q`-quantile (0..=1) of sorted values (nearest rank), 0 when empty.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
 }
 
 fn read_cases(path: &Path) -> Result<Vec<charter_decide::Example>, String> {
@@ -145,6 +234,10 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
     let known: Vec<String>;
     let accept_above: Option<f64>;
     let started = Instant::now();
+    // Time per decision, in microseconds, measured around each decision only (loading or
+    // training the model and reading the cases are not included).
+    let mut latencies: Vec<f64> = Vec::with_capacity(cases.len());
+    let setup_seconds: f64;
     match args.stage.as_str() {
         "embedded" => {
             let stage = models::embedded_stage(&c)
@@ -155,10 +248,15 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
                 "evaluating {} case(s) with the embedded stage ...",
                 cases.len()
             );
+            setup_seconds = started.elapsed().as_secs_f64();
             for (i, case) in cases.iter().enumerate() {
+                let t0 = Instant::now();
                 let p = model.predict(&case.text);
+                latencies.push(t0.elapsed().as_secs_f64() * 1e6);
+                let kept = p.confidence >= stage.accept_above;
                 outcomes.push(Outcome {
-                    kept: p.confidence >= stage.accept_above,
+                    kept,
+                    stages: vec![("embedded", Some(p.label.clone()), kept)],
                     label: p.label,
                     confidence: p.confidence,
                 });
@@ -194,8 +292,10 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
                 "evaluating {} case(s) with the {stage_name} stage (configured providers) ...",
                 cases.len()
             );
+            setup_seconds = started.elapsed().as_secs_f64();
             for (i, case) in cases.iter().enumerate() {
                 let ctx = case_context(&args.charter, &case.text);
+                let t0 = Instant::now();
                 let o = match (stage_name, &llm_stage) {
                     ("llm", Some(stage)) => {
                         let (result, _) = charter_server::decide::ask_llm_stage(
@@ -210,8 +310,10 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
                         match result {
                             Ok(a) => {
                                 add(&mut usage, &a.usage);
+                                let kept = a.confidence >= stage.accept_above;
                                 Outcome {
-                                    kept: a.confidence >= stage.accept_above,
+                                    kept,
+                                    stages: vec![("llm", Some(a.label.clone()), kept)],
                                     label: a.label,
                                     confidence: a.confidence,
                                 }
@@ -226,6 +328,7 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
                                     label: "(no answer)".into(),
                                     confidence: 0.0,
                                     kept: false,
+                                    stages: vec![("llm", None, false)],
                                 }
                             }
                         }
@@ -243,13 +346,24 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
                         add(&mut usage, &u);
                         use charter_core::model::DecisionStage as D;
                         let decided = matches!(d.stage, D::Rule | D::Embedded | D::Llm);
+                        let mut stages: Vec<(&'static str, Option<String>, bool)> = d
+                            .stages
+                            .iter()
+                            .map(|a| (stage_key(a.stage), a.label.clone(), a.accepted))
+                            .collect();
+                        if matches!(d.stage, D::Default | D::None) {
+                            // The cascade's own outcome when no stage was sure.
+                            stages.push((stage_key(d.stage), d.label.clone(), true));
+                        }
                         Outcome {
                             kept: decided && d.label.is_some(),
                             label: d.label.unwrap_or_else(|| "(escalated)".into()),
                             confidence: d.confidence,
+                            stages,
                         }
                     }
                 };
+                latencies.push(t0.elapsed().as_secs_f64() * 1e6);
                 outcomes.push(o);
                 progress.tick(i + 1);
             }
@@ -259,7 +373,6 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
                 .map(|s| s.accept_above);
         }
     }
-    let took = started.elapsed();
     let predictions: Vec<(String, f64)> = outcomes
         .iter()
         .map(|o| (o.label.clone(), o.confidence))
@@ -274,6 +387,129 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
         .count();
     let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     let n = cases.len();
+    // Per stage, in the order first consulted: how many cases reached it, how many it
+    // decided, how many of those rightly, how many it passed on.
+    let mut order: Vec<&'static str> = Vec::new();
+    let mut figures: std::collections::HashMap<&'static str, StageFigures> = Default::default();
+    for (c, o) in cases.iter().zip(&outcomes) {
+        // A stage may leave several answers for one case (a rule that could not be
+        // evaluated, then "no rule matched"): count it once, as deciding if any was accepted.
+        let mut seen: Vec<&'static str> = Vec::new();
+        for (name, _, _) in &o.stages {
+            if seen.contains(name) {
+                continue;
+            }
+            seen.push(name);
+            if !order.contains(name) {
+                order.push(name);
+            }
+            let accepted = o
+                .stages
+                .iter()
+                .find(|(n, _, a)| n == name && *a)
+                .map(|(_, l, _)| l.as_deref());
+            let f = figures.entry(name).or_default();
+            f.consulted += 1;
+            if let Some(label) = accepted {
+                f.decided += 1;
+                if label == Some(c.label.as_str()) {
+                    f.correct += 1;
+                }
+            }
+        }
+    }
+    let per_stage: Vec<Value> = order
+        .iter()
+        .map(|name| {
+            let f = figures.get(name).cloned().unwrap_or_default();
+            json!({
+                "stage": name,
+                "consulted": f.consulted,
+                "decided": f.decided,
+                "correct": f.correct,
+                "accuracy": if f.decided == 0 { Value::Null } else { json!(ratio(f.correct, f.decided)) },
+                "abstained": f.consulted - f.decided,
+            })
+        })
+        .collect();
+    // Out of scope: cases whose label is not one the stage can give. Recall = share of
+    // them not decided (escalated or abstained).
+    let in_scope: Vec<bool> = cases.iter().map(|c| known.contains(&c.label)).collect();
+    let n_in = in_scope.iter().filter(|b| **b).count();
+    let n_oos = n - n_in;
+    let in_kept_correct = cases
+        .iter()
+        .zip(&outcomes)
+        .zip(&in_scope)
+        .filter(|((c, o), ins)| **ins && o.kept && o.label == c.label)
+        .count();
+    let in_kept = outcomes
+        .iter()
+        .zip(&in_scope)
+        .filter(|(o, ins)| **ins && o.kept)
+        .count();
+    let oos_escalated = outcomes
+        .iter()
+        .zip(&in_scope)
+        .filter(|(o, ins)| !**ins && !o.kept)
+        .count();
+    let target = match (
+        args.target_coverage,
+        args.target_escalation,
+        args.target_oos_recall,
+    ) {
+        (Some(c), _, _) => Some(("coverage", Target::Coverage(c), c)),
+        (_, Some(e), _) => Some(("escalation", Target::Escalation(e), e)),
+        (_, _, Some(r)) => Some(("oos_recall", Target::OosRecall(r), r)),
+        _ => None,
+    };
+    let suggestion = match target {
+        None => Value::Null,
+        Some((_, _, v)) if !(0.0..=1.0).contains(&v) => {
+            return Err(format!("the --target-* share is {v}; expected 0 to 1"));
+        }
+        Some(_) if args.stage == "cascade" => {
+            return Err(
+                "--target-* picks one stage's accept_above: use --stage embedded or --stage llm"
+                    .into(),
+            );
+        }
+        Some((name, t, v)) => {
+            let scored: Vec<(f64, bool, bool)> = cases
+                .iter()
+                .zip(&outcomes)
+                .zip(&in_scope)
+                .map(|((c, o), ins)| (o.confidence, *ins, *ins && o.label == c.label))
+                .collect();
+            match pick_threshold(&scored, t) {
+                None => json!({"target": name, "value": v, "accept_above": null}),
+                Some(th) => {
+                    let kept: Vec<&(f64, bool, bool)> =
+                        scored.iter().filter(|c| c.0 >= th).collect();
+                    let kept_in = kept.iter().filter(|c| c.1).count();
+                    let kept_right = kept.iter().filter(|c| c.2).count();
+                    let kept_oos = kept.len() - kept_in;
+                    json!({
+                        "target": name,
+                        "value": v,
+                        "accept_above": th,
+                        "coverage": ratio(kept.len(), n),
+                        "escalation_rate": 1.0 - ratio(kept.len(), n),
+                        "accuracy_on_kept": ratio(kept_right, kept.len()),
+                        "in_scope_kept_correct": if n_in == 0 { Value::Null } else { json!(ratio(kept_right, n_in)) },
+                        "out_of_scope_recall": if n_oos == 0 { Value::Null } else { json!(1.0 - ratio(kept_oos, n_oos)) },
+                    })
+                }
+            }
+        }
+    };
+    let mut sorted = latencies.clone();
+    sorted.sort_by(f64::total_cmp);
+    let mean_latency = if sorted.is_empty() {
+        0.0
+    } else {
+        sorted.iter().sum::<f64>() / sorted.len() as f64
+    };
     let out = json!({
         "charter": args.charter,
         "stage": args.stage,
@@ -291,7 +527,18 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
         "tokens": usage.tokens(),
         "cost": usage.cost,
         "llm_latency_ms": usage.latency_ms,
-        "mean_latency_us": if n == 0 { 0.0 } else { took.as_secs_f64() * 1e6 / n as f64 },
+        "cases_digest": charter_decide::examples_digest(&cases),
+        "suggested": suggestion,
+        "per_stage": per_stage,
+        "in_scope_cases": n_in,
+        "out_of_scope_cases": n_oos,
+        "in_scope_kept_correct": if n_in == 0 { Value::Null } else { json!(ratio(in_kept_correct, n_in)) },
+        "in_scope_coverage": if n_in == 0 { Value::Null } else { json!(ratio(in_kept, n_in)) },
+        "out_of_scope_recall": if n_oos == 0 { Value::Null } else { json!(ratio(oos_escalated, n_oos)) },
+        "setup_seconds": setup_seconds,
+        "mean_latency_us": mean_latency,
+        "p50_latency_us": quantile(&sorted, 0.5),
+        "p99_latency_us": quantile(&sorted, 0.99),
     });
     if args.json {
         println!("{out}");
@@ -299,26 +546,76 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
         print_report(&report, &out);
     }
     if let Some(b) = &args.baseline {
+        let shown = b.display();
         let base: Value = serde_json::from_str(
-            &std::fs::read_to_string(b).map_err(|e| format!("cannot read {}: {e}", b.display()))?,
+            &std::fs::read_to_string(b).map_err(|e| format!("cannot read {shown}: {e}"))?,
         )
-        .map_err(|e| format!("{}: not a JSON report: {e}", b.display()))?;
-        let base_acc = base["accuracy"]
-            .as_f64()
-            .ok_or_else(|| format!("{}: no `accuracy` field", b.display()))?;
-        if report.accuracy + args.tolerance < base_acc {
-            eprintln!(
-                "regression: accuracy {:.4} is below the baseline {:.4} by more than {}",
-                report.accuracy, base_acc, args.tolerance
-            );
-            return Ok(ExitCode::from(1));
-        }
-        eprintln!(
-            "accuracy {:.4} vs baseline {:.4}: within tolerance",
-            report.accuracy, base_acc
-        );
+        .map_err(|e| format!("{shown}: not a JSON report: {e}"))?;
+        return Ok(check_baseline(
+            &base,
+            &out,
+            &shown.to_string(),
+            args.tolerance,
+        ));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Compare a report with a baseline report: refuse a baseline from other cases or another
+/// stage, then gate accuracy, abstention rate and out-of-scope recall.
+fn check_baseline(base: &Value, out: &Value, shown: &str, tolerance: f64) -> ExitCode {
+    let digest = out["cases_digest"].as_str().unwrap_or_default();
+    match base["cases_digest"].as_str() {
+        Some(d) if d == digest => {}
+        Some(d) => {
+            eprintln!(
+                "error: {shown}: the baseline was measured on other cases (cases_digest {d}, these cases {digest}); record a new baseline on these cases"
+            );
+            return ExitCode::from(1);
+        }
+        None => {
+            eprintln!(
+                "error: {shown}: the baseline has no `cases_digest`, so it cannot be shown to come from these cases; record a new baseline with `charter eval --json`"
+            );
+            return ExitCode::from(1);
+        }
+    }
+    if base["stage"] != out["stage"] {
+        eprintln!(
+            "error: {shown}: the baseline evaluated stage {}, this run {}",
+            base["stage"], out["stage"]
+        );
+        return ExitCode::from(1);
+    }
+    let mut failed = false;
+    // (field, higher is better)
+    for (field, higher_better) in [
+        ("accuracy", true),
+        ("abstention_rate", false),
+        ("out_of_scope_recall", true),
+    ] {
+        let (Some(now), Some(then)) = (out[field].as_f64(), base[field].as_f64()) else {
+            continue;
+        };
+        let worse = if higher_better {
+            now + tolerance < then
+        } else {
+            now > then + tolerance
+        };
+        if worse {
+            eprintln!(
+                "regression: {field} {now:.4} vs the baseline {then:.4}: worse by more than {tolerance}"
+            );
+            failed = true;
+        } else {
+            eprintln!("{field} {now:.4} vs baseline {then:.4}: within tolerance");
+        }
+    }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn add(total: &mut charter_decide::llm::Usage, u: &charter_decide::llm::Usage) {
@@ -340,9 +637,59 @@ fn print_report(r: &EvalReport, out: &Value) {
         out["accept_above"],
         out["accuracy_on_kept"].as_f64().unwrap_or(0.0)
     );
+    if let Some(r) = out["out_of_scope_recall"].as_f64() {
+        println!(
+            "out of scope {} case(s), recall {:.4}; in scope kept-and-correct {:.4}, coverage {:.4}",
+            out["out_of_scope_cases"],
+            r,
+            out["in_scope_kept_correct"].as_f64().unwrap_or(0.0),
+            out["in_scope_coverage"].as_f64().unwrap_or(0.0),
+        );
+    }
+    if let Some(stages) = out["per_stage"].as_array() {
+        println!("stage        consulted  decided  correct  accuracy  abstained");
+        for st in stages {
+            println!(
+                "{:<12} {:>9}  {:>7}  {:>7}  {:>8}  {:>9}",
+                st["stage"].as_str().unwrap_or("?"),
+                st["consulted"],
+                st["decided"],
+                st["correct"],
+                st["accuracy"]
+                    .as_f64()
+                    .map_or_else(|| "-".to_string(), |a| format!("{a:.4}")),
+                st["abstained"],
+            );
+        }
+    }
+    if out["suggested"].is_object() {
+        let sg = &out["suggested"];
+        match sg["accept_above"].as_f64() {
+            Some(t) => println!(
+                "suggested    accept_above {t:.4} for {} {}: coverage {:.4}, accuracy on kept {:.4}, in scope kept-and-correct {}, out-of-scope recall {}",
+                sg["target"].as_str().unwrap_or("?"),
+                sg["value"],
+                sg["coverage"].as_f64().unwrap_or(0.0),
+                sg["accuracy_on_kept"].as_f64().unwrap_or(0.0),
+                sg["in_scope_kept_correct"],
+                sg["out_of_scope_recall"],
+            ),
+            None => println!(
+                "suggested    no accept_above reaches {} {} on these cases",
+                sg["target"].as_str().unwrap_or("?"),
+                sg["value"]
+            ),
+        }
+    }
     println!(
-        "latency      {:.1} us mean per case; llm calls {}, tokens {} ({} prompt + {} completion), cost {:.6}, {} ms in model calls",
+        "setup        {:.3} s loading or training (not in the latency)",
+        out["setup_seconds"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "latency      {:.1} us mean, {:.1} us p50, {:.1} us p99 per decision; llm calls {}, tokens {} ({} prompt + {} completion), cost {:.6}, {} ms in model calls",
         out["mean_latency_us"].as_f64().unwrap_or(0.0),
+        out["p50_latency_us"].as_f64().unwrap_or(0.0),
+        out["p99_latency_us"].as_f64().unwrap_or(0.0),
         out["llm_calls"],
         out["tokens"],
         out["prompt_tokens"],

@@ -1559,6 +1559,54 @@ measure:
         .unwrap();
     assert_eq!(bug["recall"], 0.5);
 
+    // Out-of-scope cases (a label the stage cannot give) and a suggested threshold.
+    write(
+        &dir,
+        "oos.csv",
+        "text,label\nrefund please,billing\napp crash on start,bug\nwin a prize,spam\nrefund the crash,bug\n",
+    );
+    let with_cases = |extra: &[&str]| {
+        let mut a = common("llm");
+        a[3] = dir.join("oos.csv").display().to_string();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let out = run(with_cases(&["--target-oos-recall", "1"]))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            r["in_scope_cases"].as_u64(),
+            r["out_of_scope_cases"].as_u64()
+        ),
+        (Some(3), Some(1))
+    );
+    // At accept_above 0.5 the spam case (0.4) escalates; 2 of 3 in scope are kept and right.
+    assert_eq!(r["out_of_scope_recall"], 1.0);
+    assert!((r["in_scope_kept_correct"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-9);
+    // The lowest threshold escalating every out-of-scope case is 0.8 (0.4 is kept at 0.4).
+    assert_eq!(r["suggested"]["accept_above"], 0.8, "{r}");
+    assert_eq!(r["suggested"]["coverage"], 0.75);
+    assert_eq!(r["suggested"]["out_of_scope_recall"], 1.0);
+    let out = run(with_cases(&["--target-coverage", "0.5"]))
+        .await
+        .unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["suggested"]["accept_above"], 0.9, "{r}");
+    assert_eq!(r["suggested"]["coverage"], 0.5);
+    let out = run(with_cases(&["--target-escalation", "0.3"]))
+        .await
+        .unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["suggested"]["accept_above"], 0.9, "{r}");
+    assert_eq!(r["suggested"]["escalation_rate"], 0.5);
+
     // The cascade: the rule takes "hello", the model the rest (3 calls).
     let out = run(common("cascade")).await.unwrap();
     assert!(
@@ -1572,17 +1620,98 @@ measure:
     assert_eq!(r["abstention_rate"], 0.0);
     assert_eq!(r["llm_calls"], 3);
     assert_eq!(r["tokens"], 360);
+    // Per-stage figures: the rules saw all 4 and decided 1 (rightly); the llm saw the other
+    // 3, decided all, 2 rightly.
+    let stages = r["per_stage"].as_array().unwrap();
+    assert_eq!(stages.len(), 2, "{r}");
+    assert_eq!(stages[0]["stage"], "rule");
+    assert_eq!(
+        (
+            &stages[0]["consulted"],
+            &stages[0]["decided"],
+            &stages[0]["correct"],
+            &stages[0]["abstained"]
+        ),
+        (&json!(4), &json!(1), &json!(1), &json!(3))
+    );
+    assert_eq!(stages[0]["accuracy"], 1.0);
+    assert_eq!(stages[1]["stage"], "llm");
+    assert_eq!(
+        (
+            &stages[1]["consulted"],
+            &stages[1]["decided"],
+            &stages[1]["correct"],
+            &stages[1]["abstained"]
+        ),
+        (&json!(3), &json!(3), &json!(2), &json!(0))
+    );
+    // Latency is per decision, with the setup apart.
+    assert!(r["p99_latency_us"].as_f64().unwrap() >= r["p50_latency_us"].as_f64().unwrap());
+    assert!(r["setup_seconds"].as_f64().is_some(), "{r}");
+    let cascade_report = r;
 
-    // A baseline that was better fails the run.
-    write(&dir, "base.json", "{\"accuracy\": 0.9}");
-    let mut args = common("llm");
+    // A baseline from other cases is refused, even with a lower accuracy.
+    write(
+        &dir,
+        "other.csv",
+        "text,label\nrefund please,billing\napp crash on start,bug\n",
+    );
+    let mut args = common("cascade");
+    args[3] = dir.join("other.csv").display().to_string();
+    let out = run(args).await.unwrap();
+    assert!(out.status.success());
+    let mut other: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_ne!(other["cases_digest"], cascade_report["cases_digest"]);
+    other["accuracy"] = json!(0.0);
+    write(&dir, "other-base.json", &other.to_string());
+    let mut args = common("cascade");
+    args.extend([
+        "--baseline".to_string(),
+        dir.join("other-base.json").display().to_string(),
+    ]);
+    let out = run(args).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("measured on other cases"), "{err}");
+    // So is one without a digest.
+    write(&dir, "base.json", "{\"accuracy\": 0.1}");
+    let mut args = common("cascade");
     args.extend([
         "--baseline".to_string(),
         dir.join("base.json").display().to_string(),
     ]);
     let out = run(args).await.unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("regression: accuracy 0.7500"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no `cases_digest`"));
+
+    // The same cases pass against themselves ...
+    write(&dir, "same.json", &cascade_report.to_string());
+    let mut args = common("cascade");
+    args.extend([
+        "--baseline".to_string(),
+        dir.join("same.json").display().to_string(),
+    ]);
+    let out = run(args).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // ... and fail on a better accuracy or a lower abstention rate.
+    let mut better = cascade_report.clone();
+    better["accuracy"] = json!(0.9);
+    better["abstention_rate"] = json!(-0.5);
+    write(&dir, "better.json", &better.to_string());
+    let mut args = common("cascade");
+    args.extend([
+        "--baseline".to_string(),
+        dir.join("better.json").display().to_string(),
+    ]);
+    let out = run(args).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("regression: accuracy 0.7500"), "{err}");
+    assert!(err.contains("regression: abstention_rate 0.0000"), "{err}");
     shutdown.cancel();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -165,6 +165,19 @@ pub struct EmbeddedModel {
     index: FeatureIndex,
 }
 
+/// Everything the model computes about one text (see [`EmbeddedModel::analyse`]).
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    /// Calibrated probabilities per label.
+    pub probabilities: Vec<f32>,
+    /// Raw combined logits per label, before the calibration temperature.
+    pub logits: Vec<f32>,
+    /// Number of the text's n-grams the model knows.
+    pub known_features: usize,
+    /// Number of the text's n-grams (with repeats removed).
+    pub features: usize,
+}
+
 impl std::fmt::Debug for EmbeddedModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmbeddedModel")
@@ -333,7 +346,15 @@ impl EmbeddedModel {
 
     /// Calibrated probabilities of every label (in the order of [`labels`](Self::labels)).
     pub fn probabilities(&self, text: &str) -> Vec<f32> {
-        let mut z = vec![0f32; self.labels.len()];
+        self.analyse(text).probabilities
+    }
+
+    /// Probabilities and raw logits of one text (used to measure out-of-scope scores).
+    pub fn analyse(&self, text: &str) -> Analysis {
+        let c = self.labels.len();
+        let mut z = vec![0f32; c];
+        let mut known = 0;
+        let mut total = 0;
         SCRATCH.with(|cell| {
             // Reuse this thread's buffers; a re-entrant call (impossible today) would
             // simply get fresh ones.
@@ -348,21 +369,29 @@ impl EmbeddedModel {
             b.tfs.clear();
             b.is_char.clear();
             for (h, tf) in runs(&b.text.hashes) {
+                total += 1;
                 if let Some(&i) = self.index.get(&h) {
                     b.feats.push((i, self.idf[i as usize]));
                     b.tfs.push(tf);
                     b.is_char.push(h & CHAR_GROUP != 0);
                 }
             }
+            known = b.feats.len();
             weight_and_normalise(&mut b.feats, &b.tfs, &b.is_char, &self.config);
             self.linear.logits_pairs(&b.feats, &mut z);
         });
+        let logits = z.clone();
         let inv_t = 1.0 / self.temperature;
         for v in z.iter_mut() {
             *v *= inv_t;
         }
         train::softmax(&mut z);
-        z
+        Analysis {
+            probabilities: z,
+            logits,
+            known_features: known,
+            features: total,
+        }
     }
 
     /// The labels the model can output, sorted.
