@@ -2794,10 +2794,13 @@ impl CharterChecker<'_> {
             );
             let template = prompt.as_ref().and_then(|path| {
                 let text = self.src.files.get(path).cloned().unwrap_or_default();
+                let at = l.value.prompt.as_ref().map(|p| p.referenced).unwrap_or(at);
                 match Template::parse(&text) {
-                    Ok(t) => Some(t),
+                    Ok(t) => {
+                        self.check_prompt_names(at, path, &text, Scope::ClassifyPrompt);
+                        Some(t)
+                    }
                     Err(e) => {
-                        let at = l.value.prompt.as_ref().map(|p| p.referenced).unwrap_or(at);
                         self.err(at, format!("prompt file `{path}`: {e}"));
                         None
                     }

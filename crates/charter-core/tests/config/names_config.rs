@@ -16,6 +16,8 @@ const PROJECT: &str = r#"connectors:
     host: smtp.acme.example
     tls: starttls
     from: charter@acme.example
+providers:
+  default: { type: openai, base_url: http://127.0.0.1:8081/v1, model: m }
 "#;
 
 /// Every place that may read `context.customer` reads it; the places that run before the
@@ -91,6 +93,14 @@ measure:
 fn source(charters: &[(&str, &str)]) -> ProjectSource {
     let mut files = BTreeMap::new();
     files.insert("charter.yaml".to_string(), PROJECT.to_string());
+    files.insert(
+        "prompts/classify.md".to_string(),
+        "Classify for {{ context.customer.name }} ({{ event.type }}, {{ labels }}, {{ fields }}, {{ context.payload.id }}): {{ text }}".to_string(),
+    );
+    files.insert(
+        "prompts/reply.md".to_string(),
+        "Answer {{ payload.subject }} as {{ decision.label }} for {{ context.customer.name }}: {{ text }}".to_string(),
+    );
     for (path, text) in charters {
         files.insert(path.to_string(), text.to_string());
     }
@@ -127,6 +137,21 @@ fn assert_exactly(lines: &[String], expect: &[&str]) {
     assert_eq!(lines.len(), expect.len(), "{}", lines.join("\n"));
 }
 
+/// `ORDERS` with an `llm` stage reading `prompts/classify.md` (line 19) and a draft on
+/// `note` reading `prompts/reply.md` (line 31).
+fn orders_with_prompts() -> String {
+    orders_with(&[
+        (
+            "  otherwise: other\n",
+            "    - llm: { provider: default, prompt: prompts/classify.md, accept_above: 0.7 }\n  otherwise: other\n",
+        ),
+        (
+            "    log: \"{{ decision.label }}",
+            "    draft: { prompt: prompts/reply.md }\n    log: \"{{ decision.label }}",
+        ),
+    ])
+}
+
 #[test]
 fn declared_context_records_are_read_everywhere_they_exist() {
     load_project(&source(&[
@@ -134,6 +159,34 @@ fn declared_context_records_are_read_everywhere_they_exist() {
         ("charters/tickets.yaml", TICKETS),
     ]))
     .unwrap_or_else(|d| panic!("{d}"));
+    load_project(&source(&[("charters/orders.yaml", &orders_with_prompts())]))
+        .unwrap_or_else(|d| panic!("{d}"));
+}
+
+/// Prompt files see `text`, `labels`, `fields`, `payload`, `event`, `decision` (null for
+/// an `llm` stage) and `context` (the records, and the evaluation context's own keys).
+#[test]
+fn prompt_files_are_checked_at_their_prompt_key() {
+    let mut src = source(&[("charters/orders.yaml", &orders_with_prompts())]);
+    src.files.insert(
+        "prompts/classify.md".into(),
+        "{{ txt }} {{ decision.label }} {{ context.custmer.name }} {{ context.event.id }}".into(),
+    );
+    src.files.insert(
+        "prompts/reply.md".into(),
+        "{{ decision.label }} {{ headers.x }} {{ event.idd }}".into(),
+    );
+    let lines = problems(&src);
+    assert_exactly(
+        &lines,
+        &[
+            "charters/orders.yaml:19:41: prompt file `prompts/classify.md`: `context` has no field `custmer` (did you mean `context.customer`?)",
+            "charters/orders.yaml:19:41: prompt file `prompts/classify.md`: `decision.label` is not known here: an `llm` stage's prompt is rendered to make the decision (`decision` is null)",
+            "charters/orders.yaml:19:41: prompt file `prompts/classify.md`: unknown name `txt` (did you mean `text`?); expected one of `text`, `labels`, `fields`, `payload`, `event`, `decision`, `context`",
+            "charters/orders.yaml:31:22: prompt file `prompts/reply.md`: `event` has no field `idd` (did you mean `event.id`?)",
+            "charters/orders.yaml:31:22: prompt file `prompts/reply.md`: unknown name `headers`",
+        ],
+    );
 }
 
 #[test]

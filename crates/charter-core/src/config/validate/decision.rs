@@ -137,10 +137,13 @@ impl CharterChecker<'_> {
         );
         let template = prompt.as_ref().and_then(|path| {
             let text = self.src.files.get(path).cloned().unwrap_or_default();
+            let at = d.prompt.as_ref().map(|p| p.referenced).unwrap_or(at);
             match Template::parse(&text) {
-                Ok(t) => Some(t),
+                Ok(t) => {
+                    self.check_prompt_names(at, path, &text, Scope::DraftPrompt);
+                    Some(t)
+                }
                 Err(e) => {
-                    let at = d.prompt.as_ref().map(|p| p.referenced).unwrap_or(at);
                     self.err(
                         at,
                         format!("action `{action}`: draft prompt file `{path}`: {e}"),

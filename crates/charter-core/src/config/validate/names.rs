@@ -37,7 +37,15 @@ pub(super) enum Scope {
     PollPath,
     /// A poll's `key`: each `item` (also as `payload`) and `cursor`.
     PollKey,
+    /// An `llm` stage's prompt file: before the decision.
+    ClassifyPrompt,
+    /// An action's `draft` prompt file: after the decision.
+    DraftPrompt,
 }
+
+/// What a prompt's `context` holds besides the fetched records: the whole evaluation
+/// context (`charter_decide::llm::prompt::render`).
+const PROMPT_CONTEXT_KEYS: &[&str] = &["payload", "event", "headers", "decision", "context"];
 
 /// Fields of `decision` ([`crate::routing::decision_value`]).
 const DECISION_FIELDS: &[&str] = &["label", "confidence", "fields", "stage", "reason"];
@@ -57,6 +65,9 @@ impl Scope {
             ],
             Scope::PollPath => &["cursor", "cursor_raw"],
             Scope::PollKey => &["item", "payload", "cursor"],
+            Scope::ClassifyPrompt | Scope::DraftPrompt => &[
+                "text", "labels", "fields", "payload", "event", "decision", "context",
+            ],
         }
     }
 
@@ -69,6 +80,9 @@ impl Scope {
             Scope::ContextFetch => Some("a context `get` is rendered before the decision"),
             Scope::Alert => Some("an alert's `when` sees the stored event, without its decision"),
             Scope::BeforeDecision => Some("this is evaluated before the decision"),
+            Scope::ClassifyPrompt => {
+                Some("an `llm` stage's prompt is rendered to make the decision")
+            }
             _ => None,
         }
     }
@@ -268,6 +282,11 @@ fn problem(name: &UsedName, scope: Scope, context: Option<&BTreeSet<String>>) ->
         return None;
     }
     if name.root == "context" {
+        if matches!(scope, Scope::ClassifyPrompt | Scope::DraftPrompt)
+            && PROMPT_CONTEXT_KEYS.contains(&field)
+        {
+            return None;
+        }
         return context_problem(field, scope, context);
     }
     let fields = match name.root.as_str() {
@@ -351,6 +370,26 @@ impl CharterChecker<'_> {
             self.decision_uses.push((at, key.to_string()));
         }
         ok
+    }
+
+    /// The name check of a prompt file `path` (its template `text`), reported at the
+    /// charter's `prompt:` value `at`.
+    pub(super) fn check_prompt_names(
+        &mut self,
+        at: Location,
+        path: &str,
+        text: &str,
+        scope: Scope,
+    ) {
+        let context = self.context_names.as_ref();
+        let mut messages: Vec<String> = template_names(text)
+            .iter()
+            .filter_map(|n| problem(n, scope, context))
+            .collect();
+        messages.dedup();
+        for message in messages {
+            self.err(at, format!("prompt file `{path}`: {message}"));
+        }
     }
 
     /// [`CharterChecker::template`] plus the name check of `scope`.
