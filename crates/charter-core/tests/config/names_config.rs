@@ -333,3 +333,23 @@ fn poll_templates_see_the_cursor_and_each_item() {
         ],
     );
 }
+
+/// A draft prompt that reads `decision` is refused, like an action template, when an agent
+/// token may call the action as an MCP tool (which runs without a decision).
+#[test]
+fn a_draft_prompt_reading_the_decision_is_refused_for_mcp_callers() {
+    let mut src = source(&[("charters/orders.yaml", &orders_with_prompts())]);
+    src.files.insert(
+        "charter.yaml".into(),
+        format!("{PROJECT}tokens:\n  - {{ name: bot, role: agent, secret: env:BOT }}\n"),
+    );
+    let lines = problems(&src);
+    let mcp = "uses `decision`, but agent token `bot` may call this action as an MCP tool";
+    assert_exactly(
+        &lines,
+        &[
+            &format!("charters/orders.yaml:31:22: action `note`: `prompt` {mcp}"),
+            &format!("charters/orders.yaml:32:10: action `note`: `log` {mcp}"),
+        ],
+    );
+}

@@ -382,13 +382,18 @@ impl CharterChecker<'_> {
         scope: Scope,
     ) {
         let context = self.context_names.as_ref();
-        let mut messages: Vec<String> = template_names(text)
+        let names = template_names(text);
+        let mut messages: Vec<String> = names
             .iter()
             .filter_map(|n| problem(n, scope, context))
             .collect();
         messages.dedup();
         for message in messages {
             self.err(at, format!("prompt file `{path}`: {message}"));
+        }
+        // A draft written for an MCP tool call has no decision either.
+        if scope == Scope::DraftPrompt && names.iter().any(|n| n.root == "decision") {
+            self.decision_uses.push((at, "prompt".to_string()));
         }
     }
 
