@@ -8,6 +8,10 @@ mod notify_config;
 /// Expressions of a loaded charter (`matches()` patterns compiled once).
 #[path = "config/expressions.rs"]
 mod expressions;
+/// Fields of `context`, and the names polls, context fetches, extractors, recipients and
+/// alerts see.
+#[path = "config/names_config.rs"]
+mod names_config;
 /// URL templates, e-mail recipients, MCP conditions, unreachable connector addresses.
 #[path = "config/safety_config.rs"]
 mod safety_config;
@@ -1584,7 +1588,7 @@ fn unknown_names_in_expressions_and_templates_are_found_where_they_are_written()
     let err = load_project(&with_triage(&bad)).unwrap_err().to_string();
     let lines: Vec<&str> = err.lines().collect();
     let expect = [
-        "charters/triage.yaml:13:11: `dedupe`: `decision.label` is not known here: this is evaluated before the decision (`decision` is null)",
+        "charters/triage.yaml:13:11: `dedupe`: `decision.label` is not known here: `dedupe` is computed when the event arrives, before the decision (`decision` is null)",
         "charters/triage.yaml:29:11: `when`: unknown name `decison` (did you mean `decision`?); expected one of `payload`, `event`, `decision`, `headers`, `context`",
         "charters/triage.yaml:40:13: `json`: unknown name `desicion` (did you mean `decision`?)",
         "charters/triage.yaml:46:10: `log`: `decision` has no field `confidance` (did you mean `decision.confidence`?)",

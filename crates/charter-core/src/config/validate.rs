@@ -141,6 +141,7 @@ pub fn load_project(src: &ProjectSource) -> Result<Project, Diagnostics> {
             diags: &mut diags,
             decision_uses: Vec::new(),
             action_decision_uses: Vec::new(),
+            context_names: None,
         };
         let name = raw.value.name.clone();
         let path = raw
@@ -1825,6 +1826,9 @@ struct CharterChecker<'a> {
     /// Every action template of the charter that uses `decision`: (action, place, key). An
     /// MCP tool call runs the action without a decision.
     action_decision_uses: Vec<(String, Location, String)>,
+    /// The names the charter's `context:` declares (`None` without `context:`): the only
+    /// fields of `context` its templates and expressions may read.
+    context_names: Option<BTreeSet<String>>,
 }
 
 impl Check for CharterChecker<'_> {
@@ -1920,6 +1924,13 @@ impl CharterChecker<'_> {
         if let Some(a) = &c.actions {
             known.actions = a.value.0.iter().map(|(k, _)| k.value.clone()).collect();
         }
+        self.context_names = c.context.as_ref().map(|ctx| {
+            ctx.value
+                .0
+                .iter()
+                .map(|(k, _)| k.value.trim().to_string())
+                .collect()
+        });
         if let Some(d) = &c.decide
             && let Some(labels) = &d.value.labels
         {
@@ -2130,7 +2141,7 @@ impl CharterChecker<'_> {
             Some(d) => match d.value {
                 WordOr::Word(template) => {
                     let at = d.referenced;
-                    self.scoped_template(&S::new(template, at, at), "dedupe", Scope::BeforeDecision)
+                    self.scoped_template(&S::new(template, at, at), "dedupe", Scope::Ingest)
                         .map(|t| Some(Dedupe::Template(t)))
                 }
                 WordOr::Map(m) => match m.header {
@@ -2783,10 +2794,13 @@ impl CharterChecker<'_> {
             );
             let template = prompt.as_ref().and_then(|path| {
                 let text = self.src.files.get(path).cloned().unwrap_or_default();
+                let at = l.value.prompt.as_ref().map(|p| p.referenced).unwrap_or(at);
                 match Template::parse(&text) {
-                    Ok(t) => Some(t),
+                    Ok(t) => {
+                        self.check_prompt_names(at, path, &text, Scope::ClassifyPrompt);
+                        Some(t)
+                    }
                     Err(e) => {
-                        let at = l.value.prompt.as_ref().map(|p| p.referenced).unwrap_or(at);
                         self.err(at, format!("prompt file `{path}`: {e}"));
                         None
                     }
@@ -3403,7 +3417,11 @@ impl CharterChecker<'_> {
             }
             Some(t) => match &t.value {
                 OneOrList::One(one) => self
-                    .template(&S::new(one.clone(), t.referenced, t.defined), "to")
+                    .scoped_template(
+                        &S::new(one.clone(), t.referenced, t.defined),
+                        "to",
+                        Scope::Action,
+                    )
                     .map(Recipients::One),
                 OneOrList::List(items) if items.is_empty() => {
                     self.err(
@@ -3415,7 +3433,7 @@ impl CharterChecker<'_> {
                 OneOrList::List(items) => {
                     let mut out = Vec::with_capacity(items.len());
                     for (i, item) in items.iter().enumerate() {
-                        out.push(self.template(item, &format!("to[{i}]")));
+                        out.push(self.scoped_template(item, &format!("to[{i}]"), Scope::Action));
                     }
                     out.into_iter()
                         .collect::<Option<Vec<_>>>()

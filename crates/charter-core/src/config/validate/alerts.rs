@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::super::raw::{RawAlert, RawAlertSpec, S};
+use super::names::Scope;
 use super::notify::NotifyWording;
 use super::{CharterChecker, Check, Expr};
 use crate::config::{AlertCondition, AlertRule, AlertTarget};
@@ -174,7 +175,11 @@ impl CharterChecker<'_> {
                 };
                 let when = match &s.when {
                     Some(w) => match Expr::parse(&w.value.0) {
-                        Ok(e) => Some(Some(e)),
+                        Ok(e) => {
+                            let names = super::names::expr_names(&w.value.0);
+                            self.check_names(w.referenced, "when", &w.value.0, &names, Scope::Alert)
+                                .then_some(Some(e))
+                        }
                         Err(e) => {
                             self.err(w.referenced, format!("`when`: {e}"));
                             None

@@ -16,6 +16,7 @@
 use std::time::Duration;
 
 use super::super::raw::{Entries, Location, RawContextFetch, RawDraft, RawField, S};
+use super::names::Scope;
 use super::{CharterChecker, Check, Known, list};
 use crate::config::{CompiledRegex, ContextFetch, ContextOnError, DraftSpec, Extractor};
 use crate::template::Template;
@@ -71,7 +72,19 @@ impl CharterChecker<'_> {
                             );
                             None
                         } else {
-                            Some(Some(path))
+                            // `in: context.<name>...` reads a record `context:` must declare.
+                            let used = [super::names::UsedName {
+                                root: path[0].clone(),
+                                field: path.get(1).cloned(),
+                            }];
+                            self.check_names(
+                                i.referenced,
+                                "in",
+                                &i.value,
+                                &used,
+                                Scope::BeforeDecision,
+                            )
+                            .then_some(Some(path))
                         }
                     }
                 };
@@ -88,7 +101,7 @@ impl CharterChecker<'_> {
                     );
                     return None;
                 }
-                self.template(t, "template")
+                self.scoped_template(t, "template", Scope::BeforeDecision)
                     .map(|t| Some(Extractor::Template(t)))
             }
             (None, None) => {
@@ -124,10 +137,13 @@ impl CharterChecker<'_> {
         );
         let template = prompt.as_ref().and_then(|path| {
             let text = self.src.files.get(path).cloned().unwrap_or_default();
+            let at = d.prompt.as_ref().map(|p| p.referenced).unwrap_or(at);
             match Template::parse(&text) {
-                Ok(t) => Some(t),
+                Ok(t) => {
+                    self.check_prompt_names(at, path, &text, Scope::DraftPrompt);
+                    Some(t)
+                }
                 Err(e) => {
-                    let at = d.prompt.as_ref().map(|p| p.referenced).unwrap_or(at);
                     self.err(
                         at,
                         format!("action `{action}`: draft prompt file `{path}`: {e}"),
@@ -268,7 +284,7 @@ impl CharterChecker<'_> {
                 );
                 None
             }
-            Some(g) => self.url_template(g, "get"),
+            Some(g) => self.scoped_url_template(g, "get", Scope::ContextFetch),
         };
         let timeout = match &f.timeout {
             Some(t) => self.duration(t, "timeout"),

@@ -2,11 +2,16 @@
 //!
 //! A route's `when` sees `payload`, `event`, `decision`, `headers` and `context`
 //! ([`crate::routing::eval_context`]); an action's templates see the same plus `draft`;
-//! templates and rules evaluated before the decision (`dedupe`, `trigger.text`, a rule's
-//! `when` and `fields`) see `decision` as null. A misspelt root (`paylod`) or a field of
-//! `decision` or `event` that never exists (`decision.confidance`) fails every event at run
-//! time, so `check` reports it. Fields of `payload`, `headers` and `context` depend on the
-//! data and are not checked.
+//! templates and rules evaluated before the decision (`trigger.text`, a rule's `when` and
+//! `fields`, an extractor's `template`) see `decision` as null. The `dedupe` template (at
+//! ingest), a context fetch's `get` and an alert's `when` see the event only: `decision` is
+//! null and `context` empty there. A poll's `path` sees `cursor` and `cursor_raw`, its `key`
+//! `item` (also as `payload`) and `cursor`. A misspelt root (`paylod`), a field of
+//! `decision` or `event` that never exists (`decision.confidance`) or a `context.<name>`
+//! the charter's `context:` does not declare fails every event at run time, so `check`
+//! reports it. Fields of `payload` and `headers` depend on the data and are not checked.
+
+use std::collections::BTreeSet;
 
 use super::super::raw::{Location, S};
 use super::{CharterChecker, Check};
@@ -14,13 +19,33 @@ use super::{CharterChecker, Check};
 /// Where a template or expression is evaluated, which decides the names it sees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Scope {
-    /// Before the decision: `dedupe`, `trigger.text`, rules' `when` and `fields`.
+    /// `dedupe`, computed when the event arrives: no decision, no context yet.
+    Ingest,
+    /// A context fetch's `get`: before the decision, before any record is fetched (fetches
+    /// do not see each other).
+    ContextFetch,
+    /// An alert's `when` (`stuck`), over a stored event: no decision, no context.
+    Alert,
+    /// Before the decision, after `context:` is fetched: `trigger.text`, rules' `when` and
+    /// `fields`, an extractor's `template`.
     BeforeDecision,
     /// A route's `when`.
     Route,
     /// An action's templates (`draft` too).
     Action,
+    /// A poll's `path`: `cursor` (percent-encoded) and `cursor_raw`.
+    PollPath,
+    /// A poll's `key`: each `item` (also as `payload`) and `cursor`.
+    PollKey,
+    /// An `llm` stage's prompt file: before the decision.
+    ClassifyPrompt,
+    /// An action's `draft` prompt file: after the decision.
+    DraftPrompt,
 }
+
+/// What a prompt's `context` holds besides the fetched records: the whole evaluation
+/// context (`charter_decide::llm::prompt::render`).
+const PROMPT_CONTEXT_KEYS: &[&str] = &["payload", "event", "headers", "decision", "context"];
 
 /// Fields of `decision` ([`crate::routing::decision_value`]).
 const DECISION_FIELDS: &[&str] = &["label", "confidence", "fields", "stage", "reason"];
@@ -30,12 +55,49 @@ const EVENT_FIELDS: &[&str] = &["id", "charter", "source", "type", "received_at"
 impl Scope {
     fn roots(self) -> &'static [&'static str] {
         match self {
-            Scope::BeforeDecision | Scope::Route => {
-                &["payload", "event", "decision", "headers", "context"]
-            }
+            Scope::Ingest
+            | Scope::ContextFetch
+            | Scope::Alert
+            | Scope::BeforeDecision
+            | Scope::Route => &["payload", "event", "decision", "headers", "context"],
             Scope::Action => &[
                 "payload", "event", "decision", "headers", "context", "draft",
             ],
+            Scope::PollPath => &["cursor", "cursor_raw"],
+            Scope::PollKey => &["item", "payload", "cursor"],
+            Scope::ClassifyPrompt | Scope::DraftPrompt => &[
+                "text", "labels", "fields", "payload", "event", "decision", "context",
+            ],
+        }
+    }
+
+    /// Why `decision` is null here, if it is.
+    fn no_decision(self) -> Option<&'static str> {
+        match self {
+            Scope::Ingest => {
+                Some("`dedupe` is computed when the event arrives, before the decision")
+            }
+            Scope::ContextFetch => Some("a context `get` is rendered before the decision"),
+            Scope::Alert => Some("an alert's `when` sees the stored event, without its decision"),
+            Scope::BeforeDecision => Some("this is evaluated before the decision"),
+            Scope::ClassifyPrompt => {
+                Some("an `llm` stage's prompt is rendered to make the decision")
+            }
+            _ => None,
+        }
+    }
+
+    /// Why `context` is empty here, if it is.
+    fn no_context(self) -> Option<&'static str> {
+        match self {
+            Scope::Ingest => {
+                Some("`dedupe` is computed when the event arrives, before `context:` is fetched")
+            }
+            Scope::ContextFetch => Some(
+                "a context `get` is rendered before any record is fetched (fetches do not see each other)",
+            ),
+            Scope::Alert => Some("an alert's `when` sees the stored event, without its context"),
+            _ => None,
         }
     }
 }
@@ -201,8 +263,9 @@ fn one_of(options: &[&str]) -> String {
         .join(", ")
 }
 
-/// What is wrong with one used name in `scope`, if anything.
-fn problem(name: &UsedName, scope: Scope) -> Option<String> {
+/// What is wrong with one used name in `scope`, if anything. `context` holds the names the
+/// charter's `context:` declares (`None` when it has none).
+fn problem(name: &UsedName, scope: Scope, context: Option<&BTreeSet<String>>) -> Option<String> {
     let roots = scope.roots();
     if !roots.contains(&name.root.as_str()) {
         let hint = suggest(&name.root, roots)
@@ -215,14 +278,27 @@ fn problem(name: &UsedName, scope: Scope) -> Option<String> {
         ));
     }
     let field = name.field.as_deref()?;
+    if matches!(scope, Scope::PollPath | Scope::PollKey) {
+        return None;
+    }
+    if name.root == "context" {
+        if matches!(scope, Scope::ClassifyPrompt | Scope::DraftPrompt)
+            && PROMPT_CONTEXT_KEYS.contains(&field)
+        {
+            return None;
+        }
+        return context_problem(field, scope, context);
+    }
     let fields = match name.root.as_str() {
         "decision" => DECISION_FIELDS,
         "event" => EVENT_FIELDS,
         _ => return None,
     };
-    if scope == Scope::BeforeDecision && name.root == "decision" {
+    if name.root == "decision"
+        && let Some(why) = scope.no_decision()
+    {
         return Some(format!(
-            "`decision.{field}` is not known here: this is evaluated before the decision (`decision` is null)"
+            "`decision.{field}` is not known here: {why} (`decision` is null)"
         ));
     }
     if fields.contains(&field) {
@@ -235,6 +311,35 @@ fn problem(name: &UsedName, scope: Scope) -> Option<String> {
         "`{}` has no field `{field}`{hint}; expected one of {}",
         name.root,
         one_of(fields)
+    ))
+}
+
+/// What is wrong with `context.<field>` in `scope`, if anything.
+fn context_problem(
+    field: &str,
+    scope: Scope,
+    context: Option<&BTreeSet<String>>,
+) -> Option<String> {
+    if let Some(why) = scope.no_context() {
+        return Some(format!(
+            "`context.{field}` is not known here: {why} (`context` is empty)"
+        ));
+    }
+    let Some(declared) = context.filter(|c| !c.is_empty()) else {
+        return Some(format!(
+            "`context.{field}` is not declared: this charter has no `context:`; declare the record to fetch, such as `context: {{ {field}: {{ connector: crm, get: \"/records/{{{{ payload.id }}}}\" }} }}`"
+        ));
+    };
+    if declared.contains(field) {
+        return None;
+    }
+    let options: Vec<&str> = declared.iter().map(String::as_str).collect();
+    let hint = suggest(field, &options)
+        .map(|s| format!(" (did you mean `context.{s}`?)"))
+        .unwrap_or_default();
+    Some(format!(
+        "`context` has no field `{field}`{hint}; expected one of {} (the names under `context:`)",
+        one_of(&options)
     ))
 }
 
@@ -251,7 +356,11 @@ impl CharterChecker<'_> {
         scope: Scope,
     ) -> bool {
         // An unknown root is reported once, whatever fields of it are used.
-        let mut messages: Vec<String> = names.iter().filter_map(|n| problem(n, scope)).collect();
+        let context = self.context_names.as_ref();
+        let mut messages: Vec<String> = names
+            .iter()
+            .filter_map(|n| problem(n, scope, context))
+            .collect();
         messages.dedup();
         let ok = messages.is_empty();
         for message in messages {
@@ -261,6 +370,31 @@ impl CharterChecker<'_> {
             self.decision_uses.push((at, key.to_string()));
         }
         ok
+    }
+
+    /// The name check of a prompt file `path` (its template `text`), reported at the
+    /// charter's `prompt:` value `at`.
+    pub(super) fn check_prompt_names(
+        &mut self,
+        at: Location,
+        path: &str,
+        text: &str,
+        scope: Scope,
+    ) {
+        let context = self.context_names.as_ref();
+        let names = template_names(text);
+        let mut messages: Vec<String> = names
+            .iter()
+            .filter_map(|n| problem(n, scope, context))
+            .collect();
+        messages.dedup();
+        for message in messages {
+            self.err(at, format!("prompt file `{path}`: {message}"));
+        }
+        // A draft written for an MCP tool call has no decision either.
+        if scope == Scope::DraftPrompt && names.iter().any(|n| n.root == "decision") {
+            self.decision_uses.push((at, "prompt".to_string()));
+        }
     }
 
     /// [`CharterChecker::template`] plus the name check of `scope`.
@@ -368,6 +502,7 @@ mod tests {
 
     #[test]
     fn problems_name_the_likely_word() {
+        let problem = |u: &UsedName, scope| problem(u, scope, None);
         let p = problem(&n("paylod", Some("x")), Scope::Action).unwrap();
         assert!(
             p.contains("unknown name `paylod` (did you mean `payload`?)"),

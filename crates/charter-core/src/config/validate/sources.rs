@@ -20,6 +20,7 @@
 use std::time::Duration;
 
 use super::super::raw::{Location, RawPoll, RawSchedule, S};
+use super::names::Scope;
 use super::{CharterChecker, Check, Known, list};
 use crate::config::{PollCursor, PollKey, PollTrigger, ScheduleTrigger};
 use crate::cron::{Cron, Zone};
@@ -61,7 +62,7 @@ impl CharterChecker<'_> {
                     );
                     None
                 } else {
-                    self.template(&S::new(text, place, place), "path")
+                    self.scoped_template(&S::new(text, place, place), "path", Scope::PollPath)
                 }
             }
             None => None,
@@ -134,7 +135,7 @@ impl CharterChecker<'_> {
                         None
                     }
                 } else {
-                    self.template(&S::new(text, place, place), "key")
+                    self.scoped_template(&S::new(text, place, place), "key", Scope::PollKey)
                         .map(PollKey::Template)
                 }
             }
