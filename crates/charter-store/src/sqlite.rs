@@ -682,30 +682,8 @@ impl EventStore for SqliteStore {
     }
 
     async fn reject(&self, rejected: RejectedPayload) -> Result<()> {
-        let headers = to_json("headers", &rejected.headers)?;
-        let reasons = to_json("reasons", &rejected.reasons)?;
-        self.writer()?
-            .submit_atomic(move |conn| {
-                conn.prepare_cached(
-                "INSERT INTO rejected (id, charter, source, received_at, headers, body, reasons)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    rejected.id.to_string(),
-                    rejected.charter,
-                    rejected.source,
-                    rejected.received_at,
-                    headers,
-                    rejected.body,
-                    reasons,
-                ])
-            })
-            .map_err(db("inserting a rejected payload"))?;
-                Ok(())
-            })
-            .await
+        // The same insert as a capped one, with no cap.
+        self.reject_within(rejected, u64::MAX).await.map(|_| ())
     }
 
     async fn reject_within(&self, rejected: RejectedPayload, keep: u64) -> Result<bool> {

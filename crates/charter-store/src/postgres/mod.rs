@@ -480,31 +480,8 @@ impl EventStore for PgStore {
     }
 
     async fn reject(&self, rejected: RejectedPayload) -> Result<()> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "INSERT INTO rejected (id, charter, source, received_at, headers, body, reasons)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .await
-            .map_err(db("preparing reject"))?;
-        client
-            .execute(
-                &stmt,
-                &[
-                    &rejected.id,
-                    &rejected.charter,
-                    &rejected.source,
-                    &rejected.received_at,
-                    &Json(&rejected.headers),
-                    &rejected.body.as_bytes(),
-                    &Json(&rejected.reasons),
-                ],
-            )
-            .await
-            .map_err(db("inserting a rejected payload"))?;
-        Ok(())
+        // The same insert as a capped one, with no cap.
+        self.reject_within(rejected, u64::MAX).await.map(|_| ())
     }
 
     async fn reject_within(&self, rejected: RejectedPayload, keep: u64) -> Result<bool> {
