@@ -539,12 +539,14 @@ pub async fn audit<S: Store>(
 ) -> Result<(), ApiError> {
     // The client's address (behind a trusted proxy, the one it forwarded) when a request
     // is being served.
-    if crate::guard::current_client().is_some() && detail.is_null() {
-        detail = Value::Object(serde_json::Map::new());
-    }
-    if let (Some(ip), Some(map)) = (crate::guard::current_client(), detail.as_object_mut()) {
-        map.entry("client")
-            .or_insert_with(|| Value::String(ip.to_string()));
+    if let Some(ip) = crate::guard::current_client() {
+        if detail.is_null() {
+            detail = Value::Object(serde_json::Map::new());
+        }
+        if let Some(map) = detail.as_object_mut() {
+            map.entry("client")
+                .or_insert_with(|| Value::String(ip.to_string()));
+        }
     }
     state
         .store

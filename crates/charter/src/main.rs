@@ -742,7 +742,7 @@ fn check(dir: &std::path::Path, json: bool, strict: bool) -> ExitCode {
     match loaded {
         Ok((source, project)) => {
             let mut findings = charter_server::project::check_outside(&source, &project);
-            findings.extend(check_warnings(dir, &project));
+            findings.extend(check_warnings(&source, &project));
             let failing =
                 |f: &&charter_server::project::Finding| f.severity == Severity::Error || strict;
             let errors = findings.iter().filter(failing).count();
@@ -817,11 +817,9 @@ fn check(dir: &std::path::Path, json: bool, strict: bool) -> ExitCode {
 
 /// What `charter check` warns about without failing: a webhook charter with no `dedupe:`
 /// whose signature scheme gives no delivery id (header or body), so every redelivery of the
-/// same delivery would be stored, and acted on, as a new event. As `file:line: message`.
-/// Warnings about a valid project: a webhook charter whose redeliveries cannot be recognised
-/// (no `dedupe:` and a signature scheme without a delivery id).
+/// same delivery would be stored, and acted on, as a new event.
 fn check_warnings(
-    dir: &std::path::Path,
+    source: &charter_core::config::ProjectSource,
     project: &charter_core::config::Project,
 ) -> Vec<charter_server::project::Finding> {
     let mut out = Vec::new();
@@ -834,9 +832,11 @@ fn check_warnings(
         {
             continue;
         }
-        // The line of `trigger:` in the charter's file (1 when it cannot be read).
-        let line = std::fs::read_to_string(dir.join(&c.file))
-            .ok()
+        // The line of `trigger:` in the charter's file, as read for validation (1 when
+        // it cannot be found).
+        let line = source
+            .files
+            .get(&c.file)
             .and_then(|text| {
                 text.lines()
                     .position(|l| l.trim_start().starts_with("trigger:"))
