@@ -3,21 +3,14 @@
 //! A preset fills in what the charter author would otherwise look up — the default API
 //! root, headers the API wants, a rate limit and concurrency under the vendor's published
 //! limits, a circuit breaker — and checks that the configured auth is the kind the system
-//! accepts. Anything written in the connector wins over the preset. The names (and the
-//! default base URLs `charter check` needs) are in `charter_core::config::HTTP_PRESETS`.
+//! accepts. Anything written in the connector wins over the preset. The rules that decide
+//! whether a connector loads (names, default base URLs, accepted auth shapes) are in
+//! `charter_core::config::HTTP_PRESETS`, so `charter check` applies them too.
 
 use std::time::Duration;
 
-use charter_core::config::{CircuitBreakerPolicy, HttpAuth, HttpConnector};
-
-/// Which `auth:` shapes a system accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthKind {
-    Bearer,
-    Basic,
-    Header,
-    OAuth2,
-}
+pub use charter_core::config::AuthKind;
+use charter_core::config::{CircuitBreakerPolicy, HTTP_PRESETS, HttpConnector, HttpPresetRule};
 
 /// One preset.
 #[derive(Debug, Clone, Copy)]
@@ -31,7 +24,6 @@ pub struct Preset {
     /// Requests in flight when the connector sets none.
     pub concurrency: usize,
     pub breaker: CircuitBreakerPolicy,
-    pub auth: &'static [AuthKind],
     /// The charter.yaml snippet documented in docs/src/connectors.md.
     pub snippet: &'static str,
 }
@@ -51,7 +43,6 @@ pub const PRESETS: &[Preset] = &[
         rate_limit: 3.0,
         concurrency: 4,
         breaker: BREAKER,
-        auth: &[AuthKind::Basic, AuthKind::Bearer, AuthKind::OAuth2],
         snippet: "zendesk:\n  type: http\n  preset: zendesk\n  base_url: https://acme.zendesk.com\n  auth: { basic: { username: ops@acme.example/token, password: env:ZENDESK_API_TOKEN } }",
     },
     Preset {
@@ -62,7 +53,6 @@ pub const PRESETS: &[Preset] = &[
         rate_limit: 9.0,
         concurrency: 4,
         breaker: BREAKER,
-        auth: &[AuthKind::Bearer, AuthKind::OAuth2],
         snippet: "hubspot:\n  type: http\n  preset: hubspot\n  auth: { bearer: env:HUBSPOT_TOKEN }",
     },
     Preset {
@@ -76,7 +66,6 @@ pub const PRESETS: &[Preset] = &[
         rate_limit: 5.0,
         concurrency: 4,
         breaker: BREAKER,
-        auth: &[AuthKind::Basic, AuthKind::Bearer, AuthKind::OAuth2],
         snippet: "jira:\n  type: http\n  preset: jira\n  base_url: https://acme.atlassian.net\n  auth: { basic: { username: ops@acme.example, password: env:JIRA_API_TOKEN } }",
     },
     Preset {
@@ -86,7 +75,6 @@ pub const PRESETS: &[Preset] = &[
         rate_limit: 10.0,
         concurrency: 8,
         breaker: BREAKER,
-        auth: &[AuthKind::Bearer, AuthKind::Header, AuthKind::OAuth2],
         snippet: "crm:\n  type: http\n  preset: rest_crm\n  base_url: https://crm.acme.example/api\n  auth: { header: { name: X-Api-Key, value: env:CRM_API_KEY } }",
     },
 ];
@@ -110,21 +98,11 @@ pub enum PresetError {
     },
 }
 
-fn auth_kind(a: &HttpAuth) -> AuthKind {
-    match a {
-        HttpAuth::Bearer(_) => AuthKind::Bearer,
-        HttpAuth::Basic { .. } => AuthKind::Basic,
-        HttpAuth::Header { .. } => AuthKind::Header,
-        HttpAuth::OAuth2 { .. } => AuthKind::OAuth2,
-    }
-}
-
-fn auth_word(k: AuthKind) -> &'static str {
-    match k {
-        AuthKind::Bearer => "bearer",
-        AuthKind::Basic => "basic",
-        AuthKind::Header => "header",
-        AuthKind::OAuth2 => "oauth2",
+impl Preset {
+    /// The load rule `charter check` applies for this preset (accepted auth shapes,
+    /// default base URL).
+    pub fn rule(&self) -> Option<&'static HttpPresetRule> {
+        HTTP_PRESETS.iter().find(|r| r.name == self.name)
     }
 }
 
@@ -136,17 +114,18 @@ pub fn apply(config: &HttpConnector) -> Result<HttpConnector, PresetError> {
         return Ok(config.clone());
     };
     let p = preset(name).ok_or_else(|| PresetError::Unknown(name.clone()))?;
+    let rule = p.rule().ok_or_else(|| PresetError::Unknown(name.clone()))?;
     if let Some(auth) = &config.auth {
-        let kind = auth_kind(auth);
-        if !p.auth.contains(&kind) {
+        let kind = auth.kind();
+        if !rule.auth.contains(&kind) {
             return Err(PresetError::Auth {
                 preset: p.name.to_string(),
                 system: p.system,
-                auth: auth_word(kind),
-                allowed: p
+                auth: kind.word(),
+                allowed: rule
                     .auth
                     .iter()
-                    .map(|k| format!("`{}`", auth_word(*k)))
+                    .map(|k| format!("`{}`", k.word()))
                     .collect::<Vec<_>>()
                     .join(", "),
             });

@@ -927,7 +927,8 @@ fn connectors_and_actions_load() {
 
 #[test]
 fn every_preset_name_has_a_preset_and_a_snippet_that_loads() {
-    for (name, _) in charter_core::config::HTTP_PRESETS {
+    for rule in charter_core::config::HTTP_PRESETS {
+        let name = rule.name;
         let p = charter_connect::presets::preset(name).unwrap();
         let yaml = format!(
             "connectors:\n{}\n",
@@ -949,18 +950,83 @@ fn every_preset_name_has_a_preset_and_a_snippet_that_loads() {
 
 #[test]
 fn preset_refuses_an_auth_kind_the_system_does_not_take() {
-    let src = project(
+    // `charter check` (load_project) refuses it, located at the `auth:` line...
+    let mut src = project(
         "connectors:\n  hub:\n    type: http\n    preset: hubspot\n    auth: { basic: { username: u, password: env:P } }\n",
         "",
     );
-    let mut src = src;
     src.files.remove("charters/triage.yaml");
-    let p = load_project(&src).unwrap();
+    let err = diagnostics(&src);
+    assert!(
+        err.contains("charter.yaml:5:")
+            && err.contains("`preset: hubspot` does not accept `basic` auth"),
+        "{err}"
+    );
+    // ...and so does applying the preset at load, for a connector built without check.
+    let mut ok = project(
+        "connectors:\n  hub:\n    type: http\n    preset: hubspot\n    auth: { bearer: env:P }\n",
+        "",
+    );
+    ok.files.remove("charters/triage.yaml");
+    let p = load_project(&ok).unwrap();
     let ConnectorKind::Http(h) = &p.connectors["hub"].kind else {
-        panic!()
+        panic!("hub is an http connector")
     };
-    let err = charter_connect::presets::apply(h).unwrap_err().to_string();
+    let mut h = h.clone();
+    h.auth = Some(charter_core::config::HttpAuth::Basic {
+        username: "u".into(),
+        password: charter_core::config::SecretRef::Env("P".into()),
+    });
+    let err = charter_connect::presets::apply(&h).unwrap_err().to_string();
     assert!(err.contains("does not accept `basic` auth"), "{err}");
+}
+
+/// Every auth shape a preset refuses at load is refused by `charter check` too, for every
+/// preset: the two can never disagree.
+#[test]
+fn check_and_load_agree_on_every_preset_and_auth_shape() {
+    let shapes = [
+        ("bearer", "{ bearer: env:P }"),
+        ("basic", "{ basic: { username: u, password: env:P } }"),
+        ("header", "{ header: { name: X-Key, value: env:P } }"),
+        (
+            "oauth2",
+            "{ oauth2: { token_url: https://auth.example.com/t, client_id: c, client_secret: env:P } }",
+        ),
+    ];
+    for rule in charter_core::config::HTTP_PRESETS {
+        for (word, auth) in shapes {
+            let mut src = project(
+                &format!(
+                    "connectors:\n  c:\n    type: http\n    preset: {}\n    base_url: https://acme.example.com\n    auth: {auth}\n",
+                    rule.name
+                ),
+                "",
+            );
+            src.files.remove("charters/triage.yaml");
+            let checked = load_project(&src);
+            let accepted = rule.auth.iter().any(|k| k.word() == word);
+            match checked {
+                Ok(p) => {
+                    assert!(
+                        accepted,
+                        "{} + {word}: check passed a refused shape",
+                        rule.name
+                    );
+                    let ConnectorKind::Http(h) = &p.connectors["c"].kind else {
+                        panic!("c is an http connector")
+                    };
+                    charter_connect::presets::apply(h).unwrap_or_else(|e| {
+                        panic!("{} + {word}: check passed, load refused: {e}", rule.name)
+                    });
+                }
+                Err(d) => {
+                    assert!(!accepted, "{} + {word}: refused: {d}", rule.name);
+                    assert!(d.to_string().contains("charter.yaml:6:"), "{d}");
+                }
+            }
+        }
+    }
 }
 
 fn diagnostics(src: &ProjectSource) -> String {

@@ -350,14 +350,74 @@ impl ConnectorKind {
     }
 }
 
-/// HTTP connector presets (`preset:`) and the base URL each defaults to (`None`: the
-/// account's own URL, which `base_url` must give). The rest of each preset lives in
-/// `charter_connect::presets`.
-pub const HTTP_PRESETS: &[(&str, Option<&str>)] = &[
-    ("zendesk", None),
-    ("hubspot", Some("https://api.hubapi.com")),
-    ("jira", None),
-    ("rest_crm", None),
+/// Which `auth:` shape an HTTP connector uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthKind {
+    Bearer,
+    Basic,
+    Header,
+    OAuth2,
+}
+
+impl AuthKind {
+    /// The key under `auth:` that selects this kind.
+    pub fn word(self) -> &'static str {
+        match self {
+            AuthKind::Bearer => "bearer",
+            AuthKind::Basic => "basic",
+            AuthKind::Header => "header",
+            AuthKind::OAuth2 => "oauth2",
+        }
+    }
+}
+
+impl HttpAuth {
+    /// The shape of this auth.
+    pub fn kind(&self) -> AuthKind {
+        match self {
+            HttpAuth::Bearer(_) => AuthKind::Bearer,
+            HttpAuth::Basic { .. } => AuthKind::Basic,
+            HttpAuth::Header { .. } => AuthKind::Header,
+            HttpAuth::OAuth2 { .. } => AuthKind::OAuth2,
+        }
+    }
+}
+
+/// What `charter check` knows of an HTTP connector preset (`preset:`): the rules that decide
+/// whether a connector loads. The defaults a preset fills in at run time (headers, limits)
+/// live in `charter_connect::presets`; keeping the rules here means `check` and `serve`
+/// cannot disagree on what loads.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpPresetRule {
+    pub name: &'static str,
+    /// The base URL it defaults to (`None`: the account's own URL, which `base_url` must give).
+    pub default_base_url: Option<&'static str>,
+    /// The `auth:` shapes the system accepts.
+    pub auth: &'static [AuthKind],
+}
+
+/// Every HTTP connector preset.
+pub const HTTP_PRESETS: &[HttpPresetRule] = &[
+    HttpPresetRule {
+        name: "zendesk",
+        default_base_url: None,
+        auth: &[AuthKind::Basic, AuthKind::Bearer, AuthKind::OAuth2],
+    },
+    HttpPresetRule {
+        name: "hubspot",
+        default_base_url: Some("https://api.hubapi.com"),
+        auth: &[AuthKind::Bearer, AuthKind::OAuth2],
+    },
+    HttpPresetRule {
+        name: "jira",
+        default_base_url: None,
+        auth: &[AuthKind::Basic, AuthKind::Bearer, AuthKind::OAuth2],
+    },
+    HttpPresetRule {
+        name: "rest_crm",
+        default_base_url: None,
+        auth: &[AuthKind::Bearer, AuthKind::Header, AuthKind::OAuth2],
+    },
 ];
 
 /// Consecutive failures that open a connector's circuit, and how long it stays open.

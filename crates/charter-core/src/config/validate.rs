@@ -21,14 +21,14 @@ use super::raw::{
     WordOr, strip_unknown_keys,
 };
 use super::{
-    Action, ActionKind, Approval, Charter, CircuitBreakerPolicy, Connector, ConnectorKind, Decide,
-    Dedupe, EmailAction, EmbeddedStage, Escalation, EventTypes, FieldSpec, FieldType, HTTP_PRESETS,
-    HttpAction, HttpAuth, HttpConnector, InputSchema, IpRange, LlmBudget, LlmStage, Measure,
-    MessageAction, Mode, NatsTrigger, NetSettings, OnExhausted, OnExpiry, Otherwise, Project,
-    ProjectSource, ProviderDef, ProviderType, Recipients, RetryPolicy, Role, Route, Rule,
-    SecretRef, Settings, SlackAuth, SlackConnector, SmtpConnector, SmtpTls, SqlAction,
-    SqlConnector, SqlDatabase, Stage, StructuredMode, TextOrSecret, TokenDef, TokenPrice, Trigger,
-    Webhook, WorkerSettings,
+    Action, ActionKind, Approval, AuthKind, Charter, CircuitBreakerPolicy, Connector,
+    ConnectorKind, Decide, Dedupe, EmailAction, EmbeddedStage, Escalation, EventTypes, FieldSpec,
+    FieldType, HTTP_PRESETS, HttpAction, HttpAuth, HttpConnector, HttpPresetRule, InputSchema,
+    IpRange, LlmBudget, LlmStage, Measure, MessageAction, Mode, NatsTrigger, NetSettings,
+    OnExhausted, OnExpiry, Otherwise, Project, ProjectSource, ProviderDef, ProviderType,
+    Recipients, RetryPolicy, Role, Route, Rule, SecretRef, Settings, SlackAuth, SlackConnector,
+    SmtpConnector, SmtpTls, SqlAction, SqlConnector, SqlDatabase, Stage, StructuredMode,
+    TextOrSecret, TokenDef, TokenPrice, Trigger, Webhook, WorkerSettings,
 };
 use crate::expr::Expr;
 use names::Scope;
@@ -1271,7 +1271,7 @@ impl<'a> ProjectChecker<'a> {
     ) -> Option<ConnectorKind> {
         let preset = match &raw.preset {
             None => Some(None),
-            Some(p) => match HTTP_PRESETS.iter().find(|(n, _)| *n == p.value.trim()) {
+            Some(p) => match HTTP_PRESETS.iter().find(|r| r.name == p.value.trim()) {
                 Some(found) => Some(Some(*found)),
                 None => {
                     self.err(
@@ -1281,7 +1281,7 @@ impl<'a> ProjectChecker<'a> {
                             p.value,
                             HTTP_PRESETS
                                 .iter()
-                                .map(|(n, _)| format!("`{n}`"))
+                                .map(|r| format!("`{}`", r.name))
                                 .collect::<Vec<_>>()
                                 .join(", ")
                         ),
@@ -1294,8 +1294,14 @@ impl<'a> ProjectChecker<'a> {
             (Some(u), _) => self
                 .absolute_url(u, "base_url")
                 .filter(|_| self.reachable_base_url(u, &name.value, allow_private)),
-            (None, Some((_, Some(default)))) => Some((*default).to_string()),
-            (None, Some((p, None))) => {
+            (
+                None,
+                Some(HttpPresetRule {
+                    default_base_url: Some(default),
+                    ..
+                }),
+            ) => Some((*default).to_string()),
+            (None, Some(HttpPresetRule { name: p, .. })) => {
                 self.err(
                     name.referenced,
                     format!(
@@ -1327,7 +1333,14 @@ impl<'a> ProjectChecker<'a> {
             .map(|(k, v)| (k.value, v.value.0))
             .collect();
         let auth = match raw.auth {
-            Some(a) => self.auth(a),
+            Some(a) => {
+                let at = a.referenced;
+                let auth = self.auth(a);
+                if let (Some(Some(given)), Some(Some(rule))) = (&auth, preset) {
+                    self.preset_accepts(at, &rule, given.kind());
+                }
+                auth
+            }
             None => Some(None),
         };
         let rate_limit = match &raw.rate_limit {
@@ -1373,7 +1386,7 @@ impl<'a> ProjectChecker<'a> {
             auth: auth?,
             timeout,
             allow_private,
-            preset: preset?.map(|(n, _)| n.to_string()),
+            preset: preset?.map(|r| r.name.to_string()),
             rate_limit: rate_limit?,
             concurrency: concurrency?,
             circuit_breaker: circuit_breaker?,
@@ -1656,6 +1669,28 @@ impl<'a> ProjectChecker<'a> {
     }
 
     /// `Some(None)`: no auth; `None`: invalid.
+    /// Refuses an `auth:` shape the preset's system does not take (the same rule
+    /// `charter_connect::presets::apply` enforces at load, so `check` fails first).
+    fn preset_accepts(&mut self, at: Location, rule: &HttpPresetRule, given: AuthKind) {
+        if rule.auth.contains(&given) {
+            return;
+        }
+        let allowed = rule
+            .auth
+            .iter()
+            .map(|k| format!("`{}`", k.word()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.err(
+            at,
+            format!(
+                "`preset: {}` does not accept `{}` auth; use one of {allowed}",
+                rule.name,
+                given.word()
+            ),
+        );
+    }
+
     fn auth(&mut self, raw: S<RawAuth>) -> Option<Option<HttpAuth>> {
         let at = raw.referenced;
         let a = raw.value;
