@@ -1032,6 +1032,7 @@ pub async fn sample_corrections<S: Store>(
         let text = crate::worker::decision_text(charter, &ev.event, &ctx);
         out.push(json!({
             "event_id": s.sample.event_id,
+            "escalation_id": null,
             "sample_id": s.sample.id,
             "text": text,
             "label": label,
