@@ -202,18 +202,22 @@ impl RouteView {
         let applies = st
             .and_then(RouteState::override_pair)
             .is_some_and(|(_, base)| base == self.declared.as_str());
+        let over = match st {
+            Some(s) if applies => json!({
+                "mode": s.mode,
+                "by": s.by,
+                "at": s.at,
+                "reason": s.reason,
+            }),
+            _ => Value::Null,
+        };
         json!({
             "name": self.name,
             "actions": self.actions,
             "mode": self.mode.as_str(),
             "declared_mode": self.declared.as_str(),
             "file_mode": route.rollout.mode.map(Mode::as_str),
-            "override": if applies { json!({
-                "mode": st.and_then(|s| s.mode.clone()),
-                "by": st.and_then(|s| s.by.clone()),
-                "at": st.and_then(|s| s.at),
-                "reason": st.and_then(|s| s.reason.clone()),
-            }) } else { Value::Null },
+            "override": over,
             "sample": self.sample,
             "pending_reviews": self.pending,
             "agreement": self.agreement,
@@ -863,10 +867,9 @@ async fn record_rewrite<S: Store>(
     let (before, after) = if pairs.is_empty() {
         (draft.clone(), draft.clone())
     } else {
-        let join = |f: fn(&(String, String, String)) -> &String| {
-            pairs.iter().map(f).cloned().collect::<Vec<_>>().join("\n")
-        };
-        (join(|p| &p.1), join(|p| &p.2))
+        let before: Vec<&str> = pairs.iter().map(|p| p.1.as_str()).collect();
+        let after: Vec<&str> = pairs.iter().map(|p| p.2.as_str()).collect();
+        (before.join("\n"), after.join("\n"))
     };
     let route = state
         .store
@@ -946,7 +949,7 @@ pub async fn list_rewrites<S: Store>(
         .store
         .rewrite_stats(q.charter.as_deref(), since)
         .await?;
-    let stats = stats
+    let stats: charter_store::rollout::RewriteStats = stats
         .into_iter()
         .filter(|((c, _, _), _)| caller.sees(c))
         .collect();

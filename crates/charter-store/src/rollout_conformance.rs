@@ -230,7 +230,7 @@ async fn check_samples<S: Store>(store: &S) -> CheckResult {
 
     let stats = ctx(store.review_stats(&c, 0).await, "review_stats")?;
     let shadow = stats
-        .get(&("billing".into(), "shadow".into()))
+        .get(&("billing".to_string(), "shadow".to_string()))
         .copied()
         .unwrap_or_default();
     ensure!(
@@ -243,7 +243,7 @@ async fn check_samples<S: Store>(store: &S) -> CheckResult {
         "billing/shadow counts are {shadow:?}"
     );
     let live = stats
-        .get(&("billing".into(), "live".into()))
+        .get(&("billing".to_string(), "live".to_string()))
         .copied()
         .unwrap_or_default();
     ensure!(
@@ -251,7 +251,7 @@ async fn check_samples<S: Store>(store: &S) -> CheckResult {
         "billing/live counts are {live:?}"
     );
     let refunds = stats
-        .get(&("refunds".into(), "shadow".into()))
+        .get(&("refunds".to_string(), "shadow".to_string()))
         .copied()
         .unwrap_or_default();
     ensure!(
@@ -261,7 +261,7 @@ async fn check_samples<S: Store>(store: &S) -> CheckResult {
     // `since` leaves out earlier reviews.
     let later = ctx(store.review_stats(&c, 1_500).await, "review_stats(since)")?;
     let shadow = later
-        .get(&("billing".into(), "shadow".into()))
+        .get(&("billing".to_string(), "shadow".to_string()))
         .copied()
         .unwrap_or_default();
     ensure!(
@@ -336,7 +336,7 @@ async fn check_rewrites<S: Store>(store: &S) -> CheckResult {
     );
     let stats = ctx(store.rewrite_stats(Some(&c), 0).await, "rewrite_stats")?;
     let billing = stats
-        .get(&(c.clone(), "billing".into(), "reply".into()))
+        .get(&(c.clone(), "billing".to_string(), "reply".to_string()))
         .cloned()
         .unwrap_or_default();
     ensure!(
@@ -349,7 +349,7 @@ async fn check_rewrites<S: Store>(store: &S) -> CheckResult {
         "billing totals are {billing:?}"
     );
     let none = stats
-        .get(&(c.clone(), "-".into(), "reply".into()))
+        .get(&(c.clone(), "-".to_string(), "reply".to_string()))
         .cloned()
         .unwrap_or_default();
     ensure!(

@@ -142,7 +142,7 @@ pub async fn page_rollout<S: Store>(
         url_enc(&name),
         esc(&name)
     );
-    for (v, r) in views.iter().zip(&c.routes) {
+    for v in &views {
         if v.suggest_promotion {
             let _ = write!(
                 body,
@@ -157,7 +157,6 @@ pub async fn page_rollout<S: Store>(
                 }
             );
         }
-        let _ = r;
     }
     body.push_str("<table class=\"routes\"><thead><tr><th>Route</th><th>Runs</th><th>Mode</th><th>Sample</th><th>Agreement (current mode)</th><th>All reviews</th><th>Queue</th></tr></thead><tbody>");
     for v in &views {

@@ -400,7 +400,11 @@ impl RolloutStore for SqliteStore {
                 .map_err(db("summing rewrites"))?;
             let list = collect(rows, |r| {
                 Ok((
-                    (get_col(r, 0)?, get_col(r, 1)?, get_col(r, 2)?),
+                    (
+                        get_col::<String>(r, 0)?,
+                        get_col::<String>(r, 1)?,
+                        get_col::<String>(r, 2)?,
+                    ),
                     crate::rollout::RewriteTotals {
                         drafts: count(r, 3)?,
                         edited: count(r, 4)?,
