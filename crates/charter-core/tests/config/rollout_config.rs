@@ -119,11 +119,11 @@ fn bad_rollout_keys_are_reported_where_written() {
         .replace("{ corrections: 10% }", "{ reviewed: 5 }");
     let p = problems(&broken);
     for want in [
-        "charters/trio.yaml:21:11: `mode` is `sometimes`; expected one of `shadow`, `approve`, `live`",
-        "charters/trio.yaml:22:13: `sample`: `150%` is outside 0%..100%",
+        "charters/trio.yaml:20:11: `mode` is `sometimes`; expected one of `shadow`, `approve`, `live`",
+        "charters/trio.yaml:21:13: `sample`: `150%` is outside 0%..100%",
         "missing `demote_when.corrections`",
         "`promote_when.reviewed` is 0; expected a whole number of at least 1",
-        "unknown key `when`",
+        "unknown field `when`, expected one of `agreement`, `reviewed`, `auto`",
     ] {
         assert!(p.contains(want), "{want:?} not in:\n{p}");
     }
