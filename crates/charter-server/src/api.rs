@@ -1187,7 +1187,14 @@ pub async fn list_corrections<S: Store>(
             "decided_at": e.resolved_at,
         }));
     }
-    out.extend(crate::rollout::sample_corrections(&state, &cr.charter, q.limit.unwrap_or(10_000).min(100_000)).await?);
+    out.extend(
+        crate::rollout::sample_corrections(
+            &state,
+            &cr.charter,
+            q.limit.unwrap_or(10_000).min(100_000),
+        )
+        .await?,
+    );
     Ok(Json(json!({ "corrections": out })))
 }
 

@@ -606,7 +606,12 @@ impl Metrics {
     pub fn route_mode_change(&self, charter: &str, route: &str, to: &str, by: &str) {
         self.add(
             Metric::RouteModeChanges,
-            &[("charter", charter), ("route", route), ("to", to), ("by", by)],
+            &[
+                ("charter", charter),
+                ("route", route),
+                ("to", to),
+                ("by", by),
+            ],
             1.0,
         );
     }

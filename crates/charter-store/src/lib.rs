@@ -25,9 +25,9 @@ mod notifications_conformance;
 pub mod postgres;
 pub mod report;
 mod report_conformance;
+pub mod retention;
 pub mod rollout;
 mod rollout_conformance;
-pub mod retention;
 pub mod sqlite;
 
 pub use decision::{DecisionStore, EXTRA_CONTEXT, EXTRA_DRAFT, LlmSpend, RunExtra};

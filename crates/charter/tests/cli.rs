@@ -2202,7 +2202,14 @@ async fn operator_commands_from_the_command_line() {
     assert!(err.contains("403"), "{err}");
     let (code, out, err) = as_who(
         "root",
-        &["route-mode", "gated", "route-2", "shadow", "--reason", "watch it"],
+        &[
+            "route-mode",
+            "gated",
+            "route-2",
+            "shadow",
+            "--reason",
+            "watch it",
+        ],
     );
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), "shadow");
@@ -2213,7 +2220,10 @@ async fn operator_commands_from_the_command_line() {
             .any(|l| l.starts_with("route-2") && l.contains("shadow") && l.contains("set by root")),
         "{out}"
     );
-    assert!(out.contains("not enough reviewed: 0 of the 30 needed"), "{out}");
+    assert!(
+        out.contains("not enough reviewed: 0 of the 30 needed"),
+        "{out}"
+    );
     let (code, _, err) = as_who("root", &["route-mode", "gated", "route-2", "file"]);
     assert_eq!(code, 0, "{err}");
     let (code, out, err) = as_who("view", &["export-rewrites", "gated"]);

@@ -982,7 +982,10 @@ const ROUTE_SHAPE: Shape = Shape::Keys(&[
         "promote_when",
         Shape::Keys(&[("agreement", A), ("reviewed", A), ("auto", A)]),
     ),
-    ("demote_when", Shape::Keys(&[("corrections", A), ("reviewed", A)])),
+    (
+        "demote_when",
+        Shape::Keys(&[("corrections", A), ("reviewed", A)]),
+    ),
 ]);
 
 const ACTION_SHAPE: Shape = Shape::Keys(&[

@@ -3091,7 +3091,10 @@ impl CharterChecker<'_> {
             if !seen.insert(r.name.as_str()) {
                 self.err(
                     *at,
-                    format!("route name `{}` is used twice; expected each route's `name` to be unique", r.name),
+                    format!(
+                        "route name `{}` is used twice; expected each route's `name` to be unique",
+                        r.name
+                    ),
                 );
                 ok = false;
             }

@@ -231,14 +231,24 @@ providers:
 
     /// `GET` an admin API path (the harness configures no tokens) as JSON.
     pub(crate) async fn api_get(&self, path: &str) -> Value {
-        let r = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
         assert!(r.status().is_success(), "GET {path}: {}", r.status());
         r.json().await.unwrap()
     }
 
     /// `GET` a path as text.
     pub(crate) async fn text_get(&self, path: &str) -> String {
-        let r = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
         r.text().await.unwrap()
     }
 

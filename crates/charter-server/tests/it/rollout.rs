@@ -112,7 +112,11 @@ async fn queue(h: &Harness, route: &str) -> Vec<Value> {
 async fn review(h: &Harness, sample: &Value, body: Value) -> Value {
     let id = sample["id"].as_str().unwrap();
     let r = h
-        .post(&format!("/api/v1/samples/{id}/review"), Some("rita"), Some(body))
+        .post(
+            &format!("/api/v1/samples/{id}/review"),
+            Some("rita"),
+            Some(body),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     r.json()
@@ -155,7 +159,11 @@ async fn three_routes_in_three_modes_process_a_mixed_batch_as_declared() {
 
     // live: executed; shadow: recorded as would-run, nothing sent; approve: waits.
     assert_eq!((h.puts(1), h.puts(4)), (1, 1), "the live route executes");
-    assert_eq!((h.puts(3), h.puts(5)), (0, 0), "the shadow route sends nothing");
+    assert_eq!(
+        (h.puts(3), h.puts(5)),
+        (0, 0),
+        "the shadow route sends nothing"
+    );
     assert_eq!(h.puts(2), 0, "the approve route waits for a reviewer");
     let runs = h
         .store
@@ -163,11 +171,7 @@ async fn three_routes_in_three_modes_process_a_mixed_batch_as_declared() {
         .await
         .unwrap();
     let last = runs.last().unwrap();
-    assert_eq!(
-        last.outcome.map(|o| o.as_str()),
-        Some("shadow"),
-        "{last:?}"
-    );
+    assert_eq!(last.outcome.map(|o| o.as_str()), Some("shadow"), "{last:?}");
     assert_eq!(last.actions[0].status.as_str(), "would_run");
     // The approve route's action asks any reviewer (its own policy is `auto`).
     let pending = h.pending_approvals().await;
@@ -194,7 +198,11 @@ async fn three_routes_in_three_modes_process_a_mixed_batch_as_declared() {
     assert_eq!(route(&h, "refunds").await["mode"], "approve");
     assert_eq!(queue(&h, "rest").await.len(), 2);
     assert_eq!(queue(&h, "billing").await.len(), 2);
-    assert_eq!(queue(&h, "refunds").await.len(), 0, "refunds samples nothing");
+    assert_eq!(
+        queue(&h, "refunds").await.len(),
+        0,
+        "refunds samples nothing"
+    );
 
     // Promote `rest` to live through the API: audited, and the next run executes.
     let r = h
@@ -288,7 +296,10 @@ async fn reviews_move_agreement_and_the_promotion_is_suggested_at_the_threshold(
     assert_eq!(r["agreement"]["reviewed"], 0);
     assert!(r["agreement"]["rate"].is_null());
     assert_eq!(r["agreement"]["enough"], false);
-    assert_eq!(r["agreement_text"], "not enough reviewed: 0 of the 4 needed");
+    assert_eq!(
+        r["agreement_text"],
+        "not enough reviewed: 0 of the 4 needed"
+    );
     assert_eq!(r["pending_reviews"], 5);
     assert_eq!(r["suggest_promotion"], false);
 
@@ -342,7 +353,9 @@ async fn reviews_move_agreement_and_the_promotion_is_suggested_at_the_threshold(
     assert_eq!(r["pending_reviews"], 4);
 
     // The correction is exported with the other corrections (the examples' CSV).
-    let c = h.get("/api/v1/corrections?charter=trio", Some("view")).await;
+    let c = h
+        .get("/api/v1/corrections?charter=trio", Some("view"))
+        .await;
     assert_eq!(c.status, 200, "{}", c.body);
     let all = c.json()["corrections"].as_array().unwrap().clone();
     let found: Vec<&Value> = all
@@ -355,7 +368,12 @@ async fn reviews_move_agreement_and_the_promotion_is_suggested_at_the_threshold(
 
     // Two right reviews: 2 of 3 agreed, still under the minimum of 4.
     for s in &samples[1..3] {
-        review(&h, s, json!({"decision_right": true, "actions": {"tag_other": true}})).await;
+        review(
+            &h,
+            s,
+            json!({"decision_right": true, "actions": {"tag_other": true}}),
+        )
+        .await;
     }
     let r = route(&h, "rest").await;
     assert_eq!(r["agreement"]["reviewed"], 3);
@@ -369,7 +387,12 @@ async fn reviews_move_agreement_and_the_promotion_is_suggested_at_the_threshold(
     );
 
     // The fourth: 3 of 4 = 75%, the threshold: the promotion is suggested, not made.
-    review(&h, &samples[3], json!({"decision_right": true, "actions": {"tag_other": true}})).await;
+    review(
+        &h,
+        &samples[3],
+        json!({"decision_right": true, "actions": {"tag_other": true}}),
+    )
+    .await;
     let r = route(&h, "rest").await;
     assert_eq!(r["agreement"]["reviewed"], 4);
     assert_eq!(r["agreement"]["rate"], 0.75);
@@ -382,9 +405,17 @@ async fn reviews_move_agreement_and_the_promotion_is_suggested_at_the_threshold(
     assert_eq!(r["suggest_promotion"], true);
     assert_eq!(r["mode"], "shadow", "never promoted without `auto: true`");
     let n = wait_notice(&h, "has earned promotion").await;
-    assert!(n.contains("rest") && n.contains("ops-lead@example.test"), "{n}");
+    assert!(
+        n.contains("rest") && n.contains("ops-lead@example.test"),
+        "{n}"
+    );
     // The suggestion is made once: the fifth review does not notify again.
-    review(&h, &samples[4], json!({"decision_right": true, "actions": {"tag_other": true}})).await;
+    review(
+        &h,
+        &samples[4],
+        json!({"decision_right": true, "actions": {"tag_other": true}}),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     let promotions = notices(&h)
         .iter()
@@ -423,8 +454,18 @@ async fn a_live_route_is_demoted_to_approve_when_reviewers_correct_it() {
     let samples = queue(&h, "billing").await;
     assert_eq!(samples.len(), 3);
     assert!(samples.iter().all(|s| s["mode"] == "live"));
-    review(&h, &samples[0], json!({"decision_right": true, "actions": {"tag_billing": true}})).await;
-    review(&h, &samples[1], json!({"decision_right": true, "actions": {"tag_billing": false}})).await;
+    review(
+        &h,
+        &samples[0],
+        json!({"decision_right": true, "actions": {"tag_billing": true}}),
+    )
+    .await;
+    review(
+        &h,
+        &samples[1],
+        json!({"decision_right": true, "actions": {"tag_billing": false}}),
+    )
+    .await;
     // 1 of 2 wrong, but fewer than 3 reviewed: still live.
     assert_eq!(route(&h, "billing").await["mode"], "live");
     review(
@@ -508,29 +549,45 @@ actions:
     .await;
     let draft = crate::decision::DRAFT_TEXT;
     // Two drafts wait for a reviewer (drafts are reviewed by default).
-    let a = h.send("drafts", json!({"id": 1, "subject": "refund one"})).await;
-    let b = h.send("drafts", json!({"id": 2, "subject": "refund two"})).await;
+    let a = h
+        .send("drafts", json!({"id": 1, "subject": "refund one"}))
+        .await;
+    let b = h
+        .send("drafts", json!({"id": 2, "subject": "refund two"}))
+        .await;
     h.wait(a, "waiting").await;
     h.wait(b, "waiting").await;
     let list = h.api_get("/api/v1/approvals?status=pending").await;
     let approvals = list["approvals"].as_array().unwrap().clone();
     assert_eq!(approvals.len(), 2, "{list}");
     // The first is approved with one word changed ("its" -> "the"), the second as written.
-    let first = approvals.iter().find(|x| x["event_id"] == a.to_string().as_str()).unwrap();
-    let second = approvals.iter().find(|x| x["event_id"] == b.to_string().as_str()).unwrap();
+    let first = approvals
+        .iter()
+        .find(|x| x["event_id"] == a.to_string().as_str())
+        .unwrap();
+    let second = approvals
+        .iter()
+        .find(|x| x["event_id"] == b.to_string().as_str())
+        .unwrap();
     let mut edited = first["params"].clone();
     let approved_text = draft.replace("its way", "the way");
     edited["json"]["body"] = json!(approved_text);
     let r = h
         .api_post(
-            &format!("/api/v1/approvals/{}/approve", first["id"].as_str().unwrap()),
+            &format!(
+                "/api/v1/approvals/{}/approve",
+                first["id"].as_str().unwrap()
+            ),
             json!({"params": edited}),
         )
         .await;
     assert_eq!(r["approval"]["status"], "approved", "{r}");
     let r = h
         .api_post(
-            &format!("/api/v1/approvals/{}/approve", second["id"].as_str().unwrap()),
+            &format!(
+                "/api/v1/approvals/{}/approve",
+                second["id"].as_str().unwrap()
+            ),
             json!({}),
         )
         .await;
@@ -557,10 +614,16 @@ actions:
     assert!((t["word_ratio"].as_f64().unwrap() - 0.05).abs() < 1e-12);
     // The pairs: the draft and what the reviewer approved.
     let pairs = v["rewrites"].as_array().unwrap();
-    let p = pairs.iter().find(|p| p["event_id"] == a.to_string().as_str()).unwrap();
+    let p = pairs
+        .iter()
+        .find(|p| p["event_id"] == a.to_string().as_str())
+        .unwrap();
     assert_eq!(p["draft"], draft);
     assert_eq!(p["approved"], approved_text.as_str());
-    assert_eq!((p["chars"].as_u64(), p["words"].as_u64()), (Some(3), Some(1)));
+    assert_eq!(
+        (p["chars"].as_u64(), p["words"].as_u64()),
+        (Some(3), Some(1))
+    );
 
     // The report carries the totals; /metrics the counters.
     let rep = h.api_get("/api/v1/charters/drafts/report").await;
