@@ -681,12 +681,22 @@ async fn open_ui_edits_decides_searches_and_shows_the_shadow_record() {
     assert!(received >= 2, "s1 and s2 were received: {received}");
     assert!(p.body.contains("Shadow record"));
     assert!(p.body.contains("would_run"), "{}", p.body);
-    assert!(p.body.contains("Agreement 100.0%"), "{}", p.body);
-    assert!(p.body.contains("2 shadow runs decided, 0 later corrected"));
+    // Nobody reviewed these runs: no rate is claimed (it said "Agreement 100.0%" before).
+    assert!(!p.body.contains("Agreement 100.0%"), "{}", p.body);
     assert!(
-        p.body.contains("not later corrected by a human")
-            || p.body.contains("<em>not</em> later corrected by a human")
+        p.body
+            .contains("<strong>Agreement: not enough reviewed</strong> (0 of 30 needed)"),
+        "{}",
+        p.body
     );
+    assert!(
+        p.body
+            .contains("2 shadow runs decided, 0 reviewed by a human, 0 of them corrected"),
+        "{}",
+        p.body
+    );
+    assert!(p.body.contains("the shadow runs a human reviewed that were <em>not</em> corrected"));
+    assert!(p.body.contains("href=\"/rollout/quiet\""), "links the rollout page");
     assert!(
         p.body.contains("action=\"/charters/quiet/promote\""),
         "the shadow charter offers promotion"
