@@ -880,7 +880,13 @@ async fn record_rewrite<S: Store>(
         .and_then(|r| r.route)
         .and_then(|i| cr.charter.routes.get(i))
         .map(|r| r.name.clone());
-    let distance = Rewrite::measure(&before, &after);
+    // Quadratic in the texts' lengths: off the async workers for long drafts.
+    let (before, after, distance) = tokio::task::spawn_blocking(move || {
+        let d = Rewrite::measure(&before, &after);
+        (before, after, d)
+    })
+    .await
+    .map_err(|e| StoreError::Database(format!("measuring a rewrite: {e}")))?;
     let w = DraftRewrite {
         approval_id: a.id,
         run_id: a.run_id,
