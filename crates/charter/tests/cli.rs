@@ -2195,9 +2195,9 @@ async fn operator_commands_from_the_command_line() {
     let (code, out, err) = as_who("view", &["routes", "gated", "--json"]);
     assert_eq!(code, 0, "{err}");
     let routes = json_of(&out);
-    assert_eq!(routes["routes"][1]["name"], "route-2", "{routes}");
-    assert_eq!(routes["routes"][1]["mode"], "live", "{routes}");
-    let (code, _, err) = as_who("lead", &["route-mode", "gated", "route-2", "shadow"]);
+    assert_eq!(routes["routes"][0]["name"], "route-1", "{routes}");
+    assert_eq!(routes["routes"][0]["mode"], "live", "{routes}");
+    let (code, _, err) = as_who("lead", &["route-mode", "gated", "route-1", "shadow"]);
     assert_eq!(code, 1, "a reviewer may not change a route's mode");
     assert!(err.contains("403"), "{err}");
     let (code, out, err) = as_who(
@@ -2205,7 +2205,7 @@ async fn operator_commands_from_the_command_line() {
         &[
             "route-mode",
             "gated",
-            "route-2",
+            "route-1",
             "shadow",
             "--reason",
             "watch it",
@@ -2217,14 +2217,14 @@ async fn operator_commands_from_the_command_line() {
     assert_eq!(code, 0, "{err}");
     assert!(
         out.lines()
-            .any(|l| l.starts_with("route-2") && l.contains("shadow") && l.contains("set by root")),
+            .any(|l| l.starts_with("route-1") && l.contains("shadow") && l.contains("set by root")),
         "{out}"
     );
     assert!(
         out.contains("not enough reviewed: 0 of the 30 needed"),
         "{out}"
     );
-    let (code, _, err) = as_who("root", &["route-mode", "gated", "route-2", "file"]);
+    let (code, _, err) = as_who("root", &["route-mode", "gated", "route-1", "file"]);
     assert_eq!(code, 0, "{err}");
     let (code, out, err) = as_who("view", &["export-rewrites", "gated"]);
     assert_eq!(code, 0, "{err}");

@@ -643,3 +643,54 @@ actions:
         assert!(m.contains(line), "{line} missing from\n{m}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_true_promotes_once_the_criteria_are_met() {
+    let trio = trio().replace(
+        "promote_when: { agreement: 0.75, reviewed: 4 }",
+        "promote_when: { agreement: 0.75, reviewed: 2, auto: true }",
+    );
+    let h = Harness::start(
+        &[("trio", trio)],
+        &[("rita", "reviewer", &[]), ("view", "viewer", &[])],
+    )
+    .await;
+    for i in 1..=2 {
+        let id = h.send("trio", i, &format!("hello {i}")).await;
+        h.wait_status(&id, "done").await;
+    }
+    let samples = queue(&h, "rest").await;
+    review(
+        &h,
+        &samples[0],
+        json!({"decision_right": true, "actions": {"tag_other": true}}),
+    )
+    .await;
+    assert_eq!(
+        route(&h, "rest").await["mode"],
+        "shadow",
+        "one review is not enough"
+    );
+    review(
+        &h,
+        &samples[1],
+        json!({"decision_right": true, "actions": {"tag_other": true}}),
+    )
+    .await;
+    let r = route(&h, "rest").await;
+    assert_eq!(r["mode"], "live", "{r}");
+    assert_eq!(r["override"]["by"], "charter");
+    assert!(
+        r["override"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("promote_when met")
+    );
+    // Agreement starts over in the new mode.
+    assert_eq!(r["agreement"]["reviewed"], 0, "{r}");
+    assert_eq!(r["all_time"]["reviewed"], 2, "{r}");
+    wait_notice(&h, "was promoted to live").await;
+    let id = h.send("trio", 3, "hello 3").await;
+    h.wait_status(&id, "done").await;
+    assert_eq!(h.puts(3), 1, "promoted: the route executes");
+}

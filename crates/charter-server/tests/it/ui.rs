@@ -695,8 +695,14 @@ async fn open_ui_edits_decides_searches_and_shows_the_shadow_record() {
         "{}",
         p.body
     );
-    assert!(p.body.contains("the shadow runs a human reviewed that were <em>not</em> corrected"));
-    assert!(p.body.contains("href=\"/rollout/quiet\""), "links the rollout page");
+    assert!(
+        p.body
+            .contains("the shadow runs a human reviewed that were <em>not</em> corrected")
+    );
+    assert!(
+        p.body.contains("href=\"/rollout/quiet\""),
+        "links the rollout page"
+    );
     assert!(
         p.body.contains("action=\"/charters/quiet/promote\""),
         "the shadow charter offers promotion"
