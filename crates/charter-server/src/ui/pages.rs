@@ -1153,7 +1153,9 @@ pub async fn charter<S: Store>(
     let mut rows: Vec<ShadowRow> = Vec::new();
     for e in &events {
         for run in store.runs_for_event(e.event.id).await? {
-            if run.mode != "shadow" {
+            // A route's own mode may differ from the charter's (see `rollout`): a run whose
+            // route executed is not a shadow run, one whose route was in shadow is.
+            if !super::rollout::is_shadow_run(&run) {
                 continue;
             }
             let label = run.decision.as_ref().and_then(|d| d.label.clone());

@@ -63,6 +63,19 @@ pub fn agreement_line(
     )
 }
 
+/// Whether a run belongs in the shadow record: it ran a route in shadow (outcome `shadow`),
+/// or it ran under a shadow charter and executed nothing (it escalated, failed or matched no
+/// route). A run whose route executed (completed, or went to a reviewer) is not.
+pub fn is_shadow_run(run: &charter_core::model::RunRecord) -> bool {
+    use charter_core::model::RunOutcome;
+    run.outcome == Some(RunOutcome::Shadow)
+        || (run.mode == "shadow"
+            && !matches!(
+                run.outcome,
+                Some(RunOutcome::Completed | RunOutcome::AwaitingApproval | RunOutcome::Rejected)
+            ))
+}
+
 fn capitalise(s: &str) -> String {
     let mut c = s.chars();
     match c.next() {
