@@ -116,7 +116,7 @@ fn agreement_html(a: &Agreement) -> String {
 fn mode_form(name: &str, v: &RouteView, csrf: &str) -> String {
     let mut opts = String::new();
     for m in ["shadow", "approve", "live", "file"] {
-        let sel = if m == v.mode.as_str() && v.state.as_ref().is_some_and(|s| s.mode.is_some()) {
+        let sel = if m == v.mode.as_str() {
             " selected"
         } else {
             ""
@@ -184,13 +184,12 @@ pub async fn page_rollout<S: Store>(
                     .unwrap_or_default()
             ),
             None => format!(
-                "<div class=\"meta\">{} ({})</div>",
+                "<div class=\"meta\">as {} says</div>",
                 if v.own_mode {
-                    "the route's mode:"
+                    "the route's <code>mode:</code>"
                 } else {
-                    "the charter's mode"
-                },
-                v.declared.as_str()
+                    "the charter"
+                }
             ),
         };
         let control = if s.role >= Role::Admin {
