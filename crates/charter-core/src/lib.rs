@@ -12,6 +12,7 @@ pub mod extract;
 pub mod idempotency;
 pub mod model;
 pub mod net;
+pub mod rollout;
 pub mod routing;
 pub mod scaffold;
 pub mod template;

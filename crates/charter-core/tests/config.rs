@@ -12,6 +12,9 @@ mod expressions;
 /// alerts see.
 #[path = "config/names_config.rs"]
 mod names_config;
+/// A route's rollout keys and which mode it runs in.
+#[path = "config/rollout_config.rs"]
+mod rollout_config;
 /// URL templates, e-mail recipients, MCP conditions, unreachable connector addresses.
 #[path = "config/safety_config.rs"]
 mod safety_config;

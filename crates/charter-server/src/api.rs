@@ -908,6 +908,7 @@ pub async fn approve_as<S: Store>(
         }),
     )
     .await?;
+    crate::rollout::approved(&state, &decided, &caller.name).await;
     requeue_soon(&state, a.event_id);
     tracing::info!(caller = %caller.name, approval = %a.id, edited = edited.is_some(), "approved");
     Ok(Json(json!({ "approval": decided })))
@@ -1186,6 +1187,14 @@ pub async fn list_corrections<S: Store>(
             "decided_at": e.resolved_at,
         }));
     }
+    out.extend(
+        crate::rollout::sample_corrections(
+            &state,
+            &cr.charter,
+            q.limit.unwrap_or(10_000).min(100_000),
+        )
+        .await?,
+    );
     Ok(Json(json!({ "corrections": out })))
 }
 
@@ -1311,4 +1320,7 @@ pub fn routes<S: Store>() -> Vec<ApiRoute<S>> {
         ),
         r(Method::GET, "/api/v1/audit", get(list_audit::<S>)),
     ]
+    .into_iter()
+    .chain(crate::rollout::api_routes())
+    .collect()
 }

@@ -34,6 +34,7 @@ pub mod project;
 pub mod rejected;
 pub mod report;
 pub mod retention;
+pub mod rollout;
 pub mod sink;
 pub mod sources;
 pub mod ui;

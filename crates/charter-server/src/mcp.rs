@@ -215,6 +215,7 @@ fn list_tools<S>(state: &AppState<S>, caller: &Caller) -> Vec<Value> {
                 Mode::Shadow => {
                     " The charter is in shadow mode: nothing is executed, what would run is recorded."
                 }
+                Mode::Approve => " The charter waits for a reviewer's approval of every action.",
                 Mode::Live => "",
             };
             tools.push(json!({

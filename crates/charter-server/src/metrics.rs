@@ -38,6 +38,12 @@ pub enum Metric {
     SourcePolls,
     LeasesRecovered,
     InDoubtActions,
+    ReviewSamples,
+    SampleReviews,
+    RouteModeChanges,
+    DraftRewrites,
+    DraftEdits,
+    DraftLength,
     AckLatency,
     DecisionLatency,
     LlmRequestDuration,
@@ -84,6 +90,12 @@ impl Metric {
         Metric::SourcePolls,
         Metric::LeasesRecovered,
         Metric::InDoubtActions,
+        Metric::ReviewSamples,
+        Metric::SampleReviews,
+        Metric::RouteModeChanges,
+        Metric::DraftRewrites,
+        Metric::DraftEdits,
+        Metric::DraftLength,
         Metric::AckLatency,
         Metric::DecisionLatency,
         Metric::LlmRequestDuration,
@@ -121,6 +133,12 @@ impl Metric {
             Metric::SourcePolls => "charter_source_polls_total",
             Metric::LeasesRecovered => "charter_leases_recovered_total",
             Metric::InDoubtActions => "charter_in_doubt_actions_total",
+            Metric::ReviewSamples => "charter_review_samples_total",
+            Metric::SampleReviews => "charter_sample_reviews_total",
+            Metric::RouteModeChanges => "charter_route_mode_changes_total",
+            Metric::DraftRewrites => "charter_draft_rewrites_total",
+            Metric::DraftEdits => "charter_draft_edits_total",
+            Metric::DraftLength => "charter_draft_length_total",
             Metric::AckLatency => "charter_ack_latency_seconds",
             Metric::DecisionLatency => "charter_decision_latency_seconds",
             Metric::LlmRequestDuration => "charter_llm_request_duration_seconds",
@@ -179,6 +197,24 @@ impl Metric {
             Metric::InDoubtActions => {
                 "Actions left in doubt by an interrupted run (intent recorded, outcome unknown: \
                  the request may have reached the target), by charter and action."
+            }
+            Metric::ReviewSamples => "Runs queued for a reviewer (sample:), by charter and route.",
+            Metric::SampleReviews => {
+                "Reviews of sampled runs, by charter, route and verdict (agreed, corrected)."
+            }
+            Metric::RouteModeChanges => {
+                "Route mode changes, by charter, route, new mode and by (operator, automatic)."
+            }
+            Metric::DraftRewrites => {
+                "Approved actions that carried a draft, by charter, route and action."
+            }
+            Metric::DraftEdits => {
+                "Edits reviewers made to drafts before approving (edit distance), by charter, \
+                 route, action and unit (char, word)."
+            }
+            Metric::DraftLength => {
+                "Length of the approved drafts, by charter, route, action and unit (char, word); \
+                 edits / length is the rewrite ratio."
             }
             Metric::AckLatency => "Time from a verified delivery to its durable acknowledgement.",
             Metric::DecisionLatency => "Time the decision cascade took, by deciding stage.",
@@ -545,6 +581,59 @@ impl Metrics {
             &[("charter", charter), ("name", name)],
             1.0,
         );
+    }
+
+    /// A run of `route` was queued for review.
+    pub fn sample_queued(&self, charter: &str, route: &str) {
+        self.add(
+            Metric::ReviewSamples,
+            &[("charter", charter), ("route", route)],
+            1.0,
+        );
+    }
+
+    /// A sample of `route` was reviewed: agreed with, or corrected.
+    pub fn sample_review(&self, charter: &str, route: &str, agreed: bool) {
+        let verdict = if agreed { "agreed" } else { "corrected" };
+        self.add(
+            Metric::SampleReviews,
+            &[("charter", charter), ("route", route), ("verdict", verdict)],
+            1.0,
+        );
+    }
+
+    /// A route's mode changed to `to`, by an `operator` or `automatic`ally.
+    pub fn route_mode_change(&self, charter: &str, route: &str, to: &str, by: &str) {
+        self.add(
+            Metric::RouteModeChanges,
+            &[
+                ("charter", charter),
+                ("route", route),
+                ("to", to),
+                ("by", by),
+            ],
+            1.0,
+        );
+    }
+
+    /// An approved draft and how much of it the reviewer rewrote.
+    pub fn draft_rewrite(
+        &self,
+        charter: &str,
+        route: &str,
+        action: &str,
+        d: &charter_core::rollout::Rewrite,
+    ) {
+        let base = [("charter", charter), ("route", route), ("action", action)];
+        self.add(Metric::DraftRewrites, &base, 1.0);
+        for (unit, edits, len) in [
+            ("char", d.chars, d.draft_chars),
+            ("word", d.words, d.draft_words),
+        ] {
+            let labels = [base[0], base[1], base[2], ("unit", unit)];
+            self.add(Metric::DraftEdits, &labels, edits as f64);
+            self.add(Metric::DraftLength, &labels, len as f64);
+        }
     }
 
     /// An approval or escalation notification through `connector` was sent, will be

@@ -101,6 +101,17 @@ pub async fn escalation_created<S: Store>(
     enqueue(state, charter, NotificationKind::Escalation, e.id).await;
 }
 
+/// Queue the owner's notice of a route's promotion (suggested or made) or demotion; `sample`
+/// is the review that tipped it. Never fails the caller.
+pub async fn rollout_changed<S: Store>(
+    state: &AppState<S>,
+    charter: &Charter,
+    kind: NotificationKind,
+    sample: Uuid,
+) {
+    enqueue(state, charter, kind, sample).await;
+}
+
 async fn enqueue<S: Store>(
     state: &AppState<S>,
     charter: &Charter,
@@ -331,6 +342,9 @@ async fn notice<S: Store>(
     let base = ui_base(&state.runtime);
     let inbox = format!("{base}/inbox?charter={}", n.charter);
     match n.kind {
+        NotificationKind::Promotion | NotificationKind::Demotion => {
+            crate::rollout::notice(state, n, &base).await
+        }
         NotificationKind::Approval => {
             let Some(a) = state.store.get_approval(n.item_id).await? else {
                 return Ok(None);
@@ -478,7 +492,9 @@ impl Notice {
                     "options": options,
                 }));
             }
-            NotificationKind::Escalation => {}
+            NotificationKind::Escalation
+            | NotificationKind::Promotion
+            | NotificationKind::Demotion => {}
         }
         elements.push(json!({
             "type": "button", "action_id": "charter_open",

@@ -71,9 +71,11 @@ pub async fn build<S: Store>(
         .store
         .open_incidents(Some(charter.to_string()))
         .await?;
+    let rollout = crate::rollout::report_json(state, &cr.charter, since_ms).await?;
     Ok(json!({
         "charter": charter,
         "window": humantime(since),
+        "rollout": rollout,
         "report": report,
         "rates": report.rates(),
         "measures": declared,

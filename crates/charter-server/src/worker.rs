@@ -580,6 +580,10 @@ async fn run_pipeline<S: Store>(
         return Ok(EventStatus::Done);
     };
 
+    // The route's own mode (an operator's per-route override, its `mode:`, else the
+    // charter's), see `rollout`.
+    let route_mode = crate::rollout::route_mode_now(state, &cr.charter, mode, route_idx).await?;
+    let charter = crate::rollout::charter_in_mode(&charter, route_idx, route_mode);
     // Gate and act, in the route's order; stop at the first action that fails or waits.
     let actions = &charter.routes[route_idx].actions;
     let (outcome, status, error) = act_in_order(
@@ -595,6 +599,17 @@ async fn run_pipeline<S: Store>(
     )
     .await?;
     finish(pending, Some(route_idx), outcome, error);
+    crate::rollout::sample_run(
+        state,
+        &charter,
+        route_idx,
+        route_mode,
+        event.id,
+        run_id,
+        decision.as_ref(),
+        outcome,
+    )
+    .await;
     Ok(status)
 }
 

@@ -30,6 +30,7 @@ use crate::{INTERRUPTED_ERROR, InDoubtFilter, InDoubtRef, InterruptedRun};
 
 pub use crate::notifications_conformance::check_notifications;
 pub use crate::report_conformance::{check_incidents, check_reports};
+pub use crate::rollout_conformance::check_rollout;
 
 /// Outcome of one check: `Err` describes what the backend got wrong.
 pub type CheckResult = Result<(), String>;
@@ -128,6 +129,7 @@ pub async fn run_all<S: Store>(store: &S) -> CheckResult {
         ("reports", check_reports(store).await),
         ("incidents", check_incidents(store).await),
         ("notifications", check_notifications(store).await),
+        ("rollout", check_rollout(store).await),
         ("operator", check_operator(store).await),
         ("source_state", check_source_state(store).await),
         ("decision_store", check_decision_store(store).await),

@@ -26,6 +26,8 @@ pub mod postgres;
 pub mod report;
 mod report_conformance;
 pub mod retention;
+pub mod rollout;
+mod rollout_conformance;
 pub mod sqlite;
 
 pub use decision::{DecisionStore, EXTRA_CONTEXT, EXTRA_DRAFT, LlmSpend, RunExtra};
@@ -38,6 +40,7 @@ pub use report::{
     NewMeasurement, Readiness, ReportQuery, ReportRates, ReportStore,
 };
 pub use retention::{Purged, RetentionStore};
+pub use rollout::RolloutStore;
 
 /// Errors from a store backend. The text is for logs, never for API clients.
 #[derive(Debug, thiserror::Error)]
@@ -598,6 +601,7 @@ pub trait Store:
     + DecisionStore
     + RetentionStore
     + SessionStore
+    + RolloutStore
     + Clone
 {
 }
@@ -617,6 +621,7 @@ impl<
         + DecisionStore
         + RetentionStore
         + SessionStore
+        + RolloutStore
         + Clone,
 > Store for T
 {

@@ -19,6 +19,11 @@ use crate::Result;
 pub enum NotificationKind {
     Approval,
     Escalation,
+    /// A route met its `promote_when` (suggested, or promoted with `auto: true`); the item is
+    /// the review sample that tipped it.
+    Promotion,
+    /// A live route was demoted to `approve`; the item is the review sample that tipped it.
+    Demotion,
 }
 
 impl NotificationKind {
@@ -26,6 +31,8 @@ impl NotificationKind {
         match self {
             NotificationKind::Approval => "approval",
             NotificationKind::Escalation => "escalation",
+            NotificationKind::Promotion => "promotion",
+            NotificationKind::Demotion => "demotion",
         }
     }
 
@@ -33,6 +40,8 @@ impl NotificationKind {
         match s {
             "approval" => Some(NotificationKind::Approval),
             "escalation" => Some(NotificationKind::Escalation),
+            "promotion" => Some(NotificationKind::Promotion),
+            "demotion" => Some(NotificationKind::Demotion),
             _ => None,
         }
     }

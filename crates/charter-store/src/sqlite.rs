@@ -16,6 +16,7 @@ mod notifications;
 mod operator;
 mod report;
 mod retention;
+mod rollout;
 mod rows;
 mod sessions;
 mod sources;
@@ -60,6 +61,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0010_llm_spend.sql"),
     include_str!("../migrations/sqlite/0011_ui_sessions.sql"),
     include_str!("../migrations/sqlite/0012_in_doubt.sql"),
+    include_str!("../migrations/sqlite/0013_rollout.sql"),
 ];
 
 /// The schema version this build creates and expects.

@@ -21,7 +21,7 @@ fn http() -> Result<reqwest::Client, ExitCode> {
         })
 }
 
-async fn call(
+pub(crate) async fn call(
     server: &ServerArgs,
     method: reqwest::Method,
     path: &str,
@@ -730,7 +730,7 @@ pub async fn post_signed(
 // ---------------------------------------------------------------------------------------
 
 /// `key=value` pairs of a query string (values are percent-encoded).
-fn query(pairs: &[(&str, Option<String>)]) -> String {
+pub(crate) fn query(pairs: &[(&str, Option<String>)]) -> String {
     let parts: Vec<String> = pairs
         .iter()
         .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v))))
@@ -743,7 +743,7 @@ fn query(pairs: &[(&str, Option<String>)]) -> String {
 }
 
 /// Percent-encode a query value (everything but unreserved characters).
-fn encode(s: &str) -> String {
+pub(crate) fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

@@ -19,6 +19,7 @@ mod demo;
 mod otlp;
 mod progress;
 mod report;
+mod rollout_cmd;
 mod serve;
 /// The test policy for outside tools (PostgreSQL for the bench test), shared with the test binaries.
 #[cfg(test)]
@@ -226,6 +227,42 @@ enum Command {
         charter: String,
         #[arg(value_parser = ["shadow", "live", "file"])]
         mode: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List a charter's routes: each one's mode, sampling, reviews waiting, agreement and
+    /// whether it meets its promotion criteria.
+    Routes {
+        charter: String,
+        /// Print JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Set one route's mode: shadow, approve (every action waits for a reviewer), live, or
+    /// file (drop the override; the files' mode applies). Audited as `route.mode`.
+    RouteMode {
+        charter: String,
+        route: String,
+        #[arg(value_parser = ["shadow", "approve", "live", "file"])]
+        mode: String,
+        /// Why (kept in the route's history).
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Write the drafts reviewers approved, with what they approved and the edit distance,
+    /// as JSON Lines (for prompt work).
+    ExportRewrites {
+        charter: String,
+        /// Output file (stdout when omitted).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Only the drafts the reviewer changed.
+        #[arg(long)]
+        edited: bool,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -667,6 +704,24 @@ async fn run(cli: Cli) -> ExitCode {
             mode,
             server,
         } => client::set_mode(&server, &charter, &mode).await,
+        Command::Routes {
+            charter,
+            json,
+            server,
+        } => rollout_cmd::routes(&server, &charter, json).await,
+        Command::RouteMode {
+            charter,
+            route,
+            mode,
+            reason,
+            server,
+        } => rollout_cmd::route_mode(&server, &charter, &route, &mode, reason).await,
+        Command::ExportRewrites {
+            charter,
+            out,
+            edited,
+            server,
+        } => rollout_cmd::export_rewrites(&server, &charter, edited, out.as_deref()).await,
         Command::Reroute { id, note, server } => client::reroute(&server, &id, note).await,
         Command::Pause { charter, server } => client::set_paused(&server, &charter, true).await,
         Command::Resume { charter, server } => client::set_paused(&server, &charter, false).await,

@@ -114,6 +114,7 @@ pub async fn report(args: ReportArgs) -> ExitCode {
         "{}",
         charter_server::report::render_text(&report, window, &declared)
     );
+    print!("{}", charter_server::rollout::render_text(&body["rollout"]));
     if let Some(open) = body["alerts_open"].as_array().filter(|a| !a.is_empty()) {
         println!();
         println!("alerts firing");

@@ -2191,6 +2191,46 @@ async fn operator_commands_from_the_command_line() {
         "text,label\nrefund please,billing\nhello,other\n"
     );
 
+    // Routes: listed with their modes; a route's mode set from the CLI (admin only).
+    let (code, out, err) = as_who("view", &["routes", "gated", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let routes = json_of(&out);
+    assert_eq!(routes["routes"][0]["name"], "route-1", "{routes}");
+    assert_eq!(routes["routes"][0]["mode"], "live", "{routes}");
+    let (code, _, err) = as_who("lead", &["route-mode", "gated", "route-1", "shadow"]);
+    assert_eq!(code, 1, "a reviewer may not change a route's mode");
+    assert!(err.contains("403"), "{err}");
+    let (code, out, err) = as_who(
+        "root",
+        &[
+            "route-mode",
+            "gated",
+            "route-1",
+            "shadow",
+            "--reason",
+            "watch it",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "shadow");
+    let (code, out, err) = as_who("view", &["routes", "gated"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("route-1") && l.contains("shadow") && l.contains("set by root")),
+        "{out}"
+    );
+    assert!(
+        out.contains("not enough reviewed: 0 of the 30 needed"),
+        "{out}"
+    );
+    let (code, _, err) = as_who("root", &["route-mode", "gated", "route-1", "file"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = as_who("view", &["export-rewrites", "gated"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "", "no approved draft yet");
+    assert!(err.contains("0 rewrite(s)"), "{err}");
+
     // Pause keeps accepting and storing; resume processes.
     let (code, _, err) = as_who("root", &["pause", "gated"]);
     assert_eq!(code, 0, "{err}");

@@ -553,10 +553,12 @@ pub enum HttpAuth {
     },
 }
 
-/// `shadow` records what would have run; `live` executes.
+/// `shadow` records what would have run; `approve` (a route's mode only) makes every action
+/// wait for a reviewer; `live` executes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Shadow,
+    Approve,
     Live,
 }
 
@@ -564,7 +566,18 @@ impl Mode {
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Shadow => "shadow",
+            Mode::Approve => "approve",
             Mode::Live => "live",
+        }
+    }
+
+    /// The mode a word names (`shadow`, `approve`, `live`).
+    pub fn parse(word: &str) -> Option<Mode> {
+        match word {
+            "shadow" => Some(Mode::Shadow),
+            "approve" => Some(Mode::Approve),
+            "live" => Some(Mode::Live),
+            _ => None,
         }
     }
 }
@@ -856,10 +869,50 @@ pub enum FieldType {
 
 #[derive(Debug, Clone)]
 pub struct Route {
+    /// `name:`, or `route-<n>` (1-based position) when none is written; unique per charter.
+    pub name: String,
     pub when: Expr,
     /// Action names, in order; each is in the charter's `actions`.
     pub actions: Vec<String>,
+    /// The route's rollout: its own mode, shadow sampling and promotion criteria.
+    pub rollout: RouteRollout,
 }
+
+/// A route's rollout settings (`mode`, `sample`, `promote_when`, `demote_when`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RouteRollout {
+    /// `mode:` on the route; `None`: the charter's mode.
+    pub mode: Option<Mode>,
+    /// Share of the route's runs queued for a reviewer (0 to 1; default 0).
+    pub sample: f64,
+    /// Reviewed samples needed before agreement is reported (`promote_when.reviewed`, else 30).
+    pub min_reviewed: u64,
+    pub promote_when: Option<PromoteWhen>,
+    pub demote_when: Option<DemoteWhen>,
+}
+
+/// `promote_when: { agreement: 0.95, reviewed: 200, auto: false }`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PromoteWhen {
+    /// Share of reviewed samples the reviewer agreed with (0 to 1).
+    pub agreement: f64,
+    /// Reviewed samples needed at least.
+    pub reviewed: u64,
+    /// Promote without a human (only when written `auto: true`).
+    pub auto: bool,
+}
+
+/// `demote_when: { corrections: 10%, reviewed: 20 }`: a live route whose reviewed samples
+/// since it went live hold more than `corrections` corrections (at least `reviewed` of them)
+/// is demoted to `approve`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DemoteWhen {
+    pub corrections: f64,
+    pub reviewed: u64,
+}
+
+/// Reviewed samples needed before a route's agreement is shown, unless `promote_when` says.
+pub const DEFAULT_MIN_REVIEWED: u64 = 30;
 
 #[derive(Debug, Clone)]
 pub struct Action {

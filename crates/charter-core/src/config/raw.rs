@@ -539,9 +539,34 @@ pub struct RawField {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
+    /// A name for the route (its rollout state is kept under it); default `route-<n>`.
+    pub name: Option<S<String>>,
     pub when: Option<S<Scalar>>,
     #[serde(rename = "do")]
     pub actions: Option<S<Vec<S<String>>>>,
+    /// `shadow`, `approve` or `live`; default the charter's mode.
+    pub mode: Option<S<String>>,
+    /// Share of runs queued for review: `10%` or `0.1`.
+    pub sample: Option<S<Scalar>>,
+    pub promote_when: Option<S<RawPromoteWhen>>,
+    pub demote_when: Option<S<RawDemoteWhen>>,
+}
+
+/// `promote_when:` on a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPromoteWhen {
+    pub agreement: Option<S<Scalar>>,
+    pub reviewed: Option<S<i64>>,
+    pub auto: Option<S<bool>>,
+}
+
+/// `demote_when:` on a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDemoteWhen {
+    pub corrections: Option<S<Scalar>>,
+    pub reviewed: Option<S<i64>>,
 }
 
 /// An action: `request` (HTTP) or `log`, plus its gate and retry policy.
@@ -947,7 +972,21 @@ const FIELD_SHAPE: Shape = Shape::Keys(&[
     ("template", A),
 ]);
 
-const ROUTE_SHAPE: Shape = Shape::Keys(&[("when", A), ("do", A)]);
+const ROUTE_SHAPE: Shape = Shape::Keys(&[
+    ("name", A),
+    ("when", A),
+    ("do", A),
+    ("mode", A),
+    ("sample", A),
+    (
+        "promote_when",
+        Shape::Keys(&[("agreement", A), ("reviewed", A), ("auto", A)]),
+    ),
+    (
+        "demote_when",
+        Shape::Keys(&[("corrections", A), ("reviewed", A)]),
+    ),
+]);
 
 const ACTION_SHAPE: Shape = Shape::Keys(&[
     ("connector", A),
@@ -1532,6 +1571,46 @@ pub const CHARTER_KEY_DOCS: &[(&str, &str)] = &[
         "A CEL expression over payload, event, decision, headers, context.",
     ),
     ("routes[].do", "The actions to run, in order."),
+    (
+        "routes[].name",
+        "The route's name, under which its mode and reviews are kept (default route-<n>).",
+    ),
+    (
+        "routes[].mode",
+        "shadow, approve (every action waits for a reviewer) or live; default the charter's.",
+    ),
+    (
+        "routes[].sample",
+        "Share of the route's runs queued for a reviewer (10% or 0.1; default 0).",
+    ),
+    (
+        "routes[].promote_when",
+        "When the route has earned promotion: the owner is told, the UI suggests it.",
+    ),
+    (
+        "routes[].promote_when.agreement",
+        "Agreement needed among reviewed samples (0.95 or 95%).",
+    ),
+    (
+        "routes[].promote_when.reviewed",
+        "Reviewed samples needed at least; also when agreement is first shown.",
+    ),
+    (
+        "routes[].promote_when.auto",
+        "true: promote without a human once met (default false: only suggest).",
+    ),
+    (
+        "routes[].demote_when",
+        "When a live route goes back to approve: its reviewed correction rate.",
+    ),
+    (
+        "routes[].demote_when.corrections",
+        "Correction rate above which the live route is demoted (10% or 0.1).",
+    ),
+    (
+        "routes[].demote_when.reviewed",
+        "Reviewed samples since it went live needed before demoting (default 20).",
+    ),
     (
         "actions",
         "The allowlist of what this charter may do, by name.",
@@ -2160,6 +2239,16 @@ mod tests {
                 "route",
                 shape_keys(&inner(field(&c, "routes"))),
                 serde_fields::<RawRoute>(),
+            ),
+            (
+                "promote_when",
+                shape_keys(&field(&inner(field(&c, "routes")), "promote_when")),
+                serde_fields::<RawPromoteWhen>(),
+            ),
+            (
+                "demote_when",
+                shape_keys(&field(&inner(field(&c, "routes")), "demote_when")),
+                serde_fields::<RawDemoteWhen>(),
             ),
             ("action", shape_keys(&action), serde_fields::<RawAction>()),
             (

@@ -37,6 +37,7 @@ mod alerts;
 mod decision;
 mod names;
 mod notify;
+mod rollout;
 mod sources;
 use crate::template::{JsonTemplate, Template};
 use crate::verify::{self, GenericHmac, HmacAlgorithm, SignatureEncoding, VerifySpec};
@@ -3109,17 +3110,43 @@ impl CharterChecker<'_> {
             self.err(raw.referenced, "`routes` is empty; expected at least one `- when: <condition>` with `do: [action, ...]`");
             return None;
         }
-        let parsed: Vec<Option<Route>> = raw
+        let parsed: Vec<Option<(Route, Location)>> = raw
             .value
             .into_iter()
-            .map(|r| self.route(r, known))
+            .enumerate()
+            .map(|(i, r)| {
+                let at = r.referenced;
+                self.route(r, known, i + 1).map(|route| (route, at))
+            })
             .collect();
-        parsed.into_iter().collect()
+        let routes: Vec<(Route, Location)> = parsed.into_iter().collect::<Option<_>>()?;
+        let mut seen = BTreeSet::new();
+        let mut ok = true;
+        for (r, at) in &routes {
+            if !seen.insert(r.name.as_str()) {
+                self.err(
+                    *at,
+                    format!(
+                        "route name `{}` is used twice; expected each route's `name` to be unique",
+                        r.name
+                    ),
+                );
+                ok = false;
+            }
+        }
+        ok.then(|| routes.into_iter().map(|(r, _)| r).collect())
     }
 
-    fn route(&mut self, raw: S<RawRoute>, known: &Known) -> Option<Route> {
+    fn route(&mut self, raw: S<RawRoute>, known: &Known, position: usize) -> Option<Route> {
         let at = raw.referenced;
         let r: RawRoute = raw.value;
+        let name = self.route_name(r.name, position);
+        let rollout = self.route_rollout(rollout::RawRollout {
+            mode: r.mode,
+            sample: r.sample,
+            promote_when: r.promote_when,
+            demote_when: r.demote_when,
+        });
         let when = self.expr(&r.when, at, "when", Scope::Route);
         let actions = match r.actions {
             Some(list) if list.value.is_empty() => {
@@ -3149,8 +3176,10 @@ impl CharterChecker<'_> {
             }
         };
         Some(Route {
+            name: name?,
             when: when?,
             actions: actions?,
+            rollout: rollout?,
         })
     }
 

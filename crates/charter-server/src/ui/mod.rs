@@ -4,7 +4,8 @@
 //! Pages: `/login`, `/inbox` (approvals and escalations waiting for a human, oldest first),
 //! `/events` (filters and search), `/events/{id}` (the run timeline), `/charters` and
 //! `/charters/{name}` (status, counts, operator buttons, the time-range replay form and the
-//! shadow-mode record).
+//! shadow-mode record), `/rollout/{name}` and `/rollout/{name}/review` (routes, modes,
+//! reviews of sampled runs and draft rewrites: [`rollout`]).
 //!
 //! Auth: a user logs in with one of the API tokens from `charter.yaml`; the session (see
 //! [`session`]) carries that token's name, role and charter scopes, and every change goes
@@ -39,6 +40,7 @@ use crate::error::ApiError;
 
 pub mod html;
 mod pages;
+pub mod rollout;
 pub mod session;
 
 use html::esc;
@@ -94,6 +96,13 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         .route("/approvals/{id}/approve", post(approve::<S>))
         .route("/approvals/{id}/reject", post(reject::<S>))
         .route("/escalations/{id}/decide", post(decide::<S>))
+        .route("/rollout/{name}", get(rollout::page_rollout::<S>))
+        .route("/rollout/{name}/review", get(rollout::page_review::<S>))
+        .route(
+            "/rollout/{name}/routes/{route}/mode",
+            post(rollout::post_route_mode::<S>),
+        )
+        .route("/samples/{id}/review", post(rollout::post_review::<S>))
         .layer(DefaultBodyLimit::max(FORM_LIMIT))
         .with_state(ui)
 }

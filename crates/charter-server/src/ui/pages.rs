@@ -1088,6 +1088,7 @@ pub async fn charter<S: Store>(
         sum.escalations,
         operator_buttons(&name, &s, &sum, &format!("/charters/{}", url_enc(&name)))
     );
+    let _ = write!(body, "<p>{}</p>", super::rollout::link(&name));
     if s.role >= Role::Admin {
         let _ = write!(
             body,
@@ -1152,7 +1153,9 @@ pub async fn charter<S: Store>(
     let mut rows: Vec<ShadowRow> = Vec::new();
     for e in &events {
         for run in store.runs_for_event(e.event.id).await? {
-            if run.mode != "shadow" {
+            // A route's own mode may differ from the charter's (see `rollout`): a run whose
+            // route executed is not a shadow run, one whose route was in shadow is.
+            if !super::rollout::is_shadow_run(&run) {
                 continue;
             }
             let label = run.decision.as_ref().and_then(|d| d.label.clone());
@@ -1208,21 +1211,19 @@ pub async fn charter<S: Store>(
     let corrected = decided.iter().filter(|r| r.corrected == Some(true)).count();
     let reviewed = decided.iter().filter(|r| r.corrected.is_some()).count();
     body.push_str("<h2>Shadow record</h2>");
-    body.push_str("<p class=\"meta\">In shadow mode the charter decides and records what it would have done, and executes nothing. <strong>Agreement</strong> is the share of shadow runs that reached a decision and were <em>not</em> later corrected by a human. A run counts as corrected when, after it, a human decided the same event differently (resolved an escalation with another label) or rejected or edited an approval for it. Runs no human looked at count as agreed, so also read how many were reviewed.</p>");
+    body.push_str("<p class=\"meta\">In shadow mode the charter decides and records what it would have done, and executes nothing. <strong>Agreement</strong> is the share of the shadow runs a human reviewed that were <em>not</em> corrected, shown once enough were reviewed. A run counts as corrected when, after it, a human decided the same event differently (resolved an escalation with another label) or rejected or edited an approval for it. Runs no human looked at are not counted.</p>");
     if decided.is_empty() {
         body.push_str(
             "<p class=\"meta\">No shadow run with a decision among the latest events.</p>",
         );
     } else {
-        let pct = 100.0 * (decided.len() - corrected) as f64 / decided.len() as f64;
-        let _ = write!(
-            body,
-            "<p class=\"agreement\"><strong>Agreement {pct:.1}%</strong> — {} shadow runs decided, {} later corrected, {} reviewed by a human ({} abstained and went to a human).</p>",
-            decided.len(),
-            corrected,
+        body.push_str(&super::rollout::agreement_line(
+            &name,
             reviewed,
-            rows.len() - decided.len()
-        );
+            corrected,
+            decided.len(),
+            rows.len() - decided.len(),
+        ));
     }
     if !rows.is_empty() {
         let _ = write!(

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-const DRAFT_TEXT: &str = "Dear customer, your refund for ORD-77 is on its way.";
+pub(crate) const DRAFT_TEXT: &str = "Dear customer, your refund for ORD-77 is on its way.";
 
 fn write(dir: &Path, rel: &str, contents: &str) {
     let p = dir.join(rel);
@@ -111,7 +111,7 @@ async fn serve(app: axum::Router, shutdown: CancellationToken) -> String {
     format!("http://{addr}")
 }
 
-struct Harness {
+pub(crate) struct Harness {
     dir: PathBuf,
     base: String,
     sink: Sink,
@@ -131,7 +131,7 @@ impl Drop for Harness {
 
 /// A charter on webhook `/hooks/<name>` (no verification) whose `decide`, `routes`,
 /// `actions` and extra top-level sections are given.
-fn charter(name: &str, decide: &str, routes_actions: &str, extra: &str) -> String {
+pub(crate) fn charter(name: &str, decide: &str, routes_actions: &str, extra: &str) -> String {
     format!(
         r#"name: {name}
 description: decision layer test {name}
@@ -154,7 +154,7 @@ measure:
 }
 
 impl Harness {
-    async fn start(charters: &[(&str, String)], files: &[(&str, &str)]) -> Harness {
+    pub(crate) async fn start(charters: &[(&str, String)], files: &[(&str, &str)]) -> Harness {
         Harness::start_with(charters, files, "", "").await
     }
 
@@ -229,7 +229,42 @@ providers:
         }
     }
 
-    async fn send(&self, charter: &str, payload: Value) -> Uuid {
+    /// `GET` an admin API path (the harness configures no tokens) as JSON.
+    pub(crate) async fn api_get(&self, path: &str) -> Value {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    /// `GET` a path as text.
+    pub(crate) async fn text_get(&self, path: &str) -> String {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        r.text().await.unwrap()
+    }
+
+    /// `POST` JSON to an admin API path, answered as JSON.
+    pub(crate) async fn api_post(&self, path: &str, body: Value) -> Value {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        r.json().await.unwrap()
+    }
+
+    pub(crate) async fn send(&self, charter: &str, payload: Value) -> Uuid {
         let r = self
             .http
             .post(format!("{}/hooks/{charter}", self.base))
@@ -243,7 +278,7 @@ providers:
     }
 
     /// Waits until the event has a finished run and the wanted status.
-    async fn wait(&self, id: Uuid, status: &str) -> charter_core::model::RunRecord {
+    pub(crate) async fn wait(&self, id: Uuid, status: &str) -> charter_core::model::RunRecord {
         for _ in 0..300 {
             let e = self.store.get_event(id).await.unwrap().unwrap();
             let runs = self.store.runs_for_event(id).await.unwrap();

@@ -17,6 +17,7 @@ mod notify;
 mod openapi;
 mod outbound;
 mod properties;
+mod rollout;
 mod security;
 mod server;
 mod sources;

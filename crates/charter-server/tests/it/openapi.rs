@@ -178,6 +178,25 @@ async fn every_documented_get_answers_as_documented() {
     assert_eq!(served.json(), document(), "the served document is the file");
     let doc = document();
 
+    // A run of `unsure` queued for review (the charters here sample nothing themselves).
+    let sample = uuid::Uuid::now_v7();
+    charter_store::RolloutStore::add_sample(
+        &h.store,
+        charter_store::rollout::NewSample {
+            id: sample,
+            run_id: uuid::Uuid::now_v7(),
+            event_id: uuid::Uuid::now_v7(),
+            charter: "unsure".into(),
+            route: "route-2".into(),
+            mode: "shadow".into(),
+            label: Some("other".into()),
+            actions: json!(["note"]),
+            created_at: 1,
+        },
+    )
+    .await
+    .unwrap();
+
     // Data for every kind of object: an event waiting for an approval, an escalated one,
     // a decided escalation (a correction) and audit entries.
     let gated = h.send("gated", 1, "refund please").await;
@@ -323,6 +342,8 @@ async fn every_documented_get_answers_as_documented() {
         gets += 1;
         let id = if path.starts_with("/api/v1/approvals/") {
             approval.id.to_string()
+        } else if path == "/api/v1/samples/{id}" {
+            sample.to_string()
         } else if path == "/api/v1/escalations/{id}" {
             last.clone()
         } else {

@@ -681,11 +681,27 @@ async fn open_ui_edits_decides_searches_and_shows_the_shadow_record() {
     assert!(received >= 2, "s1 and s2 were received: {received}");
     assert!(p.body.contains("Shadow record"));
     assert!(p.body.contains("would_run"), "{}", p.body);
-    assert!(p.body.contains("Agreement 100.0%"), "{}", p.body);
-    assert!(p.body.contains("2 shadow runs decided, 0 later corrected"));
+    // Nobody reviewed these runs: no rate is claimed (it said "Agreement 100.0%" before).
+    assert!(!p.body.contains("Agreement 100.0%"), "{}", p.body);
     assert!(
-        p.body.contains("not later corrected by a human")
-            || p.body.contains("<em>not</em> later corrected by a human")
+        p.body
+            .contains("<strong>Agreement: not enough reviewed</strong> (0 of 30 needed)"),
+        "{}",
+        p.body
+    );
+    assert!(
+        p.body
+            .contains("2 shadow runs decided, 0 reviewed by a human, 0 of them corrected"),
+        "{}",
+        p.body
+    );
+    assert!(
+        p.body
+            .contains("the shadow runs a human reviewed that were <em>not</em> corrected")
+    );
+    assert!(
+        p.body.contains("href=\"/rollout/quiet\""),
+        "links the rollout page"
     );
     assert!(
         p.body.contains("action=\"/charters/quiet/promote\""),
@@ -811,5 +827,69 @@ async fn browser_logs_in_approves_and_sees_the_timeline() {
         let bytes = std::fs::read(outdir.join(shot)).unwrap();
         assert!(bytes.starts_with(b"\x89PNG"), "{shot} is a PNG");
         assert!(bytes.len() > 10_000, "{shot} has content");
+    }
+}
+
+/// In real headless Chromium (`tests/ui/rollout.mjs`): review a sampled shadow run from the
+/// review queue, see the route's agreement and promotion suggestion, and promote the route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_reviews_a_shadow_sample_and_promotes_the_route() {
+    let Some((ui_dir, chromium)) = browser_tools() else {
+        return;
+    };
+    let trio = crate::rollout::trio().replace(
+        "promote_when: { agreement: 0.75, reviewed: 4 }",
+        "promote_when: { agreement: 0.9, reviewed: 1 }",
+    );
+    let h = Harness::start(&[("trio", trio)], &[("root", "admin", &[])]).await;
+    for i in 1..=2 {
+        let id = h.send("trio", i, &format!("hello {i}")).await;
+        h.wait_status(&id, "done").await;
+    }
+    assert_eq!(h.puts(1) + h.puts(2), 0, "shadow: nothing sent");
+    let outdir = if std::env::var("CHARTER_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/src/images")
+    } else {
+        h.dir.join("screenshots")
+    };
+    let out = tokio::process::Command::new("node")
+        .arg(ui_dir.join("rollout.mjs"))
+        .arg(&h.base)
+        .arg("secret-root")
+        .arg(&outdir)
+        .env("CHROMIUM_PATH", &chromium)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), out)
+        .await
+        .expect("the browser script finished within 2 minutes")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "browser script failed:\n{stderr}\n{stdout}"
+    );
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap();
+    // The review the browser submitted is stored, and the route is live.
+    let sample = uuid::Uuid::parse_str(report["sample"].as_str().unwrap()).unwrap();
+    let stored = charter_store::RolloutStore::sample(&h.store, sample)
+        .await
+        .unwrap()
+        .unwrap();
+    let review = stored.review.unwrap();
+    assert!(review.decision_right && review.actions["tag_other"]);
+    assert_eq!(review.by, "root");
+    let r = h.get("/api/v1/charters/trio/routes", Some("root")).await;
+    let rest = r.json()["routes"][2].clone();
+    assert_eq!(rest["name"], "rest");
+    assert_eq!(rest["mode"], "live", "{rest}");
+    assert_eq!(rest["override"]["by"], "root");
+    let id = h.send("trio", 3, "hello 3").await;
+    h.wait_status(&id, "done").await;
+    assert_eq!(h.puts(3), 1, "the promoted route executes");
+    for shot in ["review.png", "rollout.png"] {
+        let bytes = std::fs::read(outdir.join(shot)).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG"), "{shot} is a PNG");
     }
 }

@@ -31,6 +31,7 @@ mod notify;
 mod operator;
 mod report;
 mod retention;
+mod rollout;
 mod rows;
 mod sessions;
 mod sources;
@@ -74,6 +75,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0010_llm_spend.sql"),
     include_str!("../../migrations/postgres/0011_ui_sessions.sql"),
     include_str!("../../migrations/postgres/0012_in_doubt.sql"),
+    include_str!("../../migrations/postgres/0013_rollout.sql"),
 ];
 
 /// The schema version this build creates and expects.
