@@ -20,6 +20,8 @@ use uuid::Uuid;
 
 pub mod conformance;
 pub mod decision;
+pub mod knowledge;
+mod knowledge_conformance;
 pub mod notifications;
 mod notifications_conformance;
 pub mod postgres;
@@ -29,6 +31,10 @@ pub mod retention;
 pub mod sqlite;
 
 pub use decision::{DecisionStore, EXTRA_CONTEXT, EXTRA_DRAFT, LlmSpend, RunExtra};
+pub use knowledge::{
+    GapFilter, GapReason, KnowledgeDoc, KnowledgeGap, KnowledgeStore, NewPassage, PassageHit,
+    PutOutcome,
+};
 pub use notifications::{
     Delivery, NewNotification, NotificationKind, NotificationRecord, NotificationState,
     NotificationStore,
@@ -598,6 +604,7 @@ pub trait Store:
     + DecisionStore
     + RetentionStore
     + SessionStore
+    + KnowledgeStore
     + Clone
 {
 }
@@ -617,6 +624,7 @@ impl<
         + DecisionStore
         + RetentionStore
         + SessionStore
+        + KnowledgeStore
         + Clone,
 > Store for T
 {

@@ -12,6 +12,7 @@
 
 mod checkpoint;
 mod decision;
+mod knowledge;
 mod notifications;
 mod operator;
 mod report;
@@ -60,6 +61,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0010_llm_spend.sql"),
     include_str!("../migrations/sqlite/0011_ui_sessions.sql"),
     include_str!("../migrations/sqlite/0012_in_doubt.sql"),
+    // 0013 is taken by another branch; the lead orders them at merge.
+    include_str!("../migrations/sqlite/0014_knowledge.sql"),
 ];
 
 /// The schema version this build creates and expects.

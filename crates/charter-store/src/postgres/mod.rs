@@ -26,6 +26,7 @@
 
 mod approvals;
 mod decision;
+mod knowledge;
 mod notifications;
 mod notify;
 mod operator;
@@ -74,6 +75,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0010_llm_spend.sql"),
     include_str!("../../migrations/postgres/0011_ui_sessions.sql"),
     include_str!("../../migrations/postgres/0012_in_doubt.sql"),
+    // 0013 is taken by another branch; the lead orders them at merge.
+    include_str!("../../migrations/postgres/0014_knowledge.sql"),
 ];
 
 /// The schema version this build creates and expects.
