@@ -154,6 +154,13 @@ pub trait KnowledgeStore: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<PassageHit>>> + Send;
 
+    /// The passages of one document, in order.
+    fn document_passages(
+        &self,
+        source: String,
+        doc_key: String,
+    ) -> impl Future<Output = Result<Vec<NewPassage>>> + Send;
+
     /// The indexed documents, of one source or all, by source and key.
     fn list_documents(
         &self,

@@ -191,6 +191,16 @@ pub async fn check_knowledge<S: Store>(store: &S) -> CheckResult {
         new == vec![("refunds.md".to_string(), 0)],
         "the new passage is found: {new:?}"
     );
+    let ps = ctx(
+        store
+            .document_passages(src.to_string(), "refunds.md".to_string())
+            .await,
+        "document passages",
+    )?;
+    ensure!(
+        ps.len() == 1 && ps[0].heading == "Exchanges" && ps[0].ordinal == 0,
+        "a re-indexed document has only its new passages: {ps:?}"
+    );
     let docs = ctx(store.list_documents(Some(src.to_string())).await, "list docs")?;
     ensure!(
         docs.len() == 2 && docs[0].doc_key == "refunds.md" && docs[0].updated_at == 4_000,

@@ -31,7 +31,7 @@ pub async fn list_sources<S: Store>(
                 let limit = i64::try_from(max.as_millis()).unwrap_or(i64::MAX);
                 mine.iter()
                     .filter(|d| now - d.updated_at > limit)
-                    .map(|d| json!({"doc_key": d.doc_key, "title": d.title, "url": d.url, "owner": d.owner, "updated_at": d.updated_at}))
+                    .map(|d| json!({"source": d.source, "doc_key": d.doc_key, "title": d.title, "url": d.url, "owner": d.owner, "updated_at": d.updated_at}))
                     .collect()
             }
             None => Vec::new(),

@@ -22,6 +22,7 @@ pub mod api;
 pub mod cite;
 pub mod gaps;
 pub mod retrieve;
+pub mod summary;
 
 /// Largest document file read from a knowledge folder.
 const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;

@@ -177,6 +177,29 @@ impl KnowledgeStore for PgStore {
             .collect()
     }
 
+    async fn document_passages(&self, source: String, doc_key: String) -> Result<Vec<NewPassage>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT ordinal, heading, body FROM knowledge_passages
+                 WHERE source = $1 AND doc_key = $2 ORDER BY ordinal",
+                &[&source, &doc_key],
+            )
+            .await
+            .map_err(db("reading a document's passages"))?;
+        rows.iter()
+            .map(|r| {
+                let ordinal: i32 = get(r, 0)?;
+                Ok(NewPassage {
+                    ordinal: u32::try_from(ordinal)
+                        .map_err(|_| StoreError::Corrupt(format!("passage ordinal {ordinal}")))?,
+                    heading: get(r, 1)?,
+                    text: get(r, 2)?,
+                })
+            })
+            .collect()
+    }
+
     async fn list_documents(&self, source: Option<String>) -> Result<Vec<KnowledgeDoc>> {
         let client = self.client().await?;
         let rows = client

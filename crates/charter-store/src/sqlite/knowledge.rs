@@ -184,6 +184,27 @@ impl KnowledgeStore for SqliteStore {
         .await
     }
 
+    async fn document_passages(&self, source: String, doc_key: String) -> Result<Vec<NewPassage>> {
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT ordinal, heading, body FROM knowledge_passages
+                 WHERE source = ?1 AND doc_key = ?2 ORDER BY ordinal",
+            )
+            .and_then(|mut st| {
+                st.query_map(params![source, doc_key], |r| {
+                    Ok(NewPassage {
+                        ordinal: r.get(0)?,
+                        heading: r.get(1)?,
+                        text: r.get(2)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(db("reading a document's passages"))
+        })
+        .await
+    }
+
     async fn list_documents(&self, source: Option<String>) -> Result<Vec<KnowledgeDoc>> {
         self.read(move |conn| {
             conn.prepare_cached(
