@@ -333,7 +333,7 @@ pub fn chunk(sections: &[Section], max_words: usize) -> Vec<PassageText> {
     let mut out = Vec::new();
     for s in sections {
         let mut current: Vec<&str> = Vec::new();
-        let mut emit = |words: &mut Vec<&str>, out: &mut Vec<PassageText>| {
+        let emit = |words: &mut Vec<&str>, out: &mut Vec<PassageText>| {
             if !words.is_empty() {
                 out.push(PassageText {
                     ordinal: u32::try_from(out.len()).unwrap_or(u32::MAX),

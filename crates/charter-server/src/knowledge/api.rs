@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use charter_connect::HttpExecutor;
 use charter_core::config::{KnowledgeKind, Role};
-use charter_store::{GapFilter, GapReason, KnowledgeStore, Store};
+use charter_store::{GapFilter, GapReason, Store};
 use serde::Deserialize;
 use serde_json::{Value, json};
 

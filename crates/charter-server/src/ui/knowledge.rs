@@ -6,7 +6,7 @@ use std::fmt::Write;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::Html;
-use charter_store::{EXTRA_DRAFT, GapFilter, KnowledgeStore, Store};
+use charter_store::{EXTRA_DRAFT, GapFilter, Store};
 use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;

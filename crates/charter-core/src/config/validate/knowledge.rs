@@ -106,8 +106,12 @@ impl ProjectChecker<'_> {
                 None
             }
         };
-        let refresh = k.refresh.as_ref().map(|r| self.duration(r, "refresh"));
-        if let (Some(Some(d)), Some(r)) = (&refresh, &k.refresh)
+        // Outer `None`: an error (reported); inner `None`: not set.
+        let refresh = match &k.refresh {
+            None => Some(None),
+            Some(r) => self.duration(r, "refresh").map(Some),
+        };
+        if let (Some(Some(d)), Some(r)) = (refresh, &k.refresh)
             && d.as_secs() < 10
         {
             self.err(
@@ -115,7 +119,10 @@ impl ProjectChecker<'_> {
                 "`refresh` is shorter than 10s; a source is read whole at each refresh, give at least 10s (10m is common)",
             );
         }
-        let max_age = k.max_age.as_ref().map(|r| self.duration(r, "max_age"));
+        let max_age = match &k.max_age {
+            None => Some(None),
+            Some(r) => self.duration(r, "max_age").map(Some),
+        };
         let chunk_words = match &k.chunk_words {
             Some(n) => match self.positive(n, "chunk_words") {
                 Some(w) if w < 20 => {
@@ -137,8 +144,8 @@ impl ProjectChecker<'_> {
             name: name.to_string(),
             owner: owner?,
             kind: kind?,
-            refresh: refresh.transpose()?,
-            max_age: max_age.transpose()?,
+            refresh: refresh?,
+            max_age: max_age?,
             chunk_words: chunk_words?,
             on_gap: on_gap?,
         })
