@@ -130,6 +130,7 @@ actions:
     measure: answered
   note:
     log: "no approved answer for {{{{ payload.question }}}}"
+    approval: auto
     measure: unanswered
 escalation: {{ to: support-leads }}
 measure:
@@ -581,11 +582,10 @@ async fn the_zendesk_help_center_preset_reads_every_page() {
         &dir,
         "charter.yaml",
         &format!(
-            "connectors:\n  zendesk: {{ type: http, preset: zendesk, base_url: \"{hc}\", auth: {{ bearer: env:CHARTER_TEST_HC_TOKEN_UNSET_OK }}, allow_private: true }}\nknowledge:\n  helpcenter: {{ owner: support-ops@example.test, connector: zendesk, preset: zendesk_help_center }}\n"
+            "connectors:\n  zendesk: {{ type: http, preset: zendesk, base_url: \"{hc}\", auth: {{ bearer: file:secrets/hc }}, allow_private: true }}\nknowledge:\n  helpcenter: {{ owner: support-ops@example.test, connector: zendesk, preset: zendesk_help_center }}\n"
         ),
     );
-    // SAFETY: set once before anything reads it, in this test only.
-    unsafe { std::env::set_var("CHARTER_TEST_HC_TOKEN_UNSET_OK", "t0ken") };
+    write(&dir, "secrets/hc", "t0ken");
     charter_connect::install_crypto_provider();
     let runtime = Arc::new(Runtime::load(&dir).unwrap_or_else(|e| panic!("{e}")));
     let store = SqliteStore::open(&dir.join("charter.db")).unwrap();
