@@ -383,8 +383,8 @@ const STOPWORDS: &[&str] = &[
     "has", "have", "he", "her", "hi", "hello", "how", "i", "if", "in", "into", "is", "it", "its",
     "me", "my", "no", "not", "of", "on", "or", "our", "please", "she", "should", "so", "that",
     "the", "their", "them", "then", "there", "these", "they", "this", "to", "us", "was", "we",
-    "were", "what", "when", "where", "which", "who", "why", "will", "with", "would", "you",
-    "your", "thanks", "thank",
+    "were", "what", "when", "where", "which", "who", "why", "will", "with", "would", "you", "your",
+    "thanks", "thank",
 ];
 
 /// Most search terms taken from one question.
@@ -498,7 +498,8 @@ fn is_only_citations(s: &str) -> bool {
         .filter(|(i, _)| i % 2 == 0)
         .map(|(_, p)| p)
         .collect();
-    rest.chars().all(|c| c.is_whitespace() || c.is_ascii_punctuation())
+    rest.chars()
+        .all(|c| c.is_whitespace() || c.is_ascii_punctuation())
 }
 
 /// The passage numbers a text cites: `[1]`, `[2, 3]`, `[2][3]`, in order of first use.
@@ -604,7 +605,10 @@ mod tests {
         );
         assert_eq!(doc.title.as_deref(), Some("Refund policy"));
         let heads: Vec<&str> = doc.sections.iter().map(|s| s.heading.as_str()).collect();
-        assert_eq!(heads, ["", "Refunds", "Refunds > Card payments", "Shipping"]);
+        assert_eq!(
+            heads,
+            ["", "Refunds", "Refunds > Card payments", "Shipping"]
+        );
         assert!(doc.sections[1].text.contains("Cards take 5 days."));
         assert!(doc.sections[2].text.contains("See the portal now."));
         assert!(doc.sections[2].text.contains("# not a heading"));
@@ -645,10 +649,7 @@ mod tests {
         assert_eq!(p[0].heading, "A");
         assert!(p.len() > 5);
         assert!(p[1..].iter().all(|x| x.heading == "B"));
-        assert!(
-            p.iter()
-                .all(|x| x.text.split_whitespace().count() <= 50)
-        );
+        assert!(p.iter().all(|x| x.text.split_whitespace().count() <= 50));
         let ordinals: Vec<u32> = p.iter().map(|x| x.ordinal).collect();
         assert_eq!(ordinals, (0..p.len() as u32).collect::<Vec<_>>());
     }
@@ -694,7 +695,9 @@ mod tests {
             Err(CitationError::UncitedSentence(s)) if s.starts_with("Shipping")
         ));
         // A citation after the full stop belongs to its sentence; short lines are not claims.
-        assert!(check_citations("Hi Ana,\nRefunds take five days. [1]\nBest, Sam", 1, true).is_ok());
+        assert!(
+            check_citations("Hi Ana,\nRefunds take five days. [1]\nBest, Sam", 1, true).is_ok()
+        );
     }
 
     #[test]

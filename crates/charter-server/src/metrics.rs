@@ -609,7 +609,10 @@ impl Metrics {
     pub fn knowledge_refresh(&self, source: &str, ok: bool) {
         self.add(
             Metric::KnowledgeRefreshes,
-            &[("source", source), ("result", if ok { "ok" } else { "error" })],
+            &[
+                ("source", source),
+                ("result", if ok { "ok" } else { "error" }),
+            ],
             1.0,
         );
     }

@@ -1169,7 +1169,7 @@ async fn act<S: Store>(
             match crate::decide::draft_for_action(
                 state, executor, charter, event, run_id, name, spec, ctx,
             )
-                .await
+            .await
             {
                 Ok(text) => {
                     let mut c = ctx.clone();

@@ -171,6 +171,8 @@ pub trait KnowledgeStore: Send + Sync + 'static {
     fn record_gap(&self, gap: KnowledgeGap) -> impl Future<Output = Result<()>> + Send;
 
     /// Gaps, newest first.
-    fn list_gaps(&self, filter: GapFilter)
-    -> impl Future<Output = Result<Vec<KnowledgeGap>>> + Send;
+    fn list_gaps(
+        &self,
+        filter: GapFilter,
+    ) -> impl Future<Output = Result<Vec<KnowledgeGap>>> + Send;
 }

@@ -165,7 +165,10 @@ pub async fn check_knowledge<S: Store>(store: &S) -> CheckResult {
             .await,
         "put unchanged",
     )?;
-    ensure!(again == PutOutcome::Unchanged, "same hash: Unchanged, got {again:?}");
+    ensure!(
+        again == PutOutcome::Unchanged,
+        "same hash: Unchanged, got {again:?}"
+    );
     ensure!(
         keys(store, &[src], &["voucher"]).await?.len() == 1,
         "an unchanged document keeps its passages"
@@ -185,7 +188,10 @@ pub async fn check_knowledge<S: Store>(store: &S) -> CheckResult {
         "re-index",
     )?;
     let old = keys(store, &[src], &["voucher"]).await?;
-    ensure!(old.is_empty(), "old passages are gone after re-indexing: {old:?}");
+    ensure!(
+        old.is_empty(),
+        "old passages are gone after re-indexing: {old:?}"
+    );
     let new = keys(store, &[src], &["exchange"]).await?;
     ensure!(
         new == vec![("refunds.md".to_string(), 0)],
@@ -201,7 +207,10 @@ pub async fn check_knowledge<S: Store>(store: &S) -> CheckResult {
         ps.len() == 1 && ps[0].heading == "Exchanges" && ps[0].ordinal == 0,
         "a re-indexed document has only its new passages: {ps:?}"
     );
-    let docs = ctx(store.list_documents(Some(src.to_string())).await, "list docs")?;
+    let docs = ctx(
+        store.list_documents(Some(src.to_string())).await,
+        "list docs",
+    )?;
     ensure!(
         docs.len() == 2 && docs[0].doc_key == "refunds.md" && docs[0].updated_at == 4_000,
         "two documents, the re-indexed one with its new updated_at: {docs:?}"
@@ -226,9 +235,13 @@ pub async fn check_knowledge<S: Store>(store: &S) -> CheckResult {
 
     // Gaps: newest first, filtered by charter and reason.
     let charter = format!("conf-gap-{}", &tag[tag.len() - 12..]);
-    for (i, reason) in [GapReason::NothingFound, GapReason::Stale, GapReason::DraftRefused]
-        .into_iter()
-        .enumerate()
+    for (i, reason) in [
+        GapReason::NothingFound,
+        GapReason::Stale,
+        GapReason::DraftRefused,
+    ]
+    .into_iter()
+    .enumerate()
     {
         ctx(
             store

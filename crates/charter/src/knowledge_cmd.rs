@@ -9,7 +9,9 @@ use std::time::Instant;
 use charter_core::knowledge::recall_and_mrr;
 use charter_server::AppState;
 use charter_store::sqlite::SqliteStore;
-use charter_store::{DecisionStore, EXTRA_DRAFT, GapFilter, GapReason, KnowledgeStore, RunFilter, RunStore};
+use charter_store::{
+    DecisionStore, EXTRA_DRAFT, GapFilter, GapReason, KnowledgeStore, RunFilter, RunStore,
+};
 use clap::Subcommand;
 use serde_json::{Value, json};
 
@@ -130,7 +132,10 @@ pub async fn run(cmd: KnowledgeCommand) -> ExitCode {
         KnowledgeCommand::Sources { server } => {
             match call(&server, reqwest::Method::GET, "/api/v1/knowledge/sources").await {
                 Ok(v) => {
-                    println!("{:<20}  {:>9}  {:>5}  OWNER", "SOURCE", "DOCUMENTS", "STALE");
+                    println!(
+                        "{:<20}  {:>9}  {:>5}  OWNER",
+                        "SOURCE", "DOCUMENTS", "STALE"
+                    );
                     for s in v["sources"].as_array().into_iter().flatten() {
                         println!(
                             "{:<20}  {:>9}  {:>5}  {}",
@@ -167,12 +172,20 @@ pub async fn run(cmd: KnowledgeCommand) -> ExitCode {
                 }
                 Ok(v) => {
                     let gaps = v["gaps"].as_array().cloned().unwrap_or_default();
-                    println!("{:<20}  {:<14}  {:<16}  QUESTION", "AT", "REASON", "CHARTER");
+                    println!(
+                        "{:<20}  {:<14}  {:<16}  QUESTION",
+                        "AT", "REASON", "CHARTER"
+                    );
                     for g in &gaps {
                         let at = charter_core::calendar::rfc3339_of_unix(
                             g["created_at"].as_i64().unwrap_or(0).div_euclid(1000),
                         );
-                        let q: String = g["question"].as_str().unwrap_or("").chars().take(80).collect();
+                        let q: String = g["question"]
+                            .as_str()
+                            .unwrap_or("")
+                            .chars()
+                            .take(80)
+                            .collect();
                         println!(
                             "{at:<20}  {:<14}  {:<16}  {q}",
                             g["reason"].as_str().unwrap_or(""),
@@ -214,7 +227,8 @@ pub async fn run(cmd: KnowledgeCommand) -> ExitCode {
                             p["section"].as_str().unwrap_or(""),
                             p["url"].as_str().or(p["doc_key"].as_str()).unwrap_or("")
                         );
-                        let t: String = p["text"].as_str().unwrap_or("").chars().take(200).collect();
+                        let t: String =
+                            p["text"].as_str().unwrap_or("").chars().take(200).collect();
                         println!("    {t}");
                     }
                     ExitCode::SUCCESS
@@ -275,7 +289,11 @@ pub async fn eval_retrieval(args: &EvalArgs) -> ExitCode {
         }
     };
     let Some(cr) = runtime.charters.get(&args.charter) else {
-        eprintln!("error: no charter `{}` in {}", args.charter, args.dir.display());
+        eprintln!(
+            "error: no charter `{}` in {}",
+            args.charter,
+            args.dir.display()
+        );
         return ExitCode::from(2);
     };
     let Some(step) = cr.charter.retrieve.first().cloned() else {
@@ -286,7 +304,9 @@ pub async fn eval_retrieval(args: &EvalArgs) -> ExitCode {
         return ExitCode::from(2);
     };
     let Some(cases_file) = &args.cases else {
-        eprintln!("error: --cases is required: a JSONL file of {{\"question\": ..., \"document\": ...}}");
+        eprintln!(
+            "error: --cases is required: a JSONL file of {{\"question\": ..., \"document\": ...}}"
+        );
         return ExitCode::from(2);
     };
     let cases = match read_cases(cases_file) {
@@ -456,7 +476,11 @@ async fn eval_with(
 
 /// Write every indexed passage of `sources` as JSONL `{doc_key, heading, text}` (for a
 /// baseline ranker to rank the same passages).
-async fn export_passages(store: &SqliteStore, sources: &[String], out: &Path) -> Result<(), String> {
+async fn export_passages(
+    store: &SqliteStore,
+    sources: &[String],
+    out: &Path,
+) -> Result<(), String> {
     let mut lines = String::new();
     for s in sources {
         let docs = store
@@ -544,7 +568,13 @@ pub async fn eval_drafts(args: &EvalArgs) -> ExitCode {
         .unwrap_or(0);
     store.close().await;
     let total = cited + refused;
-    let share = |n: usize| if total == 0 { 0.0 } else { n as f64 / total as f64 };
+    let share = |n: usize| {
+        if total == 0 {
+            0.0
+        } else {
+            n as f64 / total as f64
+        }
+    };
     let report = json!({
         "charter": args.charter,
         "stage": "drafts",
@@ -559,7 +589,10 @@ pub async fn eval_drafts(args: &EvalArgs) -> ExitCode {
     } else {
         println!("cited drafts of `{}`: {total}", args.charter);
         println!("  cited correctly at once   {:.3}", share(cited - repaired));
-        println!("  invalid citations         {:.3}", share(repaired + refused));
+        println!(
+            "  invalid citations         {:.3}",
+            share(repaired + refused)
+        );
         println!("    repaired                {:.3}", share(repaired));
         println!("    refused (escalated)     {:.3}", share(refused));
     }

@@ -909,12 +909,8 @@ const CONTEXT_SHAPE: Shape = Shape::Keys(&[
     ("retrieve", RETRIEVE_SHAPE),
 ]);
 
-const RETRIEVE_SHAPE: Shape = Shape::Keys(&[
-    ("query", A),
-    ("sources", A),
-    ("top_k", A),
-    ("min_score", A),
-]);
+const RETRIEVE_SHAPE: Shape =
+    Shape::Keys(&[("query", A), ("sources", A), ("top_k", A), ("min_score", A)]);
 
 const DRAFT_SHAPE: Shape = Shape::Keys(&[
     ("prompt", A),
@@ -1336,7 +1332,10 @@ pub const PROJECT_KEY_DOCS: &[(&str, &str)] = &[
         "knowledge.*.list",
         "A paginated JSON list of documents: where the items, their fields and the next page are.",
     ),
-    ("knowledge.*.list.path", "The first page's path under the connector."),
+    (
+        "knowledge.*.list.path",
+        "The first page's path under the connector.",
+    ),
     (
         "knowledge.*.list.items",
         "JSON pointer to the array of documents in a page (such as /articles).",
@@ -1346,14 +1345,26 @@ pub const PROJECT_KEY_DOCS: &[(&str, &str)] = &[
         "JSON pointer to the next page's URL or path (null or missing ends the list).",
     ),
     ("knowledge.*.list.id", "JSON pointer to a document's id."),
-    ("knowledge.*.list.title", "JSON pointer to a document's title."),
-    ("knowledge.*.list.body", "JSON pointer to a document's text."),
-    ("knowledge.*.list.url", "JSON pointer to a document's public URL."),
+    (
+        "knowledge.*.list.title",
+        "JSON pointer to a document's title.",
+    ),
+    (
+        "knowledge.*.list.body",
+        "JSON pointer to a document's text.",
+    ),
+    (
+        "knowledge.*.list.url",
+        "JSON pointer to a document's public URL.",
+    ),
     (
         "knowledge.*.list.updated_at",
         "JSON pointer to a document's last change (RFC 3339 or Unix seconds).",
     ),
-    ("knowledge.*.list.format", "markdown, html or text (default html)."),
+    (
+        "knowledge.*.list.format",
+        "markdown, html or text (default html).",
+    ),
     (
         "knowledge.*.list.max_pages",
         "Most pages read in one refresh (default 100).",

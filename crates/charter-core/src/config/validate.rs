@@ -24,10 +24,9 @@ use super::{
     Action, ActionKind, Approval, Charter, CircuitBreakerPolicy, Connector, ConnectorKind, Decide,
     Dedupe, EmailAction, EmbeddedStage, Escalation, EventTypes, FieldSpec, FieldType, HTTP_PRESETS,
     HttpAction, HttpAuth, HttpConnector, InputSchema, IpRange, KnowledgeSource, LlmBudget,
-    LlmStage, Measure,
-    MessageAction, Mode, NatsTrigger, NetSettings, OnExhausted, OnExpiry, Otherwise, Project,
-    ProjectSource, ProviderDef, ProviderType, Recipients, RetryPolicy, Role, Route, Rule,
-    SecretRef, Settings, SlackAuth, SlackConnector, SmtpConnector, SmtpTls, SqlAction,
+    LlmStage, Measure, MessageAction, Mode, NatsTrigger, NetSettings, OnExhausted, OnExpiry,
+    Otherwise, Project, ProjectSource, ProviderDef, ProviderType, Recipients, RetryPolicy, Role,
+    Route, Rule, SecretRef, Settings, SlackAuth, SlackConnector, SmtpConnector, SmtpTls, SqlAction,
     SqlConnector, SqlDatabase, Stage, StructuredMode, TextOrSecret, TokenDef, TokenPrice, Trigger,
     Webhook, WorkerSettings,
 };

@@ -57,7 +57,8 @@ measure:
   success: [done]
 "#;
 
-const PROMPT: &str = "{% for p in context.kb.passages %}[{{ p.n }}] {{ p.text }}\n{% endfor %}{{ text }}";
+const PROMPT: &str =
+    "{% for p in context.kb.passages %}[{{ p.n }}] {{ p.text }}\n{% endfor %}{{ text }}";
 
 fn project(project: &str, charter: &str) -> charter_core::config::ProjectSource {
     source(&[
@@ -84,7 +85,9 @@ fn knowledge_sources_retrieve_steps_and_citations_load() {
     assert_eq!(h.chunk_words, 120);
     assert_eq!(h.on_gap.as_ref().unwrap().connector, "helpdesk");
     assert_eq!(h.on_gap.as_ref().unwrap().path.as_deref(), Some("/tasks"));
-    assert!(matches!(&h.kind, KnowledgeKind::Folder { path, url: Some(_) } if path == "knowledge/handbook"));
+    assert!(
+        matches!(&h.kind, KnowledgeKind::Folder { path, url: Some(_) } if path == "knowledge/handbook")
+    );
     match &p.knowledge["helpcenter"].kind {
         KnowledgeKind::Http { connector, list } => {
             assert_eq!(connector, "zendesk");
@@ -112,7 +115,13 @@ fn knowledge_sources_retrieve_steps_and_citations_load() {
     assert_eq!(c.retrieve[0].sources, ["handbook", "helpcenter"]);
     assert_eq!(c.retrieve[0].top_k, 3);
     assert_eq!(c.retrieve[0].min_score, 0.25);
-    let cite = c.actions["reply"].draft.as_ref().unwrap().cite.clone().unwrap();
+    let cite = c.actions["reply"]
+        .draft
+        .as_ref()
+        .unwrap()
+        .cite
+        .clone()
+        .unwrap();
     assert_eq!(cite.context, "kb");
     assert!(cite.every_sentence);
 }
@@ -140,7 +149,10 @@ fn knowledge_mistakes_are_reported_where_they_are() {
 #[test]
 fn retrieve_and_cite_mistakes_name_the_place() {
     let broken = CHARTER
-        .replace("sources: [handbook, helpcenter]", "sources: [handbook, faq]")
+        .replace(
+            "sources: [handbook, helpcenter]",
+            "sources: [handbook, faq]",
+        )
         .replace("min_score: 0.25", "min_score: 2")
         .replace("cite: kb", "cite: customer");
     let out = errors(PROJECT, &broken);
@@ -157,17 +169,26 @@ fn retrieve_and_cite_mistakes_name_the_place() {
         "    connector: helpdesk\n    retrieve: {",
     );
     let out = errors(PROJECT, &mixed);
-    assert!(out.contains("context `kb`: `connector` belongs to a fetched record"), "{out}");
+    assert!(
+        out.contains("context `kb`: `connector` belongs to a fetched record"),
+        "{out}"
+    );
     let none = PROJECT.replace(
         "  helpcenter: { owner: support@example.com, connector: zendesk, preset: zendesk_help_center }",
         "  helpcenter: { owner: support@example.com }",
     );
     let out = errors(&none, CHARTER);
-    assert!(out.contains("knowledge `helpcenter` has neither `folder`"), "{out}");
+    assert!(
+        out.contains("knowledge `helpcenter` has neither `folder`"),
+        "{out}"
+    );
     // A prompt reading a context the charter does not declare is still refused.
     let src = project(PROJECT, CHARTER);
     let mut files = src.files.clone();
-    files.insert("prompts/answer.md".into(), "{{ context.faq.passages }}".into());
+    files.insert(
+        "prompts/answer.md".into(),
+        "{{ context.faq.passages }}".into(),
+    );
     let out = match load_project(&charter_core::config::ProjectSource { files }) {
         Ok(_) => panic!("expected an error"),
         Err(d) => d.to_string(),

@@ -73,7 +73,11 @@ pub async fn refresh<S: Store>(
         Ok(r) => r,
         Err(super::KnowledgeError::Store(e)) => return Err(e.into()),
         // Reading the source failed: the reason names the folder or page, not internals.
-        Err(e) => return Err(ApiError::Conflict(format!("the source could not be read: {e}"))),
+        Err(e) => {
+            return Err(ApiError::Conflict(format!(
+                "the source could not be read: {e}"
+            )));
+        }
     };
     audit(
         &state,
@@ -176,5 +180,7 @@ pub async fn search<S: Store>(
             })
         })
         .collect();
-    Ok(Json(json!({ "query": q.q, "best_score": best, "passages": passages })))
+    Ok(Json(
+        json!({ "query": q.q, "best_score": best, "passages": passages }),
+    ))
 }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::gaps::{self, GapInput};
-use super::retrieve::{cited_sources, check_draft, found_summary, repair_note, retrieved_passages};
+use super::retrieve::{check_draft, cited_sources, found_summary, repair_note, retrieved_passages};
 use crate::AppState;
 
 /// What became of a drafted text under a citation policy.

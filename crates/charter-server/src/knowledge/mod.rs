@@ -282,7 +282,11 @@ async fn read_list<S: Store>(
             Some(n) => path = next_path(&conn.connector.base_url, n).map_err(page_err)?,
         }
     }
-    tracing::warn!(connector, pages = list.max_pages, "knowledge list has more pages than max_pages; the rest is not read");
+    tracing::warn!(
+        connector,
+        pages = list.max_pages,
+        "knowledge list has more pages than max_pages; the rest is not read"
+    );
     Ok(out)
 }
 
@@ -301,8 +305,8 @@ pub fn list_items(list: &KnowledgeList, page: &Value) -> Result<Vec<SourceDoc>, 
                 _ => None,
             }
         };
-        let key = text_at(&list.id)
-            .ok_or_else(|| format!("item {i} has no id at `{}`", list.id))?;
+        let key =
+            text_at(&list.id).ok_or_else(|| format!("item {i} has no id at `{}`", list.id))?;
         let body = text_at(&list.body).unwrap_or_default();
         let updated_at = list
             .updated_at
@@ -421,7 +425,10 @@ mod tests {
     fn next_pages_stay_under_the_base_url() {
         let base = "https://acme.zendesk.com/";
         assert_eq!(
-            next_path(base, "https://acme.zendesk.com/api/v2/help_center/articles.json?page=2"),
+            next_path(
+                base,
+                "https://acme.zendesk.com/api/v2/help_center/articles.json?page=2"
+            ),
             Ok("/api/v2/help_center/articles.json?page=2".to_string())
         );
         assert_eq!(next_path(base, "/p?page=3"), Ok("/p?page=3".to_string()));

@@ -105,7 +105,10 @@ pub async fn retrieve_step<S: Store>(
                 best
             )
         } else {
-            format!("nothing in {} matched the question", step.sources.join(", "))
+            format!(
+                "nothing in {} matched the question",
+                step.sources.join(", ")
+            )
         };
         Some((GapReason::NothingFound, why, step.sources.clone()))
     } else {
@@ -117,7 +120,9 @@ pub async fn retrieve_step<S: Store>(
             .get(&top.source)
             .and_then(|s| s.max_age);
         match max_age {
-            Some(max) if now - top.updated_at > i64::try_from(max.as_millis()).unwrap_or(i64::MAX) => {
+            Some(max)
+                if now - top.updated_at > i64::try_from(max.as_millis()).unwrap_or(i64::MAX) =>
+            {
                 let days = (now - top.updated_at) / 86_400_000;
                 Some((
                     GapReason::Stale,
@@ -135,7 +140,11 @@ pub async fn retrieve_step<S: Store>(
     };
     state.metrics.knowledge_retrieval(
         &charter.name,
-        if kept.is_empty() { "nothing_found" } else { "found" },
+        if kept.is_empty() {
+            "nothing_found"
+        } else {
+            "found"
+        },
     );
     let value = json!({
         "query": question,
@@ -226,7 +235,11 @@ pub fn retrieved_passages<'a>(ctx: &'a Value, policy: &CitePolicy) -> &'a [Value
 
 /// Check a draft against the passages it was written from: the cited numbers, or why it
 /// is refused.
-pub fn check_draft(ctx: &Value, policy: &CitePolicy, draft: &str) -> Result<Vec<usize>, CitationError> {
+pub fn check_draft(
+    ctx: &Value,
+    policy: &CitePolicy,
+    draft: &str,
+) -> Result<Vec<usize>, CitationError> {
     let n = retrieved_passages(ctx, policy).len();
     check_citations(draft, n, policy.every_sentence)
 }

@@ -55,7 +55,10 @@ pub fn summarize(gaps: &[KnowledgeGap], stale: &[StaleDoc]) -> KnowledgeSummary 
     top.truncate(TOP_QUESTIONS);
     let mut stale_by_owner: BTreeMap<String, Vec<StaleDoc>> = BTreeMap::new();
     for d in stale {
-        stale_by_owner.entry(d.owner.clone()).or_default().push(d.clone());
+        stale_by_owner
+            .entry(d.owner.clone())
+            .or_default()
+            .push(d.clone());
     }
     KnowledgeSummary {
         gaps: gaps.len(),
@@ -151,7 +154,11 @@ mod tests {
         assert_eq!(s.gaps, 4);
         assert_eq!(s.by_reason["nothing_found"], 2);
         assert_eq!(s.top_questions[0], ("Can I pay in bitcoin?".to_string(), 2));
-        assert_eq!(s.top_questions.len(), 2, "stale gaps are not unanswered questions");
+        assert_eq!(
+            s.top_questions.len(),
+            2,
+            "stale gaps are not unanswered questions"
+        );
         assert_eq!(s.stale_by_owner["docs@x"].len(), 1);
         let text = render_text(&s);
         assert!(text.contains("gaps                  4"), "{text}");

@@ -56,10 +56,7 @@ pub async fn cited_block<S: Store>(ui: &UiState<S>, run_id: Uuid) -> Result<Stri
                 p["n"].as_u64().unwrap_or(0),
                 p["n"].as_u64().unwrap_or(0),
                 p["n"].as_u64().unwrap_or(0),
-                doc_link(
-                    p["title"].as_str().unwrap_or(""),
-                    p["url"].as_str()
-                ),
+                doc_link(p["title"].as_str().unwrap_or(""), p["url"].as_str()),
                 if section.is_empty() {
                     String::new()
                 } else {
@@ -137,7 +134,8 @@ pub async fn page_handler<S: Store>(
                 esc(&src.owner),
                 mine.len(),
                 old.len(),
-                last.map(|t| time(ui.zone(), t)).unwrap_or_else(|| "never".into())
+                last.map(|t| time(ui.zone(), t))
+                    .unwrap_or_else(|| "never".into())
             );
         }
         body.push_str("</tbody></table>");
@@ -158,7 +156,12 @@ pub async fn page_handler<S: Store>(
     if !sum.stale_by_owner.is_empty() {
         body.push_str("<h2>Stale documents by owner</h2>");
         for (owner, list) in &sum.stale_by_owner {
-            let _ = write!(body, "<h3>{} <span class=\"meta\">· {}</span></h3><ul>", esc(owner), list.len());
+            let _ = write!(
+                body,
+                "<h3>{} <span class=\"meta\">· {}</span></h3><ul>",
+                esc(owner),
+                list.len()
+            );
             for d in list {
                 let _ = write!(
                     body,
@@ -171,11 +174,19 @@ pub async fn page_handler<S: Store>(
             body.push_str("</ul>");
         }
     }
-    let _ = write!(body, "<h2>Gaps <span class=\"meta\">· {}</span></h2>", sum.gaps);
+    let _ = write!(
+        body,
+        "<h2>Gaps <span class=\"meta\">· {}</span></h2>",
+        sum.gaps
+    );
     if !sum.top_questions.is_empty() {
         body.push_str("<h3>Top unanswered questions</h3><ol>");
         for (question, n) in &sum.top_questions {
-            let _ = write!(body, "<li>{} <span class=\"meta\">× {n}</span></li>", esc(question));
+            let _ = write!(
+                body,
+                "<li>{} <span class=\"meta\">× {n}</span></li>",
+                esc(question)
+            );
         }
         body.push_str("</ol>");
     }
@@ -210,7 +221,11 @@ pub async fn page_handler<S: Store>(
                 badge(g.reason.as_str()),
                 esc(&g.why),
                 esc(&g.question),
-                if found.is_empty() { "nothing".to_string() } else { found.join("<br>") },
+                if found.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    found.join("<br>")
+                },
                 g.event_id
             );
         }

@@ -53,7 +53,10 @@ async fn serve(app: axum::Router, shutdown: CancellationToken) -> String {
 
 async fn model_server(model: Model, shutdown: CancellationToken) -> String {
     use axum::extract::State;
-    async fn chat(State(m): State<Model>, axum::Json(body): axum::Json<Value>) -> axum::Json<Value> {
+    async fn chat(
+        State(m): State<Model>,
+        axum::Json(body): axum::Json<Value>,
+    ) -> axum::Json<Value> {
         m.seen.lock().unwrap().push(body.clone());
         let content = m
             .answers
@@ -142,7 +145,8 @@ measure:
 
 impl Harness {
     async fn start(charter: &str, max_age: &str, answers: &[&str]) -> Harness {
-        let dir = std::env::temp_dir().join(format!("charter-knowledge-{}", Uuid::now_v7().simple()));
+        let dir =
+            std::env::temp_dir().join(format!("charter-knowledge-{}", Uuid::now_v7().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let shutdown = CancellationToken::new();
         let helpdesk = Sink::default();
@@ -267,7 +271,11 @@ knowledge:
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
-        let login = http.get(format!("{}/login", self.base)).send().await.unwrap();
+        let login = http
+            .get(format!("{}/login", self.base))
+            .send()
+            .await
+            .unwrap();
         let cookie = login
             .headers()
             .get_all("set-cookie")
@@ -323,7 +331,10 @@ async fn a_cited_draft_awaits_review_with_its_passages() {
     assert_eq!(passages[0]["title"], "Refunds");
     assert_eq!(passages[0]["section"], "Refunds");
     assert_eq!(passages[0]["url"], "https://help.example.test/refunds");
-    assert!(passages.iter().all(|p| p["score"].as_f64().unwrap() >= 0.5), "{passages:?}");
+    assert!(
+        passages.iter().all(|p| p["score"].as_f64().unwrap() >= 0.5),
+        "{passages:?}"
+    );
     assert!(kb.body["value"]["gap"].is_null());
 
     // The prompt carried the numbered passages.
@@ -331,7 +342,9 @@ async fn a_cited_draft_awaits_review_with_its_passages() {
     assert_eq!(seen.len(), 1, "one draft, accepted at once");
     let user = seen[0]["messages"][1]["content"].as_str().unwrap();
     assert!(
-        user.contains("[1] Refunds > Refunds: A refund to a card payment arrives within five working days"),
+        user.contains(
+            "[1] Refunds > Refunds: A refund to a card payment arrives within five working days"
+        ),
         "{user}"
     );
 
@@ -370,7 +383,13 @@ async fn a_cited_draft_awaits_review_with_its_passages() {
         .get("/api/v1/knowledge/search?q=parcel%20delivery%20Europe&top_k=2")
         .await;
     assert_eq!(found["passages"][0]["doc_key"], "shipping.md", "{found}");
-    assert!(h.store.list_gaps(GapFilter::default()).await.unwrap().is_empty());
+    assert!(
+        h.store
+            .list_gaps(GapFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -386,9 +405,15 @@ async fn a_made_up_citation_is_refused_escalated_and_recorded_as_a_gap() {
     let seen = h.model.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 2, "the draft and one repair request");
     let repair = seen[1]["messages"].as_array().unwrap();
-    assert_eq!(repair[2]["content"], made_up, "the refused draft is sent back");
+    assert_eq!(
+        repair[2]["content"], made_up,
+        "the refused draft is sent back"
+    );
     let note = repair[3]["content"].as_str().unwrap();
-    assert!(note.contains("cites [7]") && note.contains("[1] to ["), "{note}");
+    assert!(
+        note.contains("cites [7]") && note.contains("[1] to ["),
+        "{note}"
+    );
 
     // Escalated as an invalid model answer; nothing awaits approval, nothing was sent.
     let esc: Vec<_> = h
@@ -426,11 +451,17 @@ async fn a_made_up_citation_is_refused_escalated_and_recorded_as_a_gap() {
     assert_eq!(posts[0]["reason"], "draft_refused");
     assert_eq!(posts[0]["owner"], "docs-team@example.test");
     assert_eq!(posts[0]["source"], "handbook");
-    assert_eq!(posts[0]["question"], "How long does a refund to my card take?");
+    assert_eq!(
+        posts[0]["question"],
+        "How long does a refund to my card take?"
+    );
     let api = h.get("/api/v1/knowledge/gaps?reason=draft_refused").await;
     assert_eq!(api["gaps"][0]["id"], json!(gaps[0].id));
     let page = h.ui_page("/knowledge").await;
-    assert!(page.contains("How long does a refund to my card take?"), "{page}");
+    assert!(
+        page.contains("How long does a refund to my card take?"),
+        "{page}"
+    );
     assert!(page.contains("draft_refused"), "{page}");
 }
 
@@ -451,7 +482,13 @@ async fn a_draft_citing_nothing_is_repaired_once() {
     assert_eq!(draft.body["text"], DEFAULT_ANSWER);
     let first = draft.body["citations"]["repaired_after"].as_str().unwrap();
     assert!(first.contains("cites no passage"), "{first}");
-    assert!(h.store.list_gaps(GapFilter::default()).await.unwrap().is_empty());
+    assert!(
+        h.store
+            .list_gaps(GapFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -462,7 +499,10 @@ async fn nothing_found_records_a_gap_and_fires_its_action() {
         .await;
     let run = h.wait(id, "done").await;
     assert_eq!(run.actions[0].action, "note", "{run:?}");
-    assert!(h.model.seen.lock().unwrap().is_empty(), "no draft without passages");
+    assert!(
+        h.model.seen.lock().unwrap().is_empty(),
+        "no draft without passages"
+    );
     let gaps = h.store.list_gaps(GapFilter::default()).await.unwrap();
     assert_eq!(gaps.len(), 1);
     assert_eq!(gaps[0].reason, GapReason::NothingFound);
@@ -485,13 +525,19 @@ async fn a_stale_best_passage_is_a_gap() {
     drop(file);
     let r = h
         .http
-        .post(format!("{}/api/v1/knowledge/sources/handbook/refresh", h.base))
+        .post(format!(
+            "{}/api/v1/knowledge/sources/handbook/refresh",
+            h.base
+        ))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let report: Value = r.json().await.unwrap();
-    assert_eq!(report["unchanged"], 2, "same content: nothing re-indexed {report}");
+    assert_eq!(
+        report["unchanged"], 2,
+        "same content: nothing re-indexed {report}"
+    );
     let id = h
         .send(json!({"id": 45, "question": "How long does a refund to my card take?"}))
         .await;
@@ -519,7 +565,10 @@ async fn a_refresh_on_demand_replaces_a_changed_document() {
     std::fs::remove_file(h.dir.join("knowledge/handbook/shipping.md")).unwrap();
     let r = h
         .http
-        .post(format!("{}/api/v1/knowledge/sources/handbook/refresh", h.base))
+        .post(format!(
+            "{}/api/v1/knowledge/sources/handbook/refresh",
+            h.base
+        ))
         .send()
         .await
         .unwrap();
@@ -566,7 +615,10 @@ async fn help_center(shutdown: CancellationToken) -> String {
     }
     let base = Arc::new(Mutex::new(String::new()));
     let app = axum::Router::new()
-        .route("/api/v2/help_center/articles.json", axum::routing::get(articles))
+        .route(
+            "/api/v2/help_center/articles.json",
+            axum::routing::get(articles),
+        )
         .with_state(base.clone());
     let url = serve(app, shutdown).await;
     *base.lock().unwrap() = url.clone();
@@ -616,6 +668,138 @@ async fn the_zendesk_help_center_preset_reads_every_page() {
         .unwrap();
     assert_eq!(hits[0].doc_key, "202");
     assert_eq!(hits[0].heading, "Steps");
+    store.close().await;
+    shutdown.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The example project `examples/knowledge` as shipped, with its model, helpdesk and task
+/// tracker pointed at local stand-ins: a cited answer waits for review, an unanswerable
+/// question is handed to a person and becomes a gap for the help pages' owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_project_answers_with_cited_drafts() {
+    let shutdown = CancellationToken::new();
+    let helpdesk = Sink::default();
+    let helpdesk_addr = helpdesk
+        .start(([127, 0, 0, 1], 0).into(), shutdown.clone())
+        .await
+        .unwrap();
+    let tasks = Sink::default();
+    let tasks_addr = tasks
+        .start(([127, 0, 0, 1], 0).into(), shutdown.clone())
+        .await
+        .unwrap();
+    let model = Model::default();
+    model.answers.lock().unwrap().push_back(
+        "A refund reaches your original payment method within 5 working days after the item arrives at our warehouse [1]. Card refunds can take another 3 days to show on your statement [1].".into(),
+    );
+    let llm = model_server(model.clone(), shutdown.clone()).await;
+    let dir = std::env::temp_dir().join(format!("charter-example-{}", Uuid::now_v7().simple()));
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/knowledge");
+    copy_dir(&example, &dir);
+    let yaml = std::fs::read_to_string(dir.join("charter.yaml")).unwrap();
+    for needle in [
+        "http://127.0.0.1:8081/v1",
+        "http://127.0.0.1:9090",
+        "http://127.0.0.1:9091",
+    ] {
+        assert!(
+            yaml.contains(needle),
+            "the example's charter.yaml changed: {needle}"
+        );
+    }
+    let yaml = yaml
+        .replace("http://127.0.0.1:8081/v1", &llm)
+        .replace("http://127.0.0.1:9090", &format!("http://{helpdesk_addr}"))
+        .replace("http://127.0.0.1:9091", &format!("http://{tasks_addr}"));
+    std::fs::write(dir.join("charter.yaml"), yaml).unwrap();
+    charter_connect::install_crypto_provider();
+    let runtime = Arc::new(Runtime::load(&dir).unwrap_or_else(|e| panic!("{e}")));
+    let store = SqliteStore::open(&runtime.store_path()).unwrap();
+    let running = charter_server::start(
+        runtime,
+        store.clone(),
+        ServeOptions {
+            listen: ([127, 0, 0, 1], 0).into(),
+            role: Role::All,
+            worker_id: Some("example-w1".into()),
+        },
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    for _ in 0..200 {
+        if store.list_documents(None).await.unwrap().len() == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(store.list_documents(None).await.unwrap().len(), 5);
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", running.addr);
+    let send = |payload: Value| {
+        let http = http.clone();
+        let url = format!("{base}/hooks/answers");
+        async move {
+            let r = http.post(url).json(&payload).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 202);
+            let v: Value = r.json().await.unwrap();
+            Uuid::parse_str(v["id"].as_str().unwrap()).unwrap()
+        }
+    };
+    let answered =
+        send(json!({"id": 1, "question": "How long does a refund take after I return something?"}))
+            .await;
+    let unanswerable = send(json!({"id": 2, "question": "Do you sell electric scooters?"})).await;
+    let mut waiting = Vec::new();
+    for _ in 0..300 {
+        waiting = store
+            .list_approvals(ApprovalFilter {
+                event_id: Some(answered),
+                ..ApprovalFilter::default()
+            })
+            .await
+            .unwrap();
+        let done = store.get_event(unanswerable).await.unwrap().unwrap();
+        if !waiting.is_empty() && done.status.as_str() == "done" && !tasks.received().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(waiting.len(), 1, "the cited answer waits for a reviewer");
+    let body = waiting[0].params["json"]["body"].as_str().unwrap();
+    assert!(body.contains("[1]"), "{body}");
+    let runs = store.runs_for_event(answered).await.unwrap();
+    let extras = store.run_extras(runs[0].id).await.unwrap();
+    let draft = extras.iter().find(|x| x.kind == EXTRA_DRAFT).unwrap();
+    assert_eq!(
+        draft.body["citations"]["sources"][0]["doc_key"],
+        "returns.md"
+    );
+    assert_eq!(
+        draft.body["citations"]["sources"][0]["url"],
+        "https://help.nordwind.example/returns"
+    );
+    assert!(
+        helpdesk.received().is_empty(),
+        "nothing is sent before review"
+    );
+    let gap: Value = serde_json::from_str(&tasks.received()[0].body).unwrap();
+    assert_eq!(gap["question"], "Do you sell electric scooters?");
+    assert_eq!(gap["owner"], "help-pages@nordwind.example");
     store.close().await;
     shutdown.cancel();
     let _ = std::fs::remove_dir_all(&dir);

@@ -29,7 +29,11 @@ fn doc_of(r: &tokio_postgres::Row) -> Result<KnowledgeDoc> {
 }
 
 impl KnowledgeStore for PgStore {
-    async fn put_document(&self, doc: KnowledgeDoc, passages: Vec<NewPassage>) -> Result<PutOutcome> {
+    async fn put_document(
+        &self,
+        doc: KnowledgeDoc,
+        passages: Vec<NewPassage>,
+    ) -> Result<PutOutcome> {
         let mut client = self.client().await?;
         let tx = client
             .transaction()
@@ -110,10 +114,7 @@ impl KnowledgeStore for PgStore {
 
     async fn prune_documents(&self, source: &str, keep: Vec<String>) -> Result<u64> {
         let mut client = self.client().await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(db("starting a prune"))?;
+        let tx = client.transaction().await.map_err(db("starting a prune"))?;
         tx.execute(
             "DELETE FROM knowledge_passages WHERE source = $1 AND NOT (doc_key = ANY($2))",
             &[&source, &keep],

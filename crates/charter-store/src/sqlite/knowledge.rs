@@ -42,7 +42,11 @@ fn doc_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KnowledgeDoc> {
 }
 
 impl KnowledgeStore for SqliteStore {
-    async fn put_document(&self, doc: KnowledgeDoc, passages: Vec<NewPassage>) -> Result<PutOutcome> {
+    async fn put_document(
+        &self,
+        doc: KnowledgeDoc,
+        passages: Vec<NewPassage>,
+    ) -> Result<PutOutcome> {
         self.write(move |conn| {
             let stored: Option<String> = conn
                 .prepare_cached(

@@ -15,9 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::super::raw::{
-    Entries, RawContextFetch, RawDraft, RawKnowledge, RawKnowledgeList, S,
-};
+use super::super::raw::{Entries, RawContextFetch, RawDraft, RawKnowledge, RawKnowledgeList, S};
 use super::names::Scope;
 use super::{CharterChecker, Check, ProjectChecker, list, valid_name};
 use crate::config::{
@@ -214,8 +212,10 @@ impl ProjectChecker<'_> {
             (Some(p), None) => match KNOWLEDGE_PRESETS.iter().find(|x| x.name == p.value.trim()) {
                 Some(preset) => Some((preset.list)()),
                 None => {
-                    let names: Vec<String> =
-                        KNOWLEDGE_PRESETS.iter().map(|x| format!("`{}`", x.name)).collect();
+                    let names: Vec<String> = KNOWLEDGE_PRESETS
+                        .iter()
+                        .map(|x| format!("`{}`", x.name))
+                        .collect();
                     self.err(
                         p.referenced,
                         format!("knowledge `{name}`: unknown `preset` `{}`; expected one of {}, or a `list:`", p.value, names.join(", ")),
@@ -263,7 +263,10 @@ impl ProjectChecker<'_> {
                 None
             }
         };
-        let mut pointer = |v: &Option<S<String>>, key: &str, required: bool| -> Option<Option<String>> {
+        let mut pointer = |v: &Option<S<String>>,
+                           key: &str,
+                           required: bool|
+         -> Option<Option<String>> {
             match v {
                 Some(p) if p.value.is_empty() || p.value.starts_with('/') => {
                     Some(Some(p.value.clone()))
@@ -299,7 +302,10 @@ impl ProjectChecker<'_> {
                 None => {
                     self.err(
                         f.referenced,
-                        format!("`format` is `{}`; expected one of `markdown`, `html`, `text`", f.value),
+                        format!(
+                            "`format` is `{}`; expected one of `markdown`, `html`, `text`",
+                            f.value
+                        ),
                     );
                     None
                 }
@@ -331,7 +337,10 @@ impl ProjectChecker<'_> {
     ) -> Option<GapTarget> {
         let text = t.value.trim();
         let (connector, path) = match text.split_once(':') {
-            Some((c, p)) => (c.trim(), Some(p.trim().to_string()).filter(|p| !p.is_empty())),
+            Some((c, p)) => (
+                c.trim(),
+                Some(p.trim().to_string()).filter(|p| !p.is_empty()),
+            ),
             None => (text, None),
         };
         match connector_types.get(connector).map(String::as_str) {
@@ -426,7 +435,12 @@ impl CharterChecker<'_> {
                 ok = false;
             }
             Some(list_) if list_.value.is_empty() => {
-                self.err(list_.referenced, format!("context `{n}`: `sources` is empty; name at least one knowledge source"));
+                self.err(
+                    list_.referenced,
+                    format!(
+                        "context `{n}`: `sources` is empty; name at least one knowledge source"
+                    ),
+                );
                 ok = false;
             }
             Some(list_) => {
@@ -453,7 +467,10 @@ impl CharterChecker<'_> {
         let top_k = match &r.top_k {
             Some(k) => match self.positive(k, "top_k") {
                 Some(v) if v > 50 => {
-                    self.err(k.referenced, format!("`top_k` is {v}; at most 50 passages can be retrieved"));
+                    self.err(
+                        k.referenced,
+                        format!("`top_k` is {v}; at most 50 passages can be retrieved"),
+                    );
                     None
                 }
                 other => other,
