@@ -233,7 +233,11 @@ pub async fn check_knowledge<S: Store>(store: &S) -> CheckResult {
         "pruning one source leaves another alone"
     );
 
-    // Gaps: newest first, filtered by charter and reason.
+    check_gaps(store, &tag, src).await
+}
+
+/// Gaps: newest first, filtered by charter, reason and time.
+async fn check_gaps<S: Store>(store: &S, tag: &str, src: &str) -> CheckResult {
     let charter = format!("conf-gap-{}", &tag[tag.len() - 12..]);
     for (i, reason) in [
         GapReason::NothingFound,

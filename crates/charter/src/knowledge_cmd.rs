@@ -111,131 +111,145 @@ fn pretty(v: &Value) -> String {
 /// Run a `charter knowledge` subcommand.
 pub async fn run(cmd: KnowledgeCommand) -> ExitCode {
     match cmd {
-        KnowledgeCommand::Refresh { source, server } => {
-            let path = format!("/api/v1/knowledge/sources/{}/refresh", encode(&source));
-            match call(&server, reqwest::Method::POST, &path).await {
-                Ok(v) => {
-                    println!(
-                        "{}: {} documents ({} re-indexed, {} unchanged, {} removed), {} passages",
-                        source,
-                        v["documents"],
-                        v["indexed"],
-                        v["unchanged"],
-                        v["removed"],
-                        v["passages"]
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(c) => c,
-            }
-        }
-        KnowledgeCommand::Sources { server } => {
-            match call(&server, reqwest::Method::GET, "/api/v1/knowledge/sources").await {
-                Ok(v) => {
-                    println!(
-                        "{:<20}  {:>9}  {:>5}  OWNER",
-                        "SOURCE", "DOCUMENTS", "STALE"
-                    );
-                    for s in v["sources"].as_array().into_iter().flatten() {
-                        println!(
-                            "{:<20}  {:>9}  {:>5}  {}",
-                            s["name"].as_str().unwrap_or("?"),
-                            s["documents"],
-                            s["stale"].as_array().map_or(0, Vec::len),
-                            s["owner"].as_str().unwrap_or("")
-                        );
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(c) => c,
-            }
-        }
+        KnowledgeCommand::Refresh { source, server } => refresh(&server, &source).await,
+        KnowledgeCommand::Sources { server } => sources(&server).await,
         KnowledgeCommand::Gaps {
             charter,
             reason,
             limit,
             json,
             server,
-        } => {
-            let mut q = vec![format!("limit={limit}")];
-            if let Some(c) = charter {
-                q.push(format!("charter={}", encode(&c)));
-            }
-            if let Some(r) = reason {
-                q.push(format!("reason={}", encode(&r)));
-            }
-            let path = format!("/api/v1/knowledge/gaps?{}", q.join("&"));
-            match call(&server, reqwest::Method::GET, &path).await {
-                Ok(v) if json => {
-                    println!("{}", pretty(&v["gaps"]));
-                    ExitCode::SUCCESS
-                }
-                Ok(v) => {
-                    let gaps = v["gaps"].as_array().cloned().unwrap_or_default();
-                    println!(
-                        "{:<20}  {:<14}  {:<16}  QUESTION",
-                        "AT", "REASON", "CHARTER"
-                    );
-                    for g in &gaps {
-                        let at = charter_core::calendar::rfc3339_of_unix(
-                            g["created_at"].as_i64().unwrap_or(0).div_euclid(1000),
-                        );
-                        let q: String = g["question"]
-                            .as_str()
-                            .unwrap_or("")
-                            .chars()
-                            .take(80)
-                            .collect();
-                        println!(
-                            "{at:<20}  {:<14}  {:<16}  {q}",
-                            g["reason"].as_str().unwrap_or(""),
-                            g["charter"].as_str().unwrap_or("")
-                        );
-                    }
-                    eprintln!("{} gap(s)", gaps.len());
-                    ExitCode::SUCCESS
-                }
-                Err(c) => c,
-            }
-        }
+        } => gaps(&server, charter, reason, limit, json).await,
         KnowledgeCommand::Search {
             question,
             sources,
             top_k,
             json,
             server,
-        } => {
-            let mut path = format!(
-                "/api/v1/knowledge/search?q={}&top_k={top_k}",
-                encode(&question)
+        } => search(&server, &question, sources, top_k, json).await,
+    }
+}
+
+async fn refresh(server: &ServerArgs, source: &str) -> ExitCode {
+    let path = format!("/api/v1/knowledge/sources/{}/refresh", encode(source));
+    match call(server, reqwest::Method::POST, &path).await {
+        Ok(v) => {
+            println!(
+                "{}: {} documents ({} re-indexed, {} unchanged, {} removed), {} passages",
+                source, v["documents"], v["indexed"], v["unchanged"], v["removed"], v["passages"]
             );
-            if let Some(s) = sources {
-                path.push_str(&format!("&sources={}", encode(&s)));
-            }
-            match call(&server, reqwest::Method::GET, &path).await {
-                Ok(v) if json => {
-                    println!("{}", pretty(&v));
-                    ExitCode::SUCCESS
-                }
-                Ok(v) => {
-                    for p in v["passages"].as_array().into_iter().flatten() {
-                        println!(
-                            "[{}] {:.2}  {} > {}  ({})",
-                            p["n"],
-                            p["score"].as_f64().unwrap_or(0.0),
-                            p["title"].as_str().unwrap_or(""),
-                            p["section"].as_str().unwrap_or(""),
-                            p["url"].as_str().or(p["doc_key"].as_str()).unwrap_or("")
-                        );
-                        let t: String =
-                            p["text"].as_str().unwrap_or("").chars().take(200).collect();
-                        println!("    {t}");
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(c) => c,
-            }
+            ExitCode::SUCCESS
         }
+        Err(c) => c,
+    }
+}
+
+async fn sources(server: &ServerArgs) -> ExitCode {
+    match call(server, reqwest::Method::GET, "/api/v1/knowledge/sources").await {
+        Ok(v) => {
+            println!(
+                "{:<20}  {:>9}  {:>5}  OWNER",
+                "SOURCE", "DOCUMENTS", "STALE"
+            );
+            for s in v["sources"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<20}  {:>9}  {:>5}  {}",
+                    s["name"].as_str().unwrap_or("?"),
+                    s["documents"],
+                    s["stale"].as_array().map_or(0, Vec::len),
+                    s["owner"].as_str().unwrap_or("")
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(c) => c,
+    }
+}
+
+async fn gaps(
+    server: &ServerArgs,
+    charter: Option<String>,
+    reason: Option<String>,
+    limit: usize,
+    json: bool,
+) -> ExitCode {
+    let mut q = vec![format!("limit={limit}")];
+    if let Some(c) = charter {
+        q.push(format!("charter={}", encode(&c)));
+    }
+    if let Some(r) = reason {
+        q.push(format!("reason={}", encode(&r)));
+    }
+    let path = format!("/api/v1/knowledge/gaps?{}", q.join("&"));
+    match call(server, reqwest::Method::GET, &path).await {
+        Ok(v) if json => {
+            println!("{}", pretty(&v["gaps"]));
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            let gaps = v["gaps"].as_array().cloned().unwrap_or_default();
+            println!(
+                "{:<20}  {:<14}  {:<16}  QUESTION",
+                "AT", "REASON", "CHARTER"
+            );
+            for g in &gaps {
+                let at = charter_core::calendar::rfc3339_of_unix(
+                    g["created_at"].as_i64().unwrap_or(0).div_euclid(1000),
+                );
+                let q: String = g["question"]
+                    .as_str()
+                    .unwrap_or("")
+                    .chars()
+                    .take(80)
+                    .collect();
+                println!(
+                    "{at:<20}  {:<14}  {:<16}  {q}",
+                    g["reason"].as_str().unwrap_or(""),
+                    g["charter"].as_str().unwrap_or("")
+                );
+            }
+            eprintln!("{} gap(s)", gaps.len());
+            ExitCode::SUCCESS
+        }
+        Err(c) => c,
+    }
+}
+
+async fn search(
+    server: &ServerArgs,
+    question: &str,
+    sources: Option<String>,
+    top_k: usize,
+    json: bool,
+) -> ExitCode {
+    let mut path = format!(
+        "/api/v1/knowledge/search?q={}&top_k={top_k}",
+        encode(question)
+    );
+    if let Some(s) = sources {
+        path.push_str(&format!("&sources={}", encode(&s)));
+    }
+    match call(server, reqwest::Method::GET, &path).await {
+        Ok(v) if json => {
+            println!("{}", pretty(&v));
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            for p in v["passages"].as_array().into_iter().flatten() {
+                println!(
+                    "[{}] {:.2}  {} > {}  ({})",
+                    p["n"],
+                    p["score"].as_f64().unwrap_or(0.0),
+                    p["title"].as_str().unwrap_or(""),
+                    p["section"].as_str().unwrap_or(""),
+                    p["url"].as_str().or(p["doc_key"].as_str()).unwrap_or("")
+                );
+                let t: String = p["text"].as_str().unwrap_or("").chars().take(200).collect();
+                println!("    {t}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(c) => c,
     }
 }
 
@@ -362,28 +376,14 @@ async fn eval_with(
             return ExitCode::from(1);
         }
     };
-    let mut build_ms = 0u128;
-    let mut passages = 0usize;
-    let mut documents = 0usize;
-    if args.store.is_none() {
-        let started = Instant::now();
-        for name in &step.sources {
-            let Some(source) = runtime.project.knowledge.get(name) else {
-                continue;
-            };
-            match charter_server::knowledge::refresh_source(&state, &executor, source).await {
-                Ok(r) => {
-                    passages += r.passages;
-                    documents += r.documents;
-                }
-                Err(e) => {
-                    eprintln!("error: knowledge source `{name}`: {e}");
-                    return ExitCode::from(1);
-                }
-            }
+    let (documents, passages, build_ms) = if args.store.is_none() {
+        match build_index(runtime, &state, &executor, &step.sources).await {
+            Ok(x) => x,
+            Err(code) => return code,
         }
-        build_ms = started.elapsed().as_millis();
-    }
+    } else {
+        (0, 0, 0)
+    };
     if let Some(out) = &args.export_passages
         && let Err(e) = export_passages(&store, &step.sources, out).await
     {
@@ -472,6 +472,33 @@ async fn eval_with(
         );
     }
     ExitCode::SUCCESS
+}
+
+/// Index `sources` into the evaluation store: (documents, passages, milliseconds).
+async fn build_index(
+    runtime: &Arc<charter_server::Runtime>,
+    state: &AppState<SqliteStore>,
+    executor: &charter_connect::HttpExecutor,
+    sources: &[String],
+) -> Result<(usize, usize, u128), ExitCode> {
+    let (mut documents, mut passages) = (0, 0);
+    let started = Instant::now();
+    for name in sources {
+        let Some(source) = runtime.project.knowledge.get(name) else {
+            continue;
+        };
+        match charter_server::knowledge::refresh_source(state, executor, source).await {
+            Ok(r) => {
+                passages += r.passages;
+                documents += r.documents;
+            }
+            Err(e) => {
+                eprintln!("error: knowledge source `{name}`: {e}");
+                return Err(ExitCode::from(1));
+            }
+        }
+    }
+    Ok((documents, passages, started.elapsed().as_millis()))
 }
 
 /// Write every indexed passage of `sources` as JSONL `{doc_key, heading, text}` (for a

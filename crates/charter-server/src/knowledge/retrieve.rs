@@ -96,48 +96,7 @@ pub async fn retrieve_step<S: Store>(
         .map(|(i, (h, s))| passage_value(i + 1, h, *s))
         .collect();
     let now = now_millis();
-    let gap = if kept.is_empty() {
-        let why = if best > 0.0 {
-            format!(
-                "no passage of {} reached min_score {} (best {:.2})",
-                step.sources.join(", "),
-                step.min_score,
-                best
-            )
-        } else {
-            format!(
-                "nothing in {} matched the question",
-                step.sources.join(", ")
-            )
-        };
-        Some((GapReason::NothingFound, why, step.sources.clone()))
-    } else {
-        let (top, _) = &kept[0];
-        let max_age = state
-            .runtime
-            .project
-            .knowledge
-            .get(&top.source)
-            .and_then(|s| s.max_age);
-        match max_age {
-            Some(max)
-                if now - top.updated_at > i64::try_from(max.as_millis()).unwrap_or(i64::MAX) =>
-            {
-                let days = (now - top.updated_at) / 86_400_000;
-                Some((
-                    GapReason::Stale,
-                    format!(
-                        "the best passage, from \"{}\" ({}), was last updated {days} days ago, longer than the source's max_age of {} days",
-                        top.title,
-                        top.source,
-                        max.as_secs() / 86_400
-                    ),
-                    vec![top.source.clone()],
-                ))
-            }
-            _ => None,
-        }
-    };
+    let gap = detect_gap(state, step, &kept, best, now);
     state.metrics.knowledge_retrieval(
         &charter.name,
         if kept.is_empty() {
@@ -191,6 +150,58 @@ pub async fn retrieve_step<S: Store>(
         .await?;
     }
     Ok(value)
+}
+
+/// Why this retrieval is a knowledge gap, if it is: (reason, why, sources to tell).
+fn detect_gap<S: Store>(
+    state: &AppState<S>,
+    step: &RetrieveStep,
+    kept: &[(PassageHit, f64)],
+    best: f64,
+    now: i64,
+) -> Option<(GapReason, String, Vec<String>)> {
+    if kept.is_empty() {
+        let why = if best > 0.0 {
+            format!(
+                "no passage of {} reached min_score {} (best {:.2})",
+                step.sources.join(", "),
+                step.min_score,
+                best
+            )
+        } else {
+            format!(
+                "nothing in {} matched the question",
+                step.sources.join(", ")
+            )
+        };
+        Some((GapReason::NothingFound, why, step.sources.clone()))
+    } else {
+        let (top, _) = &kept[0];
+        let max_age = state
+            .runtime
+            .project
+            .knowledge
+            .get(&top.source)
+            .and_then(|s| s.max_age);
+        match max_age {
+            Some(max)
+                if now - top.updated_at > i64::try_from(max.as_millis()).unwrap_or(i64::MAX) =>
+            {
+                let days = (now - top.updated_at) / 86_400_000;
+                Some((
+                    GapReason::Stale,
+                    format!(
+                        "the best passage, from \"{}\" ({}), was last updated {days} days ago, longer than the source's max_age of {} days",
+                        top.title,
+                        top.source,
+                        max.as_secs() / 86_400
+                    ),
+                    vec![top.source.clone()],
+                ))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// What a gap keeps of the passages: where they came from, not their text.

@@ -78,29 +78,14 @@ pub async fn cited_block<S: Store>(ui: &UiState<S>, run_id: Uuid) -> Result<Stri
     Ok(out)
 }
 
-#[derive(Debug, Default, Deserialize)]
-pub struct GapsQuery {
-    pub charter: Option<String>,
-    pub msg: Option<String>,
-}
-
-/// `/knowledge`: every source with its index and stale documents, then the gaps of the
-/// charters the session sees.
-pub async fn page_handler<S: Store>(
-    State(ui): State<UiState<S>>,
-    headers: HeaderMap,
-    uri: Uri,
-    Query(q): Query<GapsQuery>,
-) -> Result<Html<String>, UiError> {
-    let s = ui.require(&headers, &uri).await?;
-    let store = &ui.app.store;
-    let charter = q.charter.filter(|c| !c.trim().is_empty());
-    let docs = store.list_documents(None).await?;
-    let now = crate::now_millis();
-    let mut stale = Vec::new();
-    let mut body = String::from(
-        "<h1>Knowledge</h1><p class=\"meta\">The approved knowledge sources that retrieve steps search, the documents older than their source's <code>max_age</code>, and the questions they did not answer well.</p>",
-    );
+/// The sources table; the stale documents found are added to `stale`.
+fn sources_table<S: Store>(
+    ui: &UiState<S>,
+    docs: &[charter_store::KnowledgeDoc],
+    now: i64,
+    stale: &mut Vec<StaleDoc>,
+) -> String {
+    let mut body = String::new();
     let known = &ui.app.runtime.project.knowledge;
     if known.is_empty() {
         body.push_str("<p class=\"meta\">No knowledge source is declared in charter.yaml (<code>knowledge:</code>).</p>");
@@ -140,6 +125,80 @@ pub async fn page_handler<S: Store>(
         }
         body.push_str("</tbody></table>");
     }
+    body
+}
+
+/// Every gap, newest first.
+fn gaps_table<S: Store>(ui: &UiState<S>, gaps: &[charter_store::KnowledgeGap]) -> String {
+    let mut body = String::new();
+    if gaps.is_empty() {
+        body.push_str("<p class=\"meta\">No knowledge gap recorded.</p>");
+    } else {
+        let _ = write!(
+            body,
+            "<table class=\"gaps\"><thead><tr><th>At ({})</th><th>Charter</th><th>Why</th><th>Question</th><th>Found</th><th>Event</th></tr></thead><tbody>",
+            esc(ui.zone().name())
+        );
+        for g in gaps {
+            let found: Vec<String> = g
+                .found
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p: &Value| {
+                    format!(
+                        "[{}] {}",
+                        p["n"].as_u64().unwrap_or(0),
+                        doc_link(p["title"].as_str().unwrap_or(""), p["url"].as_str())
+                    )
+                })
+                .collect();
+            let _ = write!(
+                body,
+                "<tr data-gap=\"{}\"><td>{}</td><td>{}</td><td>{} <div class=\"meta\">{}</div></td><td>{}</td><td>{}</td><td><a href=\"/events/{}\">event</a></td></tr>",
+                g.id,
+                time(ui.zone(), g.created_at),
+                esc(&g.charter),
+                badge(g.reason.as_str()),
+                esc(&g.why),
+                esc(&g.question),
+                if found.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    found.join("<br>")
+                },
+                g.event_id
+            );
+        }
+        body.push_str("</tbody></table>");
+    }
+    body
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct GapsQuery {
+    pub charter: Option<String>,
+    pub msg: Option<String>,
+}
+
+/// `/knowledge`: every source with its index and stale documents, then the gaps of the
+/// charters the session sees.
+pub async fn page_handler<S: Store>(
+    State(ui): State<UiState<S>>,
+    headers: HeaderMap,
+    uri: Uri,
+    Query(q): Query<GapsQuery>,
+) -> Result<Html<String>, UiError> {
+    let s = ui.require(&headers, &uri).await?;
+    let store = &ui.app.store;
+    let charter = q.charter.filter(|c| !c.trim().is_empty());
+    let docs = store.list_documents(None).await?;
+    let now = crate::now_millis();
+    let mut stale = Vec::new();
+    let mut body = String::from(
+        "<h1>Knowledge</h1><p class=\"meta\">The approved knowledge sources that retrieve steps search, the documents older than their source's <code>max_age</code>, and the questions they did not answer well.</p>",
+    );
+    body.push_str(&sources_table(&ui, &docs, now, &mut stale));
     let gaps = if charter.as_deref().is_none_or(|c| s.sees(c)) {
         store
             .list_gaps(GapFilter {
@@ -190,47 +249,7 @@ pub async fn page_handler<S: Store>(
         }
         body.push_str("</ol>");
     }
-    if gaps.is_empty() {
-        body.push_str("<p class=\"meta\">No knowledge gap recorded.</p>");
-    } else {
-        let _ = write!(
-            body,
-            "<table class=\"gaps\"><thead><tr><th>At ({})</th><th>Charter</th><th>Why</th><th>Question</th><th>Found</th><th>Event</th></tr></thead><tbody>",
-            esc(ui.zone().name())
-        );
-        for g in &gaps {
-            let found: Vec<String> = g
-                .found
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|p: &Value| {
-                    format!(
-                        "[{}] {}",
-                        p["n"].as_u64().unwrap_or(0),
-                        doc_link(p["title"].as_str().unwrap_or(""), p["url"].as_str())
-                    )
-                })
-                .collect();
-            let _ = write!(
-                body,
-                "<tr data-gap=\"{}\"><td>{}</td><td>{}</td><td>{} <div class=\"meta\">{}</div></td><td>{}</td><td>{}</td><td><a href=\"/events/{}\">event</a></td></tr>",
-                g.id,
-                time(ui.zone(), g.created_at),
-                esc(&g.charter),
-                badge(g.reason.as_str()),
-                esc(&g.why),
-                esc(&g.question),
-                if found.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    found.join("<br>")
-                },
-                g.event_id
-            );
-        }
-        body.push_str("</tbody></table>");
-    }
+    body.push_str(&gaps_table(&ui, &gaps));
     Ok(Html(page(
         "Knowledge",
         Some(&ui.viewer(&s)),
