@@ -94,6 +94,10 @@ pub struct EvalArgs {
     /// fresh one; drafts: the store to read (default the project's).
     #[arg(long)]
     pub store: Option<String>,
+    /// retrieval: index the sources into this PostgreSQL database (a postgres:// URL)
+    /// and search there, instead of a fresh SQLite store.
+    #[arg(long, conflicts_with = "store")]
+    pub postgres: Option<String>,
     /// retrieval: write the indexed passages here as JSONL (for a baseline ranker).
     #[arg(long)]
     pub export_passages: Option<PathBuf>,

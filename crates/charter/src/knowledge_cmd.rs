@@ -10,7 +10,7 @@ use charter_core::knowledge::recall_and_mrr;
 use charter_server::AppState;
 use charter_store::sqlite::SqliteStore;
 use charter_store::{
-    DecisionStore, EXTRA_DRAFT, GapFilter, GapReason, KnowledgeStore, RunFilter, RunStore,
+    DecisionStore, EXTRA_DRAFT, GapFilter, GapReason, KnowledgeStore, RunFilter, RunStore, Store,
 };
 use clap::Subcommand;
 use serde_json::{Value, json};
@@ -330,6 +330,18 @@ pub async fn eval_retrieval(args: &EvalArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(url) = &args.postgres {
+        let store = match charter_store::postgres::PgStore::connect(url, 4).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: --postgres: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let code = eval_with(args, &runtime, store.clone(), &step, &cases, true).await;
+        store.close().await;
+        return code;
+    }
     let tmp = std::env::temp_dir().join(format!("charter-eval-{}", uuid::Uuid::now_v7()));
     let store_path: PathBuf = match &args.store {
         Some(p) => PathBuf::from(p),
@@ -348,7 +360,8 @@ pub async fn eval_retrieval(args: &EvalArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let code = eval_with(args, &runtime, store.clone(), &step, &cases).await;
+    let fresh = args.store.is_none();
+    let code = eval_with(args, &runtime, store.clone(), &step, &cases, fresh).await;
     store.close().await;
     if args.store.is_none() {
         let _ = std::fs::remove_dir_all(&tmp);
@@ -356,12 +369,14 @@ pub async fn eval_retrieval(args: &EvalArgs) -> ExitCode {
     code
 }
 
-async fn eval_with(
+/// Evaluate over `store`, indexing the sources into it first when `index` is set.
+async fn eval_with<S: Store>(
     args: &EvalArgs,
     runtime: &Arc<charter_server::Runtime>,
-    store: SqliteStore,
+    store: S,
     step: &charter_core::config::RetrieveStep,
     cases: &[Case],
+    index: bool,
 ) -> ExitCode {
     let state = AppState {
         runtime: runtime.clone(),
@@ -376,7 +391,7 @@ async fn eval_with(
             return ExitCode::from(1);
         }
     };
-    let (documents, passages, build_ms) = if args.store.is_none() {
+    let (documents, passages, build_ms) = if index {
         match build_index(runtime, &state, &executor, &step.sources).await {
             Ok(x) => x,
             Err(code) => return code,
@@ -462,7 +477,7 @@ async fn eval_with(
             step.min_score,
             answered as f64 / cases.len() as f64
         );
-        if args.store.is_none() {
+        if index {
             println!("  index: {documents} documents, {passages} passages in {build_ms} ms");
         }
         println!(
@@ -475,9 +490,9 @@ async fn eval_with(
 }
 
 /// Index `sources` into the evaluation store: (documents, passages, milliseconds).
-async fn build_index(
+async fn build_index<S: Store>(
     runtime: &Arc<charter_server::Runtime>,
-    state: &AppState<SqliteStore>,
+    state: &AppState<S>,
     executor: &charter_connect::HttpExecutor,
     sources: &[String],
 ) -> Result<(usize, usize, u128), ExitCode> {
@@ -503,8 +518,8 @@ async fn build_index(
 
 /// Write every indexed passage of `sources` as JSONL `{doc_key, heading, text}` (for a
 /// baseline ranker to rank the same passages).
-async fn export_passages(
-    store: &SqliteStore,
+async fn export_passages<S: Store>(
+    store: &S,
     sources: &[String],
     out: &Path,
 ) -> Result<(), String> {

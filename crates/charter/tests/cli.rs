@@ -2616,7 +2616,11 @@ fn eval_retrieval_reports_recall_and_mrr_for_the_knowledge_example() {
         .arg(&passages)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["cases"], 12);
     assert_eq!(v["documents"], 5);
