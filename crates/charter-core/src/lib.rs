@@ -10,6 +10,7 @@ pub mod cron;
 pub mod expr;
 pub mod extract;
 pub mod idempotency;
+pub mod knowledge;
 pub mod model;
 pub mod net;
 pub mod rollout;

@@ -1,6 +1,9 @@
 //! Loading and validating projects: a complete valid project, the scaffolds, and the
 //! diagnostics for broken charters (snapshots of the full output).
 
+/// `knowledge:` sources, `retrieve` steps and `draft.cite`.
+#[path = "config/knowledge_config.rs"]
+mod knowledge_config;
 /// The `escalation.notify` checks, compiled into this one test binary.
 #[path = "config/notify_config.rs"]
 mod notify_config;

@@ -1319,6 +1319,26 @@ pub fn routes<S: Store>() -> Vec<ApiRoute<S>> {
             get(list_corrections::<S>),
         ),
         r(Method::GET, "/api/v1/audit", get(list_audit::<S>)),
+        r(
+            Method::GET,
+            "/api/v1/knowledge/sources",
+            get(crate::knowledge::api::list_sources::<S>),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/knowledge/sources/{name}/refresh",
+            post(crate::knowledge::api::refresh::<S>),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/knowledge/gaps",
+            get(crate::knowledge::api::list_gaps::<S>),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/knowledge/search",
+            get(crate::knowledge::api::search::<S>),
+        ),
     ]
     .into_iter()
     .chain(crate::rollout::api_routes())

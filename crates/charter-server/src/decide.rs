@@ -696,6 +696,7 @@ impl DraftError {
 #[allow(clippy::too_many_arguments)]
 pub async fn draft_for_action<S: Store>(
     state: &AppState<S>,
+    executor: &HttpExecutor,
     charter: &Charter,
     event: &NewEvent,
     run_id: Uuid,
@@ -756,11 +757,44 @@ pub async fn draft_for_action<S: Store>(
         context: ctx,
         redact: &spec.redact,
         limits: &limits,
+        repair: None,
     };
-    let result = llm.engine.draft(&req).await;
-    match &result {
+    let count = |r: &Result<charter_decide::llm::Draft, LlmFailure>| match r {
         Ok(d) => count_llm_usage(&charter.name, &d.provider, true, &d.usage),
         Err(f) => count_llm_usage(&charter.name, &spec.provider, false, &f.usage),
+    };
+    let mut result = llm.engine.draft(&req).await;
+    count(&result);
+    // A draft written from retrieved passages must cite them (one repair, then escalation).
+    let mut citations = Value::Null;
+    let to_check = match (&spec.cite, &result) {
+        (Some(policy), Ok(first)) => Some((policy, first.clone())),
+        _ => None,
+    };
+    if let Some((policy, first)) = to_check {
+        use crate::knowledge::cite::{self, Checked, CiteRun};
+        let run = CiteRun {
+            state,
+            executor,
+            charter,
+            event,
+            run_id,
+            action,
+        };
+        match cite::check(&run, policy, ctx, &llm.engine, &req, first, count).await {
+            Checked::Accepted(d, record) => {
+                result = Ok(*d);
+                citations = record;
+            }
+            Checked::Failed(f) => result = Err(f),
+            Checked::Refused(message) => {
+                return Err(DraftError {
+                    message,
+                    escalate: Some(cite::REFUSED),
+                    wait: None,
+                });
+            }
+        }
     }
     match result {
         Ok(d) => {
@@ -776,6 +810,7 @@ pub async fn draft_for_action<S: Store>(
                         "model": d.model,
                         "prompt": spec.prompt,
                         "usage": d.usage,
+                        "citations": citations,
                     }),
                     at: now_millis(),
                 })
@@ -884,6 +919,16 @@ pub async fn assemble_context<S: Store>(
             }
         }
     }
+    crate::knowledge::retrieve::retrieve_all(
+        state,
+        executor,
+        charter,
+        event,
+        run_id,
+        ctx,
+        &mut out.values,
+    )
+    .await?;
     Ok(out)
 }
 

@@ -22,6 +22,7 @@ pub mod error;
 pub mod expressions;
 pub mod guard;
 pub mod ingest;
+pub mod knowledge;
 pub mod limits;
 pub mod mcp;
 pub mod metrics;
@@ -512,6 +513,7 @@ pub async fn start<S: Store>(
         let st = state.clone();
         let alert_executor = executor.clone();
         let notify_executor = executor.clone();
+        let knowledge_executor = executor.clone();
         tasks.spawn(async move {
             worker::run(st, executor, worker_id, token).await;
             "worker"
@@ -537,6 +539,15 @@ pub async fn start<S: Store>(
             tasks.spawn(async move {
                 retention::run(st, keep, retention::EVERY, token).await;
                 "retention"
+            });
+        }
+        if knowledge::has_sources(&runtime) {
+            let token = shutdown.clone();
+            let st = state.clone();
+            let ex = knowledge_executor;
+            tasks.spawn(async move {
+                knowledge::run(st, ex, token).await;
+                "knowledge"
             });
         }
         if alerts::has_alerts(&runtime) {

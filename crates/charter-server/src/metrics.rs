@@ -36,6 +36,9 @@ pub enum Metric {
     AlertNotifications,
     Notifications,
     SourcePolls,
+    KnowledgeRefreshes,
+    KnowledgeRetrievals,
+    KnowledgeGaps,
     LeasesRecovered,
     InDoubtActions,
     ReviewSamples,
@@ -88,6 +91,9 @@ impl Metric {
         Metric::AlertNotifications,
         Metric::Notifications,
         Metric::SourcePolls,
+        Metric::KnowledgeRefreshes,
+        Metric::KnowledgeRetrievals,
+        Metric::KnowledgeGaps,
         Metric::LeasesRecovered,
         Metric::InDoubtActions,
         Metric::ReviewSamples,
@@ -131,6 +137,9 @@ impl Metric {
             Metric::AlertNotifications => "charter_alert_notifications_total",
             Metric::Notifications => "charter_notifications_total",
             Metric::SourcePolls => "charter_source_polls_total",
+            Metric::KnowledgeRefreshes => "charter_knowledge_refreshes_total",
+            Metric::KnowledgeRetrievals => "charter_knowledge_retrievals_total",
+            Metric::KnowledgeGaps => "charter_knowledge_gaps_total",
             Metric::LeasesRecovered => "charter_leases_recovered_total",
             Metric::InDoubtActions => "charter_in_doubt_actions_total",
             Metric::ReviewSamples => "charter_review_samples_total",
@@ -191,6 +200,13 @@ impl Metric {
             Metric::SourcePolls => {
                 "Polls of an HTTP API and schedule firings, by charter, source and result."
             }
+            Metric::KnowledgeRefreshes => {
+                "Refreshes of a knowledge source (read and re-indexed), by source and result."
+            }
+            Metric::KnowledgeRetrievals => {
+                "Retrieve context steps run, by charter and result (found, nothing_found)."
+            }
+            Metric::KnowledgeGaps => "Knowledge gaps recorded, by charter and reason.",
             Metric::LeasesRecovered => {
                 "Leases of a previous incarnation of this node released at its start-up."
             }
@@ -674,6 +690,36 @@ impl Metrics {
                 ("source", source),
                 ("result", if ok { "ok" } else { "error" }),
             ],
+            1.0,
+        );
+    }
+
+    /// One refresh of knowledge source `source` succeeded or failed.
+    pub fn knowledge_refresh(&self, source: &str, ok: bool) {
+        self.add(
+            Metric::KnowledgeRefreshes,
+            &[
+                ("source", source),
+                ("result", if ok { "ok" } else { "error" }),
+            ],
+            1.0,
+        );
+    }
+
+    /// A retrieve step of `charter` ran (`found` or `nothing_found`).
+    pub fn knowledge_retrieval(&self, charter: &str, result: &str) {
+        self.add(
+            Metric::KnowledgeRetrievals,
+            &[("charter", charter), ("result", result)],
+            1.0,
+        );
+    }
+
+    /// A knowledge gap of `charter` was recorded for `reason`.
+    pub fn knowledge_gap(&self, charter: &str, reason: &str) {
+        self.add(
+            Metric::KnowledgeGaps,
+            &[("charter", charter), ("reason", reason)],
             1.0,
         );
     }

@@ -451,7 +451,7 @@ async fn run_pipeline<S: Store>(
     };
 
     // Context: records the charter fetches from its connectors, once per run.
-    let fetched = if charter.context.is_empty() {
+    let fetched = if charter.context.is_empty() && charter.retrieve.is_empty() {
         None
     } else {
         let ctx0 = eval_context(&event, None);
@@ -1181,8 +1181,10 @@ async fn act<S: Store>(
         Some(spec) => {
             // The draft is kept as a run extra: the run must exist first.
             flush(store, pending).await?;
-            match crate::decide::draft_for_action(state, charter, event, run_id, name, spec, ctx)
-                .await
+            match crate::decide::draft_for_action(
+                state, executor, charter, event, run_id, name, spec, ctx,
+            )
+            .await
             {
                 Ok(text) => {
                     let mut c = ctx.clone();

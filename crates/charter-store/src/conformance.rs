@@ -28,6 +28,7 @@ use crate::{
 };
 use crate::{INTERRUPTED_ERROR, InDoubtFilter, InDoubtRef, InterruptedRun};
 
+pub use crate::knowledge_conformance::check_knowledge;
 pub use crate::notifications_conformance::check_notifications;
 pub use crate::report_conformance::{check_incidents, check_reports};
 pub use crate::rollout_conformance::check_rollout;
@@ -136,6 +137,7 @@ pub async fn run_all<S: Store>(store: &S) -> CheckResult {
         ("retention", check_retention(store).await),
         ("nul_characters", check_nul_characters(store).await),
         ("ui_sessions", check_ui_sessions(store).await),
+        ("knowledge", check_knowledge(store).await),
     ];
     let failures: Vec<String> = checks
         .into_iter()

@@ -20,6 +20,8 @@ use uuid::Uuid;
 
 pub mod conformance;
 pub mod decision;
+pub mod knowledge;
+mod knowledge_conformance;
 pub mod notifications;
 mod notifications_conformance;
 pub mod postgres;
@@ -31,6 +33,10 @@ mod rollout_conformance;
 pub mod sqlite;
 
 pub use decision::{DecisionStore, EXTRA_CONTEXT, EXTRA_DRAFT, LlmSpend, RunExtra};
+pub use knowledge::{
+    GapFilter, GapReason, KnowledgeDoc, KnowledgeGap, KnowledgeStore, NewPassage, PassageHit,
+    PutOutcome,
+};
 pub use notifications::{
     Delivery, NewNotification, NotificationKind, NotificationRecord, NotificationState,
     NotificationStore,
@@ -602,6 +608,7 @@ pub trait Store:
     + RetentionStore
     + SessionStore
     + RolloutStore
+    + KnowledgeStore
     + Clone
 {
 }
@@ -622,6 +629,7 @@ impl<
         + RetentionStore
         + SessionStore
         + RolloutStore
+        + KnowledgeStore
         + Clone,
 > Store for T
 {

@@ -12,6 +12,7 @@
 
 mod checkpoint;
 mod decision;
+mod knowledge;
 mod notifications;
 mod operator;
 mod report;
@@ -62,6 +63,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0011_ui_sessions.sql"),
     include_str!("../migrations/sqlite/0012_in_doubt.sql"),
     include_str!("../migrations/sqlite/0013_rollout.sql"),
+    include_str!("../migrations/sqlite/0014_knowledge.sql"),
 ];
 
 /// The schema version this build creates and expects.

@@ -71,17 +71,36 @@ pub fn train(dir: &Path, charter: &str, seed: Option<u64>) -> ExitCode {
 pub struct EvalArgs {
     /// The charter whose decision stages are evaluated.
     pub charter: String,
-    /// Labelled cases (CSV `text,label` or JSONL).
+    /// Labelled cases (CSV `text,label` or JSONL); for `--stage retrieval`, JSONL
+    /// `{"question": ..., "document": <the answering document's key>}`. Not used by
+    /// `--stage drafts`.
     #[arg(long)]
-    pub cases: PathBuf,
+    pub cases: Option<PathBuf>,
     /// Project folder.
     #[arg(long, default_value = ".")]
     pub dir: PathBuf,
     /// What to evaluate: `embedded` (the embedded classifier), `llm` (the charter's first
     /// llm stage through its configured providers) or `cascade` (every stage in order, as
     /// the worker decides, fields included).
-    #[arg(long, default_value = "embedded", value_parser = ["embedded", "llm", "cascade"])]
+    /// `retrieval` (the charter's first `retrieve` step: recall@k and MRR of the answering
+    /// documents) and `drafts` (cited drafts in the store: share cited, with invalid
+    /// citations, refused) evaluate approved knowledge.
+    #[arg(long, default_value = "embedded", value_parser = ["embedded", "llm", "cascade", "retrieval", "drafts"])]
     pub stage: String,
+    /// retrieval: the k of recall@k.
+    #[arg(long, default_value_t = 5)]
+    pub k: usize,
+    /// retrieval: search this existing SQLite store instead of indexing the sources into a
+    /// fresh one; drafts: the store to read (default the project's).
+    #[arg(long)]
+    pub store: Option<String>,
+    /// retrieval: index the sources into this PostgreSQL database (a postgres:// URL)
+    /// and search there, instead of a fresh SQLite store.
+    #[arg(long, conflicts_with = "store")]
+    pub postgres: Option<String>,
+    /// retrieval: write the indexed passages here as JSONL (for a baseline ranker).
+    #[arg(long)]
+    pub export_passages: Option<PathBuf>,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -147,6 +166,11 @@ fn pick_threshold(cases: &[(f64, bool, bool)], target: Target) -> Option<f64> {
 }
 
 pub async fn eval(args: EvalArgs) -> ExitCode {
+    match args.stage.as_str() {
+        "retrieval" => return crate::knowledge_cmd::eval_retrieval(&args).await,
+        "drafts" => return crate::knowledge_cmd::eval_drafts(&args).await,
+        _ => {}
+    }
     match run_eval(&args).await {
         Ok(code) => code,
         Err(e) => {
@@ -227,7 +251,11 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
         .get(&args.charter)
         .ok_or_else(|| format!("no charter named `{}`", args.charter))?
         .clone();
-    let cases = read_cases(&args.cases)?;
+    let cases_file = args
+        .cases
+        .as_ref()
+        .ok_or_else(|| "--cases is required for this stage".to_string())?;
+    let cases = read_cases(cases_file)?;
     let progress = crate::progress::Progress::new(cases.len());
     let mut outcomes = Vec::with_capacity(cases.len());
     let mut usage = charter_decide::llm::Usage::default();

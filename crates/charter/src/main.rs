@@ -16,6 +16,7 @@ mod bench;
 mod client;
 mod decide_cmd;
 mod demo;
+mod knowledge_cmd;
 mod otlp;
 mod progress;
 mod report;
@@ -342,8 +343,12 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
-    /// Evaluate a charter's decision stage over labelled cases.
+    /// Evaluate a charter's decision stage over labelled cases, or its retrieval and cited
+    /// drafts (`--stage retrieval`, `--stage drafts`).
     Eval(decide_cmd::EvalArgs),
+    /// Approved knowledge: refresh a source, list sources and gaps, search.
+    #[command(subcommand)]
+    Knowledge(knowledge_cmd::KnowledgeCommand),
     /// Measure durable ingest, a no-op HTTP baseline and the end-to-end pipeline on this machine.
     Bench(bench::BenchArgs),
     /// List approvals waiting for a reviewer (oldest first).
@@ -737,6 +742,7 @@ async fn run(cli: Cli) -> ExitCode {
         } => serve::purge(&dir, store, &before, charter).await,
         Command::Train { charter, dir, seed } => decide_cmd::train(&dir, &charter, seed),
         Command::Eval(args) => decide_cmd::eval(args).await,
+        Command::Knowledge(cmd) => knowledge_cmd::run(cmd).await,
         Command::Bench(args) => bench::bench(args).await,
         Command::Approvals {
             charter,

@@ -91,7 +91,12 @@ pub async fn report(args: ReportArgs) -> ExitCode {
         eprintln!("error: {status}: {msg}");
         return ExitCode::from(1);
     }
+    let knowledge = knowledge_summary(&client, &args).await;
     if args.json {
+        let mut body = body;
+        if let Some(k) = &knowledge {
+            body["knowledge"] = serde_json::to_value(k).unwrap_or(Value::Null);
+        }
         match serde_json::to_string_pretty(&body) {
             Ok(s) => println!("{s}"),
             Err(_) => println!("{body}"),
@@ -126,7 +131,57 @@ pub async fn report(args: ReportArgs) -> ExitCode {
             );
         }
     }
+    if let Some(k) = &knowledge {
+        println!();
+        print!("{}", charter_server::knowledge::summary::render_text(k));
+    }
     ExitCode::SUCCESS
+}
+
+/// The knowledge part: the charter's gaps in the window and the stale documents of every
+/// source. `None` when the project has no knowledge sources (or the server predates them).
+async fn knowledge_summary(
+    client: &reqwest::Client,
+    args: &ReportArgs,
+) -> Option<charter_server::knowledge::summary::KnowledgeSummary> {
+    use charter_server::knowledge::summary::{StaleDoc, summarize};
+    let get = |path: String| {
+        let mut req = client.get(format!("{}{path}", args.server.base_url()));
+        if let Some(t) = &args.server.token {
+            req = req.bearer_auth(t);
+        }
+        async move {
+            let resp = req.send().await.ok()?;
+            if !resp.status().is_success() {
+                return None;
+            }
+            resp.json::<Value>().await.ok()
+        }
+    };
+    let sources = get("/api/v1/knowledge/sources".into()).await?;
+    let sources = sources["sources"].as_array()?;
+    if sources.is_empty() {
+        return None;
+    }
+    let window = charter_core::config::validate::parse_duration(&args.since).ok()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_millis();
+    let since = i64::try_from(now.saturating_sub(window.as_millis())).ok()?;
+    let gaps = get(format!(
+        "/api/v1/knowledge/gaps?charter={}&since={since}&limit=10000",
+        encode(&args.charter)
+    ))
+    .await?;
+    let gaps: Vec<charter_store::KnowledgeGap> =
+        serde_json::from_value(gaps["gaps"].clone()).ok()?;
+    let stale: Vec<StaleDoc> = sources
+        .iter()
+        .flat_map(|s| s["stale"].as_array().cloned().unwrap_or_default())
+        .filter_map(|d| serde_json::from_value(d).ok())
+        .collect();
+    Some(summarize(&gaps, &stale))
 }
 
 #[cfg(test)]

@@ -96,6 +96,8 @@ pub struct DraftSpec {
     pub fallback: Vec<String>,
     /// Payload keys (or dotted paths) replaced by `[redacted]` before anything is sent.
     pub redact: Vec<String>,
+    /// The draft must cite the passages of this `retrieve` context (`draft.cite`).
+    pub cite: Option<super::CitePolicy>,
 }
 
 /// What a failed context fetch does to the run.

@@ -14,11 +14,16 @@ use crate::expr::Expr;
 use crate::template::{JsonTemplate, Template};
 
 mod decision;
+mod knowledge;
 pub mod raw;
 pub mod schema;
 pub mod validate;
 
 pub use decision::{CompiledRegex, ContextFetch, ContextOnError, DraftSpec, Extractor};
+pub use knowledge::{
+    CitePolicy, GapTarget, KNOWLEDGE_PRESETS, KnowledgeKind, KnowledgeList, KnowledgePreset,
+    KnowledgeSource, RetrieveStep,
+};
 
 pub use validate::{DRAFT_APPROVAL_EXPIRES, Diagnostic, Diagnostics, load_project};
 
@@ -39,6 +44,8 @@ pub struct Project {
     pub providers: BTreeMap<String, ProviderDef>,
     /// Charters by name.
     pub charters: BTreeMap<String, Arc<Charter>>,
+    /// Approved knowledge sources by name (`knowledge:`).
+    pub knowledge: BTreeMap<String, KnowledgeSource>,
 }
 
 /// A model provider an `llm` stage (or a draft) can call.
@@ -609,6 +616,9 @@ pub struct Charter {
     /// Records fetched from connectors before deciding (`context:`), exposed as
     /// `context.<name>`; empty when none are declared.
     pub context: Vec<ContextFetch>,
+    /// Passages retrieved from knowledge sources before deciding (`context:` entries with
+    /// `retrieve:`), exposed as `context.<name>` like fetched records.
+    pub retrieve: Vec<RetrieveStep>,
     /// Relative path of the file the charter came from.
     pub file: String,
     /// Stable hash of the charter file's text; recorded on every run.

@@ -182,6 +182,41 @@ pub struct RawProject {
     pub connectors: Option<S<Entries<S<RawConnector>>>>,
     pub tokens: Option<S<Vec<S<RawToken>>>>,
     pub providers: Option<S<Entries<S<RawProvider>>>>,
+    /// Approved knowledge sources by name (`knowledge:`).
+    pub knowledge: Option<S<Entries<S<RawKnowledge>>>>,
+}
+
+/// A knowledge source (`knowledge:` in charter.yaml): a folder in the project, or a list
+/// read through an `http` connector (a `preset` or a `list:` description).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKnowledge {
+    pub owner: Option<S<String>>,
+    pub folder: Option<S<String>>,
+    pub url: Option<S<String>>,
+    pub connector: Option<S<String>>,
+    pub preset: Option<S<String>>,
+    pub list: Option<S<RawKnowledgeList>>,
+    pub refresh: Option<S<Scalar>>,
+    pub max_age: Option<S<Scalar>>,
+    pub chunk_words: Option<S<i64>>,
+    pub on_gap: Option<S<String>>,
+}
+
+/// `list:` of a knowledge source: a paginated JSON list of documents.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKnowledgeList {
+    pub path: Option<S<String>>,
+    pub items: Option<S<String>>,
+    pub next: Option<S<String>>,
+    pub id: Option<S<String>>,
+    pub title: Option<S<String>>,
+    pub body: Option<S<String>>,
+    pub url: Option<S<String>>,
+    pub updated_at: Option<S<String>>,
+    pub format: Option<S<String>>,
+    pub max_pages: Option<S<i64>>,
 }
 
 /// A model provider (`providers:` in charter.yaml).
@@ -601,6 +636,10 @@ pub struct RawDraft {
     pub fallback: Option<S<Vec<S<String>>>>,
     /// Payload keys (or dotted paths) redacted before the prompt leaves.
     pub redact: Option<S<Vec<S<String>>>>,
+    /// A `retrieve` context whose passages the draft must cite.
+    pub cite: Option<S<String>>,
+    /// With `cite`: every sentence must carry a citation.
+    pub cite_every_sentence: Option<S<bool>>,
 }
 
 /// One entry of a charter's `context:`: a record fetched before deciding.
@@ -617,6 +656,18 @@ pub struct RawContextFetch {
     pub on_error: Option<S<String>>,
     /// With `on_error: retry`, the wait before the event is tried again (default 30s).
     pub retry_after: Option<S<Scalar>>,
+    /// Passages retrieved from knowledge sources instead of a fetched record.
+    pub retrieve: Option<S<RawRetrieve>>,
+}
+
+/// `retrieve:` in a context entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetrieve {
+    pub query: Option<S<String>>,
+    pub sources: Option<S<Vec<S<String>>>>,
+    pub top_k: Option<S<i64>>,
+    pub min_score: Option<S<f64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -735,6 +786,33 @@ pub const PROJECT_SHAPE: Shape = Shape::Keys(&[
     ("connectors", Shape::Names(&CONNECTOR_SHAPE)),
     ("tokens", Shape::List(&TOKEN_SHAPE)),
     ("providers", Shape::Names(&PROVIDER_SHAPE)),
+    ("knowledge", Shape::Names(&KNOWLEDGE_SHAPE)),
+]);
+
+const KNOWLEDGE_SHAPE: Shape = Shape::Keys(&[
+    ("owner", A),
+    ("folder", A),
+    ("url", A),
+    ("connector", A),
+    ("preset", A),
+    ("list", KNOWLEDGE_LIST_SHAPE),
+    ("refresh", A),
+    ("max_age", A),
+    ("chunk_words", A),
+    ("on_gap", A),
+]);
+
+const KNOWLEDGE_LIST_SHAPE: Shape = Shape::Keys(&[
+    ("path", A),
+    ("items", A),
+    ("next", A),
+    ("id", A),
+    ("title", A),
+    ("body", A),
+    ("url", A),
+    ("updated_at", A),
+    ("format", A),
+    ("max_pages", A),
 ]);
 
 const PROVIDER_SHAPE: Shape = Shape::Keys(&[
@@ -853,13 +931,19 @@ const CONTEXT_SHAPE: Shape = Shape::Keys(&[
     ("timeout", A),
     ("on_error", A),
     ("retry_after", A),
+    ("retrieve", RETRIEVE_SHAPE),
 ]);
+
+const RETRIEVE_SHAPE: Shape =
+    Shape::Keys(&[("query", A), ("sources", A), ("top_k", A), ("min_score", A)]);
 
 const DRAFT_SHAPE: Shape = Shape::Keys(&[
     ("prompt", A),
     ("provider", A),
     ("fallback", A),
     ("redact", A),
+    ("cite", A),
+    ("cite_every_sentence", A),
 ]);
 
 const ALERT_SHAPE: Shape = Shape::Keys(&[
@@ -1258,6 +1342,87 @@ pub const PROJECT_KEY_DOCS: &[(&str, &str)] = &[
     (
         "providers",
         "Named LLM providers that `llm` stages and drafts use.",
+    ),
+    (
+        "knowledge",
+        "Approved knowledge sources by name, indexed in the store for `retrieve` context steps.",
+    ),
+    (
+        "knowledge.*.owner",
+        "Who answers for the source's content; gaps and stale documents are reported to them.",
+    ),
+    (
+        "knowledge.*.folder",
+        "A folder of the project holding Markdown, HTML or text files (read again at each refresh).",
+    ),
+    (
+        "knowledge.*.url",
+        "folder: the public URL of a document, `{path}` standing for its path without extension.",
+    ),
+    (
+        "knowledge.*.connector",
+        "An http connector the documents are read through (with `preset` or `list`).",
+    ),
+    (
+        "knowledge.*.preset",
+        "A known articles API: zendesk_help_center (/api/v2/help_center/articles.json).",
+    ),
+    (
+        "knowledge.*.list",
+        "A paginated JSON list of documents: where the items, their fields and the next page are.",
+    ),
+    (
+        "knowledge.*.list.path",
+        "The first page's path under the connector.",
+    ),
+    (
+        "knowledge.*.list.items",
+        "JSON pointer to the array of documents in a page (such as /articles).",
+    ),
+    (
+        "knowledge.*.list.next",
+        "JSON pointer to the next page's URL or path (null or missing ends the list).",
+    ),
+    ("knowledge.*.list.id", "JSON pointer to a document's id."),
+    (
+        "knowledge.*.list.title",
+        "JSON pointer to a document's title.",
+    ),
+    (
+        "knowledge.*.list.body",
+        "JSON pointer to a document's text.",
+    ),
+    (
+        "knowledge.*.list.url",
+        "JSON pointer to a document's public URL.",
+    ),
+    (
+        "knowledge.*.list.updated_at",
+        "JSON pointer to a document's last change (RFC 3339 or Unix seconds).",
+    ),
+    (
+        "knowledge.*.list.format",
+        "markdown, html or text (default html).",
+    ),
+    (
+        "knowledge.*.list.max_pages",
+        "Most pages read in one refresh (default 100).",
+    ),
+    (
+        "knowledge.*.refresh",
+        "How often the source is read again (default: only at start and on demand).",
+    ),
+    (
+        "knowledge.*.max_age",
+        "A best passage from a document last updated longer ago than this is a stale-knowledge gap.",
+    ),
+    (
+        "knowledge.*.chunk_words",
+        "Most words in one passage (default 120).",
+    ),
+    (
+        "knowledge.*.on_gap",
+        "connector:/path of an http connector that receives each knowledge gap as JSON (POST).",
     ),
     (
         "providers.*.type",
@@ -1700,6 +1865,14 @@ pub const CHARTER_KEY_DOCS: &[(&str, &str)] = &[
         "actions.*.draft.redact",
         "Kinds of personal data masked before sending.",
     ),
+    (
+        "actions.*.draft.cite",
+        "A retrieve context whose passages the draft must cite as [1], [2]; a draft citing nothing or a passage not retrieved is refused.",
+    ),
+    (
+        "actions.*.draft.cite_every_sentence",
+        "With cite: refuse a draft with a sentence that cites nothing.",
+    ),
     ("escalation", "Where escalations and approvals go."),
     (
         "escalation.to",
@@ -1747,6 +1920,23 @@ pub const CHARTER_KEY_DOCS: &[(&str, &str)] = &[
     (
         "context.*.retry_after",
         "With retry: when to run the event again.",
+    ),
+    (
+        "context.*.retrieve",
+        "Passages from knowledge sources instead of a fetched record (`context.<name>.passages`).",
+    ),
+    (
+        "context.*.retrieve.query",
+        "The question searched for (a template over payload, event, headers).",
+    ),
+    ("context.*.retrieve.sources", "Knowledge source names."),
+    (
+        "context.*.retrieve.top_k",
+        "Most passages kept (default 4).",
+    ),
+    (
+        "context.*.retrieve.min_score",
+        "Share of the question's terms a passage must contain, 0 to 1 (default 0.3); none above it is a gap.",
     ),
 ];
 
@@ -2168,6 +2358,16 @@ mod tests {
                 serde_fields::<RawPrice>(),
             ),
             (
+                "knowledge",
+                shape_keys(&inner(field(&p, "knowledge"))),
+                serde_fields::<RawKnowledge>(),
+            ),
+            (
+                "knowledge list",
+                shape_keys(&field(&inner(field(&p, "knowledge")), "list")),
+                serde_fields::<RawKnowledgeList>(),
+            ),
+            (
                 "budget",
                 shape_keys(&field(&field(&stage, "llm"), "budget")),
                 serde_fields::<RawBudget>(),
@@ -2260,6 +2460,11 @@ mod tests {
                 "context",
                 shape_keys(&inner(field(&c, "context"))),
                 serde_fields::<RawContextFetch>(),
+            ),
+            (
+                "retrieve",
+                shape_keys(&field(&inner(field(&c, "context")), "retrieve")),
+                serde_fields::<RawRetrieve>(),
             ),
             (
                 "message",

@@ -24,17 +24,18 @@ use super::{
     Action, ActionKind, Approval, AuthKind, Charter, CircuitBreakerPolicy, Connector,
     ConnectorKind, Decide, Dedupe, EmailAction, EmbeddedStage, Escalation, EventTypes, FieldSpec,
     FieldType, HTTP_PRESETS, HttpAction, HttpAuth, HttpConnector, HttpPresetRule, InputSchema,
-    IpRange, LlmBudget, LlmStage, Measure, MessageAction, Mode, NatsTrigger, NetSettings,
-    OnExhausted, OnExpiry, Otherwise, Project, ProjectSource, ProviderDef, ProviderType,
-    Recipients, RetryPolicy, Role, Route, Rule, SecretRef, Settings, SlackAuth, SlackConnector,
-    SmtpConnector, SmtpTls, SqlAction, SqlConnector, SqlDatabase, Stage, StructuredMode,
-    TextOrSecret, TokenDef, TokenPrice, Trigger, Webhook, WorkerSettings,
+    IpRange, KnowledgeSource, LlmBudget, LlmStage, Measure, MessageAction, Mode, NatsTrigger,
+    NetSettings, OnExhausted, OnExpiry, Otherwise, Project, ProjectSource, ProviderDef,
+    ProviderType, Recipients, RetryPolicy, Role, Route, Rule, SecretRef, Settings, SlackAuth,
+    SlackConnector, SmtpConnector, SmtpTls, SqlAction, SqlConnector, SqlDatabase, Stage,
+    StructuredMode, TextOrSecret, TokenDef, TokenPrice, Trigger, Webhook, WorkerSettings,
 };
 use crate::expr::Expr;
 use names::Scope;
 
 mod alerts;
 mod decision;
+mod knowledge;
 mod names;
 mod notify;
 mod rollout;
@@ -116,6 +117,7 @@ pub fn load_project(src: &ProjectSource) -> Result<Project, Diagnostics> {
     let connector_types = project.as_ref().map(|p| &p.connector_types);
     let slack_bots = project.as_ref().map(|p| &p.slack_bots);
     let providers = project.as_ref().map(|p| &p.declared_providers);
+    let knowledge = project.as_ref().map(|p| &p.declared_knowledge);
     let public_url = project.as_ref().map(|p| p.settings.public_url.as_deref());
     let mut all_charters_parsed = true;
 
@@ -138,11 +140,13 @@ pub fn load_project(src: &ProjectSource) -> Result<Project, Diagnostics> {
             connector_types,
             slack_bots,
             providers,
+            knowledge,
             public_url,
             diags: &mut diags,
             decision_uses: Vec::new(),
             action_decision_uses: Vec::new(),
             context_names: None,
+            retrieve_names: BTreeSet::new(),
         };
         let name = raw.value.name.clone();
         let path = raw
@@ -258,6 +262,7 @@ pub fn load_project(src: &ProjectSource) -> Result<Project, Diagnostics> {
             tokens: p.tokens,
             providers: p.providers,
             charters,
+            knowledge: p.knowledge,
         }),
         _ => {
             diags.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
@@ -685,6 +690,9 @@ struct ProjectParts {
     providers: BTreeMap<String, ProviderDef>,
     /// Every provider name written, valid or not.
     declared_providers: BTreeSet<String>,
+    knowledge: BTreeMap<String, KnowledgeSource>,
+    /// Every knowledge source name written, valid or not.
+    declared_knowledge: BTreeSet<String>,
 }
 
 struct ProjectChecker<'a> {
@@ -943,6 +951,13 @@ impl<'a> ProjectChecker<'a> {
             }
         }
 
+        let declared_knowledge = raw
+            .knowledge
+            .as_ref()
+            .map(|k| k.value.0.iter().map(|(n, _)| n.value.clone()).collect())
+            .unwrap_or_default();
+        let knowledge = self.knowledge_sources(raw.knowledge, &connector_types);
+
         ProjectParts {
             settings,
             connectors,
@@ -953,6 +968,8 @@ impl<'a> ProjectChecker<'a> {
             slack_bots,
             providers,
             declared_providers,
+            knowledge,
+            declared_knowledge,
         }
     }
 
@@ -1854,6 +1871,8 @@ struct CharterChecker<'a> {
     slack_bots: Option<&'a BTreeSet<String>>,
     /// `None` when charter.yaml did not parse: provider references are then not checked.
     providers: Option<&'a BTreeSet<String>>,
+    /// Knowledge source names; `None` when charter.yaml did not parse.
+    knowledge: Option<&'a BTreeSet<String>>,
     /// charter.yaml's `server.public_url`; the outer `None` when charter.yaml did not parse.
     public_url: Option<Option<&'a str>>,
     diags: &'a mut Vec<Diagnostic>,
@@ -1865,6 +1884,8 @@ struct CharterChecker<'a> {
     /// The names the charter's `context:` declares (`None` without `context:`): the only
     /// fields of `context` its templates and expressions may read.
     context_names: Option<BTreeSet<String>>,
+    /// The names of the charter's `retrieve` context steps (what `draft.cite` may name).
+    retrieve_names: BTreeSet<String>,
 }
 
 impl Check for CharterChecker<'_> {
@@ -1967,6 +1988,18 @@ impl CharterChecker<'_> {
                 .map(|(k, _)| k.value.trim().to_string())
                 .collect()
         });
+        self.retrieve_names = c
+            .context
+            .as_ref()
+            .map(|ctx| {
+                ctx.value
+                    .0
+                    .iter()
+                    .filter(|(_, v)| v.value.retrieve.is_some())
+                    .map(|(k, _)| k.value.trim().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
         if let Some(d) = &c.decide
             && let Some(labels) = &d.value.labels
         {
@@ -2043,6 +2076,10 @@ impl CharterChecker<'_> {
 
         let alerts = self.alerts(c.alerts);
         let context = self.context(c.context, &known);
+        let (context, retrieve) = match context {
+            Some((c, r)) => (Some(c), Some(r)),
+            None => (None, None),
+        };
 
         let digest = Sha256::digest(text.as_bytes());
         let version: String = hex::encode(digest).chars().take(16).collect();
@@ -2063,6 +2100,7 @@ impl CharterChecker<'_> {
             measure: measure?,
             alerts: alerts?,
             context: context?,
+            retrieve: retrieve?,
             file: self.file.to_string(),
             version,
         })

@@ -245,6 +245,9 @@ pub struct DraftRequest<'a> {
     pub context: &'a Value,
     pub redact: &'a [String],
     pub limits: &'a Limits,
+    /// A repair: the refused earlier draft and why it was refused; sent after the prompt as
+    /// the assistant's answer and a user message asking again.
+    pub repair: Option<(&'a str, &'a str)>,
 }
 
 /// A drafted text.
@@ -556,12 +559,23 @@ impl LlmEngine {
             )
         })?;
         usage.personal(&rendered.personal);
+        let mut messages = vec![Message {
+            role: ChatRole::User,
+            content: rendered.user,
+        }];
+        if let Some((earlier, note)) = req.repair {
+            messages.push(Message {
+                role: ChatRole::Assistant,
+                content: earlier.to_string(),
+            });
+            messages.push(Message {
+                role: ChatRole::User,
+                content: note.to_string(),
+            });
+        }
         let chat = ChatRequest {
             system: prompt::draft_system(),
-            messages: vec![Message {
-                role: ChatRole::User,
-                content: rendered.user,
-            }],
+            messages,
             schema: None,
         };
         let mut notes = Vec::new();

@@ -891,6 +891,7 @@ async fn draft_returns_plain_text() {
             context: &ctx,
             redact: &[],
             limits: &Limits::default(),
+            repair: None,
         })
         .await
         .unwrap();

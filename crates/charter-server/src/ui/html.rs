@@ -154,7 +154,7 @@ pub fn page(title: &str, viewer: Option<&Viewer<'_>>, flash: Option<&str>, body:
         esc(title)
     );
     if let Some(v) = viewer {
-        out.push_str("<a href=\"/inbox\">Inbox</a><a href=\"/events\">Events</a><a href=\"/charters\">Charters</a><a href=\"/rejected\">Rejected</a>");
+        out.push_str("<a href=\"/inbox\">Inbox</a><a href=\"/events\">Events</a><a href=\"/charters\">Charters</a><a href=\"/rejected\">Rejected</a><a href=\"/knowledge\">Knowledge</a>");
         let _ = write!(
             out,
             "<span class=\"who\">{} ({})</span>{}",

@@ -39,6 +39,7 @@ use crate::AppState;
 use crate::error::ApiError;
 
 pub mod html;
+mod knowledge;
 mod pages;
 pub mod rollout;
 pub mod session;
@@ -83,6 +84,7 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         .route("/events/{id}", get(pages::timeline::<S>))
         .route("/events/{id}/replay", post(replay_event::<S>))
         .route("/rejected", get(pages::rejected::<S>))
+        .route("/knowledge", get(knowledge::page_handler::<S>))
         .route("/rejected/{id}/replay", post(replay_rejected::<S>))
         .route("/charters", get(pages::charters::<S>))
         .route("/charters/{name}", get(pages::charter::<S>))

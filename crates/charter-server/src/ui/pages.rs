@@ -229,6 +229,7 @@ async fn approval_card<S: Store>(
         out.push_str(&json_block(&e.event.payload));
     }
     out.push_str("</div></div>");
+    out.push_str(&super::knowledge::cited_block(ui, a.run_id).await?);
     if s.role >= Role::Reviewer {
         let base = format!("/approvals/{}", a.id);
         let pretty = serde_json::to_string_pretty(&a.params).unwrap_or_default();

@@ -352,7 +352,11 @@ async fn every_documented_get_answers_as_documented() {
         let url = path
             .replace("{id}", &id)
             .replace("{name}", "unsure")
-            .replace("/api/v1/corrections", "/api/v1/corrections?charter=unsure");
+            .replace("/api/v1/corrections", "/api/v1/corrections?charter=unsure")
+            .replace(
+                "/api/v1/knowledge/search",
+                "/api/v1/knowledge/search?q=refund",
+            );
         let r = h.get(&url, Some("root")).await;
         assert_eq!(r.status, 200, "GET {url}: {}", r.body);
         check(&doc, "get", path, r.status, &r.body);

@@ -26,6 +26,7 @@
 
 mod approvals;
 mod decision;
+mod knowledge;
 mod notifications;
 mod notify;
 mod operator;
@@ -76,6 +77,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0011_ui_sessions.sql"),
     include_str!("../../migrations/postgres/0012_in_doubt.sql"),
     include_str!("../../migrations/postgres/0013_rollout.sql"),
+    include_str!("../../migrations/postgres/0014_knowledge.sql"),
 ];
 
 /// The schema version this build creates and expects.

@@ -18,7 +18,9 @@ use std::time::Duration;
 use super::super::raw::{Entries, Location, RawContextFetch, RawDraft, RawField, S};
 use super::names::Scope;
 use super::{CharterChecker, Check, Known, list};
-use crate::config::{CompiledRegex, ContextFetch, ContextOnError, DraftSpec, Extractor};
+use crate::config::{
+    CompiledRegex, ContextFetch, ContextOnError, DraftSpec, Extractor, RetrieveStep,
+};
 use crate::template::Template;
 
 /// Default timeout of a context fetch.
@@ -185,30 +187,40 @@ impl CharterChecker<'_> {
             provider: provider?,
             fallback: ok.then_some(fallback)?,
             redact,
+            cite: self.cite_policy(d)?,
         }))
     }
 
-    /// The charter's `context:`; `None` when any entry is invalid (each problem reported).
+    /// The charter's `context:`: records fetched through connectors and passages retrieved
+    /// from knowledge sources; `None` when any entry is invalid (each problem reported).
     pub(super) fn context(
         &mut self,
         raw: Option<S<Entries<S<RawContextFetch>>>>,
         known: &Known,
-    ) -> Option<Vec<ContextFetch>> {
+    ) -> Option<(Vec<ContextFetch>, Vec<RetrieveStep>)> {
         let Some(raw) = raw else {
-            return Some(Vec::new());
+            return Some((Vec::new(), Vec::new()));
         };
         let mut out = Vec::new();
+        let mut retrieve = Vec::new();
         let mut ok = true;
         for (name, entry) in raw.value.0 {
+            if entry.value.retrieve.is_some() {
+                match self.retrieve_step(&name, entry) {
+                    Some(r) => retrieve.push(r),
+                    None => ok = false,
+                }
+                continue;
+            }
             match self.context_fetch(&name, entry, known) {
                 Some(f) => out.push(f),
                 None => ok = false,
             }
         }
-        ok.then_some(out)
+        ok.then_some((out, retrieve))
     }
 
-    fn context_fetch(
+    pub(super) fn context_fetch(
         &mut self,
         name: &S<String>,
         raw: S<RawContextFetch>,
