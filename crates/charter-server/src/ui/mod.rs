@@ -37,7 +37,11 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::error::ApiError;
 
+mod assets;
+mod audit;
+mod flash;
 pub mod html;
+pub mod inbox;
 mod pages;
 pub mod session;
 
@@ -76,7 +80,11 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         .route("/", get(root::<S>))
         .route("/login", get(login_page::<S>).post(login::<S>))
         .route("/logout", post(logout::<S>))
-        .route("/inbox", get(pages::inbox::<S>))
+        .route("/inbox", get(inbox::inbox::<S>))
+        .route("/inbox/counts", get(inbox::counts_json::<S>))
+        .route("/inbox/bulk-approve", post(bulk_approve::<S>))
+        .route("/audit", get(audit::audit::<S>))
+        .route("/assets/inbox.js", get(assets::inbox_js))
         .route("/events", get(pages::events::<S>))
         .route("/events/{id}", get(pages::timeline::<S>))
         .route("/events/{id}/replay", post(replay_event::<S>))
@@ -94,6 +102,8 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         .route("/approvals/{id}/approve", post(approve::<S>))
         .route("/approvals/{id}/reject", post(reject::<S>))
         .route("/escalations/{id}/decide", post(decide::<S>))
+        .route("/escalations/{id}/retry", post(retry::<S>))
+        .route("/escalations/{id}/dismiss", post(dismiss::<S>))
         .layer(DefaultBodyLimit::max(FORM_LIMIT))
         .with_state(ui)
 }
@@ -184,10 +194,14 @@ fn local_path(p: Option<&str>, default: &str) -> String {
     }
 }
 
-/// Append a message for the next page to show.
-fn with_msg(path: &str, msg: &str) -> String {
-    let sep = if path.contains('?') { '&' } else { '?' };
-    format!("{path}{sep}msg={}", html::url_enc(msg))
+/// Append a message code (see [`flash`]) for the next page to show.
+fn with_msg(path: &str, code: &str) -> String {
+    flash::with_code(path, code, None)
+}
+
+/// Append a message code with a count.
+fn with_count(path: &str, code: &str, n: usize) -> String {
+    flash::with_code(path, code, Some(n))
 }
 
 /// The client's address ([`crate::guard::ClientAddr`]: the peer, or the address a trusted
@@ -235,7 +249,7 @@ impl<S: Store> UiState<S> {
 
     /// The request's live session, looked up in the store by its id's hash.
     async fn session(&self, headers: &HeaderMap) -> Result<Option<Session>, UiError> {
-        let Some(id) = session::cookie(headers, SESSION_COOKIE) else {
+        let Some(id) = session::cookie_for(headers, SESSION_COOKIE, is_https(headers)) else {
             return Ok(None);
         };
         let Some(row) = self
@@ -410,7 +424,7 @@ async fn login<S: Store>(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, UiError> {
-    let expected = session::cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
+    let expected = session::cookie_for(&headers, LOGIN_COOKIE, is_https(&headers)).unwrap_or_default();
     let sent = form.get("csrf").map(String::as_str).unwrap_or("");
     if expected.is_empty() || !session::constant_time_eq(sent.as_bytes(), expected.as_bytes()) {
         return Err(UiError::Csrf);
@@ -484,7 +498,7 @@ async fn logout<S: Store>(
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, UiError> {
     ui.require_post(&headers, &form).await?;
-    if let Some(id) = session::cookie(&headers, SESSION_COOKIE) {
+    if let Some(id) = session::cookie_for(&headers, SESSION_COOKIE, is_https(&headers)) {
         ui.app.store.delete_session(&session::id_hash(&id)).await?;
     }
     let mut r = redirect("/login");
@@ -507,7 +521,17 @@ fn back(form: &HashMap<String, String>, default: &str) -> String {
 /// with `msg` shown there.
 fn back_to_charter(form: &HashMap<String, String>, name: &str, msg: &str) -> Response {
     let to = back(form, &format!("/charters/{}", html::url_enc(name)));
-    redirect(&with_msg(&to, msg))
+    redirect(&to_msg(&to, msg))
+}
+
+/// `to` with `msg`: a code, or a code with a count after a `-` (`requeued_failed-3`).
+fn to_msg(to: &str, msg: &str) -> String {
+    match msg.rsplit_once('-') {
+        Some((code, n)) if n.bytes().all(|b| b.is_ascii_digit()) && !n.is_empty() => {
+            with_count(to, code, n.parse().unwrap_or(0))
+        }
+        _ => with_msg(to, msg),
+    }
 }
 
 async fn approve<S: Store>(
@@ -517,30 +541,73 @@ async fn approve<S: Store>(
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, UiError> {
     let s = ui.require_post(&headers, &form).await?;
-    let body = match form.get("params").map(|p| p.trim()) {
-        Some(p) if !p.is_empty() => {
-            let params: Value = serde_json::from_str(p).map_err(|e| {
-                UiError::BadRequest(format!("the edited parameters are not valid JSON: {e}"))
-            })?;
-            serde_json::to_vec(&json!({ "params": params }))
-                .map_err(|e| UiError::BadRequest(e.to_string()))?
-        }
-        _ => Vec::new(),
+    let edited = form
+        .get("params")
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty());
+    let body = match edited {
+        Some(p) => match serde_json::from_str::<Value>(p) {
+            Ok(params) => serde_json::to_vec(&json!({ "params": params }))
+                .map_err(|e| UiError::BadRequest(e.to_string()))?,
+            Err(e) => {
+                let why = format!("The edited parameters are not valid JSON: {e}");
+                return edit_again(&ui, &s, &id, &form, p, &why).await;
+            }
+        },
+        None => Vec::new(),
     };
-    let Json(v) = crate::api::approve(
+    let answer = crate::api::approve(
         State(ui.app.clone()),
         ui.api_headers(&s),
-        Path(id),
+        Path(id.clone()),
         Bytes::from(body),
     )
-    .await?;
-    let edited = v["approval"]["edited_params"].is_object();
-    let msg = format!(
-        "Approved {}{}; the action runs now.",
-        v["approval"]["action"].as_str().unwrap_or("the action"),
-        if edited { " with your edit" } else { "" }
+    .await;
+    let v = match (answer, edited) {
+        (Ok(Json(v)), _) => v,
+        (Err(ApiError::BadRequest(why)), Some(p)) => {
+            return edit_again(&ui, &s, &id, &form, p, &why).await;
+        }
+        (Err(e), _) => return Err(e.into()),
+    };
+    let code = if v["approval"]["edited_params"].is_object() {
+        "approved_edited"
+    } else {
+        "approved"
+    };
+    Ok(redirect(&with_msg(&back(&form, "/inbox"), code)))
+}
+
+/// An edit that did not take: the approval again, with the user's text kept, its
+/// difference from the proposal, and what was wrong (422, nothing decided).
+async fn edit_again<S: Store>(
+    ui: &UiState<S>,
+    s: &Session,
+    id: &str,
+    form: &HashMap<String, String>,
+    text: &str,
+    why: &str,
+) -> Result<Response, UiError> {
+    let uuid = uuid::Uuid::parse_str(id).map_err(|_| UiError::NotFound)?;
+    let a = ui
+        .app
+        .store
+        .get_approval(uuid)
+        .await?
+        .filter(|a| s.sees(&a.charter))
+        .ok_or(UiError::NotFound)?;
+    let back = back(form, "/inbox");
+    let body = format!(
+        "<h1>Approval: {}</h1><div class=\"error\" role=\"alert\">{}</div><div class=\"card\">{}</div>",
+        esc(&a.action),
+        esc(why),
+        inbox::approval_forms(s, &a, &back, Some(text))
     );
-    Ok(redirect(&with_msg(&back(&form, "/inbox"), &msg)))
+    Ok((
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Html(html::page("Approval", Some(&ui.viewer(s)), None, &body)),
+    )
+        .into_response())
 }
 
 async fn reject<S: Store>(
@@ -553,18 +620,72 @@ async fn reject<S: Store>(
     let reason = form.get("reason").cloned().unwrap_or_default();
     let body = serde_json::to_vec(&json!({ "reason": reason }))
         .map_err(|e| UiError::BadRequest(e.to_string()))?;
-    let Json(v) = crate::api::reject(
+    let Json(_) = crate::api::reject(
         State(ui.app.clone()),
         ui.api_headers(&s),
         Path(id),
         Bytes::from(body),
     )
     .await?;
-    let msg = format!(
-        "Rejected {}.",
-        v["approval"]["action"].as_str().unwrap_or("the action")
-    );
-    Ok(redirect(&with_msg(&back(&form, "/inbox"), &msg)))
+    Ok(redirect(&with_msg(&back(&form, "/inbox"), "rejected")))
+}
+
+/// Approve several pending approvals of one action at once (the inbox's bulk select):
+/// each goes through the API's approval, with its own checks (reviewers, deadline).
+async fn bulk_approve<S: Store>(
+    State(ui): State<UiState<S>>,
+    headers: HeaderMap,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Result<Response, UiError> {
+    let form: HashMap<String, String> = pairs.iter().cloned().collect();
+    let s = ui.require_post(&headers, &form).await?;
+    let ids: Vec<&str> = pairs
+        .iter()
+        .filter(|(k, _)| k == "id")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    if ids.is_empty() {
+        return Err(UiError::BadRequest("select at least one approval".into()));
+    }
+    let mut action: Option<String> = None;
+    for id in &ids {
+        let uuid = uuid::Uuid::parse_str(id).map_err(|_| UiError::NotFound)?;
+        let a = ui
+            .app
+            .store
+            .get_approval(uuid)
+            .await?
+            .filter(|a| s.sees(&a.charter))
+            .ok_or(UiError::NotFound)?;
+        // All or none: a selection with one the user may not decide approves nothing.
+        if !inbox::may_decide(&s, &a) {
+            return Err(UiError::Forbidden);
+        }
+        let key = format!("{}/{}", a.charter, a.action);
+        match &action {
+            None => action = Some(key),
+            Some(k) if *k == key => {}
+            Some(_) => {
+                return Err(UiError::BadRequest(
+                    "bulk approval takes approvals of one action of one charter only".into(),
+                ));
+            }
+        }
+    }
+    for id in &ids {
+        let Json(_) = crate::api::approve(
+            State(ui.app.clone()),
+            ui.api_headers(&s),
+            Path((*id).to_string()),
+            Bytes::new(),
+        )
+        .await?;
+    }
+    Ok(redirect(&with_count(
+        &back(&form, "/inbox"),
+        "bulk_approved",
+        ids.len(),
+    )))
 }
 
 async fn decide<S: Store>(
@@ -575,15 +696,22 @@ async fn decide<S: Store>(
 ) -> Result<Response, UiError> {
     let s = ui.require_post(&headers, &form).await?;
     let label = form.get("label").cloned().unwrap_or_default();
-    let fields: Value = match form.get("fields").map(|f| f.trim()) {
+    let mut fields: Value = match form.get("fields").map(|f| f.trim()) {
         Some(f) if !f.is_empty() => serde_json::from_str(f)
             .map_err(|e| UiError::BadRequest(format!("the fields are not valid JSON: {e}")))?,
         _ => json!({}),
     };
-    if !fields.is_object() {
+    let Some(map) = fields.as_object_mut() else {
         return Err(UiError::BadRequest(
             "the fields must be a JSON object like {\"order_id\": \"ORD-1\"}".into(),
         ));
+    };
+    let charter = match uuid::Uuid::parse_str(&id) {
+        Ok(u) => ui.app.store.get_escalation(u).await?.map(|e| e.charter),
+        Err(_) => None,
+    };
+    if let Some(c) = charter {
+        map.extend(inbox::typed_fields(&ui, &c, &form)?);
     }
     let body = serde_json::to_vec(&json!({ "label": label, "fields": fields }))
         .map_err(|e| UiError::BadRequest(e.to_string()))?;
@@ -594,8 +722,39 @@ async fn decide<S: Store>(
         Bytes::from(body),
     )
     .await?;
-    let msg = format!("Decided as `{label}`; the run continues with that decision.");
-    Ok(redirect(&with_msg(&back(&form, "/inbox"), &msg)))
+    Ok(redirect(&with_msg(&back(&form, "/inbox"), "decided")))
+}
+
+async fn retry<S: Store>(
+    State(ui): State<UiState<S>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Result<Response, UiError> {
+    let s = ui.require_post(&headers, &form).await?;
+    let Json(_) = crate::dead_letters::retry(State(ui.app.clone()), ui.api_headers(&s), Path(id))
+        .await?;
+    Ok(redirect(&with_msg(&back(&form, "/inbox?tab=dead"), "retried")))
+}
+
+async fn dismiss<S: Store>(
+    State(ui): State<UiState<S>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Result<Response, UiError> {
+    let s = ui.require_post(&headers, &form).await?;
+    let reason = form.get("reason").cloned().unwrap_or_default();
+    let body = serde_json::to_vec(&json!({ "reason": reason }))
+        .map_err(|e| UiError::BadRequest(e.to_string()))?;
+    let Json(_) = crate::dead_letters::dismiss(
+        State(ui.app.clone()),
+        ui.api_headers(&s),
+        Path(id),
+        Bytes::from(body),
+    )
+    .await?;
+    Ok(redirect(&with_msg(&back(&form, "/inbox?tab=dead"), "dismissed")))
 }
 
 async fn replay_event<S: Store>(
@@ -610,7 +769,7 @@ async fn replay_event<S: Store>(
             .await?;
     Ok(redirect(&with_msg(
         &format!("/events/{}", html::url_enc(&id)),
-        "Replay queued.",
+        "replayed",
     )))
 }
 
@@ -632,13 +791,8 @@ async fn replay_rejected<S: Store>(
     let response = match answer {
         Ok(r) => r,
         Err(ApiError::Contract { violations, .. }) => {
-            return Ok(redirect(&with_msg(
-                "/rejected",
-                &format!(
-                    "Payload {id} still breaks the contract: {}",
-                    violations.join("; ")
-                ),
-            )));
+            tracing::debug!(payload = %id, violations = violations.len(), "replayed payload still invalid");
+            return Ok(redirect(&with_msg("/rejected", "still_invalid")));
         }
         Err(e) => return Err(e.into()),
     };
@@ -650,8 +804,45 @@ async fn replay_rejected<S: Store>(
     let event = ack["id"].as_str().unwrap_or_default();
     Ok(redirect(&with_msg(
         &format!("/events/{}", html::url_enc(event)),
-        &format!("Rejected payload {id} passed the contract and was stored as this event."),
+        "stored",
     )))
+}
+
+/// Operations that are hard to undo ask first: without `confirm=yes` the form answers with
+/// a page that says what will happen and posts the same fields again with it.
+fn unconfirmed<S: Store>(
+    ui: &UiState<S>,
+    s: &Session,
+    uri: &str,
+    form: &HashMap<String, String>,
+    title: &str,
+    what: &str,
+) -> Option<Response> {
+    if form.get("confirm").map(String::as_str) == Some("yes") {
+        return None;
+    }
+    let mut fields = String::new();
+    for (k, v) in form {
+        if k != "confirm" && k != "csrf" {
+            fields.push_str(&format!(
+                "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+                esc(k),
+                esc(v)
+            ));
+        }
+    }
+    let cancel = back(form, "/charters");
+    let body = format!(
+        "<h1>{}</h1><div class=\"card narrow\"><p>{}</p><form method=\"post\" action=\"{}\">{}{}<input type=\"hidden\" name=\"confirm\" value=\"yes\"><div class=\"actions\"><button type=\"submit\" class=\"primary\" autofocus>{}</button><a href=\"{}\">Cancel</a></div></form></div>",
+        esc(title),
+        esc(what),
+        esc(uri),
+        html::csrf_field(&s.csrf),
+        fields,
+        esc(title),
+        esc(&cancel)
+    );
+    Some(Html(html::page(title, Some(&ui.viewer(s)), None, &body)).into_response())
 }
 
 async fn pause<S: Store>(
@@ -670,7 +861,7 @@ async fn pause<S: Store>(
     Ok(back_to_charter(
         &form,
         &name,
-        &format!("Paused {name}: events are kept and wait."),
+        "paused",
     ))
 }
 
@@ -687,7 +878,7 @@ async fn resume<S: Store>(
         Path(name.clone()),
     )
     .await?;
-    Ok(back_to_charter(&form, &name, &format!("Resumed {name}.")))
+    Ok(back_to_charter(&form, &name, "resumed"))
 }
 
 async fn replay_failed<S: Store>(
@@ -699,6 +890,25 @@ async fn replay_failed<S: Store>(
     let s = ui.require_post(&headers, &form).await?;
     if !ui.app.runtime.charters.contains_key(&name) {
         return Err(UiError::NotFound);
+    }
+    let failed = ui
+        .app
+        .store
+        .count_events(charter_store::EventFilter {
+            charter: Some(name.clone()),
+            status: Some(charter_core::model::EventStatus::Failed),
+            ..charter_store::EventFilter::default()
+        })
+        .await?;
+    if let Some(page) = unconfirmed(
+        &ui,
+        &s,
+        &format!("/charters/{}/replay", html::url_enc(&name)),
+        &form,
+        "Replay failed events",
+        &format!("Put all {failed} failed event(s) of {name} back in the queue? Each runs again; actions that already succeeded are not sent again."),
+    ) {
+        return Ok(page);
     }
     let Json(v) = crate::api::replay_failed(
         State(ui.app.clone()),
@@ -713,7 +923,7 @@ async fn replay_failed<S: Store>(
     Ok(back_to_charter(
         &form,
         &name,
-        &format!("{n} failed event(s) of {name} queued again."),
+        &format!("requeued_failed-{n}"),
     ))
 }
 
@@ -784,6 +994,16 @@ async fn replay_range<S: Store>(
             "give the start or the end of the range (or both)".into(),
         ));
     }
+    if let Some(page) = unconfirmed(
+        &ui,
+        &s,
+        &format!("/charters/{}/replay-range", html::url_enc(&name)),
+        &form,
+        "Replay the range",
+        &format!("Put every event of {name} received in this range back in the queue, whatever its status? Actions that already succeeded are not sent again."),
+    ) {
+        return Ok(page);
+    }
     let Json(v) = crate::api::replay_failed(
         State(ui.app.clone()),
         ui.api_headers(&s),
@@ -798,7 +1018,7 @@ async fn replay_range<S: Store>(
     Ok(back_to_charter(
         &form,
         &name,
-        &format!("{n} event(s) of {name} received in the range queued again."),
+        &format!("requeued_range-{n}"),
     ))
 }
 
@@ -809,6 +1029,16 @@ async fn promote<S: Store>(
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, UiError> {
     let s = ui.require_post(&headers, &form).await?;
+    if let Some(page) = unconfirmed(
+        &ui,
+        &s,
+        &format!("/charters/{}/promote", html::url_enc(&name)),
+        &form,
+        "Promote to live",
+        &format!("Promote {name} to live? New runs then execute their actions against the real systems instead of only recording them."),
+    ) {
+        return Ok(page);
+    }
     let Json(_) = crate::operator::promote(
         State(ui.app.clone()),
         ui.api_headers(&s),
@@ -818,7 +1048,7 @@ async fn promote<S: Store>(
     Ok(back_to_charter(
         &form,
         &name,
-        &format!("Promoted {name} to live: new runs execute their actions."),
+        "promoted",
     ))
 }
 
@@ -839,7 +1069,7 @@ async fn demote<S: Store>(
     Ok(back_to_charter(
         &form,
         &name,
-        &format!("{name} is back in shadow mode: new runs only record what they would do."),
+        "demoted",
     ))
 }
 
@@ -862,7 +1092,7 @@ async fn reroute<S: Store>(
     .await?;
     Ok(redirect(&with_msg(
         &format!("/events/{}", html::url_enc(&id)),
-        "Rerouted to the manual queue: it waits in the inbox for a human decision.",
+        "rerouted",
     )))
 }
 

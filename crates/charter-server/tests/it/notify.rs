@@ -512,7 +512,7 @@ async fn approval_is_announced_and_decided_once_from_slack() {
         Some(format!("Bearer {BOT_TOKEN}").as_str())
     );
     assert_eq!(msg["channel"], "#approvals");
-    let link = format!("{PUBLIC_URL}/events/{event}");
+    let link = format!("{PUBLIC_URL}/inbox?tab=approvals&item=");
     assert!(msg["text"].as_str().unwrap().contains(&link), "{msg}");
     assert!(
         msg["text"]
@@ -895,7 +895,7 @@ async fn escalation_is_announced_and_resolved_from_slack() {
             .starts_with("Escalated to a human"),
         "{msg}"
     );
-    let link = format!("{PUBLIC_URL}/events/{event}");
+    let link = format!("{PUBLIC_URL}/inbox?tab=decisions&item=");
     assert!(msg.to_string().contains(&link), "{msg}");
     let escalations = h.api("/api/v1/escalations?charter=refunds").await;
     let esc_id = escalations["escalations"][0]["id"]
@@ -1092,7 +1092,7 @@ async fn approval_is_announced_by_email() {
         mail.contains("Subject: [Charter] Approval needed: refund (refunds)"),
         "{mail}"
     );
-    let link = format!("{PUBLIC_URL}/events/{event}");
+    let link = format!("{PUBLIC_URL}/inbox?tab=approvals");
     assert!(mail.contains(&link), "{mail}");
     assert!(mail.contains("Reviewers: lead"), "{mail}");
     // The other targets were told too, and nothing ran.

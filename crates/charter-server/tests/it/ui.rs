@@ -681,8 +681,10 @@ async fn open_ui_edits_decides_searches_and_shows_the_shadow_record() {
     assert!(received >= 2, "s1 and s2 were received: {received}");
     assert!(p.body.contains("Shadow record"));
     assert!(p.body.contains("would_run"), "{}", p.body);
-    assert!(p.body.contains("Agreement 100.0%"), "{}", p.body);
-    assert!(p.body.contains("2 shadow runs decided, 0 later corrected"));
+    // No human reviewed either run: no agreement figure is claimed.
+    assert!(p.body.contains("Agreement: not reviewed"), "{}", p.body);
+    assert!(!p.body.contains("Agreement 100.0%"), "{}", p.body);
+    assert!(p.body.contains("2 shadow runs decided, none reviewed"));
     assert!(
         p.body.contains("not later corrected by a human")
             || p.body.contains("<em>not</em> later corrected by a human")
