@@ -27,9 +27,8 @@ use charter_core::idempotency::idempotency_key;
 use charter_core::model::{EventStatus, NewEvent, RunOutcome};
 use charter_core::routing::eval_context;
 use charter_store::{
-    ApprovalFilter, ApprovalRecord, ApprovalStatus, AuditFilter, EscalationFilter,
-    EscalationRecord, EscalationStatus, EventFilter, HumanDecision, InDoubtFilter, IngestOutcome,
-    NewAuditEntry, Requeue, RunFilter, Store, Verdict,
+    ApprovalRecord, ApprovalStatus, EscalationFilter, EscalationRecord, EscalationStatus,
+    HumanDecision, InDoubtFilter, IngestOutcome, NewAuditEntry, Requeue, RunFilter, Store, Verdict,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -115,7 +114,6 @@ pub fn bearer_credentials(value: &str) -> Option<&str> {
     let token = rest.trim_start();
     (!token.is_empty()).then_some(token)
 }
-
 
 /// A listing's `limit` query parameter: 100 when absent, at most 10,000.
 fn listing_limit(limit: Option<usize>) -> usize {
@@ -518,7 +516,6 @@ pub async fn audit<S: Store>(
     Ok(())
 }
 
-
 // ---------------------------------------------------------------------------------------
 // Approvals
 // ---------------------------------------------------------------------------------------
@@ -551,7 +548,6 @@ pub fn requeue_soon<S: Store>(state: &AppState<S>, event_id: Uuid) {
         tracing::error!(event = %event_id, "could not requeue a decided event; replay it");
     });
 }
-
 
 /// `GET /api/v1/approvals/{id}`.
 pub async fn show_approval<S: Store>(
@@ -848,7 +844,6 @@ pub async fn reject_as<S: Store>(
 // Escalations
 // ---------------------------------------------------------------------------------------
 
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecideBody {
@@ -1053,7 +1048,11 @@ pub fn routes<S: Store>() -> Vec<ApiRoute<S>> {
             "/api/v1/openapi.json",
             get(crate::openapi::serve),
         ),
-        r(Method::GET, "/api/v1/events", get(crate::list_api::list_events::<S>)),
+        r(
+            Method::GET,
+            "/api/v1/events",
+            get(crate::list_api::list_events::<S>),
+        ),
         r(Method::GET, "/api/v1/runs", get(list_runs::<S>)),
         r(Method::GET, "/api/v1/in-doubt", get(list_in_doubt::<S>)),
         r(Method::GET, "/api/v1/events/{id}", get(show_event::<S>)),
@@ -1110,7 +1109,11 @@ pub fn routes<S: Store>() -> Vec<ApiRoute<S>> {
             "/api/v1/rejected/{id}/replay",
             post(crate::rejected::replay_rejected::<S>),
         ),
-        r(Method::GET, "/api/v1/approvals", get(crate::list_api::list_approvals::<S>)),
+        r(
+            Method::GET,
+            "/api/v1/approvals",
+            get(crate::list_api::list_approvals::<S>),
+        ),
         r(
             Method::GET,
             "/api/v1/approvals/{id}",
@@ -1156,6 +1159,10 @@ pub fn routes<S: Store>() -> Vec<ApiRoute<S>> {
             "/api/v1/corrections",
             get(list_corrections::<S>),
         ),
-        r(Method::GET, "/api/v1/audit", get(crate::list_api::list_audit::<S>)),
+        r(
+            Method::GET,
+            "/api/v1/audit",
+            get(crate::list_api::list_audit::<S>),
+        ),
     ]
 }

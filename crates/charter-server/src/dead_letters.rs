@@ -19,7 +19,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use charter_core::config::Role;
 use charter_core::model::EventStatus;
-use charter_store::{EscalationRecord, EscalationStore, Requeue, Store};
+use charter_store::{EscalationRecord, Requeue, Store};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -81,7 +81,9 @@ async fn open_dead_letter<S: Store>(
         ));
     }
     if e.status != charter_store::EscalationStatus::Open {
-        return Err(ApiError::Conflict("the dead letter is already closed".into()));
+        return Err(ApiError::Conflict(
+            "the dead letter is already closed".into(),
+        ));
     }
     Ok(e)
 }
@@ -177,8 +179,7 @@ pub async fn dismiss<S: Store>(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let caller = authorize(&state, &headers, Role::Reviewer)?;
-    let body: DismissBody = serde_json::from_slice(&body).map_err(|err| {
-        ApiError::BadRequest(format!("expected {{\"reason\": \"...\"}}: {err}"))
-    })?;
+    let body: DismissBody = serde_json::from_slice(&body)
+        .map_err(|err| ApiError::BadRequest(format!("expected {{\"reason\": \"...\"}}: {err}")))?;
     dismiss_as(&state, &caller, &id, &body.reason).await
 }

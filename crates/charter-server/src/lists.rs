@@ -81,12 +81,7 @@ fn created_key(at: UnixMillis, id: Uuid) -> String {
 }
 
 /// Cut the one row read beyond the page off and make the next cursor from the page's last.
-fn finish<T>(
-    mut items: Vec<T>,
-    size: usize,
-    total: u64,
-    key: impl Fn(&T) -> String,
-) -> Page<T> {
+fn finish<T>(mut items: Vec<T>, size: usize, total: u64, key: impl Fn(&T) -> String) -> Page<T> {
     let more = items.len() > size;
     items.truncate(size);
     let next = if more { items.last().map(key) } else { None };
@@ -118,7 +113,9 @@ pub async fn approvals<S: Store>(
         store.list_approvals(filter.clone()),
         store.count_approvals(filter)
     )?;
-    Ok(finish(items, size, total, |a| created_key(a.created_at, a.id)))
+    Ok(finish(items, size, total, |a| {
+        created_key(a.created_at, a.id)
+    }))
 }
 
 /// A page of escalations (see [`events`]).
@@ -132,7 +129,9 @@ pub async fn escalations<S: Store>(
         store.list_escalations(filter.clone()),
         store.count_escalations(filter)
     )?;
-    Ok(finish(items, size, total, |e| created_key(e.created_at, e.id)))
+    Ok(finish(items, size, total, |e| {
+        created_key(e.created_at, e.id)
+    }))
 }
 
 /// A page of the audit log (see [`events`]).
@@ -142,10 +141,8 @@ pub async fn audit<S: Store>(
 ) -> Result<Page<AuditEntry>, StoreError> {
     let size = filter.limit.max(1);
     filter.limit = size + 1;
-    let (items, total) = tokio::try_join!(
-        store.list_audit(filter.clone()),
-        store.count_audit(filter)
-    )?;
+    let (items, total) =
+        tokio::try_join!(store.list_audit(filter.clone()), store.count_audit(filter))?;
     Ok(finish(items, size, total, |e| e.seq.to_string()))
 }
 

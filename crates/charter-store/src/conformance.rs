@@ -2431,6 +2431,7 @@ pub async fn check_escalations<S: Store>(store: &S) -> CheckResult {
             charter: Some(c.clone()),
             status: Some(EscalationStatus::Open),
             limit: 0,
+            ..EscalationFilter::default()
         })
         .await
         .ctx("list")?;

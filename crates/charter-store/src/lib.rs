@@ -22,8 +22,8 @@ pub mod conformance;
 pub mod decision;
 mod lists_conformance;
 pub mod notifications;
-pub mod page;
 mod notifications_conformance;
+pub mod page;
 pub mod postgres;
 pub mod report;
 mod report_conformance;
@@ -35,11 +35,11 @@ pub use notifications::{
     Delivery, NewNotification, NotificationKind, NotificationRecord, NotificationState,
     NotificationStore,
 };
+pub use page::{Sort, uuid_prefix_range};
 pub use report::{
     AlertStore, CharterBacklog, CharterReport, Incident, IncidentState, NewIncident,
     NewMeasurement, Readiness, ReportQuery, ReportRates, ReportStore,
 };
-pub use page::{Sort, uuid_prefix_range};
 pub use retention::{Purged, RetentionStore};
 
 /// Errors from a store backend. The text is for logs, never for API clients.
@@ -790,8 +790,7 @@ pub trait ApprovalStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<ApprovalRecord>>> + Send;
 
     /// How many approvals match `filter` (its `after`, `sort` and `limit` aside).
-    fn count_approvals(&self, filter: ApprovalFilter)
-    -> impl Future<Output = Result<u64>> + Send;
+    fn count_approvals(&self, filter: ApprovalFilter) -> impl Future<Output = Result<u64>> + Send;
 
     /// Decide an approval atomically: only a `pending` approval whose deadline has not passed
     /// at `now` changes (to approved or rejected). Returns the updated record when this call

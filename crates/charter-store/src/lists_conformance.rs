@@ -93,7 +93,9 @@ pub async fn check_paged_events<S: Store>(store: &S) -> CheckResult {
         }
     }
     ctx(
-        store.ingest(event(&other, Some(format!("other-{t}")), at)).await,
+        store
+            .ingest(event(&other, Some(format!("other-{t}")), at))
+            .await,
         "ingest",
     )?;
     let of_c = |sort, after, limit| EventFilter {
@@ -104,20 +106,33 @@ pub async fn check_paged_events<S: Store>(store: &S) -> CheckResult {
         ..EventFilter::default()
     };
     let newest: Vec<Uuid> = ids.iter().rev().copied().collect();
-    for (sort, want) in [(None, newest.clone()), (Some(Sort::OldestFirst), ids.clone())] {
-        let got = all_pages(
-            3,
-            |e: &charter_core::model::EventRecord| e.event.id,
-            |e| e.event.id,
-            |after, limit| async move {
-                ctx(store.list_events(of_c(sort, after, limit)).await, "list")
-            },
-        )
-        .await?;
-        ensure!(got == want, "pages of 3 ({sort:?}) gave {got:?}, want {want:?}");
+    for (sort, want) in [
+        (None, newest.clone()),
+        (Some(Sort::OldestFirst), ids.clone()),
+    ] {
+        let got =
+            all_pages(
+                3,
+                |e: &charter_core::model::EventRecord| e.event.id,
+                |e| e.event.id,
+                |after, limit| async move {
+                    ctx(store.list_events(of_c(sort, after, limit)).await, "list")
+                },
+            )
+            .await?;
+        ensure!(
+            got == want,
+            "pages of 3 ({sort:?}) gave {got:?}, want {want:?}"
+        );
     }
-    let total = ctx(store.count_events(of_c(None, Some(ids[0]), 2)).await, "count")?;
-    ensure!(total == 7, "count is {total} for 7 events (after and limit must not apply)");
+    let total = ctx(
+        store.count_events(of_c(None, Some(ids[0]), 2)).await,
+        "count",
+    )?;
+    ensure!(
+        total == 7,
+        "count is {total} for 7 events (after and limit must not apply)"
+    );
 
     // Search by id prefix: the whole id, and a prefix (others may share it, all must).
     let whole = ids[5].hyphenated().to_string().to_uppercase();
@@ -192,7 +207,10 @@ pub async fn check_paged_events<S: Store>(store: &S) -> CheckResult {
             .await,
         "count",
     )?;
-    ensure!(n_c == 7 && n_both == 8, "scoped counts {n_c} and {n_both}, want 7 and 8");
+    ensure!(
+        n_c == 7 && n_both == 8,
+        "scoped counts {n_c} and {n_both}, want 7 and 8"
+    );
     Ok(())
 }
 
@@ -210,7 +228,10 @@ pub async fn check_paged_queues<S: Store>(store: &S) -> CheckResult {
             d => return Err(format!("fresh event stored as {d:?}")),
         };
         let run = Uuid::now_v7();
-        ctx(store.start_run(run, ev, &c, "v1", "live", at).await, "start_run")?;
+        ctx(
+            store.start_run(run, ev, &c, "v1", "live", at).await,
+            "start_run",
+        )?;
         // Three pairs share a millisecond: the id breaks the tie.
         let created = at + i / 2;
         let a = ctx(
@@ -239,7 +260,12 @@ pub async fn check_paged_queues<S: Store>(store: &S) -> CheckResult {
                     run_id: Some(run),
                     event_id: ev,
                     charter: c.clone(),
-                    reason: if i % 3 == 0 { "dead_letter" } else { "low_confidence" }.into(),
+                    reason: if i % 3 == 0 {
+                        "dead_letter"
+                    } else {
+                        "low_confidence"
+                    }
+                    .into(),
                     detail: serde_json::Value::Null,
                     target: None,
                     created_at: created,
@@ -272,7 +298,10 @@ pub async fn check_paged_queues<S: Store>(store: &S) -> CheckResult {
             },
         )
         .await?;
-        ensure!(got == want, "approval pages ({sort:?}) gave {got:?}, want {want:?}");
+        ensure!(
+            got == want,
+            "approval pages ({sort:?}) gave {got:?}, want {want:?}"
+        );
     }
     let n = ctx(store.count_approvals(af(None, None, 1)).await, "count")?;
     ensure!(n == 7, "approval count {n}, want 7");
@@ -285,7 +314,10 @@ pub async fn check_paged_queues<S: Store>(store: &S) -> CheckResult {
             .await,
         "count",
     )?;
-    ensure!(refunds == 1, "approvals of action refund: {refunds}, want 1");
+    ensure!(
+        refunds == 1,
+        "approvals of action refund: {refunds}, want 1"
+    );
 
     let ef = |sort, after, limit| EscalationFilter {
         charter: Some(c.clone()),
@@ -308,7 +340,10 @@ pub async fn check_paged_queues<S: Store>(store: &S) -> CheckResult {
             },
         )
         .await?;
-        ensure!(got == want, "escalation pages ({sort:?}) gave {got:?}, want {want:?}");
+        ensure!(
+            got == want,
+            "escalation pages ({sort:?}) gave {got:?}, want {want:?}"
+        );
     }
     let dead = ctx(
         store
@@ -328,7 +363,10 @@ pub async fn check_paged_queues<S: Store>(store: &S) -> CheckResult {
             .await,
         "count",
     )?;
-    ensure!(dead == 3 && rest == 4, "dead letters {dead}, others {rest}; want 3 and 4");
+    ensure!(
+        dead == 3 && rest == 4,
+        "dead letters {dead}, others {rest}; want 3 and 4"
+    );
 
     // The audit log: newest first by sequence, filters by actions, charters and time.
     let mut seqs = Vec::new();
@@ -338,7 +376,12 @@ pub async fn check_paged_queues<S: Store>(store: &S) -> CheckResult {
                 .append_audit(NewAuditEntry {
                     at: at + i,
                     actor: format!("actor-{t}"),
-                    action: if i % 2 == 0 { "charter.pause" } else { "event.replay" }.into(),
+                    action: if i % 2 == 0 {
+                        "charter.pause"
+                    } else {
+                        "event.replay"
+                    }
+                    .into(),
                     charter: Some(c.clone()),
                     target: None,
                     detail: serde_json::Value::Null,
@@ -381,7 +424,10 @@ pub async fn check_paged_queues<S: Store>(store: &S) -> CheckResult {
             .await,
         "count_audit",
     )?;
-    ensure!(pauses == 2, "pauses since the second entry: {pauses}, want 2");
+    ensure!(
+        pauses == 2,
+        "pauses since the second entry: {pauses}, want 2"
+    );
     Ok(())
 }
 
@@ -420,7 +466,10 @@ pub async fn check_close_escalation<S: Store>(store: &S) -> CheckResult {
             .await,
         "close",
     )?;
-    ensure!(wrong.is_none(), "closed an escalation of another reason: {wrong:?}");
+    ensure!(
+        wrong.is_none(),
+        "closed an escalation of another reason: {wrong:?}"
+    );
     let closed = ctx(
         store
             .close_event_escalation(dead.event_id, "dead_letter", "system", at + 2)
@@ -443,13 +492,22 @@ pub async fn check_close_escalation<S: Store>(store: &S) -> CheckResult {
     )?;
     ensure!(again.is_none(), "closed twice: {again:?}");
     let decision = ctx(store.latest_resolution(dead.event_id).await, "latest")?;
-    ensure!(decision.is_none(), "a closed escalation became a decision: {decision:?}");
-    let by_id = ctx(store.close_escalation(unsure.id, "lead", at + 4).await, "close")?;
+    ensure!(
+        decision.is_none(),
+        "a closed escalation became a decision: {decision:?}"
+    );
+    let by_id = ctx(
+        store.close_escalation(unsure.id, "lead", at + 4).await,
+        "close",
+    )?;
     ensure!(
         by_id.is_some_and(|e| e.resolution.is_none() && e.resolved_by.as_deref() == Some("lead")),
         "close by id did not close the open escalation"
     );
-    let none = ctx(store.close_escalation(unsure.id, "lead", at + 5).await, "close")?;
+    let none = ctx(
+        store.close_escalation(unsure.id, "lead", at + 5).await,
+        "close",
+    )?;
     ensure!(none.is_none(), "closed twice by id: {none:?}");
     Ok(())
 }

@@ -11,8 +11,8 @@
 //!   `PRAGMA user_version`, applied on open.
 
 mod checkpoint;
-mod lists;
 mod decision;
+mod lists;
 mod notifications;
 mod operator;
 mod report;
@@ -2338,8 +2338,14 @@ impl EscalationStore for SqliteStore {
         now: UnixMillis,
     ) -> Result<Option<EscalationRecord>> {
         let reason = Some(reason.to_string());
-        self.close_where("event_id = ?1", Value::Text(event_id.to_string()), reason, by, now)
-            .await
+        self.close_where(
+            "event_id = ?1",
+            Value::Text(event_id.to_string()),
+            reason,
+            by,
+            now,
+        )
+        .await
     }
 
     async fn latest_resolution(&self, event_id: Uuid) -> Result<Option<EscalationRecord>> {

@@ -110,12 +110,14 @@ pub async fn audit<S: Store>(
     let when = |t: &Option<String>, k: &str| -> Result<Option<i64>, UiError> {
         match t {
             None => Ok(None),
-            Some(v) => super::parse_form_time(v, ui.zone()).map(Some).ok_or_else(|| {
-                UiError::BadRequest(format!(
-                    "`{k}` is not a date and time like 2026-01-02T15:04 ({})",
-                    ui.zone().name()
-                ))
-            }),
+            Some(v) => super::parse_form_time(v, ui.zone())
+                .map(Some)
+                .ok_or_else(|| {
+                    UiError::BadRequest(format!(
+                        "`{k}` is not a date and time like 2026-01-02T15:04 ({})",
+                        ui.zone().name()
+                    ))
+                }),
         }
     };
     let (since, until) = (when(&since_text, "since")?, when(&until_text, "until")?);
@@ -212,10 +214,7 @@ pub async fn audit<S: Store>(
 }
 
 /// A charter's history (its latest pauses, mode changes and replays), for its page.
-pub async fn history<S: Store>(
-    ui: &UiState<S>,
-    name: &str,
-) -> Result<String, UiError> {
+pub async fn history<S: Store>(ui: &UiState<S>, name: &str) -> Result<String, UiError> {
     let page_of = lists::audit(
         &ui.app.store,
         AuditFilter {

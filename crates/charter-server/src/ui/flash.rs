@@ -5,22 +5,49 @@
 /// Every message a page may show, by code. `{n}` is replaced by the count.
 const MESSAGES: &[(&str, &str)] = &[
     ("approved", "Approved; the action runs now."),
-    ("approved_edited", "Approved with your edit; the action runs now."),
+    (
+        "approved_edited",
+        "Approved with your edit; the action runs now.",
+    ),
     ("rejected", "Rejected; the action will not run."),
     ("decided", "Decided; the run continues with your decision."),
-    ("retried", "Retry queued; the dead letter closes when the event succeeds."),
+    (
+        "retried",
+        "Retry queued; the dead letter closes when the event succeeds.",
+    ),
     ("dismissed", "Dismissed; the event stays failed."),
-    ("bulk_approved", "{n} approval(s) approved; their actions run now."),
+    (
+        "bulk_approved",
+        "{n} approval(s) approved; their actions run now.",
+    ),
     ("replayed", "Replay queued."),
-    ("still_invalid", "The payload still breaks the contract; its violations are listed below."),
-    ("stored", "The rejected payload passed the contract and was stored as this event."),
+    (
+        "still_invalid",
+        "The payload still breaks the contract; its violations are listed below.",
+    ),
+    (
+        "stored",
+        "The rejected payload passed the contract and was stored as this event.",
+    ),
     ("paused", "Paused: events are kept and wait."),
     ("resumed", "Resumed."),
     ("requeued_failed", "{n} failed event(s) queued again."),
-    ("requeued_range", "{n} event(s) received in the range queued again."),
-    ("promoted", "Promoted to live: new runs execute their actions."),
-    ("demoted", "Back in shadow mode: new runs only record what they would do."),
-    ("rerouted", "Rerouted to the manual queue: it waits in the inbox for a human decision."),
+    (
+        "requeued_range",
+        "{n} event(s) received in the range queued again.",
+    ),
+    (
+        "promoted",
+        "Promoted to live: new runs execute their actions.",
+    ),
+    (
+        "demoted",
+        "Back in shadow mode: new runs only record what they would do.",
+    ),
+    (
+        "rerouted",
+        "Rerouted to the manual queue: it waits in the inbox for a human decision.",
+    ),
 ];
 
 /// The message for a `?msg=` value, or `None` for anything not in the set.
@@ -54,7 +81,10 @@ mod tests {
 
     #[test]
     fn only_known_codes_show() {
-        assert_eq!(message("approved").as_deref(), Some("Approved; the action runs now."));
+        assert_eq!(
+            message("approved").as_deref(),
+            Some("Approved; the action runs now.")
+        );
         assert_eq!(
             message("requeued_failed-3").as_deref(),
             Some("3 failed event(s) queued again.")
@@ -63,7 +93,13 @@ mod tests {
         assert_eq!(message("<script>"), None);
         assert_eq!(message("requeued_failed"), None, "a count is needed");
         assert_eq!(message("approved-3"), None, "no count is taken");
-        assert_eq!(with_code("/inbox?tab=dead", "retried", None), "/inbox?tab=dead&msg=retried");
-        assert_eq!(with_code("/charters/a", "requeued_failed", Some(2)), "/charters/a?msg=requeued_failed-2");
+        assert_eq!(
+            with_code("/inbox?tab=dead", "retried", None),
+            "/inbox?tab=dead&msg=retried"
+        );
+        assert_eq!(
+            with_code("/charters/a", "requeued_failed", Some(2)),
+            "/charters/a?msg=requeued_failed-2"
+        );
     }
 }

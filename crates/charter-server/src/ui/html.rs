@@ -199,7 +199,11 @@ pub fn page(title: &str, viewer: Option<&Viewer<'_>>, flash: Option<&str>, body:
         out.push_str("<div class=\"banner\"><strong>Open access.</strong> charter.yaml defines no tokens, so anyone who can reach this server may use the UI and the API as an admin. Define <code>tokens:</code> before exposing it beyond this machine.</div>");
     }
     if let Some(text) = flash.and_then(super::flash::message) {
-        let _ = write!(out, "<div class=\"flash\" role=\"status\">{}</div>", esc(&text));
+        let _ = write!(
+            out,
+            "<div class=\"flash\" role=\"status\">{}</div>",
+            esc(&text)
+        );
     }
     out.push_str(body);
     out.push_str("</main></body></html>");

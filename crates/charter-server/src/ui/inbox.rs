@@ -348,18 +348,7 @@ pub async fn inbox<S: Store>(
     );
     let detail = match selected {
         None => String::new(),
-        Some(id) => {
-            detail_card(
-                &ui,
-                &s,
-                tab,
-                id,
-                &approvals,
-                &escalations,
-                &back,
-            )
-            .await?
-        }
+        Some(id) => detail_card(&ui, &s, tab, id, &approvals, &escalations, &back).await?,
     };
 
     let mut body = String::new();
@@ -368,15 +357,29 @@ pub async fn inbox<S: Store>(
         "<h1>Inbox</h1><form class=\"filters\" method=\"get\" action=\"/inbox\"><input type=\"hidden\" name=\"tab\" value=\"{}\"><label>Charter {}</label><label>Order <select name=\"sort\"><option value=\"\">oldest first</option><option value=\"newest\"{}>newest first</option></select></label><button type=\"submit\">Show</button></form>",
         tab.as_str(),
         charter_select(&ui, &s, charter.as_deref()),
-        if sort_text.as_deref() == Some("newest") { " selected" } else { "" },
+        if sort_text.as_deref() == Some("newest") {
+            " selected"
+        } else {
+            ""
+        },
     );
     body.push_str("<nav class=\"tabs\" aria-label=\"Inbox tabs\">");
     for t in [Tab::Approvals, Tab::Decisions, Tab::Dead] {
-        let current = if t == tab { " aria-current=\"page\"" } else { "" };
+        let current = if t == tab {
+            " aria-current=\"page\""
+        } else {
+            ""
+        };
         let _ = write!(
             body,
             "<a href=\"{}\"{current}>{} <span class=\"count\" data-count=\"{}\" data-scoped=\"{}\">{}</span></a>",
-            esc(&inbox_url(t, charter.as_deref(), sort_text.as_deref(), None, None)),
+            esc(&inbox_url(
+                t,
+                charter.as_deref(),
+                sort_text.as_deref(),
+                None,
+                None
+            )),
             t.title(),
             t.as_str(),
             charter.is_some(),
@@ -395,7 +398,11 @@ pub async fn inbox<S: Store>(
         let _ = write!(
             body,
             "<p class=\"meta\">Nothing waits here{}.</p>",
-            if cursor.is_some() { " on this page" } else { "" }
+            if cursor.is_some() {
+                " on this page"
+            } else {
+                ""
+            }
         );
     } else {
         let head = match tab {
@@ -414,7 +421,11 @@ pub async fn inbox<S: Store>(
         let _ = write!(
             body,
             "<table class=\"rows\"><thead><tr>{}<th>Charter</th><th>{head}</th><th>Model</th><th>Waiting</th><th>Expires</th></tr></thead><tbody>",
-            if bulk { "<th><span class=\"sr\">Select</span></th>" } else { "" }
+            if bulk {
+                "<th><span class=\"sr\">Select</span></th>"
+            } else {
+                ""
+            }
         );
         for r in &rows {
             let sel = if Some(r.id) == selected {
@@ -467,7 +478,13 @@ pub async fn inbox<S: Store>(
         let _ = write!(
             body,
             "<a href=\"{}\">First page</a> · ",
-            esc(&inbox_url(tab, charter.as_deref(), sort_text.as_deref(), None, None))
+            esc(&inbox_url(
+                tab,
+                charter.as_deref(),
+                sort_text.as_deref(),
+                None,
+                None
+            ))
         );
     }
     match &next {
@@ -773,7 +790,11 @@ fn decide_form<S: Store>(ui: &UiState<S>, s: &Session, e: &EscalationRecord, bac
             .find(|(c, _)| c == l)
             .map(|(_, c)| format!(" ({:.0}%)", c * 100.0))
             .unwrap_or_default();
-        let _ = write!(options, "<option value=\"{0}\"{sel}>{0}{conf}</option>", esc(l));
+        let _ = write!(
+            options,
+            "<option value=\"{0}\"{sel}>{0}{conf}</option>",
+            esc(l)
+        );
     }
     let mut fields = String::new();
     for (name, spec) in &d.extract {
@@ -785,7 +806,11 @@ fn decide_form<S: Store>(ui: &UiState<S>, s: &Session, e: &EscalationRecord, bac
             if spec.required { " (required)" } else { "" }
         );
         let input = if !spec.enumeration.is_empty() {
-            let mut sel = format!("<select id=\"{0}\" name=\"field.{1}\"><option value=\"\">—</option>", esc(&id), esc(name));
+            let mut sel = format!(
+                "<select id=\"{0}\" name=\"field.{1}\"><option value=\"\">—</option>",
+                esc(&id),
+                esc(name)
+            );
             for v in &spec.enumeration {
                 let _ = write!(sel, "<option>{}</option>", esc(v));
             }
@@ -797,9 +822,21 @@ fn decide_form<S: Store>(ui: &UiState<S>, s: &Session, e: &EscalationRecord, bac
                     esc(&id),
                     esc(name)
                 ),
-                FieldType::Number => format!("<input id=\"{0}\" name=\"field.{1}\" type=\"number\" step=\"any\">", esc(&id), esc(name)),
-                FieldType::Integer => format!("<input id=\"{0}\" name=\"field.{1}\" type=\"number\" step=\"1\">", esc(&id), esc(name)),
-                FieldType::String => format!("<input id=\"{0}\" name=\"field.{1}\" type=\"text\">", esc(&id), esc(name)),
+                FieldType::Number => format!(
+                    "<input id=\"{0}\" name=\"field.{1}\" type=\"number\" step=\"any\">",
+                    esc(&id),
+                    esc(name)
+                ),
+                FieldType::Integer => format!(
+                    "<input id=\"{0}\" name=\"field.{1}\" type=\"number\" step=\"1\">",
+                    esc(&id),
+                    esc(name)
+                ),
+                FieldType::String => format!(
+                    "<input id=\"{0}\" name=\"field.{1}\" type=\"text\">",
+                    esc(&id),
+                    esc(name)
+                ),
             }
         };
         let _ = write!(fields, "<div class=\"field\">{label}{input}</div>");
@@ -844,7 +881,8 @@ pub fn typed_fields<S: Store>(
             continue;
         }
         let kind = specs.get(name).map(|s| s.kind).unwrap_or(FieldType::String);
-        let bad = |what: &str| UiError::BadRequest(format!("field `{name}`: `{raw}` is not {what}"));
+        let bad =
+            |what: &str| UiError::BadRequest(format!("field `{name}`: `{raw}` is not {what}"));
         let v = match kind {
             FieldType::String => Value::String(raw.to_string()),
             FieldType::Integer => json!(raw.parse::<i64>().map_err(|_| bad("an integer"))?),

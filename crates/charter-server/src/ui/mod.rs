@@ -424,7 +424,8 @@ async fn login<S: Store>(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, UiError> {
-    let expected = session::cookie_for(&headers, LOGIN_COOKIE, is_https(&headers)).unwrap_or_default();
+    let expected =
+        session::cookie_for(&headers, LOGIN_COOKIE, is_https(&headers)).unwrap_or_default();
     let sent = form.get("csrf").map(String::as_str).unwrap_or("");
     if expected.is_empty() || !session::constant_time_eq(sent.as_bytes(), expected.as_bytes()) {
         return Err(UiError::Csrf);
@@ -732,9 +733,12 @@ async fn retry<S: Store>(
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, UiError> {
     let s = ui.require_post(&headers, &form).await?;
-    let Json(_) = crate::dead_letters::retry(State(ui.app.clone()), ui.api_headers(&s), Path(id))
-        .await?;
-    Ok(redirect(&with_msg(&back(&form, "/inbox?tab=dead"), "retried")))
+    let Json(_) =
+        crate::dead_letters::retry(State(ui.app.clone()), ui.api_headers(&s), Path(id)).await?;
+    Ok(redirect(&with_msg(
+        &back(&form, "/inbox?tab=dead"),
+        "retried",
+    )))
 }
 
 async fn dismiss<S: Store>(
@@ -754,7 +758,10 @@ async fn dismiss<S: Store>(
         Bytes::from(body),
     )
     .await?;
-    Ok(redirect(&with_msg(&back(&form, "/inbox?tab=dead"), "dismissed")))
+    Ok(redirect(&with_msg(
+        &back(&form, "/inbox?tab=dead"),
+        "dismissed",
+    )))
 }
 
 async fn replay_event<S: Store>(
@@ -858,11 +865,7 @@ async fn pause<S: Store>(
         Path(name.clone()),
     )
     .await?;
-    Ok(back_to_charter(
-        &form,
-        &name,
-        "paused",
-    ))
+    Ok(back_to_charter(&form, &name, "paused"))
 }
 
 async fn resume<S: Store>(
@@ -906,7 +909,9 @@ async fn replay_failed<S: Store>(
         &format!("/charters/{}/replay", html::url_enc(&name)),
         &form,
         "Replay failed events",
-        &format!("Put all {failed} failed event(s) of {name} back in the queue? Each runs again; actions that already succeeded are not sent again."),
+        &format!(
+            "Put all {failed} failed event(s) of {name} back in the queue? Each runs again; actions that already succeeded are not sent again."
+        ),
     ) {
         return Ok(page);
     }
@@ -1000,7 +1005,9 @@ async fn replay_range<S: Store>(
         &format!("/charters/{}/replay-range", html::url_enc(&name)),
         &form,
         "Replay the range",
-        &format!("Put every event of {name} received in this range back in the queue, whatever its status? Actions that already succeeded are not sent again."),
+        &format!(
+            "Put every event of {name} received in this range back in the queue, whatever its status? Actions that already succeeded are not sent again."
+        ),
     ) {
         return Ok(page);
     }
@@ -1035,7 +1042,9 @@ async fn promote<S: Store>(
         &format!("/charters/{}/promote", html::url_enc(&name)),
         &form,
         "Promote to live",
-        &format!("Promote {name} to live? New runs then execute their actions against the real systems instead of only recording them."),
+        &format!(
+            "Promote {name} to live? New runs then execute their actions against the real systems instead of only recording them."
+        ),
     ) {
         return Ok(page);
     }
@@ -1045,11 +1054,7 @@ async fn promote<S: Store>(
         Path(name.clone()),
     )
     .await?;
-    Ok(back_to_charter(
-        &form,
-        &name,
-        "promoted",
-    ))
+    Ok(back_to_charter(&form, &name, "promoted"))
 }
 
 async fn demote<S: Store>(
@@ -1066,11 +1071,7 @@ async fn demote<S: Store>(
         Bytes::from_static(br#"{"mode": "shadow"}"#),
     )
     .await?;
-    Ok(back_to_charter(
-        &form,
-        &name,
-        "demoted",
-    ))
+    Ok(back_to_charter(&form, &name, "demoted"))
 }
 
 async fn reroute<S: Store>(

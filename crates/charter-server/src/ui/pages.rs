@@ -8,10 +8,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::Html;
 use charter_core::config::Role;
-use charter_core::model::{ActionRecord, ActionStatus, EventRecord, EventStatus, RunRecord};
+use charter_core::model::{ActionRecord, ActionStatus, EventStatus, RunRecord};
 use charter_store::{
-    ApprovalFilter, ApprovalRecord, ApprovalStatus, EscalationFilter, EscalationRecord,
-    EscalationStatus, EventFilter, Store,
+    ApprovalFilter, ApprovalStatus, EscalationFilter, EscalationStatus, EventFilter, Store,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -31,13 +30,16 @@ const COUNT_LIMIT: usize = 10_000;
 /// Events on one page of the events list.
 const EVENTS_PAGE: usize = 100;
 
-
 pub(super) fn non_empty(s: Option<String>) -> Option<String> {
     s.filter(|v| !v.trim().is_empty())
 }
 
 /// A `<select>` of the charters this session sees, for a filter form.
-pub(super) fn charter_select<S: Store>(ui: &UiState<S>, s: &Session, selected: Option<&str>) -> String {
+pub(super) fn charter_select<S: Store>(
+    ui: &UiState<S>,
+    s: &Session,
+    selected: Option<&str>,
+) -> String {
     let mut out = String::from("<select name=\"charter\"><option value=\"\">all charters</option>");
     for name in ui.app.runtime.charters.keys().filter(|n| s.sees(n)) {
         let sel = if selected == Some(name.as_str()) {
@@ -118,12 +120,14 @@ pub async fn events<S: Store>(
     let when = |t: &Option<String>, k: &str| -> Result<Option<i64>, UiError> {
         match t {
             None => Ok(None),
-            Some(v) => super::parse_form_time(v, ui.zone()).map(Some).ok_or_else(|| {
-                UiError::BadRequest(format!(
-                    "`{k}` is not a date and time like 2026-01-02T15:04 ({})",
-                    ui.zone().name()
-                ))
-            }),
+            Some(v) => super::parse_form_time(v, ui.zone())
+                .map(Some)
+                .ok_or_else(|| {
+                    UiError::BadRequest(format!(
+                        "`{k}` is not a date and time like 2026-01-02T15:04 ({})",
+                        ui.zone().name()
+                    ))
+                }),
         }
     };
     let (since, until) = (when(&since_text, "since")?, when(&until_text, "until")?);
@@ -161,7 +165,11 @@ pub async fn events<S: Store>(
     };
     let mut body =
         String::from("<h1>Events</h1><form class=\"filters\" method=\"get\" action=\"/events\">");
-    let _ = write!(body, "<label>Charter {}</label>", charter_select(&ui, &s, charter.as_deref()));
+    let _ = write!(
+        body,
+        "<label>Charter {}</label>",
+        charter_select(&ui, &s, charter.as_deref())
+    );
     body.push_str("<label>Status <select name=\"status\"><option value=\"\">any status</option>");
     for st in ["pending", "processing", "waiting", "done", "failed"] {
         let sel = if status.is_some_and(|x| x.as_str() == st) {
@@ -176,7 +184,11 @@ pub async fn events<S: Store>(
         "</select></label><label>From <input type=\"datetime-local\" name=\"since\" value=\"{}\"></label><label>To <input type=\"datetime-local\" name=\"until\" value=\"{}\"></label><label>Order <select name=\"sort\"><option value=\"\">newest first</option><option value=\"oldest\"{}>oldest first</option></select></label><label>Search <input type=\"text\" name=\"q\" placeholder=\"dedupe key, or event id (or its start)\" value=\"{}\" size=\"34\"></label><button type=\"submit\">Show</button></form>",
         esc(since_text.as_deref().unwrap_or("")),
         esc(until_text.as_deref().unwrap_or("")),
-        if sort_text.as_deref() == Some("oldest") { " selected" } else { "" },
+        if sort_text.as_deref() == Some("oldest") {
+            " selected"
+        } else {
+            ""
+        },
         esc(search.as_deref().unwrap_or(""))
     );
     if list.is_empty() {
@@ -216,7 +228,11 @@ pub async fn events<S: Store>(
         ("sort", sort_text.as_deref()),
     ];
     if cursor.is_some() {
-        let _ = write!(body, "<a href=\"{}\">First page</a> · ", esc(&events_url(&params, None)));
+        let _ = write!(
+            body,
+            "<a href=\"{}\">First page</a> · ",
+            esc(&events_url(&params, None))
+        );
     }
     match &next {
         Some(n) => {
@@ -646,11 +662,17 @@ pub async fn timeline<S: Store>(
     }
     // What waits on this event, decidable here by those allowed (the inbox's cards).
     let back = format!("/events/{id}");
-    for a in approvals.iter().filter(|a| a.status == ApprovalStatus::Pending) {
+    for a in approvals
+        .iter()
+        .filter(|a| a.status == ApprovalStatus::Pending)
+    {
         body.push_str("<h2>Waiting for approval</h2>");
         body.push_str(&super::inbox::approval_card(&ui, &s, a, &back).await?);
     }
-    for x in escalations.iter().filter(|x| x.status == EscalationStatus::Open) {
+    for x in escalations
+        .iter()
+        .filter(|x| x.status == EscalationStatus::Open)
+    {
         body.push_str("<h2>Waiting for a human</h2>");
         body.push_str(&super::inbox::escalation_card(&ui, &s, x, &back).await?);
     }

@@ -308,7 +308,10 @@ mod tests {
         assert_eq!(cookie(&h, "zz"), None);
         let secure = set_cookie(SESSION_COOKIE, "v", None, true);
         assert!(secure.starts_with("__Host-charter_session=v;"), "{secure}");
-        assert!(secure.contains("; Secure") && secure.contains("Path=/"), "{secure}");
+        assert!(
+            secure.contains("; Secure") && secure.contains("Path=/"),
+            "{secure}"
+        );
         let c = set_cookie(SESSION_COOKIE, "v", None, false);
         assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.contains("Path=/"));
         assert!(!c.contains("Secure"));

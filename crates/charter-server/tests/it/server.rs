@@ -1464,7 +1464,10 @@ async fn a_dead_letter_closes_when_its_event_later_succeeds_and_is_never_a_corre
         )
         .await;
     assert_eq!(s, 400, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("dead letter"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("dead letter"),
+        "{body}"
+    );
 
     // Retry while the target still fails: the escalation stays open.
     let (s, body) = h
@@ -1503,7 +1506,10 @@ async fn a_dead_letter_closes_when_its_event_later_succeeds_and_is_never_a_corre
     assert_eq!(closed["escalation"]["status"], "resolved", "{closed}");
     assert_eq!(closed["escalation"]["resolved_by"], "system");
     assert_eq!(closed["escalation"]["resolution"], Value::Null);
-    assert_eq!(h.get(&format!("/api/v1/events/{id}")).await["event"]["status"], "done");
+    assert_eq!(
+        h.get(&format!("/api/v1/events/{id}")).await["event"]["status"],
+        "done"
+    );
     assert_eq!(open_escalations(&h, "github").await["total"], 0);
     let corrections = h.get("/api/v1/corrections?charter=github").await;
     assert_eq!(corrections["corrections"], json!([]), "{corrections}");
@@ -1545,9 +1551,15 @@ async fn a_dead_letter_closes_when_its_event_later_succeeds_and_is_never_a_corre
         )
         .await;
     assert_eq!(s, 409);
-    assert_eq!(h.get(&format!("/api/v1/events/{id2}")).await["event"]["status"], "failed");
+    assert_eq!(
+        h.get(&format!("/api/v1/events/{id2}")).await["event"]["status"],
+        "failed"
+    );
     let dismissed = h.get("/api/v1/audit?action=escalation.dismiss").await;
-    assert_eq!(dismissed["audit"][0]["detail"]["comment"], "customer refunded by hand");
+    assert_eq!(
+        dismissed["audit"][0]["detail"]["comment"],
+        "customer refunded by hand"
+    );
     let corrections = h.get("/api/v1/corrections?charter=github").await;
     assert_eq!(corrections["corrections"], json!([]), "{corrections}");
     h.stop().await;

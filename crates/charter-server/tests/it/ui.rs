@@ -710,7 +710,7 @@ async fn open_ui_edits_decides_searches_and_shows_the_shadow_record() {
 
 /// Node and Debian's Chromium, or `None` when one is missing and the test may skip
 /// (`crate::tools`: never under CI=true).
-fn browser_tools() -> Option<(PathBuf, PathBuf)> {
+pub(crate) fn browser_tools() -> Option<(PathBuf, PathBuf)> {
     let chromium = PathBuf::from(
         std::env::var("CHROMIUM_PATH").unwrap_or_else(|_| "/usr/bin/chromium".into()),
     );

@@ -5,8 +5,8 @@ use tokio_postgres::Row;
 use tokio_postgres::types::Json;
 use uuid::Uuid;
 
-use super::rows::{db, get};
 use super::PgStore;
+use super::rows::{db, get};
 use crate::{
     ApprovalFilter, ApprovalRecord, ApprovalStatus, ApprovalStore, AuditEntry, AuditFilter,
     AuditStore, EscalationFilter, EscalationRecord, EscalationStatus, EscalationStore,
