@@ -40,7 +40,9 @@ pub(super) fn charter_select<S: Store>(
     s: &Session,
     selected: Option<&str>,
 ) -> String {
-    let mut out = String::from("<select name=\"charter\"><option value=\"\">all charters</option>");
+    let mut out = String::from(
+        "<select name=\"charter\" aria-label=\"Charter\"><option value=\"\">all charters</option>",
+    );
     for name in ui.app.runtime.charters.keys().filter(|n| s.sees(n)) {
         let sel = if selected == Some(name.as_str()) {
             " selected"

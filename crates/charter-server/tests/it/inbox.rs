@@ -9,11 +9,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use charter_core::model::{Decision, DecisionStage, EventStatus, NewEvent, StageAnswer};
+use charter_core::model::{Decision, DecisionStage, NewEvent, StageAnswer};
 use charter_store::sqlite::SqliteStore;
 use charter_store::{
     ApprovalStore, EscalationStore, EventStore, IngestOutcome, NewApproval, NewEscalation,
-    QueueStore, RunStore,
+    OperatorStore, RunStore,
 };
 use futures_util::future::join_all;
 use serde_json::{Value, json};
@@ -56,7 +56,7 @@ fn detail(guess: &str) -> Value {
 
 /// Seed `charter` with `events` events, of which the first `approvals` wait for an
 /// approval of `assign_billing`, the next `decisions` for a human's label and the next
-/// `dead` are dead letters. Writes go concurrently (the store groups them into few commits).
+/// `dead` are dead letters (their events held as `waiting`). Writes go concurrently (the store groups them into few commits).
 pub async fn seed(
     store: &SqliteStore,
     charter: &str,
@@ -82,19 +82,11 @@ pub async fn seed(
         }
     }
     let waiting = approvals + decisions + dead;
-    // The waiting events: claimed, a run started, then released as waiting (or failed).
-    let claimed = store
-        .claim(
-            charter,
-            "seed",
-            waiting,
-            waiting,
-            Duration::from_secs(600),
-            base,
-        )
+    // The waiting events are held out of the queue (the charter is paused anyway).
+    join_all((0..waiting).map(|i| store.hold_event(ids[i], base)))
         .await
-        .unwrap();
-    assert_eq!(claimed.len(), waiting, "claimed the oldest {waiting}");
+        .into_iter()
+        .for_each(|r| assert!(r.unwrap()));
     let runs: Vec<Uuid> = (0..waiting).map(|_| Uuid::now_v7()).collect();
     join_all(
         (0..waiting)
@@ -166,17 +158,6 @@ pub async fn seed(
             .map(|i| store.create_escalation(escalate(i, "dead_letter"))),
     )
     .await;
-    join_all((0..waiting).map(|i| {
-        let status = if i >= approvals + decisions {
-            EventStatus::Failed
-        } else {
-            EventStatus::Waiting
-        };
-        store.release(ids[i], "seed", status, base + i as i64)
-    }))
-    .await
-    .into_iter()
-    .for_each(|r| assert!(r.unwrap()));
     Seeded {
         events: ids,
         approvals: made_approvals.into_iter().map(|a| a.unwrap().id).collect(),
@@ -325,7 +306,8 @@ async fn the_inbox_pages_a_real_backlog_with_true_totals() {
     assert!(found.body.contains(&s.events[1999].to_string()));
     // The charter's counts are true counts.
     let c = ui.get("/charters").await;
-    assert!(c.body.contains("pending</span> 1470"), "{}", c.body);
+    // 1,470 never waited, plus the approved one, back in the queue (the charter is paused).
+    assert!(c.body.contains("pending</span> 1471"), "{}", c.body);
 
     // Flash messages come from a fixed set: free text in the URL is not shown.
     let planted = ui
