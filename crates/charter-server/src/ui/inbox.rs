@@ -255,7 +255,8 @@ pub async fn inbox<S: Store>(
     Query(q): Query<InboxQuery>,
 ) -> Result<Html<String>, UiError> {
     let s = ui.require(&headers, &uri).await?;
-    let tab = Tab::parse(q.tab.as_deref())?;
+    let asked_tab = non_empty(q.tab);
+    let mut tab = Tab::parse(asked_tab.as_deref())?;
     let charter = non_empty(q.charter);
     let sort_text = non_empty(q.sort);
     let sort = lists::parse_sort(sort_text.as_deref())?;
@@ -264,6 +265,13 @@ pub async fn inbox<S: Store>(
     let store = &ui.app.store;
     let now = crate::now_millis();
     let counts = counts(store, &s, charter.clone()).await?;
+    if asked_tab.is_none() {
+        // No tab asked for: the first with work in it.
+        tab = [Tab::Approvals, Tab::Decisions, Tab::Dead]
+            .into_iter()
+            .find(|t| counts.of(*t) > 0)
+            .unwrap_or(Tab::Approvals);
+    }
     let visible = charter.as_deref().is_none_or(|c| s.sees(c));
     let (rows, next, approvals, escalations) = if !visible {
         (Vec::new(), None, Vec::new(), Vec::new())

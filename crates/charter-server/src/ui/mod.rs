@@ -817,16 +817,24 @@ async fn replay_rejected<S: Store>(
 
 /// Operations that are hard to undo ask first: without `confirm=yes` the form answers with
 /// a page that says what will happen and posts the same fields again with it.
+/// Those who may not do it are refused first (the API's answer: 404 for a charter out of
+/// scope, 403 below admin), so the question is never asked in vain.
 fn unconfirmed<S: Store>(
     ui: &UiState<S>,
     s: &Session,
-    uri: &str,
+    (charter, uri): (&str, &str),
     form: &HashMap<String, String>,
     title: &str,
     what: &str,
-) -> Option<Response> {
+) -> Result<Option<Response>, UiError> {
+    if !s.sees(charter) {
+        return Err(UiError::NotFound);
+    }
+    if s.role < Role::Admin {
+        return Err(UiError::Forbidden);
+    }
     if form.get("confirm").map(String::as_str) == Some("yes") {
-        return None;
+        return Ok(None);
     }
     let mut fields = String::new();
     for (k, v) in form {
@@ -849,7 +857,9 @@ fn unconfirmed<S: Store>(
         esc(title),
         esc(&cancel)
     );
-    Some(Html(html::page(title, Some(&ui.viewer(s)), None, &body)).into_response())
+    Ok(Some(
+        Html(html::page(title, Some(&ui.viewer(s)), None, &body)).into_response(),
+    ))
 }
 
 async fn pause<S: Store>(
@@ -906,13 +916,13 @@ async fn replay_failed<S: Store>(
     if let Some(page) = unconfirmed(
         &ui,
         &s,
-        &format!("/charters/{}/replay", html::url_enc(&name)),
+        (&name, &format!("/charters/{}/replay", html::url_enc(&name))),
         &form,
         "Replay failed events",
         &format!(
             "Put all {failed} failed event(s) of {name} back in the queue? Each runs again; actions that already succeeded are not sent again."
         ),
-    ) {
+    )? {
         return Ok(page);
     }
     let Json(v) = crate::api::replay_failed(
@@ -999,16 +1009,26 @@ async fn replay_range<S: Store>(
             "give the start or the end of the range (or both)".into(),
         ));
     }
+    if let (Some(a), Some(b)) = (since, until)
+        && a >= b
+    {
+        return Err(UiError::BadRequest(
+            "the start of the range must be before its end".into(),
+        ));
+    }
     if let Some(page) = unconfirmed(
         &ui,
         &s,
-        &format!("/charters/{}/replay-range", html::url_enc(&name)),
+        (
+            &name,
+            &format!("/charters/{}/replay-range", html::url_enc(&name)),
+        ),
         &form,
         "Replay the range",
         &format!(
             "Put every event of {name} received in this range back in the queue, whatever its status? Actions that already succeeded are not sent again."
         ),
-    ) {
+    )? {
         return Ok(page);
     }
     let Json(v) = crate::api::replay_failed(
@@ -1039,13 +1059,16 @@ async fn promote<S: Store>(
     if let Some(page) = unconfirmed(
         &ui,
         &s,
-        &format!("/charters/{}/promote", html::url_enc(&name)),
+        (
+            &name,
+            &format!("/charters/{}/promote", html::url_enc(&name)),
+        ),
         &form,
         "Promote to live",
         &format!(
             "Promote {name} to live? New runs then execute their actions against the real systems instead of only recording them."
         ),
-    ) {
+    )? {
         return Ok(page);
     }
     let Json(_) = crate::operator::promote(
