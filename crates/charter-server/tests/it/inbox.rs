@@ -255,6 +255,10 @@ async fn the_inbox_pages_a_real_backlog_with_true_totals() {
     );
     // The decisions tab: the model's label is preselected with its confidence.
     let d = ui.get("/inbox?tab=decisions").await;
+    assert!(d.body.contains(&format!(
+        "<tr data-item=\"{}\" class=\"selected\"",
+        s.decisions[0]
+    )));
     assert!(
         d.body
             .contains("<option value=\"billing\" selected>billing (62%)</option>"),
