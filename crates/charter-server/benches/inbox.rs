@@ -20,10 +20,7 @@ use std::time::{Duration, Instant};
 
 use charter_core::model::NewEvent;
 use charter_server::{Role, Runtime, ServeOptions};
-use charter_store::{
-    ApprovalStore, CharterStateStore, EscalationStore, EventStore, IngestOutcome, NewApproval,
-    NewEscalation, OperatorStore, RunStore, Store,
-};
+use charter_store::{IngestOutcome, NewApproval, NewEscalation, Store};
 use futures_util::future::join_all;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -56,6 +53,8 @@ actions:
     request: { method: PUT, path: "/api/tickets/{{ payload.ticket.id }}", json: { group: billing } }
     approval: { reviewers: [lead] }
 escalation: { to: support-leads }
+measure:
+  success: [ticket_routed]
 "#;
 
 fn arg(name: &str, default: usize) -> usize {
@@ -94,6 +93,7 @@ async fn seed<S: Store>(store: &S, events: usize) {
     let (approvals, escalations, dead) = (220, 2_960, 40);
     let waiting = approvals + escalations + dead;
     for chunk in (0..waiting).collect::<Vec<_>>().chunks(500) {
+        let ids = &ids;
         join_all(chunk.iter().map(|&i| async move {
             let run = Uuid::now_v7();
             store.hold_event(ids[i], base).await.unwrap();
@@ -226,10 +226,7 @@ async fn measure<S: Store>(label: &str, dir: &std::path::Path, store: S, events:
         i50 / s50
     );
 
-    for (name, query) in [
-        ("events", "limit=100"),
-        ("failed-or-waiting events", "limit=100&status=waiting"),
-    ] {
+    for query in ["limit=100", "limit=100&status=waiting"] {
         let mut pages = Vec::new();
         for _round in 0..3 {
             let mut cursor = String::new();

@@ -363,6 +363,36 @@ async fn only_what_the_user_may_do_is_offered_and_notifications_land_where_it_ca
             .contains(&format!("/approvals/{}/approve", s.approvals[0]))
     );
 
+    // Bulk approval: all or nothing. `ops` may decide approval 2 but not 3 (lead only).
+    let ocsrf = csrf_in(&ops.get("/inbox").await.body);
+    let (two, three) = (s.approvals[2].to_string(), s.approvals[3].to_string());
+    let r = ops
+        .post(
+            "/inbox/bulk-approve",
+            &[("csrf", &ocsrf), ("id", &two), ("id", &three)],
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let pending = |id: Uuid| async move {
+        charter_store::ApprovalStore::get_approval(&h.store, id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status
+            == charter_store::ApprovalStatus::Pending
+    };
+    assert!(pending(s.approvals[2]).await, "nothing was approved");
+    let lcsrf = csrf_in(&lead.get("/inbox").await.body);
+    let r = lead
+        .post(
+            "/inbox/bulk-approve",
+            &[("csrf", &lcsrf), ("id", &two), ("id", &three), ("back", "/inbox")],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.location, "/inbox?msg=bulk_approved-2");
+    assert!(!pending(s.approvals[2]).await && !pending(s.approvals[3]).await);
+
     // Edit-then-approve keeps the user's text on an error, with the diff.
     let csrf = csrf_in(&t.body);
     let r = lead
