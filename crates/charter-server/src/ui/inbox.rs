@@ -286,9 +286,13 @@ pub async fn inbox<S: Store>(
             },
         )
         .await?;
+        // The rows' decisions, read concurrently (a pooled store answers them in parallel).
+        let runs = futures_util::future::try_join_all(
+            page.items.iter().map(|a| store.runs_for_event(a.event_id)),
+        )
+        .await?;
         let mut rows = Vec::new();
-        for a in &page.items {
-            let run = store.runs_for_event(a.event_id).await?;
+        for (a, run) in page.items.iter().zip(runs) {
             let guess = run
                 .iter()
                 .find(|r| r.id == a.run_id)

@@ -373,20 +373,29 @@ async fn only_what_the_user_may_do_is_offered_and_notifications_land_where_it_ca
         )
         .await;
     assert_eq!(r.status, 403, "{}", r.body);
-    let pending = |id: Uuid| async move {
-        charter_store::ApprovalStore::get_approval(&h.store, id)
-            .await
-            .unwrap()
-            .unwrap()
-            .status
-            == charter_store::ApprovalStatus::Pending
+    let store = h.store.clone();
+    let pending = move |id: Uuid| {
+        let store = store.clone();
+        async move {
+            charter_store::ApprovalStore::get_approval(&store, id)
+                .await
+                .unwrap()
+                .unwrap()
+                .status
+                == charter_store::ApprovalStatus::Pending
+        }
     };
     assert!(pending(s.approvals[2]).await, "nothing was approved");
     let lcsrf = csrf_in(&lead.get("/inbox").await.body);
     let r = lead
         .post(
             "/inbox/bulk-approve",
-            &[("csrf", &lcsrf), ("id", &two), ("id", &three), ("back", "/inbox")],
+            &[
+                ("csrf", &lcsrf),
+                ("id", &two),
+                ("id", &three),
+                ("back", "/inbox"),
+            ],
         )
         .await;
     assert_eq!(r.status, 303, "{}", r.body);
