@@ -40,6 +40,7 @@ use crate::error::ApiError;
 mod assets;
 mod audit;
 mod flash;
+mod forms;
 pub mod html;
 pub mod inbox;
 mod pages;
@@ -82,7 +83,7 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         .route("/logout", post(logout::<S>))
         .route("/inbox", get(inbox::inbox::<S>))
         .route("/inbox/counts", get(inbox::counts_json::<S>))
-        .route("/inbox/bulk-approve", post(bulk_approve::<S>))
+        .route("/inbox/bulk-approve", post(forms::bulk_approve::<S>))
         .route("/audit", get(audit::audit::<S>))
         .route("/assets/inbox.js", get(assets::inbox_js))
         .route("/events", get(pages::events::<S>))
@@ -102,8 +103,8 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         .route("/approvals/{id}/approve", post(approve::<S>))
         .route("/approvals/{id}/reject", post(reject::<S>))
         .route("/escalations/{id}/decide", post(decide::<S>))
-        .route("/escalations/{id}/retry", post(retry::<S>))
-        .route("/escalations/{id}/dismiss", post(dismiss::<S>))
+        .route("/escalations/{id}/retry", post(forms::retry::<S>))
+        .route("/escalations/{id}/dismiss", post(forms::dismiss::<S>))
         .layer(DefaultBodyLimit::max(FORM_LIMIT))
         .with_state(ui)
 }
@@ -552,7 +553,7 @@ async fn approve<S: Store>(
                 .map_err(|e| UiError::BadRequest(e.to_string()))?,
             Err(e) => {
                 let why = format!("The edited parameters are not valid JSON: {e}");
-                return edit_again(&ui, &s, &id, &form, p, &why).await;
+                return forms::edit_again(&ui, &s, &id, &form, p, &why).await;
             }
         },
         None => Vec::new(),
@@ -567,7 +568,7 @@ async fn approve<S: Store>(
     let v = match (answer, edited) {
         (Ok(Json(v)), _) => v,
         (Err(ApiError::BadRequest(why)), Some(p)) => {
-            return edit_again(&ui, &s, &id, &form, p, &why).await;
+            return forms::edit_again(&ui, &s, &id, &form, p, &why).await;
         }
         (Err(e), _) => return Err(e.into()),
     };
@@ -577,38 +578,6 @@ async fn approve<S: Store>(
         "approved"
     };
     Ok(redirect(&with_msg(&back(&form, "/inbox"), code)))
-}
-
-/// An edit that did not take: the approval again, with the user's text kept, its
-/// difference from the proposal, and what was wrong (422, nothing decided).
-async fn edit_again<S: Store>(
-    ui: &UiState<S>,
-    s: &Session,
-    id: &str,
-    form: &HashMap<String, String>,
-    text: &str,
-    why: &str,
-) -> Result<Response, UiError> {
-    let uuid = uuid::Uuid::parse_str(id).map_err(|_| UiError::NotFound)?;
-    let a = ui
-        .app
-        .store
-        .get_approval(uuid)
-        .await?
-        .filter(|a| s.sees(&a.charter))
-        .ok_or(UiError::NotFound)?;
-    let back = back(form, "/inbox");
-    let body = format!(
-        "<h1>Approval: {}</h1><div class=\"error\" role=\"alert\">{}</div><div class=\"card\">{}</div>",
-        esc(&a.action),
-        esc(why),
-        inbox::approval_forms(s, &a, &back, Some(text))
-    );
-    Ok((
-        StatusCode::UNPROCESSABLE_ENTITY,
-        Html(html::page("Approval", Some(&ui.viewer(s)), None, &body)),
-    )
-        .into_response())
 }
 
 async fn reject<S: Store>(
@@ -629,64 +598,6 @@ async fn reject<S: Store>(
     )
     .await?;
     Ok(redirect(&with_msg(&back(&form, "/inbox"), "rejected")))
-}
-
-/// Approve several pending approvals of one action at once (the inbox's bulk select):
-/// each goes through the API's approval, with its own checks (reviewers, deadline).
-async fn bulk_approve<S: Store>(
-    State(ui): State<UiState<S>>,
-    headers: HeaderMap,
-    Form(pairs): Form<Vec<(String, String)>>,
-) -> Result<Response, UiError> {
-    let form: HashMap<String, String> = pairs.iter().cloned().collect();
-    let s = ui.require_post(&headers, &form).await?;
-    let ids: Vec<&str> = pairs
-        .iter()
-        .filter(|(k, _)| k == "id")
-        .map(|(_, v)| v.as_str())
-        .collect();
-    if ids.is_empty() {
-        return Err(UiError::BadRequest("select at least one approval".into()));
-    }
-    let mut action: Option<String> = None;
-    for id in &ids {
-        let uuid = uuid::Uuid::parse_str(id).map_err(|_| UiError::NotFound)?;
-        let a = ui
-            .app
-            .store
-            .get_approval(uuid)
-            .await?
-            .filter(|a| s.sees(&a.charter))
-            .ok_or(UiError::NotFound)?;
-        // All or none: a selection with one the user may not decide approves nothing.
-        if !inbox::may_decide(&s, &a) {
-            return Err(UiError::Forbidden);
-        }
-        let key = format!("{}/{}", a.charter, a.action);
-        match &action {
-            None => action = Some(key),
-            Some(k) if *k == key => {}
-            Some(_) => {
-                return Err(UiError::BadRequest(
-                    "bulk approval takes approvals of one action of one charter only".into(),
-                ));
-            }
-        }
-    }
-    for id in &ids {
-        let Json(_) = crate::api::approve(
-            State(ui.app.clone()),
-            ui.api_headers(&s),
-            Path((*id).to_string()),
-            Bytes::new(),
-        )
-        .await?;
-    }
-    Ok(redirect(&with_count(
-        &back(&form, "/inbox"),
-        "bulk_approved",
-        ids.len(),
-    )))
 }
 
 async fn decide<S: Store>(
@@ -724,44 +635,6 @@ async fn decide<S: Store>(
     )
     .await?;
     Ok(redirect(&with_msg(&back(&form, "/inbox"), "decided")))
-}
-
-async fn retry<S: Store>(
-    State(ui): State<UiState<S>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
-) -> Result<Response, UiError> {
-    let s = ui.require_post(&headers, &form).await?;
-    let Json(_) =
-        crate::dead_letters::retry(State(ui.app.clone()), ui.api_headers(&s), Path(id)).await?;
-    Ok(redirect(&with_msg(
-        &back(&form, "/inbox?tab=dead"),
-        "retried",
-    )))
-}
-
-async fn dismiss<S: Store>(
-    State(ui): State<UiState<S>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
-) -> Result<Response, UiError> {
-    let s = ui.require_post(&headers, &form).await?;
-    let reason = form.get("reason").cloned().unwrap_or_default();
-    let body = serde_json::to_vec(&json!({ "reason": reason }))
-        .map_err(|e| UiError::BadRequest(e.to_string()))?;
-    let Json(_) = crate::dead_letters::dismiss(
-        State(ui.app.clone()),
-        ui.api_headers(&s),
-        Path(id),
-        Bytes::from(body),
-    )
-    .await?;
-    Ok(redirect(&with_msg(
-        &back(&form, "/inbox?tab=dead"),
-        "dismissed",
-    )))
 }
 
 async fn replay_event<S: Store>(
