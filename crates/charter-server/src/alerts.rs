@@ -159,6 +159,7 @@ pub async fn check<S: Store>(
                         since: None,
                         until: Some(cutoff),
                         limit: STUCK_SCAN,
+                        ..EventFilter::default()
                     })
                     .await?;
                 for e in events {

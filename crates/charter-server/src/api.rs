@@ -27,9 +27,8 @@ use charter_core::idempotency::idempotency_key;
 use charter_core::model::{EventStatus, NewEvent, RunOutcome};
 use charter_core::routing::eval_context;
 use charter_store::{
-    ApprovalFilter, ApprovalRecord, ApprovalStatus, AuditFilter, EscalationFilter,
-    EscalationRecord, EscalationStatus, EventFilter, HumanDecision, InDoubtFilter, IngestOutcome,
-    NewAuditEntry, Requeue, RunFilter, Store, Verdict,
+    ApprovalRecord, ApprovalStatus, EscalationFilter, EscalationRecord, EscalationStatus,
+    HumanDecision, InDoubtFilter, IngestOutcome, NewAuditEntry, Requeue, RunFilter, Store, Verdict,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -114,51 +113,6 @@ pub fn bearer_credentials(value: &str) -> Option<&str> {
     }
     let token = rest.trim_start();
     (!token.is_empty()).then_some(token)
-}
-
-#[derive(Debug, Deserialize)]
-pub struct EventsQuery {
-    pub charter: Option<String>,
-    pub status: Option<String>,
-    pub since: Option<i64>,
-    pub until: Option<i64>,
-    pub limit: Option<usize>,
-}
-
-pub async fn list_events<S: Store>(
-    State(state): State<AppState<S>>,
-    headers: HeaderMap,
-    Query(q): Query<EventsQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let caller = authorize(&state, &headers, Role::Viewer)?;
-    let status = match q.status.as_deref() {
-        None => None,
-        Some(s) => Some(EventStatus::parse(s).ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "unknown status `{s}`: expected pending, processing, done, failed or waiting"
-            ))
-        })?),
-    };
-    if let Some(c) = &q.charter
-        && !caller.sees(c)
-    {
-        return Ok(Json(json!({"events": []})));
-    }
-    let events = state
-        .store
-        .list_events(EventFilter {
-            charter: q.charter,
-            status,
-            since: q.since,
-            until: q.until,
-            limit: listing_limit(q.limit),
-        })
-        .await?;
-    let events: Vec<_> = events
-        .into_iter()
-        .filter(|e| caller.sees(&e.event.charter))
-        .collect();
-    Ok(Json(json!({ "events": events })))
 }
 
 /// A listing's `limit` query parameter: 100 when absent, at most 10,000.
@@ -562,46 +516,6 @@ pub async fn audit<S: Store>(
     Ok(())
 }
 
-#[derive(Debug, Deserialize)]
-pub struct AuditQuery {
-    pub charter: Option<String>,
-    pub actor: Option<String>,
-    pub action: Option<String>,
-    pub limit: Option<usize>,
-}
-
-/// `GET /api/v1/audit`: newest first. A token scoped to some charters sees only their
-/// entries (entries not tied to a charter are shown to unscoped tokens only).
-pub async fn list_audit<S: Store>(
-    State(state): State<AppState<S>>,
-    headers: HeaderMap,
-    Query(q): Query<AuditQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let caller = authorize(&state, &headers, Role::Viewer)?;
-    if let Some(c) = &q.charter
-        && !caller.sees(c)
-    {
-        return Ok(Json(json!({"audit": []})));
-    }
-    let entries = state
-        .store
-        .list_audit(AuditFilter {
-            charter: q.charter,
-            actor: q.actor,
-            action: q.action,
-            limit: listing_limit(q.limit),
-        })
-        .await?;
-    let entries: Vec<_> = entries
-        .into_iter()
-        .filter(|e| match &e.charter {
-            Some(c) => caller.sees(c),
-            None => caller.charters.is_empty(),
-        })
-        .collect();
-    Ok(Json(json!({ "audit": entries })))
-}
-
 // ---------------------------------------------------------------------------------------
 // Approvals
 // ---------------------------------------------------------------------------------------
@@ -633,51 +547,6 @@ pub fn requeue_soon<S: Store>(state: &AppState<S>, event_id: Uuid) {
         }
         tracing::error!(event = %event_id, "could not requeue a decided event; replay it");
     });
-}
-
-#[derive(Debug, Deserialize)]
-pub struct ApprovalsQuery {
-    pub charter: Option<String>,
-    /// `pending` (default), `approved`, `rejected`, `expired` or `all`.
-    pub status: Option<String>,
-    pub limit: Option<usize>,
-}
-
-/// `GET /api/v1/approvals?charter=&status=`: oldest first.
-pub async fn list_approvals<S: Store>(
-    State(state): State<AppState<S>>,
-    headers: HeaderMap,
-    Query(q): Query<ApprovalsQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let caller = authorize(&state, &headers, Role::Viewer)?;
-    let status = match q.status.as_deref() {
-        None => Some(ApprovalStatus::Pending),
-        Some("all") => None,
-        Some(s) => Some(ApprovalStatus::parse(s).ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "unknown status `{s}`: expected pending, approved, rejected, expired or all"
-            ))
-        })?),
-    };
-    if let Some(c) = &q.charter
-        && !caller.sees(c)
-    {
-        return Ok(Json(json!({"approvals": []})));
-    }
-    let items = state
-        .store
-        .list_approvals(ApprovalFilter {
-            charter: q.charter,
-            status,
-            event_id: None,
-            limit: listing_limit(q.limit),
-        })
-        .await?;
-    let items: Vec<_> = items
-        .into_iter()
-        .filter(|a| caller.sees(&a.charter))
-        .collect();
-    Ok(Json(json!({ "approvals": items })))
 }
 
 /// `GET /api/v1/approvals/{id}`.
@@ -977,50 +846,6 @@ pub async fn reject_as<S: Store>(
 // ---------------------------------------------------------------------------------------
 
 #[derive(Debug, Deserialize)]
-pub struct EscalationsQuery {
-    pub charter: Option<String>,
-    /// `open` (default), `resolved` or `all`.
-    pub status: Option<String>,
-    pub limit: Option<usize>,
-}
-
-/// `GET /api/v1/escalations?charter=&status=`: oldest first.
-pub async fn list_escalations<S: Store>(
-    State(state): State<AppState<S>>,
-    headers: HeaderMap,
-    Query(q): Query<EscalationsQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let caller = authorize(&state, &headers, Role::Viewer)?;
-    let status = match q.status.as_deref() {
-        None => Some(EscalationStatus::Open),
-        Some("all") => None,
-        Some(s) => Some(EscalationStatus::parse(s).ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "unknown status `{s}`: expected open, resolved or all"
-            ))
-        })?),
-    };
-    if let Some(c) = &q.charter
-        && !caller.sees(c)
-    {
-        return Ok(Json(json!({"escalations": []})));
-    }
-    let items = state
-        .store
-        .list_escalations(EscalationFilter {
-            charter: q.charter,
-            status,
-            limit: listing_limit(q.limit),
-        })
-        .await?;
-    let items: Vec<_> = items
-        .into_iter()
-        .filter(|e| caller.sees(&e.charter))
-        .collect();
-    Ok(Json(json!({ "escalations": items })))
-}
-
-#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecideBody {
     pub label: String,
@@ -1055,7 +880,7 @@ pub async fn show_escalation<S: Store>(
 }
 
 /// An escalation the caller may see; another charter's (or an unknown) id is not found.
-async fn visible_escalation<S: Store>(
+pub(crate) async fn visible_escalation<S: Store>(
     state: &AppState<S>,
     caller: &Caller,
     id: &str,
@@ -1083,6 +908,9 @@ pub async fn decide_escalation_as<S: Store>(
         return Err(ApiError::Forbidden);
     }
     let e = visible_escalation(&state, caller, id).await?;
+    if e.reason == crate::dead_letters::DEAD_LETTER {
+        return Err(crate::dead_letters::not_a_decision());
+    }
     let body: DecideBody = serde_json::from_slice(&body).map_err(|err| {
         ApiError::BadRequest(format!(
             "expected {{\"label\": \"...\", \"fields\": {{}}}}: {err}"
@@ -1164,7 +992,11 @@ pub async fn list_corrections<S: Store>(
         .list_escalations(EscalationFilter {
             charter: Some(q.charter.clone()),
             status: Some(EscalationStatus::Resolved),
+            // A dead letter is no model decision to correct (older stores may hold some
+            // decided with a label): never a training example.
+            not_reason: Some(crate::dead_letters::DEAD_LETTER.to_string()),
             limit: q.limit.unwrap_or(10_000).min(100_000),
+            ..EscalationFilter::default()
         })
         .await?;
     let mut out = Vec::new();
@@ -1225,7 +1057,11 @@ pub fn routes<S: Store>() -> Vec<ApiRoute<S>> {
             "/api/v1/openapi.json",
             get(crate::openapi::serve),
         ),
-        r(Method::GET, "/api/v1/events", get(list_events::<S>)),
+        r(
+            Method::GET,
+            "/api/v1/events",
+            get(crate::list_api::list_events::<S>),
+        ),
         r(Method::GET, "/api/v1/runs", get(list_runs::<S>)),
         r(Method::GET, "/api/v1/in-doubt", get(list_in_doubt::<S>)),
         r(Method::GET, "/api/v1/events/{id}", get(show_event::<S>)),
@@ -1282,7 +1118,11 @@ pub fn routes<S: Store>() -> Vec<ApiRoute<S>> {
             "/api/v1/rejected/{id}/replay",
             post(crate::rejected::replay_rejected::<S>),
         ),
-        r(Method::GET, "/api/v1/approvals", get(list_approvals::<S>)),
+        r(
+            Method::GET,
+            "/api/v1/approvals",
+            get(crate::list_api::list_approvals::<S>),
+        ),
         r(
             Method::GET,
             "/api/v1/approvals/{id}",
@@ -1301,7 +1141,7 @@ pub fn routes<S: Store>() -> Vec<ApiRoute<S>> {
         r(
             Method::GET,
             "/api/v1/escalations",
-            get(list_escalations::<S>),
+            get(crate::list_api::list_escalations::<S>),
         ),
         r(
             Method::GET,
@@ -1314,11 +1154,20 @@ pub fn routes<S: Store>() -> Vec<ApiRoute<S>> {
             post(decide_escalation::<S>),
         ),
         r(
+            Method::POST,
+            "/api/v1/escalations/{id}/retry",
+            post(crate::dead_letters::retry::<S>),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/escalations/{id}/dismiss",
+            post(crate::dead_letters::dismiss::<S>),
+        ),
+        r(
             Method::GET,
             "/api/v1/corrections",
             get(list_corrections::<S>),
         ),
-        r(Method::GET, "/api/v1/audit", get(list_audit::<S>)),
         r(
             Method::GET,
             "/api/v1/knowledge/sources",
@@ -1338,6 +1187,11 @@ pub fn routes<S: Store>() -> Vec<ApiRoute<S>> {
             Method::GET,
             "/api/v1/knowledge/search",
             get(crate::knowledge::api::search::<S>),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/audit",
+            get(crate::list_api::list_audit::<S>),
         ),
     ]
     .into_iter()

@@ -210,12 +210,13 @@ fn parse_forwarded_ip(part: &str) -> Option<IpAddr> {
 }
 
 /// The content security policy of every answer: nothing but the UI's one stylesheet (by
-/// its hash), forms to this origin, no framing.
+/// its hash), scripts from this origin only (the UI's one static file, `/assets/inbox.js`;
+/// no inline script), requests and forms to this origin, no framing.
 fn content_security_policy() -> HeaderValue {
     let hash = base64::engine::general_purpose::STANDARD
         .encode(Sha256::digest(crate::ui::html::STYLE.as_bytes()));
     let policy = format!(
-        "default-src 'none'; style-src 'sha256-{hash}'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'sha256-{hash}'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     );
     HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static("default-src 'none'"))
 }

@@ -378,7 +378,8 @@ async fn notice<S: Store>(
                 title: format!("Approval needed: {} ({})", a.action, a.charter),
                 facts,
                 evidence: format!("{decision}\nparameters: {}", excerpt(&a.params)),
-                link: format!("{base}/events/{}", a.event_id),
+                // Where it can be decided: the inbox with this approval selected.
+                link: format!("{base}/inbox?tab=approvals&item={}", a.id),
                 inbox,
                 labels: Vec::new(),
             }))
@@ -414,7 +415,15 @@ async fn notice<S: Store>(
                     ("Event".into(), e.event_id.to_string()),
                 ],
                 evidence: format!("{decision}\ndetail: {}", excerpt(&e.detail)),
-                link: format!("{base}/events/{}", e.event_id),
+                link: format!(
+                    "{base}/inbox?tab={}&item={}",
+                    if e.reason == crate::dead_letters::DEAD_LETTER {
+                        "dead"
+                    } else {
+                        "decisions"
+                    },
+                    e.id
+                ),
                 inbox,
                 labels,
             }))

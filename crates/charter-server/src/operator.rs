@@ -304,6 +304,7 @@ async fn close_pending_approvals<S: Store>(
             status: Some(ApprovalStatus::Pending),
             event_id: Some(event),
             limit: TIMELINE_SCAN,
+            ..ApprovalFilter::default()
         })
         .await?;
     let mut closed = Vec::new();
@@ -503,21 +504,19 @@ pub async fn timeline_data<S: Store>(
     let approvals = store
         .list_approvals(ApprovalFilter {
             charter: Some(charter.clone()),
-            status: None,
             event_id: Some(id),
             limit: TIMELINE_SCAN,
+            ..ApprovalFilter::default()
         })
         .await?;
     let escalations: Vec<_> = store
         .list_escalations(EscalationFilter {
             charter: Some(charter.clone()),
-            status: None,
+            event_id: Some(id),
             limit: TIMELINE_SCAN,
+            ..EscalationFilter::default()
         })
-        .await?
-        .into_iter()
-        .filter(|e| e.event_id == id)
-        .collect();
+        .await?;
     let mut targets: HashSet<String> = HashSet::new();
     targets.insert(id.to_string());
     targets.extend(approvals.iter().map(|a| a.id.to_string()));
@@ -526,9 +525,8 @@ pub async fn timeline_data<S: Store>(
     let mut audit: Vec<_> = store
         .list_audit(AuditFilter {
             charter: Some(charter.clone()),
-            actor: None,
-            action: None,
             limit: TIMELINE_SCAN,
+            ..AuditFilter::default()
         })
         .await?
         .into_iter()

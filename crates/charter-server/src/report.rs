@@ -247,6 +247,20 @@ pub const PALETTE: &[&str] = &[
     "#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#f0e442", "#000000",
 ];
 
+/// The colour of series `k` named `name`: an outcome or status keeps its meaning whatever
+/// the series' order (failed red, completed green, waiting amber, ...); other series take
+/// the palette in order.
+pub fn series_colour(name: &str, k: usize) -> &'static str {
+    match name {
+        "completed" | "done" | "succeeded" => "#1a7f37",
+        "failed" | "dead_lettered" | "interrupted" => "#c62828",
+        "escalated" | "waiting" | "awaiting_approval" => "#b26a00",
+        "rejected" => "#6a3d9a",
+        "skipped" | "shadow" => "#6b7785",
+        _ => PALETTE[k % PALETTE.len()],
+    }
+}
+
 /// One named series of a chart: one value per bucket.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
@@ -339,7 +353,7 @@ pub fn svg_bar_chart(
             let _ = write!(
                 o,
                 "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{bar:.1}\" height=\"{bh:.1}\" fill=\"{}\"><title>{}: {} {}</title></rect>",
-                PALETTE[k % PALETTE.len()],
+                series_colour(&s.name, k),
                 xml_escape(label),
                 xml_escape(&s.name),
                 fmt_num(v)
@@ -372,7 +386,7 @@ pub fn svg_bar_chart(
                 o,
                 "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"9\" height=\"9\" fill=\"{}\"/><text x=\"{:.1}\" y=\"{y:.1}\" font-size=\"10\" font-family=\"sans-serif\">{}</text>",
                 y - 9.0,
-                PALETTE[k % PALETTE.len()],
+                series_colour(&s.name, k),
                 x + 12.0,
                 xml_escape(&s.name)
             );
@@ -518,6 +532,9 @@ mod tests {
             120,
         );
         assert!(svg.starts_with("<svg ") && svg.ends_with("</svg>"));
+        assert_eq!(series_colour("failed", 0), "#c62828");
+        assert_eq!(series_colour("completed", 1), "#1a7f37");
+        assert_eq!(series_colour("other", 1), PALETTE[1]);
         assert!(svg.contains("a &lt;b&gt; &amp; &quot;c&quot;"));
         assert!(!svg.contains("<b>"));
         assert!(svg.contains("s&lt;2&gt;"));

@@ -178,6 +178,8 @@ async fn process_claimed_in_span<S: Store>(
     let event_id = claimed.event.id;
     let charter_name = claimed.event.charter.clone();
     let received_at = claimed.event.received_at;
+    // A run after the first may be the retry of a dead letter, which its success closes.
+    let rerun = claimed.attempt > 1;
     note_interrupted(&state, &claimed);
     let renew = async {
         let every = (lease / 3).max(Duration::from_millis(50));
@@ -245,6 +247,8 @@ async fn process_claimed_in_span<S: Store>(
             count_finished(&state, &charter_name, received_at, finished);
             if w.released == Some(false) {
                 tracing::warn!(event = %event_id, "lease lost before release")
+            } else if rerun && finished == Some(RunOutcome::Completed) {
+                crate::dead_letters::close_after_success(&state, event_id).await;
             }
         }
         Err(e) => tracing::error!(event = %event_id, error = %e, "release failed"),

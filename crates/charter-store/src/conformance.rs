@@ -29,6 +29,9 @@ use crate::{
 use crate::{INTERRUPTED_ERROR, InDoubtFilter, InDoubtRef, InterruptedRun};
 
 pub use crate::knowledge_conformance::check_knowledge;
+pub use crate::lists_conformance::{
+    check_close_escalation, check_paged_events, check_paged_queues,
+};
 pub use crate::notifications_conformance::check_notifications;
 pub use crate::report_conformance::{check_incidents, check_reports};
 pub use crate::rollout_conformance::check_rollout;
@@ -118,6 +121,9 @@ pub async fn run_all<S: Store>(store: &S) -> CheckResult {
         ("claim_context", check_claim_context(store).await),
         ("list_events", check_list_events(store).await),
         ("list_runs", check_list_runs(store).await),
+        ("paged_events", check_paged_events(store).await),
+        ("paged_queues", check_paged_queues(store).await),
+        ("close_escalation", check_close_escalation(store).await),
         ("pending_counts", check_pending_counts(store).await),
         ("approvals", check_approvals(store).await),
         (
@@ -2429,6 +2435,7 @@ pub async fn check_escalations<S: Store>(store: &S) -> CheckResult {
             charter: Some(c.clone()),
             status: Some(EscalationStatus::Open),
             limit: 0,
+            ..EscalationFilter::default()
         })
         .await
         .ctx("list")?;

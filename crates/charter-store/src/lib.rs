@@ -22,8 +22,10 @@ pub mod conformance;
 pub mod decision;
 pub mod knowledge;
 mod knowledge_conformance;
+mod lists_conformance;
 pub mod notifications;
 mod notifications_conformance;
+pub mod page;
 pub mod postgres;
 pub mod report;
 mod report_conformance;
@@ -41,6 +43,7 @@ pub use notifications::{
     Delivery, NewNotification, NotificationKind, NotificationRecord, NotificationState,
     NotificationStore,
 };
+pub use page::{Sort, uuid_prefix_range};
 pub use report::{
     AlertStore, CharterBacklog, CharterReport, Incident, IncidentState, NewIncident,
     NewMeasurement, Readiness, ReportQuery, ReportRates, ReportStore,
@@ -88,7 +91,18 @@ pub struct EventFilter {
     pub status: Option<EventStatus>,
     pub since: Option<UnixMillis>,
     pub until: Option<UnixMillis>,
-    /// Newest first, at most this many (default 100 when 0).
+    /// Only these charters (a caller's scope); empty = all.
+    pub charters: Vec<String>,
+    /// Only events whose id starts with these hexadecimal digits (hyphens ignored); a prefix
+    /// that is not hexadecimal matches nothing. Searched as a range of the primary key.
+    pub id_prefix: Option<String>,
+    /// Only events with exactly this dedupe key (indexed; any charter).
+    pub dedupe_key: Option<String>,
+    /// Newest first (by id, so arrival) unless `OldestFirst`.
+    pub sort: Option<Sort>,
+    /// Keyset paging: only events after this id in the listing's order.
+    pub after: Option<Uuid>,
+    /// At most this many (default 100 when 0).
     pub limit: usize,
 }
 
@@ -217,6 +231,9 @@ pub trait EventStore: Send + Sync + 'static {
         &self,
         filter: EventFilter,
     ) -> impl Future<Output = Result<Vec<EventRecord>>> + Send;
+
+    /// How many events match `filter` (its `after`, `sort` and `limit` aside).
+    fn count_events(&self, filter: EventFilter) -> impl Future<Output = Result<u64>> + Send;
 
     fn list_rejected(
         &self,
@@ -744,6 +761,18 @@ pub struct ApprovalFilter {
     pub charter: Option<String>,
     pub status: Option<ApprovalStatus>,
     pub event_id: Option<Uuid>,
+    /// Only these charters (a caller's scope); empty = all.
+    pub charters: Vec<String>,
+    /// Only approvals of this action.
+    pub action: Option<String>,
+    /// Created at or after.
+    pub since: Option<UnixMillis>,
+    /// Created before.
+    pub until: Option<UnixMillis>,
+    /// Oldest first (by creation, then id) unless `NewestFirst`.
+    pub sort: Option<Sort>,
+    /// Keyset paging: only approvals after this `(created_at, id)` in the listing's order.
+    pub after: Option<(UnixMillis, Uuid)>,
     /// At most this many (default 100 when 0).
     pub limit: usize,
 }
@@ -772,6 +801,9 @@ pub trait ApprovalStore: Send + Sync + 'static {
         &self,
         filter: ApprovalFilter,
     ) -> impl Future<Output = Result<Vec<ApprovalRecord>>> + Send;
+
+    /// How many approvals match `filter` (its `after`, `sort` and `limit` aside).
+    fn count_approvals(&self, filter: ApprovalFilter) -> impl Future<Output = Result<u64>> + Send;
 
     /// Decide an approval atomically: only a `pending` approval whose deadline has not passed
     /// at `now` changes (to approved or rejected). Returns the updated record when this call
@@ -865,6 +897,23 @@ pub struct EscalationRecord {
 pub struct EscalationFilter {
     pub charter: Option<String>,
     pub status: Option<EscalationStatus>,
+    /// Only these charters (a caller's scope); empty = all.
+    pub charters: Vec<String>,
+    /// Only escalations for this reason (`dead_letter`, `low_confidence`, ...).
+    pub reason: Option<String>,
+    /// Only escalations for any reason but this one (the inbox's decisions without the dead
+    /// letters, which have their own list).
+    pub not_reason: Option<String>,
+    /// Only escalations of this event.
+    pub event_id: Option<Uuid>,
+    /// Created at or after.
+    pub since: Option<UnixMillis>,
+    /// Created before.
+    pub until: Option<UnixMillis>,
+    /// Oldest first (by creation, then id) unless `NewestFirst`.
+    pub sort: Option<Sort>,
+    /// Keyset paging: only escalations after this `(created_at, id)` in the listing's order.
+    pub after: Option<(UnixMillis, Uuid)>,
     /// At most this many (default 100 when 0).
     pub limit: usize,
 }
@@ -888,12 +937,39 @@ pub trait EscalationStore: Send + Sync + 'static {
         filter: EscalationFilter,
     ) -> impl Future<Output = Result<Vec<EscalationRecord>>> + Send;
 
+    /// How many escalations match `filter` (its `after`, `sort` and `limit` aside).
+    fn count_escalations(
+        &self,
+        filter: EscalationFilter,
+    ) -> impl Future<Output = Result<u64>> + Send;
+
     /// Resolve an open escalation with a human decision. Returns the updated record when this
     /// call resolved it, `None` if it was unknown or already resolved.
     fn resolve_escalation(
         &self,
         id: Uuid,
         decision: &HumanDecision,
+        by: &str,
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<Option<EscalationRecord>>> + Send;
+
+    /// Close an open escalation without a human decision: a dead letter dismissed, or one
+    /// whose event later succeeded. It is then `resolved` with no `resolution`, so it neither
+    /// replaces a later run's decision nor counts as a correction. Returns the record when
+    /// this call closed it, `None` if it was unknown or already closed.
+    fn close_escalation(
+        &self,
+        id: Uuid,
+        by: &str,
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<Option<EscalationRecord>>> + Send;
+
+    /// Close the event's open escalation for `reason`, if it has one (as
+    /// [`EscalationStore::close_escalation`]).
+    fn close_event_escalation(
+        &self,
+        event_id: Uuid,
+        reason: &str,
         by: &str,
         now: UnixMillis,
     ) -> impl Future<Output = Result<Option<EscalationRecord>>> + Send;
@@ -939,6 +1015,19 @@ pub struct AuditFilter {
     pub charter: Option<String>,
     pub actor: Option<String>,
     pub action: Option<String>,
+    /// Only entries whose action is one of these; empty = any.
+    pub actions: Vec<String>,
+    /// Only entries of these charters (a caller's scope: entries tied to no charter are then
+    /// left out); empty = all.
+    pub charters: Vec<String>,
+    /// At or after.
+    pub since: Option<UnixMillis>,
+    /// Before.
+    pub until: Option<UnixMillis>,
+    /// Newest first (by sequence) unless `OldestFirst`.
+    pub sort: Option<Sort>,
+    /// Keyset paging: only entries after this sequence number in the listing's order.
+    pub after: Option<i64>,
     /// At most this many (default 100 when 0).
     pub limit: usize,
 }
@@ -952,4 +1041,7 @@ pub trait AuditStore: Send + Sync + 'static {
         &self,
         filter: AuditFilter,
     ) -> impl Future<Output = Result<Vec<AuditEntry>>> + Send;
+
+    /// How many entries match `filter` (its `after`, `sort` and `limit` aside).
+    fn count_audit(&self, filter: AuditFilter) -> impl Future<Output = Result<u64>> + Send;
 }

@@ -13,6 +13,7 @@
 mod checkpoint;
 mod decision;
 mod knowledge;
+mod lists;
 mod notifications;
 mod operator;
 mod report;
@@ -64,6 +65,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0012_in_doubt.sql"),
     include_str!("../migrations/sqlite/0013_rollout.sql"),
     include_str!("../migrations/sqlite/0014_knowledge.sql"),
+    include_str!("../migrations/sqlite/0016_lists.sql"),
 ];
 
 /// The schema version this build creates and expects.
@@ -578,7 +580,7 @@ fn limit_of(limit: usize) -> i64 {
 /// its `?`s in order.
 #[derive(Default)]
 struct Conditions {
-    clauses: Vec<&'static str>,
+    clauses: Vec<std::borrow::Cow<'static, str>>,
     args: Vec<Value>,
 }
 
@@ -586,14 +588,37 @@ impl Conditions {
     /// Add `clause` (with one `?`) when `value` is set.
     fn when(&mut self, clause: &'static str, value: Option<impl Into<Value>>) {
         if let Some(v) = value {
-            self.clauses.push(clause);
+            self.clauses.push(clause.into());
             self.args.push(v.into());
         }
     }
 
     /// Add a clause that takes no argument.
     fn always(&mut self, clause: &'static str) {
-        self.clauses.push(clause);
+        self.clauses.push(clause.into());
+    }
+
+    /// Add a clause built at run time with its arguments (one per `?`, in order).
+    fn raw(&mut self, clause: String, args: Vec<Value>) {
+        self.clauses.push(clause.into());
+        self.args.extend(args);
+    }
+
+    /// Add `column IN (?, …)` when `values` is not empty.
+    fn any_of(&mut self, column: &str, values: &[String]) {
+        if values.is_empty() {
+            return;
+        }
+        let marks = vec!["?"; values.len()].join(", ");
+        self.raw(
+            format!("{column} IN ({marks})"),
+            values.iter().map(|v| Value::Text(v.clone())).collect(),
+        );
+    }
+
+    /// The `WHERE …` text and the arguments, for a query without a limit.
+    fn without_limit(self) -> (String, Vec<Value>) {
+        (crate::where_clause(&self.clauses), self.args)
     }
 
     /// The `WHERE …` text and the arguments, with the listing's limit as the last one (for
@@ -735,24 +760,11 @@ impl EventStore for SqliteStore {
     }
 
     async fn list_events(&self, filter: EventFilter) -> Result<Vec<EventRecord>> {
-        self.read(move |conn| {
-            let mut c = Conditions::default();
-            c.when("charter = ?", filter.charter);
-            c.when("status = ?", filter.status.map(|s| s.as_str().to_string()));
-            c.when("received_at >= ?", filter.since);
-            c.when("received_at < ?", filter.until);
-            let (where_sql, args) = c.with_limit(filter.limit);
-            let sql =
-                format!("SELECT {EVENT_COLS} FROM events {where_sql} ORDER BY id DESC LIMIT ?");
-            let mut stmt = conn
-                .prepare_cached(&sql)
-                .map_err(db("preparing list_events"))?;
-            let rows = stmt
-                .query(rusqlite::params_from_iter(args))
-                .map_err(db("listing events"))?;
-            collect(rows, rows::event_record)
-        })
-        .await
+        self.page_events(filter).await
+    }
+
+    async fn count_events(&self, filter: EventFilter) -> Result<u64> {
+        self.count_events_matching(filter).await
     }
 
     async fn list_rejected(
@@ -2088,22 +2100,11 @@ impl ApprovalStore for SqliteStore {
     }
 
     async fn list_approvals(&self, filter: ApprovalFilter) -> Result<Vec<ApprovalRecord>> {
-        self.read(move |conn| {
-            let mut c = Conditions::default();
-            c.when("charter = ?", filter.charter);
-            c.when("status = ?", filter.status.map(|s| s.as_str().to_string()));
-            c.when("event_id = ?", filter.event_id.map(|e| e.to_string()));
-            let (where_sql, args) = c.with_limit(filter.limit);
-            query_approvals(
-                conn,
-                &format!(
-                    "SELECT {APPROVAL_COLS} FROM approvals {where_sql}
-                     ORDER BY created_at, id LIMIT ?"
-                ),
-                args,
-            )
-        })
-        .await
+        self.page_approvals(filter).await
+    }
+
+    async fn count_approvals(&self, filter: ApprovalFilter) -> Result<u64> {
+        self.count_approvals_matching(filter).await
     }
 
     async fn decide_approval(
@@ -2286,21 +2287,11 @@ impl EscalationStore for SqliteStore {
     }
 
     async fn list_escalations(&self, filter: EscalationFilter) -> Result<Vec<EscalationRecord>> {
-        self.read(move |conn| {
-            let mut c = Conditions::default();
-            c.when("charter = ?", filter.charter);
-            c.when("status = ?", filter.status.map(|s| s.as_str().to_string()));
-            let (where_sql, args) = c.with_limit(filter.limit);
-            query_escalations(
-                conn,
-                &format!(
-                    "SELECT {ESCALATION_COLS} FROM escalations {where_sql}
-                     ORDER BY created_at, id LIMIT ?"
-                ),
-                args,
-            )
-        })
-        .await
+        self.page_escalations(filter).await
+    }
+
+    async fn count_escalations(&self, filter: EscalationFilter) -> Result<u64> {
+        self.count_escalations_matching(filter).await
     }
 
     async fn resolve_escalation(
@@ -2330,6 +2321,34 @@ impl EscalationStore for SqliteStore {
             )?
             .pop())
         })
+        .await
+    }
+
+    async fn close_escalation(
+        &self,
+        id: Uuid,
+        by: &str,
+        now: UnixMillis,
+    ) -> Result<Option<EscalationRecord>> {
+        self.close_where("id = ?1", Value::Text(id.to_string()), None, by, now)
+            .await
+    }
+
+    async fn close_event_escalation(
+        &self,
+        event_id: Uuid,
+        reason: &str,
+        by: &str,
+        now: UnixMillis,
+    ) -> Result<Option<EscalationRecord>> {
+        let reason = Some(reason.to_string());
+        self.close_where(
+            "event_id = ?1",
+            Value::Text(event_id.to_string()),
+            reason,
+            by,
+            now,
+        )
         .await
     }
 
@@ -2370,38 +2389,11 @@ impl AuditStore for SqliteStore {
     }
 
     async fn list_audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>> {
-        self.read(move |conn| {
-            let mut c = Conditions::default();
-            c.when("charter = ?", filter.charter);
-            c.when("actor = ?", filter.actor);
-            c.when("action = ?", filter.action);
-            let (where_sql, args) = c.with_limit(filter.limit);
-            let mut stmt = conn
-                .prepare_cached(&format!(
-                    "SELECT seq, at, actor, action, charter, target, detail FROM audit_log
-                     {where_sql} ORDER BY seq DESC LIMIT ?"
-                ))
-                .map_err(db("preparing list_audit"))?;
-            let rows = stmt
-                .query(rusqlite::params_from_iter(args))
-                .map_err(db("listing the audit log"))?;
-            collect(rows, |r| {
-                let detail: Option<String> = rows::get_col(r, 6)?;
-                Ok(AuditEntry {
-                    seq: rows::get_col(r, 0)?,
-                    at: rows::get_col(r, 1)?,
-                    actor: rows::get_col(r, 2)?,
-                    action: rows::get_col(r, 3)?,
-                    charter: rows::get_col(r, 4)?,
-                    target: rows::get_col(r, 5)?,
-                    detail: detail
-                        .map(|d| rows::parse_json("audit detail", &d))
-                        .transpose()?
-                        .unwrap_or(serde_json::Value::Null),
-                })
-            })
-        })
-        .await
+        self.page_audit(filter).await
+    }
+
+    async fn count_audit(&self, filter: AuditFilter) -> Result<u64> {
+        self.count_audit_matching(filter).await
     }
 }
 

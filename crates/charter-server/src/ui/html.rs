@@ -39,7 +39,8 @@ pub fn url_enc(s: &str) -> String {
 /// A JSON value, pretty-printed and escaped, in a `<pre>`.
 pub fn json_block(v: &serde_json::Value) -> String {
     let text = serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string());
-    format!("<pre class=\"json\">{}</pre>", esc(&text))
+    // Focusable: a scrolling region must be reachable by keyboard.
+    format!("<pre class=\"json\" tabindex=\"0\">{}</pre>", esc(&text))
 }
 
 /// Unix milliseconds as `YYYY-MM-DD HH:MM:SS` on `zone`'s wall clock (`server.timezone`;
@@ -101,48 +102,73 @@ pub struct Viewer<'a> {
 /// The UI's one stylesheet, inlined in every page; the content security policy allows it
 /// by its hash (`guard::content_security_policy`), so it must stay the only style.
 pub(crate) const STYLE: &str = r#"
-:root{--fg:#1d2329;--muted:#66717c;--line:#d9dee3;--bg:#f6f7f9;--accent:#1f5fbf}
+:root{color-scheme:light dark;--fg:#1d2329;--muted:#5b6670;--line:#d9dee3;--bg:#f6f7f9;--card:#fff;--head:#eef1f4;--accent:#1f5fbf;--sel:#e5efff;--ok-bg:#dcf2e3;--ok:#17602f;--bad-bg:#fbe0e0;--bad:#8a1c1c;--warn-bg:#fff0cc;--warn:#6b4700;--focus:#1f5fbf}
+@media (prefers-color-scheme:dark){:root{--fg:#e3e7eb;--muted:#a3afbb;--line:#3a444e;--bg:#12171c;--card:#1b2229;--head:#232c35;--accent:#8ab4ff;--sel:#203450;--ok-bg:#173d25;--ok:#9be3b0;--bad-bg:#4a1d1d;--bad:#ffb4b4;--warn-bg:#46360f;--warn:#ffd98a;--focus:#8ab4ff}}
 *{box-sizing:border-box}
 body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);background:var(--bg)}
-header{display:flex;align-items:center;gap:18px;padding:10px 20px;background:#17202a;color:#fff}
+.skip{position:absolute;left:-9999px;top:0;background:var(--card);color:var(--accent);padding:6px 10px;z-index:10}
+.skip:focus{left:8px;top:8px}
+.sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
+:focus-visible{outline:3px solid var(--focus);outline-offset:2px}
+header{display:flex;flex-wrap:wrap;align-items:center;gap:8px 18px;padding:10px 20px;background:#17202a;color:#fff}
 header a{color:#dfe6ee;text-decoration:none;font-weight:500}
 header a:hover{color:#fff}
 header .brand{font-weight:700;letter-spacing:.02em;margin-right:10px}
-header .who{margin-left:auto;color:#aab6c2;font-size:13px}
-header form button{background:none;border:1px solid #566574;color:#dfe6ee;padding:2px 8px;border-radius:4px;cursor:pointer}
-main{padding:18px 20px;max-width:1200px}
+header .who{margin-left:auto;color:#c3ccd5;font-size:13px}
+header form button{background:none;border:1px solid #7b8a99;color:#dfe6ee;padding:2px 8px;border-radius:4px;cursor:pointer}
+.count:not(:empty){display:inline-block;min-width:1.4em;padding:0 5px;border-radius:9px;background:#c62828;color:#fff;font-size:12px;text-align:center}
+main{padding:18px 20px;max-width:1400px}
 h1{font-size:20px;margin:4px 0 14px}
 h2{font-size:16px;margin:22px 0 8px}
 h3{font-size:14px;margin:10px 0 6px}
 a{color:var(--accent)}
-table{border-collapse:collapse;width:100%;background:#fff;border:1px solid var(--line)}
-th,td{text-align:left;padding:6px 8px;border-bottom:1px solid var(--line);vertical-align:top}
-th{background:#eef1f4;font-weight:600;font-size:13px}
-.card{background:#fff;border:1px solid var(--line);border-radius:6px;padding:12px 14px;margin:0 0 12px}
+code{word-break:break-all}
+table{border-collapse:collapse;width:100%;background:var(--card);border:1px solid var(--line)}
+th,td{text-align:left;padding:6px 8px;border-bottom:1px solid var(--line);vertical-align:top;overflow-wrap:anywhere}
+th{background:var(--head);font-weight:600;font-size:13px}
+.card{background:var(--card);border:1px solid var(--line);border-radius:6px;padding:12px 14px;margin:0 0 12px}
+.card h2{margin-top:4px}
 .meta{color:var(--muted);font-size:13px}
-.grid{display:grid;grid-template-columns:1fr 1fr;gap:12px}
-pre.json{background:#f3f5f7;border:1px solid var(--line);padding:8px;border-radius:4px;overflow:auto;max-height:260px;margin:4px 0;font-size:12px}
-.badge{display:inline-block;padding:0 7px;border-radius:9px;font-size:12px;font-weight:600;background:#e7eaee;color:#38434e}
-.badge.ok{background:#dcf2e3;color:#17602f}.badge.bad{background:#fbe0e0;color:#8a1c1c}.badge.warn{background:#fff0cc;color:#7a5200}
-.banner{background:#fff4d6;border:1px solid #f0d48a;padding:8px 12px;border-radius:4px;margin-bottom:14px}
-.flash{background:#e4f1ff;border:1px solid #b4d3f5;padding:8px 12px;border-radius:4px;margin-bottom:14px}
-.error{background:#fde7e7;border:1px solid #f1b2b2;padding:8px 12px;border-radius:4px;margin-bottom:14px}
+.grid{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:12px}
+pre.json{background:var(--head);border:1px solid var(--line);padding:8px;border-radius:4px;overflow:auto;max-height:260px;margin:4px 0;font-size:12px;white-space:pre-wrap;overflow-wrap:anywhere}
+.badge{display:inline-block;padding:0 7px;border-radius:9px;font-size:12px;font-weight:600;background:var(--head);color:var(--fg)}
+.badge.ok{background:var(--ok-bg);color:var(--ok)}.badge.bad{background:var(--bad-bg);color:var(--bad)}.badge.warn{background:var(--warn-bg);color:var(--warn)}
+.banner{background:var(--warn-bg);color:var(--warn);border:1px solid #f0d48a;padding:8px 12px;border-radius:4px;margin-bottom:14px}
+.flash{background:var(--sel);border:1px solid #b4d3f5;padding:8px 12px;border-radius:4px;margin-bottom:14px}
+.error{background:var(--bad-bg);color:var(--bad);border:1px solid #f1b2b2;padding:8px 12px;border-radius:4px;margin-bottom:14px}
 form.inline{display:inline}
-button{font:inherit;padding:4px 12px;border-radius:4px;border:1px solid #9aa6b2;background:#fff;cursor:pointer}
-button.primary{background:#1f7a3d;border-color:#1f7a3d;color:#fff}
-button.danger{background:#fff;border-color:#b33;color:#b33}
-input[type=text],input[type=password],select,textarea{font:inherit;padding:4px 6px;border:1px solid #9aa6b2;border-radius:4px}
+button{font:inherit;padding:4px 12px;border-radius:4px;border:1px solid #7b8794;background:var(--card);color:var(--fg);cursor:pointer}
+button.primary{background:#1a7f37;border-color:#1a7f37;color:#fff}
+button.danger{background:var(--card);border-color:#c62828;color:var(--bad)}
+input[type=text],input[type=password],input[type=number],input[type=datetime-local],select,textarea{font:inherit;padding:4px 6px;border:1px solid #7b8794;border-radius:4px;background:var(--card);color:var(--fg);max-width:100%}
 textarea{width:100%;font-family:ui-monospace,Menlo,monospace;font-size:12px}
+label{display:inline-flex;gap:6px;align-items:center;flex-wrap:wrap}
+label.wide{display:block}
+.field{margin:6px 0}.field label{margin-right:8px}
 .actions{display:flex;flex-wrap:wrap;gap:8px;align-items:center;margin-top:8px}
-.charts{display:flex;flex-wrap:wrap;gap:12px}.charts svg{background:#fff;border:1px solid var(--line)}
+.charts{display:flex;flex-wrap:wrap;gap:12px}.charts svg{background:#fff;border:1px solid var(--line);max-width:100%;height:auto}
 details summary{cursor:pointer;color:var(--accent)}
 .timeline{list-style:none;margin:0;padding:0;border-left:3px solid var(--line)}
-.timeline li{margin:0 0 10px 0;padding:6px 12px;position:relative;background:#fff;border:1px solid var(--line);border-radius:6px;margin-left:14px}
+.timeline li{margin:0 0 10px 0;padding:6px 12px;position:relative;background:var(--card);border:1px solid var(--line);border-radius:6px;margin-left:14px}
 .timeline li::before{content:"";position:absolute;left:-22px;top:12px;width:11px;height:11px;border-radius:50%;background:var(--accent)}
 .timeline .kind{font-weight:600}
 .filters{display:flex;gap:8px;align-items:center;margin-bottom:12px;flex-wrap:wrap}
 .narrow{max-width:420px}
 .wide{width:100%}
+.tabs{display:flex;flex-wrap:wrap;gap:4px;border-bottom:1px solid var(--line);margin-bottom:10px}
+.tabs a{padding:6px 12px;text-decoration:none;border:1px solid transparent;border-bottom:none;border-radius:6px 6px 0 0}
+.tabs a[aria-current=page]{background:var(--card);border-color:var(--line);font-weight:600}
+.split{display:grid;grid-template-columns:minmax(0,5fr) minmax(0,6fr);gap:14px;align-items:start}
+.list table.rows td,.list table.rows th{padding:5px 8px}
+tr.selected td{background:var(--sel)}
+tr.selected td:first-child{box-shadow:inset 3px 0 0 var(--accent)}
+.detail{position:sticky;top:8px}
+.diff pre{background:var(--head);border:1px solid var(--line);padding:6px;white-space:pre-wrap}
+.diff del{color:var(--bad);text-decoration:none}.diff ins{color:var(--ok);text-decoration:none}
+.tabs .count{background:var(--head);color:var(--fg)}
+kbd{border:1px solid var(--line);border-bottom-width:2px;border-radius:3px;padding:0 4px;font-size:12px}
+.pager a{margin:0 4px}
+@media (max-width:700px){main{padding:12px 10px}header{padding:8px 10px;gap:6px 12px}header .who{margin-left:0}.grid,.split{grid-template-columns:minmax(0,1fr)}.detail{position:static}th,td{padding:4px 5px}.keys{display:none}}
 "#;
 
 /// The page frame: header with navigation, optional banners, the body.
@@ -150,11 +176,16 @@ pub fn page(title: &str, viewer: Option<&Viewer<'_>>, flash: Option<&str>, body:
     let mut out = String::with_capacity(body.len() + 4096);
     let _ = write!(
         out,
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{} · Charter</title><style>{STYLE}</style></head><body><header><span class=\"brand\">Charter</span>",
-        esc(title)
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{} · Charter</title><style>{STYLE}</style>{}</head><body><a class=\"skip\" href=\"#main\">Skip to content</a><header><span class=\"brand\">Charter</span>",
+        esc(title),
+        if viewer.is_some() {
+            "<script src=\"/assets/inbox.js\" defer></script>"
+        } else {
+            ""
+        }
     );
     if let Some(v) = viewer {
-        out.push_str("<a href=\"/inbox\">Inbox</a><a href=\"/events\">Events</a><a href=\"/charters\">Charters</a><a href=\"/rejected\">Rejected</a><a href=\"/knowledge\">Knowledge</a>");
+        out.push_str("<nav aria-label=\"Main\"><a href=\"/inbox\">Inbox <span class=\"count\" data-nav-count></span></a> <a href=\"/events\">Events</a> <a href=\"/charters\">Charters</a> <a href=\"/rejected\">Rejected</a> <a href=\"/knowledge\">Knowledge</a> <a href=\"/audit\">Audit</a></nav>");
         let _ = write!(
             out,
             "<span class=\"who\">{} ({})</span>{}",
@@ -163,12 +194,16 @@ pub fn page(title: &str, viewer: Option<&Viewer<'_>>, flash: Option<&str>, body:
             button_form("/logout", v.csrf, "Log out", "")
         );
     }
-    out.push_str("</header><main>");
+    out.push_str("</header><main id=\"main\" tabindex=\"-1\">");
     if viewer.is_some_and(|v| v.open) {
         out.push_str("<div class=\"banner\"><strong>Open access.</strong> charter.yaml defines no tokens, so anyone who can reach this server may use the UI and the API as an admin. Define <code>tokens:</code> before exposing it beyond this machine.</div>");
     }
-    if let Some(f) = flash {
-        let _ = write!(out, "<div class=\"flash\" role=\"status\">{}</div>", esc(f));
+    if let Some(text) = flash.and_then(super::flash::message) {
+        let _ = write!(
+            out,
+            "<div class=\"flash\" role=\"status\">{}</div>",
+            esc(&text)
+        );
     }
     out.push_str(body);
     out.push_str("</main></body></html>");

@@ -38,8 +38,13 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::error::ApiError;
 
+mod assets;
+mod audit;
+mod flash;
+mod forms;
 pub mod html;
-mod knowledge;
+pub mod inbox;
+pub(crate) mod knowledge;
 mod pages;
 pub mod rollout;
 pub mod session;
@@ -79,7 +84,11 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         .route("/", get(root::<S>))
         .route("/login", get(login_page::<S>).post(login::<S>))
         .route("/logout", post(logout::<S>))
-        .route("/inbox", get(pages::inbox::<S>))
+        .route("/inbox", get(inbox::inbox::<S>))
+        .route("/inbox/counts", get(inbox::counts_json::<S>))
+        .route("/inbox/bulk-approve", post(forms::bulk_approve::<S>))
+        .route("/audit", get(audit::audit::<S>))
+        .route("/assets/inbox.js", get(assets::inbox_js))
         .route("/events", get(pages::events::<S>))
         .route("/events/{id}", get(pages::timeline::<S>))
         .route("/events/{id}/replay", post(replay_event::<S>))
@@ -105,6 +114,8 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
             post(rollout::post_route_mode::<S>),
         )
         .route("/samples/{id}/review", post(rollout::post_review::<S>))
+        .route("/escalations/{id}/retry", post(forms::retry::<S>))
+        .route("/escalations/{id}/dismiss", post(forms::dismiss::<S>))
         .layer(DefaultBodyLimit::max(FORM_LIMIT))
         .with_state(ui)
 }
@@ -195,10 +206,14 @@ fn local_path(p: Option<&str>, default: &str) -> String {
     }
 }
 
-/// Append a message for the next page to show.
-fn with_msg(path: &str, msg: &str) -> String {
-    let sep = if path.contains('?') { '&' } else { '?' };
-    format!("{path}{sep}msg={}", html::url_enc(msg))
+/// Append a message code (see [`flash`]) for the next page to show.
+fn with_msg(path: &str, code: &str) -> String {
+    flash::with_code(path, code, None)
+}
+
+/// Append a message code with a count.
+fn with_count(path: &str, code: &str, n: usize) -> String {
+    flash::with_code(path, code, Some(n))
 }
 
 /// The client's address ([`crate::guard::ClientAddr`]: the peer, or the address a trusted
@@ -246,7 +261,7 @@ impl<S: Store> UiState<S> {
 
     /// The request's live session, looked up in the store by its id's hash.
     async fn session(&self, headers: &HeaderMap) -> Result<Option<Session>, UiError> {
-        let Some(id) = session::cookie(headers, SESSION_COOKIE) else {
+        let Some(id) = session::cookie_for(headers, SESSION_COOKIE, is_https(headers)) else {
             return Ok(None);
         };
         let Some(row) = self
@@ -421,7 +436,8 @@ async fn login<S: Store>(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, UiError> {
-    let expected = session::cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
+    let expected =
+        session::cookie_for(&headers, LOGIN_COOKIE, is_https(&headers)).unwrap_or_default();
     let sent = form.get("csrf").map(String::as_str).unwrap_or("");
     if expected.is_empty() || !session::constant_time_eq(sent.as_bytes(), expected.as_bytes()) {
         return Err(UiError::Csrf);
@@ -495,7 +511,7 @@ async fn logout<S: Store>(
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, UiError> {
     ui.require_post(&headers, &form).await?;
-    if let Some(id) = session::cookie(&headers, SESSION_COOKIE) {
+    if let Some(id) = session::cookie_for(&headers, SESSION_COOKIE, is_https(&headers)) {
         ui.app.store.delete_session(&session::id_hash(&id)).await?;
     }
     let mut r = redirect("/login");
@@ -518,7 +534,17 @@ fn back(form: &HashMap<String, String>, default: &str) -> String {
 /// with `msg` shown there.
 fn back_to_charter(form: &HashMap<String, String>, name: &str, msg: &str) -> Response {
     let to = back(form, &format!("/charters/{}", html::url_enc(name)));
-    redirect(&with_msg(&to, msg))
+    redirect(&to_msg(&to, msg))
+}
+
+/// `to` with `msg`: a code, or a code with a count after a `-` (`requeued_failed-3`).
+fn to_msg(to: &str, msg: &str) -> String {
+    match msg.rsplit_once('-') {
+        Some((code, n)) if n.bytes().all(|b| b.is_ascii_digit()) && !n.is_empty() => {
+            with_count(to, code, n.parse().unwrap_or(0))
+        }
+        _ => with_msg(to, msg),
+    }
 }
 
 async fn approve<S: Store>(
@@ -528,30 +554,41 @@ async fn approve<S: Store>(
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, UiError> {
     let s = ui.require_post(&headers, &form).await?;
-    let body = match form.get("params").map(|p| p.trim()) {
-        Some(p) if !p.is_empty() => {
-            let params: Value = serde_json::from_str(p).map_err(|e| {
-                UiError::BadRequest(format!("the edited parameters are not valid JSON: {e}"))
-            })?;
-            serde_json::to_vec(&json!({ "params": params }))
-                .map_err(|e| UiError::BadRequest(e.to_string()))?
-        }
-        _ => Vec::new(),
+    let edited = form
+        .get("params")
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty());
+    let body = match edited {
+        Some(p) => match serde_json::from_str::<Value>(p) {
+            Ok(params) => serde_json::to_vec(&json!({ "params": params }))
+                .map_err(|e| UiError::BadRequest(e.to_string()))?,
+            Err(e) => {
+                let why = format!("The edited parameters are not valid JSON: {e}");
+                return forms::edit_again(&ui, &s, &id, &form, p, &why).await;
+            }
+        },
+        None => Vec::new(),
     };
-    let Json(v) = crate::api::approve(
+    let answer = crate::api::approve(
         State(ui.app.clone()),
         ui.api_headers(&s),
-        Path(id),
+        Path(id.clone()),
         Bytes::from(body),
     )
-    .await?;
-    let edited = v["approval"]["edited_params"].is_object();
-    let msg = format!(
-        "Approved {}{}; the action runs now.",
-        v["approval"]["action"].as_str().unwrap_or("the action"),
-        if edited { " with your edit" } else { "" }
-    );
-    Ok(redirect(&with_msg(&back(&form, "/inbox"), &msg)))
+    .await;
+    let v = match (answer, edited) {
+        (Ok(Json(v)), _) => v,
+        (Err(ApiError::BadRequest(why)), Some(p)) => {
+            return forms::edit_again(&ui, &s, &id, &form, p, &why).await;
+        }
+        (Err(e), _) => return Err(e.into()),
+    };
+    let code = if v["approval"]["edited_params"].is_object() {
+        "approved_edited"
+    } else {
+        "approved"
+    };
+    Ok(redirect(&with_msg(&back(&form, "/inbox"), code)))
 }
 
 async fn reject<S: Store>(
@@ -564,18 +601,14 @@ async fn reject<S: Store>(
     let reason = form.get("reason").cloned().unwrap_or_default();
     let body = serde_json::to_vec(&json!({ "reason": reason }))
         .map_err(|e| UiError::BadRequest(e.to_string()))?;
-    let Json(v) = crate::api::reject(
+    let Json(_) = crate::api::reject(
         State(ui.app.clone()),
         ui.api_headers(&s),
         Path(id),
         Bytes::from(body),
     )
     .await?;
-    let msg = format!(
-        "Rejected {}.",
-        v["approval"]["action"].as_str().unwrap_or("the action")
-    );
-    Ok(redirect(&with_msg(&back(&form, "/inbox"), &msg)))
+    Ok(redirect(&with_msg(&back(&form, "/inbox"), "rejected")))
 }
 
 async fn decide<S: Store>(
@@ -586,15 +619,22 @@ async fn decide<S: Store>(
 ) -> Result<Response, UiError> {
     let s = ui.require_post(&headers, &form).await?;
     let label = form.get("label").cloned().unwrap_or_default();
-    let fields: Value = match form.get("fields").map(|f| f.trim()) {
+    let mut fields: Value = match form.get("fields").map(|f| f.trim()) {
         Some(f) if !f.is_empty() => serde_json::from_str(f)
             .map_err(|e| UiError::BadRequest(format!("the fields are not valid JSON: {e}")))?,
         _ => json!({}),
     };
-    if !fields.is_object() {
+    let Some(map) = fields.as_object_mut() else {
         return Err(UiError::BadRequest(
             "the fields must be a JSON object like {\"order_id\": \"ORD-1\"}".into(),
         ));
+    };
+    let charter = match uuid::Uuid::parse_str(&id) {
+        Ok(u) => ui.app.store.get_escalation(u).await?.map(|e| e.charter),
+        Err(_) => None,
+    };
+    if let Some(c) = charter {
+        map.extend(inbox::typed_fields(&ui, &c, &form)?);
     }
     let body = serde_json::to_vec(&json!({ "label": label, "fields": fields }))
         .map_err(|e| UiError::BadRequest(e.to_string()))?;
@@ -605,8 +645,7 @@ async fn decide<S: Store>(
         Bytes::from(body),
     )
     .await?;
-    let msg = format!("Decided as `{label}`; the run continues with that decision.");
-    Ok(redirect(&with_msg(&back(&form, "/inbox"), &msg)))
+    Ok(redirect(&with_msg(&back(&form, "/inbox"), "decided")))
 }
 
 async fn replay_event<S: Store>(
@@ -621,7 +660,7 @@ async fn replay_event<S: Store>(
             .await?;
     Ok(redirect(&with_msg(
         &format!("/events/{}", html::url_enc(&id)),
-        "Replay queued.",
+        "replayed",
     )))
 }
 
@@ -643,13 +682,8 @@ async fn replay_rejected<S: Store>(
     let response = match answer {
         Ok(r) => r,
         Err(ApiError::Contract { violations, .. }) => {
-            return Ok(redirect(&with_msg(
-                "/rejected",
-                &format!(
-                    "Payload {id} still breaks the contract: {}",
-                    violations.join("; ")
-                ),
-            )));
+            tracing::debug!(payload = %id, violations = violations.len(), "replayed payload still invalid");
+            return Ok(redirect(&with_msg("/rejected", "still_invalid")));
         }
         Err(e) => return Err(e.into()),
     };
@@ -661,8 +695,55 @@ async fn replay_rejected<S: Store>(
     let event = ack["id"].as_str().unwrap_or_default();
     Ok(redirect(&with_msg(
         &format!("/events/{}", html::url_enc(event)),
-        &format!("Rejected payload {id} passed the contract and was stored as this event."),
+        "stored",
     )))
+}
+
+/// Operations that are hard to undo ask first: without `confirm=yes` the form answers with
+/// a page that says what will happen and posts the same fields again with it.
+/// Those who may not do it are refused first (the API's answer: 404 for a charter out of
+/// scope, 403 below admin), so the question is never asked in vain.
+fn unconfirmed<S: Store>(
+    ui: &UiState<S>,
+    s: &Session,
+    (charter, uri): (&str, &str),
+    form: &HashMap<String, String>,
+    title: &str,
+    what: &str,
+) -> Result<Option<Response>, UiError> {
+    if !s.sees(charter) {
+        return Err(UiError::NotFound);
+    }
+    if s.role < Role::Admin {
+        return Err(UiError::Forbidden);
+    }
+    if form.get("confirm").map(String::as_str) == Some("yes") {
+        return Ok(None);
+    }
+    let mut fields = String::new();
+    for (k, v) in form {
+        if k != "confirm" && k != "csrf" {
+            fields.push_str(&format!(
+                "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+                esc(k),
+                esc(v)
+            ));
+        }
+    }
+    let cancel = back(form, "/charters");
+    let body = format!(
+        "<h1>{}</h1><div class=\"card narrow\"><p>{}</p><form method=\"post\" action=\"{}\">{}{}<input type=\"hidden\" name=\"confirm\" value=\"yes\"><div class=\"actions\"><button type=\"submit\" class=\"primary\" autofocus>{}</button><a href=\"{}\">Cancel</a></div></form></div>",
+        esc(title),
+        esc(what),
+        esc(uri),
+        html::csrf_field(&s.csrf),
+        fields,
+        esc(title),
+        esc(&cancel)
+    );
+    Ok(Some(
+        Html(html::page(title, Some(&ui.viewer(s)), None, &body)).into_response(),
+    ))
 }
 
 async fn pause<S: Store>(
@@ -678,11 +759,7 @@ async fn pause<S: Store>(
         Path(name.clone()),
     )
     .await?;
-    Ok(back_to_charter(
-        &form,
-        &name,
-        &format!("Paused {name}: events are kept and wait."),
-    ))
+    Ok(back_to_charter(&form, &name, "paused"))
 }
 
 async fn resume<S: Store>(
@@ -698,7 +775,7 @@ async fn resume<S: Store>(
         Path(name.clone()),
     )
     .await?;
-    Ok(back_to_charter(&form, &name, &format!("Resumed {name}.")))
+    Ok(back_to_charter(&form, &name, "resumed"))
 }
 
 async fn replay_failed<S: Store>(
@@ -710,6 +787,27 @@ async fn replay_failed<S: Store>(
     let s = ui.require_post(&headers, &form).await?;
     if !ui.app.runtime.charters.contains_key(&name) {
         return Err(UiError::NotFound);
+    }
+    let failed = ui
+        .app
+        .store
+        .count_events(charter_store::EventFilter {
+            charter: Some(name.clone()),
+            status: Some(charter_core::model::EventStatus::Failed),
+            ..charter_store::EventFilter::default()
+        })
+        .await?;
+    if let Some(page) = unconfirmed(
+        &ui,
+        &s,
+        (&name, &format!("/charters/{}/replay", html::url_enc(&name))),
+        &form,
+        "Replay failed events",
+        &format!(
+            "Put all {failed} failed event(s) of {name} back in the queue? Each runs again; actions that already succeeded are not sent again."
+        ),
+    )? {
+        return Ok(page);
     }
     let Json(v) = crate::api::replay_failed(
         State(ui.app.clone()),
@@ -724,7 +822,7 @@ async fn replay_failed<S: Store>(
     Ok(back_to_charter(
         &form,
         &name,
-        &format!("{n} failed event(s) of {name} queued again."),
+        &format!("requeued_failed-{n}"),
     ))
 }
 
@@ -795,6 +893,28 @@ async fn replay_range<S: Store>(
             "give the start or the end of the range (or both)".into(),
         ));
     }
+    if let (Some(a), Some(b)) = (since, until)
+        && a >= b
+    {
+        return Err(UiError::BadRequest(
+            "the start of the range must be before its end".into(),
+        ));
+    }
+    if let Some(page) = unconfirmed(
+        &ui,
+        &s,
+        (
+            &name,
+            &format!("/charters/{}/replay-range", html::url_enc(&name)),
+        ),
+        &form,
+        "Replay the range",
+        &format!(
+            "Put every event of {name} received in this range back in the queue, whatever its status? Actions that already succeeded are not sent again."
+        ),
+    )? {
+        return Ok(page);
+    }
     let Json(v) = crate::api::replay_failed(
         State(ui.app.clone()),
         ui.api_headers(&s),
@@ -809,7 +929,7 @@ async fn replay_range<S: Store>(
     Ok(back_to_charter(
         &form,
         &name,
-        &format!("{n} event(s) of {name} received in the range queued again."),
+        &format!("requeued_range-{n}"),
     ))
 }
 
@@ -820,17 +940,28 @@ async fn promote<S: Store>(
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, UiError> {
     let s = ui.require_post(&headers, &form).await?;
+    if let Some(page) = unconfirmed(
+        &ui,
+        &s,
+        (
+            &name,
+            &format!("/charters/{}/promote", html::url_enc(&name)),
+        ),
+        &form,
+        "Promote to live",
+        &format!(
+            "Promote {name} to live? New runs then execute their actions against the real systems instead of only recording them."
+        ),
+    )? {
+        return Ok(page);
+    }
     let Json(_) = crate::operator::promote(
         State(ui.app.clone()),
         ui.api_headers(&s),
         Path(name.clone()),
     )
     .await?;
-    Ok(back_to_charter(
-        &form,
-        &name,
-        &format!("Promoted {name} to live: new runs execute their actions."),
-    ))
+    Ok(back_to_charter(&form, &name, "promoted"))
 }
 
 async fn demote<S: Store>(
@@ -847,11 +978,7 @@ async fn demote<S: Store>(
         Bytes::from_static(br#"{"mode": "shadow"}"#),
     )
     .await?;
-    Ok(back_to_charter(
-        &form,
-        &name,
-        &format!("{name} is back in shadow mode: new runs only record what they would do."),
-    ))
+    Ok(back_to_charter(&form, &name, "demoted"))
 }
 
 async fn reroute<S: Store>(
@@ -873,7 +1000,7 @@ async fn reroute<S: Store>(
     .await?;
     Ok(redirect(&with_msg(
         &format!("/events/{}", html::url_enc(&id)),
-        "Rerouted to the manual queue: it waits in the inbox for a human decision.",
+        "rerouted",
     )))
 }
 

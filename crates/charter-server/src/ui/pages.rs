@@ -8,10 +8,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::Html;
 use charter_core::config::Role;
-use charter_core::model::{ActionRecord, ActionStatus, EventRecord, EventStatus, RunRecord};
+use charter_core::model::{ActionRecord, ActionStatus, EventStatus, RunRecord};
 use charter_store::{
-    ApprovalFilter, ApprovalRecord, ApprovalStatus, EscalationFilter, EscalationRecord,
-    EscalationStatus, EventFilter, Store,
+    ApprovalFilter, ApprovalStatus, EscalationFilter, EscalationStatus, EventFilter, Store,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -26,22 +25,24 @@ use charter_core::cron::Zone;
 
 /// Most items one page lists.
 const PAGE_LIMIT: usize = 200;
-/// Events read to count a charter's events by status.
+/// Records read for the shadow record's comparison (a bounded sample, not a count).
 const COUNT_LIMIT: usize = 10_000;
+/// Events on one page of the events list.
+const EVENTS_PAGE: usize = 100;
 
-#[derive(Debug, Default, Deserialize)]
-pub struct InboxQuery {
-    pub charter: Option<String>,
-    pub msg: Option<String>,
-}
-
-fn non_empty(s: Option<String>) -> Option<String> {
+pub(super) fn non_empty(s: Option<String>) -> Option<String> {
     s.filter(|v| !v.trim().is_empty())
 }
 
 /// A `<select>` of the charters this session sees, for a filter form.
-fn charter_select<S: Store>(ui: &UiState<S>, s: &Session, selected: Option<&str>) -> String {
-    let mut out = String::from("<select name=\"charter\"><option value=\"\">all charters</option>");
+pub(super) fn charter_select<S: Store>(
+    ui: &UiState<S>,
+    s: &Session,
+    selected: Option<&str>,
+) -> String {
+    let mut out = String::from(
+        "<select name=\"charter\" aria-label=\"Charter\"><option value=\"\">all charters</option>",
+    );
     for name in ui.app.runtime.charters.keys().filter(|n| s.sees(n)) {
         let sel = if selected == Some(name.as_str()) {
             " selected"
@@ -54,12 +55,12 @@ fn charter_select<S: Store>(ui: &UiState<S>, s: &Session, selected: Option<&str>
     out
 }
 
-fn event_link(id: Uuid) -> String {
+pub(super) fn event_link(id: Uuid) -> String {
     format!("<a href=\"/events/{id}\"><code>{id}</code></a>")
 }
 
 /// The decision a run took, in one line.
-fn decision_line(run: &RunRecord) -> String {
+pub(super) fn decision_line(run: &RunRecord) -> String {
     match &run.decision {
         None => "no decision stage".into(),
         Some(d) => format!(
@@ -75,255 +76,29 @@ fn decision_line(run: &RunRecord) -> String {
     }
 }
 
-pub async fn inbox<S: Store>(
-    State(ui): State<UiState<S>>,
-    headers: HeaderMap,
-    uri: Uri,
-    Query(q): Query<InboxQuery>,
-) -> Result<Html<String>, UiError> {
-    let s = ui.require(&headers, &uri).await?;
-    let charter = non_empty(q.charter);
-    let store = &ui.app.store;
-    let visible = charter.as_deref().is_none_or(|c| s.sees(c));
-    let (approvals, escalations) = if visible {
-        let a = store
-            .list_approvals(ApprovalFilter {
-                charter: charter.clone(),
-                status: Some(ApprovalStatus::Pending),
-                event_id: None,
-                limit: PAGE_LIMIT,
-            })
-            .await?;
-        let e = store
-            .list_escalations(EscalationFilter {
-                charter: charter.clone(),
-                status: Some(EscalationStatus::Open),
-                limit: PAGE_LIMIT,
-            })
-            .await?;
-        (
-            a.into_iter().filter(|a| s.sees(&a.charter)).collect(),
-            e.into_iter().filter(|e| s.sees(&e.charter)).collect(),
-        )
-    } else {
-        (Vec::new(), Vec::new())
-    };
-    let back = uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/inbox")
-        .split("msg=")
-        .next()
-        .unwrap_or("/inbox")
-        .trim_end_matches(['&', '?'])
-        .to_string();
-    let mut body = String::new();
-    let _ = write!(
-        body,
-        "<h1>Inbox</h1><form class=\"filters\" method=\"get\" action=\"/inbox\">{}<button type=\"submit\">Filter</button></form>",
-        charter_select(&ui, &s, charter.as_deref())
-    );
-    let _ = write!(body, "<h2>Approvals waiting ({})</h2>", approvals.len());
-    if approvals.is_empty() {
-        body.push_str("<p class=\"meta\">No action is waiting for approval.</p>");
-    }
-    for a in &approvals {
-        body.push_str(&approval_card(&ui, &s, a, &back).await?);
-    }
-    let _ = write!(body, "<h2>Escalations open ({})</h2>", escalations.len());
-    if escalations.is_empty() {
-        body.push_str("<p class=\"meta\">Nothing is escalated to a human.</p>");
-    }
-    for e in &escalations {
-        body.push_str(&escalation_card(&ui, &s, e, &back).await?);
-    }
-    Ok(Html(page(
-        "Inbox",
-        Some(&ui.viewer(&s)),
-        q.msg.as_deref(),
-        &body,
-    )))
-}
-
-/// Where an approval's or escalation's notifications went, one entry per target: state,
-/// attempts, and the send time or the last error. Empty when nothing was queued.
-async fn notifications_line<S: Store>(ui: &UiState<S>, item: Uuid) -> Result<String, UiError> {
-    let list = ui.app.store.list_notifications(Some(item), 100).await?;
-    if list.is_empty() {
-        return Ok(String::new());
-    }
-    let mut out = String::from("<div class=\"meta notifications\">notified: ");
-    for (i, n) in list.iter().enumerate() {
-        if i > 0 {
-            out.push_str(" · ");
-        }
-        let _ = write!(
-            out,
-            "<span data-target=\"{0}\"><code>{0}</code> {1} {2} attempt{3}",
-            esc(&n.target),
-            badge(n.state.as_str()),
-            n.attempts,
-            if n.attempts == 1 { "" } else { "s" }
-        );
-        match (n.sent_at, &n.last_error) {
-            (Some(at), _) => {
-                let _ = write!(out, ", sent {}", time(ui.zone(), at));
-            }
-            (None, Some(e)) => {
-                let _ = write!(out, ", last error: {}", esc(e));
-            }
-            (None, None) => {}
-        }
-        out.push_str("</span>");
-    }
-    out.push_str("</div>");
-    Ok(out)
-}
-
-async fn approval_card<S: Store>(
-    ui: &UiState<S>,
-    s: &Session,
-    a: &ApprovalRecord,
-    back: &str,
-) -> Result<String, UiError> {
-    let store = &ui.app.store;
-    let event = store.get_event(a.event_id).await?;
-    let runs = store.runs_for_event(a.event_id).await?;
-    let run = runs.iter().find(|r| r.id == a.run_id).or(runs.last());
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        "<div class=\"card approval\" data-approval=\"{}\" data-event=\"{}\"><h3>{} <span class=\"meta\">· {}</span> {}</h3>",
-        a.id,
-        a.event_id,
-        esc(&a.action),
-        esc(&a.charter),
-        badge(a.status.as_str())
-    );
-    let _ = write!(
-        out,
-        "<div class=\"meta\">requested {} · {} · reviewers: {} · event {}</div>",
-        time(ui.zone(), a.created_at),
-        a.expires_at
-            .map(|t| format!("expires {}", time(ui.zone(), t)))
-            .unwrap_or_else(|| "no deadline".into()),
-        if a.reviewers.is_empty() {
-            "any reviewer".to_string()
-        } else {
-            esc(&a.reviewers.join(", "))
-        },
-        event_link(a.event_id)
-    );
-    out.push_str(&notifications_line(ui, a.id).await?);
-    out.push_str("<div class=\"grid\"><div><h3>Parameters it will run with</h3>");
-    out.push_str(&json_block(&a.params));
-    let _ = write!(
-        out,
-        "<div class=\"meta\">bound to <code>{}</code></div></div><div><h3>Evidence</h3>",
-        esc(&a.params_hash[..a.params_hash.len().min(16)])
-    );
-    if let Some(r) = run {
-        let _ = write!(out, "<div>Decision: {}</div>", decision_line(r));
-    }
-    if let Some(e) = &event {
-        out.push_str(&json_block(&e.event.payload));
-    }
-    out.push_str("</div></div>");
-    out.push_str(&super::knowledge::cited_block(ui, a.run_id).await?);
-    if s.role >= Role::Reviewer {
-        let base = format!("/approvals/{}", a.id);
-        let pretty = serde_json::to_string_pretty(&a.params).unwrap_or_default();
-        let _ = write!(
-            out,
-            "<div class=\"actions\">\
-             <form method=\"post\" action=\"{base}/approve\" class=\"inline\">{csrf}<input type=\"hidden\" name=\"back\" value=\"{back}\"><button type=\"submit\" class=\"primary\">Approve</button></form>\
-             <form method=\"post\" action=\"{base}/reject\" class=\"inline\">{csrf}<input type=\"hidden\" name=\"back\" value=\"{back}\"><input type=\"text\" name=\"reason\" placeholder=\"reason (required)\" required> <button type=\"submit\" class=\"danger\">Reject</button></form>\
-             </div>\
-             <details><summary>Edit the parameters, then approve</summary>\
-             <form method=\"post\" action=\"{base}/approve\">{csrf}<input type=\"hidden\" name=\"back\" value=\"{back}\">\
-             <p class=\"meta\">Only the request body (<code>json</code>) or a log message (<code>log</code>) may change; the approval is then bound to the edited parameters.</p>\
-             <textarea name=\"params\" rows=\"10\">{}</textarea><button type=\"submit\" class=\"primary\">Approve with these parameters</button></form></details>",
-            esc(&pretty),
-            csrf = csrf_field(&s.csrf),
-            back = esc(back),
-        );
-    } else {
-        out.push_str("<p class=\"meta\">Viewers cannot decide approvals.</p>");
-    }
-    out.push_str("</div>");
-    Ok(out)
-}
-
-async fn escalation_card<S: Store>(
-    ui: &UiState<S>,
-    s: &Session,
-    e: &EscalationRecord,
-    back: &str,
-) -> Result<String, UiError> {
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        "<div class=\"card escalation\" data-escalation=\"{}\" data-event=\"{}\"><h3>{} <span class=\"meta\">· {}</span> {}</h3>",
-        e.id,
-        e.event_id,
-        esc(&e.reason.replace('_', " ")),
-        esc(&e.charter),
-        badge(e.status.as_str())
-    );
-    let _ = write!(
-        out,
-        "<div class=\"meta\">opened {} · for {} · event {}</div>{}<h3>Evidence</h3>{}",
-        time(ui.zone(), e.created_at),
-        esc(e.target.as_deref().unwrap_or("any reviewer")),
-        event_link(e.event_id),
-        notifications_line(ui, e.id).await?,
-        json_block(&e.detail)
-    );
-    let decide = ui
-        .app
-        .runtime
-        .charters
-        .get(&e.charter)
-        .and_then(|c| c.charter.decide.clone());
-    match (&decide, s.role >= Role::Reviewer) {
-        (Some(d), true) => {
-            let mut options = String::new();
-            for l in &d.labels {
-                let _ = write!(options, "<option value=\"{0}\">{0}</option>", esc(l));
-            }
-            let fields: Vec<&str> = d.extract.keys().map(String::as_str).collect();
-            let _ = write!(
-                out,
-                "<form method=\"post\" action=\"/escalations/{}/decide\">{}<input type=\"hidden\" name=\"back\" value=\"{}\">\
-                 <div class=\"actions\"><label>Label <select name=\"label\">{options}</select></label></div>\
-                 <p class=\"meta\">Fields (JSON object, optional{}):</p><textarea name=\"fields\" rows=\"3\">{{}}</textarea>\
-                 <div class=\"actions\"><button type=\"submit\" class=\"primary\">Decide</button></div></form>",
-                e.id,
-                csrf_field(&s.csrf),
-                esc(back),
-                if fields.is_empty() {
-                    String::new()
-                } else {
-                    format!("; declared: {}", esc(&fields.join(", ")))
-                }
-            );
-        }
-        (None, true) => out.push_str(
-            "<p class=\"meta\">This charter has no decision stage, so there is no label to pick; replay the event once the cause is fixed.</p>",
-        ),
-        (_, false) => out.push_str("<p class=\"meta\">Viewers cannot decide escalations.</p>"),
-    }
-    out.push_str("</div>");
-    Ok(out)
-}
-
 #[derive(Debug, Default, Deserialize)]
 pub struct EventsQuery {
     pub charter: Option<String>,
     pub status: Option<String>,
-    /// An event id, or part of a dedupe key.
+    /// An exact dedupe key, or an event id or its first hexadecimal digits.
     pub q: Option<String>,
+    /// Received at or after / before (`datetime-local`, on the configured clock).
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub sort: Option<String>,
+    pub cursor: Option<String>,
     pub msg: Option<String>,
+}
+
+/// The events page's query string without its cursor (for the next-page link).
+fn events_url(q: &[(&str, Option<&str>)], cursor: Option<&str>) -> String {
+    let mut url = String::from("/events?");
+    for (k, v) in q.iter().chain([("cursor", cursor)].iter()) {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            let _ = write!(url, "{k}={}&", url_enc(v));
+        }
+    }
+    url.trim_end_matches(['&', '?']).to_string()
 }
 
 pub async fn events<S: Store>(
@@ -335,57 +110,69 @@ pub async fn events<S: Store>(
     let s = ui.require(&headers, &uri).await?;
     let charter = non_empty(q.charter);
     let search = non_empty(q.q).map(|v| v.trim().to_string());
-    let status = match non_empty(q.status) {
+    let status = match non_empty(q.status.clone()) {
         None => None,
         Some(st) => Some(
             EventStatus::parse(&st)
                 .ok_or_else(|| UiError::BadRequest(format!("unknown status `{st}`")))?,
         ),
     };
+    let since_text = non_empty(q.since);
+    let until_text = non_empty(q.until);
+    let when = |t: &Option<String>, k: &str| -> Result<Option<i64>, UiError> {
+        match t {
+            None => Ok(None),
+            Some(v) => super::parse_form_time(v, ui.zone())
+                .map(Some)
+                .ok_or_else(|| {
+                    UiError::BadRequest(format!(
+                        "`{k}` is not a date and time like 2026-01-02T15:04 ({})",
+                        ui.zone().name()
+                    ))
+                }),
+        }
+    };
+    let (since, until) = (when(&since_text, "since")?, when(&until_text, "until")?);
+    let sort_text = non_empty(q.sort);
+    let sort = crate::lists::parse_sort(sort_text.as_deref())?;
+    let cursor = non_empty(q.cursor);
+    let after = crate::lists::event_cursor(cursor.as_deref())?;
     let store = &ui.app.store;
-    let mut list: Vec<EventRecord> = Vec::new();
-    if charter.as_deref().is_none_or(|c| s.sees(c)) {
-        if let Some(id) = search.as_deref().and_then(|v| Uuid::parse_str(v).ok()) {
-            list.extend(store.get_event(id).await?);
-        } else {
-            let limit = if search.is_some() {
-                COUNT_LIMIT
-            } else {
-                PAGE_LIMIT
-            };
-            list = store
-                .list_events(EventFilter {
+    let visible = charter.as_deref().is_none_or(|c| s.sees(c));
+    let (list, total, next) = match (&search, visible) {
+        (_, false) => (Vec::new(), 0, None),
+        (Some(text), true) => {
+            let found = crate::lists::search_events(store, &s.charters, text, PAGE_LIMIT).await?;
+            let n = found.len() as u64;
+            (found, n, None)
+        }
+        (None, true) => {
+            let page = crate::lists::events(
+                store,
+                EventFilter {
                     charter: charter.clone(),
                     status,
-                    since: None,
-                    until: None,
-                    limit,
-                })
-                .await?;
+                    since,
+                    until,
+                    charters: s.charters.clone(),
+                    sort,
+                    after,
+                    limit: EVENTS_PAGE,
+                    ..EventFilter::default()
+                },
+            )
+            .await?;
+            (page.items, page.total, page.next)
         }
-    }
-    let needle = search.as_deref().map(str::to_lowercase);
-    let list: Vec<&EventRecord> = list
-        .iter()
-        .filter(|e| s.sees(&e.event.charter))
-        .filter(|e| charter.as_deref().is_none_or(|c| e.event.charter == c))
-        .filter(|e| status.is_none_or(|st| e.status == st))
-        .filter(|e| match &needle {
-            None => true,
-            Some(n) => {
-                e.event.id.to_string() == *n
-                    || e.event
-                        .dedupe_key
-                        .as_deref()
-                        .is_some_and(|k| k.to_lowercase().contains(n.as_str()))
-            }
-        })
-        .take(PAGE_LIMIT)
-        .collect();
+    };
     let mut body =
         String::from("<h1>Events</h1><form class=\"filters\" method=\"get\" action=\"/events\">");
-    body.push_str(&charter_select(&ui, &s, charter.as_deref()));
-    body.push_str("<select name=\"status\"><option value=\"\">any status</option>");
+    let _ = write!(
+        body,
+        "<label>Charter {}</label>",
+        charter_select(&ui, &s, charter.as_deref())
+    );
+    body.push_str("<label>Status <select name=\"status\"><option value=\"\">any status</option>");
     for st in ["pending", "processing", "waiting", "done", "failed"] {
         let sel = if status.is_some_and(|x| x.as_str() == st) {
             " selected"
@@ -396,7 +183,14 @@ pub async fn events<S: Store>(
     }
     let _ = write!(
         body,
-        "</select><input type=\"text\" name=\"q\" placeholder=\"event id or dedupe key\" value=\"{}\" size=\"34\"><button type=\"submit\">Search</button></form>",
+        "</select></label><label>From <input type=\"datetime-local\" name=\"since\" value=\"{}\"></label><label>To <input type=\"datetime-local\" name=\"until\" value=\"{}\"></label><label>Order <select name=\"sort\"><option value=\"\">newest first</option><option value=\"oldest\"{}>oldest first</option></select></label><label>Search <input type=\"text\" name=\"q\" placeholder=\"dedupe key, or event id (or its start)\" value=\"{}\" size=\"34\"></label><button type=\"submit\">Show</button></form>",
+        esc(since_text.as_deref().unwrap_or("")),
+        esc(until_text.as_deref().unwrap_or("")),
+        if sort_text.as_deref() == Some("oldest") {
+            " selected"
+        } else {
+            ""
+        },
         esc(search.as_deref().unwrap_or(""))
     );
     if list.is_empty() {
@@ -422,10 +216,35 @@ pub async fn events<S: Store>(
             );
         }
         body.push_str("</tbody></table>");
+    }
+    let _ = write!(
+        body,
+        "<p class=\"pager meta\">{} shown of {total} · ",
+        list.len()
+    );
+    let params = [
+        ("charter", charter.as_deref()),
+        ("status", q.status.as_deref().filter(|_| status.is_some())),
+        ("since", since_text.as_deref()),
+        ("until", until_text.as_deref()),
+        ("sort", sort_text.as_deref()),
+    ];
+    if cursor.is_some() {
         let _ = write!(
             body,
-            "<p class=\"meta\">Newest first; at most {PAGE_LIMIT} shown.</p>"
+            "<a href=\"{}\">First page</a> · ",
+            esc(&events_url(&params, None))
         );
+    }
+    match &next {
+        Some(n) => {
+            let _ = write!(
+                body,
+                "<a rel=\"next\" href=\"{}\">Next page</a></p>",
+                esc(&events_url(&params, Some(n)))
+            );
+        }
+        None => body.push_str("last page</p>"),
     }
     Ok(Html(page(
         "Events",
@@ -838,10 +657,26 @@ pub async fn timeline<S: Store>(
         }
         let _ = write!(
             body,
-            "<form method=\"post\" action=\"/events/{id}/reroute\" class=\"inline\">{}<input type=\"text\" name=\"note\" placeholder=\"note for the human (optional)\"> <button type=\"submit\">Reroute to the manual queue</button></form>",
+            "<form method=\"post\" action=\"/events/{id}/reroute\" class=\"inline\">{}<label>Note <input type=\"text\" name=\"note\" placeholder=\"for the human (optional)\"></label> <button type=\"submit\">Reroute to the manual queue</button></form>",
             csrf_field(&s.csrf)
         );
         body.push_str("</div>");
+    }
+    // What waits on this event, decidable here by those allowed (the inbox's cards).
+    let back = format!("/events/{id}");
+    for a in approvals
+        .iter()
+        .filter(|a| a.status == ApprovalStatus::Pending)
+    {
+        body.push_str("<h2>Waiting for approval</h2>");
+        body.push_str(&super::inbox::approval_card(&ui, &s, a, &back).await?);
+    }
+    for x in escalations
+        .iter()
+        .filter(|x| x.status == EscalationStatus::Open)
+    {
+        body.push_str("<h2>Waiting for a human</h2>");
+        body.push_str(&super::inbox::escalation_card(&ui, &s, x, &back).await?);
     }
     body.push_str("<h2>Timeline</h2><ol class=\"timeline\">");
     for i in &items {
@@ -879,34 +714,42 @@ async fn summary<S: Store>(
     pending: &[(String, u64)],
 ) -> Result<Summary, UiError> {
     let store = &ui.app.store;
-    let events = store
-        .list_events(EventFilter {
-            charter: Some(name.to_string()),
-            limit: COUNT_LIMIT,
-            ..EventFilter::default()
-        })
-        .await?;
+    // True counts (indexed), however many events the charter holds.
     let mut counts = BTreeMap::new();
-    for e in &events {
-        *counts.entry(e.status.as_str()).or_insert(0) += 1;
+    for st in [
+        EventStatus::Pending,
+        EventStatus::Processing,
+        EventStatus::Waiting,
+        EventStatus::Done,
+        EventStatus::Failed,
+    ] {
+        let n = store
+            .count_events(EventFilter {
+                charter: Some(name.to_string()),
+                status: Some(st),
+                ..EventFilter::default()
+            })
+            .await?;
+        if n > 0 {
+            counts.insert(st.as_str(), usize::try_from(n).unwrap_or(usize::MAX));
+        }
     }
     let approvals = store
-        .list_approvals(ApprovalFilter {
+        .count_approvals(ApprovalFilter {
             charter: Some(name.to_string()),
             status: Some(ApprovalStatus::Pending),
-            event_id: None,
-            limit: COUNT_LIMIT,
+            ..ApprovalFilter::default()
         })
-        .await?
-        .len();
+        .await?;
     let escalations = store
-        .list_escalations(EscalationFilter {
+        .count_escalations(EscalationFilter {
             charter: Some(name.to_string()),
             status: Some(EscalationStatus::Open),
-            limit: COUNT_LIMIT,
+            ..EscalationFilter::default()
         })
-        .await?
-        .len();
+        .await?;
+    let approvals = usize::try_from(approvals).unwrap_or(usize::MAX);
+    let escalations = usize::try_from(escalations).unwrap_or(usize::MAX);
     Ok(Summary {
         mode: effective_mode(ui, name).await?,
         paused: paused.iter().any(|p| p == name),
@@ -1128,6 +971,8 @@ pub async fn charter<S: Store>(
         esc(&crate::report::render_text(&report, "7d", &declared)),
     );
 
+    body.push_str(&super::audit::history(&ui, &name).await?);
+
     // The shadow record.
     let events = store
         .list_events(EventFilter {
@@ -1141,14 +986,14 @@ pub async fn charter<S: Store>(
             charter: Some(name.clone()),
             status: Some(EscalationStatus::Resolved),
             limit: COUNT_LIMIT,
+            ..EscalationFilter::default()
         })
         .await?;
     let decided_approvals = store
         .list_approvals(ApprovalFilter {
             charter: Some(name.clone()),
-            status: None,
-            event_id: None,
             limit: COUNT_LIMIT,
+            ..ApprovalFilter::default()
         })
         .await?;
     let mut rows: Vec<ShadowRow> = Vec::new();
@@ -1216,6 +1061,13 @@ pub async fn charter<S: Store>(
     if decided.is_empty() {
         body.push_str(
             "<p class=\"meta\">No shadow run with a decision among the latest events.</p>",
+        );
+    } else if reviewed == 0 {
+        let _ = write!(
+            body,
+            "<p class=\"agreement\"><strong>Agreement: not reviewed</strong> — {} shadow runs decided, none reviewed by a human yet, so there is nothing to agree with ({} abstained and went to a human).</p>",
+            decided.len(),
+            rows.len() - decided.len()
         );
     } else {
         body.push_str(&super::rollout::agreement_line(

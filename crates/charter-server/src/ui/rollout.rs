@@ -309,6 +309,7 @@ async fn history_section<S: Store>(ui: &UiState<S>, name: &str) -> Result<String
                     actor: None,
                     action: Some(action.to_string()),
                     limit: 50,
+                    ..Default::default()
                 })
                 .await?,
         );

@@ -192,8 +192,25 @@ pub fn cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-/// A `Set-Cookie` value: HttpOnly, SameSite=Strict, Path=/ (`Secure` when `https`).
+/// The cookie's name as sent: with the `__Host-` prefix over https, so a browser accepts it
+/// only from this host, over https, for every path (no sibling domain can set or shadow it).
+pub fn cookie_name(name: &str, https: bool) -> String {
+    if https {
+        format!("__Host-{name}")
+    } else {
+        name.to_string()
+    }
+}
+
+/// The cookie `name` of a request that came over https or not (see [`cookie_name`]).
+pub fn cookie_for(headers: &axum::http::HeaderMap, name: &str, https: bool) -> Option<String> {
+    cookie(headers, &cookie_name(name, https))
+}
+
+/// A `Set-Cookie` value: HttpOnly, SameSite=Strict, Path=/ (`Secure` and the `__Host-`
+/// prefix when `https`).
 pub fn set_cookie(name: &str, value: &str, max_age: Option<Duration>, https: bool) -> String {
+    let name = cookie_name(name, https);
     let mut c = format!("{name}={value}; HttpOnly; SameSite=Strict; Path=/");
     if let Some(age) = max_age {
         c.push_str(&format!("; Max-Age={}", age.as_secs()));
@@ -289,6 +306,12 @@ mod tests {
         h.insert("cookie", "a=1; charter_session=abc; b=2".parse().unwrap());
         assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("abc"));
         assert_eq!(cookie(&h, "zz"), None);
+        let secure = set_cookie(SESSION_COOKIE, "v", None, true);
+        assert!(secure.starts_with("__Host-charter_session=v;"), "{secure}");
+        assert!(
+            secure.contains("; Secure") && secure.contains("Path=/"),
+            "{secure}"
+        );
         let c = set_cookie(SESSION_COOKIE, "v", None, false);
         assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.contains("Path=/"));
         assert!(!c.contains("Secure"));

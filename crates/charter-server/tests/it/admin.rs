@@ -456,8 +456,18 @@ async fn ui_promote_demote_and_reroute_buttons_need_csrf_and_the_role() {
     assert_eq!(r.status, 403, "no CSRF token");
     assert!(h.store.mode_override("alpha").await.unwrap().is_none());
     let csrf = admin.csrf().await;
+    // Promote asks first: nothing changes until it is confirmed.
     let r = admin
         .post("/charters/alpha/promote", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("Promote alpha to live?"), "{}", r.body);
+    assert!(h.store.mode_override("alpha").await.unwrap().is_none());
+    let r = admin
+        .post(
+            "/charters/alpha/promote",
+            &[("csrf", &csrf), ("confirm", "yes")],
+        )
         .await;
     assert_eq!(r.status, 303, "{}", r.body);
     assert_eq!(
@@ -467,7 +477,10 @@ async fn ui_promote_demote_and_reroute_buttons_need_csrf_and_the_role() {
     let page = admin.get("/charters/alpha").await;
     assert!(page.body.contains("action=\"/charters/alpha/demote\""));
     let r = admin
-        .post("/charters/alpha/promote", &[("csrf", &csrf)])
+        .post(
+            "/charters/alpha/promote",
+            &[("csrf", &csrf), ("confirm", "yes")],
+        )
         .await;
     assert_eq!(r.status, 409, "already live");
     let r = admin
@@ -679,16 +692,12 @@ async fn ui_replays_a_time_range_from_the_charter_page() {
                 ("csrf", &csrf),
                 ("since", &since),
                 ("back", "/charters/alpha"),
+                ("confirm", "yes"),
             ],
         )
         .await;
     assert_eq!(r.status, 303, "{}", r.body);
-    assert!(
-        r.location.starts_with("/charters/alpha?msg="),
-        "{}",
-        r.location
-    );
-    assert!(r.location.contains("1%20event"), "{}", r.location);
+    assert_eq!(r.location, "/charters/alpha?msg=requeued_range-1");
     for _ in 0..200 {
         if runs(&h, &recent).await == 2 && h.status(&recent).await == "done" {
             break;

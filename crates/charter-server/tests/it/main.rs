@@ -11,6 +11,7 @@ mod admin;
 mod decision;
 mod evidence;
 mod expressions;
+mod inbox;
 mod knowledge;
 mod mcp;
 mod nats;

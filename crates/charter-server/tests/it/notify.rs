@@ -512,7 +512,7 @@ async fn approval_is_announced_and_decided_once_from_slack() {
         Some(format!("Bearer {BOT_TOKEN}").as_str())
     );
     assert_eq!(msg["channel"], "#approvals");
-    let link = format!("{PUBLIC_URL}/events/{event}");
+    let link = format!("{PUBLIC_URL}/inbox?tab=approvals&item=");
     assert!(msg["text"].as_str().unwrap().contains(&link), "{msg}");
     assert!(
         msg["text"]
@@ -524,7 +524,12 @@ async fn approval_is_announced_and_decided_once_from_slack() {
     let actions = actions_block(msg);
     let approve = button(&actions, "charter_approve").clone();
     let reject = button(&actions, "charter_reject").clone();
-    assert_eq!(button(&actions, "charter_open")["url"], link.as_str());
+    let open = button(&actions, "charter_open")["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(open.starts_with(&link), "{open}");
+    let link_to = open.clone();
     let pending = h.api("/api/v1/approvals?charter=refunds").await;
     let approval = pending["approvals"][0].clone();
     let approval_id = approval["id"].as_str().unwrap().to_string();
@@ -539,7 +544,11 @@ async fn approval_is_announced_and_decided_once_from_slack() {
     let body = &hooks[1].body;
     assert_eq!(body["kind"], "approval");
     assert_eq!(body["id"], approval_id.as_str());
-    assert_eq!(body["link"], link.as_str());
+    assert_eq!(
+        body["link"],
+        format!("{link}{approval_id}"),
+        "the link opens the approval"
+    );
     assert_eq!(body["charter"], "refunds");
     assert!(body["text"].as_str().unwrap().contains(&link));
     // The delivery record is written once the receiver has answered: wait for it.
@@ -596,9 +605,17 @@ async fn approval_is_announced_and_decided_once_from_slack() {
         "{shown}"
     );
 
-    // The web UI's inbox shows the same delivery record on the approval's card.
+    // The notification's link opens the inbox with the approval selected, decidable there,
+    // and its card shows the same delivery record.
     let ui = Ui::login(&h, "lead").await;
-    let inbox = ui.get("/inbox?charter=refunds").await;
+    let inbox = ui.get(link_to.strip_prefix(PUBLIC_URL).unwrap()).await;
+    assert!(
+        inbox
+            .body
+            .contains(&format!("/approvals/{approval_id}/approve")),
+        "{}",
+        inbox.body
+    );
     assert_eq!(inbox.status, 200, "{}", inbox.body);
     let card = card_of(&inbox.body, &format!("data-approval=\"{approval_id}\""));
     for (target, _, attempts) in &expected {
@@ -895,7 +912,7 @@ async fn escalation_is_announced_and_resolved_from_slack() {
             .starts_with("Escalated to a human"),
         "{msg}"
     );
-    let link = format!("{PUBLIC_URL}/events/{event}");
+    let link = format!("{PUBLIC_URL}/inbox?tab=decisions&item=");
     assert!(msg.to_string().contains(&link), "{msg}");
     let escalations = h.api("/api/v1/escalations?charter=refunds").await;
     let esc_id = escalations["escalations"][0]["id"]
@@ -919,7 +936,12 @@ async fn escalation_is_announced_and_resolved_from_slack() {
     );
     let hooks = h.fake.wait_for("/hook/notify", |g| !g.is_empty()).await;
     assert_eq!(hooks[0].body["kind"], "escalation");
-    assert_eq!(hooks[0].body["link"], link.as_str());
+    let landed = hooks[0].body["link"].as_str().unwrap();
+    assert_eq!(
+        landed,
+        format!("{link}{esc_id}"),
+        "the link opens the escalation"
+    );
     // The escalation's API answer shows where it was announced and that both went out
     // (the store marks a delivery sent just after the receiver answered: wait for it).
     let path = format!("/api/v1/escalations/{esc_id}");
@@ -1092,7 +1114,7 @@ async fn approval_is_announced_by_email() {
         mail.contains("Subject: [Charter] Approval needed: refund (refunds)"),
         "{mail}"
     );
-    let link = format!("{PUBLIC_URL}/events/{event}");
+    let link = format!("{PUBLIC_URL}/inbox?tab=approvals");
     assert!(mail.contains(&link), "{mail}");
     assert!(mail.contains("Reviewers: lead"), "{mail}");
     // The other targets were told too, and nothing ran.

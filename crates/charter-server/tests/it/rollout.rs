@@ -254,6 +254,7 @@ async fn three_routes_in_three_modes_process_a_mixed_batch_as_declared() {
             actor: None,
             action: Some("route.mode".into()),
             limit: 10,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -492,6 +493,7 @@ async fn a_live_route_is_demoted_to_approve_when_reviewers_correct_it() {
             actor: Some("charter".into()),
             action: Some("route.mode".into()),
             limit: 10,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -1436,6 +1436,135 @@ async fn dead_lettered_actions_open_an_escalation() {
     h.stop().await;
 }
 
+/// Open dead letters of `charter` (the API's default listing is the open ones).
+async fn open_escalations(h: &Harness, charter: &str) -> Value {
+    h.get(&format!("/api/v1/escalations?charter={charter}"))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_closes_when_its_event_later_succeeds_and_is_never_a_correction() {
+    let h = Harness::start(&[]).await;
+    h.sink.fail_always(Some(500));
+    let (_, v) = h
+        .send_signed("github", &ticket(41, "refund"), "dl-retry")
+        .await;
+    let id = v["id"].as_str().unwrap().to_string();
+    assert_eq!(h.wait_final(&id).await["event"]["status"], "failed");
+    let open = open_escalations(&h, "github").await;
+    assert_eq!(open["total"], 1, "{open}");
+    let esc = open["escalations"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(open["escalations"][0]["reason"], "dead_letter");
+
+    // A dead letter is not labelled.
+    let (s, body) = h
+        .api_post(
+            &format!("/api/v1/escalations/{esc}/decide"),
+            json!({"label": "billing"}),
+        )
+        .await;
+    assert_eq!(s, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("dead letter"),
+        "{body}"
+    );
+
+    // Retry while the target still fails: the escalation stays open.
+    let (s, body) = h
+        .api_post(&format!("/api/v1/escalations/{esc}/retry"), json!({}))
+        .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["requeued"][0], id.as_str());
+    let mut detail = Value::Null;
+    for _ in 0..400 {
+        detail = h.get(&format!("/api/v1/events/{id}")).await;
+        if detail["runs"].as_array().map_or(0, Vec::len) == 2
+            && detail["event"]["status"] == "failed"
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(detail["event"]["status"], "failed", "{detail}");
+    assert_eq!(open_escalations(&h, "github").await["total"], 1);
+
+    // The target recovers; the operator replays the event: it succeeds and the dead letter
+    // closes by itself, without a decision.
+    h.sink.fail_always(None);
+    let (s, _) = h
+        .api_post(&format!("/api/v1/events/{id}/replay"), json!({}))
+        .await;
+    assert_eq!(s, 200);
+    let mut closed = Value::Null;
+    for _ in 0..400 {
+        closed = h.get(&format!("/api/v1/escalations/{esc}")).await;
+        if closed["escalation"]["status"] == "resolved" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(closed["escalation"]["status"], "resolved", "{closed}");
+    assert_eq!(closed["escalation"]["resolved_by"], "system");
+    assert_eq!(closed["escalation"]["resolution"], Value::Null);
+    assert_eq!(
+        h.get(&format!("/api/v1/events/{id}")).await["event"]["status"],
+        "done"
+    );
+    assert_eq!(open_escalations(&h, "github").await["total"], 0);
+    let corrections = h.get("/api/v1/corrections?charter=github").await;
+    assert_eq!(corrections["corrections"], json!([]), "{corrections}");
+    let audit = h.get("/api/v1/audit?action=escalation.close").await;
+    assert_eq!(audit["total"], 1, "{audit}");
+    assert_eq!(audit["audit"][0]["target"], esc.as_str());
+    let retries = h.get("/api/v1/audit?action=escalation.retry").await;
+    assert_eq!(retries["total"], 1, "{retries}");
+
+    // Dismiss: another dead letter, closed with a reason; the event stays failed.
+    h.sink.fail_always(Some(500));
+    let (_, v) = h
+        .send_signed("github", &ticket(42, "refund"), "dl-dismiss")
+        .await;
+    let id2 = v["id"].as_str().unwrap().to_string();
+    assert_eq!(h.wait_final(&id2).await["event"]["status"], "failed");
+    let open = open_escalations(&h, "github").await;
+    let esc2 = open["escalations"][0]["id"].as_str().unwrap().to_string();
+    let (s, _) = h
+        .api_post(
+            &format!("/api/v1/escalations/{esc2}/dismiss"),
+            json!({"reason": "  "}),
+        )
+        .await;
+    assert_eq!(s, 400, "a dismissal needs a reason");
+    let (s, body) = h
+        .api_post(
+            &format!("/api/v1/escalations/{esc2}/dismiss"),
+            json!({"reason": "customer refunded by hand"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["escalation"]["status"], "resolved");
+    assert_eq!(body["escalation"]["resolution"], Value::Null);
+    let (s, _) = h
+        .api_post(
+            &format!("/api/v1/escalations/{esc2}/dismiss"),
+            json!({"reason": "again"}),
+        )
+        .await;
+    assert_eq!(s, 409);
+    assert_eq!(
+        h.get(&format!("/api/v1/events/{id2}")).await["event"]["status"],
+        "failed"
+    );
+    let dismissed = h.get("/api/v1/audit?action=escalation.dismiss").await;
+    assert_eq!(
+        dismissed["audit"][0]["detail"]["comment"],
+        "customer refunded by hand"
+    );
+    let corrections = h.get("/api/v1/corrections?charter=github").await;
+    assert_eq!(corrections["corrections"], json!([]), "{corrections}");
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_and_scopes_guard_approvals_escalations_and_audit() {
     let gated = gated_charter(

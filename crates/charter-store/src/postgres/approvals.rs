@@ -5,8 +5,8 @@ use tokio_postgres::Row;
 use tokio_postgres::types::Json;
 use uuid::Uuid;
 
+use super::PgStore;
 use super::rows::{db, get};
-use super::{Conditions, PgStore, param_refs};
 use crate::{
     ApprovalFilter, ApprovalRecord, ApprovalStatus, ApprovalStore, AuditEntry, AuditFilter,
     AuditStore, EscalationFilter, EscalationRecord, EscalationStatus, EscalationStore,
@@ -15,12 +15,12 @@ use crate::{
 use charter_core::model::UnixMillis;
 
 /// Columns selected for an [`ApprovalRecord`], in the order [`approval_record`] reads them.
-const APPROVAL_COLS: &str = "id, run_id, event_id, charter, action, params, params_hash, \
+pub(super) const APPROVAL_COLS: &str = "id, run_id, event_id, charter, action, params, params_hash, \
      reviewers, status, created_at, expires_at, on_expiry, decided_by, decided_at, comment, \
      edited_params, edited_hash";
 
 /// Columns selected for an [`EscalationRecord`], in the order [`escalation_record`] reads.
-const ESCALATION_COLS: &str = "id, run_id, event_id, charter, reason, detail, target, status, \
+pub(super) const ESCALATION_COLS: &str = "id, run_id, event_id, charter, reason, detail, target, status, \
      created_at, resolved_by, resolved_at, resolution";
 
 /// The latest human resolution of each of `events` that has one (at most one record per
@@ -43,7 +43,7 @@ pub(super) async fn latest_resolutions<C: GenericClient>(
     rows.iter().map(escalation_record).collect()
 }
 
-fn approval_record(r: &Row) -> Result<ApprovalRecord> {
+pub(super) fn approval_record(r: &Row) -> Result<ApprovalRecord> {
     let Json(reviewers): Json<Vec<String>> = get(r, 7)?;
     let status: String = get(r, 8)?;
     Ok(ApprovalRecord {
@@ -68,7 +68,7 @@ fn approval_record(r: &Row) -> Result<ApprovalRecord> {
     })
 }
 
-fn escalation_record(r: &Row) -> Result<EscalationRecord> {
+pub(super) fn escalation_record(r: &Row) -> Result<EscalationRecord> {
     let status: String = get(r, 7)?;
     let detail: Option<serde_json::Value> = get(r, 5)?;
     let resolution: Option<Json<HumanDecision>> = get(r, 11)?;
@@ -162,21 +162,11 @@ impl ApprovalStore for PgStore {
     }
 
     async fn list_approvals(&self, filter: ApprovalFilter) -> Result<Vec<ApprovalRecord>> {
-        let mut c = Conditions::default();
-        c.when("charter =", filter.charter);
-        c.when("status =", filter.status.map(|s| s.as_str().to_string()));
-        c.when("event_id =", filter.event_id);
-        let (where_sql, params, limit) = c.with_limit(filter.limit);
-        let sql = format!(
-            "SELECT {APPROVAL_COLS} FROM approvals {where_sql}
-             ORDER BY created_at, id LIMIT {limit}"
-        );
-        let client = self.client().await?;
-        let rows = client
-            .query(&sql, &param_refs(&params))
-            .await
-            .map_err(db("listing approvals"))?;
-        rows.iter().map(approval_record).collect()
+        self.page_approvals(filter).await
+    }
+
+    async fn count_approvals(&self, filter: ApprovalFilter) -> Result<u64> {
+        self.count_approvals_matching(filter).await
     }
 
     async fn decide_approval(
@@ -295,20 +285,11 @@ impl EscalationStore for PgStore {
     }
 
     async fn list_escalations(&self, filter: EscalationFilter) -> Result<Vec<EscalationRecord>> {
-        let mut c = Conditions::default();
-        c.when("charter =", filter.charter);
-        c.when("status =", filter.status.map(|s| s.as_str().to_string()));
-        let (where_sql, params, limit) = c.with_limit(filter.limit);
-        let sql = format!(
-            "SELECT {ESCALATION_COLS} FROM escalations {where_sql}
-             ORDER BY created_at, id LIMIT {limit}"
-        );
-        let client = self.client().await?;
-        let rows = client
-            .query(&sql, &param_refs(&params))
-            .await
-            .map_err(db("listing escalations"))?;
-        rows.iter().map(escalation_record).collect()
+        self.page_escalations(filter).await
+    }
+
+    async fn count_escalations(&self, filter: EscalationFilter) -> Result<u64> {
+        self.count_escalations_matching(filter).await
     }
 
     async fn resolve_escalation(
@@ -332,6 +313,26 @@ impl EscalationStore for PgStore {
             .await
             .map_err(db("resolving an escalation"))?;
         row.as_ref().map(escalation_record).transpose()
+    }
+
+    async fn close_escalation(
+        &self,
+        id: Uuid,
+        by: &str,
+        now: UnixMillis,
+    ) -> Result<Option<EscalationRecord>> {
+        self.close_where("id = $1", id, None, by, now).await
+    }
+
+    async fn close_event_escalation(
+        &self,
+        event_id: Uuid,
+        reason: &str,
+        by: &str,
+        now: UnixMillis,
+    ) -> Result<Option<EscalationRecord>> {
+        self.close_where("event_id = $1", event_id, Some(reason), by, now)
+            .await
     }
 
     async fn latest_resolution(&self, event_id: Uuid) -> Result<Option<EscalationRecord>> {
@@ -368,33 +369,38 @@ impl AuditStore for PgStore {
     }
 
     async fn list_audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>> {
-        let mut c = Conditions::default();
-        c.when("charter =", filter.charter);
-        c.when("actor =", filter.actor);
-        c.when("action =", filter.action);
-        let (where_sql, params, limit) = c.with_limit(filter.limit);
-        let sql = format!(
-            "SELECT seq, at, actor, action, charter, target, detail FROM audit_log
-             {where_sql} ORDER BY seq DESC LIMIT {limit}"
-        );
+        self.page_audit(filter).await
+    }
+
+    async fn count_audit(&self, filter: AuditFilter) -> Result<u64> {
+        self.count_audit_matching(filter).await
+    }
+}
+
+impl PgStore {
+    /// Close the open escalation matching `key` (`id = $1` or `event_id = $1`), and `reason`
+    /// when given, without a resolution.
+    async fn close_where(
+        &self,
+        key: &str,
+        value: Uuid,
+        reason: Option<&str>,
+        by: &str,
+        now: UnixMillis,
+    ) -> Result<Option<EscalationRecord>> {
         let client = self.client().await?;
-        let rows = client
-            .query(&sql, &param_refs(&params))
+        let row = client
+            .query_opt(
+                &format!(
+                    "UPDATE escalations SET status = 'resolved', resolved_by = $2,
+                         resolved_at = $3, resolution = NULL
+                     WHERE {key} AND status = 'open' AND ($4::TEXT IS NULL OR reason = $4)
+                     RETURNING {ESCALATION_COLS}"
+                ),
+                &[&value, &by, &now, &reason],
+            )
             .await
-            .map_err(db("listing the audit log"))?;
-        rows.iter()
-            .map(|r| {
-                let detail: Option<serde_json::Value> = get(r, 6)?;
-                Ok(AuditEntry {
-                    seq: get(r, 0)?,
-                    at: get(r, 1)?,
-                    actor: get(r, 2)?,
-                    action: get(r, 3)?,
-                    charter: get(r, 4)?,
-                    target: get(r, 5)?,
-                    detail: detail.unwrap_or(serde_json::Value::Null),
-                })
-            })
-            .collect()
+            .map_err(db("closing an escalation"))?;
+        row.as_ref().map(escalation_record).transpose()
     }
 }

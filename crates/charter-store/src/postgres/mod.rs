@@ -27,6 +27,7 @@
 mod approvals;
 mod decision;
 mod knowledge;
+mod lists;
 mod notifications;
 mod notify;
 mod operator;
@@ -78,6 +79,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0012_in_doubt.sql"),
     include_str!("../../migrations/postgres/0013_rollout.sql"),
     include_str!("../../migrations/postgres/0014_knowledge.sql"),
+    include_str!("../../migrations/postgres/0016_lists.sql"),
 ];
 
 /// The schema version this build creates and expects.
@@ -353,6 +355,31 @@ impl Conditions {
         self.clauses.push(clause.to_string());
     }
 
+    /// Add a parameter and return its placeholder (`$n`), for a clause built by the caller.
+    fn param<T: ToSql + Sync + Send + 'static>(&mut self, value: T) -> String {
+        self.params.push(Box::new(value));
+        format!("${}", self.params.len())
+    }
+
+    /// Add a clause built by the caller (with placeholders from [`Conditions::param`]).
+    fn clause(&mut self, clause: String) {
+        self.clauses.push(clause);
+    }
+
+    /// Add `column = ANY($n)` when `values` is not empty.
+    fn any_of(&mut self, column: &str, values: &[String]) {
+        if values.is_empty() {
+            return;
+        }
+        let p = self.param(values.to_vec());
+        self.clauses.push(format!("{column} = ANY({p})"));
+    }
+
+    /// The `WHERE …` text and the parameters, for a query without a limit.
+    fn without_limit(self) -> (String, Vec<Param>) {
+        (crate::where_clause(&self.clauses), self.params)
+    }
+
     /// The `WHERE …` text, the parameters with the listing's limit as the last one, and
     /// that limit's placeholder (for a `LIMIT $n` after the `WHERE`).
     fn with_limit(self, limit: usize) -> (String, Vec<Param>, String) {
@@ -533,24 +560,11 @@ impl EventStore for PgStore {
     }
 
     async fn list_events(&self, filter: EventFilter) -> Result<Vec<EventRecord>> {
-        let mut c = Conditions::default();
-        c.when("charter =", filter.charter);
-        c.when("status =", filter.status.map(|s| s.as_str()));
-        c.when("received_at >=", filter.since);
-        c.when("received_at <", filter.until);
-        let (where_sql, params, limit) = c.with_limit(filter.limit);
-        let sql =
-            format!("SELECT {EVENT_COLS} FROM events {where_sql} ORDER BY id DESC LIMIT {limit}");
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&sql)
-            .await
-            .map_err(db("preparing list_events"))?;
-        let rows = client
-            .query(&stmt, &param_refs(&params))
-            .await
-            .map_err(db("listing events"))?;
-        rows.iter().map(rows::event_record).collect()
+        self.page_events(filter).await
+    }
+
+    async fn count_events(&self, filter: EventFilter) -> Result<u64> {
+        self.count_events_matching(filter).await
     }
 
     async fn list_rejected(
