@@ -60,6 +60,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0010_llm_spend.sql"),
     include_str!("../migrations/sqlite/0011_ui_sessions.sql"),
     include_str!("../migrations/sqlite/0012_in_doubt.sql"),
+    include_str!("../migrations/sqlite/0015_claim_path.sql"),
 ];
 
 /// The schema version this build creates and expects.
