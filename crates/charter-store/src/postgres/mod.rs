@@ -46,7 +46,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use charter_core::model::{
-    ActionRecord, ActionStatus, AttemptRecord, Decision, EventRecord, EventStatus, NewEvent,
+    ActionRecord, ActionStatus, AttemptRecord, Decision, EventRecord, NewEvent,
     RejectedPayload, RunOutcome, RunRecord, UnixMillis,
 };
 use deadpool_postgres::{
@@ -58,10 +58,10 @@ use tokio_postgres::types::{Json, ToSql};
 use uuid::Uuid;
 
 use crate::{
-    CharterStateStore, Claimed, EventFilter, EventStore, IngestOutcome, QueueStore, Requeue,
+    CharterStateStore, EventFilter, EventStore, IngestOutcome,
     Result, RunFilter, RunStore, RunWrite, RunWritten, StoreError,
 };
-use crate::{INTERRUPTED_ERROR, InDoubtAction, InDoubtFilter, InDoubtRef, InterruptedRun};
+use crate::{InDoubtAction, InDoubtFilter};
 use rows::{EVENT_COLS, REJECTED_COLS, db, enum_name, get, parse_enum, u32_of};
 
 pub use notify::{JobLock, NOTIFY_CHANNEL};

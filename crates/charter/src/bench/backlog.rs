@@ -141,8 +141,8 @@ async fn top_up(c: &tokio_postgres::Client, backlog: u64, serial: &mut i64) -> R
                         'priority', 'normal'),
                     'customer', json_build_object('name', 'Ada Example', 'plan', 'team')),
                 'pending', 0, $2 + g
-         FROM generate_series(1, $3) AS g",
-        &[&CHARTER, &base, &add, serial],
+         FROM generate_series(1, $3::BIGINT) AS g",
+        &[&CHARTER, &base, &add, &*serial],
     )
     .await?;
     *serial += add;
