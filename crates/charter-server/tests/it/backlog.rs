@@ -13,7 +13,7 @@ use charter_server::sink::{Scripted, Sink};
 use charter_server::{Role, Runtime, ServeOptions};
 use charter_store::postgres::{PgStore, with_dbname};
 use charter_store::sqlite::SqliteStore;
-use charter_store::{CharterStateStore, EventFilter, EventStore, Store};
+use charter_store::{EventFilter, EventStore, Store};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -111,7 +111,8 @@ async fn full_backlog_scenario<S: Store + Clone>(store: S) {
     let dir = project(
         "bl",
         &charter_yaml("bl", "live", "auto", "other"),
-        "worker:\n  lease: 5s\n  poll_interval: 50ms\nserver:\n  backlog:\n    max_per_charter: 5\n",
+        // The helpdesk is never called: "hello" tickets only get a log action.
+        "worker:\n  lease: 5s\n  poll_interval: 50ms\nserver:\n  backlog:\n    max_per_charter: 5\nconnectors:\n  helpdesk:\n    type: http\n    base_url: http://127.0.0.1:9\n    allow_private: true\n",
     );
     store.set_paused("bl", true, 1).await.unwrap();
     let shutdown = CancellationToken::new();
