@@ -174,10 +174,7 @@ impl BacklogGauges {
 /// Whether `charter` refuses new events now (see the module documentation).
 pub fn refusal<S: Store>(state: &AppState<S>, charter: &str) -> Option<Refusal> {
     let limits = &state.runtime.project.settings.net.backlog;
-    state
-        .metrics
-        .backlog
-        .refusal(limits, charter, now_millis())
+    state.metrics.backlog.refusal(limits, charter, now_millis())
 }
 
 /// Refresh the backlog figures from the store until `shutdown` is cancelled.
@@ -249,13 +246,19 @@ mod tests {
         // b: 4 of its 5, but 4 + 5 = 9 of 10 overall; one more anywhere fills it.
         assert_eq!(g.refusal(&limits, "b", 2_000), None);
         g.stored("c");
-        assert_eq!(g.refusal(&limits, "b", 2_000).map(|r| r.bound), Some("max_events"));
+        assert_eq!(
+            g.refusal(&limits, "b", 2_000).map(|r| r.bound),
+            Some("max_events")
+        );
         // A refresh replaces the local counts with the store's.
         g.refresh(&[backlog("b", 1, Some(50_000))]);
         assert_eq!(g.refusal(&limits, "a", 2_000), None);
         assert_eq!(g.refusal(&limits, "b", 100_000), None);
         // Age: b's oldest event is 61 s old.
-        assert_eq!(g.refusal(&limits, "b", 111_000).map(|r| r.bound), Some("max_age"));
+        assert_eq!(
+            g.refusal(&limits, "b", 111_000).map(|r| r.bound),
+            Some("max_age")
+        );
         let f = g.figures(111_000);
         assert_eq!(f, vec![("b".to_string(), 1, 61.0)]);
     }

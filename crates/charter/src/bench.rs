@@ -1997,7 +1997,7 @@ pub fn render_table(r: &Report) -> String {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "postgres, 1 node, {} events queued: {:.0} events/s processed (median of {:?}, {} per window); per event: {:.0} WAL bytes, {:.2} commits, {:.2} rows inserted, {:.2} rows updated, {:.0} us PostgreSQL CPU",
+            "postgres, 1 node, {} events queued: {:.0} events/s processed (median of {:?}, {} per window); per event: {:.0} WAL bytes, {:.2} commits, {:.2} rows inserted, {:.2} rows updated, {:.0} us CPU of the database's sessions ({:.0} us of all PostgreSQL processes)",
             b.backlog,
             b.events_per_sec,
             b.rounds_events_per_sec
@@ -2009,6 +2009,7 @@ pub fn render_table(r: &Report) -> String {
             b.db.commits,
             b.db.rows_inserted,
             b.db.rows_updated,
+            b.db.backend_cpu_us,
             b.db.cpu_us
         );
     }

@@ -756,7 +756,8 @@ const SERVER_SHAPE: Shape = Shape::Keys(&[
     ("backlog", BACKLOG_SHAPE),
 ]);
 
-const BACKLOG_SHAPE: Shape = Shape::Keys(&[("max_events", A), ("max_per_charter", A), ("max_age", A)]);
+const BACKLOG_SHAPE: Shape =
+    Shape::Keys(&[("max_events", A), ("max_per_charter", A), ("max_age", A)]);
 
 const WORKER_SHAPE: Shape = Shape::Keys(&[
     ("lease", A),

@@ -125,7 +125,11 @@ async fn full_backlog_scenario<S: Store + Clone>(store: S) {
     }
     let (status, retry) = send(&http, &base, 6).await;
     assert_eq!(status, 503, "the sixth delivery over a bound of 5");
-    assert_eq!(retry.as_deref(), Some("10"), "Retry-After of a full backlog");
+    assert_eq!(
+        retry.as_deref(),
+        Some("10"),
+        "Retry-After of a full backlog"
+    );
     let stored = store
         .list_events(EventFilter {
             charter: Some("bl".into()),
@@ -250,7 +254,10 @@ async fn charter_limit_holds_across_three_nodes_on_postgres() {
             .await
             .unwrap();
         let n = rows.len() as i64;
-        assert!(n <= 3, "{n} events of a charter limited to 3 in processing at once");
+        assert!(
+            n <= 3,
+            "{n} events of a charter limited to 3 in processing at once"
+        );
         most = most.max(n);
         for r in &rows {
             owners.insert(r.get::<_, Option<String>>(0).unwrap_or_default());
@@ -272,13 +279,19 @@ async fn charter_limit_holds_across_three_nodes_on_postgres() {
         );
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
-    assert_eq!(most, 3, "the limit was never reached: the test proved nothing");
+    assert_eq!(
+        most, 3,
+        "the limit was never reached: the test proved nothing"
+    );
     assert!(
         owners.len() >= 2,
         "only {owners:?} took part; the limit was not shared by several nodes"
     );
     let applied = sink.applied_keys();
-    assert_eq!(applied, EVENTS as usize, "every event's action applied once");
+    assert_eq!(
+        applied, EVENTS as usize,
+        "every event's action applied once"
+    );
     shutdown.cancel();
     for s in &stores {
         s.close().await;

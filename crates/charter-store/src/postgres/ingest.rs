@@ -14,6 +14,9 @@
 //! it duplicates is looked up after the commit. If a batch fails as a whole, each of its
 //! events is tried alone, so one bad event fails only its own request.
 //!
+//! Batches use connections of their own (at most [`WRITERS`], opened on first use), so an
+//! acknowledgement never waits behind the worker's run writes for a pooled connection.
+//!
 //! The batch itself is written by a spawned task that the writer awaits: a request dropped
 //! while it was writing (a client that disconnected) does not leave the others waiting. The
 //! task only runs the batch's statements and ends with them.
@@ -30,8 +33,8 @@ use super::rows::{db, get};
 use super::{JsonText, PgStore};
 use crate::{IngestOutcome, Result, StoreError};
 
-/// Batches written at once.
-const WRITERS: usize = 4;
+/// Batches written at once (and the connections the ingest pool holds).
+pub(super) const WRITERS: usize = 4;
 
 /// Most events in one batch.
 const MAX_BATCH: usize = 256;
@@ -165,7 +168,7 @@ async fn write_batch(store: &PgStore, batch: Vec<Job>) {
 /// One multi-row insert, then the lookup of what the skipped events duplicate. The
 /// outcomes in the batch's order.
 async fn insert_batch(store: &PgStore, batch: &[Job]) -> Result<Vec<IngestOutcome>> {
-    let client = store.client().await?;
+    let client = store.ingest_client().await?;
     let stmt = client
         .prepare_cached(BATCH_SQL)
         .await
@@ -173,8 +176,14 @@ async fn insert_batch(store: &PgStore, batch: &[Job]) -> Result<Vec<IngestOutcom
     let ids: Vec<Uuid> = batch.iter().map(|j| j.event.id).collect();
     let charters: Vec<&str> = batch.iter().map(|j| j.event.charter.as_str()).collect();
     let sources: Vec<&str> = batch.iter().map(|j| j.event.source.as_str()).collect();
-    let types: Vec<Option<&str>> = batch.iter().map(|j| j.event.event_type.as_deref()).collect();
-    let keys: Vec<Option<&str>> = batch.iter().map(|j| j.event.dedupe_key.as_deref()).collect();
+    let types: Vec<Option<&str>> = batch
+        .iter()
+        .map(|j| j.event.event_type.as_deref())
+        .collect();
+    let keys: Vec<Option<&str>> = batch
+        .iter()
+        .map(|j| j.event.dedupe_key.as_deref())
+        .collect();
     let received: Vec<i64> = batch.iter().map(|j| j.event.received_at).collect();
     let headers: Vec<Json<_>> = batch.iter().map(|j| Json(&j.event.headers)).collect();
     let payloads: Vec<JsonText<'_>> = batch.iter().map(|j| JsonText(&j.payload)).collect();

@@ -46,8 +46,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use charter_core::model::{
-    ActionRecord, ActionStatus, AttemptRecord, Decision, EventRecord, NewEvent,
-    RejectedPayload, RunOutcome, RunRecord, UnixMillis,
+    ActionRecord, ActionStatus, AttemptRecord, Decision, EventRecord, NewEvent, RejectedPayload,
+    RunOutcome, RunRecord, UnixMillis,
 };
 use deadpool_postgres::{
     GenericClient, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod,
@@ -58,8 +58,8 @@ use tokio_postgres::types::{Json, ToSql};
 use uuid::Uuid;
 
 use crate::{
-    CharterStateStore, EventFilter, EventStore, IngestOutcome,
-    Result, RunFilter, RunStore, RunWrite, RunWritten, StoreError,
+    CharterStateStore, EventFilter, EventStore, IngestOutcome, Result, RunFilter, RunStore,
+    RunWrite, RunWritten, StoreError,
 };
 use crate::{InDoubtAction, InDoubtFilter};
 use rows::{EVENT_COLS, REJECTED_COLS, db, enum_name, get, parse_enum, u32_of};
@@ -103,6 +103,8 @@ pub struct PgStore {
 
 struct Inner {
     pool: Pool,
+    /// The ingest batches' connections (see [`ingest`]).
+    ingest_pool: Pool,
     config: tokio_postgres::Config,
     /// Set to true by [`PgStore::close`]; background listeners watch it.
     shutdown: watch::Sender<bool>,
@@ -253,10 +255,24 @@ impl PgStore {
             .max_size(pool_size.max(1))
             .build()
             .map_err(|e| StoreError::Database(format!("building the connection pool: {e}")))?;
+        // Ingest batches have connections of their own, so that acknowledgements never
+        // wait behind the worker's run writes for a pooled connection (opened on first use:
+        // a worker-only node opens none).
+        let ingest_pool = Pool::builder(Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        ))
+        .max_size(ingest::WRITERS)
+        .build()
+        .map_err(|e| StoreError::Database(format!("building the ingest connection pool: {e}")))?;
         let (shutdown, _) = watch::channel(false);
         let store = PgStore {
             inner: Arc::new(Inner {
                 pool,
+                ingest_pool,
                 config,
                 shutdown,
                 announcer: Arc::default(),
@@ -294,6 +310,7 @@ impl PgStore {
     pub async fn close(&self) {
         self.inner.shutdown.send_replace(true);
         self.inner.pool.close();
+        self.inner.ingest_pool.close();
     }
 
     /// The schema version recorded in the database.
@@ -312,10 +329,19 @@ impl PgStore {
 
     /// A connection from the pool.
     async fn client(&self) -> Result<Object> {
+        self.client_of(&self.inner.pool).await
+    }
+
+    /// A connection for an ingest batch.
+    async fn ingest_client(&self) -> Result<Object> {
+        self.client_of(&self.inner.ingest_pool).await
+    }
+
+    async fn client_of(&self, pool: &Pool) -> Result<Object> {
         if *self.inner.shutdown.borrow() {
             return Err(StoreError::Closed);
         }
-        self.inner.pool.get().await.map_err(|e| match e {
+        pool.get().await.map_err(|e| match e {
             PoolError::Closed => StoreError::Closed,
             PoolError::Backend(e) => db("getting a pooled connection")(e),
             other => StoreError::Database(format!("getting a pooled connection: {other}")),

@@ -33,9 +33,7 @@ use uuid::Uuid;
 
 use super::rows::{self, db, get};
 use super::{PgStore, approvals, now_millis, operator};
-use crate::{
-    Claimed, INTERRUPTED_ERROR, InDoubtRef, InterruptedRun, QueueStore, Requeue, Result,
-};
+use crate::{Claimed, INTERRUPTED_ERROR, InDoubtRef, InterruptedRun, QueueStore, Requeue, Result};
 
 /// The slot count already ensured per charter by this process (slot rows are created once,
 /// on a charter's first claim at a given limit).
@@ -111,7 +109,12 @@ fn claim_sql() -> String {
 
 impl PgStore {
     /// Make sure slots `0..limit` of `charter` exist (once per charter and limit per process).
-    async fn ensure_slots<C: GenericClient>(&self, c: &C, charter: &str, limit: usize) -> Result<()> {
+    async fn ensure_slots<C: GenericClient>(
+        &self,
+        c: &C,
+        charter: &str,
+        limit: usize,
+    ) -> Result<()> {
         if self.inner.slots.has(charter, limit) {
             return Ok(());
         }
@@ -157,7 +160,10 @@ impl QueueStore for PgStore {
             .await
             .map_err(db("preparing claim"))?;
         let rows = client
-            .query(&stmt, &[&charter, &now, &limit, &take, &worker, &lease_until])
+            .query(
+                &stmt,
+                &[&charter, &now, &limit, &take, &worker, &lease_until],
+            )
             .await
             .map_err(db("claiming events"))?;
         let mut claimed = rows

@@ -16,7 +16,8 @@
 //!   [`RunWritten::already_succeeded`].
 //! * A release by a worker without the lease changes nothing and reports `released: false`;
 //!   the batch's other writes stand.
-//! * An action's attempts carried by its finished record are one multi-row insert.
+//! * An action's attempts carried by its finished record are one multi-row insert, and a
+//!   run's start directly followed by its decision is one insert (as on SQLite).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -38,10 +39,7 @@ enum Check {
     Plain(&'static str),
     /// A write about run `run_id`: a foreign-key violation or a failed
     /// `charter_expect_found` means `what` was not found.
-    Found {
-        what: String,
-        context: &'static str,
-    },
+    Found { what: String, context: &'static str },
     /// An action's intent: no row returned means its key had already succeeded.
     Intent(Uuid),
     /// A release: one row with the number of events released.
@@ -58,6 +56,12 @@ struct Step {
 const START_SQL: &str =
     "INSERT INTO runs (id, event_id, charter, charter_version, mode, started_at)
      VALUES ($1, $2, $3, $4, $5, $6)";
+
+/// A run's start directly followed by its decision: one row written once.
+const START_DECIDED_SQL: &str =
+    "INSERT INTO runs (id, event_id, charter, charter_version, mode, started_at, decision,
+         decision_label, decision_stage, decision_confidence)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
 const DECISION_SQL: &str = "WITH u AS (
          UPDATE runs SET decision = $2, decision_label = $3, decision_stage = $4,
@@ -134,7 +138,12 @@ async fn step(client: &Object, sql: &str, params: Vec<Param>, check: Check) -> R
 }
 
 /// The statements of one write (most are one; a finished action is up to three).
-async fn steps_of(client: &Object, w: &RunWrite, now: UnixMillis, out: &mut Vec<Step>) -> Result<()> {
+async fn steps_of(
+    client: &Object,
+    w: &RunWrite,
+    now: UnixMillis,
+    out: &mut Vec<Step>,
+) -> Result<()> {
     match w {
         RunWrite::Start {
             run_id,
@@ -228,7 +237,11 @@ async fn steps_of(client: &Object, w: &RunWrite, now: UnixMillis, out: &mut Vec<
                             .map(|a| i64::try_from(a.duration_ms).unwrap_or(i64::MAX))
                             .collect::<Vec<_>>(),
                     ),
-                    Box::new(at.iter().map(|a| a.status.map(i32::from)).collect::<Vec<_>>()),
+                    Box::new(
+                        at.iter()
+                            .map(|a| a.status.map(i32::from))
+                            .collect::<Vec<_>>(),
+                    ),
                     Box::new(at.iter().map(|a| a.error.clone()).collect::<Vec<_>>()),
                     Box::new(at.iter().map(|a| a.ok).collect::<Vec<_>>()),
                 ];
@@ -297,6 +310,52 @@ async fn steps_of(client: &Object, w: &RunWrite, now: UnixMillis, out: &mut Vec<
     Ok(())
 }
 
+/// A run's `Start` directly followed by its own `Decision` (how the worker writes them) as
+/// one insert: one row version and one index entry set instead of an insert and an update.
+async fn start_decided(client: &Object, writes: &[RunWrite]) -> Result<Option<Step>> {
+    let [
+        RunWrite::Start {
+            run_id,
+            event_id,
+            charter,
+            charter_version,
+            mode,
+            now,
+        },
+        RunWrite::Decision {
+            run_id: decided,
+            decision,
+        },
+        ..,
+    ] = writes
+    else {
+        return Ok(None);
+    };
+    if run_id != decided {
+        return Ok(None);
+    }
+    let params: Vec<Param> = vec![
+        Box::new(*run_id),
+        Box::new(*event_id),
+        Box::new(charter.clone()),
+        Box::new(charter_version.clone()),
+        Box::new(mode.clone()),
+        Box::new(*now),
+        Box::new(Json(decision.clone())),
+        Box::new(decision.label.clone()),
+        Box::new(enum_name(&decision.stage)),
+        Box::new(decision.confidence),
+    ];
+    let step = step(
+        client,
+        START_DECIDED_SQL,
+        params,
+        Check::Plain("starting a run"),
+    )
+    .await?;
+    Ok(Some(step))
+}
+
 /// The error a failed statement reports.
 fn step_error(check: &Check, e: tokio_postgres::Error) -> StoreError {
     match check {
@@ -323,15 +382,23 @@ fn step_error(check: &Check, e: tokio_postgres::Error) -> StoreError {
     }
 }
 
-type Sent<'a> = Pin<Box<dyn Future<Output = std::result::Result<Vec<Row>, tokio_postgres::Error>> + Send + 'a>>;
+type Sent<'a> =
+    Pin<Box<dyn Future<Output = std::result::Result<Vec<Row>, tokio_postgres::Error>> + Send + 'a>>;
 
 /// Apply `writes` in one transaction, sent as one pipeline (see the module's documentation).
 pub(super) async fn record_run(store: &PgStore, writes: Vec<RunWrite>) -> Result<RunWritten> {
     let now = now_millis();
     let client = store.client().await?;
     let mut steps = Vec::with_capacity(writes.len() + 2);
-    for w in &writes {
-        steps_of(&client, w, now, &mut steps).await?;
+    let mut i = 0;
+    while i < writes.len() {
+        if let Some(step) = start_decided(&client, &writes[i..]).await? {
+            steps.push(step);
+            i += 2;
+            continue;
+        }
+        steps_of(&client, &writes[i], now, &mut steps).await?;
+        i += 1;
     }
     let refs: Vec<Vec<_>> = steps.iter().map(|s| param_refs(&s.params)).collect();
     // BEGIN, every statement, COMMIT: the futures are polled in this order on their first
@@ -340,11 +407,15 @@ pub(super) async fn record_run(store: &PgStore, writes: Vec<RunWrite>) -> Result
     // goes: the parameters' types are fixed by the statements above, so that is a bug
     // caught by the conformance suite, not an input error.)
     let mut sent: Vec<Sent<'_>> = Vec::with_capacity(steps.len() + 2);
-    sent.push(Box::pin(async { client.batch_execute("BEGIN").await.map(|()| Vec::new()) }));
+    sent.push(Box::pin(async {
+        client.batch_execute("BEGIN").await.map(|()| Vec::new())
+    }));
     for (s, p) in steps.iter().zip(&refs) {
         sent.push(Box::pin(client.query(&s.stmt, p)));
     }
-    sent.push(Box::pin(async { client.batch_execute("COMMIT").await.map(|()| Vec::new()) }));
+    sent.push(Box::pin(async {
+        client.batch_execute("COMMIT").await.map(|()| Vec::new())
+    }));
     let mut answers = futures_util::future::join_all(sent).await.into_iter();
 
     answers

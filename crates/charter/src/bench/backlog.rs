@@ -49,8 +49,11 @@ pub struct DbCost {
     pub commits: f64,
     pub rows_inserted: f64,
     pub rows_updated: f64,
-    /// CPU time of every PostgreSQL server process (user + system), microseconds.
+    /// CPU time of every PostgreSQL server process (user + system), microseconds; on a
+    /// shared server this includes other databases' sessions.
     pub cpu_us: f64,
+    /// CPU time of the sessions connected to the benchmark's database alone.
+    pub backend_cpu_us: f64,
 }
 
 /// The counters [`DbCost`] is the difference of.
@@ -61,6 +64,7 @@ struct DbCounters {
     inserted: i64,
     updated: i64,
     cpu_ticks: u64,
+    backend_ticks: u64,
 }
 
 async fn counters(c: &tokio_postgres::Client, db: &str) -> Result<DbCounters, BenchError> {
@@ -79,12 +83,14 @@ async fn counters(c: &tokio_postgres::Client, db: &str) -> Result<DbCounters, Be
         commits: row.get(1),
         inserted: row.get(2),
         updated: row.get(3),
-        cpu_ticks: postgres_cpu_ticks(),
+        cpu_ticks: postgres_cpu_ticks(None),
+        backend_ticks: postgres_cpu_ticks(Some(db)),
     })
 }
 
-/// User + system clock ticks of every process named `postgres` on this machine.
-fn postgres_cpu_ticks() -> u64 {
+/// User + system clock ticks of every process named `postgres` on this machine, or only of
+/// the sessions connected to database `db` (their command line names it).
+fn postgres_cpu_ticks(db: Option<&str>) -> u64 {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return 0;
     };
@@ -100,6 +106,12 @@ fn postgres_cpu_ticks() -> u64 {
         if !stat[..close].contains("(postgres") {
             continue;
         }
+        if let Some(db) = db {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if !String::from_utf8_lossy(&cmdline).contains(db) {
+                continue;
+            }
+        }
         let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
         let ut: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
         let st: u64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -109,7 +121,11 @@ fn postgres_cpu_ticks() -> u64 {
 }
 
 /// Top the charter's queue up to `backlog` pending events.
-async fn top_up(c: &tokio_postgres::Client, backlog: u64, serial: &mut i64) -> Result<(), BenchError> {
+async fn top_up(
+    c: &tokio_postgres::Client,
+    backlog: u64,
+    serial: &mut i64,
+) -> Result<(), BenchError> {
     let pending: i64 = c
         .query_one(
             "SELECT count(*) FROM events WHERE charter = $1 AND status = 'pending'",
@@ -243,7 +259,10 @@ async fn one_backlog(
             let after = counters(&admin, &db_name).await?;
             let done_all = sink.applied_keys() as u64 - applied0;
             let rate = done as f64 / took;
-            eprintln!("  round {}: {done} events in {took:.2}s = {rate:.0}/s", round + 1);
+            eprintln!(
+                "  round {}: {done} events in {took:.2}s = {rate:.0}/s",
+                round + 1
+            );
             rates.push(rate);
             let ticks_per_sec = 100.0; // USER_HZ on Linux
             cost.wal_bytes += (after.wal - before.wal) as f64;
@@ -252,6 +271,9 @@ async fn one_backlog(
             cost.rows_updated += (after.updated - before.updated) as f64;
             cost.cpu_us +=
                 (after.cpu_ticks - before.cpu_ticks) as f64 / ticks_per_sec * 1_000_000.0;
+            cost.backend_cpu_us += after.backend_ticks.saturating_sub(before.backend_ticks) as f64
+                / ticks_per_sec
+                * 1_000_000.0;
             processed += done_all;
         }
         shutdown.cancel();
@@ -266,6 +288,7 @@ async fn one_backlog(
             rows_inserted: cost.rows_inserted / n,
             rows_updated: cost.rows_updated / n,
             cpu_us: cost.cpu_us / n,
+            backend_cpu_us: cost.backend_cpu_us / n,
         };
         let mut sorted = rates.clone();
         sorted.sort_by(f64::total_cmp);
