@@ -1683,3 +1683,46 @@ fn an_llm_stage_sets_its_cache_lifetime() {
     let err = stage("soon").unwrap_err().to_string();
     assert!(err.contains("`cache_ttl`"), "{err}");
 }
+
+#[test]
+fn backlog_bounds_default_parse_and_are_checked() {
+    use charter_core::config::BacklogSettings;
+    use std::time::Duration;
+    let triage = TRIAGE.replace("uses: [helpdesk, crm]", "uses: [helpdesk]");
+    let base = "connectors:\n  helpdesk: { type: http, base_url: http://helpdesk.example:9000 }\n\
+                providers:\n  default: { type: openai, model: gpt-4o-mini }\n";
+    let with = |server: &str| {
+        let mut src = with_triage(&triage);
+        src.files
+            .insert("charter.yaml".into(), format!("{base}{server}"));
+        src
+    };
+    // The default bounds the backlog (a disk cannot fill silently).
+    let p = load_project(&with("")).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(p.settings.net.backlog, BacklogSettings::default());
+    assert_eq!(p.settings.net.backlog.max_events, Some(1_000_000));
+    // Set, and 0 for unbounded.
+    let p = load_project(&with(
+        "server:\n  backlog: { max_events: 0, max_per_charter: 5000, max_age: 2h }\n",
+    ))
+    .unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(
+        p.settings.net.backlog,
+        BacklogSettings {
+            max_events: None,
+            max_per_charter: Some(5000),
+            max_age: Some(Duration::from_secs(7200)),
+        }
+    );
+    // Bad values name the key and the place.
+    let d = diagnostics(&with(
+        "server:\n  backlog: { max_events: -1, max_age: 0s }\n",
+    ));
+    assert!(
+        d.contains("charter.yaml:") && d.contains("`backlog.max_events` is -1"),
+        "{d}"
+    );
+    assert!(d.contains("`max_age` is 0"), "{d}");
+    let d = diagnostics(&with("server:\n  backlog: { max_event: 5 }\n"));
+    assert!(d.contains("max_event"), "{d}");
+}

@@ -40,6 +40,10 @@ pub enum ApiError {
     /// Over a rate limit; retry after this many seconds.
     #[error("too many requests; retry later")]
     TooManyRequests { retry_after: u64 },
+    /// The charter's backlog is over a bound (`server.backlog`); retry after this many
+    /// seconds. Nothing was stored.
+    #[error("backlog full; retry later")]
+    BacklogFull { retry_after: u64 },
 }
 
 impl ApiError {
@@ -57,6 +61,7 @@ impl ApiError {
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::BacklogFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -93,7 +98,8 @@ impl IntoResponse for ApiError {
             other => json!({"error": other.to_string()}),
         };
         let mut response = (status, Json(body)).into_response();
-        if let ApiError::TooManyRequests { retry_after } = self
+        if let ApiError::TooManyRequests { retry_after } | ApiError::BacklogFull { retry_after } =
+            self
             && let Ok(v) = axum::http::HeaderValue::from_str(&retry_after.max(1).to_string())
         {
             response

@@ -204,6 +204,13 @@ pub async fn receive<S: Store>(
     let Some(webhook) = &charter.trigger.webhook else {
         return Err(ApiError::NotFound);
     };
+    if let Some(r) = crate::backlog::refusal(state, charter_name) {
+        tracing::debug!(charter = %charter_name, bound = r.bound, detail = %r.detail, "webhook refused: backlog full");
+        state.metrics.webhook_limited(charter_name, "backlog");
+        return Err(ApiError::BacklogFull {
+            retry_after: crate::backlog::RETRY_AFTER.as_secs(),
+        });
+    }
     let received_at = now_millis();
     let source = format!("webhook:{}", webhook.path);
     let dedupe_header: Option<&str> = match &charter.trigger.dedupe {
@@ -423,6 +430,7 @@ pub async fn accept<S: Store>(
     match outcome {
         IngestOutcome::Stored(_) => {
             state.metrics.received(&charter);
+            state.metrics.backlog.stored(&charter);
             state.wake.notify_one();
         }
         IngestOutcome::Duplicate(_) => state.metrics.duplicate(&charter),

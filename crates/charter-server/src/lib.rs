@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod alerts;
 pub mod api;
+pub mod backlog;
 pub mod conn;
 pub mod dead_letters;
 pub mod decide;
@@ -484,6 +485,13 @@ pub async fn start<S: Store>(
         });
     }
     if opts.role != Role::Worker {
+        // The backlog bounds are applied where events are taken in.
+        let token = shutdown.clone();
+        let st = state.clone();
+        tasks.spawn(async move {
+            backlog::run(st, token).await;
+            "backlog"
+        });
         let app = router(state.clone());
         let token = shutdown.clone();
         tasks.spawn(async move {

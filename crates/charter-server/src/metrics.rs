@@ -59,6 +59,8 @@ pub enum Metric {
     EscalationsOpen,
     EscalationsOldestAge,
     AlertsFiring,
+    BacklogEvents,
+    BacklogOldest,
 }
 
 /// The Prometheus type of a metric.
@@ -114,6 +116,8 @@ impl Metric {
         Metric::EscalationsOpen,
         Metric::EscalationsOldestAge,
         Metric::AlertsFiring,
+        Metric::BacklogEvents,
+        Metric::BacklogOldest,
     ];
 
     pub fn name(self) -> &'static str {
@@ -160,6 +164,8 @@ impl Metric {
             Metric::EscalationsOpen => "charter_escalations_open",
             Metric::EscalationsOldestAge => "charter_escalations_oldest_age_seconds",
             Metric::AlertsFiring => "charter_alerts_firing",
+            Metric::BacklogEvents => "charter_backlog_events",
+            Metric::BacklogOldest => "charter_backlog_oldest_seconds",
         }
     }
 
@@ -242,6 +248,12 @@ impl Metric {
             Metric::ActionLatency => "Time one action attempt took, by connector.",
             Metric::CycleTime => "Time from receipt to the end of the run, by charter.",
             Metric::QueueDepth => "Events waiting for a worker, by charter.",
+            Metric::BacklogEvents => {
+                "Events waiting for a worker, by charter, as the backlog bounds (server.backlog) see them on this node."
+            }
+            Metric::BacklogOldest => {
+                "Age of the oldest event waiting for a worker, by charter, as the backlog bounds see it on this node."
+            }
             Metric::QueueOldestAge => "Age of the oldest event waiting for a worker, by charter.",
             Metric::ApprovalsPending => "Approvals waiting for a reviewer, by charter.",
             Metric::ApprovalsOldestAge => "Age of the oldest pending approval, by charter.",
@@ -264,7 +276,9 @@ impl Metric {
             | Metric::ApprovalsOldestAge
             | Metric::EscalationsOpen
             | Metric::EscalationsOldestAge
-            | Metric::AlertsFiring => Kind::Gauge,
+            | Metric::AlertsFiring
+            | Metric::BacklogEvents
+            | Metric::BacklogOldest => Kind::Gauge,
             _ => Kind::Counter,
         }
     }
@@ -381,6 +395,8 @@ fn entry<'a, V>(
 pub struct Metrics {
     counters: Mutex<BTreeMap<(Metric, LabelSet), f64>>,
     histograms: Mutex<BTreeMap<(Metric, LabelSet), Histogram>>,
+    /// The backlog as the bounds see it (refreshed by [`crate::backlog::run`]).
+    pub backlog: crate::backlog::BacklogGauges,
 }
 
 impl Default for Metrics {
@@ -388,6 +404,7 @@ impl Default for Metrics {
         Metrics {
             counters: Mutex::new(BTreeMap::new()),
             histograms: Mutex::new(BTreeMap::new()),
+            backlog: crate::backlog::BacklogGauges::default(),
         }
     }
 }
@@ -743,7 +760,12 @@ impl Metrics {
             .lock()
             .map(|h| h.clone())
             .unwrap_or_default();
-        let gauges = gauges(backlog, firing, now);
+        let mut gauges = gauges(backlog, firing, now);
+        for (charter, n, age) in self.backlog.figures(now) {
+            let l = labels(&[("charter", &charter)]);
+            gauges.push((Metric::BacklogEvents, l.clone(), n as f64));
+            gauges.push((Metric::BacklogOldest, l, age));
+        }
         for &m in Metric::ALL {
             let header = |out: &mut String| {
                 let kind = match m.kind() {

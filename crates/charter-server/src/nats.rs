@@ -218,7 +218,14 @@ async fn session<S: Store>(
         "consuming NATS JetStream"
     );
 
-    let result = loop {
+    let result = 'consume: loop {
+        // Paused while the charter's backlog is full: the messages wait in the stream.
+        while crate::backlog::refusal(state, &cr.charter.name).is_some() {
+            tokio::select! {
+                _ = shutdown.cancelled() => break 'consume Ok(()),
+                _ = tokio::time::sleep(crate::backlog::RETRY_AFTER) => {}
+            }
+        }
         let chunk = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break Ok(()),
@@ -395,6 +402,7 @@ pub async fn handle_message<S: Store>(
     match state.store.ingest(event).await? {
         IngestOutcome::Stored(id) => {
             state.metrics.received(&charter.name);
+            state.metrics.backlog.stored(&charter.name);
             Ok(Handled::Stored(id))
         }
         IngestOutcome::Duplicate(id) => {

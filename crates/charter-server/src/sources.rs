@@ -138,9 +138,14 @@ async fn poll_loop<S: Store>(
 ) {
     tracing::info!(charter = %charter, connector = %poll.connector, every_ms = poll.every.as_millis() as u64, "polling");
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = poll_tick(&state, &executor, &charter, &poll, &shutdown) => {}
+        if let Some(r) = crate::backlog::refusal(&state, &charter) {
+            // Paused while the backlog is full: the cursor stays, the next tick resumes.
+            tracing::debug!(charter = %charter, bound = r.bound, "poll skipped: backlog full");
+        } else {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = poll_tick(&state, &executor, &charter, &poll, &shutdown) => {}
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -343,6 +348,7 @@ async fn store_item<S: Store>(
     match state.store.ingest(event).await? {
         IngestOutcome::Stored(_) => {
             state.metrics.received(charter);
+            state.metrics.backlog.stored(charter);
             Ok(Stored::New)
         }
         IngestOutcome::Duplicate(_) => {
@@ -459,6 +465,15 @@ async fn schedule_loop<S: Store>(
 ) {
     tracing::info!(charter = %charter, cron = %schedule.cron, timezone = %schedule.zone, "schedule started");
     loop {
+        if let Some(r) = crate::backlog::refusal(&state, &charter) {
+            // Paused while the backlog is full; the due fire time is fired once it is not.
+            tracing::debug!(charter = %charter, bound = r.bound, "schedule waits: backlog full");
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(crate::backlog::RETRY_AFTER) => {}
+            }
+            continue;
+        }
         let wait = match schedule_step(&state, &charter, &schedule, now_millis()).await {
             Ok(wait) => wait,
             Err(e) => {
@@ -542,6 +557,7 @@ async fn fire<S: Store>(
         IngestOutcome::Stored(id) => {
             tracing::info!(charter, scheduled_for = %when, event = %id, "scheduled event");
             state.metrics.received(charter);
+            state.metrics.backlog.stored(charter);
             state.wake.notify_one();
         }
         IngestOutcome::Duplicate(_) => state.metrics.duplicate(charter),

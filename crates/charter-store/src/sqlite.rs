@@ -65,6 +65,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0012_in_doubt.sql"),
     include_str!("../migrations/sqlite/0013_rollout.sql"),
     include_str!("../migrations/sqlite/0014_knowledge.sql"),
+    include_str!("../migrations/sqlite/0015_claim_path.sql"),
     include_str!("../migrations/sqlite/0016_lists.sql"),
 ];
 

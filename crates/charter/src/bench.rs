@@ -44,6 +44,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::serve::{LogArgs, forward_wakeups, init_logging};
 
+mod backlog;
+
 /// Name of the benchmark charter.
 const CHARTER: &str = "bench";
 /// Its webhook path.
@@ -160,6 +162,16 @@ pub struct BenchArgs {
     /// Worker node counts for the PostgreSQL end-to-end runs; one run per value.
     #[arg(long, default_value = "1,2,3", value_delimiter = ',', value_parser = parse_nodes)]
     pub nodes: Vec<usize>,
+    /// With `--postgres`: also measure one node's processing rate with this many events
+    /// queued, one measurement per value (e.g. `1000,500000`; see `bench/backlog.rs`).
+    #[arg(long, value_delimiter = ',')]
+    pub pg_backlog: Vec<u64>,
+    /// Events processed per measured window of `--pg-backlog`.
+    #[arg(long, default_value_t = 2000)]
+    pub pg_backlog_window: u64,
+    /// Windows measured per backlog of `--pg-backlog` (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub pg_backlog_rounds: usize,
     /// Print the report as JSON on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -368,6 +380,8 @@ pub struct Report {
     pub e2e: Option<E2eResult>,
     /// End to end on PostgreSQL, one run per node count (`--postgres`).
     pub e2e_postgres: Vec<E2eResult>,
+    /// One node's processing rate on PostgreSQL per queued backlog (`--pg-backlog`).
+    pub pg_backlog: Vec<backlog::BacklogResult>,
     pub memory: Memory,
 }
 
@@ -443,6 +457,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         ingest_paced: None,
         e2e: None,
         e2e_postgres: Vec::new(),
+        pg_backlog: Vec::new(),
         memory: Memory::default(),
     };
     let warmup = (args.duration / 10).min(Duration::from_secs(1));
@@ -547,6 +562,16 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
                 )
                 .await?;
                 report.e2e_postgres.push(r);
+            }
+            if !args.pg_backlog.is_empty() {
+                report.pg_backlog = backlog::pg_backlog(
+                    admin_url,
+                    &args.pg_backlog,
+                    args.workers,
+                    args.pg_backlog_rounds.max(1),
+                    args.pg_backlog_window.max(1),
+                )
+                .await?;
             }
         }
     }
@@ -1968,6 +1993,26 @@ pub fn render_table(r: &Report) -> String {
             p.errors
         );
     }
+    for b in &r.pg_backlog {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "postgres, 1 node, {} events queued: {:.0} events/s processed (median of {:?}, {} per window); per event: {:.0} WAL bytes, {:.2} commits, {:.2} rows inserted, {:.2} rows updated, {:.0} us CPU of the database's sessions ({:.0} us of all PostgreSQL processes)",
+            b.backlog,
+            b.events_per_sec,
+            b.rounds_events_per_sec
+                .iter()
+                .map(|v| v.round())
+                .collect::<Vec<_>>(),
+            b.window,
+            b.db.wal_bytes,
+            b.db.commits,
+            b.db.rows_inserted,
+            b.db.rows_updated,
+            b.db.backend_cpu_us,
+            b.db.cpu_us
+        );
+    }
     for e in r.e2e.iter().chain(&r.e2e_postgres) {
         let _ = writeln!(out);
         let _ = writeln!(
@@ -2128,6 +2173,9 @@ mod tests {
             rounds: 1,
             postgres: None,
             nodes: vec![1],
+            pg_backlog: Vec::new(),
+            pg_backlog_window: 2000,
+            pg_backlog_rounds: 3,
             json: true,
             out: None,
             paced_rate: 0.0,

@@ -165,6 +165,41 @@ pub struct NetSettings {
     /// it, a rejected body is answered as before but not kept, and counted in
     /// `charter_rejected_dropped_total`.
     pub rejected_keep: u64,
+    /// Bounds on unprocessed work (`server.backlog`).
+    pub backlog: BacklogSettings,
+}
+
+/// How much unprocessed work the store may hold (`server.backlog:` in charter.yaml). Past a
+/// bound, webhooks of the charters concerned are answered 503 with `Retry-After` (nothing
+/// stored; providers retry) and their poll sources skip their polls, until the workers
+/// have drained the backlog below it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BacklogSettings {
+    /// Events waiting for a worker across all charters (`max_events`, default 1,000,000);
+    /// `None`: unbounded (`max_events: 0`).
+    pub max_events: Option<u64>,
+    /// Events waiting for a worker in one charter (`max_per_charter`; default: the same as
+    /// `max_events`).
+    pub max_per_charter: Option<u64>,
+    /// Age of a charter's oldest waiting event beyond which it takes no more
+    /// (`max_age`; default off).
+    pub max_age: Option<Duration>,
+}
+
+impl BacklogSettings {
+    /// The default bound: about 1-2 GB of stored events at typical webhook sizes, so that a
+    /// backlog that grows for hours is refused long before it fills a disk.
+    pub const DEFAULT_MAX_EVENTS: u64 = 1_000_000;
+}
+
+impl Default for BacklogSettings {
+    fn default() -> Self {
+        BacklogSettings {
+            max_events: Some(Self::DEFAULT_MAX_EVENTS),
+            max_per_charter: None,
+            max_age: None,
+        }
+    }
 }
 
 impl Default for NetSettings {
@@ -179,6 +214,7 @@ impl Default for NetSettings {
             webhook_rate: None,
             webhook_client_rate: None,
             rejected_keep: 10_000,
+            backlog: BacklogSettings::default(),
         }
     }
 }

@@ -261,6 +261,16 @@ pub struct RawServer {
     pub webhook_rate: Option<S<Scalar>>,
     pub webhook_client_rate: Option<S<Scalar>>,
     pub rejected_keep: Option<S<i64>>,
+    pub backlog: Option<S<RawBacklog>>,
+}
+
+/// `server.backlog:`: how much unprocessed work the store may hold before ingest refuses.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBacklog {
+    pub max_events: Option<S<i64>>,
+    pub max_per_charter: Option<S<i64>>,
+    pub max_age: Option<S<Scalar>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -846,7 +856,11 @@ const SERVER_SHAPE: Shape = Shape::Keys(&[
     ("webhook_rate", A),
     ("webhook_client_rate", A),
     ("rejected_keep", A),
+    ("backlog", BACKLOG_SHAPE),
 ]);
+
+const BACKLOG_SHAPE: Shape =
+    Shape::Keys(&[("max_events", A), ("max_per_charter", A), ("max_age", A)]);
 
 const WORKER_SHAPE: Shape = Shape::Keys(&[
     ("lease", A),
@@ -1167,6 +1181,22 @@ pub const PROJECT_KEY_DOCS: &[(&str, &str)] = &[
     (
         "server.rejected_keep",
         "Rejected payloads kept per charter (default 10000).",
+    ),
+    (
+        "server.backlog",
+        "Bounds on unprocessed events; beyond one, webhooks get 503 with Retry-After and poll sources pause.",
+    ),
+    (
+        "server.backlog.max_events",
+        "Events waiting for a worker, all charters together (default 1000000; 0 = unbounded).",
+    ),
+    (
+        "server.backlog.max_per_charter",
+        "Events waiting for a worker in one charter (default: max_events).",
+    ),
+    (
+        "server.backlog.max_age",
+        "Age of a charter's oldest waiting event beyond which it refuses more (`1h`; default off).",
     ),
     (
         "store",

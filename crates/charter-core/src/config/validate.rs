@@ -34,6 +34,7 @@ use crate::expr::Expr;
 use names::Scope;
 
 mod alerts;
+mod backlog;
 mod decision;
 mod knowledge;
 mod names;
@@ -782,6 +783,9 @@ impl<'a> ProjectChecker<'a> {
             } else {
                 net.rejected_keep = k.value as u64;
             }
+        }
+        if let Some(b) = &server.backlog {
+            net.backlog = self.backlog(&b.value);
         }
         for (key, value, slot) in [
             ("webhook_rate", &server.webhook_rate, &mut net.webhook_rate),

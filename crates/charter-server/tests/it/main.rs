@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
 mod admin;
+mod backlog;
 mod decision;
 mod evidence;
 mod expressions;

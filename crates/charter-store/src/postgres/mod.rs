@@ -9,12 +9,15 @@
 //!   the `charter_schema_version` table and applied on [`PgStore::connect`] (or by
 //!   [`migrate`]) in one transaction that first takes a transaction-scoped advisory lock, so
 //!   nodes starting at the same moment apply each migration exactly once.
-//! * Claims lock the charter's row in `charter_state` (`SELECT ... FOR UPDATE`), so the
-//!   per-charter limit holds across nodes; candidate events are taken with
-//!   `FOR UPDATE SKIP LOCKED`.
-//! * Each stored event sends `NOTIFY charter_events` (payload: the charter name) from inside
-//!   the ingest transaction, delivered on commit; [`PgStore::listen`] receives them so that
-//!   idle workers wake up without polling.
+//! * Claims take slot rows and events with `FOR UPDATE SKIP LOCKED` in one statement, so
+//!   the per-charter limit holds across nodes without a lock every claim waits for
+//!   (see [`queue`]).
+//! * Ingest is group-committed: events arriving together are stored by one multi-row insert
+//!   (see [`ingest`]). A run's writes up to each durable point are one pipelined transaction,
+//!   one round trip (see [`runs`]).
+//! * Stored events are announced after their commit with `NOTIFY charter_events` (payload:
+//!   the charter name), coalesced per charter by one background task; [`PgStore::listen`]
+//!   receives them so that idle workers wake up without polling.
 //! * [`PgStore::try_lock_job`] gives a cluster-wide "only one node runs this" lock for
 //!   scheduled jobs.
 //!
@@ -26,15 +29,18 @@
 
 mod approvals;
 mod decision;
+mod ingest;
 mod knowledge;
 mod lists;
 mod notifications;
 mod notify;
 mod operator;
+mod queue;
 mod report;
 mod retention;
 mod rollout;
 mod rows;
+mod runs;
 mod sessions;
 mod sources;
 
@@ -43,8 +49,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use charter_core::model::{
-    ActionRecord, ActionStatus, AttemptRecord, Decision, EventRecord, EventStatus, NewEvent,
-    RejectedPayload, RunOutcome, RunRecord, UnixMillis,
+    ActionRecord, ActionStatus, AttemptRecord, Decision, EventRecord, NewEvent, RejectedPayload,
+    RunOutcome, RunRecord, UnixMillis,
 };
 use deadpool_postgres::{
     GenericClient, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod,
@@ -55,10 +61,10 @@ use tokio_postgres::types::{Json, ToSql};
 use uuid::Uuid;
 
 use crate::{
-    CharterStateStore, Claimed, EventFilter, EventStore, IngestOutcome, QueueStore, Requeue,
-    Result, RunFilter, RunStore, RunWrite, RunWritten, StoreError,
+    CharterStateStore, EventFilter, EventStore, IngestOutcome, Result, RunFilter, RunStore,
+    RunWrite, RunWritten, StoreError,
 };
-use crate::{INTERRUPTED_ERROR, InDoubtAction, InDoubtFilter, InDoubtRef, InterruptedRun};
+use crate::{InDoubtAction, InDoubtFilter};
 use rows::{EVENT_COLS, REJECTED_COLS, db, enum_name, get, parse_enum, u32_of};
 
 pub use notify::{JobLock, NOTIFY_CHANNEL};
@@ -79,6 +85,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0012_in_doubt.sql"),
     include_str!("../../migrations/postgres/0013_rollout.sql"),
     include_str!("../../migrations/postgres/0014_knowledge.sql"),
+    include_str!("../../migrations/postgres/0015_claim_path.sql"),
     include_str!("../../migrations/postgres/0016_lists.sql"),
 ];
 
@@ -102,11 +109,17 @@ pub struct PgStore {
 
 struct Inner {
     pool: Pool,
+    /// The ingest batches' connections (see [`ingest`]).
+    ingest_pool: Pool,
     config: tokio_postgres::Config,
     /// Set to true by [`PgStore::close`]; background listeners watch it.
     shutdown: watch::Sender<bool>,
     /// Announces stored events to other nodes after their commit.
     announcer: Arc<notify::Announcer>,
+    /// Claim slots already created by this process, per charter.
+    slots: queue::SlotsMade,
+    /// Events waiting for the next ingest batch (group commit).
+    ingest: ingest::IngestQueue,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -248,13 +261,29 @@ impl PgStore {
             .max_size(pool_size.max(1))
             .build()
             .map_err(|e| StoreError::Database(format!("building the connection pool: {e}")))?;
+        // Ingest batches have connections of their own, so that acknowledgements never
+        // wait behind the worker's run writes for a pooled connection (opened on first use:
+        // a worker-only node opens none).
+        let ingest_pool = Pool::builder(Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        ))
+        .max_size(ingest::WRITERS)
+        .build()
+        .map_err(|e| StoreError::Database(format!("building the ingest connection pool: {e}")))?;
         let (shutdown, _) = watch::channel(false);
         let store = PgStore {
             inner: Arc::new(Inner {
                 pool,
+                ingest_pool,
                 config,
                 shutdown,
                 announcer: Arc::default(),
+                slots: queue::SlotsMade::default(),
+                ingest: ingest::IngestQueue::default(),
             }),
         };
         {
@@ -287,6 +316,7 @@ impl PgStore {
     pub async fn close(&self) {
         self.inner.shutdown.send_replace(true);
         self.inner.pool.close();
+        self.inner.ingest_pool.close();
     }
 
     /// The schema version recorded in the database.
@@ -305,10 +335,19 @@ impl PgStore {
 
     /// A connection from the pool.
     async fn client(&self) -> Result<Object> {
+        self.client_of(&self.inner.pool).await
+    }
+
+    /// A connection for an ingest batch.
+    async fn ingest_client(&self) -> Result<Object> {
+        self.client_of(&self.inner.ingest_pool).await
+    }
+
+    async fn client_of(&self, pool: &Pool) -> Result<Object> {
         if *self.inner.shutdown.borrow() {
             return Err(StoreError::Closed);
         }
-        self.inner.pool.get().await.map_err(|e| match e {
+        pool.get().await.map_err(|e| match e {
             PoolError::Closed => StoreError::Closed,
             PoolError::Backend(e) => db("getting a pooled connection")(e),
             other => StoreError::Database(format!("getting a pooled connection: {other}")),
@@ -402,76 +441,6 @@ fn param_refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
 // Events
 // ---------------------------------------------------------------------------------------
 
-impl PgStore {
-    /// The event's INSERT; `payload_json` is the payload's text as received, when it is.
-    async fn insert_event(
-        &self,
-        event: NewEvent,
-        payload_json: Option<String>,
-    ) -> Result<IngestOutcome> {
-        let id = event.id;
-        let text = payload_json.as_deref().map(JsonText);
-        let payload: &(dyn ToSql + Sync) = match &text {
-            Some(t) => t,
-            None => &event.payload,
-        };
-        let client = self.client().await?;
-        // One statement in its own transaction (one round trip, one WAL flush shared with
-        // concurrent commits). No conflict target: a duplicate (charter, dedupe_key) and a
-        // re-delivered id are both "nothing stored". A concurrent insert of the same key
-        // makes this statement wait for that transaction, so exactly one caller inserts,
-        // and the lookup below finds the winner's row committed.
-        let insert = client
-            .prepare_cached(
-                "INSERT INTO events (id, charter, source, event_type, dedupe_key,
-                     received_at, headers, payload, status, attempts, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $6)
-                 ON CONFLICT DO NOTHING
-                 RETURNING id",
-            )
-            .await
-            .map_err(db("preparing ingest"))?;
-        let inserted = client
-            .query_opt(
-                &insert,
-                &[
-                    &id,
-                    &event.charter,
-                    &event.source,
-                    &event.event_type,
-                    &event.dedupe_key,
-                    &event.received_at,
-                    &Json(&event.headers),
-                    payload,
-                ],
-            )
-            .await
-            .map_err(db("inserting an event"))?;
-        if inserted.is_some() {
-            // Committed: tell other nodes' workers (after the commit, outside it).
-            self.inner.announcer.announce(self, &event.charter);
-            return Ok(IngestOutcome::Stored(id));
-        }
-        let existing = match &event.dedupe_key {
-            Some(key) => {
-                let stmt = client
-                    .prepare_cached("SELECT id FROM events WHERE charter = $1 AND dedupe_key = $2")
-                    .await
-                    .map_err(db("preparing the duplicate lookup"))?;
-                client
-                    .query_opt(&stmt, &[&event.charter, key])
-                    .await
-                    .map_err(db("looking up a duplicate"))?
-                    .map(|row| get::<Uuid>(&row, 0))
-                    .transpose()?
-            }
-            None => None,
-        };
-        // Otherwise the conflict was on the id: the same event delivered twice.
-        Ok(IngestOutcome::Duplicate(existing.unwrap_or(id)))
-    }
-}
-
 /// A JSON text passed to a `json`/`jsonb` parameter as it is (the caller parsed it already).
 #[derive(Debug)]
 struct JsonText<'a>(&'a str);
@@ -503,11 +472,11 @@ impl ToSql for JsonText<'_> {
 
 impl EventStore for PgStore {
     async fn ingest(&self, event: NewEvent) -> Result<IngestOutcome> {
-        self.insert_event(event, None).await
+        ingest::ingest(self, event, None).await
     }
 
     async fn ingest_json(&self, event: NewEvent, payload_json: String) -> Result<IngestOutcome> {
-        self.insert_event(event, Some(payload_json)).await
+        ingest::ingest(self, event, Some(payload_json)).await
     }
 
     async fn reject(&self, rejected: RejectedPayload) -> Result<()> {
@@ -607,335 +576,6 @@ impl EventStore for PgStore {
             .map_err(db("deleting a rejected payload"))?;
         Ok(n > 0)
     }
-}
-
-// ---------------------------------------------------------------------------------------
-// Queue
-// ---------------------------------------------------------------------------------------
-
-impl QueueStore for PgStore {
-    async fn claim(
-        &self,
-        charter: &str,
-        worker: &str,
-        max: usize,
-        charter_limit: usize,
-        lease: Duration,
-        now: UnixMillis,
-    ) -> Result<Vec<Claimed>> {
-        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-        let lease_until = now.saturating_add(lease_ms);
-        let mut client = self.client().await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(db("beginning a claim"))?;
-
-        // Serialise claims of this charter across every node: hold its charter_state row
-        // until commit (creating the row if the charter was never paused or claimed).
-        let lock = tx
-            .prepare_cached("SELECT paused FROM charter_state WHERE charter = $1 FOR UPDATE")
-            .await
-            .map_err(db("preparing the charter lock"))?;
-        let paused: bool = match tx
-            .query_opt(&lock, &[&charter])
-            .await
-            .map_err(db("locking the charter"))?
-        {
-            Some(row) => get(&row, 0)?,
-            None => {
-                tx.execute(
-                    "INSERT INTO charter_state (charter, paused, updated_at)
-                     VALUES ($1, FALSE, $2)
-                     ON CONFLICT (charter) DO NOTHING",
-                    &[&charter, &now],
-                )
-                .await
-                .map_err(db("creating the charter state"))?;
-                let row = tx
-                    .query_one(&lock, &[&charter])
-                    .await
-                    .map_err(db("locking the charter"))?;
-                get(&row, 0)?
-            }
-        };
-        if paused {
-            tx.commit().await.map_err(db("committing a claim"))?;
-            return Ok(Vec::new());
-        }
-
-        // Each statement below sees every claim committed before this one got the lock.
-        let count = tx
-            .prepare_cached(
-                "SELECT count(*) FROM events
-                 WHERE charter = $1 AND status = 'processing' AND lease_until > $2",
-            )
-            .await
-            .map_err(db("preparing the lease count"))?;
-        let row = tx
-            .query_one(&count, &[&charter, &now])
-            .await
-            .map_err(db("counting live leases"))?;
-        let live: i64 = get(&row, 0)?;
-        let live = usize::try_from(live).unwrap_or(0);
-        let take = max.min(charter_limit.saturating_sub(live));
-        if take == 0 {
-            tx.commit().await.map_err(db("committing a claim"))?;
-            return Ok(Vec::new());
-        }
-        let take = i64::try_from(take).unwrap_or(i64::MAX);
-
-        let claim = tx
-            .prepare_cached(&format!(
-                "WITH picked AS (
-                     SELECT id FROM events
-                     WHERE charter = $1
-                       AND (status = 'pending'
-                            OR (status = 'processing'
-                                AND (lease_until IS NULL OR lease_until <= $2)))
-                     ORDER BY id
-                     LIMIT $3
-                     FOR UPDATE SKIP LOCKED
-                 )
-                 UPDATE events AS e SET status = 'processing', lease_owner = $4,
-                     lease_until = $5, attempts = e.attempts + 1, updated_at = $2
-                 FROM picked WHERE e.id = picked.id
-                 RETURNING {}",
-                rows::EVENT_COLS_E
-            ))
-            .await
-            .map_err(db("preparing claim"))?;
-        let rows = tx
-            .query(&claim, &[&charter, &now, &take, &worker, &lease_until])
-            .await
-            .map_err(db("claiming events"))?;
-        let mut claimed = rows
-            .iter()
-            .map(|row| {
-                let record = rows::event_record(row)?;
-                Ok(Claimed {
-                    event: record.event,
-                    attempt: record.attempts,
-                    lease_until,
-                    mode_override: None,
-                    resolution: None,
-                    interrupted: Vec::new(),
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        // What each run needs before deciding, read in the claim's transaction instead of by
-        // two round trips per run.
-        if !claimed.is_empty() {
-            let mode = operator::read_mode(&tx, charter).await?;
-            let ids: Vec<Uuid> = claimed.iter().map(|c| c.event.id).collect();
-            let mut resolutions = approvals::latest_resolutions(&tx, &ids).await?;
-            let mut interrupted = pg_close_interrupted(&tx, &ids, now).await?;
-            for c in &mut claimed {
-                c.mode_override = mode.clone();
-                if let Some(i) = resolutions.iter().position(|r| r.event_id == c.event.id) {
-                    c.resolution = Some(resolutions.swap_remove(i));
-                }
-                c.interrupted = interrupted.remove(&c.event.id).unwrap_or_default();
-            }
-        }
-        tx.commit().await.map_err(db("committing a claim"))?;
-        claimed.sort_by_key(|c| c.event.id);
-        Ok(claimed)
-    }
-
-    async fn renew(&self, event_id: Uuid, worker: &str, lease_until: UnixMillis) -> Result<bool> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "UPDATE events SET lease_until = $3
-                 WHERE id = $1 AND lease_owner = $2 AND status = 'processing'",
-            )
-            .await
-            .map_err(db("preparing renew"))?;
-        let n = client
-            .execute(&stmt, &[&event_id, &worker, &lease_until])
-            .await
-            .map_err(db("renewing a lease"))?;
-        Ok(n == 1)
-    }
-
-    async fn release(
-        &self,
-        event_id: Uuid,
-        worker: &str,
-        status: EventStatus,
-        now: UnixMillis,
-    ) -> Result<bool> {
-        let client = self.client().await?;
-        pg_release(&client, event_id, worker, status, now).await
-    }
-
-    async fn requeue(&self, selector: Requeue, now: UnixMillis) -> Result<Vec<Uuid>> {
-        const SET: &str = "UPDATE events SET status = 'pending', lease_owner = NULL,
-             lease_until = NULL, updated_at = $1";
-        let client = self.client().await?;
-        let rows = match selector {
-            Requeue::Event(id) => {
-                client
-                    .query(
-                        &format!("{SET} WHERE id = $2 AND status <> 'processing' RETURNING id"),
-                        &[&now, &id],
-                    )
-                    .await
-            }
-            Requeue::AllFailed { charter: Some(c) } => {
-                client
-                    .query(
-                        &format!("{SET} WHERE charter = $2 AND status = 'failed' RETURNING id"),
-                        &[&now, &c],
-                    )
-                    .await
-            }
-            Requeue::AllFailed { charter: None } => {
-                client
-                    .query(
-                        &format!("{SET} WHERE status = 'failed' RETURNING id"),
-                        &[&now],
-                    )
-                    .await
-            }
-            Requeue::Received {
-                charter,
-                since,
-                until,
-            } => {
-                client
-                    .query(
-                        &format!(
-                            "{SET} WHERE status <> 'processing'
-                                 AND ($2::TEXT IS NULL OR charter = $2)
-                                 AND ($3::BIGINT IS NULL OR received_at >= $3)
-                                 AND ($4::BIGINT IS NULL OR received_at < $4) RETURNING id"
-                        ),
-                        &[&now, &charter, &since, &until],
-                    )
-                    .await
-            }
-        }
-        .map_err(db("requeueing events"))?;
-        let mut ids = rows
-            .iter()
-            .map(|r| get::<Uuid>(r, 0))
-            .collect::<Result<Vec<_>>>()?;
-        ids.sort();
-        Ok(ids)
-    }
-
-    async fn release_leases(&self, owner: Option<&str>, now: UnixMillis) -> Result<Vec<Uuid>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "UPDATE events SET status = 'pending', lease_owner = NULL, lease_until = NULL,
-                     updated_at = $1
-                 WHERE status = 'processing' AND ($2::TEXT IS NULL OR lease_owner = $2)
-                 RETURNING id",
-                &[&now, &owner],
-            )
-            .await
-            .map_err(db("releasing leases"))?;
-        let mut ids = rows
-            .iter()
-            .map(|r| get::<Uuid>(r, 0))
-            .collect::<Result<Vec<_>>>()?;
-        ids.sort();
-        Ok(ids)
-    }
-
-    /// Several nodes share a PostgreSQL store: a lease found at start-up may be a live
-    /// node's, so only this node's own (by its stable identity) are released.
-    fn single_process(&self) -> bool {
-        false
-    }
-
-    async fn pending_counts(&self) -> Result<Vec<(String, u64)>> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "SELECT charter, count(*) FROM events
-                 WHERE status = 'pending'
-                    OR (status = 'processing' AND (lease_until IS NULL OR lease_until <= $1))
-                 GROUP BY charter ORDER BY charter",
-            )
-            .await
-            .map_err(db("preparing pending_counts"))?;
-        let rows = client
-            .query(&stmt, &[&now_millis()])
-            .await
-            .map_err(db("counting pending events"))?;
-        rows.iter()
-            .map(|r| {
-                let n: i64 = get(r, 1)?;
-                Ok((get(r, 0)?, u64::try_from(n).unwrap_or(0)))
-            })
-            .collect()
-    }
-}
-
-/// Close the runs of the claimed `events` that never finished (cut off by a crash or a lost
-/// lease) as interrupted and mark the actions they had begun without an outcome as in
-/// doubt, inside the claim's transaction. By event id.
-async fn pg_close_interrupted<C: GenericClient>(
-    tx: &C,
-    events: &[Uuid],
-    now: UnixMillis,
-) -> Result<BTreeMap<Uuid, Vec<InterruptedRun>>> {
-    let close = tx
-        .prepare_cached(
-            "UPDATE runs SET outcome = 'interrupted', finished_at = $2, error = $3
-             WHERE event_id = ANY($1) AND outcome IS NULL
-             RETURNING id, event_id",
-        )
-        .await
-        .map_err(db("preparing the interrupted-run close"))?;
-    let closed = tx
-        .query(&close, &[&events, &now, &INTERRUPTED_ERROR])
-        .await
-        .map_err(db("closing interrupted runs"))?;
-    let mut out: BTreeMap<Uuid, Vec<InterruptedRun>> = BTreeMap::new();
-    if closed.is_empty() {
-        return Ok(out);
-    }
-    let mut runs: Vec<(Uuid, Uuid)> = closed
-        .iter()
-        .map(|r| Ok((get::<Uuid>(r, 0)?, get::<Uuid>(r, 1)?)))
-        .collect::<Result<_>>()?;
-    runs.sort();
-    let run_ids: Vec<Uuid> = runs.iter().map(|(run, _)| *run).collect();
-    let mark = tx
-        .prepare_cached(
-            "UPDATE action_records SET status = 'in_doubt'
-             WHERE run_id = ANY($1) AND status = 'pending'
-             RETURNING run_id, action, idempotency_key",
-        )
-        .await
-        .map_err(db("preparing the in-doubt update"))?;
-    let marked = tx
-        .query(&mark, &[&run_ids])
-        .await
-        .map_err(db("marking actions in doubt"))?;
-    let mut by_run: BTreeMap<Uuid, Vec<InDoubtRef>> = BTreeMap::new();
-    for r in &marked {
-        by_run
-            .entry(get::<Uuid>(r, 0)?)
-            .or_default()
-            .push(InDoubtRef {
-                action: get(r, 1)?,
-                idempotency_key: get(r, 2)?,
-            });
-    }
-    for (run_id, event_id) in runs {
-        let mut in_doubt = by_run.remove(&run_id).unwrap_or_default();
-        in_doubt.sort_by(|a, b| a.action.cmp(&b.action));
-        out.entry(event_id)
-            .or_default()
-            .push(InterruptedRun { run_id, in_doubt });
-    }
-    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1205,28 +845,6 @@ async fn pg_finish_run<C: GenericClient>(
     Ok(())
 }
 
-async fn pg_release<C: GenericClient>(
-    c: &C,
-    event_id: Uuid,
-    worker: &str,
-    status: EventStatus,
-    now: UnixMillis,
-) -> Result<bool> {
-    let stmt = c
-        .prepare_cached(
-            "UPDATE events SET status = $3, lease_owner = NULL, lease_until = NULL,
-                 updated_at = $4
-             WHERE id = $1 AND lease_owner = $2 AND status = 'processing'",
-        )
-        .await
-        .map_err(db("preparing release"))?;
-    let n = c
-        .execute(&stmt, &[&event_id, &worker, &status.as_str(), &now])
-        .await
-        .map_err(db("releasing a lease"))?;
-    Ok(n == 1)
-}
-
 impl RunStore for PgStore {
     async fn start_run(
         &self,
@@ -1300,75 +918,7 @@ impl RunStore for PgStore {
     }
 
     async fn record_run(&self, writes: Vec<RunWrite>) -> Result<RunWritten> {
-        let now = now_millis();
-        let mut client = self.client().await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(db("beginning record_run"))?;
-        let mut out = RunWritten::default();
-        for w in &writes {
-            match w {
-                RunWrite::Start {
-                    run_id,
-                    event_id,
-                    charter,
-                    charter_version,
-                    mode,
-                    now,
-                } => {
-                    pg_start_run(
-                        &tx,
-                        *run_id,
-                        *event_id,
-                        charter,
-                        charter_version,
-                        mode,
-                        *now,
-                    )
-                    .await?
-                }
-                RunWrite::Decision { run_id, decision } => {
-                    pg_record_decision(&tx, *run_id, decision).await?
-                }
-                RunWrite::BeginAction {
-                    run_id,
-                    action,
-                    idempotency_key,
-                    params,
-                } => {
-                    if pg_action_succeeded(&tx, idempotency_key).await? {
-                        out.already_succeeded = true;
-                    } else {
-                        pg_begin_action(&tx, *run_id, action, idempotency_key, params).await?
-                    }
-                }
-                RunWrite::Attempt {
-                    run_id,
-                    action,
-                    attempt,
-                } => pg_record_attempt(&tx, *run_id, action, attempt).await?,
-                RunWrite::FinishAction { run_id, record } => {
-                    pg_finish_action(&tx, *run_id, record, now).await?
-                }
-                RunWrite::Measurement(m) => report::insert_measurement(&tx, m).await?,
-                RunWrite::FinishRun {
-                    run_id,
-                    route,
-                    outcome,
-                    error,
-                    now,
-                } => pg_finish_run(&tx, *run_id, *route, *outcome, error.as_deref(), *now).await?,
-                RunWrite::Release {
-                    event_id,
-                    worker,
-                    status,
-                    now,
-                } => out.released = Some(pg_release(&tx, *event_id, worker, *status, *now).await?),
-            }
-        }
-        tx.commit().await.map_err(db("committing record_run"))?;
-        Ok(out)
+        runs::record_run(self, writes).await
     }
 
     async fn action_succeeded(&self, idempotency_key: &str) -> Result<bool> {

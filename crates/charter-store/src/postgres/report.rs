@@ -305,10 +305,26 @@ impl ReportStore for PgStore {
         type Set = fn(&mut CharterBacklog, u64, Option<UnixMillis>);
         let parts: [(&str, bool, Set); 3] = [
             (
-                "SELECT charter, count(*), min(received_at) FROM events
-                 WHERE status = 'pending'
-                    OR (status = 'processing' AND (lease_until IS NULL OR lease_until <= $1))
-                 GROUP BY charter",
+                // Counted over the claim's partial indexes (migration 0015), and the
+                // oldest pending event read as the first by id (arrival order), so that
+                // the cost stays low with a large backlog (the backlog bounds read this).
+                "WITH q AS (
+                     SELECT charter, count(*) AS n FROM events
+                     WHERE status = 'pending' GROUP BY charter
+                     UNION ALL
+                     SELECT charter, count(*) FROM events
+                     WHERE status = 'processing' AND (lease_until IS NULL OR lease_until <= $1)
+                     GROUP BY charter
+                 ),
+                 c AS (SELECT charter, sum(n)::BIGINT AS n FROM q GROUP BY charter)
+                 SELECT c.charter, c.n, least(
+                     (SELECT e.received_at FROM events AS e
+                      WHERE e.charter = c.charter AND e.status = 'pending'
+                      ORDER BY e.id LIMIT 1),
+                     (SELECT min(e.received_at) FROM events AS e
+                      WHERE e.charter = c.charter AND e.status = 'processing'
+                        AND (e.lease_until IS NULL OR e.lease_until <= $1)))
+                 FROM c",
                 true,
                 |b, n, t| {
                     b.queued = n;

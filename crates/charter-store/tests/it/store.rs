@@ -136,7 +136,7 @@ async fn migrations_are_applied_once_and_reopen_is_idempotent() {
     let store = open(&dir.db());
     assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
     assert_eq!(
-        SCHEMA_VERSION, 15,
+        SCHEMA_VERSION, 16,
         "update this test when adding a migration"
     );
     store.ingest(event("c", None, 1)).await.unwrap();
