@@ -75,13 +75,16 @@ impl FailureLimiter {
 
 /// Middleware for the token-authenticated routes: refuse (429, `Retry-After`) a client
 /// address that presented [`TOKEN_FAILURES_ALLOWED`] bad tokens within [`TOKEN_WINDOW`];
-/// count every 401 answered.
+/// count every 401 answered to a request that presented a credential (an `Authorization`
+/// header). A request with none is not a guess: counting it would let a dashboard or a
+/// monitoring probe that lost its token lock the address out for the operators behind it.
 pub async fn guard_tokens(
     State(limiter): State<Arc<FailureLimiter>>,
     request: Request,
     next: Next,
 ) -> Response {
     let ip = client_ip(&request);
+    let presented = request.headers().contains_key(header::AUTHORIZATION);
     if let Some(ip) = ip
         && let Some(wait) = limiter.blocked(ip)
     {
@@ -102,6 +105,7 @@ pub async fn guard_tokens(
     }
     let response = next.run(request).await;
     if response.status() == StatusCode::UNAUTHORIZED
+        && presented
         && let Some(ip) = ip
     {
         limiter.failed(ip);

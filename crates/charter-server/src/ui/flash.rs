@@ -44,6 +44,14 @@ const MESSAGES: &[(&str, &str)] = &[
         "demoted",
         "Back in shadow mode: new runs only record what they would do.",
     ),
+    ("review_agreed", "Review recorded: agreed."),
+    ("review_corrected", "Review recorded: corrected."),
+    ("route_shadow", "The route now runs in shadow mode."),
+    (
+        "route_approve",
+        "The route now runs in approve mode: every action waits for a reviewer.",
+    ),
+    ("route_live", "The route now runs in live mode."),
     (
         "rerouted",
         "Rerouted to the manual queue: it waits in the inbox for a human decision.",

@@ -686,7 +686,11 @@ pub fn approval_forms(s: &Session, a: &ApprovalRecord, back: &str, edited: Optio
     let pretty = serde_json::to_string_pretty(&a.params).unwrap_or_default();
     let text = edited.unwrap_or(&pretty);
     let open = if edited.is_some() { " open" } else { "" };
-    let diff = edited.map(|e| diff_lines(&pretty, e)).unwrap_or_default();
+    // After a failed edit the server shows the diff; while typing, the page script keeps
+    // the same diff current in the placeholder (the proposal travels in `data-proposal`).
+    let diff = edited
+        .map(|e| diff_lines(&pretty, e))
+        .unwrap_or_else(|| "<div class=\"diff\" data-live-diff hidden></div>".to_string());
     format!(
         "<div class=\"actions\">\
          <form method=\"post\" action=\"{base}/approve\" class=\"inline\" data-key=\"a\">{csrf}<input type=\"hidden\" name=\"back\" value=\"{back}\"><button type=\"submit\" class=\"primary\">Approve</button></form>\
@@ -695,10 +699,11 @@ pub fn approval_forms(s: &Session, a: &ApprovalRecord, back: &str, edited: Optio
          <details{open} data-key=\"e\"><summary>Edit the parameters, then approve</summary>\
          <form method=\"post\" action=\"{base}/approve\">{csrf}<input type=\"hidden\" name=\"back\" value=\"{back}\">\
          <p class=\"meta\">Only the request body (<code>json</code>) or a log message (<code>log</code>) may change; the approval is then bound to the edited parameters.</p>\
-         <label class=\"wide\">Parameters (JSON)<textarea name=\"params\" rows=\"10\">{}</textarea></label>{diff}<button type=\"submit\" class=\"primary\">Approve with these parameters</button></form></details>",
+         <label class=\"wide\">Parameters (JSON)<textarea name=\"params\" rows=\"10\" data-proposal=\"{proposal}\">{}</textarea></label>{diff}<button type=\"submit\" class=\"primary\">Approve with these parameters</button></form></details>",
         esc(text),
         csrf = csrf_field(&s.csrf),
         back = esc(back),
+        proposal = esc(&pretty),
     )
 }
 

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::html::{badge, csrf_field, esc, json_block, page, time, url_enc};
-use super::{UiError, UiState, redirect, with_msg};
+use super::{UiError, UiState, redirect};
 use crate::report::{Series, svg_bar_chart};
 use crate::rollout::{RouteView, route_views};
 
@@ -555,12 +555,12 @@ pub async fn post_review<S: Store>(
         && v["sample"]["review"]["actions"]
             .as_object()
             .is_none_or(|m| m.values().all(|x| x == &json!(true)));
-    let msg = if agreed {
-        "Review recorded: agreed."
+    let code = if agreed {
+        "review_agreed"
     } else {
-        "Review recorded: corrected."
+        "review_corrected"
     };
-    Ok(redirect(&with_msg(&next, msg)))
+    Ok(redirect(&super::flash::with_code(&next, code, None)))
 }
 
 /// `POST /rollout/{name}/routes/{route}/mode` (form, admin): set a route's mode.
@@ -581,10 +581,15 @@ pub async fn post_route_mode<S: Store>(
         Bytes::from(body),
     )
     .await?;
-    let now = v["route"]["mode"].as_str().unwrap_or("?").to_string();
-    Ok(redirect(&with_msg(
+    let code = match v["route"]["mode"].as_str() {
+        Some("shadow") => "route_shadow",
+        Some("approve") => "route_approve",
+        _ => "route_live",
+    };
+    Ok(redirect(&super::flash::with_code(
         &format!("/rollout/{}", url_enc(&name)),
-        &format!("Route {route} of {name} now runs in {now} mode."),
+        code,
+        None,
     )))
 }
 

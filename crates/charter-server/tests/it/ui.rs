@@ -690,18 +690,8 @@ async fn open_ui_edits_decides_searches_and_shows_the_shadow_record() {
     assert!(p.body.contains("Agreement: not reviewed"), "{}", p.body);
     assert!(!p.body.contains("Agreement 100.0%"), "{}", p.body);
     assert!(p.body.contains("2 shadow runs decided, none reviewed"));
-    assert!(
-        p.body
-            .contains("<strong>Agreement: not enough reviewed</strong> (0 of 30 needed)"),
-        "{}",
-        p.body
-    );
-    assert!(
-        p.body
-            .contains("2 shadow runs decided, 0 reviewed by a human, 0 of them corrected"),
-        "{}",
-        p.body
-    );
+    // (With some reviewed but fewer than the minimum, the rollout's agreement line says
+    // "not enough reviewed": tests/it/rollout.rs.)
     assert!(
         p.body
             .contains("the shadow runs a human reviewed that were <em>not</em> corrected")

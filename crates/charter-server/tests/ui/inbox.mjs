@@ -125,6 +125,17 @@ try {
   if (!(await flash(page)).includes('Rejected')) fail('no confirmation after rejecting');
   if ((await selected(page)) === rejected) fail('the rejected item is still selected');
 
+  // Edit then approve: the diff against the proposal follows the typing.
+  await page.keyboard.press('e');
+  const inArea = await page.evaluate(() => document.activeElement?.tagName);
+  if (inArea !== 'TEXTAREA') fail(`e focused ${inArea}, not the parameters`);
+  await page.keyboard.press('Control+End');
+  await page.keyboard.type('\n"note": 1');
+  const typedDiff = await page.locator('#detail [data-live-diff]').innerText();
+  if (!typedDiff.includes('+ "note": 1')) fail(`the live diff shows ${JSON.stringify(typedDiff)}`);
+  summary.live_diff = typedDiff;
+  await page.evaluate(() => document.activeElement?.blur());
+
   // Decide an escalation: the model's label is preselected; Tab to Decide, Enter.
   await page.goto(`${base}/inbox?tab=decisions`);
   const esc = await selected(page);

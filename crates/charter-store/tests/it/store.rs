@@ -481,6 +481,7 @@ async fn the_events_rebuild_keeps_rows_runs_indexes_and_constraints() {
             "events_charter",
             "events_claim",
             "events_dedupe",
+            "events_dedupe_key",
             "sqlite_autoindex_events_1"
         ]
     );

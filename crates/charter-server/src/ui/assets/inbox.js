@@ -5,7 +5,9 @@
 //    when its tab's count changes;
 //  - keyboard shortcuts on the inbox: j/k next/previous item, a approve (or retry),
 //    r reject (or dismiss), e edit then approve, d decide. Keys typed into a field are
-//    left alone.
+//    left alone;
+//  - edit-then-approve: while the parameters are edited, the lines removed from and added
+//    to the proposal (the same rule as the server's diff after a failed edit).
 (function () {
   'use strict';
   var POLL_MS = 3000;
@@ -99,6 +101,36 @@
       .then(function (c) { if (c) { show(c); } })
       .catch(function () {});
   }
+
+  function liveDiff(area) {
+    var box = area.form && area.form.querySelector('[data-live-diff]');
+    if (!box) { return; }
+    var old = area.getAttribute('data-proposal').split('\n');
+    var now = area.value.split('\n');
+    var pre = document.createElement('pre');
+    var changed = false;
+    function line(tag, sign, text) {
+      var el = document.createElement(tag);
+      el.textContent = sign + ' ' + text;
+      pre.appendChild(el);
+      pre.appendChild(document.createTextNode('\n'));
+      changed = true;
+    }
+    old.forEach(function (l) { if (now.indexOf(l) < 0) { line('del', '-', l); } });
+    now.forEach(function (l) { if (old.indexOf(l) < 0) { line('ins', '+', l); } });
+    var head = document.createElement('h3');
+    head.textContent = 'Your edit against the proposal';
+    box.textContent = '';
+    box.appendChild(head);
+    if (!changed) { pre.textContent = 'no change'; }
+    box.appendChild(pre);
+    box.hidden = false;
+  }
+
+  document.addEventListener('input', function (e) {
+    var t = e.target;
+    if (t && t.tagName === 'TEXTAREA' && t.hasAttribute('data-proposal')) { liveDiff(t); }
+  });
 
   poll();
   window.setInterval(poll, POLL_MS);
