@@ -24,11 +24,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use charter_core::config::Role;
 use charter_core::idempotency::idempotency_key;
-use charter_core::model::{EventStatus, NewEvent, RunOutcome};
+use charter_core::model::{EventStatus, NewEvent};
 use charter_core::routing::eval_context;
 use charter_store::{
     ApprovalRecord, ApprovalStatus, EscalationFilter, EscalationRecord, EscalationStatus,
-    HumanDecision, InDoubtFilter, IngestOutcome, NewAuditEntry, Requeue, RunFilter, Store, Verdict,
+    HumanDecision, InDoubtFilter, IngestOutcome, NewAuditEntry, Requeue, Store, Verdict,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -118,60 +118,6 @@ pub fn bearer_credentials(value: &str) -> Option<&str> {
 /// A listing's `limit` query parameter: 100 when absent, at most 10,000.
 fn listing_limit(limit: Option<usize>) -> usize {
     limit.unwrap_or(100).min(10_000)
-}
-
-#[derive(Debug, Deserialize)]
-pub struct RunsQuery {
-    pub charter: Option<String>,
-    /// A run outcome, or `running` for runs not finished yet.
-    pub outcome: Option<String>,
-    pub since: Option<i64>,
-    pub until: Option<i64>,
-    pub limit: Option<usize>,
-}
-
-/// `GET /api/v1/runs`: runs across events, newest first.
-pub async fn list_runs<S: Store>(
-    State(state): State<AppState<S>>,
-    headers: HeaderMap,
-    Query(q): Query<RunsQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let caller = authorize(&state, &headers, Role::Viewer)?;
-    let (outcome, running) = match q.outcome.as_deref() {
-        None => (None, false),
-        Some("running") => (None, true),
-        Some(s) => {
-            let outcome = serde_json::from_value::<RunOutcome>(Value::String(s.to_string()))
-                .map_err(|_| {
-                    ApiError::BadRequest(format!(
-                        "unknown outcome `{s}`: expected completed, no_route, shadow, failed, \
-                         escalated, awaiting_approval, rejected, interrupted or running"
-                    ))
-                })?;
-            (Some(outcome), false)
-        }
-    };
-    if let Some(c) = &q.charter
-        && !caller.sees(c)
-    {
-        return Ok(Json(json!({"runs": []})));
-    }
-    let runs = state
-        .store
-        .list_runs(RunFilter {
-            charter: q.charter,
-            outcome,
-            running,
-            since: q.since,
-            until: q.until,
-            limit: listing_limit(q.limit),
-        })
-        .await?;
-    let runs: Vec<_> = runs
-        .into_iter()
-        .filter(|r| caller.sees(&r.charter))
-        .collect();
-    Ok(Json(json!({ "runs": runs })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -453,29 +399,6 @@ pub async fn resume<S: Store>(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     set_paused(state, headers, name, false).await
-}
-
-#[derive(Debug, Deserialize)]
-pub struct RejectedQuery {
-    pub charter: Option<String>,
-    pub limit: Option<usize>,
-}
-
-pub async fn list_rejected<S: Store>(
-    State(state): State<AppState<S>>,
-    headers: HeaderMap,
-    Query(q): Query<RejectedQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let caller = authorize(&state, &headers, Role::Viewer)?;
-    let items = state
-        .store
-        .list_rejected(q.charter, listing_limit(q.limit))
-        .await?;
-    let items: Vec<_> = items
-        .into_iter()
-        .filter(|r| caller.sees(&r.charter))
-        .collect();
-    Ok(Json(json!({ "rejected": items })))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1062,7 +985,11 @@ pub fn routes<S: Store>() -> Vec<ApiRoute<S>> {
             "/api/v1/events",
             get(crate::list_api::list_events::<S>),
         ),
-        r(Method::GET, "/api/v1/runs", get(list_runs::<S>)),
+        r(
+            Method::GET,
+            "/api/v1/runs",
+            get(crate::list_api::list_runs::<S>),
+        ),
         r(Method::GET, "/api/v1/in-doubt", get(list_in_doubt::<S>)),
         r(Method::GET, "/api/v1/events/{id}", get(show_event::<S>)),
         r(
@@ -1112,7 +1039,11 @@ pub fn routes<S: Store>() -> Vec<ApiRoute<S>> {
             "/api/v1/charters/{name}/mode",
             post(crate::operator::set_mode::<S>),
         ),
-        r(Method::GET, "/api/v1/rejected", get(list_rejected::<S>)),
+        r(
+            Method::GET,
+            "/api/v1/rejected",
+            get(crate::list_api::list_rejected::<S>),
+        ),
         r(
             Method::POST,
             "/api/v1/rejected/{id}/replay",

@@ -1,4 +1,5 @@
-//! The API's paged listings: events, approvals, escalations and the audit log, each with
+//! The API's paged listings: events, approvals, escalations, runs, rejected payloads and
+//! the audit log, each with
 //! `cursor`, `sort`, time-range filters, the listing's true `total` and a `next_cursor`
 //! (absent on the last page). A token scoped to some charters pages and counts only theirs.
 
@@ -6,10 +7,10 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use charter_core::config::Role;
-use charter_core::model::EventStatus;
+use charter_core::model::{EventStatus, RunOutcome};
 use charter_store::{
     ApprovalFilter, ApprovalStatus, AuditFilter, EscalationFilter, EscalationStatus, EventFilter,
-    Store,
+    RejectedFilter, RunFilter, Store,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -243,4 +244,98 @@ pub async fn list_escalations<S: Store>(
     )
     .await?;
     Ok(answer("escalations", page))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RunsQuery {
+    pub charter: Option<String>,
+    /// A run outcome, or `running` for runs not finished yet.
+    pub outcome: Option<String>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub sort: Option<String>,
+    pub cursor: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// `GET /api/v1/runs`: runs across events, newest first (by start), paged.
+pub async fn list_runs<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Query(q): Query<RunsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let caller = authorize(&state, &headers, Role::Viewer)?;
+    let (outcome, running) = match q.outcome.as_deref() {
+        None => (None, false),
+        Some("running") => (None, true),
+        Some(s) => {
+            let outcome = serde_json::from_value::<RunOutcome>(Value::String(s.to_string()))
+                .map_err(|_| {
+                    ApiError::BadRequest(format!(
+                        "unknown outcome `{s}`: expected completed, no_route, shadow, failed, \
+                         escalated, awaiting_approval, rejected, interrupted or running"
+                    ))
+                })?;
+            (Some(outcome), false)
+        }
+    };
+    let sort = lists::parse_sort(q.sort.as_deref())?;
+    let after = lists::created_cursor(q.cursor.as_deref())?;
+    if hidden(&caller, q.charter.as_ref()) {
+        return Ok(empty("runs"));
+    }
+    let page = lists::runs(
+        &state.store,
+        RunFilter {
+            charter: q.charter,
+            outcome,
+            running,
+            since: q.since,
+            until: q.until,
+            charters: caller.charters.clone(),
+            sort,
+            after,
+            limit: lists::page_size(q.limit),
+        },
+    )
+    .await?;
+    Ok(answer("runs", page))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RejectedQuery {
+    pub charter: Option<String>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub sort: Option<String>,
+    pub cursor: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// `GET /api/v1/rejected`: payloads rejected by their contract, newest first, paged.
+pub async fn list_rejected<S: Store>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+    Query(q): Query<RejectedQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let caller = authorize(&state, &headers, Role::Viewer)?;
+    let sort = lists::parse_sort(q.sort.as_deref())?;
+    let after = lists::event_cursor(q.cursor.as_deref())?;
+    if hidden(&caller, q.charter.as_ref()) {
+        return Ok(empty("rejected"));
+    }
+    let page = lists::rejected(
+        &state.store,
+        RejectedFilter {
+            charter: q.charter,
+            charters: caller.charters.clone(),
+            since: q.since,
+            until: q.until,
+            sort,
+            after,
+            limit: lists::page_size(q.limit),
+        },
+    )
+    .await?;
+    Ok(answer("rejected", page))
 }

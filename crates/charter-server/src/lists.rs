@@ -2,16 +2,16 @@
 //! listing's true total and the cursor of the next page.
 //!
 //! A cursor is opaque to clients: the key of the last row of the page it follows (an event's
-//! id; an approval's or escalation's `created_at` and id; an audit entry's sequence
-//! number), which the store pages from by keyset ([`charter_store::page`]). A page is read
+//! or rejected payload's id; an approval's or escalation's `created_at` and id, a run's
+//! `started_at` and id; an audit entry's sequence number), which the store pages from by keyset ([`charter_store::page`]). A page is read
 //! one row longer than asked, so a `next` cursor is given only when a next page has rows.
 //! Totals are counted with the same filter, the caller's scope of charters included, so a
 //! scoped token's total counts what it can page through.
 
-use charter_core::model::{EventRecord, UnixMillis};
+use charter_core::model::{EventRecord, RejectedPayload, RunRecord, UnixMillis};
 use charter_store::{
     ApprovalFilter, ApprovalRecord, AuditEntry, AuditFilter, EscalationFilter, EscalationRecord,
-    EventFilter, Sort, Store, StoreError,
+    EventFilter, RejectedFilter, RunFilter, Sort, Store, StoreError,
 };
 use uuid::Uuid;
 
@@ -58,7 +58,8 @@ pub fn event_cursor(c: Option<&str>) -> Result<Option<Uuid>, ApiError> {
         .transpose()
 }
 
-/// An approval or escalation listing's cursor: `<created_at>_<id>`.
+/// An approval, escalation or run listing's cursor: `<created_at>_<id>` (for a run, its
+/// `started_at`).
 pub fn created_cursor(c: Option<&str>) -> Result<Option<(UnixMillis, Uuid)>, ApiError> {
     let Some(c) = c.filter(|c| !c.is_empty()) else {
         return Ok(None);
@@ -144,6 +145,58 @@ pub async fn audit<S: Store>(
     let (items, total) =
         tokio::try_join!(store.list_audit(filter.clone()), store.count_audit(filter))?;
     Ok(finish(items, size, total, |e| e.seq.to_string()))
+}
+
+/// A page of runs (see [`events`]).
+pub async fn runs<S: Store>(
+    store: &S,
+    mut filter: RunFilter,
+) -> Result<Page<RunRecord>, StoreError> {
+    let size = filter.limit.max(1);
+    filter.limit = size + 1;
+    let (items, total) =
+        tokio::try_join!(store.list_runs(filter.clone()), store.count_runs(filter))?;
+    Ok(finish(items, size, total, |r| {
+        created_key(r.started_at, r.id)
+    }))
+}
+
+/// A page of rejected payloads (see [`events`]).
+pub async fn rejected<S: Store>(
+    store: &S,
+    mut filter: RejectedFilter,
+) -> Result<Page<RejectedPayload>, StoreError> {
+    let size = filter.limit.max(1);
+    filter.limit = size + 1;
+    let (items, total) = tokio::try_join!(
+        store.page_rejected(filter.clone()),
+        store.count_rejected(filter)
+    )?;
+    Ok(finish(items, size, total, |r| r.id.to_string()))
+}
+
+/// The cursor of the page before the one that starts with the rejected payload `first`
+/// (read in the other order from it): `Some(None)` when that page is the first one,
+/// `None` when there is no page before.
+pub async fn rejected_previous<S: Store>(
+    store: &S,
+    mut filter: RejectedFilter,
+    first: Uuid,
+) -> Result<Option<Option<String>>, StoreError> {
+    let size = filter.limit.max(1);
+    filter.sort = Some(match filter.sort.unwrap_or(Sort::NewestFirst) {
+        Sort::NewestFirst => Sort::OldestFirst,
+        Sort::OldestFirst => Sort::NewestFirst,
+    });
+    filter.after = Some(first);
+    filter.limit = size + 1;
+    let before = store.page_rejected(filter).await?;
+    Ok(match before.len() {
+        0 => None,
+        n if n <= size => Some(None),
+        // The row just before the previous page is its cursor.
+        _ => Some(before.get(size).map(|r| r.id.to_string())),
+    })
 }
 
 /// Search events by what an operator pastes: an exact dedupe key first (any charter), else

@@ -7,7 +7,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use charter_core::config::Role;
 use charter_core::model::NewEvent;
-use charter_store::Store;
+use charter_store::{RejectedFilter, Sort, Store};
 use uuid::Uuid;
 
 use crate::AppState;
@@ -15,8 +15,25 @@ use crate::api::authorize;
 use crate::error::ApiError;
 use crate::ingest::{parse_body, store_event, webhook_dedupe_key};
 
-/// How many rejected payloads are searched for the id (the store has no lookup by id yet).
-const SEARCH_LIMIT: usize = 100_000;
+/// The rejected payload `id`: one keyset seek on the primary key (the first payload after
+/// the id just below it, oldest first), however many payloads are kept.
+async fn find_rejected<S: Store>(
+    store: &S,
+    id: Uuid,
+) -> Result<Option<charter_core::model::RejectedPayload>, ApiError> {
+    let Some(below) = id.as_u128().checked_sub(1) else {
+        return Ok(None);
+    };
+    let found = store
+        .page_rejected(RejectedFilter {
+            sort: Some(Sort::OldestFirst),
+            after: Some(Uuid::from_u128(below)),
+            limit: 1,
+            ..RejectedFilter::default()
+        })
+        .await?;
+    Ok(found.into_iter().find(|r| r.id == id))
+}
 
 pub async fn replay_rejected<S: Store>(
     State(state): State<AppState<S>>,
@@ -25,12 +42,8 @@ pub async fn replay_rejected<S: Store>(
 ) -> Result<Response, ApiError> {
     let caller = authorize(&state, &headers, Role::Admin)?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
-    let rejected = state
-        .store
-        .list_rejected(None, SEARCH_LIMIT)
+    let rejected = find_rejected(&state.store, id)
         .await?
-        .into_iter()
-        .find(|r| r.id == id)
         .ok_or(ApiError::NotFound)?;
     if !caller.sees(&rejected.charter) {
         return Err(ApiError::NotFound);

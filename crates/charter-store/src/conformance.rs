@@ -30,7 +30,8 @@ use crate::{INTERRUPTED_ERROR, InDoubtFilter, InDoubtRef, InterruptedRun};
 
 pub use crate::knowledge_conformance::check_knowledge;
 pub use crate::lists_conformance::{
-    check_close_escalation, check_paged_events, check_paged_queues,
+    check_close_escalation, check_paged_events, check_paged_queues, check_paged_rejected,
+    check_paged_runs,
 };
 pub use crate::notifications_conformance::check_notifications;
 pub use crate::report_conformance::{check_incidents, check_reports};
@@ -123,6 +124,8 @@ pub async fn run_all<S: Store>(store: &S) -> CheckResult {
         ("list_runs", check_list_runs(store).await),
         ("paged_events", check_paged_events(store).await),
         ("paged_queues", check_paged_queues(store).await),
+        ("paged_runs", check_paged_runs(store).await),
+        ("paged_rejected", check_paged_rejected(store).await),
         ("close_escalation", check_close_escalation(store).await),
         ("pending_counts", check_pending_counts(store).await),
         ("approvals", check_approvals(store).await),

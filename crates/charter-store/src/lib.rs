@@ -118,7 +118,31 @@ pub struct RunFilter {
     pub since: Option<UnixMillis>,
     /// Started before.
     pub until: Option<UnixMillis>,
-    /// Newest first, at most this many (default 100 when 0).
+    /// Only these charters (a caller's scope); empty = all.
+    pub charters: Vec<String>,
+    /// Newest first (by start, then id) unless `OldestFirst`.
+    pub sort: Option<Sort>,
+    /// Keyset paging: only runs after this `(started_at, id)` in the listing's order.
+    pub after: Option<(UnixMillis, Uuid)>,
+    /// At most this many (default 100 when 0).
+    pub limit: usize,
+}
+
+/// Filters for listing rejected payloads. `None` means no constraint.
+#[derive(Debug, Clone, Default)]
+pub struct RejectedFilter {
+    pub charter: Option<String>,
+    /// Only these charters (a caller's scope); empty = all.
+    pub charters: Vec<String>,
+    /// Received at or after.
+    pub since: Option<UnixMillis>,
+    /// Received before.
+    pub until: Option<UnixMillis>,
+    /// Newest first (by id, so arrival) unless `OldestFirst`.
+    pub sort: Option<Sort>,
+    /// Keyset paging: only payloads after this id in the listing's order.
+    pub after: Option<Uuid>,
+    /// At most this many (default 100 when 0).
     pub limit: usize,
 }
 
@@ -235,11 +259,28 @@ pub trait EventStore: Send + Sync + 'static {
     /// How many events match `filter` (its `after`, `sort` and `limit` aside).
     fn count_events(&self, filter: EventFilter) -> impl Future<Output = Result<u64>> + Send;
 
+    /// Rejected payloads of `charter` (all when `None`), newest first, at most `limit`
+    /// (default 100 when 0): the first page of [`EventStore::page_rejected`].
     fn list_rejected(
         &self,
         charter: Option<String>,
         limit: usize,
+    ) -> impl Future<Output = Result<Vec<RejectedPayload>>> + Send {
+        self.page_rejected(RejectedFilter {
+            charter,
+            limit,
+            ..RejectedFilter::default()
+        })
+    }
+
+    /// Rejected payloads matching `filter`, newest first unless it sorts oldest first.
+    fn page_rejected(
+        &self,
+        filter: RejectedFilter,
     ) -> impl Future<Output = Result<Vec<RejectedPayload>>> + Send;
+
+    /// How many rejected payloads match `filter` (its `after`, `sort` and `limit` aside).
+    fn count_rejected(&self, filter: RejectedFilter) -> impl Future<Output = Result<u64>> + Send;
 
     /// Remove a rejected payload (after it has been replayed into an event).
     fn delete_rejected(&self, id: Uuid) -> impl Future<Output = Result<bool>> + Send;
@@ -393,9 +434,12 @@ pub trait RunStore: Send + Sync + 'static {
     fn runs_for_event(&self, event_id: Uuid)
     -> impl Future<Output = Result<Vec<RunRecord>>> + Send;
 
-    /// Runs of every event matching `filter`, newest first (by start), with their decisions
-    /// and actions.
+    /// Runs of every event matching `filter`, newest first (by start, then id) unless it
+    /// sorts oldest first, with their decisions and actions.
     fn list_runs(&self, filter: RunFilter) -> impl Future<Output = Result<Vec<RunRecord>>> + Send;
+
+    /// How many runs match `filter` (its `after`, `sort` and `limit` aside).
+    fn count_runs(&self, filter: RunFilter) -> impl Future<Output = Result<u64>> + Send;
 
     /// Actions left in doubt by interrupted runs, newest first.
     fn list_in_doubt(

@@ -11,9 +11,9 @@ use uuid::Uuid;
 use crate::page::Sort;
 use crate::{
     ApprovalFilter, ApprovalStatus, AuditFilter, EscalationFilter, EscalationStatus, EventFilter,
-    IngestOutcome, NewApproval, NewAuditEntry, NewEscalation, Store,
+    IngestOutcome, NewApproval, NewAuditEntry, NewEscalation, RejectedFilter, RunFilter, Store,
 };
-use charter_core::model::{NewEvent, UnixMillis};
+use charter_core::model::{NewEvent, RejectedPayload, RunOutcome, RunRecord, UnixMillis};
 
 type CheckResult = Result<(), String>;
 
@@ -509,5 +509,224 @@ pub async fn check_close_escalation<S: Store>(store: &S) -> CheckResult {
         "close",
     )?;
     ensure!(none.is_none(), "closed twice by id: {none:?}");
+    Ok(())
+}
+
+/// Runs: pages by `(started_at, id)` (runs started in the same millisecond are neither
+/// skipped nor repeated), both orders, totals with the filters and a caller's scope.
+pub async fn check_paged_runs<S: Store>(store: &S) -> CheckResult {
+    let t = tag();
+    let c = format!("conf-runs-{t}");
+    let other = format!("conf-runs-other-{t}");
+    let at = 1_700_000_000_000;
+    let start = |charter: String, started: UnixMillis| async move {
+        let ev = match ctx(store.ingest(event(&charter, None, at)).await, "ingest")? {
+            IngestOutcome::Stored(id) => id,
+            d => return Err(format!("fresh event stored as {d:?}")),
+        };
+        let run = Uuid::now_v7();
+        ctx(
+            store
+                .start_run(run, ev, &charter, "v1", "live", started)
+                .await,
+            "start_run",
+        )?;
+        Ok(run)
+    };
+    let mut runs = Vec::new();
+    for i in 0..7 {
+        // Three pairs share a millisecond: the id breaks the tie.
+        runs.push(start(c.clone(), at + i / 2).await?);
+    }
+    start(other.clone(), at).await?;
+    for run in &runs[..3] {
+        ctx(
+            store
+                .finish_run(*run, Some(0), RunOutcome::Completed, None, at + 10)
+                .await,
+            "finish_run",
+        )?;
+    }
+    let of_c = |sort, after, limit| RunFilter {
+        charter: Some(c.clone()),
+        sort,
+        after,
+        limit,
+        ..RunFilter::default()
+    };
+    let newest: Vec<Uuid> = runs.iter().rev().copied().collect();
+    for (sort, want) in [
+        (None, newest.clone()),
+        (Some(Sort::OldestFirst), runs.clone()),
+    ] {
+        for size in [2, 3] {
+            let got = all_pages(
+                size,
+                |r: &RunRecord| (r.started_at, r.id),
+                |r| r.id,
+                |after, limit| async move {
+                    ctx(store.list_runs(of_c(sort, after, limit)).await, "list_runs")
+                },
+            )
+            .await?;
+            ensure!(
+                got == want,
+                "run pages of {size} ({sort:?}) gave {got:?}, want {want:?}"
+            );
+        }
+    }
+    let total = ctx(
+        store
+            .count_runs(of_c(None, Some((at + 3, runs[6])), 1))
+            .await,
+        "count_runs",
+    )?;
+    ensure!(
+        total == 7,
+        "count_runs is {total} for 7 runs (after and limit must not apply)"
+    );
+    let done = ctx(
+        store
+            .count_runs(RunFilter {
+                outcome: Some(RunOutcome::Completed),
+                ..of_c(None, None, 0)
+            })
+            .await,
+        "count_runs",
+    )?;
+    let running = ctx(
+        store
+            .count_runs(RunFilter {
+                running: true,
+                ..of_c(None, None, 0)
+            })
+            .await,
+        "count_runs",
+    )?;
+    ensure!(
+        done == 3 && running == 4,
+        "completed {done} and running {running}, want 3 and 4"
+    );
+    let scoped = |charters: Vec<String>| RunFilter {
+        charters,
+        since: Some(at),
+        until: Some(at + 4),
+        ..RunFilter::default()
+    };
+    let n_c = ctx(store.count_runs(scoped(vec![c.clone()])).await, "count")?;
+    let n_both = ctx(
+        store
+            .count_runs(scoped(vec![c.clone(), other.clone()]))
+            .await,
+        "count",
+    )?;
+    let listed = ctx(
+        store
+            .list_runs(RunFilter {
+                limit: 100,
+                ..scoped(vec![other.clone()])
+            })
+            .await,
+        "list_runs",
+    )?;
+    ensure!(
+        n_c == 7 && n_both == 8 && listed.len() == 1 && listed[0].charter == other,
+        "scoped counts {n_c} and {n_both} (want 7 and 8), scoped listing {listed:?}"
+    );
+    Ok(())
+}
+
+/// Rejected payloads: pages by id in both orders, totals with the time range and a caller's
+/// scope.
+pub async fn check_paged_rejected<S: Store>(store: &S) -> CheckResult {
+    let t = tag();
+    let c = format!("conf-rejected-{t}");
+    let other = format!("conf-rejected-other-{t}");
+    let at = 1_700_000_000_000;
+    let rejected = |charter: &str, received: UnixMillis| RejectedPayload {
+        id: Uuid::now_v7(),
+        charter: charter.to_string(),
+        source: "webhook:/hooks/lists".to_string(),
+        received_at: received,
+        headers: BTreeMap::new(),
+        body: "{\"n\": \"x\"}".to_string(),
+        reasons: vec!["/n: \"x\" is not of type \"integer\"".to_string()],
+    };
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let r = rejected(&c, at + i);
+        ids.push(r.id);
+        ctx(store.reject(r).await, "reject")?;
+    }
+    ctx(store.reject(rejected(&other, at)).await, "reject")?;
+    let of_c = |sort, after, limit| RejectedFilter {
+        charter: Some(c.clone()),
+        sort,
+        after,
+        limit,
+        ..RejectedFilter::default()
+    };
+    let newest: Vec<Uuid> = ids.iter().rev().copied().collect();
+    for (sort, want) in [
+        (None, newest.clone()),
+        (Some(Sort::OldestFirst), ids.clone()),
+    ] {
+        let got = all_pages(
+            3,
+            |r: &RejectedPayload| r.id,
+            |r| r.id,
+            |after, limit| async move {
+                ctx(
+                    store.page_rejected(of_c(sort, after, limit)).await,
+                    "page_rejected",
+                )
+            },
+        )
+        .await?;
+        ensure!(
+            got == want,
+            "rejected pages of 3 ({sort:?}) gave {got:?}, want {want:?}"
+        );
+    }
+    let total = ctx(
+        store.count_rejected(of_c(None, Some(ids[6]), 1)).await,
+        "count_rejected",
+    )?;
+    ensure!(
+        total == 7,
+        "count_rejected is {total} for 7 payloads (after and limit must not apply)"
+    );
+    let ranged = ctx(
+        store
+            .count_rejected(RejectedFilter {
+                since: Some(at + 2),
+                until: Some(at + 5),
+                ..of_c(None, None, 0)
+            })
+            .await,
+        "count_rejected",
+    )?;
+    ensure!(ranged == 3, "received in [at+2, at+5): {ranged}, want 3");
+    let scoped = |charters: Vec<String>| RejectedFilter {
+        charters,
+        since: Some(at),
+        until: Some(at + 7),
+        ..RejectedFilter::default()
+    };
+    let n_c = ctx(store.count_rejected(scoped(vec![c.clone()])).await, "count")?;
+    let n_both = ctx(
+        store
+            .count_rejected(scoped(vec![c.clone(), other.clone()]))
+            .await,
+        "count",
+    )?;
+    let first = ctx(
+        store.list_rejected(Some(c.clone()), 2).await,
+        "list_rejected",
+    )?;
+    ensure!(
+        n_c == 7 && n_both == 8 && first.iter().map(|r| r.id).collect::<Vec<_>>() == newest[..2],
+        "scoped counts {n_c} and {n_both} (want 7 and 8); list_rejected gave {first:?}"
+    );
     Ok(())
 }

@@ -42,11 +42,11 @@ use crate::{
     ApprovalFilter, ApprovalRecord, ApprovalStatus, ApprovalStore, AuditEntry, AuditFilter,
     AuditStore, CharterStateStore, Claimed, EscalationFilter, EscalationRecord, EscalationStatus,
     EscalationStore, EventFilter, EventStore, HumanDecision, IngestOutcome, NewApproval,
-    NewAuditEntry, NewEscalation, QueueStore, Requeue, Result, RunFilter, RunStore, RunWrite,
-    RunWritten, StoreError, Verdict,
+    NewAuditEntry, NewEscalation, QueueStore, RejectedFilter, Requeue, Result, RunFilter, RunStore,
+    RunWrite, RunWritten, StoreError, Verdict,
 };
 use crate::{INTERRUPTED_ERROR, InDoubtAction, InDoubtFilter, InDoubtRef, InterruptedRun};
-use rows::{EVENT_COLS, REJECTED_COLS, db, parse_uuid, to_json};
+use rows::{EVENT_COLS, db, parse_uuid, to_json};
 pub use writer::{Durability, Gather, WriterStats};
 
 /// Embedded migrations, applied in order. Entry `i` moves the schema to version `i + 1`.
@@ -768,35 +768,12 @@ impl EventStore for SqliteStore {
         self.count_events_matching(filter).await
     }
 
-    async fn list_rejected(
-        &self,
-        charter: Option<String>,
-        limit: usize,
-    ) -> Result<Vec<RejectedPayload>> {
-        self.read(move |conn| {
-            let limit = limit_of(limit);
-            let (sql, args) = match charter {
-                Some(c) => (
-                    format!(
-                        "SELECT {REJECTED_COLS} FROM rejected WHERE charter = ?1 \
-                         ORDER BY id DESC LIMIT ?2"
-                    ),
-                    vec![Value::Text(c), Value::Integer(limit)],
-                ),
-                None => (
-                    format!("SELECT {REJECTED_COLS} FROM rejected ORDER BY id DESC LIMIT ?1"),
-                    vec![Value::Integer(limit)],
-                ),
-            };
-            let mut stmt = conn
-                .prepare_cached(&sql)
-                .map_err(db("preparing list_rejected"))?;
-            let rows = stmt
-                .query(rusqlite::params_from_iter(args))
-                .map_err(db("listing rejected payloads"))?;
-            collect(rows, rows::rejected_payload)
-        })
-        .await
+    async fn page_rejected(&self, filter: RejectedFilter) -> Result<Vec<RejectedPayload>> {
+        self.page_rejected_matching(filter).await
+    }
+
+    async fn count_rejected(&self, filter: RejectedFilter) -> Result<u64> {
+        self.count_rejected_matching(filter).await
     }
 
     async fn delete_rejected(&self, id: Uuid) -> Result<bool> {
@@ -1852,32 +1829,17 @@ impl RunStore for SqliteStore {
     }
 
     async fn list_runs(&self, filter: RunFilter) -> Result<Vec<RunRecord>> {
-        self.read(move |conn| {
-            let mut c = Conditions::default();
-            c.when("charter = ?", filter.charter);
-            c.when(
-                "outcome = ?",
-                filter.outcome.map(|o| o.as_str().to_string()),
-            );
-            if filter.running {
-                c.always("outcome IS NULL");
-            }
-            c.when("started_at >= ?", filter.since);
-            c.when("started_at < ?", filter.until);
-            let (where_sql, args) = c.with_limit(filter.limit);
-            load_runs(
-                conn,
-                &format!("{where_sql} ORDER BY started_at DESC, rowid DESC LIMIT ?"),
-                args,
-            )
-        })
-        .await
+        self.page_runs(filter).await
+    }
+
+    async fn count_runs(&self, filter: RunFilter) -> Result<u64> {
+        self.count_runs_matching(filter).await
     }
 }
 
 /// Runs selected by `tail` (a `WHERE … ORDER BY …` over `runs`, with `args` for its `?`s),
 /// each with its decision and finished actions.
-fn load_runs(conn: &Connection, tail: &str, args: Vec<Value>) -> Result<Vec<RunRecord>> {
+pub(super) fn load_runs(conn: &Connection, tail: &str, args: Vec<Value>) -> Result<Vec<RunRecord>> {
     let mut stmt = conn
         .prepare_cached(&format!(
             "SELECT id, charter, charter_version, mode, started_at, finished_at, outcome,

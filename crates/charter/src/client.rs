@@ -147,7 +147,11 @@ pub async fn rejected_list(
             reasons.join("; "),
         );
     }
-    eprintln!("{} rejected payload(s)", items.len());
+    eprintln!(
+        "{} of {} rejected payload(s)",
+        items.len(),
+        v["total"].as_u64().unwrap_or(items.len() as u64)
+    );
     ExitCode::SUCCESS
 }
 
@@ -236,7 +240,11 @@ pub async fn runs_list(server: &ServerArgs, f: RunsFilter, json: bool) -> ExitCo
             },
         );
     }
-    eprintln!("{} run(s)", runs.len());
+    eprintln!(
+        "{} of {} run(s)",
+        runs.len(),
+        v["total"].as_u64().unwrap_or(runs.len() as u64)
+    );
     ExitCode::SUCCESS
 }
 

@@ -46,6 +46,7 @@ pub mod html;
 pub mod inbox;
 pub(crate) mod knowledge;
 mod pages;
+mod rejected;
 pub mod rollout;
 pub mod session;
 
@@ -92,7 +93,7 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         .route("/events", get(pages::events::<S>))
         .route("/events/{id}", get(pages::timeline::<S>))
         .route("/events/{id}/replay", post(replay_event::<S>))
-        .route("/rejected", get(pages::rejected::<S>))
+        .route("/rejected", get(rejected::rejected::<S>))
         .route("/knowledge", get(knowledge::page_handler::<S>))
         .route("/rejected/{id}/replay", post(replay_rejected::<S>))
         .route("/charters", get(pages::charters::<S>))

@@ -19,6 +19,7 @@ mod nats;
 mod notify;
 mod openapi;
 mod outbound;
+mod paging;
 mod properties;
 mod rollout;
 mod security;

@@ -5,14 +5,14 @@
 use uuid::Uuid;
 
 use super::approvals::{APPROVAL_COLS, ESCALATION_COLS, approval_record, escalation_record};
-use super::rows::{self, EVENT_COLS, db, get};
+use super::rows::{self, EVENT_COLS, REJECTED_COLS, db, get};
 use super::{Conditions, PgStore, param_refs};
 use crate::page::{Sort, uuid_prefix_range};
 use crate::{
     ApprovalFilter, ApprovalRecord, AuditEntry, AuditFilter, EscalationFilter, EscalationRecord,
-    EventFilter, Result,
+    EventFilter, RejectedFilter, Result, RunFilter, RunRecord,
 };
-use charter_core::model::EventRecord;
+use charter_core::model::{EventRecord, RejectedPayload};
 
 fn event_conditions(f: &EventFilter) -> Conditions {
     let mut c = Conditions::default();
@@ -83,7 +83,78 @@ fn audit_conditions(f: &AuditFilter) -> Conditions {
     c
 }
 
+fn run_conditions(f: &RunFilter) -> Conditions {
+    let mut c = Conditions::default();
+    c.when("charter =", f.charter.clone());
+    c.when("outcome =", f.outcome.map(|o| o.as_str()));
+    if f.running {
+        c.always("outcome IS NULL");
+    }
+    c.when("started_at >=", f.since);
+    c.when("started_at <", f.until);
+    c.any_of("charter", &f.charters);
+    c
+}
+
+fn rejected_conditions(f: &RejectedFilter) -> Conditions {
+    let mut c = Conditions::default();
+    c.when("charter =", f.charter.clone());
+    c.when("received_at >=", f.since);
+    c.when("received_at <", f.until);
+    c.any_of("charter", &f.charters);
+    c
+}
+
 impl PgStore {
+    pub(super) async fn page_runs(&self, f: RunFilter) -> Result<Vec<RunRecord>> {
+        let sort = f.sort.unwrap_or(Sort::NewestFirst);
+        let (dir, cmp) = sort.sql();
+        let mut c = run_conditions(&f);
+        if let Some((at, id)) = f.after {
+            let at = c.param(at);
+            let id = c.param(id);
+            c.clause(format!("(started_at, id) {cmp} ({at}, {id})"));
+        }
+        let (where_sql, params, limit) = c.with_limit(f.limit);
+        let tail = format!("{where_sql} ORDER BY started_at {dir}, id {dir} LIMIT {limit}");
+        self.load_runs(tail, params).await
+    }
+
+    pub(super) async fn count_runs_matching(&self, f: RunFilter) -> Result<u64> {
+        self.count_where("runs", run_conditions(&f)).await
+    }
+
+    pub(super) async fn page_rejected_matching(
+        &self,
+        f: RejectedFilter,
+    ) -> Result<Vec<RejectedPayload>> {
+        let sort = f.sort.unwrap_or(Sort::NewestFirst);
+        let (dir, cmp) = sort.sql();
+        let mut c = rejected_conditions(&f);
+        if let Some(after) = f.after {
+            let p = c.param(after);
+            c.clause(format!("id {cmp} {p}"));
+        }
+        let (where_sql, params, limit) = c.with_limit(f.limit);
+        let sql = format!(
+            "SELECT {REJECTED_COLS} FROM rejected {where_sql} ORDER BY id {dir} LIMIT {limit}"
+        );
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&sql)
+            .await
+            .map_err(db("preparing list_rejected"))?;
+        let rows = client
+            .query(&stmt, &param_refs(&params))
+            .await
+            .map_err(db("listing rejected payloads"))?;
+        rows.iter().map(rows::rejected_payload).collect()
+    }
+
+    pub(super) async fn count_rejected_matching(&self, f: RejectedFilter) -> Result<u64> {
+        self.count_where("rejected", rejected_conditions(&f)).await
+    }
+
     async fn count_where(&self, table: &str, c: Conditions) -> Result<u64> {
         let (where_sql, params) = c.without_limit();
         let client = self.client().await?;

@@ -61,11 +61,11 @@ use tokio_postgres::types::{Json, ToSql};
 use uuid::Uuid;
 
 use crate::{
-    CharterStateStore, EventFilter, EventStore, IngestOutcome, Result, RunFilter, RunStore,
-    RunWrite, RunWritten, StoreError,
+    CharterStateStore, EventFilter, EventStore, IngestOutcome, RejectedFilter, Result, RunFilter,
+    RunStore, RunWrite, RunWritten, StoreError,
 };
 use crate::{InDoubtAction, InDoubtFilter};
-use rows::{EVENT_COLS, REJECTED_COLS, db, enum_name, get, parse_enum, u32_of};
+use rows::{EVENT_COLS, db, enum_name, get, parse_enum, u32_of};
 
 pub use notify::{JobLock, NOTIFY_CHANNEL};
 
@@ -536,36 +536,12 @@ impl EventStore for PgStore {
         self.count_events_matching(filter).await
     }
 
-    async fn list_rejected(
-        &self,
-        charter: Option<String>,
-        limit: usize,
-    ) -> Result<Vec<RejectedPayload>> {
-        let limit = limit_of(limit);
-        let client = self.client().await?;
-        let rows = match charter {
-            Some(c) => {
-                let stmt = client
-                    .prepare_cached(&format!(
-                        "SELECT {REJECTED_COLS} FROM rejected WHERE charter = $1
-                         ORDER BY id DESC LIMIT $2"
-                    ))
-                    .await
-                    .map_err(db("preparing list_rejected"))?;
-                client.query(&stmt, &[&c, &limit]).await
-            }
-            None => {
-                let stmt = client
-                    .prepare_cached(&format!(
-                        "SELECT {REJECTED_COLS} FROM rejected ORDER BY id DESC LIMIT $1"
-                    ))
-                    .await
-                    .map_err(db("preparing list_rejected"))?;
-                client.query(&stmt, &[&limit]).await
-            }
-        }
-        .map_err(db("listing rejected payloads"))?;
-        rows.iter().map(rows::rejected_payload).collect()
+    async fn page_rejected(&self, filter: RejectedFilter) -> Result<Vec<RejectedPayload>> {
+        self.page_rejected_matching(filter).await
+    }
+
+    async fn count_rejected(&self, filter: RejectedFilter) -> Result<u64> {
+        self.count_rejected_matching(filter).await
     }
 
     async fn delete_rejected(&self, id: Uuid) -> Result<bool> {
@@ -995,17 +971,11 @@ impl RunStore for PgStore {
     }
 
     async fn list_runs(&self, filter: RunFilter) -> Result<Vec<RunRecord>> {
-        let mut c = Conditions::default();
-        c.when("charter =", filter.charter);
-        c.when("outcome =", filter.outcome.map(|o| o.as_str()));
-        c.when("started_at >=", filter.since);
-        c.when("started_at <", filter.until);
-        if filter.running {
-            c.always("outcome IS NULL");
-        }
-        let (where_sql, params, limit) = c.with_limit(filter.limit);
-        let tail = format!("{where_sql} ORDER BY started_at DESC, seq DESC LIMIT {limit}");
-        self.load_runs(tail, params).await
+        self.page_runs(filter).await
+    }
+
+    async fn count_runs(&self, filter: RunFilter) -> Result<u64> {
+        self.count_runs_matching(filter).await
     }
 }
 

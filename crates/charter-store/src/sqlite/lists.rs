@@ -4,17 +4,17 @@
 
 use rusqlite::types::Value;
 
-use super::rows::{self, EVENT_COLS, db};
+use super::rows::{self, EVENT_COLS, REJECTED_COLS, db};
 use super::{
-    APPROVAL_COLS, Conditions, ESCALATION_COLS, SqliteStore, collect, query_approvals,
+    APPROVAL_COLS, Conditions, ESCALATION_COLS, SqliteStore, collect, load_runs, query_approvals,
     query_escalations,
 };
 use crate::page::{Sort, uuid_prefix_range};
 use crate::{
     ApprovalFilter, ApprovalRecord, AuditEntry, AuditFilter, EscalationFilter, EscalationRecord,
-    EventFilter, Result,
+    EventFilter, RejectedFilter, Result, RunFilter, RunRecord,
 };
-use charter_core::model::EventRecord;
+use charter_core::model::{EventRecord, RejectedPayload};
 
 fn text(v: impl ToString) -> Value {
     Value::Text(v.to_string())
@@ -83,6 +83,28 @@ fn audit_conditions(f: &AuditFilter) -> Conditions {
     c.any_of("charter", &f.charters);
     c.when("at >= ?", f.since);
     c.when("at < ?", f.until);
+    c
+}
+
+fn run_conditions(f: &RunFilter) -> Conditions {
+    let mut c = Conditions::default();
+    c.when("charter = ?", f.charter.clone());
+    c.when("outcome = ?", f.outcome.map(|o| o.as_str().to_string()));
+    if f.running {
+        c.always("outcome IS NULL");
+    }
+    c.when("started_at >= ?", f.since);
+    c.when("started_at < ?", f.until);
+    c.any_of("charter", &f.charters);
+    c
+}
+
+fn rejected_conditions(f: &RejectedFilter) -> Conditions {
+    let mut c = Conditions::default();
+    c.when("charter = ?", f.charter.clone());
+    c.when("received_at >= ?", f.since);
+    c.when("received_at < ?", f.until);
+    c.any_of("charter", &f.charters);
     c
 }
 
@@ -213,6 +235,64 @@ impl SqliteStore {
 
     pub(super) async fn count_audit_matching(&self, f: AuditFilter) -> Result<u64> {
         self.read(move |conn| count(conn, "audit_log", audit_conditions(&f)))
+            .await
+    }
+}
+
+impl SqliteStore {
+    pub(super) async fn page_runs(&self, f: RunFilter) -> Result<Vec<RunRecord>> {
+        self.read(move |conn| {
+            let sort = f.sort.unwrap_or(Sort::NewestFirst);
+            let (dir, cmp) = sort.sql();
+            let mut c = run_conditions(&f);
+            if let Some((at, id)) = f.after {
+                c.raw(
+                    format!("(started_at, id) {cmp} (?, ?)"),
+                    vec![Value::Integer(at), text(id)],
+                );
+            }
+            let (where_sql, args) = c.with_limit(f.limit);
+            load_runs(
+                conn,
+                &format!("{where_sql} ORDER BY started_at {dir}, id {dir} LIMIT ?"),
+                args,
+            )
+        })
+        .await
+    }
+
+    pub(super) async fn count_runs_matching(&self, f: RunFilter) -> Result<u64> {
+        self.read(move |conn| count(conn, "runs", run_conditions(&f)))
+            .await
+    }
+
+    pub(super) async fn page_rejected_matching(
+        &self,
+        f: RejectedFilter,
+    ) -> Result<Vec<RejectedPayload>> {
+        self.read(move |conn| {
+            let sort = f.sort.unwrap_or(Sort::NewestFirst);
+            let (dir, cmp) = sort.sql();
+            let mut c = rejected_conditions(&f);
+            if let Some(after) = f.after {
+                c.raw(format!("id {cmp} ?"), vec![text(after)]);
+            }
+            let (where_sql, args) = c.with_limit(f.limit);
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {REJECTED_COLS} FROM rejected {where_sql} ORDER BY id {dir} LIMIT ?"
+                ))
+                .map_err(db("preparing list_rejected"))?;
+            let rows = stmt
+                .query(rusqlite::params_from_iter(args))
+                .map_err(db("listing rejected payloads"))?;
+            collect(rows, rows::rejected_payload)
+        })
+        .await
+    }
+
+    pub(super) async fn count_rejected_matching(&self, f: RejectedFilter) -> Result<u64> {
+        self.read(move |conn| count(conn, "rejected", rejected_conditions(&f)))
             .await
     }
 }
