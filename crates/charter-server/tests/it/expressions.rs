@@ -187,14 +187,27 @@ fn a_too_costly_payload_fails_its_event_while_the_node_answers() {
             during.len() >= 3,
             "too few probes overlapped the runs to show anything: {probes:?} {busy:?}"
         );
+        // Every probe is answered, and the node stays responsive: the median probe during
+        // the evaluations is fast, and none waits seconds. (A node blocked by the
+        // evaluations would hold most probes for a large part of a run. The bound is on the
+        // median, not every probe, so that a scheduling hiccup of a loaded CI machine does
+        // not fail the test: this is a behaviour check, not a benchmark.)
         for (_, _, took, answer) in &during {
             assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
             assert!(
-                *took < Duration::from_millis(100),
+                *took < Duration::from_secs(2),
                 "/healthz took {took:?} while the events were processed ({} probes)",
                 during.len()
             );
         }
+        let mut took: Vec<Duration> = during.iter().map(|(_, _, t, _)| *t).collect();
+        took.sort();
+        let median = took[took.len() / 2];
+        assert!(
+            median < Duration::from_millis(100),
+            "the median /healthz took {median:?} while the events were processed ({} probes)",
+            took.len()
+        );
 
         for (id, u) in ids.iter().zip(&uuids) {
             h.wait_status(id, "failed").await;
