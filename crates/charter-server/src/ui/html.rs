@@ -185,7 +185,7 @@ pub fn page(title: &str, viewer: Option<&Viewer<'_>>, flash: Option<&str>, body:
         }
     );
     if let Some(v) = viewer {
-        out.push_str("<nav aria-label=\"Main\"><a href=\"/inbox\">Inbox <span class=\"count\" data-nav-count></span></a> <a href=\"/events\">Events</a> <a href=\"/charters\">Charters</a> <a href=\"/rejected\">Rejected</a> <a href=\"/knowledge\">Knowledge</a> <a href=\"/audit\">Audit</a></nav>");
+        out.push_str("<nav aria-label=\"Main\"><a href=\"/inbox\">Inbox <span class=\"count\" data-nav-count></span></a> <a href=\"/events\">Events</a> <a href=\"/runs\">Runs</a> <a href=\"/charters\">Charters</a> <a href=\"/rejected\">Rejected</a> <a href=\"/knowledge\">Knowledge</a> <a href=\"/audit\">Audit</a></nav>");
         let _ = write!(
             out,
             "<span class=\"who\">{} ({})</span>{}",

@@ -48,6 +48,7 @@ pub(crate) mod knowledge;
 mod pages;
 mod rejected;
 pub mod rollout;
+mod runs;
 pub mod session;
 
 use html::esc;
@@ -94,6 +95,7 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         .route("/events/{id}", get(pages::timeline::<S>))
         .route("/events/{id}/replay", post(replay_event::<S>))
         .route("/rejected", get(rejected::rejected::<S>))
+        .route("/runs", get(runs::runs::<S>))
         .route("/knowledge", get(knowledge::page_handler::<S>))
         .route("/rejected/{id}/replay", post(replay_rejected::<S>))
         .route("/charters", get(pages::charters::<S>))

@@ -159,7 +159,43 @@ async fn runs_page_through_the_api_with_true_totals() {
         let r = h.get(&format!("/api/v1/runs?{bad}"), Some("viewer")).await;
         assert_eq!(r.status, 400, "{bad}: {}", r.body);
     }
+
+    // The web UI's /runs page: 50 a page with the true total, next links to the end, every
+    // run of the charter once, newest first; a bad outcome is refused.
+    let ui = Ui::login(&h, "admin").await;
+    let mut url = "/runs?charter=backlog".to_string();
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let p = ui.get(&url).await;
+        assert_eq!(p.status, 200, "{}", p.body);
+        let rows = run_rows(&p.body);
+        assert!(
+            p.body.contains(&format!("{} shown of 230", rows.len())),
+            "{url}: no true total in {}",
+            p.body
+        );
+        seen.extend(rows);
+        pages += 1;
+        match link(&p.body, "next") {
+            Some(n) => url = n,
+            None => break,
+        }
+    }
+    assert_eq!(pages, 5);
+    assert_eq!(seen, newest, "the pages show every run once, newest first");
+    let p = ui.get("/runs?outcome=running&charter=elsewhere").await;
+    assert!(p.body.contains("20 shown of 20"), "{}", p.body);
+    assert_eq!(ui.get("/runs?outcome=sideways").await.status, 400);
     h.shutdown.cancel();
+}
+
+/// The run ids in the `/runs` table, in order.
+fn run_rows(body: &str) -> Vec<String> {
+    let marker = "<tr data-run=\"";
+    body.match_indices(marker)
+        .map(|(i, m)| body[i + m.len()..i + m.len() + 36].to_string())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

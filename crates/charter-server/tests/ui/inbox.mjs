@@ -192,6 +192,7 @@ try {
     charters: '/charters',
     charter: `/charters/${expected.charter}`,
     rejected: '/rejected',
+    runs: '/runs',
     audit: '/audit',
   };
   for (const scheme of ['light', 'dark']) {
