@@ -2199,9 +2199,13 @@ mod tests {
         // connection at its edge), where the unpaced run of the same load answers far more.
         assert!(paced.acks > 0);
         assert!(paced.acks <= 80 + 4, "{} acks", paced.acks);
+        // The unpaced run of the same load is not bound by the schedule: it answers more
+        // than the schedule's cap (not a multiple of the paced run: on a loaded machine the
+        // unpaced window may be slow, and that is not what this test is about).
         assert!(
-            report.ingest[0].acks > paced.acks * 2,
-            "the unpaced run is not bound by it"
+            report.ingest[0].acks > 80 + 4,
+            "the unpaced run is not bound by it: {} acks",
+            report.ingest[0].acks
         );
     }
 
