@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use charter_core::config::Role;
-use charter_core::model::{EventStatus, RunOutcome};
+use charter_core::model::EventStatus;
 use charter_store::{
     ApprovalFilter, ApprovalStatus, AuditFilter, EscalationFilter, EscalationStatus, EventFilter,
     RejectedFilter, RunFilter, Store,
@@ -265,20 +265,7 @@ pub async fn list_runs<S: Store>(
     Query(q): Query<RunsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let caller = authorize(&state, &headers, Role::Viewer)?;
-    let (outcome, running) = match q.outcome.as_deref() {
-        None => (None, false),
-        Some("running") => (None, true),
-        Some(s) => {
-            let outcome = serde_json::from_value::<RunOutcome>(Value::String(s.to_string()))
-                .map_err(|_| {
-                    ApiError::BadRequest(format!(
-                        "unknown outcome `{s}`: expected completed, no_route, shadow, failed, \
-                         escalated, awaiting_approval, rejected, interrupted or running"
-                    ))
-                })?;
-            (Some(outcome), false)
-        }
-    };
+    let (outcome, running) = lists::parse_outcome(q.outcome.as_deref())?;
     let sort = lists::parse_sort(q.sort.as_deref())?;
     let after = lists::created_cursor(q.cursor.as_deref())?;
     if hidden(&caller, q.charter.as_ref()) {

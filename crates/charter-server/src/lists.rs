@@ -147,6 +147,25 @@ pub async fn audit<S: Store>(
     Ok(finish(items, size, total, |e| e.seq.to_string()))
 }
 
+/// `outcome=` of a runs listing as the store's filter: (outcome, running); `running` means
+/// not finished yet.
+pub fn parse_outcome(
+    outcome: Option<&str>,
+) -> Result<(Option<charter_core::model::RunOutcome>, bool), ApiError> {
+    match outcome {
+        None => Ok((None, false)),
+        Some("running") => Ok((None, true)),
+        Some(s) => serde_json::from_value(serde_json::Value::String(s.to_string()))
+            .map(|o| (Some(o), false))
+            .map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "unknown outcome `{s}`: expected completed, no_route, shadow, failed, \
+                     escalated, awaiting_approval, rejected, interrupted or running"
+                ))
+            }),
+    }
+}
+
 /// A page of runs (see [`events`]).
 pub async fn runs<S: Store>(
     store: &S,

@@ -210,6 +210,17 @@ pub fn page(title: &str, viewer: Option<&Viewer<'_>>, flash: Option<&str>, body:
     out
 }
 
+/// A list page's URL: `path` with the non-empty `params` and the `cursor` (when given).
+pub fn page_url(path: &str, params: &[(&str, Option<&str>)], cursor: Option<&str>) -> String {
+    let mut url = format!("{path}?");
+    for (k, v) in params.iter().chain([("cursor", cursor)].iter()) {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            let _ = write!(url, "{k}={}&", url_enc(v));
+        }
+    }
+    url.trim_end_matches(['&', '?']).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

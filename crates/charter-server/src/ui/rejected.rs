@@ -31,15 +31,9 @@ pub struct RejectedQuery {
     pub msg: Option<String>,
 }
 
-/// The page's URL with `params` and `cursor` (when given).
+/// This page's URL with `params` and `cursor` (when given).
 fn url(params: &[(&str, Option<&str>)], cursor: Option<&str>) -> String {
-    let mut url = String::from("/rejected?");
-    for (k, v) in params.iter().chain([("cursor", cursor)].iter()) {
-        if let Some(v) = v.filter(|v| !v.is_empty()) {
-            let _ = write!(url, "{k}={}&", url_enc(v));
-        }
-    }
-    url.trim_end_matches(['&', '?']).to_string()
+    super::html::page_url("/rejected", params, cursor)
 }
 
 pub async fn rejected<S: Store>(

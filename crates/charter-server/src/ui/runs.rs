@@ -7,7 +7,6 @@ use std::fmt::Write;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::Html;
-use charter_core::model::RunOutcome;
 use charter_store::{RunFilter, Store};
 use serde::Deserialize;
 
@@ -41,31 +40,9 @@ pub struct RunsQuery {
     pub msg: Option<String>,
 }
 
-/// The page's URL with `params` and `cursor` (when given).
+/// This page's URL with `params` and `cursor` (when given).
 fn url(params: &[(&str, Option<&str>)], cursor: Option<&str>) -> String {
-    let mut url = String::from("/runs?");
-    for (k, v) in params.iter().chain([("cursor", cursor)].iter()) {
-        if let Some(v) = v.filter(|v| !v.is_empty()) {
-            let _ = write!(url, "{k}={}&", url_enc(v));
-        }
-    }
-    url.trim_end_matches(['&', '?']).to_string()
-}
-
-/// `outcome=` as the store's filter: (outcome, running).
-fn outcome_filter(text: Option<&str>) -> Result<(Option<RunOutcome>, bool), UiError> {
-    match text {
-        None => Ok((None, false)),
-        Some("running") => Ok((None, true)),
-        Some(s) => serde_json::from_value::<RunOutcome>(serde_json::Value::String(s.into()))
-            .map(|o| (Some(o), false))
-            .map_err(|_| {
-                UiError::BadRequest(format!(
-                    "unknown outcome `{s}`: expected one of {}",
-                    OUTCOMES.join(", ")
-                ))
-            }),
-    }
+    super::html::page_url("/runs", params, cursor)
 }
 
 pub async fn runs<S: Store>(
@@ -77,7 +54,7 @@ pub async fn runs<S: Store>(
     let s = ui.require(&headers, &uri).await?;
     let charter = non_empty(q.charter);
     let outcome_text = non_empty(q.outcome);
-    let (outcome, running) = outcome_filter(outcome_text.as_deref())?;
+    let (outcome, running) = lists::parse_outcome(outcome_text.as_deref())?;
     let sort_text = non_empty(q.sort);
     let sort = lists::parse_sort(sort_text.as_deref())?;
     let cursor = non_empty(q.cursor);
