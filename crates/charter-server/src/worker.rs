@@ -181,30 +181,42 @@ async fn process_claimed_in_span<S: Store>(
     // A run after the first may be the retry of a dead letter, which its success closes.
     let rerun = claimed.attempt > 1;
     note_interrupted(&state, &claimed);
-    let renew = async {
-        let every = (lease / 3).max(Duration::from_millis(50));
-        loop {
-            tokio::time::sleep(every).await;
-            let until = now_millis() + lease.as_millis() as i64;
-            match state.store.renew(event_id, &worker_id, until).await {
-                Ok(true) => {}
-                Ok(false) => return RunError::LeaseLost,
-                Err(e) => return RunError::Store(e),
+    // The lease is renewed by a task of its own, so that a run busy on a thread (a costly
+    // expression evaluated under `block_in_place`, which holds this task for up to the
+    // evaluation's time limit) keeps its lease; the task ends with the run (aborted on drop).
+    let mut renew = {
+        let store = state.store.clone();
+        let worker = worker_id.clone();
+        AbortOnDrop(tokio::spawn(async move {
+            let every = (lease / 3).max(Duration::from_millis(50));
+            loop {
+                tokio::time::sleep(every).await;
+                let until = now_millis() + lease.as_millis() as i64;
+                match store.renew(event_id, &worker, until).await {
+                    Ok(true) => {}
+                    Ok(false) => return RunError::LeaseLost,
+                    Err(e) => return RunError::Store(e),
+                }
             }
-        }
+        }))
     };
     // The run's writes that need not be durable yet: they go to the store in one command with
     // the next write that must be (an action's intent, or the run's end with the release).
     let mut pending: Vec<RunWrite> = Vec::new();
     let result = tokio::select! {
         r = run_pipeline(&state, &executor, claimed, &mut pending) => r,
-        e = renew => Err(e),
+        e = renew.join() => Err(e),
     };
+    // Stop renewing before the run's end is written (a retry's hold below sets its own lease).
+    drop(renew);
     let status = match result {
         Ok(status) => status,
         Err(RunError::LeaseLost) => {
             tracing::warn!(event = %event_id, charter = %charter_name, "lease lost; abandoning run");
-            // What the run did is still true: keep it as evidence (no release).
+            // What the run did is still true: keep it as evidence (no release). A run whose
+            // start was still buffered is closed here as interrupted: the claim that took the
+            // event closed the runs it could see, and this one was not written yet.
+            close_abandoned(&mut pending);
             let finished = finished_outcome(&pending);
             match flush(&state.store, &mut pending).await {
                 Ok(()) => count_finished(&state, &charter_name, received_at, finished),
@@ -373,6 +385,45 @@ async fn begin_intent<S: Store>(
     } else {
         Intent::Written
     })
+}
+
+/// A spawned task aborted when this handle is dropped: the lease renewal of one run, which
+/// must not outlive it.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl AbortOnDrop<RunError> {
+    /// The renewal's end: a lost lease or a store error (a renewal task that panicked counts
+    /// as a lost lease: the run can no longer be sure it holds the event).
+    async fn join(&mut self) -> RunError {
+        (&mut self.0).await.unwrap_or(RunError::LeaseLost)
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Closes a run abandoned after its lease was lost as interrupted, when its start is among the
+/// buffered writes and its end is not (otherwise its row would stay open for good: the claim
+/// that took the event over closes only the runs already written).
+fn close_abandoned(pending: &mut Vec<RunWrite>) {
+    let started = pending.iter().find_map(|w| match w {
+        RunWrite::Start { run_id, .. } => Some(*run_id),
+        _ => None,
+    });
+    if let Some(run_id) = started
+        && finished_outcome(pending).is_none()
+    {
+        finish_run(
+            pending,
+            run_id,
+            None,
+            RunOutcome::Interrupted,
+            Some("the run's lease was lost (it ran longer than worker.lease without renewing); another claim took the event over".into()),
+        );
+    }
 }
 
 /// Record the end of the run (buffered: it is written with the release, and counted in the
