@@ -247,6 +247,7 @@ pub async fn escalation_card<S: Store>(
     Ok(out)
 }
 
+/// A dead letter's Retry and Dismiss.
 fn dead_letter_forms(s: &Session, e: &EscalationRecord, back: &str) -> String {
     format!(
         "<p class=\"meta\">An action failed after all its retries. Retry the event once the cause is fixed (the dead letter closes when it succeeds; actions that already succeeded are not sent again), or dismiss it with a reason (the event stays failed). No label is asked: this is not a decision to correct.</p>\
@@ -260,6 +261,7 @@ fn dead_letter_forms(s: &Session, e: &EscalationRecord, back: &str) -> String {
     )
 }
 
+/// The decision form: the label (the model's preselected) and the declared fields, typed.
 fn decide_form<S: Store>(ui: &UiState<S>, s: &Session, e: &EscalationRecord, back: &str) -> String {
     let Some(d) = ui
         .app

@@ -95,6 +95,7 @@ pub fn entries_table<S: Store>(ui: &UiState<S>, entries: &[AuditEntry]) -> Strin
     out
 }
 
+/// `GET /audit`: the audit log page.
 pub async fn audit<S: Store>(
     State(ui): State<UiState<S>>,
     headers: HeaderMap,

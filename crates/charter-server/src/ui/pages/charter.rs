@@ -40,6 +40,7 @@ struct ShadowRow {
     note: String,
 }
 
+/// `GET /charters/{name}`: the charter page (404 outside the session's scope).
 pub async fn charter<S: Store>(
     State(ui): State<UiState<S>>,
     headers: HeaderMap,

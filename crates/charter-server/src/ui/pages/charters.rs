@@ -138,6 +138,7 @@ pub(super) fn operator_buttons(name: &str, s: &Session, sum: &Summary, back: &st
     out
 }
 
+/// `GET /charters`: the charters list.
 pub async fn charters<S: Store>(
     State(ui): State<UiState<S>>,
     headers: HeaderMap,

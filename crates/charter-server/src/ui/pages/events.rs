@@ -47,6 +47,7 @@ struct Filters {
 /// One page of the list: the events, the true total and the next page's cursor.
 type Listing = (Vec<EventRecord>, u64, Option<String>);
 
+/// `GET /events`: the events list, or a search's matches.
 pub async fn events<S: Store>(
     State(ui): State<UiState<S>>,
     headers: HeaderMap,

@@ -106,6 +106,7 @@ fn escalation_filter(tab: Tab, charter: Option<String>, scope: &[String]) -> Esc
     }
 }
 
+/// The pending approvals (of `charter`, within `scope`).
 fn approval_filter(charter: Option<String>, scope: &[String]) -> ApprovalFilter {
     ApprovalFilter {
         charter,
@@ -133,6 +134,7 @@ impl Counts {
     }
 }
 
+/// What waits per tab for this session (nothing for a charter outside its scope).
 pub async fn counts<S: Store>(
     store: &S,
     s: &Session,
@@ -253,6 +255,7 @@ struct Listing {
     escalations: Vec<EscalationRecord>,
 }
 
+/// `GET /inbox`: the tabs, one page of the tab's list, and the selected item's card.
 pub async fn inbox<S: Store>(
     State(ui): State<UiState<S>>,
     headers: HeaderMap,

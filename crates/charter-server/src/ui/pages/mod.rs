@@ -44,6 +44,7 @@ pub struct MsgQuery {
     pub msg: Option<String>,
 }
 
+/// A query value, `None` when missing or blank.
 pub(super) fn non_empty(s: Option<String>) -> Option<String> {
     s.filter(|v| !v.trim().is_empty())
 }
@@ -69,6 +70,7 @@ pub(super) fn charter_select<S: Store>(
     out
 }
 
+/// A link to an event's timeline, showing its id.
 pub(super) fn event_link(id: Uuid) -> String {
     format!("<a href=\"/events/{id}\"><code>{id}</code></a>")
 }

@@ -33,6 +33,7 @@ pub struct RejectedQuery {
     pub msg: Option<String>,
 }
 
+/// `GET /rejected`: the rejected payloads page.
 pub async fn rejected<S: Store>(
     State(ui): State<UiState<S>>,
     headers: HeaderMap,

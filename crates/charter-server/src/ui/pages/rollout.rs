@@ -80,6 +80,7 @@ fn capitalise(s: &str) -> String {
     }
 }
 
+/// The charter `name`, when it exists and the session sees it; 404 otherwise.
 pub(super) fn visible_charter<S: Store>(
     ui: &UiState<S>,
     s: &Session,
@@ -234,6 +235,7 @@ fn promote_button(charter: &str, route: &str, csrf: &str) -> String {
     )
 }
 
+/// How much reviewers rewrote approved drafts, per route and action: charts and a table.
 async fn rewrites_section<S: Store>(ui: &UiState<S>, name: &str) -> Result<String, UiError> {
     let stats = ui.app.store.rewrite_stats(Some(name), 0).await?;
     let mut o = String::from("<h2>Draft rewrites</h2>");
@@ -294,6 +296,7 @@ async fn rewrites_section<S: Store>(ui: &UiState<S>, name: &str) -> Result<Strin
     Ok(o)
 }
 
+/// The routes' mode changes and promotion suggestions, newest first.
 async fn history_section<S: Store>(ui: &UiState<S>, name: &str) -> Result<String, UiError> {
     let mut entries = Vec::new();
     for action in ["route.mode", "route.promotion_suggested"] {

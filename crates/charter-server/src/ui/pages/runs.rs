@@ -42,6 +42,7 @@ pub struct RunsQuery {
     pub msg: Option<String>,
 }
 
+/// `GET /runs`: the runs list.
 pub async fn runs<S: Store>(
     State(ui): State<UiState<S>>,
     headers: HeaderMap,

@@ -48,6 +48,7 @@ impl Items {
     }
 }
 
+/// `GET /events/{id}`: the event's timeline (404 outside the session's scope).
 pub async fn timeline<S: Store>(
     State(ui): State<UiState<S>>,
     headers: HeaderMap,
