@@ -39,17 +39,19 @@ use crate::AppState;
 use crate::error::ApiError;
 
 mod assets;
-mod audit;
+mod cards;
+pub mod charts;
 mod flash;
 mod forms;
 pub mod html;
-pub mod inbox;
-pub(crate) mod knowledge;
 mod pages;
-mod rejected;
 pub mod rollout;
-mod runs;
 pub mod session;
+
+// The pages at the paths the router and the form handlers name.
+pub use pages::inbox;
+pub(crate) use pages::knowledge;
+use pages::{audit, rejected, runs};
 
 use html::esc;
 use session::{LOGIN_COOKIE, LoginLimiter, SESSION_COOKIE, SESSION_TTL, Session};

@@ -1,5 +1,6 @@
-//! The UI of approved knowledge: the `/knowledge` page (sources, stale documents by owner,
-//! gaps) and the cited passages shown beside a draft awaiting approval.
+//! `GET /knowledge`: the approved knowledge sources (documents, stale ones by owner) and
+//! the gaps (questions they did not answer well) of the charters the session sees; and the
+//! cited passages shown beside a draft awaiting approval (on the approval's card).
 
 use std::fmt::Write;
 
@@ -11,9 +12,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::html::{badge, esc, page, time};
-use super::{UiError, UiState};
 use crate::knowledge::summary::{StaleDoc, summarize};
+use crate::ui::html::{badge, esc, page, time};
+use crate::ui::{UiError, UiState};
 
 /// Most gaps the page lists.
 const GAP_LIMIT: usize = 200;

@@ -7,13 +7,15 @@ use std::fmt::Write;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::Html;
+use charter_core::model::RunRecord;
 use charter_store::{RunFilter, Store};
 use serde::Deserialize;
 
-use super::html::{badge, esc, page, time, url_enc};
-use super::pages::{charter_select, decision_line, event_link, non_empty};
-use super::{UiError, UiState};
+use super::{Pager, charter_select, decision_line, event_link, non_empty};
 use crate::lists;
+use crate::ui::html::{badge, esc, page, time, url_enc};
+use crate::ui::session::Session;
+use crate::ui::{UiError, UiState};
 
 /// Runs on one page.
 const RUNS_PAGE: usize = 50;
@@ -40,11 +42,7 @@ pub struct RunsQuery {
     pub msg: Option<String>,
 }
 
-/// This page's URL with `params` and `cursor` (when given).
-fn url(params: &[(&str, Option<&str>)], cursor: Option<&str>) -> String {
-    super::html::page_url("/runs", params, cursor)
-}
-
+/// `GET /runs`: the runs list.
 pub async fn runs<S: Store>(
     State(ui): State<UiState<S>>,
     headers: HeaderMap,
@@ -82,6 +80,40 @@ pub async fn runs<S: Store>(
         )
         .await?
     };
+    let mut body = filter_form(
+        &ui,
+        &s,
+        [
+            charter.as_deref(),
+            outcome_text.as_deref(),
+            sort_text.as_deref(),
+        ],
+    );
+    body.push_str(&runs_table(&ui, &page_of.items));
+    let params = [
+        ("charter", charter.as_deref()),
+        ("outcome", outcome_text.as_deref()),
+        ("sort", sort_text.as_deref()),
+    ];
+    let pager = Pager {
+        path: "/runs",
+        params: &params,
+        cursor: cursor.as_deref(),
+        previous: None,
+        next: page_of.next.as_deref(),
+    };
+    body.push_str(&pager.html(page_of.items.len(), page_of.total));
+    Ok(Html(page(
+        "Runs",
+        Some(&ui.viewer(&s)),
+        q.msg.as_deref(),
+        &body,
+    )))
+}
+
+/// The heading and the filter form; `chosen` are the charter, outcome and sort chosen.
+fn filter_form<S: Store>(ui: &UiState<S>, s: &Session, chosen: [Option<&str>; 3]) -> String {
+    let [charter, outcome_text, sort_text] = chosen;
     let mut body = String::from(
         "<h1>Runs</h1><p class=\"meta\">Every run of every event: how it was decided, the route it took and how it ended. An event's timeline shows its runs with their actions.</p><form class=\"filters\" method=\"get\" action=\"/runs\">",
     );
@@ -90,7 +122,7 @@ pub async fn runs<S: Store>(
         let _ = write!(
             options,
             "<option value=\"{o}\"{}>{}</option>",
-            if outcome_text.as_deref() == Some(o) {
+            if outcome_text == Some(o) {
                 " selected"
             } else {
                 ""
@@ -101,75 +133,45 @@ pub async fn runs<S: Store>(
     let _ = write!(
         body,
         "<label>Charter {}</label><label>Outcome <select name=\"outcome\">{options}</select></label><label>Order <select name=\"sort\"><option value=\"\">newest first</option><option value=\"oldest\"{}>oldest first</option></select></label><button type=\"submit\">Show</button></form>",
-        charter_select(&ui, &s, charter.as_deref()),
-        if sort_text.as_deref() == Some("oldest") {
+        charter_select(ui, s, charter),
+        if sort_text == Some("oldest") {
             " selected"
         } else {
             ""
         },
     );
-    if page_of.items.is_empty() {
-        body.push_str("<p class=\"meta\">No run matches.</p>");
-    } else {
-        let _ = write!(
-            body,
-            "<table><thead><tr><th>Started ({})</th><th>Charter</th><th>Event</th><th>Outcome</th><th>Decision</th><th>Actions</th></tr></thead><tbody>",
-            esc(ui.zone().name())
-        );
-        for r in &page_of.items {
-            let outcome = r.outcome.map(|o| o.as_str()).unwrap_or("running");
-            let actions: Vec<String> = r
-                .actions
-                .iter()
-                .map(|a| format!("{} {}", esc(&a.action), badge(a.status.as_str())))
-                .collect();
-            let _ = write!(
-                body,
-                "<tr data-run=\"{}\"><td>{}</td><td><a href=\"/charters/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                r.id,
-                time(ui.zone(), r.started_at),
-                url_enc(&r.charter),
-                esc(&r.charter),
-                event_link(r.event_id),
-                badge(outcome),
-                decision_line(r),
-                actions.join(" · "),
-            );
-        }
-        body.push_str("</tbody></table>");
+    body
+}
+
+/// The table of runs (or a line saying none matches).
+fn runs_table<S: Store>(ui: &UiState<S>, runs: &[RunRecord]) -> String {
+    if runs.is_empty() {
+        return "<p class=\"meta\">No run matches.</p>".into();
     }
-    let params = [
-        ("charter", charter.as_deref()),
-        ("outcome", outcome_text.as_deref()),
-        ("sort", sort_text.as_deref()),
-    ];
-    let _ = write!(
-        body,
-        "<p class=\"pager meta\">{} shown of {} · ",
-        page_of.items.len(),
-        page_of.total
+    let mut body = format!(
+        "<table><thead><tr><th>Started ({})</th><th>Charter</th><th>Event</th><th>Outcome</th><th>Decision</th><th>Actions</th></tr></thead><tbody>",
+        esc(ui.zone().name())
     );
-    if cursor.is_some() {
+    for r in runs {
+        let outcome = r.outcome.map(|o| o.as_str()).unwrap_or("running");
+        let actions: Vec<String> = r
+            .actions
+            .iter()
+            .map(|a| format!("{} {}", esc(&a.action), badge(a.status.as_str())))
+            .collect();
         let _ = write!(
             body,
-            "<a href=\"{}\">First page</a> · ",
-            esc(&url(&params, None))
+            "<tr data-run=\"{}\"><td>{}</td><td><a href=\"/charters/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            r.id,
+            time(ui.zone(), r.started_at),
+            url_enc(&r.charter),
+            esc(&r.charter),
+            event_link(r.event_id),
+            badge(outcome),
+            decision_line(r),
+            actions.join(" · "),
         );
     }
-    match &page_of.next {
-        Some(n) => {
-            let _ = write!(
-                body,
-                "<a rel=\"next\" href=\"{}\">Next page</a></p>",
-                esc(&url(&params, Some(n)))
-            );
-        }
-        None => body.push_str("last page</p>"),
-    }
-    Ok(Html(page(
-        "Runs",
-        Some(&ui.viewer(&s)),
-        q.msg.as_deref(),
-        &body,
-    )))
+    body.push_str("</tbody></table>");
+    body
 }

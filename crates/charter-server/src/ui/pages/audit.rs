@@ -10,11 +10,11 @@ use axum::response::Html;
 use charter_store::{AuditEntry, AuditFilter, Store};
 use serde::Deserialize;
 
-use super::html::{esc, page, time, url_enc};
-use super::pages::{charter_select, non_empty};
-use super::session::Session;
-use super::{UiError, UiState};
+use super::{Pager, charter_select, form_time, non_empty};
 use crate::lists;
+use crate::ui::html::{esc, page, time, url_enc};
+use crate::ui::session::Session;
+use crate::ui::{UiError, UiState};
 
 /// Entries on one page.
 const AUDIT_PAGE: usize = 100;
@@ -95,6 +95,7 @@ pub fn entries_table<S: Store>(ui: &UiState<S>, entries: &[AuditEntry]) -> Strin
     out
 }
 
+/// `GET /audit`: the audit log page.
 pub async fn audit<S: Store>(
     State(ui): State<UiState<S>>,
     headers: HeaderMap,
@@ -107,20 +108,8 @@ pub async fn audit<S: Store>(
     let kind = non_empty(q.kind);
     let since_text = non_empty(q.since);
     let until_text = non_empty(q.until);
-    let when = |t: &Option<String>, k: &str| -> Result<Option<i64>, UiError> {
-        match t {
-            None => Ok(None),
-            Some(v) => super::parse_form_time(v, ui.zone())
-                .map(Some)
-                .ok_or_else(|| {
-                    UiError::BadRequest(format!(
-                        "`{k}` is not a date and time like 2026-01-02T15:04 ({})",
-                        ui.zone().name()
-                    ))
-                }),
-        }
-    };
-    let (since, until) = (when(&since_text, "since")?, when(&until_text, "until")?);
+    let since = form_time(&ui, since_text.as_deref(), "since")?;
+    let until = form_time(&ui, until_text.as_deref(), "until")?;
     let cursor = non_empty(q.cursor);
     let after = lists::seq_cursor(cursor.as_deref())?;
     let page_of = if charter.as_deref().is_some_and(|c| !s.sees(c)) {
@@ -174,42 +163,21 @@ pub async fn audit<S: Store>(
     } else {
         body.push_str(&entries_table(&ui, &page_of.items));
     }
-    let _ = write!(
-        body,
-        "<p class=\"pager meta\">{} shown of {} · ",
-        page_of.items.len(),
-        page_of.total
-    );
-    let mut url = String::from("/audit?");
-    for (k, v) in [
-        ("actor", &actor),
-        ("charter", &charter),
-        ("kind", &kind),
-        ("since", &since_text),
-        ("until", &until_text),
-    ] {
-        if let Some(v) = v {
-            let _ = write!(url, "{k}={}&", url_enc(v));
-        }
-    }
-    if cursor.is_some() {
-        let _ = write!(
-            body,
-            "<a href=\"{}\">First page</a> · ",
-            esc(url.trim_end_matches(['&', '?']))
-        );
-    }
-    match &page_of.next {
-        Some(n) => {
-            let _ = write!(
-                body,
-                "<a rel=\"next\" href=\"{}cursor={}\">Next page</a></p>",
-                esc(&url),
-                url_enc(n)
-            );
-        }
-        None => body.push_str("last page</p>"),
-    }
+    let params = [
+        ("actor", actor.as_deref()),
+        ("charter", charter.as_deref()),
+        ("kind", kind.as_deref()),
+        ("since", since_text.as_deref()),
+        ("until", until_text.as_deref()),
+    ];
+    let pager = Pager {
+        path: "/audit",
+        params: &params,
+        cursor: cursor.as_deref(),
+        previous: None,
+        next: page_of.next.as_deref(),
+    };
+    body.push_str(&pager.html(page_of.items.len(), page_of.total));
     Ok(Html(page("Audit", Some(&ui.viewer(&s)), None, &body)))
 }
 

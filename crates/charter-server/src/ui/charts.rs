@@ -1,0 +1,360 @@
+//! Small server-rendered SVG charts for the web UI: a stacked bar chart, and the charter
+//! page's volume, outcome mix and cycle time charts of a report.
+//!
+//! The charts are self-contained `<svg>` strings with no script and no external resources;
+//! every text in them is XML-escaped.
+
+use std::fmt::Write as _;
+
+use charter_store::CharterReport;
+
+/// Escape text for XML content and attribute values.
+pub fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Colours of the series, in order (colour-blind friendly).
+pub const PALETTE: &[&str] = &[
+    "#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#f0e442", "#000000",
+];
+
+/// The colour of series `k` named `name`: an outcome or status keeps its meaning whatever
+/// the series' order (failed red, completed green, waiting amber, ...); other series take
+/// the palette in order.
+pub fn series_colour(name: &str, k: usize) -> &'static str {
+    match name {
+        "completed" | "done" | "succeeded" => "#1a7f37",
+        "failed" | "dead_lettered" | "interrupted" => "#c62828",
+        "escalated" | "waiting" | "awaiting_approval" => "#b26a00",
+        "rejected" => "#6a3d9a",
+        "skipped" | "shadow" => "#6b7785",
+        _ => PALETTE[k % PALETTE.len()],
+    }
+}
+
+/// One named series of a chart: one value per bucket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub name: String,
+    pub values: Vec<f64>,
+}
+
+const PAD_LEFT: f64 = 44.0;
+const PAD_BOTTOM: f64 = 22.0;
+const PAD_TOP: f64 = 22.0;
+const LEGEND_H: f64 = 16.0;
+
+fn fmt_num(v: f64) -> String {
+    if v >= 100.0 || (v - v.round()).abs() < 1e-9 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// A stacked bar chart: one bar per label (bucket), one stacked segment per series. An
+/// empty or all-zero chart still renders its axes. `width`/`height` are in pixels.
+pub fn svg_bar_chart(
+    title: &str,
+    labels: &[String],
+    series: &[Series],
+    width: u32,
+    height: u32,
+) -> String {
+    let (w, h) = (f64::from(width.max(120)), f64::from(height.max(80)));
+    let n = labels
+        .len()
+        .max(series.iter().map(|s| s.values.len()).max().unwrap_or(0))
+        .max(1);
+    let totals: Vec<f64> = (0..n)
+        .map(|i| {
+            series
+                .iter()
+                .map(|s| s.values.get(i).copied().unwrap_or(0.0).max(0.0))
+                .sum()
+        })
+        .collect();
+    let max = totals.iter().copied().fold(0.0_f64, f64::max);
+    let top = if max > 0.0 { max } else { 1.0 };
+    let legend = if series.len() > 1 { LEGEND_H } else { 0.0 };
+    let plot_h = h - PAD_TOP - PAD_BOTTOM - legend;
+    let plot_w = w - PAD_LEFT - 6.0;
+    let slot = plot_w / n as f64;
+    let bar = (slot * 0.75).max(1.0);
+    let mut o = String::new();
+    let _ = write!(
+        o,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"{t}\"><title>{t}</title>",
+        t = xml_escape(title)
+    );
+    let _ = write!(
+        o,
+        "<text x=\"{PAD_LEFT}\" y=\"14\" font-size=\"12\" font-family=\"sans-serif\">{}</text>",
+        xml_escape(title)
+    );
+    let base = PAD_TOP + plot_h;
+    let _ = write!(
+        o,
+        "<line x1=\"{PAD_LEFT}\" y1=\"{base}\" x2=\"{}\" y2=\"{base}\" stroke=\"#888\"/>",
+        w - 6.0
+    );
+    let _ = write!(
+        o,
+        "<text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\" font-family=\"sans-serif\">{}</text>",
+        PAD_LEFT - 4.0,
+        PAD_TOP + 8.0,
+        fmt_num(max)
+    );
+    let _ = write!(
+        o,
+        "<text x=\"{}\" y=\"{base}\" font-size=\"10\" text-anchor=\"end\" font-family=\"sans-serif\">0</text>",
+        PAD_LEFT - 4.0
+    );
+    for i in 0..n {
+        let x = PAD_LEFT + slot * i as f64 + (slot - bar) / 2.0;
+        let mut y = base;
+        for (k, s) in series.iter().enumerate() {
+            let v = s.values.get(i).copied().unwrap_or(0.0).max(0.0);
+            if v <= 0.0 {
+                continue;
+            }
+            let bh = v / top * plot_h;
+            y -= bh;
+            let label = labels.get(i).map(String::as_str).unwrap_or("");
+            let _ = write!(
+                o,
+                "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{bar:.1}\" height=\"{bh:.1}\" fill=\"{}\"><title>{}: {} {}</title></rect>",
+                series_colour(&s.name, k),
+                xml_escape(label),
+                xml_escape(&s.name),
+                fmt_num(v)
+            );
+        }
+    }
+    // First and last bucket labels under the axis.
+    if let (Some(first), Some(last)) = (labels.first(), labels.last()) {
+        let _ = write!(
+            o,
+            "<text x=\"{PAD_LEFT}\" y=\"{}\" font-size=\"10\" font-family=\"sans-serif\">{}</text>",
+            base + 14.0,
+            xml_escape(first)
+        );
+        if labels.len() > 1 {
+            let _ = write!(
+                o,
+                "<text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\" font-family=\"sans-serif\">{}</text>",
+                w - 6.0,
+                base + 14.0,
+                xml_escape(last)
+            );
+        }
+    }
+    if series.len() > 1 {
+        let mut x = PAD_LEFT;
+        let y = h - 4.0;
+        for (k, s) in series.iter().enumerate() {
+            let _ = write!(
+                o,
+                "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"9\" height=\"9\" fill=\"{}\"/><text x=\"{:.1}\" y=\"{y:.1}\" font-size=\"10\" font-family=\"sans-serif\">{}</text>",
+                y - 9.0,
+                series_colour(&s.name, k),
+                x + 12.0,
+                xml_escape(&s.name)
+            );
+            x += 12.0 + 6.5 * s.name.chars().count() as f64 + 10.0;
+        }
+    }
+    o.push_str("</svg>");
+    o
+}
+
+/// Bucket labels of a report: `MM-DD` for day-sized buckets or larger, `HH:MM` (UTC)
+/// otherwise.
+pub fn bucket_labels(report: &CharterReport) -> Vec<String> {
+    let width = report
+        .buckets
+        .get(1)
+        .zip(report.buckets.first())
+        .map_or(86_400_000, |(b, a)| b.start - a.start);
+    report
+        .buckets
+        .iter()
+        .map(|b| {
+            let secs = b.start.div_euclid(1000);
+            let span = width.saturating_mul(report.buckets.len() as i64);
+            if width >= 86_400_000 {
+                let (_, m, d) = charter_core::calendar::civil_from_days(secs.div_euclid(86_400));
+                format!("{m:02}-{d:02}")
+            } else if span > 86_400_000 {
+                // Buckets under a day over a window of several days: date and hour.
+                let (_, m, d) = charter_core::calendar::civil_from_days(secs.div_euclid(86_400));
+                format!("{m:02}-{d:02} {:02}h", secs.rem_euclid(86_400) / 3600)
+            } else {
+                let rem = secs.rem_euclid(86_400);
+                format!("{:02}:{:02}", rem / 3600, (rem % 3600) / 60)
+            }
+        })
+        .collect()
+}
+
+/// Events received per bucket.
+pub fn volume_chart(report: &CharterReport, width: u32, height: u32) -> String {
+    let series = [Series {
+        name: "events".into(),
+        values: report.buckets.iter().map(|b| b.received as f64).collect(),
+    }];
+    svg_bar_chart(
+        "Events received",
+        &bucket_labels(report),
+        &series,
+        width,
+        height,
+    )
+}
+
+/// Runs finished per bucket, stacked by outcome.
+pub fn outcome_chart(report: &CharterReport, width: u32, height: u32) -> String {
+    let series: Vec<Series> = report
+        .outcomes
+        .keys()
+        .map(|k| Series {
+            name: k.clone(),
+            values: report
+                .buckets
+                .iter()
+                .map(|b| b.outcomes.get(k).copied().unwrap_or(0) as f64)
+                .collect(),
+        })
+        .collect();
+    svg_bar_chart(
+        "Outcome mix",
+        &bucket_labels(report),
+        &series,
+        width,
+        height,
+    )
+}
+
+/// Median cycle time (seconds) per bucket.
+pub fn cycle_chart(report: &CharterReport, width: u32, height: u32) -> String {
+    let series = [Series {
+        name: "p50 cycle time (s)".into(),
+        values: report
+            .buckets
+            .iter()
+            .map(|b| b.p50_cycle_ms as f64 / 1000.0)
+            .collect(),
+    }];
+    svg_bar_chart(
+        "Median cycle time (s)",
+        &bucket_labels(report),
+        &series,
+        width,
+        height,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use charter_store::report::ReportBucket;
+
+    fn sample() -> CharterReport {
+        let mut r = CharterReport {
+            charter: "triage".into(),
+            events_received: 5,
+            ..Default::default()
+        };
+        r.outcomes.insert("completed".into(), 3);
+        r.outcomes.insert("failed".into(), 1);
+        for (i, (recv, done, failed)) in [(2u64, 2u64, 0u64), (3, 1, 1)].iter().enumerate() {
+            let mut b = ReportBucket {
+                start: 86_400_000 * (i as i64 + 1),
+                received: *recv,
+                p50_cycle_ms: 1500,
+                finished: *done,
+                ..Default::default()
+            };
+            b.outcomes.insert("completed".into(), *done);
+            if *failed > 0 {
+                b.outcomes.insert("failed".into(), *failed);
+            }
+            r.buckets.push(b);
+        }
+        r
+    }
+
+    #[test]
+    fn bar_chart_draws_one_rect_per_nonzero_segment_and_escapes() {
+        let svg = svg_bar_chart(
+            "a <b> & \"c\"",
+            &["x".into(), "y".into()],
+            &[
+                Series {
+                    name: "s1".into(),
+                    values: vec![1.0, 0.0],
+                },
+                Series {
+                    name: "s<2>".into(),
+                    values: vec![2.0, 4.0],
+                },
+            ],
+            300,
+            120,
+        );
+        assert!(svg.starts_with("<svg ") && svg.ends_with("</svg>"));
+        assert_eq!(series_colour("failed", 0), "#c62828");
+        assert_eq!(series_colour("completed", 1), "#1a7f37");
+        assert_eq!(series_colour("other", 1), PALETTE[1]);
+        assert!(svg.contains("a &lt;b&gt; &amp; &quot;c&quot;"));
+        assert!(!svg.contains("<b>"));
+        assert!(svg.contains("s&lt;2&gt;"));
+        // 3 bar segments + 2 legend swatches.
+        assert_eq!(svg.matches("<rect").count(), 5, "{svg}");
+        // The tallest stack (0 + 4 against 1 + 2) sets the scale label.
+        assert!(svg.contains(">4</text>"), "{svg}");
+        let empty = svg_bar_chart("none", &[], &[], 200, 100);
+        assert!(empty.contains("<line") && !empty.contains("<rect"));
+    }
+
+    #[test]
+    fn report_charts_follow_the_buckets() {
+        let r = sample();
+        assert_eq!(bucket_labels(&r), vec!["01-02", "01-03"]);
+        // Half-day buckets over several days carry the date and the hour.
+        let mut half_days = sample();
+        for (i, b) in half_days.buckets.iter_mut().enumerate() {
+            b.start = 86_400_000 + i as i64 * 43_200_000;
+        }
+        half_days.buckets.push(half_days.buckets[1].clone());
+        half_days.buckets[2].start = 86_400_000 + 2 * 43_200_000;
+        assert_eq!(
+            bucket_labels(&half_days),
+            vec!["01-02 00h", "01-02 12h", "01-03 00h"]
+        );
+        // Buckets within one day keep the time only.
+        let mut hours = sample();
+        for (i, b) in hours.buckets.iter_mut().enumerate() {
+            b.start = 86_400_000 + i as i64 * 3_600_000;
+        }
+        assert_eq!(bucket_labels(&hours), vec!["00:00", "01:00"]);
+        let v = volume_chart(&r, 300, 120);
+        assert_eq!(v.matches("<rect").count(), 2);
+        assert!(v.contains("01-02: events 2"), "{v}");
+        let o = outcome_chart(&r, 300, 120);
+        // completed in both buckets, failed in the second, plus 2 legend swatches.
+        assert_eq!(o.matches("<rect").count(), 5, "{o}");
+        assert!(cycle_chart(&r, 300, 120).contains("1.5</title>"));
+    }
+}
