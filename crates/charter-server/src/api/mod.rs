@@ -214,3 +214,59 @@ impl From<crate::ops::OpError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use charter_store::sqlite::SqliteStore;
+
+    /// Deny by default, in the table: only the OpenAPI document is public, every write
+    /// needs at least a reviewer, and what only admins did before still needs an admin.
+    #[test]
+    fn every_route_names_the_role_it_needs() {
+        let table = routes::<SqliteStore>();
+        for r in &table {
+            let public = r.need == Need::Public;
+            assert_eq!(public, r.path == "/api/v1/openapi.json", "{}", r.path);
+            if r.method == Method::POST {
+                assert!(
+                    matches!(r.need, Need::Role(Role::Reviewer | Role::Admin)),
+                    "{} {}",
+                    r.method,
+                    r.path
+                );
+            }
+        }
+        let need = |m: Method, p: &str| {
+            table
+                .iter()
+                .find(|r| r.method == m && r.path == p)
+                .map(|r| r.need)
+        };
+        for admin in [
+            "/api/v1/events/{id}/replay",
+            "/api/v1/events/{id}/rerun",
+            "/api/v1/replay",
+            "/api/v1/rejected/{id}/replay",
+            "/api/v1/charters/{name}/pause",
+            "/api/v1/charters/{name}/resume",
+            "/api/v1/charters/{name}/promote",
+            "/api/v1/charters/{name}/mode",
+            "/api/v1/charters/{name}/routes/{route}/mode",
+            "/api/v1/knowledge/sources/{name}/refresh",
+        ] {
+            assert_eq!(need(Method::POST, admin), Some(ADMIN), "{admin}");
+        }
+        for reviewer in [
+            "/api/v1/approvals/{id}/approve",
+            "/api/v1/approvals/{id}/reject",
+            "/api/v1/escalations/{id}/decide",
+            "/api/v1/escalations/{id}/retry",
+            "/api/v1/escalations/{id}/dismiss",
+            "/api/v1/events/{id}/reroute",
+            "/api/v1/samples/{id}/review",
+        ] {
+            assert_eq!(need(Method::POST, reviewer), Some(REVIEWER), "{reviewer}");
+        }
+    }
+}
