@@ -19,23 +19,8 @@ use sha2::{Digest, Sha256};
 
 use crate::Runtime;
 
-/// The client's address as the server sees it: the TCP peer, or, when the peer is one of
-/// `server.trusted_proxies`, the address it forwarded (`X-Forwarded-For`). Set on every
-/// request by [`admin_guard`] (and by the webhook routes for their rate limit); the login
-/// and token limiters, the audit log and logs read it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientAddr(pub IpAddr);
-
-tokio::task_local! {
-    /// The client address of the admin request being served (set by [`admin_guard`] for
-    /// the request's handler): [`crate::api::audit`] records it with each entry.
-    pub static CLIENT: IpAddr;
-}
-
-/// The client address of the admin request this task serves, if any.
-pub fn current_client() -> Option<IpAddr> {
-    CLIENT.try_with(|c| *c).ok()
-}
+// re-export for the merge
+pub use crate::client::{CLIENT, ClientAddr, current_client};
 
 /// The exposure rules of one running server, built from `charter.yaml` at start-up.
 pub struct Exposure {

@@ -16,7 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 pub mod alerts;
 pub mod api;
+pub mod auth;
 pub mod backlog;
+pub mod client;
 pub mod conn;
 pub mod dead_letters;
 pub mod decide;
@@ -30,18 +32,23 @@ pub mod list_api;
 pub mod lists;
 pub mod mcp;
 pub mod metrics;
+pub mod mode;
 pub mod models;
 pub mod nats;
 pub mod notify;
 pub mod openapi;
 pub mod operator;
+pub mod ops;
+pub mod outbox;
 pub mod project;
-pub mod rejected;
+pub mod record;
 pub mod report;
 pub mod retention;
 pub mod rollout;
 pub mod sink;
+pub mod slack;
 pub mod sources;
+pub mod timeline;
 pub mod ui;
 pub mod worker;
 
@@ -62,6 +69,8 @@ pub struct AppState<S> {
     /// Woken when an event is stored or a charter resumed, so idle workers start at once.
     pub wake: Arc<Notify>,
     pub metrics: Arc<metrics::Metrics>,
+    /// The server's outbound HTTP client (actions, notifications, answers to Slack).
+    pub executor: Arc<HttpExecutor>,
 }
 
 impl<S: Clone> Clone for AppState<S> {
@@ -71,6 +80,7 @@ impl<S: Clone> Clone for AppState<S> {
             store: self.store.clone(),
             wake: self.wake.clone(),
             metrics: self.metrics.clone(),
+            executor: self.executor.clone(),
         }
     }
 }
@@ -195,8 +205,11 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         .route("/metrics", get(metrics_handler::<S>));
     // Every admin API route comes from the one table the OpenAPI document is checked against.
     let mut tokened: Router<AppState<S>> = Router::new();
+    // Each behind the one role check of its `need` (deny by default: every entry names one).
     for r in api::routes::<S>() {
-        tokened = tokened.route(r.path, r.handler);
+        let guard =
+            axum::middleware::from_fn_with_state((state.clone(), r.need), auth::require::<S>);
+        tokened = tokened.route(r.path, r.handler.route_layer(guard));
     }
     // Charters' actions as MCP tools for agents.
     tokened = tokened.route(
@@ -230,8 +243,8 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         hooks = hooks.merge(
             Router::new()
                 .route(
-                    notify::SLACK_INTERACTIVE_PATH,
-                    post(notify::slack_interactive::<S>),
+                    slack::SLACK_INTERACTIVE_PATH,
+                    post(slack::slack_interactive::<S>),
                 )
                 .with_state(state.clone()),
         );
@@ -446,13 +459,14 @@ pub async fn start<S: Store>(
     opts: ServeOptions,
     shutdown: CancellationToken,
 ) -> Result<Running, ServeError> {
+    let executor = Arc::new(HttpExecutor::new().map_err(|e| ServeError::Client(e.to_string()))?);
     let state = AppState {
         runtime: runtime.clone(),
         store,
         wake: Arc::new(Notify::new()),
         metrics: Arc::new(metrics::Metrics::default()),
+        executor: executor.clone(),
     };
-    let executor = Arc::new(HttpExecutor::new().map_err(|e| ServeError::Client(e.to_string()))?);
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .map_err(|e| ServeError::Bind {

@@ -113,12 +113,12 @@ pub async fn guard_tokens(
     response
 }
 
-/// The client's address: [`crate::guard::ClientAddr`] (forwarded by a trusted proxy), else
+/// The client's address: [`crate::client::ClientAddr`] (forwarded by a trusted proxy), else
 /// the TCP peer.
 pub fn client_ip(request: &Request) -> Option<IpAddr> {
     request
         .extensions()
-        .get::<crate::guard::ClientAddr>()
+        .get::<crate::client::ClientAddr>()
         .map(|c| c.0)
         .or_else(|| {
             request

@@ -5,8 +5,6 @@
 
 use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
-use charter_core::config::Role;
 use charter_core::model::EventStatus;
 use charter_store::{
     ApprovalFilter, ApprovalStatus, AuditFilter, EscalationFilter, EscalationStatus, EventFilter,
@@ -16,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::api::{Caller, authorize};
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::lists::{self, Page};
 
@@ -52,10 +50,9 @@ pub struct EventsQuery {
 /// `GET /api/v1/events`: newest first (unless `sort=oldest`), paged.
 pub async fn list_events<S: Store>(
     State(state): State<AppState<S>>,
-    headers: HeaderMap,
+    caller: Caller,
     Query(q): Query<EventsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let caller = authorize(&state, &headers, Role::Viewer)?;
     let status = match q.status.as_deref() {
         None => None,
         Some(s) => Some(EventStatus::parse(s).ok_or_else(|| {
@@ -111,10 +108,9 @@ pub struct AuditQuery {
 /// entries (entries not tied to a charter are shown to unscoped tokens only).
 pub async fn list_audit<S: Store>(
     State(state): State<AppState<S>>,
-    headers: HeaderMap,
+    caller: Caller,
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let caller = authorize(&state, &headers, Role::Viewer)?;
     let sort = lists::parse_sort(q.sort.as_deref())?;
     let after = lists::seq_cursor(q.cursor.as_deref())?;
     if hidden(&caller, q.charter.as_ref()) {
@@ -155,10 +151,9 @@ pub struct ApprovalsQuery {
 /// `GET /api/v1/approvals?charter=&status=`: oldest first, paged.
 pub async fn list_approvals<S: Store>(
     State(state): State<AppState<S>>,
-    headers: HeaderMap,
+    caller: Caller,
     Query(q): Query<ApprovalsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let caller = authorize(&state, &headers, Role::Viewer)?;
     let status = match q.status.as_deref() {
         None => Some(ApprovalStatus::Pending),
         Some("all") => None,
@@ -209,10 +204,9 @@ pub struct EscalationsQuery {
 /// `GET /api/v1/escalations?charter=&status=&reason=`: oldest first, paged.
 pub async fn list_escalations<S: Store>(
     State(state): State<AppState<S>>,
-    headers: HeaderMap,
+    caller: Caller,
     Query(q): Query<EscalationsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let caller = authorize(&state, &headers, Role::Viewer)?;
     let status = match q.status.as_deref() {
         None => Some(EscalationStatus::Open),
         Some("all") => None,
@@ -261,10 +255,9 @@ pub struct RunsQuery {
 /// `GET /api/v1/runs`: runs across events, newest first (by start), paged.
 pub async fn list_runs<S: Store>(
     State(state): State<AppState<S>>,
-    headers: HeaderMap,
+    caller: Caller,
     Query(q): Query<RunsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let caller = authorize(&state, &headers, Role::Viewer)?;
     let (outcome, running) = lists::parse_outcome(q.outcome.as_deref())?;
     let sort = lists::parse_sort(q.sort.as_deref())?;
     let after = lists::created_cursor(q.cursor.as_deref())?;
@@ -302,10 +295,9 @@ pub struct RejectedQuery {
 /// `GET /api/v1/rejected`: payloads rejected by their contract, newest first, paged.
 pub async fn list_rejected<S: Store>(
     State(state): State<AppState<S>>,
-    headers: HeaderMap,
+    caller: Caller,
     Query(q): Query<RejectedQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let caller = authorize(&state, &headers, Role::Viewer)?;
     let sort = lists::parse_sort(q.sort.as_deref())?;
     let after = lists::event_cursor(q.cursor.as_deref())?;
     if hidden(&caller, q.charter.as_ref()) {

@@ -21,21 +21,18 @@
 //! scopes limit which tools a token sees. A request carrying an `Origin` header is refused
 //! unless it is `server.public_url`'s origin (browsers must not reach it from other sites).
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
-
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use charter_core::config::{Approval, Charter, Mode};
-use charter_core::model::{EventStatus, NewEvent, RejectedPayload};
-use charter_store::{IngestOutcome, Store};
+use charter_store::Store;
 use serde_json::{Value, json};
-use uuid::Uuid;
 
-use crate::api::{Caller, authorize};
+use crate::AppState;
+use crate::auth::{Caller, authorize};
 use crate::error::ApiError;
-use crate::{AppState, now_millis};
+use crate::ops::tools::Called;
+use crate::ops::{self, OpError};
 
 /// Where the endpoint is served.
 pub const MCP_PATH: &str = "/mcp";
@@ -44,24 +41,8 @@ pub const MCP_PATH: &str = "/mcp";
 /// another.
 const PROTOCOL_VERSIONS: &[&str] = &["2025-06-18", "2025-03-26", "2024-11-05"];
 
-/// How long a tool call waits for its run before answering "still running".
-const WAIT_FOR_RUN: Duration = Duration::from_secs(10);
-
-const SOURCE_PREFIX: &str = "mcp:";
-const TYPE_PREFIX: &str = "mcp:";
-
-/// The action an event stored by a tool call asks for (`None` for every other event).
-pub fn requested_action(event: &NewEvent) -> Option<&str> {
-    if !event.source.starts_with(SOURCE_PREFIX) {
-        return None;
-    }
-    event.event_type.as_deref()?.strip_prefix(TYPE_PREFIX)
-}
-
-/// A tool's name: `<charter>__<action>`.
-pub fn tool_name(charter: &str, action: &str) -> String {
-    format!("{charter}__{action}")
-}
+// re-export for the merge
+pub use crate::ops::tools::{requested_action, tool_name};
 
 /// A JSON-RPC error: `(code, message)`.
 type RpcError = (i64, String);
@@ -248,6 +229,8 @@ fn input_schema(c: &Charter) -> Value {
     }
 }
 
+/// `tools/call`: the tool's action through [`ops::tools::call`], then its run (waited for
+/// a few seconds) as the result.
 async fn call_tool<S: Store>(
     state: &AppState<S>,
     caller: &Caller,
@@ -260,64 +243,15 @@ async fn call_tool<S: Store>(
     if !args.is_object() {
         return Err((INVALID_PARAMS, "`arguments` must be an object".into()));
     }
-    let found = state
-        .runtime
-        .charters
-        .values()
-        .filter(|cr| caller.sees(&cr.charter.name))
-        .find_map(|cr| {
-            cr.charter
-                .actions
-                .keys()
-                .find(|a| tool_name(&cr.charter.name, a) == name)
-                .map(|a| (cr, a.clone()))
-        });
-    let Some((cr, action)) = found else {
+    let Some((cr, action)) = ops::tools::find_tool(state, caller, name) else {
         return Err((INVALID_PARAMS, format!("unknown tool `{name}`")));
     };
-    if !caller.role.calls_tools() {
-        return Err((
-            FORBIDDEN,
-            format!(
-                "a {} token may list tools but not call them; calls need an agent (or admin) token",
-                caller.role.as_str()
-            ),
-        ));
-    }
     let charter = &cr.charter;
-    let internal = |e: String| (INTERNAL_ERROR, e);
-    let received_at = now_millis();
-    let source = format!("{SOURCE_PREFIX}{}", caller.name);
-
-    // The input contract, as on a webhook: a violation is kept as rejected.
-    if let Some(contract) = &cr.contract {
-        let violations = crate::ingest::contract_violations(contract, &args);
-        if !violations.is_empty() {
-            let id = crate::ingest::keep_rejected(
-                state,
-                "contract",
-                RejectedPayload {
-                    id: Uuid::now_v7(),
-                    charter: charter.name.clone(),
-                    source,
-                    received_at,
-                    headers: BTreeMap::new(),
-                    body: args.to_string(),
-                    reasons: violations.clone(),
-                },
-            )
-            .await
-            .map_err(|e| internal(format!("keeping the rejected arguments: {e}")))?;
-            crate::api::audit(
-                state,
-                &caller.name,
-                "mcp.call",
-                Some(&charter.name),
-                Some(id.to_string()),
-                json!({"tool": name, "action": action, "rejected": true}),
-            )
-            .await
-            .map_err(|e| internal(format!("writing the audit entry: {e}")))?;
+    let called = ops::tools::call(state, caller, (cr, &action), name, args)
+        .await
+        .map_err(|e| rpc_of(caller, e))?;
+    let (event_id, duplicate) = match called {
+        Called::Rejected { id, violations } => {
             let text = format!(
                 "The arguments violate charter `{}`'s input contract (kept as rejected payload {id}):\n{}",
                 charter.name,
@@ -329,45 +263,22 @@ async fn call_tool<S: Store>(
                 true,
             ));
         }
-    }
-
-    let mut event = NewEvent {
-        id: Uuid::now_v7(),
-        charter: charter.name.clone(),
-        source,
-        event_type: Some(format!("{TYPE_PREFIX}{action}")),
-        dedupe_key: None,
-        received_at,
-        headers: BTreeMap::new(),
-        payload: args,
+        Called::Stored {
+            event_id,
+            duplicate,
+        } => (event_id, duplicate),
     };
-    // The charter's dedupe template, in the action's own key space.
-    event.dedupe_key = crate::ingest::dedupe_key(charter, &event, None)
-        .map_err(|e| (INVALID_PARAMS, e.to_string()))?
-        .map(|k| format!("{TYPE_PREFIX}{action}:{k}"));
-    let (event_id, duplicate) = match crate::ingest::accept(state, event, None).await {
-        Ok(IngestOutcome::Stored(id)) => (id, false),
-        Ok(IngestOutcome::Duplicate(id)) => (id, true),
-        Err(e) => return Err(internal(format!("storing the call: {e}"))),
-    };
-    crate::api::audit(
-        state,
-        &caller.name,
-        "mcp.call",
-        Some(&charter.name),
-        Some(event_id.to_string()),
-        json!({"tool": name, "action": action, "duplicate": duplicate}),
-    )
-    .await
-    .map_err(|e| internal(format!("writing the audit entry: {e}")))?;
-    tracing::info!(caller = %caller.name, charter = %charter.name, %action, event = %event_id, duplicate, "MCP tool call");
-
-    let report = wait_for_run(state, event_id).await?;
+    let report = ops::tools::wait_for_run(state, event_id)
+        .await
+        .map_err(|e| rpc_of(caller, e))?;
+    let mut structured =
+        serde_json::to_value(&report).map_err(|e| (INTERNAL_ERROR, e.to_string()))?;
+    let outcome = structured["outcome"].as_str().map(str::to_string);
     let failed = matches!(
-        report["outcome"].as_str(),
+        outcome.as_deref(),
         Some("failed") | Some("rejected") | Some("no_route")
     );
-    let mut text = match report["outcome"].as_str() {
+    let mut text = match &outcome {
         Some(outcome) => format!(
             "Action `{action}` of charter `{}`: {outcome}.",
             charter.name
@@ -377,16 +288,31 @@ async fn call_tool<S: Store>(
             charter.name
         ),
     };
-    if let Some(e) = report["error"].as_str() {
+    if let Some(e) = report.run.as_ref().and_then(|r| r.error.as_deref()) {
         text.push(' ');
         text.push_str(e);
     }
     if duplicate {
         text.push_str(" (The same call was made before: this is its event.)");
     }
-    let mut structured = report;
     structured["duplicate"] = json!(duplicate);
     Ok(tool_result(text, structured, failed))
+}
+
+/// A failed operation as a JSON-RPC error.
+fn rpc_of(caller: &Caller, e: OpError) -> RpcError {
+    match e {
+        OpError::Forbidden => (
+            FORBIDDEN,
+            format!(
+                "a {} token may list tools but not call them; calls need an agent (or admin) token",
+                caller.role.as_str()
+            ),
+        ),
+        OpError::Invalid(m) => (INVALID_PARAMS, m),
+        OpError::Internal(m) => (INTERNAL_ERROR, m),
+        other => (INTERNAL_ERROR, other.to_string()),
+    }
 }
 
 fn tool_result(text: String, structured: Value, is_error: bool) -> Value {
@@ -395,45 +321,4 @@ fn tool_result(text: String, structured: Value, is_error: bool) -> Value {
         "structuredContent": structured,
         "isError": is_error,
     })
-}
-
-/// The event's latest run once the event is no longer queued or running (bounded by
-/// [`WAIT_FOR_RUN`]): `{event_id, status, run_id, outcome, error, actions}`.
-async fn wait_for_run<S: Store>(state: &AppState<S>, event_id: Uuid) -> Result<Value, RpcError> {
-    let started = Instant::now();
-    let read = |e: charter_store::StoreError| (INTERNAL_ERROR, format!("reading the run: {e}"));
-    loop {
-        let status = state
-            .store
-            .get_event(event_id)
-            .await
-            .map_err(read)?
-            .map(|e| e.status);
-        let settled = matches!(
-            status,
-            Some(EventStatus::Done | EventStatus::Failed | EventStatus::Waiting)
-        );
-        if settled || started.elapsed() >= WAIT_FOR_RUN {
-            let runs = state.store.runs_for_event(event_id).await.map_err(read)?;
-            let mut out = json!({
-                "event_id": event_id,
-                "status": status.map(EventStatus::as_str),
-            });
-            if settled && let Some(run) = runs.last() {
-                out["run_id"] = json!(run.id);
-                out["outcome"] = json!(run.outcome);
-                out["error"] = json!(run.error);
-                out["actions"] = json!(
-                    run.actions
-                        .iter()
-                        .map(
-                            |a| json!({"action": a.action, "status": a.status, "params": a.params})
-                        )
-                        .collect::<Vec<_>>()
-                );
-            }
-            return Ok(out);
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }

@@ -5,16 +5,10 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use axum::Json;
-use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
-use charter_core::config::Role;
-use charter_core::config::validate::parse_duration;
 use charter_store::{CharterReport, ReportQuery, Store};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::authorize;
 use crate::error::ApiError;
 use crate::{AppState, now_millis};
 
@@ -78,23 +72,6 @@ pub async fn build<S: Store>(
         "measures": declared,
         "alerts_open": alerts,
     }))
-}
-
-/// `GET /api/v1/charters/{name}/report?since=7d&buckets=14` (viewer role).
-pub async fn charter_report<S: Store>(
-    State(state): State<AppState<S>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    Query(q): Query<ReportParams>,
-) -> Result<Json<Value>, ApiError> {
-    let caller = authorize(&state, &headers, Role::Viewer)?;
-    if !caller.sees(&name) {
-        return Err(ApiError::NotFound);
-    }
-    let since = parse_duration(q.since.as_deref().unwrap_or(DEFAULT_SINCE))
-        .map_err(ApiError::BadRequest)?;
-    let v = build(&state, &name, since, q.buckets.unwrap_or(DEFAULT_BUCKETS)).await?;
-    Ok(Json(v))
 }
 
 fn humantime(d: Duration) -> String {

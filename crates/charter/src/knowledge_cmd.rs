@@ -378,18 +378,19 @@ async fn eval_with<S: Store>(
     cases: &[Case],
     index: bool,
 ) -> ExitCode {
-    let state = AppState {
-        runtime: runtime.clone(),
-        store: store.clone(),
-        wake: Arc::new(tokio::sync::Notify::new()),
-        metrics: Arc::new(charter_server::metrics::Metrics::default()),
-    };
     let executor = match charter_connect::HttpExecutor::new() {
         Ok(e) => e,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(1);
         }
+    };
+    let state = AppState {
+        runtime: runtime.clone(),
+        store: store.clone(),
+        wake: Arc::new(tokio::sync::Notify::new()),
+        metrics: Arc::new(charter_server::metrics::Metrics::default()),
+        executor: Arc::new(executor.clone()),
     };
     let (documents, passages, build_ms) = if index {
         match build_index(runtime, &state, &executor, &step.sources).await {

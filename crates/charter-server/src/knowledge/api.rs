@@ -3,24 +3,22 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
-use charter_connect::HttpExecutor;
-use charter_core::config::{KnowledgeKind, Role};
+use charter_core::config::KnowledgeKind;
 use charter_store::{GapFilter, GapReason, Store};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::{audit, authorize};
+use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::record::audit;
 use crate::{AppState, now_millis};
 
 /// The sources with what the index holds of each: documents, and those older than the
 /// source's `max_age` (stale), by owner.
 pub async fn list_sources<S: Store>(
     State(state): State<AppState<S>>,
-    headers: HeaderMap,
+    _caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, Role::Viewer)?;
     let docs = state.store.list_documents(None).await?;
     let now = now_millis();
     let mut out = Vec::new();
@@ -59,15 +57,13 @@ pub async fn list_sources<S: Store>(
 /// Read a source again now and re-index what changed (admin; audited).
 pub async fn refresh<S: Store>(
     State(state): State<AppState<S>>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let caller = authorize(&state, &headers, Role::Admin)?;
     let Some(source) = state.runtime.project.knowledge.get(&name).cloned() else {
         return Err(ApiError::NotFound);
     };
-    let executor = HttpExecutor::new().map_err(|e| ApiError::Internal(e.to_string()))?;
-    let report = super::refresh_source(&state, &executor, &source).await;
+    let report = super::refresh_source(&state, &state.executor, &source).await;
     state.metrics.knowledge_refresh(&name, report.is_ok());
     let report = match report {
         Ok(r) => r,
@@ -102,10 +98,9 @@ pub struct GapsQuery {
 /// Recorded knowledge gaps, newest first (only the charters the caller sees).
 pub async fn list_gaps<S: Store>(
     State(state): State<AppState<S>>,
-    headers: HeaderMap,
+    caller: Caller,
     Query(q): Query<GapsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let caller = authorize(&state, &headers, Role::Viewer)?;
     let reason = match q.reason.as_deref() {
         None => None,
         Some(r) => Some(GapReason::parse(r).ok_or_else(|| {
@@ -142,10 +137,9 @@ pub struct SearchQuery {
 /// What a `retrieve` step would find for a question.
 pub async fn search<S: Store>(
     State(state): State<AppState<S>>,
-    headers: HeaderMap,
+    _caller: Caller,
     Query(q): Query<SearchQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, Role::Viewer)?;
     let known = &state.runtime.project.knowledge;
     let sources: Vec<String> = match &q.sources {
         Some(list) => list

@@ -32,27 +32,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
-use charter_core::config::{Approval, Charter, Mode, OnExpiry, Role, Route};
+use charter_core::config::{Approval, Charter, Mode, OnExpiry, Route};
 use charter_core::model::{Decision, RunOutcome, UnixMillis};
 use charter_core::rollout::{self as calc, Agreement, Rewrite};
 use charter_store::rollout::{
     DraftRewrite, NewSample, ReviewCounts, ReviewStats, RouteModeChange, RouteState, SampleFilter,
     SampleRecord, SampleReview,
 };
-use charter_store::{
-    ApprovalRecord, EXTRA_DRAFT, NotificationKind, NotificationRecord, Store, StoreError,
-};
+use charter_store::{ApprovalRecord, EXTRA_DRAFT, NotificationKind, Store, StoreError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::api::{ApiRoute, Caller, audit, authorize};
+use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::notify::Notice;
+use crate::record::audit;
 use crate::{AppState, now_millis};
 
 mod review;
@@ -276,7 +270,7 @@ pub async fn route_views<S: Store>(
     state: &AppState<S>,
     charter: &Charter,
 ) -> Result<Vec<RouteView>, StoreError> {
-    let charter_mode = crate::operator::effective_mode(&state.store, charter).await?;
+    let charter_mode = crate::mode::effective_mode(&state.store, charter).await?;
     let states = state.store.route_states(Some(&charter.name)).await?;
     let modes = route_modes(charter, charter_mode, &states);
     let all = state.store.review_stats(&charter.name, 0).await?;
@@ -329,7 +323,7 @@ pub async fn change_route_mode<S: Store>(
         return Err(ApiError::NotFound);
     };
     let r = &charter.routes[idx];
-    let charter_mode = crate::operator::effective_mode(&state.store, charter).await?;
+    let charter_mode = crate::mode::effective_mode(&state.store, charter).await?;
     let before = route_mode_now(state, charter, charter_mode, idx).await?;
     let declared = calc::declared_mode(r, charter.mode);
     let now = now_millis();
@@ -403,62 +397,4 @@ pub fn parse_target(word: &str) -> Result<Option<Mode>, ApiError> {
             ))
         }),
     }
-}
-
-fn visible<S: Store>(
-    state: &AppState<S>,
-    caller: &Caller,
-    name: &str,
-) -> Result<Arc<Charter>, ApiError> {
-    match state.runtime.charters.get(name) {
-        Some(cr) if caller.sees(name) => Ok(cr.charter.clone()),
-        _ => Err(ApiError::NotFound),
-    }
-}
-
-/// `GET /api/v1/charters/{name}/routes` (viewer): every route's mode, sampling, agreement
-/// and promotion state.
-pub async fn list_routes<S: Store>(
-    State(state): State<AppState<S>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let caller = authorize(&state, &headers, Role::Viewer)?;
-    let charter = visible(&state, &caller, &name)?;
-    Ok(Json(routes_json(&state, &charter).await?))
-}
-
-async fn routes_json<S: Store>(state: &AppState<S>, charter: &Charter) -> Result<Value, ApiError> {
-    let views = route_views(state, charter).await?;
-    let routes: Vec<Value> = views
-        .iter()
-        .zip(&charter.routes)
-        .map(|(v, r)| v.json(r))
-        .collect();
-    Ok(json!({ "charter": charter.name, "routes": routes }))
-}
-
-/// `POST /api/v1/charters/{name}/routes/{route}/mode` with `{"mode": "shadow" | "approve" |
-/// "live" | "file", "reason": "..."}` (admin).
-pub async fn set_route_mode<S: Store>(
-    State(state): State<AppState<S>>,
-    headers: HeaderMap,
-    Path((name, route)): Path<(String, String)>,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let caller = authorize(&state, &headers, Role::Admin)?;
-    let charter = visible(&state, &caller, &name)?;
-    let body: RouteModeBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::BadRequest(format!(
-            "expected {{\"mode\": \"shadow\" | \"approve\" | \"live\" | \"file\"}}: {e}"
-        ))
-    })?;
-    let target = parse_target(&body.mode)?;
-    change_route_mode(&state, &caller.name, &charter, &route, target, body.reason).await?;
-    let all = routes_json(&state, &charter).await?;
-    let one = all["routes"]
-        .as_array()
-        .and_then(|rs| rs.iter().find(|r| r["name"] == route.as_str()).cloned())
-        .unwrap_or(Value::Null);
-    Ok(Json(json!({ "charter": charter.name, "route": one })))
 }

@@ -7,70 +7,6 @@ use super::*;
 // Reviews
 // ---------------------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
-pub struct SamplesQuery {
-    pub charter: Option<String>,
-    pub route: Option<String>,
-    /// `pending` (default), `reviewed` or `all`.
-    pub status: Option<String>,
-    pub limit: Option<usize>,
-}
-
-/// `GET /api/v1/samples?charter=&route=&status=pending|reviewed|all` (viewer).
-pub async fn list_samples<S: Store>(
-    State(state): State<AppState<S>>,
-    headers: HeaderMap,
-    Query(q): Query<SamplesQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let caller = authorize(&state, &headers, Role::Viewer)?;
-    let reviewed = match q.status.as_deref().unwrap_or("pending") {
-        "pending" => Some(false),
-        "reviewed" => Some(true),
-        "all" => None,
-        s => {
-            return Err(ApiError::BadRequest(format!(
-                "unknown status `{s}`: expected pending, reviewed or all"
-            )));
-        }
-    };
-    if let Some(c) = &q.charter
-        && !caller.sees(c)
-    {
-        return Ok(Json(json!({ "samples": [] })));
-    }
-    let list = state
-        .store
-        .samples(SampleFilter {
-            charter: q.charter.clone(),
-            route: q.route.clone(),
-            reviewed,
-            limit: q.limit.unwrap_or(100).min(1000),
-        })
-        .await?;
-    let visible: Vec<&SampleRecord> = list
-        .iter()
-        .filter(|s| caller.sees(&s.sample.charter))
-        .collect();
-    Ok(Json(json!({ "samples": visible })))
-}
-
-/// `GET /api/v1/samples/{id}` (viewer): the sample with the run it points at.
-pub async fn show_sample<S: Store>(
-    State(state): State<AppState<S>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let caller = authorize(&state, &headers, Role::Viewer)?;
-    let s = visible_sample(&state, &caller, &id).await?;
-    let run = state
-        .store
-        .runs_for_event(s.sample.event_id)
-        .await?
-        .into_iter()
-        .find(|r| r.id == s.sample.run_id);
-    Ok(Json(json!({ "sample": s, "run": run })))
-}
-
 async fn visible_sample<S: Store>(
     state: &AppState<S>,
     caller: &Caller,
@@ -167,21 +103,6 @@ pub fn check_review(
         actions: body.actions,
         note: body.note.filter(|n| !n.trim().is_empty()),
     })
-}
-
-/// `POST /api/v1/samples/{id}/review` (reviewer): `{"decision_right": bool, "right_label":
-/// "...", "actions": {"name": bool}, "note": "..."}`. 409 when it was reviewed already.
-pub async fn review<S: Store>(
-    State(state): State<AppState<S>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let caller = authorize(&state, &headers, Role::Reviewer)?;
-    let body: ReviewBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))?;
-    let done = review_as(&state, &caller, &id, body).await?;
-    Ok(Json(json!({ "sample": done })))
 }
 
 /// Review a sample as `caller` (the API's and UI's one way in): checked, stored, audited as
@@ -308,61 +229,5 @@ async fn tell_owner<S: Store>(
     kind: NotificationKind,
     sample: Uuid,
 ) {
-    crate::notify::rollout_changed(state, charter, kind, sample).await;
-}
-
-/// The notice of a promotion suggestion or demotion (`n.item_id` is the review's sample);
-/// `None` when the sample or charter is gone.
-pub async fn notice<S: Store>(
-    state: &AppState<S>,
-    n: &NotificationRecord,
-    base: &str,
-) -> Result<Option<Notice>, StoreError> {
-    let Some(s) = state.store.sample(n.item_id).await? else {
-        return Ok(None);
-    };
-    let Some(cr) = state.runtime.charters.get(&s.sample.charter) else {
-        return Ok(None);
-    };
-    let charter = &cr.charter;
-    let views = route_views(state, charter).await?;
-    let Some(v) = views.iter().find(|v| v.name == s.sample.route) else {
-        return Ok(None);
-    };
-    let title = match n.kind {
-        NotificationKind::Demotion => format!(
-            "Route {} of {} demoted to approve: reviewers corrected it too often",
-            v.name, charter.name
-        ),
-        _ if v.mode == Mode::Live => {
-            format!("Route {} of {} was promoted to live", v.name, charter.name)
-        }
-        _ => format!(
-            "Route {} of {} has earned promotion to live",
-            v.name, charter.name
-        ),
-    };
-    let reason = v
-        .state
-        .as_ref()
-        .and_then(|s| s.reason.clone())
-        .unwrap_or_else(|| v.agreement.describe());
-    Ok(Some(Notice {
-        kind: n.kind,
-        item: n.item_id,
-        charter: charter.name.clone(),
-        event: s.sample.event_id,
-        title,
-        facts: vec![
-            ("Charter".into(), charter.name.clone()),
-            ("Owner".into(), charter.owner.clone()),
-            ("Route".into(), v.name.clone()),
-            ("Mode now".into(), v.mode.as_str().into()),
-            ("Reviews".into(), v.agreement.describe()),
-        ],
-        evidence: reason,
-        link: format!("{base}/rollout/{}", charter.name),
-        inbox: format!("{base}/rollout/{}", charter.name),
-        labels: Vec::new(),
-    }))
+    crate::outbox::rollout_changed(state, charter, kind, sample).await;
 }

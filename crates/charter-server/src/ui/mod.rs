@@ -9,8 +9,9 @@
 //!
 //! Auth: a user logs in with one of the API tokens from `charter.yaml`; the session (see
 //! [`session`]) carries that token's name, role and charter scopes, and every change goes
-//! through the same admin-API handler the CLI uses, called with that token, so roles,
-//! scopes, audit entries and re-queueing are exactly the API's: a viewer cannot decide, a
+//! through the same operation in [`crate::ops`] the admin API uses, as the session's
+//! [`crate::auth::Caller`], so roles, scopes, audit entries and re-queueing are exactly the
+//! API's: a viewer cannot decide, a
 //! reviewer cannot pause, replay or promote (403), another charter's objects do not exist
 //! (404). Every form carries the session's CSRF token and every POST without it is refused
 //! (403). Failed logins are limited per client address (429); every login, successful or
@@ -22,24 +23,24 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use axum::Form;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Form, Json};
 use charter_core::config::Role;
 use charter_store::Store;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::AppState;
 use crate::error::ApiError;
 
 mod assets;
 mod cards;
+mod charter_forms;
 pub mod charts;
 mod flash;
 mod forms;
@@ -53,6 +54,8 @@ pub use pages::inbox;
 pub(crate) use pages::knowledge;
 use pages::{audit, rejected, runs};
 
+use charter_forms::{demote, pause, promote, replay_failed, replay_range, resume};
+use forms::{approve, decide, reject, replay_event, replay_rejected, reroute};
 use html::esc;
 use session::{LOGIN_COOKIE, LoginLimiter, SESSION_COOKIE, SESSION_TTL, Session};
 
@@ -160,6 +163,12 @@ impl UiError {
     }
 }
 
+impl From<crate::ops::OpError> for UiError {
+    fn from(e: crate::ops::OpError) -> Self {
+        UiError::Api(e.into())
+    }
+}
+
 impl From<charter_store::StoreError> for UiError {
     fn from(e: charter_store::StoreError) -> Self {
         UiError::Api(e.into())
@@ -221,7 +230,7 @@ fn with_count(path: &str, code: &str, n: usize) -> String {
     flash::with_code(path, code, Some(n))
 }
 
-/// The client's address ([`crate::guard::ClientAddr`]: the peer, or the address a trusted
+/// The client's address ([`crate::client::ClientAddr`]: the peer, or the address a trusted
 /// proxy forwarded; unspecified when the server provides neither, so every such client shares one login-limit bucket).
 pub struct ClientIp(pub IpAddr);
 
@@ -232,7 +241,7 @@ impl<T: Send + Sync> FromRequestParts<T> for ClientIp {
         Ok(ClientIp(
             parts
                 .extensions
-                .get::<crate::guard::ClientAddr>()
+                .get::<crate::client::ClientAddr>()
                 .map(|c| c.0)
                 .or_else(|| {
                     parts
@@ -344,18 +353,6 @@ impl<S: Store> UiState<S> {
         Ok(s)
     }
 
-    /// Headers that make the admin API see this session's token (none when open).
-    fn api_headers(&self, s: &Session) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        let token = s.token.and_then(|i| self.app.runtime.tokens.get(i));
-        if let Some((_, secret)) = token
-            && let Ok(v) = HeaderValue::from_str(&format!("Bearer {secret}"))
-        {
-            h.insert(header::AUTHORIZATION, v);
-        }
-        h
-    }
-
     /// The header's view of the session.
     fn viewer<'a>(&self, s: &'a Session) -> html::Viewer<'a> {
         html::Viewer {
@@ -464,7 +461,7 @@ async fn login<S: Store>(
         ui.logins.failed(Some(ip));
         tracing::info!(%ip, "failed UI login");
         // Audited without the presented token (it may be a real token with a typo).
-        crate::api::audit(
+        crate::record::audit(
             &ui.app,
             "anonymous",
             "ui.login_failed",
@@ -489,7 +486,7 @@ async fn login<S: Store>(
         .start_session(def.name.clone(), def.role, def.charters.clone(), secret)
         .await?;
     tracing::info!(user = %def.name, %ip, "UI login");
-    crate::api::audit(
+    crate::record::audit(
         &ui.app,
         &def.name,
         "ui.login",
@@ -530,307 +527,6 @@ async fn logout<S: Store>(
     Ok(r)
 }
 
-/// Where to go after a form: its `back` field when it is a local path, else `default`.
-fn back(form: &HashMap<String, String>, default: &str) -> String {
-    local_path(form.get("back").map(String::as_str), default)
-}
-
-/// Redirect after an operation on a charter: to the form's `back`, else the charter's page,
-/// with `msg` shown there.
-fn back_to_charter(form: &HashMap<String, String>, name: &str, msg: &str) -> Response {
-    let to = back(form, &format!("/charters/{}", html::url_enc(name)));
-    redirect(&to_msg(&to, msg))
-}
-
-/// `to` with `msg`: a code, or a code with a count after a `-` (`requeued_failed-3`).
-fn to_msg(to: &str, msg: &str) -> String {
-    match msg.rsplit_once('-') {
-        Some((code, n)) if n.bytes().all(|b| b.is_ascii_digit()) && !n.is_empty() => {
-            with_count(to, code, n.parse().unwrap_or(0))
-        }
-        _ => with_msg(to, msg),
-    }
-}
-
-async fn approve<S: Store>(
-    State(ui): State<UiState<S>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
-) -> Result<Response, UiError> {
-    let s = ui.require_post(&headers, &form).await?;
-    let edited = form
-        .get("params")
-        .map(|p| p.trim())
-        .filter(|p| !p.is_empty());
-    let body = match edited {
-        Some(p) => match serde_json::from_str::<Value>(p) {
-            Ok(params) => serde_json::to_vec(&json!({ "params": params }))
-                .map_err(|e| UiError::BadRequest(e.to_string()))?,
-            Err(e) => {
-                let why = format!("The edited parameters are not valid JSON: {e}");
-                return forms::edit_again(&ui, &s, &id, &form, p, &why).await;
-            }
-        },
-        None => Vec::new(),
-    };
-    let answer = crate::api::approve(
-        State(ui.app.clone()),
-        ui.api_headers(&s),
-        Path(id.clone()),
-        Bytes::from(body),
-    )
-    .await;
-    let v = match (answer, edited) {
-        (Ok(Json(v)), _) => v,
-        (Err(ApiError::BadRequest(why)), Some(p)) => {
-            return forms::edit_again(&ui, &s, &id, &form, p, &why).await;
-        }
-        (Err(e), _) => return Err(e.into()),
-    };
-    let code = if v["approval"]["edited_params"].is_object() {
-        "approved_edited"
-    } else {
-        "approved"
-    };
-    Ok(redirect(&with_msg(&back(&form, "/inbox"), code)))
-}
-
-async fn reject<S: Store>(
-    State(ui): State<UiState<S>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
-) -> Result<Response, UiError> {
-    let s = ui.require_post(&headers, &form).await?;
-    let reason = form.get("reason").cloned().unwrap_or_default();
-    let body = serde_json::to_vec(&json!({ "reason": reason }))
-        .map_err(|e| UiError::BadRequest(e.to_string()))?;
-    let Json(_) = crate::api::reject(
-        State(ui.app.clone()),
-        ui.api_headers(&s),
-        Path(id),
-        Bytes::from(body),
-    )
-    .await?;
-    Ok(redirect(&with_msg(&back(&form, "/inbox"), "rejected")))
-}
-
-async fn decide<S: Store>(
-    State(ui): State<UiState<S>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
-) -> Result<Response, UiError> {
-    let s = ui.require_post(&headers, &form).await?;
-    let label = form.get("label").cloned().unwrap_or_default();
-    let mut fields: Value = match form.get("fields").map(|f| f.trim()) {
-        Some(f) if !f.is_empty() => serde_json::from_str(f)
-            .map_err(|e| UiError::BadRequest(format!("the fields are not valid JSON: {e}")))?,
-        _ => json!({}),
-    };
-    let Some(map) = fields.as_object_mut() else {
-        return Err(UiError::BadRequest(
-            "the fields must be a JSON object like {\"order_id\": \"ORD-1\"}".into(),
-        ));
-    };
-    let charter = match uuid::Uuid::parse_str(&id) {
-        Ok(u) => ui.app.store.get_escalation(u).await?.map(|e| e.charter),
-        Err(_) => None,
-    };
-    if let Some(c) = charter {
-        map.extend(inbox::typed_fields(&ui, &c, &form)?);
-    }
-    let body = serde_json::to_vec(&json!({ "label": label, "fields": fields }))
-        .map_err(|e| UiError::BadRequest(e.to_string()))?;
-    let Json(_) = crate::api::decide_escalation(
-        State(ui.app.clone()),
-        ui.api_headers(&s),
-        Path(id),
-        Bytes::from(body),
-    )
-    .await?;
-    Ok(redirect(&with_msg(&back(&form, "/inbox"), "decided")))
-}
-
-async fn replay_event<S: Store>(
-    State(ui): State<UiState<S>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
-) -> Result<Response, UiError> {
-    let s = ui.require_post(&headers, &form).await?;
-    let Json(_) =
-        crate::api::replay_event(State(ui.app.clone()), ui.api_headers(&s), Path(id.clone()))
-            .await?;
-    Ok(redirect(&with_msg(
-        &format!("/events/{}", html::url_enc(&id)),
-        "replayed",
-    )))
-}
-
-/// Replay a rejected payload: stored as an event when it passes the contract now (then its
-/// timeline is shown), otherwise back to the list with what is still wrong.
-async fn replay_rejected<S: Store>(
-    State(ui): State<UiState<S>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
-) -> Result<Response, UiError> {
-    let s = ui.require_post(&headers, &form).await?;
-    let answer = crate::rejected::replay_rejected(
-        State(ui.app.clone()),
-        ui.api_headers(&s),
-        Path(id.clone()),
-    )
-    .await;
-    let response = match answer {
-        Ok(r) => r,
-        Err(ApiError::Contract { violations, .. }) => {
-            tracing::debug!(payload = %id, violations = violations.len(), "replayed payload still invalid");
-            return Ok(redirect(&with_msg("/rejected", "still_invalid")));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024)
-        .await
-        .map_err(|e| ApiError::Internal(format!("reading the replay's answer: {e}")))?;
-    let ack: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::Internal(format!("reading the replay's answer: {e}")))?;
-    let event = ack["id"].as_str().unwrap_or_default();
-    Ok(redirect(&with_msg(
-        &format!("/events/{}", html::url_enc(event)),
-        "stored",
-    )))
-}
-
-/// Operations that are hard to undo ask first: without `confirm=yes` the form answers with
-/// a page that says what will happen and posts the same fields again with it.
-/// Those who may not do it are refused first (the API's answer: 404 for a charter out of
-/// scope, 403 below admin), so the question is never asked in vain.
-fn unconfirmed<S: Store>(
-    ui: &UiState<S>,
-    s: &Session,
-    (charter, uri): (&str, &str),
-    form: &HashMap<String, String>,
-    title: &str,
-    what: &str,
-) -> Result<Option<Response>, UiError> {
-    if !s.sees(charter) {
-        return Err(UiError::NotFound);
-    }
-    if s.role < Role::Admin {
-        return Err(UiError::Forbidden);
-    }
-    if form.get("confirm").map(String::as_str) == Some("yes") {
-        return Ok(None);
-    }
-    let mut fields = String::new();
-    for (k, v) in form {
-        if k != "confirm" && k != "csrf" {
-            fields.push_str(&format!(
-                "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
-                esc(k),
-                esc(v)
-            ));
-        }
-    }
-    let cancel = back(form, "/charters");
-    let body = format!(
-        "<h1>{}</h1><div class=\"card narrow\"><p>{}</p><form method=\"post\" action=\"{}\">{}{}<input type=\"hidden\" name=\"confirm\" value=\"yes\"><div class=\"actions\"><button type=\"submit\" class=\"primary\" autofocus>{}</button><a href=\"{}\">Cancel</a></div></form></div>",
-        esc(title),
-        esc(what),
-        esc(uri),
-        html::csrf_field(&s.csrf),
-        fields,
-        esc(title),
-        esc(&cancel)
-    );
-    Ok(Some(
-        Html(html::page(title, Some(&ui.viewer(s)), None, &body)).into_response(),
-    ))
-}
-
-async fn pause<S: Store>(
-    State(ui): State<UiState<S>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
-) -> Result<Response, UiError> {
-    let s = ui.require_post(&headers, &form).await?;
-    let Json(_) = crate::api::pause(
-        State(ui.app.clone()),
-        ui.api_headers(&s),
-        Path(name.clone()),
-    )
-    .await?;
-    Ok(back_to_charter(&form, &name, "paused"))
-}
-
-async fn resume<S: Store>(
-    State(ui): State<UiState<S>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
-) -> Result<Response, UiError> {
-    let s = ui.require_post(&headers, &form).await?;
-    let Json(_) = crate::api::resume(
-        State(ui.app.clone()),
-        ui.api_headers(&s),
-        Path(name.clone()),
-    )
-    .await?;
-    Ok(back_to_charter(&form, &name, "resumed"))
-}
-
-async fn replay_failed<S: Store>(
-    State(ui): State<UiState<S>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
-) -> Result<Response, UiError> {
-    let s = ui.require_post(&headers, &form).await?;
-    if !ui.app.runtime.charters.contains_key(&name) {
-        return Err(UiError::NotFound);
-    }
-    let failed = ui
-        .app
-        .store
-        .count_events(charter_store::EventFilter {
-            charter: Some(name.clone()),
-            status: Some(charter_core::model::EventStatus::Failed),
-            ..charter_store::EventFilter::default()
-        })
-        .await?;
-    if let Some(page) = unconfirmed(
-        &ui,
-        &s,
-        (&name, &format!("/charters/{}/replay", html::url_enc(&name))),
-        &form,
-        "Replay failed events",
-        &format!(
-            "Put all {failed} failed event(s) of {name} back in the queue? Each runs again; actions that already succeeded are not sent again."
-        ),
-    )? {
-        return Ok(page);
-    }
-    let Json(v) = crate::api::replay_failed(
-        State(ui.app.clone()),
-        ui.api_headers(&s),
-        Json(crate::api::ReplayFailed {
-            charter: Some(name.clone()),
-            ..crate::api::ReplayFailed::default()
-        }),
-    )
-    .await?;
-    let n = v["requeued"].as_array().map_or(0, Vec::len);
-    Ok(back_to_charter(
-        &form,
-        &name,
-        &format!("requeued_failed-{n}"),
-    ))
-}
-
 /// A `datetime-local` form value (`2026-01-02T15:04`, optional `:05` and `.123`), read on
 /// `zone`'s wall clock like every time the UI shows, in Unix milliseconds. `None` when it
 /// is not one. A time shown twice (clocks going back) is its first moment; a time the
@@ -866,147 +562,6 @@ fn parse_form_time(text: &str, zone: &charter_core::cron::Zone) -> Option<i64> {
     let ms: i64 = format!("{frac:0<3}").parse().ok()?;
     let days = charter_core::calendar::days_from_civil(y, m, day);
     zone.instant_millis(((days * 24 + h) * 60 + mi) * 60_000 + sec * 1000 + ms)
-}
-
-/// The charter page's time-range replay (admin): every event of the charter received in
-/// `[since, until)` goes back in the queue, through the API's replay (audited
-/// `events.replay_range`).
-async fn replay_range<S: Store>(
-    State(ui): State<UiState<S>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
-) -> Result<Response, UiError> {
-    let s = ui.require_post(&headers, &form).await?;
-    if !ui.app.runtime.charters.contains_key(&name) {
-        return Err(UiError::NotFound);
-    }
-    let field = |k: &str| -> Result<Option<i64>, UiError> {
-        match form.get(k).map(|v| v.trim()).filter(|v| !v.is_empty()) {
-            None => Ok(None),
-            Some(v) => parse_form_time(v, ui.zone()).map(Some).ok_or_else(|| {
-                UiError::BadRequest(format!(
-                    "`{k}` is not a date and time like 2026-01-02T15:04 ({})",
-                    ui.zone().name()
-                ))
-            }),
-        }
-    };
-    let (since, until) = (field("since")?, field("until")?);
-    if since.is_none() && until.is_none() {
-        return Err(UiError::BadRequest(
-            "give the start or the end of the range (or both)".into(),
-        ));
-    }
-    if let (Some(a), Some(b)) = (since, until)
-        && a >= b
-    {
-        return Err(UiError::BadRequest(
-            "the start of the range must be before its end".into(),
-        ));
-    }
-    if let Some(page) = unconfirmed(
-        &ui,
-        &s,
-        (
-            &name,
-            &format!("/charters/{}/replay-range", html::url_enc(&name)),
-        ),
-        &form,
-        "Replay the range",
-        &format!(
-            "Put every event of {name} received in this range back in the queue, whatever its status? Actions that already succeeded are not sent again."
-        ),
-    )? {
-        return Ok(page);
-    }
-    let Json(v) = crate::api::replay_failed(
-        State(ui.app.clone()),
-        ui.api_headers(&s),
-        Json(crate::api::ReplayFailed {
-            charter: Some(name.clone()),
-            since,
-            until,
-        }),
-    )
-    .await?;
-    let n = v["requeued"].as_array().map_or(0, Vec::len);
-    Ok(back_to_charter(
-        &form,
-        &name,
-        &format!("requeued_range-{n}"),
-    ))
-}
-
-async fn promote<S: Store>(
-    State(ui): State<UiState<S>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
-) -> Result<Response, UiError> {
-    let s = ui.require_post(&headers, &form).await?;
-    if let Some(page) = unconfirmed(
-        &ui,
-        &s,
-        (
-            &name,
-            &format!("/charters/{}/promote", html::url_enc(&name)),
-        ),
-        &form,
-        "Promote to live",
-        &format!(
-            "Promote {name} to live? New runs then execute their actions against the real systems instead of only recording them."
-        ),
-    )? {
-        return Ok(page);
-    }
-    let Json(_) = crate::operator::promote(
-        State(ui.app.clone()),
-        ui.api_headers(&s),
-        Path(name.clone()),
-    )
-    .await?;
-    Ok(back_to_charter(&form, &name, "promoted"))
-}
-
-async fn demote<S: Store>(
-    State(ui): State<UiState<S>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
-) -> Result<Response, UiError> {
-    let s = ui.require_post(&headers, &form).await?;
-    let Json(_) = crate::operator::set_mode(
-        State(ui.app.clone()),
-        ui.api_headers(&s),
-        Path(name.clone()),
-        Bytes::from_static(br#"{"mode": "shadow"}"#),
-    )
-    .await?;
-    Ok(back_to_charter(&form, &name, "demoted"))
-}
-
-async fn reroute<S: Store>(
-    State(ui): State<UiState<S>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
-) -> Result<Response, UiError> {
-    let s = ui.require_post(&headers, &form).await?;
-    let note = form.get("note").map(|n| n.trim()).filter(|n| !n.is_empty());
-    let body = serde_json::to_vec(&json!({ "note": note }))
-        .map_err(|e| UiError::BadRequest(e.to_string()))?;
-    let Json(_) = crate::operator::reroute(
-        State(ui.app.clone()),
-        ui.api_headers(&s),
-        Path(id.clone()),
-        Bytes::from(body),
-    )
-    .await?;
-    Ok(redirect(&with_msg(
-        &format!("/events/{}", html::url_enc(&id)),
-        "rerouted",
-    )))
 }
 
 #[cfg(test)]

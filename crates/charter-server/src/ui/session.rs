@@ -48,7 +48,12 @@ pub struct Session {
 impl Session {
     /// Whether this session may see `charter`'s objects.
     pub fn sees(&self, charter: &str) -> bool {
-        self.charters.is_empty() || self.charters.iter().any(|c| c == charter)
+        crate::auth::sees(&self.charters, charter)
+    }
+
+    /// Whether this session's role includes `need` (the rule of [`crate::auth::allows`]).
+    pub fn may(&self, need: Role) -> bool {
+        crate::auth::allows(self.role, need)
     }
 
     /// The role as a word.
@@ -108,6 +113,20 @@ impl Session {
     }
 }
 
+/// The caller a session acts as in [`crate::ops`]: the token's name, role and scopes it was
+/// opened with (a session counts only while a configured token still gives the same
+/// fingerprint, see [`grant`]), or the open UI's `local` admin.
+impl From<&Session> for crate::auth::Caller {
+    fn from(s: &Session) -> Self {
+        crate::auth::Caller {
+            name: s.name.clone(),
+            role: s.role,
+            charters: s.charters.clone(),
+            reviewer_as: None,
+        }
+    }
+}
+
 /// The fingerprint of what the session with cookie id `id` is opened with: a token's name,
 /// role, charter scopes and secret (the open UI's sessions: `local`, admin, no scopes, no
 /// secret). A stored session counts only while a configured token still gives the same
@@ -145,13 +164,7 @@ pub fn random_token() -> String {
     hex::encode(buf)
 }
 
-/// Compare two secrets without an early exit on the first difference.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+pub use crate::auth::constant_time_eq;
 
 /// Failed logins per client address, on this node.
 pub struct LoginLimiter {

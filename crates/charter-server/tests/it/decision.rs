@@ -726,6 +726,7 @@ async fn an_llm_budget_holds_across_restarts_and_nodes() {
         store: h.store.clone(),
         wake: Arc::default(),
         metrics: Arc::default(),
+        executor: Arc::new(charter_connect::HttpExecutor::new().unwrap()),
     };
     let ctx = json!({"payload": {"subject": "refund order 4"}});
     let decide = state.runtime.charters["budgeted"]
@@ -780,6 +781,7 @@ async fn an_llm_rate_limit_holds_across_nodes() {
         store: h.store.clone(),
         wake: Arc::default(),
         metrics: Arc::default(),
+        executor: Arc::new(charter_connect::HttpExecutor::new().unwrap()),
     };
     let decide = state.runtime.charters["rated"]
         .charter

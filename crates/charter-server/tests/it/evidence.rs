@@ -678,6 +678,7 @@ async fn retention_purges_old_finished_work_on_schedule_and_audits_it() {
         store: store.clone(),
         wake: Arc::default(),
         metrics: Arc::default(),
+        executor: Arc::new(charter_connect::HttpExecutor::new().unwrap()),
     };
     let now = charter_server::now_millis();
     // An event received at `at` (its id is the UUIDv7 of that moment, as ingest makes it),

@@ -646,6 +646,7 @@ async fn the_zendesk_help_center_preset_reads_every_page() {
         store: store.clone(),
         wake: Arc::default(),
         metrics: Arc::default(),
+        executor: Arc::new(charter_connect::HttpExecutor::new().unwrap()),
     };
     let executor = charter_connect::HttpExecutor::new().unwrap();
     let source = runtime.project.knowledge.get("helpcenter").unwrap();

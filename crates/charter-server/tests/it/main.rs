@@ -15,6 +15,7 @@ mod expressions;
 mod inbox;
 mod knowledge;
 mod mcp;
+mod modules;
 mod nats;
 mod notify;
 mod openapi;

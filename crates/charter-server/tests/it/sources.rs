@@ -507,6 +507,7 @@ async fn after_downtime_only_the_latest_missed_fire_time_fires_once() {
         store: store.clone(),
         wake: Arc::new(tokio::sync::Notify::new()),
         metrics: Arc::new(Metrics::default()),
+        executor: Arc::new(charter_connect::HttpExecutor::new().unwrap()),
     };
     let schedule = ScheduleTrigger {
         cron: Cron::parse("0 9 * * *").unwrap(),
@@ -605,6 +606,7 @@ async fn a_schedule_in_a_time_zone_fires_at_local_times_across_a_dst_change() {
         store: store.clone(),
         wake: Arc::new(tokio::sync::Notify::new()),
         metrics: Arc::new(Metrics::default()),
+        executor: Arc::new(charter_connect::HttpExecutor::new().unwrap()),
     };
     // 2026-03-28T10:00:00Z (11:00 CET), first start: the next digest is Sunday 09:00 CEST,
     // the first day of summer time: 2026-03-29T07:00:00Z, 21 hours later.
