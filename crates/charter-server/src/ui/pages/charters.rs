@@ -89,7 +89,7 @@ pub(super) async fn summary<S: Store>(
 /// The mode a charter runs in now (an operator's stored promotion or demotion included).
 async fn effective_mode<S: Store>(ui: &UiState<S>, name: &str) -> Result<String, UiError> {
     match ui.app.runtime.charters.get(name) {
-        Some(c) => Ok(crate::operator::effective_mode(&ui.app.store, &c.charter)
+        Some(c) => Ok(crate::mode::effective_mode(&ui.app.store, &c.charter)
             .await?
             .as_str()
             .to_string()),

@@ -19,7 +19,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{MsgQuery, decision_line};
-use crate::operator::{ContextView, DraftView, Timeline, TimelineRun};
+use crate::timeline::{ContextView, DraftView, Timeline, TimelineRun};
 use crate::ui::html::{badge, button_form, csrf_field, esc, json_block, page, time, url_enc};
 use crate::ui::session::Session;
 use crate::ui::{UiError, UiState, cards};
@@ -58,7 +58,7 @@ pub async fn timeline<S: Store>(
 ) -> Result<Html<String>, UiError> {
     let s = ui.require(&headers, &uri).await?;
     let id = Uuid::parse_str(&id).map_err(|_| UiError::NotFound)?;
-    let t = crate::operator::timeline_data(&ui.app, id, |c| s.sees(c)).await?;
+    let t = crate::timeline::timeline_data(&ui.app, id, |c| s.sees(c)).await?;
     let zone = ui.zone();
     let mut items = Items::default();
     event_item(&mut items, &t.event);
