@@ -55,6 +55,8 @@ impl Measure {
 /// An action template using `decision`: (action, place, key).
 pub(crate) type ActionUse = (String, Location, String);
 
+/// Checks one charter file, writing its problems into the project's diagnostics; the other
+/// component modules add the checks of their sections as methods.
 pub(crate) struct CharterChecker<'a> {
     pub(crate) file: &'a str,
     pub(crate) src: &'a ProjectSource,

@@ -49,6 +49,8 @@ pub(crate) struct ProjectParts {
     pub(crate) declared_knowledge: BTreeSet<String>,
 }
 
+/// Checks `charter.yaml`, writing its problems into the project's diagnostics; the other
+/// component modules add the checks of their sections as methods.
 pub(crate) struct ProjectChecker<'a> {
     pub(crate) diags: &'a mut Vec<Diagnostic>,
     pub(crate) src: &'a ProjectSource,
