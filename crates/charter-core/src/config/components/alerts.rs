@@ -11,17 +11,85 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::super::raw::{RawAlert, RawAlertSpec, S};
-use super::names::Scope;
-use super::notify::NotifyWording;
-use super::{CharterChecker, Check, Expr};
-use crate::config::{AlertCondition, AlertRule, AlertTarget};
+use serde::Deserialize;
+
+use crate::config::NotifyChannel;
+use crate::config::components::charter::CharterChecker;
+use crate::config::components::names::Scope;
+use crate::config::components::notify::NotifyWording;
+use crate::config::diag::Check;
+use crate::config::raw::{Location, S, Scalar};
+use crate::expr::Expr;
+
+/// One entry of `alerts:`: exactly one kind.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlert {
+    pub error_rate: Option<S<RawAlertSpec>>,
+    pub stuck: Option<S<RawAlertSpec>>,
+    pub budget_exhausted: Option<S<RawAlertSpec>>,
+    pub dead_letters: Option<S<RawAlertSpec>>,
+}
+
+/// The settings of one alert (which apply depends on the kind).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlertSpec {
+    /// `5%` / `0.05` (error_rate) or a count (dead_letters).
+    pub above: Option<S<Scalar>>,
+    pub window: Option<S<Scalar>>,
+    pub older_than: Option<S<Scalar>>,
+    pub when: Option<S<Scalar>>,
+    pub min_runs: Option<S<i64>>,
+    /// `connector` or `connector:/path`.
+    pub notify: Option<S<String>>,
+}
+
+/// One entry of a charter's `alerts:`.
+#[derive(Debug, Clone)]
+pub struct AlertRule {
+    /// The alert's key within the charter: its kind (`error_rate`), with `#2`, `#3`, ... for
+    /// a second and third alert of the same kind.
+    pub key: String,
+    pub condition: AlertCondition,
+    pub notify: AlertTarget,
+}
+
+/// When an alert fires.
+#[derive(Debug, Clone)]
+pub enum AlertCondition {
+    /// Failed runs / finished runs over the last `window` is above `above` (a fraction),
+    /// with at least `min_runs` runs finished in the window.
+    ErrorRate {
+        above: f64,
+        window: Duration,
+        min_runs: u64,
+    },
+    /// Some event (pending, processing or waiting for a human) was received more than
+    /// `older_than` ago; with `when`, only events whose context matches count.
+    Stuck {
+        older_than: Duration,
+        when: Option<Expr>,
+    },
+    /// A run escalated because the LLM budget or rate limit was exhausted in the window.
+    BudgetExhausted { window: Duration },
+    /// More than `above` actions were dead-lettered in the window.
+    DeadLetters { window: Duration, above: u64 },
+}
+
+/// Where an alert is delivered: `notify: <connector>` or `<connector>:<where>`, any connector
+/// of charter.yaml that can notify (`http`, `slack`, `smtp`), read as in `escalation.notify`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertTarget {
+    pub connector: String,
+    pub channel: NotifyChannel,
+}
 
 /// Default window of `error_rate`, `budget_exhausted` and `dead_letters`.
 const DEFAULT_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// Parse `5%`, `0.05` (a fraction) as a rate in `[0, 1]`.
-pub(crate) fn parse_rate(text: &str) -> Result<f64, String> {
+pub(crate) fn parse_fraction(text: &str) -> Result<f64, String> {
     let t = text.trim();
     let expected = "expected a rate such as `5%` or `0.05`";
     let (num, scale) = match t.strip_suffix('%') {
@@ -40,7 +108,7 @@ pub(crate) fn parse_rate(text: &str) -> Result<f64, String> {
 
 impl CharterChecker<'_> {
     /// Check `alerts:`; `None` when any entry is invalid (each problem is reported).
-    pub(super) fn alerts(&mut self, raw: Option<S<Vec<S<RawAlert>>>>) -> Option<Vec<AlertRule>> {
+    pub(crate) fn alerts(&mut self, raw: Option<S<Vec<S<RawAlert>>>>) -> Option<Vec<AlertRule>> {
         let Some(list) = raw else {
             return Some(Vec::new());
         };
@@ -136,64 +204,8 @@ impl CharterChecker<'_> {
             None => Some(DEFAULT_WINDOW),
         };
         let condition = match kind {
-            "error_rate" => {
-                let above = match &s.above {
-                    Some(v) => match parse_rate(&v.value.0) {
-                        Ok(r) => Some(r),
-                        Err(e) => {
-                            self.err(v.referenced, format!("`above`: {e}"));
-                            None
-                        }
-                    },
-                    None => {
-                        self.err(at, "missing `above`: expected the error rate that trips the alert, such as `above: 5%`");
-                        None
-                    }
-                };
-                let min_runs = match &s.min_runs {
-                    Some(m) => self.positive(m, "min_runs").map(|n| n as u64),
-                    None => Some(1),
-                };
-                match (above, window, min_runs) {
-                    (Some(above), Some(window), Some(min_runs)) => {
-                        Some(AlertCondition::ErrorRate {
-                            above,
-                            window,
-                            min_runs,
-                        })
-                    }
-                    _ => None,
-                }
-            }
-            "stuck" => {
-                let older_than = match &s.older_than {
-                    Some(v) => self.duration(v, "older_than"),
-                    None => {
-                        self.err(at, "missing `older_than`: expected how old unfinished work may get, such as `older_than: 10m`");
-                        None
-                    }
-                };
-                let when = match &s.when {
-                    Some(w) => match Expr::parse(&w.value.0) {
-                        Ok(e) => {
-                            let names = super::names::expr_names(&w.value.0);
-                            self.check_names(w.referenced, "when", &w.value.0, &names, Scope::Alert)
-                                .then_some(Some(e))
-                        }
-                        Err(e) => {
-                            self.err(w.referenced, format!("`when`: {e}"));
-                            None
-                        }
-                    },
-                    None => Some(None),
-                };
-                match (older_than, when) {
-                    (Some(older_than), Some(when)) => {
-                        Some(AlertCondition::Stuck { older_than, when })
-                    }
-                    _ => None,
-                }
-            }
+            "error_rate" => self.error_rate_alert(&s, at, window),
+            "stuck" => self.stuck_alert(&s, at),
             "budget_exhausted" => window.map(|window| AlertCondition::BudgetExhausted { window }),
             _ => {
                 let above = match &s.above {
@@ -223,13 +235,76 @@ impl CharterChecker<'_> {
         Some((condition?, notify?))
     }
 
+    /// `error_rate:`: the rate `above` which it trips, over `window` and `min_runs`.
+    fn error_rate_alert(
+        &mut self,
+        s: &RawAlertSpec,
+        at: Location,
+        window: Option<Duration>,
+    ) -> Option<AlertCondition> {
+        let above = match &s.above {
+            Some(v) => match parse_fraction(&v.value.0) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    self.err(v.referenced, format!("`above`: {e}"));
+                    None
+                }
+            },
+            None => {
+                self.err(at, "missing `above`: expected the error rate that trips the alert, such as `above: 5%`");
+                None
+            }
+        };
+        let min_runs = match &s.min_runs {
+            Some(m) => self.positive(m, "min_runs").map(|n| n as u64),
+            None => Some(1),
+        };
+        match (above, window, min_runs) {
+            (Some(above), Some(window), Some(min_runs)) => Some(AlertCondition::ErrorRate {
+                above,
+                window,
+                min_runs,
+            }),
+            _ => None,
+        }
+    }
+
+    /// `stuck:`: work unfinished for longer than `older_than`, optionally only `when`.
+    fn stuck_alert(&mut self, s: &RawAlertSpec, at: Location) -> Option<AlertCondition> {
+        let older_than = match &s.older_than {
+            Some(v) => self.duration(v, "older_than"),
+            None => {
+                self.err(at, "missing `older_than`: expected how old unfinished work may get, such as `older_than: 10m`");
+                None
+            }
+        };
+        let when = match &s.when {
+            Some(w) => match Expr::parse(&w.value.0) {
+                Ok(e) => {
+                    let names = super::names::expr_names(&w.value.0);
+                    self.check_names(w.referenced, "when", &w.value.0, &names, Scope::Alert)
+                        .then_some(Some(e))
+                }
+                Err(e) => {
+                    self.err(w.referenced, format!("`when`: {e}"));
+                    None
+                }
+            },
+            None => Some(None),
+        };
+        match (older_than, when) {
+            (Some(older_than), Some(when)) => Some(AlertCondition::Stuck { older_than, when }),
+            _ => None,
+        }
+    }
+
     /// `notify: <connector>` or `<connector>:<where>`: an `http` connector (and a path under
     /// its base URL), a `slack` connector (and a channel, required with a bot token) or an
     /// `smtp` connector (and the recipients) of charter.yaml.
     fn alert_target(
         &mut self,
         raw: &Option<S<String>>,
-        at: super::super::raw::Location,
+        at: crate::config::raw::Location,
     ) -> Option<AlertTarget> {
         let Some(n) = raw else {
             self.err(at, "missing `notify`: expected the connector that receives the alert, such as `notify: ops-webhook:/alerts`, `notify: slack:#ops-alerts` or `notify: mail:oncall@acme.example`");
@@ -282,15 +357,15 @@ const ALERT_WORDING: NotifyWording = NotifyWording {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_rate;
+    use super::parse_fraction;
 
     #[test]
     fn rates_accept_percent_and_fractions() {
-        assert_eq!(parse_rate("5%"), Ok(0.05));
-        assert_eq!(parse_rate(" 50 % "), Ok(0.5));
-        assert_eq!(parse_rate("0.25"), Ok(0.25));
-        assert!(parse_rate("150%").is_err());
-        assert!(parse_rate("-1").is_err());
-        assert!(parse_rate("lots").is_err());
+        assert_eq!(parse_fraction("5%"), Ok(0.05));
+        assert_eq!(parse_fraction(" 50 % "), Ok(0.5));
+        assert_eq!(parse_fraction("0.25"), Ok(0.25));
+        assert!(parse_fraction("150%").is_err());
+        assert!(parse_fraction("-1").is_err());
+        assert!(parse_fraction("lots").is_err());
     }
 }

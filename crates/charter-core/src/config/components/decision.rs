@@ -1,5 +1,5 @@
-//! Checks of the decision layer's helpers: field extractors (`regex` / `template` on a
-//! `decide.extract` field), `draft:` on actions and the charter's `context:` fetches.
+//! The decision layer's helpers, raw, typed and checked: `decide.extract` fields and their
+//! extractors (`regex` / `template`), `draft:` on actions and the charter's `context:` fetches.
 //!
 //! ```yaml
 //! decide:
@@ -13,25 +13,221 @@
 //!     draft: { prompt: prompts/reply.md, provider: default }
 //! ```
 
+use std::fmt;
 use std::time::Duration;
 
-use super::super::raw::{Entries, Location, RawContextFetch, RawDraft, RawField, S};
-use super::names::Scope;
-use super::{CharterChecker, Check, Known, list};
-use crate::config::{
-    CompiledRegex, ContextFetch, ContextOnError, DraftSpec, Extractor, RetrieveStep,
-};
+use serde::Deserialize;
+
+use crate::config::RetrieveStep;
+use crate::config::components::charter::{CharterChecker, Known};
+use crate::config::components::names::Scope;
+use crate::config::diag::{Check, list};
+use crate::config::raw::{Entries, Location, RawRetrieve, S, Scalar};
 use crate::template::Template;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawField {
+    #[serde(rename = "type")]
+    pub kind: Option<S<String>>,
+    pub pattern: Option<S<String>>,
+    #[serde(rename = "enum")]
+    pub enumeration: Option<S<Vec<S<Scalar>>>>,
+    pub required: Option<S<bool>>,
+    /// Extractor: a regular expression whose first capture group (or whole match) fills
+    /// the field.
+    pub regex: Option<S<String>>,
+    /// Where `regex` looks: a dotted path such as `payload.ticket.body` (default: the
+    /// event's decision text).
+    #[serde(rename = "in")]
+    pub input: Option<S<String>>,
+    /// Extractor: a template over the event (`{{ payload.customer.id }}`); empty = not found.
+    pub template: Option<S<String>>,
+}
+
+/// `draft:` on an action.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDraft {
+    /// Prompt template file, relative to the project.
+    pub prompt: Option<S<String>>,
+    /// Provider name from charter.yaml (default `default`).
+    pub provider: Option<S<String>>,
+    /// Providers tried in order when `provider` fails.
+    pub fallback: Option<S<Vec<S<String>>>>,
+    /// Payload keys (or dotted paths) redacted before the prompt leaves.
+    pub redact: Option<S<Vec<S<String>>>>,
+    /// A `retrieve` context whose passages the draft must cite.
+    pub cite: Option<S<String>>,
+    /// With `cite`: every sentence must carry a citation.
+    pub cite_every_sentence: Option<S<bool>>,
+}
+
+/// One entry of a charter's `context:`: a record fetched before deciding.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawContextFetch {
+    /// An `http` connector in `uses`.
+    pub connector: Option<S<String>>,
+    /// Path (template) under the connector's base URL, fetched with GET.
+    pub get: Option<S<String>>,
+    /// Request timeout (default 5s).
+    pub timeout: Option<S<Scalar>>,
+    /// `continue` (decide without it) or `retry` (retry the run later).
+    pub on_error: Option<S<String>>,
+    /// With `on_error: retry`, the wait before the event is tried again (default 30s).
+    pub retry_after: Option<S<Scalar>>,
+    /// Passages retrieved from knowledge sources instead of a fetched record.
+    pub retrieve: Option<S<RawRetrieve>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldSpec {
+    pub kind: FieldType,
+    pub pattern: Option<String>,
+    pub enumeration: Vec<String>,
+    pub required: bool,
+    /// `regex:` / `template:`: filled deterministically when declared (its value wins over
+    /// a stage's when it finds one).
+    pub extractor: Option<Extractor>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldType {
+    String,
+    Number,
+    Integer,
+    Boolean,
+}
+
+/// A regular expression compiled at check time (Rust `regex` syntax).
+#[derive(Clone)]
+pub struct CompiledRegex(regex::Regex);
+
+impl CompiledRegex {
+    /// Compiles `source`; the error is the regex crate's message.
+    pub fn new(source: &str) -> Result<CompiledRegex, String> {
+        regex::RegexBuilder::new(source)
+            .size_limit(1 << 20)
+            .build()
+            .map(CompiledRegex)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The expression as written.
+    pub fn source(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// The first capture group of the first match (the whole match when the expression has
+    /// no group); `None` when nothing matches or the group did not take part.
+    pub fn first_capture<'t>(&self, text: &'t str) -> Option<&'t str> {
+        let caps = self.0.captures(text)?;
+        if self.0.captures_len() > 1 {
+            caps.get(1).map(|m| m.as_str())
+        } else {
+            caps.get(0).map(|m| m.as_str())
+        }
+    }
+}
+
+impl fmt::Debug for CompiledRegex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CompiledRegex({:?})", self.0.as_str())
+    }
+}
+
+impl PartialEq for CompiledRegex {
+    fn eq(&self, other: &Self) -> bool {
+        self.source() == other.source()
+    }
+}
+
+/// A deterministic way to fill a declared field, tried before the stages' own value.
+#[derive(Debug, Clone)]
+pub enum Extractor {
+    /// `regex: '...'` (and optionally `in: payload.path`): the first capture group of the
+    /// first match over the event's decision text, or over the value at `in`.
+    Regex {
+        regex: CompiledRegex,
+        /// Dotted path into the evaluation context (`payload.ticket.body`); `None` means
+        /// the event's decision text.
+        input: Option<Vec<String>>,
+    },
+    /// `template: '{{ payload.customer.id }}'`: rendered over the evaluation context; an
+    /// empty result means "not found".
+    Template(Template),
+}
+
+impl PartialEq for Extractor {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (
+                Extractor::Regex { regex, input },
+                Extractor::Regex {
+                    regex: r2,
+                    input: i2,
+                },
+            ) => regex == r2 && input == i2,
+            (Extractor::Template(a), Extractor::Template(b)) => a.source() == b.source(),
+            _ => false,
+        }
+    }
+}
+
+/// `draft:` on an action: a text written by a model before the action's parameters are
+/// rendered, available to its templates as `draft`.
+#[derive(Debug, Clone)]
+pub struct DraftSpec {
+    /// Path of the prompt file, relative to the project.
+    pub prompt: String,
+    /// The prompt file, compiled.
+    pub template: Template,
+    /// The provider asked first (default `default`).
+    pub provider: String,
+    /// Providers tried in order when `provider` fails.
+    pub fallback: Vec<String>,
+    /// Payload keys (or dotted paths) replaced by `[redacted]` before anything is sent.
+    pub redact: Vec<String>,
+    /// The draft must cite the passages of this `retrieve` context (`draft.cite`).
+    pub cite: Option<crate::config::CitePolicy>,
+}
+
+/// What a failed context fetch does to the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContextOnError {
+    /// Decide without it: `context.<name>` is `null` and the failure is recorded.
+    Continue,
+    /// Put the event back: the run ends failed and is retried after `retry_after`.
+    Retry,
+}
+
+/// One record fetched before deciding (`context: { <name>: { connector, get, ... } }`).
+#[derive(Debug, Clone)]
+pub struct ContextFetch {
+    /// Exposed as `context.<name>` to rules, prompts, routes and templates.
+    pub name: String,
+    /// An `http` connector in `uses` (its auth, SSRF guard and limits apply).
+    pub connector: String,
+    /// Path under the connector's base URL, rendered over the event.
+    pub path: Template,
+    /// Timeout of the request (default 5 s).
+    pub timeout: Duration,
+    pub on_error: ContextOnError,
+    /// With `on_error: retry`, how long before the event is tried again (default 30 s).
+    pub retry_after: Duration,
+}
 
 /// Default timeout of a context fetch.
 const DEFAULT_CONTEXT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Default wait before a run whose context fetch failed (`on_error: retry`) is tried again.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 impl CharterChecker<'_> {
     /// The extractor of a declared field: `Some(None)` when it has none, `None` on an error
     /// (reported).
-    pub(super) fn extractor(&mut self, f: &RawField, at: Location) -> Option<Option<Extractor>> {
+    pub(crate) fn extractor(&mut self, f: &RawField, at: Location) -> Option<Option<Extractor>> {
         match (&f.regex, &f.template) {
             (Some(_), Some(t)) => {
                 self.err(
@@ -121,7 +317,7 @@ impl CharterChecker<'_> {
     }
 
     /// `draft:` of action `action`: `Some(None)` when there is none, `None` on an error.
-    pub(super) fn draft(
+    pub(crate) fn draft(
         &mut self,
         action: &str,
         raw: &Option<S<RawDraft>>,
@@ -193,7 +389,7 @@ impl CharterChecker<'_> {
 
     /// The charter's `context:`: records fetched through connectors and passages retrieved
     /// from knowledge sources; `None` when any entry is invalid (each problem reported).
-    pub(super) fn context(
+    pub(crate) fn context(
         &mut self,
         raw: Option<S<Entries<S<RawContextFetch>>>>,
         known: &Known,
@@ -220,7 +416,7 @@ impl CharterChecker<'_> {
         ok.then_some((out, retrieve))
     }
 
-    pub(super) fn context_fetch(
+    pub(crate) fn context_fetch(
         &mut self,
         name: &S<String>,
         raw: S<RawContextFetch>,
@@ -327,6 +523,61 @@ impl CharterChecker<'_> {
             timeout: timeout?,
             on_error: on_error?,
             retry_after: retry_after?,
+        })
+    }
+}
+
+impl CharterChecker<'_> {
+    pub(crate) fn field(&mut self, raw: S<RawField>) -> Option<FieldSpec> {
+        let at = raw.referenced;
+        let f: RawField = raw.value;
+        let extractor = self.extractor(&f, at);
+        let kind = match &f.kind {
+            Some(k) => self.one_of(
+                k,
+                "type",
+                &[
+                    ("string", FieldType::String),
+                    ("number", FieldType::Number),
+                    ("integer", FieldType::Integer),
+                    ("boolean", FieldType::Boolean),
+                ],
+            ),
+            None => Some(FieldType::String),
+        };
+        let pattern = match &f.pattern {
+            Some(p) => {
+                // The pattern is checked with the same regex dialect that validates values.
+                let probe = serde_json::json!({ "type": "string", "pattern": p.value });
+                if jsonschema::validator_for(&probe).is_err() {
+                    self.err(p.referenced, format!("`pattern` `{}` is not a valid regular expression; expected one such as `ORD-[0-9]+`", p.value));
+                    None
+                } else if kind.is_some_and(|k| k != FieldType::String) {
+                    self.err(p.referenced, "`pattern` only applies to `type: string`");
+                    None
+                } else {
+                    Some(Some(p.value.clone()))
+                }
+            }
+            None => Some(None),
+        };
+        let enumeration = match &f.enumeration {
+            Some(e) if e.value.is_empty() => {
+                self.err(
+                    e.referenced,
+                    "`enum` is empty; expected the allowed values, such as `[low, medium, high]`",
+                );
+                None
+            }
+            Some(e) => Some(e.value.iter().map(|v| v.value.0.clone()).collect()),
+            None => Some(Vec::new()),
+        };
+        Some(FieldSpec {
+            kind: kind?,
+            pattern: pattern?,
+            enumeration: enumeration?,
+            required: f.required.map(|r| r.value).unwrap_or(false),
+            extractor: extractor?,
         })
     }
 }

@@ -19,14 +19,126 @@
 
 use std::time::Duration;
 
-use super::super::raw::{Location, RawPoll, RawSchedule, S};
-use super::names::Scope;
-use super::{CharterChecker, Check, Known, list};
-use crate::config::{PollCursor, PollKey, PollTrigger, ScheduleTrigger};
+use serde::Deserialize;
+
+use crate::config::components::charter::{CharterChecker, Known};
+use crate::config::components::names::Scope;
+use crate::config::diag::{Check, list};
+use crate::config::raw::{Location, S, Scalar};
 use crate::cron::{Cron, Zone};
+use crate::template::Template;
+
+/// `trigger: { poll: ... }`: fetch a page from an HTTP API every `every`, one event per
+/// item.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPoll {
+    /// An HTTP connector in the charter's `uses`.
+    pub connector: Option<S<String>>,
+    /// Path (and query) under the connector's `base_url`; a template over `cursor`, such as
+    /// `/tickets?since={{ cursor }}`.
+    pub path: Option<S<String>>,
+    /// Time between polls, such as `30s` (default `60s`).
+    pub every: Option<S<Scalar>>,
+    /// JSON pointer to the array of items in the response (`/results`); empty or `/` when
+    /// the response is the array.
+    pub items: Option<S<String>>,
+    /// Each item's dedupe key: a JSON pointer into the item (`/id`) or a template over
+    /// `item` (`"{{ item.id }}:{{ item.updated_at }}"`).
+    pub key: Option<S<String>>,
+    /// How the next cursor is found: `{ next: /pointer/in/response }` or
+    /// `{ max: /pointer/in/item }`, plus an optional `start` value.
+    pub cursor: Option<S<RawPollCursor>>,
+}
+
+/// `poll.cursor`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPollCursor {
+    /// JSON pointer into the response giving the next cursor (a page token, a `since`).
+    pub next: Option<S<String>>,
+    /// JSON pointer into each item; the largest value seen becomes the cursor.
+    pub max: Option<S<Scalar>>,
+    /// The cursor of the first poll (default: empty).
+    pub start: Option<S<Scalar>>,
+}
+
+/// `trigger: { schedule: ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSchedule {
+    /// A cron expression: 5 fields (`minute hour day-of-month month day-of-week`), or 6
+    /// with a leading `second`; or `@daily`, `@hourly`, ...
+    pub cron: Option<S<String>>,
+    /// The time zone the fields are read in: an IANA name or `+HH:MM` (default UTC).
+    pub timezone: Option<S<String>>,
+}
+
+/// `trigger: { poll: ... }`: every `every`, fetch `path` from an HTTP connector, take the
+/// array at `items`, store each item as an event whose dedupe key is `key`, then move the
+/// cursor on. The cursor is stored only after the page's events are.
+#[derive(Debug, Clone)]
+pub struct PollTrigger {
+    /// The HTTP connector polled (in the charter's `uses`).
+    pub connector: String,
+    /// Path and query under the connector's `base_url`; rendered with `cursor`.
+    pub path: Template,
+    /// Time between polls (the next page of a multi-page answer is fetched at once).
+    pub every: Duration,
+    /// JSON pointer to the items array in the response (`""` when the response is one).
+    pub items: String,
+    /// Each item's dedupe key.
+    pub key: PollKey,
+    /// How the next cursor is computed.
+    pub cursor: PollCursor,
+    /// The cursor of the very first poll.
+    pub start: String,
+}
+
+/// How a polled item's dedupe key is computed.
+#[derive(Debug, Clone)]
+pub enum PollKey {
+    /// A JSON pointer into the item (`/id`); the value as text.
+    Pointer(String),
+    /// A template over `item` (and `cursor`).
+    Template(Template),
+}
+
+/// Where a poll's next cursor comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PollCursor {
+    /// A JSON pointer into the response (a page token or `since` the API returns). A
+    /// missing or null value keeps the cursor.
+    Next(String),
+    /// A JSON pointer into each item: the largest value seen, never below the current
+    /// cursor. Numbers (and strings of decimal digits) compare as numbers, RFC 3339 times as
+    /// instants, other text as text.
+    Max(String),
+}
+
+/// `trigger: { schedule: { cron: ..., timezone: ... } }`: one event per fire time, the
+/// cron fields read as wall-clock times in `zone` (UTC unless `timezone:` says otherwise).
+#[derive(Debug, Clone)]
+pub struct ScheduleTrigger {
+    pub cron: crate::cron::Cron,
+    pub zone: crate::cron::Zone,
+}
+
+impl ScheduleTrigger {
+    /// The first fire time strictly after `t` (Unix seconds).
+    pub fn next_after(&self, t: i64) -> Option<i64> {
+        self.cron.next_after_in(&self.zone, t)
+    }
+
+    /// The last fire time at or before `t` (Unix seconds).
+    pub fn latest_at_or_before(&self, t: i64) -> Option<i64> {
+        self.cron.latest_at_or_before_in(&self.zone, t)
+    }
+}
 
 /// Time between polls when `every` is not given.
 pub const DEFAULT_POLL_EVERY: Duration = Duration::from_secs(60);
+
 /// Shortest allowed `every`.
 const MIN_POLL_EVERY: Duration = Duration::from_millis(100);
 
@@ -37,13 +149,51 @@ fn pointer_ok(p: &str) -> bool {
 
 impl CharterChecker<'_> {
     /// Check `trigger.poll`; `None` when anything is invalid (each problem is reported).
-    pub(super) fn poll(&mut self, raw: S<RawPoll>, known: &Known) -> Option<PollTrigger> {
+    pub(crate) fn poll(&mut self, raw: S<RawPoll>, known: &Known) -> Option<PollTrigger> {
         let at = raw.referenced;
         let p = raw.value;
 
         let connector = self.poll_connector(&p.connector, at, known);
 
-        let path = match self.required_text(
+        let path = self.poll_path(&p, at);
+
+        let every = match &p.every {
+            Some(v) => match self.duration(v, "every") {
+                Some(d) if d < MIN_POLL_EVERY => {
+                    self.err(
+                        v.referenced,
+                        format!(
+                            "`every` is {}ms; expected at least 100ms between polls",
+                            d.as_millis()
+                        ),
+                    );
+                    None
+                }
+                d => d,
+            },
+            None => Some(DEFAULT_POLL_EVERY),
+        };
+
+        let items = self.poll_items(&p, at);
+
+        let key = self.poll_key(&p, at);
+
+        let (cursor, start) = self.poll_cursor(&p, at);
+
+        Some(PollTrigger {
+            connector: connector?,
+            path: path?,
+            every: every?,
+            items: items?,
+            key: key?,
+            cursor: cursor?,
+            start: start?,
+        })
+    }
+
+    /// `path:`: a template under the connector's `base_url`, not a URL.
+    fn poll_path(&mut self, p: &RawPoll, at: Location) -> Option<Template> {
+        match self.required_text(
             &p.path,
             at,
             "path",
@@ -66,26 +216,12 @@ impl CharterChecker<'_> {
                 }
             }
             None => None,
-        };
+        }
+    }
 
-        let every = match &p.every {
-            Some(v) => match self.duration(v, "every") {
-                Some(d) if d < MIN_POLL_EVERY => {
-                    self.err(
-                        v.referenced,
-                        format!(
-                            "`every` is {}ms; expected at least 100ms between polls",
-                            d.as_millis()
-                        ),
-                    );
-                    None
-                }
-                d => d,
-            },
-            None => Some(DEFAULT_POLL_EVERY),
-        };
-
-        let items = match &p.items {
+    /// `items:`: the JSON pointer to the array of items in the response.
+    fn poll_items(&mut self, p: &RawPoll, at: Location) -> Option<String> {
+        match &p.items {
             Some(v) => {
                 let ptr = v.value.trim();
                 let ptr = if ptr == "/" { "" } else { ptr };
@@ -111,9 +247,12 @@ impl CharterChecker<'_> {
                 );
                 None
             }
-        };
+        }
+    }
 
-        let key = match self.required_text(
+    /// `key:`: each item's dedupe key, a JSON pointer or a template.
+    fn poll_key(&mut self, p: &RawPoll, at: Location) -> Option<PollKey> {
+        match self.required_text(
             &p.key,
             at,
             "key",
@@ -140,9 +279,12 @@ impl CharterChecker<'_> {
                 }
             }
             None => None,
-        };
+        }
+    }
 
-        let (cursor, start) = match &p.cursor {
+    /// `cursor:`: how the next poll continues (`next` or `max`), and its `start` value.
+    fn poll_cursor(&mut self, p: &RawPoll, at: Location) -> (Option<PollCursor>, Option<String>) {
+        match &p.cursor {
             None => {
                 self.err(
                     at,
@@ -203,17 +345,7 @@ impl CharterChecker<'_> {
                 };
                 (cursor, Some(start))
             }
-        };
-
-        Some(PollTrigger {
-            connector: connector?,
-            path: path?,
-            every: every?,
-            items: items?,
-            key: key?,
-            cursor: cursor?,
-            start: start?,
-        })
+        }
     }
 
     /// The polled connector: defined, in `uses`, and an HTTP connector.
@@ -268,7 +400,7 @@ impl CharterChecker<'_> {
     }
 
     /// Check `trigger.schedule`.
-    pub(super) fn schedule(&mut self, raw: S<RawSchedule>) -> Option<ScheduleTrigger> {
+    pub(crate) fn schedule(&mut self, raw: S<RawSchedule>) -> Option<ScheduleTrigger> {
         let at = raw.referenced;
         let text = self.required_text(
             &raw.value.cron,

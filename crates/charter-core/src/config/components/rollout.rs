@@ -12,16 +12,72 @@
 //!     demote_when: { corrections: 10%, reviewed: 20 }
 //! ```
 
-use super::super::raw::{Location, RawDemoteWhen, RawPromoteWhen, S, Scalar};
-use super::alerts::parse_rate;
-use super::{CharterChecker, Check, valid_name};
-use crate::config::{DEFAULT_MIN_REVIEWED, DemoteWhen, Mode, PromoteWhen, RouteRollout};
+use serde::Deserialize;
+
+use crate::config::Mode;
+use crate::config::components::alerts::parse_fraction;
+use crate::config::components::charter::CharterChecker;
+use crate::config::diag::{Check, valid_name};
+use crate::config::raw::{Location, S, Scalar};
+
+/// `promote_when:` on a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPromoteWhen {
+    pub agreement: Option<S<Scalar>>,
+    pub reviewed: Option<S<i64>>,
+    pub auto: Option<S<bool>>,
+}
+
+/// `demote_when:` on a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDemoteWhen {
+    pub corrections: Option<S<Scalar>>,
+    pub reviewed: Option<S<i64>>,
+}
+
+/// A route's rollout settings (`mode`, `sample`, `promote_when`, `demote_when`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RouteRollout {
+    /// `mode:` on the route; `None`: the charter's mode.
+    pub mode: Option<Mode>,
+    /// Share of the route's runs queued for a reviewer (0 to 1; default 0).
+    pub sample: f64,
+    /// Reviewed samples needed before agreement is reported (`promote_when.reviewed`, else 30).
+    pub min_reviewed: u64,
+    pub promote_when: Option<PromoteWhen>,
+    pub demote_when: Option<DemoteWhen>,
+}
+
+/// `promote_when: { agreement: 0.95, reviewed: 200, auto: false }`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PromoteWhen {
+    /// Share of reviewed samples the reviewer agreed with (0 to 1).
+    pub agreement: f64,
+    /// Reviewed samples needed at least.
+    pub reviewed: u64,
+    /// Promote without a human (only when written `auto: true`).
+    pub auto: bool,
+}
+
+/// `demote_when: { corrections: 10%, reviewed: 20 }`: a live route whose reviewed samples
+/// since it went live hold more than `corrections` corrections (at least `reviewed` of them)
+/// is demoted to `approve`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DemoteWhen {
+    pub corrections: f64,
+    pub reviewed: u64,
+}
+
+/// Reviewed samples needed before a route's agreement is shown, unless `promote_when` says.
+pub const DEFAULT_MIN_REVIEWED: u64 = 30;
 
 /// Reviewed samples needed before a demotion when `demote_when.reviewed` is not written.
 const DEFAULT_DEMOTE_REVIEWED: u64 = 20;
 
 /// The rollout keys of one route, as written.
-pub(super) struct RawRollout {
+pub(crate) struct RawRollout {
     pub mode: Option<S<String>>,
     pub sample: Option<S<Scalar>>,
     pub promote_when: Option<S<RawPromoteWhen>>,
@@ -30,7 +86,7 @@ pub(super) struct RawRollout {
 
 impl CharterChecker<'_> {
     /// The route's name: as written (checked), else `route-<position>`.
-    pub(super) fn route_name(
+    pub(crate) fn route_name(
         &mut self,
         name: Option<S<String>>,
         position: usize,
@@ -53,7 +109,7 @@ impl CharterChecker<'_> {
     }
 
     /// Check a route's `mode`, `sample`, `promote_when` and `demote_when`.
-    pub(super) fn route_rollout(&mut self, raw: RawRollout) -> Option<RouteRollout> {
+    pub(crate) fn route_rollout(&mut self, raw: RawRollout) -> Option<RouteRollout> {
         let mut ok = true;
         let mode = match &raw.mode {
             None => None,
@@ -101,7 +157,7 @@ impl CharterChecker<'_> {
     }
 
     fn rate(&mut self, v: &S<Scalar>, key: &str) -> Option<f64> {
-        match parse_rate(&v.value.0) {
+        match parse_fraction(&v.value.0) {
             Ok(r) => Some(r),
             Err(e) => {
                 self.err(v.referenced, format!("`{key}`: {e}"));

@@ -1,5 +1,5 @@
-//! Checks of approved knowledge: `knowledge:` sources in charter.yaml, `retrieve:` context
-//! steps and `draft.cite` in charters.
+//! Approved knowledge, raw, typed and checked: `knowledge:` sources in charter.yaml,
+//! `retrieve:` context steps and `draft.cite` in charters.
 //!
 //! ```yaml
 //! # charter.yaml
@@ -14,28 +14,188 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
-use super::super::raw::{Entries, RawContextFetch, RawDraft, RawKnowledge, RawKnowledgeList, S};
-use super::names::Scope;
-use super::{CharterChecker, Check, ProjectChecker, list, valid_name};
-use crate::config::{
-    CitePolicy, GapTarget, KNOWLEDGE_PRESETS, KnowledgeKind, KnowledgeList, KnowledgeSource,
-    RetrieveStep,
-};
+use serde::Deserialize;
+
+use crate::config::components::charter::CharterChecker;
+use crate::config::components::names::Scope;
+use crate::config::components::project::ProjectChecker;
+use crate::config::diag::{Check, list, valid_name};
+use crate::config::raw::{Entries, RawContextFetch, RawDraft, S, Scalar};
 use crate::knowledge::DocFormat;
+use crate::template::Template;
+
+/// A knowledge source (`knowledge:` in charter.yaml): a folder in the project, or a list
+/// read through an `http` connector (a `preset` or a `list:` description).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKnowledge {
+    pub owner: Option<S<String>>,
+    pub folder: Option<S<String>>,
+    pub url: Option<S<String>>,
+    pub connector: Option<S<String>>,
+    pub preset: Option<S<String>>,
+    pub list: Option<S<RawKnowledgeList>>,
+    pub refresh: Option<S<Scalar>>,
+    pub max_age: Option<S<Scalar>>,
+    pub chunk_words: Option<S<i64>>,
+    pub on_gap: Option<S<String>>,
+}
+
+/// `list:` of a knowledge source: a paginated JSON list of documents.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKnowledgeList {
+    pub path: Option<S<String>>,
+    pub items: Option<S<String>>,
+    pub next: Option<S<String>>,
+    pub id: Option<S<String>>,
+    pub title: Option<S<String>>,
+    pub body: Option<S<String>>,
+    pub url: Option<S<String>>,
+    pub updated_at: Option<S<String>>,
+    pub format: Option<S<String>>,
+    pub max_pages: Option<S<i64>>,
+}
+
+/// `retrieve:` in a context entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetrieve {
+    pub query: Option<S<String>>,
+    pub sources: Option<S<Vec<S<String>>>>,
+    pub top_k: Option<S<i64>>,
+    pub min_score: Option<S<f64>>,
+}
+
+/// One knowledge source (`knowledge: { <name>: ... }`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnowledgeSource {
+    pub name: String,
+    /// Who answers for the content (gaps and stale documents are reported to them).
+    pub owner: String,
+    pub kind: KnowledgeKind,
+    /// Read again this often (`None`: at start and on demand only).
+    pub refresh: Option<Duration>,
+    /// A best passage older than this (by its document's `updated_at`) is a stale gap.
+    pub max_age: Option<Duration>,
+    /// Most words in one passage.
+    pub chunk_words: usize,
+    /// Where gaps are sent (an `http` connector and an optional path), as JSON.
+    pub on_gap: Option<GapTarget>,
+}
+
+/// Where a source's documents come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KnowledgeKind {
+    /// A folder of the project (relative path, `/` separators), read recursively.
+    Folder {
+        path: String,
+        /// Public URL of a document: `{path}` is replaced by its path in the folder,
+        /// without extension.
+        url: Option<String>,
+    },
+    /// A paginated JSON list read through an `http` connector.
+    Http {
+        connector: String,
+        list: KnowledgeList,
+    },
+}
+
+/// How to read a paginated list of documents. Fields are JSON pointers into one item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnowledgeList {
+    /// Path of the first page under the connector's base URL.
+    pub path: String,
+    /// Pointer to the array of items in a page (`/articles`; `""` for a page that is an array).
+    pub items: String,
+    /// Pointer to the next page (an absolute URL under the connector or a path), if paginated.
+    pub next: Option<String>,
+    pub id: String,
+    pub title: String,
+    pub body: String,
+    pub url: Option<String>,
+    pub updated_at: Option<String>,
+    pub format: DocFormat,
+    /// Most pages read in one refresh.
+    pub max_pages: usize,
+}
+
+/// `on_gap: connector[:/path]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GapTarget {
+    pub connector: String,
+    pub path: Option<String>,
+}
+
+/// A known articles API, as a list description.
+pub struct KnowledgePreset {
+    pub name: &'static str,
+    pub system: &'static str,
+    pub list: fn() -> KnowledgeList,
+}
+
+/// The knowledge presets.
+pub const KNOWLEDGE_PRESETS: &[KnowledgePreset] = &[KnowledgePreset {
+    name: "zendesk_help_center",
+    system: "Zendesk Help Center articles API (`/api/v2/help_center/articles.json`, `next_page`)",
+    list: zendesk_help_center,
+}];
+
+fn zendesk_help_center() -> KnowledgeList {
+    KnowledgeList {
+        path: "/api/v2/help_center/articles.json?per_page=30".into(),
+        items: "/articles".into(),
+        next: Some("/next_page".into()),
+        id: "/id".into(),
+        title: "/title".into(),
+        body: "/body".into(),
+        url: Some("/html_url".into()),
+        updated_at: Some("/updated_at".into()),
+        format: DocFormat::Html,
+        max_pages: 100,
+    }
+}
+
+/// A `retrieve` context step: passages searched in knowledge sources before deciding,
+/// exposed as `context.<name>` (`{query, passages: [{n, title, section, url, text, score,
+/// ...}]}`) and recorded with the run.
+#[derive(Debug, Clone)]
+pub struct RetrieveStep {
+    pub name: String,
+    /// The question, rendered over the event.
+    pub query: Template,
+    pub sources: Vec<String>,
+    pub top_k: usize,
+    /// Least [`crate::knowledge::coverage`] a passage needs (0 to 1).
+    pub min_score: f64,
+}
+
+/// `draft.cite`: the draft must cite the passages of a `retrieve` context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CitePolicy {
+    /// The `retrieve` context's name.
+    pub context: String,
+    /// Every sentence must carry a citation.
+    pub every_sentence: bool,
+}
 
 /// Default words per passage.
 const DEFAULT_CHUNK_WORDS: usize = 120;
+
 /// Default passages kept by a `retrieve` step.
 const DEFAULT_TOP_K: usize = 4;
+
 /// Default least coverage of a passage.
 const DEFAULT_MIN_SCORE: f64 = 0.3;
+
 /// Default most pages of a list read in one refresh.
 const DEFAULT_MAX_PAGES: usize = 100;
 
 impl ProjectChecker<'_> {
     /// `knowledge:`; sources with a problem are reported and left out.
-    pub(super) fn knowledge_sources(
+    pub(crate) fn knowledge_sources(
         &mut self,
         raw: Option<S<Entries<S<RawKnowledge>>>>,
         connector_types: &BTreeMap<String, String>,
@@ -381,7 +541,7 @@ impl ProjectChecker<'_> {
 
 impl CharterChecker<'_> {
     /// A `context:` entry with `retrieve:`.
-    pub(super) fn retrieve_step(
+    pub(crate) fn retrieve_step(
         &mut self,
         name: &S<String>,
         raw: S<RawContextFetch>,
@@ -501,7 +661,7 @@ impl CharterChecker<'_> {
     }
 
     /// `draft.cite` (and `cite_every_sentence`): `Some(None)` when absent, `None` on error.
-    pub(super) fn cite_policy(&mut self, d: &RawDraft) -> Option<Option<CitePolicy>> {
+    pub(crate) fn cite_policy(&mut self, d: &RawDraft) -> Option<Option<CitePolicy>> {
         let every = d.cite_every_sentence.as_ref();
         let Some(c) = &d.cite else {
             if let Some(e) = every {

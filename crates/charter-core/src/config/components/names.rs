@@ -13,12 +13,13 @@
 
 use std::collections::BTreeSet;
 
-use super::super::raw::{Location, S};
-use super::{CharterChecker, Check};
+use crate::config::components::charter::CharterChecker;
+use crate::config::diag::Check;
+use crate::config::raw::{Location, S};
 
 /// Where a template or expression is evaluated, which decides the names it sees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Scope {
+pub(crate) enum Scope {
     /// `dedupe`, computed when the event arrives: no decision, no context yet.
     Ingest,
     /// A context fetch's `get`: before the decision, before any record is fetched (fetches
@@ -49,6 +50,7 @@ const PROMPT_CONTEXT_KEYS: &[&str] = &["payload", "event", "headers", "decision"
 
 /// Fields of `decision` ([`crate::routing::decision_value`]).
 const DECISION_FIELDS: &[&str] = &["label", "confidence", "fields", "stage", "reason"];
+
 /// Fields of `event` ([`crate::routing::eval_context`]).
 const EVENT_FIELDS: &[&str] = &["id", "charter", "source", "type", "received_at", "headers"];
 
@@ -104,14 +106,14 @@ impl Scope {
 
 /// A name a template or expression uses: its root and, when it selects one, the field.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) struct UsedName {
+pub(crate) struct UsedName {
     pub root: String,
     pub field: Option<String>,
 }
 
 /// The names a template refers to (`payload.ticket.id` gives root `payload`, field
 /// `ticket`); loop variables and `set` names are the template's own and not listed.
-pub(super) fn template_names(source: &str) -> Vec<UsedName> {
+pub(crate) fn template_names(source: &str) -> Vec<UsedName> {
     let mut env = minijinja::Environment::new();
     if env.add_template("t", source).is_err() {
         return Vec::new();
@@ -138,7 +140,7 @@ pub(super) fn template_names(source: &str) -> Vec<UsedName> {
 /// The names a CEL expression refers to: the roots from the parser's references, less the
 /// variables its macros bind (`exists(t, ...)`), each with the field selected directly on
 /// it (`decision.label`).
-pub(super) fn expr_names(source: &str) -> Vec<UsedName> {
+pub(crate) fn expr_names(source: &str) -> Vec<UsedName> {
     let Ok(ast) = cel::parser::Parser::new().parse(source) else {
         return Vec::new();
     };
@@ -347,7 +349,7 @@ impl CharterChecker<'_> {
     /// Report every name of `names` that `scope` cannot see, at `at`; `key` and `source`
     /// say which value it is. An action's use of `decision` is remembered (MCP tool calls
     /// run without a decision). Returns whether every name is known.
-    pub(super) fn check_names(
+    pub(crate) fn check_names(
         &mut self,
         at: Location,
         key: &str,
@@ -374,7 +376,7 @@ impl CharterChecker<'_> {
 
     /// The name check of a prompt file `path` (its template `text`), reported at the
     /// charter's `prompt:` value `at`.
-    pub(super) fn check_prompt_names(
+    pub(crate) fn check_prompt_names(
         &mut self,
         at: Location,
         path: &str,
@@ -398,7 +400,7 @@ impl CharterChecker<'_> {
     }
 
     /// [`CharterChecker::template`] plus the name check of `scope`.
-    pub(super) fn scoped_template(
+    pub(crate) fn scoped_template(
         &mut self,
         v: &S<String>,
         key: &str,
@@ -412,7 +414,7 @@ impl CharterChecker<'_> {
 
     /// [`Self::scoped_template`] for a template that builds a URL (its inserted values are
     /// percent-encoded).
-    pub(super) fn scoped_url_template(
+    pub(crate) fn scoped_url_template(
         &mut self,
         v: &S<String>,
         key: &str,
@@ -425,7 +427,7 @@ impl CharterChecker<'_> {
     }
 
     /// The name check of `scope` over every template string in a JSON body.
-    pub(super) fn check_json_names(
+    pub(crate) fn check_json_names(
         &mut self,
         at: Location,
         key: &str,

@@ -9,13 +9,38 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::super::raw::{Entries, Location, OneOrList, RawConnector, S};
-use super::{CharterChecker, Check, Known, ProjectChecker};
-use crate::config::{NotifyChannel, NotifyTarget, SecretRef};
+use crate::config::SecretRef;
+use crate::config::components::charter::{CharterChecker, Known};
+use crate::config::components::project::ProjectChecker;
+use crate::config::diag::Check;
+use crate::config::raw::{Entries, Location, OneOrList, RawConnector, S};
+
+/// One destination of approval and escalation notifications: `connector` or
+/// `connector:where`, the connector being in the charter's `uses`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyTarget {
+    /// The target as written (`slack:#approvals`); it names the target in the outbox.
+    pub spec: String,
+    pub connector: String,
+    pub channel: NotifyChannel,
+}
+
+/// How a notification reaches its target, by connector type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotifyChannel {
+    /// An `http` connector: a JSON `POST` (with a human-readable `text`, the item and a UI
+    /// link) to `path` under its base URL.
+    Http { path: Option<String> },
+    /// A `slack` connector: a Block Kit message with Approve/Reject buttons, to `channel`
+    /// (required with a bot token; an incoming webhook has its own channel).
+    Slack { channel: Option<String> },
+    /// An `smtp` connector: a plain-text email to these recipients (comma-separated).
+    Email { to: String },
+}
 
 impl CharterChecker<'_> {
     /// Check `notify:`; `None` when a target is invalid (each problem is reported).
-    pub(super) fn notify_targets(
+    pub(crate) fn notify_targets(
         &mut self,
         raw: Option<S<OneOrList>>,
         known: &Known,
@@ -87,7 +112,7 @@ impl CharterChecker<'_> {
 }
 
 /// How a `notify:` entry's problems are worded where it is used.
-pub(super) struct NotifyWording {
+pub(crate) struct NotifyWording {
     /// The example channel after `connector:` for a Slack bot.
     pub slack_channel: &'static str,
     /// What an email entry is called (`target`, `alert`).
@@ -110,7 +135,7 @@ impl CharterChecker<'_> {
     /// channel (required with a bot token) or email recipients. `None` when it cannot (the
     /// problem reported at `at`), or when charter.yaml did not parse or the connector has no
     /// valid type (reported there).
-    pub(super) fn notify_channel(
+    pub(crate) fn notify_channel(
         &mut self,
         connector: &str,
         place: Option<&str>,
@@ -182,7 +207,7 @@ impl CharterChecker<'_> {
 impl ProjectChecker<'_> {
     /// `signing_secret:` and `users:` of a Slack connector. `tokens` are the token names of
     /// charter.yaml (`None` when there are none: open mode, any reviewer name goes).
-    pub(super) fn slack_interactive(
+    pub(crate) fn slack_interactive(
         &mut self,
         raw: &RawConnector,
         tokens: Option<&BTreeSet<String>>,
