@@ -275,57 +275,11 @@ impl HttpExecutor {
     pub async fn attempt_keeping(&self, req: &HttpRequest, keep: usize) -> AttemptOutcome {
         let keep = keep.min(BODY_READ_LIMIT);
         let started = Instant::now();
-        let method = match Method::from_bytes(req.method.as_bytes()) {
-            Ok(m) => m,
-            Err(_) => return AttemptOutcome::failed("invalid HTTP method".into(), false, started),
+        let builder = match self.request_builder(req) {
+            Ok(b) => b,
+            Err(error) => return AttemptOutcome::failed(error, false, started),
         };
-        let mut headers = HeaderMap::new();
-        for (k, v) in &req.headers {
-            let Ok(name) = HeaderName::from_bytes(k.as_bytes()) else {
-                return AttemptOutcome::failed(
-                    format!("invalid header name {k:?}"),
-                    false,
-                    started,
-                );
-            };
-            let Ok(mut value) = HeaderValue::from_str(v) else {
-                return AttemptOutcome::failed(
-                    format!("invalid value for header {k}"),
-                    false,
-                    started,
-                );
-            };
-            if req.is_sensitive(k) {
-                value.set_sensitive(true);
-            }
-            headers.append(name, value);
-        }
-        let client = if req.allow_private {
-            &self.open
-        } else {
-            if let Err(refused) = crate::ssrf::check_url(&req.url) {
-                return AttemptOutcome::failed(refused.to_string(), false, started);
-            }
-            &self.guarded
-        };
-        let mut builder = client
-            .request(method, req.url.clone())
-            .headers(headers)
-            .timeout(req.timeout);
-        if let Some(json) = &req.json {
-            match serde_json::to_vec(json) {
-                Ok(bytes) => builder = builder.body(bytes),
-                Err(e) => {
-                    return AttemptOutcome::failed(
-                        format!("cannot encode JSON body: {e}"),
-                        false,
-                        started,
-                    );
-                }
-            }
-        }
-
-        let mut response = match builder.send().await {
+        let response = match builder.send().await {
             Ok(r) => r,
             Err(e) => {
                 let (error, retryable) = describe_send_error(&e, req.timeout);
@@ -341,39 +295,7 @@ impl HttpExecutor {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
-
-        // Read the body with caps: keep `keep` bytes, stop after BODY_READ_LIMIT.
-        let mut body = Vec::new();
-        let mut read = 0usize;
-        let mut truncated = false;
-        let mut body_error = None;
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    read = read.saturating_add(chunk.len());
-                    let room = keep.saturating_sub(body.len());
-                    if chunk.len() > room {
-                        truncated = true;
-                    }
-                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                    if read >= BODY_READ_LIMIT {
-                        truncated = true;
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    truncated = true;
-                    body_error = Some(if e.is_timeout() {
-                        "timed out reading the response body".to_string()
-                    } else {
-                        format!("response body read failed: {}", root_cause(&e))
-                    });
-                    break;
-                }
-            }
-        }
-        drop(response);
+        let (body, truncated, body_error) = read_body(response, keep).await;
 
         let ok = status.is_success();
         let retryable = !ok && (code == 408 || code == 429 || status.is_server_error());
@@ -384,19 +306,7 @@ impl HttpExecutor {
             }
             None
         } else {
-            let mut msg = format!("HTTP {code}");
-            if let Some(reason) = status.canonical_reason() {
-                msg.push(' ');
-                msg.push_str(reason);
-            }
-            if status.is_redirection() {
-                msg.push_str(" (redirects are not followed)");
-            }
-            if let Some(e) = body_error {
-                msg.push_str("; ");
-                msg.push_str(&e);
-            }
-            Some(msg)
+            Some(status_error(status, body_error))
         };
         let body_excerpt = (!body.is_empty()).then(|| {
             String::from_utf8_lossy(&body[..body.len().min(BODY_EXCERPT_BYTES)]).into_owned()
@@ -415,6 +325,98 @@ impl HttpExecutor {
             duration,
         }
     }
+
+    /// The request ready to send: method, headers (sensitive ones marked), timeout and JSON
+    /// body, on the client that guards private addresses unless the request allows them.
+    /// An error says why it cannot be sent (never retryable).
+    fn request_builder(&self, req: &HttpRequest) -> Result<reqwest::RequestBuilder, String> {
+        let method =
+            Method::from_bytes(req.method.as_bytes()).map_err(|_| "invalid HTTP method")?;
+        let mut headers = HeaderMap::new();
+        for (k, v) in &req.headers {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| format!("invalid header name {k:?}"))?;
+            let mut value =
+                HeaderValue::from_str(v).map_err(|_| format!("invalid value for header {k}"))?;
+            if req.is_sensitive(k) {
+                value.set_sensitive(true);
+            }
+            headers.append(name, value);
+        }
+        let client = if req.allow_private {
+            &self.open
+        } else {
+            crate::ssrf::check_url(&req.url).map_err(|refused| refused.to_string())?;
+            &self.guarded
+        };
+        let mut builder = client
+            .request(method, req.url.clone())
+            .headers(headers)
+            .timeout(req.timeout);
+        if let Some(json) = &req.json {
+            let bytes =
+                serde_json::to_vec(json).map_err(|e| format!("cannot encode JSON body: {e}"))?;
+            builder = builder.body(bytes);
+        }
+        Ok(builder)
+    }
+}
+
+/// Read a response body with caps: keep `keep` bytes, stop after [`BODY_READ_LIMIT`]. The
+/// bytes kept, whether any were left out, and why the read stopped early, if it failed.
+async fn read_body(
+    mut response: reqwest::Response,
+    keep: usize,
+) -> (Vec<u8>, bool, Option<String>) {
+    let mut body = Vec::new();
+    let mut read = 0usize;
+    let mut truncated = false;
+    let mut body_error = None;
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                read = read.saturating_add(chunk.len());
+                let room = keep.saturating_sub(body.len());
+                if chunk.len() > room {
+                    truncated = true;
+                }
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if read >= BODY_READ_LIMIT {
+                    truncated = true;
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                truncated = true;
+                body_error = Some(if e.is_timeout() {
+                    "timed out reading the response body".to_string()
+                } else {
+                    format!("response body read failed: {}", root_cause(&e))
+                });
+                break;
+            }
+        }
+    }
+    (body, truncated, body_error)
+}
+
+/// The error of a response that is not a success: `HTTP <code> <reason>`, a note on
+/// redirects, and the body's read error if any.
+fn status_error(status: reqwest::StatusCode, body_error: Option<String>) -> String {
+    let mut msg = format!("HTTP {}", status.as_u16());
+    if let Some(reason) = status.canonical_reason() {
+        msg.push(' ');
+        msg.push_str(reason);
+    }
+    if status.is_redirection() {
+        msg.push_str(" (redirects are not followed)");
+    }
+    if let Some(e) = body_error {
+        msg.push_str("; ");
+        msg.push_str(&e);
+    }
+    msg
 }
 
 /// The URL a rendered `target` addresses (see [`HttpExecutor::prepare`]), refused when its

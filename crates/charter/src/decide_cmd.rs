@@ -143,7 +143,6 @@ fn pick_threshold(cases: &[(f64, bool, bool)], target: Target) -> Option<f64> {
     let n = cases.len();
     let n_oos = cases.iter().filter(|c| !c.1).count();
     let kept = |t: f64| cases.iter().filter(|c| c.0 >= t).count();
-    let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     match target {
         // Highest threshold keeping at least the share.
         Target::Coverage(c) => cands
@@ -244,6 +243,19 @@ fn case_context(charter: &str, text: &str) -> Value {
     })
 }
 
+/// What running a stage over the cases gave: one outcome and one latency per case.
+struct Ran {
+    outcomes: Vec<Outcome>,
+    /// Time per decision, in microseconds, measured around each decision only (loading or
+    /// training the model and reading the cases are not included).
+    latencies: Vec<f64>,
+    usage: charter_decide::llm::Usage,
+    /// The labels the stage can give.
+    known: Vec<String>,
+    accept_above: Option<f64>,
+    setup_seconds: f64,
+}
+
 async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
     let (source, project) = load(&args.dir)?;
     let c = project
@@ -256,170 +268,219 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
         .as_ref()
         .ok_or_else(|| "--cases is required for this stage".to_string())?;
     let cases = read_cases(cases_file)?;
-    let progress = crate::progress::Progress::new(cases.len());
-    let mut outcomes = Vec::with_capacity(cases.len());
-    let mut usage = charter_decide::llm::Usage::default();
-    let known: Vec<String>;
-    let accept_above: Option<f64>;
     let started = Instant::now();
-    // Time per decision, in microseconds, measured around each decision only (loading or
-    // training the model and reading the cases are not included).
+    let ran = match args.stage.as_str() {
+        "embedded" => run_embedded(args, &source, &c, &cases, started)?,
+        stage_name => run_configured(args, stage_name, &c, &cases, started).await?,
+    };
+    let (report, out) = eval_summary(args, &cases, &ran)?;
+    if args.json {
+        println!("{out}");
+    } else {
+        print_report(&report, &out);
+    }
+    if let Some(b) = &args.baseline {
+        let shown = b.display();
+        let base: Value = serde_json::from_str(
+            &std::fs::read_to_string(b).map_err(|e| format!("cannot read {shown}: {e}"))?,
+        )
+        .map_err(|e| format!("{shown}: not a JSON report: {e}"))?;
+        return Ok(check_baseline(
+            &base,
+            &out,
+            &shown.to_string(),
+            args.tolerance,
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The embedded stage over the cases (the model loaded, or trained when missing).
+fn run_embedded(
+    args: &EvalArgs,
+    source: &charter_core::config::ProjectSource,
+    c: &charter_core::config::Charter,
+    cases: &[charter_decide::Example],
+    started: Instant,
+) -> Result<Ran, String> {
+    let progress = crate::progress::Progress::new(cases.len());
+    let stage = models::embedded_stage(c)
+        .ok_or_else(|| format!("charter `{}` has no embedded stage", args.charter))?;
+    let model = models::load_or_train(&args.dir, source, c, stage).map_err(|e| e.to_string())?;
+    eprintln!(
+        "evaluating {} case(s) with the embedded stage ...",
+        cases.len()
+    );
+    let setup_seconds = started.elapsed().as_secs_f64();
+    let mut outcomes = Vec::with_capacity(cases.len());
     let mut latencies: Vec<f64> = Vec::with_capacity(cases.len());
-    let setup_seconds: f64;
-    match args.stage.as_str() {
-        "embedded" => {
-            let stage = models::embedded_stage(&c)
-                .ok_or_else(|| format!("charter `{}` has no embedded stage", args.charter))?;
-            let model =
-                models::load_or_train(&args.dir, &source, &c, stage).map_err(|e| e.to_string())?;
-            eprintln!(
-                "evaluating {} case(s) with the embedded stage ...",
-                cases.len()
-            );
-            setup_seconds = started.elapsed().as_secs_f64();
-            for (i, case) in cases.iter().enumerate() {
-                let t0 = Instant::now();
-                let p = model.predict(&case.text);
-                latencies.push(t0.elapsed().as_secs_f64() * 1e6);
-                let kept = p.confidence >= stage.accept_above;
-                outcomes.push(Outcome {
-                    kept,
-                    stages: vec![("embedded", Some(p.label.clone()), kept)],
-                    label: p.label,
-                    confidence: p.confidence,
-                });
-                progress.tick(i + 1);
+    for (i, case) in cases.iter().enumerate() {
+        let t0 = Instant::now();
+        let p = model.predict(&case.text);
+        latencies.push(t0.elapsed().as_secs_f64() * 1e6);
+        let kept = p.confidence >= stage.accept_above;
+        outcomes.push(Outcome {
+            kept,
+            stages: vec![("embedded", Some(p.label.clone()), kept)],
+            label: p.label,
+            confidence: p.confidence,
+        });
+        progress.tick(i + 1);
+    }
+    Ok(Ran {
+        outcomes,
+        latencies,
+        usage: charter_decide::llm::Usage::default(),
+        known: model.labels().to_vec(),
+        accept_above: Some(stage.accept_above),
+        setup_seconds,
+    })
+}
+
+/// The charter's first llm stage (`stage_name` "llm") or its whole cascade over the cases,
+/// through the configured providers.
+async fn run_configured(
+    args: &EvalArgs,
+    stage_name: &str,
+    c: &charter_core::config::Charter,
+    cases: &[charter_decide::Example],
+    started: Instant,
+) -> Result<Ran, String> {
+    let progress = crate::progress::Progress::new(cases.len());
+    let decide = c
+        .decide
+        .clone()
+        .ok_or_else(|| format!("charter `{}` has no `decide` section", args.charter))?;
+    let runtime =
+        std::sync::Arc::new(charter_server::Runtime::load(&args.dir).map_err(|e| e.to_string())?);
+    let llm = charter_server::decide::llm_engine(&runtime, charter_server::decide::memory_backing);
+    let model = runtime
+        .charters
+        .get(&args.charter)
+        .and_then(|cr| cr.model.clone());
+    let llm_stage = decide.stages.iter().find_map(|s| match s {
+        charter_core::config::Stage::Llm(l) => Some(l.clone()),
+        _ => None,
+    });
+    if stage_name == "llm" && llm_stage.is_none() {
+        return Err(format!("charter `{}` has no llm stage", args.charter));
+    }
+    eprintln!(
+        "evaluating {} case(s) with the {stage_name} stage (configured providers) ...",
+        cases.len()
+    );
+    let setup_seconds = started.elapsed().as_secs_f64();
+    let mut usage = charter_decide::llm::Usage::default();
+    let mut outcomes = Vec::with_capacity(cases.len());
+    let mut latencies: Vec<f64> = Vec::with_capacity(cases.len());
+    for (i, case) in cases.iter().enumerate() {
+        let ctx = case_context(&args.charter, &case.text);
+        let t0 = Instant::now();
+        let o = match (stage_name, &llm_stage) {
+            ("llm", Some(stage)) => {
+                let (result, _) = charter_server::decide::ask_llm_stage(
+                    &llm,
+                    &args.charter,
+                    &decide,
+                    stage,
+                    &ctx,
+                    &case.text,
+                )
+                .await;
+                llm_outcome(result, stage.accept_above, &mut usage, i + 1, &progress)
             }
-            known = model.labels().to_vec();
-            accept_above = Some(stage.accept_above);
+            _ => {
+                let (d, u) = charter_server::decide::run_cascade(
+                    &llm,
+                    &args.charter,
+                    &decide,
+                    &ctx,
+                    &case.text,
+                    model.as_deref(),
+                )
+                .await;
+                add(&mut usage, &u);
+                cascade_outcome(d)
+            }
+        };
+        latencies.push(t0.elapsed().as_secs_f64() * 1e6);
+        outcomes.push(o);
+        progress.tick(i + 1);
+    }
+    Ok(Ran {
+        outcomes,
+        latencies,
+        usage,
+        known: decide.labels.clone(),
+        accept_above: llm_stage
+            .filter(|_| stage_name == "llm")
+            .map(|s| s.accept_above),
+        setup_seconds,
+    })
+}
+
+/// The outcome of one llm-stage answer (or failure, reported on stderr as case `case_no`).
+fn llm_outcome(
+    result: Result<charter_decide::llm::LlmAnswer, charter_decide::llm::LlmFailure>,
+    accept_above: f64,
+    usage: &mut charter_decide::llm::Usage,
+    case_no: usize,
+    progress: &crate::progress::Progress,
+) -> Outcome {
+    match result {
+        Ok(a) => {
+            add(usage, &a.usage);
+            let kept = a.confidence >= accept_above;
+            Outcome {
+                kept,
+                stages: vec![("llm", Some(a.label.clone()), kept)],
+                label: a.label,
+                confidence: a.confidence,
+            }
         }
-        stage_name => {
-            let decide = c
-                .decide
-                .clone()
-                .ok_or_else(|| format!("charter `{}` has no `decide` section", args.charter))?;
-            let runtime = std::sync::Arc::new(
-                charter_server::Runtime::load(&args.dir).map_err(|e| e.to_string())?,
-            );
-            let llm = charter_server::decide::llm_engine(
-                &runtime,
-                charter_server::decide::memory_backing,
-            );
-            let model = runtime
-                .charters
-                .get(&args.charter)
-                .and_then(|cr| cr.model.clone());
-            let llm_stage = decide.stages.iter().find_map(|s| match s {
-                charter_core::config::Stage::Llm(l) => Some(l.clone()),
-                _ => None,
-            });
-            if stage_name == "llm" && llm_stage.is_none() {
-                return Err(format!("charter `{}` has no llm stage", args.charter));
+        Err(f) => {
+            add(usage, &f.usage);
+            if progress.shown() {
+                eprintln!();
             }
-            eprintln!(
-                "evaluating {} case(s) with the {stage_name} stage (configured providers) ...",
-                cases.len()
-            );
-            setup_seconds = started.elapsed().as_secs_f64();
-            for (i, case) in cases.iter().enumerate() {
-                let ctx = case_context(&args.charter, &case.text);
-                let t0 = Instant::now();
-                let o = match (stage_name, &llm_stage) {
-                    ("llm", Some(stage)) => {
-                        let (result, _) = charter_server::decide::ask_llm_stage(
-                            &llm,
-                            &args.charter,
-                            &decide,
-                            stage,
-                            &ctx,
-                            &case.text,
-                        )
-                        .await;
-                        match result {
-                            Ok(a) => {
-                                add(&mut usage, &a.usage);
-                                let kept = a.confidence >= stage.accept_above;
-                                Outcome {
-                                    kept,
-                                    stages: vec![("llm", Some(a.label.clone()), kept)],
-                                    label: a.label,
-                                    confidence: a.confidence,
-                                }
-                            }
-                            Err(f) => {
-                                add(&mut usage, &f.usage);
-                                if progress.shown() {
-                                    eprintln!();
-                                }
-                                eprintln!("case {}: no answer: {}", i + 1, f.reason);
-                                Outcome {
-                                    label: "(no answer)".into(),
-                                    confidence: 0.0,
-                                    kept: false,
-                                    stages: vec![("llm", None, false)],
-                                }
-                            }
-                        }
-                    }
-                    _ => {
-                        let (d, u) = charter_server::decide::run_cascade(
-                            &llm,
-                            &args.charter,
-                            &decide,
-                            &ctx,
-                            &case.text,
-                            model.as_deref(),
-                        )
-                        .await;
-                        add(&mut usage, &u);
-                        use charter_core::model::DecisionStage as D;
-                        let decided = matches!(d.stage, D::Rule | D::Embedded | D::Llm);
-                        let mut stages: Vec<(&'static str, Option<String>, bool)> = d
-                            .stages
-                            .iter()
-                            .map(|a| (stage_key(a.stage), a.label.clone(), a.accepted))
-                            .collect();
-                        if matches!(d.stage, D::Default | D::None) {
-                            // The cascade's own outcome when no stage was sure.
-                            stages.push((stage_key(d.stage), d.label.clone(), true));
-                        }
-                        Outcome {
-                            kept: decided && d.label.is_some(),
-                            label: d.label.unwrap_or_else(|| "(escalated)".into()),
-                            confidence: d.confidence,
-                            stages,
-                        }
-                    }
-                };
-                latencies.push(t0.elapsed().as_secs_f64() * 1e6);
-                outcomes.push(o);
-                progress.tick(i + 1);
+            eprintln!("case {case_no}: no answer: {}", f.reason);
+            Outcome {
+                label: "(no answer)".into(),
+                confidence: 0.0,
+                kept: false,
+                stages: vec![("llm", None, false)],
             }
-            known = decide.labels.clone();
-            accept_above = llm_stage
-                .filter(|_| stage_name == "llm")
-                .map(|s| s.accept_above);
         }
     }
-    let predictions: Vec<(String, f64)> = outcomes
+}
+
+/// The outcome of one cascade decision, with every stage's answer.
+fn cascade_outcome(d: charter_core::model::Decision) -> Outcome {
+    use charter_core::model::DecisionStage as D;
+    let decided = matches!(d.stage, D::Rule | D::Embedded | D::Llm);
+    let mut stages: Vec<(&'static str, Option<String>, bool)> = d
+        .stages
         .iter()
-        .map(|o| (o.label.clone(), o.confidence))
+        .map(|a| (stage_key(a.stage), a.label.clone(), a.accepted))
         .collect();
-    let report = charter_decide::evaluate_predictions(&known, &cases, &predictions);
-    let kept: Vec<bool> = outcomes.iter().map(|o| o.kept).collect();
-    let n_kept = kept.iter().filter(|k| **k).count();
-    let right_kept = cases
-        .iter()
-        .zip(&outcomes)
-        .filter(|(c, o)| o.kept && o.label == c.label)
-        .count();
-    let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-    let n = cases.len();
-    // Per stage, in the order first consulted: how many cases reached it, how many it
-    // decided, how many of those rightly, how many it passed on.
+    if matches!(d.stage, D::Default | D::None) {
+        // The cascade's own outcome when no stage was sure.
+        stages.push((stage_key(d.stage), d.label.clone(), true));
+    }
+    Outcome {
+        kept: decided && d.label.is_some(),
+        label: d.label.unwrap_or_else(|| "(escalated)".into()),
+        confidence: d.confidence,
+        stages,
+    }
+}
+
+/// Per stage, in the order first consulted: how many cases reached it, how many it
+/// decided, how many of those rightly, how many it passed on.
+fn per_stage(cases: &[charter_decide::Example], outcomes: &[Outcome]) -> Vec<Value> {
     let mut order: Vec<&'static str> = Vec::new();
     let mut figures: std::collections::HashMap<&'static str, StageFigures> = Default::default();
-    for (c, o) in cases.iter().zip(&outcomes) {
+    for (c, o) in cases.iter().zip(outcomes) {
         // A stage may leave several answers for one case (a rule that could not be
         // evaluated, then "no rule matched"): count it once, as deciding if any was accepted.
         let mut seen: Vec<&'static str> = Vec::new();
@@ -446,7 +507,7 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
             }
         }
     }
-    let per_stage: Vec<Value> = order
+    order
         .iter()
         .map(|name| {
             let f = figures.get(name).cloned().unwrap_or_default();
@@ -459,7 +520,85 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
                 "abstained": f.consulted - f.decided,
             })
         })
+        .collect()
+}
+
+/// `a / b`, 0 when `b` is 0.
+fn ratio(a: usize, b: usize) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+/// The `suggested` threshold for the `--target-*` asked for (null when none was), over
+/// `(confidence, in scope, right)` cases; a share outside 0..=1, or a target on the whole
+/// cascade, is an error.
+fn suggestion(args: &EvalArgs, scored: &[(f64, bool, bool)]) -> Result<Value, String> {
+    let n = scored.len();
+    let n_in = scored.iter().filter(|c| c.1).count();
+    let n_oos = n - n_in;
+    let target = match (
+        args.target_coverage,
+        args.target_escalation,
+        args.target_oos_recall,
+    ) {
+        (Some(c), _, _) => Some(("coverage", Target::Coverage(c), c)),
+        (_, Some(e), _) => Some(("escalation", Target::Escalation(e), e)),
+        (_, _, Some(r)) => Some(("oos_recall", Target::OosRecall(r), r)),
+        _ => None,
+    };
+    Ok(match target {
+        None => Value::Null,
+        Some((_, _, v)) if !(0.0..=1.0).contains(&v) => {
+            return Err(format!("the --target-* share is {v}; expected 0 to 1"));
+        }
+        Some(_) if args.stage == "cascade" => {
+            return Err(
+                "--target-* picks one stage's accept_above: use --stage embedded or --stage llm"
+                    .into(),
+            );
+        }
+        Some((name, t, v)) => match pick_threshold(scored, t) {
+            None => json!({"target": name, "value": v, "accept_above": null}),
+            Some(th) => {
+                let kept: Vec<&(f64, bool, bool)> = scored.iter().filter(|c| c.0 >= th).collect();
+                let kept_in = kept.iter().filter(|c| c.1).count();
+                let kept_right = kept.iter().filter(|c| c.2).count();
+                let kept_oos = kept.len() - kept_in;
+                json!({
+                    "target": name,
+                    "value": v,
+                    "accept_above": th,
+                    "coverage": ratio(kept.len(), n),
+                    "escalation_rate": 1.0 - ratio(kept.len(), n),
+                    "accuracy_on_kept": ratio(kept_right, kept.len()),
+                    "in_scope_kept_correct": if n_in == 0 { Value::Null } else { json!(ratio(kept_right, n_in)) },
+                    "out_of_scope_recall": if n_oos == 0 { Value::Null } else { json!(1.0 - ratio(kept_oos, n_oos)) },
+                })
+            }
+        },
+    })
+}
+
+/// The evaluation report of a run: the metrics of the predictions, what was kept, per
+/// stage, in and out of scope, the suggested threshold, usage and latency.
+fn eval_summary(
+    args: &EvalArgs,
+    cases: &[charter_decide::Example],
+    ran: &Ran,
+) -> Result<(EvalReport, Value), String> {
+    let (outcomes, known, usage) = (&ran.outcomes, &ran.known, &ran.usage);
+    let predictions: Vec<(String, f64)> = outcomes
+        .iter()
+        .map(|o| (o.label.clone(), o.confidence))
         .collect();
+    let report = charter_decide::evaluate_predictions(known, cases, &predictions);
+    let n_kept = outcomes.iter().filter(|o| o.kept).count();
+    let right_kept = cases
+        .iter()
+        .zip(outcomes)
+        .filter(|(c, o)| o.kept && o.label == c.label)
+        .count();
+    let n = cases.len();
+    let per_stage = per_stage(cases, outcomes);
     // Out of scope: cases whose label is not one the stage can give. Recall = share of
     // them not decided (escalated or abstained).
     let in_scope: Vec<bool> = cases.iter().map(|c| known.contains(&c.label)).collect();
@@ -467,7 +606,7 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
     let n_oos = n - n_in;
     let in_kept_correct = cases
         .iter()
-        .zip(&outcomes)
+        .zip(outcomes)
         .zip(&in_scope)
         .filter(|((c, o), ins)| **ins && o.kept && o.label == c.label)
         .count();
@@ -481,57 +620,14 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
         .zip(&in_scope)
         .filter(|(o, ins)| !**ins && !o.kept)
         .count();
-    let target = match (
-        args.target_coverage,
-        args.target_escalation,
-        args.target_oos_recall,
-    ) {
-        (Some(c), _, _) => Some(("coverage", Target::Coverage(c), c)),
-        (_, Some(e), _) => Some(("escalation", Target::Escalation(e), e)),
-        (_, _, Some(r)) => Some(("oos_recall", Target::OosRecall(r), r)),
-        _ => None,
-    };
-    let suggestion = match target {
-        None => Value::Null,
-        Some((_, _, v)) if !(0.0..=1.0).contains(&v) => {
-            return Err(format!("the --target-* share is {v}; expected 0 to 1"));
-        }
-        Some(_) if args.stage == "cascade" => {
-            return Err(
-                "--target-* picks one stage's accept_above: use --stage embedded or --stage llm"
-                    .into(),
-            );
-        }
-        Some((name, t, v)) => {
-            let scored: Vec<(f64, bool, bool)> = cases
-                .iter()
-                .zip(&outcomes)
-                .zip(&in_scope)
-                .map(|((c, o), ins)| (o.confidence, *ins, *ins && o.label == c.label))
-                .collect();
-            match pick_threshold(&scored, t) {
-                None => json!({"target": name, "value": v, "accept_above": null}),
-                Some(th) => {
-                    let kept: Vec<&(f64, bool, bool)> =
-                        scored.iter().filter(|c| c.0 >= th).collect();
-                    let kept_in = kept.iter().filter(|c| c.1).count();
-                    let kept_right = kept.iter().filter(|c| c.2).count();
-                    let kept_oos = kept.len() - kept_in;
-                    json!({
-                        "target": name,
-                        "value": v,
-                        "accept_above": th,
-                        "coverage": ratio(kept.len(), n),
-                        "escalation_rate": 1.0 - ratio(kept.len(), n),
-                        "accuracy_on_kept": ratio(kept_right, kept.len()),
-                        "in_scope_kept_correct": if n_in == 0 { Value::Null } else { json!(ratio(kept_right, n_in)) },
-                        "out_of_scope_recall": if n_oos == 0 { Value::Null } else { json!(1.0 - ratio(kept_oos, n_oos)) },
-                    })
-                }
-            }
-        }
-    };
-    let mut sorted = latencies.clone();
+    let scored: Vec<(f64, bool, bool)> = cases
+        .iter()
+        .zip(outcomes)
+        .zip(&in_scope)
+        .map(|((c, o), ins)| (o.confidence, *ins, *ins && o.label == c.label))
+        .collect();
+    let suggestion = suggestion(args, &scored)?;
+    let mut sorted = ran.latencies.clone();
     sorted.sort_by(f64::total_cmp);
     let mean_latency = if sorted.is_empty() {
         0.0
@@ -545,7 +641,7 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
         "accuracy": report.accuracy,
         "macro_f1": report.macro_f1,
         "expected_calibration_error": report.expected_calibration_error,
-        "accept_above": accept_above,
+        "accept_above": ran.accept_above,
         "abstention_rate": if n == 0 { 0.0 } else { 1.0 - ratio(n_kept, n) },
         "accuracy_on_kept": ratio(right_kept, n_kept),
         "report": report,
@@ -555,7 +651,7 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
         "tokens": usage.tokens(),
         "cost": usage.cost,
         "llm_latency_ms": usage.latency_ms,
-        "cases_digest": charter_decide::examples_digest(&cases),
+        "cases_digest": charter_decide::examples_digest(cases),
         "suggested": suggestion,
         "per_stage": per_stage,
         "in_scope_cases": n_in,
@@ -563,30 +659,12 @@ async fn run_eval(args: &EvalArgs) -> Result<ExitCode, String> {
         "in_scope_kept_correct": if n_in == 0 { Value::Null } else { json!(ratio(in_kept_correct, n_in)) },
         "in_scope_coverage": if n_in == 0 { Value::Null } else { json!(ratio(in_kept, n_in)) },
         "out_of_scope_recall": if n_oos == 0 { Value::Null } else { json!(ratio(oos_escalated, n_oos)) },
-        "setup_seconds": setup_seconds,
+        "setup_seconds": ran.setup_seconds,
         "mean_latency_us": mean_latency,
         "p50_latency_us": quantile(&sorted, 0.5),
         "p99_latency_us": quantile(&sorted, 0.99),
     });
-    if args.json {
-        println!("{out}");
-    } else {
-        print_report(&report, &out);
-    }
-    if let Some(b) = &args.baseline {
-        let shown = b.display();
-        let base: Value = serde_json::from_str(
-            &std::fs::read_to_string(b).map_err(|e| format!("cannot read {shown}: {e}"))?,
-        )
-        .map_err(|e| format!("{shown}: not a JSON report: {e}"))?;
-        return Ok(check_baseline(
-            &base,
-            &out,
-            &shown.to_string(),
-            args.tolerance,
-        ));
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok((report, out))
 }
 
 /// Compare a report with a baseline report: refuse a baseline from other cases or another

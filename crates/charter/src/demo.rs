@@ -3,14 +3,14 @@
 //! charter's preset expects), and print what happened. No keys and no network beyond
 //! 127.0.0.1.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use charter_server::sink::Sink;
 use charter_server::{Role, Runtime, ServeOptions};
 use charter_store::sqlite::SqliteStore;
+use charter_testkit::sink::Sink;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -60,16 +60,7 @@ async fn run(args: DemoArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot start the demo helpdesk: {e}"))?;
     let sink_url = format!("http://{sink_addr}");
-
-    for (rel, contents) in charter_core::scaffold::demo_project(&sink_url) {
-        let path = dir.join(rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-        }
-        std::fs::write(&path, contents)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    }
+    write_project(&dir, &sink_url)?;
     eprintln!("demo project written to {}", dir.display());
     eprintln!("stand-in helpdesk listening on {sink_url}");
 
@@ -91,7 +82,51 @@ async fn run(args: DemoArgs) -> Result<(), String> {
     let base = format!("http://{}", running.addr);
     eprintln!("charter serving on {base}; web UI: {base}/");
 
-    // Feed every sample: samples/<charter>/*.json
+    let sent = send_samples(&runtime, &dir, &base).await?;
+    let client = reqwest::Client::new();
+    let events = wait_for_runs(&client, &base).await?;
+    print_events(&client, &base, &events).await?;
+    eprintln!(
+        "{} sample event(s) sent; the stand-in helpdesk applied {} action(s)",
+        sent.len(),
+        sink.applied_keys()
+    );
+    print_waiting(&client, &base).await?;
+    if args.once {
+        eprintln!(
+            "--once: stopping; `charter serve {}` serves the same project again",
+            dir.display()
+        );
+    } else {
+        eprintln!(
+            "open the web UI at {base}/ and try: charter events list --server {base}\n\
+             (without `charter` on PATH: cargo run --release -- events list --server {base}; Ctrl-C to stop)"
+        );
+        shutdown_signal().await;
+    }
+    shutdown.cancel();
+    let _ = running.done.await;
+    store.close().await;
+    Ok(())
+}
+
+/// Write the example project (its helpdesk connector pointing at `sink_url`) into `dir`.
+fn write_project(dir: &Path, sink_url: &str) -> Result<(), String> {
+    for (rel, contents) in charter_core::scaffold::demo_project(sink_url) {
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        std::fs::write(&path, contents)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Feed every sample (`samples/<charter>/*.json`) to its charter's webhook, signed as the
+/// charter's preset expects; the ids of the events accepted.
+async fn send_samples(runtime: &Runtime, dir: &Path, base: &str) -> Result<Vec<String>, String> {
     let mut sent = Vec::new();
     for (name, cr) in &runtime.charters {
         let Some(webhook) = &cr.charter.trigger.webhook else {
@@ -106,7 +141,7 @@ async fn run(args: DemoArgs) -> Result<(), String> {
             let body = std::fs::read(&f).map_err(|e| format!("{}: {e}", f.display()))?;
             let secret = cr.webhook_secrets.first().map(String::as_str);
             let delivery = format!("demo-{}", uuid::Uuid::now_v7().simple());
-            let (status, v) = crate::client::post_signed(&base, webhook, secret, &body, &delivery)
+            let (status, v) = crate::client::post_signed(base, webhook, secret, &body, &delivery)
                 .await
                 .map_err(|_| "could not post a sample event".to_string())?;
             let file = f
@@ -119,42 +154,51 @@ async fn run(args: DemoArgs) -> Result<(), String> {
             }
         }
     }
+    Ok(sent)
+}
 
-    // Wait (bounded) for the runs to finish, then summarise.
-    let client = reqwest::Client::new();
+/// `GET base+path` as JSON.
+async fn get_json(client: &reqwest::Client, base: &str, path: &str) -> Result<Value, String> {
+    client
+        .get(format!("{base}{path}"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json::<Value>()
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Wait (at most 30 s) until no event is pending or processing; the events then.
+async fn wait_for_runs(client: &reqwest::Client, base: &str) -> Result<Vec<Value>, String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let events: Vec<Value> = loop {
-        let v: Value = client
-            .get(format!("{base}/api/v1/events?limit=1000"))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
+    loop {
+        let v = get_json(client, base, "/api/v1/events?limit=1000").await?;
         let events = v["events"].as_array().cloned().unwrap_or_default();
         let busy = events
             .iter()
             .any(|e| matches!(e["status"].as_str(), Some("pending" | "processing")));
         if !busy || tokio::time::Instant::now() > deadline {
-            break events;
+            return Ok(events);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    }
+}
+
+/// One line per event, oldest first: its charter, status, and its last run's outcome, label
+/// and actions.
+async fn print_events(
+    client: &reqwest::Client,
+    base: &str,
+    events: &[Value],
+) -> Result<(), String> {
     println!(
         "{:<36}  {:<16}  {:<8}  OUTCOME",
         "EVENT", "CHARTER", "STATUS"
     );
     for e in events.iter().rev() {
         let id = e["id"].as_str().unwrap_or("");
-        let detail: Value = client
-            .get(format!("{base}/api/v1/events/{id}"))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
+        let detail = get_json(client, base, &format!("/api/v1/events/{id}")).await?;
         let last = detail["runs"]
             .as_array()
             .and_then(|r| r.last())
@@ -182,30 +226,6 @@ async fn run(args: DemoArgs) -> Result<(), String> {
             actions.join(" ")
         );
     }
-    eprintln!(
-        "{} sample event(s) sent; the stand-in helpdesk applied {} action(s)",
-        sent.len(),
-        sink.applied_keys()
-    );
-    print_waiting(&client, &base).await?;
-    if args.once {
-        eprintln!(
-            "--once: stopping; `charter serve {}` serves the same project again",
-            dir.display()
-        );
-        shutdown.cancel();
-        let _ = running.done.await;
-        store.close().await;
-        return Ok(());
-    }
-    eprintln!(
-        "open the web UI at {base}/ and try: charter events list --server {base}\n\
-         (without `charter` on PATH: cargo run --release -- events list --server {base}; Ctrl-C to stop)"
-    );
-    shutdown_signal().await;
-    shutdown.cancel();
-    let _ = running.done.await;
-    store.close().await;
     Ok(())
 }
 
@@ -213,18 +233,8 @@ async fn run(args: DemoArgs) -> Result<(), String> {
 /// reviewer) and each open escalation (an event the rules could not decide), with where to
 /// decide them in the web UI and from the command line.
 async fn print_waiting(client: &reqwest::Client, base: &str) -> Result<(), String> {
-    let get = |path: String| async move {
-        client
-            .get(format!("{base}{path}"))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .json::<Value>()
-            .await
-            .map_err(|e| e.to_string())
-    };
-    let approvals = get("/api/v1/approvals".into()).await?;
-    let escalations = get("/api/v1/escalations".into()).await?;
+    let approvals = get_json(client, base, "/api/v1/approvals").await?;
+    let escalations = get_json(client, base, "/api/v1/escalations").await?;
     let approvals = approvals["approvals"]
         .as_array()
         .cloned()

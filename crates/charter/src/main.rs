@@ -17,6 +17,7 @@ mod client;
 mod decide_cmd;
 mod demo;
 mod knowledge_cmd;
+mod operator_cmd;
 mod otlp;
 mod progress;
 mod report;
@@ -216,79 +217,8 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// Promote a charter from shadow to live: new runs execute their actions.
-    Promote {
-        charter: String,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
-    /// Set a charter's mode: shadow, live, or file (drop the override; the charter file's
-    /// `mode:` applies).
-    Mode {
-        charter: String,
-        #[arg(value_parser = ["shadow", "live", "file"])]
-        mode: String,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
-    /// List a charter's routes: each one's mode, sampling, reviews waiting, agreement and
-    /// whether it meets its promotion criteria.
-    Routes {
-        charter: String,
-        /// Print JSON on stdout.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
-    /// Set one route's mode: shadow, approve (every action waits for a reviewer), live, or
-    /// file (drop the override; the files' mode applies). Audited as `route.mode`.
-    RouteMode {
-        charter: String,
-        route: String,
-        #[arg(value_parser = ["shadow", "approve", "live", "file"])]
-        mode: String,
-        /// Why (kept in the route's history).
-        #[arg(long)]
-        reason: Option<String>,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
-    /// Write the drafts reviewers approved, with what they approved and the edit distance,
-    /// as JSON Lines (for prompt work).
-    ExportRewrites {
-        charter: String,
-        /// Output file (stdout when omitted).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Only the drafts the reviewer changed.
-        #[arg(long)]
-        edited: bool,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
-    /// Take an event out of automatic processing and hand it to a human (the manual queue).
-    Reroute {
-        /// Event id.
-        id: String,
-        /// A note for the human who picks it up.
-        #[arg(long)]
-        note: Option<String>,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
-    /// Pause a charter: events keep arriving and are stored, nothing is processed.
-    Pause {
-        charter: String,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
-    /// Resume a paused charter; stored events are processed in order.
-    Resume {
-        charter: String,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
+    #[command(flatten)]
+    Operate(operator_cmd::OperateCommand),
     /// Serve an example project on localhost and feed it sample events (no keys needed).
     Demo(demo::DemoArgs),
     /// A charter's measurements: volume, outcomes, cycle time, approval, escalation,
@@ -351,111 +281,8 @@ enum Command {
     Knowledge(knowledge_cmd::KnowledgeCommand),
     /// Measure durable ingest, a no-op HTTP baseline and the end-to-end pipeline on this machine.
     Bench(bench::BenchArgs),
-    /// List approvals waiting for a reviewer (oldest first).
-    Approvals {
-        #[arg(long)]
-        charter: Option<String>,
-        /// pending (default), approved, rejected, expired or all.
-        #[arg(long)]
-        status: Option<String>,
-        /// Print JSON on stdout.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
-    /// Approve a pending action; with --params, approve your edit of its parameters instead.
-    Approve {
-        /// Approval id.
-        id: String,
-        /// JSON file with the edited parameters (only the request body may differ).
-        #[arg(long)]
-        params: Option<PathBuf>,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
-    /// Reject a pending action, with a reason; the run ends without executing it.
-    Reject {
-        /// Approval id.
-        id: String,
-        #[arg(long)]
-        reason: String,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
-    /// List work escalated to humans (oldest first).
-    /// Actions left in doubt by runs cut off by a crash: their intent was recorded but their
-    /// outcome never was, so the request may have reached the target (with the listed
-    /// idempotency key). `SETTLED` says whether the key succeeded since.
-    InDoubt {
-        #[arg(long)]
-        charter: Option<String>,
-        /// Only those whose key has not succeeded since.
-        #[arg(long)]
-        unsettled: bool,
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-        /// Print JSON on stdout.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
-    Escalations {
-        #[arg(long)]
-        charter: Option<String>,
-        /// open (default), resolved or all.
-        #[arg(long)]
-        status: Option<String>,
-        /// Print JSON on stdout.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
-    /// Decide an escalation: the run continues with this label and these fields.
-    Decide {
-        /// Escalation id.
-        id: String,
-        #[arg(long)]
-        label: String,
-        /// An extracted field, key=value (repeatable; JSON values allowed).
-        #[arg(long = "field")]
-        fields: Vec<String>,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
-    /// Show the audit log (who did what and when), newest first.
-    Audit {
-        #[arg(long)]
-        charter: Option<String>,
-        #[arg(long)]
-        actor: Option<String>,
-        /// For example approval.approve, charter.pause.
-        #[arg(long)]
-        action: Option<String>,
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-        /// Print JSON on stdout.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
-    /// Write a charter's human-decided cases as labelled examples (CSV text,label).
-    ExportCorrections {
-        charter: String,
-        /// Output file (stdout when omitted).
-        #[arg(long, conflicts_with = "merge_into")]
-        out: Option<PathBuf>,
-        /// Append the corrections not already there to this examples file (CSV
-        /// `text,label`, such as the charter's `embedded.examples`), so the next `charter
-        /// train` (or `serve`, which retrains when the examples change) learns from them.
-        #[arg(long)]
-        merge_into: Option<PathBuf>,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
+    #[command(flatten)]
+    Review(operator_cmd::ReviewCommand),
 }
 
 #[derive(Subcommand)]
@@ -607,20 +434,7 @@ async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check { dir, json, strict } => check(&dir, json, strict),
         Command::Schema { which, docs } => schema(which.as_deref(), &docs),
-        Command::Completions { shell } => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
-            let mut script = Vec::new();
-            clap_complete::generate(shell, &mut cmd, "charter", &mut script);
-            match std::io::Write::write_all(&mut std::io::stdout(), &script) {
-                Ok(()) => ExitCode::SUCCESS,
-                // The reader went away: not a failure (see `quiet_on_closed_stdout`).
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: cannot write the completion script: {e}");
-                    ExitCode::from(1)
-                }
-            }
-        }
+        Command::Completions { shell } => completions(shell),
         Command::Init { dir } => init(&dir),
         Command::Serve(args) => serve::serve(args).await,
         Command::Send {
@@ -703,33 +517,7 @@ async fn run(cli: Cli) -> ExitCode {
             )
             .await
         }
-        Command::Promote { charter, server } => client::promote(&server, &charter).await,
-        Command::Mode {
-            charter,
-            mode,
-            server,
-        } => client::set_mode(&server, &charter, &mode).await,
-        Command::Routes {
-            charter,
-            json,
-            server,
-        } => rollout_cmd::routes(&server, &charter, json).await,
-        Command::RouteMode {
-            charter,
-            route,
-            mode,
-            reason,
-            server,
-        } => rollout_cmd::route_mode(&server, &charter, &route, &mode, reason).await,
-        Command::ExportRewrites {
-            charter,
-            out,
-            edited,
-            server,
-        } => rollout_cmd::export_rewrites(&server, &charter, edited, out.as_deref()).await,
-        Command::Reroute { id, note, server } => client::reroute(&server, &id, note).await,
-        Command::Pause { charter, server } => client::set_paused(&server, &charter, true).await,
-        Command::Resume { charter, server } => client::set_paused(&server, &charter, false).await,
+        Command::Operate(command) => operator_cmd::operate(command).await,
         Command::Demo(args) => demo::demo(args).await,
         Command::Report(args) => report::report(args).await,
         Command::Migrate { dir, store } => serve::migrate(&dir, store).await,
@@ -744,52 +532,23 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Eval(args) => decide_cmd::eval(args).await,
         Command::Knowledge(cmd) => knowledge_cmd::run(cmd).await,
         Command::Bench(args) => bench::bench(args).await,
-        Command::Approvals {
-            charter,
-            status,
-            json,
-            server,
-        } => client::approvals(&server, charter, status, json).await,
-        Command::Approve { id, params, server } => {
-            client::approve(&server, &id, params.as_deref()).await
+        Command::Review(command) => operator_cmd::review(command).await,
+    }
+}
+
+/// `charter completions <shell>`: the completion script on stdout.
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "charter", &mut script);
+    match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+        Ok(()) => ExitCode::SUCCESS,
+        // The reader went away: not a failure (see `quiet_on_closed_stdout`).
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: cannot write the completion script: {e}");
+            ExitCode::from(1)
         }
-        Command::Reject { id, reason, server } => client::reject(&server, &id, &reason).await,
-        Command::Escalations {
-            charter,
-            status,
-            json,
-            server,
-        } => client::escalations(&server, charter, status, json).await,
-        Command::InDoubt {
-            charter,
-            unsettled,
-            limit,
-            json,
-            server,
-        } => client::in_doubt(&server, charter, unsettled, limit, json).await,
-        Command::Decide {
-            id,
-            label,
-            fields,
-            server,
-        } => client::decide(&server, &id, &label, &fields).await,
-        Command::Audit {
-            charter,
-            actor,
-            action,
-            limit,
-            json,
-            server,
-        } => client::audit(&server, charter, actor, action, limit, json).await,
-        Command::ExportCorrections {
-            charter,
-            out,
-            merge_into,
-            server,
-        } => match merge_into {
-            Some(file) => client::merge_corrections(&server, &charter, &file).await,
-            None => client::export_corrections(&server, &charter, out.as_deref()).await,
-        },
     }
 }
 

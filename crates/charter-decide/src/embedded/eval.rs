@@ -105,7 +105,43 @@ pub fn evaluate_predictions(
     cases: &[Example],
     predictions: &[(String, f64)],
 ) -> EvalReport {
-    // Label universe: known labels plus any other labels in the cases and predictions.
+    let (names, unknown_labels) = label_universe(known, cases, predictions);
+    let confusion = Confusion::matrix(&names, cases, predictions);
+    let outcomes: Vec<(f64, bool)> = cases
+        .iter()
+        .zip(predictions)
+        .map(|(c, (label, confidence))| (*confidence, c.label == *label))
+        .collect();
+    let n = cases.len();
+    let k = names.len();
+    let correct: usize = (0..k).map(|i| confusion[i * k + i]).sum();
+    let (per_label, macro_f1) = per_label(&names, &confusion);
+    #[allow(clippy::cast_precision_loss)]
+    let mean_confidence = if n == 0 {
+        0.0
+    } else {
+        outcomes.iter().map(|o| o.0).sum::<f64>() / n as f64
+    };
+    EvalReport {
+        cases: n,
+        accuracy: ratio(correct, n),
+        macro_f1,
+        expected_calibration_error: calibration_error(&outcomes),
+        mean_confidence,
+        unknown_labels,
+        per_label,
+        confusions: Confusion::most_frequent(&names, &confusion),
+        thresholds: threshold_rows(&outcomes),
+    }
+}
+
+/// The labels to report on: `known` plus any other label in the cases and predictions, in
+/// that order; and how many cases carry a label outside `known`.
+fn label_universe(
+    known: &[String],
+    cases: &[Example],
+    predictions: &[(String, f64)],
+) -> (Vec<String>, usize) {
     let mut names: Vec<String> = known.to_vec();
     let mut unknown_labels = 0;
     for c in cases {
@@ -121,18 +157,52 @@ pub fn evaluate_predictions(
             names.push(p.clone());
         }
     }
-    let id = |l: &str| names.iter().position(|n| n == l).unwrap_or(0);
-    let k = names.len();
-    let mut confusion = vec![0usize; k * k];
-    let mut outcomes: Vec<(f64, bool)> = Vec::with_capacity(cases.len());
-    for (c, (label, confidence)) in cases.iter().zip(predictions) {
-        let (t, q) = (id(&c.label), id(label));
-        confusion[t * k + q] += 1;
-        outcomes.push((*confidence, t == q));
-    }
-    let n = cases.len();
-    let correct: usize = (0..k).map(|i| confusion[i * k + i]).sum();
+    (names, unknown_labels)
+}
 
+impl Confusion {
+    /// The confusion matrix over `names` (row: expected, column: predicted), row-major.
+    fn matrix(names: &[String], cases: &[Example], predictions: &[(String, f64)]) -> Vec<usize> {
+        let id = |l: &str| names.iter().position(|n| n == l).unwrap_or(0);
+        let k = names.len();
+        let mut confusion = vec![0usize; k * k];
+        for (c, (label, _)) in cases.iter().zip(predictions) {
+            confusion[id(&c.label) * k + id(label)] += 1;
+        }
+        confusion
+    }
+
+    /// The ten most frequent confusions of `matrix`, most frequent first.
+    fn most_frequent(names: &[String], matrix: &[usize]) -> Vec<Confusion> {
+        let k = names.len();
+        let mut confusions: Vec<Confusion> = Vec::new();
+        for t in 0..k {
+            for q in 0..k {
+                let count = matrix[t * k + q];
+                if t != q && count > 0 {
+                    confusions.push(Confusion {
+                        expected: names[t].clone(),
+                        predicted: names[q].clone(),
+                        count,
+                    });
+                }
+            }
+        }
+        confusions.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then_with(|| a.expected.cmp(&b.expected))
+                .then_with(|| a.predicted.cmp(&b.predicted))
+        });
+        confusions.truncate(10);
+        confusions
+    }
+}
+
+/// Precision, recall and F1 per label (sorted by label), and the macro F1 over the labels
+/// present in the cases or the predictions.
+fn per_label(names: &[String], confusion: &[usize]) -> (Vec<LabelReport>, f64) {
+    let k = names.len();
     let mut per_label = Vec::new();
     let mut f1_sum = 0.0;
     let mut f1_count = 0usize;
@@ -160,29 +230,20 @@ pub fn evaluate_predictions(
         });
     }
     per_label.sort_by(|a, b| a.label.cmp(&b.label));
+    let macro_f1 = if f1_count == 0 {
+        0.0
+    } else {
+        #[allow(clippy::cast_precision_loss)]
+        let m = f1_sum / f1_count as f64;
+        m
+    };
+    (per_label, macro_f1)
+}
 
-    let mut confusions: Vec<Confusion> = Vec::new();
-    for t in 0..k {
-        for q in 0..k {
-            let count = confusion[t * k + q];
-            if t != q && count > 0 {
-                confusions.push(Confusion {
-                    expected: names[t].clone(),
-                    predicted: names[q].clone(),
-                    count,
-                });
-            }
-        }
-    }
-    confusions.sort_by(|a, b| {
-        b.count
-            .cmp(&a.count)
-            .then_with(|| a.expected.cmp(&b.expected))
-            .then_with(|| a.predicted.cmp(&b.predicted))
-    });
-    confusions.truncate(10);
-
-    let thresholds = THRESHOLDS
+/// Accuracy vs. abstention at each of [`THRESHOLDS`], over `(confidence, right)` outcomes.
+fn threshold_rows(outcomes: &[(f64, bool)]) -> Vec<ThresholdRow> {
+    let n = outcomes.len();
+    THRESHOLDS
         .iter()
         .map(|&threshold| {
             let kept: Vec<&(f64, bool)> = outcomes.iter().filter(|o| o.0 >= threshold).collect();
@@ -197,10 +258,14 @@ pub fn evaluate_predictions(
                 },
             }
         })
-        .collect();
+        .collect()
+}
 
+/// Expected calibration error over [`ECE_BINS`] equal-width confidence bins.
+fn calibration_error(outcomes: &[(f64, bool)]) -> f64 {
+    let n = outcomes.len();
     let mut bins = [(0usize, 0f64, 0usize); ECE_BINS];
-    for &(conf, ok) in &outcomes {
+    for &(conf, ok) in outcomes {
         #[allow(
             clippy::cast_possible_truncation,
             clippy::cast_sign_loss,
@@ -211,37 +276,12 @@ pub fn evaluate_predictions(
         bins[b].1 += conf;
         bins[b].2 += usize::from(ok);
     }
-    let ece = bins
-        .iter()
+    bins.iter()
         .filter(|b| b.0 > 0)
         .map(|&(count, conf_sum, right)| {
             #[allow(clippy::cast_precision_loss)]
             let mean_conf = conf_sum / count as f64;
             (mean_conf - ratio(right, count)).abs() * ratio(count, n)
         })
-        .sum();
-    #[allow(clippy::cast_precision_loss)]
-    let mean_confidence = if n == 0 {
-        0.0
-    } else {
-        outcomes.iter().map(|o| o.0).sum::<f64>() / n as f64
-    };
-
-    EvalReport {
-        cases: n,
-        accuracy: ratio(correct, n),
-        macro_f1: if f1_count == 0 {
-            0.0
-        } else {
-            #[allow(clippy::cast_precision_loss)]
-            let m = f1_sum / f1_count as f64;
-            m
-        },
-        expected_calibration_error: ece,
-        mean_confidence,
-        unknown_labels,
-        per_label,
-        confusions,
-        thresholds,
-    }
+        .sum()
 }

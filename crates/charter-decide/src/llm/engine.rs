@@ -282,6 +282,15 @@ impl fmt::Debug for LlmEngine {
 }
 
 /// Outcome of one request to one provider (inside the limits).
+/// One provider's classification attempt, as the repair request needs it.
+struct Attempt<'a> {
+    provider: &'a Provider,
+    chat: &'a ChatRequest,
+    validator: &'a AnswerValidator,
+    /// The cache key of the original request, when answers are cached.
+    key: Option<String>,
+}
+
 enum Call {
     Answered(Completion),
     /// The provider failed; the next one may be tried.
@@ -411,37 +420,9 @@ impl LlmEngine {
     pub async fn classify(&self, req: &ClassifyRequest<'_>) -> Result<LlmAnswer, LlmFailure> {
         use EscalationReason as R;
         let mut usage = Usage::default();
-        let validator = self.answer_validator(req.labels, req.fields).map_err(|e| {
-            LlmFailure::new(
-                R::Configuration,
-                format!("the answer schema is invalid: {e}"),
-                &usage,
-            )
-        })?;
-        let rendered = prompt::render(
-            req.prompt,
-            req.text,
-            req.labels,
-            req.fields,
-            req.context,
-            req.redact,
-        )
-        .map_err(|e| {
-            LlmFailure::new(
-                R::Configuration,
-                format!("the prompt could not be rendered: {e}"),
-                &usage,
-            )
-        })?;
-        usage.personal(&rendered.personal);
-        let chat = ChatRequest {
-            system: prompt::classify_system(req.labels, validator.schema()),
-            messages: vec![Message {
-                role: ChatRole::User,
-                content: rendered.user,
-            }],
-            schema: Some(validator.schema().clone()),
-        };
+        let (validator, chat) = self
+            .classify_chat(req, &mut usage)
+            .map_err(|reason| LlmFailure::new(R::Configuration, reason, &usage))?;
         if req.providers.is_empty() {
             return Err(LlmFailure::new(
                 R::Configuration,
@@ -493,50 +474,116 @@ impl LlmEngine {
                 }
                 Err(errors) => errors,
             };
-            // One repair attempt on the same provider.
-            let mut repair = chat.clone();
-            repair.messages.push(Message {
-                role: ChatRole::Assistant,
-                content: first.text,
-            });
-            repair.messages.push(Message {
-                role: ChatRole::User,
-                content: prompt::repair_message(&errors),
-            });
-            let second = match self
-                .call(req.charter, req.limits, provider, &repair, &mut usage)
-                .await
-            {
-                Call::Answered(c) => c,
-                Call::Limited(r) => return Err(LlmFailure::refused(r, &usage)),
-                Call::ProviderFailed(e) => {
-                    return Err(LlmFailure::new(
-                        e.escalation(),
-                        format!("invalid model output ({errors}); the repair request failed: {e}"),
-                        &usage,
-                    ));
-                }
+            let attempt = Attempt {
+                provider,
+                chat: &chat,
+                validator: &validator,
+                key: cached.then_some(key),
             };
-            return match validator.parse(&second.text) {
-                Ok(a) => {
-                    // Cached under the original request: the same input gets this answer.
-                    if cached {
-                        self.cache.put(&key, second.text, req.cache_ttl).await;
-                    }
-                    Ok(answer(a, s, usage, false, true, notes))
-                }
-                Err(again) => Err(LlmFailure::new(
-                    R::InvalidOutput,
-                    format!("invalid model output after one repair attempt: {again}"),
-                    &usage,
-                )),
-            };
+            return self
+                .repair(req, &attempt, first.text, errors, usage, notes)
+                .await;
         }
         Err(LlmFailure::new(
             last_kind,
             format!("no LLM provider answered: {}", notes.join("; ")),
             &usage,
         ))
+    }
+
+    /// The answer validator and the chat request of a classification (the prompt rendered,
+    /// personal data counted in `usage`), or why there is none: a configuration error.
+    fn classify_chat(
+        &self,
+        req: &ClassifyRequest<'_>,
+        usage: &mut Usage,
+    ) -> Result<(Arc<AnswerValidator>, ChatRequest), String> {
+        let validator = self
+            .answer_validator(req.labels, req.fields)
+            .map_err(|e| format!("the answer schema is invalid: {e}"))?;
+        let rendered = prompt::render(
+            req.prompt,
+            req.text,
+            req.labels,
+            req.fields,
+            req.context,
+            req.redact,
+        )
+        .map_err(|e| format!("the prompt could not be rendered: {e}"))?;
+        usage.personal(&rendered.personal);
+        let chat = ChatRequest {
+            system: prompt::classify_system(req.labels, validator.schema()),
+            messages: vec![Message {
+                role: ChatRole::User,
+                content: rendered.user,
+            }],
+            schema: Some(validator.schema().clone()),
+        };
+        Ok((validator, chat))
+    }
+
+    /// One repair attempt on the provider whose first answer (`first`) was invalid
+    /// (`errors`): the answer if the second one is valid (cached under the original
+    /// request), otherwise the failure.
+    async fn repair(
+        &self,
+        req: &ClassifyRequest<'_>,
+        attempt: &Attempt<'_>,
+        first: String,
+        errors: String,
+        mut usage: Usage,
+        notes: Vec<String>,
+    ) -> Result<LlmAnswer, LlmFailure> {
+        let mut repair = attempt.chat.clone();
+        repair.messages.push(Message {
+            role: ChatRole::Assistant,
+            content: first,
+        });
+        repair.messages.push(Message {
+            role: ChatRole::User,
+            content: prompt::repair_message(&errors),
+        });
+        let second = match self
+            .call(
+                req.charter,
+                req.limits,
+                attempt.provider,
+                &repair,
+                &mut usage,
+            )
+            .await
+        {
+            Call::Answered(c) => c,
+            Call::Limited(r) => return Err(LlmFailure::refused(r, &usage)),
+            Call::ProviderFailed(e) => {
+                return Err(LlmFailure::new(
+                    e.escalation(),
+                    format!("invalid model output ({errors}); the repair request failed: {e}"),
+                    &usage,
+                ));
+            }
+        };
+        match attempt.validator.parse(&second.text) {
+            Ok(a) => {
+                // Cached under the original request: the same input gets this answer.
+                if let Some(key) = &attempt.key {
+                    self.cache.put(key, second.text, req.cache_ttl).await;
+                }
+                Ok(answer(
+                    a,
+                    attempt.provider.settings(),
+                    usage,
+                    false,
+                    true,
+                    notes,
+                ))
+            }
+            Err(again) => Err(LlmFailure::new(
+                EscalationReason::InvalidOutput,
+                format!("invalid model output after one repair attempt: {again}"),
+                &usage,
+            )),
+        }
     }
 
     /// Drafts a text for an action: renders the prompt, asks the providers in order (no

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use charter_core::model::NewEvent;
-use charter_server::sink::{Scripted, Sink};
 use charter_server::{Role, Runtime, ServeOptions};
 use charter_store::postgres::{PgStore, with_dbname};
 use charter_store::sqlite::SqliteStore;
 use charter_store::{EventFilter, EventStore, Store};
+use charter_testkit::sink::{Scripted, Sink};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;

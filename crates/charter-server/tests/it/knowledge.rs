@@ -13,13 +13,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use charter_server::sink::Sink;
 use charter_server::{Role, Runtime, ServeOptions};
 use charter_store::sqlite::SqliteStore;
 use charter_store::{
     ApprovalFilter, ApprovalStore, DecisionStore, EXTRA_CONTEXT, EXTRA_DRAFT, EscalationFilter,
     EscalationStore, EventStore, GapFilter, GapReason, KnowledgeStore, RunStore,
 };
+use charter_testkit::sink::Sink;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
