@@ -4,7 +4,8 @@
 
 use uuid::Uuid;
 
-use super::approvals::{APPROVAL_COLS, ESCALATION_COLS, approval_record, escalation_record};
+use super::approvals::{APPROVAL_COLS, approval_record};
+use super::escalations::{ESCALATION_COLS, escalation_record};
 use super::rows::{self, EVENT_COLS, REJECTED_COLS, db, get};
 use super::{Conditions, PgStore, param_refs};
 use crate::page::{Sort, uuid_prefix_range};

@@ -1,0 +1,53 @@
+//! Where polled and scheduled event sources left off: [`SourceStateStore`].
+
+use std::future::Future;
+use std::time::Duration;
+
+use charter_core::model::{
+    ActionRecord, AttemptRecord, Decision, EventRecord, EventStatus, NewEvent, RejectedPayload,
+    RunOutcome, RunRecord, UnixMillis,
+};
+use uuid::Uuid;
+
+use crate::{
+    ApprovalFilter, ApprovalRecord, ApprovalStatus, ApprovalStore, AuditEntry, AuditFilter,
+    AuditStore, CharterStateStore, Claimed, EscalationFilter, EscalationRecord, EscalationStatus,
+    EscalationStore, EventFilter, EventStore, HumanDecision, INTERRUPTED_ERROR, InDoubtAction,
+    InDoubtFilter, InDoubtRef, IngestOutcome, InterruptedRun, ModeOverride, NewApproval,
+    NewAuditEntry, NewEscalation, OperatorStore, QueueStore, RejectedFilter, Requeue, Result,
+    RunFilter, RunStore, RunWrite, RunWritten, SessionStore, Sort, StoreError, UiSession, Verdict,
+    effective_mode,
+};
+
+/// Where event sources beyond webhooks left off: a polled API's cursor, a schedule's last
+/// fire time. Keyed by charter and source name (`poll`, `schedule`).
+pub trait SourceStateStore: Send + Sync + 'static {
+    /// A held "only this node runs this source now" lease (see
+    /// [`SourceStateStore::try_lock_source`]).
+    type SourceLock: Send + 'static;
+
+    /// Try to become the node that runs `source` of `charter` now. SQLite (one node)
+    /// always succeeds; PostgreSQL takes a cluster-wide job lock, held until the value is
+    /// dropped.
+    fn try_lock_source(
+        &self,
+        charter: &str,
+        source: &str,
+    ) -> impl Future<Output = Result<Option<Self::SourceLock>>> + Send;
+
+    /// The stored cursor, or `None` when the source never stored one.
+    fn get_cursor(
+        &self,
+        charter: &str,
+        source: &str,
+    ) -> impl Future<Output = Result<Option<String>>> + Send;
+
+    /// Store the cursor (replacing any). Durable when it returns.
+    fn put_cursor(
+        &self,
+        charter: &str,
+        source: &str,
+        cursor: &str,
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<()>> + Send;
+}

@@ -1,0 +1,55 @@
+//! The audit log on SQLite.
+
+use charter_core::model::{
+    ActionRecord, ActionStatus, AttemptRecord, Decision, EventRecord, EventStatus, NewEvent,
+    RejectedPayload, RunOutcome, RunRecord, UnixMillis,
+};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use uuid::Uuid;
+
+use super::rows::{self, EVENT_COLS, db, parse_uuid, to_json};
+use super::{Conditions, DEFAULT_LIMIT, Inner, SqliteStore, collect, limit_of, now_millis};
+use crate::{
+    ApprovalFilter, ApprovalRecord, ApprovalStatus, ApprovalStore, AuditEntry, AuditFilter,
+    AuditStore, CharterStateStore, Claimed, EscalationFilter, EscalationRecord, EscalationStatus,
+    EscalationStore, EventFilter, EventStore, HumanDecision, IngestOutcome, NewApproval,
+    NewAuditEntry, NewEscalation, QueueStore, RejectedFilter, Requeue, Result, RunFilter, RunStore,
+    RunWrite, RunWritten, StoreError, Verdict,
+};
+use crate::{INTERRUPTED_ERROR, InDoubtAction, InDoubtFilter, InDoubtRef, InterruptedRun};
+
+impl AuditStore for SqliteStore {
+    async fn append_audit(&self, entry: NewAuditEntry) -> Result<i64> {
+        let detail = to_json("audit detail", &entry.detail)?;
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO audit_log (at, actor, action, charter, target, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING seq",
+            )
+            .and_then(|mut s| {
+                s.query_row(
+                    params![
+                        entry.at,
+                        entry.actor,
+                        entry.action,
+                        entry.charter,
+                        entry.target,
+                        detail
+                    ],
+                    |r| r.get(0),
+                )
+            })
+            .map_err(db("appending to the audit log"))
+        })
+        .await
+    }
+
+    async fn list_audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>> {
+        self.page_audit(filter).await
+    }
+
+    async fn count_audit(&self, filter: AuditFilter) -> Result<u64> {
+        self.count_audit_matching(filter).await
+    }
+}
