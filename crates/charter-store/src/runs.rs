@@ -10,7 +10,7 @@ use charter_core::model::{
 };
 use uuid::Uuid;
 
-use crate::{
+use crate::{NewMeasurement, 
     ApprovalFilter, ApprovalRecord, ApprovalStatus, ApprovalStore, AuditEntry, AuditFilter,
     AuditStore, CharterStateStore, Claimed, EscalationFilter, EscalationRecord, EscalationStatus,
     EscalationStore, EventFilter, EventStore, HumanDecision, INTERRUPTED_ERROR, InDoubtRef,

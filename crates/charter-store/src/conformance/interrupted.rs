@@ -219,7 +219,7 @@ async fn in_doubt_is_listed<S: Store>(store: &S, s: &CutOff, at: UnixMillis) -> 
     ensure!(
         a1.run_id == run
             && a1.event_id == event_id
-            && a1.charter == c
+            && a1.charter == *c
             && a1.idempotency_key == key("a1_push")
             && a1.params == params("a1_push")
             && a1.started_at == t + 1

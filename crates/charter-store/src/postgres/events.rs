@@ -9,6 +9,7 @@ use deadpool_postgres::{GenericClient, Object};
 use tokio_postgres::types::{Json, ToSql};
 use uuid::Uuid;
 
+use super::{ingest, rows};
 use super::rows::{EVENT_COLS, db, enum_name, get, parse_enum, u32_of};
 use super::{Conditions, DEFAULT_LIMIT, Param, PgStore, limit_of, now_millis, param_refs};
 use crate::{
@@ -19,7 +20,7 @@ use crate::{InDoubtAction, InDoubtFilter};
 
 /// A JSON text passed to a `json`/`jsonb` parameter as it is (the caller parsed it already).
 #[derive(Debug)]
-struct JsonText<'a>(&'a str);
+pub(super) struct JsonText<'a>(pub(super) &'a str);
 
 impl ToSql for JsonText<'_> {
     fn to_sql(

@@ -30,7 +30,8 @@ use tokio_postgres::types::Json;
 use uuid::Uuid;
 
 use super::rows::{db, get};
-use super::{JsonText, PgStore};
+use super::PgStore;
+use super::events::JsonText;
 use crate::{IngestOutcome, Result, StoreError};
 
 /// Batches written at once (and the connections the ingest pool holds).

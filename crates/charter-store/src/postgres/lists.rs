@@ -11,8 +11,9 @@ use super::{Conditions, PgStore, param_refs};
 use crate::page::{Sort, uuid_prefix_range};
 use crate::{
     ApprovalFilter, ApprovalRecord, AuditEntry, AuditFilter, EscalationFilter, EscalationRecord,
-    EventFilter, RejectedFilter, Result, RunFilter, RunRecord,
+    EventFilter, RejectedFilter, Result, RunFilter,
 };
+use charter_core::model::RunRecord;
 use charter_core::model::{EventRecord, RejectedPayload};
 
 fn event_conditions(f: &EventFilter) -> Conditions {

@@ -9,6 +9,7 @@ use deadpool_postgres::{GenericClient, Object};
 use tokio_postgres::types::{Json, ToSql};
 use uuid::Uuid;
 
+use super::{connect_one, parse_config};
 use super::rows::{EVENT_COLS, db, enum_name, get, parse_enum, u32_of};
 use super::{Conditions, DEFAULT_LIMIT, Param, PgStore, limit_of, now_millis, param_refs};
 use crate::{
@@ -54,7 +55,7 @@ pub async fn migrate(url: &str) -> Result<u32> {
 }
 
 /// Bring the schema to [`SCHEMA_VERSION`] in one transaction under [`MIGRATION_LOCK`].
-async fn apply_migrations(client: &mut tokio_postgres::Client) -> Result<u32> {
+pub(super) async fn apply_migrations(client: &mut tokio_postgres::Client) -> Result<u32> {
     let tx = client
         .transaction()
         .await

@@ -21,6 +21,10 @@
 //! * [`PgStore::try_lock_job`] gives a cluster-wide "only one node runs this" lock for
 //!   scheduled jobs.
 //!
+//! This file connects and holds what every concern shares (the pool, listing conditions);
+//! each store trait is implemented in the file of its concern, named as in the SQLite
+//! backend (`events.rs`, `queue.rs`, `runs.rs` and `run_writes.rs`, `approvals.rs`, ...).
+//!
 //! Connections are made without TLS (the usual set-up is a database on a private network or
 //! the same host); a TLS connector is a later addition.
 //!
@@ -209,7 +213,7 @@ impl PgStore {
         };
         {
             let mut client = store.client().await?;
-            apply_migrations(&mut client).await?;
+            migrate::apply_migrations(&mut client).await?;
         }
         tracing::debug!(store = ?store, "PostgreSQL store connected");
         Ok(store)

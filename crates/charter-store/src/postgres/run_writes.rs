@@ -113,7 +113,7 @@ async fn insert_attempt(
 // The run writes as functions of a client or an open transaction, shared by the
 // single-write methods and by `record_run` (several in one transaction).
 
-async fn pg_action_succeeded<C: GenericClient>(c: &C, idempotency_key: &str) -> Result<bool> {
+pub(super) async fn pg_action_succeeded<C: GenericClient>(c: &C, idempotency_key: &str) -> Result<bool> {
     let stmt = c
         .prepare_cached("SELECT 1 FROM succeeded_keys WHERE idempotency_key = $1")
         .await
@@ -125,7 +125,7 @@ async fn pg_action_succeeded<C: GenericClient>(c: &C, idempotency_key: &str) -> 
     Ok(found.is_some())
 }
 
-async fn pg_start_run<C: GenericClient>(
+pub(super) async fn pg_start_run<C: GenericClient>(
     c: &C,
     run_id: Uuid,
     event_id: Uuid,
@@ -150,7 +150,7 @@ async fn pg_start_run<C: GenericClient>(
     Ok(())
 }
 
-async fn pg_record_decision<C: GenericClient>(
+pub(super) async fn pg_record_decision<C: GenericClient>(
     c: &C,
     run_id: Uuid,
     decision: &Decision,
@@ -183,7 +183,7 @@ async fn pg_record_decision<C: GenericClient>(
     Ok(())
 }
 
-async fn pg_begin_action(
+pub(super) async fn pg_begin_action(
     tx: &deadpool_postgres::Transaction<'_>,
     run_id: Uuid,
     action: &str,
@@ -207,7 +207,7 @@ async fn pg_begin_action(
     Ok(())
 }
 
-async fn pg_record_attempt(
+pub(super) async fn pg_record_attempt(
     tx: &deadpool_postgres::Transaction<'_>,
     run_id: Uuid,
     action: &str,
@@ -228,7 +228,7 @@ async fn pg_record_attempt(
     insert_attempt(tx, id, attempt, true).await
 }
 
-async fn pg_finish_action(
+pub(super) async fn pg_finish_action(
     tx: &deadpool_postgres::Transaction<'_>,
     run_id: Uuid,
     record: &ActionRecord,
@@ -287,7 +287,7 @@ async fn pg_finish_action(
     Ok(())
 }
 
-async fn pg_finish_run<C: GenericClient>(
+pub(super) async fn pg_finish_run<C: GenericClient>(
     c: &C,
     run_id: Uuid,
     route: Option<usize>,

@@ -9,6 +9,13 @@ use deadpool_postgres::{GenericClient, Object};
 use tokio_postgres::types::{Json, ToSql};
 use uuid::Uuid;
 
+use std::collections::BTreeMap;
+
+use super::rows;
+use super::run_writes::{
+    pg_action_succeeded, pg_begin_action, pg_finish_action, pg_finish_run, pg_record_attempt,
+    pg_record_decision, pg_start_run,
+};
 use super::rows::{EVENT_COLS, db, enum_name, get, parse_enum, u32_of};
 use super::{
     Conditions, DEFAULT_LIMIT, Param, PgStore, limit_of, now_millis, param_refs, run_writes,
@@ -181,7 +188,7 @@ impl PgStore {
     /// Runs selected by `tail` (a `WHERE … ORDER BY …` over `runs` with `params` for its
     /// placeholders), each with its decision and finished actions, read in one snapshot so
     /// runs, actions and attempts agree.
-    async fn load_runs(&self, tail: String, params: Vec<Param>) -> Result<Vec<RunRecord>> {
+    pub(super) async fn load_runs(&self, tail: String, params: Vec<Param>) -> Result<Vec<RunRecord>> {
         let mut client = self.client().await?;
         let tx = client
             .build_transaction()

@@ -20,7 +20,7 @@ use crate::{
 use crate::{INTERRUPTED_ERROR, InDoubtAction, InDoubtFilter, InDoubtRef, InterruptedRun};
 
 /// Columns selected for an [`ApprovalRecord`], in the order [`approval_record`] reads them.
-const APPROVAL_COLS: &str = "id, run_id, event_id, charter, action, params, params_hash, \
+pub(super) const APPROVAL_COLS: &str = "id, run_id, event_id, charter, action, params, params_hash, \
      reviewers, status, created_at, expires_at, on_expiry, decided_by, decided_at, comment, \
      edited_params, edited_hash";
 
@@ -53,7 +53,7 @@ fn approval_record(r: &rusqlite::Row<'_>) -> Result<ApprovalRecord> {
     })
 }
 
-fn query_approvals(conn: &Connection, sql: &str, args: Vec<Value>) -> Result<Vec<ApprovalRecord>> {
+pub(super) fn query_approvals(conn: &Connection, sql: &str, args: Vec<Value>) -> Result<Vec<ApprovalRecord>> {
     let mut stmt = conn
         .prepare_cached(sql)
         .map_err(db("preparing an approval query"))?;

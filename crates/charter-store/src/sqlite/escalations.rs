@@ -20,7 +20,7 @@ use crate::{
 use crate::{INTERRUPTED_ERROR, InDoubtAction, InDoubtFilter, InDoubtRef, InterruptedRun};
 
 /// Columns selected for an [`EscalationRecord`], in the order [`escalation_record`] reads.
-const ESCALATION_COLS: &str = "id, run_id, event_id, charter, reason, detail, target, status, \
+pub(super) const ESCALATION_COLS: &str = "id, run_id, event_id, charter, reason, detail, target, status, \
      created_at, resolved_by, resolved_at, resolution";
 
 fn escalation_record(r: &rusqlite::Row<'_>) -> Result<EscalationRecord> {
@@ -53,7 +53,7 @@ fn escalation_record(r: &rusqlite::Row<'_>) -> Result<EscalationRecord> {
 /// The latest human resolution of an event (by `resolved_at`, then id). Picked here rather
 /// than with `ORDER BY … LIMIT 1`: a sorting statement is re-prepared on every reuse from the
 /// statement cache, and this runs once per claimed event on the writer.
-fn sql_latest_resolution(conn: &Connection, event_id: Uuid) -> Result<Option<EscalationRecord>> {
+pub(super) fn sql_latest_resolution(conn: &Connection, event_id: Uuid) -> Result<Option<EscalationRecord>> {
     let all = query_escalations(
         conn,
         &format!(
@@ -67,7 +67,7 @@ fn sql_latest_resolution(conn: &Connection, event_id: Uuid) -> Result<Option<Esc
         .max_by(|a, b| (a.resolved_at, a.id).cmp(&(b.resolved_at, b.id))))
 }
 
-fn query_escalations(
+pub(super) fn query_escalations(
     conn: &Connection,
     sql: &str,
     args: Vec<Value>,

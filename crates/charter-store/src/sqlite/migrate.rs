@@ -21,22 +21,22 @@ use crate::{INTERRUPTED_ERROR, InDoubtAction, InDoubtFilter, InDoubtRef, Interru
 
 /// Embedded migrations, applied in order. Entry `i` moves the schema to version `i + 1`.
 const MIGRATIONS: &[&str] = &[
-    include_str!("../migrations/sqlite/0001_init.sql"),
-    include_str!("../migrations/sqlite/0002_approvals.sql"),
-    include_str!("../migrations/sqlite/0003_evidence.sql"),
-    include_str!("../migrations/sqlite/0004_sources.sql"),
-    include_str!("../migrations/sqlite/0005_notifications.sql"),
-    include_str!("../migrations/sqlite/0006_charter_mode.sql"),
-    include_str!("../migrations/sqlite/0007_decision.sql"),
-    include_str!("../migrations/sqlite/0008_json_nul.sql"),
-    include_str!("../migrations/sqlite/0009_events_status_check.sql"),
-    include_str!("../migrations/sqlite/0010_llm_spend.sql"),
-    include_str!("../migrations/sqlite/0011_ui_sessions.sql"),
-    include_str!("../migrations/sqlite/0012_in_doubt.sql"),
-    include_str!("../migrations/sqlite/0013_rollout.sql"),
-    include_str!("../migrations/sqlite/0014_knowledge.sql"),
-    include_str!("../migrations/sqlite/0015_claim_path.sql"),
-    include_str!("../migrations/sqlite/0016_lists.sql"),
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0002_approvals.sql"),
+    include_str!("../../migrations/sqlite/0003_evidence.sql"),
+    include_str!("../../migrations/sqlite/0004_sources.sql"),
+    include_str!("../../migrations/sqlite/0005_notifications.sql"),
+    include_str!("../../migrations/sqlite/0006_charter_mode.sql"),
+    include_str!("../../migrations/sqlite/0007_decision.sql"),
+    include_str!("../../migrations/sqlite/0008_json_nul.sql"),
+    include_str!("../../migrations/sqlite/0009_events_status_check.sql"),
+    include_str!("../../migrations/sqlite/0010_llm_spend.sql"),
+    include_str!("../../migrations/sqlite/0011_ui_sessions.sql"),
+    include_str!("../../migrations/sqlite/0012_in_doubt.sql"),
+    include_str!("../../migrations/sqlite/0013_rollout.sql"),
+    include_str!("../../migrations/sqlite/0014_knowledge.sql"),
+    include_str!("../../migrations/sqlite/0015_claim_path.sql"),
+    include_str!("../../migrations/sqlite/0016_lists.sql"),
 ];
 
 /// The schema version this build creates and expects.
@@ -45,12 +45,12 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 /// Apply every migration newer than the file's `user_version`, each in its own immediate
 /// transaction (so two processes opening the same file do not both apply it).
 /// The schema version recorded in the file (`PRAGMA user_version`).
-fn user_version(conn: &Connection) -> Result<i64> {
+pub(super) fn user_version(conn: &Connection) -> Result<i64> {
     conn.pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(db("reading the schema version"))
 }
 
-fn migrate(conn: &mut Connection) -> Result<u32> {
+pub(super) fn migrate(conn: &mut Connection) -> Result<u32> {
     let current = user_version(conn)?;
     if current < 0 || current > i64::from(SCHEMA_VERSION) {
         return Err(StoreError::Database(format!(

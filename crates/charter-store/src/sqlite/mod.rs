@@ -8,7 +8,12 @@
 //! * Reads use a small pool of separate connections on the blocking thread pool; WAL lets
 //!   them run beside the writer and they see everything committed before they start.
 //! * The schema is a list of embedded migrations (`migrations/sqlite/*.sql`) tracked with
-//!   `PRAGMA user_version`, applied on open.
+//!   `PRAGMA user_version`, applied on open ([`migrate`]).
+//!
+//! This file opens the store and holds what every concern shares (the reader pool, listing
+//! conditions); each store trait is implemented in the file of its concern, named as in
+//! the PostgreSQL backend (`events.rs`, `queue.rs`, `runs.rs` and `run_writes.rs`,
+//! `approvals.rs`, ...).
 
 mod approvals;
 mod audit;
@@ -151,7 +156,7 @@ impl SqliteStore {
     pub fn open_with(path: &Path, options: SqliteOptions) -> Result<SqliteStore> {
         let mut conn = Connection::open(path).map_err(db("opening the database"))?;
         configure_writer(&conn, &options)?;
-        migrate(&mut conn)?;
+        migrate::migrate(&mut conn)?;
         let wal = match options.durability {
             Durability::Full => None,
             Durability::Pipelined => Some(open_wal(path)?),
@@ -294,7 +299,7 @@ impl SqliteStore {
     /// The schema version recorded in the database file.
     pub async fn schema_version(&self) -> Result<u32> {
         self.read(|conn| {
-            let v = user_version(conn)?;
+            let v = migrate::user_version(conn)?;
             u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("schema version {v}")))
         })
         .await

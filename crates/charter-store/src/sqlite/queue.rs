@@ -8,6 +8,12 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use uuid::Uuid;
 
+use std::time::Duration;
+
+use super::escalations::sql_latest_resolution;
+use super::operator;
+use super::run_writes::sql_release;
+use super::runs::sql_close_interrupted;
 use super::rows::{self, EVENT_COLS, db, parse_uuid, to_json};
 use super::{Conditions, DEFAULT_LIMIT, Inner, SqliteStore, collect, limit_of, now_millis};
 use crate::{
@@ -26,13 +32,13 @@ use crate::{INTERRUPTED_ERROR, InDoubtAction, InDoubtFilter, InDoubtRef, Interru
 // `INDEXED BY` pins the plan (and fails loudly if the index were ever dropped).
 
 /// A charter's pending events, oldest first.
-const CLAIM_PENDING_SQL: &str =
+pub(super) const CLAIM_PENDING_SQL: &str =
     "SELECT id FROM events INDEXED BY events_claim WHERE charter = ?1 AND status = 'pending'";
 /// A charter's processing events whose lease expired (or was never set), oldest first.
-const CLAIM_EXPIRED_SQL: &str = "SELECT id FROM events INDEXED BY events_claim \
+pub(super) const CLAIM_EXPIRED_SQL: &str = "SELECT id FROM events INDEXED BY events_claim \
      WHERE charter = ?1 AND status = 'processing' AND (lease_until IS NULL OR lease_until <= ?2)";
 /// Take one claim candidate (the row as it is after the update is then read by id).
-const CLAIM_UPDATE_SQL: &str = "UPDATE events SET status = 'processing', lease_owner = ?2, \
+pub(super) const CLAIM_UPDATE_SQL: &str = "UPDATE events SET status = 'processing', lease_owner = ?2, \
      lease_until = ?3, attempts = attempts + 1, updated_at = ?4 WHERE id = ?1";
 
 /// Ids of a charter's claim candidates, oldest first: pending events and processing events

@@ -9,6 +9,8 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use uuid::Uuid;
 
+use super::report;
+use super::runs::{action_id, ensure_run, insert_attempt};
 use super::rows::{self, EVENT_COLS, db, parse_uuid, to_json};
 use super::{Conditions, DEFAULT_LIMIT, Inner, SqliteStore, collect, limit_of, now_millis};
 use crate::{
@@ -23,7 +25,7 @@ use crate::{INTERRUPTED_ERROR, InDoubtAction, InDoubtFilter, InDoubtRef, Interru
 /// Insert a run; with `decision`, its decision columns too (a `Start` and its `Decision`
 /// written together, see [`merge_start_decision`]), otherwise they stay NULL until decided.
 #[allow(clippy::too_many_arguments)]
-fn sql_start_run(
+pub(super) fn sql_start_run(
     conn: &Connection,
     run: &str,
     event: &str,
@@ -59,7 +61,7 @@ fn sql_start_run(
 /// Give each `Start` that is directly followed by the same run's `Decision` that decision,
 /// and drop the `Decision`: one INSERT instead of an INSERT and an UPDATE of the same row.
 /// Everything else keeps its order.
-fn merge_start_decision(prepared: Vec<PreparedWrite>) -> Vec<PreparedWrite> {
+pub(super) fn merge_start_decision(prepared: Vec<PreparedWrite>) -> Vec<PreparedWrite> {
     let mut out: Vec<PreparedWrite> = Vec::with_capacity(prepared.len());
     for w in prepared {
         match (w, out.last_mut()) {
@@ -78,15 +80,15 @@ fn merge_start_decision(prepared: Vec<PreparedWrite>) -> Vec<PreparedWrite> {
 }
 
 /// A decision serialised on the caller's thread.
-struct DecisionRow {
-    json: String,
-    label: Option<String>,
-    stage: Option<String>,
-    confidence: f64,
+pub(super) struct DecisionRow {
+    pub(super) json: String,
+    pub(super) label: Option<String>,
+    pub(super) stage: Option<String>,
+    pub(super) confidence: f64,
 }
 
 impl DecisionRow {
-    fn new(decision: &Decision) -> Result<DecisionRow> {
+    pub(super) fn new(decision: &Decision) -> Result<DecisionRow> {
         Ok(DecisionRow {
             json: to_json("decision", decision)?,
             label: decision.label.clone(),
@@ -96,7 +98,7 @@ impl DecisionRow {
     }
 }
 
-fn sql_record_decision(conn: &Connection, run: &str, d: &DecisionRow) -> Result<()> {
+pub(super) fn sql_record_decision(conn: &Connection, run: &str, d: &DecisionRow) -> Result<()> {
     let n = conn
         .prepare_cached(
             "UPDATE runs SET decision = ?2, decision_label = ?3, decision_stage = ?4,
@@ -111,7 +113,7 @@ fn sql_record_decision(conn: &Connection, run: &str, d: &DecisionRow) -> Result<
     Ok(())
 }
 
-fn sql_action_succeeded(conn: &Connection, key: &str) -> Result<bool> {
+pub(super) fn sql_action_succeeded(conn: &Connection, key: &str) -> Result<bool> {
     let found: Option<i64> = conn
         .prepare_cached("SELECT 1 FROM succeeded_keys WHERE idempotency_key = ?1")
         .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
@@ -119,7 +121,7 @@ fn sql_action_succeeded(conn: &Connection, key: &str) -> Result<bool> {
     Ok(found.is_some())
 }
 
-fn sql_begin_action(
+pub(super) fn sql_begin_action(
     conn: &Connection,
     run: &str,
     action: &str,
@@ -139,7 +141,7 @@ fn sql_begin_action(
     Ok(())
 }
 
-fn sql_record_attempt(
+pub(super) fn sql_record_attempt(
     conn: &Connection,
     run: &str,
     action: &str,
@@ -151,7 +153,7 @@ fn sql_record_attempt(
     insert_attempt(conn, id, attempt, true)
 }
 
-fn sql_finish_action(
+pub(super) fn sql_finish_action(
     conn: &Connection,
     run: &str,
     record: &ActionRecord,
@@ -206,7 +208,7 @@ fn sql_finish_action(
     Ok(())
 }
 
-fn sql_finish_run(
+pub(super) fn sql_finish_run(
     conn: &Connection,
     run: &str,
     route: Option<usize>,
@@ -228,7 +230,7 @@ fn sql_finish_run(
     Ok(())
 }
 
-fn sql_release(
+pub(super) fn sql_release(
     conn: &Connection,
     event: &str,
     worker: &str,
@@ -247,7 +249,7 @@ fn sql_release(
 }
 
 /// A [`RunWrite`] with its JSON serialised on the caller's thread.
-enum PreparedWrite {
+pub(super) enum PreparedWrite {
     Start {
         run: String,
         event: String,
@@ -299,7 +301,7 @@ enum PreparedWrite {
 }
 
 impl PreparedWrite {
-    fn new(w: RunWrite, now: UnixMillis) -> Result<PreparedWrite> {
+    pub(super) fn new(w: RunWrite, now: UnixMillis) -> Result<PreparedWrite> {
         Ok(match w {
             RunWrite::Start {
                 run_id,
@@ -378,7 +380,7 @@ impl PreparedWrite {
         })
     }
 
-    fn apply(&self, conn: &Connection, out: &mut RunWritten) -> Result<()> {
+    pub(super) fn apply(&self, conn: &Connection, out: &mut RunWritten) -> Result<()> {
         match self {
             PreparedWrite::Start {
                 run,

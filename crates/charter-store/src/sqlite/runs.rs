@@ -8,6 +8,10 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use uuid::Uuid;
 
+use super::run_writes::{
+    DecisionRow, PreparedWrite, merge_start_decision, sql_action_succeeded, sql_begin_action,
+    sql_finish_action, sql_finish_run, sql_record_attempt, sql_record_decision, sql_start_run,
+};
 use super::rows::{self, EVENT_COLS, db, parse_uuid, to_json};
 use super::{Conditions, DEFAULT_LIMIT, Inner, SqliteStore, collect, limit_of, now_millis};
 use crate::{
@@ -19,7 +23,7 @@ use crate::{
 };
 use crate::{INTERRUPTED_ERROR, InDoubtAction, InDoubtFilter, InDoubtRef, InterruptedRun};
 
-fn ensure_run(conn: &Connection, run_id: &str) -> Result<()> {
+pub(super) fn ensure_run(conn: &Connection, run_id: &str) -> Result<()> {
     let found: Option<i64> = conn
         .prepare_cached("SELECT 1 FROM runs WHERE id = ?1")
         .and_then(|mut s| s.query_row([run_id], |r| r.get(0)).optional())
@@ -30,13 +34,13 @@ fn ensure_run(conn: &Connection, run_id: &str) -> Result<()> {
     }
 }
 
-fn action_id(conn: &Connection, run_id: &str, action: &str) -> Result<Option<i64>> {
+pub(super) fn action_id(conn: &Connection, run_id: &str, action: &str) -> Result<Option<i64>> {
     conn.prepare_cached("SELECT id FROM action_records WHERE run_id = ?1 AND action = ?2")
         .and_then(|mut s| s.query_row([run_id, action], |r| r.get(0)).optional())
         .map_err(db("looking up an action"))
 }
 
-fn insert_attempt(
+pub(super) fn insert_attempt(
     conn: &Connection,
     action_id: i64,
     a: &AttemptRecord,
@@ -75,7 +79,7 @@ fn insert_attempt(
 /// Close the runs of event `event_id` that never finished (cut off by a crash or a lost
 /// lease) as interrupted, and mark the actions they had begun without an outcome as in
 /// doubt. Part of a claim's command; usually finds nothing (one indexed lookup).
-fn sql_close_interrupted(
+pub(super) fn sql_close_interrupted(
     conn: &Connection,
     event_id: &str,
     now: UnixMillis,

@@ -1,6 +1,9 @@
 //! Unit tests of the SQLite backend's internals (statement caching, claim plans, ...).
 
 use super::*;
+use super::escalations::ESCALATION_COLS;
+use super::queue::{CLAIM_EXPIRED_SQL, CLAIM_PENDING_SQL, CLAIM_UPDATE_SQL};
+use super::run_writes::{DecisionRow, PreparedWrite, merge_start_decision};
 use rusqlite::StatementStatus;
 use std::collections::BTreeMap;
 
