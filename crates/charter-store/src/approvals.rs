@@ -1,22 +1,11 @@
 //! Approvals of actions by people: [`ApprovalStore`] and its records.
 
 use std::future::Future;
-use std::time::Duration;
 
-use charter_core::model::{
-    ActionRecord, AttemptRecord, Decision, EventRecord, EventStatus, NewEvent, RejectedPayload,
-    RunOutcome, RunRecord, UnixMillis,
-};
+use charter_core::model::UnixMillis;
 use uuid::Uuid;
 
-use crate::{
-    AuditEntry, AuditFilter, AuditStore, CharterStateStore, Claimed, EscalationFilter,
-    EscalationRecord, EscalationStatus, EscalationStore, EventFilter, EventStore, HumanDecision,
-    INTERRUPTED_ERROR, InDoubtAction, InDoubtFilter, InDoubtRef, IngestOutcome, InterruptedRun,
-    ModeOverride, NewAuditEntry, NewEscalation, OperatorStore, QueueStore, RejectedFilter, Requeue,
-    Result, RunFilter, RunStore, RunWrite, RunWritten, SessionStore, Sort, SourceStateStore,
-    StoreError, UiSession, effective_mode,
-};
+use crate::{Result, Sort};
 
 /// Where an approval stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -1,22 +1,10 @@
 //! The audit log of operator and agent actions: [`AuditStore`].
 
 use std::future::Future;
-use std::time::Duration;
 
-use charter_core::model::{
-    ActionRecord, AttemptRecord, Decision, EventRecord, EventStatus, NewEvent, RejectedPayload,
-    RunOutcome, RunRecord, UnixMillis,
-};
-use uuid::Uuid;
+use charter_core::model::UnixMillis;
 
-use crate::{
-    ApprovalFilter, ApprovalRecord, ApprovalStatus, ApprovalStore, CharterStateStore, Claimed,
-    EscalationFilter, EscalationRecord, EscalationStatus, EscalationStore, EventFilter, EventStore,
-    HumanDecision, INTERRUPTED_ERROR, InDoubtAction, InDoubtFilter, InDoubtRef, IngestOutcome,
-    InterruptedRun, ModeOverride, NewApproval, NewEscalation, OperatorStore, QueueStore,
-    RejectedFilter, Requeue, Result, RunFilter, RunStore, RunWrite, RunWritten, SessionStore, Sort,
-    SourceStateStore, StoreError, UiSession, Verdict, effective_mode,
-};
+use crate::{Result, Sort};
 
 /// One audit log entry to append.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,22 +1,11 @@
 //! Escalations to people and their decisions: [`EscalationStore`] and its records.
 
 use std::future::Future;
-use std::time::Duration;
 
-use charter_core::model::{
-    ActionRecord, AttemptRecord, Decision, EventRecord, EventStatus, NewEvent, RejectedPayload,
-    RunOutcome, RunRecord, UnixMillis,
-};
+use charter_core::model::UnixMillis;
 use uuid::Uuid;
 
-use crate::{
-    ApprovalFilter, ApprovalRecord, ApprovalStatus, ApprovalStore, AuditEntry, AuditFilter,
-    AuditStore, CharterStateStore, Claimed, EventFilter, EventStore, INTERRUPTED_ERROR,
-    InDoubtAction, InDoubtFilter, InDoubtRef, IngestOutcome, InterruptedRun, ModeOverride,
-    NewApproval, NewAuditEntry, OperatorStore, QueueStore, RejectedFilter, Requeue, Result,
-    RunFilter, RunStore, RunWrite, RunWritten, SessionStore, Sort, SourceStateStore, StoreError,
-    UiSession, Verdict, effective_mode,
-};
+use crate::{Result, Sort};
 
 /// Where an escalation stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

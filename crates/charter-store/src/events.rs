@@ -1,22 +1,11 @@
 //! Events as received and payloads rejected by their contract: [`EventStore`] and its filters.
 
 use std::future::Future;
-use std::time::Duration;
 
-use charter_core::model::{
-    ActionRecord, AttemptRecord, Decision, EventRecord, EventStatus, NewEvent, RejectedPayload,
-    RunOutcome, RunRecord, UnixMillis,
-};
+use charter_core::model::{EventRecord, EventStatus, NewEvent, RejectedPayload, UnixMillis};
 use uuid::Uuid;
 
-use crate::{
-    ApprovalFilter, ApprovalRecord, ApprovalStatus, ApprovalStore, AuditEntry, AuditFilter,
-    AuditStore, CharterStateStore, Claimed, EscalationFilter, EscalationRecord, EscalationStatus,
-    EscalationStore, HumanDecision, INTERRUPTED_ERROR, InDoubtAction, InDoubtFilter, InDoubtRef,
-    InterruptedRun, ModeOverride, NewApproval, NewAuditEntry, NewEscalation, OperatorStore,
-    QueueStore, Requeue, Result, RunFilter, RunStore, RunWrite, RunWritten, SessionStore, Sort,
-    SourceStateStore, StoreError, UiSession, Verdict, effective_mode,
-};
+use crate::{Result, Sort};
 
 /// Result of storing an incoming event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

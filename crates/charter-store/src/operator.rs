@@ -1,23 +1,11 @@
 //! Operator controls beyond pausing: [`OperatorStore`].
 
 use std::future::Future;
-use std::time::Duration;
 
-use charter_core::model::{
-    ActionRecord, AttemptRecord, Decision, EventRecord, EventStatus, NewEvent, RejectedPayload,
-    RunOutcome, RunRecord, UnixMillis,
-};
+use charter_core::model::UnixMillis;
 use uuid::Uuid;
 
-use crate::{
-    ApprovalFilter, ApprovalRecord, ApprovalStatus, ApprovalStore, AuditEntry, AuditFilter,
-    AuditStore, CharterStateStore, Claimed, EscalationFilter, EscalationRecord, EscalationStatus,
-    EscalationStore, EventFilter, EventStore, HumanDecision, INTERRUPTED_ERROR, InDoubtAction,
-    InDoubtFilter, InDoubtRef, IngestOutcome, InterruptedRun, ModeOverride, NewApproval,
-    NewAuditEntry, NewEscalation, QueueStore, RejectedFilter, Requeue, Result, RunFilter, RunStore,
-    RunWrite, RunWritten, SessionStore, Sort, SourceStateStore, StoreError, UiSession, Verdict,
-    effective_mode,
-};
+use crate::{ModeOverride, Result};
 
 /// Operator controls beyond pausing: a charter's mode override, and taking one event out of
 /// automatic processing (the manual queue).

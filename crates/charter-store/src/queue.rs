@@ -4,20 +4,10 @@
 use std::future::Future;
 use std::time::Duration;
 
-use charter_core::model::{
-    ActionRecord, AttemptRecord, Decision, EventRecord, EventStatus, NewEvent, RejectedPayload,
-    RunOutcome, RunRecord, UnixMillis,
-};
+use charter_core::model::{EventStatus, NewEvent, UnixMillis};
 use uuid::Uuid;
 
-use crate::{
-    ApprovalFilter, ApprovalRecord, ApprovalStatus, ApprovalStore, AuditEntry, AuditFilter,
-    AuditStore, CharterStateStore, EscalationFilter, EscalationRecord, EscalationStatus,
-    EscalationStore, EventFilter, EventStore, HumanDecision, InDoubtAction, InDoubtFilter,
-    IngestOutcome, ModeOverride, NewApproval, NewAuditEntry, NewEscalation, OperatorStore,
-    RejectedFilter, Result, RunFilter, RunStore, RunWrite, RunWritten, SessionStore, Sort,
-    SourceStateStore, StoreError, UiSession, Verdict, effective_mode,
-};
+use crate::{EscalationRecord, ModeOverride, Result};
 
 /// An event claimed by a worker under a lease.
 #[derive(Debug, Clone)]
@@ -28,22 +18,22 @@ pub struct Claimed {
     pub lease_until: UnixMillis,
     /// The charter's stored operator mode override, read in the same claim (so a run needs
     /// no separate read to know whether it runs in shadow or live). Whether it still
-    /// applies is for [`effective_mode`] to say.
+    /// applies is for [`effective_mode`](crate::effective_mode) to say.
     pub mode_override: Option<ModeOverride>,
     /// The latest human resolution of an escalation of this event, read in the same claim:
-    /// when present it replaces the decision cascade (see [`EscalationStore::latest_resolution`]).
+    /// when present it replaces the decision cascade (see [`EscalationStore::latest_resolution`](crate::EscalationStore::latest_resolution)).
     pub resolution: Option<EscalationRecord>,
     /// Earlier runs of this event that were cut off before they finished (their process was
-    /// killed, or lost the lease), closed by this claim as [`RunOutcome::Interrupted`] in the
+    /// killed, or lost the lease), closed by this claim as [`RunOutcome::Interrupted`](charter_core::model::RunOutcome::Interrupted) in the
     /// same transaction, each with the actions it left in doubt.
     pub interrupted: Vec<InterruptedRun>,
 }
 
-/// The `error` a run closed as [`RunOutcome::Interrupted`] is recorded with.
+/// The `error` a run closed as [`RunOutcome::Interrupted`](charter_core::model::RunOutcome::Interrupted) is recorded with.
 pub const INTERRUPTED_ERROR: &str =
     "interrupted: the run was cut off before it finished (its process stopped or lost the lease)";
 
-/// A run closed as [`RunOutcome::Interrupted`] by a claim of its event.
+/// A run closed as [`RunOutcome::Interrupted`](charter_core::model::RunOutcome::Interrupted) by a claim of its event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InterruptedRun {
     pub run_id: Uuid,

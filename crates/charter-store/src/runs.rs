@@ -2,22 +2,13 @@
 //! listing of actions left in doubt.
 
 use std::future::Future;
-use std::time::Duration;
 
 use charter_core::model::{
-    ActionRecord, AttemptRecord, Decision, EventRecord, EventStatus, NewEvent, RejectedPayload,
-    RunOutcome, RunRecord, UnixMillis,
+    ActionRecord, AttemptRecord, Decision, EventStatus, RunOutcome, RunRecord, UnixMillis,
 };
 use uuid::Uuid;
 
-use crate::{NewMeasurement, 
-    ApprovalFilter, ApprovalRecord, ApprovalStatus, ApprovalStore, AuditEntry, AuditFilter,
-    AuditStore, CharterStateStore, Claimed, EscalationFilter, EscalationRecord, EscalationStatus,
-    EscalationStore, EventFilter, EventStore, HumanDecision, INTERRUPTED_ERROR, InDoubtRef,
-    IngestOutcome, InterruptedRun, ModeOverride, NewApproval, NewAuditEntry, NewEscalation,
-    OperatorStore, QueueStore, RejectedFilter, Requeue, Result, SessionStore, Sort,
-    SourceStateStore, StoreError, UiSession, Verdict, effective_mode,
-};
+use crate::{NewMeasurement, Result, Sort};
 
 /// Filters for listing runs across events. `None` means no constraint.
 #[derive(Debug, Clone, Default)]
@@ -130,7 +121,7 @@ pub trait RunStore: Send + Sync + 'static {
 
     /// Apply several of a run's writes in order, in ONE transaction: durable on return, all
     /// or nothing. Each [`RunWrite`] means exactly what its single method means
-    /// ([`RunStore::start_run`], [`RunStore::begin_action`], [`QueueStore::release`], …);
+    /// ([`RunStore::start_run`], [`RunStore::begin_action`], [`QueueStore::release`](crate::QueueStore::release), …);
     /// batching them saves the worker one durable round trip per write. A `Release` whose
     /// lease was lost is not an error (as with `release`): the other writes still commit, and
     /// [`RunWritten::released`] says false.
@@ -188,7 +179,7 @@ pub enum RunWrite {
     },
     /// [`RunStore::finish_action`].
     FinishAction { run_id: Uuid, record: ActionRecord },
-    /// [`ReportStore::record_measurement`].
+    /// [`ReportStore::record_measurement`](crate::ReportStore::record_measurement).
     Measurement(NewMeasurement),
     /// [`RunStore::finish_run`].
     FinishRun {
@@ -198,7 +189,7 @@ pub enum RunWrite {
         error: Option<String>,
         now: UnixMillis,
     },
-    /// [`QueueStore::release`].
+    /// [`QueueStore::release`](crate::QueueStore::release).
     Release {
         event_id: Uuid,
         worker: String,

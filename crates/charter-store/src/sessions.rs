@@ -1,23 +1,10 @@
 //! Web UI sessions: [`UiSession`] and [`SessionStore`].
 
 use std::future::Future;
-use std::time::Duration;
 
-use charter_core::model::{
-    ActionRecord, AttemptRecord, Decision, EventRecord, EventStatus, NewEvent, RejectedPayload,
-    RunOutcome, RunRecord, UnixMillis,
-};
-use uuid::Uuid;
+use charter_core::model::UnixMillis;
 
-use crate::{
-    ApprovalFilter, ApprovalRecord, ApprovalStatus, ApprovalStore, AuditEntry, AuditFilter,
-    AuditStore, CharterStateStore, Claimed, EscalationFilter, EscalationRecord, EscalationStatus,
-    EscalationStore, EventFilter, EventStore, HumanDecision, INTERRUPTED_ERROR, InDoubtAction,
-    InDoubtFilter, InDoubtRef, IngestOutcome, InterruptedRun, ModeOverride, NewApproval,
-    NewAuditEntry, NewEscalation, OperatorStore, QueueStore, RejectedFilter, Requeue, Result,
-    RunFilter, RunStore, RunWrite, RunWritten, Sort, SourceStateStore, StoreError, Verdict,
-    effective_mode,
-};
+use crate::Result;
 
 /// A web UI session as stored. The cookie's id itself is never stored: only its SHA-256
 /// (`id_hash`, hex), so the table alone does not let anyone take a session over.

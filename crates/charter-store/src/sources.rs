@@ -1,23 +1,10 @@
 //! Where polled and scheduled event sources left off: [`SourceStateStore`].
 
 use std::future::Future;
-use std::time::Duration;
 
-use charter_core::model::{
-    ActionRecord, AttemptRecord, Decision, EventRecord, EventStatus, NewEvent, RejectedPayload,
-    RunOutcome, RunRecord, UnixMillis,
-};
-use uuid::Uuid;
+use charter_core::model::UnixMillis;
 
-use crate::{
-    ApprovalFilter, ApprovalRecord, ApprovalStatus, ApprovalStore, AuditEntry, AuditFilter,
-    AuditStore, CharterStateStore, Claimed, EscalationFilter, EscalationRecord, EscalationStatus,
-    EscalationStore, EventFilter, EventStore, HumanDecision, INTERRUPTED_ERROR, InDoubtAction,
-    InDoubtFilter, InDoubtRef, IngestOutcome, InterruptedRun, ModeOverride, NewApproval,
-    NewAuditEntry, NewEscalation, OperatorStore, QueueStore, RejectedFilter, Requeue, Result,
-    RunFilter, RunStore, RunWrite, RunWritten, SessionStore, Sort, StoreError, UiSession, Verdict,
-    effective_mode,
-};
+use crate::Result;
 
 /// Where event sources beyond webhooks left off: a polled API's cursor, a schedule's last
 /// fire time. Keyed by charter and source name (`poll`, `schedule`).

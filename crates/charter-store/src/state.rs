@@ -2,22 +2,10 @@
 //! ([`ModeOverride`], [`effective_mode`]).
 
 use std::future::Future;
-use std::time::Duration;
 
-use charter_core::model::{
-    ActionRecord, AttemptRecord, Decision, EventRecord, EventStatus, NewEvent, RejectedPayload,
-    RunOutcome, RunRecord, UnixMillis,
-};
-use uuid::Uuid;
+use charter_core::model::UnixMillis;
 
-use crate::{
-    ApprovalFilter, ApprovalRecord, ApprovalStatus, ApprovalStore, AuditEntry, AuditFilter,
-    AuditStore, Claimed, EscalationFilter, EscalationRecord, EscalationStatus, EscalationStore,
-    EventFilter, EventStore, HumanDecision, INTERRUPTED_ERROR, InDoubtAction, InDoubtFilter,
-    InDoubtRef, IngestOutcome, InterruptedRun, NewApproval, NewAuditEntry, NewEscalation,
-    OperatorStore, QueueStore, RejectedFilter, Requeue, Result, RunFilter, RunStore, RunWrite,
-    RunWritten, SessionStore, Sort, SourceStateStore, StoreError, UiSession, Verdict,
-};
+use crate::Result;
 
 /// Per-charter operator state: paused or not.
 pub trait CharterStateStore: Send + Sync + 'static {

@@ -1,23 +1,7 @@
 //! Checks of [`crate::AuditStore`].
 
-use std::collections::{BTreeMap, HashSet};
-use std::time::Duration;
-
-use charter_core::model::{
-    ActionRecord, ActionStatus, AttemptRecord, Decision, DecisionStage, EventStatus, NewEvent,
-    RejectedPayload, RunOutcome, StageAnswer, UnixMillis,
-};
-use uuid::Uuid;
-
-use super::{
-    CheckResult, Ctx, charter, event, event_with_run, measured, new_approval, now, stored,
-};
-use crate::{
-    ApprovalFilter, ApprovalStatus, AuditFilter, EscalationFilter, EscalationStatus, EventFilter,
-    HumanDecision, IngestOutcome, ModeOverride, NewApproval, NewAuditEntry, NewEscalation,
-    NewMeasurement, ReportQuery, Requeue, RunFilter, RunWrite, Store, Verdict,
-};
-use crate::{INTERRUPTED_ERROR, InDoubtFilter, InDoubtRef, InterruptedRun};
+use super::{CheckResult, Ctx, charter, now};
+use crate::{AuditFilter, NewAuditEntry, Store};
 
 /// The audit log: appended entries read back newest first, filtered by charter and actor.
 pub async fn check_audit_log<S: Store>(store: &S) -> CheckResult {

@@ -1,23 +1,10 @@
 //! Checks of [`crate::DecisionStore`].
 
-use std::collections::{BTreeMap, HashSet};
-use std::time::Duration;
-
-use charter_core::model::{
-    ActionRecord, ActionStatus, AttemptRecord, Decision, DecisionStage, EventStatus, NewEvent,
-    RejectedPayload, RunOutcome, StageAnswer, UnixMillis,
-};
+use charter_core::model::UnixMillis;
 use uuid::Uuid;
 
-use super::{
-    CheckResult, Ctx, charter, event, event_with_run, measured, new_approval, now, stored,
-};
-use crate::{
-    ApprovalFilter, ApprovalStatus, AuditFilter, EscalationFilter, EscalationStatus, EventFilter,
-    HumanDecision, IngestOutcome, ModeOverride, NewApproval, NewAuditEntry, NewEscalation,
-    NewMeasurement, ReportQuery, Requeue, RunFilter, RunWrite, Store, Verdict,
-};
-use crate::{INTERRUPTED_ERROR, InDoubtFilter, InDoubtRef, InterruptedRun};
+use super::{CheckResult, Ctx, charter, event, now, stored};
+use crate::Store;
 
 /// The LLM response cache (expiry, replacement, keys kept apart), the LLM spend (per
 /// charter and day, concurrent adds) and run extras (per run, latest per event,

@@ -3,21 +3,11 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use charter_core::model::{
-    ActionRecord, ActionStatus, AttemptRecord, Decision, DecisionStage, EventStatus, NewEvent,
-    RejectedPayload, RunOutcome, StageAnswer, UnixMillis,
-};
+use charter_core::model::{ActionRecord, ActionStatus, EventStatus, RejectedPayload};
 use uuid::Uuid;
 
-use super::{
-    CheckResult, Ctx, charter, event, event_with_run, measured, new_approval, now, stored,
-};
-use crate::{
-    ApprovalFilter, ApprovalStatus, AuditFilter, EscalationFilter, EscalationStatus, EventFilter,
-    HumanDecision, IngestOutcome, ModeOverride, NewApproval, NewAuditEntry, NewEscalation,
-    NewMeasurement, ReportQuery, Requeue, RunFilter, RunWrite, Store, Verdict,
-};
-use crate::{INTERRUPTED_ERROR, InDoubtFilter, InDoubtRef, InterruptedRun};
+use super::{CheckResult, Ctx, charter, event, now, stored};
+use crate::{EventFilter, IngestOutcome, NewEscalation, Store};
 
 /// An ingested event reads back exactly, pending, with no attempts.
 pub async fn check_ingest_get<S: Store>(store: &S) -> CheckResult {

@@ -1,24 +1,16 @@
 //! Checks of runs cut off before they finished: closed as interrupted by the next claim of
 //! their event, with the actions they left in doubt.
 
-use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use charter_core::model::{
-    ActionRecord, ActionStatus, AttemptRecord, Decision, DecisionStage, EventStatus, NewEvent,
-    RejectedPayload, RunOutcome, StageAnswer, UnixMillis,
+    ActionRecord, ActionStatus, AttemptRecord, EventStatus, RunOutcome, UnixMillis,
 };
 use uuid::Uuid;
 
-use super::{
-    CheckResult, Ctx, charter, event, event_with_run, measured, new_approval, now, stored,
-};
-use crate::{
-    ApprovalFilter, ApprovalStatus, AuditFilter, EscalationFilter, EscalationStatus, EventFilter,
-    HumanDecision, IngestOutcome, ModeOverride, NewApproval, NewAuditEntry, NewEscalation,
-    NewMeasurement, ReportQuery, Requeue, RunFilter, RunWrite, Store, Verdict,
-};
+use super::{CheckResult, Ctx, charter, event, now, stored};
 use crate::{INTERRUPTED_ERROR, InDoubtFilter, InDoubtRef, InterruptedRun};
+use crate::{Requeue, RunWrite, Store};
 
 /// A run cut off before it finished is closed as interrupted by the next claim of its event,
 /// in the claim's transaction; the actions it had begun without an outcome become in doubt

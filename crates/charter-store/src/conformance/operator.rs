@@ -1,23 +1,12 @@
 //! Checks of [`crate::OperatorStore`]: mode overrides and the manual queue.
 
-use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use charter_core::model::{
-    ActionRecord, ActionStatus, AttemptRecord, Decision, DecisionStage, EventStatus, NewEvent,
-    RejectedPayload, RunOutcome, StageAnswer, UnixMillis,
-};
+use charter_core::model::{EventStatus, UnixMillis};
 use uuid::Uuid;
 
-use super::{
-    CheckResult, Ctx, charter, event, event_with_run, measured, new_approval, now, stored,
-};
-use crate::{
-    ApprovalFilter, ApprovalStatus, AuditFilter, EscalationFilter, EscalationStatus, EventFilter,
-    HumanDecision, IngestOutcome, ModeOverride, NewApproval, NewAuditEntry, NewEscalation,
-    NewMeasurement, ReportQuery, Requeue, RunFilter, RunWrite, Store, Verdict,
-};
-use crate::{INTERRUPTED_ERROR, InDoubtFilter, InDoubtRef, InterruptedRun};
+use super::{CheckResult, Ctx, charter, event, now, stored};
+use crate::{Requeue, Store};
 
 /// Mode overrides (set, replace, list, clear; independent of pause), holding an event for a
 /// human (not while processing; a held event is not claimed until requeued), and requeueing

@@ -1,24 +1,14 @@
 //! Checks of [`crate::QueueStore`]: claims under the charter limit, pause, leases, requeues,
 //! what a claim reads for its run, pending counts.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use charter_core::model::{
-    ActionRecord, ActionStatus, AttemptRecord, Decision, DecisionStage, EventStatus, NewEvent,
-    RejectedPayload, RunOutcome, StageAnswer, UnixMillis,
-};
+use charter_core::model::EventStatus;
 use uuid::Uuid;
 
-use super::{
-    CheckResult, Ctx, charter, event, event_with_run, measured, new_approval, now, stored,
-};
-use crate::{
-    ApprovalFilter, ApprovalStatus, AuditFilter, EscalationFilter, EscalationStatus, EventFilter,
-    HumanDecision, IngestOutcome, ModeOverride, NewApproval, NewAuditEntry, NewEscalation,
-    NewMeasurement, ReportQuery, Requeue, RunFilter, RunWrite, Store, Verdict,
-};
-use crate::{INTERRUPTED_ERROR, InDoubtFilter, InDoubtRef, InterruptedRun};
+use super::{CheckResult, Ctx, charter, event, now, stored};
+use crate::{HumanDecision, ModeOverride, NewEscalation, Requeue, Store};
 
 /// Claims take the oldest events first, count attempts, and never exceed the charter limit
 /// across workers.

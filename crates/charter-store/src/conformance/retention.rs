@@ -1,23 +1,19 @@
 //! Checks of [`crate::RetentionStore`]: purging old data.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use charter_core::model::{
-    ActionRecord, ActionStatus, AttemptRecord, Decision, DecisionStage, EventStatus, NewEvent,
-    RejectedPayload, RunOutcome, StageAnswer, UnixMillis,
+    ActionRecord, ActionStatus, AttemptRecord, EventStatus, NewEvent, RejectedPayload, RunOutcome,
+    UnixMillis,
 };
 use uuid::Uuid;
 
-use super::{
-    CheckResult, Ctx, charter, event, event_with_run, measured, new_approval, now, stored,
-};
+use super::{CheckResult, Ctx, charter, event, measured, new_approval, now, stored};
 use crate::{
-    ApprovalFilter, ApprovalStatus, AuditFilter, EscalationFilter, EscalationStatus, EventFilter,
-    HumanDecision, IngestOutcome, ModeOverride, NewApproval, NewAuditEntry, NewEscalation,
-    NewMeasurement, ReportQuery, Requeue, RunFilter, RunWrite, Store, Verdict,
+    EscalationStatus, HumanDecision, IngestOutcome, NewEscalation, NewMeasurement, RunWrite, Store,
+    Verdict,
 };
-use crate::{INTERRUPTED_ERROR, InDoubtFilter, InDoubtRef, InterruptedRun};
 
 /// Claim `charter`'s next event (it must be `expected`) and record a whole run for it: an
 /// action begun, attempted and finished (succeeded, key `key`), a measurement, the run's

@@ -1,23 +1,16 @@
 //! Checks of [`crate::RunStore`]: a run's lifecycle, batched run writes, run listings.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use charter_core::model::{
-    ActionRecord, ActionStatus, AttemptRecord, Decision, DecisionStage, EventStatus, NewEvent,
-    RejectedPayload, RunOutcome, StageAnswer, UnixMillis,
+    ActionRecord, ActionStatus, AttemptRecord, Decision, DecisionStage, EventStatus, RunOutcome,
+    StageAnswer, UnixMillis,
 };
 use uuid::Uuid;
 
-use super::{
-    CheckResult, Ctx, charter, event, event_with_run, measured, new_approval, now, stored,
-};
-use crate::{
-    ApprovalFilter, ApprovalStatus, AuditFilter, EscalationFilter, EscalationStatus, EventFilter,
-    HumanDecision, IngestOutcome, ModeOverride, NewApproval, NewAuditEntry, NewEscalation,
-    NewMeasurement, ReportQuery, Requeue, RunFilter, RunWrite, Store, Verdict,
-};
-use crate::{INTERRUPTED_ERROR, InDoubtFilter, InDoubtRef, InterruptedRun};
+use super::{CheckResult, Ctx, charter, event, measured, now, stored};
+use crate::{NewMeasurement, RunFilter, RunWrite, Store};
 
 /// A run's decision, actions, attempts and outcome read back exactly; a succeeded action's
 /// key is remembered across runs.

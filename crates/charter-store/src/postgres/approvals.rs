@@ -8,9 +8,8 @@ use uuid::Uuid;
 use super::PgStore;
 use super::rows::{db, get};
 use crate::{
-    ApprovalFilter, ApprovalRecord, ApprovalStatus, ApprovalStore, AuditEntry, AuditFilter,
-    AuditStore, EscalationFilter, EscalationRecord, EscalationStatus, EscalationStore,
-    HumanDecision, NewApproval, NewAuditEntry, NewEscalation, Result, StoreError, Verdict,
+    ApprovalFilter, ApprovalRecord, ApprovalStatus, ApprovalStore, NewApproval, Result, StoreError,
+    Verdict,
 };
 use charter_core::model::UnixMillis;
 

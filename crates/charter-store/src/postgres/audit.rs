@@ -1,18 +1,10 @@
 //! The audit log on PostgreSQL (same behaviour as SQLite).
 
 use deadpool_postgres::GenericClient;
-use tokio_postgres::Row;
-use tokio_postgres::types::Json;
-use uuid::Uuid;
 
 use super::PgStore;
 use super::rows::{db, get};
-use crate::{
-    ApprovalFilter, ApprovalRecord, ApprovalStatus, ApprovalStore, AuditEntry, AuditFilter,
-    AuditStore, EscalationFilter, EscalationRecord, EscalationStatus, EscalationStore,
-    HumanDecision, NewApproval, NewAuditEntry, NewEscalation, Result, StoreError, Verdict,
-};
-use charter_core::model::UnixMillis;
+use crate::{AuditEntry, AuditFilter, AuditStore, NewAuditEntry, Result};
 
 impl AuditStore for PgStore {
     async fn append_audit(&self, entry: NewAuditEntry) -> Result<i64> {

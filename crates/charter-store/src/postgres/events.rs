@@ -1,22 +1,15 @@
 //! Events on PostgreSQL: ingest (through the group commit of [`super::ingest`]), reads,
 //! listings and rejected payloads.
 
-use charter_core::model::{
-    ActionRecord, ActionStatus, AttemptRecord, Decision, EventRecord, NewEvent, RejectedPayload,
-    RunOutcome, RunRecord, UnixMillis,
-};
-use deadpool_postgres::{GenericClient, Object};
+use charter_core::model::{EventRecord, NewEvent, RejectedPayload};
+use deadpool_postgres::GenericClient;
 use tokio_postgres::types::{Json, ToSql};
 use uuid::Uuid;
 
+use super::PgStore;
+use super::rows::{EVENT_COLS, db};
 use super::{ingest, rows};
-use super::rows::{EVENT_COLS, db, enum_name, get, parse_enum, u32_of};
-use super::{Conditions, DEFAULT_LIMIT, Param, PgStore, limit_of, now_millis, param_refs};
-use crate::{
-    CharterStateStore, EventFilter, EventStore, IngestOutcome, RejectedFilter, Result, RunFilter,
-    RunStore, RunWrite, RunWritten, StoreError,
-};
-use crate::{InDoubtAction, InDoubtFilter};
+use crate::{EventFilter, EventStore, IngestOutcome, RejectedFilter, Result};
 
 /// A JSON text passed to a `json`/`jsonb` parameter as it is (the caller parsed it already).
 #[derive(Debug)]

@@ -1,22 +1,10 @@
 //! The PostgreSQL schema: the embedded migrations and how they are applied, once, by
 //! whichever node gets the migration lock first.
 
-use charter_core::model::{
-    ActionRecord, ActionStatus, AttemptRecord, Decision, EventRecord, NewEvent, RejectedPayload,
-    RunOutcome, RunRecord, UnixMillis,
-};
-use deadpool_postgres::{GenericClient, Object};
-use tokio_postgres::types::{Json, ToSql};
-use uuid::Uuid;
-
+use super::now_millis;
+use super::rows::{db, get, u32_of};
 use super::{connect_one, parse_config};
-use super::rows::{EVENT_COLS, db, enum_name, get, parse_enum, u32_of};
-use super::{Conditions, DEFAULT_LIMIT, Param, PgStore, limit_of, now_millis, param_refs};
-use crate::{
-    CharterStateStore, EventFilter, EventStore, IngestOutcome, RejectedFilter, Result, RunFilter,
-    RunStore, RunWrite, RunWritten, StoreError,
-};
-use crate::{InDoubtAction, InDoubtFilter};
+use crate::{Result, StoreError};
 
 /// Embedded migrations, applied in order. Entry `i` moves the schema to version `i + 1`.
 const MIGRATIONS: &[&str] = &[

@@ -54,28 +54,19 @@ mod sessions;
 mod sources;
 mod state;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use charter_core::model::{
-    ActionRecord, ActionStatus, AttemptRecord, Decision, EventRecord, NewEvent, RejectedPayload,
-    RunOutcome, RunRecord, UnixMillis,
-};
+use charter_core::model::UnixMillis;
 use deadpool_postgres::{
     GenericClient, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod,
 };
 use tokio::sync::watch;
 use tokio_postgres::NoTls;
-use tokio_postgres::types::{Json, ToSql};
-use uuid::Uuid;
+use tokio_postgres::types::ToSql;
 
-use crate::{
-    CharterStateStore, EventFilter, EventStore, IngestOutcome, RejectedFilter, Result, RunFilter,
-    RunStore, RunWrite, RunWritten, StoreError,
-};
-use crate::{InDoubtAction, InDoubtFilter};
-use rows::{EVENT_COLS, db, enum_name, get, parse_enum, u32_of};
+use crate::{Result, StoreError};
+use rows::{db, get, u32_of};
 
 pub use migrate::{SCHEMA_VERSION, migrate};
 pub use notify::{JobLock, NOTIFY_CHANNEL};

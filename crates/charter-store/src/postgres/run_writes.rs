@@ -36,19 +36,8 @@ use uuid::Uuid;
 use super::rows::{db, enum_name, get};
 use super::{Param, PgStore, now_millis, param_refs, queue};
 use crate::{Result, RunWrite, RunWritten, StoreError};
-use charter_core::model::{
-    ActionRecord, AttemptRecord, Decision, EventRecord, NewEvent, RejectedPayload, RunOutcome,
-    RunRecord,
-};
+use charter_core::model::{ActionRecord, AttemptRecord, Decision, RunOutcome};
 use deadpool_postgres::GenericClient;
-use tokio_postgres::types::ToSql;
-
-use super::rows::{EVENT_COLS, parse_enum, u32_of};
-use super::{Conditions, DEFAULT_LIMIT, limit_of};
-use crate::{
-    CharterStateStore, EventFilter, EventStore, IngestOutcome, RejectedFilter, RunFilter, RunStore,
-};
-use crate::{InDoubtAction, InDoubtFilter};
 
 /// A write that references run `run_id` failed: the run does not exist (its foreign key)
 /// is "not found"; anything else is a database error about `context`.
@@ -113,7 +102,10 @@ async fn insert_attempt(
 // The run writes as functions of a client or an open transaction, shared by the
 // single-write methods and by `record_run` (several in one transaction).
 
-pub(super) async fn pg_action_succeeded<C: GenericClient>(c: &C, idempotency_key: &str) -> Result<bool> {
+pub(super) async fn pg_action_succeeded<C: GenericClient>(
+    c: &C,
+    idempotency_key: &str,
+) -> Result<bool> {
     let stmt = c
         .prepare_cached("SELECT 1 FROM succeeded_keys WHERE idempotency_key = $1")
         .await

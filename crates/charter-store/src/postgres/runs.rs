@@ -2,29 +2,23 @@
 //! actions.
 
 use charter_core::model::{
-    ActionRecord, ActionStatus, AttemptRecord, Decision, EventRecord, NewEvent, RejectedPayload,
-    RunOutcome, RunRecord, UnixMillis,
+    ActionRecord, ActionStatus, AttemptRecord, Decision, RunOutcome, RunRecord, UnixMillis,
 };
-use deadpool_postgres::{GenericClient, Object};
-use tokio_postgres::types::{Json, ToSql};
+use deadpool_postgres::GenericClient;
+use tokio_postgres::types::Json;
 use uuid::Uuid;
 
 use std::collections::BTreeMap;
 
 use super::rows;
+use super::rows::{db, get, parse_enum};
 use super::run_writes::{
     pg_action_succeeded, pg_begin_action, pg_finish_action, pg_finish_run, pg_record_attempt,
     pg_record_decision, pg_start_run,
 };
-use super::rows::{EVENT_COLS, db, enum_name, get, parse_enum, u32_of};
-use super::{
-    Conditions, DEFAULT_LIMIT, Param, PgStore, limit_of, now_millis, param_refs, run_writes,
-};
-use crate::{
-    CharterStateStore, EventFilter, EventStore, IngestOutcome, RejectedFilter, Result, RunFilter,
-    RunStore, RunWrite, RunWritten, StoreError,
-};
+use super::{Conditions, Param, PgStore, now_millis, param_refs, run_writes};
 use crate::{InDoubtAction, InDoubtFilter};
+use crate::{Result, RunFilter, RunStore, RunWrite, RunWritten, StoreError};
 
 impl RunStore for PgStore {
     async fn start_run(
@@ -188,7 +182,11 @@ impl PgStore {
     /// Runs selected by `tail` (a `WHERE … ORDER BY …` over `runs` with `params` for its
     /// placeholders), each with its decision and finished actions, read in one snapshot so
     /// runs, actions and attempts agree.
-    pub(super) async fn load_runs(&self, tail: String, params: Vec<Param>) -> Result<Vec<RunRecord>> {
+    pub(super) async fn load_runs(
+        &self,
+        tail: String,
+        params: Vec<Param>,
+    ) -> Result<Vec<RunRecord>> {
         let mut client = self.client().await?;
         let tx = client
             .build_transaction()

@@ -1,20 +1,11 @@
 //! Per-charter state on PostgreSQL: pause and the mode override.
 
-use charter_core::model::{
-    ActionRecord, ActionStatus, AttemptRecord, Decision, EventRecord, NewEvent, RejectedPayload,
-    RunOutcome, RunRecord, UnixMillis,
-};
-use deadpool_postgres::{GenericClient, Object};
-use tokio_postgres::types::{Json, ToSql};
-use uuid::Uuid;
+use charter_core::model::UnixMillis;
+use deadpool_postgres::GenericClient;
 
-use super::rows::{EVENT_COLS, db, enum_name, get, parse_enum, u32_of};
-use super::{Conditions, DEFAULT_LIMIT, Param, PgStore, limit_of, now_millis, param_refs};
-use crate::{
-    CharterStateStore, EventFilter, EventStore, IngestOutcome, RejectedFilter, Result, RunFilter,
-    RunStore, RunWrite, RunWritten, StoreError,
-};
-use crate::{InDoubtAction, InDoubtFilter};
+use super::PgStore;
+use super::rows::{db, get};
+use crate::{CharterStateStore, Result};
 
 impl CharterStateStore for PgStore {
     async fn set_paused(&self, charter: &str, paused: bool, now: UnixMillis) -> Result<()> {

@@ -1,23 +1,16 @@
 //! Approvals on SQLite.
 
-use charter_core::model::{
-    ActionRecord, ActionStatus, AttemptRecord, Decision, EventRecord, EventStatus, NewEvent,
-    RejectedPayload, RunOutcome, RunRecord, UnixMillis,
-};
+use charter_core::model::UnixMillis;
 use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, params};
 use uuid::Uuid;
 
-use super::rows::{self, EVENT_COLS, db, parse_uuid, to_json};
-use super::{Conditions, DEFAULT_LIMIT, Inner, SqliteStore, collect, limit_of, now_millis};
+use super::rows::{self, db, parse_uuid, to_json};
+use super::{SqliteStore, collect};
 use crate::{
-    ApprovalFilter, ApprovalRecord, ApprovalStatus, ApprovalStore, AuditEntry, AuditFilter,
-    AuditStore, CharterStateStore, Claimed, EscalationFilter, EscalationRecord, EscalationStatus,
-    EscalationStore, EventFilter, EventStore, HumanDecision, IngestOutcome, NewApproval,
-    NewAuditEntry, NewEscalation, QueueStore, RejectedFilter, Requeue, Result, RunFilter, RunStore,
-    RunWrite, RunWritten, StoreError, Verdict,
+    ApprovalFilter, ApprovalRecord, ApprovalStatus, ApprovalStore, NewApproval, Result, StoreError,
+    Verdict,
 };
-use crate::{INTERRUPTED_ERROR, InDoubtAction, InDoubtFilter, InDoubtRef, InterruptedRun};
 
 /// Columns selected for an [`ApprovalRecord`], in the order [`approval_record`] reads them.
 pub(super) const APPROVAL_COLS: &str = "id, run_id, event_id, charter, action, params, params_hash, \
@@ -53,7 +46,11 @@ fn approval_record(r: &rusqlite::Row<'_>) -> Result<ApprovalRecord> {
     })
 }
 
-pub(super) fn query_approvals(conn: &Connection, sql: &str, args: Vec<Value>) -> Result<Vec<ApprovalRecord>> {
+pub(super) fn query_approvals(
+    conn: &Connection,
+    sql: &str,
+    args: Vec<Value>,
+) -> Result<Vec<ApprovalRecord>> {
     let mut stmt = conn
         .prepare_cached(sql)
         .map_err(db("preparing an approval query"))?;

@@ -1,23 +1,16 @@
 //! Escalations on SQLite.
 
-use charter_core::model::{
-    ActionRecord, ActionStatus, AttemptRecord, Decision, EventRecord, EventStatus, NewEvent,
-    RejectedPayload, RunOutcome, RunRecord, UnixMillis,
-};
+use charter_core::model::UnixMillis;
 use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, params};
 use uuid::Uuid;
 
-use super::rows::{self, EVENT_COLS, db, parse_uuid, to_json};
-use super::{Conditions, DEFAULT_LIMIT, Inner, SqliteStore, collect, limit_of, now_millis};
+use super::rows::{self, db, parse_uuid, to_json};
+use super::{SqliteStore, collect};
 use crate::{
-    ApprovalFilter, ApprovalRecord, ApprovalStatus, ApprovalStore, AuditEntry, AuditFilter,
-    AuditStore, CharterStateStore, Claimed, EscalationFilter, EscalationRecord, EscalationStatus,
-    EscalationStore, EventFilter, EventStore, HumanDecision, IngestOutcome, NewApproval,
-    NewAuditEntry, NewEscalation, QueueStore, RejectedFilter, Requeue, Result, RunFilter, RunStore,
-    RunWrite, RunWritten, StoreError, Verdict,
+    EscalationFilter, EscalationRecord, EscalationStatus, EscalationStore, HumanDecision,
+    NewEscalation, Result, StoreError,
 };
-use crate::{INTERRUPTED_ERROR, InDoubtAction, InDoubtFilter, InDoubtRef, InterruptedRun};
 
 /// Columns selected for an [`EscalationRecord`], in the order [`escalation_record`] reads.
 pub(super) const ESCALATION_COLS: &str = "id, run_id, event_id, charter, reason, detail, target, status, \
@@ -53,7 +46,10 @@ fn escalation_record(r: &rusqlite::Row<'_>) -> Result<EscalationRecord> {
 /// The latest human resolution of an event (by `resolved_at`, then id). Picked here rather
 /// than with `ORDER BY … LIMIT 1`: a sorting statement is re-prepared on every reuse from the
 /// statement cache, and this runs once per claimed event on the writer.
-pub(super) fn sql_latest_resolution(conn: &Connection, event_id: Uuid) -> Result<Option<EscalationRecord>> {
+pub(super) fn sql_latest_resolution(
+    conn: &Connection,
+    event_id: Uuid,
+) -> Result<Option<EscalationRecord>> {
     let all = query_escalations(
         conn,
         &format!(

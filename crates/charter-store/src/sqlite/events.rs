@@ -1,23 +1,12 @@
 //! Events on SQLite: ingest (through the writer), reads, listings and rejected payloads.
 
-use charter_core::model::{
-    ActionRecord, ActionStatus, AttemptRecord, Decision, EventRecord, EventStatus, NewEvent,
-    RejectedPayload, RunOutcome, RunRecord, UnixMillis,
-};
-use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use charter_core::model::{EventRecord, NewEvent, RejectedPayload};
+use rusqlite::{OptionalExtension, params};
 use uuid::Uuid;
 
 use super::rows::{self, EVENT_COLS, db, parse_uuid, to_json};
-use super::{Conditions, DEFAULT_LIMIT, Inner, SqliteStore, collect, limit_of, now_millis};
-use crate::{
-    ApprovalFilter, ApprovalRecord, ApprovalStatus, ApprovalStore, AuditEntry, AuditFilter,
-    AuditStore, CharterStateStore, Claimed, EscalationFilter, EscalationRecord, EscalationStatus,
-    EscalationStore, EventFilter, EventStore, HumanDecision, IngestOutcome, NewApproval,
-    NewAuditEntry, NewEscalation, QueueStore, RejectedFilter, Requeue, Result, RunFilter, RunStore,
-    RunWrite, RunWritten, StoreError, Verdict,
-};
-use crate::{INTERRUPTED_ERROR, InDoubtAction, InDoubtFilter, InDoubtRef, InterruptedRun};
+use super::{SqliteStore, collect};
+use crate::{EventFilter, EventStore, IngestOutcome, RejectedFilter, Result};
 
 impl SqliteStore {
     /// The event's INSERT with its payload already as JSON text.

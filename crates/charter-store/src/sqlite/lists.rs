@@ -4,9 +4,9 @@
 
 use rusqlite::types::Value;
 
-use super::rows::{self, EVENT_COLS, REJECTED_COLS, db};
 use super::approvals::{APPROVAL_COLS, query_approvals};
 use super::escalations::{ESCALATION_COLS, query_escalations};
+use super::rows::{self, EVENT_COLS, REJECTED_COLS, db};
 use super::runs::load_runs;
 use super::{Conditions, SqliteStore, collect};
 use crate::page::{Sort, uuid_prefix_range};

@@ -8,7 +8,7 @@
 //! * Reads use a small pool of separate connections on the blocking thread pool; WAL lets
 //!   them run beside the writer and they see everything committed before they start.
 //! * The schema is a list of embedded migrations (`migrations/sqlite/*.sql`) tracked with
-//!   `PRAGMA user_version`, applied on open ([`migrate`]).
+//!   `PRAGMA user_version`, applied on open (`migrate.rs`).
 //!
 //! This file opens the store and holds what every concern shares (the reader pool, listing
 //! conditions); each store trait is implemented in the file of its concern, named as in
@@ -45,25 +45,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use charter_core::model::{
-    ActionRecord, ActionStatus, AttemptRecord, Decision, EventRecord, EventStatus, NewEvent,
-    RejectedPayload, RunOutcome, RunRecord, UnixMillis,
-};
+use charter_core::model::UnixMillis;
 use rusqlite::types::Value;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags};
 use tokio::sync::Semaphore;
-use uuid::Uuid;
 
-use crate::{
-    ApprovalFilter, ApprovalRecord, ApprovalStatus, ApprovalStore, AuditEntry, AuditFilter,
-    AuditStore, CharterStateStore, Claimed, EscalationFilter, EscalationRecord, EscalationStatus,
-    EscalationStore, EventFilter, EventStore, HumanDecision, IngestOutcome, NewApproval,
-    NewAuditEntry, NewEscalation, QueueStore, RejectedFilter, Requeue, Result, RunFilter, RunStore,
-    RunWrite, RunWritten, StoreError, Verdict,
-};
-use crate::{INTERRUPTED_ERROR, InDoubtAction, InDoubtFilter, InDoubtRef, InterruptedRun};
+use crate::{Result, StoreError};
 pub use migrate::SCHEMA_VERSION;
-use rows::{EVENT_COLS, db, parse_uuid, to_json};
+use rows::db;
 pub use writer::{Durability, Gather, WriterStats};
 
 /// Default page size of listings when the caller passes 0.
@@ -186,7 +175,7 @@ impl SqliteStore {
     /// until the process ends. A
     /// `charter serve` takes it before its worker starts, so a second server on the same
     /// file is refused, and every lease found in the file at start-up belongs to a process
-    /// that has stopped ([`QueueStore::single_process`]). Commands that only read or purge
+    /// that has stopped ([`QueueStore::single_process`](crate::QueueStore::single_process)). Commands that only read or purge
     /// (`charter purge`, `backup`) do not take it. Fails when another process holds it.
     pub fn lock_for_serving(&self) -> Result<()> {
         let mut held = match self.inner.serving_lock.lock() {

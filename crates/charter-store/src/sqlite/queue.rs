@@ -1,29 +1,19 @@
 //! The work queue on SQLite: claims under the per-charter limit, leases, releases and requeues.
 
-use charter_core::model::{
-    ActionRecord, ActionStatus, AttemptRecord, Decision, EventRecord, EventStatus, NewEvent,
-    RejectedPayload, RunOutcome, RunRecord, UnixMillis,
-};
+use charter_core::model::{EventStatus, UnixMillis};
 use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
 use std::time::Duration;
 
 use super::escalations::sql_latest_resolution;
 use super::operator;
+use super::rows::{self, EVENT_COLS, db, parse_uuid};
 use super::run_writes::sql_release;
 use super::runs::sql_close_interrupted;
-use super::rows::{self, EVENT_COLS, db, parse_uuid, to_json};
-use super::{Conditions, DEFAULT_LIMIT, Inner, SqliteStore, collect, limit_of, now_millis};
-use crate::{
-    ApprovalFilter, ApprovalRecord, ApprovalStatus, ApprovalStore, AuditEntry, AuditFilter,
-    AuditStore, CharterStateStore, Claimed, EscalationFilter, EscalationRecord, EscalationStatus,
-    EscalationStore, EventFilter, EventStore, HumanDecision, IngestOutcome, NewApproval,
-    NewAuditEntry, NewEscalation, QueueStore, RejectedFilter, Requeue, Result, RunFilter, RunStore,
-    RunWrite, RunWritten, StoreError, Verdict,
-};
-use crate::{INTERRUPTED_ERROR, InDoubtAction, InDoubtFilter, InDoubtRef, InterruptedRun};
+use super::{SqliteStore, collect, now_millis};
+use crate::{Claimed, QueueStore, Requeue, Result};
 
 // The claim's candidate queries walk `events_claim` (charter, status, id), so rows come in id
 // order (oldest first, ids being UUIDv7) without an ORDER BY: SQLite marks any statement whose

@@ -2,25 +2,14 @@
 //! single-write methods and by `record_run` (which applies several in one command).
 
 use charter_core::model::{
-    ActionRecord, ActionStatus, AttemptRecord, Decision, EventRecord, EventStatus, NewEvent,
-    RejectedPayload, RunOutcome, RunRecord, UnixMillis,
+    ActionRecord, ActionStatus, AttemptRecord, Decision, EventStatus, RunOutcome, UnixMillis,
 };
-use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use uuid::Uuid;
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::report;
+use super::rows::{self, db, to_json};
 use super::runs::{action_id, ensure_run, insert_attempt};
-use super::rows::{self, EVENT_COLS, db, parse_uuid, to_json};
-use super::{Conditions, DEFAULT_LIMIT, Inner, SqliteStore, collect, limit_of, now_millis};
-use crate::{
-    ApprovalFilter, ApprovalRecord, ApprovalStatus, ApprovalStore, AuditEntry, AuditFilter,
-    AuditStore, CharterStateStore, Claimed, EscalationFilter, EscalationRecord, EscalationStatus,
-    EscalationStore, EventFilter, EventStore, HumanDecision, IngestOutcome, NewApproval,
-    NewAuditEntry, NewEscalation, QueueStore, RejectedFilter, Requeue, Result, RunFilter, RunStore,
-    RunWrite, RunWritten, StoreError, Verdict,
-};
-use crate::{INTERRUPTED_ERROR, InDoubtAction, InDoubtFilter, InDoubtRef, InterruptedRun};
+use crate::{Result, RunWrite, RunWritten, StoreError};
 
 /// Insert a run; with `decision`, its decision columns too (a `Start` and its `Decision`
 /// written together, see [`merge_start_decision`]), otherwise they stay NULL until decided.

@@ -1,27 +1,20 @@
 //! Runs on SQLite: the [`crate::RunStore`] methods and the reads of runs with their actions.
 
 use charter_core::model::{
-    ActionRecord, ActionStatus, AttemptRecord, Decision, EventRecord, EventStatus, NewEvent,
-    RejectedPayload, RunOutcome, RunRecord, UnixMillis,
+    ActionRecord, ActionStatus, AttemptRecord, Decision, RunOutcome, RunRecord, UnixMillis,
 };
 use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
+use super::rows::{self, db, parse_uuid, to_json};
 use super::run_writes::{
     DecisionRow, PreparedWrite, merge_start_decision, sql_action_succeeded, sql_begin_action,
     sql_finish_action, sql_finish_run, sql_record_attempt, sql_record_decision, sql_start_run,
 };
-use super::rows::{self, EVENT_COLS, db, parse_uuid, to_json};
-use super::{Conditions, DEFAULT_LIMIT, Inner, SqliteStore, collect, limit_of, now_millis};
-use crate::{
-    ApprovalFilter, ApprovalRecord, ApprovalStatus, ApprovalStore, AuditEntry, AuditFilter,
-    AuditStore, CharterStateStore, Claimed, EscalationFilter, EscalationRecord, EscalationStatus,
-    EscalationStore, EventFilter, EventStore, HumanDecision, IngestOutcome, NewApproval,
-    NewAuditEntry, NewEscalation, QueueStore, RejectedFilter, Requeue, Result, RunFilter, RunStore,
-    RunWrite, RunWritten, StoreError, Verdict,
-};
+use super::{Conditions, SqliteStore, collect, now_millis};
 use crate::{INTERRUPTED_ERROR, InDoubtAction, InDoubtFilter, InDoubtRef, InterruptedRun};
+use crate::{Result, RunFilter, RunStore, RunWrite, RunWritten, StoreError};
 
 pub(super) fn ensure_run(conn: &Connection, run_id: &str) -> Result<()> {
     let found: Option<i64> = conn

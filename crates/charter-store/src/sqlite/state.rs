@@ -1,23 +1,11 @@
 //! Per-charter state on SQLite: pause and the mode override.
 
-use charter_core::model::{
-    ActionRecord, ActionStatus, AttemptRecord, Decision, EventRecord, EventStatus, NewEvent,
-    RejectedPayload, RunOutcome, RunRecord, UnixMillis,
-};
-use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use uuid::Uuid;
+use charter_core::model::UnixMillis;
+use rusqlite::{OptionalExtension, params};
 
-use super::rows::{self, EVENT_COLS, db, parse_uuid, to_json};
-use super::{Conditions, DEFAULT_LIMIT, Inner, SqliteStore, collect, limit_of, now_millis};
-use crate::{
-    ApprovalFilter, ApprovalRecord, ApprovalStatus, ApprovalStore, AuditEntry, AuditFilter,
-    AuditStore, CharterStateStore, Claimed, EscalationFilter, EscalationRecord, EscalationStatus,
-    EscalationStore, EventFilter, EventStore, HumanDecision, IngestOutcome, NewApproval,
-    NewAuditEntry, NewEscalation, QueueStore, RejectedFilter, Requeue, Result, RunFilter, RunStore,
-    RunWrite, RunWritten, StoreError, Verdict,
-};
-use crate::{INTERRUPTED_ERROR, InDoubtAction, InDoubtFilter, InDoubtRef, InterruptedRun};
+use super::rows::{self, db};
+use super::{SqliteStore, collect};
+use crate::{CharterStateStore, Result};
 
 impl CharterStateStore for SqliteStore {
     async fn set_paused(&self, charter: &str, paused: bool, now: UnixMillis) -> Result<()> {

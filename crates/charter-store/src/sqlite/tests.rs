@@ -1,9 +1,13 @@
 //! Unit tests of the SQLite backend's internals (statement caching, claim plans, ...).
 
 use super::*;
+use charter_core::model::{NewEvent, RunOutcome};
+use uuid::Uuid;
+
 use super::escalations::ESCALATION_COLS;
 use super::queue::{CLAIM_EXPIRED_SQL, CLAIM_PENDING_SQL, CLAIM_UPDATE_SQL};
 use super::run_writes::{DecisionRow, PreparedWrite, merge_start_decision};
+use crate::{EventStore, IngestOutcome, QueueStore};
 use rusqlite::StatementStatus;
 use std::collections::BTreeMap;
 
