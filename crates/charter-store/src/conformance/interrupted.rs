@@ -141,7 +141,7 @@ async fn run_cut_off<S: Store>(store: &S) -> Result<CutOff, String> {
 async fn claim_closes_the_run<S: Store>(store: &S, s: &CutOff, at: UnixMillis) -> CheckResult {
     let (c, lease, event_id, run) = (&s.c, s.lease, s.event_id, s.run);
     let key = |a: &str| s.key(a);
-    let got = store.claim(&c, "w2", 1, 1, lease, at).await.ctx("claim")?;
+    let got = store.claim(c, "w2", 1, 1, lease, at).await.ctx("claim")?;
     let want = vec![InterruptedRun {
         run_id: run,
         in_doubt: vec![
@@ -326,7 +326,7 @@ async fn finished_runs_stay_closed<S: Store>(store: &S, s: &CutOff, at: UnixMill
         .await
         .ctx("requeue")?;
     let got = store
-        .claim(&c, "w3", 1, 1, lease, at + 4)
+        .claim(c, "w3", 1, 1, lease, at + 4)
         .await
         .ctx("claim")?;
     ensure!(

@@ -118,7 +118,7 @@ async fn record_report_runs<S: Store>(
 ) -> Result<(Uuid, Uuid), String> {
     let (_, r1) = run_one(
         store,
-        &c,
+        c,
         t0,
         t0 + 100,
         RunOutcome::Completed,
@@ -127,7 +127,7 @@ async fn record_report_runs<S: Store>(
     .await?;
     run_one(
         store,
-        &c,
+        c,
         t0,
         t0 + 200,
         RunOutcome::Completed,
@@ -136,7 +136,7 @@ async fn record_report_runs<S: Store>(
     .await?;
     run_one(
         store,
-        &c,
+        c,
         t0,
         t0 + 400,
         RunOutcome::Completed,
@@ -145,7 +145,7 @@ async fn record_report_runs<S: Store>(
     .await?;
     let (failed_ev, failed_run) = run_one(
         store,
-        &c,
+        c,
         t0,
         t0 + 500,
         RunOutcome::Failed,
@@ -175,7 +175,7 @@ async fn record_report_runs<S: Store>(
     )?;
     let (esc_ev, esc_run) = run_one(
         store,
-        &c,
+        c,
         t0,
         t0 + 600,
         RunOutcome::Escalated,

@@ -462,7 +462,7 @@ async fn record_outcome_batch<S: Store>(store: &S, r: &RecordedRun) -> CheckResu
         "after the outcome batch: {runs:?}"
     );
     ensure!(
-        store.action_succeeded(&key).await.ctx("action_succeeded")?,
+        store.action_succeeded(key).await.ctx("action_succeeded")?,
         "the succeeded key is not remembered"
     );
     let ev = store
@@ -471,7 +471,7 @@ async fn record_outcome_batch<S: Store>(store: &S, r: &RecordedRun) -> CheckResu
         .ctx("get_event")?
         .ok_or("event vanished")?;
     ensure!(ev.status == EventStatus::Done, "event is {:?}", ev.status);
-    let routed = measured(store, &c, "ticket_routed", t - 1_000, t + 60_000).await?;
+    let routed = measured(store, c, "ticket_routed", t - 1_000, t + 60_000).await?;
     ensure!(routed == 1, "{routed} ticket_routed measurements, want 1");
 
     Ok(())
