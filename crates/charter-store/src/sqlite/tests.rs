@@ -255,7 +255,7 @@ async fn claim_statements_are_not_reprepared() {
     assert_eq!(claimed, 10);
     let resolution_sql = format!(
         "SELECT {ESCALATION_COLS} FROM escalations
-         WHERE event_id = ?1 AND status = 'resolved' AND resolution IS NOT NULL"
+             WHERE event_id = ?1 AND status = 'resolved' AND resolution IS NOT NULL"
     );
     let counts = store
         .write(move |conn| {
