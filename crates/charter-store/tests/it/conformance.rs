@@ -5,6 +5,9 @@
 //! batch), `postgres` (a database of its own per check; skips without a server unless
 //! `CI=true`, see `postgres.rs`).
 
+use std::collections::BTreeSet;
+use std::path::Path;
+
 use charter_store::conformance::Backend;
 use charter_store::postgres::{PgStore, SCHEMA_VERSION};
 use charter_store::sqlite::{Durability, SqliteOptions, SqliteStore};
@@ -86,6 +89,43 @@ impl Backend for Postgres {
     async fn finish(self) {
         self.store.close().await;
     }
+}
+
+/// Every public `check_*` of the suite is in `conformance_tests!`'s list: a check missing
+/// there would never run.
+#[test]
+fn every_check_is_in_the_test_list() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/conformance");
+    let mut defined = BTreeSet::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("pub async fn check_") {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                defined.insert(format!("check_{name}"));
+            }
+        }
+    }
+    let module = std::fs::read_to_string(dir.join("mod.rs")).unwrap();
+    let start = module
+        .find("$crate::conformance_tests!(@each $backend;")
+        .expect("the macro's list");
+    let list = &module[start..];
+    let list = &list[list.find(';').unwrap() + 1..list.find(");").unwrap()];
+    let listed: BTreeSet<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    assert!(defined.len() > 30, "found only {defined:?}");
+    assert_eq!(
+        defined, listed,
+        "checks defined vs. listed in conformance_tests!"
+    );
 }
 
 mod sqlite {
