@@ -633,16 +633,21 @@ pub async fn check_paged_runs<S: Store>(store: &S) -> CheckResult {
         done == 3 && running == 4,
         "completed {done} and running {running}, want 3 and 4"
     );
+    scoped_runs(store, &c, &other, at).await
+}
+
+/// A caller's scope of charters counts and lists only their runs.
+async fn scoped_runs<S: Store>(store: &S, c: &str, other: &str, at: UnixMillis) -> CheckResult {
     let scoped = |charters: Vec<String>| RunFilter {
         charters,
         since: Some(at),
         until: Some(at + 4),
         ..RunFilter::default()
     };
-    let n_c = ctx(store.count_runs(scoped(vec![c.clone()])).await, "count")?;
+    let n_c = ctx(store.count_runs(scoped(vec![c.to_string()])).await, "count")?;
     let n_both = ctx(
         store
-            .count_runs(scoped(vec![c.clone(), other.clone()]))
+            .count_runs(scoped(vec![c.to_string(), other.to_string()]))
             .await,
         "count",
     )?;
@@ -650,7 +655,7 @@ pub async fn check_paged_runs<S: Store>(store: &S) -> CheckResult {
         store
             .list_runs(RunFilter {
                 limit: 100,
-                ..scoped(vec![other.clone()])
+                ..scoped(vec![other.to_string()])
             })
             .await,
         "list_runs",
