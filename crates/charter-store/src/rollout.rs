@@ -1,6 +1,6 @@
 //! Rollout per route: an operator's mode per route, runs sampled for review and their
 //! reviews, and how much reviewers rewrote drafts. Implemented by both backends and checked
-//! by [`crate::conformance::check_rollout`].
+//! by the conformance suite (`check_rollout`).
 
 use std::collections::BTreeMap;
 use std::future::Future;

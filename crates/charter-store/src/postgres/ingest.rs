@@ -29,8 +29,9 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio_postgres::types::Json;
 use uuid::Uuid;
 
+use super::PgStore;
+use super::events::JsonText;
 use super::rows::{db, get};
-use super::{JsonText, PgStore};
 use crate::{IngestOutcome, Result, StoreError};
 
 /// Batches written at once (and the connections the ingest pool holds).

@@ -4,14 +4,16 @@
 
 use uuid::Uuid;
 
-use super::approvals::{APPROVAL_COLS, ESCALATION_COLS, approval_record, escalation_record};
+use super::approvals::{APPROVAL_COLS, approval_record};
+use super::escalations::{ESCALATION_COLS, escalation_record};
 use super::rows::{self, EVENT_COLS, REJECTED_COLS, db, get};
 use super::{Conditions, PgStore, param_refs};
 use crate::page::{Sort, uuid_prefix_range};
 use crate::{
     ApprovalFilter, ApprovalRecord, AuditEntry, AuditFilter, EscalationFilter, EscalationRecord,
-    EventFilter, RejectedFilter, Result, RunFilter, RunRecord,
+    EventFilter, RejectedFilter, Result, RunFilter,
 };
+use charter_core::model::RunRecord;
 use charter_core::model::{EventRecord, RejectedPayload};
 
 fn event_conditions(f: &EventFilter) -> Conditions {

@@ -32,7 +32,7 @@ use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::rows::{self, db, get};
-use super::{PgStore, approvals, now_millis, operator};
+use super::{PgStore, escalations, now_millis, operator};
 use crate::{Claimed, INTERRUPTED_ERROR, InDoubtRef, InterruptedRun, QueueStore, Requeue, Result};
 
 /// The slot count already ensured per charter by this process (slot rows are created once,
@@ -189,7 +189,7 @@ impl QueueStore for PgStore {
         let ids: Vec<Uuid> = claimed.iter().map(|c| c.event.id).collect();
         let (mode, resolutions, interrupted) = tokio::join!(
             operator::read_mode(&client, charter),
-            approvals::latest_resolutions(&client, &ids),
+            escalations::latest_resolutions(&client, &ids),
             close_interrupted(&client, &ids, now),
         );
         let (mode, mut resolutions, mut interrupted) = (mode?, resolutions?, interrupted?);

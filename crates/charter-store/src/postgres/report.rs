@@ -48,6 +48,13 @@ pub(super) async fn insert_measurement<C: deadpool_postgres::GenericClient>(
 /// Most samples read per series for one report.
 const MAX_SAMPLES: i64 = 200_000;
 
+/// A report's samples: arrival times, (end, outcome) of finished runs, (done at, cycle time).
+type Samples = (
+    Vec<UnixMillis>,
+    Vec<(UnixMillis, String)>,
+    Vec<(UnixMillis, i64)>,
+);
+
 /// The job lock name of alert evaluation.
 const ALERT_JOB: &str = "charter-alerts";
 
@@ -120,22 +127,12 @@ impl PgStore {
         )
         .await
     }
-}
 
-impl ReportStore for PgStore {
-    async fn record_measurement(&self, m: NewMeasurement) -> Result<()> {
-        let client = self.client().await?;
-        insert_measurement(&client, &m).await
-    }
-
-    async fn report(&self, q: ReportQuery) -> Result<CharterReport> {
+    /// A report's samples in `[since, until)`, newest first (at most [`MAX_SAMPLES`] each):
+    /// events' arrival times, finished runs' (end, outcome), and (done at, cycle time) of
+    /// the events finished in the window.
+    async fn report_samples(&self, q: &ReportQuery) -> Result<Samples> {
         let (c, since, until) = (q.charter.as_str(), q.since, q.until);
-        let mut report = CharterReport {
-            charter: c.to_string(),
-            since,
-            until,
-            ..Default::default()
-        };
         let client = self.client().await?;
         let received: Vec<UnixMillis> = client
             .query(
@@ -182,9 +179,16 @@ impl ReportStore for PgStore {
                 Ok((done, (done - received).max(0)))
             })
             .collect::<Result<_>>()?;
-        drop(client);
-        assemble(&q, &mut report, &received, &finished, &cycles);
+        Ok((received, finished, cycles))
+    }
 
+    /// The report's rejected payloads and approval counts.
+    async fn count_rejected_and_approvals(
+        &self,
+        q: &ReportQuery,
+        report: &mut CharterReport,
+    ) -> Result<()> {
+        let (c, since, until) = (q.charter.as_str(), q.since, q.until);
         let w: [&(dyn ToSql + Sync); 3] = [&c, &since, &until];
         report.rejected_payloads = self
             .single_count(
@@ -217,6 +221,17 @@ impl ReportStore for PgStore {
                 &w,
             )
             .await?;
+        Ok(())
+    }
+
+    /// The report's escalations (by reason, resolved) and dead-lettered actions.
+    async fn count_escalations_and_dead_letters(
+        &self,
+        q: &ReportQuery,
+        report: &mut CharterReport,
+    ) -> Result<()> {
+        let (c, since, until) = (q.charter.as_str(), q.since, q.until);
+        let w: [&(dyn ToSql + Sync); 3] = [&c, &since, &until];
         report.escalations.by_reason = self.escalations_by_reason(c, since, until).await?;
         report.escalations.resolved = self
             .single_count(
@@ -233,6 +248,14 @@ impl ReportStore for PgStore {
                 &w,
             )
             .await?;
+        Ok(())
+    }
+
+    /// Events replayed in the window: requeued by an operator, or replayed from a rejected
+    /// payload.
+    async fn count_replays(&self, q: &ReportQuery) -> Result<u64> {
+        let (c, since, until) = (q.charter.as_str(), q.since, q.until);
+        let w: [&(dyn ToSql + Sync); 3] = [&c, &since, &until];
         let requeued = self
             .single_count(
                 "SELECT count(*) FROM audit_log a
@@ -253,7 +276,14 @@ impl ReportStore for PgStore {
                 &[&c, &lo, &hi],
             )
             .await?;
-        report.replays = requeued + from_rejected;
+        Ok(requeued + from_rejected)
+    }
+
+    /// Count and sum of each measurement recorded in the window.
+    async fn measurement_totals(&self, q: &ReportQuery) -> Result<BTreeMap<String, MeasureTotal>> {
+        let (c, since, until) = (q.charter.as_str(), q.since, q.until);
+        let w: [&(dyn ToSql + Sync); 3] = [&c, &since, &until];
+        let mut totals = BTreeMap::new();
         let client = self.client().await?;
         let rows = client
             .query(
@@ -265,7 +295,7 @@ impl ReportStore for PgStore {
             .map_err(db("report measurements"))?;
         for r in &rows {
             let n: i64 = get(r, 1)?;
-            report.measurements.insert(
+            totals.insert(
                 get(r, 0)?,
                 MeasureTotal {
                     count: count(n),
@@ -273,6 +303,30 @@ impl ReportStore for PgStore {
                 },
             );
         }
+        Ok(totals)
+    }
+}
+
+impl ReportStore for PgStore {
+    async fn record_measurement(&self, m: NewMeasurement) -> Result<()> {
+        let client = self.client().await?;
+        insert_measurement(&client, &m).await
+    }
+
+    async fn report(&self, q: ReportQuery) -> Result<CharterReport> {
+        let mut report = CharterReport {
+            charter: q.charter.clone(),
+            since: q.since,
+            until: q.until,
+            ..Default::default()
+        };
+        let (received, finished, cycles) = self.report_samples(&q).await?;
+        assemble(&q, &mut report, &received, &finished, &cycles);
+        self.count_rejected_and_approvals(&q, &mut report).await?;
+        self.count_escalations_and_dead_letters(&q, &mut report)
+            .await?;
+        report.replays = self.count_replays(&q).await?;
+        report.measurements = self.measurement_totals(&q).await?;
         Ok(report)
     }
 

@@ -1,460 +1,297 @@
-//! A run's writes on PostgreSQL in one round trip per durable point (issue #29).
-//!
-//! [`record_run`] turns every write of a batch into one prepared statement (cached per
-//! connection), then sends `BEGIN`, the statements and `COMMIT` together: the driver
-//! pipelines requests whose futures are polled at once on one connection, so the batch costs
-//! one round trip and one WAL flush whatever its length. The meaning is the one
-//! [`crate::RunStore::record_run`] documents:
-//!
-//! * All or nothing. A write that must find its row (a decision or a run's end for a run
-//!   that exists, an attempt of an action that was begun) asserts it inside its statement
-//!   (`charter_expect_found`, migration 0015), so a miss fails the statement, PostgreSQL
-//!   turns the pipelined `COMMIT` into a rollback, and the batch reports "not found". A
-//!   write for an unknown run fails on its foreign key, with the same effect.
-//! * An action's intent is written only if its idempotency key has not succeeded: the check
-//!   is part of the insert (`WHERE NOT EXISTS`), and an intent that inserted nothing reports
-//!   [`RunWritten::already_succeeded`].
-//! * A release by a worker without the lease changes nothing and reports `released: false`;
-//!   the batch's other writes stand.
-//! * An action's attempts carried by its finished record are one multi-row insert, and a
-//!   run's start directly followed by its decision is one insert (as on SQLite).
+//! Runs on PostgreSQL: the [`crate::RunStore`] methods and the reads of runs with their
+//! actions.
 
-use std::future::Future;
-use std::pin::Pin;
-
-use charter_core::model::{ActionStatus, UnixMillis};
-use deadpool_postgres::Object;
-use tokio_postgres::error::SqlState;
+use charter_core::model::{
+    ActionRecord, ActionStatus, AttemptRecord, Decision, RunOutcome, RunRecord, UnixMillis,
+};
+use deadpool_postgres::GenericClient;
 use tokio_postgres::types::Json;
-use tokio_postgres::{Row, Statement};
 use uuid::Uuid;
 
-use super::rows::{db, enum_name, get};
-use super::{Param, PgStore, now_millis, param_refs, queue};
-use crate::{Result, RunWrite, RunWritten, StoreError};
+use std::collections::BTreeMap;
 
-/// How a statement's answer is read.
-enum Check {
-    /// Nothing to read; an error is a database error about the context.
-    Plain(&'static str),
-    /// A write about run `run_id`: a foreign-key violation or a failed
-    /// `charter_expect_found` means `what` was not found.
-    Found { what: String, context: &'static str },
-    /// An action's intent: no row returned means its key had already succeeded.
-    Intent(Uuid),
-    /// A release: one row with the number of events released.
-    Release,
-}
+use super::rows;
+use super::rows::{db, get, parse_enum};
+use super::run_writes::{
+    pg_action_succeeded, pg_begin_action, pg_finish_action, pg_finish_run, pg_record_attempt,
+    pg_record_decision, pg_start_run,
+};
+use super::{Conditions, Param, PgStore, now_millis, param_refs, run_writes};
+use crate::{InDoubtAction, InDoubtFilter};
+use crate::{Result, RunFilter, RunStore, RunWrite, RunWritten, StoreError};
 
-/// One write of the batch, ready to send.
-struct Step {
-    stmt: Statement,
-    params: Vec<Param>,
-    check: Check,
-}
-
-const START_SQL: &str =
-    "INSERT INTO runs (id, event_id, charter, charter_version, mode, started_at)
-     VALUES ($1, $2, $3, $4, $5, $6)";
-
-/// A run's start directly followed by its decision: one row written once.
-const START_DECIDED_SQL: &str =
-    "INSERT INTO runs (id, event_id, charter, charter_version, mode, started_at, decision,
-         decision_label, decision_stage, decision_confidence)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
-
-const DECISION_SQL: &str = "WITH u AS (
-         UPDATE runs SET decision = $2, decision_label = $3, decision_stage = $4,
-             decision_confidence = $5
-         WHERE id = $1 RETURNING 1
-     )
-     SELECT charter_expect_found(count(*), 'run') FROM u";
-
-const INTENT_SQL: &str =
-    "INSERT INTO action_records (run_id, action, idempotency_key, params, status)
-     SELECT $1, $2, $3, $4, 'pending'
-     WHERE NOT EXISTS (SELECT 1 FROM succeeded_keys WHERE idempotency_key = $3)
-     ON CONFLICT (run_id, action) DO UPDATE SET
-         idempotency_key = EXCLUDED.idempotency_key, params = EXCLUDED.params,
-         status = 'pending'
-     RETURNING 1";
-
-/// One attempt recorded on its own (replacing one with the same number).
-const ATTEMPT_SQL: &str = "WITH a AS (
-         INSERT INTO action_attempts (action_id, attempt, started_at, duration_ms,
-             http_status, error, ok)
-         SELECT id, $3, $4, $5, $6, $7, $8 FROM action_records
-         WHERE run_id = $1 AND action = $2
-         ON CONFLICT (action_id, attempt) DO UPDATE SET started_at = EXCLUDED.started_at,
-             duration_ms = EXCLUDED.duration_ms, http_status = EXCLUDED.http_status,
-             error = EXCLUDED.error, ok = EXCLUDED.ok
-         RETURNING 1
-     )
-     SELECT charter_expect_found(count(*), 'action') FROM a";
-
-const FINISH_ACTION_SQL: &str =
-    "INSERT INTO action_records (run_id, action, idempotency_key, params, status)
-     VALUES ($1, $2, $3, $4, $5)
-     ON CONFLICT (run_id, action) DO UPDATE SET status = EXCLUDED.status,
-         idempotency_key = EXCLUDED.idempotency_key, params = EXCLUDED.params";
-
-/// The attempts carried by a finished record, in one insert (ones recorded one by one are
-/// kept). Runs after [`FINISH_ACTION_SQL`] in the same transaction, so it finds the action.
-const CARRIED_ATTEMPTS_SQL: &str =
-    "INSERT INTO action_attempts (action_id, attempt, started_at, duration_ms, http_status,
-         error, ok)
-     SELECT a.id, t.attempt, t.started_at, t.duration_ms, t.http_status, t.error, t.ok
-     FROM action_records AS a,
-          unnest($3::BIGINT[], $4::BIGINT[], $5::BIGINT[], $6::INTEGER[], $7::TEXT[],
-                 $8::BOOLEAN[]) AS t(attempt, started_at, duration_ms, http_status, error, ok)
-     WHERE a.run_id = $1 AND a.action = $2
-     ON CONFLICT (action_id, attempt) DO NOTHING";
-
-const SUCCEEDED_KEY_SQL: &str =
-    "INSERT INTO succeeded_keys (idempotency_key, run_id, action, succeeded_at)
-     VALUES ($1, $2, $3, $4)
-     ON CONFLICT (idempotency_key) DO NOTHING";
-
-const MEASUREMENT_SQL: &str =
-    "INSERT INTO measurements (charter, name, run_id, event_id, value, at, detail)
-     VALUES ($1, $2, $3, $4, $5, $6, $7)";
-
-const FINISH_RUN_SQL: &str = "WITH u AS (
-         UPDATE runs SET finished_at = $2, outcome = $3, route = $4, error = $5
-         WHERE id = $1 RETURNING 1
-     )
-     SELECT charter_expect_found(count(*), 'run') FROM u";
-
-async fn step(client: &Object, sql: &str, params: Vec<Param>, check: Check) -> Result<Step> {
-    let stmt = client
-        .prepare_cached(sql)
+impl RunStore for PgStore {
+    async fn start_run(
+        &self,
+        run_id: Uuid,
+        event_id: Uuid,
+        charter: &str,
+        charter_version: &str,
+        mode: &str,
+        now: UnixMillis,
+    ) -> Result<()> {
+        let client = self.client().await?;
+        pg_start_run(
+            &client,
+            run_id,
+            event_id,
+            charter,
+            charter_version,
+            mode,
+            now,
+        )
         .await
-        .map_err(db("preparing a run write"))?;
-    Ok(Step {
-        stmt,
-        params,
-        check,
-    })
-}
-
-/// The statements of one write (most are one; a finished action is up to three).
-async fn steps_of(
-    client: &Object,
-    w: &RunWrite,
-    now: UnixMillis,
-    out: &mut Vec<Step>,
-) -> Result<()> {
-    match w {
-        RunWrite::Start {
-            run_id,
-            event_id,
-            charter,
-            charter_version,
-            mode,
-            now,
-        } => {
-            let params: Vec<Param> = vec![
-                Box::new(*run_id),
-                Box::new(*event_id),
-                Box::new(charter.clone()),
-                Box::new(charter_version.clone()),
-                Box::new(mode.clone()),
-                Box::new(*now),
-            ];
-            out.push(step(client, START_SQL, params, Check::Plain("starting a run")).await?);
-        }
-        RunWrite::Decision { run_id, decision } => {
-            let params: Vec<Param> = vec![
-                Box::new(*run_id),
-                Box::new(Json(decision.clone())),
-                Box::new(decision.label.clone()),
-                Box::new(enum_name(&decision.stage)),
-                Box::new(decision.confidence),
-            ];
-            let check = Check::Found {
-                what: format!("run {run_id}"),
-                context: "recording a decision",
-            };
-            out.push(step(client, DECISION_SQL, params, check).await?);
-        }
-        RunWrite::BeginAction {
-            run_id,
-            action,
-            idempotency_key,
-            params,
-        } => {
-            let p: Vec<Param> = vec![
-                Box::new(*run_id),
-                Box::new(action.clone()),
-                Box::new(idempotency_key.clone()),
-                Box::new(params.clone()),
-            ];
-            out.push(step(client, INTENT_SQL, p, Check::Intent(*run_id)).await?);
-        }
-        RunWrite::Attempt {
-            run_id,
-            action,
-            attempt: a,
-        } => {
-            let params: Vec<Param> = vec![
-                Box::new(*run_id),
-                Box::new(action.clone()),
-                Box::new(i64::from(a.attempt)),
-                Box::new(a.started_at),
-                Box::new(i64::try_from(a.duration_ms).unwrap_or(i64::MAX)),
-                Box::new(a.status.map(i32::from)),
-                Box::new(a.error.clone()),
-                Box::new(a.ok),
-            ];
-            let check = Check::Found {
-                what: format!("action {action} was not begun in run {run_id}"),
-                context: "recording an attempt",
-            };
-            out.push(step(client, ATTEMPT_SQL, params, check).await?);
-        }
-        RunWrite::FinishAction { run_id, record } => {
-            let params: Vec<Param> = vec![
-                Box::new(*run_id),
-                Box::new(record.action.clone()),
-                Box::new(record.idempotency_key.clone()),
-                Box::new(record.params.clone()),
-                Box::new(record.status.as_str()),
-            ];
-            let check = Check::Found {
-                what: format!("run {run_id}"),
-                context: "finishing an action",
-            };
-            out.push(step(client, FINISH_ACTION_SQL, params, check).await?);
-            if !record.attempts.is_empty() {
-                let at = &record.attempts;
-                let params: Vec<Param> = vec![
-                    Box::new(*run_id),
-                    Box::new(record.action.clone()),
-                    Box::new(at.iter().map(|a| i64::from(a.attempt)).collect::<Vec<_>>()),
-                    Box::new(at.iter().map(|a| a.started_at).collect::<Vec<_>>()),
-                    Box::new(
-                        at.iter()
-                            .map(|a| i64::try_from(a.duration_ms).unwrap_or(i64::MAX))
-                            .collect::<Vec<_>>(),
-                    ),
-                    Box::new(
-                        at.iter()
-                            .map(|a| a.status.map(i32::from))
-                            .collect::<Vec<_>>(),
-                    ),
-                    Box::new(at.iter().map(|a| a.error.clone()).collect::<Vec<_>>()),
-                    Box::new(at.iter().map(|a| a.ok).collect::<Vec<_>>()),
-                ];
-                let check = Check::Plain("recording an action's attempts");
-                out.push(step(client, CARRIED_ATTEMPTS_SQL, params, check).await?);
-            }
-            if record.status == ActionStatus::Succeeded {
-                let params: Vec<Param> = vec![
-                    Box::new(record.idempotency_key.clone()),
-                    Box::new(*run_id),
-                    Box::new(record.action.clone()),
-                    Box::new(now),
-                ];
-                let check = Check::Plain("recording a succeeded key");
-                out.push(step(client, SUCCEEDED_KEY_SQL, params, check).await?);
-            }
-        }
-        RunWrite::Measurement(m) => {
-            let params: Vec<Param> = vec![
-                Box::new(m.charter.clone()),
-                Box::new(m.name.clone()),
-                Box::new(m.run_id),
-                Box::new(m.event_id),
-                Box::new(m.value),
-                Box::new(m.at),
-                Box::new(m.detail.clone()),
-            ];
-            let check = Check::Plain("recording a measurement");
-            out.push(step(client, MEASUREMENT_SQL, params, check).await?);
-        }
-        RunWrite::FinishRun {
-            run_id,
-            route,
-            outcome,
-            error,
-            now,
-        } => {
-            let params: Vec<Param> = vec![
-                Box::new(*run_id),
-                Box::new(*now),
-                Box::new(outcome.as_str()),
-                Box::new(route.map(|r| i64::try_from(r).unwrap_or(i64::MAX))),
-                Box::new(error.clone()),
-            ];
-            let check = Check::Found {
-                what: format!("run {run_id}"),
-                context: "finishing a run",
-            };
-            out.push(step(client, FINISH_RUN_SQL, params, check).await?);
-        }
-        RunWrite::Release {
-            event_id,
-            worker,
-            status,
-            now,
-        } => {
-            let params: Vec<Param> = vec![
-                Box::new(*event_id),
-                Box::new(worker.clone()),
-                Box::new(status.as_str()),
-                Box::new(*now),
-            ];
-            out.push(step(client, queue::RELEASE_SQL, params, Check::Release).await?);
-        }
     }
-    Ok(())
-}
 
-/// A run's `Start` directly followed by its own `Decision` (how the worker writes them) as
-/// one insert: one row version and one index entry set instead of an insert and an update.
-async fn start_decided(client: &Object, writes: &[RunWrite]) -> Result<Option<Step>> {
-    let [
-        RunWrite::Start {
-            run_id,
-            event_id,
-            charter,
-            charter_version,
-            mode,
-            now,
-        },
-        RunWrite::Decision {
-            run_id: decided,
-            decision,
-        },
-        ..,
-    ] = writes
-    else {
-        return Ok(None);
-    };
-    if run_id != decided {
-        return Ok(None);
+    async fn record_decision(&self, run_id: Uuid, decision: &Decision) -> Result<()> {
+        let client = self.client().await?;
+        pg_record_decision(&client, run_id, decision).await
     }
-    let params: Vec<Param> = vec![
-        Box::new(*run_id),
-        Box::new(*event_id),
-        Box::new(charter.clone()),
-        Box::new(charter_version.clone()),
-        Box::new(mode.clone()),
-        Box::new(*now),
-        Box::new(Json(decision.clone())),
-        Box::new(decision.label.clone()),
-        Box::new(enum_name(&decision.stage)),
-        Box::new(decision.confidence),
-    ];
-    let step = step(
-        client,
-        START_DECIDED_SQL,
-        params,
-        Check::Plain("starting a run"),
-    )
-    .await?;
-    Ok(Some(step))
-}
 
-/// The error a failed statement reports.
-fn step_error(check: &Check, e: tokio_postgres::Error) -> StoreError {
-    match check {
-        Check::Found { what, context } => {
-            let missing = matches!(
-                e.code(),
-                Some(&SqlState::FOREIGN_KEY_VIOLATION) | Some(&SqlState::NO_DATA_FOUND)
+    async fn begin_action(
+        &self,
+        run_id: Uuid,
+        action: &str,
+        idempotency_key: &str,
+        params: &serde_json::Value,
+    ) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(db("beginning begin_action"))?;
+        pg_begin_action(&tx, run_id, action, idempotency_key, params).await?;
+        tx.commit().await.map_err(db("committing begin_action"))?;
+        Ok(())
+    }
+
+    async fn record_attempt(
+        &self,
+        run_id: Uuid,
+        action: &str,
+        attempt: &AttemptRecord,
+    ) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(db("beginning record_attempt"))?;
+        pg_record_attempt(&tx, run_id, action, attempt).await?;
+        tx.commit().await.map_err(db("committing an attempt"))?;
+        Ok(())
+    }
+
+    async fn finish_action(&self, run_id: Uuid, record: &ActionRecord) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(db("beginning finish_action"))?;
+        pg_finish_action(&tx, run_id, record, now_millis()).await?;
+        tx.commit().await.map_err(db("committing finish_action"))?;
+        Ok(())
+    }
+
+    async fn record_run(&self, writes: Vec<RunWrite>) -> Result<RunWritten> {
+        run_writes::record_run(self, writes).await
+    }
+
+    async fn action_succeeded(&self, idempotency_key: &str) -> Result<bool> {
+        let client = self.client().await?;
+        pg_action_succeeded(&client, idempotency_key).await
+    }
+
+    async fn finish_run(
+        &self,
+        run_id: Uuid,
+        route: Option<usize>,
+        outcome: RunOutcome,
+        error: Option<&str>,
+        now: UnixMillis,
+    ) -> Result<()> {
+        let client = self.client().await?;
+        pg_finish_run(&client, run_id, route, outcome, error, now).await
+    }
+
+    /// Runs oldest first. An action begun and still in flight is left out; one cut off by a
+    /// crash is reported as in doubt once its event was claimed again.
+    async fn runs_for_event(&self, event_id: Uuid) -> Result<Vec<RunRecord>> {
+        self.load_runs(
+            "WHERE event_id = $1 ORDER BY started_at, seq".to_string(),
+            vec![Box::new(event_id)],
+        )
+        .await
+    }
+
+    async fn list_in_doubt(&self, filter: InDoubtFilter) -> Result<Vec<InDoubtAction>> {
+        let mut c = Conditions::default();
+        c.always("a.status = 'in_doubt'");
+        c.when("r.charter =", filter.charter);
+        if filter.unsettled {
+            c.always(
+                "NOT EXISTS (SELECT 1 FROM succeeded_keys k
+                             WHERE k.idempotency_key = a.idempotency_key)",
             );
-            if missing {
-                StoreError::NotFound(what.clone())
-            } else {
-                db(context)(e)
-            }
         }
-        Check::Intent(run_id) => {
-            if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) {
-                StoreError::NotFound(format!("run {run_id}"))
-            } else {
-                db("beginning an action")(e)
-            }
-        }
-        Check::Plain(context) => db(context)(e),
-        Check::Release => db("releasing a lease")(e),
+        let (where_sql, params, limit) = c.with_limit(filter.limit);
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT a.run_id, r.event_id, r.charter, a.action, a.idempotency_key,
+                         a.params, r.started_at, r.finished_at,
+                         (SELECT count(*) FROM action_attempts t WHERE t.action_id = a.id),
+                         EXISTS (SELECT 1 FROM succeeded_keys k
+                                 WHERE k.idempotency_key = a.idempotency_key)
+                     FROM action_records a JOIN runs r ON r.id = a.run_id
+                     {where_sql} ORDER BY a.id DESC LIMIT {limit}"
+                ),
+                &param_refs(&params),
+            )
+            .await
+            .map_err(db("listing in-doubt actions"))?;
+        rows.iter()
+            .map(|r| {
+                let attempts: i64 = get(r, 8)?;
+                Ok(InDoubtAction {
+                    run_id: get(r, 0)?,
+                    event_id: get(r, 1)?,
+                    charter: get(r, 2)?,
+                    action: get(r, 3)?,
+                    idempotency_key: get(r, 4)?,
+                    params: get(r, 5)?,
+                    started_at: get(r, 6)?,
+                    interrupted_at: get(r, 7)?,
+                    attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                    settled: get(r, 9)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn list_runs(&self, filter: RunFilter) -> Result<Vec<RunRecord>> {
+        self.page_runs(filter).await
+    }
+
+    async fn count_runs(&self, filter: RunFilter) -> Result<u64> {
+        self.count_runs_matching(filter).await
     }
 }
 
-type Sent<'a> =
-    Pin<Box<dyn Future<Output = std::result::Result<Vec<Row>, tokio_postgres::Error>> + Send + 'a>>;
+impl PgStore {
+    /// Runs selected by `tail` (a `WHERE … ORDER BY …` over `runs` with `params` for its
+    /// placeholders), each with its decision and finished actions, read in one snapshot so
+    /// runs, actions and attempts agree.
+    pub(super) async fn load_runs(
+        &self,
+        tail: String,
+        params: Vec<Param>,
+    ) -> Result<Vec<RunRecord>> {
+        let mut client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(db("beginning a runs query"))?;
+        let runs_stmt = tx
+            .prepare_cached(&format!(
+                "SELECT id, charter, charter_version, mode, started_at, finished_at, outcome,
+                     decision, route, error, event_id
+                 FROM runs {tail}"
+            ))
+            .await
+            .map_err(db("preparing a runs query"))?;
+        let actions_stmt = tx
+            .prepare_cached(
+                "SELECT a.id, a.run_id, a.action, a.idempotency_key, a.params, a.status
+                 FROM action_records a
+                 WHERE a.run_id = ANY($1) AND a.status <> 'pending'
+                 ORDER BY a.id",
+            )
+            .await
+            .map_err(db("preparing actions"))?;
+        let attempts_stmt = tx
+            .prepare_cached(
+                "SELECT t.action_id, t.attempt, t.started_at, t.duration_ms, t.http_status,
+                     t.error, t.ok
+                 FROM action_attempts t
+                 JOIN action_records a ON a.id = t.action_id
+                 WHERE a.run_id = ANY($1)
+                 ORDER BY t.action_id, t.attempt",
+            )
+            .await
+            .map_err(db("preparing attempts"))?;
+        let run_rows = tx
+            .query(&runs_stmt, &param_refs(&params))
+            .await
+            .map_err(db("loading runs"))?;
+        let run_ids = run_rows
+            .iter()
+            .map(|r| get::<Uuid>(r, 0))
+            .collect::<Result<Vec<Uuid>>>()?;
+        let action_rows = tx
+            .query(&actions_stmt, &[&run_ids])
+            .await
+            .map_err(db("loading actions"))?;
+        let attempt_rows = tx
+            .query(&attempts_stmt, &[&run_ids])
+            .await
+            .map_err(db("loading attempts"))?;
+        tx.commit().await.map_err(db("ending a runs query"))?;
 
-/// Apply `writes` in one transaction, sent as one pipeline (see the module's documentation).
-pub(super) async fn record_run(store: &PgStore, writes: Vec<RunWrite>) -> Result<RunWritten> {
-    let now = now_millis();
-    let client = store.client().await?;
-    let mut steps = Vec::with_capacity(writes.len() + 2);
-    let mut i = 0;
-    while i < writes.len() {
-        if let Some(step) = start_decided(&client, &writes[i..]).await? {
-            steps.push(step);
-            i += 2;
-            continue;
+        let mut attempts: BTreeMap<i64, Vec<AttemptRecord>> = BTreeMap::new();
+        for r in &attempt_rows {
+            let action_id: i64 = get(r, 0)?;
+            attempts
+                .entry(action_id)
+                .or_default()
+                .push(rows::attempt_record(r)?);
         }
-        steps_of(&client, &writes[i], now, &mut steps).await?;
-        i += 1;
-    }
-    let refs: Vec<Vec<_>> = steps.iter().map(|s| param_refs(&s.params)).collect();
-    // BEGIN, every statement, COMMIT: the futures are polled in this order on their first
-    // poll, which is when each request is queued on the connection. (A parameter the driver
-    // could not encode would fail before its request is queued, while the COMMIT still
-    // goes: the parameters' types are fixed by the statements above, so that is a bug
-    // caught by the conformance suite, not an input error.)
-    let mut sent: Vec<Sent<'_>> = Vec::with_capacity(steps.len() + 2);
-    sent.push(Box::pin(async {
-        client.batch_execute("BEGIN").await.map(|()| Vec::new())
-    }));
-    for (s, p) in steps.iter().zip(&refs) {
-        sent.push(Box::pin(client.query(&s.stmt, p)));
-    }
-    sent.push(Box::pin(async {
-        client.batch_execute("COMMIT").await.map(|()| Vec::new())
-    }));
-    let mut answers = futures_util::future::join_all(sent).await.into_iter();
-
-    answers
-        .next()
-        .unwrap_or(Ok(Vec::new()))
-        .map_err(db("beginning record_run"))?;
-    let mut out = RunWritten::default();
-    let mut failed: Option<StoreError> = None;
-    for s in &steps {
-        let answer = answers.next().unwrap_or(Ok(Vec::new()));
-        if failed.is_some() {
-            continue; // The transaction was aborted at the first failure.
+        let mut actions: BTreeMap<Uuid, Vec<ActionRecord>> = BTreeMap::new();
+        for r in &action_rows {
+            let id: i64 = get(r, 0)?;
+            let run_id: Uuid = get(r, 1)?;
+            let status: String = get(r, 5)?;
+            actions.entry(run_id).or_default().push(ActionRecord {
+                action: get(r, 2)?,
+                idempotency_key: get(r, 3)?,
+                params: get(r, 4)?,
+                status: parse_enum::<ActionStatus>("action status", &status)?,
+                attempts: attempts.remove(&id).unwrap_or_default(),
+            });
         }
-        match answer {
-            Err(e) => failed = Some(step_error(&s.check, e)),
-            Ok(rows) => match s.check {
-                Check::Intent(_) => {
-                    if rows.is_empty() {
-                        out.already_succeeded = true;
-                    }
-                }
-                Check::Release => {
-                    let n: i64 = match rows.first() {
-                        Some(r) => get(r, 0)?,
-                        None => 0,
-                    };
-                    out.released = Some(n == 1);
-                }
-                Check::Plain(_) | Check::Found { .. } => {}
-            },
-        }
-    }
-    // After a failure PostgreSQL answers the COMMIT with a rollback.
-    let committed = answers
-        .next()
-        .unwrap_or(Ok(Vec::new()))
-        .map_err(db("committing record_run"));
-    match failed {
-        Some(e) => Err(e),
-        None => committed.map(|_| out),
+        run_rows
+            .iter()
+            .map(|r| {
+                let id: Uuid = get(r, 0)?;
+                let outcome: Option<String> = get(r, 6)?;
+                let decision: Option<Json<Decision>> = get(r, 7)?;
+                let route: Option<i64> = get(r, 8)?;
+                Ok(RunRecord {
+                    id,
+                    event_id: get(r, 10)?,
+                    charter: get(r, 1)?,
+                    charter_version: get(r, 2)?,
+                    mode: get(r, 3)?,
+                    started_at: get(r, 4)?,
+                    finished_at: get(r, 5)?,
+                    outcome: outcome
+                        .map(|o| parse_enum::<RunOutcome>("run outcome", &o))
+                        .transpose()?,
+                    decision: decision.map(|Json(d)| d),
+                    route: route
+                        .map(|r| {
+                            usize::try_from(r).map_err(|_| {
+                                StoreError::Corrupt(format!("route out of range: {r}"))
+                            })
+                        })
+                        .transpose()?,
+                    actions: actions.remove(&id).unwrap_or_default(),
+                    error: get(r, 9)?,
+                })
+            })
+            .collect()
     }
 }

@@ -4,16 +4,17 @@
 
 use rusqlite::types::Value;
 
+use super::approvals::{APPROVAL_COLS, query_approvals};
+use super::escalations::{ESCALATION_COLS, query_escalations};
 use super::rows::{self, EVENT_COLS, REJECTED_COLS, db};
-use super::{
-    APPROVAL_COLS, Conditions, ESCALATION_COLS, SqliteStore, collect, load_runs, query_approvals,
-    query_escalations,
-};
+use super::runs::load_runs;
+use super::{Conditions, SqliteStore, collect};
 use crate::page::{Sort, uuid_prefix_range};
 use crate::{
     ApprovalFilter, ApprovalRecord, AuditEntry, AuditFilter, EscalationFilter, EscalationRecord,
-    EventFilter, RejectedFilter, Result, RunFilter, RunRecord,
+    EventFilter, RejectedFilter, Result, RunFilter,
 };
+use charter_core::model::RunRecord;
 use charter_core::model::{EventRecord, RejectedPayload};
 
 fn text(v: impl ToString) -> Value {

@@ -19,6 +19,13 @@ use crate::{Result, StoreError};
 /// over the most recent ones of each series).
 const MAX_SAMPLES: i64 = 200_000;
 
+/// A report's samples: arrival times, (end, outcome) of finished runs, (done at, cycle time).
+type Samples = (
+    Vec<UnixMillis>,
+    Vec<(UnixMillis, String)>,
+    Vec<(UnixMillis, i64)>,
+);
+
 fn count(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
@@ -73,13 +80,26 @@ fn single_count(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> 
 }
 
 fn build_report(conn: &Connection, q: &ReportQuery) -> Result<CharterReport> {
-    let (c, since, until) = (q.charter.as_str(), q.since, q.until);
     let mut report = CharterReport {
-        charter: c.to_string(),
-        since,
-        until,
+        charter: q.charter.clone(),
+        since: q.since,
+        until: q.until,
         ..Default::default()
     };
+    let (received, finished, cycles) = report_samples(conn, q)?;
+    assemble(q, &mut report, &received, &finished, &cycles);
+    count_rejected_and_approvals(conn, q, &mut report)?;
+    count_escalations_and_dead_letters(conn, q, &mut report)?;
+    report.replays = count_replays(conn, q)?;
+    report.measurements = measurement_totals(conn, q)?;
+    Ok(report)
+}
+
+/// A report's samples in `[since, until)`, newest first (at most [`MAX_SAMPLES`] each):
+/// events' arrival times, finished runs' (end, outcome), and (done at, cycle time) of the
+/// events finished in the window.
+fn report_samples(conn: &Connection, q: &ReportQuery) -> Result<Samples> {
+    let (c, since, until) = (q.charter.as_str(), q.since, q.until);
     let received: Vec<UnixMillis> = {
         let mut stmt = conn
             .prepare_cached(
@@ -128,8 +148,16 @@ fn build_report(conn: &Connection, q: &ReportQuery) -> Result<CharterReport> {
             Ok((done, (done - received).max(0)))
         })?
     };
-    assemble(q, &mut report, &received, &finished, &cycles);
+    Ok((received, finished, cycles))
+}
 
+/// The report's rejected payloads and approval counts.
+fn count_rejected_and_approvals(
+    conn: &Connection,
+    q: &ReportQuery,
+    report: &mut CharterReport,
+) -> Result<()> {
+    let (c, since, until) = (q.charter.as_str(), q.since, q.until);
     report.rejected_payloads = single_count(
         conn,
         "SELECT count(*) FROM rejected WHERE charter = ?1 AND received_at >= ?2 AND received_at < ?3",
@@ -155,6 +183,16 @@ fn build_report(conn: &Connection, q: &ReportQuery) -> Result<CharterReport> {
            AND decided_at < ?3 AND status = 'approved' AND edited_hash IS NOT NULL",
         &[&c, &since, &until],
     )?;
+    Ok(())
+}
+
+/// The report's escalations (by reason, resolved) and dead-lettered actions.
+fn count_escalations_and_dead_letters(
+    conn: &Connection,
+    q: &ReportQuery,
+    report: &mut CharterReport,
+) -> Result<()> {
+    let (c, since, until) = (q.charter.as_str(), q.since, q.until);
     report.escalations.by_reason = escalation_reasons(conn, c, since, until)?;
     report.escalations.resolved = single_count(
         conn,
@@ -169,6 +207,13 @@ fn build_report(conn: &Connection, q: &ReportQuery) -> Result<CharterReport> {
            AND a.status = 'dead_lettered'",
         &[&c, &since, &until],
     )?;
+    Ok(())
+}
+
+/// Events replayed in the window: requeued by an operator, or replayed from a rejected
+/// payload.
+fn count_replays(conn: &Connection, q: &ReportQuery) -> Result<u64> {
+    let (c, since, until) = (q.charter.as_str(), q.since, q.until);
     let requeued = single_count(
         conn,
         "SELECT count(*) FROM audit_log a, json_each(a.detail, '$.requeued') j
@@ -188,7 +233,15 @@ fn build_report(conn: &Connection, q: &ReportQuery) -> Result<CharterReport> {
             &v7_floor(until).to_string(),
         ],
     )?;
-    report.replays = requeued + from_rejected;
+    Ok(requeued + from_rejected)
+}
+
+/// Count and sum of each measurement recorded in the window.
+fn measurement_totals(
+    conn: &Connection,
+    q: &ReportQuery,
+) -> Result<BTreeMap<String, MeasureTotal>> {
+    let (c, since, until) = (q.charter.as_str(), q.since, q.until);
     let mut stmt = conn
         .prepare_cached(
             "SELECT name, count(*), total(value) FROM measurements
@@ -208,8 +261,7 @@ fn build_report(conn: &Connection, q: &ReportQuery) -> Result<CharterReport> {
             },
         ))
     })?;
-    report.measurements = m.into_iter().collect();
-    Ok(report)
+    Ok(m.into_iter().collect())
 }
 
 fn escalation_reasons(

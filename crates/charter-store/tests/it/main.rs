@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
+mod conformance;
 mod postgres;
 mod store;
 #[path = "../../../../tests/tools.rs"]

@@ -1,6 +1,6 @@
-//! The PostgreSQL store against a real server: the shared conformance suite plus what only
-//! a shared database has (several nodes claiming at once, racing migrations, LISTEN/NOTIFY,
-//! cluster-wide job locks).
+//! The PostgreSQL store against a real server: what only a shared database has (several
+//! nodes claiming at once, racing migrations, LISTEN/NOTIFY,
+//! cluster-wide job locks). The shared conformance suite runs from `conformance.rs`.
 //!
 //! Server: `CHARTER_TEST_PG` (a connection string with rights to create databases), default
 //! `postgres://postgres@127.0.0.1:5432/postgres`. Every test works in a database of its own,
@@ -15,22 +15,22 @@ use std::time::Duration;
 
 use charter_core::model::{EventStatus, NewEvent, RejectedPayload, UnixMillis};
 use charter_store::postgres::{self, PgStore, SCHEMA_VERSION, with_dbname};
-use charter_store::{EventFilter, EventStore, IngestOutcome, QueueStore, StoreError, conformance};
+use charter_store::{EventFilter, EventStore, IngestOutcome, QueueStore, StoreError};
 use uuid::Uuid;
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// A database of its own for one test, dropped (best effort) when the value is dropped.
-struct TestDb {
+pub(crate) struct TestDb {
     admin_url: String,
     name: String,
     /// Connection string of the test database.
-    url: String,
+    pub(crate) url: String,
 }
 
 /// Create a fresh database, or `None` when PostgreSQL is missing and the test may skip
 /// (`crate::tools`: never under CI=true).
-async fn test_db(test: &str) -> Option<TestDb> {
+pub(crate) async fn test_db(test: &str) -> Option<TestDb> {
     let admin_url = std::env::var("CHARTER_TEST_PG").unwrap_or_else(|_| DEFAULT_URL.to_string());
     if !crate::tools::available(crate::tools::Tool::Postgres, || {
         crate::tools::tcp_listening(&crate::tools::pg_addr(&admin_url))
@@ -137,20 +137,6 @@ fn with_dbname_replaces_the_database() {
         "postgres://u@h:5432/x?sslmode=disable"
     );
     assert_eq!(with_dbname("postgres://h", "x"), "postgres://h/x");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conformance_suite_passes() {
-    let Some(db) = test_db("conformance_suite_passes").await else {
-        return;
-    };
-    let store = PgStore::connect(&db.url, 8).await.expect("connect");
-    assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
-    store.ready().await.expect("ready");
-    if let Err(failures) = conformance::run_all(&store).await {
-        panic!("conformance failures:\n{failures}");
-    }
-    store.close().await;
 }
 
 /// Two nodes, four workers each, claiming one charter's events as fast as they can: the

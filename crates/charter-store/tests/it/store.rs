@@ -1,25 +1,26 @@
-//! The SQLite store against a real database file: the shared conformance suite plus
-//! SQLite-specific behaviour (durability across reopen, migrations, group commit).
+//! The SQLite store against a real database file: SQLite-specific behaviour (durability
+//! across reopen, migrations, group commit). The shared conformance suite runs from
+//! `conformance.rs`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use charter_core::model::{EventStatus, NewEvent};
 use charter_store::sqlite::{Durability, SCHEMA_VERSION, SqliteOptions, SqliteStore};
-use charter_store::{EventFilter, EventStore, IngestOutcome, QueueStore, StoreError, conformance};
+use charter_store::{EventFilter, EventStore, IngestOutcome, QueueStore, StoreError};
 use uuid::Uuid;
 
 /// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new() -> TempDir {
+    pub(crate) fn new() -> TempDir {
         let dir = std::env::temp_dir().join(format!("charter-store-test-{}", Uuid::now_v7()));
         std::fs::create_dir_all(&dir).expect("create temp dir");
         TempDir(dir)
     }
 
-    fn db(&self) -> PathBuf {
+    pub(crate) fn db(&self) -> PathBuf {
         self.0.join("charter.db")
     }
 }
@@ -56,26 +57,6 @@ fn open_pipelined(path: &Path) -> SqliteStore {
         },
     )
     .expect("open store (pipelined)")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sqlite_passes_the_conformance_suite() {
-    let dir = TempDir::new();
-    let store = open(&dir.db());
-    if let Err(failures) = conformance::run_all(&store).await {
-        panic!("conformance failures:\n{failures}");
-    }
-    store.close().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sqlite_pipelined_passes_the_conformance_suite() {
-    let dir = TempDir::new();
-    let store = open_pipelined(&dir.db());
-    if let Err(failures) = conformance::run_all(&store).await {
-        panic!("conformance failures (pipelined fsync):\n{failures}");
-    }
-    store.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,5 @@
 //! Conformance checks of [`crate::ReportStore`] and [`crate::AlertStore`], run by
-//! [`crate::conformance::run_all`] against every backend.
+//! the conformance tests against every backend.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,18 +9,9 @@ use charter_core::model::{
 };
 use uuid::Uuid;
 
+use super::CheckResult;
 use crate::report::{IncidentState, NewIncident, NewMeasurement, ReportQuery};
 use crate::{NewApproval, NewAuditEntry, NewEscalation, Store, Verdict};
-
-type CheckResult = Result<(), String>;
-
-macro_rules! ensure {
-    ($cond:expr, $($msg:tt)+) => {
-        if !$cond {
-            return Err(format!($($msg)+));
-        }
-    };
-}
 
 fn ctx<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> Result<T, String> {
     r.map_err(|e| format!("{what}: {e}"))
@@ -109,11 +100,25 @@ pub async fn check_reports<S: Store>(store: &S) -> CheckResult {
     )
     .await?;
     let since = t0 - 1_000;
-    // Three completed runs with cycle times 100, 200 and 400 ms; one failed with a
-    // dead-lettered action; one escalated.
+    let (r1, failed_ev) = record_report_runs(store, &c, t0).await?;
+    record_report_approvals(store, &c, t0, r1, failed_ev).await?;
+    let queued_at = record_report_extras(store, &c, t0, r1, failed_ev).await?;
+    let until = now() + 60_000;
+    let r = report_counts_the_window(store, &c, since, until).await?;
+    report_queries_agree(store, &c, since, until, &r).await?;
+    backlog_and_readiness(store, &c, t0, queued_at).await
+}
+
+/// The runs [`check_reports`] counts: three completed with cycle times 100, 200 and 400 ms,
+/// one failed with a dead-lettered action, one escalated. Returns (first run, failed event).
+async fn record_report_runs<S: Store>(
+    store: &S,
+    c: &str,
+    t0: UnixMillis,
+) -> Result<(Uuid, Uuid), String> {
     let (_, r1) = run_one(
         store,
-        &c,
+        c,
         t0,
         t0 + 100,
         RunOutcome::Completed,
@@ -122,7 +127,7 @@ pub async fn check_reports<S: Store>(store: &S) -> CheckResult {
     .await?;
     run_one(
         store,
-        &c,
+        c,
         t0,
         t0 + 200,
         RunOutcome::Completed,
@@ -131,7 +136,7 @@ pub async fn check_reports<S: Store>(store: &S) -> CheckResult {
     .await?;
     run_one(
         store,
-        &c,
+        c,
         t0,
         t0 + 400,
         RunOutcome::Completed,
@@ -140,7 +145,7 @@ pub async fn check_reports<S: Store>(store: &S) -> CheckResult {
     .await?;
     let (failed_ev, failed_run) = run_one(
         store,
-        &c,
+        c,
         t0,
         t0 + 500,
         RunOutcome::Failed,
@@ -170,7 +175,7 @@ pub async fn check_reports<S: Store>(store: &S) -> CheckResult {
     )?;
     let (esc_ev, esc_run) = run_one(
         store,
-        &c,
+        c,
         t0,
         t0 + 600,
         RunOutcome::Escalated,
@@ -183,7 +188,7 @@ pub async fn check_reports<S: Store>(store: &S) -> CheckResult {
                 id: Uuid::now_v7(),
                 run_id: Some(esc_run),
                 event_id: esc_ev,
-                charter: c.clone(),
+                charter: c.to_string(),
                 reason: "low_confidence".into(),
                 detail: serde_json::json!({}),
                 target: None,
@@ -192,7 +197,18 @@ pub async fn check_reports<S: Store>(store: &S) -> CheckResult {
             .await,
         "create_escalation",
     )?;
-    // Approvals: one approved with an edit, one rejected, one still pending.
+    Ok((r1, failed_ev))
+}
+
+/// Approvals: one approved with an edit, one rejected, one still pending.
+async fn record_report_approvals<S: Store>(
+    store: &S,
+    c: &str,
+    t0: UnixMillis,
+    r1: Uuid,
+    failed_ev: Uuid,
+) -> CheckResult {
+    let params = serde_json::json!({"x": 1});
     let mut approval_ids = Vec::new();
     for h in ["h1", "h2", "h3"] {
         let a = ctx(
@@ -201,7 +217,7 @@ pub async fn check_reports<S: Store>(store: &S) -> CheckResult {
                     id: Uuid::now_v7(),
                     run_id: r1,
                     event_id: failed_ev,
-                    charter: c.clone(),
+                    charter: c.to_string(),
                     action: "reply".into(),
                     params: params.clone(),
                     params_hash: h.into(),
@@ -240,14 +256,25 @@ pub async fn check_reports<S: Store>(store: &S) -> CheckResult {
             .await,
         "reject",
     )?;
-    // A replay of the failed event, a rejected payload, two measurements, one queued event.
+    Ok(())
+}
+
+/// A replay of the failed event, a rejected payload, two measurements, one queued event.
+/// Returns when the queued event was received.
+async fn record_report_extras<S: Store>(
+    store: &S,
+    c: &str,
+    t0: UnixMillis,
+    r1: Uuid,
+    failed_ev: Uuid,
+) -> Result<UnixMillis, String> {
     ctx(
         store
             .append_audit(NewAuditEntry {
                 at: t0 + 900,
                 actor: "admin".into(),
                 action: "event.replay".into(),
-                charter: Some(c.clone()),
+                charter: Some(c.to_string()),
                 target: Some(failed_ev.to_string()),
                 detail: serde_json::json!({"requeued": [failed_ev]}),
             })
@@ -258,7 +285,7 @@ pub async fn check_reports<S: Store>(store: &S) -> CheckResult {
         store
             .reject(RejectedPayload {
                 id: Uuid::now_v7(),
-                charter: c.clone(),
+                charter: c.to_string(),
                 source: "webhook:/hooks/conf".into(),
                 received_at: t0,
                 headers: BTreeMap::new(),
@@ -272,7 +299,7 @@ pub async fn check_reports<S: Store>(store: &S) -> CheckResult {
         ctx(
             store
                 .record_measurement(NewMeasurement {
-                    charter: c.clone(),
+                    charter: c.to_string(),
                     name: "ticket_routed".into(),
                     run_id: Some(r1),
                     event_id: None,
@@ -287,16 +314,25 @@ pub async fn check_reports<S: Store>(store: &S) -> CheckResult {
     let queued_at = t0 + 1_000;
     ctx(
         store
-            .ingest(event(&c, queued_at, "webhook:/hooks/conf"))
+            .ingest(event(c, queued_at, "webhook:/hooks/conf"))
             .await,
         "ingest queued",
     )?;
 
-    let until = now() + 60_000;
+    Ok(queued_at)
+}
+
+/// The report over the window counts exactly what [`check_reports`] recorded in it.
+async fn report_counts_the_window<S: Store>(
+    store: &S,
+    c: &str,
+    since: UnixMillis,
+    until: UnixMillis,
+) -> Result<crate::CharterReport, String> {
     let r = ctx(
         store
             .report(ReportQuery {
-                charter: c.clone(),
+                charter: c.to_string(),
                 since,
                 until,
                 buckets: 4,
@@ -366,10 +402,21 @@ pub async fn check_reports<S: Store>(store: &S) -> CheckResult {
         rates.approval_rate
     );
 
-    let outcomes = ctx(store.run_outcomes(&c, since, until).await, "run_outcomes")?;
+    Ok(r)
+}
+
+/// The single queries agree with the report, and a window after everything is empty.
+async fn report_queries_agree<S: Store>(
+    store: &S,
+    c: &str,
+    since: UnixMillis,
+    until: UnixMillis,
+    r: &crate::CharterReport,
+) -> CheckResult {
+    let outcomes = ctx(store.run_outcomes(c, since, until).await, "run_outcomes")?;
     ensure!(outcomes == r.outcomes, "run_outcomes {outcomes:?}");
     let reasons = ctx(
-        store.escalation_reasons(&c, since, until).await,
+        store.escalation_reasons(c, since, until).await,
         "escalation_reasons",
     )?;
     ensure!(
@@ -379,7 +426,7 @@ pub async fn check_reports<S: Store>(store: &S) -> CheckResult {
     let empty = ctx(
         store
             .report(ReportQuery {
-                charter: c.clone(),
+                charter: c.to_string(),
                 since: until,
                 until: until + 1_000,
                 buckets: 1,
@@ -392,6 +439,17 @@ pub async fn check_reports<S: Store>(store: &S) -> CheckResult {
         "a window after everything is not empty: {empty:?}"
     );
 
+    Ok(())
+}
+
+/// The backlog shows the queued event, the pending approval and the open escalation with
+/// their ages; the store reports itself migrated.
+async fn backlog_and_readiness<S: Store>(
+    store: &S,
+    c: &str,
+    t0: UnixMillis,
+    queued_at: UnixMillis,
+) -> CheckResult {
     let backlog = ctx(store.backlog(now()).await, "backlog")?;
     let b = backlog.iter().find(|b| b.charter == c);
     ensure!(

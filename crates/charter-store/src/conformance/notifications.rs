@@ -1,20 +1,11 @@
 //! Conformance check of [`crate::NotificationStore`], run by
-//! [`crate::conformance::run_all`] against every backend.
+//! the conformance tests against every backend.
 
 use uuid::Uuid;
 
+use super::CheckResult;
 use crate::notifications::{Delivery, NewNotification, NotificationKind, NotificationState};
 use crate::{NotificationRecord, Store};
-
-type CheckResult = Result<(), String>;
-
-macro_rules! ensure {
-    ($cond:expr, $($msg:tt)+) => {
-        if !$cond {
-            return Err(format!($($msg)+));
-        }
-    };
-}
 
 fn ctx<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> Result<T, String> {
     r.map_err(|e| format!("{what}: {e}"))
@@ -31,11 +22,27 @@ pub async fn check_notifications<S: Store>(store: &S) -> CheckResult {
     let charter = format!("conf-notify-{}", &tag[tag.len() - 12..]);
     let base = 1_700_000_000_000 + i64::from(rand_u16(&tag)) * 1000;
     let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    enqueue_once_per_target(store, &charter, base, a, b).await?;
+    let claimed = claim_leases(store, &charter, base).await?;
+    let rows = finish_deliveries(store, base, a, b, &claimed).await?;
+    retry_comes_back(store, &charter, base, &rows).await?;
+    finished_rows_stay(store, &charter, base, &rows).await
+}
+
+/// Queueing the same (item, target) again adds nothing; new rows are pending, due at
+/// creation.
+async fn enqueue_once_per_target<S: Store>(
+    store: &S,
+    charter: &str,
+    base: i64,
+    a: Uuid,
+    b: Uuid,
+) -> CheckResult {
     let new = |item: Uuid, kind, target: &str, at: i64| NewNotification {
         id: Uuid::now_v7(),
         kind,
         item_id: item,
-        charter: charter.clone(),
+        charter: charter.to_string(),
         target: target.to_string(),
         created_at: at,
     };
@@ -70,13 +77,22 @@ pub async fn check_notifications<S: Store>(store: &S) -> CheckResult {
         "new rows are pending, due at creation: {of_a:?}"
     );
 
+    Ok(())
+}
+
+/// Rows are due from creation; a claim leases them so a second claim does not return them.
+async fn claim_leases<S: Store>(
+    store: &S,
+    charter: &str,
+    base: i64,
+) -> Result<Vec<NotificationRecord>, String> {
     // Not due before creation.
     let early = ours(
         ctx(
             store.claim_notifications(base - 1, base + 100, 1000).await,
             "claim early",
         )?,
-        &charter,
+        charter,
     );
     ensure!(
         early.is_empty(),
@@ -87,7 +103,7 @@ pub async fn check_notifications<S: Store>(store: &S) -> CheckResult {
             store.claim_notifications(base + 1, base + 100, 1000).await,
             "claim",
         )?,
-        &charter,
+        charter,
     );
     ensure!(claimed.len() == 3, "three rows due: {claimed:?}");
     ensure!(
@@ -101,13 +117,31 @@ pub async fn check_notifications<S: Store>(store: &S) -> CheckResult {
             store.claim_notifications(base + 50, base + 150, 1000).await,
             "claim again",
         )?,
-        &charter,
+        charter,
     );
     ensure!(
         again.is_empty(),
         "leased rows are not claimed twice: {again:?}"
     );
 
+    Ok(claimed)
+}
+
+/// The claimed rows of [`check_notifications`], by what happens to them.
+struct Rows {
+    hook: Uuid,
+    slack: Uuid,
+    escalation: Uuid,
+}
+
+/// The hook row is sent, the Slack row retried later, the escalation's row failed.
+async fn finish_deliveries<S: Store>(
+    store: &S,
+    base: i64,
+    a: Uuid,
+    b: Uuid,
+    claimed: &[NotificationRecord],
+) -> Result<Rows, String> {
     let escalation = claimed
         .iter()
         .find(|n| n.item_id == b)
@@ -155,6 +189,20 @@ pub async fn check_notifications<S: Store>(store: &S) -> CheckResult {
             .await,
         "failed",
     )?;
+    Ok(Rows {
+        hook: hook.id,
+        slack: slack.id,
+        escalation: escalation.id,
+    })
+}
+
+/// A retried row waits for its time, then comes back with a second attempt and its error.
+async fn retry_comes_back<S: Store>(
+    store: &S,
+    charter: &str,
+    base: i64,
+    rows: &Rows,
+) -> CheckResult {
     let before_retry = ours(
         ctx(
             store
@@ -162,7 +210,7 @@ pub async fn check_notifications<S: Store>(store: &S) -> CheckResult {
                 .await,
             "claim before retry",
         )?,
-        &charter,
+        charter,
     );
     ensure!(before_retry.is_empty(), "the retry waits: {before_retry:?}");
     let retried = ours(
@@ -172,10 +220,10 @@ pub async fn check_notifications<S: Store>(store: &S) -> CheckResult {
                 .await,
             "claim retry",
         )?,
-        &charter,
+        charter,
     );
     ensure!(
-        retried.len() == 1 && retried[0].id == slack.id && retried[0].attempts == 2,
+        retried.len() == 1 && retried[0].id == rows.slack && retried[0].attempts == 2,
         "the retried row comes back with a second attempt: {retried:?}"
     );
     ensure!(
@@ -184,15 +232,25 @@ pub async fn check_notifications<S: Store>(store: &S) -> CheckResult {
     );
     ctx(
         store
-            .finish_notification(slack.id, Delivery::Sent, base + 1001)
+            .finish_notification(rows.slack, Delivery::Sent, base + 1001)
             .await,
         "sent 2",
     )?;
+    Ok(())
+}
+
+/// A finished row does not change any more, keeps its state, and is never claimed again.
+async fn finished_rows_stay<S: Store>(
+    store: &S,
+    charter: &str,
+    base: i64,
+    rows: &Rows,
+) -> CheckResult {
     // A finished row does not change any more.
     ctx(
         store
             .finish_notification(
-                hook.id,
+                rows.hook,
                 Delivery::Failed {
                     error: "late".into(),
                 },
@@ -203,25 +261,25 @@ pub async fn check_notifications<S: Store>(store: &S) -> CheckResult {
     )?;
     let all = ours(
         ctx(store.list_notifications(None, 100_000).await, "list all")?,
-        &charter,
+        charter,
     );
     ensure!(all.len() == 3, "three rows in all: {all:?}");
     let state = |id: Uuid| all.iter().find(|n| n.id == id).cloned();
-    let h = state(hook.id).ok_or("hook row listed")?;
+    let h = state(rows.hook).ok_or("hook row listed")?;
     ensure!(
         h.state == NotificationState::Sent
             && h.sent_at == Some(base + 10)
             && h.last_error.is_none(),
         "the hook row stays sent: {h:?}"
     );
-    let s = state(slack.id).ok_or("slack row listed")?;
+    let s = state(rows.slack).ok_or("slack row listed")?;
     ensure!(
         s.state == NotificationState::Sent
             && s.sent_at == Some(base + 1001)
             && s.last_error.is_none(),
         "the slack row was sent on retry: {s:?}"
     );
-    let e = state(escalation.id).ok_or("escalation row listed")?;
+    let e = state(rows.escalation).ok_or("escalation row listed")?;
     ensure!(
         e.state == NotificationState::Failed
             && e.last_error.as_deref() == Some("connector refused"),
@@ -234,7 +292,7 @@ pub async fn check_notifications<S: Store>(store: &S) -> CheckResult {
                 .await,
             "claim later",
         )?,
-        &charter,
+        charter,
     );
     ensure!(
         later.is_empty(),

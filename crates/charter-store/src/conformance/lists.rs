@@ -1,6 +1,6 @@
 //! Conformance checks of the paged listings ([`crate::page`]): keyset pages in both orders
 //! cover a listing exactly once, totals count what the pages show, and search by id prefix
-//! and dedupe key finds what is stored. Run by [`crate::conformance::run_all`] against every
+//! and dedupe key finds what is stored. Run by the conformance tests against every
 //! backend.
 
 use std::collections::BTreeMap;
@@ -8,22 +8,13 @@ use std::future::Future;
 
 use uuid::Uuid;
 
+use super::CheckResult;
 use crate::page::Sort;
 use crate::{
     ApprovalFilter, ApprovalStatus, AuditFilter, EscalationFilter, EscalationStatus, EventFilter,
     IngestOutcome, NewApproval, NewAuditEntry, NewEscalation, RejectedFilter, RunFilter, Store,
 };
 use charter_core::model::{NewEvent, RejectedPayload, RunOutcome, RunRecord, UnixMillis};
-
-type CheckResult = Result<(), String>;
-
-macro_rules! ensure {
-    ($cond:expr, $($msg:tt)+) => {
-        if !$cond {
-            return Err(format!($($msg)+));
-        }
-    };
-}
 
 fn ctx<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> Result<T, String> {
     r.map_err(|e| format!("{what}: {e}"))
@@ -134,7 +125,46 @@ pub async fn check_paged_events<S: Store>(store: &S) -> CheckResult {
         "count is {total} for 7 events (after and limit must not apply)"
     );
 
-    // Search by id prefix: the whole id, and a prefix (others may share it, all must).
+    events_found_by_id(store, &ids).await?;
+    // Dedupe key, whatever the charter.
+    let by_key = ctx(
+        store
+            .list_events(EventFilter {
+                dedupe_key: Some(format!("find-me-{t}")),
+                ..EventFilter::default()
+            })
+            .await,
+        "search by dedupe key",
+    )?;
+    ensure!(
+        by_key.iter().map(|e| e.event.id).collect::<Vec<_>>() == vec![ids[3]],
+        "search by dedupe key found {by_key:?}"
+    );
+
+    // A scope of charters: the other charter's event is counted only when in scope.
+    let scoped = |charters: Vec<String>| EventFilter {
+        charters,
+        since: Some(at),
+        until: Some(at + 7),
+        ..EventFilter::default()
+    };
+    let n_c = ctx(store.count_events(scoped(vec![c.clone()])).await, "count")?;
+    let n_both = ctx(
+        store
+            .count_events(scoped(vec![c.clone(), other.clone()]))
+            .await,
+        "count",
+    )?;
+    ensure!(
+        n_c == 7 && n_both == 8,
+        "scoped counts {n_c} and {n_both}, want 7 and 8"
+    );
+    Ok(())
+}
+
+/// Search by id prefix: the whole id, and a prefix (others may share it, all must); a
+/// prefix that is not hexadecimal matches nothing.
+async fn events_found_by_id<S: Store>(store: &S, ids: &[Uuid]) -> CheckResult {
     let whole = ids[5].hyphenated().to_string().to_uppercase();
     let found = ctx(
         store
@@ -178,39 +208,6 @@ pub async fn check_paged_events<S: Store>(store: &S) -> CheckResult {
         "a prefix that is not hexadecimal matched"
     );
 
-    // Dedupe key, whatever the charter.
-    let by_key = ctx(
-        store
-            .list_events(EventFilter {
-                dedupe_key: Some(format!("find-me-{t}")),
-                ..EventFilter::default()
-            })
-            .await,
-        "search by dedupe key",
-    )?;
-    ensure!(
-        by_key.iter().map(|e| e.event.id).collect::<Vec<_>>() == vec![ids[3]],
-        "search by dedupe key found {by_key:?}"
-    );
-
-    // A scope of charters: the other charter's event is counted only when in scope.
-    let scoped = |charters: Vec<String>| EventFilter {
-        charters,
-        since: Some(at),
-        until: Some(at + 7),
-        ..EventFilter::default()
-    };
-    let n_c = ctx(store.count_events(scoped(vec![c.clone()])).await, "count")?;
-    let n_both = ctx(
-        store
-            .count_events(scoped(vec![c.clone(), other.clone()]))
-            .await,
-        "count",
-    )?;
-    ensure!(
-        n_c == 7 && n_both == 8,
-        "scoped counts {n_c} and {n_both}, want 7 and 8"
-    );
     Ok(())
 }
 
@@ -220,16 +217,29 @@ pub async fn check_paged_queues<S: Store>(store: &S) -> CheckResult {
     let t = tag();
     let c = format!("conf-queues-{t}");
     let at = 1_700_000_000_000;
+    let (approvals, escalations) = approvals_and_escalations(store, &c, at).await?;
+    paged_approvals(store, &c, approvals).await?;
+    paged_escalations(store, &c, escalations).await?;
+    paged_audit(store, &c, &t, at).await
+}
+
+/// Seven events, each with a run, a pending approval and an open escalation, created in
+/// pairs sharing a millisecond. Returns the approval and escalation ids, oldest first.
+async fn approvals_and_escalations<S: Store>(
+    store: &S,
+    c: &str,
+    at: UnixMillis,
+) -> Result<(Vec<Uuid>, Vec<Uuid>), String> {
     let mut approvals = Vec::new();
     let mut escalations = Vec::new();
     for i in 0..7 {
-        let ev = match ctx(store.ingest(event(&c, None, at)).await, "ingest")? {
+        let ev = match ctx(store.ingest(event(c, None, at)).await, "ingest")? {
             IngestOutcome::Stored(id) => id,
             d => return Err(format!("fresh event stored as {d:?}")),
         };
         let run = Uuid::now_v7();
         ctx(
-            store.start_run(run, ev, &c, "v1", "live", at).await,
+            store.start_run(run, ev, c, "v1", "live", at).await,
             "start_run",
         )?;
         // Three pairs share a millisecond: the id breaks the tie.
@@ -240,7 +250,7 @@ pub async fn check_paged_queues<S: Store>(store: &S) -> CheckResult {
                     id: Uuid::now_v7(),
                     run_id: run,
                     event_id: ev,
-                    charter: c.clone(),
+                    charter: c.to_string(),
                     action: if i == 6 { "refund" } else { "reply" }.to_string(),
                     params: serde_json::json!({"i": i}),
                     params_hash: format!("h{i}"),
@@ -259,7 +269,7 @@ pub async fn check_paged_queues<S: Store>(store: &S) -> CheckResult {
                     id: Uuid::now_v7(),
                     run_id: Some(run),
                     event_id: ev,
-                    charter: c.clone(),
+                    charter: c.to_string(),
                     reason: if i % 3 == 0 {
                         "dead_letter"
                     } else {
@@ -275,10 +285,17 @@ pub async fn check_paged_queues<S: Store>(store: &S) -> CheckResult {
         )?;
         escalations.push(e.id);
     }
-    let newest = |v: &Vec<Uuid>| v.iter().rev().copied().collect::<Vec<_>>();
+    Ok((approvals, escalations))
+}
 
+fn newest(v: &[Uuid]) -> Vec<Uuid> {
+    v.iter().rev().copied().collect()
+}
+
+/// Approvals page in both orders; totals count by filter.
+async fn paged_approvals<S: Store>(store: &S, c: &str, approvals: Vec<Uuid>) -> CheckResult {
     let af = |sort, after, limit| ApprovalFilter {
-        charter: Some(c.clone()),
+        charter: Some(c.to_string()),
         status: Some(ApprovalStatus::Pending),
         sort,
         after,
@@ -319,8 +336,13 @@ pub async fn check_paged_queues<S: Store>(store: &S) -> CheckResult {
         "approvals of action refund: {refunds}, want 1"
     );
 
+    Ok(())
+}
+
+/// Escalations page in both orders; totals count by reason.
+async fn paged_escalations<S: Store>(store: &S, c: &str, escalations: Vec<Uuid>) -> CheckResult {
     let ef = |sort, after, limit| EscalationFilter {
-        charter: Some(c.clone()),
+        charter: Some(c.to_string()),
         status: Some(EscalationStatus::Open),
         sort,
         after,
@@ -368,7 +390,11 @@ pub async fn check_paged_queues<S: Store>(store: &S) -> CheckResult {
         "dead letters {dead}, others {rest}; want 3 and 4"
     );
 
-    // The audit log: newest first by sequence, filters by actions, charters and time.
+    Ok(())
+}
+
+/// The audit log: newest first by sequence, filters by actions, charters and time.
+async fn paged_audit<S: Store>(store: &S, c: &str, t: &str, at: UnixMillis) -> CheckResult {
     let mut seqs = Vec::new();
     for i in 0..5 {
         let seq = ctx(
@@ -382,7 +408,7 @@ pub async fn check_paged_queues<S: Store>(store: &S) -> CheckResult {
                         "event.replay"
                     }
                     .into(),
-                    charter: Some(c.clone()),
+                    charter: Some(c.to_string()),
                     target: None,
                     detail: serde_json::Value::Null,
                 })
@@ -416,7 +442,7 @@ pub async fn check_paged_queues<S: Store>(store: &S) -> CheckResult {
     let pauses = ctx(
         store
             .count_audit(AuditFilter {
-                charters: vec![c.clone()],
+                charters: vec![c.to_string()],
                 actions: vec!["charter.pause".into()],
                 since: Some(at + 1),
                 ..AuditFilter::default()
@@ -607,16 +633,21 @@ pub async fn check_paged_runs<S: Store>(store: &S) -> CheckResult {
         done == 3 && running == 4,
         "completed {done} and running {running}, want 3 and 4"
     );
+    scoped_runs(store, &c, &other, at).await
+}
+
+/// A caller's scope of charters counts and lists only their runs.
+async fn scoped_runs<S: Store>(store: &S, c: &str, other: &str, at: UnixMillis) -> CheckResult {
     let scoped = |charters: Vec<String>| RunFilter {
         charters,
         since: Some(at),
         until: Some(at + 4),
         ..RunFilter::default()
     };
-    let n_c = ctx(store.count_runs(scoped(vec![c.clone()])).await, "count")?;
+    let n_c = ctx(store.count_runs(scoped(vec![c.to_string()])).await, "count")?;
     let n_both = ctx(
         store
-            .count_runs(scoped(vec![c.clone(), other.clone()]))
+            .count_runs(scoped(vec![c.to_string(), other.to_string()]))
             .await,
         "count",
     )?;
@@ -624,7 +655,7 @@ pub async fn check_paged_runs<S: Store>(store: &S) -> CheckResult {
         store
             .list_runs(RunFilter {
                 limit: 100,
-                ..scoped(vec![other.clone()])
+                ..scoped(vec![other.to_string()])
             })
             .await,
         "list_runs",

@@ -1,21 +1,12 @@
-//! Conformance check of [`crate::KnowledgeStore`], run by [`crate::conformance::run_all`]
+//! Conformance check of [`crate::KnowledgeStore`], run by the conformance tests
 //! against every backend: indexing, re-indexing (old passages gone), unchanged documents,
 //! ranking, stemming, source filters, pruning and gaps.
 
 use uuid::Uuid;
 
+use super::CheckResult;
 use crate::knowledge::{GapFilter, GapReason, KnowledgeDoc, KnowledgeGap, NewPassage, PutOutcome};
 use crate::{KnowledgeStore, Store};
-
-type CheckResult = Result<(), String>;
-
-macro_rules! ensure {
-    ($cond:expr, $($msg:tt)+) => {
-        if !$cond {
-            return Err(format!($($msg)+));
-        }
-    };
-}
 
 fn ctx<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> Result<T, String> {
     r.map_err(|e| format!("{what}: {e}"))
@@ -74,7 +65,35 @@ pub async fn check_knowledge<S: Store>(store: &S) -> CheckResult {
     let src = format!("conf-kb-{}", &tag[tag.len() - 12..]);
     let other = format!("{src}-other");
     let src = src.as_str();
+    let refunds = index_documents(store, src, &other).await?;
+    search_ranks(store, src, &other).await?;
+    reindex(store, src, refunds).await?;
+    // Pruning removes documents no longer in the source, and their passages.
+    let pruned = ctx(
+        store
+            .prune_documents(src, vec!["refunds.md".to_string()])
+            .await,
+        "prune",
+    )?;
+    ensure!(pruned == 1, "one document pruned, got {pruned}");
+    ensure!(
+        keys(store, &[src], &["parcel"]).await?.is_empty(),
+        "a pruned document's passages are gone"
+    );
+    ensure!(
+        keys(store, &[&other], &["refund"]).await?.len() == 1,
+        "pruning one source leaves another alone"
+    );
 
+    check_gaps(store, &tag, src).await
+}
+
+/// Index two documents of `src` and one of `other`; returns the refund passages.
+async fn index_documents<S: Store>(
+    store: &S,
+    src: &str,
+    other: &str,
+) -> Result<Vec<NewPassage>, String> {
     let refunds = passages(&[
         (
             "Refunds",
@@ -110,13 +129,18 @@ pub async fn check_knowledge<S: Store>(store: &S) -> CheckResult {
     ctx(
         store
             .put_document(
-                doc(&other, "refunds.md", "h3", 3_000),
+                doc(other, "refunds.md", "h3", 3_000),
                 passages(&[("Refunds", "Another source's refund card text.")]),
             )
             .await,
         "put other source",
     )?;
 
+    Ok(refunds)
+}
+
+/// Ranking, stemming, the sources filter and what a hit carries.
+async fn search_ranks<S: Store>(store: &S, src: &str, other: &str) -> CheckResult {
     // Ranking: the passage about card refunds first; stemming: `refunds` finds `refund`.
     let got = keys(store, &[src], &["refunds", "card"]).await?;
     ensure!(
@@ -147,7 +171,7 @@ pub async fn check_knowledge<S: Store>(store: &S) -> CheckResult {
             && first.rank > 0.0,
         "a hit carries its document's title, URL, owner, updated_at and a positive rank: {first:?}"
     );
-    let both = keys(store, &[src, &other], &["refund"]).await?;
+    let both = keys(store, &[src, other], &["refund"]).await?;
     ensure!(both.len() == 4, "two sources: 4 passages, got {both:?}");
     ensure!(
         keys(store, &[src], &["zeppelin"]).await?.is_empty(),
@@ -158,6 +182,11 @@ pub async fn check_knowledge<S: Store>(store: &S) -> CheckResult {
         "no terms find nothing"
     );
 
+    Ok(())
+}
+
+/// The same content hash re-indexes nothing; a changed one replaces the passages.
+async fn reindex<S: Store>(store: &S, src: &str, refunds: Vec<NewPassage>) -> CheckResult {
     // The same content hash: nothing re-indexed.
     let again = ctx(
         store
@@ -216,24 +245,7 @@ pub async fn check_knowledge<S: Store>(store: &S) -> CheckResult {
         "two documents, the re-indexed one with its new updated_at: {docs:?}"
     );
 
-    // Pruning removes documents no longer in the source, and their passages.
-    let pruned = ctx(
-        store
-            .prune_documents(src, vec!["refunds.md".to_string()])
-            .await,
-        "prune",
-    )?;
-    ensure!(pruned == 1, "one document pruned, got {pruned}");
-    ensure!(
-        keys(store, &[src], &["parcel"]).await?.is_empty(),
-        "a pruned document's passages are gone"
-    );
-    ensure!(
-        keys(store, &[&other], &["refund"]).await?.len() == 1,
-        "pruning one source leaves another alone"
-    );
-
-    check_gaps(store, &tag, src).await
+    Ok(())
 }
 
 /// Gaps: newest first, filtered by charter, reason and time.
