@@ -85,8 +85,8 @@ async fn notifications_line<S: Store>(ui: &UiState<S>, item: Uuid) -> Result<Str
 /// May this session decide this approval (the API's rule: admins always, reviewers when
 /// the approval names no reviewers or names them)?
 pub fn may_decide(s: &Session, a: &ApprovalRecord) -> bool {
-    s.role == Role::Admin
-        || (s.role >= Role::Reviewer
+    s.may(Role::Admin)
+        || (s.may(Role::Reviewer)
             && (a.reviewers.is_empty() || a.reviewers.iter().any(|r| r == &s.name)))
 }
 
@@ -234,7 +234,7 @@ pub async fn escalation_card<S: Store>(
         notifications_line(ui, e.id).await?,
     );
     let open = e.status == EscalationStatus::Open;
-    if open && s.role >= Role::Reviewer {
+    if open && s.may(Role::Reviewer) {
         if e.reason == DEAD_LETTER {
             out.push_str(&dead_letter_forms(s, e, back));
         } else {

@@ -115,7 +115,7 @@ fn header_table(name: &str, c: &Charter, s: &Session, sum: &Summary) -> String {
 
 /// The time-range replay form (admins only; empty otherwise).
 fn replay_range_form<S: Store>(ui: &UiState<S>, s: &Session, name: &str) -> String {
-    if s.role < Role::Admin {
+    if !s.may(Role::Admin) {
         return String::new();
     }
     format!(

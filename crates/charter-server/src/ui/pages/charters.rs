@@ -110,7 +110,7 @@ pub(super) fn counts_text(c: &BTreeMap<&'static str, usize>) -> String {
 
 /// Pause or resume, replay failed, promote or demote (admins; a note for the others).
 pub(super) fn operator_buttons(name: &str, s: &Session, sum: &Summary, back: &str) -> String {
-    if s.role < Role::Admin {
+    if !s.may(Role::Admin) {
         return "<span class=\"meta\">admins only</span>".into();
     }
     let enc = url_enc(name);

@@ -481,7 +481,7 @@ fn list_section(
     let tab = v.tab;
     let rows = &list.rows;
     let mut body = String::new();
-    let bulk = tab == Tab::Approvals && s.role >= Role::Reviewer && rows.len() > 1;
+    let bulk = tab == Tab::Approvals && s.may(Role::Reviewer) && rows.len() > 1;
     let _ = write!(
         body,
         "<section class=\"list\" tabindex=\"0\" aria-label=\"{} waiting\" data-tab=\"{}\">",

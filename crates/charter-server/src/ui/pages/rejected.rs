@@ -144,7 +144,7 @@ fn rejected_table<S: Store>(ui: &UiState<S>, s: &Session, items: &[RejectedPaylo
             .iter()
             .map(|v| format!("<li><code>{}</code></li>", esc(v)))
             .collect();
-        let replay = if s.role >= Role::Admin {
+        let replay = if s.may(Role::Admin) {
             button_form(&format!("/rejected/{}/replay", r.id), &s.csrf, "Replay", "")
         } else {
             String::new()

@@ -118,7 +118,7 @@ async fn sample_card<S: Store>(
             ))
             .unwrap_or_default()
     );
-    if s.role < Role::Reviewer {
+    if !s.may(Role::Reviewer) {
         body.push_str("<p class=\"meta\">Only reviewers review samples.</p></div>");
         return Ok(body);
     }

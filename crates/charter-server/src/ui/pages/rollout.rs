@@ -160,7 +160,7 @@ pub async fn page_rollout<S: Store>(
                 esc(&v.name),
                 esc(&v.name),
                 esc(&v.agreement.describe()),
-                if s.role >= Role::Admin {
+                if s.may(Role::Admin) {
                     format!(" {}", promote_button(&name, &v.name, &s.csrf))
                 } else {
                     String::new()
@@ -189,7 +189,7 @@ pub async fn page_rollout<S: Store>(
                 }
             ),
         };
-        let control = if s.role >= Role::Admin {
+        let control = if s.may(Role::Admin) {
             mode_form(&name, v, &s.csrf)
         } else {
             String::new()

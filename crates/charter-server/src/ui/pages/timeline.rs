@@ -110,9 +110,9 @@ fn header(zone: &Zone, id: Uuid, t: &Timeline) -> String {
 /// Replay (admins) and reroute to the manual queue (reviewers and up); nothing for viewers.
 fn operator_forms(s: &Session, id: Uuid) -> String {
     let mut body = String::new();
-    if s.role >= Role::Reviewer {
+    if s.may(Role::Reviewer) {
         body.push_str("<div class=\"actions\">");
-        if s.role >= Role::Admin {
+        if s.may(Role::Admin) {
             let _ = write!(
                 body,
                 "{}<span class=\"meta\">Actions that already succeeded are not executed again.</span> ",
