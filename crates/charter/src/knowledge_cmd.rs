@@ -378,12 +378,7 @@ async fn eval_with<S: Store>(
     cases: &[Case],
     index: bool,
 ) -> ExitCode {
-    let state = AppState {
-        runtime: runtime.clone(),
-        store: store.clone(),
-        wake: Arc::new(tokio::sync::Notify::new()),
-        metrics: Arc::new(charter_server::metrics::Metrics::default()),
-    };
+    let state = AppState::new(runtime.clone(), store.clone());
     let executor = match charter_connect::HttpExecutor::new() {
         Ok(e) => e,
         Err(e) => {

@@ -673,12 +673,7 @@ async fn retention_purges_old_finished_work_on_schedule_and_audits_it() {
     let keep = runtime.project.settings.worker.retention.unwrap();
     assert_eq!(keep, Duration::from_secs(3600));
     let store = SqliteStore::open(&runtime.store_path()).unwrap();
-    let state = charter_server::AppState {
-        runtime,
-        store: store.clone(),
-        wake: Arc::default(),
-        metrics: Arc::default(),
-    };
+    let state = charter_server::AppState::new(runtime, store.clone());
     let now = charter_server::now_millis();
     // An event received at `at` (its id is the UUIDv7 of that moment, as ingest makes it),
     // run to `done`.

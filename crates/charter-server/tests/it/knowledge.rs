@@ -641,12 +641,7 @@ async fn the_zendesk_help_center_preset_reads_every_page() {
     charter_connect::install_crypto_provider();
     let runtime = Arc::new(Runtime::load(&dir).unwrap_or_else(|e| panic!("{e}")));
     let store = SqliteStore::open(&dir.join("charter.db")).unwrap();
-    let state = charter_server::AppState {
-        runtime: runtime.clone(),
-        store: store.clone(),
-        wake: Arc::default(),
-        metrics: Arc::default(),
-    };
+    let state = charter_server::AppState::new(runtime.clone(), store.clone());
     let executor = charter_connect::HttpExecutor::new().unwrap();
     let source = runtime.project.knowledge.get("helpcenter").unwrap();
     let report = charter_server::knowledge::refresh_source(&state, &executor, source)
