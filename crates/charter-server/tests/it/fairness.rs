@@ -33,8 +33,9 @@ name: {name}
 description: fairness test charter {name}
 owner: ops@example.test
 maintainer: integrations@example.test
-system_of_record: none
+system_of_record: helpdesk
 mode: live
+uses: [helpdesk]
 concurrency: 1024
 trigger:
   webhook:
@@ -57,7 +58,8 @@ fn project() -> PathBuf {
     std::fs::create_dir_all(dir.join("charters")).unwrap();
     std::fs::write(
         dir.join("charter.yaml"),
-        "worker:\n  lease: 30s\n  poll_interval: 50ms\n",
+        // The helpdesk is never called: the charters only log.
+        "worker:\n  lease: 30s\n  poll_interval: 50ms\nconnectors:\n  helpdesk:\n    type: http\n    base_url: http://127.0.0.1:9\n    allow_private: true\n",
     )
     .unwrap();
     for name in ["work", "flood"] {
