@@ -49,6 +49,8 @@ actions:
     log: "event {{{{ payload.n }}}}"
     approval: auto
 escalation: {{ to: ops }}
+measure:
+  success: [noted]
 "#
     )
 }
