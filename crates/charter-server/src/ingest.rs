@@ -189,7 +189,8 @@ fn kept_headers(
     headers
 }
 
-/// Handle one delivery to `charter`'s webhook path.
+/// Handle one delivery to `charter`'s webhook path: the charter's backlog bound, the
+/// signature, the event-type filters, the contract, then the durable store.
 pub async fn receive<S: Store>(
     state: &AppState<S>,
     charter_name: &str,
@@ -211,62 +212,182 @@ pub async fn receive<S: Store>(
             retry_after: crate::backlog::RETRY_AFTER.as_secs(),
         });
     }
-    let received_at = now_millis();
-    let source = format!("webhook:{}", webhook.path);
-    let dedupe_header: Option<&str> = match &charter.trigger.dedupe {
-        Some(Dedupe::Header(h)) => Some(h.as_str()),
-        Some(Dedupe::Template(_)) => None,
-        None => verify::delivery_id_header(&webhook.verify),
+    let delivery = Delivery {
+        state,
+        cr,
+        webhook,
+        received_at: now_millis(),
+        source: format!("webhook:{}", webhook.path),
+        dedupe_header: match &charter.trigger.dedupe {
+            Some(Dedupe::Header(h)) => Some(h.as_str()),
+            Some(Dedupe::Template(_)) => None,
+            None => verify::delivery_id_header(&webhook.verify),
+        },
     };
-    // Only what something reads is copied out of the request: the body's content type, the
-    // signature scheme's headers, the dedupe header and the headers kept with the event.
-    let wanted = |name: &str| {
-        name == "content-type"
-            || is_kept(name, dedupe_header)
-            || verify::reads_header(&webhook.verify, name)
+    let verified = match delivery.verify(&uri, &headers, body).await? {
+        Ok(v) => v,
+        Err(answered) => return Ok(answered),
     };
-    let mut headers = header_map(&headers, wanted);
-    // A scheme that signs the URL reads the query string through a pseudo-header.
-    if let Some(query) = uri.query()
-        && verify::reads_header(&webhook.verify, verify::QUERY)
-    {
-        headers.insert(verify::QUERY.to_string(), query.to_string());
+    let event_type = event_type_of(&verified);
+    if let Some(answered) = delivery.filtered(&verified, event_type.as_deref()) {
+        return Ok(answered);
     }
-    let unverified = Unverified { headers, body };
-    let verified = match unverified.verify(&webhook.verify, &cr.webhook_secrets, received_at / 1000)
-    {
-        Err(e) => {
-            tracing::info!(charter = %charter.name, reason = %e, "webhook signature rejected");
-            state.metrics.rejected("signature");
-            return Err(ApiError::Unauthorized);
-        }
-        Ok(Err((raw, reason))) => {
-            // Signed but unreadable: kept as rejected so nothing is lost.
-            let dedupe_header = verify::delivery_id_header(&webhook.verify);
-            let id = keep_rejected_capped(
-                state,
-                "malformed",
-                RejectedPayload {
-                    id: Uuid::now_v7(),
-                    charter: charter.name.clone(),
-                    source,
-                    received_at,
-                    headers: kept_headers(raw.headers, dedupe_header),
-                    body: String::from_utf8_lossy(&raw.body).into_owned(),
-                    reasons: vec![reason.clone()],
-                },
-            )
-            .await?;
-            return Ok((
-                StatusCode::BAD_REQUEST,
-                Json(json!({"error": reason, "rejected_id": id.map(|i| i.to_string())})),
-            )
-                .into_response());
-        }
-        Ok(Ok(v)) => v,
+    let kept = kept_headers(verified.headers, delivery.dedupe_header);
+    // A JSON body is stored as the text received (a form body as the object parsed from it).
+    let is_json = !is_form(&kept);
+    let kept = delivery
+        .check_contract(&verified.payload, &verified.body, kept)
+        .await?;
+    let mut event = NewEvent {
+        id: Uuid::now_v7(),
+        charter: charter.name.clone(),
+        source: delivery.source,
+        event_type,
+        dedupe_key: None,
+        received_at: delivery.received_at,
+        headers: kept,
+        payload: verified.payload,
     };
+    event.dedupe_key = webhook_dedupe_key(charter, &event, delivery.dedupe_header)?;
+    let payload_json = is_json
+        .then(|| String::from_utf8(Vec::from(verified.body)).ok())
+        .flatten();
+    store_event(state, event, payload_json).await
+}
 
-    let event_type = verified
+/// One webhook delivery being taken in, and what its phases share.
+struct Delivery<'a, S> {
+    state: &'a AppState<S>,
+    cr: &'a crate::project::CharterRuntime,
+    webhook: &'a charter_core::config::Webhook,
+    received_at: i64,
+    source: String,
+    /// The header that carries the delivery's id (dedupe), if any.
+    dedupe_header: Option<&'a str>,
+}
+
+impl<S: Store> Delivery<'_, S> {
+    /// Check the signature and parse the body. `Ok(Err(response))`: a signed delivery that
+    /// cannot be read, kept as rejected and answered 400.
+    async fn verify(
+        &self,
+        uri: &axum::http::Uri,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Result<Verified, Response>, ApiError> {
+        let verify = &self.webhook.verify;
+        // Only what something reads is copied out of the request: the body's content type,
+        // the signature scheme's headers, the dedupe header and the headers kept with the
+        // event.
+        let wanted = |name: &str| {
+            name == "content-type"
+                || is_kept(name, self.dedupe_header)
+                || verify::reads_header(verify, name)
+        };
+        let mut headers = header_map(headers, wanted);
+        // A scheme that signs the URL reads the query string through a pseudo-header.
+        if let Some(query) = uri.query()
+            && verify::reads_header(verify, verify::QUERY)
+        {
+            headers.insert(verify::QUERY.to_string(), query.to_string());
+        }
+        let unverified = Unverified { headers, body };
+        let charter = &self.cr.charter;
+        match unverified.verify(verify, &self.cr.webhook_secrets, self.received_at / 1000) {
+            Err(e) => {
+                tracing::info!(charter = %charter.name, reason = %e, "webhook signature rejected");
+                self.state.metrics.rejected("signature");
+                Err(ApiError::Unauthorized)
+            }
+            Ok(Err((raw, reason))) => {
+                // Signed but unreadable: kept as rejected so nothing is lost.
+                let dedupe_header = verify::delivery_id_header(verify);
+                let id = keep_rejected_capped(
+                    self.state,
+                    "malformed",
+                    RejectedPayload {
+                        id: Uuid::now_v7(),
+                        charter: charter.name.clone(),
+                        source: self.source.clone(),
+                        received_at: self.received_at,
+                        headers: kept_headers(raw.headers, dedupe_header),
+                        body: String::from_utf8_lossy(&raw.body).into_owned(),
+                        reasons: vec![reason.clone()],
+                    },
+                )
+                .await?;
+                Ok(Err((
+                    StatusCode::BAD_REQUEST,
+                    Json(json!({"error": reason, "rejected_id": id.map(|i| i.to_string())})),
+                )
+                    .into_response()))
+            }
+            Ok(Ok(v)) => Ok(Ok(v)),
+        }
+    }
+
+    /// The answer to a delivery that is not stored: GitHub's `ping` (sent when a webhook is
+    /// created), or an event type the trigger does not take.
+    fn filtered(&self, verified: &Verified, event_type: Option<&str>) -> Option<Response> {
+        let charter = &self.cr.charter;
+        if event_type == Some("ping") && verified.headers.contains_key("x-github-event") {
+            self.state.metrics.ignored(&charter.name, "ping");
+            return Some((StatusCode::OK, Json(json!({"ok": true, "ping": true}))).into_response());
+        }
+        if let Some(types) = &charter.trigger.events
+            && !types.takes(event_type)
+        {
+            self.state.metrics.ignored(&charter.name, "event_type");
+            return Some(
+                (
+                    StatusCode::OK,
+                    Json(json!({"ok": true, "ignored": true, "event_type": event_type})),
+                )
+                    .into_response(),
+            );
+        }
+        None
+    }
+
+    /// Check the payload against the charter's contract; a violating one is kept as
+    /// rejected and refused. Gives the kept headers back.
+    async fn check_contract(
+        &self,
+        payload: &Value,
+        body: &Bytes,
+        kept: BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, ApiError> {
+        let Some(contract) = &self.cr.contract else {
+            return Ok(kept);
+        };
+        let violations = contract_violations(contract, payload);
+        if violations.is_empty() {
+            return Ok(kept);
+        }
+        let id = keep_rejected_capped(
+            self.state,
+            "contract",
+            RejectedPayload {
+                id: Uuid::now_v7(),
+                charter: self.cr.charter.name.clone(),
+                source: self.source.clone(),
+                received_at: self.received_at,
+                headers: kept,
+                body: String::from_utf8_lossy(body).into_owned(),
+                reasons: violations.clone(),
+            },
+        )
+        .await?;
+        Err(ApiError::Contract {
+            event_id: id.map(|i| i.to_string()),
+            violations,
+        })
+    }
+}
+
+/// The delivery's event type: GitHub's or Shopify's header, else the payload's `type`.
+fn event_type_of(verified: &Verified) -> Option<String> {
+    verified
         .headers
         .get("x-github-event")
         .or_else(|| verified.headers.get("x-shopify-topic"))
@@ -277,65 +398,7 @@ pub async fn receive<S: Store>(
                 .get("type")
                 .and_then(Value::as_str)
                 .map(str::to_string)
-        });
-    // GitHub's `ping` (sent when a webhook is created) is answered, never stored.
-    if event_type.as_deref() == Some("ping") && verified.headers.contains_key("x-github-event") {
-        state.metrics.ignored(&charter.name, "ping");
-        return Ok((StatusCode::OK, Json(json!({"ok": true, "ping": true}))).into_response());
-    }
-    if let Some(types) = &charter.trigger.events
-        && !types.takes(event_type.as_deref())
-    {
-        state.metrics.ignored(&charter.name, "event_type");
-        return Ok((
-            StatusCode::OK,
-            Json(json!({"ok": true, "ignored": true, "event_type": event_type})),
-        )
-            .into_response());
-    }
-    let kept = kept_headers(verified.headers, dedupe_header);
-    // A JSON body is stored as the text received (a form body as the object parsed from it).
-    let is_json = !is_form(&kept);
-
-    if let Some(contract) = &cr.contract {
-        let violations = contract_violations(contract, &verified.payload);
-        if !violations.is_empty() {
-            let id = keep_rejected_capped(
-                state,
-                "contract",
-                RejectedPayload {
-                    id: Uuid::now_v7(),
-                    charter: charter.name.clone(),
-                    source,
-                    received_at,
-                    headers: kept,
-                    body: String::from_utf8_lossy(&verified.body).into_owned(),
-                    reasons: violations.clone(),
-                },
-            )
-            .await?;
-            return Err(ApiError::Contract {
-                event_id: id.map(|i| i.to_string()),
-                violations,
-            });
-        }
-    }
-
-    let mut event = NewEvent {
-        id: Uuid::now_v7(),
-        charter: charter.name.clone(),
-        source,
-        event_type,
-        dedupe_key: None,
-        received_at,
-        headers: kept,
-        payload: verified.payload,
-    };
-    event.dedupe_key = webhook_dedupe_key(charter, &event, dedupe_header)?;
-    let payload_json = is_json
-        .then(|| String::from_utf8(Vec::from(verified.body)).ok())
-        .flatten();
-    store_event(state, event, payload_json).await
+        })
 }
 
 /// Keep a payload that could not become an event (durable on return), counted under

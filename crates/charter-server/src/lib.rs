@@ -9,10 +9,8 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use charter_connect::HttpExecutor;
 use charter_store::Store;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 pub mod alerts;
 pub mod api;
@@ -30,6 +28,7 @@ pub mod knowledge;
 pub mod limits;
 pub mod list_api;
 pub mod lists;
+pub mod llm;
 pub mod mcp;
 pub mod metrics;
 pub mod mode;
@@ -40,6 +39,7 @@ pub mod openapi;
 pub mod operator;
 pub mod ops;
 pub mod outbox;
+pub mod pipeline;
 pub mod project;
 pub mod record;
 pub mod report;
@@ -49,10 +49,15 @@ pub mod sink;
 pub mod slack;
 pub mod sources;
 pub mod timeline;
+pub mod state;
+pub mod supervise;
 pub mod ui;
 pub mod worker;
 
 pub use project::{ProjectError, Runtime};
+pub use state::AppState;
+pub(crate) use supervise::every;
+pub use supervise::{node_identity, recover_leases, start};
 
 /// Current time in Unix milliseconds.
 pub fn now_millis() -> i64 {
@@ -60,29 +65,6 @@ pub fn now_millis() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// Shared state of the HTTP handlers and the worker.
-pub struct AppState<S> {
-    pub runtime: Arc<Runtime>,
-    pub store: S,
-    /// Woken when an event is stored or a charter resumed, so idle workers start at once.
-    pub wake: Arc<Notify>,
-    pub metrics: Arc<metrics::Metrics>,
-    /// The server's outbound HTTP client (actions, notifications, answers to Slack).
-    pub executor: Arc<HttpExecutor>,
-}
-
-impl<S: Clone> Clone for AppState<S> {
-    fn clone(&self) -> Self {
-        AppState {
-            runtime: self.runtime.clone(),
-            store: self.store.clone(),
-            wake: self.wake.clone(),
-            metrics: self.metrics.clone(),
-            executor: self.executor.clone(),
-        }
-    }
 }
 
 /// Which parts of the server run in this process.
@@ -132,69 +114,6 @@ pub struct Running {
     /// Wakes this node's worker; a store that hears about events from other nodes (e.g.
     /// PostgreSQL LISTEN/NOTIFY) forwards them here.
     pub wake: Arc<Notify>,
-}
-
-/// The default identity of a node: `<host name>/<listen address>`, e.g.
-/// `web-1/0.0.0.0:8080`. It survives a restart, and no two live processes share it (two
-/// cannot listen on one address of one host). With port 0 the bound port is used, which
-/// changes at every start: set an explicit `--node` there.
-pub fn node_identity(listen: SocketAddr, bound: SocketAddr) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_string());
-    let addr = if listen.port() == 0 { bound } else { listen };
-    format!("{host}/{addr}")
-}
-
-/// Release the leases this node's previous incarnation held, so that its events are
-/// processed again at once rather than after `worker.lease`. A store served by one process
-/// (SQLite under `charter serve`'s serving lock) releases every lease it holds: they all
-/// belong to a process that has stopped. A shared store (PostgreSQL) releases only those
-/// of `node`, this node's stable identity. Logged once and audited (`worker.recover`) when
-/// there were any; runs they cut off are closed as interrupted by the next claim.
-pub async fn recover_leases<S: Store>(state: &AppState<S>, node: &str) {
-    let all = state.store.single_process();
-    let owner = if all { None } else { Some(node) };
-    let now = now_millis();
-    match state.store.release_leases(owner, now).await {
-        Ok(ids) if ids.is_empty() => {}
-        Ok(ids) => {
-            tracing::warn!(
-                released = ids.len(),
-                node,
-                scope = if all {
-                    "every lease (single-process store)"
-                } else {
-                    "this node's"
-                },
-                "released the leases of a previous incarnation; their events are processed again now"
-            );
-            state.metrics.leases_recovered(ids.len());
-            let entry = charter_store::NewAuditEntry {
-                at: now,
-                actor: "system".to_string(),
-                action: "worker.recover".to_string(),
-                charter: None,
-                target: None,
-                detail: serde_json::json!({
-                    "node": node,
-                    "released": ids.len(),
-                    "all_leases": all,
-                }),
-            };
-            if let Err(e) = state.store.append_audit(entry).await {
-                tracing::error!(error = %e, "could not audit the lease recovery");
-            }
-        }
-        Err(e) => tracing::error!(
-            node,
-            error = %e,
-            "could not release the leases of a previous incarnation; they are taken over when they expire"
-        ),
-    }
 }
 
 /// Build the HTTP router: one route per charter webhook path plus the fixed endpoints.
@@ -341,7 +260,7 @@ fn close_if_too_large(mut response: axum::response::Response) -> axum::response:
 }
 
 /// Readiness: the store commits a probe write and its schema is at this build's version.
-async fn readyz<S: Store>(State(state): State<AppState<S>>) -> impl IntoResponse {
+pub(crate) async fn readyz<S: Store>(State(state): State<AppState<S>>) -> impl IntoResponse {
     match state.store.readiness().await {
         Ok(r) if r.migrated() => (
             StatusCode::OK,
@@ -377,7 +296,9 @@ async fn readyz<S: Store>(State(state): State<AppState<S>>) -> impl IntoResponse
 
 /// Counters and histograms of this process, plus gauges read from the store (waiting work,
 /// pending approvals, open escalations and firing alerts).
-async fn metrics_handler<S: Store>(State(state): State<AppState<S>>) -> impl IntoResponse {
+pub(crate) async fn metrics_handler<S: Store>(
+    State(state): State<AppState<S>>,
+) -> impl IntoResponse {
     let now = now_millis();
     let backlog = state.store.backlog(now).await.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "metrics: backlog unavailable");
@@ -386,234 +307,4 @@ async fn metrics_handler<S: Store>(State(state): State<AppState<S>>) -> impl Int
     let firing = state.store.open_incidents(None).await.unwrap_or_default();
     let text = state.metrics.render_with(&backlog, &firing, now);
     ([("content-type", "text/plain; version=0.0.4")], text)
-}
-
-/// How often the approval deadlines are checked.
-const EXPIRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Periodically expire approvals past their deadline until `shutdown` is cancelled. Each
-/// expiry is audited (actor `system`) and its event re-queued, so the worker applies the
-/// action's `on_expiry` (reject, or escalate to a human).
-/// Call `tick` every `period` (the first time one period after start) until `shutdown` is
-/// cancelled; the scheduled jobs (approval expiry, alerts, retention) run on it.
-pub(crate) async fn every<F, Fut>(
-    period: std::time::Duration,
-    shutdown: &CancellationToken,
-    mut tick: F,
-) where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(period) => {}
-        }
-        tick().await;
-    }
-}
-
-async fn expire_approvals<S: Store>(
-    state: AppState<S>,
-    every: std::time::Duration,
-    shutdown: CancellationToken,
-) {
-    crate::every(every, &shutdown, || expire_due(&state)).await;
-}
-
-/// Expire the approvals whose deadline passed, audit each and requeue its event.
-async fn expire_due<S: Store>(state: &AppState<S>) {
-    let expired = match state.store.expire_approvals(now_millis()).await {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::warn!(error = %e, "expiring approvals failed; will retry");
-            return;
-        }
-    };
-    for a in expired {
-        tracing::info!(approval = %a.id, event = %a.event_id, charter = %a.charter, "approval expired");
-        let entry = charter_store::NewAuditEntry {
-            at: now_millis(),
-            actor: "system".into(),
-            action: "approval.expire".into(),
-            charter: Some(a.charter.clone()),
-            target: Some(a.id.to_string()),
-            detail: serde_json::json!({
-                "event": a.event_id,
-                "action": a.action,
-                "on_expiry": a.on_expiry,
-            }),
-        };
-        if let Err(e) = state.store.append_audit(entry).await {
-            tracing::warn!(error = %e, approval = %a.id, "audit of an expiry failed");
-        }
-        api::requeue_soon(state, a.event_id);
-    }
-}
-
-/// Start the HTTP server and/or the worker. Everything stops when `shutdown` is cancelled:
-/// the listener stops accepting, in-flight requests finish, the worker drains.
-pub async fn start<S: Store>(
-    runtime: Arc<Runtime>,
-    store: S,
-    opts: ServeOptions,
-    shutdown: CancellationToken,
-) -> Result<Running, ServeError> {
-    let executor = Arc::new(HttpExecutor::new().map_err(|e| ServeError::Client(e.to_string()))?);
-    let state = AppState {
-        runtime: runtime.clone(),
-        store,
-        wake: Arc::new(Notify::new()),
-        metrics: Arc::new(metrics::Metrics::default()),
-        executor: executor.clone(),
-    };
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
-        .map_err(|e| ServeError::Bind {
-            addr: opts.listen,
-            source: e,
-        })?;
-    let addr = listener.local_addr().map_err(|e| ServeError::Bind {
-        addr: opts.listen,
-        source: e,
-    })?;
-    if opts.role != Role::Worker && !addr.ip().is_loopback() && runtime.tokens.is_empty() {
-        if !runtime.project.settings.net.insecure_open_admin {
-            return Err(ServeError::OpenAdmin { addr });
-        }
-        tracing::warn!(
-            %addr,
-            "INSECURE: listening beyond loopback with no API tokens (server.insecure_open_admin): anyone who can reach this address controls every charter"
-        );
-    }
-    let limits = conn::ConnLimits::from_settings(&runtime.project.settings.net);
-    let mut tasks = tokio::task::JoinSet::new();
-    // Polled APIs and schedules ingest like webhooks do, so they run where the ingest does.
-    if opts.role != Role::Worker && sources::has_sources(&runtime) {
-        let token = shutdown.clone();
-        let st = state.clone();
-        let ex = executor.clone();
-        tasks.spawn(async move {
-            sources::run(st, ex, token).await;
-            "sources"
-        });
-    }
-    if opts.role != Role::Worker {
-        // The backlog bounds are applied where events are taken in.
-        let token = shutdown.clone();
-        let st = state.clone();
-        tasks.spawn(async move {
-            backlog::run(st, token).await;
-            "backlog"
-        });
-        let app = router(state.clone());
-        let token = shutdown.clone();
-        tasks.spawn(async move {
-            // The client address (ConnectInfo) feeds the limiters and the audit log.
-            conn::serve(listener, app, limits, token).await;
-            "http"
-        });
-    } else {
-        // A worker-only node still answers health checks.
-        let app = Router::new()
-            .route("/healthz", get(|| async { "ok" }))
-            .route("/readyz", get(readyz::<S>))
-            .route("/metrics", get(metrics_handler::<S>))
-            .with_state(state.clone());
-        let token = shutdown.clone();
-        tasks.spawn(async move {
-            conn::serve(listener, app, limits, token).await;
-            "http"
-        });
-    }
-    if opts.role != Role::Api {
-        let worker_id = opts
-            .worker_id
-            .clone()
-            .unwrap_or_else(|| node_identity(opts.listen, addr));
-        // Before the first claim: the leases a previous incarnation left are released now
-        // instead of after `worker.lease`.
-        recover_leases(&state, &worker_id).await;
-        let token = shutdown.clone();
-        let st = state.clone();
-        let alert_executor = executor.clone();
-        let notify_executor = executor.clone();
-        let knowledge_executor = executor.clone();
-        tasks.spawn(async move {
-            worker::run(st, executor, worker_id, token).await;
-            "worker"
-        });
-        let token = shutdown.clone();
-        let st = state.clone();
-        tasks.spawn(async move {
-            expire_approvals(st, EXPIRY_INTERVAL, token).await;
-            "approval-expiry"
-        });
-        if notify::has_targets(&runtime) {
-            let token = shutdown.clone();
-            let st = state.clone();
-            let ex = notify_executor;
-            tasks.spawn(async move {
-                notify::run(st, ex, token).await;
-                "notifications"
-            });
-        }
-        if let Some(keep) = runtime.project.settings.worker.retention {
-            let token = shutdown.clone();
-            let st = state.clone();
-            tasks.spawn(async move {
-                retention::run(st, keep, retention::EVERY, token).await;
-                "retention"
-            });
-        }
-        if knowledge::has_sources(&runtime) {
-            let token = shutdown.clone();
-            let st = state.clone();
-            let ex = knowledge_executor;
-            tasks.spawn(async move {
-                knowledge::run(st, ex, token).await;
-                "knowledge"
-            });
-        }
-        if alerts::has_alerts(&runtime) {
-            let token = shutdown.clone();
-            let st = state.clone();
-            let ex = alert_executor;
-            let every = runtime.project.settings.worker.alert_interval;
-            tasks.spawn(async move {
-                alerts::run(st, ex, every, token).await;
-                "alerts"
-            });
-        }
-    }
-    // NATS JetStream sources ingest like webhooks do, so they run where the ingest does.
-    if opts.role != Role::Worker && nats::has_sources(&runtime) {
-        let token = shutdown.clone();
-        let st = state.clone();
-        tasks.spawn(async move {
-            nats::run(st, token).await;
-            "nats"
-        });
-    }
-    let supervisor_token = shutdown.clone();
-    let done = tokio::spawn(async move {
-        while let Some(res) = tasks.join_next().await {
-            match res {
-                Ok(name) if !supervisor_token.is_cancelled() => {
-                    tracing::error!(task = name, "task stopped unexpectedly; shutting down");
-                    supervisor_token.cancel();
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "task panicked; shutting down");
-                    supervisor_token.cancel();
-                }
-            }
-        }
-    });
-    Ok(Running {
-        addr,
-        done,
-        wake: state.wake.clone(),
-    })
 }

@@ -61,6 +61,7 @@ pub enum Metric {
     AlertsFiring,
     BacklogEvents,
     BacklogOldest,
+    WorkerLimit,
 }
 
 /// The Prometheus type of a metric.
@@ -118,6 +119,7 @@ impl Metric {
         Metric::AlertsFiring,
         Metric::BacklogEvents,
         Metric::BacklogOldest,
+        Metric::WorkerLimit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -166,6 +168,7 @@ impl Metric {
             Metric::AlertsFiring => "charter_alerts_firing",
             Metric::BacklogEvents => "charter_backlog_events",
             Metric::BacklogOldest => "charter_backlog_oldest_seconds",
+            Metric::WorkerLimit => "charter_worker_runs_limit",
         }
     }
 
@@ -260,6 +263,9 @@ impl Metric {
             Metric::EscalationsOpen => "Escalations waiting for a human, by charter.",
             Metric::EscalationsOldestAge => "Age of the oldest open escalation, by charter.",
             Metric::AlertsFiring => "Alert incidents open, by charter and alert.",
+            Metric::WorkerLimit => {
+                "Runs this node's worker allows in flight now (adaptive unless worker.concurrency is set)."
+            }
         }
     }
 
@@ -278,7 +284,8 @@ impl Metric {
             | Metric::EscalationsOldestAge
             | Metric::AlertsFiring
             | Metric::BacklogEvents
-            | Metric::BacklogOldest => Kind::Gauge,
+            | Metric::BacklogOldest
+            | Metric::WorkerLimit => Kind::Gauge,
             _ => Kind::Counter,
         }
     }
@@ -397,6 +404,8 @@ pub struct Metrics {
     histograms: Mutex<BTreeMap<(Metric, LabelSet), Histogram>>,
     /// The backlog as the bounds see it (refreshed by [`crate::backlog::run`]).
     pub backlog: crate::backlog::BacklogGauges,
+    /// The worker's runs-in-flight limit (0: no worker on this node).
+    worker_limit: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Metrics {
@@ -405,6 +414,7 @@ impl Default for Metrics {
             counters: Mutex::new(BTreeMap::new()),
             histograms: Mutex::new(BTreeMap::new()),
             backlog: crate::backlog::BacklogGauges::default(),
+            worker_limit: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -595,6 +605,13 @@ impl Metrics {
     }
 
     /// `n` leases of this node's previous incarnation were released at start-up.
+    /// The worker's runs-in-flight limit now (see [`crate::pipeline::sizing`]).
+    pub fn worker_limit(&self, limit: usize) {
+        let limit = u64::try_from(limit).unwrap_or(u64::MAX);
+        self.worker_limit
+            .store(limit, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn leases_recovered(&self, n: usize) {
         self.add(Metric::LeasesRecovered, &[], n as f64);
     }
@@ -765,6 +782,10 @@ impl Metrics {
             let l = labels(&[("charter", &charter)]);
             gauges.push((Metric::BacklogEvents, l.clone(), n as f64));
             gauges.push((Metric::BacklogOldest, l, age));
+        }
+        let limit = self.worker_limit.load(std::sync::atomic::Ordering::Relaxed);
+        if limit > 0 {
+            gauges.push((Metric::WorkerLimit, labels(&[]), limit as f64));
         }
         for &m in Metric::ALL {
             let header = |out: &mut String| {

@@ -385,13 +385,7 @@ async fn eval_with<S: Store>(
             return ExitCode::from(1);
         }
     };
-    let state = AppState {
-        runtime: runtime.clone(),
-        store: store.clone(),
-        wake: Arc::new(tokio::sync::Notify::new()),
-        metrics: Arc::new(charter_server::metrics::Metrics::default()),
-        executor: Arc::new(executor.clone()),
-    };
+    let state = AppState::new(runtime.clone(), store.clone(), Arc::new(executor.clone()));
     let (documents, passages, build_ms) = if index {
         match build_index(runtime, &state, &executor, &step.sources).await {
             Ok(x) => x,

@@ -93,7 +93,7 @@ pub const PROJECT_KEY_DOCS: &[(&str, &str)] = &[
     ),
     (
         "worker.concurrency",
-        "Runs at once on this node, across charters (default 16).",
+        "Runs at once on this node, across charters (default: unset, chosen by the worker from what its runs wait on, 4 to 1024).",
     ),
     (
         "worker.shutdown_grace",

@@ -12,6 +12,7 @@ mod backlog;
 mod decision;
 mod evidence;
 mod expressions;
+mod fairness;
 mod inbox;
 mod knowledge;
 mod mcp;

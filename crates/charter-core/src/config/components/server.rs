@@ -181,7 +181,8 @@ pub struct WorkerSettings {
     pub lease: Duration,
     /// How often an idle worker looks for work (it is also woken on ingest).
     pub poll_interval: Duration,
-    /// Events processed at once across all charters on this node.
+    /// Events processed at once across all charters on this node; `0` (the default, the
+    /// key unset): chosen by the worker from what its runs wait on.
     pub concurrency: usize,
     /// How long shutdown waits for in-flight work before giving up on it (the lease then
     /// expires and another run picks it up).
@@ -198,7 +199,7 @@ impl Default for WorkerSettings {
         WorkerSettings {
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_millis(500),
-            concurrency: 16,
+            concurrency: 0,
             shutdown_grace: Duration::from_secs(10),
             alert_interval: Duration::from_secs(15),
             retention: None,

@@ -88,13 +88,11 @@ async fn an_llm_budget_holds_across_restarts_and_nodes() {
 
     // Another runtime on the same store (a restarted process, or a second node): its LLM
     // engine is new, its counters empty, and it still finds the budget exhausted.
-    let state = charter_server::AppState {
-        runtime: Arc::new(Runtime::load(&h.dir).unwrap()),
-        store: h.store.clone(),
-        wake: Arc::default(),
-        metrics: Arc::default(),
-        executor: Arc::new(charter_connect::HttpExecutor::new().unwrap()),
-    };
+    let state = charter_server::AppState::new(
+        Arc::new(Runtime::load(&h.dir).unwrap()),
+        h.store.clone(),
+        Arc::new(charter_connect::HttpExecutor::new().unwrap()),
+    );
     let ctx = json!({"payload": {"subject": "refund order 4"}});
     let decide = state.runtime.charters["budgeted"]
         .charter
@@ -143,13 +141,11 @@ async fn an_llm_rate_limit_holds_across_nodes() {
 
     // Another runtime on the same store (another node): its engine is new, and the
     // charter's one request this minute is already taken.
-    let state = charter_server::AppState {
-        runtime: Arc::new(Runtime::load(&h.dir).unwrap()),
-        store: h.store.clone(),
-        wake: Arc::default(),
-        metrics: Arc::default(),
-        executor: Arc::new(charter_connect::HttpExecutor::new().unwrap()),
-    };
+    let state = charter_server::AppState::new(
+        Arc::new(Runtime::load(&h.dir).unwrap()),
+        h.store.clone(),
+        Arc::new(charter_connect::HttpExecutor::new().unwrap()),
+    );
     let decide = state.runtime.charters["rated"]
         .charter
         .decide
