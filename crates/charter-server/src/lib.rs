@@ -48,11 +48,11 @@ pub mod rollout;
 pub mod sink;
 pub mod slack;
 pub mod sources;
+pub mod text;
 pub mod timeline;
 pub mod state;
 pub mod supervise;
 pub mod ui;
-pub mod worker;
 
 pub use project::{ProjectError, Runtime};
 pub use state::AppState;

@@ -17,9 +17,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    AppState, Role, Running, Runtime, ServeError, ServeOptions, alerts, api, backlog, conn,
-    knowledge, metrics_handler, nats, notify, now_millis, readyz, retention, router, sources,
-    worker,
+    AppState, Role, Running, Runtime, ServeError, ServeOptions, alerts, backlog, conn, knowledge,
+    metrics_handler, nats, notify, now_millis, pipeline, readyz, retention, router, sources,
 };
 
 /// The server's tasks, each named for the log when it stops.
@@ -162,7 +161,7 @@ fn spawn_worker<S: Store>(
     let settings = &runtime.project.settings.worker;
     let (st, ex) = (state.clone(), executor.clone());
     spawn(tasks, "worker", shutdown, |t| {
-        worker::run(st, ex, worker_id, t)
+        pipeline::run(st, ex, worker_id, t)
     });
     let st = state.clone();
     spawn(tasks, "approval-expiry", shutdown, |t| {
@@ -327,6 +326,6 @@ async fn expire_due<S: Store>(state: &AppState<S>) {
         if let Err(e) = state.store.append_audit(entry).await {
             tracing::warn!(error = %e, approval = %a.id, "audit of an expiry failed");
         }
-        api::requeue_soon(state, a.event_id);
+        crate::record::requeue_soon(state, a.event_id);
     }
 }

@@ -274,7 +274,7 @@ pub async fn corrections<S: Store>(
             event_id: e.event_id,
             fields: json!(decision.fields),
             label: decision.label.clone(),
-            text: crate::worker::decision_text(&cr.charter, &ev.event, &ctx),
+            text: crate::text::decision_text(&cr.charter, &ev.event, &ctx),
         };
         out.push(serde_json::to_value(c).map_err(|e| OpError::Internal(e.to_string()))?);
     }

@@ -70,7 +70,7 @@ impl<S: Store> RunCtx<'_, S> {
         tracing::info!(event = %self.event.id, charter = %charter.name, escalation = %rec.id, reason, "escalated to a human");
         if rec.status == charter_store::EscalationStatus::Open {
             // Idempotent: a re-run finding the open escalation queues nothing new.
-            crate::notify::escalation_created(self.state, charter, &rec).await;
+            crate::outbox::escalation_created(self.state, charter, &rec).await;
         }
         Ok(rec)
     }

@@ -84,7 +84,7 @@ impl<S: Store> RunCtx<'_, S> {
         };
         if approval.status == ApprovalStatus::Pending {
             // Idempotent: also heals a crash between creating the approval and queuing.
-            crate::notify::approval_created(self.state, &self.charter, &approval).await;
+            crate::outbox::approval_created(self.state, &self.charter, &approval).await;
         }
         if approval.status == ApprovalStatus::Pending
             && approval.expires_at.is_some_and(|t| t <= now)

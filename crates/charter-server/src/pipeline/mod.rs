@@ -22,7 +22,6 @@ mod process;
 mod route;
 mod run;
 pub mod sizing;
-pub mod text;
 mod writes;
 
 use std::sync::Arc;

@@ -143,7 +143,7 @@ pub async fn sample_corrections<S: Store>(
             continue;
         };
         let ctx = charter_core::routing::eval_context(&ev.event, None);
-        let text = crate::worker::decision_text(charter, &ev.event, &ctx);
+        let text = crate::text::decision_text(charter, &ev.event, &ctx);
         out.push(json!({
             "event_id": s.sample.event_id,
             "escalation_id": null,

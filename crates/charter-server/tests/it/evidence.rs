@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::HeaderMap;
-use charter_server::sink::Sink;
+use charter_testkit::sink::Sink;
 use charter_server::{Role, Runtime, ServeOptions};
 use charter_store::sqlite::SqliteStore;
 use serde_json::{Value, json};

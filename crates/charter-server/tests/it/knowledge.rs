@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use charter_server::sink::Sink;
+use charter_testkit::sink::Sink;
 use charter_server::{Role, Runtime, ServeOptions};
 use charter_store::sqlite::SqliteStore;
 use charter_store::{

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::knowledge::cite::{self, Checked, CiteRun};
 use crate::llm::{count_llm_usage, limits};
 use crate::now_millis;
-use crate::pipeline::text::decision_text;
+use crate::text::decision_text;
 
 /// The limits a draft runs under: those of the charter's first `llm` stage (the counters
 /// are per charter), or none.
