@@ -50,6 +50,7 @@ mode: live
 uses: [sink]
 trigger:
   webhook: {{ path: {OPEN_PATH}, verify: none }}
+  dedupe: "{{{{ payload.ticket.id }}}}"
 decide:
   labels: [billing, other]
   stages:

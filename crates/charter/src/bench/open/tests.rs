@@ -37,6 +37,7 @@ async fn slow_handler(State(s): State<Arc<Slow>>) -> &'static str {
 /// so the target holds many requests at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_open_stream_sends_every_slot_whatever_the_answers() {
+    charter_connect::install_crypto_provider();
     let slow = Arc::new(Slow::default());
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
@@ -86,6 +87,7 @@ async fn the_open_stream_sends_every_slot_whatever_the_answers() {
 /// Past the cap on requests in flight, slots are skipped and counted, not sent late.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slots_past_the_in_flight_cap_are_skipped_and_counted() {
+    charter_connect::install_crypto_provider();
     let slow = Arc::new(Slow::default());
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
