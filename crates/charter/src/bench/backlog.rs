@@ -25,7 +25,9 @@ use charter_store::postgres::{PgStore, with_dbname};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::{BenchError, CHARTER, PG_POOL_PER_NODE, pg_admin, write_project};
+use super::e2e::{PG_POOL_PER_NODE, pg_admin};
+use super::servers::write_project;
+use super::{BenchError, CHARTER};
 
 /// The rate at one backlog and what an event cost the database.
 #[derive(Debug, Clone, Serialize)]
@@ -227,53 +229,18 @@ async fn one_backlog(
         let mut cost = DbCost::default();
         let mut processed = 0u64;
         for round in 0..rounds {
-            store
-                .set_paused(CHARTER, true, charter_server::now_millis())
-                .await?;
-            // Let the runs in flight finish, then top up.
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            top_up(&admin, backlog, &mut serial).await?;
-            let before = counters(&admin, &db_name).await?;
-            let applied0 = sink.applied_keys() as u64;
-            let start = Instant::now();
-            store
-                .set_paused(CHARTER, false, charter_server::now_millis())
-                .await?;
-            running.wake.notify_one();
-            let deadline = start + Duration::from_secs(120);
-            while (sink.applied_keys() as u64) < applied0 + window {
-                if Instant::now() > deadline {
-                    return Err(BenchError::Other(format!(
-                        "backlog {backlog}: {window} events not processed within 120 s"
-                    )));
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            let took = start.elapsed().as_secs_f64();
-            let done = sink.applied_keys() as u64 - applied0;
-            // Pause before reading the counters so the window's writes are all in them.
-            store
-                .set_paused(CHARTER, true, charter_server::now_millis())
-                .await?;
-            tokio::time::sleep(Duration::from_millis(700)).await;
-            let after = counters(&admin, &db_name).await?;
-            let done_all = sink.applied_keys() as u64 - applied0;
-            let rate = done as f64 / took;
-            eprintln!(
-                "  round {}: {done} events in {took:.2}s = {rate:.0}/s",
-                round + 1
-            );
+            let w = Window {
+                store: &store,
+                admin: &admin,
+                sink: &sink,
+                wake: &running.wake,
+                db_name: &db_name,
+                backlog,
+                window,
+            };
+            let (rate, done_all, delta) = w.measure(round, &mut serial).await?;
             rates.push(rate);
-            let ticks_per_sec = 100.0; // USER_HZ on Linux
-            cost.wal_bytes += (after.wal - before.wal) as f64;
-            cost.commits += (after.commits - before.commits) as f64;
-            cost.rows_inserted += (after.inserted - before.inserted) as f64;
-            cost.rows_updated += (after.updated - before.updated) as f64;
-            cost.cpu_us +=
-                (after.cpu_ticks - before.cpu_ticks) as f64 / ticks_per_sec * 1_000_000.0;
-            cost.backend_cpu_us += after.backend_ticks.saturating_sub(before.backend_ticks) as f64
-                / ticks_per_sec
-                * 1_000_000.0;
+            cost.add(&delta);
             processed += done_all;
         }
         shutdown.cancel();
@@ -313,4 +280,87 @@ async fn one_backlog(
         eprintln!("warning: could not drop the benchmark database {db_name}: {e}");
     }
     result
+}
+
+/// One measured window of [`one_backlog`]: what it needs to pause, top up, and count.
+struct Window<'a> {
+    store: &'a PgStore,
+    admin: &'a tokio_postgres::Client,
+    sink: &'a Sink,
+    wake: &'a tokio::sync::Notify,
+    db_name: &'a str,
+    backlog: u64,
+    window: u64,
+}
+
+impl Window<'_> {
+    /// Pause, top the queue up to the backlog, resume, and time `window` events reaching the
+    /// sink; then pause again so the window's writes are all in the counters. Returns the
+    /// rate, the events applied by the time the counters were read, and the database's cost.
+    async fn measure(
+        &self,
+        round: usize,
+        serial: &mut i64,
+    ) -> Result<(f64, u64, DbCost), BenchError> {
+        let (store, sink, backlog, window) = (self.store, self.sink, self.backlog, self.window);
+        store
+            .set_paused(CHARTER, true, charter_server::now_millis())
+            .await?;
+        // Let the runs in flight finish, then top up.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        top_up(self.admin, backlog, serial).await?;
+        let before = counters(self.admin, self.db_name).await?;
+        let applied0 = sink.applied_keys() as u64;
+        let start = Instant::now();
+        store
+            .set_paused(CHARTER, false, charter_server::now_millis())
+            .await?;
+        self.wake.notify_one();
+        let deadline = start + Duration::from_secs(120);
+        while (sink.applied_keys() as u64) < applied0 + window {
+            if Instant::now() > deadline {
+                return Err(BenchError::Other(format!(
+                    "backlog {backlog}: {window} events not processed within 120 s"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let took = start.elapsed().as_secs_f64();
+        let done = sink.applied_keys() as u64 - applied0;
+        // Pause before reading the counters so the window's writes are all in them.
+        store
+            .set_paused(CHARTER, true, charter_server::now_millis())
+            .await?;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let after = counters(self.admin, self.db_name).await?;
+        let done_all = sink.applied_keys() as u64 - applied0;
+        let rate = done as f64 / took;
+        eprintln!(
+            "  round {}: {done} events in {took:.2}s = {rate:.0}/s",
+            round + 1
+        );
+        let ticks_per_sec = 100.0; // USER_HZ on Linux
+        let cost = DbCost {
+            wal_bytes: (after.wal - before.wal) as f64,
+            commits: (after.commits - before.commits) as f64,
+            rows_inserted: (after.inserted - before.inserted) as f64,
+            rows_updated: (after.updated - before.updated) as f64,
+            cpu_us: (after.cpu_ticks - before.cpu_ticks) as f64 / ticks_per_sec * 1_000_000.0,
+            backend_cpu_us: after.backend_ticks.saturating_sub(before.backend_ticks) as f64
+                / ticks_per_sec
+                * 1_000_000.0,
+        };
+        Ok((rate, done_all, cost))
+    }
+}
+
+impl DbCost {
+    fn add(&mut self, o: &DbCost) {
+        self.wal_bytes += o.wal_bytes;
+        self.commits += o.commits;
+        self.rows_inserted += o.rows_inserted;
+        self.rows_updated += o.rows_updated;
+        self.cpu_us += o.cpu_us;
+        self.backend_cpu_us += o.backend_cpu_us;
+    }
 }
