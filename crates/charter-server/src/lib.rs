@@ -45,13 +45,12 @@ pub mod record;
 pub mod report;
 pub mod retention;
 pub mod rollout;
-pub mod sink;
 pub mod slack;
 pub mod sources;
-pub mod text;
-pub mod timeline;
 pub mod state;
 pub mod supervise;
+pub mod text;
+pub mod timeline;
 pub mod ui;
 
 pub use project::{ProjectError, Runtime};

@@ -16,9 +16,9 @@ use uuid::Uuid;
 
 use super::escalate::{escalation_reason, human_decision};
 use super::route::{act_in_order, tool_call_allowed};
-use crate::text::{decision_text, requested_action, run_context};
 use crate::expressions::first_matching_route;
 use crate::project::CharterRuntime;
+use crate::text::{decision_text, requested_action, run_context};
 use crate::{AppState, now_millis};
 
 /// Why a run stopped without finishing.

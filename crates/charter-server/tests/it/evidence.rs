@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::HeaderMap;
-use charter_testkit::sink::Sink;
 use charter_server::{Role, Runtime, ServeOptions};
 use charter_store::sqlite::SqliteStore;
+use charter_testkit::sink::Sink;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -673,7 +673,11 @@ async fn retention_purges_old_finished_work_on_schedule_and_audits_it() {
     let keep = runtime.project.settings.worker.retention.unwrap();
     assert_eq!(keep, Duration::from_secs(3600));
     let store = SqliteStore::open(&runtime.store_path()).unwrap();
-    let state = charter_server::AppState::new(runtime, store.clone(), Arc::new(charter_connect::HttpExecutor::new().unwrap()));
+    let state = charter_server::AppState::new(
+        runtime,
+        store.clone(),
+        Arc::new(charter_connect::HttpExecutor::new().unwrap()),
+    );
     let now = charter_server::now_millis();
     // An event received at `at` (its id is the UUIDv7 of that moment, as ingest makes it),
     // run to `done`.

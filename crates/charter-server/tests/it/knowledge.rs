@@ -13,13 +13,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use charter_testkit::sink::Sink;
 use charter_server::{Role, Runtime, ServeOptions};
 use charter_store::sqlite::SqliteStore;
 use charter_store::{
     ApprovalFilter, ApprovalStore, DecisionStore, EXTRA_CONTEXT, EXTRA_DRAFT, EscalationFilter,
     EscalationStore, EventStore, GapFilter, GapReason, KnowledgeStore, RunStore,
 };
+use charter_testkit::sink::Sink;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -641,7 +641,11 @@ async fn the_zendesk_help_center_preset_reads_every_page() {
     charter_connect::install_crypto_provider();
     let runtime = Arc::new(Runtime::load(&dir).unwrap_or_else(|e| panic!("{e}")));
     let store = SqliteStore::open(&dir.join("charter.db")).unwrap();
-    let state = charter_server::AppState::new(runtime.clone(), store.clone(), Arc::new(charter_connect::HttpExecutor::new().unwrap()));
+    let state = charter_server::AppState::new(
+        runtime.clone(),
+        store.clone(),
+        Arc::new(charter_connect::HttpExecutor::new().unwrap()),
+    );
     let executor = charter_connect::HttpExecutor::new().unwrap();
     let source = runtime.project.knowledge.get("helpcenter").unwrap();
     let report = charter_server::knowledge::refresh_source(&state, &executor, source)

@@ -501,7 +501,11 @@ async fn after_downtime_only_the_latest_missed_fire_time_fires_once() {
     );
     let runtime = Arc::new(Runtime::load(&dir).unwrap_or_else(|e| panic!("{e}")));
     let store = SqliteStore::open(&dir.join("charter.db")).unwrap();
-    let state = AppState::new(runtime, store.clone(), Arc::new(charter_connect::HttpExecutor::new().unwrap()));
+    let state = AppState::new(
+        runtime,
+        store.clone(),
+        Arc::new(charter_connect::HttpExecutor::new().unwrap()),
+    );
     let schedule = ScheduleTrigger {
         cron: Cron::parse("0 9 * * *").unwrap(),
         zone: Zone::utc(),
@@ -594,7 +598,11 @@ async fn a_schedule_in_a_time_zone_fires_at_local_times_across_a_dst_change() {
         .unwrap();
     assert_eq!(schedule.zone.name(), "Europe/Paris");
     let store = SqliteStore::open(&dir.join("charter.db")).unwrap();
-    let state = AppState::new(runtime, store.clone(), Arc::new(charter_connect::HttpExecutor::new().unwrap()));
+    let state = AppState::new(
+        runtime,
+        store.clone(),
+        Arc::new(charter_connect::HttpExecutor::new().unwrap()),
+    );
     // 2026-03-28T10:00:00Z (11:00 CET), first start: the next digest is Sunday 09:00 CEST,
     // the first day of summer time: 2026-03-29T07:00:00Z, 21 hours later.
     let t0: i64 = 1_774_692_000_000;

@@ -18,10 +18,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use charter_server::sink::Sink;
 use charter_server::{Role, Runtime, ServeOptions};
 use charter_store::CharterStateStore;
 use charter_store::postgres::{PgStore, with_dbname};
+use charter_testkit::sink::Sink;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use charter_core::model::EventStatus;
-use charter_server::sink::Sink;
 use charter_server::{Role, Runtime, ServeOptions};
 use charter_store::postgres::{PgStore, with_dbname};
 use charter_store::{EventFilter, EventStore};
+use charter_testkit::sink::Sink;
 use tokio_util::sync::CancellationToken;
 
 use super::deliveries::Signer;

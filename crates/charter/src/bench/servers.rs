@@ -8,9 +8,9 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::routing::post;
-use charter_server::sink::Sink;
 use charter_server::{Role, Runtime, ServeOptions};
 use charter_store::sqlite::{Durability, Gather, SqliteOptions, SqliteStore};
+use charter_testkit::sink::Sink;
 use tokio_util::sync::CancellationToken;
 
 use super::{BenchError, CHARTER, Fsync, HOOK_PATH, SECRET, StoreKnobs};
