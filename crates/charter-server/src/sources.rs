@@ -296,7 +296,6 @@ enum Stored {
 }
 
 /// Store one polled item as an event (or keep it as rejected).
-#[allow(clippy::too_many_arguments)]
 async fn store_item<S: Store>(
     state: &AppState<S>,
     cr: &CharterRuntime,

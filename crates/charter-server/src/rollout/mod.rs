@@ -128,7 +128,6 @@ pub fn charter_in_mode(charter: &Arc<Charter>, idx: usize, mode: Mode) -> Arc<Ch
 
 /// Queue the run for review when its route samples it. Never fails the run: a store error is
 /// logged.
-#[allow(clippy::too_many_arguments)]
 pub async fn sample_run<S: Store>(
     state: &AppState<S>,
     charter: &Charter,

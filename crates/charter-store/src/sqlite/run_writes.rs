@@ -13,7 +13,6 @@ use crate::{Result, RunWrite, RunWritten, StoreError};
 
 /// Insert a run; with `decision`, its decision columns too (a `Start` and its `Decision`
 /// written together, see [`merge_start_decision`]), otherwise they stay NULL until decided.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn sql_start_run(
     conn: &Connection,
     run: &str,

@@ -21,7 +21,6 @@ use super::servers::{BenchServer, write_project};
 use super::{BenchError, CHARTER, HOOK_PATH, StoreKnobs};
 use crate::serve::forward_wakeups;
 
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn e2e(
     client: &reqwest::Client,
     signer: &Arc<Signer>,
@@ -72,7 +71,6 @@ pub(super) struct E2eTarget<'a> {
 
 /// Send for `duration`, wait (bounded) until every acknowledged event's run finished, and
 /// read cycle times from the store.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn measure_e2e<S: EventStore>(
     client: &reqwest::Client,
     signer: &Arc<Signer>,
@@ -194,7 +192,6 @@ pub(super) const PG_POOL_PER_NODE: usize = 16;
 /// connection pool and worker id, on one throw-away database: node 0 serves HTTP and works,
 /// the others only work (`Role::Worker`). Idle workers are woken by LISTEN/NOTIFY as in
 /// `charter serve`.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn e2e_postgres(
     client: &reqwest::Client,
     signer: &Arc<Signer>,
