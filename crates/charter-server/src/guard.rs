@@ -18,9 +18,7 @@ use charter_core::config::IpRange;
 use sha2::{Digest, Sha256};
 
 use crate::Runtime;
-
-// re-export for the merge
-pub use crate::client::{CLIENT, ClientAddr, current_client};
+use crate::client::{CLIENT, ClientAddr};
 
 /// The exposure rules of one running server, built from `charter.yaml` at start-up.
 pub struct Exposure {

@@ -36,7 +36,6 @@ pub mod models;
 pub mod nats;
 pub mod notify;
 pub mod openapi;
-pub mod operator;
 pub mod ops;
 pub mod outbox;
 pub mod pipeline;

@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::auth::{Caller, authorize};
 use crate::error::ApiError;
-use crate::ops::tools::Called;
+use crate::ops::tools::{Called, tool_name};
 use crate::ops::{self, OpError};
 
 /// Where the endpoint is served.
@@ -40,9 +40,6 @@ pub const MCP_PATH: &str = "/mcp";
 /// Protocol revisions this server speaks; the newest is offered when a client asks for
 /// another.
 const PROTOCOL_VERSIONS: &[&str] = &["2025-06-18", "2025-03-26", "2024-11-05"];
-
-// re-export for the merge
-pub use crate::ops::tools::{requested_action, tool_name};
 
 /// A JSON-RPC error: `(code, message)`.
 type RpcError = (i64, String);

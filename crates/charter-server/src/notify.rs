@@ -62,8 +62,6 @@ pub fn slack_interactive_enabled(runtime: &Runtime) -> bool {
     !runtime.slack_signing_secrets.is_empty()
 }
 
-// re-export for the merge
-pub use crate::outbox::{approval_created, escalation_created, rollout_changed};
 
 /// What one delivery pass did (for tests and logs).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -18,8 +18,6 @@ use crate::error::ApiError;
 use crate::ops;
 use crate::ops::events::{InDoubtQuery, ReplaySelection};
 
-// re-export for the merge
-pub use crate::ops::events::ReplaySelection as ReplayFailed;
 
 /// The event routes of the table.
 pub(super) fn routes<S: Store>() -> Vec<ApiRoute<S>> {

@@ -36,10 +36,6 @@ pub mod events;
 pub mod rollout;
 
 pub use crate::auth::Need;
-// re-export for the merge
-pub use crate::auth::{Caller, authorize, bearer_credentials};
-// re-export for the merge
-pub use crate::ops::{audit, requeue_soon};
 
 /// A typed answer as the API's JSON: serialised through [`Value`], so object keys are in
 /// sorted order as they always were.

@@ -12,24 +12,13 @@ use uuid::Uuid;
 
 use super::{OpError, audit};
 use crate::auth::Caller;
+use crate::text::{MCP_SOURCE_PREFIX as SOURCE_PREFIX, MCP_TYPE_PREFIX as TYPE_PREFIX};
+pub use crate::text::requested_action;
 use crate::project::CharterRuntime;
 use crate::{AppState, now_millis};
 
-/// The `source` prefix of an event stored by a tool call (`mcp:<token>`).
-pub const SOURCE_PREFIX: &str = "mcp:";
-/// The `event_type` prefix of an event stored by a tool call (`mcp:<action>`).
-pub const TYPE_PREFIX: &str = "mcp:";
-
 /// How long a tool call waits for its run before answering "still running".
 const WAIT_FOR_RUN: Duration = Duration::from_secs(10);
-
-/// The action an event stored by a tool call asks for (`None` for every other event).
-pub fn requested_action(event: &NewEvent) -> Option<&str> {
-    if !event.source.starts_with(SOURCE_PREFIX) {
-        return None;
-    }
-    event.event_type.as_deref()?.strip_prefix(TYPE_PREFIX)
-}
 
 /// A tool's name: `<charter>__<action>`.
 pub fn tool_name(charter: &str, action: &str) -> String {

@@ -17,7 +17,6 @@ mod act;
 pub mod decide;
 mod escalate;
 mod gate;
-pub mod mode;
 mod process;
 mod route;
 mod run;

@@ -126,7 +126,7 @@ async fn undefined_charter<S: Store>(
 /// the charter state wins over the file's `mode:` while the file still says what it said
 /// then (see `operator`).
 fn in_effective_mode(cr: &CharterRuntime, stored: Option<&ModeOverride>) -> Arc<Charter> {
-    let mode = super::mode::mode_of(&cr.charter, stored);
+    let mode = crate::mode::mode_of(&cr.charter, stored);
     if mode == cr.charter.mode {
         cr.charter.clone()
     } else {
