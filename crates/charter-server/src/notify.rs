@@ -62,7 +62,6 @@ pub fn slack_interactive_enabled(runtime: &Runtime) -> bool {
     !runtime.slack_signing_secrets.is_empty()
 }
 
-
 /// What one delivery pass did (for tests and logs).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Pass {

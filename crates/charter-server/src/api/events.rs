@@ -18,7 +18,6 @@ use crate::error::ApiError;
 use crate::ops;
 use crate::ops::events::{InDoubtQuery, ReplaySelection};
 
-
 /// The event routes of the table.
 pub(super) fn routes<S: Store>() -> Vec<ApiRoute<S>> {
     vec![

@@ -12,9 +12,9 @@ use uuid::Uuid;
 
 use super::{OpError, audit};
 use crate::auth::Caller;
-use crate::text::{MCP_SOURCE_PREFIX as SOURCE_PREFIX, MCP_TYPE_PREFIX as TYPE_PREFIX};
-pub use crate::text::requested_action;
 use crate::project::CharterRuntime;
+pub use crate::text::requested_action;
+use crate::text::{MCP_SOURCE_PREFIX as SOURCE_PREFIX, MCP_TYPE_PREFIX as TYPE_PREFIX};
 use crate::{AppState, now_millis};
 
 /// How long a tool call waits for its run before answering "still running".
