@@ -66,21 +66,12 @@ async fn process_claimed_in_span<S: Store>(
     let rerun = claimed.attempt > 1;
     note_interrupted(&state, &claimed);
     let mut pending: Vec<RunWrite> = Vec::new();
-    // The lease is renewed by a task of its own, so that a run busy on a thread (a costly
-    // expression evaluated under `block_in_place`, which holds this task for up to the
-    // evaluation's time limit) keeps its lease; the task ends with the run (aborted on drop).
-    let mut renewal = AbortOnDrop(tokio::spawn(renew(
-        state.store.clone(),
-        worker_id.clone(),
-        held.event_id,
-        lease,
-    )));
+    // The run never holds this task for long (costly expressions run on the blocking pool,
+    // see `expressions`), so the lease is renewed beside it.
     let result = tokio::select! {
         r = run_pipeline(&state, &executor, claimed, &mut pending) => r,
-        e = renewal.join() => Err(e),
+        e = renew(&held, lease) => Err(e),
     };
-    // Stop renewing before the run's end is written (a retry's hold sets its own lease).
-    drop(renewal);
     match result {
         Ok(status) => held.release(pending, status, rerun).await,
         Err(e) => held.stopped(pending, e).await,
@@ -88,34 +79,21 @@ async fn process_claimed_in_span<S: Store>(
 }
 
 /// Renew the lease every third of its length until it is lost or the store fails.
-async fn renew<S: Store>(store: S, worker_id: String, event_id: Uuid, lease: Duration) -> RunError {
+async fn renew<S: Store>(held: &Held<'_, S>, lease: Duration) -> RunError {
     let every = (lease / 3).max(Duration::from_millis(50));
     loop {
         tokio::time::sleep(every).await;
         let until = now_millis() + lease.as_millis() as i64;
-        match store.renew(event_id, &worker_id, until).await {
+        match held
+            .state
+            .store
+            .renew(held.event_id, held.worker_id, until)
+            .await
+        {
             Ok(true) => {}
             Ok(false) => return RunError::LeaseLost,
             Err(e) => return RunError::Store(e),
         }
-    }
-}
-
-/// A spawned task aborted when this handle is dropped: the lease renewal of one run, which
-/// must not outlive it.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl AbortOnDrop<RunError> {
-    /// The renewal's end: a lost lease or a store error (a renewal task that panicked counts
-    /// as a lost lease: the run can no longer be sure it holds the event).
-    async fn join(&mut self) -> RunError {
-        (&mut self.0).await.unwrap_or(RunError::LeaseLost)
-    }
-}
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
