@@ -19,7 +19,6 @@ pub mod backlog;
 pub mod client;
 pub mod conn;
 pub mod dead_letters;
-pub mod decide;
 pub mod error;
 pub mod expressions;
 pub mod guard;

@@ -353,7 +353,7 @@ async fn run_configured(
         .ok_or_else(|| format!("charter `{}` has no `decide` section", args.charter))?;
     let runtime =
         std::sync::Arc::new(charter_server::Runtime::load(&args.dir).map_err(|e| e.to_string())?);
-    let llm = charter_server::decide::llm_engine(&runtime, charter_server::decide::memory_backing);
+    let llm = charter_server::llm::llm_engine(&runtime, charter_server::llm::memory_backing);
     let model = runtime
         .charters
         .get(&args.charter)
@@ -378,7 +378,7 @@ async fn run_configured(
         let t0 = Instant::now();
         let o = match (stage_name, &llm_stage) {
             ("llm", Some(stage)) => {
-                let (result, _) = charter_server::decide::ask_llm_stage(
+                let (result, _) = charter_server::pipeline::decide::ask_llm_stage(
                     &llm,
                     &args.charter,
                     &decide,
@@ -390,7 +390,7 @@ async fn run_configured(
                 llm_outcome(result, stage.accept_above, &mut usage, i + 1, &progress)
             }
             _ => {
-                let (d, u) = charter_server::decide::run_cascade(
+                let (d, u) = charter_server::pipeline::decide::run_cascade(
                     &llm,
                     &args.charter,
                     &decide,

@@ -99,7 +99,7 @@ async fn an_llm_budget_holds_across_restarts_and_nodes() {
         .decide
         .clone()
         .unwrap();
-    let d = charter_server::decide::decide_event(
+    let d = charter_server::pipeline::decide::decide_event(
         &state,
         "budgeted",
         &decide,
@@ -152,7 +152,7 @@ async fn an_llm_rate_limit_holds_across_nodes() {
         .clone()
         .unwrap();
     let ctx = json!({"payload": {"subject": "refund order 2"}});
-    let d = charter_server::decide::decide_event(
+    let d = charter_server::pipeline::decide::decide_event(
         &state,
         "rated",
         &decide,
